@@ -1,0 +1,58 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from astrid.paths import shared_data
+
+
+def make_wcs(shape=(64, 64), ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0) -> WCS:
+    """A TAN WCS centred on (ra, dec)."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
+    theta = np.deg2rad(rotation_deg)
+    scale = scale_arcsec / 3600.0
+    wcs.wcs.cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return wcs
+
+
+@pytest.fixture
+def tan_header():
+    """A header with a TAN WCS and the usual metadata keys."""
+    header = make_wcs().to_header()
+    header["TELESCOP"] = "P48"
+    header["INSTRUME"] = "ZTF/MOSAIC"
+    header["FILTER"] = "ZTF_r "
+    header["MJD-OBS"] = 59000.25
+    header["EXPTIME"] = 30.0
+    header["GAIN"] = 6.2
+    header["MAGZP"] = 26.3
+    header["SATURATE"] = 5000.0
+    return header
+
+
+@pytest.fixture
+def write_fits(tmp_path):
+    """Write an HDU list to a temp file and return its path."""
+
+    def _write(hdus, name="image.fits"):
+        path = tmp_path / name
+        fits.HDUList(hdus).writeto(path)
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def shared():
+    """The shared real-data folder, or skip."""
+    path = shared_data()
+    if path is None:
+        pytest.skip("shared real data (../shared/data or $ASTRID_SHARED_DATA) is not present")
+    return path
