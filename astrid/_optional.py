@@ -11,8 +11,10 @@ _EXTRA_OF = {
     "distributed": "dask",
     "papermill": "notebooks",
     "ipywidgets": "notebooks",
-    "fastavro": "alerts",
-    "pyarrow": "alerts",
+    "fastavro": "triplets",
+    "pyarrow": "triplets",
+    "h5py": "ml",
+    "sklearn": "ml",
     "zarr": "triplets",
 }
 

@@ -407,13 +407,10 @@ def provenance_cards(step: str | None = None, parameters: dict | None = None) ->
 
     cards: list[tuple[str, Any, str]] = [("ASTRIDV", __version__, "AstrID version")]
     if step:
-        cards.append(("ASTRSTEP", str(step)[:68], "AstrID processing step"))
+        cards.append(("ASTRSTEP", str(step)[:40], "AstrID processing step"))
     if parameters:
-        text = json.dumps(parameters, sort_keys=True, default=str)
-        cards.append(("ASTRPARS", text if len(text) <= 68 else "see HISTORY", "parameters (JSON)"))
-        if len(text) > 68:
-            for i in range(0, len(text), 70):
-                cards.append(("HISTORY", "ASTRID " + text[i : i + 70], ""))
+        # Values longer than one card continue on CONTINUE cards (the FITS long-string convention).
+        cards.append(("ASTRPARS", json.dumps(parameters, sort_keys=True, default=str), ""))
     return cards
 
 
@@ -461,10 +458,7 @@ def write_image(
             warnings.simplefilter("ignore", FITSFixedWarning)
             header.update(image.wcs.to_header(relax=True))
     for key, value, comment in provenance_cards(step, parameters):
-        if key == "HISTORY":
-            header.add_history(value)
-        else:
-            header[key] = (value, comment)
+        header[key] = (value, comment)
     hdus = [fits.PrimaryHDU(data=image.data, header=header)]
     if image.mask is not None:
         hdus.append(fits.ImageHDU(data=image.mask.astype(np.uint8), name=MASK_EXTNAME))

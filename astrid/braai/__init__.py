@@ -1,0 +1,29 @@
+"""braai: ZTF's real/bogus CNN for image triplets (Duev et al. 2019), in Keras 3.
+
+- :func:`vgg6`, :func:`three_block`, :func:`build_model`: the architectures;
+- :func:`preprocess`: braai's exact input preparation (NaN → 0, per-stamp L2
+  normalisation, 1e-9 padding);
+- :func:`load_braai`: ZTF's published Keras 2 models (``d6_m7``, the model
+  behind the alerts' ``drb`` score, and ``braai_d6_m9``);
+- :func:`predict`: scores for a triplet dataset or array.
+
+TensorFlow/Keras is imported only when a model is built or loaded.
+"""
+
+from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
+from ._models import MODELS, build_model, three_block, vgg6
+from ._preprocess import NORMS, PAD_VALUE, preprocess
+
+__all__ = [
+    "vgg6",
+    "three_block",
+    "build_model",
+    "MODELS",
+    "preprocess",
+    "NORMS",
+    "PAD_VALUE",
+    "load_braai",
+    "predict",
+    "norm_for_model",
+    "DEFAULT_NORM",
+]

@@ -1,0 +1,176 @@
+"""braai's input preprocessing: NaN → 0, per-stamp L2 normalisation, 1e-9 padding.
+
+ZTF's production braai (``make_triplet`` in dmitryduev/braai and in Kowalski)
+prepares each alert cutout in this order:
+
+1. ``np.nan_to_num``: NaN → 0 (and ±inf → the largest finite float);
+2. normalise the cutout *at its own size*: for models up to ``d6_m7`` with
+   ``keras.utils.normalize(cutout)``, i.e. each image row divided by its L2
+   norm (``axis=-1`` of the ``(ny, nx)`` array; all-zero rows stay zero), and
+   for later models by the L2 norm of the whole cutout;
+3. pad a cutout smaller than 63×63 *after* its last row and column with the
+   constant 1e-9;
+4. stack science, template, difference as channels of a (63, 63, 3) array.
+
+:func:`preprocess` reproduces this for a whole batch in one pass. Because
+the padding is added after the normalisation, it never enters a norm.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import xarray as xr
+
+from .._schema import CHANNELS, STAMP_SIZE, validate_triplets
+from ..errors import AstridInputError
+
+__all__ = ["preprocess", "NORMS", "PAD_VALUE"]
+
+#: Normalisations :func:`preprocess` knows (see its docstring).
+NORMS = ("rowwise", "l2")
+#: Value braai puts where a cutout smaller than 63×63 was padded.
+PAD_VALUE = np.float32(1e-9)
+
+_F32_MAX = np.finfo(np.float32).max
+
+
+@numba.njit(cache=True, nogil=True)
+def _clean(value):
+    # np.nan_to_num semantics, as in braai
+    if np.isnan(value):
+        return 0.0
+    if np.isinf(value):
+        return _F32_MAX if value > 0 else -_F32_MAX
+    return value
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise_into(src, dst, stamp_ny, stamp_nx, whole_image, pad):
+    """Write braai's normalised, padded stamps of ``src`` into ``dst``.
+
+    src : (n, h, w, 3) float, h, w <= 63; dst : (n, 63, 63, 3) float32;
+    stamp_ny, stamp_nx : (n, 3) ints, the extent [0:ny, 0:nx] of real data
+    per stamp and channel; everything beyond is set to ``pad``.
+    """
+    n, h, w, nc = src.shape
+    size_y, size_x = dst.shape[1], dst.shape[2]
+    for i in range(n):
+        for c in range(nc):
+            ny = min(stamp_ny[i, c], h)
+            nx = min(stamp_nx[i, c], w)
+            if whole_image:
+                total = 0.0
+                for r in range(ny):
+                    for k in range(nx):
+                        v = _clean(src[i, r, k, c])
+                        total += v * v
+                scale = 1.0 / np.sqrt(total) if total > 0.0 else 1.0
+            for r in range(size_y):
+                if r >= ny:
+                    for k in range(size_x):
+                        dst[i, r, k, c] = pad
+                    continue
+                if not whole_image:
+                    total = 0.0
+                    for k in range(nx):
+                        v = _clean(src[i, r, k, c])
+                        total += v * v
+                    scale = 1.0 / np.sqrt(total) if total > 0.0 else 1.0
+                for k in range(nx):
+                    dst[i, r, k, c] = _clean(src[i, r, k, c]) * scale
+                for k in range(nx, size_x):
+                    dst[i, r, k, c] = pad
+
+
+def _stamp_extent(ds: xr.Dataset, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if "stamp_ny" in ds.coords and "stamp_nx" in ds.coords:
+        extents = []
+        for name in ("stamp_ny", "stamp_nx"):
+            coord = ds[name]
+            if coord.dims == ("candidate", "channel"):
+                values = coord.transpose("candidate", "channel").values
+            elif coord.dims == ("candidate",):
+                values = np.repeat(coord.values[:, None], len(CHANNELS), axis=1)
+            else:
+                raise AstridInputError(
+                    f"triplets: coordinate {name!r} has dims {coord.dims}, "
+                    "expected ('candidate',) or ('candidate', 'channel')"
+                )
+            if np.any(values < 0) or np.any(values > STAMP_SIZE):
+                raise AstridInputError(f"triplets: coordinate {name!r} has values outside 0..{STAMP_SIZE}")
+            extents.append(np.ascontiguousarray(values, dtype=np.int64))
+        return extents[0], extents[1]
+    full = np.full((n, len(CHANNELS)), STAMP_SIZE, dtype=np.int64)
+    return full, full.copy()
+
+
+def preprocess(triplets, norm: str = "rowwise") -> np.ndarray:
+    """Prepare triplets for braai exactly as ZTF's production pipeline does.
+
+    Parameters
+    ----------
+    triplets : xarray.Dataset or array-like
+        A triplet dataset (:mod:`astrid._schema`), or an array of shape
+        (n, h, w, 3) or (h, w, 3) with ``h, w <= 63`` (science, reference,
+        difference as channels, NaN allowed). For a dataset with the
+        coordinates ``stamp_ny`` / ``stamp_nx`` (as :func:`astrid.alerts.read_ztf`
+        writes), pixels beyond ``[0:stamp_ny, 0:stamp_nx]`` are treated as
+        padding; for an array smaller than 63×63 the padding goes after the
+        last row and column.
+    norm : {"rowwise", "l2"}, optional
+        ``"rowwise"``: each image row of each stamp divided by its L2 norm
+        (``keras.utils.normalize`` on the (ny, nx) stamp; braai models up to
+        ``d6_m7``). ``"l2"``: each stamp divided by its whole-image L2 norm
+        (later braai models).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, 63, 63, 3), float32
+        NaN replaced by 0, stamps normalised, padding set to 1e-9.
+
+    Raises
+    ------
+    AstridInputError
+        Unknown ``norm``; an array of the wrong shape or larger than 63×63;
+        a dataset that is not in the triplet schema.
+
+    Notes
+    -----
+    A stamp (or, for ``"rowwise"``, a row) that is all zero is left at zero,
+    as ``keras.utils.normalize`` does; braai's whole-image normalisation
+    would divide by zero there and produce NaN.
+    """
+    if norm not in NORMS:
+        raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
+    if isinstance(triplets, xr.Dataset):
+        validate_triplets(triplets)
+        src = triplets["triplets"].transpose("candidate", "y", "x", "channel").values
+        stamp_ny, stamp_nx = _stamp_extent(triplets, src.shape[0])
+    else:
+        src = np.asarray(triplets)
+        if src.ndim == 3:
+            src = src[np.newaxis]
+        if src.ndim != 4 or src.shape[-1] != len(CHANNELS):
+            raise AstridInputError(
+                f"triplets: expected an array of shape (n, h, w, {len(CHANNELS)}) or "
+                f"(h, w, {len(CHANNELS)}), got {np.shape(triplets)}"
+            )
+        if src.shape[1] > STAMP_SIZE or src.shape[2] > STAMP_SIZE or 0 in src.shape[1:3]:
+            raise AstridInputError(
+                f"triplets: stamps of {src.shape[1]}x{src.shape[2]} pixels; "
+                f"braai takes stamps of 1..{STAMP_SIZE} pixels a side"
+            )
+        if not (np.issubdtype(src.dtype, np.floating) or np.issubdtype(src.dtype, np.integer)):
+            raise AstridInputError(f"triplets: expected a numeric array, got dtype {src.dtype}")
+        n = src.shape[0]
+        stamp_ny = np.full((n, len(CHANNELS)), src.shape[1], dtype=np.int64)
+        stamp_nx = np.full((n, len(CHANNELS)), src.shape[2], dtype=np.int64)
+    if not np.issubdtype(src.dtype, np.floating) or src.dtype.itemsize < 4:
+        src = src.astype(np.float32)
+    elif not src.dtype.isnative:  # FITS data are big-endian; numba needs native order
+        src = src.astype(src.dtype.newbyteorder("="))
+    out = np.empty((src.shape[0], STAMP_SIZE, STAMP_SIZE, len(CHANNELS)), dtype=np.float32)
+    if src.shape[0]:
+        _normalise_into(src, out, stamp_ny, stamp_nx, norm == "l2", PAD_VALUE)
+    return out
