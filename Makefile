@@ -21,8 +21,9 @@ install-test: $(PY)
 demo: install
 	$(VENV)/bin/astrid demo
 
-## install the test extras and run the whole test suite
+## install the test extras (and Debian's Chromium for the browser test) and run the whole test suite
 test: install-test
+	PYTHON=$(PY) bash scripts/install_browser.sh
 	$(PY) -m pytest
 
 clean:

@@ -34,11 +34,15 @@ __all__ = [
 # Subpackages loaded on first attribute access, so `import astrid` stays fast.
 _LAZY_SUBMODULES = {
     "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire",
-    "export", "batch", "widgets", "figures", "notebooks", "triplets",
+    "export", "batch", "widgets", "figures", "triplets", "runner", "score", "paths",
 }
 
 
 def __getattr__(name):
+    if name == "record_metrics":
+        from .runner import record_metrics
+
+        return record_metrics
     if name in _LAZY_SUBMODULES:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'astrid' has no attribute {name!r}")

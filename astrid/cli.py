@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--preset", default="ztf", choices=["ztf", "swift_uvot"])
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=_cmd_simulate)
+
+    from . import runner
+
+    run = sub.add_parser("run", help="execute notebooks for every parameter set (papermill on Dask)")
+    runner.configure_run_parser(run)
+    run.set_defaults(func=runner.cmd_run)
+    runs = sub.add_parser("runs", help="list batch runs and their metrics")
+    runner.configure_runs_parser(runs)
+    runs.set_defaults(func=runner.cmd_runs)
     return parser
 
 

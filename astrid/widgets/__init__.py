@@ -1,0 +1,27 @@
+"""Notebook widgets: :class:`TripletInspector` to look at and label candidates.
+
+Example::
+
+    from astrid.widgets import TripletInspector
+    inspector = TripletInspector(ds, scores=scores, labels_path="labels/field01.jsonl")
+    inspector.uncertain_first()
+    inspector              # shows the widget; click Real / Bogus / Skip
+    inspector.export_labels("labels/field01.ecsv")
+"""
+
+from ._inspector import KEYS, TripletInspector
+from ._labels import LABELS, LabelRecord, LabelStore
+from ._render import difference_limit, stamp_to_rgba, triplet_pngs, triplet_strip_png, zscale_limits
+
+__all__ = [
+    "TripletInspector",
+    "LabelStore",
+    "LabelRecord",
+    "LABELS",
+    "KEYS",
+    "stamp_to_rgba",
+    "triplet_pngs",
+    "triplet_strip_png",
+    "zscale_limits",
+    "difference_limit",
+]
