@@ -1,18 +1,45 @@
 """Publication figures in one consistent style, saved as PDF and PNG.
 
-Every function takes data, draws on a new figure (or given axes), and
-returns the :class:`matplotlib.figure.Figure`; :func:`save` writes it as
-``<name>.pdf`` and ``<name>.png`` under a folder.
+Every ``plot_*`` function takes data, draws a new figure in AstrID's style
+and returns the :class:`matplotlib.figure.Figure`; :func:`save` writes it as
+``<name>.pdf`` and ``<name>.png`` under a folder. The paper's figures are
+regenerated from saved outputs by ``notebooks/06_paper_figures.ipynb`` (see
+``docs/figures.md``).
+
+Figures of the classifier (ROC and precision-recall curves, score histograms
+by class, calibration) are drawn by the plot functions of
+:mod:`astrid.braai`, which use the same style.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["style", "save", "zscale_limits", "plot_pair"]
+__all__ = [
+    "style",
+    "save",
+    "zscale_limits",
+    "plot_pair",
+    "plot_difference",
+    "plot_scorr_histogram",
+    "scorr_statistics",
+    "plot_zogy_vs_classic",
+    "bright_star_positions",
+    "plot_triplets",
+    "select_examples",
+    "completeness",
+    "plot_completeness",
+    "plot_int8_vs_float",
+    "plot_training_history",
+    "DifferencePlanes",
+    "read_difference",
+]
 
 _STYLE = {
     "figure.dpi": 110,
@@ -29,11 +56,22 @@ _STYLE = {
 }
 
 
+@contextlib.contextmanager
 def style():
-    """A context manager applying AstrID's figure style (``with style(): ...``)."""
-    import matplotlib.pyplot as plt
+    """A context manager applying AstrID's figure style (``with style(): ...``).
 
-    return plt.rc_context(_STYLE)
+    Matplotlib's ``rc_context`` restores every setting on exit, including
+    ``interactive``, which Jupyter's inline backend switches on when the
+    first figure of a kernel is drawn; restored to False, no later figure
+    of the kernel would be shown. The interactive state reached inside the
+    block is therefore kept.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context(_STYLE):
+        yield
+        interactive = matplotlib.is_interactive()
+    matplotlib.interactive(interactive)
 
 
 def _pyplot():
@@ -109,4 +147,817 @@ def plot_pair(reference, science, titles=("reference", "science"), truth=None, c
         if truth is not None and "kind" in truth.colnames:
             sn = truth[truth["kind"] == "supernova"]
             axes[1].scatter(sn["x_sci"], sn["y_sci"], s=80, facecolors="none", edgecolors="tab:red", lw=0.8)
+    return fig
+
+
+# --------------------------------------------------------------------------- helpers
+
+_DIFF_CMAP = "RdBu_r"
+_BAD_COLOR = "#6a5a7a"  # masked / no-data pixels: a muted violet, distinct from both ends of RdBu
+
+
+def _array(image) -> np.ndarray:
+    """The pixel array of an :class:`astrid.Image` or of an array."""
+    return np.asarray(getattr(image, "data", image), dtype=float)
+
+
+def _cmap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=_BAD_COLOR)
+
+
+def _masked(values: np.ndarray, mask) -> np.ndarray:
+    out = np.array(values, dtype=float, copy=True)
+    if mask is not None:
+        out[np.asarray(mask, dtype=bool)] = np.nan
+    return out
+
+
+def _as_table(table, name: str):
+    from astropy.table import Table
+
+    from .errors import AstridInputError
+
+    if isinstance(table, Table):
+        return table
+    try:
+        return Table(table)
+    except Exception as exc:  # numpy structured arrays, dicts of columns, pandas
+        raise AstridInputError(f"{name}: expected an astropy Table (or something Table() accepts), got "
+                               f"{type(table).__name__} ({exc})") from None
+
+
+def _require_columns(table, columns, name: str) -> None:
+    from .errors import AstridInputError
+
+    missing = [c for c in columns if c not in table.colnames]
+    if missing:
+        raise AstridInputError(f"{name}: missing column(s) {', '.join(missing)}; has {', '.join(table.colnames)}")
+
+
+def _truth_circles(ax, truth, kinds=("supernova",), x="x_ref", y="y_ref") -> None:
+    if truth is None or "kind" not in truth.colnames or x not in truth.colnames:
+        return
+    rows = truth[np.isin(np.asarray(truth["kind"], dtype=str), kinds)]
+    if len(rows):
+        ax.scatter(rows[x], rows[y], s=90, facecolors="none", edgecolors="gold", lw=0.8, label="injected SN")
+
+
+# --------------------------------------------------------------------------- differences
+
+
+@dataclass
+class DifferencePlanes:
+    """The images of a difference FITS file written by ``DifferenceResult.to_fits``.
+
+    Attributes have the names of :class:`astrid._difference.DifferenceResult`,
+    so every plot function here takes either.
+
+    Attributes
+    ----------
+    method : str
+        ``"zogy"`` or ``"classic"``.
+    science, reference : numpy.ndarray, shape (ny, nx)
+        Background-subtracted science (on the reference grid) and reference.
+    D, S_corr : numpy.ndarray, shape (ny, nx)
+        The difference image and its significance (sigma).
+    mask, footprint : numpy.ndarray of bool, shape (ny, nx)
+        Untrusted pixels; pixels covered by the science image.
+    wcs : astropy.wcs.WCS or None
+        WCS of the reference grid.
+    metrics : dict
+        Numeric keys of the primary header (``FWHMSCI``, ...).
+    path : pathlib.Path or None
+        The file read.
+    """
+
+    method: str
+    science: np.ndarray
+    reference: np.ndarray
+    D: np.ndarray
+    S_corr: np.ndarray
+    mask: np.ndarray
+    footprint: np.ndarray
+    wcs: object = None
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def read_difference(path: str | os.PathLike) -> DifferencePlanes:
+    """Read the planes of a difference FITS file (``DifferenceResult.to_fits``) for plotting.
+
+    Parameters
+    ----------
+    path : path-like
+        A multi-extension file with ``SCIENCE``, ``REFERENCE``, ``D``,
+        ``SCORR``, ``MASK`` and ``FOOTPRNT`` image extensions.
+
+    Returns
+    -------
+    DifferencePlanes
+
+    Raises
+    ------
+    AstridFileError
+        The file is missing, not FITS, or lacks one of the extensions.
+    """
+    import warnings
+
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    from .errors import AstridFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise AstridFileError(f"{path}: difference file does not exist")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            names = {hdu.name for hdu in hdul}
+            needed = ("SCIENCE", "REFERENCE", "D", "SCORR", "MASK", "FOOTPRNT")
+            missing = [n for n in needed if n not in names]
+            if missing:
+                raise AstridFileError(
+                    f"{path}: not an AstrID difference file (no extension(s) {', '.join(missing)})"
+                )
+            header = hdul[0].header
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                wcs = WCS(hdul["D"].header) if "CTYPE1" in hdul["D"].header else None
+            planes = {n: np.asarray(hdul[n].data) for n in needed}
+    except OSError as exc:
+        raise AstridFileError(f"{path}: cannot be read as FITS ({exc})") from None
+    metrics = {k: header[k] for k in header if isinstance(header[k], (int, float)) and not isinstance(header[k], bool)}
+    return DifferencePlanes(
+        method=str(header.get("METHOD", "unknown")),
+        science=planes["SCIENCE"].astype(float),
+        reference=planes["REFERENCE"].astype(float),
+        D=planes["D"].astype(float),
+        S_corr=planes["SCORR"].astype(float),
+        mask=planes["MASK"].astype(bool),
+        footprint=planes["FOOTPRNT"].astype(bool),
+        wcs=wcs,
+        metrics=metrics,
+        path=path,
+    )
+
+
+def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = None):
+    """Science, reference, difference ``D`` and significance ``S_corr`` of one pair.
+
+    Parameters
+    ----------
+    result : DifferenceResult or DifferencePlanes
+        Anything with ``science``, ``reference``, ``D``, ``S_corr`` and
+        ``mask`` on the reference grid.
+    truth : astropy.table.Table, optional
+        Truth table of a simulated pair; injected supernovae (``x_ref``,
+        ``y_ref``) are circled.
+    limit : float
+        Colour range of ``D`` and ``S_corr`` is ±``limit`` (sigma for
+        ZOGY's unit-variance ``D``; for a classic ``D`` the zscale limits are
+        used instead).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four panels in one row; masked pixels of ``D`` and ``S_corr`` are violet.
+    """
+    plt = _pyplot()
+    mask = np.asarray(result.mask, dtype=bool)
+    method = str(getattr(result, "method", ""))
+    with style():
+        fig, axes = plt.subplots(1, 4, figsize=(7.2, 2.3), constrained_layout=True, sharex=True, sharey=True)
+        for ax, image, name in zip(axes[:2], (result.science, result.reference), ("science (aligned)", "reference")):
+            data = _array(image)
+            vmin, vmax = zscale_limits(data)
+            ax.imshow(data, cmap="gray", vmin=vmin, vmax=vmax)
+            ax.set_title(name)
+        D = _masked(_array(result.D), mask)
+        if method == "classic":
+            d_lo, d_hi = zscale_limits(D)
+            d_lim = max(abs(d_lo), abs(d_hi))
+        else:
+            d_lim = limit
+        axes[2].imshow(D, cmap=_cmap(_DIFF_CMAP), vmin=-d_lim, vmax=d_lim)
+        axes[2].set_title(f"D ({method})" if method else "D")
+        image = axes[3].imshow(_masked(_array(result.S_corr), mask), cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit)
+        axes[3].set_title(r"$S_\mathrm{corr}$")
+        fig.colorbar(image, ax=axes[3], shrink=0.8, label=r"$\sigma$")
+        for ax in axes:
+            ax.set_xlabel("x [pix]")
+            _truth_circles(ax, truth)
+        axes[0].set_ylabel("y [pix]")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def scorr_statistics(S_corr, mask=None) -> dict:
+    """Numbers that say whether ``S_corr`` is unit Gaussian noise where nothing changed.
+
+    Parameters
+    ----------
+    S_corr : array-like, shape (ny, nx)
+        Significance image (sigma).
+    mask : array-like of bool, optional
+        Pixels to leave out (True = bad); non-finite pixels are always left out.
+
+    Returns
+    -------
+    dict
+        ``n`` (pixels used), ``mean``, ``std``, ``robust_std`` (1.4826 ×
+        median absolute deviation), ``fraction_above_5`` (share of
+        ``|S_corr| > 5``) and ``gaussian_fraction_above_5`` (its value for
+        unit Gaussian noise, 5.7e-7).
+
+    Raises
+    ------
+    AstridInputError
+        No finite, unmasked pixel.
+    """
+    from .errors import AstridInputError
+
+    values = np.asarray(S_corr, dtype=float)
+    good = np.isfinite(values)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != values.shape:
+            raise AstridInputError(f"mask: shape {mask.shape} differs from S_corr's {values.shape}")
+        good &= ~mask
+    if not good.any():
+        raise AstridInputError("S_corr: no finite, unmasked pixel to take statistics of")
+    v = values[good]
+    median = float(np.median(v))
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "robust_std": float(1.482602218505602 * np.median(np.abs(v - median))),
+        "fraction_above_5": float(np.mean(np.abs(v) > 5.0)),
+        "gaussian_fraction_above_5": float(math.erfc(5.0 / math.sqrt(2.0))),
+    }
+
+
+def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0, label: str | None = None):
+    """Histogram of ``S_corr`` over the good pixels against a unit Gaussian.
+
+    ZOGY's promise is that ``S_corr`` is N(0, 1) wherever nothing changed,
+    so a fixed threshold (5 sigma) means a fixed false-alarm rate. The
+    histogram is drawn on a log scale, where the wings (residuals of bright
+    stars, artifacts, transients) show up as excess over the parabola.
+
+    Parameters
+    ----------
+    S_corr : array-like, shape (ny, nx)
+        Significance image.
+    mask : array-like of bool, optional
+        Pixels to leave out (True = bad).
+    bins : int
+        Histogram bins over ``[-limit, limit]``.
+    limit : float
+        Range of the x axis, sigma; values beyond are counted in the outer bins.
+    label : str, optional
+        Legend label of the histogram (default ``"S_corr"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes with the histogram (density), the unit Gaussian and a text
+        box with :func:`scorr_statistics`.
+    """
+    stats = scorr_statistics(S_corr, mask)
+    values = np.asarray(S_corr, dtype=float)
+    good = np.isfinite(values)
+    if mask is not None:
+        good &= ~np.asarray(mask, dtype=bool)
+    v = np.clip(values[good], -limit, limit)
+    edges = np.linspace(-limit, limit, bins + 1)
+    density, _ = np.histogram(v, bins=edges, density=True)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    plt = _pyplot()
+    with style():
+        fig, ax = plt.subplots(figsize=(3.5, 2.8), constrained_layout=True)
+        ax.stairs(density, edges, color="k", lw=1.0, label=label or r"$S_\mathrm{corr}$")
+        ax.plot(centres, np.exp(-0.5 * centres**2) / math.sqrt(2 * math.pi), color="tab:red", lw=1.0,
+                ls="--", label="N(0, 1)")
+        ax.set_yscale("log")
+        floor = 0.5 / (v.size * (edges[1] - edges[0]))
+        ax.set_ylim(floor, 1.0)
+        ax.set_xlim(-limit, limit)
+        ax.set_xlabel(r"$S_\mathrm{corr}$ [$\sigma$]")
+        ax.set_ylabel("density")
+        ax.legend(loc="upper right", frameon=False)
+        ax.text(0.03, 0.97, f"robust std {stats['robust_std']:.3f}\n"
+                f"std {stats['std']:.3f}\n"
+                f"|S|>5: {stats['fraction_above_5']:.1e}\n(Gaussian {stats['gaussian_fraction_above_5']:.1e})",
+                transform=ax.transAxes, va="top", ha="left", fontsize=7)
+    return fig
+
+
+def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
+                          exclude_saturated: bool = True, x: str = "x_ref", y: str = "y_ref"):
+    """The ``n`` brightest stars to look at subtraction residuals around.
+
+    Parameters
+    ----------
+    stars : astropy.table.Table
+        Star catalogue with ``mag`` and pixel positions (the simulator's
+        ``stars.ecsv``: ``x_ref``, ``y_ref``, ``saturated_ref``,
+        ``saturated_sci``).
+    shape : tuple of int
+        ``(ny, nx)`` of the image the positions refer to.
+    n : int
+        How many stars.
+    margin : int
+        Minimum distance from the border, pixels (half a cut-out).
+    mask : array-like of bool, optional
+        Stars on a True pixel (e.g. outside the science footprint) are skipped.
+    exclude_saturated : bool
+        Skip stars saturated in either epoch (their cores are masked anyway).
+    x, y : str
+        Position columns.
+
+    Returns
+    -------
+    astropy.table.Table
+        Up to ``n`` rows of ``stars``, brightest first.
+    """
+    stars = _as_table(stars, "stars")
+    _require_columns(stars, ("mag", x, y), "stars")
+    ny, nx = shape
+    xs, ys = np.asarray(stars[x], dtype=float), np.asarray(stars[y], dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    keep &= (xs >= margin) & (xs <= nx - 1 - margin) & (ys >= margin) & (ys <= ny - 1 - margin)
+    if exclude_saturated:
+        for column in ("saturated_ref", "saturated_sci", "saturated"):
+            if column in stars.colnames:
+                keep &= ~np.asarray(stars[column], dtype=bool)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        inside = keep.copy()
+        ix = np.clip(np.round(xs[inside]).astype(int), 0, nx - 1)
+        iy = np.clip(np.round(ys[inside]).astype(int), 0, ny - 1)
+        keep[np.flatnonzero(inside)[mask[iy, ix]]] = False
+    chosen = stars[keep]
+    chosen = chosen[np.argsort(np.asarray(chosen["mag"], dtype=float), kind="stable")]
+    return chosen[:n]
+
+
+def _positions_xy(positions) -> np.ndarray:
+    from astropy.table import Table
+
+    from .errors import AstridInputError
+
+    if isinstance(positions, Table):
+        for x, y in (("x_ref", "y_ref"), ("x", "y"), ("xpos", "ypos")):
+            if x in positions.colnames and y in positions.colnames:
+                return np.column_stack([np.asarray(positions[x], float), np.asarray(positions[y], float)])
+        raise AstridInputError(f"positions: table needs x_ref/y_ref or x/y columns; has {', '.join(positions.colnames)}")
+    xy = np.asarray(positions, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise AstridInputError(f"positions: expected (n, 2) pixel positions (x, y), got shape {xy.shape}")
+    return xy
+
+
+def _cutout(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
+    """A (2 half + 1)² cut-out centred on the nearest pixel, NaN beyond the image."""
+    ny, nx = image.shape
+    cx, cy = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+    out = np.full((2 * half + 1, 2 * half + 1), np.nan)
+    y0, y1 = max(cy - half, 0), min(cy + half + 1, ny)
+    x0, x1 = max(cx - half, 0), min(cx + half + 1, nx)
+    if y0 < y1 and x0 < x1:
+        out[y0 - (cy - half): y1 - (cy - half), x0 - (cx - half): x1 - (cx - half)] = image[y0:y1, x0:x1]
+    return out
+
+
+def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41, limit: float = 5.0,
+                         max_rows: int = 4):
+    """Subtraction residuals around bright stars: classic matching against ZOGY.
+
+    Both significance maps are in sigma, so the same colour range compares
+    them directly: a classic subtraction leaves PSF-mismatch rings of many
+    sigma around bright stars, ZOGY's ``S_corr`` (which includes the source
+    noise and astrometric-noise terms) stays close to the noise.
+
+    Parameters
+    ----------
+    zogy_result, classic_result : DifferenceResult or DifferencePlanes
+        The same pair differenced with ``method="zogy"`` and
+        ``method="classic"`` (same reference grid).
+    positions : astropy.table.Table or array-like, shape (n, 2)
+        Star positions on the reference grid (``x_ref``/``y_ref`` or
+        ``x``/``y`` columns, or (x, y) rows), e.g. from
+        :func:`bright_star_positions`.
+    size : int
+        Side of each cut-out, pixels (odd).
+    limit : float
+        Colour range ±``limit`` sigma.
+    max_rows : int
+        At most this many stars are shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per star: science, classic ``S_corr``, ZOGY ``S_corr``; each
+        significance panel is labelled with its largest ``|S_corr|`` over
+        unmasked pixels.
+
+    Raises
+    ------
+    AstridInputError
+        No positions, or the two results are on different grids.
+    """
+    from .errors import AstridInputError
+
+    xy = _positions_xy(positions)[:max_rows]
+    if len(xy) == 0:
+        raise AstridInputError("positions: no star to show")
+    zogy_S, classic_S = _array(zogy_result.S_corr), _array(classic_result.S_corr)
+    if zogy_S.shape != classic_S.shape:
+        raise AstridInputError(f"zogy_result {zogy_S.shape} and classic_result {classic_S.shape} are on different grids")
+    half = int(size) // 2
+    science = _array(zogy_result.science)
+    columns = [
+        ("science", science, None),
+        (r"classic $S_\mathrm{corr}$", classic_S, classic_result.mask),
+        (r"ZOGY $S_\mathrm{corr}$", zogy_S, zogy_result.mask),
+    ]
+    plt = _pyplot()
+    with style():
+        fig, axes = plt.subplots(len(xy), 3, figsize=(5.0, 1.65 * len(xy) + 0.4), constrained_layout=True,
+                                 squeeze=False)
+        image = None
+        for row, (x, y) in enumerate(xy):
+            for col, (name, plane, mask) in enumerate(columns):
+                ax = axes[row, col]
+                stamp = _cutout(plane if mask is None else _masked(plane, mask), x, y, half)
+                if col == 0:
+                    vmin, vmax = zscale_limits(stamp)
+                    ax.imshow(stamp, cmap="gray", vmin=vmin, vmax=vmax)
+                    ax.set_ylabel(f"({x:.0f}, {y:.0f})")
+                else:
+                    image = ax.imshow(stamp, cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit)
+                    peak = np.nanmax(np.abs(stamp)) if np.isfinite(stamp).any() else np.nan
+                    ax.text(0.04, 0.04, f"max |S| {peak:.1f}", transform=ax.transAxes, fontsize=7,
+                            color="k", bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1})
+                if row == 0:
+                    ax.set_title(name)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        fig.colorbar(image, ax=axes[:, 1:], shrink=0.8, label=r"$\sigma$")
+    return fig
+
+
+# --------------------------------------------------------------------------- triplets
+
+
+def select_examples(ds, n: int = 6, seed: int | None = None) -> np.ndarray:
+    """Positions of ``n`` candidates to show, half real and half bogus when labelled.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets; a ``label`` coordinate (1 real, 0 bogus) is used when present.
+    n : int
+        How many.
+    seed : int, optional
+        None takes candidates in dataset order; a seed draws them at random.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Dataset positions: the real ones first, then the bogus ones (each
+        class fills in for the other when it runs short).
+    """
+    total = int(ds.sizes["candidate"])
+    rng = np.random.default_rng(seed) if seed is not None else None
+
+    def take(indices: np.ndarray, k: int) -> np.ndarray:
+        if rng is not None and len(indices) > k:
+            return np.sort(rng.choice(indices, size=k, replace=False))
+        return indices[:k]
+
+    if "label" not in ds.coords:
+        return take(np.arange(total), n)
+    labels = np.asarray(ds["label"].values)
+    real, bogus = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    n_real = min(len(real), max(n - len(bogus), (n + 1) // 2))
+    n_bogus = min(len(bogus), n - n_real)
+    return np.concatenate([take(real, n_real), take(bogus, n_bogus)]).astype(int)
+
+
+def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = None):
+    """Example triplets: one column per candidate, rows science, reference, difference.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets in the AstrID schema (lazy datasets are fine: only the
+        chosen stamps are read).
+    n : int
+        How many candidates when ``indices`` is not given (see
+        :func:`select_examples`: half real, half bogus).
+    indices : sequence of int, optional
+        Dataset positions to show.
+    scores : array-like, optional
+        Real/bogus scores in dataset order, written under each column.
+    seed : int, optional
+        Random choice of examples (None: the first of each class).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A 3 × n grid; column titles give the candidate's kind (or label)
+        and score. Science and reference use zscale, the difference a
+        symmetric range; NaN (no data) is violet.
+    """
+    from ._schema import validate_triplets
+    from .errors import AstridInputError
+
+    ds = validate_triplets(ds, "ds")
+    chosen = np.asarray(select_examples(ds, n, seed) if indices is None else indices, dtype=int)
+    if chosen.size == 0:
+        raise AstridInputError("ds: no candidate to show")
+    total = int(ds.sizes["candidate"])
+    if chosen.min() < 0 or chosen.max() >= total:
+        raise AstridInputError(f"indices: must be in [0, {total}), got {chosen.tolist()}")
+    subset = ds.isel(candidate=chosen).load()
+    stamps = np.asarray(subset["triplets"].values, dtype=float)
+    score_values = None if scores is None else np.asarray(getattr(scores, "values", scores), dtype=float)[chosen]
+    plt = _pyplot()
+    with style():
+        fig, axes = plt.subplots(3, len(chosen), figsize=(1.2 * len(chosen) + 0.5, 3.9), constrained_layout=True,
+                                 squeeze=False)
+        for col in range(len(chosen)):
+            for row, name in enumerate(("science", "reference", "difference")):
+                ax = axes[row, col]
+                stamp = stamps[col, :, :, row]
+                if row < 2:
+                    vmin, vmax = zscale_limits(stamp)
+                    ax.imshow(stamp, cmap=_cmap("gray"), vmin=vmin, vmax=vmax)
+                else:
+                    finite = np.abs(stamp[np.isfinite(stamp)])
+                    lim = float(np.percentile(finite, 99.5)) if finite.size else 1.0
+                    ax.imshow(stamp, cmap=_cmap(_DIFF_CMAP), vmin=-lim, vmax=lim or 1.0)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col == 0:
+                    ax.set_ylabel(name)
+            title = []
+            if "kind" in subset.coords:
+                title.append(str(subset["kind"].values[col]).replace("_", " "))
+            elif "label" in subset.coords:
+                title.append({1: "real", 0: "bogus"}.get(int(subset["label"].values[col]), "?"))
+            if score_values is not None:
+                title.append(f"s={score_values[col]:.2f}")
+            axes[0, col].set_title("\n".join(title) if title else str(subset["candidate_id"].values[col]),
+                                   fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------- completeness
+
+
+def _pairs_of_tables(candidates, truth):
+    from astropy.table import Table
+
+    from .errors import AstridInputError
+
+    if isinstance(candidates, Table) or not isinstance(candidates, (list, tuple)):
+        candidates, truth = [candidates], [truth]
+    if not isinstance(truth, (list, tuple)) or len(truth) != len(candidates):
+        raise AstridInputError("truth: give one truth table per candidate table (lists of equal length)")
+    return [(_as_table(c, "candidates"), _as_table(t, "truth")) for c, t in zip(candidates, truth)]
+
+
+def completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
+                 include_masked: bool = False):
+    """Fraction of injected transients found, per bin of injected S/N.
+
+    A truth transient counts as found when a candidate labelled real
+    (``label == 1``) carries its ``truth_id`` (what
+    :func:`astrid.triplets.label_candidates` writes).
+
+    Parameters
+    ----------
+    candidates : astropy.table.Table or list of Table
+        Labelled candidates of one image, or one table per image.
+    truth : astropy.table.Table or list of Table
+        The matching truth table(s) (``id``, ``kind``, ``snr_column``;
+        ``masked`` is honoured when present).
+    snr_bins : array-like, optional
+        Bin edges of S/N (default: 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300).
+    kinds : sequence of str
+        Truth kinds that count as injected transients.
+    snr_column : str
+        Truth column of the injected S/N.
+    include_masked : bool
+        Keep transients on masked pixels (``masked`` True); by default they
+        are left out, as no subtraction can find them.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per bin: ``snr_lo``, ``snr_hi``, ``n_injected``,
+        ``n_found``, ``completeness`` (NaN for an empty bin) and the 68 %
+        Wilson interval ``lower``, ``upper``.
+
+    Raises
+    ------
+    AstridInputError
+        Missing columns, or lists of different lengths.
+    """
+    from astropy.table import Table
+
+    edges = np.asarray([1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300] if snr_bins is None else snr_bins, dtype=float)
+    snr_all, found_all = [], []
+    for cand, tru in _pairs_of_tables(candidates, truth):
+        _require_columns(tru, ("id", "kind", snr_column), "truth")
+        _require_columns(cand, ("label", "truth_id"), "candidates")
+        rows = np.isin(np.asarray(tru["kind"], dtype=str), list(kinds))
+        if not include_masked and "masked" in tru.colnames:
+            rows &= ~np.asarray(tru["masked"], dtype=bool)
+        found_ids = set(np.asarray(cand["truth_id"])[np.asarray(cand["label"]) == 1].tolist())
+        snr_all.append(np.asarray(tru[snr_column], dtype=float)[rows])
+        found_all.append(np.isin(np.asarray(tru["id"])[rows], list(found_ids)))
+    snr = np.concatenate(snr_all) if snr_all else np.array([])
+    found = np.concatenate(found_all) if found_all else np.array([], dtype=bool)
+    which = np.digitize(snr, edges) - 1
+    n_bins = len(edges) - 1
+    n_injected = np.array([np.sum(which == b) for b in range(n_bins)])
+    n_found = np.array([np.sum(found[which == b]) for b in range(n_bins)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(n_injected > 0, n_found / np.maximum(n_injected, 1), np.nan)
+    lower, upper = _wilson(n_found, n_injected)
+    return Table({"snr_lo": edges[:-1], "snr_hi": edges[1:], "n_injected": n_injected, "n_found": n_found,
+                  "completeness": frac, "lower": lower, "upper": upper})
+
+
+def _wilson(k, n, z: float = 1.0):
+    """Wilson score interval of a binomial fraction (z = 1: 68 %); NaN where n = 0."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    lower = np.where(n > 0, centre - half, np.nan)
+    upper = np.where(n > 0, centre + half, np.nan)
+    return lower, upper
+
+
+def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
+                      threshold: float | None = None):
+    """Completeness against injected S/N (see :func:`completeness`).
+
+    Parameters
+    ----------
+    candidates, truth, snr_bins, kinds, snr_column
+        As for :func:`completeness`.
+    threshold : float, optional
+        Detection threshold (sigma), drawn as a vertical line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Completeness per bin with 68 % Wilson intervals on a log S/N axis;
+        the number injected is written above each bin.
+    """
+    table = completeness(candidates, truth, snr_bins, kinds, snr_column)
+    good = table["n_injected"] > 0
+    centre = np.sqrt(np.asarray(table["snr_lo"]) * np.asarray(table["snr_hi"]))
+    plt = _pyplot()
+    with style():
+        fig, ax = plt.subplots(figsize=(3.5, 2.6), constrained_layout=True)
+        frac = np.asarray(table["completeness"])
+        err = np.vstack([frac - np.asarray(table["lower"]), np.asarray(table["upper"]) - frac])
+        ax.errorbar(centre[good], frac[good], yerr=err[:, good],
+                    xerr=np.vstack([centre - table["snr_lo"], table["snr_hi"] - centre])[:, good],
+                    fmt="o", ms=3, color="k", lw=0.8, capsize=0)
+        for c, f, n in zip(centre[good], frac[good], np.asarray(table["n_injected"])[good]):
+            ax.annotate(str(int(n)), (c, min(f + 0.06, 1.08)), ha="center", fontsize=6, color="0.4")
+        if threshold is not None:
+            ax.axvline(threshold, color="tab:red", ls="--", lw=0.8, label=f"threshold {threshold:g}σ")
+            ax.legend(loc="lower right", frameon=False)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.15)
+        ax.set_xlabel(f"injected S/N ({snr_column})")
+        ax.set_ylabel("completeness")
+        ax.set_title(", ".join(k.replace("_", " ") for k in kinds))
+    return fig
+
+
+# --------------------------------------------------------------------------- export
+
+
+def plot_int8_vs_float(float_scores, int8_scores, labels=None, threshold: float = 0.5):
+    """Scores of the int8 (Edge TPU) model against the float model on the same triplets.
+
+    Parameters
+    ----------
+    float_scores, int8_scores : array-like, shape (n,)
+        Real/bogus scores in [0, 1], in the same candidate order.
+    labels : array-like of {0, 1}, optional
+        Truth (1 real), to colour the points.
+    threshold : float
+        Decision threshold, drawn on both axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: int8 against float score with the identity line; right:
+        histogram of int8 − float. The largest difference and the number
+        of decisions that flip at ``threshold`` are written on the figure.
+
+    Raises
+    ------
+    AstridInputError
+        Arrays of different lengths, empty, or with NaN.
+    """
+    from .errors import AstridInputError
+
+    a = np.asarray(getattr(float_scores, "values", float_scores), dtype=float).ravel()
+    b = np.asarray(getattr(int8_scores, "values", int8_scores), dtype=float).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise AstridInputError(f"float_scores ({a.size}) and int8_scores ({b.size}) must be equally long and non-empty")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise AstridInputError("float_scores and int8_scores must not hold NaN")
+    diff = b - a
+    flipped = int(np.sum((a >= threshold) != (b >= threshold)))
+    plt = _pyplot()
+    with style():
+        fig, (ax, hx) = plt.subplots(1, 2, figsize=(6.4, 2.9), constrained_layout=True)
+        if labels is None:
+            ax.scatter(a, b, s=6, color="k", alpha=0.6, lw=0)
+        else:
+            lab = np.asarray(getattr(labels, "values", labels)).ravel()
+            if lab.shape != a.shape:
+                raise AstridInputError(f"labels: {lab.size} values for {a.size} scores")
+            for value, colour, name in ((0, "tab:blue", "bogus"), (1, "tab:red", "real")):
+                sel = lab == value
+                ax.scatter(a[sel], b[sel], s=6, color=colour, alpha=0.6, lw=0, label=f"{name} ({int(sel.sum())})")
+            ax.legend(loc="upper left", frameon=False, markerscale=2)
+        ax.plot([0, 1], [0, 1], color="0.5", lw=0.7)
+        ax.axvline(threshold, color="0.7", lw=0.6, ls=":")
+        ax.axhline(threshold, color="0.7", lw=0.6, ls=":")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("float score")
+        ax.set_ylabel("int8 score")
+        span = max(float(np.abs(diff).max()), 1 / 256)
+        hx.hist(diff, bins=np.linspace(-span, span, 41), color="k", histtype="step")
+        hx.set_xlabel("int8 − float")
+        hx.set_ylabel("triplets")
+        hx.text(0.03, 0.97, f"n = {a.size}\nmax |Δ| = {np.abs(diff).max():.4f}\nflipped at {threshold:g}: {flipped}",
+                transform=hx.transAxes, va="top", fontsize=7)
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def plot_training_history(history: dict):
+    """Loss (and AUC when recorded) per epoch of a training run.
+
+    Parameters
+    ----------
+    history : dict of str to list of float
+        ``TrainResult.history`` or the ``history`` of a saved model card:
+        ``loss`` and optionally ``val_loss``, ``auc``, ``val_auc``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: training and validation loss; right (when ``auc`` is
+        present): training and validation AUC.
+
+    Raises
+    ------
+    AstridInputError
+        No ``loss`` values.
+    """
+    from .errors import AstridInputError
+
+    loss = list(history.get("loss") or [])
+    if not loss:
+        raise AstridInputError("history: no 'loss' values to plot")
+    panels = [("loss", "loss (cross-entropy)")] + ([("auc", "AUC")] if history.get("auc") else [])
+    epochs = np.arange(1, len(loss) + 1)
+    plt = _pyplot()
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.5), constrained_layout=True,
+                                 squeeze=False)
+        for ax, (key, label) in zip(axes[0], panels):
+            ax.plot(epochs, history[key], "o-", ms=3, label="training")
+            if history.get(f"val_{key}"):
+                ax.plot(epochs[: len(history[f"val_{key}"])], history[f"val_{key}"], "s-", ms=3, label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.legend(frameon=False)
     return fig

@@ -13,6 +13,17 @@ TensorFlow/Keras is imported only when a model is built or loaded.
 from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
 from ._models import MODELS, build_model, three_block, vgg6
 from ._preprocess import NORMS, PAD_VALUE, preprocess
+from ._evaluate import (
+    binary_curves,
+    calibration_curve,
+    evaluate,
+    plot_calibration,
+    plot_roc_pr,
+    plot_score_histograms,
+    plot_triplet_gallery,
+    threshold_for_fnr,
+)
+from ._train import SPLITS, TrainResult, class_weights, dataset_hash, load_trained, split_groups, train
 
 __all__ = [
     "vgg6",
@@ -26,4 +37,19 @@ __all__ = [
     "predict",
     "norm_for_model",
     "DEFAULT_NORM",
+    "train",
+    "TrainResult",
+    "load_trained",
+    "split_groups",
+    "class_weights",
+    "dataset_hash",
+    "SPLITS",
+    "evaluate",
+    "threshold_for_fnr",
+    "binary_curves",
+    "calibration_curve",
+    "plot_roc_pr",
+    "plot_score_histograms",
+    "plot_calibration",
+    "plot_triplet_gallery",
 ]
