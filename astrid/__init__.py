@@ -4,11 +4,12 @@ The short path from import to result::
 
     import astrid
     pair = astrid.simulate.pair(size=1024, seed=1)
-    astrid.write_image("science.fits", pair.science)
-    image = astrid.read_image("science.fits")
+    result = astrid.difference(pair.reference, pair.science)     # ZOGY: D, S, S_corr
+    candidates = astrid.detect(result, threshold=5.0)
+    triplets = astrid.make_triplets(result, candidates)           # xarray.Dataset
 
 Heavy optional parts (Keras, TFLite, astroquery, Dask) are imported only by
-the subpackages that need them.
+the subpackages that need them, so ``import astrid`` stays fast.
 """
 
 from importlib import import_module
@@ -17,6 +18,29 @@ from ._version import __version__
 from .errors import AstridError, AstridInputError
 from .io import Image, ImageMeta, read_image, write_image
 from .manifest import Manifest, SurveyPair
+
+# Top-level functions, imported from their modules on first use.
+_LAZY_FUNCTIONS = {
+    "align": "._align",
+    "estimate_background": "._background",
+    "estimate_psf": "._psf",
+    "flux_ratio": "._photometry",
+    "difference": "._difference",
+    "detect": ".triplets",
+    "label_candidates": ".triplets",
+    "make_triplets": ".triplets",
+    "write_triplets": ".triplets",
+    "load_triplets": ".triplets",
+    "build_training_set": ".triplets",
+    "read_ztf": ".alerts",
+    "record_metrics": ".runner",
+}
+
+# Subpackages loaded on first attribute access.
+_LAZY_SUBMODULES = {
+    "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
+    "batch", "widgets", "figures", "triplets", "runner", "score", "paths",
+}
 
 __all__ = [
     "__version__",
@@ -28,21 +52,14 @@ __all__ = [
     "SurveyPair",
     "read_image",
     "write_image",
-    "simulate",
+    *_LAZY_FUNCTIONS,
+    *sorted(_LAZY_SUBMODULES),
 ]
-
-# Subpackages loaded on first attribute access, so `import astrid` stays fast.
-_LAZY_SUBMODULES = {
-    "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire",
-    "export", "batch", "widgets", "figures", "triplets", "runner", "score", "paths",
-}
 
 
 def __getattr__(name):
-    if name == "record_metrics":
-        from .runner import record_metrics
-
-        return record_metrics
+    if name in _LAZY_FUNCTIONS:
+        return getattr(import_module(_LAZY_FUNCTIONS[name], __name__), name)
     if name in _LAZY_SUBMODULES:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'astrid' has no attribute {name!r}")

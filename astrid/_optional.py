@@ -16,6 +16,7 @@ _EXTRA_OF = {
     "h5py": "ml",
     "sklearn": "ml",
     "zarr": "triplets",
+    "h5netcdf": "triplets",
 }
 
 

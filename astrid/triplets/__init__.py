@@ -1,0 +1,46 @@
+"""Candidates and triplets: from a difference image to labelled training data.
+
+The step between :func:`astrid.difference` and the real/bogus classifier::
+
+    result = astrid.difference(reference, science)
+    candidates = detect(result, threshold=5)              # peaks of S_corr + features
+    labelled = label_candidates(candidates, truth)         # real / bogus from the truth
+    ds = make_triplets(result, labelled, field="f01")      # 63x63 science/reference/difference
+    write_triplets(ds, "triplets.zarr", mode="a")          # Zarr (append) or netCDF
+    ds = load_triplets("triplets.zarr")                    # lazy (Dask)
+
+:func:`build_training_set` does all of it over many pairs with class
+balancing; :func:`split_by_field` / :func:`split_by_time` split without
+leaking a field; :func:`image_metrics` scores detection per image.
+Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
+alert cutouts read by :mod:`astrid.alerts`.
+"""
+
+from ._detect import CANDIDATE_COLUMNS, detect, measure_positions
+from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates
+from ._metrics import circle_iou, image_metrics
+from ._sources import reference_catalog
+from ._stamps import coords_to_table, make_triplets
+from ._store import load_triplets, write_triplets
+from ._training import balance_classes, build_training_set, random_positions, split_by_field, split_by_time
+
+__all__ = [
+    "detect",
+    "measure_positions",
+    "reference_catalog",
+    "label_candidates",
+    "make_triplets",
+    "coords_to_table",
+    "write_triplets",
+    "load_triplets",
+    "build_training_set",
+    "balance_classes",
+    "random_positions",
+    "split_by_field",
+    "split_by_time",
+    "image_metrics",
+    "circle_iou",
+    "CANDIDATE_COLUMNS",
+    "REAL_KINDS",
+    "ARTIFACT_KINDS",
+]
