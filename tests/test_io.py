@@ -218,3 +218,12 @@ def test_parameter_cards_of_any_length_write_without_warnings(tmp_path, n):
     params = {"name": "x" * (4 * n), "quote": "it's"}
     path = write_image(tmp_path / "x.fits", Image(data=np.zeros((4, 4))), step="s", parameters=params)
     assert json.loads(fits.getheader(path)["ASTRPARS"]) == params
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+
+    path = atomic_write(tmp_path / "f.txt", lambda fh: fh.write(b"x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -1,0 +1,28 @@
+"""Export real/bogus models to TFLite and check them for the Edge TPU.
+
+* :func:`to_tflite` — Keras model → ``.tflite`` (int8 calibrated on real
+  triplets, float16 or float32; static batch 1 for the Edge TPU or a dynamic
+  batch for CPUs) plus a ``.tflite.json`` sidecar that says how to feed it.
+* :func:`edgetpu_report` — static checks of what the Edge TPU compiler
+  requires (int8 tensors, supported operators, static shapes, batch 1), and
+  the compiler's own log where ``edgetpu_compiler`` is installed.
+
+Scoring with any of these models is :func:`astrid.score.score`.
+"""
+
+from ._edgetpu import EDGETPU_OPS, EdgeTPUReport, OpInfo, TensorInfo, edgetpu_report, read_io_details
+from ._tflite import ExportReport, TFLiteRunner, read_sidecar, sidecar_path, to_tflite
+
+__all__ = [
+    "EDGETPU_OPS",
+    "EdgeTPUReport",
+    "ExportReport",
+    "OpInfo",
+    "TFLiteRunner",
+    "TensorInfo",
+    "edgetpu_report",
+    "read_io_details",
+    "read_sidecar",
+    "sidecar_path",
+    "to_tflite",
+]

@@ -1,0 +1,768 @@
+"""Keras → TFLite conversion with int8 calibration on real triplets: :func:`to_tflite`.
+
+Three flavours, one function:
+
+``quantize="int8"``
+    Full-integer post-training quantisation (``TFLITE_BUILTINS_INT8`` only,
+    int8 or uint8 input and output), calibrated on real triplets passed
+    through the model's own preprocessing. With ``batch_size=1`` (the
+    default) the graph has static shapes and contains only Edge TPU
+    operators; :func:`~astrid.export.edgetpu_report` checks that.
+``quantize="float16"``
+    float16 weights, float32 compute and I/O (half the file size).
+``quantize=None``
+    Plain float32; with ``batch_size=None`` the batch dimension is dynamic,
+    which is the fast CPU path of :func:`astrid.score.score`.
+
+Keras 3 models are converted from a concrete ``tf.function`` of
+``model(x, training=False)`` with a fixed input signature, wrapped in a
+``tf.Module`` that owns the model's variables: ``from_keras_model`` always
+traces a dynamic batch (it adds SHAPE/STRIDED_SLICE/PACK operators in front
+of ``Flatten``, which the Edge TPU cannot run), and a bare concrete function
+leaves the variables as READ_VARIABLE operators that fail during calibration.
+
+Every ``.tflite`` gets a sidecar ``<name>.tflite.json`` that records how to
+feed it (normalisation, input/output quantisation) and where it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from .._version import __version__
+from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ..io import atomic_write
+from ._edgetpu import EdgeTPUReport, TensorInfo, edgetpu_report, read_io_details
+
+__all__ = [
+    "ExportReport",
+    "TFLiteRunner",
+    "convert_keras",
+    "default_num_threads",
+    "NORMS",
+    "to_tflite",
+    "read_sidecar",
+    "sidecar_path",
+    "load_keras_model",
+    "model_sha256",
+    "preprocess",
+    "resolve_norm",
+    "DEFAULT_NORM",
+]
+
+#: Normalisations understood by :func:`astrid.braai.preprocess`, plus ``"none"``
+#: for triplets that are already preprocessed (float32, shape (n, 63, 63, 3)).
+NORMS = ("rowwise", "l2", "none")
+#: Normalisation when neither the caller nor the model says (braai d6_m7, the model of ZTF's drb).
+DEFAULT_NORM = "rowwise"
+_QUANTIZE = ("int8", "float16", None)
+#: Batch per interpreter call for dynamic-batch models (see :class:`TFLiteRunner`).
+INVOKE_BATCH = 16
+SIDECAR_FORMAT = "astrid-tflite/1"
+
+
+# --------------------------------------------------------------------------- #
+# models and preprocessing
+# --------------------------------------------------------------------------- #
+
+
+def _keras():
+    return require("keras", "Loading or converting a Keras model")
+
+
+def load_keras_model(model: Any):
+    """A Keras model from a model object, a ``.keras`` file or a braai ``.h5`` file.
+
+    Parameters
+    ----------
+    model : keras.Model, str or path-like
+        A model, a Keras 3 ``.keras`` archive, or a braai Keras-2 ``.h5``
+        file (read with :func:`astrid.braai.load_braai`).
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    AstridFileError
+        Missing or unreadable file.
+    AstridInputError
+        Anything else (including a ``.tflite`` path, which is not Keras).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise AstridFileError(f"{path}: no such model file")
+        suffix = path.suffix.lower()
+        if suffix == ".keras":
+            try:
+                return _keras().saving.load_model(path, compile=False)
+            except Exception as exc:
+                raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+        if suffix in (".h5", ".hdf5"):
+            from ..braai import load_braai
+
+            return load_braai(path)
+        if suffix == ".tflite":
+            raise AstridInputError(f"{path}: is already a TFLite model, not a Keras model")
+        raise AstridInputError(
+            f"{path}: unknown model file type {suffix!r} (expected .keras, .h5 or .tflite)"
+        )
+    keras = _keras()
+    if isinstance(model, keras.Model):
+        return model
+    raise AstridInputError(
+        f"model: expected a keras.Model or a .keras/.h5 path, got {type(model).__name__}"
+    )
+
+
+def model_sha256(model) -> str:
+    """SHA-256 of a Keras model's weights (shapes, dtypes and values, in order).
+
+    Two models with the same weights and layer order hash the same, whatever
+    the layer names Keras gave them in this session.
+    """
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        arr = np.ascontiguousarray(weight)
+        digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _input_shape(model) -> tuple[int, ...]:
+    inputs = getattr(model, "inputs", None)
+    if not inputs or len(inputs) != 1:
+        raise AstridInputError(
+            f"model {getattr(model, 'name', '?')!r}: expected one input tensor, "
+            f"got {0 if not inputs else len(inputs)} (build the model with keras.Input)"
+        )
+    shape = tuple(inputs[0].shape[1:])
+    if any(s is None for s in shape):
+        raise AstridInputError(f"model {model.name!r}: input shape {shape} is not fully defined")
+    return tuple(int(s) for s in shape)
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise AstridInputError(f"norm={norm!r}: expected one of {NORMS}")
+    return norm
+
+
+def resolve_norm(norm: str | None, model_norm: str | None, what: str) -> str:
+    """The normalisation to use: ``norm`` if given, else the model's, else ``"rowwise"``.
+
+    An explicit ``norm`` that contradicts the model's recorded one is used,
+    with an :class:`~astrid.errors.AstridWarning`.
+    """
+    if norm is None:
+        return _check_norm(model_norm or DEFAULT_NORM)
+    _check_norm(norm)
+    if model_norm is not None and norm != model_norm and norm != "none":
+        warnings.warn(
+            f"norm={norm!r} differs from the normalisation {model_norm!r} recorded for the model "
+            f"({what}); scores may be wrong",
+            AstridWarning,
+            stacklevel=3,
+        )
+    return norm
+
+
+def preprocess(triplets: Any, norm: str) -> np.ndarray:
+    """Triplets → float32 network input, exactly as in training.
+
+    Parameters
+    ----------
+    triplets : xarray.Dataset, xarray.DataArray or numpy.ndarray
+        A triplet dataset (schema of :mod:`astrid._schema`), its ``triplets``
+        variable, or raw stamps of shape (n, ny, nx, 3).
+    norm : {"rowwise", "l2", "none"}
+        ``"rowwise"``/``"l2"``: :func:`astrid.braai.preprocess` with that
+        normalisation. ``"none"``: the input is already preprocessed and is
+        only converted to float32.
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (n, 63, 63, 3)
+    """
+    _check_norm(norm)
+    if norm == "none":
+        values = triplets["triplets"].values if hasattr(triplets, "data_vars") else triplets
+        values = np.asarray(getattr(values, "values", values), dtype=np.float32)
+        if not np.all(np.isfinite(values)):
+            raise AstridInputError(
+                "triplets: norm='none' means already preprocessed, but the array has NaN/inf "
+                "(use norm='rowwise' or 'l2' to preprocess raw stamps)"
+            )
+        return values
+    from ..braai import preprocess as braai_preprocess
+
+    if hasattr(triplets, "dims") and not hasattr(triplets, "data_vars"):
+        triplets = triplets.values  # a bare DataArray: preprocess its stamps
+    return np.asarray(braai_preprocess(triplets, norm=norm), dtype=np.float32)
+
+
+def _n_candidates(triplets: Any) -> int:
+    if hasattr(triplets, "data_vars"):
+        if "triplets" not in triplets.data_vars:
+            raise AstridInputError("triplets: the Dataset has no 'triplets' variable")
+        return int(triplets["triplets"].shape[0])
+    shape = getattr(triplets, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise AstridInputError(
+            f"triplets: expected a triplet Dataset or an array of shape (n, 63, 63, 3), "
+            f"got {type(triplets).__name__} of shape {shape}"
+        )
+    return int(shape[0])
+
+
+def _take(triplets: Any, index) -> Any:
+    """Rows ``index`` (a slice or integer array) of a Dataset, DataArray or array."""
+    if hasattr(triplets, "data_vars"):
+        return triplets.isel(candidate=index)
+    if hasattr(triplets, "dims"):
+        return triplets.isel({triplets.dims[0]: index})
+    return np.asarray(triplets[index])
+
+
+# --------------------------------------------------------------------------- #
+# conversion
+# --------------------------------------------------------------------------- #
+
+
+def convert_keras(
+    model,
+    quantize: str | None = None,
+    batch_size: int | None = 1,
+    representative: np.ndarray | None = None,
+    io_dtype: str = "int8",
+) -> bytes:
+    """Convert a Keras model to TFLite flatbuffer bytes (no files written).
+
+    Parameters
+    ----------
+    model : keras.Model
+        Single-input model.
+    quantize : {"int8", "float16", None}
+        See :func:`to_tflite`.
+    batch_size : int or None
+        Static batch size, or None for a dynamic batch.
+    representative : numpy.ndarray, float32, shape (m, ...), optional
+        Preprocessed calibration inputs (required for int8).
+    io_dtype : {"int8", "uint8"}
+        Input/output type of an int8 model.
+
+    Returns
+    -------
+    bytes
+    """
+    tf = require("tensorflow", "Converting a Keras model to TFLite")
+    shape = _input_shape(model)
+
+    module = tf.Module()
+    # Owning the variables lets the converter freeze them into constants.
+    module.model_variables = [getattr(v, "value", v) for v in model.variables]
+    module.serve = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([batch_size, *shape], tf.float32, name="triplets")],
+        autograph=False,
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.serve.get_concrete_function()], module
+    )
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        step = batch_size or 1
+        if representative is None or len(representative) < step:
+            raise AstridInputError(
+                f"representative: int8 quantisation needs at least {step} calibration triplet(s) "
+                f"(one batch of batch_size={batch_size})"
+            )
+
+        def calibration() -> Iterator[list[np.ndarray]]:
+            for start in range(0, len(representative) - step + 1, step):
+                yield [representative[start : start + step]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = calibration
+        dtype = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    return bytes(converter.convert())
+
+
+# --------------------------------------------------------------------------- #
+# running
+# --------------------------------------------------------------------------- #
+
+
+def default_num_threads() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _interpreter_class(name: str | None):
+    """(Interpreter class, backend name) for ``name`` or the first available."""
+    candidates = {
+        "litert": ("ai_edge_litert.interpreter", "Interpreter"),
+        "tflite_runtime": ("tflite_runtime.interpreter", "Interpreter"),
+        "tensorflow": ("tensorflow.lite", "Interpreter"),
+    }
+    if name is not None and name not in candidates:
+        raise AstridInputError(
+            f"interpreter={name!r}: expected one of {sorted(candidates)} or None (first available)"
+        )
+    order = [name] if name is not None else list(candidates)
+    errors = []
+    for key in order:
+        module_name, attr = candidates[key]
+        try:
+            module = require(module_name, "Running a TFLite model")
+        except ImportError as exc:
+            errors.append(str(exc))
+            continue
+        return getattr(module, attr), key
+    raise ImportError(
+        "Running a TFLite model needs ai-edge-litert (pip install 'astrid[ml]'), tflite-runtime "
+        "or tensorflow: " + "; ".join(errors)
+    )
+
+
+class TFLiteRunner:
+    """A TFLite model ready to score preprocessed triplets.
+
+    Quantises float32 input and dequantises the output when the model has
+    int8/uint8 ends, resizes a dynamic batch dimension to the batch it is
+    given, and loops over a static batch (e.g. the Edge TPU's batch of 1).
+
+    Parameters
+    ----------
+    model : path or bytes
+        A ``.tflite`` file or its content.
+    num_threads : int, optional
+        Interpreter threads (default: the CPU cores of this process).
+    interpreter : {"litert", "tflite_runtime", "tensorflow"}, optional
+        Which interpreter package to use (default: the first importable).
+        LiteRT applies its XNNPACK delegate to float models by default.
+    name : str, optional
+        Name used in error messages when ``model`` is bytes.
+    invoke_batch : int, optional
+        Largest batch given to one ``invoke`` of a dynamic-batch model
+        (default :data:`INVOKE_BATCH`). Small invocations keep each
+        layer's activations small (lower peak memory) without costing speed;
+        ``benchmarks/bench_score.py`` measures both.
+
+    Attributes
+    ----------
+    input, output : TensorInfo
+        The model's ends, with their quantisation.
+    sidecar : dict or None
+        The ``.tflite.json`` sidecar of a model file, when present.
+    norm : str or None
+        The normalisation recorded in the sidecar.
+
+    Raises
+    ------
+    AstridFileError
+        Missing, corrupt or unloadable model.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None,
+                 interpreter: str | None = None, name: str | None = None,
+                 invoke_batch: int | None = None):
+        self.sidecar = None
+        if isinstance(model, (bytes, bytearray)):
+            self.name = name or "TFLite model (in memory)"
+            content, kwargs = bytes(model), {"model_content": bytes(model)}
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise AstridFileError(f"{path}: no such TFLite model file")
+            self.name = str(path)
+            content, kwargs = path.read_bytes(), {"model_path": str(path)}
+            self.sidecar = read_sidecar(path)
+        self.norm = (self.sidecar or {}).get("norm")
+        self.invoke_batch = int(invoke_batch or INVOKE_BATCH)
+        if self.invoke_batch < 1:
+            raise AstridInputError(f"invoke_batch={invoke_batch!r}: expected a positive integer")
+        # Parse first: a corrupt flatbuffer can crash some interpreters outright.
+        inputs, outputs = read_io_details(content, self.name)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise AstridInputError(
+                f"{self.name}: expected one input and one output tensor, got "
+                f"{len(inputs)} and {len(outputs)}"
+            )
+        self.num_threads = int(num_threads or default_num_threads())
+        cls, self.backend = _interpreter_class(interpreter)
+        try:
+            self.interpreter = cls(num_threads=self.num_threads, **kwargs)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:
+            raise AstridFileError(f"{self.name}: the TFLite interpreter cannot load it ({exc})") from exc
+        self.input = inputs[0]
+        self.output = outputs[0]
+        self._in_index = self.interpreter.get_input_details()[0]["index"]
+        self._out_index = self.interpreter.get_output_details()[0]["index"]
+        self.dynamic_batch = self.input.dynamic_batch
+        self._batch = int(self.interpreter.get_input_details()[0]["shape"][0])
+        self.sample_shape = tuple(self.input.shape[1:])
+
+    @property
+    def static_batch(self) -> int | None:
+        """The fixed batch size of the model, or None when it is dynamic."""
+        return None if self.dynamic_batch else self._batch
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = np.dtype(self.input.dtype)
+        if dtype.kind == "f":
+            return x.astype(dtype, copy=False)
+        info = np.iinfo(dtype)
+        q = np.rint(x / self.input.scale + self.input.zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if self.output.quantized and np.dtype(self.output.dtype).kind in "iu":
+            return ((y.astype(np.float32) - self.output.zero_point) * self.output.scale).astype(np.float32)
+        return y.astype(np.float32, copy=False)
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        if self.dynamic_batch and x.shape[0] != self._batch:
+            self.interpreter.resize_tensor_input(self._in_index, [x.shape[0], *self.sample_shape])
+            self.interpreter.allocate_tensors()
+            self._batch = x.shape[0]
+        self.interpreter.set_tensor(self._in_index, x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out_index)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Scores of preprocessed triplets.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, float32, shape (n, 63, 63, 3)
+
+        Returns
+        -------
+        numpy.ndarray, float32, shape (n,)
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != self.sample_shape:
+            raise AstridInputError(
+                f"triplets: preprocessed shape {x.shape[1:]} does not match the input "
+                f"{self.sample_shape} of {self.name}"
+            )
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros(0, np.float32)
+        q = self._quantize(x)
+        if self.dynamic_batch:
+            step = self.invoke_batch
+            out = np.concatenate([
+                self._invoke(q[start : start + step]).reshape(min(step, n - start), -1)
+                for start in range(0, n, step)
+            ])
+        else:
+            b = self._batch
+            pieces = []
+            for start in range(0, n, b):
+                chunk = q[start : start + b]
+                if chunk.shape[0] < b:  # pad the last group of a static batch > 1
+                    pad = np.zeros((b - chunk.shape[0], *chunk.shape[1:]), chunk.dtype)
+                    chunk = np.concatenate([chunk, pad])
+                pieces.append(self._invoke(chunk)[: min(b, n - start)].copy())
+            out = np.concatenate(pieces)
+        out = self._dequantize(np.asarray(out).reshape(n, -1))
+        if out.shape[1] != 1:
+            raise AstridInputError(
+                f"{self.name}: expected one score per triplet, the output has {out.shape[1]}"
+            )
+        return out[:, 0]
+
+
+# --------------------------------------------------------------------------- #
+# sidecar
+# --------------------------------------------------------------------------- #
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``model.tflite`` → ``model.tflite.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict | None:
+    """The sidecar JSON of a ``.tflite`` file, or None when there is none.
+
+    Raises
+    ------
+    AstridFileError
+        The sidecar exists but is not valid JSON of the expected format.
+    """
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise AstridFileError(f"{side}: unreadable model sidecar ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise AstridFileError(
+            f"{side}: not an AstrID model sidecar (format={meta.get('format') if isinstance(meta, dict) else None!r}, "
+            f"expected {SIDECAR_FORMAT!r})"
+        )
+    return meta
+
+
+# --------------------------------------------------------------------------- #
+# to_tflite
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class ExportReport:
+    """Result of :func:`to_tflite`.
+
+    Attributes
+    ----------
+    path, sidecar : str
+        The ``.tflite`` file and its ``.tflite.json`` sidecar.
+    quantize : str or None
+        ``"int8"``, ``"float16"`` or None (float32).
+    batch_size : int or None
+        Static batch size, or None for a dynamic batch.
+    norm : str
+        Preprocessing the model expects (``"rowwise"``, ``"l2"`` or ``"none"``).
+    input, output : TensorInfo
+        Shapes, dtypes and quantisation (``real = scale * (q - zero_point)``).
+    size_bytes : int
+        Size of the ``.tflite`` file.
+    num_calibration : int
+        Triplets used to calibrate int8 ranges (0 otherwise).
+    source_sha256 : str
+        :func:`model_sha256` of the Keras model that was converted.
+    calibration_max_abs_diff : float or None
+        Largest |TFLite − Keras| score on the calibration triplets (a
+        sanity check of the conversion; parity on held-out data is
+        :func:`astrid.score.parity`'s job).
+    edgetpu : EdgeTPUReport or None
+        Static Edge TPU check, for int8 exports.
+    astrid_version, tensorflow_version : str
+    """
+
+    path: str
+    sidecar: str
+    quantize: str | None
+    batch_size: int | None
+    norm: str
+    input: TensorInfo
+    output: TensorInfo
+    size_bytes: int
+    num_calibration: int = 0
+    source_sha256: str = ""
+    calibration_max_abs_diff: float | None = None
+    edgetpu: EdgeTPUReport | None = None
+    astrid_version: str = __version__
+    tensorflow_version: str = ""
+    io_dtype: str = "float32"
+    created_utc: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (the Edge TPU report nested as a dict)."""
+        out = asdict(self)
+        out["edgetpu"] = self.edgetpu.to_dict() if self.edgetpu is not None else None
+        return out
+
+    def __str__(self) -> str:
+        kind = self.quantize or "float32"
+        batch = "dynamic" if self.batch_size is None else str(self.batch_size)
+        lines = [
+            f"TFLite export {self.path} ({kind}, batch {batch}, {self.size_bytes / 1024:.0f} KiB, norm={self.norm!r})",
+        ]
+        for label, t in (("input", self.input), ("output", self.output)):
+            quant = f" scale={t.scale:.6g} zero_point={t.zero_point}" if t.quantized else ""
+            lines.append(f"  {label}: {t.dtype} {t.shape_signature}{quant}")
+        if self.num_calibration:
+            lines.append(f"  calibrated on {self.num_calibration} triplets")
+        if self.calibration_max_abs_diff is not None:
+            lines.append(f"  max |TFLite - Keras| on those triplets: {self.calibration_max_abs_diff:.3g}")
+        if self.edgetpu is not None:
+            verdict = "passes" if self.edgetpu.passed else "fails"
+            lines.append(f"  Edge TPU static check {verdict}"
+                         + ("" if self.edgetpu.passed else ": " + "; ".join(self.edgetpu.problems[:3])))
+        lines.append(f"  sidecar: {self.sidecar}")
+        return "\n".join(lines)
+
+
+def _calibration_inputs(representative: Any, norm: str, num: int, seed: int = 0) -> np.ndarray:
+    n = _n_candidates(representative)
+    if n == 0:
+        raise AstridInputError("representative: no triplets to calibrate on")
+    if n > num:
+        index = np.sort(np.random.default_rng(seed).choice(n, size=num, replace=False))
+        representative = _take(representative, index)
+    x = preprocess(representative, norm)
+    if not np.all(np.isfinite(x)):
+        raise AstridInputError("representative: preprocessed triplets contain NaN/inf")
+    return x
+
+
+def to_tflite(
+    model: Any,
+    path: str | os.PathLike,
+    representative: Any = None,
+    quantize: str | None = "int8",
+    batch_size: int | None = 1,
+    norm: str | None = None,
+    num_calibration: int = 200,
+    io_dtype: str = "int8",
+) -> ExportReport:
+    """Export a Keras real/bogus model to a TFLite file (int8 for the Edge TPU).
+
+    Parameters
+    ----------
+    model : keras.Model, str or path-like
+        The model, or a ``.keras`` / braai ``.h5`` file.
+    path : str or path-like
+        Output ``.tflite`` file; the sidecar goes to ``<path>.json``. Both
+        are written atomically.
+    representative : xarray.Dataset or numpy.ndarray, optional
+        Real triplets to calibrate int8 ranges on: a triplet Dataset (e.g.
+        from :func:`astrid.alerts.read_ztf`) or raw stamps (n, 63, 63, 3).
+        They are preprocessed with ``norm``, as in training. Required for
+        ``quantize="int8"``; ignored otherwise.
+    quantize : {"int8", "float16", None}, optional
+        ``"int8"`` (default): full-integer quantisation for the Edge TPU.
+        ``"float16"``: float16 weights. None: float32.
+    batch_size : int or None, optional
+        Static batch size (default 1, which the Edge TPU requires). None
+        gives a dynamic batch, the fast CPU path; such a model does not
+        pass the Edge TPU checks.
+    norm : {"rowwise", "l2", "none"}, optional
+        Preprocessing of the model (``"rowwise"`` for braai up to d6_m7,
+        ``"l2"`` for later braai models); recorded in the sidecar so that
+        :func:`astrid.score.score` applies it. Default: the model's own
+        ``astrid_norm`` (set by :func:`astrid.braai.load_braai`), else
+        ``"rowwise"``. ``"none"``: ``representative`` is already
+        preprocessed.
+    num_calibration : int, optional
+        Number of triplets (drawn at random with a fixed seed when more are
+        given) used for calibration. Default 200.
+    io_dtype : {"int8", "uint8"}, optional
+        Input and output type of an int8 model (uint8 for old Edge TPU
+        tool chains).
+
+    Returns
+    -------
+    ExportReport
+        Paths, input/output quantisation, calibration check and, for int8,
+        the :func:`~astrid.export.edgetpu_report`.
+
+    Raises
+    ------
+    AstridInputError
+        Bad parameters, no representative triplets for int8, or a model
+        that is not single-input.
+    AstridFileError
+        A model file that cannot be read.
+
+    Examples
+    --------
+    >>> from astrid import alerts, braai, export            # doctest: +SKIP
+    >>> model = braai.load_braai("d6_m7.h5")                 # doctest: +SKIP
+    >>> ds = alerts.read_ztf("ztf_alerts/")                  # doctest: +SKIP
+    >>> report = export.to_tflite(model, "d6_m7_int8.tflite", representative=ds)  # doctest: +SKIP
+    >>> print(report.edgetpu)                                # doctest: +SKIP
+    """
+    if quantize == "float32":
+        quantize = None
+    if quantize not in _QUANTIZE:
+        raise AstridInputError(f"quantize={quantize!r}: expected 'int8', 'float16' or None")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise AstridInputError(f"batch_size={batch_size!r}: expected a positive integer or None")
+    if io_dtype not in ("int8", "uint8"):
+        raise AstridInputError(f"io_dtype={io_dtype!r}: expected 'int8' or 'uint8'")
+    if norm is not None:
+        _check_norm(norm)
+    if int(num_calibration) < 1:
+        raise AstridInputError(f"num_calibration={num_calibration!r}: expected at least 1")
+    path = Path(path)
+    if path.suffix.lower() != ".tflite":
+        raise AstridInputError(f"{path}: the output file must end in .tflite")
+
+    keras_model = load_keras_model(model)
+    norm = resolve_norm(norm, getattr(keras_model, "astrid_norm", None), str(path))
+    calibration = None
+    if quantize == "int8":
+        if representative is None:
+            raise AstridInputError(
+                "representative: int8 quantisation needs real triplets to calibrate on "
+                "(a triplet Dataset or an (n, 63, 63, 3) array)"
+            )
+        calibration = _calibration_inputs(representative, norm, int(num_calibration))
+
+    tf = require("tensorflow", "Converting a Keras model to TFLite")
+    content = convert_keras(keras_model, quantize, batch_size, calibration, io_dtype)
+    inputs, outputs = read_io_details(content, str(path))
+
+    max_diff = None
+    if calibration is not None:
+        runner = TFLiteRunner(content, name=str(path))
+        tflite_scores = runner(calibration)
+        keras_scores = np.asarray(keras_model(calibration, training=False), dtype=np.float32).reshape(-1)
+        max_diff = float(np.max(np.abs(tflite_scores - keras_scores)))
+
+    source = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
+    sha = model_sha256(keras_model)
+    atomic_write(path, lambda fh: fh.write(content))
+    edgetpu = edgetpu_report(path) if quantize == "int8" else None
+
+    report = ExportReport(
+        path=str(path),
+        sidecar=str(sidecar_path(path)),
+        quantize=quantize,
+        batch_size=None if batch_size is None else int(batch_size),
+        norm=norm,
+        input=inputs[0],
+        output=outputs[0],
+        size_bytes=len(content),
+        num_calibration=0 if calibration is None else len(calibration),
+        source_sha256=sha,
+        calibration_max_abs_diff=max_diff,
+        edgetpu=edgetpu,
+        tensorflow_version=tf.__version__,
+        io_dtype=inputs[0].dtype,
+    )
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "norm": norm,
+        "quantize": quantize,
+        "batch_size": report.batch_size,
+        "input": asdict(report.input),
+        "output": asdict(report.output),
+        "source_model": {"name": source, "weights_sha256": sha},
+        "calibration": {"num_triplets": report.num_calibration, "max_abs_diff_vs_keras": max_diff},
+        "edgetpu_static_check": None if edgetpu is None else edgetpu.passed,
+        "astrid_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "created_utc": report.created_utc,
+    }
+    atomic_write(report.sidecar, lambda fh: fh.write(json.dumps(sidecar, indent=2) + "\n"), mode="w")
+    return report
