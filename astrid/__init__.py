@@ -22,9 +22,17 @@ from .manifest import Manifest, SurveyPair
 # Top-level functions, imported from their modules on first use.
 _LAZY_FUNCTIONS = {
     "align": "._align",
+    "Alignment": "._align",
     "estimate_background": "._background",
+    "Background": "._background",
     "estimate_psf": "._psf",
+    "gaussian_psf": "._psf",
+    "psf_to_fft_origin": "._psf",
+    "PSFModel": "._psf",
+    "find_stars": "._stars",
+    "match_stars": "._stars",
     "flux_ratio": "._photometry",
+    "FluxRatio": "._photometry",
     "difference": "._difference",
     "detect": ".triplets",
     "label_candidates": ".triplets",

@@ -1,0 +1,147 @@
+"""Sky background and background-noise maps.
+
+:func:`estimate_background` wraps :class:`photutils.background.Background2D`
+(sigma-clipped statistics in boxes, median-filtered, interpolated bilinearly
+between box centres back to full resolution) and falls back to constant maps from a sigma-clipped median and
+standard deviation when the image is too small or too masked for boxes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.stats import SigmaClip, sigma_clipped_stats
+from astropy.utils.exceptions import AstropyUserWarning
+
+from ._stars import _upsample_mesh
+from .errors import AstridInputError
+
+__all__ = ["Background", "estimate_background"]
+
+# Background2D needs this fraction of each box unmasked, else the box is skipped.
+_MAX_MASKED_FRACTION = 0.9
+# Sigma-clipped statistics on at most this many pixels (a regular sub-sample).
+_MAX_STAT_PIXELS = 2_000_000
+
+
+@dataclass
+class Background:
+    """Background level and noise of an image.
+
+    Attributes
+    ----------
+    background : numpy.ndarray, shape (ny, nx)
+        Sky level in data units.
+    rms : numpy.ndarray, shape (ny, nx)
+        Background noise (standard deviation per pixel) in data units.
+    median_rms : float
+        Median of ``rms`` over the unmasked pixels, data units.
+    method : str
+        ``"Background2D"`` (box statistics) or ``"median"`` (constant maps
+        from a sigma-clipped median and standard deviation).
+    """
+
+    background: np.ndarray
+    rms: np.ndarray
+    median_rms: float
+    method: str
+
+
+def _clipped_stats(values: np.ndarray, sigma: float) -> tuple[float, float]:
+    step = max(1, values.size // _MAX_STAT_PIXELS)
+    sample = values[::step]
+    _, median, std = sigma_clipped_stats(sample, sigma=sigma, maxiters=10)
+    return float(median), float(std)
+
+
+def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0) -> Background:
+    """Estimate the sky background and its noise.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (ny, nx)
+        Image in data units; NaN and inf pixels are ignored.
+    mask : numpy.ndarray of bool, shape (ny, nx), optional
+        True where a pixel must not be used (stars may stay unmasked: the
+        sigma clipping rejects them).
+    box_size : int, optional
+        Box size in pixels for the local statistics, default 64.
+    filter_size : int, optional
+        Size of the median filter over the grid of boxes, default 3.
+    sigma : float, optional
+        Clipping threshold in standard deviations, default 3.
+
+    Returns
+    -------
+    Background
+        Maps with the dtype of ``data`` (float32 stays float32). Masked
+        pixels get the interpolated background of their neighbourhood.
+        ``method`` is ``"median"`` when the image is smaller than one box
+        in either axis or too masked for box statistics.
+
+    Raises
+    ------
+    AstridInputError
+        ``data`` not 2-D, a mismatched mask, or no finite unmasked pixel.
+    """
+    from photutils.background import Background2D, MedianBackground
+
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise AstridInputError(f"data: must be a 2-D array, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32)
+    dtype = data.dtype if data.dtype in (np.float32, np.float64) else np.float64
+    bad = ~np.isfinite(data)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != data.shape:
+            raise AstridInputError(f"mask: shape {mask.shape} does not match data shape {data.shape}")
+        bad |= mask
+    if bad.all():
+        raise AstridInputError("data: no finite, unmasked pixels to estimate a background from")
+    if box_size < 4 or filter_size < 1 or sigma <= 0:
+        raise AstridInputError(
+            f"box_size must be >= 4, filter_size >= 1 and sigma > 0 "
+            f"(got {box_size}, {filter_size}, {sigma})"
+        )
+
+    ny, nx = data.shape
+    if ny >= box_size and nx >= box_size:
+        try:
+            with warnings.catch_warnings():
+                # Boxes skipped for masking are expected; the fallback covers the rest.
+                warnings.simplefilter("ignore", AstropyUserWarning)
+                bkg = Background2D(
+                    data,
+                    box_size,
+                    mask=bad,
+                    filter_size=filter_size,
+                    sigma_clip=SigmaClip(sigma=sigma, maxiters=10),
+                    bkg_estimator=MedianBackground(),  # RMS: the default standard deviation
+                    exclude_percentile=100.0 * _MAX_MASKED_FRACTION,
+                )
+                # Bilinear interpolation between box centres in numba: photutils'
+                # spline zoom would dominate the run time on large images.
+                background = _upsample_mesh(np.asarray(bkg.background_mesh, float), box_size, ny, nx)
+                rms = _upsample_mesh(np.asarray(bkg.background_rms_mesh, float), box_size, ny, nx)
+                background = background.astype(dtype, copy=False)
+                rms = rms.astype(dtype, copy=False)
+        except ValueError:
+            pass
+        else:
+            if np.isfinite(background).all() and np.isfinite(rms).all():
+                step = max(1, bad.size // _MAX_STAT_PIXELS)
+                good_rms = rms.ravel()[::step][~bad.ravel()[::step]]
+                median_rms = float(np.median(good_rms)) if good_rms.size else float(np.median(rms))
+                return Background(background, rms, median_rms, "Background2D")
+
+    median, std = _clipped_stats(data[~bad], sigma)
+    return Background(
+        np.full(data.shape, median, dtype=dtype),
+        np.full(data.shape, std, dtype=dtype),
+        std,
+        "median",
+    )

@@ -1,0 +1,375 @@
+"""Relative flux scale of two aligned images: the F_n / F_r of ZOGY.
+
+:func:`flux_ratio` measures it from the same stars in both images (aperture
+photometry with a local sky annulus, an aperture correction from each PSF,
+and a sigma-clipped, noise-weighted mean of the per-star ratios) or computes
+it from photometric zero points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from ._stars import clipped_median_std, find_stars
+from .errors import AstridInputError
+from .io import Image
+
+__all__ = ["FluxRatio", "flux_ratio"]
+
+_MIN_SNR = 20.0
+_MIN_STARS = 3
+# Aperture radius in units of the broader PSF's FWHM.
+_APERTURE_FWHM = 2.5
+# Per-star systematic error floor (relative, per image) added in quadrature to the sky
+# noise: flat-field, PSF-variation and centring errors that bright stars do not average away.
+_FLOOR = 0.01
+
+
+@dataclass
+class FluxRatio:
+    """Flux scale of the science image relative to the reference.
+
+    Attributes
+    ----------
+    ratio : float
+        ``F_n / F_r``: a source's flux in the science image divided by its
+        flux in the reference (both on the same pixel grid).
+    error : float
+        One-sigma uncertainty of ``ratio`` (NaN when computed from zero
+        points without uncertainties).
+    n_stars : int
+        Stars used (0 for zero points).
+    method : str
+        ``"stars"`` or ``"zeropoint"``.
+    """
+
+    ratio: float
+    error: float
+    n_stars: int
+    method: str
+
+
+@njit(cache=True)
+def _overlap(dx, dy, r, sub):
+    """Fraction of the unit pixel centred at (dx, dy) from the aperture centre inside radius r."""
+    # Nearest and farthest points of the pixel square decide most pixels at once.
+    nx_ = max(abs(dx) - 0.5, 0.0)
+    ny_ = max(abs(dy) - 0.5, 0.0)
+    if nx_ * nx_ + ny_ * ny_ >= r * r:
+        return 0.0
+    fx = abs(dx) + 0.5
+    fy = abs(dy) + 0.5
+    if fx * fx + fy * fy <= r * r:
+        return 1.0
+    inside = 0
+    for a in range(sub):
+        yy = dy - 0.5 + (a + 0.5) / sub
+        for b in range(sub):
+            xx = dx - 0.5 + (b + 0.5) / sub
+            if xx * xx + yy * yy <= r * r:
+                inside += 1
+    return inside / (sub * sub)
+
+
+@njit(cache=True)
+def _std(values, centre, limit):
+    """Standard deviation of the values within ``limit`` of ``centre`` (all of them if limit <= 0)."""
+    s1 = 0.0
+    s2 = 0.0
+    n = 0
+    for v in values:
+        if limit <= 0.0 or abs(v - centre) <= limit:
+            s1 += v
+            s2 += v * v
+            n += 1
+    if n < 2:
+        return np.nan
+    mean = s1 / n
+    return math.sqrt(max(s2 / n - mean * mean, 0.0))
+
+
+@njit(cache=True, parallel=True)
+def _aperture_photometry(data, bad, xs, ys, r, r_in, r_out):
+    """Aperture sums with a sigma-clipped annulus sky, per star.
+
+    Returns an (n, 5) array: sky-subtracted flux, aperture area (pixels),
+    masked area in the aperture, sky standard deviation per pixel, number of
+    sky pixels kept.
+    """
+    n = xs.size
+    ny, nx = data.shape
+    out = np.full((n, 5), np.nan)
+    h = int(math.ceil(r_out)) + 1
+    # One scratch row per star: numba hoists a fixed-size np.empty out of a
+    # prange loop, and threads would then share it.
+    scratch = np.empty((n, (2 * h + 1) ** 2))
+    for k in prange(n):
+        x = xs[k]
+        y = ys[k]
+        x0 = int(round(x))
+        y0 = int(round(y))
+        total = 0.0
+        area = 0.0
+        masked = 0.0
+        sky = scratch[k]
+        m = 0
+        for i in range(y0 - h, y0 + h + 1):
+            for j in range(x0 - h, x0 + h + 1):
+                dx = j - x
+                dy = i - y
+                outside = i < 0 or j < 0 or i >= ny or j >= nx
+                w = _overlap(dx, dy, r, 7)
+                if w > 0.0:
+                    if outside or bad[i, j]:
+                        masked += w
+                    else:
+                        total += w * data[i, j]
+                        area += w
+                r2 = dx * dx + dy * dy
+                if r2 >= r_in * r_in and r2 <= r_out * r_out and not outside and not bad[i, j]:
+                    sky[m] = data[i, j]
+                    m += 1
+        if m < 10:
+            continue
+        centre, sig, kept = clipped_median_std(sky[:m], 3.0, 5)
+        std = _std(sky[:m], centre, 3.0 * sig)
+        out[k, 0] = total - centre * area
+        out[k, 1] = area
+        out[k, 2] = masked
+        out[k, 3] = std
+        out[k, 4] = kept
+    return out
+
+
+def _consensus(values, sigma):
+    """Weighted mean of the largest mutually consistent group of log-ratios.
+
+    Variable stars, supernovae on their hosts and cosmic rays scatter ratios
+    to one side, and in a shallow image they can be as many as the constant
+    stars: rather than clip around a median they would drag, start from the
+    star that the most others agree with (within 3 sigma of the pair), then
+    iterate a 3-sigma clipped weighted mean. Returns (ratio, error, n).
+    """
+    pair_sigma = np.sqrt(sigma[:, None] ** 2 + sigma[None, :] ** 2)
+    support = (np.abs(values[:, None] - values[None, :]) <= 3.0 * pair_sigma).sum(axis=1)
+    best = np.flatnonzero(support == support.max())
+    seed = best[np.argmin(sigma[best])]
+    keep = np.abs(values - values[seed]) <= 3.0 * pair_sigma[seed]
+    weight = 1.0 / sigma**2
+    mean = float((weight[keep] * values[keep]).sum() / weight[keep].sum())
+    for _ in range(10):
+        new_keep = np.abs(values - mean) <= 3.0 * sigma
+        if new_keep.sum() < _MIN_STARS or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+        mean = float((weight[keep] * values[keep]).sum() / weight[keep].sum())
+    n = int(keep.sum())
+    formal = math.sqrt(1.0 / weight[keep].sum())
+    chi2 = float((weight[keep] * (values[keep] - mean) ** 2).sum() / max(n - 1, 1))
+    # Log-ratio errors are relative: the ratio's error is ratio times that.
+    ratio = math.exp(mean)
+    return ratio, ratio * formal * math.sqrt(max(chi2, 1.0)), n
+
+
+def _unpack(image, name):
+    """data, mask, zero point of an Image or an array."""
+    if isinstance(image, Image):
+        return image.data, image.mask, image.meta.zeropoint, image.meta.saturation
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise AstridInputError(f"{name}: must be a 2-D array or an astrid.Image, got shape {arr.shape}")
+    return arr, None, None, None
+
+
+def _psf_fwhm_and_array(psf, name):
+    """FWHM of a PSF, and its array when its shape can be trusted for aperture corrections."""
+    if psf is None:
+        return None, None
+    if hasattr(psf, "psf"):
+        # A fallback Gaussian has the right width but not the wings: its
+        # encircled energy would bias the correction by more than it fixes.
+        trusted = getattr(psf, "method", "given") != "gaussian-fallback"
+        return float(psf.fwhm), (np.asarray(psf.psf, dtype=float) if trusted else None)
+    from ._psf import PSFModel
+
+    model = PSFModel.from_array(psf, name=name)
+    return model.fwhm, model.psf
+
+
+@njit(cache=True)
+def _aperture_weights(ny, nx, x, y, r):
+    """Fraction of each pixel of an (ny, nx) grid inside the circle of radius r at (x, y)."""
+    w = np.zeros((ny, nx))
+    for i in range(ny):
+        for j in range(nx):
+            w[i, j] = _overlap(j - x, i - y, r, 7)
+    return w
+
+
+def _encircled(psf, radius):
+    """Fraction of a centred PSF's total within ``radius`` pixels of its centre."""
+    if psf is None:
+        return 1.0
+    c = float(psf.shape[0] // 2)
+    weights = _aperture_weights(psf.shape[0], psf.shape[1], c, c, float(radius))
+    return float((weights * psf).sum() / psf.sum())
+
+
+def _zeropoint_ratio(zp_n, zp_r):
+    return FluxRatio(ratio=float(10 ** (-0.4 * (zp_r - zp_n))), error=float("nan"), n_stars=0, method="zeropoint")
+
+
+def flux_ratio(
+    science,
+    reference,
+    science_psf=None,
+    reference_psf=None,
+    mask=None,
+    stars=None,
+    science_zp: float | None = None,
+    reference_zp: float | None = None,
+) -> FluxRatio:
+    """Flux ratio ``F_n / F_r`` of two aligned images.
+
+    Parameters
+    ----------
+    science, reference : Image or numpy.ndarray, shape (ny, nx)
+        The two images on the same pixel grid (the science image resampled
+        by :func:`~astrid.align`). Masks and zero points of :class:`Image`
+        inputs are used.
+    science_psf, reference_psf : PSFModel or numpy.ndarray, optional
+        PSFs of the two images: they set the aperture (2.5 FWHM of the
+        broader one) and the aperture corrections (the fraction of each PSF
+        inside it), which make the ratio that of total fluxes even when the
+        PSFs differ. Without them the FWHM is measured from the stars, and
+        without both (or with a ``"gaussian-fallback"`` PSF, whose wings are
+        not known) no aperture correction is made.
+    mask : numpy.ndarray of bool, shape (ny, nx), optional
+        Pixels to ignore in both images (added to the images' own masks).
+    stars : astropy.table.Table or numpy.ndarray, optional
+        Positions to measure, a table with ``x`` and ``y`` columns (e.g. from
+        :func:`~astrid.find_stars`) or an ``(n, 2)`` array of (x, y), 0-based.
+        By default the isolated, unsaturated stars detected in the reference.
+    science_zp, reference_zp : float, optional
+        Zero points (``mag = zp - 2.5 log10(flux)``). When both are given
+        the ratio is ``10**(-0.4 * (reference_zp - science_zp))``.
+
+    Returns
+    -------
+    FluxRatio
+        From the stars when zero points are not both given, else from zero
+        points. When too few stars are usable and both :class:`Image` inputs
+        carry zero points (``meta.zeropoint``), those are used.
+
+    Raises
+    ------
+    AstridInputError
+        Shapes differ, or fewer than 3 stars have S/N >= 20 in both images
+        and no zero points are known.
+
+    Notes
+    -----
+    Each star's sky is the sigma-clipped median of an annulus from 2 to 3
+    aperture radii; stars with a masked pixel in the aperture, a saturated
+    pixel, or S/N below 20 in either image are dropped. Each star's ratio
+    has an error from its sky noise and a 1 % systematic floor per image.
+    The ratio is the inverse-variance weighted mean, in logarithm, of the
+    largest group of mutually consistent stars (variables and transients
+    excluded), 3-sigma clipped; its error is the formal one, scaled up by
+    the reduced chi-square when that exceeds one.
+    """
+    if science_zp is not None and reference_zp is not None:
+        return _zeropoint_ratio(float(science_zp), float(reference_zp))
+
+    sci, sci_mask, sci_zp_meta, sci_sat = _unpack(science, "science")
+    ref, ref_mask, ref_zp_meta, ref_sat = _unpack(reference, "reference")
+    if sci.shape != ref.shape:
+        raise AstridInputError(
+            f"science shape {sci.shape} differs from reference shape {ref.shape}: align the images first"
+        )
+    bad = ~np.isfinite(sci) | ~np.isfinite(ref)
+    for extra, label in ((sci_mask, "science mask"), (ref_mask, "reference mask"), (mask, "mask")):
+        if extra is not None:
+            extra = np.asarray(extra, dtype=bool)
+            if extra.shape != sci.shape:
+                raise AstridInputError(f"{label}: shape {extra.shape} does not match the images {sci.shape}")
+            bad |= extra
+    zp_n = science_zp if science_zp is not None else sci_zp_meta
+    zp_r = reference_zp if reference_zp is not None else ref_zp_meta
+
+    def fallback(why):
+        if zp_n is not None and zp_r is not None:
+            return _zeropoint_ratio(float(zp_n), float(zp_r))
+        raise AstridInputError(f"cannot measure the flux ratio: {why}, and no zero points are known for both images")
+
+    if bad.all():
+        return fallback("no pixel is finite and unmasked in both images")
+
+    fwhm_n, psf_n = _psf_fwhm_and_array(science_psf, "science_psf")
+    fwhm_r, psf_r = _psf_fwhm_and_array(reference_psf, "reference_psf")
+
+    if stars is None:
+        table = find_stars(ref, bad, saturation=ref_sat)
+        table = table[np.asarray(table["isolated"]) & ~np.asarray(table["saturated"]) & ~np.asarray(table["masked"])]
+        xy = np.column_stack([np.asarray(table["x"]), np.asarray(table["y"])])
+        if fwhm_r is None:
+            fwhm_r = float(table.meta["fwhm"])
+    elif hasattr(stars, "colnames"):
+        xy = np.column_stack([np.asarray(stars["x"], float), np.asarray(stars["y"], float)])
+    else:
+        xy = np.asarray(stars, dtype=float).reshape(-1, 2)
+    if fwhm_r is None or fwhm_n is None:
+        # The star finder's median FWHM stands in for a missing PSF.
+        if fwhm_r is None:
+            fwhm_r = float(find_stars(ref, bad, saturation=ref_sat).meta["fwhm"])
+        if fwhm_n is None:
+            fwhm_n = float(find_stars(sci, bad, saturation=sci_sat).meta["fwhm"])
+    radius = _APERTURE_FWHM * max(fwhm_n, fwhm_r)
+    ny, nx = sci.shape
+    inside = (
+        np.isfinite(xy).all(axis=1)
+        & (xy[:, 0] >= radius) & (xy[:, 0] <= nx - 1 - radius)
+        & (xy[:, 1] >= radius) & (xy[:, 1] <= ny - 1 - radius)
+    )
+    xy = xy[inside]
+    if len(xy) < _MIN_STARS:
+        return fallback(f"only {len(xy)} stars lie far enough from the edges")
+
+    # Saturated pixels count as masked: a star touching one is not used.
+    flagged = bad.copy()
+    for data, level in ((sci, sci_sat), (ref, ref_sat)):
+        if level is not None:
+            with np.errstate(invalid="ignore"):
+                flagged |= data >= level
+    phot = []
+    for data in (sci, ref):
+        filled = np.ascontiguousarray(np.where(flagged, 0.0, data), dtype=float)
+        phot.append(
+            _aperture_photometry(filled, flagged, xy[:, 0].copy(), xy[:, 1].copy(), radius, 2.0 * radius, 3.0 * radius)
+        )
+    (f_n, e_n), (f_r, e_r) = [
+        (p[:, 0], p[:, 3] * np.sqrt(p[:, 1] * (1.0 + p[:, 1] / np.maximum(p[:, 4], 1.0)))) for p in phot
+    ]
+    n_bad = phot[0][:, 2] + phot[1][:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr_n = f_n / e_n
+        snr_r = f_r / e_r
+    usable = (n_bad == 0) & (snr_n >= _MIN_SNR) & (snr_r >= _MIN_SNR)
+    usable &= np.isfinite(f_n) & np.isfinite(f_r)
+    if usable.sum() < _MIN_STARS:
+        return fallback(f"only {int(usable.sum())} stars have S/N >= {_MIN_SNR:g} in both images")
+
+    correction = 1.0
+    if psf_r is not None and psf_n is not None:
+        correction = _encircled(psf_r, radius) / _encircled(psf_n, radius)
+    ratio = f_n[usable] / f_r[usable] * correction
+    rel_err = np.sqrt((e_n[usable] / f_n[usable]) ** 2 + (e_r[usable] / f_r[usable]) ** 2 + 2 * _FLOOR**2)
+    positive = ratio > 0
+    if positive.sum() < _MIN_STARS:
+        return fallback("fewer than 3 stars have positive fluxes in both images")
+    mean, error, n = _consensus(np.log(ratio[positive]), rel_err[positive])
+    return FluxRatio(ratio=mean, error=error, n_stars=n, method="stars")

@@ -1,0 +1,660 @@
+"""Fast star finding, measurement and matching shared by alignment, PSF and photometry.
+
+:func:`find_stars` detects local maxima of the image smoothed with a Gaussian
+of the PSF's width and measures each one with Gaussian-windowed moments (the
+``XWIN``/``YWIN`` centroids of SExtractor): sub-pixel position, aperture flux,
+peak, signal-to-noise ratio, FWHM, roundness and flags for saturated, masked
+and crowded stars. The kernels are compiled with numba (parallel over rows
+and stars) for survey-sized images; ``benchmarks/bench_align.py`` times them.
+:func:`match_stars` pairs two position lists by unique mutual nearest
+neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from astropy.table import Table
+from numba import njit, prange
+from scipy.spatial import cKDTree
+
+from .errors import AstridInputError
+
+__all__ = ["find_stars", "match_stars"]
+
+GAUSSIAN_SIGMA_TO_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
+
+# Without a hint the detection kernel and the measurement window start at this
+# FWHM (pixels); the measured FWHM then replaces it.
+_DEFAULT_FWHM_GUESS = 3.0
+# Stars at least this significant (S/N) decide the image's FWHM.
+_FWHM_MIN_SNR = 20.0
+_MESH_BOX = 64
+# Sources narrower than this (pixels) are cosmic rays or hot pixels, not stars:
+# they never decide the image's FWHM.
+_MIN_STAR_FWHM = 1.0
+# Stars share one FWHM: the image's is the densest cluster of widths within this factor.
+_FWHM_CLUSTER = 1.25
+# Sources more elongated than this do not decide the image's FWHM.
+_MAX_FWHM_ROUNDNESS = 0.35
+
+
+# --------------------------------------------------------------------------
+# numba kernels
+# --------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def _smooth_rows(img, k32):
+    ny, nx = img.shape
+    r = k32.size // 2
+    out = np.zeros((ny, nx), np.float32)
+    for i in prange(ny):
+        row = img[i]
+        acc = out[i]
+        for t in range(-r, r + 1):
+            w = k32[t + r]
+            lo = max(0, -t)
+            hi = min(nx, nx - t)
+            for j in range(lo, hi):
+                acc[j] += w * row[j + t]
+            for j in range(0, lo):
+                acc[j] += w * row[0]
+            for j in range(hi, nx):
+                acc[j] += w * row[nx - 1]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _smooth_cols(tmp, k32):
+    ny, nx = tmp.shape
+    r = k32.size // 2
+    out = np.zeros((ny, nx), np.float32)
+    for i in prange(ny):
+        acc = out[i]
+        for t in range(-r, r + 1):
+            w = k32[t + r]
+            src = tmp[min(max(i + t, 0), ny - 1)]
+            for j in range(nx):
+                acc[j] += w * src[j]
+    return out
+
+
+def _smooth(img, kernel):
+    """Separable convolution with a symmetric 1-D kernel, edges clamped.
+
+    Loops run over whole rows per kernel tap so that they vectorise; the two
+    passes are separate compiled functions because the second reads rows
+    that other threads write in the first.
+    """
+    k32 = np.ascontiguousarray(kernel, dtype=np.float32)
+    return _smooth_cols(_smooth_rows(img, k32), k32)
+
+
+@njit(cache=True)
+def _local_maxima(smooth, noise, scalar_noise, factor, radius, border):
+    """Pixels above ``factor * noise`` that are the maximum of their (2r+1)^2 box.
+
+    Ties go to the first pixel in raster order, so a flat top gives one peak.
+    """
+    ny, nx = smooth.shape
+    ys = []
+    xs = []
+    for i in range(border, ny - border):
+        for j in range(border, nx - border):
+            v = smooth[i, j]
+            t = factor * (noise[0, 0] if scalar_noise else noise[i, j])
+            if not (v > t):
+                continue
+            is_max = True
+            for ii in range(max(i - radius, 0), min(i + radius + 1, ny)):
+                for jj in range(max(j - radius, 0), min(j + radius + 1, nx)):
+                    w = smooth[ii, jj]
+                    if w > v or (w == v and (ii < i or (ii == i and jj < j))):
+                        is_max = False
+                        break
+                if not is_max:
+                    break
+            if is_max:
+                ys.append(i)
+                xs.append(j)
+    return np.array(ys, dtype=np.int64), np.array(xs, dtype=np.int64)
+
+
+@njit(cache=True, parallel=True)
+def _measure(data, bad, sat, has_sat, noise, scalar_noise, ys, xs, sigma_w, r_ap):
+    """Windowed centroid, moments and aperture photometry of each peak.
+
+    ``data`` is background-subtracted with bad pixels set to zero.
+    Returns an (n, 11) array: x, y, flux, peak, npix, nbad, nsat, mxx, myy,
+    mxy, noise (the local background RMS per pixel).
+    """
+    n = ys.size
+    ny, nx = data.shape
+    out = np.full((n, 11), np.nan)
+    half = int(math.ceil(4.0 * sigma_w))
+    rw2 = (4.0 * sigma_w) ** 2
+    inv2s2 = 1.0 / (2.0 * sigma_w * sigma_w)
+    hap = int(math.ceil(r_ap))
+    for k in prange(n):
+        x = float(xs[k])
+        y = float(ys[k])
+        ok = True
+        for _it in range(20):
+            x0 = int(round(x))
+            y0 = int(round(y))
+            sw = 0.0
+            sx = 0.0
+            sy = 0.0
+            for i in range(max(y0 - half, 0), min(y0 + half + 1, ny)):
+                dy = i - y
+                for j in range(max(x0 - half, 0), min(x0 + half + 1, nx)):
+                    if bad[i, j]:
+                        continue
+                    dx = j - x
+                    r2 = dx * dx + dy * dy
+                    if r2 > rw2:
+                        continue
+                    w = math.exp(-r2 * inv2s2) * data[i, j]
+                    sw += w
+                    sx += w * dx
+                    sy += w * dy
+            if sw <= 0.0:
+                ok = False
+                break
+            # Gauss-Newton step of SExtractor's windowed centroid.
+            ddx = min(max(2.0 * sx / sw, -1.0), 1.0)
+            ddy = min(max(2.0 * sy / sw, -1.0), 1.0)
+            x += ddx
+            y += ddy
+            if abs(ddx) < 1e-4 and abs(ddy) < 1e-4:
+                break
+        if not ok or abs(x - xs[k]) > 2.0 * sigma_w + 1.0 or abs(y - ys[k]) > 2.0 * sigma_w + 1.0:
+            # Diverged (noise, blend): keep the peak pixel, moments from there.
+            x = float(xs[k])
+            y = float(ys[k])
+        x0 = int(round(x))
+        y0 = int(round(y))
+        sw = 0.0
+        mxx = 0.0
+        myy = 0.0
+        mxy = 0.0
+        for i in range(max(y0 - half, 0), min(y0 + half + 1, ny)):
+            dy = i - y
+            for j in range(max(x0 - half, 0), min(x0 + half + 1, nx)):
+                if bad[i, j]:
+                    continue
+                dx = j - x
+                r2 = dx * dx + dy * dy
+                if r2 > rw2:
+                    continue
+                w = math.exp(-r2 * inv2s2) * data[i, j]
+                sw += w
+                mxx += w * dx * dx
+                myy += w * dy * dy
+                mxy += w * dx * dy
+        flux = 0.0
+        npix = 0
+        nbad = 0
+        nsat = 0
+        peak = -np.inf
+        nsum = 0.0
+        for i in range(y0 - hap, y0 + hap + 1):
+            dy = i - y
+            for j in range(x0 - hap, x0 + hap + 1):
+                dx = j - x
+                r2 = dx * dx + dy * dy
+                if r2 > r_ap * r_ap:
+                    continue
+                npix += 1
+                if i < 0 or j < 0 or i >= ny or j >= nx or bad[i, j]:
+                    nbad += 1
+                    continue
+                if has_sat and sat[i, j]:
+                    nsat += 1
+                v = data[i, j]
+                flux += v
+                if r2 <= 2.25 and v > peak:
+                    peak = v
+                nsum += noise[0, 0] if scalar_noise else noise[i, j]
+        out[k, 0] = x
+        out[k, 1] = y
+        out[k, 2] = flux
+        out[k, 3] = peak
+        out[k, 4] = npix
+        out[k, 5] = nbad
+        out[k, 6] = nsat
+        if sw > 0.0:
+            out[k, 7] = mxx / sw
+            out[k, 8] = myy / sw
+            out[k, 9] = mxy / sw
+        if npix - nbad > 0:
+            out[k, 10] = nsum / (npix - nbad)
+    return out
+
+
+@njit(cache=True)
+def clipped_median_std(values, sigma, maxiters):
+    """Median and MAD-based standard deviation of ``values`` after sigma clipping.
+
+    A separate compiled function on purpose: numba hoists the temporaries of
+    array expressions out of ``prange`` loops, where threads would share them.
+    """
+    v = values.copy()
+    centre = np.median(v)
+    sig = 1.4826 * np.median(np.abs(v - centre))
+    for _ in range(maxiters):
+        if sig <= 0.0:
+            break
+        keep = np.abs(v - centre) <= sigma * sig
+        if keep.all() or keep.sum() < 8:
+            break
+        v = v[keep]
+        centre = np.median(v)
+        sig = 1.4826 * np.median(np.abs(v - centre))
+    return centre, sig, v.size
+
+
+@njit(cache=True, parallel=True)
+def _mesh_stats(data, bad, box, stride):
+    """Sigma-clipped median and RMS of each box x box cell (sub-sampled)."""
+    ny, nx = data.shape
+    my = (ny + box - 1) // box
+    mx = (nx + box - 1) // box
+    med = np.full((my, mx), np.nan)
+    rms = np.full((my, mx), np.nan)
+    # One scratch row per cell: numba hoists a fixed-size np.empty out of a
+    # prange loop, and threads would then share it.
+    scratch = np.empty((my * mx, ((box + stride - 1) // stride) ** 2), dtype=data.dtype)
+    for c in prange(my * mx):
+        bi = c // mx
+        bj = c % mx
+        m = 0
+        for i in range(bi * box, min((bi + 1) * box, ny), stride):
+            for j in range(bj * box, min((bj + 1) * box, nx), stride):
+                if not bad[i, j]:
+                    scratch[c, m] = data[i, j]
+                    m += 1
+        if m >= 16:
+            centre, sig, _ = clipped_median_std(scratch[c, :m], 3.0, 5)
+            med[bi, bj] = centre
+            rms[bi, bj] = sig
+    return med, rms
+
+
+@njit(cache=True, parallel=True)
+def _upsample_mesh(mesh, box, ny, nx):
+    """Bilinear interpolation of cell-centre values to the full pixel grid."""
+    my, mx = mesh.shape
+    out = np.empty((ny, nx), np.float32)
+    for i in prange(ny):
+        gy = (i + 0.5) / box - 0.5
+        iy = min(max(int(math.floor(gy)), 0), max(my - 2, 0))
+        fy = min(max(gy - iy, 0.0), 1.0) if my > 1 else 0.0
+        iy1 = min(iy + 1, my - 1)
+        for j in range(nx):
+            gx = (j + 0.5) / box - 0.5
+            ix = min(max(int(math.floor(gx)), 0), max(mx - 2, 0))
+            fx = min(max(gx - ix, 0.0), 1.0) if mx > 1 else 0.0
+            ix1 = min(ix + 1, mx - 1)
+            out[i, j] = (
+                (1 - fy) * ((1 - fx) * mesh[iy, ix] + fx * mesh[iy, ix1])
+                + fy * ((1 - fx) * mesh[iy1, ix] + fx * mesh[iy1, ix1])
+            )
+    return out
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def _fill_mesh(mesh: np.ndarray) -> np.ndarray:
+    """Replace empty (NaN) mesh cells by the median of their valid neighbours, then 3x3 median."""
+    from scipy.ndimage import generic_filter, median_filter
+
+    mesh = mesh.copy()
+    if not np.isfinite(mesh).any():
+        return mesh
+    def finite_median(values):
+        values = values[np.isfinite(values)]
+        return np.median(values) if values.size else np.nan
+
+    for _ in range(max(mesh.shape)):
+        holes = ~np.isfinite(mesh)
+        if not holes.any():
+            break
+        # Grow valid cells into the holes one ring at a time.
+        filled = generic_filter(mesh, finite_median, size=3, mode="nearest")
+        mesh[holes] = filled[holes]
+    mesh[~np.isfinite(mesh)] = np.nanmedian(mesh)
+    if min(mesh.shape) >= 3:
+        mesh = median_filter(mesh, size=3, mode="nearest")
+    return mesh
+
+
+def quick_background(data: np.ndarray, bad: np.ndarray, box: int = _MESH_BOX):
+    """Fast background and RMS maps (float32) from sigma-clipped box statistics.
+
+    A light-weight stand-in for :func:`astrid.estimate_background` when only
+    a detection threshold is needed: statistics on every other pixel of each
+    ``box``-pixel cell, a 3x3 median filter over the cells and bilinear
+    interpolation back to full resolution.
+    """
+    ny, nx = data.shape
+    box = int(max(8, min(box, ny, nx)))
+    med, rms = _mesh_stats(data, bad, box, 2)
+    med = _fill_mesh(med)
+    rms = _fill_mesh(rms)
+    if not np.isfinite(med).all():
+        raise AstridInputError("data: no finite, unmasked pixels to estimate a background from")
+    if med.size == 1:
+        return (np.full((1, 1), med[0, 0], np.float32), np.full((1, 1), rms[0, 0], np.float32))
+    return _upsample_mesh(med, box, ny, nx), _upsample_mesh(rms, box, ny, nx)
+
+
+def _as_map(value, shape, name: str) -> np.ndarray:
+    """A scalar or (ny, nx) array as a C-contiguous float32 2-D array (1x1 for scalars)."""
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 0:
+        return arr.reshape(1, 1)
+    if arr.shape != tuple(shape):
+        raise AstridInputError(f"{name}: shape {arr.shape} does not match data shape {tuple(shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def _prepare(data, mask, name: str = "data"):
+    """Validated float data and the combined bad-pixel mask (masked or non-finite)."""
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise AstridInputError(f"{name}: must be a 2-D array, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32)
+    bad = ~np.isfinite(data)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != data.shape:
+            raise AstridInputError(f"mask: shape {mask.shape} does not match {name} shape {data.shape}")
+        bad |= mask
+    if bad.all():
+        raise AstridInputError(f"{name}: no finite, unmasked pixels")
+    return data, bad
+
+
+def _gaussian_kernel(fwhm: float) -> np.ndarray:
+    sigma = fwhm / GAUSSIAN_SIGMA_TO_FWHM
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
+
+
+def _moments_fwhm(mxx, myy, sigma_w):
+    """FWHM (pixels) of a Gaussian whose window-weighted second moments are these.
+
+    A Gaussian of width s seen through a Gaussian window of width w has
+    weighted second moment s^2 w^2 / (s^2 + w^2); inverting that removes the
+    window's bias exactly for Gaussian stars and closely for Moffat ones.
+    """
+    m = 0.5 * (mxx + myy)
+    w2 = sigma_w**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s2 = m * w2 / (w2 - m)
+        fwhm = GAUSSIAN_SIGMA_TO_FWHM * np.sqrt(s2)
+    # No spread at all (a single hot pixel) is a width of zero; a spread the
+    # window cannot tell from flat is unmeasurable.
+    fwhm = np.where(m <= 0, 0.0, np.where(m < 0.98 * w2, fwhm, np.nan))
+    return fwhm
+
+
+def _isolated(xy: np.ndarray, radius: float) -> np.ndarray:
+    """True for positions with no other position within ``radius``."""
+    if len(xy) < 2:
+        return np.ones(len(xy), dtype=bool)
+    ok = np.isfinite(xy).all(axis=1)
+    out = np.zeros(len(xy), dtype=bool)
+    if ok.any():
+        tree = cKDTree(xy[ok])
+        out[ok] = tree.query_ball_point(xy[ok], r=radius, return_length=True) <= 1
+    return out
+
+
+def _roundness(meas: np.ndarray) -> np.ndarray:
+    """Ellipticity |(M_xx - M_yy, 2 M_xy)| / (M_xx + M_yy) of the windowed moments (0: round)."""
+    mxx, myy, mxy = meas[:, 7], meas[:, 8], meas[:, 9]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.hypot(mxx - myy, 2.0 * mxy) / (mxx + myy)
+
+
+def _fwhm_mode(widths: np.ndarray) -> tuple[float, int]:
+    """Median of the densest cluster of widths (all within a factor 1.25), and its size.
+
+    Stars share the PSF's width while cosmic rays, hot pixels, galaxies and
+    blends scatter: the most populated window picks the stars even when they
+    are not the majority.
+    """
+    v = np.sort(widths[np.isfinite(widths)])
+    if v.size == 0:
+        return float("nan"), 0
+    ends = np.searchsorted(v, v * _FWHM_CLUSTER, side="right")
+    counts = ends - np.arange(v.size)
+    best = int(np.argmax(counts))
+    cluster = v[best : ends[best]]
+    return float(np.median(cluster)), int(cluster.size)
+
+
+def _run_once(sub, bad, sat, has_sat, noise_map, threshold, fwhm, border):
+    kernel = _gaussian_kernel(fwhm)
+    smooth = _smooth(sub, kernel)
+    # White noise smoothed by a normalised kernel k drops by sqrt(sum k^2) (separable: squared).
+    noise_factor = float(np.sum(kernel.astype(np.float64) ** 2))
+    radius = max(2, int(round(0.8 * fwhm)))
+    ys, xs = _local_maxima(smooth, noise_map, noise_map.size == 1, threshold * noise_factor, radius, border)
+    sigma_w = fwhm / GAUSSIAN_SIGMA_TO_FWHM
+    r_ap = max(1.5 * fwhm, 2.0)
+    meas = _measure(sub, bad, sat, has_sat, noise_map, noise_map.size == 1, ys, xs, sigma_w, r_ap)
+    return meas, sigma_w, r_ap
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+
+
+def find_stars(
+    data,
+    mask=None,
+    background=None,
+    rms=None,
+    threshold: float = 5.0,
+    fwhm: float | None = None,
+    max_stars: int | None = None,
+    *,
+    saturation: float | None = None,
+    isolation_radius: float | None = None,
+) -> Table:
+    """Detect and measure point-like sources.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (ny, nx)
+        Image in data units. Non-finite pixels are ignored.
+    mask : numpy.ndarray of bool, shape (ny, nx), optional
+        True where a pixel must not be used.
+    background : float, numpy.ndarray or Background, optional
+        Sky level (data units), a map of it, or the result of
+        :func:`~astrid.estimate_background` (whose ``rms`` is then used too).
+        By default a fast sigma-clipped mesh estimate (64-pixel boxes).
+    rms : float or numpy.ndarray, optional
+        Background noise per pixel (data units). By default from the same
+        mesh estimate.
+    threshold : float, optional
+        Detection threshold in units of the noise of the smoothed image
+        (a matched-filter S/N), default 5.
+    fwhm : float, optional
+        PSF FWHM in pixels used for the detection kernel and the measurement
+        window. By default 3 pixels to start, then the measured FWHM of the
+        bright stars (see ``meta``), iterated.
+    max_stars : int, optional
+        Keep only the brightest ``max_stars`` (by flux).
+    saturation : float, optional
+        Saturation level in data units (before background subtraction);
+        stars touching it are flagged ``saturated``.
+    isolation_radius : float, optional
+        A star is ``isolated`` when no other detection lies within this
+        radius (pixels); default 3 FWHM.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source, brightest first, with columns ``x``, ``y``
+        (0-based pixel coordinates of the windowed centroid), ``flux``
+        (background-subtracted sum within 1.5 FWHM, data units), ``peak``
+        (brightest background-subtracted pixel near the centre), ``snr``
+        (background-limited S/N of ``flux``), ``fwhm`` (pixels, from the
+        window-corrected second moments), ``sharpness`` (``fwhm`` over the
+        image's FWHM: near 1 for stars, well below for cosmic rays and
+        hot pixels, above for galaxies), ``roundness`` (ellipticity
+        ``|M_xx - M_yy, 2 M_xy| / (M_xx + M_yy)``, 0 for round),
+        ``isolated``, ``saturated`` and ``masked`` (a bad pixel within the
+        aperture) flags. ``meta`` holds ``fwhm`` (the image's FWHM in pixels:
+        the median of the densest cluster of widths of the clean sources with
+        S/N > 20, which cosmic rays and galaxies do not pull; the starting
+        guess when fewer than three stars measure it), ``fwhm_nstars`` (stars
+        behind it, 0 for the guess), ``threshold``, ``aperture_radius`` and
+        ``isolation_radius``.
+
+    Raises
+    ------
+    AstridInputError
+        Data not 2-D, mismatched shapes, or no finite unmasked pixel.
+    """
+    data, bad = _prepare(data, mask)
+    shape = data.shape
+    if threshold <= 0:
+        raise AstridInputError(f"threshold must be positive, got {threshold}")
+    if fwhm is not None and not (np.isfinite(fwhm) and fwhm > 0):
+        raise AstridInputError(f"fwhm must be a positive number of pixels, got {fwhm}")
+
+    bkg_obj_rms = getattr(background, "rms", None)
+    if hasattr(background, "background"):
+        background = background.background
+    if rms is None and bkg_obj_rms is not None:
+        rms = bkg_obj_rms
+    rms_given = rms is not None
+    if background is None or rms is None:
+        mesh_bkg, mesh_rms = quick_background(data, bad)
+        if background is None:
+            background = mesh_bkg
+        if rms is None:
+            rms = mesh_rms
+    bkg_map = _as_map(background, shape, "background")
+    noise_map = _as_map(rms, shape, "rms")
+    if rms_given and not (np.all(np.isfinite(noise_map)) and noise_map.min() > 0):
+        raise AstridInputError("rms: the background noise must be finite and positive everywhere")
+    if not rms_given and not noise_map.min() > 0:
+        # A noiseless (simulated or constant) sky: any positive signal is significant.
+        positive = noise_map[noise_map > 0]
+        floor = positive.min() if positive.size else 1e-6 * max(float(np.abs(data[~bad]).max()), 1e-30)
+        noise_map = np.maximum(noise_map, np.float32(floor))
+
+    sub = (data - (bkg_map[0, 0] if bkg_map.size == 1 else bkg_map)).astype(np.float32, copy=False)
+    sub[bad] = 0.0
+    sat = np.zeros((1, 1), dtype=np.bool_)
+    has_sat = saturation is not None
+    if has_sat:
+        with np.errstate(invalid="ignore"):
+            sat = np.ascontiguousarray(np.asarray(data) >= saturation)
+
+    guess = float(fwhm) if fwhm is not None else _DEFAULT_FWHM_GUESS
+    image_fwhm = guess
+    border = 1
+    for _ in range(4 if fwhm is None else 1):
+        meas, sigma_w, r_ap = _run_once(sub, bad, sat, has_sat, noise_map, float(threshold), guess, border)
+        star_fwhm = _moments_fwhm(meas[:, 7], meas[:, 8], sigma_w)
+        snr = meas[:, 2] / (meas[:, 10] * np.sqrt(np.maximum(meas[:, 4] - meas[:, 5], 1)))
+        roundness = _roundness(meas)
+        good = (
+            (snr > _FWHM_MIN_SNR) & (meas[:, 5] == 0) & (meas[:, 6] == 0)
+            & np.isfinite(star_fwhm) & (star_fwhm >= _MIN_STAR_FWHM)
+            # Satellite trails and bleeds break into many elongated "sources" of one width.
+            & (roundness < _MAX_FWHM_ROUNDNESS)
+            # A neighbour inside the window inflates the moments, and the wider
+            # window of the next pass would inflate them further.
+            & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
+        )
+        mode, n_fwhm = _fwhm_mode(star_fwhm[good])
+        if n_fwhm >= 3:
+            image_fwhm = mode
+        if fwhm is not None:
+            break
+        # Converged, or no better information: stop re-detecting.
+        if good.sum() < 3 or abs(image_fwhm - guess) < 0.05 * guess:
+            break
+        guess = float(np.clip(image_fwhm, 1.0, 30.0))
+
+    xy = meas[:, :2]
+    if isolation_radius is None:
+        isolation_radius = 3.0 * image_fwhm
+    isolated = _isolated(xy, isolation_radius)
+
+    table = Table()
+    table["x"] = xy[:, 0]
+    table["y"] = xy[:, 1]
+    table["flux"] = meas[:, 2]
+    table["peak"] = meas[:, 3]
+    table["snr"] = snr
+    table["fwhm"] = star_fwhm
+    table["sharpness"] = star_fwhm / image_fwhm
+    table["roundness"] = roundness
+    table["isolated"] = isolated
+    table["saturated"] = meas[:, 6] > 0
+    table["masked"] = meas[:, 5] > 0
+    order = np.argsort(-np.nan_to_num(meas[:, 2], nan=-np.inf), kind="stable")
+    table = table[order]
+    if max_stars is not None:
+        table = table[: int(max_stars)]
+    table.meta["fwhm"] = image_fwhm
+    table.meta["fwhm_nstars"] = n_fwhm if n_fwhm >= 3 else 0
+    table.meta["threshold"] = float(threshold)
+    table.meta["aperture_radius"] = float(r_ap)
+    table.meta["isolation_radius"] = float(isolation_radius)
+    return table
+
+
+def match_stars(xy1, xy2, radius: float = 2.0):
+    """Pair two lists of positions by unique mutual nearest neighbours.
+
+    Parameters
+    ----------
+    xy1, xy2 : array-like, shape (n1, 2) and (n2, 2)
+        Positions (pixels) in the same frame.
+    radius : float, optional
+        Largest accepted separation (pixels), default 2.
+
+    Returns
+    -------
+    idx1, idx2 : numpy.ndarray of int
+        Indices into ``xy1`` and ``xy2`` of the matched pairs; each star is
+        used at most once, and only when each is the other's nearest
+        neighbour within ``radius``.
+    """
+    xy1 = np.asarray(xy1, dtype=float).reshape(-1, 2)
+    xy2 = np.asarray(xy2, dtype=float).reshape(-1, 2)
+    empty = np.zeros(0, dtype=np.intp)
+    ok1 = np.isfinite(xy1).all(axis=1)
+    ok2 = np.isfinite(xy2).all(axis=1)
+    if not ok1.any() or not ok2.any():
+        return empty, empty.copy()
+    i1 = np.flatnonzero(ok1)
+    i2 = np.flatnonzero(ok2)
+    tree1 = cKDTree(xy1[i1])
+    tree2 = cKDTree(xy2[i2])
+    d12, j12 = tree2.query(xy1[i1], distance_upper_bound=radius)
+    _, j21 = tree1.query(xy2[i2], distance_upper_bound=radius)
+    found = np.isfinite(d12)
+    a = np.flatnonzero(found)
+    b = j12[found]
+    mutual = j21[b] == a
+    return i1[a[mutual]], i2[b[mutual]]
