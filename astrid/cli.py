@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ._version import __version__
 from .errors import AstridError
@@ -21,25 +20,19 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from . import figures, simulate
-    from .io import read_image
-    from .manifest import Manifest
+    from ._mainjob import run_main_job
 
     start = time.perf_counter()
-    out = Path(args.data)
-    simulate.survey(out, n_fields=args.n_fields, preset=args.preset, seed=args.seed, size=args.size)
-    manifest = Manifest.load(out)
-    first = next(manifest.pairs())
-    from astropy.table import Table
 
-    truth = Table.read(first.truth) if first.truth else None
-    fig = figures.plot_pair(read_image(first.reference), read_image(first.science), truth=truth)
-    paths = figures.save(fig, "demo_pair", args.figures)
-    print(f"survey: {out / 'manifest.json'} ({len(manifest.targets)} fields)")
-    for path in paths:
-        print(f"figure: {path}")
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
-    return 0
+    def progress(task) -> None:
+        took = f"{task.duration_s:.0f} s" if task.duration_s is not None else "-"
+        error = f" - {task.error}" if task.error else ""
+        print(f"{task.stem}: {task.status} ({took}){error}", flush=True)
+
+    result = run_main_job(args.config, small=args.small, root=args.root, run_id=args.run_id, on_task_done=progress)
+    print(result.summary())
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,13 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"astrid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="simulate a small survey and draw one pair (the main job)")
-    demo.add_argument("--data", default="data/survey", help="survey folder to write (default: data/survey)")
-    demo.add_argument("--figures", default="figures", help="figure folder (default: figures)")
-    demo.add_argument("--n-fields", type=int, default=4)
-    demo.add_argument("--size", type=int, default=1024, help="image side in pixels")
-    demo.add_argument("--preset", default="ztf", choices=["ztf", "swift_uvot"])
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: run notebooks 01-06 on the simulated survey, figures into figures/",
+    )
+    demo.add_argument("--config", default=None, help="runner YAML (default: configs/main_job.yaml settings)")
+    demo.add_argument("--small", action="store_true", help="tiny parameters (the CI configuration)")
+    demo.add_argument("--root", default=None, help="repository root the notebooks write under (default: this checkout)")
+    demo.add_argument("--run-id", default=None, help="papermill_runs/<run-id> (default: a new one)")
     demo.set_defaults(func=_cmd_demo)
 
     sim = sub.add_parser("simulate", help="write a simulated survey (FITS pairs, truth tables, manifest)")

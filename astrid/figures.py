@@ -94,14 +94,24 @@ def _in_notebook() -> bool:
 
 
 def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", "png")) -> list[Path]:
-    """Save ``fig`` as ``folder/name.<fmt>`` for each format; return the paths."""
+    """Save ``fig`` as ``folder/name.<fmt>`` for each format; return the paths.
+
+    Files are written in AstrID's style (200 dpi, tight bounding box) and
+    atomically (a temporary file renamed into place), so an interrupted save
+    never leaves half a figure. PDFs carry no creation date, so the same
+    figure gives the same file.
+    """
+    from .io import atomic_write
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in formats:
-        path = folder / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
-        paths.append(path)
+    with style():  # savefig reads its dpi and bbox from rcParams at save time
+        for fmt in formats:
+            path = folder / f"{name}.{fmt}"
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            atomic_write(path, lambda fh, fmt=fmt, metadata=metadata: fig.savefig(fh, format=fmt, metadata=metadata))
+            paths.append(path)
     return paths
 
 
@@ -459,7 +469,8 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
 
 
 def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
-                          exclude_saturated: bool = True, x: str = "x_ref", y: str = "y_ref"):
+                          exclude_saturated: bool = True, isolation: float = 15.0, x: str = "x_ref",
+                          y: str = "y_ref"):
     """The ``n`` brightest stars to look at subtraction residuals around.
 
     Parameters
@@ -478,6 +489,9 @@ def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
         Stars on a True pixel (e.g. outside the science footprint) are skipped.
     exclude_saturated : bool
         Skip stars saturated in either epoch (their cores are masked anyway).
+        Stars flagged ``variable`` are always skipped: their residual is real.
+    isolation : float
+        Skip stars with a brighter star closer than this, pixels.
     x, y : str
         Position columns.
 
@@ -496,6 +510,15 @@ def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
         for column in ("saturated_ref", "saturated_sci", "saturated"):
             if column in stars.colnames:
                 keep &= ~np.asarray(stars[column], dtype=bool)
+    if "variable" in stars.colnames:
+        keep &= ~np.asarray(stars["variable"], dtype=bool)
+    if isolation > 0:
+        mags = np.asarray(stars["mag"], dtype=float)
+        for i in np.flatnonzero(keep):
+            near = np.hypot(xs - xs[i], ys - ys[i]) < isolation
+            near[i] = False
+            if np.any(mags[near] < mags[i]):
+                keep[i] = False
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         inside = keep.copy()
@@ -536,7 +559,7 @@ def _cutout(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
 
 
 def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41, limit: float = 5.0,
-                         max_rows: int = 4):
+                         max_rows: int = 4, residual_radius: float = 6.0):
     """Subtraction residuals around bright stars: classic matching against ZOGY.
 
     Both significance maps are in sigma, so the same colour range compares
@@ -559,13 +582,16 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
         Colour range ±``limit`` sigma.
     max_rows : int
         At most this many stars are shown.
+    residual_radius : float
+        Radius around the star, pixels, over which the residual is measured.
 
     Returns
     -------
     matplotlib.figure.Figure
         One row per star: science, classic ``S_corr``, ZOGY ``S_corr``; each
-        significance panel is labelled with its largest ``|S_corr|`` over
-        unmasked pixels.
+        significance panel is labelled with the largest ``|S_corr|`` over the
+        unmasked pixels within ``residual_radius`` of the star (other sources
+        in the cut-out do not count).
 
     Raises
     ------
@@ -581,6 +607,8 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
     if zogy_S.shape != classic_S.shape:
         raise AstridInputError(f"zogy_result {zogy_S.shape} and classic_result {classic_S.shape} are on different grids")
     half = int(size) // 2
+    offsets = np.arange(-half, half + 1)
+    within = np.hypot(offsets[:, None], offsets[None, :]) <= residual_radius
     science = _array(zogy_result.science)
     columns = [
         ("science", science, None),
@@ -602,7 +630,8 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
                     ax.set_ylabel(f"({x:.0f}, {y:.0f})")
                 else:
                     image = ax.imshow(stamp, cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit)
-                    peak = np.nanmax(np.abs(stamp)) if np.isfinite(stamp).any() else np.nan
+                    near = np.abs(stamp[within])
+                    peak = np.nanmax(near) if np.isfinite(near).any() else np.nan
                     ax.text(0.04, 0.04, f"max |S| {peak:.1f}", transform=ax.transAxes, fontsize=7,
                             color="k", bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1})
                 if row == 0:
