@@ -34,6 +34,8 @@ _LAZY_FUNCTIONS = {
     "flux_ratio": "._photometry",
     "FluxRatio": "._photometry",
     "difference": "._difference",
+    "DifferenceResult": "._difference",
+    "classic_subtract": "._classic",
     "detect": ".triplets",
     "label_candidates": ".triplets",
     "make_triplets": ".triplets",

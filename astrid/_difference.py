@@ -1,0 +1,651 @@
+"""One call from two images to a difference: :func:`difference`.
+
+The chain is: check that filters and missions agree → align the science
+image onto the reference grid → estimate each background and subtract it →
+estimate each PSF → measure the flux ratio → subtract (ZOGY by default, or
+the classic Gaussian-matching baseline). Every stage is timed and its quality
+numbers land in :attr:`DifferenceResult.metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .errors import AstridInputError, AstridMismatchError, AstridWarning
+from .io import Image, atomic_write, provenance_cards, read_image
+
+__all__ = ["DifferenceResult", "difference"]
+
+_METHODS = ("zogy", "classic")
+# With noise_correlation="auto", an image's noise counts as correlated (and
+# ZOGY uses its autocorrelation) when any lag within ±2 px exceeds this.
+_ACF_THRESHOLD = 0.05
+# Options of difference() and the stage they belong to.
+_OPTIONS = {
+    "align_method": "align",
+    "refine": "align",
+    "box_size": "background",
+    "filter_size": "background",
+    "psf_size": "psf",
+    "regularise_psf": "psf",
+    "min_stars": "psf",
+    "max_stars": "psf",
+    "science_zp": "flux_ratio",
+    "reference_zp": "flux_ratio",
+    "astrometric_sigma": "subtract",
+    "use_variance": "subtract",
+    "noise_correlation": "subtract",
+    "systematic_fraction": "subtract",
+    "mask_radius": "subtract",
+    "fill_value": "subtract",
+    "workers": "subtract",
+}
+
+
+@dataclass
+class DifferenceResult:
+    """Everything :func:`difference` computed, on the reference pixel grid.
+
+    Attributes
+    ----------
+    method : str
+        ``"zogy"`` or ``"classic"``.
+    science : Image
+        The science image aligned onto the reference grid, background
+        subtracted (data, mask, variance when known, reference WCS).
+    reference : Image
+        The reference image, background subtracted.
+    D : numpy.ndarray, shape (ny, nx)
+        Difference image: ZOGY's proper difference (unit-variance white
+        noise) or, for ``"classic"``, science minus matched reference in
+        science data units.
+    S : numpy.ndarray or None
+        ZOGY's detection statistic (None for ``"classic"``).
+    S_corr : numpy.ndarray
+        Detection significance per pixel: ZOGY's corrected S, or the
+        classic ``D`` divided by its per-pixel noise.
+    flux, flux_err : numpy.ndarray or None
+        ZOGY's PSF-photometry flux of a point transient at each pixel and its
+        error, in science data units (None for ``"classic"``).
+    P_D : numpy.ndarray or None
+        PSF of ``D`` (ZOGY only).
+    science_psf, reference_psf : PSFModel
+        The PSFs used.
+    science_background, reference_background : Background
+        The backgrounds subtracted.
+    mask : numpy.ndarray of bool
+        True where the difference must not be trusted (masked, saturated or
+        non-finite input pixels dilated by the kernel size, outside the
+        science footprint, image edges).
+    footprint : numpy.ndarray of bool
+        True where the science image covers the reference grid.
+    wcs : astropy.wcs.WCS or None
+        WCS of the reference grid.
+    metrics : dict
+        ``overlap``, ``align_rms`` (px), ``n_matched``, ``fwhm_sci``,
+        ``fwhm_ref`` (px), ``flux_ratio`` (and ``flux_ratio_error``,
+        ``flux_ratio_method``), ``sigma_sci``, ``sigma_ref`` (data units),
+        ``scorr_robust_std``, ``astrometric_sigma_x``/``_y`` (px),
+        ``mask_fraction``, ``variance_source``, ``n_fft`` (ZOGY), and
+        ``time_align``, ``time_background``, ``time_psf``,
+        ``time_flux_ratio``, ``time_subtract``, ``time_total`` (seconds).
+    subtraction : ZogyResult or ClassicResult
+        The raw result of the subtraction step (e.g. for
+        :func:`astrid.zogy.flux_at`).
+    """
+
+    method: str
+    science: Image
+    reference: Image
+    D: np.ndarray
+    S: np.ndarray | None
+    S_corr: np.ndarray
+    flux: np.ndarray | None
+    flux_err: np.ndarray | None
+    P_D: np.ndarray | None
+    science_psf: Any
+    reference_psf: Any
+    science_background: Any
+    reference_background: Any
+    mask: np.ndarray
+    footprint: np.ndarray
+    wcs: WCS | None
+    metrics: dict = field(default_factory=dict)
+    subtraction: Any = None
+
+    # ------------------------------------------------------------------ output
+
+    def _planes(self) -> list[tuple[str, np.ndarray]]:
+        planes = [
+            ("SCIENCE", self.science.data),
+            ("REFERENCE", self.reference.data),
+            ("D", self.D),
+            ("S", self.S),
+            ("SCORR", self.S_corr),
+            ("FLUX", self.flux),
+            ("FLUXERR", self.flux_err),
+            ("MASK", self.mask.astype(np.uint8)),
+            ("FOOTPRNT", self.footprint.astype(np.uint8)),
+        ]
+        return [(name, data) for name, data in planes if data is not None]
+
+    def to_fits(self, path: str | os.PathLike) -> Path:
+        """Write a multi-extension FITS file atomically.
+
+        The primary HDU holds no data, the provenance keys (``ASTRIDV``,
+        ``ASTRSTEP = 'difference'``, ``ASTRPARS``) and the metrics; image
+        extensions ``SCIENCE``, ``REFERENCE``, ``D``, ``S``, ``SCORR``,
+        ``FLUX``, ``FLUXERR`` (ZOGY only for S and the fluxes), ``MASK`` and
+        ``FOOTPRNT`` (uint8) carry the reference WCS; ``PSFSCI``, ``PSFREF``
+        and (ZOGY) ``PD`` hold the PSFs.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Output file (its folder is created).
+
+        Returns
+        -------
+        pathlib.Path
+            The written path.
+        """
+        primary = fits.Header()
+        primary["METHOD"] = (self.method, "AstrID difference method")
+        for key, metric, comment in _FITS_METRICS:
+            value = self.metrics.get(metric)
+            if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
+                primary[key] = (float(value) if isinstance(value, (float, np.floating)) else int(value), comment)
+        for key, value, comment in provenance_cards("difference", _jsonable(self.metrics)):
+            if key == "HISTORY":
+                primary.add_history(value)
+            else:
+                primary[key] = (value, comment)
+        wcs_header = fits.Header()
+        if self.wcs is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                wcs_header = self.wcs.to_header(relax=True)
+        hdus = [fits.PrimaryHDU(header=primary)]
+        for name, data in self._planes():
+            hdus.append(fits.ImageHDU(data=np.asarray(data), header=wcs_header.copy(), name=name))
+        for name, psf in (("PSFSCI", self.science_psf.psf), ("PSFREF", self.reference_psf.psf), ("PD", self.P_D)):
+            if psf is not None:
+                hdus.append(fits.ImageHDU(data=np.asarray(psf), name=name))
+        hdul = fits.HDUList(hdus)
+        return atomic_write(path, lambda fh: hdul.writeto(fh))
+
+    def to_xarray(self):
+        """The images as an :class:`xarray.Dataset` on dims ``(y, x)``.
+
+        Variables: ``science``, ``reference``, ``D``, ``S``, ``S_corr``,
+        ``flux``, ``flux_err`` (those that exist), ``mask`` and
+        ``footprint`` (bool), the PSFs on their own dims. Attributes: the
+        method, the numeric and string metrics, and the reference WCS as a
+        FITS header string (``wcs``).
+        """
+        import xarray as xr
+
+        names = {"SCIENCE": "science", "REFERENCE": "reference", "D": "D", "S": "S", "SCORR": "S_corr",
+                 "FLUX": "flux", "FLUXERR": "flux_err", "MASK": "mask", "FOOTPRNT": "footprint"}
+        ny, nx = self.D.shape
+        data_vars = {}
+        for name, data in self._planes():
+            var = names[name]
+            if var in ("mask", "footprint"):
+                data = np.asarray(data, dtype=bool)
+            data_vars[var] = (("y", "x"), np.asarray(data))
+        for var, psf in (("science_psf", self.science_psf.psf), ("reference_psf", self.reference_psf.psf),
+                         ("P_D", self.P_D)):
+            if psf is not None:
+                data_vars[var] = ((f"{var}_y", f"{var}_x"), np.asarray(psf))
+        attrs = {"method": self.method}
+        for key, value in _jsonable(self.metrics).items():
+            if isinstance(value, bool):
+                attrs[key] = int(value)  # netCDF attributes have no boolean type
+            elif isinstance(value, (int, float, str)):
+                attrs[key] = value
+        if self.wcs is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                attrs["wcs"] = self.wcs.to_header_string(relax=True)
+        coords = {"y": np.arange(ny), "x": np.arange(nx)}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+# (FITS key, metric, comment) written to the primary header of to_fits().
+_FITS_METRICS = (
+    ("OVERLAP", "overlap", "fraction of reference covered by science"),
+    ("ALIGNRMS", "align_rms", "[px] RMS of matched-star residuals"),
+    ("NMATCHED", "n_matched", "stars matched for alignment"),
+    ("FWHMSCI", "fwhm_sci", "[px] science PSF FWHM"),
+    ("FWHMREF", "fwhm_ref", "[px] reference PSF FWHM"),
+    ("FLXRATIO", "flux_ratio", "science/reference flux of a source"),
+    ("SIGSCI", "sigma_sci", "science background noise"),
+    ("SIGREF", "sigma_ref", "reference background noise"),
+    ("SCORRSTD", "scorr_robust_std", "robust std of S_corr"),
+    ("MASKFRAC", "mask_fraction", "fraction of masked pixels"),
+)
+
+
+def _jsonable(metrics: dict) -> dict:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (np.integer,)):
+            value = int(value)
+        elif isinstance(value, (np.floating,)):
+            value = float(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load(image, role: str) -> Image:
+    if isinstance(image, Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    raise AstridInputError(
+        f"{role}: must be an astrid.Image or a path to a FITS file, got {type(image).__name__}"
+    )
+
+
+def _name(image: Image, role: str) -> str:
+    return f"{role} {image.meta.path}" if image.meta.path else f"{role} image"
+
+
+def _check_compatible(reference: Image, science: Image, allow_mismatch: bool) -> None:
+    problems = []
+    for label, attribute in (("filter", "filter"), ("telescope", "telescope")):
+        ref_value = getattr(reference.meta, attribute)
+        sci_value = getattr(science.meta, attribute)
+        if ref_value is None or sci_value is None:
+            continue  # unknown on one side: nothing to compare
+        if str(ref_value).strip().lower() != str(sci_value).strip().lower():
+            problems.append(f"{label} {ref_value!r} vs {sci_value!r}")
+    if not problems:
+        return
+    message = (
+        f"{_name(reference, 'reference')} and {_name(science, 'science')} differ in "
+        + " and ".join(problems)
+    )
+    if not allow_mismatch:
+        raise AstridMismatchError(
+            message + ": their difference would be dominated by colour and PSF differences; "
+            "pass allow_mismatch=True to difference them anyway"
+        )
+    warnings.warn(message + " (allow_mismatch=True: differencing anyway)", AstridWarning, stacklevel=3)
+
+
+def _as_psf_model(psf, role: str):
+    from ._psf import PSFModel
+
+    if isinstance(psf, PSFModel):
+        return psf
+    return PSFModel.from_array(psf, name=f"{role}_psf")
+
+
+def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
+    """Variance map for ZOGY's source-noise term, and where it came from.
+
+    ZOGY takes the excess of the map over σ² as source noise. The map's own
+    sky level can differ from σ² (the per-pixel noise measured on the data):
+    resampling lowers the per-pixel noise but not an interpolated variance
+    map, and noise maps of drizzled data follow their own conventions. So
+    the map is shifted to put its sky level (median over unmasked pixels) at
+    σ²: the excess is then what sources add.
+    """
+    if not use_variance:
+        return None, "none"
+    sigma2 = float(background.median_rms) ** 2
+    if image.variance is not None:
+        variance, source = np.asarray(image.variance, dtype=np.float32), "image"
+    else:
+        variance = np.square(background.rms, dtype=np.float32)
+        gain = image.meta.gain
+        source = "background"
+        if gain is not None and gain > 0:
+            # Poisson noise of the sources for data in ADU: counts / gain.
+            variance = variance + np.maximum(residual, 0) / np.float32(gain)
+            source = "gain"
+    good = ~mask & np.isfinite(variance)
+    if not good.any():
+        return None, "none"
+    sample = variance[good]
+    level = float(np.median(sample[:: max(sample.size // 1_000_000, 1)]))
+    return variance - np.float32(level - sigma2), source
+
+
+def _regularise_psf(model):
+    """Suppress the pixel noise of an empirical PSF (a stack of noisy stars).
+
+    ZOGY divides by the PSF spectra, so noise in an empirical PSF at the
+    0.1 % level rings around every bright star, cosmic ray and hot pixel.
+    The noise σ is measured from neighbour differences in the outer ring
+    (smooth wings cancel there); the spectrum is Wiener-shrunk
+    (factor max(0, 1 − 4 n² σ² / |P̂|²)), the wings are tapered to 0 (cosine,
+    2 px) beyond the radius where the azimuthal mean falls below 3 σ, and the
+    result is renormalised. Returns the new model and σ.
+    """
+    from ._psf import PSFModel, measure_fwhm
+
+    psf = np.asarray(model.psf, dtype=np.float64)
+    n = psf.shape[0]
+    c = n // 2
+    y, x = np.indices(psf.shape) - c
+    r = np.hypot(x, y)
+    outer = r > 0.7 * c
+    pairs = outer[:, 1:] & outer[:, :-1]
+    if pairs.sum() < 20:
+        return model, float("nan")
+    diffs = (psf[:, 1:] - psf[:, :-1])[pairs]
+    sigma = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2.0)
+    if not sigma > 0:
+        return model, sigma
+    spectrum = np.fft.rfft2(np.fft.ifftshift(psf))
+    power = np.maximum(np.abs(spectrum) ** 2, np.finfo(np.float64).tiny)
+    shrink = np.clip(1.0 - 4.0 * psf.size * sigma**2 / power, 0.0, 1.0)
+    clean = np.fft.fftshift(np.fft.irfft2(spectrum * shrink, s=psf.shape))
+    rings = r.astype(int)
+    profile = np.bincount(rings.ravel(), clean.ravel()) / np.bincount(rings.ravel())
+    below = np.flatnonzero(profile < 3.0 * sigma)
+    edge = float(below[0]) if below.size else float(c)
+    ramp = np.clip((edge + 2.0 - r) / 2.0, 0.0, 1.0)
+    clean *= 0.5 - 0.5 * np.cos(np.pi * ramp)
+    total = clean.sum()
+    if not total > 0:
+        return model, sigma
+    clean /= total
+    return PSFModel(psf=clean, fwhm=measure_fwhm(clean), n_stars=model.n_stars,
+                    method=f"{model.method}+regularised"), sigma
+
+
+def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
+    """The noise autocorrelation to give ZOGY (or None) and its mean lag-1 value."""
+    from .zogy import estimate_noise_acf
+
+    if mode is False:
+        return None, float("nan")
+    acf = estimate_noise_acf(residual, mask)
+    if acf is None:
+        return None, float("nan")
+    c = acf.shape[0] // 2
+    lag1 = float(np.mean([acf[c, c + 1], acf[c + 1, c]]))
+    off_centre = np.abs(acf)
+    off_centre[c, c] = 0.0
+    if mode == "auto" and off_centre.max() < _ACF_THRESHOLD:
+        return None, lag1
+    return acf, lag1
+
+
+# ----------------------------------------------------------------------------- difference
+
+
+def difference(
+    reference,
+    science,
+    method: str = "zogy",
+    *,
+    align: bool = True,
+    science_psf=None,
+    reference_psf=None,
+    flux_ratio=None,
+    allow_mismatch: bool = False,
+    dtype=np.float32,
+    **options,
+) -> DifferenceResult:
+    """Difference two images in one call: align, background, PSF, flux ratio, subtract.
+
+    Parameters
+    ----------
+    reference, science : Image or path-like
+        The template and the new image (read with :func:`astrid.read_image`
+        when given as paths). The result is on the reference pixel grid.
+    method : {"zogy", "classic"}, optional
+        ZOGY proper subtraction (default) or the classic Gaussian-matching
+        baseline (:func:`astrid._classic.classic_subtract`).
+    align : bool, optional
+        Resample the science image onto the reference grid with
+        :func:`astrid._align.align` (default). With False the images must
+        already share a grid (same shape).
+    science_psf, reference_psf : PSFModel or array_like, optional
+        PSFs to use instead of estimating them from the stars (e.g. WebbPSF
+        models). Arrays are normalised to sum 1 and must be odd-sized.
+    flux_ratio : float, optional
+        Science flux of a source divided by its reference flux. Default:
+        measured by :func:`astrid._photometry.flux_ratio` (matched stars, or
+        the zero points when given as options).
+    allow_mismatch : bool, optional
+        Difference images whose filter or telescope differ (with an
+        :class:`~astrid.errors.AstridWarning`) instead of raising.
+    dtype : {numpy.float32, numpy.float64}, optional
+        Precision of the subtraction (float32: half the memory, about twice
+        as fast).
+    **options
+        ``align_method`` ("interp"), ``refine`` (True): alignment.
+        ``box_size`` (64), ``filter_size`` (3): background.
+        ``psf_size``, ``min_stars`` (10), ``max_stars`` (200),
+        ``regularise_psf`` (True: suppress the pixel noise of empirical PSFs,
+        which ZOGY would turn into rings around bright sources): PSF.
+        ``science_zp``, ``reference_zp``: zero points for the flux ratio.
+        ``astrometric_sigma`` ((σx, σy) px; default from the alignment's
+        matched-star residuals, 0 without alignment), ``use_variance``
+        (True: source noise from the images' variance maps, else from the
+        gain and the data, else the background RMS map; the map's excess over
+        its own sky level is the source noise), ``noise_correlation``
+        ("auto": estimate each image's noise autocorrelation and use it in
+        ZOGY when any lag within ±2 px exceeds 0.05, as after resampling or
+        drizzling; True: always; False: white noise), ``systematic_fraction``
+        ("auto": ε measured on bright static stars, see
+        :func:`astrid.zogy.subtract`; or a number), ``mask_radius``,
+        ``fill_value``, ``workers``: subtraction.
+
+    Returns
+    -------
+    DifferenceResult
+
+    Raises
+    ------
+    AstridMismatchError
+        Filters or telescopes differ and ``allow_mismatch`` is False.
+    AstridInputError
+        Unknown method or option, unreadable input, or shapes that differ
+        with ``align=False``; and whatever the stages raise (missing WCS, no
+        overlap, unusable PSF).
+    """
+    started = time.perf_counter()
+    if method not in _METHODS:
+        raise AstridInputError(f"method: must be one of {_METHODS}, got {method!r}")
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise AstridInputError(f"difference: unknown option(s) {unknown}; known options are {sorted(_OPTIONS)}")
+    from ._background import estimate_background
+    from ._psf import estimate_psf
+
+    reference = _load(reference, "reference")
+    science = _load(science, "science")
+    _check_compatible(reference, science, allow_mismatch)
+    metrics: dict[str, Any] = {"method": method}
+
+    # --- align
+    start = time.perf_counter()
+    if align:
+        from ._align import align as align_images
+
+        alignment = align_images(
+            science, reference, method=options.get("align_method", "interp"), refine=options.get("refine", True)
+        )
+        aligned = alignment.image
+        footprint = alignment.footprint
+        metrics.update(
+            overlap=alignment.overlap,
+            align_rms=alignment.rms,
+            n_matched=alignment.n_matched,
+            align_method=alignment.method,
+        )
+        astrometric_sigma = tuple(float(s) for s in alignment.astrometric_sigma)
+        if not all(math.isfinite(s) for s in astrometric_sigma):
+            astrometric_sigma = (0.0, 0.0)
+    else:
+        if science.shape != reference.shape:
+            raise AstridInputError(
+                f"{_name(science, 'science')} has shape {science.shape} but {_name(reference, 'reference')} "
+                f"has {reference.shape}: use align=True to resample it onto the reference grid"
+            )
+        aligned = science
+        footprint = ~(np.asarray(science.mask, bool) | ~np.isfinite(science.data))
+        metrics.update(overlap=float(footprint.mean()), align_rms=float("nan"), n_matched=0, align_method="none")
+        astrometric_sigma = (0.0, 0.0)
+    astrometric_sigma = options.get("astrometric_sigma", astrometric_sigma)
+    metrics["time_align"] = time.perf_counter() - start
+
+    # --- background
+    start = time.perf_counter()
+    bg_kwargs = {k: options[k] for k in ("box_size", "filter_size") if k in options}
+    sci_mask = np.asarray(aligned.mask, bool) | ~footprint
+    ref_mask = np.asarray(reference.mask, bool)
+    sci_bg = estimate_background(aligned.data, mask=sci_mask, **bg_kwargs)
+    ref_bg = estimate_background(reference.data, mask=ref_mask, **bg_kwargs)
+    N = (aligned.data - sci_bg.background).astype(dtype, copy=False)
+    R = (reference.data - ref_bg.background).astype(dtype, copy=False)
+    metrics.update(sigma_sci=float(sci_bg.median_rms), sigma_ref=float(ref_bg.median_rms),
+                   background_method_sci=sci_bg.method, background_method_ref=ref_bg.method)
+    metrics["time_background"] = time.perf_counter() - start
+
+    # --- PSFs
+    start = time.perf_counter()
+    psf_kwargs = {"size": options.get("psf_size"), "min_stars": options.get("min_stars", 10),
+                  "max_stars": options.get("max_stars", 200)}
+    regularise = bool(options.get("regularise_psf", True))
+    psf_noise = {"sci": float("nan"), "ref": float("nan")}
+    if science_psf is None:
+        science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
+                                   saturation=aligned.meta.saturation, **psf_kwargs)
+        if regularise and science_psf.method == "empirical":
+            science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
+    else:
+        science_psf = _as_psf_model(science_psf, "science")
+    if reference_psf is None:
+        reference_psf = estimate_psf(reference.data, mask=ref_mask, background=ref_bg,
+                                     saturation=reference.meta.saturation, **psf_kwargs)
+        if regularise and reference_psf.method == "empirical":
+            reference_psf, psf_noise["ref"] = _regularise_psf(reference_psf)
+    else:
+        reference_psf = _as_psf_model(reference_psf, "reference")
+    metrics.update(psf_noise_sci=psf_noise["sci"], psf_noise_ref=psf_noise["ref"])
+    metrics.update(fwhm_sci=float(science_psf.fwhm), fwhm_ref=float(reference_psf.fwhm),
+                   psf_method_sci=science_psf.method, psf_method_ref=reference_psf.method,
+                   n_psf_stars_sci=int(science_psf.n_stars), n_psf_stars_ref=int(reference_psf.n_stars))
+    metrics["time_psf"] = time.perf_counter() - start
+
+    # --- flux ratio
+    start = time.perf_counter()
+    both_masks = sci_mask | ref_mask
+    science_out = aligned.copy(data=N, mask=sci_mask)
+    reference_out = reference.copy(data=R, mask=ref_mask)
+    if flux_ratio is None:
+        from ._photometry import flux_ratio as measure_flux_ratio
+
+        # Images rather than arrays: their zero points are the fallback when
+        # too few stars are usable.
+        measured = measure_flux_ratio(
+            science_out, reference_out, science_psf=science_psf, reference_psf=reference_psf, mask=both_masks,
+            science_zp=options.get("science_zp"), reference_zp=options.get("reference_zp"),
+        )
+        ratio = float(measured.ratio)
+        metrics.update(flux_ratio_error=float(measured.error), flux_ratio_method=measured.method,
+                       n_flux_ratio_stars=int(measured.n_stars))
+    else:
+        try:
+            ratio = float(flux_ratio)
+        except (TypeError, ValueError) as exc:
+            raise AstridInputError(f"flux_ratio: must be a number, got {flux_ratio!r}") from exc
+        metrics.update(flux_ratio_error=0.0, flux_ratio_method="given", n_flux_ratio_stars=0)
+    metrics["flux_ratio"] = ratio
+    metrics["time_flux_ratio"] = time.perf_counter() - start
+
+    # --- subtract
+    start = time.perf_counter()
+    use_variance = bool(options.get("use_variance", True))
+    sci_var, variance_source = _variance(aligned, sci_bg, N, sci_mask, use_variance)
+    ref_var, _ = _variance(reference, ref_bg, R, ref_mask, use_variance)
+    metrics["variance_source"] = variance_source
+    correlation = options.get("noise_correlation", "auto")
+    if correlation not in ("auto", True, False):
+        raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
+    common = {k: options[k] for k in ("mask_radius", "fill_value") if k in options}
+    if method == "zogy":
+        from .zogy import subtract
+
+        sci_acf, metrics["noise_acf_lag1_sci"] = _noise_acf(N, sci_mask, correlation)
+        ref_acf, metrics["noise_acf_lag1_ref"] = _noise_acf(R, ref_mask, correlation)
+        metrics["noise_correlated_sci"] = sci_acf is not None
+        metrics["noise_correlated_ref"] = ref_acf is not None
+        raw = subtract(
+            N, R, science_psf.psf, reference_psf.psf, sci_bg.median_rms, ref_bg.median_rms,
+            flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var,
+            astrometric_sigma=astrometric_sigma, mask=both_masks, dtype=dtype,
+            workers=options.get("workers"), science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
+            systematic_fraction=options.get("systematic_fraction", "auto"), **common,
+        )
+        S, S_corr, flux, flux_err, P_D = raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D
+        D, mask = raw.D, raw.mask
+        metrics.update(scorr_robust_std=raw.scorr_std, n_fft=raw.n_fft, mask_radius=raw.mask_radius,
+                       systematic_fraction=raw.systematic_fraction, n_systematic_stars=raw.n_systematic_stars,
+                       astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1])
+    else:
+        from ._classic import classic_subtract
+
+        raw = classic_subtract(
+            N, R, science_psf.fwhm, reference_psf.fwhm, sci_bg.median_rms, ref_bg.median_rms,
+            flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var, mask=both_masks,
+            dtype=dtype, **common,
+        )
+        S = flux = flux_err = P_D = None
+        D, S_corr, mask = raw.D, raw.significance, raw.mask
+        metrics.update(scorr_robust_std=raw.significance_std, mask_radius=raw.mask_radius,
+                       kernel_sigma=raw.kernel_sigma, convolved=raw.convolved)
+    metrics["mask_fraction"] = float(mask.mean())
+    metrics["time_subtract"] = time.perf_counter() - start
+    metrics["time_total"] = time.perf_counter() - started
+
+    return DifferenceResult(
+        method=method,
+        science=science_out,
+        reference=reference_out,
+        D=D,
+        S=S,
+        S_corr=S_corr,
+        flux=flux,
+        flux_err=flux_err,
+        P_D=P_D,
+        science_psf=science_psf,
+        reference_psf=reference_psf,
+        science_background=sci_bg,
+        reference_background=ref_bg,
+        mask=mask,
+        footprint=footprint,
+        wcs=reference.wcs,
+        metrics=metrics,
+        subtraction=raw,
+    )

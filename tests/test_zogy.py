@@ -1,0 +1,340 @@
+"""ZOGY proper subtraction on synthetic arrays (Gaussian PSFs, white noise, point sources)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from astrid.errors import AstridInputError
+from scipy import ndimage
+
+from astrid.zogy import ZogyResult, estimate_noise_acf, flux_at, robust_std, subtract
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def gaussian(fwhm, size=31, dx=0.0, dy=0.0):
+    """Normalised Gaussian sampled at pixel centres, centre at [size//2 + dy, size//2 + dx]."""
+    sigma = fwhm / FWHM_PER_SIGMA
+    y, x = np.indices((size, size)) - size // 2
+    psf = np.exp(-((x - dx) ** 2 + (y - dy) ** 2) / (2 * sigma**2))
+    return psf / psf.sum()
+
+
+def add_source(image, x, y, flux, fwhm, size=31):
+    """Add a Gaussian point source at (x, y) (clipped at the edges); returns the added stamp."""
+    ix, iy = int(round(x)), int(round(y))
+    stamp = flux * gaussian(fwhm, size, x - ix, y - iy)
+    h = size // 2
+    y0, x0 = iy - h, ix - h
+    ys, xs = slice(max(y0, 0), min(y0 + size, image.shape[0])), slice(max(x0, 0), min(x0 + size, image.shape[1]))
+    image[ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+
+
+def noise_pair(rng, shape=(256, 256), sigma_n=5.0, sigma_r=3.0):
+    return rng.normal(0, sigma_n, shape), rng.normal(0, sigma_r, shape)
+
+
+def starfield(rng, shape, fwhm_n, fwhm_r, sigma_n, sigma_r, ratio=1.0, n_stars=120, flux_range=(2.5, 5.5)):
+    """Static stars (with Poisson noise in ADU) in both images, plus their variance maps."""
+    N, R = noise_pair(rng, shape, sigma_n, sigma_r)
+    Sn, Sr = np.zeros(shape), np.zeros(shape)
+    for _ in range(n_stars):
+        x, y = rng.uniform(-6, shape[1] + 6), rng.uniform(-6, shape[0] + 6)
+        flux = 10 ** rng.uniform(*flux_range)
+        add_source(Sn, x, y, ratio * flux, fwhm_n)
+        add_source(Sr, x, y, flux, fwhm_r)
+    N += Sn + rng.normal(size=shape) * np.sqrt(Sn)
+    R += Sr + rng.normal(size=shape) * np.sqrt(Sr)
+    return N, R, sigma_n**2 + Sn, sigma_r**2 + Sr
+
+
+@pytest.mark.parametrize(
+    "fwhm_n, fwhm_r, ratio",
+    [(4.0, 3.0, 1.0), (2.5, 4.5, 1.0), (3.0, 3.0, 0.6), (3.5, 2.2, 1.7)],
+)
+def test_scorr_and_D_have_unit_variance_in_noise(fwhm_n, fwhm_r, ratio):
+    rng = np.random.default_rng(1)
+    N, R = noise_pair(rng)
+    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 5.0, 3.0, flux_ratio=ratio)
+    assert isinstance(result, ZogyResult)
+    good = ~result.mask
+    assert abs(result.scorr_std - 1.0) < 0.05
+    assert abs(robust_std(result.S_corr, result.mask) - result.scorr_std) < 1e-12
+    assert abs(np.std(result.D[good]) - 1.0) < 0.05
+    # F_S is the background variance of S (eq. 42 = Σ F_D² |P̂_D|²).
+    assert abs(np.std(result.S[good]) ** 2 / result.F_S - 1.0) < 0.1
+    F_D = ratio / np.sqrt(25.0 + 9.0 * ratio**2)
+    assert result.F_D == pytest.approx(F_D)
+
+
+def test_psf_of_D_is_normalised_centred_and_equals_P_for_equal_psfs():
+    rng = np.random.default_rng(2)
+    N, R = noise_pair(rng, (128, 128))
+    P = gaussian(3.0, 25)
+    result = subtract(N, R, P, P, 5.0, 3.0)
+    assert result.P_D.shape == (25, 25)
+    assert result.P_D.sum() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(result.P_D), result.P_D.shape) == (12, 12)
+    # For equal Gaussian PSFs, P̂_D = P̂² / |P̂| = P̂ (eq. 17).
+    np.testing.assert_allclose(result.P_D, P, atol=1e-6)
+    broader = subtract(N, R, gaussian(4.0, 25), P, 5.0, 3.0).P_D
+    assert broader.sum() == pytest.approx(1.0)
+    assert broader.max() < P.max()  # P_D is broader than the sharper input PSF
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.7, 1.5])
+def test_flux_of_injected_sources_within_5_percent(ratio):
+    rng = np.random.default_rng(3)
+    N, R = noise_pair(rng, (256, 256))
+    fwhm_n, fwhm_r = 4.0, 3.0
+    truth = [(60, 60, 2500.0), (190, 70, 4000.0), (80, 200, 1500.0), (180, 180, 8000.0)]
+    for x, y, flux in truth:
+        add_source(N, x, y, flux, fwhm_n)
+    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 5.0, 3.0, flux_ratio=ratio)
+    # In the background, flux_err = F_n / sqrt(F_S).
+    assert result.flux_err[128, 128] == pytest.approx(ratio / np.sqrt(result.F_S))
+    for x, y, flux in truth:
+        snr = flux / result.flux_err[y, x]
+        assert snr > 20
+        assert result.flux[y, x] == pytest.approx(flux, rel=0.05)
+        assert result.S_corr[y, x] == pytest.approx(snr, rel=0.1)
+        assert np.unravel_index(np.argmax(result.S_corr[y - 5 : y + 6, x - 5 : x + 6]), (11, 11)) == (5, 5)
+
+
+def test_flux_at_interpolates_subpixel_peaks():
+    rng = np.random.default_rng(4)
+    N, R = noise_pair(rng, (256, 256), 2.0, 2.0)
+    fwhm_n, fwhm_r = 3.0, 2.5
+    truth = [(60.5, 60.5, 3000.0), (190.3, 70.8, 3000.0), (80.0, 200.0, 3000.0), (150.7, 150.2, -3000.0)]
+    for x, y, flux in truth:
+        if flux > 0:
+            add_source(N, x, y, flux, fwhm_n)
+        else:  # a source that faded: present in the reference only
+            add_source(R, x, y, -flux, fwhm_r)
+    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 2.0, 2.0)
+    for x, y, flux in truth:
+        measured = flux_at(result, x, y)
+        assert not measured["masked"]
+        assert measured["flux"] == pytest.approx(flux, rel=0.05)
+        assert abs(measured["x"] - x) < 0.15 and abs(measured["y"] - y) < 0.15
+    # At a half-pixel offset the pixel value alone is several per cent low.
+    assert result.flux[60, 60] < 0.97 * 3000.0
+    with pytest.raises(AstridInputError, match="outside"):
+        flux_at(result, -3, 10)
+
+
+def test_swapping_science_and_reference_negates_D_and_S():
+    rng = np.random.default_rng(5)
+    N, R, Vn, Vr = starfield(rng, (192, 192), 3.5, 2.5, 4.0, 3.0, ratio=1.4, n_stars=40)
+    add_source(N, 100, 90, 4000.0, 3.5)
+    ratio = 1.4
+    kwargs = dict(astrometric_sigma=(0.05, 0.08))
+    a = subtract(N, R, gaussian(3.5), gaussian(2.5), 4.0, 3.0, flux_ratio=ratio,
+                 science_variance=Vn, reference_variance=Vr, **kwargs)
+    b = subtract(R, N, gaussian(2.5), gaussian(3.5), 3.0, 4.0, flux_ratio=1 / ratio,
+                 science_variance=Vr, reference_variance=Vn, **kwargs)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    scale = np.abs(a.S).max()
+    np.testing.assert_allclose(b.D, -a.D, atol=1e-9 * np.abs(a.D).max())
+    np.testing.assert_allclose(b.S_corr, -a.S_corr, atol=1e-9 * np.abs(a.S_corr).max())
+    np.testing.assert_allclose(b.S, -a.S / ratio, atol=1e-9 * scale)
+    np.testing.assert_allclose(b.flux, -a.flux / ratio, atol=1e-9 * np.abs(a.flux).max())
+
+
+def test_nan_masked_regions_and_edges_give_no_false_positives():
+    rng = np.random.default_rng(6)
+    shape = (320, 320)
+    N, R, Vn, Vr = starfield(rng, shape, 4.0, 2.6, 5.0, 3.0)
+    N[100:140, 200:260] = np.nan          # a hole in the science image
+    R[:, 50] = np.inf                     # a bad column in the reference
+    mask = np.zeros(shape, bool)
+    mask[250:258, 10:300] = True           # a flagged region (e.g. a satellite trail)
+    result = subtract(N, R, gaussian(4.0), gaussian(2.6), 5.0, 3.0,
+                      science_variance=Vn, reference_variance=Vr, mask=mask)
+    r = result.mask_radius
+    assert r >= 3
+    # The mask covers the bad pixels, dilated, and an edge band.
+    assert result.mask[100 - r : 140 + r, 200 - r : 260 + r].all()
+    assert result.mask[:, 50 - r : 50 + r + 1].all()
+    assert result.mask[250 - r : 258 + r, 10 : 300 + r].all()
+    assert result.mask[:r].all() and result.mask[-r:].all() and result.mask[:, :r].all() and result.mask[:, -r:].all()
+    assert not result.mask[160:240, 100:180].any()
+    assert np.all(result.S_corr[result.mask] == 0) and np.all(np.isnan(result.flux_err[result.mask]))
+    for name in ("D", "S", "S_corr", "flux"):
+        assert np.all(np.isfinite(getattr(result, name))), name
+    false_positives = np.count_nonzero((np.abs(result.S_corr) > 5) & ~result.mask)
+    assert false_positives == 0
+    assert abs(result.scorr_std - 1.0) < 0.05
+
+
+def test_fill_value_nan_marks_masked_pixels():
+    rng = np.random.default_rng(7)
+    N, R = noise_pair(rng, (96, 96))
+    N[40:50, 40:50] = np.nan
+    result = subtract(N, R, gaussian(3.0, 15), gaussian(3.0, 15), 5.0, 3.0, fill_value=np.nan, mask_radius=2)
+    assert result.mask_radius == 2
+    assert np.isnan(result.S_corr[result.mask]).all()
+    assert np.isfinite(result.S_corr[~result.mask]).all()
+    assert result.mask[38:52, 38:52].all() and not result.mask[37, 45] and not result.mask[45, 52]
+
+
+def test_source_noise_term_suppresses_bright_star_residuals():
+    rng = np.random.default_rng(8)
+    N, R, Vn, Vr = starfield(rng, (256, 256), 3.5, 2.5, 5.0, 3.0, n_stars=25, flux_range=(5.5, 6.0))
+    plain = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0)
+    corrected = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0,
+                         science_variance=Vn, reference_variance=Vr)
+    plain_peaks = np.count_nonzero((np.abs(plain.S_corr) > 5) & ~plain.mask)
+    corrected_peaks = np.count_nonzero((np.abs(corrected.S_corr) > 5) & ~corrected.mask)
+    assert plain_peaks > 50
+    assert corrected_peaks == 0
+    np.testing.assert_array_equal(plain.S, corrected.S)  # only the normalisation changes
+    assert np.all(corrected.V_S[~corrected.mask] >= corrected.F_S * (1 - 1e-9))
+
+
+def test_astrometric_noise_term_suppresses_misregistration_residuals():
+    rng = np.random.default_rng(9)
+    shape = (192, 192)
+    N, R = noise_pair(rng, shape)
+    for x, y in [(50, 50), (140, 60), (90, 140)]:
+        add_source(N, x + 0.12, y - 0.08, 3e5, 3.5)   # the science is 0.1 px off
+        add_source(R, x, y, 3e5, 2.5)
+    common = dict(science_psf=gaussian(3.5), reference_psf=gaussian(2.5), science_sigma=5.0, reference_sigma=3.0)
+    plain = subtract(N, R, **common)
+    corrected = subtract(N, R, astrometric_sigma=(0.12, 0.08), **common)
+    assert np.abs(plain.S_corr[~plain.mask]).max() > 10
+    assert np.abs(corrected.S_corr[~corrected.mask]).max() < 5
+    assert corrected.n_fft == plain.n_fft + 1
+    assert corrected.astrometric_sigma == (0.12, 0.08)
+
+
+def test_float32_matches_float64():
+    rng = np.random.default_rng(10)
+    N, R, Vn, Vr = starfield(rng, (256, 256), 3.5, 2.5, 5.0, 3.0, n_stars=60)
+    add_source(N, 120, 130, 3000.0, 3.5)
+    kwargs = dict(science_variance=Vn, reference_variance=Vr, astrometric_sigma=0.05)
+    r64 = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0, dtype=np.float64, **kwargs)
+    r32 = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0, dtype=np.float32, **kwargs)
+    assert r32.S_corr.dtype == np.float32 and r32.D.dtype == np.float32 and r32.P_D.dtype == np.float32
+    np.testing.assert_array_equal(r32.mask, r64.mask)
+    np.testing.assert_allclose(r32.S_corr, r64.S_corr, atol=2e-3)
+    np.testing.assert_allclose(r32.flux, r64.flux, atol=1e-4 * np.abs(r64.flux).max())
+    np.testing.assert_allclose(r32.D, r64.D, atol=1e-4 * np.abs(r64.D).max())
+    assert r32.F_S == pytest.approx(r64.F_S, rel=1e-5)
+
+
+def test_fft_count_and_timings():
+    rng = np.random.default_rng(11)
+    N, R = noise_pair(rng, (64, 64))
+    V = np.full(N.shape, 30.0)
+    P = gaussian(3.0, 15)
+    assert subtract(N, R, P, P, 5, 3).n_fft == 6
+    assert subtract(N, R, P, P, 5, 3, astrometric_sigma=0.1).n_fft == 7
+    assert subtract(N, R, P, P, 5, 3, science_variance=V).n_fft == 9
+    assert subtract(N, R, P, P, 5, 3, science_variance=V, reference_variance=V).n_fft == 11
+    result = subtract(N, R, P, P, 5, 3, science_variance=V, reference_variance=V, astrometric_sigma=0.1)
+    assert result.n_fft == 12
+    assert set(result.timings) == {"fft", "spectral", "assemble", "total"}
+    assert all(t >= 0 for t in result.timings.values())
+    # The FFT grid is padded beyond twice the kernel radius on each side.
+    assert all(p >= s + 4 * result.mask_radius for p, s in zip(result.padded_shape, N.shape))
+
+
+def test_integer_and_float32_inputs_are_accepted():
+    rng = np.random.default_rng(12)
+    N = rng.poisson(100, (64, 64)) - 100
+    R = (rng.normal(0, 3, (64, 64))).astype(np.float32)
+    result = subtract(N, R, gaussian(3.0, 15), gaussian(3.0, 15), 10.0, 3.0, dtype=np.float32)
+    assert result.D.shape == (64, 64) and result.D.dtype == np.float32
+
+
+def test_correlated_noise_acf_is_estimated_and_keeps_unit_variance():
+    rng = np.random.default_rng(13)
+    shape = (256, 256)
+    kernel = np.array([[0.0, 0.15, 0.0], [0.15, 0.4, 0.15], [0.0, 0.15, 0.0]])
+    N = ndimage.convolve(rng.normal(0, 5, shape), kernel, mode="wrap")
+    R = ndimage.convolve(rng.normal(0, 3, shape), kernel, mode="wrap")
+    add_source(N, 128, 128, 400.0, 3.5)   # sources are masked by the estimator
+    acf_n = estimate_noise_acf(N)
+    acf_r = estimate_noise_acf(R, mask=np.zeros(shape, bool), size=3)
+    assert acf_n.shape == (5, 5) and acf_r.shape == (3, 3) and acf_n[2, 2] == 1.0
+    # Expected lag-1 correlation of noise convolved with `kernel`.
+    expected = np.sum(kernel[:, 1:] * kernel[:, :-1]) / np.sum(kernel**2)
+    assert acf_n[2, 3] == pytest.approx(expected, abs=0.03)
+    assert acf_r[1, 0] == pytest.approx(expected, abs=0.03)
+    np.testing.assert_allclose(acf_n, acf_n[::-1, ::-1])
+    sigma_n, sigma_r = np.std(N), np.std(R)
+    white = subtract(N, R, gaussian(3.5), gaussian(2.5), sigma_n, sigma_r)
+    modelled = subtract(N, R, gaussian(3.5), gaussian(2.5), sigma_n, sigma_r,
+                        science_noise_acf=acf_n, reference_noise_acf=acf_r)
+    assert white.scorr_std > 1.2
+    assert abs(modelled.scorr_std - 1.0) < 0.05
+    assert abs(robust_std(modelled.D, modelled.mask) - 1.0) < 0.05   # D is whitened
+    assert modelled.n_fft == white.n_fft  # the spectrum is evaluated from the lags
+    assert modelled.S_corr[128, 128] > 10
+    assert estimate_noise_acf(np.zeros((50, 50))) is None             # no noise to measure
+
+
+def test_systematic_term_calibrates_itself_on_mismatched_bright_stars():
+    rng = np.random.default_rng(14)
+    shape = (256, 256)
+    N, R = noise_pair(rng, shape)
+    for _ in range(20):
+        x, y = rng.uniform(15, shape[1] - 15, 2)
+        add_source(N, x, y, 5e4, 3.6)     # true science PSF ...
+        add_source(R, x, y, 5e4, 2.5)
+    add_source(N, 40.0, 200.0, 3000.0, 3.6)   # a new source on empty sky
+    model_n = gaussian(3.45)                   # ... modelled 4 % too narrow
+    plain = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0)
+    auto = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0, systematic_fraction="auto")
+    fixed = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0, systematic_fraction=auto.systematic_fraction)
+    assert np.count_nonzero((np.abs(plain.S_corr) > 5) & ~plain.mask) > 20
+    assert auto.n_systematic_stars >= 10 and 0.005 < auto.systematic_fraction < 0.2
+    assert np.count_nonzero((np.abs(auto.S_corr) > 5) & ~auto.mask) == np.count_nonzero(
+        (np.abs(auto.S_corr[190:211, 30:51]) > 5) & ~auto.mask[190:211, 30:51])
+    np.testing.assert_allclose(fixed.S_corr, auto.S_corr, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(auto.S, plain.S, rtol=1e-9, atol=1e-9 * np.abs(plain.S).max())
+    # The new source is not penalised: min(S_N², S_R²) is ~0 there.
+    assert auto.S_corr[200, 40] == pytest.approx(plain.S_corr[200, 40], rel=0.01)
+    assert auto.n_fft == plain.n_fft + 1
+
+
+P_OK = gaussian(3.0, 15)
+IMG = np.zeros((32, 32))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(reference=np.zeros((32, 31))), "differ"),
+        (dict(science=np.zeros(32)), "2-D"),
+        (dict(science=np.zeros((32, 32), complex)), "real-valued"),
+        (dict(science_psf=P_OK * 2), "normalised"),
+        (dict(reference_psf=np.ones((4, 4)) / 16), "odd"),
+        (dict(science_psf=np.ones(9) / 9), "2-D"),
+        (dict(science_psf=np.where(P_OK == P_OK.max(), np.nan, P_OK)), "NaN"),
+        (dict(science_sigma=-1.0), "science_sigma"),
+        (dict(reference_sigma=0.0), "reference_sigma"),
+        (dict(science_sigma=np.nan), "science_sigma"),
+        (dict(flux_ratio=0.0), "flux_ratio"),
+        (dict(flux_ratio="x"), "flux_ratio"),
+        (dict(astrometric_sigma=(-0.1, 0.0)), "astrometric_sigma"),
+        (dict(astrometric_sigma=(0.1, 0.1, 0.1)), "astrometric_sigma"),
+        (dict(science_variance=np.ones((8, 8))), "science_variance"),
+        (dict(mask=np.zeros((32, 30), bool)), "mask"),
+        (dict(dtype=np.int32), "dtype"),
+        (dict(mask_radius=-1), "mask_radius"),
+        (dict(systematic_fraction=-0.1), "systematic_fraction"),
+        (dict(systematic_fraction="always"), "systematic_fraction"),
+        (dict(science_noise_acf=np.ones((4, 4))), "science_noise_acf"),
+        (dict(reference_noise_acf=np.zeros((3, 3))), "lag 0"),
+        (dict(science=np.full((32, 32), np.nan)), "no pixel"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, message):
+    args = dict(science=IMG, reference=IMG, science_psf=P_OK, reference_psf=P_OK,
+                science_sigma=1.0, reference_sigma=1.0)
+    args.update(kwargs)
+    with pytest.raises(AstridInputError, match=message):
+        subtract(**args)
