@@ -391,26 +391,20 @@ def _make_executor(config: RunConfig, client, n_parallel: int):
         return _DaskExecutor(client, [], "the given Dask client")
     if config.scheduler == "sync":
         return _SyncExecutor()
-    distributed = require("distributed", "astrid.runner.run on Dask")
+    from ..batch import get_client
+
+    # The same client factory as astrid.batch: a LocalCluster (one task and one
+    # compute thread per worker: each task starts its own kernel process) or
+    # a connection to the scheduler at the given address.
     if config.scheduler is not None:
         try:
-            client = distributed.Client(config.scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
-            raise AstridInputError(
-                f"'scheduler': cannot connect to the Dask scheduler at {config.scheduler!r} ({exc})"
-            ) from None
+            client = get_client(config.scheduler, threads_per_worker=1)
+        except AstridInputError as exc:
+            raise AstridInputError(f"'scheduler': {exc}") from None
         return _DaskExecutor(client, [client], f"scheduler {config.scheduler}")
     n_workers = config.n_workers or max(1, min(os.cpu_count() or 1, n_parallel))
-    cluster = distributed.LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,  # each task starts its own kernel process
-        processes=True,
-        # A free port: the scheduler's HTTP server starts even without a
-        # dashboard, and the default 8787 clashes with any other cluster.
-        dashboard_address=":0",
-    )
-    client = distributed.Client(cluster)
-    return _DaskExecutor(client, [client, cluster], f"LocalCluster({n_workers} workers)")
+    client = get_client(n_workers=n_workers, threads_per_worker=1)
+    return _DaskExecutor(client, [client], f"LocalCluster({n_workers} workers)")
 
 
 # -- the batch ------------------------------------------------------------

@@ -1,0 +1,715 @@
+"""Difference a whole survey on Dask: :func:`process_pairs` and its :class:`BatchReport`.
+
+One Dask task per reference/science pair runs align → background → PSF →
+ZOGY (:func:`astrid.difference`) → :func:`~astrid.triplets.detect` →
+:func:`~astrid.triplets.label_candidates` (when the survey has a truth
+table) → :func:`~astrid.triplets.make_triplets`, and writes the pair's
+outputs atomically into its own folder with a ``done.json`` marker last
+(:mod:`astrid.batch._outputs`). The client - the only writer of the shared
+Zarr store - appends each pair's triplets as its task completes and records
+the pair in the store. A failing pair is recorded with its traceback in
+``<out_dir>/batch.json`` and the batch goes on; a rerun skips the pairs
+whose outputs are complete and committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import traceback
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from astropy.table import Table
+
+from .._optional import require
+from ..errors import AstridInputError
+from ..io import atomic_write
+from ..manifest import Manifest, SurveyPair
+from . import _outputs
+from ._client import _positive_int, cluster_threads, default_layout, get_client, thread_limits
+
+__all__ = ["process_pairs", "BatchReport", "BATCH_MANIFEST_NAME"]
+
+#: The batch manifest written in ``out_dir``.
+BATCH_MANIFEST_NAME = "batch.json"
+BATCH_SCHEMA = "astrid-batch/1"
+#: Statuses of a pair in a :class:`BatchReport`.
+STATUSES = ("done", "resumed", "skipped", "failed")
+# Rewriting batch.json after every pair of a long batch would cost O(n²) bytes;
+# between pairs it is rewritten at most this often (done.json markers are the
+# durable per-pair state; failures are written at once).
+_MANIFEST_INTERVAL_S = 2.0
+# One append to the shared store takes at most this many pairs, and more
+# than one pair only while their candidates stay under _COMMIT_CANDIDATES
+# (about 60 kB each in memory: the client holds a group twice while it
+# concatenates).
+_COMMIT_GROUP = 32
+_COMMIT_CANDIDATES = 4096
+# Options of difference() besides the stage options it validates itself.
+_DIFFERENCE_KEYWORDS = ("method", "align", "flux_ratio", "allow_mismatch", "dtype", "science_psf", "reference_psf")
+
+
+@dataclass
+class BatchReport:
+    """What :func:`process_pairs` did.
+
+    Attributes
+    ----------
+    table : astropy.table.Table
+        One row per pair: ``pair``, ``target``, ``status`` (``done``: run
+        now; ``resumed``: complete outputs of an earlier run committed to the
+        store now; ``skipped``: complete and committed before; ``failed``),
+        ``n_candidates``, ``elapsed_s`` (task time, s), ``cpu_s`` (CPU time
+        of the worker process during the task, s), ``worker``,
+        ``reason`` (why it ran or was skipped), ``error`` (one line; the
+        traceback is in the batch manifest).
+    out_dir : pathlib.Path
+        Root of the per-pair outputs.
+    triplet_store : pathlib.Path
+        The shared Zarr store of every pair's triplets.
+    manifest_path : pathlib.Path
+        The batch manifest (JSON) with every pair's record.
+    elapsed_s : float
+        Wall time of the call, s (cluster start included).
+    compute_s : float
+        Wall time from the first task submitted to the last result, s.
+    n_workers : int or None
+        Workers of the cluster (None when no task ran).
+    threads_per_worker : int or None
+        Compute threads each task used.
+    """
+
+    table: Table
+    out_dir: Path
+    triplet_store: Path
+    manifest_path: Path
+    elapsed_s: float
+    compute_s: float = 0.0
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Pairs per status (every status present, zero or not)."""
+        found = Counter(str(s) for s in self.table["status"]) if len(self.table) else Counter()
+        return {status: int(found.get(status, 0)) for status in STATUSES}
+
+    @property
+    def n_processed(self) -> int:
+        """Pairs whose task ran in this call (done or failed)."""
+        if not len(self.table):
+            return 0
+        ran = np.isin(np.asarray(self.table["status"], dtype=str), ["done", "failed"])
+        return int(ran.sum())
+
+    @property
+    def pairs_per_minute(self) -> float:
+        """Pairs processed per minute of :attr:`compute_s` (NaN when none ran)."""
+        if self.n_processed == 0 or self.compute_s <= 0:
+            return float("nan")
+        return 60.0 * self.n_processed / self.compute_s
+
+    @property
+    def failed(self) -> Table:
+        """The rows of failed pairs."""
+        return self.table[np.asarray(self.table["status"], dtype=str) == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when no pair failed."""
+        return self.counts["failed"] == 0
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        rate = self.pairs_per_minute
+        rate_text = f", {rate:.1f} pairs/min" if np.isfinite(rate) else ""
+        return f"<BatchReport {len(self.table)} pairs: {counts}; {self.elapsed_s:.1f} s{rate_text}>"
+
+
+@dataclass
+class _PairTask:
+    """Everything a worker needs to process one pair (pickled to the worker)."""
+
+    pair: SurveyPair
+    pair_dir: Path
+    threshold: float
+    difference_options: dict
+    threads: int
+    fingerprint: str
+    label_radius: float = 2.0
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _unlabelled(candidates: Table) -> Table:
+    """The label columns of :func:`label_candidates`, for pairs without a truth table."""
+    out = candidates.copy(copy_data=True)
+    n = len(out)
+    out["label"] = np.full(n, -1, dtype=np.int8)
+    out["label"].description = "-1: unknown (the survey has no truth table for this field)"
+    out["kind"] = np.full(n, "unknown", dtype="U16")
+    out["truth_id"] = np.full(n, -1, dtype=np.int64)
+    out["offset"] = np.full(n, np.nan)
+    out["offset"].unit = "pix"
+    return out
+
+
+def _write_table(path: Path, table: Table) -> Path:
+    import io
+
+    buffer = io.StringIO()
+    table.write(buffer, format="ascii.ecsv")
+    text = buffer.getvalue().encode()
+    return atomic_write(path, lambda fh: fh.write(text))
+
+
+def run_pair(task: _PairTask) -> dict:
+    """The pipeline of one pair: difference, detect, label, triplets; outputs written atomically.
+
+    Returns the record for the batch manifest (also written in the pair's
+    ``done.json``).
+    """
+    from astropy.table import Table as _Table
+
+    from .._difference import difference
+    from ..triplets import detect, label_candidates, make_triplets, write_triplets
+
+    pair, pair_dir = task.pair, Path(task.pair_dir)
+    pair_dir.mkdir(parents=True, exist_ok=True)
+    # The old marker must not vouch for files that are about to be replaced.
+    (pair_dir / _outputs.MARKER_NAME).unlink(missing_ok=True)
+    options = dict(task.difference_options)
+    options.setdefault("workers", task.threads)  # scipy.fft would otherwise use every core
+    timings = {}
+    start = time.perf_counter()
+    result = difference(pair.reference, pair.science, **options)
+    timings["difference_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    candidates = detect(result, task.threshold, prefix=pair.name)
+    if pair.truth is not None and Path(pair.truth).exists():
+        truth = _Table.read(pair.truth, format="ascii.ecsv")
+        candidates = label_candidates(candidates, truth, radius=task.label_radius, wcs=result.wcs)
+    else:
+        candidates = _unlabelled(candidates)
+    candidates["pair"] = np.full(len(candidates), pair.name, dtype=f"U{max(len(pair.name), 1)}")
+    candidates["pair"].description = "reference/science pair (astrid.SurveyPair.name)"
+    timings["detect_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    outputs = [_outputs.DIFFERENCE_NAME, _outputs.CANDIDATES_NAME]
+    result.to_fits(pair_dir / _outputs.DIFFERENCE_NAME)
+    _write_table(pair_dir / _outputs.CANDIDATES_NAME, candidates)
+    triplets_path = pair_dir / _outputs.TRIPLETS_NAME
+    if len(candidates):
+        ds = make_triplets(result, candidates, field=pair.target)
+        write_triplets(ds, triplets_path, mode="w")
+        outputs.append(_outputs.TRIPLETS_NAME)
+    elif triplets_path.exists():
+        import shutil
+
+        shutil.rmtree(triplets_path)
+    timings["write_s"] = time.perf_counter() - start
+
+    metrics = _outputs.json_safe(result.metrics)
+    return {
+        "pair": pair.name,
+        "n_candidates": int(len(candidates)),
+        "n_real": int((np.asarray(candidates["label"]) == 1).sum()) if len(candidates) else 0,
+        "outputs": outputs,
+        "timings": _outputs.json_safe(timings),
+        "metrics": metrics,
+    }
+
+
+def _run_task(task: _PairTask, process: Callable[[_PairTask], dict]) -> dict:
+    """Run one pair in a worker: thread limits, warnings recorded, marker written last.
+
+    Input errors (unreadable FITS, mismatched filters, no stars) are final:
+    they come back as a ``failed`` record with the traceback, without Dask
+    retries. Other exceptions propagate, so Dask retries the task.
+    """
+    started = time.time()
+    cpu_started = time.process_time()
+    record: dict[str, Any] = {
+        "pair": task.pair.name,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "worker": _worker_address(),
+        "threads": task.threads,
+        "started": _iso(started),
+    }
+    with thread_limits(task.threads), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            outcome = process(task)
+        except AstridInputError as exc:
+            outcome = None
+            error = exc
+            trace = traceback.format_exc()
+    record["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+    finished = time.time()
+    # CPU time of the worker process (all its threads) while the pair ran: on
+    # a shared machine, elapsed time alone does not say how much work a pair is.
+    record.update(finished=_iso(finished), finished_unix=finished, elapsed_s=finished - started,
+                  cpu_s=time.process_time() - cpu_started)
+    if outcome is None:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=trace)
+        return record
+    record.update(outcome)
+    record.update(status="done", fingerprint=task.fingerprint)
+    marker = {k: v for k, v in record.items() if k not in ("status",)}
+    _outputs.write_marker(task.pair_dir, marker)
+    return record
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- client side
+
+
+def _pairs_of(source) -> tuple[list[SurveyPair], Path | None]:
+    if isinstance(source, Manifest):
+        return list(source.pairs()), source.root
+    if isinstance(source, (str, os.PathLike)):
+        manifest = Manifest.load(source)
+        return list(manifest.pairs()), manifest.root
+    if isinstance(source, Iterable):
+        pairs = list(source)
+        bad = [type(p).__name__ for p in pairs if not isinstance(p, SurveyPair)]
+        if bad:
+            raise AstridInputError(f"manifest_or_dir: a list must hold SurveyPair objects, found {bad[0]}")
+        return pairs, None
+    raise AstridInputError(
+        "manifest_or_dir: expected a survey folder, its manifest.json, an astrid.Manifest or a list of "
+        f"SurveyPair, got {type(source).__name__}"
+    )
+
+
+def _check_difference_options(options: dict) -> None:
+    from .._difference import _OPTIONS
+
+    known = set(_OPTIONS) | set(_DIFFERENCE_KEYWORDS)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise AstridInputError(
+            f"process_pairs: unknown difference option(s) {unknown}; known options are {sorted(known)}"
+        )
+
+
+def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:
+    """A stable hash of the options that decide a pair's outputs (not the thread count)."""
+    described = _outputs.json_safe({
+        "threshold": float(threshold),
+        "label_radius": float(label_radius),
+        "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
+    })
+    text = json.dumps(described, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], described
+
+
+class _BatchManifest:
+    """``batch.json``: the options and every pair's latest record, rewritten atomically."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path = path
+        self.data = {"schema": BATCH_SCHEMA, "pairs": {}}
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                old = None  # a corrupt manifest is rebuilt from this run's records
+            if isinstance(old, dict) and old.get("schema") == BATCH_SCHEMA:
+                self.data["pairs"] = dict(old.get("pairs", {}))
+        self.data.update(header)
+        self._written = 0.0
+
+    def record(self, name: str, record: dict) -> None:
+        self.data["pairs"][name] = _outputs.json_safe(record)
+
+    def save(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if not force and now - self._written < _MANIFEST_INTERVAL_S:
+            return
+        self.data["updated"] = _iso(time.time())
+        statuses = Counter(r.get("status") for r in self.data["pairs"].values())
+        self.data["counts"] = dict(sorted(statuses.items()))
+        text = json.dumps(self.data, indent=1, default=str).encode()
+        atomic_write(self.path, lambda fh: fh.write(text))
+        self._written = now
+
+
+class _Progress:
+    """tqdm (the notebook widget under Jupyter) or nothing."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is optional; the batch runs without a bar
+                return
+            self.bar = tqdm(total=total, desc="pairs", unit="pair")
+
+    def update(self, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(failed=failed, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _error_text(exc: BaseException, tb=None) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
+
+
+def process_pairs(
+    manifest_or_dir,
+    out_dir,
+    client=None,
+    *,
+    scheduler=None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    triplet_store: str | os.PathLike = "triplets.zarr",
+    threshold: float = 5.0,
+    progress: bool = True,
+    retries: int = 1,
+    verify: str = "checksum",
+    label_radius: float = 2.0,
+    _process: Callable | None = None,
+    _on_result: Callable | None = None,
+    **difference_options,
+) -> BatchReport:
+    """Difference every pair of a survey on Dask, with per-pair outputs and one triplet store.
+
+    Parameters
+    ----------
+    manifest_or_dir : path-like, Manifest or list of SurveyPair
+        The survey (folder or its ``manifest.json``), as written by
+        :func:`astrid.simulate.survey` or the archive downloads.
+    out_dir : path-like
+        Output root. Pair ``<target>/<stem>`` writes into
+        ``<out_dir>/<target>/<stem>/``: ``difference.fits``,
+        ``candidates.ecsv``, ``triplets.zarr`` and ``done.json`` (last).
+        ``batch.json`` records every pair's status, error and traceback.
+    client : distributed.Client, optional
+        Run on this client (it is left open). Default: a client made by
+        :func:`get_client` from ``scheduler``, ``n_workers`` and
+        ``threads_per_worker``, closed at the end.
+    scheduler : str or distributed.deploy.Cluster, optional
+        Address of a running scheduler (``"tcp://host:8786"``) or a cluster
+        object (e.g. ``dask_jobqueue.SLURMCluster``). Default: a local
+        cluster of worker processes.
+    n_workers, threads_per_worker : int, optional
+        Local cluster layout (see :func:`default_layout`: workers × threads
+        ≈ cores; workers are capped at the number of pairs to run).
+        ``threads_per_worker`` is the compute threads (numba, FFT, BLAS) of
+        each task; with an existing cluster it defaults to the cores per
+        Dask thread of its hosts.
+    triplet_store : path-like, optional
+        The shared Zarr store (relative paths are inside ``out_dir``).
+        Every candidate carries a ``pair`` coordinate; the root attribute
+        ``astrid_batch_pairs`` lists the pairs committed.
+    threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, sigma.
+    progress : bool, optional
+        Show a progress bar (tqdm; a widget in Jupyter).
+    retries : int, optional
+        Dask retries of a pair whose task raised an unexpected error. Input
+        errors (bad FITS, mismatched filters, no PSF) fail at once. A task on
+        a worker that dies is rerun elsewhere by Dask regardless.
+    verify : {"checksum", "size"}, optional
+        How a rerun checks earlier outputs against their ``done.json``:
+        SHA-256 (default) or sizes only (faster; still catches truncation).
+    label_radius : float, optional
+        Match radius (pixels) of :func:`~astrid.triplets.label_candidates`
+        against the survey's truth table (pairs without one get label -1).
+    **difference_options
+        Passed to :func:`astrid.difference` (e.g. ``method="classic"``,
+        ``box_size=64``). ``workers`` defaults to ``threads_per_worker``.
+
+    Returns
+    -------
+    BatchReport
+        Per-pair status table, counts, timing and throughput.
+
+    Raises
+    ------
+    AstridInputError
+        Bad arguments, duplicate pair names, or ``out_dir`` / the store
+        holding results made with other options (use a new ``out_dir``).
+    AstridFileError
+        ``triplet_store`` exists and is not an AstrID batch store.
+
+    Notes
+    -----
+    A pair is skipped when its ``done.json`` is valid (outputs present, same
+    sizes and checksums, same options) and the store holds it; valid
+    outputs not yet in the store are appended without recomputing
+    (``resumed``); anything else runs again. The store is appended to only
+    here, on the client, as each task finishes, so two pairs never write it
+    at once, and a pair it holds (by its ``pair`` coordinate) is never
+    appended twice.
+    """
+    started_wall = time.time()
+    started = time.perf_counter()
+    if client is not None and scheduler is not None:
+        raise AstridInputError("process_pairs: pass either client or scheduler, not both")
+    if verify not in ("checksum", "size"):
+        raise AstridInputError(f"verify: expected 'checksum' or 'size', got {verify!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise AstridInputError(f"retries: must be a non-negative integer, got {retries!r}")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
+    n_workers = _positive_int(n_workers, "n_workers")
+    threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
+    if _process is None:
+        _check_difference_options(difference_options)
+    process = _process or run_pair
+
+    pairs, survey_root = _pairs_of(manifest_or_dir)
+    duplicates = sorted(name for name, count in Counter(p.name for p in pairs).items() if count > 1)
+    if duplicates:
+        raise AstridInputError(f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = Path(triplet_store)
+    if not store.is_absolute():
+        store = out_dir / store
+    fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
+
+    committed = _outputs.store_pairs(store)  # first: it checks that the store is one of ours
+    recorded = _outputs.store_options(store)
+    if recorded is not None and recorded != fingerprint:
+        raise AstridInputError(
+            f"{store}: holds triplets made with other options (fingerprint {recorded}, now {fingerprint}: "
+            f"{described}); write to a new out_dir or triplet_store"
+        )
+
+    manifest = _BatchManifest(out_dir / BATCH_MANIFEST_NAME, {
+        "survey": None if survey_root is None else str(survey_root),
+        "out_dir": str(out_dir),
+        "triplet_store": str(store),
+        "options": described,
+        "fingerprint": fingerprint,
+        "started": _iso(started_wall),
+    })
+    rows: dict[str, dict] = {}
+
+    def row(pair: SurveyPair, status: str, reason: str, record: dict | None = None) -> None:
+        record = record or {}
+        error = record.get("error") or ""
+        n_candidates = record.get("n_candidates")
+        elapsed = record.get("elapsed_s")
+        cpu = record.get("cpu_s")
+        rows[pair.name] = {
+            "pair": pair.name, "target": pair.target, "status": status,
+            "n_candidates": -1 if n_candidates is None else int(n_candidates),
+            "elapsed_s": np.nan if elapsed is None else float(elapsed),
+            "cpu_s": np.nan if cpu is None else float(cpu),
+            "worker": str(record.get("worker") or ""), "reason": reason, "error": error.splitlines()[-1] if error else "",
+        }
+        manifest.record(pair.name, {**record, "status": status, "reason": reason, "target": pair.target,
+                                    "out_dir": str(out_dir / pair.name)})
+
+    # --- what earlier runs left
+    todo: list[tuple[SurveyPair, str]] = []
+    resumable: list[tuple[SurveyPair, dict]] = []
+    conflicts = []
+    for pair in pairs:
+        ok, reason, marker = _outputs.verify_pair_outputs(out_dir / pair.name, pair.name,
+                                                          checksum=verify == "checksum")
+        if ok and marker.get("fingerprint") != fingerprint:
+            conflicts.append(pair.name)
+        elif not ok:
+            todo.append((pair, "outputs incomplete: " + reason))
+        elif pair.name in committed:
+            row(pair, "skipped", "complete and in the triplet store", marker)
+        else:
+            resumable.append((pair, marker))
+    if conflicts:
+        raise AstridInputError(
+            f"{out_dir}: {len(conflicts)} pair(s) were made with other options (e.g. {conflicts[:3]}); "
+            f"options now: {described}; write to a new out_dir"
+        )
+    for pair, marker, error in _commit(store, committed, fingerprint, out_dir,
+                                       [(pair, int(marker.get("n_candidates", 0)), marker) for pair, marker in resumable]):
+        if error is None:
+            row(pair, "resumed", "complete outputs of an earlier run, committed now", marker)
+        else:  # damaged per-pair triplets: compute the pair again
+            todo.append((pair, f"outputs complete but not committable ({error})"))
+    _outputs.repair_store_attrs(store, committed, fingerprint)
+    manifest.save()
+
+    # --- run what is left
+    n_workers_used = threads_used = None
+    compute_s = 0.0
+    if todo:
+        owned = None
+        if client is None:
+            if scheduler is None:
+                layout_workers, layout_threads = default_layout(n_workers, threads_per_worker)
+                if n_workers is None:
+                    # No idle workers: fewer pairs than cores gives each pair more threads.
+                    cores = layout_workers * layout_threads
+                    layout_workers = min(layout_workers, len(todo))
+                    layout_threads = threads_per_worker or max(cores // layout_workers, 1)
+                owned = client = get_client(None, layout_workers, layout_threads)
+                threads_used = layout_threads
+            else:
+                owned = client = get_client(scheduler, threads_per_worker=threads_per_worker)
+        try:
+            if threads_used is None:
+                threads_used = threads_per_worker or cluster_threads(client)
+            n_workers_used = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+            compute_started = time.perf_counter()
+            _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold,
+                           difference_options, threads_used, label_radius, retries, progress, row, manifest,
+                           _on_result)
+            compute_s = time.perf_counter() - compute_started
+        finally:
+            manifest.save()
+            if owned is not None:
+                owned.close()
+
+    table = Table(
+        rows=[rows[p.name] for p in pairs if p.name in rows],
+        names=["pair", "target", "status", "n_candidates", "elapsed_s", "cpu_s", "worker", "reason", "error"],
+        dtype=[str, str, str, np.int64, np.float64, np.float64, str, str, str],
+    )
+    table["elapsed_s"].unit = "s"
+    table["cpu_s"].unit = "s"
+    elapsed = time.perf_counter() - started
+    manifest.data["finished"] = _iso(time.time())
+    manifest.data["elapsed_s"] = elapsed
+    manifest.save()
+    return BatchReport(table=table, out_dir=out_dir, triplet_store=store, manifest_path=manifest.path,
+                       elapsed_s=elapsed, compute_s=compute_s, n_workers=n_workers_used,
+                       threads_per_worker=threads_used)
+
+
+def _commit(store, committed, fingerprint, out_dir, items):
+    """Commit ``(pair, n_candidates, record)`` items; yield ``(pair, record, error text or None)``.
+
+    Pairs are grouped into appends (see :data:`_COMMIT_GROUP`); when a group
+    fails its pairs are retried one by one, so one damaged pair does not hold
+    back the others.
+    """
+    groups, group, size = [], [], 0
+    for item in items:
+        if group and (len(group) >= _COMMIT_GROUP or size + item[1] > _COMMIT_CANDIDATES):
+            groups.append(group)
+            group, size = [], 0
+        group.append(item)
+        size += item[1]
+    if group:
+        groups.append(group)
+    for group in groups:
+        try:
+            _outputs.commit_pairs(store, [(p.name, out_dir / p.name, n) for p, n, _ in group], committed, fingerprint)
+        except Exception:
+            if len(group) == 1:
+                pair, _, record = group[0]
+                yield pair, record, _one_line_error()
+                continue
+            for pair, n, record in group:
+                try:
+                    _outputs.commit_pairs(store, [(pair.name, out_dir / pair.name, n)], committed, fingerprint)
+                except Exception:  # reported per pair; the others are committed
+                    yield pair, record, _one_line_error()
+                else:
+                    yield pair, record, None
+        else:
+            for pair, _, record in group:
+                yield pair, record, None
+
+
+def _one_line_error() -> str:
+    import sys
+
+    exc = sys.exc_info()[1]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold, difference_options,
+                   threads, label_radius, retries, progress, row, manifest, on_result) -> None:
+    """Submit one task per pair; commit results to the store as they land, several per append."""
+    distributed = require("distributed", "astrid.batch.process_pairs")
+    futures = {}
+    reasons = {}
+    for pair, reason in todo:
+        task = _PairTask(pair=pair, pair_dir=out_dir / pair.name, threshold=float(threshold),
+                         difference_options=dict(difference_options), threads=int(threads),
+                         fingerprint=fingerprint, label_radius=float(label_radius))
+        key = f"astrid-pair-{pair.name}-{uuid.uuid4().hex[:8]}"
+        futures[client.submit(_run_task, task, process, key=key, pure=False, retries=retries)] = pair
+        reasons[pair.name] = reason
+    bar = _Progress(len(futures), progress)
+    n_failed = 0
+    try:
+        # Each batch holds every task that finished while the previous batch was committed.
+        for batch in distributed.as_completed(list(futures)).batches():
+            finished = []
+            for future in batch:
+                pair = futures.pop(future)
+                try:
+                    record = future.result()
+                except Exception as exc:  # retries spent, KilledWorker, cancelled
+                    tb = future.traceback() if future.status == "error" else None
+                    record = {"error": f"{type(exc).__name__}: {exc}", "traceback": _error_text(exc, tb)}
+                future.release()
+                finished.append((pair, record))
+            done = []
+            outcomes = []
+            for pair, record in finished:
+                reason = reasons[pair.name]
+                if record.get("status") != "done":
+                    outcomes.append((pair, "failed", reason, record))
+                    continue
+                if pair.name in committed:
+                    reason += "; already in the triplet store, not appended again"
+                reasons[pair.name] = reason
+                done.append((pair, int(record.get("n_candidates", 0)), record))
+            for pair, record, error in _commit(store, committed, fingerprint, out_dir, done):
+                if error is None:
+                    outcomes.append((pair, "done", reasons[pair.name], record))
+                else:  # the pair's outputs stay valid: a rerun commits them
+                    record = {**record, "error": f"commit to {store} failed: {error}"}
+                    outcomes.append((pair, "failed", reasons[pair.name], record))
+            for pair, status, reason, record in outcomes:
+                n_failed += status == "failed"
+                row(pair, status, reason, record)
+                bar.update(n_failed)
+            manifest.save(force=any(status == "failed" for _, status, _, _ in outcomes))
+            if on_result is not None:
+                for _, _, _, record in outcomes:
+                    on_result(client, record)
+    finally:
+        bar.close()
+        for future in futures:
+            future.cancel()

@@ -1,0 +1,371 @@
+"""astrid.batch: survey-wide differencing on Dask, crash safety and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("zarr")
+
+from astrid.batch import (  # noqa: E402
+    BATCH_MANIFEST_NAME,
+    default_layout,
+    get_client,
+    process_pairs,
+    store_pairs,
+    thread_env,
+    thread_limits,
+    verify_pair_outputs,
+)
+from astrid.batch._core import _PairTask, run_pair  # noqa: E402
+from astrid.batch._outputs import STORE_PAIRS_ATTR  # noqa: E402
+from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
+from astrid.manifest import Manifest  # noqa: E402
+from astrid.triplets import load_triplets  # noqa: E402
+
+N_FIELDS = 5
+
+
+@pytest.fixture(scope="module")
+def survey_dir(tmp_path_factory) -> Path:
+    """Five small simulated pairs (256 px, enough stars for a measured PSF)."""
+    from astrid.simulate import survey
+
+    root = tmp_path_factory.mktemp("survey")
+    manifest = survey(root, n_fields=N_FIELDS, size=256, seed=3, n_stars=150, n_supernovae=3)
+    # Compile the numba kernels once here, so the worker processes load them
+    # from the cache instead of each compiling them at the same time.
+    pair = next(manifest.pairs())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstridWarning)
+        run_pair(_PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
+                           difference_options={}, threads=1, fingerprint="warm-up"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def client():
+    with get_client(n_workers=2, threads_per_worker=1) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def finished(survey_dir, client, tmp_path_factory) -> Path:
+    """Outputs of a complete batch over the first three pairs (copy before changing them)."""
+    out = tmp_path_factory.mktemp("finished")
+    pairs = list(Manifest.load(survey_dir).pairs())[:3]
+    report = process_pairs(pairs, out, client, progress=False)
+    assert report.counts["done"] == 3, report.table
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _store_counts(store: Path) -> dict[str, int]:
+    ds = load_triplets(store)
+    try:
+        names, counts = np.unique(ds["pair"].values.astype(str), return_counts=True)
+        assert len(set(ds["candidate_id"].values.tolist())) == ds.sizes["candidate"]
+    finally:
+        ds.close()
+    return dict(zip(names.tolist(), counts.tolist()))
+
+
+def _check_complete(report, out: Path) -> None:
+    """Every pair done with valid outputs, and in the store exactly once."""
+    counts = _store_counts(report.triplet_store)
+    for row in report.table:
+        ok, reason, marker = verify_pair_outputs(out / row["pair"], row["pair"])
+        assert ok, f"{row['pair']}: {reason}"
+        assert counts.get(row["pair"], 0) == marker["n_candidates"] == row["n_candidates"]
+    assert set(counts) <= set(report.table["pair"])
+
+
+# ----------------------------------------------------------------------------- the batch end to end
+
+
+@pytest.mark.slow
+def test_batch_survives_a_killed_worker_and_a_rerun_does_nothing(survey_dir, client, tmp_path):
+    out = tmp_path / "run"
+    killed = {}
+
+    def kill_a_busy_worker(client, record):
+        if killed:
+            return
+        busy = [address for address, keys in client.processing().items() if keys]
+        assert busy, "no worker was busy after the first result: nothing to kill"
+        address = busy[0]
+        killed["address"] = address
+        killed["pid"] = client.run(os.getpid, workers=[address])[address]
+        killed["keys"] = client.processing()[address]
+        killed["time"] = time.time()
+        os.kill(killed["pid"], signal.SIGKILL)  # the local cluster's worker processes are ours
+
+    report = process_pairs(survey_dir, out, client, progress=False, _on_result=kill_a_busy_worker)
+
+    assert killed, "the hook never ran"
+    assert report.counts == {"done": N_FIELDS, "resumed": 0, "skipped": 0, "failed": 0}, report.table
+    _check_complete(report, out)
+    # The pair that the killed worker held was rerun by another worker process
+    # (unless it had finished in the instant before the kill).
+    lost = [row["pair"] for row in report.table if any(row["pair"] in str(key) for key in killed["keys"])]
+    assert lost
+    for name in lost:
+        marker = json.loads((out / name / "done.json").read_text())
+        assert marker["pid"] != killed["pid"] or marker["finished_unix"] <= killed["time"]
+    manifest = json.loads((out / BATCH_MANIFEST_NAME).read_text())
+    assert {r["status"] for r in manifest["pairs"].values()} == {"done"}
+    assert np.isfinite(report.pairs_per_minute) and report.pairs_per_minute > 0
+
+    size_before = _store_counts(report.triplet_store)
+    again = process_pairs(survey_dir, out, client, progress=False)
+    assert again.counts["skipped"] == N_FIELDS
+    assert again.n_processed == 0
+    assert _store_counts(again.triplet_store) == size_before
+
+
+def test_truncated_fits_is_redone_and_not_appended_twice(finished, survey_dir, client, tmp_path):
+    out = _copy(finished, tmp_path / "run")
+    before = _store_counts(out / "triplets.zarr")
+    victim = sorted(before)[1]
+    fits_path = out / victim / "difference.fits"
+    data = fits_path.read_bytes()
+    fits_path.write_bytes(data[: len(data) // 2])
+    assert not verify_pair_outputs(out / victim, victim)[0]
+
+    pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
+    report = process_pairs(pairs, out, client, progress=False)
+    status = dict(zip(report.table["pair"], report.table["status"]))
+    assert status[victim] == "done"
+    assert all(s == "skipped" for name, s in status.items() if name != victim)
+    reason = report.table[list(report.table["pair"]).index(victim)]["reason"]
+    assert "difference.fits: size" in reason and "not appended again" in reason
+    assert _store_counts(out / "triplets.zarr") == before
+    assert verify_pair_outputs(out / victim, victim)[0]
+
+
+@pytest.mark.parametrize("damage", ["no marker", "bad marker", "edited candidates"])
+def test_partial_outputs_are_detected(finished, tmp_path, damage):
+    out = _copy(finished, tmp_path / "run")
+    name = sorted(_store_counts(out / "triplets.zarr"))[0]
+    pair_dir = out / name
+    assert verify_pair_outputs(pair_dir, name)[0]
+    if damage == "no marker":
+        (pair_dir / "done.json").unlink()
+        expected = "no done.json"
+    elif damage == "bad marker":
+        (pair_dir / "done.json").write_text("{ truncated")
+        expected = "unreadable"
+    else:
+        text = (pair_dir / "candidates.ecsv").read_text()
+        (pair_dir / "candidates.ecsv").write_text(text.replace("e", "E", 1))
+        expected = "checksum"
+    ok, reason, _ = verify_pair_outputs(pair_dir, name)
+    assert not ok and expected in reason
+    # Sizes only: an edit of the same length goes unnoticed, a missing marker does not.
+    ok_size, _, _ = verify_pair_outputs(pair_dir, name, checksum=False)
+    assert ok_size == (damage == "edited candidates")
+
+
+def test_failing_pair_is_recorded_and_the_others_complete(survey_dir, client, tmp_path):
+    survey = _copy(survey_dir, tmp_path / "survey")
+    pairs = list(Manifest.load(survey).pairs())[:3]
+    bad = pairs[1]
+    bad.science.write_bytes(b"this is not a FITS file" * 200)
+    out = tmp_path / "run"
+
+    report = process_pairs(pairs, out, client, progress=False)
+    assert report.counts["failed"] == 1 and report.counts["done"] == 2
+    assert not report.ok
+    failed = report.failed
+    assert list(failed["pair"]) == [bad.name]
+    assert str(bad.science) in failed["error"][0] and "AstridFileError" in failed["error"][0]
+    record = json.loads(report.manifest_path.read_text())["pairs"][bad.name]
+    assert record["status"] == "failed"
+    assert "Traceback (most recent call last)" in record["traceback"] and "read_image" in record["traceback"]
+    counts = _store_counts(report.triplet_store)
+    assert bad.name not in counts and len(counts) == 2
+    assert not (out / bad.name / "done.json").exists()
+
+    # A rerun tries the failed pair again and skips the others.
+    again = process_pairs(pairs, out, client, progress=False, retries=0)
+    status = dict(zip(again.table["pair"], again.table["status"]))
+    assert status == {pairs[0].name: "skipped", bad.name: "failed", pairs[2].name: "skipped"}
+
+
+@pytest.mark.slow
+def test_scheduler_address(survey_dir, tmp_path):
+    pair = list(Manifest.load(survey_dir).pairs())[3]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
+        report = process_pairs([pair], tmp_path / "run", scheduler=cluster.scheduler_address, progress=False)
+        assert report.counts["done"] == 1, report.table
+        assert report.n_workers == 1 and report.threads_per_worker >= 1
+        # The client was closed, the cluster it connected to was not.
+        with get_client(cluster, threads_per_worker=1) as client:  # a cluster object works too
+            assert len(client.scheduler_info()["workers"]) == 1
+            assert client.run(os.getenv, "ASTRID_THREADS") == {address: "1" for address in client.scheduler_info()["workers"]}
+    _check_complete(report, tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_progress_bar_and_default_local_cluster(survey_dir, tmp_path, capsys):
+    pair = list(Manifest.load(survey_dir).pairs())[4]
+    report = process_pairs([pair], tmp_path / "run", progress=True, threads_per_worker=1)
+    assert report.counts["done"] == 1
+    assert report.n_workers == 1  # capped at the number of pairs to run
+    assert "pairs" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- resume without a cluster
+
+
+def test_outputs_not_yet_committed_are_resumed_without_recomputing(finished, survey_dir, tmp_path):
+    out = _copy(finished, tmp_path / "run")
+    before = _store_counts(out / "triplets.zarr")
+    shutil.rmtree(out / "triplets.zarr")  # as if the client died before committing
+    pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
+    # No client: a batch with nothing to compute must not start a cluster.
+    report = process_pairs(pairs, out, progress=False)
+    assert report.counts["resumed"] == len(before)
+    assert report.n_processed == 0 and report.n_workers is None
+    assert _store_counts(out / "triplets.zarr") == before
+
+
+def test_crash_between_append_and_pair_list_does_not_duplicate(finished, survey_dir, tmp_path):
+    import zarr
+
+    out = _copy(finished, tmp_path / "run")
+    store = out / "triplets.zarr"
+    before = _store_counts(store)
+    assert store_pairs(store) == set(before)
+    group = zarr.open_group(store, mode="r+")
+    group.attrs.update({STORE_PAIRS_ATTR: []})  # the append landed, the pair list did not
+    assert store_pairs(store) == set(before)  # recovered from the rows' pair coordinate
+
+    pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
+    report = process_pairs(pairs, out, progress=False)
+    assert report.counts["skipped"] == len(before)
+    assert _store_counts(store) == before
+    assert sorted(zarr.open_group(store, mode="r").attrs[STORE_PAIRS_ATTR]) == sorted(before)
+
+
+def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_path):
+    from astrid.batch._core import _commit
+
+    out = _copy(finished, tmp_path / "run")
+    before = _store_counts(out / "triplets.zarr")
+    shutil.rmtree(out / "triplets.zarr")
+    pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
+    # The second pair claims one candidate more than its triplets hold.
+    items = [(pair, before[pair.name] + (i == 1), {}) for i, pair in enumerate(pairs)]
+    committed: set[str] = set()
+    outcome = {pair.name: error for pair, _, error in _commit(out / "triplets.zarr", committed, "fp", out, items)}
+    assert outcome[pairs[0].name] is None and outcome[pairs[2].name] is None
+    assert "records" in outcome[pairs[1].name]
+    assert committed == {pairs[0].name, pairs[2].name}
+    assert _store_counts(out / "triplets.zarr") == {name: before[name] for name in committed}
+
+
+def test_other_options_on_the_same_out_dir_are_refused(finished, survey_dir, tmp_path):
+    out = _copy(finished, tmp_path / "run")
+    with pytest.raises(AstridInputError, match="other options"):
+        process_pairs(survey_dir, out, threshold=7.0, progress=False)
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"bogus_option": 1}, "unknown difference option"),
+        ({"verify": "maybe"}, "verify"),
+        ({"retries": -1}, "retries"),
+        ({"threshold": 0.0}, "threshold"),
+        ({"n_workers": 0}, "n_workers"),
+        ({"scheduler": "tcp://127.0.0.1:1", "client": object()}, "either client or scheduler"),
+    ],
+)
+def test_bad_arguments(survey_dir, tmp_path, kwargs, match):
+    client = kwargs.pop("client", None)
+    with pytest.raises(AstridInputError, match=match):
+        process_pairs(survey_dir, tmp_path / "run", client, progress=False, **kwargs)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(AstridInputError, match="SurveyPair"):
+        process_pairs(["a.fits"], tmp_path / "run", progress=False)
+    with pytest.raises(AstridInputError, match="no manifest.json"):
+        process_pairs(tmp_path, tmp_path / "run", progress=False)
+
+
+def test_foreign_triplet_store_is_refused(survey_dir, tmp_path):
+    from astrid.triplets import detect, make_triplets, write_triplets
+    from astrid.triplets._synthetic import synthetic_difference
+
+    out = tmp_path / "run"
+    (out / "empty.zarr").mkdir(parents=True)
+    with pytest.raises(AstridFileError, match="not a readable Zarr store"):
+        process_pairs(survey_dir, out, triplet_store="empty.zarr", progress=False)
+    # Triplets written by hand carry no pair coordinate: which pairs they hold is unknown.
+    result = synthetic_difference((128, 128), n_stars=5, n_transients=3)
+    candidates = detect(result, 5.0, reference_sources=False, galaxies=False)
+    write_triplets(make_triplets(result, candidates), out / "triplets.zarr")
+    with pytest.raises(AstridFileError, match="without a 'pair' coordinate"):
+        process_pairs(survey_dir, out, progress=False)
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(AstridInputError, match="cannot connect"):
+        get_client("tcp://127.0.0.1:9", timeout="1s")
+
+
+# ----------------------------------------------------------------------------- threads
+
+
+def test_default_layout_fills_the_cores_once():
+    assert default_layout(cores=8) == (8, 1)
+    assert default_layout(n_workers=2, cores=8) == (2, 4)
+    assert default_layout(threads_per_worker=4, cores=8) == (2, 4)
+    assert default_layout(n_workers=3, threads_per_worker=2, cores=8) == (3, 2)
+    assert default_layout(n_workers=16, cores=8) == (16, 1)
+    with pytest.warns(AstridWarning, match="compete for cores"):
+        default_layout(n_workers=4, threads_per_worker=4, cores=8)
+    with pytest.raises(AstridInputError, match="threads_per_worker"):
+        default_layout(threads_per_worker=1.5)
+
+
+def test_workers_get_their_thread_limits(client):
+    env = thread_env(1)
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "1"
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "ASTRID_THREADS"):
+        values = client.run(os.getenv, variable)
+        assert set(values.values()) == {"1"}, variable
+    from astrid.batch import cluster_threads
+
+    assert cluster_threads(client) == 1
+    assert {info["nthreads"] for info in client.scheduler_info()["workers"].values()} == {1}
+
+
+def test_thread_limits_restore_numba():
+    import numba
+    import scipy.fft
+
+    before = numba.get_num_threads()
+    with thread_limits(1):
+        assert numba.get_num_threads() == 1
+        assert scipy.fft.get_workers() == 1
+    assert numba.get_num_threads() == before
