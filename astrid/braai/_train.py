@@ -1,0 +1,756 @@
+"""Train a braai real/bogus network on labelled triplets, with a leak-free validation split and a model card.
+
+What :func:`train` does, and why:
+
+- triplets are preprocessed **once** (:func:`~astrid.braai.preprocess`) and
+  fed to Keras through a ``tf.data`` pipeline that gathers shuffled batches
+  from the preprocessed array and prefetches, so the two CPU cores spend
+  their time in the convolutions;
+- each batch is augmented by a random element of the dihedral group (the
+  four 90° rotations, each optionally mirrored), applied to all three
+  channels together: a transient's orientation on the sky carries no
+  information, and these eight transforms need no interpolation;
+- Adam with binary cross-entropy, braai's learning rate 3e-4 and batch 64,
+  class weights against class imbalance, early stopping on the validation
+  loss that restores the best weights;
+- the validation set is split off by whole groups (fields, objects or
+  epochs), never at random over candidates: neighbouring detections of one
+  object are near-duplicates, and a random split would let the model be
+  validated on what it memorised;
+- every random choice is seeded and TensorFlow's deterministic ops are on,
+  so a seed reproduces a run bit for bit on the same machine;
+- the model is saved as ``.keras`` beside a JSON *model card* (data hash,
+  sizes, parameters, metrics, library versions), both written atomically.
+
+XLA (``jit_compile``) is off by default: on this project's 2-core CPU it made
+VGG6 training slower, not faster (``benchmarks/bench_train.py --configs
+default,jit_compile`` measures it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .._optional import require
+from .._schema import validate_triplets
+from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ..io import atomic_write
+from ._evaluate import _check_both_classes, _labels_of, evaluate
+from ._models import build_model, keras_module
+from ._preprocess import NORMS, preprocess
+
+__all__ = [
+    "TrainResult",
+    "train",
+    "split_groups",
+    "dataset_hash",
+    "class_weights",
+    "load_trained",
+    "SPLITS",
+    "CARD_FORMAT",
+]
+
+#: Ways :func:`train` can split off a validation set, and the coordinates each one groups by.
+SPLITS: dict[str, tuple[str, ...]] = {
+    "field": ("field",),
+    "object": ("objectId", "object_id", "object"),
+    "time": ("epoch", "mjd", "jd", "time"),
+}
+#: ``format`` entry of the model card.
+CARD_FORMAT = "astrid-braai-card/1"
+#: braai's learning rate (Duev et al. 2019), and the default when fine-tuning.
+LEARNING_RATE = 3e-4
+FINE_TUNE_LEARNING_RATE = 3e-5
+# Batches of the (unaugmented) validation pass; larger is faster and changes nothing.
+_VALIDATION_BATCH = 256
+# Validation groups listed by name in the card (the rest are counted).
+_MAX_LISTED_GROUPS = 100
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : keras.Model
+        The trained network (best validation-loss weights when a validation
+        set was used), with ``model.astrid_norm`` set to its preprocessing.
+    history : dict of str to list of float
+        Per-epoch ``loss``, ``auc``, ``accuracy`` (training, augmented and
+        class-weighted), ``val_loss``, ``val_auc``, ``val_accuracy`` and
+        ``epoch_seconds`` (wall time of each epoch, validation included).
+    model_path : pathlib.Path or None
+        The saved ``.keras`` file (None without ``out_dir``).
+    card_path : pathlib.Path or None
+        The saved model card, ``<name>.card.json`` (None without ``out_dir``).
+    card : dict
+        The model card (see :func:`train`).
+    """
+
+    model: Any
+    history: dict[str, list[float]]
+    model_path: Path | None = None
+    card_path: Path | None = None
+    card: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- #
+# data
+# --------------------------------------------------------------------------- #
+
+
+def dataset_hash(dataset: xr.Dataset) -> str:
+    """SHA-256 of a triplet set's stamps and labels.
+
+    The stamps are hashed as little-endian float32 in (candidate, y, x,
+    channel) order, followed by the labels as int8, so the hash identifies
+    exactly what a model saw, whatever the storage (NetCDF, Zarr, memory).
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Triplets with a ``label`` coordinate.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    validate_triplets(dataset, "dataset")
+    labels = _labels_of(dataset)
+    stamps = dataset["triplets"].transpose("candidate", "y", "x", "channel").values
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(stamps, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def _group_values(dataset: xr.Dataset, by: str) -> tuple[str, np.ndarray]:
+    if by not in SPLITS:
+        raise AstridInputError(f"split={by!r} is not one of {sorted(SPLITS)} or None")
+    for name in SPLITS[by]:
+        if name in dataset.coords or name in dataset.data_vars:
+            values = np.asarray(dataset[name].values)
+            if by == "time":
+                values = values.astype(float)
+                if not np.isfinite(values).all():
+                    raise AstridInputError(f"dataset: coordinate {name!r} has NaN times; cannot split by time")
+            else:
+                values = np.array([str(v) for v in values.tolist()])
+            return name, values
+    raise AstridInputError(
+        f"dataset: no coordinate to split by {by} (looked for {list(SPLITS[by])}); "
+        "pass a validation set or split=None"
+    )
+
+
+def split_groups(
+    dataset: xr.Dataset, by: str = "field", fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Split candidates into training and validation by whole groups.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Triplets with the coordinate to group by (see :data:`SPLITS`).
+    by : {"field", "object", "time"}, optional
+        ``"field"``: whole fields (coordinate ``field``) in random order go to
+        validation; ``"object"``: whole objects (``objectId``, ``object_id``
+        or ``object``) in random order; ``"time"``: the latest epochs
+        (``epoch``, ``mjd``, ``jd`` or ``time``), candidates of one epoch
+        never split. Groups are added until validation holds at least
+        ``fraction`` of the candidates; at least one group stays in training.
+    fraction : float, optional
+        Wanted validation fraction, in (0, 1).
+    seed : int, optional
+        Seed of the group order (``"field"``, ``"object"``).
+
+    Returns
+    -------
+    train_index, validation_index : numpy.ndarray of int
+        Candidate positions, sorted.
+    info : dict
+        ``by``, ``coordinate``, ``validation_groups`` (names or times),
+        ``n_groups``.
+
+    Raises
+    ------
+    AstridInputError
+        Unknown ``by``, no coordinate to group by, fewer than two groups,
+        or ``fraction`` outside (0, 1).
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise AstridInputError(f"validation fraction={fraction!r} must be in (0, 1)")
+    coordinate, values = _group_values(dataset, by)
+    names, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    if names.size < 2:
+        raise AstridInputError(
+            f"dataset: only one {by} ({coordinate}={names[0] if names.size else None!r}); a split by {by} "
+            "needs at least two; pass a validation set or split=None"
+        )
+    if by == "time":
+        order = np.arange(names.size)[::-1]  # latest first
+    else:
+        order = np.random.default_rng(seed).permutation(names.size)
+    chosen: list[int] = []
+    n_validation = 0
+    for g in order:
+        if n_validation >= fraction * values.size or len(chosen) == names.size - 1:
+            break
+        chosen.append(int(g))
+        n_validation += int(counts[g])
+    in_validation = np.isin(inverse, chosen)
+    groups = names[np.sort(chosen)]
+    info = {
+        "by": by,
+        "coordinate": coordinate,
+        "n_groups": int(names.size),
+        "validation_groups": [float(g) if by == "time" else str(g) for g in groups],
+    }
+    return np.flatnonzero(~in_validation), np.flatnonzero(in_validation), info
+
+
+def class_weights(labels, class_weight="balanced") -> dict[int, float]:
+    """Per-class loss weights.
+
+    Parameters
+    ----------
+    labels : array-like of {0, 1}
+        Training labels.
+    class_weight : "balanced", dict or None
+        ``"balanced"``: ``n / (2 n_c)`` for class ``c`` (scikit-learn's
+        rule: both classes weigh the same in the loss); a dict ``{0: w0,
+        1: w1}`` of positive weights; None: 1 for both.
+
+    Returns
+    -------
+    dict of int to float
+    """
+    labels = _labels_of(labels, "labels")
+    if class_weight is None:
+        return {0: 1.0, 1: 1.0}
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise AstridInputError(f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None")
+        _check_both_classes(labels, "training set")
+        n_real = int(labels.sum())
+        n_bogus = labels.size - n_real
+        return {0: labels.size / (2.0 * n_bogus), 1: labels.size / (2.0 * n_real)}
+    if isinstance(class_weight, dict):
+        try:
+            weights = {int(k): float(v) for k, v in class_weight.items()}
+        except (TypeError, ValueError):
+            raise AstridInputError(f"class_weight={class_weight!r}: keys must be 0 and 1, values numbers") from None
+        if set(weights) != {0, 1} or not all(math.isfinite(w) and w > 0 for w in weights.values()):
+            raise AstridInputError(f"class_weight={class_weight!r}: need positive finite weights for exactly 0 and 1")
+        return weights
+    raise AstridInputError(f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None")
+
+
+# --------------------------------------------------------------------------- #
+# tf.data pipeline
+# --------------------------------------------------------------------------- #
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return require("tensorflow", "training the braai classifier")
+
+
+def _augment_batch(tf, x, seed_pair):
+    """Apply a random dihedral transform (rot90 ∘ optional flip) per stamp, all channels together."""
+    n = tf.shape(x)[0]
+    code = tf.random.stateless_uniform([n], seed=seed_pair, minval=0, maxval=8, dtype=tf.int32)
+    flipped = tf.where((code >= 4)[:, None, None, None], tf.reverse(x, axis=[2]), x)
+    rotations = tf.stack([tf.image.rot90(flipped, k) for k in range(4)], axis=0)
+    return tf.gather_nd(rotations, tf.stack([code % 4, tf.range(n)], axis=1))
+
+
+def _training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, batch_size: int, shuffle: bool,
+                      augment: bool, seed: int):
+    """A tf.data pipeline of (stamps, labels[, weights]) batches from preprocessed arrays.
+
+    Shuffling and batching act on indices; each batch is gathered from the
+    array in one op, which is much cheaper than a per-element pipeline.
+    Augmentation draws its random transforms from a seeded stream that
+    differs each epoch but is the same for every run with the same seed.
+    """
+    tf = _tf()
+    n = x.shape[0]
+    stamps = tf.constant(x)
+    labels = tf.constant(y.reshape(-1, 1).astype(np.float32))
+    weights = None if w is None else tf.constant(w.astype(np.float32))
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    # Plain tensor code, no Python control flow: AutoGraph has nothing to convert.
+    @tf.autograph.experimental.do_not_convert
+    def gather_batch(index):
+        batch = (tf.gather(stamps, index), tf.gather(labels, index))
+        return batch if weights is None else (*batch, tf.gather(weights, index))
+
+    @tf.autograph.experimental.do_not_convert
+    def gather_augmented_batch(index, seed_pair):
+        stamps_out, *rest = gather_batch(index)
+        return (_augment_batch(tf, stamps_out, seed_pair), *rest)
+
+    if augment:
+        # two int64 per batch: the seed of a stateless random draw
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(gather_augmented_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                                  deterministic=True)
+    else:
+        ds = ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- #
+# models
+# --------------------------------------------------------------------------- #
+
+
+def _card_beside(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".keras") + ".card.json")
+
+
+def load_trained(path: str | os.PathLike):
+    """Load a model saved by :func:`train`, with its preprocessing from the model card.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.keras`` file; ``<name>.card.json`` beside it supplies
+        ``norm`` (set as ``model.astrid_norm``).
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    AstridFileError
+        Missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AstridFileError(f"{path}: model file does not exist")
+    if path.suffix != ".keras":
+        raise AstridInputError(f"{path}: expected a .keras file saved by astrid.braai.train")
+    keras = keras_module()
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
+        raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+    card_path = _card_beside(path)
+    if card_path.exists():
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise AstridFileError(f"{card_path}: model card is not JSON ({exc})") from exc
+        if card.get("norm") in NORMS:
+            model.astrid_norm = card["norm"]
+    return model
+
+
+def _start_model(model, fine_tune_from):
+    """(model, description of where its weights come from)."""
+    keras = keras_module()
+    if fine_tune_from is None:
+        if isinstance(model, str):
+            return build_model(model), None
+        if isinstance(model, keras.Model):
+            return model, None
+        raise AstridInputError(f"model={model!r}: give an architecture name ('vgg6', 'three_block') or a keras.Model")
+    if isinstance(fine_tune_from, (str, os.PathLike)):
+        path = Path(fine_tune_from)
+        if path.suffix == ".keras":
+            source = load_trained(path)
+        elif path.suffix in (".h5", ".hdf5"):
+            from ._load import load_braai
+
+            source = load_braai(path)
+        else:
+            raise AstridInputError(f"fine_tune_from={str(path)!r}: expected a .keras or braai .h5 file")
+        description = str(path)
+    elif isinstance(fine_tune_from, keras.Model):
+        source = fine_tune_from
+        description = f"keras.Model {source.name!r}"
+    else:
+        raise AstridInputError(
+            f"fine_tune_from: expected a keras.Model or a .keras/.h5 path, got {type(fine_tune_from).__name__}"
+        )
+    # A copy, so the caller's model keeps its weights.
+    copy = keras.models.clone_model(source)
+    copy.set_weights(source.get_weights())
+    if getattr(source, "astrid_norm", None):
+        copy.astrid_norm = source.astrid_norm
+    return copy, description
+
+
+class _EpochTimer:
+    """Keras callback that records the wall time of each epoch."""
+
+    def __new__(cls):
+        keras = keras_module()
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return Timer()
+
+
+def _enable_determinism(tf) -> bool:
+    """Turn on TensorFlow's deterministic ops; return whether this call turned them on."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        if tf_config.is_op_determinism_enabled():
+            return False
+    except (ImportError, AttributeError):  # private API moved: the switch cannot be undone then
+        tf.config.experimental.enable_op_determinism()
+        return False
+    tf.config.experimental.enable_op_determinism()
+    return True
+
+
+def _disable_determinism() -> None:
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+
+    return {
+        "astrid": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _class_counts(labels: np.ndarray) -> dict[str, int]:
+    return {"real": int(labels.sum()), "bogus": int(labels.size - labels.sum())}
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and int(value) == value
+
+
+def _summary(result: dict) -> dict[str, Any]:
+    keys = ("n", "threshold", "precision", "recall", "f1", "fpr", "fnr", "aucpr", "roc_auc",
+            "threshold_at_target_fnr", "target_fnr", "fnr_at_target", "fpr_at_target", "eer", "eer_threshold", "ece")
+    return {key: result[key] for key in keys}
+
+
+def _save_model(model, path: Path) -> None:
+    # Keras writes .keras archives only to a path ending in .keras: write one in a
+    # scratch folder, then move its bytes into place atomically.
+    with tempfile.TemporaryDirectory(prefix="astrid-train-") as scratch:
+        scratch_file = Path(scratch) / "model.keras"
+        model.save(scratch_file)
+        data = scratch_file.read_bytes()
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+# --------------------------------------------------------------------------- #
+# train
+# --------------------------------------------------------------------------- #
+
+
+def train(
+    dataset: xr.Dataset,
+    model="vgg6",
+    *,
+    validation: xr.Dataset | None = None,
+    split: str | None = "field",
+    validation_fraction: float = 0.2,
+    epochs: int = 30,
+    batch_size: int = 64,
+    learning_rate: float | None = None,
+    class_weight="balanced",
+    augment: bool = True,
+    patience: int | None = 5,
+    seed: int = 0,
+    norm: str | None = None,
+    fine_tune_from=None,
+    out_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    deterministic: bool = True,
+    jit_compile: bool = False,
+    verbose: int = 0,
+) -> TrainResult:
+    """Train a braai real/bogus CNN on labelled triplets.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        Triplets (schema of :mod:`astrid._schema`) with a ``label``
+        coordinate (1 real, 0 bogus), e.g. from
+        :func:`astrid.triplets.build_training_set` or
+        :func:`astrid.alerts.read_ztf` plus labels.
+    model : str or keras.Model, optional
+        Architecture name for :func:`~astrid.braai.build_model` (``"vgg6"``,
+        braai's network, or ``"three_block"``) or a Keras model to train in
+        place. Ignored when ``fine_tune_from`` is given.
+    validation : xarray.Dataset, optional
+        A labelled validation set; then ``split`` is ignored.
+    split : {"field", "object", "time"} or None, optional
+        How to split a validation set off ``dataset`` when ``validation`` is
+        None: by whole groups (:func:`split_groups`). None: train on
+        everything without validation and without early stopping.
+    validation_fraction : float, optional
+        Fraction of candidates to put in the split-off validation set.
+    epochs : int, optional
+        Most epochs to train (default 30).
+    batch_size : int, optional
+        Triplets per training step (default 64, as braai).
+    learning_rate : float, optional
+        Adam's learning rate; default 3e-4 (braai's) from scratch and 3e-5
+        when fine-tuning, so the pretrained features are adjusted, not
+        overwritten.
+    class_weight : "balanced", dict or None, optional
+        Per-class loss weights (:func:`class_weights`), computed on the
+        training part only.
+    augment : bool, optional
+        Random flips and 90° rotations of each training stamp per epoch.
+    patience : int or None, optional
+        Stop after this many epochs without a lower validation loss and
+        restore the best weights (default 5); None: run all epochs (the best
+        weights are still restored when there is a validation set).
+    seed : int, optional
+        Seeds the weights' initialisation, dropout, shuffling, augmentation
+        and the split.
+    norm : {"rowwise", "l2"}, optional
+        Preprocessing (:func:`~astrid.braai.preprocess`); default the
+        fine-tuned model's own, else ``"rowwise"`` (braai ``d6_m7``'s).
+    fine_tune_from : keras.Model or path-like, optional
+        Start from this model's architecture and weights (a Keras model, a
+        ``.keras`` file from :func:`train`, or a published braai ``.h5`` such
+        as ZTF's ``d6_m7``). The given model is copied, not changed.
+    out_dir : path-like, optional
+        Save ``<name>.keras`` and ``<name>.card.json`` here (atomically).
+    name : str, optional
+        File stem of the saved files; default the architecture in lower
+        case (``"vgg6"``).
+    deterministic : bool, optional
+        Turn on TensorFlow's deterministic ops while training (default):
+        the same seed then gives the same weights on the same machine. They
+        are turned off again afterwards unless they were on before.
+    jit_compile : bool, optional
+        XLA compilation of the training step (default off: slower on the
+        CPUs measured by ``benchmarks/bench_train.py``).
+    verbose : int, optional
+        Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
+
+    Returns
+    -------
+    TrainResult
+        ``model``, ``history``, ``model_path``, ``card_path`` and ``card``:
+        ``format``, ``created`` (UTC, ISO 8601), ``model`` (name,
+        architecture, parameters, input shape, ``fine_tuned_from``),
+        ``norm``, ``data`` (``sha256`` of the training stamps and labels,
+        ``sha256_validation``, ``n_train``, ``n_validation``, class counts,
+        the split and the validation groups), ``parameters`` (everything
+        that shaped the training, class weights resolved), ``training``
+        (epochs run, best epoch, seconds, triplets per second), ``metrics``
+        (:func:`~astrid.braai.evaluate` of the final model on the
+        validation set at threshold 0.5; empty without validation),
+        ``history`` and ``versions`` (astrid, tensorflow, keras, numpy,
+        python).
+
+    Raises
+    ------
+    AstridInputError
+        Not a triplet dataset, no or non-binary labels, only one class in
+        the training part, no coordinate to split by, bad parameters.
+    """
+    started = time.perf_counter()
+    validate_triplets(dataset, "dataset")
+    labels = _labels_of(dataset)
+    for key, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 0)):
+        if key == "patience" and value is None:
+            continue
+        if not _is_whole(value) or value < low:
+            raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
+    if norm is not None and norm not in NORMS:
+        raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
+    if learning_rate is not None and not (math.isfinite(float(learning_rate)) and learning_rate > 0):
+        raise AstridInputError(f"learning_rate={learning_rate!r} must be a positive number")
+
+    split_info: dict[str, Any] = {"by": None}
+    if validation is not None:
+        validate_triplets(validation, "validation")
+        train_set, validation_set = dataset, validation
+        split_info = {"by": "given"}
+    elif split is not None:
+        train_index, validation_index, split_info = split_groups(dataset, split, validation_fraction, seed)
+        train_set = dataset.isel(candidate=train_index)
+        validation_set = dataset.isel(candidate=validation_index)
+    else:
+        train_set, validation_set = dataset, None
+    train_labels = labels if train_set is dataset else _labels_of(train_set)
+    _check_both_classes(train_labels, "training set")
+    validation_labels = None if validation_set is None else _labels_of(validation_set, "validation")
+    if validation_labels is not None and validation_labels.size == 0:
+        raise AstridInputError("validation: the validation set has no candidates")
+    if validation_labels is not None and (validation_labels.min() == validation_labels.max()):
+        warnings.warn(
+            f"validation set ({validation_labels.size} candidates) holds only "
+            f"{'real' if validation_labels[0] else 'bogus'} examples: its AUC and precision are undefined; "
+            "use a larger validation_fraction or pass a validation set",
+            AstridWarning,
+            stacklevel=2,
+        )
+    weights = class_weights(train_labels, class_weight)
+
+    tf = _tf()
+    keras = keras_module()
+    keras.utils.set_random_seed(int(seed))
+    switched_on = _enable_determinism(tf) if deterministic else False
+    try:
+        network, fine_tuned_from = _start_model(model, fine_tune_from)
+        norm = norm or getattr(network, "astrid_norm", None) or "rowwise"
+        if learning_rate is None:
+            learning_rate = FINE_TUNE_LEARNING_RATE if fine_tuned_from else LEARNING_RATE
+        x_train = preprocess(train_set, norm=norm)
+        expected = tuple(network.input_shape[1:])
+        if x_train.shape[1:] != expected:
+            raise AstridInputError(f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}")
+        sample_weights = np.where(train_labels == 1, weights[1], weights[0]).astype(np.float32)
+        train_data = _training_dataset(x_train, train_labels, sample_weights, batch_size=int(batch_size),
+                                       shuffle=True, augment=bool(augment), seed=int(seed))
+        del x_train  # the pipeline holds its own copy; do not keep two in memory
+        validation_data = None
+        if validation_set is not None:
+            x_validation = preprocess(validation_set, norm=norm)
+            validation_data = _training_dataset(x_validation, validation_labels, None, batch_size=_VALIDATION_BATCH,
+                                                shuffle=False, augment=False, seed=int(seed))
+
+        network.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+            jit_compile=bool(jit_compile),
+        )
+        timer = _EpochTimer()
+        callbacks = [timer]
+        if validation_data is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(patience) if patience is not None else int(epochs),
+                restore_best_weights=True, verbose=0,
+            ))
+        fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
+                          verbose=verbose, shuffle=False)
+    finally:
+        if switched_on:
+            _disable_determinism()
+    network.astrid_norm = norm
+
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    history["epoch_seconds"] = [float(s) for s in timer.seconds]
+    epochs_run = len(timer.seconds)
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
+
+    metrics: dict[str, Any] = {}
+    if validation_set is not None and validation_labels.min() != validation_labels.max():
+        scores = network.predict(x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
+        metrics = _summary(evaluate(None, validation_set, scores=scores))
+    per_second = [train_labels.size / s for s in timer.seconds if s > 0]
+
+    architecture = network.name
+    name = name or architecture.lower()
+    card = {
+        "format": CARD_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": name,
+            "architecture": architecture,
+            "n_parameters": int(network.count_params()),
+            "input_shape": [int(s) for s in network.input_shape[1:]],
+            "fine_tuned_from": fine_tuned_from,
+        },
+        "norm": norm,
+        "data": {
+            "sha256": dataset_hash(train_set),
+            "sha256_validation": dataset_hash(validation_set) if validation_set is not None else None,
+            "n_total": int(dataset.sizes["candidate"]) + (int(validation.sizes["candidate"]) if validation is not None else 0),
+            "n_train": int(train_labels.size),
+            "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
+            "train_class_counts": _class_counts(train_labels),
+            "validation_class_counts": _class_counts(validation_labels) if validation_labels is not None else None,
+            "split": split_info.get("by"),
+            "split_coordinate": split_info.get("coordinate"),
+            "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
+            "n_validation_groups": len(split_info.get("validation_groups", [])),
+            "validation_groups": split_info.get("validation_groups", [])[:_MAX_LISTED_GROUPS],
+            "source": str(dataset.attrs.get("source", "")),
+        },
+        "parameters": {
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
+            "optimizer": "Adam",
+            "learning_rate": float(learning_rate),
+            "loss": "binary_crossentropy",
+            "class_weight": {str(k): float(v) for k, v in weights.items()},
+            "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
+            "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
+            "patience": None if patience is None else int(patience),
+            "seed": int(seed),
+            "deterministic": bool(deterministic),
+            "jit_compile": bool(jit_compile),
+        },
+        "training": {
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "stopped_early": epochs_run < int(epochs),
+            "seconds": round(time.perf_counter() - started, 3),
+            "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
+        },
+        "metrics": metrics,
+        "history": history,
+        "versions": _versions(),
+    }
+
+    model_path = card_path = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        model_path = out_dir / f"{name}.keras"
+        card_path = _card_beside(model_path)
+        _save_model(network, model_path)
+        card["model_file"] = model_path.name
+        card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        text = json.dumps(card, indent=2, sort_keys=False) + "\n"
+        atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+    return TrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
