@@ -15,7 +15,7 @@ import numpy as np
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._stars import _upsample_mesh
+from ._stars import _prepare, _upsample_mesh
 from .errors import AstridInputError
 
 __all__ = ["Background", "estimate_background"]
@@ -88,20 +88,8 @@ def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 
     """
     from photutils.background import Background2D, MedianBackground
 
-    data = np.asarray(data)
-    if data.ndim != 2:
-        raise AstridInputError(f"data: must be a 2-D array, got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.floating):
-        data = data.astype(np.float32)
+    data, bad = _prepare(data, mask, purpose="to estimate a background from")
     dtype = data.dtype if data.dtype in (np.float32, np.float64) else np.float64
-    bad = ~np.isfinite(data)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != data.shape:
-            raise AstridInputError(f"mask: shape {mask.shape} does not match data shape {data.shape}")
-        bad |= mask
-    if bad.all():
-        raise AstridInputError("data: no finite, unmasked pixels to estimate a background from")
     if box_size < 4 or filter_size < 1 or sigma <= 0:
         raise AstridInputError(
             f"box_size must be >= 4, filter_size >= 1 and sigma > 0 "

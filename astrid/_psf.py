@@ -28,7 +28,7 @@ import numpy as np
 from scipy.special import erf
 
 from ._background import estimate_background
-from ._stars import GAUSSIAN_SIGMA_TO_FWHM, find_stars
+from ._stars import GAUSSIAN_SIGMA_TO_FWHM, _prepare, find_stars
 from .errors import AstridInputError, AstridPSFError, AstridWarning
 
 __all__ = ["PSFModel", "estimate_psf", "gaussian_psf", "psf_to_fft_origin", "measure_fwhm"]
@@ -384,19 +384,7 @@ def estimate_psf(
     and the stack is the per-pixel 3-sigma-clipped mean, recentred on its
     windowed centroid and normalised to sum 1.
     """
-    data = np.asarray(data)
-    if data.ndim != 2:
-        raise AstridInputError(f"data: must be a 2-D array, got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.floating):
-        data = data.astype(np.float32)
-    bad = ~np.isfinite(data)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != data.shape:
-            raise AstridInputError(f"mask: shape {mask.shape} does not match data shape {data.shape}")
-        bad |= mask
-    if bad.all():
-        raise AstridInputError("data: no finite, unmasked pixels to estimate a PSF from")
+    data, bad = _prepare(data, mask, purpose="to estimate a PSF from")
     if size is not None:
         if int(size) < 3:
             raise AstridInputError(f"size must be at least 3 pixels, got {size}")

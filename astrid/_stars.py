@@ -364,8 +364,12 @@ def _as_map(value, shape, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _prepare(data, mask, name: str = "data"):
-    """Validated float data and the combined bad-pixel mask (masked or non-finite)."""
+def _prepare(data, mask, name: str = "data", purpose: str = ""):
+    """Validated float data and the combined bad-pixel mask (masked or non-finite).
+
+    ``purpose`` completes the error for an image with no usable pixel
+    ("... pixels to estimate a PSF from").
+    """
     data = np.asarray(data)
     if data.ndim != 2:
         raise AstridInputError(f"{name}: must be a 2-D array, got shape {data.shape}")
@@ -378,7 +382,7 @@ def _prepare(data, mask, name: str = "data"):
             raise AstridInputError(f"mask: shape {mask.shape} does not match {name} shape {data.shape}")
         bad |= mask
     if bad.all():
-        raise AstridInputError(f"{name}: no finite, unmasked pixels")
+        raise AstridInputError(f"{name}: no finite, unmasked pixels{' ' + purpose if purpose else ''}")
     return data, bad
 
 
