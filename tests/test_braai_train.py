@@ -367,5 +367,7 @@ def test_bad_input(data):
         train(small, norm="zscore")
     with pytest.raises(AstridInputError, match="unknown braai model"):
         train(small, model="resnet", split=None, epochs=1)
+    with pytest.raises(AstridInputError, match="deterministic=False"):
+        train(small, jit_compile=True)
     with pytest.raises(AstridInputError, match="fine_tune_from"):
         train(small, fine_tune_from=42, split=None, epochs=1)

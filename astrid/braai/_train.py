@@ -22,9 +22,10 @@ What :func:`train` does, and why:
 - the model is saved as ``.keras`` beside a JSON *model card* (data hash,
   sizes, parameters, metrics, library versions), both written atomically.
 
-XLA (``jit_compile``) is off by default: on this project's 2-core CPU it made
-VGG6 training slower, not faster (``benchmarks/bench_train.py --configs
-default,jit_compile`` measures it).
+XLA (``jit_compile``) is off by default: Keras does not compile with XLA while
+deterministic ops are on, and on this project's 2-core CPU XLA made VGG6
+training slower, not faster (``benchmarks/bench_train.py --configs
+not-deterministic,jit_compile`` measures it).
 """
 
 from __future__ import annotations
@@ -570,7 +571,9 @@ def train(
         are turned off again afterwards unless they were on before.
     jit_compile : bool, optional
         XLA compilation of the training step (default off: slower on the
-        CPUs measured by ``benchmarks/bench_train.py``).
+        CPUs measured by ``benchmarks/bench_train.py``). Needs
+        ``deterministic=False``: Keras does not compile with XLA while
+        deterministic ops are on.
     verbose : int, optional
         Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
 
@@ -606,6 +609,11 @@ def train(
             raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
     if norm is not None and norm not in NORMS:
         raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
+    if jit_compile and deterministic:
+        raise AstridInputError(
+            "jit_compile=True needs deterministic=False: Keras does not compile with XLA while TensorFlow's "
+            "deterministic ops are on"
+        )
     if learning_rate is not None and not (math.isfinite(float(learning_rate)) and learning_rate > 0):
         raise AstridInputError(f"learning_rate={learning_rate!r} must be a positive number")
 
