@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import AstridInputError
-from .zogy._core import _as_image, _check_map, _check_positive, _dilate, robust_std
+from .zogy._core import _as_aligned_pair, _check_dtype, _check_map, _check_positive, _dilate, robust_std
 
 __all__ = ["ClassicResult", "classic_subtract", "FWHM_PER_SIGMA"]
 
@@ -143,15 +143,8 @@ def classic_subtract(
     noise), so ``significance = D / sqrt(V_sci' + flux_ratio² V_ref')``.
     Masked and non-finite pixels are set to 0 in both images before matching.
     """
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise AstridInputError(f"dtype: must be float32 or float64, got {dtype}")
-    N = _as_image("science", science)
-    R = _as_image("reference", reference)
-    if N.shape != R.shape:
-        raise AstridInputError(
-            f"science shape {N.shape} and reference shape {R.shape} differ: align them first"
-        )
+    dtype = _check_dtype(dtype)
+    N, R = _as_aligned_pair(science, reference)
     shape = N.shape
     fwhm_n = _check_positive("science_fwhm", science_fwhm)
     fwhm_r = _check_positive("reference_fwhm", reference_fwhm)

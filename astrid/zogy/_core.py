@@ -203,6 +203,17 @@ def _check_map(name: str, array, shape) -> np.ndarray | None:
     return out
 
 
+def _as_aligned_pair(science, reference) -> tuple[np.ndarray, np.ndarray]:
+    """Science and reference as validated 2-D arrays on the same grid."""
+    N = _as_image("science", science)
+    R = _as_image("reference", reference)
+    if N.shape != R.shape:
+        raise AstridInputError(
+            f"science shape {N.shape} and reference shape {R.shape} differ: align them first"
+        )
+    return N, R
+
+
 def _check_dtype(dtype) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -643,12 +654,7 @@ def subtract(
     """
     started = time.perf_counter()
     dtype = _check_dtype(dtype)
-    N = _as_image("science", science)
-    R = _as_image("reference", reference)
-    if N.shape != R.shape:
-        raise AstridInputError(
-            f"science shape {N.shape} and reference shape {R.shape} differ: align them first"
-        )
+    N, R = _as_aligned_pair(science, reference)
     shape = N.shape
     Pn = _check_psf("science_psf", science_psf)
     Pr = _check_psf("reference_psf", reference_psf)
