@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from astropy.table import Table
 from numba import njit, prange
 
 from ._stars import find_stars, match_stars
@@ -105,6 +106,10 @@ class Alignment:
     flux_scale : float
         Factor applied to the science data (reference over science pixel
         area, for data in counts per pixel; 1 for surface brightness).
+    reference_stars : astropy.table.Table or None
+        The stars :func:`~astrid.find_stars` detected in the reference image
+        for the matching (all of them, before any cut), so that later steps
+        (PSF, flux ratio) need not detect them again.
     """
 
     image: Image
@@ -117,6 +122,7 @@ class Alignment:
     method: str
     transform: np.ndarray = field(default_factory=lambda: np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     flux_scale: float = 1.0
+    reference_stars: Table | None = None
 
 
 # --------------------------------------------------------------------------
@@ -473,15 +479,17 @@ def _good_stars(table):
 def _refine(science, reference, sci_wcs, ref_wcs):
     """Match stars and fit the correction of the WCS mapping.
 
-    Returns ``(transform, src, dst, snr, model)``: ``src`` are the
+    Returns ``(transform, src, dst, snr, model, ref_stars)``: ``src`` are the
     WCS-predicted reference positions of the matched science stars (outliers
     removed), ``dst`` their measured reference positions, ``snr`` the lower
     of each pair's two S/N and ``model`` one of ``"affine"``, ``"shift"`` or
-    ``"wcs"`` (the WCS needs no correction, or too few stars matched).
+    ``"wcs"`` (the WCS needs no correction, or too few stars matched), and
+    ``ref_stars`` every star found in the reference.
     """
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    nothing = (identity, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), "wcs")
-    ref_tab = _good_stars(find_stars(reference.data, reference.mask, saturation=reference.meta.saturation))
+    ref_stars = find_stars(reference.data, reference.mask, saturation=reference.meta.saturation)
+    nothing = (identity, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), "wcs", ref_stars)
+    ref_tab = _good_stars(ref_stars)
     sci_tab = _good_stars(find_stars(science.data, science.mask, saturation=science.meta.saturation))
     if len(ref_tab) < _MIN_SHIFT_STARS or len(sci_tab) < _MIN_SHIFT_STARS:
         return nothing
@@ -519,7 +527,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         s, d = src[i1], dst[i2]
         transform, keep, model = _fit(s, d, sig, centre)
         snr = np.minimum(sci_snr[i1], ref_snr[i2])
-        result = (transform, s[keep], d[keep], snr[keep], model)
+        result = (transform, s[keep], d[keep], snr[keep], model, ref_stars)
         radius = max(1.0, 0.3 * fwhm)
     return result
 
@@ -649,7 +657,7 @@ def align(
     if abs(flux_scale - 1.0) < 1e-6:
         flux_scale = 1.0
 
-    transform, src, dst, snr, model = _refine(science, reference, sci_wcs, ref_wcs)
+    transform, src, dst, snr, model, ref_stars = _refine(science, reference, sci_wcs, ref_wcs)
     n_matched = len(src)
     if n_matched < _MIN_SHIFT_STARS and refine:
         warnings.warn(
@@ -714,6 +722,7 @@ def align(
         method=label,
         transform=transform,
         flux_scale=flux_scale,
+        reference_stars=ref_stars,
     )
 
 

@@ -31,6 +31,10 @@ _METHODS = ("zogy", "classic")
 # With noise_correlation="auto", an image's noise counts as correlated (and
 # ZOGY uses its autocorrelation) when any lag within ±2 px exceeds this.
 _ACF_THRESHOLD = 0.05
+# Empirical PSF wings: a Moffat fitted to the stack's ring means from this many
+# FWHM outwards replaces the stack beyond _WING_JOIN_FWHM.
+_WING_FIT_FWHM = 1.0
+_WING_JOIN_FWHM = 1.5
 # Options of difference() and the stage they belong to.
 _OPTIONS = {
     "align_method": "align",
@@ -38,6 +42,7 @@ _OPTIONS = {
     "box_size": "background",
     "filter_size": "background",
     "psf_size": "psf",
+    "psf_degree": "psf",
     "regularise_psf": "psf",
     "min_stars": "psf",
     "max_stars": "psf",
@@ -50,6 +55,7 @@ _OPTIONS = {
     "mask_radius": "subtract",
     "fill_value": "subtract",
     "workers": "subtract",
+    "tile_size": "subtract",
 }
 
 
@@ -336,20 +342,83 @@ def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, 
     return variance - np.float32(level - sigma2), source
 
 
+def _zogy_psf(model, regularise: bool):
+    """The PSF to give ZOGY: an array, or for a PSF varying over the field a
+    callable that evaluates it (regularised like the constant one) at a tile's centre."""
+    if not getattr(model, "varies", False):
+        return model.psf
+
+    def at(x, y):
+        psf = model.at(x, y)
+        return _regularise_array(psf)[0] if regularise else psf
+
+    return at
+
+
 def _regularise_psf(model):
+    """:func:`_regularise_array` applied to a model's PSF: a new model (and σ)."""
+    import dataclasses
+
+    from ._psf import measure_fwhm
+
+    clean, sigma = _regularise_array(np.asarray(model.psf, dtype=np.float64))
+    if clean is model.psf:
+        return model, sigma
+    return dataclasses.replace(model, psf=clean, fwhm=measure_fwhm(clean), method=f"{model.method}+regularised"), sigma
+
+
+def _moffat_wings(psf: np.ndarray, r: np.ndarray, fwhm: float):
+    """A Moffat ``a (1 + (r/α)²)^−β`` (plus a constant) fitted to the ring means of ``psf``, evaluated at ``r``
+    without the constant; None if the fit fails."""
+    from scipy.optimize import curve_fit
+
+    c = psf.shape[0] // 2
+    rings = np.rint(r).astype(int)
+    counts = np.bincount(rings.ravel())
+    profile = np.bincount(rings.ravel(), psf.ravel()) / np.maximum(counts, 1)
+    radii = np.arange(profile.size)
+    use = (radii >= max(1.0, _WING_FIT_FWHM * fwhm)) & (radii <= c - 1) & (counts > 0)
+    if use.sum() < 4 or not profile[0] > 0:
+        return None
+
+    def moffat(x, a, alpha, beta, pedestal):
+        return a * (1.0 + (x / alpha) ** 2) ** (-beta) + pedestal
+
+    # The noise of a ring mean falls as one over the square root of its pixels.
+    # The pedestal takes up what the background subtraction left under the
+    # stars (faint neighbours, sky errors), which would otherwise pass for wings.
+    try:
+        (a, alpha, beta, _), _ = curve_fit(
+            moffat, radii[use], profile[use], p0=(profile[0], max(fwhm, 1.0), 3.0, 0.0),
+            sigma=1.0 / np.sqrt(counts[use]),
+            bounds=([0.0, 0.1, 1.05, -np.inf], [np.inf, float(psf.shape[0]), 20.0, np.inf]),
+            maxfev=5000,
+        )
+    except (RuntimeError, ValueError):
+        return None
+    wings = moffat(r, a, alpha, beta, 0.0)
+    return wings if np.all(np.isfinite(wings)) else None
+
+
+def _regularise_array(psf: np.ndarray):
     """Suppress the pixel noise of an empirical PSF (a stack of noisy stars).
 
     ZOGY divides by the PSF spectra, so noise in an empirical PSF at the
     0.1 % level rings around every bright star, cosmic ray and hot pixel.
     The noise σ is measured from neighbour differences in the outer ring
-    (smooth wings cancel there); the spectrum is Wiener-shrunk
-    (factor max(0, 1 − 4 n² σ² / |P̂|²)), the wings are tapered to 0 (cosine,
-    2 px) beyond the radius where the azimuthal mean falls below 3 σ, and the
-    result is renormalised. Returns the new model and σ.
+    (smooth wings cancel there) and the spectrum is Wiener-shrunk (factor
+    max(0, 1 − 4 n² σ² / |P̂|²)). The wings, where the stack is mostly
+    noise, are replaced beyond 1.5 FWHM by a Moffat profile fitted to the
+    stack's ring means from 1 FWHM out (cosine blend over 1.5 px; a constant
+    term takes up residual sky): cutting them off instead
+    leaves rings around bright stars and biases fluxes low by the missing
+    few per cent. If the fit fails the wings are tapered to 0 (cosine, 2 px)
+    beyond the radius where the azimuthal mean falls below 3 σ. The result
+    is renormalised. Returns the new PSF (``psf`` itself when it cannot be
+    measured) and σ.
     """
-    from ._psf import PSFModel, measure_fwhm
+    from ._psf import measure_fwhm
 
-    psf = np.asarray(model.psf, dtype=np.float64)
     n = psf.shape[0]
     c = n // 2
     y, x = np.indices(psf.shape) - c
@@ -357,27 +426,34 @@ def _regularise_psf(model):
     outer = r > 0.7 * c
     pairs = outer[:, 1:] & outer[:, :-1]
     if pairs.sum() < 20:
-        return model, float("nan")
+        return psf, float("nan")
     diffs = (psf[:, 1:] - psf[:, :-1])[pairs]
     sigma = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2.0)
     if not sigma > 0:
-        return model, sigma
+        return psf, sigma
     spectrum = np.fft.rfft2(np.fft.ifftshift(psf))
     power = np.maximum(np.abs(spectrum) ** 2, np.finfo(np.float64).tiny)
     shrink = np.clip(1.0 - 4.0 * psf.size * sigma**2 / power, 0.0, 1.0)
     clean = np.fft.fftshift(np.fft.irfft2(spectrum * shrink, s=psf.shape))
-    rings = r.astype(int)
-    profile = np.bincount(rings.ravel(), clean.ravel()) / np.bincount(rings.ravel())
-    below = np.flatnonzero(profile < 3.0 * sigma)
-    edge = float(below[0]) if below.size else float(c)
-    ramp = np.clip((edge + 2.0 - r) / 2.0, 0.0, 1.0)
-    clean *= 0.5 - 0.5 * np.cos(np.pi * ramp)
+    fwhm = measure_fwhm(clean)
+    wings = _moffat_wings(psf, r, fwhm) if np.isfinite(fwhm) else None
+    if wings is not None:
+        join = max(_WING_JOIN_FWHM * fwhm, 2.0)
+        weight = np.clip((r - join) / 1.5, 0.0, 1.0)
+        weight = 0.5 - 0.5 * np.cos(np.pi * weight)
+        clean = (1.0 - weight) * clean + weight * wings
+    else:
+        rings = r.astype(int)
+        profile = np.bincount(rings.ravel(), clean.ravel()) / np.bincount(rings.ravel())
+        below = np.flatnonzero(profile < 3.0 * sigma)
+        edge = float(below[0]) if below.size else float(c)
+        ramp = np.clip((edge + 2.0 - r) / 2.0, 0.0, 1.0)
+        clean *= 0.5 - 0.5 * np.cos(np.pi * ramp)
     total = clean.sum()
     if not total > 0:
-        return model, sigma
+        return psf, sigma
     clean /= total
-    return PSFModel(psf=clean, fwhm=measure_fwhm(clean), n_stars=model.n_stars,
-                    method=f"{model.method}+regularised"), sigma
+    return clean, sigma
 
 
 def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
@@ -445,8 +521,11 @@ def difference(
         ``align_method`` ("interp"), ``refine`` (True): alignment.
         ``box_size`` (64), ``filter_size`` (3): background.
         ``psf_size``, ``min_stars`` (10), ``max_stars`` (200),
-        ``regularise_psf`` (True: suppress the pixel noise of empirical PSFs,
-        which ZOGY would turn into rings around bright sources): PSF.
+        ``psf_degree`` ("auto": a PSF whose width varies over the field as a
+        polynomial of degree 2 with 40 PSF stars or more, 1 with 20, else
+        constant; see :func:`astrid.estimate_psf`), ``regularise_psf``
+        (True: suppress the pixel noise of empirical PSFs, which ZOGY would
+        turn into rings around bright sources): PSF.
         ``science_zp``, ``reference_zp``: zero points for the flux ratio.
         ``astrometric_sigma`` ((σx, σy) px; default from the alignment's
         matched-star residuals, 0 without alignment), ``use_variance``
@@ -458,7 +537,9 @@ def difference(
         drizzling; True: always; False: white noise), ``systematic_fraction``
         ("auto": ε measured on bright static stars, see
         :func:`astrid.zogy.subtract`; or a number), ``mask_radius``,
-        ``fill_value``, ``workers``: subtraction.
+        ``fill_value``, ``workers``, ``tile_size`` (512: with a varying
+        PSF, ZOGY runs on tiles of about this many pixels, each with the PSFs
+        at its centre): subtraction.
 
     Returns
     -------
@@ -503,6 +584,7 @@ def difference(
             n_matched=alignment.n_matched,
             align_method=alignment.method,
         )
+        reference_stars = alignment.reference_stars
         astrometric_sigma = tuple(float(s) for s in alignment.astrometric_sigma)
         if not all(math.isfinite(s) for s in astrometric_sigma):
             astrometric_sigma = (0.0, 0.0)
@@ -513,6 +595,7 @@ def difference(
                 f"has {reference.shape}: use align=True to resample it onto the reference grid"
             )
         aligned = science
+        reference_stars = None
         footprint = ~(np.asarray(science.mask, bool) | ~np.isfinite(science.data))
         metrics.update(overlap=float(footprint.mean()), align_rms=float("nan"), n_matched=0, align_method="none")
         astrometric_sigma = (0.0, 0.0)
@@ -535,7 +618,7 @@ def difference(
     # --- PSFs
     start = time.perf_counter()
     psf_kwargs = {"size": options.get("psf_size"), "min_stars": options.get("min_stars", 10),
-                  "max_stars": options.get("max_stars", 200)}
+                  "max_stars": options.get("max_stars", 200), "degree": options.get("psf_degree", "auto")}
     regularise = bool(options.get("regularise_psf", True))
     psf_noise = {"sci": float("nan"), "ref": float("nan")}
     if science_psf is None:
@@ -546,8 +629,9 @@ def difference(
     else:
         science_psf = _as_psf_model(science_psf, "science")
     if reference_psf is None:
+        # The alignment already detected the reference's stars (same image, same mask).
         reference_psf = estimate_psf(reference.data, mask=ref_mask, background=ref_bg,
-                                     saturation=reference.meta.saturation, **psf_kwargs)
+                                     saturation=reference.meta.saturation, stars=reference_stars, **psf_kwargs)
         if regularise and reference_psf.method == "empirical":
             reference_psf, psf_noise["ref"] = _regularise_psf(reference_psf)
     else:
@@ -555,6 +639,7 @@ def difference(
     metrics.update(psf_noise_sci=psf_noise["sci"], psf_noise_ref=psf_noise["ref"])
     metrics.update(fwhm_sci=float(science_psf.fwhm), fwhm_ref=float(reference_psf.fwhm),
                    psf_method_sci=science_psf.method, psf_method_ref=reference_psf.method,
+                   psf_degree_sci=int(science_psf.degree), psf_degree_ref=int(reference_psf.degree),
                    n_psf_stars_sci=int(science_psf.n_stars), n_psf_stars_ref=int(reference_psf.n_stars))
     metrics["time_psf"] = time.perf_counter() - start
 
@@ -568,8 +653,14 @@ def difference(
 
         # Images rather than arrays: their zero points are the fallback when
         # too few stars are usable.
+        stars = None
+        if reference_stars is not None:
+            keep = (np.asarray(reference_stars["isolated"]) & ~np.asarray(reference_stars["saturated"])
+                    & ~np.asarray(reference_stars["masked"]))
+            stars = reference_stars[keep]
         measured = measure_flux_ratio(
             science_out, reference_out, science_psf=science_psf, reference_psf=reference_psf, mask=both_masks,
+            stars=stars,
             science_zp=options.get("science_zp"), reference_zp=options.get("reference_zp"),
         )
         ratio = float(measured.ratio)
@@ -602,17 +693,20 @@ def difference(
         metrics["noise_correlated_sci"] = sci_acf is not None
         metrics["noise_correlated_ref"] = ref_acf is not None
         raw = subtract(
-            N, R, science_psf.psf, reference_psf.psf, sci_bg.median_rms, ref_bg.median_rms,
+            N, R, _zogy_psf(science_psf, regularise), _zogy_psf(reference_psf, regularise),
+            sci_bg.median_rms, ref_bg.median_rms,
             flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var,
             astrometric_sigma=astrometric_sigma, mask=both_masks, dtype=dtype,
             workers=options.get("workers"), science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
-            systematic_fraction=options.get("systematic_fraction", "auto"), **common,
+            systematic_fraction=options.get("systematic_fraction", "auto"),
+            tile_size=options.get("tile_size", 512), **common,
         )
         S, S_corr, flux, flux_err, P_D = raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D
         D, mask = raw.D, raw.mask
         metrics.update(scorr_robust_std=raw.scorr_std, n_fft=raw.n_fft, mask_radius=raw.mask_radius,
                        systematic_fraction=raw.systematic_fraction, n_systematic_stars=raw.n_systematic_stars,
-                       astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1])
+                       astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1],
+                       n_tiles=max(len(raw.tiles), 1))
     else:
         from ._classic import classic_subtract
 

@@ -347,9 +347,10 @@ def flux_ratio(
                 flagged |= data >= level
     phot = []
     for data in (sci, ref):
-        filled = np.ascontiguousarray(np.where(flagged, 0.0, data), dtype=float)
+        # The kernel never reads flagged (NaN, masked, saturated) pixels: no filled copy needed.
+        data = np.ascontiguousarray(data) if data.dtype in (np.float32, np.float64) else data.astype(float)
         phot.append(
-            _aperture_photometry(filled, flagged, xy[:, 0].copy(), xy[:, 1].copy(), radius, 2.0 * radius, 3.0 * radius)
+            _aperture_photometry(data, flagged, xy[:, 0].copy(), xy[:, 1].copy(), radius, 2.0 * radius, 3.0 * radius)
         )
     (f_n, e_n), (f_r, e_r) = [
         (p[:, 0], p[:, 3] * np.sqrt(p[:, 1] * (1.0 + p[:, 1] / np.maximum(p[:, 4], 1.0)))) for p in phot

@@ -49,14 +49,14 @@ def test_gaussian_psf_shape_and_normalisation():
     psf = gaussian_psf(3.0)
     n = psf.shape[0]
     assert psf.shape == (n, n) and n % 2 == 1
-    assert n >= 15 and n == pytest.approx(6 * 3.0, abs=2)
+    assert n >= 25 and n == pytest.approx(10 * 3.0, abs=2)
     assert psf.sum() == pytest.approx(1.0)
     assert np.unravel_index(np.argmax(psf), psf.shape) == (n // 2, n // 2)
     np.testing.assert_allclose(psf, psf.T)
     np.testing.assert_allclose(psf, psf[::-1, ::-1])
     assert gaussian_psf(2.0, size=10).shape == (11, 11)  # even sizes become odd
-    assert gaussian_psf(1.5).shape == (15, 15)  # never smaller than 15
-    assert gaussian_psf(8.0).shape[0] >= 6 * 8
+    assert gaussian_psf(1.5).shape == (25, 25)  # never smaller than 25
+    assert gaussian_psf(8.0).shape[0] >= 10 * 8
     with pytest.raises(AstridInputError):
         gaussian_psf(-1.0)
 

@@ -75,7 +75,8 @@ class ZogyResult:
         source and astrometric terms of V_S).
     F_S : float
         Flux normalisation of ``S`` (eq. 42), also the background variance of
-        ``S`` (per pixel).
+        ``S`` (per pixel); of the central tile when the PSFs vary (see
+        :attr:`tiles`).
     mask : numpy.ndarray of bool
         True where the result must not be trusted: masked or non-finite input
         pixels, dilated by :attr:`mask_radius`, and a band of that width along
@@ -105,6 +106,10 @@ class ZogyResult:
         statistics) and ``total``.
     science_noise_acf, reference_noise_acf : numpy.ndarray or None
         The noise autocorrelations used (normalised, symmetrised).
+    tiles : tuple
+        With PSFs that vary over the field, ``(y0, y1, x0, x1, F_S)`` of each
+        tile (``P_D`` and ``F_S`` above are those of the central tile);
+        empty for a single pass.
     """
 
     D: np.ndarray
@@ -129,6 +134,7 @@ class ZogyResult:
     timings: dict = field(default_factory=dict)
     science_noise_acf: np.ndarray | None = None
     reference_noise_acf: np.ndarray | None = None
+    tiles: tuple = ()
 
     @property
     def V_S(self) -> np.ndarray:
@@ -137,7 +143,10 @@ class ZogyResult:
         Computed from ``flux_err`` on access (NaN where masked), so the
         result does not carry a sixth full-size image.
         """
-        return np.square(self.flux_err.astype(np.float64) * (self.F_S / self.flux_ratio))
+        F_S = np.full(self.flux_err.shape, self.F_S)
+        for y0, y1, x0, x1, tile_fs in self.tiles:
+            F_S[y0:y1, x0:x1] = tile_fs
+        return np.square(self.flux_err.astype(np.float64) * (F_S / self.flux_ratio))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -394,10 +403,15 @@ def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
 
 
-def _measure_systematic(SN_pad, SR_pad, Vsrc_pad, mask, pad, F_S, min_snr=50.0, min_stars=5):
-    """Fractional residual ε of bright static stars (``systematic_fraction="auto"``)."""
+def _systematic_excess(SN_pad, SR_pad, Vsrc_pad, mask, offset, F_S, min_snr=50.0) -> np.ndarray:
+    """Fractional excess residuals of the bright static stars in one image or tile.
+
+    ``mask`` is the output region (True: untrusted), which starts at
+    ``offset`` (y, x) in the padded planes.
+    """
     ny, nx = mask.shape
-    inner = (slice(pad, pad + ny), slice(pad, pad + nx))
+    oy, ox = offset
+    inner = (slice(oy, oy + ny), slice(ox, ox + nx))
     SN, SR = SN_pad[inner], SR_pad[inner]
     both = np.minimum(SN, SR)
     # V(S) >= F_S, so this cut keeps every star that passes the exact one below.
@@ -405,7 +419,7 @@ def _measure_systematic(SN_pad, SR_pad, Vsrc_pad, mask, pad, F_S, min_snr=50.0, 
     keep = (ys > 0) & (ys < ny - 1) & (xs > 0) & (xs < nx - 1)
     ys, xs = ys[keep], xs[keep]
     if ys.size == 0:
-        return 0.0, 0
+        return np.zeros(0)
     centre = both[ys, xs]
     is_peak = np.ones(ys.size, bool)
     for dy in (-1, 0, 1):
@@ -419,16 +433,20 @@ def _measure_systematic(SN_pad, SR_pad, Vsrc_pad, mask, pad, F_S, min_snr=50.0, 
     sn = SN[ys, xs].astype(np.float64)
     bright = sn > min_snr * np.sqrt(variance)
     ys, xs, sn, variance = ys[bright], xs[bright], sn[bright], variance[bright]
-    if ys.size < min_stars:
-        return 0.0, int(ys.size)
     residual = np.zeros(ys.size)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             diff = np.abs(SN[ys + dy, xs + dx].astype(np.float64) - SR[ys + dy, xs + dx])
             residual = np.maximum(residual, diff)
-    excess = np.sqrt(np.maximum((residual / sn) ** 2 - variance / sn**2, 0.0))
+    return np.sqrt(np.maximum((residual / sn) ** 2 - variance / sn**2, 0.0))
+
+
+def _systematic_from(excess: np.ndarray, min_stars: int = 5) -> tuple[float, int]:
+    """ε (``systematic_fraction="auto"``) from the stars' excess residuals, and their number."""
+    if excess.size < min_stars:
+        return 0.0, int(excess.size)
     # At a static star S_N ≈ S_R, so the term there is 2 ε² S_N².
-    return float(1.4826 * np.median(excess) / math.sqrt(2.0)), int(ys.size)
+    return float(1.4826 * np.median(excess) / math.sqrt(2.0)), int(excess.size)
 
 
 def _tile_mosaic(data, mask, max_pixels, gap, tile=128):
@@ -539,6 +557,140 @@ def _pad_reflect(image: np.ndarray, pad: tuple[int, int, int, int], dtype) -> np
 # ----------------------------------------------------------------------------- subtract
 
 
+@dataclass
+class _Planes:
+    """Padded full-grid results of one ZOGY pass over an image or one tile of it."""
+
+    D_pad: np.ndarray
+    SN_pad: np.ndarray       # S_N (or S itself when not split)
+    SR_pad: np.ndarray       # S_R (the same array as SN_pad when not split)
+    Vsrc_pad: np.ndarray     # V_N ⊗ k_n² + V_R ⊗ k_r², or a (1, 1) dummy
+    has_source: bool
+    F_S: float
+    n_fft: int
+    fft_seconds: float
+    spectral_seconds: float
+
+
+def _planes(N, R, bad, Pn, Pr, kernels, Vn, Vr, var_n, var_r, f_n, acf_n, acf_r, split, pad, grid, dtype,
+            workers) -> _Planes:
+    """One ZOGY pass: D, S_N, S_R (or S) and the source-noise map on the padded grid.
+
+    ``N`` and ``R`` (and the variance maps) are the image or tile to
+    process; it is zero-filled where ``bad`` and reflected into a border of
+    ``pad`` pixels on the FFT grid ``grid``.
+    """
+    f_r = 1.0
+    shape = N.shape
+    py, px = grid
+    padding = (pad, py - shape[0] - pad, pad, px - shape[1] - pad)
+    n_fft = 0
+    fft_seconds = 0.0
+
+    def forward(array):
+        nonlocal n_fft, fft_seconds
+        start = time.perf_counter()
+        out = scipy.fft.rfft2(array, workers=workers)
+        fft_seconds += time.perf_counter() - start
+        n_fft += 1
+        return out
+
+    def forward_stamp(stamp):
+        nonlocal n_fft, fft_seconds
+        start = time.perf_counter()
+        out = _stamp_rfft2(stamp.astype(dtype), grid, dtype, workers)
+        fft_seconds += time.perf_counter() - start
+        n_fft += 1
+        return out
+
+    def inverse(spectrum):
+        nonlocal n_fft, fft_seconds
+        start = time.perf_counter()
+        # Every spectrum is dead after its inverse: let pocketfft work in it.
+        out = scipy.fft.irfft2(spectrum, s=grid, workers=workers, overwrite_x=True)
+        fft_seconds += time.perf_counter() - start
+        n_fft += 1
+        return out
+
+    any_bad = bool(bad.any())
+    N_hat = forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype))
+    R_hat = forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding, dtype))
+    Pn_hat = forward_stamp(Pn)
+    Pr_hat = forward_stamp(Pr)
+    psd_dummy = np.zeros((1, 1), dtype=dtype)
+    psd_n = psd_dummy
+    psd_r = psd_dummy
+    if acf_n is not None:
+        psd_n = _noise_psd(acf_n, var_n, grid, dtype)
+    if acf_r is not None:
+        psd_r = _noise_psd(acf_r, var_r, grid, dtype)
+    last_col_weight = 1.0 if px % 2 == 0 else 2.0
+    start = time.perf_counter()
+    fs_sum = _kernels.zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, var_r,
+                                   acf_n is not None, acf_r is not None, last_col_weight, split)
+    spectral_seconds = time.perf_counter() - start
+    del psd_n, psd_r
+    F_S = fs_sum / (py * px)                                                     # eq. 42
+    D_pad = inverse(N_hat)
+    del N_hat
+    if split:
+        SN_pad = inverse(Pn_hat)
+        SR_pad = inverse(Pr_hat)
+    else:
+        SN_pad = inverse(R_hat)
+        SR_pad = SN_pad
+    del R_hat, Pn_hat, Pr_hat
+
+    # Source noise (eqs. 26-29): (V - σ²)+ ⊗ k², both terms through one inverse FFT.
+    has_source = Vn is not None or Vr is not None
+    if has_source:
+        spectra = []
+        for V, var, k in ((Vn, var_n, kernels.k_n), (Vr, var_r, kernels.k_r)):
+            if V is None:
+                spectra.append((None, None))
+                continue
+            excess = np.asarray(V).astype(dtype)  # a copy, modified in place
+            excess -= dtype.type(var)
+            excess[bad | ~(excess > 0)] = 0
+            V_hat = forward(_pad_reflect(excess, padding, dtype))
+            del excess
+            k2_hat = forward_stamp(np.fft.fftshift(k * k))
+            spectra.append((V_hat, k2_hat))
+        (Vn_hat, kn2_hat), (Vr_hat, kr2_hat) = spectra
+        has_n, has_r = Vn_hat is not None, Vr_hat is not None
+        dummy = np.zeros((1, 1), dtype=np.complex64 if dtype == np.float32 else np.complex128)
+        _kernels.kernel_squares_product(
+            Vn_hat if has_n else dummy, kn2_hat if has_n else dummy,
+            Vr_hat if has_r else dummy, kr2_hat if has_r else dummy, has_n, has_r,
+        )
+        Vsrc_pad = inverse(Vn_hat if has_n else Vr_hat)
+        del spectra, Vn_hat, kn2_hat, Vr_hat, kr2_hat
+    else:
+        Vsrc_pad = np.zeros((1, 1), dtype=dtype)
+    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad, has_source=has_source, F_S=F_S,
+                   n_fft=n_fft, fft_seconds=fft_seconds, spectral_seconds=spectral_seconds)
+
+
+def _tile_bounds(shape, tile_size) -> list[tuple[int, int, int, int]]:
+    """``(y0, y1, x0, x1)`` of a regular grid of tiles about ``tile_size`` pixels on a side."""
+    edges = []
+    for n in shape:
+        count = max(1, int(round(n / tile_size)))
+        edges.append(np.linspace(0, n, count + 1).round().astype(int))
+    return [(int(y0), int(y1), int(x0), int(x1))
+            for y0, y1 in zip(edges[0][:-1], edges[0][1:]) for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
+
+
+def _psf_for_tile(name, psf, bounds):
+    """The PSF array for a tile: ``psf`` itself, or ``psf(x, y)`` at the tile's centre."""
+    if callable(psf):
+        y0, y1, x0, x1 = bounds
+        psf = psf((x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0)
+    return _check_psf(name, psf)
+
+
+
+
 def subtract(
     science,
     reference,
@@ -559,6 +711,7 @@ def subtract(
     reference_noise_acf=None,
     mask_radius=None,
     fill_value=0.0,
+    tile_size=512,
 ) -> ZogyResult:
     """ZOGY proper image subtraction of two aligned, background-subtracted images.
 
@@ -567,9 +720,13 @@ def subtract(
     science, reference : array_like, shape (ny, nx)
         New image N and reference R, background subtracted, on the same grid,
         in their own data units. NaN and infinite pixels are allowed (masked).
-    science_psf, reference_psf : array_like, shape (m, m)
+    science_psf, reference_psf : array_like, shape (m, m), or callable
         PSFs P_n and P_r: odd sizes, centred at ``[m // 2, m // 2]``,
-        normalised to sum 1 (within 1e-3).
+        normalised to sum 1 (within 1e-3). For a PSF that varies over the
+        field, a callable ``psf(x, y) -> array`` (0-based pixel position,
+        e.g. :meth:`astrid.PSFModel.at`): the images are then processed in
+        tiles of about ``tile_size`` pixels, each with the PSFs at its
+        centre and with real data around it for the kernels' support.
     science_sigma, reference_sigma : float
         Background noise σ_n, σ_r (data units, > 0): the white noise of the
         paper.
@@ -618,6 +775,9 @@ def subtract(
         Value of ``D``, ``S``, ``S_corr`` and ``flux`` in masked pixels
         (0 keeps peak finders and CNN stamps free of NaN; use ``numpy.nan``
         to make masked pixels explicit).
+    tile_size : int, optional
+        Side of the tiles, in pixels, when a PSF is a callable (default 512;
+        at least 64). Ignored for fixed PSFs.
 
     Returns
     -------
@@ -647,6 +807,9 @@ def subtract(
     ``S_corr → −S_corr``, ``S → −S / flux_ratio`` and ``flux → −flux /
     flux_ratio`` (the flux is then in the other image's units).
 
+    With tiles, ε of the systematic term is measured over the stars of all
+    tiles together, and every count below is per tile.
+
     The number of full-size FFTs is 6 (N̂, R̂, P̂_n, P̂_r, D, S), plus 1 with
     the astrometric or systematic term (S_N and S_R separately), plus 2 for
     each variance map and 1 more with any (V̂ and the FFT of the squared
@@ -656,8 +819,12 @@ def subtract(
     dtype = _check_dtype(dtype)
     N, R = _as_aligned_pair(science, reference)
     shape = N.shape
-    Pn = _check_psf("science_psf", science_psf)
-    Pr = _check_psf("reference_psf", reference_psf)
+    if int(tile_size) != tile_size or tile_size < 64:
+        raise AstridInputError(f"tile_size: must be an integer >= 64 pixels, got {tile_size!r}")
+    varying = callable(science_psf) or callable(reference_psf)
+    tiles = _tile_bounds(shape, int(tile_size)) if varying else [(0, shape[0], 0, shape[1])]
+    psfs = [(_psf_for_tile("science_psf", science_psf, b), _psf_for_tile("reference_psf", reference_psf, b))
+            for b in tiles]
     acf_n = _check_acf("science_noise_acf", science_noise_acf)
     acf_r = _check_acf("reference_noise_acf", reference_noise_acf)
     sigma_n = _check_positive("science_sigma", science_sigma)
@@ -696,100 +863,23 @@ def subtract(
     if bad.all():
         raise AstridInputError("science/reference: no pixel is finite and unmasked in both images")
 
-    kernels = _small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n, acf_r)
-    radius = kernels.radius if mask_radius is None else mask_radius
-    pad = 2 * kernels.radius + 2
+    kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n, acf_r) for Pn, Pr in psfs]
+    kernel_radius = max(k.radius for k in kernels)
+    radius = kernel_radius if mask_radius is None else mask_radius
+    pad = 2 * kernel_radius + 2
+    # Each tile is processed with real data up to ``pad`` around it, so its own
+    # pixels see the full kernel support, as in a single pass.
+    margin = pad if len(tiles) > 1 else 0
+    ny, nx = shape
+    regions = [(max(y0 - margin, 0), min(y1 + margin, ny), max(x0 - margin, 0), min(x1 + margin, nx))
+               for y0, y1, x0, x1 in tiles]
+    largest_psf = max(max(Pn.shape + Pr.shape) for Pn, Pr in psfs)
     # The grid also holds the PSF stamps whole, so their spectra are exact.
-    py = scipy.fft.next_fast_len(max(shape[0] + 2 * pad, Pn.shape[0], Pr.shape[0]), real=True)
-    px = scipy.fft.next_fast_len(max(shape[1] + 2 * pad, Pn.shape[1], Pr.shape[1]), real=True)
-    padding = (pad, py - shape[0] - pad, pad, px - shape[1] - pad)
+    py = scipy.fft.next_fast_len(max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf), real=True)
+    px = scipy.fft.next_fast_len(max(max(r[3] - r[2] for r in regions) + 2 * pad, largest_psf), real=True)
     grid = (py, px)
     workers = -1 if workers is None else int(workers)
     split = ast_x > 0 or ast_y > 0 or auto_systematic or systematic > 0
-    n_fft = 0
-    fft_seconds = 0.0
-
-    def forward(array):
-        nonlocal n_fft, fft_seconds
-        start = time.perf_counter()
-        out = scipy.fft.rfft2(array, workers=workers)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
-        return out
-
-    def forward_stamp(stamp):
-        nonlocal n_fft, fft_seconds
-        start = time.perf_counter()
-        out = _stamp_rfft2(stamp.astype(dtype), grid, dtype, workers)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
-        return out
-
-    def inverse(spectrum):
-        nonlocal n_fft, fft_seconds
-        start = time.perf_counter()
-        # Every spectrum is dead after its inverse: let pocketfft work in it.
-        out = scipy.fft.irfft2(spectrum, s=grid, workers=workers, overwrite_x=True)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
-        return out
-
-    any_bad = bool(bad.any())
-    N_hat = forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype))
-    R_hat = forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding, dtype))
-    Pn_hat = forward_stamp(Pn)
-    Pr_hat = forward_stamp(Pr)
-    psd_dummy = np.zeros((1, 1), dtype=dtype)
-    psd_n = psd_dummy
-    psd_r = psd_dummy
-    if acf_n is not None:
-        psd_n = _noise_psd(acf_n, var_n, grid, dtype)
-    if acf_r is not None:
-        psd_r = _noise_psd(acf_r, var_r, grid, dtype)
-    last_col_weight = 1.0 if px % 2 == 0 else 2.0
-    start = time.perf_counter()
-    fs_sum = _kernels.zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, var_r,
-                                   acf_n is not None, acf_r is not None, last_col_weight, split)
-    spectral_seconds = time.perf_counter() - start
-    del psd_n, psd_r
-    F_S = fs_sum / (py * px)                                                     # eq. 42
-    F_D = _flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r)               # eq. 15
-    D_pad = inverse(N_hat)
-    del N_hat
-    if split:
-        SN_pad = inverse(Pn_hat)
-        SR_pad = inverse(Pr_hat)
-    else:
-        SN_pad = inverse(R_hat)
-        SR_pad = SN_pad
-    del R_hat, Pn_hat, Pr_hat
-
-    # Source noise (eqs. 26-29): (V - σ²)+ ⊗ k², both terms through one inverse FFT.
-    has_source = Vn is not None or Vr is not None
-    if has_source:
-        spectra = []
-        for V, var, k in ((Vn, var_n, kernels.k_n), (Vr, var_r, kernels.k_r)):
-            if V is None:
-                spectra.append((None, None))
-                continue
-            excess = np.asarray(V).astype(dtype)  # a copy, modified in place
-            excess -= dtype.type(var)
-            excess[bad | ~(excess > 0)] = 0
-            V_hat = forward(_pad_reflect(excess, padding, dtype))
-            del excess
-            k2_hat = forward_stamp(np.fft.fftshift(k * k))
-            spectra.append((V_hat, k2_hat))
-        (Vn_hat, kn2_hat), (Vr_hat, kr2_hat) = spectra
-        has_n, has_r = Vn_hat is not None, Vr_hat is not None
-        dummy = np.zeros((1, 1), dtype=np.complex64 if dtype == np.float32 else np.complex128)
-        _kernels.kernel_squares_product(
-            Vn_hat if has_n else dummy, kn2_hat if has_n else dummy,
-            Vr_hat if has_r else dummy, kr2_hat if has_r else dummy, has_n, has_r,
-        )
-        Vsrc_pad = inverse(Vn_hat if has_n else Vr_hat)
-        del spectra, Vn_hat, kn2_hat, Vr_hat, kr2_hat
-    else:
-        Vsrc_pad = np.zeros((1, 1), dtype=dtype)
 
     out_mask = _dilate(bad, radius)
     if radius > 0:
@@ -798,40 +888,68 @@ def subtract(
         out_mask[:, :radius] = True
         out_mask[:, -radius:] = True
 
-    n_systematic_stars = 0
-    if auto_systematic:
-        systematic, n_systematic_stars = _measure_systematic(
-            SN_pad, SR_pad, Vsrc_pad if has_source else None, out_mask, pad, F_S
-        )
-
-    start = time.perf_counter()
     D = np.empty(shape, dtype=dtype)
     S = np.empty(shape, dtype=dtype)
     S_corr = np.empty(shape, dtype=dtype)
     flux = np.empty(shape, dtype=dtype)
     flux_err = np.empty(shape, dtype=dtype)
-    _kernels.assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, out_mask, pad, pad, F_S, f_n,
-                      ast_x**2, ast_y**2, systematic**2, split, has_source, float(fill_value),
-                      D, S, S_corr, flux, flux_err)
-    del D_pad, SN_pad, SR_pad, Vsrc_pad
-    scorr_std = robust_std(S_corr, out_mask)
-    assemble_seconds = time.perf_counter() - start
-    timings = {
-        "fft": fft_seconds,
-        "spectral": spectral_seconds,
-        "assemble": assemble_seconds,
-        "total": time.perf_counter() - started,
-    }
+    n_fft = 0
+    seconds = {"fft": 0.0, "spectral": 0.0, "assemble": 0.0}
 
+    def finish(bounds, offset, planes, systematic):
+        start = time.perf_counter()
+        view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
+        _kernels.assemble(planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad, out_mask[view],
+                          offset[0], offset[1], planes.F_S, f_n, ast_x**2, ast_y**2, systematic**2, split,
+                          planes.has_source, float(fill_value),
+                          D[view], S[view], S_corr[view], flux[view], flux_err[view])
+        seconds["assemble"] += time.perf_counter() - start
+
+    pending = []
+    excess = []
+    tile_fs = []
+    for bounds, region, (Pn, Pr), kern in zip(tiles, regions, psfs, kernels):
+        sy0, sy1, sx0, sx1 = region
+        cut = (slice(sy0, sy1), slice(sx0, sx1))
+        planes = _planes(N[cut], R[cut], bad[cut], Pn, Pr, kern, None if Vn is None else Vn[cut],
+                         None if Vr is None else Vr[cut], var_n, var_r, f_n, acf_n, acf_r, split, pad, grid,
+                         dtype, workers)
+        n_fft += planes.n_fft
+        seconds["fft"] += planes.fft_seconds
+        seconds["spectral"] += planes.spectral_seconds
+        tile_fs.append(planes.F_S)
+        offset = (pad + bounds[0] - sy0, pad + bounds[2] - sx0)
+        if auto_systematic:
+            # ε comes from the bright stars of the whole image: finish the tiles once it is known.
+            excess.append(_systematic_excess(
+                planes.SN_pad, planes.SR_pad, planes.Vsrc_pad if planes.has_source else None,
+                out_mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
+            ))
+            pending.append((bounds, offset, planes))
+        else:
+            finish(bounds, offset, planes, systematic)
+        del planes
+
+    n_systematic_stars = 0
+    if auto_systematic:
+        systematic, n_systematic_stars = _systematic_from(np.concatenate(excess))
+        while pending:
+            finish(*pending.pop(), systematic)
+    start = time.perf_counter()
+    scorr_std = robust_std(S_corr, out_mask)
+    seconds["assemble"] += time.perf_counter() - start
+    seconds["total"] = time.perf_counter() - started
+
+    centre = min(range(len(tiles)), key=lambda i: abs(tiles[i][0] + tiles[i][1] - ny) + abs(tiles[i][2] + tiles[i][3] - nx))
     return ZogyResult(
         D=D,
-        P_D=kernels.P_D.astype(dtype),
-        F_D=F_D,
+        P_D=kernels[centre].P_D.astype(dtype),
+        F_D=_flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r),               # eq. 15
         S=S,
         S_corr=S_corr,
         flux=flux,
         flux_err=flux_err,
-        F_S=F_S,
+        F_S=tile_fs[centre],
         mask=out_mask,
         scorr_std=scorr_std,
         flux_ratio=f_n,
@@ -843,9 +961,10 @@ def subtract(
         mask_radius=radius,
         padded_shape=grid,
         n_fft=n_fft,
-        timings=timings,
+        timings=seconds,
         science_noise_acf=acf_n,
         reference_noise_acf=acf_r,
+        tiles=tuple((*b, fs) for b, fs in zip(tiles, tile_fs)) if len(tiles) > 1 else (),
     )
 
 
@@ -915,7 +1034,8 @@ def flux_at(result: ZogyResult, x: float, y: float, search_radius: int = 2) -> d
         log_peak -= (la - lc) ** 2 / (8.0 * curvature)
     peak = sign * math.exp(log_peak)
     out.update(
-        flux=result.flux_ratio * peak / result.F_S,
+        # flux = flux_ratio · S / F_S at the pixel, with F_S of its tile.
+        flux=float(result.flux[py, px]) * peak / float(S[py, px]),
         x=px + shift[1],
         y=py + shift[0],
         masked=False,
