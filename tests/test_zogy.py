@@ -338,3 +338,63 @@ def test_bad_inputs_raise_clear_errors(kwargs, message):
     args.update(kwargs)
     with pytest.raises(AstridInputError, match=message):
         subtract(**args)
+
+
+def test_systematic_term_spares_transients_on_extended_galaxies():
+    # The term follows the compact part of the static sources: a broad galaxy
+    # (no PSF-model residual to speak of) must not hide a transient at its centre.
+    rng = np.random.default_rng(21)
+    shape = (128, 128)
+    N, R = noise_pair(rng, shape)
+    yy, xx = np.indices(shape)
+    galaxy = 5e4 * np.exp(-((xx - 64) ** 2 + (yy - 64) ** 2) / (2 * 10.0**2)) / (2 * np.pi * 10.0**2)
+    N += galaxy
+    R += galaxy
+    add_source(N, 64.0, 64.0, 600.0, 3.0)
+    star_n, star_r = N.copy(), R.copy()
+    add_source(star_n, 64.0, 64.0, 5e4, 3.0)      # the same flux, compact: a static star
+    add_source(star_r, 64.0, 64.0, 5e4, 3.0)
+    P = gaussian(3.0)
+    plain = subtract(N, R, P, P, 5.0, 3.0)
+    on_galaxy = subtract(N, R, P, P, 5.0, 3.0, systematic_fraction=0.03)
+    on_star = subtract(star_n, star_r, P, P, 5.0, 3.0, systematic_fraction=0.03)
+    print("S_corr of the transient: no term", plain.S_corr[64, 64], "on the galaxy", on_galaxy.S_corr[64, 64],
+          "on a star", on_star.S_corr[64, 64])
+    assert plain.S_corr[64, 64] > 20
+    assert on_galaxy.S_corr[64, 64] > 0.5 * plain.S_corr[64, 64]
+    assert on_star.S_corr[64, 64] < 0.25 * on_galaxy.S_corr[64, 64]
+
+
+def test_psfs_varying_over_the_field_are_applied_per_tile():
+    # The science PSF broadens from left to right; a callable PSF follows it,
+    # a single PSF leaves residuals at the stars far from where it is right.
+    rng = np.random.default_rng(5)
+    shape = (256, 512)
+    N, R = noise_pair(rng, shape, 2.0, 2.0)
+
+    def fwhm_n(x):
+        return 2.6 + 1.2 * x / shape[1]
+
+    for _ in range(60):
+        x, y = rng.uniform(20, shape[1] - 20), rng.uniform(20, shape[0] - 20)
+        add_source(N, x, y, 3e3, fwhm_n(x))
+        add_source(R, x, y, 3e3, 2.5)
+    add_source(N, 400.0, 128.0, 400.0, fwhm_n(400.0))   # a transient
+
+    def science_psf(x, y):
+        return gaussian(fwhm_n(x))
+
+    fixed = subtract(N, R, science_psf(256, 128), gaussian(2.5), 2.0, 2.0)
+    tiled = subtract(N, R, science_psf, gaussian(2.5), 2.0, 2.0, tile_size=128)
+    assert len(tiled.tiles) == 8 and fixed.tiles == ()
+    assert {t[:4] for t in tiled.tiles} == {(y0, y0 + 128, x0, x0 + 128) for y0 in (0, 128) for x0 in range(0, 512, 128)}
+    bad_fixed = np.count_nonzero((np.abs(fixed.S_corr) > 5) & ~fixed.mask)
+    bad_tiled = np.count_nonzero((np.abs(tiled.S_corr[:, :380]) > 5) & ~tiled.mask[:, :380])
+    print("pixels above 5 sigma: one PSF", bad_fixed, "tiles", bad_tiled)
+    assert bad_fixed > 50 and bad_tiled < 0.2 * bad_fixed
+    assert tiled.S_corr[128, 400] > 5
+    assert flux_at(tiled, 400.0, 128.0)["flux"] == pytest.approx(400.0, rel=0.15)
+    # V_S uses each tile's own F_S.
+    assert np.all(tiled.V_S[~tiled.mask] > 0)
+    with pytest.raises(AstridInputError, match="tile_size"):
+        subtract(N, R, science_psf, gaussian(2.5), 2.0, 2.0, tile_size=10)

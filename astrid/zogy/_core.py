@@ -902,9 +902,17 @@ def subtract(
         _kernels.assemble(planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad, out_mask[view],
                           offset[0], offset[1], planes.F_S, f_n, ast_x**2, ast_y**2, systematic**2, split,
                           planes.has_source, float(fill_value),
-                          D[view], S[view], S_corr[view], flux[view], flux_err[view])
+                          D[view], S[view], S_corr[view], flux[view], flux_err[view], ring)
         seconds["assemble"] += time.perf_counter() - start
 
+    # The systematic term follows the compact part of the sources (see
+    # _kernels.assemble): S on a ring of two FWHM of P_D is subtracted.
+    ring = 0
+    if split:
+        from .._psf import measure_fwhm
+
+        width = measure_fwhm(kernels[0].P_D)
+        ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
     pending = []
     excess = []
     tile_fs = []

@@ -129,10 +129,24 @@ def kernel_squares_product(Vn_hat, kn2_hat, Vr_hat, kr2_hat, has_n, has_r):
                 Vr_hat[i, j] = Vr_hat[i, j] * kr2_hat[i, j]
 
 
+@njit(cache=True, inline="always")
+def _compact(S_pad, i, j, ring, diagonal):
+    """S at (i, j) minus its mean on a ring of radius ``ring``: the point-like part of a source.
+
+    A point source's S has fallen to almost nothing on a ring of two PSF
+    widths, so it keeps its full value; an extended source (a galaxy's
+    bulge) is nearly as bright on the ring, so little of it is left.
+    """
+    total = (S_pad[i + ring, j] + S_pad[i - ring, j] + S_pad[i, j + ring] + S_pad[i, j - ring]
+             + S_pad[i + diagonal, j + diagonal] + S_pad[i + diagonal, j - diagonal]
+             + S_pad[i - diagonal, j + diagonal] + S_pad[i - diagonal, j - diagonal])
+    return S_pad[i, j] - 0.125 * total
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x, var_ast_y,
              systematic2, split, has_source_variance, fill_value,
-             D_out, S_out, Scorr_out, flux_out, flux_err_out):
+             D_out, S_out, Scorr_out, flux_out, flux_err_out, ring=0):
     """Crop the padded results and form S, V(S), S_corr, flux and its error in one pass.
 
     Parameters
@@ -159,8 +173,13 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
         Squared astrometric noise σ_x², σ_y² in pixels² (used when ``split``).
     systematic2 : float
         Squared fractional systematic error ε² (used when ``split``): adds
-        2 ε² min(S_N², S_R²) to V(S).
+        2 ε² min(C_N², C_R²) to V(S), where C is S_N or S_R minus its mean
+        on a ring of radius ``ring`` (the compact part; S itself when
+        ``ring`` is 0).
+    ring : int
+        Radius of that ring in pixels (≤ the padding).
     """
+    diagonal = int(round(ring / math.sqrt(2.0)))
     ny, nx = mask.shape
     inv_fs = 1.0 / F_S
     nan = np.nan
@@ -190,9 +209,14 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
                 gxr = 0.5 * (SR_pad[pi, pj + 1] - SR_pad[pi, pj - 1])
                 gyr = 0.5 * (SR_pad[pi + 1, pj] - SR_pad[pi - 1, pj])
                 v += var_ast_x * (gxn * gxn + gxr * gxr) + var_ast_y * (gyn * gyn + gyr * gyr)
-                sn = SN_pad[pi, pj]
-                sr = SR_pad[pi, pj]
-                v += 2.0 * systematic2 * min(sn * sn, sr * sr)
+                if systematic2 > 0.0:
+                    if ring > 0:
+                        sn = _compact(SN_pad, pi, pj, ring, diagonal)
+                        sr = _compact(SR_pad, pi, pj, ring, diagonal)
+                    else:
+                        sn = SN_pad[pi, pj]
+                        sr = SR_pad[pi, pj]
+                    v += 2.0 * systematic2 * min(sn * sn, sr * sr)
             sd = math.sqrt(v)
             D_out[i, j] = D_pad[pi, pj]
             S_out[i, j] = s
