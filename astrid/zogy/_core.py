@@ -906,7 +906,7 @@ def subtract(
         seconds["assemble"] += time.perf_counter() - start
 
     # The systematic term follows the compact part of the sources (see
-    # _kernels.assemble): S on a ring of two FWHM of P_D is subtracted.
+    # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
     ring = 0
     if split:
         from .._psf import measure_fwhm

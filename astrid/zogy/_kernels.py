@@ -131,16 +131,21 @@ def kernel_squares_product(Vn_hat, kn2_hat, Vr_hat, kr2_hat, has_n, has_r):
 
 @njit(cache=True, inline="always")
 def _compact(S_pad, i, j, ring, diagonal):
-    """S at (i, j) minus its mean on a ring of radius ``ring``: the point-like part of a source.
+    """S at (i, j) less the lowest of its values on a ring of radius ``ring``: the point-like part of a source.
 
-    A point source's S has fallen to almost nothing on a ring of two PSF
-    widths, so it keeps its full value; an extended source (a galaxy's
-    bulge) is nearly as bright on the ring, so little of it is left.
+    Around a point source S has fallen to almost nothing on part of a ring of
+    two PSF widths, from any pixel of the source (the far side of the ring
+    misses it), so the source keeps its value; an extended source (a
+    galaxy's disc or bulge) is bright all round the ring, so little of it
+    is left. Only positive excesses count as sources.
     """
-    total = (S_pad[i + ring, j] + S_pad[i - ring, j] + S_pad[i, j + ring] + S_pad[i, j - ring]
-             + S_pad[i + diagonal, j + diagonal] + S_pad[i + diagonal, j - diagonal]
-             + S_pad[i - diagonal, j + diagonal] + S_pad[i - diagonal, j - diagonal])
-    return S_pad[i, j] - 0.125 * total
+    s = S_pad[i, j]
+    low = min(S_pad[i + ring, j], S_pad[i - ring, j], S_pad[i, j + ring], S_pad[i, j - ring],
+              S_pad[i + diagonal, j + diagonal], S_pad[i + diagonal, j - diagonal],
+              S_pad[i - diagonal, j + diagonal], S_pad[i - diagonal, j - diagonal])
+    if s > 0.0 and low > 0.0:
+        return s - min(low, s)
+    return s
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -173,9 +178,9 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
         Squared astrometric noise σ_x², σ_y² in pixels² (used when ``split``).
     systematic2 : float
         Squared fractional systematic error ε² (used when ``split``): adds
-        2 ε² min(C_N², C_R²) to V(S), where C is S_N or S_R minus its mean
-        on a ring of radius ``ring`` (the compact part; S itself when
-        ``ring`` is 0).
+        2 ε² min(C_N², C_R²) to V(S), where C is S_N or S_R less the lowest
+        of its values on a ring of radius ``ring`` (the compact part; S
+        itself when ``ring`` is 0).
     ring : int
         Radius of that ring in pixels (≤ the padding).
     """
