@@ -255,3 +255,50 @@ def test_decam_cutouts_fwhm_matches_header():
         with pytest.warns(AstridWarning, match="usable PSF stars"):
             model = estimate_psf(image.data, image.mask, saturation=image.meta.saturation)
         assert model.fwhm == pytest.approx(image.header["FWHM"], rel=0.15), path.name
+
+
+def _varying_star_image(n=512, nstars=150, seed=3):
+    """Gaussian stars whose FWHM grows linearly from 2.6 px (x = 0) to 3.4 px (x = n)."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((n, n))
+    for _ in range(nstars):
+        x, y = rng.uniform(20, n - 20, 2)
+        f = math.exp(rng.uniform(math.log(5000.0), math.log(60000.0)))
+        s = (2.6 + 0.8 * x / n) / (2 * math.sqrt(2 * math.log(2)))
+        xs, ys = np.arange(int(x) - 15, int(x) + 16), np.arange(int(y) - 15, int(y) + 16)
+        gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
+        gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
+        img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
+    return img + 100.0 + rng.normal(0.0, 5.0, img.shape)
+
+
+def test_psf_width_varying_over_the_field():
+    img = _varying_star_image()
+    constant = estimate_psf(img, background=100.0, rms=5.0)
+    varying = estimate_psf(img, background=100.0, rms=5.0, degree="auto")
+    assert not constant.varies and constant.at(10, 10) is constant.psf
+    assert varying.varies and varying.degree == 2 and varying.n_stars >= 40
+    for x in (40.0, 256.0, 470.0):
+        true = math.sqrt((2.6 + 0.8 * x / 512) ** 2 + PIXEL_FWHM2)
+        psf = varying.at(x, 256.0)
+        assert psf.shape == varying.psf.shape and psf.sum() == pytest.approx(1.0)
+        assert measure_fwhm(psf) == pytest.approx(true, rel=0.03)
+    # Across the field the model follows a 27 % change of width that one PSF cannot.
+    assert measure_fwhm(varying.at(470.0, 256.0)) / measure_fwhm(varying.at(40.0, 256.0)) > 1.18
+    assert abs(varying.width_at(256.0, 40.0) - varying.width_at(256.0, 470.0)) < 0.03  # no change along y
+    linear = estimate_psf(img, background=100.0, rms=5.0, degree=1)
+    assert linear.degree == 1 and linear.width_coefficients.shape == (3,)
+    with pytest.raises(AstridInputError, match="degree"):
+        estimate_psf(img, background=100.0, rms=5.0, degree=3)
+
+
+def test_stars_can_be_passed_in():
+    from astrid._stars import find_stars
+
+    img = _varying_star_image()
+    stars = find_stars(img, background=100.0, rms=5.0)
+    given = estimate_psf(img, background=100.0, rms=5.0, stars=stars)
+    found = estimate_psf(img, background=100.0, rms=5.0)
+    np.testing.assert_allclose(given.psf, found.psf, atol=1e-6)
+    with pytest.raises(AstridInputError, match="stars"):
+        estimate_psf(img, background=100.0, rms=5.0, stars=stars[["x", "y"]])
