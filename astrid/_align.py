@@ -110,6 +110,11 @@ class Alignment:
         The stars :func:`~astrid.find_stars` detected in the reference image
         for the matching (all of them, before any cut), so that later steps
         (PSF, flux ratio) need not detect them again.
+    science_stars : astropy.table.Table or None
+        The science image's stars, measured on its own grid, with ``x`` and
+        ``y`` moved onto the reference grid (those that land on it); None
+        when the pixel scales differ (widths and fluxes would not carry
+        over).
     """
 
     image: Image
@@ -123,6 +128,7 @@ class Alignment:
     transform: np.ndarray = field(default_factory=lambda: np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     flux_scale: float = 1.0
     reference_stars: Table | None = None
+    science_stars: Table | None = None
 
 
 # --------------------------------------------------------------------------
@@ -479,18 +485,20 @@ def _good_stars(table):
 def _refine(science, reference, sci_wcs, ref_wcs):
     """Match stars and fit the correction of the WCS mapping.
 
-    Returns ``(transform, src, dst, snr, model, ref_stars)``: ``src`` are the
+    Returns ``(transform, src, dst, snr, model, ref_stars, sci_stars)``: ``src`` are the
     WCS-predicted reference positions of the matched science stars (outliers
     removed), ``dst`` their measured reference positions, ``snr`` the lower
     of each pair's two S/N and ``model`` one of ``"affine"``, ``"shift"`` or
     ``"wcs"`` (the WCS needs no correction, or too few stars matched), and
-    ``ref_stars`` every star found in the reference.
+    ``ref_stars`` and ``sci_stars`` every star found in each image (science
+    positions on the science grid).
     """
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     ref_stars = find_stars(reference.data, reference.mask, saturation=reference.meta.saturation)
-    nothing = (identity, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), "wcs", ref_stars)
+    sci_stars = find_stars(science.data, science.mask, saturation=science.meta.saturation)
+    nothing = (identity, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), "wcs", ref_stars, sci_stars)
     ref_tab = _good_stars(ref_stars)
-    sci_tab = _good_stars(find_stars(science.data, science.mask, saturation=science.meta.saturation))
+    sci_tab = _good_stars(sci_stars)
     if len(ref_tab) < _MIN_SHIFT_STARS or len(sci_tab) < _MIN_SHIFT_STARS:
         return nothing
     sx, sy = _pixel_map(sci_wcs, ref_wcs, np.asarray(sci_tab["x"]), np.asarray(sci_tab["y"]))
@@ -527,9 +535,23 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         s, d = src[i1], dst[i2]
         transform, keep, model = _fit(s, d, sig, centre)
         snr = np.minimum(sci_snr[i1], ref_snr[i2])
-        result = (transform, s[keep], d[keep], snr[keep], model, ref_stars)
+        result = (transform, s[keep], d[keep], snr[keep], model, ref_stars, sci_stars)
         radius = max(1.0, 0.3 * fwhm)
     return result
+
+
+def _stars_on_reference(stars, sci_wcs, ref_wcs, transform, shape):
+    """The science star table with x, y mapped onto the reference grid (refined), off-grid rows dropped."""
+    if len(stars) == 0:
+        return stars
+    px, py = _pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
+    px, py = _apply(transform, px, py)
+    ny, nx = shape
+    inside = np.isfinite(px) & np.isfinite(py) & (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
+    out = stars[inside]
+    out["x"] = px[inside]
+    out["y"] = py[inside]
+    return out
 
 
 def _residual_stats(res, snr, n_params):
@@ -657,7 +679,7 @@ def align(
     if abs(flux_scale - 1.0) < 1e-6:
         flux_scale = 1.0
 
-    transform, src, dst, snr, model, ref_stars = _refine(science, reference, sci_wcs, ref_wcs)
+    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
     n_matched = len(src)
     if n_matched < _MIN_SHIFT_STARS and refine:
         warnings.warn(
@@ -723,6 +745,8 @@ def align(
         transform=transform,
         flux_scale=flux_scale,
         reference_stars=ref_stars,
+        science_stars=_stars_on_reference(sci_stars, sci_wcs, ref_wcs, transform, shape)
+        if used_method == "interp" and flux_scale == 1.0 else None,
     )
 
 

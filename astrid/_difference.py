@@ -595,6 +595,7 @@ def difference(
             align_method=alignment.method,
         )
         reference_stars = alignment.reference_stars
+        science_stars = alignment.science_stars
         astrometric_sigma = tuple(float(s) for s in alignment.astrometric_sigma)
         if not all(math.isfinite(s) for s in astrometric_sigma):
             astrometric_sigma = (0.0, 0.0)
@@ -605,7 +606,7 @@ def difference(
                 f"has {reference.shape}: use align=True to resample it onto the reference grid"
             )
         aligned = science
-        reference_stars = None
+        reference_stars = science_stars = None
         footprint = ~(np.asarray(science.mask, bool) | ~np.isfinite(science.data))
         metrics.update(overlap=float(footprint.mean()), align_rms=float("nan"), n_matched=0, align_method="none")
         astrometric_sigma = (0.0, 0.0)
@@ -632,8 +633,9 @@ def difference(
     regularise = bool(options.get("regularise_psf", True))
     psf_noise = {"sci": float("nan"), "ref": float("nan")}
     if science_psf is None:
+        # The alignment measured the science stars on their own grid and moved them onto this one.
         science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
-                                   saturation=aligned.meta.saturation, **psf_kwargs)
+                                   saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
         if regularise and science_psf.method == "empirical":
             science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
     else:

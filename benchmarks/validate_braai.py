@@ -90,8 +90,13 @@ def simulate_fields(args, cache: Path):
     from astrid.triplets import build_training_set, load_triplets, write_triplets
 
     real_kinds = tuple(args.real_kinds.split(","))
+    # The cached triplets belong to this version of the engine: any change to
+    # astrid's source (simulator, differencing, detection) gives a new key.
+    engine = hashlib.sha256()
+    for source in sorted(Path(simulate.__file__).parents[1].rglob("*.py")):
+        engine.update(source.read_bytes())
     key = hashlib.sha256(json.dumps([args.size, args.supernovae, args.variables, args.random_bogus,
-                                     args.seed, args.radius, real_kinds]).encode()).hexdigest()[:12]
+                                     args.seed, args.radius, real_kinds, engine.hexdigest()]).encode()).hexdigest()[:12]
     cache = cache / f"fields-{key}"
     cache.mkdir(parents=True, exist_ok=True)
     parts, timing = [], {"simulate": 0.0, "difference": 0.0, "triplets": 0.0, "cached": 0}

@@ -399,3 +399,22 @@ def test_jwst_pair_aligns():
     assert result.overlap > 0.95
     assert result.n_matched >= 20
     assert result.rms < 0.15
+
+
+def test_star_lists_are_handed_on_in_reference_pixels():
+    from astrid._stars import match_stars
+    from astrid.simulate import pair
+
+    sim = pair(512, seed=4)
+    result = align(sim.science, sim.reference)
+    ref, sci = result.reference_stars, result.science_stars
+    assert ref is not None and sci is not None and len(sci) > 20
+    ny, nx = sim.reference.shape
+    assert np.all((sci["x"] >= 0) & (sci["x"] <= nx - 1) & (sci["y"] >= 0) & (sci["y"] <= ny - 1))
+    # Transients, cosmic rays and saturated stars have no counterpart: compare the stars that match.
+    bright = sci[(sci["snr"] > 20) & ~sci["saturated"]]
+    i1, i2 = match_stars(np.column_stack([bright["x"], bright["y"]]), np.column_stack([ref["x"], ref["y"]]), radius=1.5)
+    assert len(i1) >= 20
+    offsets = np.hypot(np.asarray(bright["x"])[i1] - np.asarray(ref["x"])[i2],
+                       np.asarray(bright["y"])[i1] - np.asarray(ref["y"])[i2])
+    assert np.median(offsets) < 0.2
