@@ -633,9 +633,24 @@ def difference(
     regularise = bool(options.get("regularise_psf", True))
     psf_noise = {"sci": float("nan"), "ref": float("nan")}
     if science_psf is None:
-        # The alignment measured the science stars on their own grid and moved them onto this one.
-        science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
-                                   saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
+        science_psf = None
+        if science_stars is not None:
+            # The alignment measured the science stars on their own grid and moved them onto
+            # this one. Their S/N is that of the original pixels (resampling correlates the
+            # noise and inflates a per-pixel S/N), so fewer may pass the cuts: if too few do,
+            # the stars are searched again on the resampled image.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
+                                           saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
+            if science_psf.method == "gaussian-fallback":
+                science_psf = None
+            else:
+                for warning in caught:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        if science_psf is None:
+            science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
+                                       saturation=aligned.meta.saturation, **psf_kwargs)
         if regularise and science_psf.method == "empirical":
             science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
     else:
