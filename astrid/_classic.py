@@ -17,7 +17,15 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import AstridInputError
-from .zogy._core import _as_aligned_pair, _check_dtype, _check_map, _check_positive, _dilate, robust_std
+from .zogy._core import (
+    _as_aligned_pair,
+    _bad_pixels,
+    _check_dtype,
+    _check_map,
+    _check_positive,
+    _untrusted,
+    robust_std,
+)
 
 __all__ = ["ClassicResult", "classic_subtract", "FWHM_PER_SIGMA"]
 
@@ -160,14 +168,7 @@ def classic_subtract(
         raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
     mask_radius = int(mask_radius)
 
-    bad = ~np.isfinite(N) | ~np.isfinite(R)
-    if user_mask is not None:
-        bad |= user_mask.astype(bool)
-    for V in (Vn, Vr):
-        if V is not None:
-            bad |= ~np.isfinite(V)
-    if bad.all():
-        raise AstridInputError("science/reference: no pixel is finite and unmasked in both images")
+    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
 
     n_img = np.where(bad, 0.0, N).astype(np.float64)
     r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
@@ -195,12 +196,7 @@ def classic_subtract(
     noise = np.sqrt(np.maximum(var_n + var_r, np.finfo(np.float64).tiny))
     significance = D / noise
 
-    out_mask = _dilate(bad, mask_radius)
-    if mask_radius > 0:
-        out_mask[:mask_radius, :] = True
-        out_mask[-mask_radius:, :] = True
-        out_mask[:, :mask_radius] = True
-        out_mask[:, -mask_radius:] = True
+    out_mask = _untrusted(bad, mask_radius)
     D[out_mask] = fill_value
     significance[out_mask] = fill_value
     return ClassicResult(

@@ -368,8 +368,9 @@ def _regularise_psf(model):
 
     from ._psf import measure_fwhm
 
-    clean, sigma = _regularise_array(np.asarray(model.psf, dtype=np.float64))
-    if clean is model.psf:
+    psf = np.asarray(model.psf, dtype=np.float64)
+    clean, sigma = _regularise_array(psf)
+    if clean is psf:  # nothing to measure the noise on: unchanged
         return model, sigma
     return dataclasses.replace(model, psf=clean, fwhm=measure_fwhm(clean), method=f"{model.method}+regularised"), sigma
 
@@ -633,24 +634,10 @@ def difference(
     regularise = bool(options.get("regularise_psf", True))
     psf_noise = {"sci": float("nan"), "ref": float("nan")}
     if science_psf is None:
-        science_psf = None
-        if science_stars is not None:
-            # The alignment measured the science stars on their own grid and moved them onto
-            # this one. Their S/N is that of the original pixels (resampling correlates the
-            # noise and inflates a per-pixel S/N), so fewer may pass the cuts: if too few do,
-            # the stars are searched again on the resampled image.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
-                                           saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
-            if science_psf.method == "gaussian-fallback":
-                science_psf = None
-            else:
-                for warning in caught:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        if science_psf is None:
-            science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
-                                       saturation=aligned.meta.saturation, **psf_kwargs)
+        # The alignment measured the science stars on their own grid and moved them onto this
+        # one: their S/N is not inflated by the resampling's correlated noise.
+        science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
+                                   saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
         if regularise and science_psf.method == "empirical":
             science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
     else:

@@ -403,7 +403,7 @@ def _as_array(value, shape, name):
     return arr
 
 
-def _fallback(fwhm, size, n_usable, min_stars, why, pixelized):
+def _fallback(fwhm, size, n_usable, min_stars, why, pixelized, stacklevel=3):
     """Gaussian PSF of the given FWHM, with a warning.
 
     A FWHM measured on pixel data already holds the pixel's own width,
@@ -421,7 +421,7 @@ def _fallback(fwhm, size, n_usable, min_stars, why, pixelized):
         f"only {n_usable} usable PSF stars (need {min_stars}): {why}; "
         f"using a Gaussian PSF of FWHM {model.fwhm:.2f} px",
         AstridWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
     return model
 
@@ -473,7 +473,8 @@ def estimate_psf(
     stars : astropy.table.Table, optional
         The result of :func:`~astrid.find_stars` on this image (e.g.
         :attr:`astrid.Alignment.reference_stars`), to select the PSF stars
-        from instead of detecting them again.
+        from instead of detecting them again. If they leave fewer than
+        ``min_stars`` usable, the image is searched as without them.
     degree : int or "auto", optional
         Polynomial degree of the PSF's variation over the field (default 0:
         one PSF for the whole image). With 1 or 2 the width of the PSF is a
@@ -539,8 +540,19 @@ def estimate_psf(
 
     if stars is None:
         stars = find_stars(data, bad, background=background, rms=rms, fwhm=fwhm, saturation=saturation)
-    elif not {"x", "y", "snr", "fwhm", "roundness", "saturated", "masked", "isolated"} <= set(stars.colnames):
-        raise AstridInputError("stars: must be a table from astrid.find_stars")
+
+        def fallback(*args):
+            return _fallback(*args, stacklevel=4)
+    else:
+        if not {"x", "y", "snr", "fwhm", "roundness", "saturated", "masked", "isolated"} <= set(stars.colnames):
+            raise AstridInputError("stars: must be a table from astrid.find_stars")
+
+        def fallback(*args):
+            # Too few usable PSF stars in the given list (measured elsewhere, e.g. on the
+            # science image's own grid, where the S/N is not inflated by resampling):
+            # search this image before falling back to a Gaussian.
+            return estimate_psf(data, bad, background, rms, size, min_stars, max_stars, saturation,
+                                fwhm=fwhm, degree=degree)
     pixelized = True
     if fwhm is not None:
         # The caller's width wins: in galaxy-dominated fields the most common
@@ -554,7 +566,7 @@ def estimate_psf(
         widths = widths[np.isfinite(widths)]
         fwhm_known = float(np.median(widths)) if widths.size else None
     if len(stars) == 0 or fwhm_known is None:
-        return _fallback(fwhm_known, size, 0, min_stars, f"{len(stars)} stars detected, none measurable", pixelized)
+        return fallback(fwhm_known, size, 0, min_stars, f"{len(stars)} stars detected, none measurable", pixelized)
 
     n = size if size is not None else default_size(fwhm_known)
     h = n // 2
@@ -591,7 +603,7 @@ def estimate_psf(
     idx = idx[np.argsort(-np.asarray(stars["snr"])[idx], kind="stable")][:max_stars]
     why = f"{idx.size} isolated, unsaturated point sources with S/N >= {_PSF_SNR:g}"
     if idx.size < _MIN_FWHM_STARS:
-        return _fallback(fwhm_known, size, idx.size, min_stars, why, pixelized)
+        return fallback(fwhm_known, size, idx.size, min_stars, why, pixelized)
 
     norm_radius = max(_NORM_RADIUS_FWHM * fwhm_known, 2.0)
     stamps, norms = _cut_stamps(data, background, x[idx].astype(float), y[idx].astype(float), n, norm_radius)
@@ -606,8 +618,8 @@ def estimate_psf(
         # better than the star finder's moments (biased for Moffat wings).
         stacked_fwhm = measure_fwhm(psf) if psf is not None else float("nan")
         if np.isfinite(stacked_fwhm) and stacked_fwhm > 0:
-            return _fallback(stacked_fwhm, size, len(stamps), min_stars, why, True)
-        return _fallback(fwhm_known, size, len(stamps), min_stars, why, pixelized)
+            return fallback(stacked_fwhm, size, len(stamps), min_stars, why, True)
+        return fallback(fwhm_known, size, len(stamps), min_stars, why, pixelized)
     model = PSFModel(psf=psf, fwhm=measure_fwhm(psf), n_stars=int(len(stamps)), method="empirical")
     if degree == "auto":
         degree = _auto_degree(len(stamps))

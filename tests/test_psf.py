@@ -300,5 +300,9 @@ def test_stars_can_be_passed_in():
     given = estimate_psf(img, background=100.0, rms=5.0, stars=stars)
     found = estimate_psf(img, background=100.0, rms=5.0)
     np.testing.assert_allclose(given.psf, found.psf, atol=1e-6)
+    # A list with too few usable stars does not force a Gaussian fallback: the image is searched.
+    searched = estimate_psf(img, background=100.0, rms=5.0, stars=stars[:3])
+    assert searched.method == "empirical"
+    np.testing.assert_allclose(searched.psf, found.psf, atol=1e-6)
     with pytest.raises(AstridInputError, match="stars"):
         estimate_psf(img, background=100.0, rms=5.0, stars=stars[["x", "y"]])

@@ -383,6 +383,31 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def _bad_pixels(N, R, mask, variances) -> np.ndarray:
+    """True where N, R or a variance map is not finite, or ``mask`` is set; raises if nothing is left."""
+    bad = ~np.isfinite(N)
+    bad |= ~np.isfinite(R)
+    if mask is not None:
+        bad |= mask.astype(bool)
+    for V in variances:
+        if V is not None:
+            bad |= ~np.isfinite(V)
+    if bad.all():
+        raise AstridInputError("science/reference: no pixel is finite and unmasked in both images")
+    return bad
+
+
+def _untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
+    """The output mask of a subtraction: ``bad`` dilated by ``radius`` and an edge band that wide."""
+    out = _dilate(bad, radius)
+    if radius > 0:
+        out[:radius, :] = True
+        out[-radius:, :] = True
+        out[:, :radius] = True
+        out[:, -radius:] = True
+    return out
+
+
 def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
     """1.4826 × median absolute deviation of the finite, unmasked values.
 
@@ -587,30 +612,24 @@ def _planes(N, R, bad, Pn, Pr, kernels, Vn, Vr, var_n, var_r, f_n, acf_n, acf_r,
     n_fft = 0
     fft_seconds = 0.0
 
-    def forward(array):
+    def counted(transform, *args, **kwargs):
+        """One full-size FFT, counted and timed."""
         nonlocal n_fft, fft_seconds
         start = time.perf_counter()
-        out = scipy.fft.rfft2(array, workers=workers)
+        out = transform(*args, **kwargs)
         fft_seconds += time.perf_counter() - start
         n_fft += 1
         return out
+
+    def forward(array):
+        return counted(scipy.fft.rfft2, array, workers=workers)
 
     def forward_stamp(stamp):
-        nonlocal n_fft, fft_seconds
-        start = time.perf_counter()
-        out = _stamp_rfft2(stamp.astype(dtype), grid, dtype, workers)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
-        return out
+        return counted(_stamp_rfft2, stamp.astype(dtype), grid, dtype, workers)
 
     def inverse(spectrum):
-        nonlocal n_fft, fft_seconds
-        start = time.perf_counter()
         # Every spectrum is dead after its inverse: let pocketfft work in it.
-        out = scipy.fft.irfft2(spectrum, s=grid, workers=workers, overwrite_x=True)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
-        return out
+        return counted(scipy.fft.irfft2, spectrum, s=grid, workers=workers, overwrite_x=True)
 
     any_bad = bool(bad.any())
     N_hat = forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype))
@@ -853,15 +872,7 @@ def subtract(
             raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
         mask_radius = int(mask_radius)
 
-    bad = ~np.isfinite(N)
-    bad |= ~np.isfinite(R)
-    if user_mask is not None:
-        bad |= user_mask.astype(bool)
-    for V in (Vn, Vr):
-        if V is not None:
-            bad |= ~np.isfinite(V)
-    if bad.all():
-        raise AstridInputError("science/reference: no pixel is finite and unmasked in both images")
+    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
 
     kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n, acf_r) for Pn, Pr in psfs]
     kernel_radius = max(k.radius for k in kernels)
@@ -881,12 +892,7 @@ def subtract(
     workers = -1 if workers is None else int(workers)
     split = ast_x > 0 or ast_y > 0 or auto_systematic or systematic > 0
 
-    out_mask = _dilate(bad, radius)
-    if radius > 0:
-        out_mask[:radius, :] = True
-        out_mask[-radius:, :] = True
-        out_mask[:, :radius] = True
-        out_mask[:, -radius:] = True
+    out_mask = _untrusted(bad, radius)
 
     D = np.empty(shape, dtype=dtype)
     S = np.empty(shape, dtype=dtype)
