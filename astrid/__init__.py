@@ -24,6 +24,7 @@ _LAZY_FUNCTIONS = {
     "align": "._align",
     "Alignment": "._align",
     "estimate_background": "._background",
+    "estimate_backgrounds": "._background",
     "Background": "._background",
     "estimate_psf": "._psf",
     "gaussian_psf": "._psf",

@@ -325,21 +325,29 @@ def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, 
         return None, "none"
     sigma2 = float(background.median_rms) ** 2
     if image.variance is not None:
-        variance, source = np.asarray(image.variance, dtype=np.float32), "image"
+        variance, source = np.array(image.variance, dtype=np.float32), "image"
     else:
         variance = np.square(background.rms, dtype=np.float32)
         gain = image.meta.gain
         source = "background"
         if gain is not None and gain > 0:
             # Poisson noise of the sources for data in ADU: counts / gain.
-            variance = variance + np.maximum(residual, 0) / np.float32(gain)
+            counts = np.maximum(residual, 0, dtype=np.float32)
+            counts *= np.float32(1.0 / gain)
+            variance += counts
+            del counts
             source = "gain"
-    good = ~mask & np.isfinite(variance)
-    if not good.any():
-        return None, "none"
-    sample = variance[good]
-    level = float(np.median(sample[:: max(sample.size // 1_000_000, 1)]))
-    return variance - np.float32(level - sigma2), source
+    # The sky level from a regular subsample of about a million pixels (whole-image temporaries cost more).
+    step = max(1, int(math.sqrt(variance.size / 1_000_000)))
+    sample = variance[::step, ::step]
+    sample = sample[~mask[::step, ::step] & np.isfinite(sample)]
+    if not sample.size:  # the few good pixels all fell between the samples
+        sample = variance[~mask & np.isfinite(variance)]
+        if not sample.size:
+            return None, "none"
+    level = float(np.median(sample))
+    variance -= np.float32(level - sigma2)
+    return variance, source
 
 
 def _tile_size(value, shape) -> int:
@@ -571,7 +579,7 @@ def difference(
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise AstridInputError(f"difference: unknown option(s) {unknown}; known options are {sorted(_OPTIONS)}")
-    from ._background import estimate_background
+    from ._background import estimate_backgrounds
     from ._psf import estimate_psf
 
     reference = _load(reference, "reference")
@@ -619,8 +627,7 @@ def difference(
     bg_kwargs = {k: options[k] for k in ("box_size", "filter_size") if k in options}
     sci_mask = np.asarray(aligned.mask, bool) | ~footprint
     ref_mask = np.asarray(reference.mask, bool)
-    sci_bg = estimate_background(aligned.data, mask=sci_mask, **bg_kwargs)
-    ref_bg = estimate_background(reference.data, mask=ref_mask, **bg_kwargs)
+    sci_bg, ref_bg = estimate_backgrounds([(aligned.data, sci_mask), (reference.data, ref_mask)], **bg_kwargs)
     N = (aligned.data - sci_bg.background).astype(dtype, copy=False)
     R = (reference.data - ref_bg.background).astype(dtype, copy=False)
     metrics.update(sigma_sci=float(sci_bg.median_rms), sigma_ref=float(ref_bg.median_rms),

@@ -232,6 +232,7 @@ def flux_ratio(
     stars=None,
     science_zp: float | None = None,
     reference_zp: float | None = None,
+    max_stars: int | None = 2000,
 ) -> FluxRatio:
     """Flux ratio ``F_n / F_r`` of two aligned images.
 
@@ -257,6 +258,12 @@ def flux_ratio(
     science_zp, reference_zp : float, optional
         Zero points (``mag = zp - 2.5 log10(flux)``). When both are given
         the ratio is ``10**(-0.4 * (reference_zp - science_zp))``.
+    max_stars : int or None, optional
+        Measure at most this many stars, default 2,000: the brightest when
+        ``stars`` has a ``flux`` column (as the star finder's tables do), else
+        an evenly spaced subset. Each star's error has a 1 % floor per image,
+        so 2,000 stars already pin the ratio to a few 0.01 %; more only cost
+        time (a 4096² field holds about 8,000). None measures all.
 
     Returns
     -------
@@ -284,6 +291,8 @@ def flux_ratio(
     """
     if science_zp is not None and reference_zp is not None:
         return _zeropoint_ratio(float(science_zp), float(reference_zp))
+    if max_stars is not None and not (isinstance(max_stars, (int, np.integer)) and max_stars >= _MIN_STARS):
+        raise AstridInputError(f"max_stars: must be an integer >= {_MIN_STARS} or None, got {max_stars!r}")
 
     sci, sci_mask, sci_zp_meta, sci_sat = _unpack(science, "science")
     ref, ref_mask, ref_zp_meta, ref_sat = _unpack(reference, "reference")
@@ -312,14 +321,18 @@ def flux_ratio(
     fwhm_n, psf_n = _psf_fwhm_and_array(science_psf, "science_psf")
     fwhm_r, psf_r = _psf_fwhm_and_array(reference_psf, "reference_psf")
 
+    brightness = None
     if stars is None:
         table = find_stars(ref, bad, saturation=ref_sat)
         table = table[np.asarray(table["isolated"]) & ~np.asarray(table["saturated"]) & ~np.asarray(table["masked"])]
         xy = np.column_stack([np.asarray(table["x"]), np.asarray(table["y"])])
+        brightness = np.asarray(table["flux"], float)
         if fwhm_r is None:
             fwhm_r = float(table.meta["fwhm"])
     elif hasattr(stars, "colnames"):
         xy = np.column_stack([np.asarray(stars["x"], float), np.asarray(stars["y"], float)])
+        if "flux" in stars.colnames:
+            brightness = np.asarray(stars["flux"], float)
     else:
         xy = np.asarray(stars, dtype=float).reshape(-1, 2)
     if fwhm_r is None or fwhm_n is None:
@@ -338,6 +351,12 @@ def flux_ratio(
     xy = xy[inside]
     if len(xy) < _MIN_STARS:
         return fallback(f"only {len(xy)} stars lie far enough from the edges")
+    if max_stars is not None and len(xy) > max_stars:
+        if brightness is not None:
+            order = np.argsort(-np.nan_to_num(brightness[inside], nan=-np.inf), kind="stable")
+            xy = xy[np.sort(order[:max_stars])]
+        else:
+            xy = xy[np.linspace(0, len(xy) - 1, max_stars).round().astype(int)]
 
     # Saturated pixels count as masked: a star touching one is not used.
     flagged = bad.copy()

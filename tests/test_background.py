@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from astrid._background import Background, estimate_background
+import warnings
+
+from astrid._background import Background, estimate_background, estimate_backgrounds
 from astrid.errors import AstridInputError
 
 
@@ -125,3 +127,24 @@ def test_simulated_pair_sky():
     assert np.median(centre) == pytest.approx(true_sky, rel=0.01)
     expected_sigma = np.sqrt(np.median(ref.variance[~ref.mask]))
     assert bkg.median_rms == pytest.approx(expected_sigma, rel=0.1)
+
+
+def test_several_images_at_once_match_one_at_a_time():
+    first, second = _noise(seed=1), _noise(level=50.0, sigma=2.0, seed=2, dtype=np.float64)
+    mask = np.zeros(first.shape, bool)
+    mask[:40] = True
+    filters = list(warnings.filters)
+    together = estimate_backgrounds([(first, mask), (second, None)])
+    # The threads leave the process's warning filters as they found them.
+    assert warnings.filters == filters
+    for (data, m), bkg in zip([(first, mask), (second, None)], together):
+        alone = estimate_background(data, m)
+        np.testing.assert_array_equal(bkg.background, alone.background)
+        np.testing.assert_array_equal(bkg.rms, alone.rms)
+        assert bkg.median_rms == alone.median_rms and bkg.method == alone.method
+    assert together[1].background.dtype == np.float64
+
+
+def test_several_images_report_the_bad_one():
+    with pytest.raises(AstridInputError, match="no finite"):
+        estimate_backgrounds([(_noise(), None), (np.full((64, 64), np.nan), None)])

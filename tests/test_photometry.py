@@ -114,6 +114,24 @@ def test_given_positions_and_mask_are_honoured():
     assert half.ratio == pytest.approx(0.8, rel=0.03)
 
 
+def test_max_stars_keeps_the_brightest_or_an_even_subset():
+    science, reference, xy, _, _ = _pair(ratio=0.8, nstars=120, seed=7)
+    flux = np.exp(np.random.default_rng(7).uniform(0, 1, len(xy)))  # only the order matters here
+    table = Table({"x": xy[:, 0], "y": xy[:, 1], "flux": flux})
+    every = flux_ratio(science, reference, stars=table, max_stars=None)
+    brightest = flux_ratio(science, reference, stars=table, max_stars=20)
+    spread = flux_ratio(science, reference, stars=xy, max_stars=20)
+    assert every.n_stars > 20
+    assert brightest.n_stars <= 20 and spread.n_stars <= 20
+    for fr in (every, brightest, spread):
+        assert fr.ratio == pytest.approx(0.8, rel=0.03)
+    # The subset by flux is the 20 largest: dropping the others changes nothing.
+    top = np.argsort(-flux)[:20]
+    assert brightest.ratio == pytest.approx(flux_ratio(science, reference, stars=table[np.sort(top)]).ratio)
+    with pytest.raises(AstridInputError, match="max_stars"):
+        flux_ratio(science, reference, max_stars=1)
+
+
 def test_saturated_and_nan_stars_are_dropped():
     science, reference, xy, _, _ = _pair(ratio=0.7, fwhm_sci=2.5, seed=6)
     clipped = np.minimum(science, 600.0)  # flattens the cores of most science stars
