@@ -38,6 +38,13 @@ _MIN_STAR_FWHM = 1.0
 _FWHM_CLUSTER = 1.25
 # Sources more elongated than this do not decide the image's FWHM.
 _MAX_FWHM_ROUNDNESS = 0.35
+# A source at least this elongated with this many other detections along its
+# long axis (within the band's half-width and length, in pixels) is a piece
+# of a line: a satellite trail, a bleed, a diffraction spike.
+_LINE_MIN_ROUNDNESS = 0.1
+_LINE_NEIGHBOURS = 2
+_LINE_HALF_WIDTH = 2.0
+_LINE_LENGTH = 60.0
 
 
 # --------------------------------------------------------------------------
@@ -424,6 +431,33 @@ def _isolated(xy: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
+def _on_lines(xy: np.ndarray, meas: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """True for the ``candidates`` that are pieces of a line (a satellite trail, a bleed).
+
+    A trail breaks into a row of detections of one width, each elongated
+    along the trail; enough of them outnumber the stars of a shallow image
+    and would set its FWHM. A candidate is on a line when it is elongated
+    and at least two other detections lie in a narrow band along its long
+    axis. A star is round, and its neighbours fall at random angles.
+    """
+    out = np.zeros(len(xy), dtype=bool)
+    roundness = _roundness(meas)
+    check = np.flatnonzero(candidates & (roundness >= _LINE_MIN_ROUNDNESS) & np.isfinite(xy).all(axis=1))
+    finite = np.isfinite(xy).all(axis=1)
+    if check.size == 0 or finite.sum() < _LINE_NEIGHBOURS + 1:
+        return out
+    everyone = np.flatnonzero(finite)
+    tree = cKDTree(xy[everyone])
+    mxx, myy, mxy = meas[:, 7], meas[:, 8], meas[:, 9]
+    for i, near in zip(check, tree.query_ball_point(xy[check], r=_LINE_LENGTH)):
+        angle = 0.5 * math.atan2(2.0 * mxy[i], mxx[i] - myy[i])  # long axis
+        d = xy[everyone[near]] - xy[i]
+        across = np.abs(-d[:, 0] * math.sin(angle) + d[:, 1] * math.cos(angle))
+        along = np.abs(d[:, 0] * math.cos(angle) + d[:, 1] * math.sin(angle))
+        out[i] = np.count_nonzero((across <= _LINE_HALF_WIDTH) & (along > 0.5)) >= _LINE_NEIGHBOURS
+    return out
+
+
 def _roundness(meas: np.ndarray) -> np.ndarray:
     """Ellipticity |(M_xx - M_yy, 2 M_xy)| / (M_xx + M_yy) of the windowed moments (0: round)."""
     mxx, myy, mxy = meas[:, 7], meas[:, 8], meas[:, 9]
@@ -588,6 +622,7 @@ def find_stars(
             # window of the next pass would inflate them further.
             & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
         )
+        good &= ~_on_lines(meas[:, :2], meas, good)
         mode, n_fwhm = _fwhm_mode(star_fwhm[good])
         if n_fwhm >= 3:
             image_fwhm = mode

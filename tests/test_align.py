@@ -140,6 +140,26 @@ def test_find_stars_flags_cosmic_rays_saturation_and_masks():
     assert find_stars(img, max_stars=5).__len__() == 5
 
 
+def test_a_satellite_trail_does_not_set_the_fwhm():
+    # A shallow image: 12 stars, and a bright trail twice as wide that breaks into more "sources" than that.
+    rng = np.random.default_rng(8)
+    n = 512
+    xy = rng.uniform(20, n - 20, (12, 2))
+    img = _render((n, n), xy, np.full(12, 8000.0), fwhm=3.0, seed=9)
+    yy, xx = np.indices(img.shape)
+    angle = math.radians(33.0)
+    across = -(xx - 250.0) * math.sin(angle) + (yy - 260.0) * math.cos(angle)
+    trail_sigma = 6.0 / (2 * math.sqrt(2 * math.log(2)))
+    img += (400.0 * np.exp(-0.5 * (across / trail_sigma) ** 2)
+            * (1 + 0.5 * np.sin(np.hypot(xx, yy) / 3.0))).astype(np.float32)  # lumpy: many local maxima
+    tab = find_stars(img)
+    assert tab.meta["fwhm"] == pytest.approx(math.sqrt(9 + 8 * math.log(2) / 12), rel=0.05)
+    # The trail's pieces are found, but they are not what the FWHM came from.
+    on_trail = np.abs(-(np.asarray(tab["x"]) - 250.0) * math.sin(angle)
+                      + (np.asarray(tab["y"]) - 260.0) * math.cos(angle)) < 3
+    assert on_trail.sum() > 2 * 12
+
+
 def test_find_stars_on_pure_noise_and_bad_input():
     noise = np.random.default_rng(5).normal(0.0, 1.0, (128, 128)).astype(np.float32)
     tab = find_stars(noise, threshold=6.0)
