@@ -902,13 +902,13 @@ def subtract(
     n_fft = 0
     seconds = {"fft": 0.0, "spectral": 0.0, "assemble": 0.0}
 
-    def finish(bounds, offset, planes, systematic):
+    def finish(bounds, offset, planes, systematic, defer=False):
         start = time.perf_counter()
         view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
         _kernels.assemble(planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad, out_mask[view],
                           offset[0], offset[1], planes.F_S, f_n, ast_x**2, ast_y**2, systematic**2, split,
                           planes.has_source, float(fill_value),
-                          D[view], S[view], S_corr[view], flux[view], flux_err[view], ring)
+                          D[view], S[view], S_corr[view], flux[view], flux_err[view], ring, defer)
         seconds["assemble"] += time.perf_counter() - start
 
     # The systematic term follows the compact part of the sources (see
@@ -934,12 +934,14 @@ def subtract(
         tile_fs.append(planes.F_S)
         offset = (pad + bounds[0] - sy0, pad + bounds[2] - sx0)
         if auto_systematic:
-            # ε comes from the bright stars of the whole image: finish the tiles once it is known.
+            # ε comes from the bright stars of the whole image: each tile is assembled
+            # without it (its planes freed at once) and finished once ε is known.
             excess.append(_systematic_excess(
                 planes.SN_pad, planes.SR_pad, planes.Vsrc_pad if planes.has_source else None,
                 out_mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
             ))
-            pending.append((bounds, offset, planes))
+            finish(bounds, offset, planes, 0.0, defer=True)
+            pending.append((bounds, planes.F_S))
         else:
             finish(bounds, offset, planes, systematic)
         del planes
@@ -947,8 +949,12 @@ def subtract(
     n_systematic_stars = 0
     if auto_systematic:
         systematic, n_systematic_stars = _systematic_from(np.concatenate(excess))
-        while pending:
-            finish(*pending.pop(), systematic)
+        start = time.perf_counter()
+        for bounds, tile_F_S in pending:
+            view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
+            _kernels.apply_systematic(S[view], out_mask[view], tile_F_S, f_n, systematic**2, S_corr[view],
+                                      flux_err[view])
+        seconds["assemble"] += time.perf_counter() - start
     start = time.perf_counter()
     scorr_std = robust_std(S_corr, out_mask)
     seconds["assemble"] += time.perf_counter() - start

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["zogy_spectra", "assemble", "noise_psd", "dilate_rows", "dilate_columns"]
+__all__ = ["zogy_spectra", "assemble", "apply_systematic", "noise_psd", "dilate_rows", "dilate_columns"]
 
 # Frequencies where both PSF spectra vanish carry no information; below this
 # denominator the spectra are set to zero instead of dividing 0 by 0.
@@ -151,7 +151,7 @@ def _compact(S_pad, i, j, ring, diagonal):
 @njit(parallel=True, fastmath=True, cache=True)
 def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x, var_ast_y,
              systematic2, split, has_source_variance, fill_value,
-             D_out, S_out, Scorr_out, flux_out, flux_err_out, ring=0):
+             D_out, S_out, Scorr_out, flux_out, flux_err_out, ring=0, defer=False):
     """Crop the padded results and form S, V(S), S_corr, flux and its error in one pass.
 
     Parameters
@@ -183,6 +183,12 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
         itself when ``ring`` is 0).
     ring : int
         Radius of that ring in pixels (≤ the padding).
+    defer : bool
+        ε is not known yet (it comes from the bright stars of every tile):
+        ``Scorr_out`` receives V(S) without the systematic term and
+        ``flux_err_out`` the term's factor 2 min(C_N², C_R²), for
+        :func:`apply_systematic` to finish once ε is known. The padded
+        planes can then be freed tile by tile.
     """
     diagonal = int(round(ring / math.sqrt(2.0)))
     ny, nx = mask.shape
@@ -214,20 +220,48 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
                 gxr = 0.5 * (SR_pad[pi, pj + 1] - SR_pad[pi, pj - 1])
                 gyr = 0.5 * (SR_pad[pi + 1, pj] - SR_pad[pi - 1, pj])
                 v += var_ast_x * (gxn * gxn + gxr * gxr) + var_ast_y * (gyn * gyn + gyr * gyr)
-                if systematic2 > 0.0:
+                if systematic2 > 0.0 or defer:
                     if ring > 0:
                         sn = _compact(SN_pad, pi, pj, ring, diagonal)
                         sr = _compact(SR_pad, pi, pj, ring, diagonal)
                     else:
                         sn = SN_pad[pi, pj]
                         sr = SR_pad[pi, pj]
-                    v += 2.0 * systematic2 * min(sn * sn, sr * sr)
-            sd = math.sqrt(v)
+                    term = 2.0 * min(sn * sn, sr * sr)
+                    if defer:
+                        flux_err_out[i, j] = term
+                    else:
+                        v += systematic2 * term
             D_out[i, j] = D_pad[pi, pj]
             S_out[i, j] = s
-            Scorr_out[i, j] = s / sd
             flux_out[i, j] = f_n * s * inv_fs
+            if defer:
+                Scorr_out[i, j] = v
+                if not split:
+                    flux_err_out[i, j] = 0.0
+                continue
+            sd = math.sqrt(v)
+            Scorr_out[i, j] = s / sd
             flux_err_out[i, j] = f_n * sd * inv_fs
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def apply_systematic(S, mask, F_S, f_n, systematic2, Scorr, flux_err):
+    """Finish a tile that :func:`assemble` deferred: add ε² times the stored term to V(S).
+
+    On entry ``Scorr`` holds V(S) without the systematic term and
+    ``flux_err`` the term's factor; on return they hold S_corr and the flux
+    error. Masked pixels are left as they are.
+    """
+    ny, nx = mask.shape
+    inv_fs = 1.0 / F_S
+    for i in prange(ny):
+        for j in range(nx):
+            if mask[i, j]:
+                continue
+            sd = math.sqrt(Scorr[i, j] + systematic2 * flux_err[i, j])
+            Scorr[i, j] = S[i, j] / sd
+            flux_err[i, j] = f_n * sd * inv_fs
 
 
 @njit(parallel=True, fastmath=True, cache=True)
