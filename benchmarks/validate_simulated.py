@@ -27,53 +27,16 @@ import argparse
 import warnings
 
 import numpy as np
-from scipy import ndimage
 
 from astrid._difference import difference
+from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 from astrid.zogy import flux_at, robust_std
 
 
-def peaks(significance, mask, threshold=5.0, box=5):
-    a = np.abs(np.where(mask, 0.0, significance))
-    y, x = np.nonzero((a == ndimage.maximum_filter(a, size=box)) & (a > threshold))
-    return x, y
-
-
-def explained(truth, shape, radius=8.0):
-    yy, xx = np.indices(shape)
-    out = np.zeros(shape, bool)
-    for row in truth:
-        length = row["length_px"] if np.isfinite(row["length_px"]) else 0.0
-        angle = np.deg2rad(row["angle_deg"]) if np.isfinite(row["angle_deg"]) else 0.0
-        r = radius + (20.0 if row["kind"] == "saturated_star" else 0.0)
-        ux, uy = np.cos(angle), np.sin(angle)
-        X, Y = xx - row["x_ref"], yy - row["y_ref"]
-        t = np.clip(X * ux + Y * uy, -length / 2, length / 2)
-        out |= np.hypot(X - t * ux, Y - t * uy) <= r
-    return out
-
-
-def near_bright(stars, shape, max_mag=16.0, radius=15.0):
-    yy, xx = np.indices(shape)
-    out = np.zeros(shape, bool)
-    for row in stars[stars["mag"] < max_mag]:
-        out |= np.hypot(xx - row["x_ref"], yy - row["y_ref"]) < radius
-    return out
-
-
-def source_free(sim, shape, explained_mask, radius=12):
-    out = explained_mask.copy()
-    for table in (sim.stars, sim.galaxies):
-        for row in table:
-            x0, y0 = int(round(row["x_ref"])), int(round(row["y_ref"]))
-            out[max(y0 - radius, 0) : y0 + radius + 1, max(x0 - radius, 0) : x0 + radius + 1] = True
-    return ~out
-
-
-def evaluate(sim, result, explained_mask, bright_mask, free_mask):
+def evaluate(sim, result, explained, bright_mask, free_mask):
     shape = result.S_corr.shape
-    x, y = peaks(result.S_corr, result.mask)
-    unexplained = ~explained_mask[y, x]
+    x, y = significant_peaks(result.S_corr, result.mask)
+    unexplained = ~explained[y, x]
     transients = sim.truth[np.isin(sim.truth["kind"], ["supernova", "variable"])]
     found, ratios = [], []
     for row in transients:
@@ -119,9 +82,9 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         sim = pair(args.size, seed=seed)
         shape = sim.reference.shape
-        ex = explained(sim.truth, shape)
-        bright = near_bright(sim.stars, shape)
-        free = source_free(sim, shape, ex)
+        ex = explained_mask(sim.truth, shape)
+        bright = near_stars_mask(sim.stars, shape)
+        free = source_free_mask(sim, shape)
         for method in args.methods:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ from scipy import ndimage
 from astrid import Image, ImageMeta, write_image
 from astrid._difference import DifferenceResult, difference
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
+from astrid.simulate import significant_peaks as peaks
 from astrid.zogy import flux_at, robust_std
 from conftest import make_wcs
 from test_zogy import add_source, gaussian, starfield
@@ -38,12 +39,6 @@ def given(**kwargs):
     out = dict(align=False, science_psf=gaussian(FWHM_N), reference_psf=gaussian(FWHM_R), flux_ratio=1.0)
     out.update(kwargs)
     return out
-
-
-def peaks(significance, mask, threshold=5.0, box=5):
-    a = np.abs(np.where(mask, 0.0, significance))
-    y, x = np.nonzero((a == ndimage.maximum_filter(a, size=box)) & (a > threshold))
-    return x, y
 
 
 # ----------------------------------------------------------------------------- chain and outputs
@@ -190,43 +185,13 @@ def _simulate():
     return pytest.importorskip("astrid.simulate", reason="the simulator is not available")
 
 
-def _explained(truth, shape, radius=8.0):
-    """Pixels near any injected source or artefact of the truth table (segments for trails)."""
-    yy, xx = np.indices(shape)
-    out = np.zeros(shape, bool)
-    for row in truth:
-        length = row["length_px"] if np.isfinite(row["length_px"]) else 0.0
-        angle = np.deg2rad(row["angle_deg"]) if np.isfinite(row["angle_deg"]) else 0.0
-        r = radius + (20.0 if row["kind"] == "saturated_star" else 0.0)
-        ux, uy = np.cos(angle), np.sin(angle)
-        X, Y = xx - row["x_ref"], yy - row["y_ref"]
-        t = np.clip(X * ux + Y * uy, -length / 2, length / 2)
-        out |= np.hypot(X - t * ux, Y - t * uy) <= r
-    return out
-
-
-def _near_stars(stars, shape, max_mag, radius):
-    yy, xx = np.indices(shape)
-    out = np.zeros(shape, bool)
-    for row in stars[stars["mag"] < max_mag]:
-        out |= np.hypot(xx - row["x_ref"], yy - row["y_ref"]) < radius
-    return out
-
-
-def _source_free(sim, shape, radius=12):
-    out = _explained(sim.truth, shape)
-    for table in (sim.stars, sim.galaxies):
-        for row in table:
-            x0, y0 = int(round(row["x_ref"])), int(round(row["y_ref"]))
-            out[max(y0 - radius, 0) : y0 + radius + 1, max(x0 - radius, 0) : x0 + radius + 1] = True
-    return ~out
-
-
 def _evaluate(sim, result):
     shape = result.S_corr.shape
+    from astrid.simulate import explained_mask, near_stars_mask, source_free_mask
+
     x, y = peaks(result.S_corr, result.mask)
-    unexplained = ~_explained(sim.truth, shape)[y, x]
-    near_bright = _near_stars(sim.stars, shape, 16.0, 15.0)[y, x]
+    unexplained = ~explained_mask(sim.truth, shape)[y, x]
+    near_bright = near_stars_mask(sim.stars, shape, 16.0, 15.0)[y, x]
     transients = sim.truth[np.isin(sim.truth["kind"], ["supernova", "variable"])]
     found, fluxes = [], []
     for row in transients:
@@ -245,7 +210,7 @@ def _evaluate(sim, result):
         "recovered": int(sum(found)),
         "n_transients": len(found),
         "fluxes": fluxes,
-        "source_free_std": robust_std(result.S_corr, result.mask | ~_source_free(sim, shape)),
+        "source_free_std": robust_std(result.S_corr, result.mask | ~source_free_mask(sim, shape)),
     }
 
 

@@ -486,3 +486,56 @@ def test_survey_rejects_bad_arguments(tmp_path):
     )
     with pytest.raises(AstridInputError, match="source 'mast'"):
         simulate.survey(tmp_path, n_fields=1, size=128)
+
+
+# ----------------------------------------------------------------------------- truth masks
+
+
+def _brute_force_explained(truth, shape, radius=8.0):
+    """The definition, over every pixel for every entry."""
+    yy, xx = np.indices(shape)
+    out = np.zeros(shape, bool)
+    for row in truth:
+        length = row["length_px"] if np.isfinite(row["length_px"]) else 0.0
+        angle = np.deg2rad(row["angle_deg"]) if np.isfinite(row["angle_deg"]) else 0.0
+        r = radius + (20.0 if row["kind"] == "saturated_star" else 0.0)
+        ux, uy = np.cos(angle), np.sin(angle)
+        X, Y = xx - row["x_ref"], yy - row["y_ref"]
+        t = np.clip(X * ux + Y * uy, -length / 2, length / 2)
+        out |= np.hypot(X - t * ux, Y - t * uy) <= r
+    return out
+
+
+def test_truth_masks_match_their_definition():
+    sim = simulate.pair(256, seed=4)
+    shape = sim.reference.shape
+    kinds = set(np.asarray(sim.truth["kind"]))
+    assert {"satellite_trail", "supernova"} <= kinds  # segments and points both covered
+    explained = simulate.explained_mask(sim.truth, shape)
+    np.testing.assert_array_equal(explained, _brute_force_explained(sim.truth, shape))
+    yy, xx = np.indices(shape)
+    bright = sim.stars[sim.stars["mag"] < 16.0]
+    expected = np.zeros(shape, bool)
+    for row in bright:
+        expected |= np.hypot(xx - row["x_ref"], yy - row["y_ref"]) < 15.0
+    np.testing.assert_array_equal(simulate.near_stars_mask(sim.stars, shape), expected)
+    free = simulate.source_free_mask(sim, shape)
+    assert not (free & explained).any()
+    for row in sim.stars:
+        x, y = int(round(row["x_ref"])), int(round(row["y_ref"]))
+        if 0 <= x < shape[1] and 0 <= y < shape[0]:
+            assert not free[y, x]
+    assert 0.05 < free.mean() < 0.95
+
+
+def test_significant_peaks_are_local_maxima_of_the_absolute_value():
+    image = np.zeros((40, 40))
+    image[10, 10], image[10, 12] = 7.0, 6.0   # the smaller one is not a 5x5 maximum
+    image[30, 25] = -8.0                      # negative peaks count
+    image[20, 5] = 4.0                        # below the threshold
+    mask = np.zeros(image.shape, bool)
+    x, y = simulate.significant_peaks(image, mask)
+    assert sorted(zip(x.tolist(), y.tolist())) == [(10, 10), (25, 30)]
+    mask[30, 25] = True
+    x, y = simulate.significant_peaks(image, mask)
+    assert list(zip(x.tolist(), y.tolist())) == [(10, 10)]

@@ -13,5 +13,7 @@ positions and fluxes are known.
 """
 
 from ._core import EPOCHS, PRESETS, TRUTH_KINDS, SimulatedPair, pair, survey
+from ._evaluate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 
-__all__ = ["SimulatedPair", "pair", "survey", "PRESETS", "TRUTH_KINDS", "EPOCHS"]
+__all__ = ["SimulatedPair", "pair", "survey", "PRESETS", "TRUTH_KINDS", "EPOCHS",
+           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks"]
