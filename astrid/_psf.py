@@ -247,15 +247,17 @@ def measure_fwhm(psf) -> float:
     r_fine = radii[index]
     sin, cos = sin[rays], cos[rays]
     fine = profiles(r_fine)
-    half = []
-    for r, prof in zip(r_fine, fine):
-        below = np.flatnonzero(prof < 0.5)
-        if below.size == 0 or below[0] == 0:
-            continue
-        k = below[0]
-        r0, r1, p0, p1 = r[k - 1], r[k], prof[k - 1], prof[k]
-        half.append(r0 + (p0 - 0.5) * (r1 - r0) / (p0 - p1))
-    return float(2.0 * np.mean(half)) if half else float("nan")
+    below = fine < 0.5
+    k = np.argmax(below, axis=1)
+    ok = below.any(axis=1) & (k > 0)
+    if not ok.any():
+        return float("nan")
+    rows = np.flatnonzero(ok)
+    k = k[ok]
+    r0, r1 = r_fine[rows, k - 1], r_fine[rows, k]
+    p0, p1 = fine[rows, k - 1], fine[rows, k]
+    half = r0 + (p0 - 0.5) * (r1 - r0) / (p0 - p1)
+    return float(2.0 * np.mean(half))
 
 
 def _fourier_shift(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
