@@ -285,6 +285,32 @@ def test_other_options_on_the_same_out_dir_are_refused(finished, survey_dir, tmp
         process_pairs(survey_dir, out, threshold=7.0, progress=False)
 
 
+def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path):
+    survey = _copy(survey_dir, tmp_path / "survey")
+    pairs = list(Manifest.load(survey).pairs())[:2]
+    out = tmp_path / "run"
+    assert process_pairs(pairs, out, client, progress=False).counts["done"] == 2
+    marker = json.loads((out / pairs[0].name / "done.json").read_text())
+    assert marker["inputs"]["science"]["size"] == pairs[0].science.stat().st_size
+
+    # A re-downloaded science image (same name, new file): its old outputs are stale.
+    stat = pairs[0].science.stat()
+    os.utime(pairs[0].science, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    # Its triplets are already in the (append-only) store: refused, nothing overwritten.
+    with pytest.raises(AstridInputError, match="input files of 1 pair"):
+        process_pairs(pairs, out, client, progress=False)
+    # Not yet in the store (the client died before committing): that pair runs again, the other resumes.
+    shutil.rmtree(out / "triplets.zarr")
+    report = process_pairs(pairs, out, client, progress=False)
+    status = {row["pair"]: (row["status"], row["reason"]) for row in report.table}
+    assert status[pairs[0].name][0] == "done" and "inputs changed" in status[pairs[0].name][1]
+    assert "science" in status[pairs[0].name][1]
+    assert status[pairs[1].name][0] == "resumed"
+    _check_complete(report, out)
+    # And now it is current.
+    assert process_pairs(pairs, out, client, progress=False).counts["skipped"] == 2
+
+
 # ----------------------------------------------------------------------------- arguments
 
 

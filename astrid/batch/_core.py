@@ -244,6 +244,8 @@ def _run_task(task: _PairTask, process: Callable[[_PairTask], dict]) -> dict:
     cpu_started = time.process_time()
     record: dict[str, Any] = {
         "pair": task.pair.name,
+        # Before reading them: a file replaced while the pair runs then shows as changed next time.
+        "inputs": _outputs.input_identity(task.pair),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "worker": _worker_address(),
@@ -462,16 +464,19 @@ def process_pairs(
     ------
     AstridInputError
         Bad arguments, duplicate pair names, or ``out_dir`` / the store
-        holding results made with other options (use a new ``out_dir``).
+        holding results made with other options, or from input files that
+        have changed since (use a new ``out_dir``).
     AstridFileError
         ``triplet_store`` exists and is not an AstrID batch store.
 
     Notes
     -----
     A pair is skipped when its ``done.json`` is valid (outputs present, same
-    sizes and checksums, same options) and the store holds it; valid
-    outputs not yet in the store are appended without recomputing
-    (``resumed``); anything else runs again. The store is appended to only
+    sizes and checksums, same options, input files of the same size and
+    modification time) and the store holds it; valid outputs not yet in the
+    store are appended without recomputing (``resumed``); anything else runs
+    again. A pair whose inputs changed after the store took its triplets is
+    an error (the store is append-only). The store is appended to only
     here, on the client, as each task finishes, so two pairs never write it
     at once, and a pair it holds (by its ``pair`` coordinate) is never
     appended twice.
@@ -541,13 +546,19 @@ def process_pairs(
     todo: list[tuple[SurveyPair, str]] = []
     resumable: list[tuple[SurveyPair, dict]] = []
     conflicts = []
+    stale_committed = []
     for pair in pairs:
         ok, reason, marker = _outputs.verify_pair_outputs(out_dir / pair.name, pair.name,
                                                           checksum=verify == "checksum")
+        changed = _outputs.changed_inputs(marker, pair) if ok else []
         if ok and marker.get("fingerprint") != fingerprint:
             conflicts.append(pair.name)
         elif not ok:
             todo.append((pair, "outputs incomplete: " + reason))
+        elif changed and pair.name in committed:
+            stale_committed.append(f"{pair.name} ({', '.join(changed)})")
+        elif changed:
+            todo.append((pair, f"inputs changed since the earlier run: {', '.join(changed)}"))
         elif pair.name in committed:
             row(pair, "skipped", "complete and in the triplet store", marker)
         else:
@@ -556,6 +567,11 @@ def process_pairs(
         raise AstridInputError(
             f"{out_dir}: {len(conflicts)} pair(s) were made with other options (e.g. {conflicts[:3]}); "
             f"options now: {described}; write to a new out_dir"
+        )
+    if stale_committed:
+        raise AstridInputError(
+            f"{out_dir}: the input files of {len(stale_committed)} pair(s) changed since their triplets went "
+            f"into the store (e.g. {stale_committed[:3]}); the store cannot replace them: write to a new out_dir"
         )
     for pair, marker, error in _commit(store, committed, fingerprint, out_dir,
                                        [(pair, int(marker.get("n_candidates", 0)), marker) for pair, marker in resumable]):

@@ -96,6 +96,41 @@ def output_digest(path: Path, checksum: bool = True) -> dict:
     return out
 
 
+def input_identity(pair) -> dict:
+    """What a pair's outputs were made from: each input file's path, size and modification time.
+
+    A rerun compares it with the files as they are now (:func:`changed_inputs`),
+    the way ``make`` does: a replaced or edited input makes the pair's old
+    outputs stale. Missing files are recorded as such.
+    """
+    out = {}
+    for role in ("reference", "science", "truth"):
+        path = getattr(pair, role, None)
+        if path is None:
+            continue
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            out[role] = {"path": str(path), "missing": True}
+            continue
+        out[role] = {"path": str(path), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+    return out
+
+
+def changed_inputs(marker: dict, pair) -> list[str]:
+    """The inputs of ``pair`` that differ from those its ``done.json`` recorded (empty: unchanged).
+
+    Markers written before inputs were recorded have nothing to compare and
+    count as unchanged.
+    """
+    recorded = marker.get("inputs")
+    if not isinstance(recorded, dict):
+        return []
+    now = input_identity(pair)
+    return sorted(role for role in set(recorded) | set(now) if recorded.get(role) != now.get(role))
+
+
 def write_marker(pair_dir: Path, record: dict) -> Path:
     """Write ``done.json`` atomically: the outputs' digests plus ``record``."""
     outputs = {}
