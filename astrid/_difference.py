@@ -674,11 +674,9 @@ def difference(
 
         # Images rather than arrays: their zero points are the fallback when
         # too few stars are usable.
-        stars = None
-        if reference_stars is not None:
-            keep = (np.asarray(reference_stars["isolated"]) & ~np.asarray(reference_stars["saturated"])
-                    & ~np.asarray(reference_stars["masked"]))
-            stars = reference_stars[keep]
+        from ._stars import _clean
+
+        stars = None if reference_stars is None else reference_stars[_clean(reference_stars)]
         measured = measure_flux_ratio(
             science_out, reference_out, science_psf=science_psf, reference_psf=reference_psf, mask=both_masks,
             stars=stars,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ._stars import clipped_median_std, find_stars
+from ._stars import _clean, clipped_median_std, find_stars
 from .errors import AstridInputError
 from .io import Image
 
@@ -324,7 +324,7 @@ def flux_ratio(
     brightness = None
     if stars is None:
         table = find_stars(ref, bad, saturation=ref_sat)
-        table = table[np.asarray(table["isolated"]) & ~np.asarray(table["saturated"]) & ~np.asarray(table["masked"])]
+        table = table[_clean(table)]
         xy = np.column_stack([np.asarray(table["x"]), np.asarray(table["y"])])
         brightness = np.asarray(table["flux"], float)
         if fwhm_r is None:

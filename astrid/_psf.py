@@ -229,14 +229,14 @@ def measure_fwhm(psf) -> float:
     sin = np.repeat(np.sin(angles), 2) * np.tile([1.0, -1.0], angles.size)
     cos = np.repeat(np.cos(angles), 2) * np.tile([1.0, -1.0], angles.size)
 
-    def profiles(r):
+    def profiles(r, sin, cos):
         y = c + sin[:, None] * r
         x = c + cos[:, None] * r
         values = map_coordinates(psf, [y.ravel(), x.ravel()], order=3, mode="constant", cval=0.0)
         return values.reshape(y.shape) / peak
 
     step = 10
-    coarse = profiles(radii[None, ::step])
+    coarse = profiles(radii[None, ::step], sin, cos)
     below = coarse < 0.5
     first = np.argmax(below, axis=1)
     rays = np.flatnonzero(below.any(axis=1) & (first > 0))
@@ -245,8 +245,7 @@ def measure_fwhm(psf) -> float:
     index = (first[rays, None] - 1) * step + np.arange(step + 1)[None, :]
     index = np.minimum(index, radii.size - 1)
     r_fine = radii[index]
-    sin, cos = sin[rays], cos[rays]
-    fine = profiles(r_fine)
+    fine = profiles(r_fine, sin[rays], cos[rays])
     below = fine < 0.5
     k = np.argmax(below, axis=1)
     ok = below.any(axis=1) & (k > 0)

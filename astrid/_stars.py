@@ -431,7 +431,7 @@ def _isolated(xy: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
-def _on_lines(xy: np.ndarray, meas: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _on_lines(meas: np.ndarray, roundness: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """True for the ``candidates`` that are pieces of a line (a satellite trail, a bleed).
 
     A trail breaks into a row of detections of one width, each elongated
@@ -439,11 +439,13 @@ def _on_lines(xy: np.ndarray, meas: np.ndarray, candidates: np.ndarray) -> np.nd
     and would set its FWHM. A candidate is on a line when it is elongated
     and at least two other detections lie in a narrow band along its long
     axis. A star is round, and its neighbours fall at random angles.
+    ``meas`` holds the detections' measurements (x, y first, the moments in
+    columns 7-9) and ``roundness`` their :func:`_roundness`.
     """
+    xy = meas[:, :2]
     out = np.zeros(len(xy), dtype=bool)
-    roundness = _roundness(meas)
-    check = np.flatnonzero(candidates & (roundness >= _LINE_MIN_ROUNDNESS) & np.isfinite(xy).all(axis=1))
     finite = np.isfinite(xy).all(axis=1)
+    check = np.flatnonzero(candidates & (roundness >= _LINE_MIN_ROUNDNESS) & finite)
     if check.size == 0 or finite.sum() < _LINE_NEIGHBOURS + 1:
         return out
     everyone = np.flatnonzero(finite)
@@ -456,6 +458,11 @@ def _on_lines(xy: np.ndarray, meas: np.ndarray, candidates: np.ndarray) -> np.nd
         along = np.abs(d[:, 0] * math.cos(angle) + d[:, 1] * math.sin(angle))
         out[i] = np.count_nonzero((across <= _LINE_HALF_WIDTH) & (along > 0.5)) >= _LINE_NEIGHBOURS
     return out
+
+
+def _clean(stars) -> np.ndarray:
+    """True for the rows of a :func:`find_stars` table that are isolated, unsaturated and unmasked."""
+    return np.asarray(stars["isolated"]) & ~np.asarray(stars["saturated"]) & ~np.asarray(stars["masked"])
 
 
 def _roundness(meas: np.ndarray) -> np.ndarray:
@@ -622,7 +629,7 @@ def find_stars(
             # window of the next pass would inflate them further.
             & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
         )
-        good &= ~_on_lines(meas[:, :2], meas, good)
+        good &= ~_on_lines(meas, roundness, good)
         mode, n_fwhm = _fwhm_mode(star_fwhm[good])
         if n_fwhm >= 3:
             image_fwhm = mode

@@ -25,11 +25,11 @@ import warnings
 
 import numpy as np
 from astropy.io import fits
-from scipy import ndimage
 
 from astrid import read_image
 from astrid._difference import difference
 from astrid.paths import shared_data
+from astrid.simulate import significant_peaks
 from astrid.zogy import robust_std
 
 THRESHOLD = 5.0
@@ -41,9 +41,7 @@ JWST_REF = "jw01324001001-01324-o001_t001_nircam_clear-f200w_i2d_stamp"
 
 def count_peaks(significance: np.ndarray, valid: np.ndarray, threshold: float = THRESHOLD) -> int:
     """Number of local maxima of |significance| above ``threshold`` within ``valid``."""
-    a = np.where(valid, np.abs(np.nan_to_num(significance)), 0.0)
-    peaks = (a == ndimage.maximum_filter(a, size=PEAK_BOX)) & (a > threshold)
-    return int(np.count_nonzero(peaks))
+    return len(significant_peaks(np.nan_to_num(significance), ~valid, threshold, PEAK_BOX)[0])
 
 
 def jwst(root) -> list[dict]:

@@ -29,9 +29,8 @@ import argparse
 import math
 
 import numpy as np
-from scipy import ndimage
 
-from astrid.simulate import pair
+from astrid.simulate import pair, significant_peaks
 from astrid.zogy import robust_std, subtract
 
 THRESHOLDS = (4.0, 4.5, 5.0, 5.2, 5.5)
@@ -40,9 +39,7 @@ EMPTY = dict(n_stars=0, n_galaxies=0, n_host_galaxies=0, n_supernovae=0, n_varia
 
 
 def peaks_above(significance, mask, thresholds):
-    a = np.abs(np.where(mask, 0.0, significance)).astype(np.float64)
-    is_peak = (a == ndimage.maximum_filter(a, size=5)) & ~mask
-    return [int(np.count_nonzero(is_peak & (a > t))) for t in thresholds]
+    return [len(significant_peaks(significance.astype(np.float64), mask, t)[0]) for t in thresholds]
 
 
 def expected_peaks(psf_n, psf_r, sigma_n, sigma_r, flux_ratio, thresholds, area, grid=256):

@@ -708,8 +708,6 @@ def _psf_for_tile(name, psf, bounds):
     return _check_psf(name, psf)
 
 
-
-
 def subtract(
     science,
     reference,
@@ -919,7 +917,6 @@ def subtract(
 
         width = measure_fwhm(kernels[0].P_D)
         ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
-    pending = []
     excess = []
     tile_fs = []
     for bounds, region, (Pn, Pr), kern in zip(tiles, regions, psfs, kernels):
@@ -941,7 +938,6 @@ def subtract(
                 out_mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
             ))
             finish(bounds, offset, planes, 0.0, defer=True)
-            pending.append((bounds, planes.F_S))
         else:
             finish(bounds, offset, planes, systematic)
         del planes
@@ -950,7 +946,7 @@ def subtract(
     if auto_systematic:
         systematic, n_systematic_stars = _systematic_from(np.concatenate(excess))
         start = time.perf_counter()
-        for bounds, tile_F_S in pending:
+        for bounds, tile_F_S in zip(tiles, tile_fs):
             view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
             _kernels.apply_systematic(S[view], out_mask[view], tile_F_S, f_n, systematic**2, S_corr[view],
                                       flux_err[view])

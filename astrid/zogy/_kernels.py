@@ -205,6 +205,7 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
                 flux_err_out[i, j] = nan
                 continue
             pj = j + x0
+            term = 0.0  # 2 min(C_N², C_R²): the systematic term's factor
             if split:
                 s = SN_pad[pi, pj] - SR_pad[pi, pj]
             else:
@@ -228,18 +229,14 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
                         sn = SN_pad[pi, pj]
                         sr = SR_pad[pi, pj]
                     term = 2.0 * min(sn * sn, sr * sr)
-                    if defer:
-                        flux_err_out[i, j] = term
-                    else:
-                        v += systematic2 * term
             D_out[i, j] = D_pad[pi, pj]
             S_out[i, j] = s
             flux_out[i, j] = f_n * s * inv_fs
             if defer:
                 Scorr_out[i, j] = v
-                if not split:
-                    flux_err_out[i, j] = 0.0
+                flux_err_out[i, j] = term
                 continue
+            v += systematic2 * term
             sd = math.sqrt(v)
             Scorr_out[i, j] = s / sd
             flux_err_out[i, j] = f_n * sd * inv_fs
