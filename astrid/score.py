@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .braai._preprocess import no_data
 from .errors import AstridInputError, AstridWarning
 from .export._tflite import (
     TFLiteRunner,
@@ -49,7 +50,12 @@ from .export._tflite import (
     sidecar_path,
 )
 
-__all__ = ["score", "parity", "FAST_PATH_TOLERANCE"]
+__all__ = ["score", "parity", "FAST_PATH_TOLERANCE", "NoDataWarning"]
+
+
+class NoDataWarning(AstridWarning):
+    """Candidates without usable stamp data got a NaN score (see :func:`score`)."""
+
 
 #: Largest |TFLite float32 − Keras| score accepted for the fast Keras path.
 FAST_PATH_TOLERANCE = 1e-5
@@ -57,6 +63,8 @@ FAST_PATH_TOLERANCE = 1e-5
 _PARITY_SAMPLE = 32
 
 _INTERPRETERS = ("litert", "tflite_runtime", "tensorflow", "keras")
+#: What a braai model takes per triplet.
+_TRIPLET_SHAPE = (63, 63, 3)
 
 
 class _KerasPredictor:
@@ -74,8 +82,13 @@ class _KerasPredictor:
                 f"triplets: preprocessed shape {x.shape[1:]} does not match the input {expected} "
                 f"of model {getattr(self.model, 'name', '?')!r}"
             )
-        y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
-        return y.reshape(len(x), -1)[:, 0]
+        y = np.asarray(self.model.predict_on_batch(x), dtype=np.float32).reshape(len(x), -1)
+        if y.shape[1] != 1:
+            raise AstridInputError(
+                f"model {getattr(self.model, 'name', '?')!r}: expected one score per triplet, "
+                f"the output has {y.shape[1]} values per triplet"
+            )
+        return y[:, 0]
 
 
 class _FastKeras:
@@ -144,6 +157,7 @@ def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None)
     if interpreter is not None and interpreter not in _INTERPRETERS:
         raise AstridInputError(f"interpreter={interpreter!r}: expected one of {_INTERPRETERS} or None")
     if isinstance(model, TFLiteRunner):
+        _check_runner_ends(model)
         return model, model.norm, model.name
     if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
         stat = Path(model).stat()
@@ -166,8 +180,10 @@ def _load_model(model: Any, num_threads: int | None, interpreter: str | None):
         if interpreter == "keras":
             raise AstridInputError(f"{model}: interpreter='keras' cannot run a .tflite model")
         runner = TFLiteRunner(model, num_threads=num_threads, interpreter=interpreter)
+        _check_runner_ends(runner)
         return runner, runner.norm, str(model)
     keras_model = load_keras_model(model)
+    _check_keras_ends(keras_model, model)
     norm = getattr(keras_model, "astrid_norm", None)
     description = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
     if interpreter == "keras":
@@ -179,6 +195,35 @@ def _load_model(model: Any, num_threads: int | None, interpreter: str | None):
             raise
         return _KerasPredictor(keras_model), norm, description  # no TFLite interpreter installed
     return fast, norm, description
+
+
+def _check_runner_ends(runner: TFLiteRunner) -> None:
+    if runner.sample_shape != _TRIPLET_SHAPE:
+        raise AstridInputError(
+            f"{runner.name}: input shape {runner.sample_shape}, expected {_TRIPLET_SHAPE} "
+            "(63x63 stamps, science/reference/difference channels)"
+        )
+
+
+def _check_keras_ends(keras_model, source: Any) -> None:
+    """Refuse, before any scoring, a Keras model that does not take (63, 63, 3) and give one score."""
+    what = str(source) if isinstance(source, (str, os.PathLike)) else f"model {getattr(keras_model, 'name', '?')!r}"
+    inputs = getattr(keras_model, "inputs", None) or []
+    if len(inputs) != 1:
+        raise AstridInputError(f"{what}: expected a model with one input tensor, it has {len(inputs)}")
+    found = tuple(inputs[0].shape[1:])
+    if found != _TRIPLET_SHAPE:
+        raise AstridInputError(
+            f"{what}: input shape {found}, expected {_TRIPLET_SHAPE} (63x63 stamps, "
+            "science/reference/difference channels)"
+        )
+    outputs = getattr(keras_model, "outputs", None) or []
+    width = [int(np.prod([d for d in o.shape[1:] if d is not None])) for o in outputs]
+    if width != [1]:
+        raise AstridInputError(
+            f"{what}: expected one output with one score per triplet, found output shape(s) "
+            f"{[tuple(o.shape[1:]) for o in outputs]}"
+        )
 
 
 def _blocks(triplets: Any, n: int, batch_size: int) -> Iterator[tuple[int, int]]:
@@ -263,17 +308,40 @@ def score(
         For a Dataset/DataArray: a DataArray named ``score`` along
         ``candidate`` with all the per-candidate coordinates of the input
         (``candidate_id``, ``candid``, ``drb``, ...). For an ndarray: an
-        ndarray.
+        ndarray. NaN for candidates without usable data (see Notes). The
+        DataArray's attributes ``n_no_data`` and ``n_with_inf`` count those
+        and the candidates with ±inf pixels.
 
     Raises
     ------
     AstridInputError
-        Bad parameters, or triplets of the wrong shape for the model.
+        Bad parameters, triplets of the wrong shape, or a model that does
+        not take (63, 63, 3) triplets and give one score per triplet.
     AstridFileError
-        Missing or corrupt model files.
+        Missing, truncated or corrupt model files, or a folder given as one.
+
+    Warns
+    -----
+    NoDataWarning
+        Some candidates have no usable stamp data; the count is in the
+        message and their scores are NaN.
+    AstridWarning
+        Some candidates have ±inf pixels (scored with them set to 0).
 
     Notes
     -----
+    A candidate has no usable data, and gets a NaN score instead of the one
+    score every blank input would share, when its stamps hold no finite
+    pixel, or when one channel is entirely NaN/inf where the Dataset's
+    ``valid`` says it holds data (for an array: anywhere in the stamp);
+    :func:`astrid.braai._preprocess.no_data` has the details. A channel
+    that ``valid`` marks as empty (an alert without a reference) is scored
+    as braai does, with that channel blank. NaN pixels among data are set
+    to 0 as in braai; ±inf pixels too (braai's ``np.nan_to_num`` would make
+    them ±3.4e38, which swamps the normalisation), with a warning, since
+    they usually mean a broken producer. With ``norm="none"`` the triplets
+    are already preprocessed and NaN/inf in them is an error.
+
     Loaded model files (keyed by path, modification time and size) and the
     in-memory conversions of Keras models (keyed by the model object and a
     hash of its weights) are cached per thread, so repeated calls skip the
@@ -297,12 +365,35 @@ def score(
     norm = resolve_norm(norm, model_norm, description)
 
     scores = np.empty(n, dtype=np.float32)
+    empty = np.zeros(n, dtype=bool)
+    with_inf = np.zeros(n, dtype=bool)
     for start, stop in _blocks(triplets, n, batch_size):
-        x = preprocess(_take(triplets, slice(start, stop)), norm)
+        block = _take(triplets, slice(start, stop))
+        if hasattr(block, "load"):  # read a Dask-backed block once, not once per use
+            block = block.load()
+        if norm != "none":
+            empty[start:stop], with_inf[start:stop] = no_data(_raw(block))
+        x = preprocess(block, norm)
         if isinstance(predictor, _FastKeras) and not _check_fast(predictor, x):
             predictor = _KerasPredictor(predictor.model)
         scores[start:stop] = predictor(x)
+    scores[empty] = np.nan
 
+    n_empty, n_inf = int(empty.sum()), int((with_inf & ~empty).sum())
+    if n_empty:
+        warnings.warn(
+            f"triplets: {n_empty} of {n} candidate(s) have no usable stamp data (no finite pixel, "
+            "or a channel that 'valid' says holds data is all NaN/inf); their score is NaN",
+            NoDataWarning,
+            stacklevel=2,
+        )
+    if n_inf:
+        warnings.warn(
+            f"triplets: {n_inf} of {n} candidate(s) have ±inf pixels; these were treated as "
+            "missing (0), like NaN",
+            AstridWarning,
+            stacklevel=2,
+        )
     backend = getattr(predictor, "backend", "keras")
     attrs = {
         "long_name": "real/bogus score",
@@ -310,8 +401,17 @@ def score(
         "norm": norm,
         "backend": str(backend),
         "astrid_version": __version__,
+        "n_no_data": n_empty,
+        "n_with_inf": n_inf,
     }
     return _result_array(triplets, scores, attrs)
+
+
+def _raw(block: Any) -> Any:
+    """What :func:`astrid.braai._preprocess.no_data` takes: a Dataset or the stamp array."""
+    if hasattr(block, "data_vars"):
+        return block
+    return np.asarray(getattr(block, "values", block))
 
 
 def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> dict[str, Any]:
@@ -332,7 +432,9 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
     -------
     dict
         ``n``, ``max_abs_diff``, ``p99_abs_diff``, ``mean_abs_diff``,
-        ``flipped`` (candidates whose call changes at ``threshold``) and,
+        ``flipped`` (candidates whose call changes at ``threshold``),
+        ``constant_int8`` (True when ``int8_scores`` are all one value
+        while ``float_scores`` vary; also warned about) and,
         with labels, ``auc_float``, ``auc_int8``, ``aucpr_float``,
         ``aucpr_int8``, ``fnr_float``, ``fnr_int8``, ``delta_fnr`` (int8 −
         float), ``fpr_float``, ``fpr_int8``. AUCs are None when ``labels``
@@ -342,6 +444,11 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
     ------
     AstridInputError
         Arrays of different lengths, NaN scores, or non-binary labels.
+
+    Warns
+    -----
+    AstridWarning
+        ``int8_scores`` are constant while ``float_scores`` vary.
     """
     a = np.asarray(getattr(float_scores, "values", float_scores), dtype=np.float64).ravel()
     b = np.asarray(getattr(int8_scores, "values", int8_scores), dtype=np.float64).ravel()
@@ -351,10 +458,27 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
         )
     if a.size == 0:
         raise AstridInputError("parity: no scores")
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise AstridInputError("parity: scores contain NaN/inf")
+    for name, values in (("float_scores", a), ("int8_scores", b)):
+        bad = int(np.sum(~np.isfinite(values)))
+        if bad:
+            raise AstridInputError(
+                f"parity: {name} has {bad} NaN/inf value(s) of {values.size} (score() gives NaN to "
+                "candidates without usable data; compare only candidates finite in both)"
+            )
     diff = np.abs(a - b)
+    # A quantised model calibrated on blank data answers every input alike;
+    # its differences from the float scores alone can look small.
+    constant = bool(a.size > 1 and np.ptp(b) == 0 and np.ptp(a) > 0)
+    if constant:
+        warnings.warn(
+            f"int8_scores: all {b.size} scores are {b[0]:.4g}, while float_scores span "
+            f"{a.min():.4g}..{a.max():.4g}: the quantised model gives every input the same score "
+            "(degenerate int8 calibration?)",
+            AstridWarning,
+            stacklevel=2,
+        )
     out: dict[str, Any] = {
+        "constant_int8": constant,
         "n": int(a.size),
         "threshold": float(threshold),
         "max_abs_diff": float(diff.max()),

@@ -72,10 +72,14 @@ def _text(value: Any) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder, not an architecture JSON file")
     if not path.exists():
         raise AstridFileError(f"{path}: architecture file does not exist")
     try:
         config = json.loads(path.read_text())
+    except OSError as exc:
+        raise AstridFileError(f"{path}: cannot read the architecture file ({exc})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AstridInputError(f"{path}: not a Keras architecture JSON file ({exc})") from exc
     if not isinstance(config, dict):
@@ -215,7 +219,8 @@ def load_braai(
     Raises
     ------
     AstridFileError
-        A file does not exist or is not HDF5.
+        A file does not exist, is a folder, is not HDF5, or is a truncated
+        or damaged HDF5 file (h5py's own ``OSError`` is not let through).
     AstridInputError
         The file is not a Keras 2 model, its architecture uses layers that
         cannot be translated, or any weight array's shape (or the set of
@@ -223,12 +228,36 @@ def load_braai(
     """
     h5py = require("h5py", "loading braai HDF5 models")
     path = Path(weights_h5)
-    if not path.exists():
-        raise AstridFileError(f"{path}: file does not exist")
-    if path.is_dir() or not h5py.is_hdf5(path):
-        raise AstridFileError(f"{path}: not an HDF5 file")
     if norm is not None and norm not in NORMS:
         raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder, not an HDF5 model file")
+    if not path.exists():
+        raise AstridFileError(f"{path}: file does not exist")
+    if not h5py.is_hdf5(path):
+        raise AstridFileError(f"{path}: not an HDF5 file ({_describe_start(path)})")
+    try:
+        return _load_h5(h5py, path, architecture_json, norm)
+    except OSError as exc:
+        if isinstance(exc, AstridFileError):
+            raise
+        # h5py reports a cut-off file (a partial download, a full disk) as a bare OSError.
+        raise AstridFileError(
+            f"{path}: truncated or damaged HDF5 file ({path.stat().st_size} bytes; h5py: {exc})"
+        ) from exc
+
+
+def _describe_start(path: Path) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    head = path.read_bytes()[:4]
+    if head[:2] == b"PK":
+        return f"{size} bytes, a zip archive: a Keras 3 .keras file? load it with keras.saving.load_model"
+    return f"{size} bytes, starting {head!r}"
+
+
+def _load_h5(h5py, path: Path, architecture_json, norm: str | None):
     with h5py.File(path, "r") as h5file:
         root = _weights_root(h5file, path)
         if architecture_json is not None:

@@ -3,7 +3,8 @@
 ZTF's production braai (``make_triplet`` in dmitryduev/braai and in Kowalski)
 prepares each alert cutout in this order:
 
-1. ``np.nan_to_num``: NaN → 0 (and ±inf → the largest finite float);
+1. ``np.nan_to_num``: NaN → 0 (and ±inf → the largest finite float; AstrID
+   sets ±inf to 0 as well, see :func:`preprocess`);
 2. normalise the cutout *at its own size*: for models up to ``d6_m7`` with
    ``keras.utils.normalize(cutout)``, i.e. each image row divided by its L2
    norm (``axis=-1`` of the ``(ny, nx)`` array; all-zero rows stay zero), and
@@ -25,23 +26,21 @@ import xarray as xr
 from .._schema import CHANNELS, STAMP_SIZE, validate_triplets
 from ..errors import AstridInputError
 
-__all__ = ["preprocess", "NORMS", "PAD_VALUE"]
+__all__ = ["preprocess", "no_data", "NORMS", "PAD_VALUE"]
 
 #: Normalisations :func:`preprocess` knows (see its docstring).
 NORMS = ("rowwise", "l2")
 #: Value braai puts where a cutout smaller than 63×63 was padded.
 PAD_VALUE = np.float32(1e-9)
 
-_F32_MAX = np.finfo(np.float32).max
-
 
 @numba.njit(cache=True, nogil=True)
 def _clean(value):
-    # np.nan_to_num semantics, as in braai
-    if np.isnan(value):
+    # braai's np.nan_to_num turns ±inf into ±3.4e38, which then owns the L2 norm
+    # of its row (or stamp) and zeroes every other pixel there; treated as a
+    # missing pixel instead, it costs only itself.
+    if not np.isfinite(value):
         return 0.0
-    if np.isinf(value):
-        return _F32_MAX if value > 0 else -_F32_MAX
     return value
 
 
@@ -127,7 +126,7 @@ def preprocess(triplets, norm: str = "rowwise") -> np.ndarray:
     Returns
     -------
     numpy.ndarray, shape (n, 63, 63, 3), float32
-        NaN replaced by 0, stamps normalised, padding set to 1e-9.
+        NaN and ±inf replaced by 0, stamps normalised, padding set to 1e-9.
 
     Raises
     ------
@@ -140,6 +139,13 @@ def preprocess(triplets, norm: str = "rowwise") -> np.ndarray:
     A stamp (or, for ``"rowwise"``, a row) that is all zero is left at zero,
     as ``keras.utils.normalize`` does; braai's whole-image normalisation
     would divide by zero there and produce NaN.
+
+    ±inf pixels are set to 0 like NaN. braai's ``np.nan_to_num`` sets them
+    to ±3.4e38, which then dominates the L2 norm of its row (or stamp): the
+    pixel becomes ±1 and every other pixel of the row about 0, an input the
+    network never saw. Candidates whose stamps hold no finite data at all
+    are still preprocessed (to zeros); :func:`no_data` finds them, and
+    :func:`astrid.score.score` gives them a NaN score.
     """
     if norm not in NORMS:
         raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
@@ -174,3 +180,75 @@ def preprocess(triplets, norm: str = "rowwise") -> np.ndarray:
     if src.shape[0]:
         _normalise_into(src, out, stamp_ny, stamp_nx, norm == "l2", PAD_VALUE)
     return out
+
+
+def _raw_stamps(triplets):
+    """(stamps (n, h, w, 3), expected-data mask or None, stamp_ny, stamp_nx) of raw triplets."""
+    if isinstance(triplets, xr.Dataset):
+        validate_triplets(triplets)
+        src = triplets["triplets"].transpose("candidate", "y", "x", "channel").values
+        valid = triplets["valid"]
+        if valid.dims == ("candidate", "y", "x"):
+            valid = valid.expand_dims(channel=len(CHANNELS), axis=-1).values
+        else:
+            valid = valid.transpose("candidate", "y", "x", "channel").values
+        stamp_ny, stamp_nx = _stamp_extent(triplets, src.shape[0])
+        return src, valid, stamp_ny, stamp_nx
+    src = np.asarray(getattr(triplets, "values", triplets))
+    if src.ndim == 3:
+        src = src[np.newaxis]
+    if src.ndim != 4 or src.shape[-1] != len(CHANNELS):
+        raise AstridInputError(
+            f"triplets: expected an array of shape (n, h, w, {len(CHANNELS)}) or "
+            f"(h, w, {len(CHANNELS)}), got {np.shape(triplets)}"
+        )
+    n = src.shape[0]
+    stamp_ny = np.full((n, len(CHANNELS)), src.shape[1], dtype=np.int64)
+    stamp_nx = np.full((n, len(CHANNELS)), src.shape[2], dtype=np.int64)
+    return src, None, stamp_ny, stamp_nx
+
+
+def no_data(triplets) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidates carry no usable data, and which hold ±inf pixels.
+
+    A candidate has *no data* when its stamps, inside their extent
+    (``stamp_ny`` × ``stamp_nx``), hold no finite pixel at all, or when one
+    of its channels is entirely non-finite where that channel should hold
+    data. A channel should hold data where the dataset's ``valid`` is True
+    (for a bare array: everywhere). A channel that ``valid`` marks as empty
+    (e.g. a survey alert that comes without a reference) is therefore
+    accepted, and preprocessed as braai does (zeros), but a channel that
+    ``valid`` promises and that reads back as NaN/inf (a lost chunk, a
+    broken cutout) is not: braai's NaN → 0 would turn it into a blank
+    channel the network never saw in training, and every such candidate
+    would get the same score.
+
+    Parameters
+    ----------
+    triplets : xarray.Dataset or array-like
+        Raw triplets, as :func:`preprocess` accepts them.
+
+    Returns
+    -------
+    no_data : numpy.ndarray of bool, shape (n,)
+    has_inf : numpy.ndarray of bool, shape (n,)
+        Candidates with ±inf pixels inside their extent (preprocessed as
+        missing pixels, i.e. 0).
+    """
+    src, valid, stamp_ny, stamp_nx = _raw_stamps(triplets)
+    n, h, w, _ = src.shape
+    rows = np.arange(h)[None, :, None, None] < stamp_ny[:, None, None, :]
+    cols = np.arange(w)[None, None, :, None] < stamp_nx[:, None, None, :]
+    inside = rows & cols
+    if np.issubdtype(src.dtype, np.floating):
+        finite = np.isfinite(src)
+        has_inf = np.any(np.isinf(src) & inside, axis=(1, 2, 3))
+    else:
+        finite = np.ones(src.shape, dtype=bool)
+        has_inf = np.zeros(n, dtype=bool)
+    expected = inside if valid is None else inside & valid
+    promised = np.any(expected, axis=(1, 2))
+    delivered = np.any(finite & expected, axis=(1, 2))
+    lost_channel = np.any(promised & ~delivered, axis=1)
+    nothing = ~np.any(finite & inside, axis=(1, 2, 3))
+    return lost_channel | nothing, has_inf

@@ -70,6 +70,11 @@ _QUANTIZE = ("int8", "float16", None)
 #: Batch per interpreter call for dynamic-batch models (see :class:`TFLiteRunner`).
 INVOKE_BATCH = 16
 SIDECAR_FORMAT = "astrid-tflite/1"
+#: Fewest different, usable triplets accepted for int8 calibration.
+MIN_CALIBRATION = 16
+#: Keras score spread (on the calibration and synthetic inputs) above which an
+#: int8 model that gives all of them one score is refused.
+CONSTANT_OUTPUT_SPREAD = 0.02
 
 
 # --------------------------------------------------------------------------- #
@@ -105,12 +110,18 @@ def load_keras_model(model: Any):
         path = Path(model)
         if not path.exists():
             raise AstridFileError(f"{path}: no such model file")
+        if path.is_dir():
+            raise AstridFileError(
+                f"{path}: is a folder, not a model file (expected a .keras, braai .h5 or .tflite file; "
+                "a TensorFlow SavedModel folder is not supported)"
+            )
         suffix = path.suffix.lower()
         if suffix == ".keras":
+            _check_keras_archive(path)
             try:
                 return _keras().saving.load_model(path, compile=False)
             except Exception as exc:
-                raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+                raise AstridFileError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
         if suffix in (".h5", ".hdf5"):
             from ..braai import load_braai
 
@@ -126,6 +137,31 @@ def load_keras_model(model: Any):
     raise AstridInputError(
         f"model: expected a keras.Model or a .keras/.h5 path, got {type(model).__name__}"
     )
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` file that is not a complete Keras archive, saying what it is."""
+    import zipfile
+
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        head = path.read_bytes()[:4]
+        kind = "an HDF5 file (load it with astrid.braai.load_braai or rename it .h5)" if head == b"\x89HDF" else (
+            "empty" if size == 0 else "truncated or not a zip archive")
+        raise AstridFileError(f"{path}: not a readable .keras archive: {kind} ({size} bytes; {exc})") from exc
+    except Exception as exc:  # zlib/CRC errors inside members
+        raise AstridFileError(f"{path}: damaged .keras archive ({size} bytes; {type(exc).__name__}: {exc})") from exc
+    if damaged is not None:
+        raise AstridFileError(f"{path}: damaged .keras archive (member {damaged!r} fails its CRC check)")
+    missing = sorted({"config.json", "model.weights.h5"} - names)
+    if missing:
+        raise AstridFileError(
+            f"{path}: not a complete .keras archive (missing {missing}; has {sorted(names)[:5]})"
+        )
 
 
 def model_sha256(model) -> str:
@@ -394,6 +430,8 @@ class TFLiteRunner:
             content, kwargs = bytes(model), {"model_content": bytes(model)}
         else:
             path = Path(model)
+            if path.is_dir():
+                raise AstridFileError(f"{path}: is a folder, not a TFLite model file")
             if not path.is_file():
                 raise AstridFileError(f"{path}: no such TFLite model file")
             self.name = str(path)
@@ -561,7 +599,9 @@ class ExportReport:
     calibration_max_abs_diff : float or None
         Largest |TFLite − Keras| score on the calibration triplets (a
         sanity check of the conversion; parity on held-out data is
-        :func:`astrid.score.parity`'s job).
+        :func:`astrid.score.parity`'s job). The export is refused when the
+        int8 model's scores on these and on synthetic triplets are all one
+        value while Keras's vary.
     edgetpu : EdgeTPUReport or None
         Static Edge TPU check, for int8 exports.
     astrid_version, tensorflow_version : str
@@ -611,17 +651,105 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _calibration_inputs(representative: Any, norm: str, num: int, seed: int = 0) -> np.ndarray:
+def _nonfinite_kind(raw: np.ndarray) -> str:
+    if np.all(np.isnan(raw)):
+        return "NaN"
+    if np.all(np.isinf(raw)):
+        return "±inf"
+    return "NaN/inf"
+
+
+def _calibration_inputs(representative: Any, norm: str, num: int, shape: tuple[int, ...],
+                        seed: int = 0) -> np.ndarray:
+    """Preprocessed calibration triplets, refused when int8 ranges calibrated on them would be degenerate."""
+    from ..braai._preprocess import no_data
+
     n = _n_candidates(representative)
     if n == 0:
         raise AstridInputError("representative: no triplets to calibrate on")
     if n > num:
         index = np.sort(np.random.default_rng(seed).choice(n, size=num, replace=False))
         representative = _take(representative, index)
+    m = min(n, num)
+    if hasattr(representative, "load"):
+        representative = representative.load()
+    if norm != "none":
+        raw = representative if hasattr(representative, "data_vars") else np.asarray(
+            getattr(representative, "values", representative))
+        empty, _ = no_data(raw)
+        if empty.all():
+            values = raw["triplets"].values if hasattr(raw, "data_vars") else raw
+            raise AstridInputError(
+                f"representative: all {m} representative triplets have no usable data (their pixels are "
+                f"{_nonfinite_kind(np.asarray(values, dtype=np.float64)[empty])}), so they are all blank "
+                "after preprocessing; int8 ranges calibrated on them give every triplet the same score. "
+                "Calibrate on real triplets"
+            )
+        if empty.any():
+            warnings.warn(
+                f"representative: {int(empty.sum())} of {m} representative triplets have no usable data "
+                "(all NaN/inf, or a channel that should hold data is); calibrating on the other "
+                f"{int((~empty).sum())}",
+                AstridWarning,
+                stacklevel=3,
+            )
+            representative = _take(representative, np.flatnonzero(~empty))
     x = preprocess(representative, norm)
     if not np.all(np.isfinite(x)):
         raise AstridInputError("representative: preprocessed triplets contain NaN/inf")
+    if x.shape[1:] != shape:
+        raise AstridInputError(
+            f"representative: triplets of shape {x.shape[1:]} after preprocessing, but the model's input "
+            f"is {shape}"
+        )
+    flat = x.reshape(len(x), -1)
+    if np.all(np.ptp(flat, axis=1) == 0):
+        what = "all zero" if not np.any(flat) else "each one constant value"
+        raise AstridInputError(
+            f"representative: all {len(x)} representative triplets are {what} after preprocessing "
+            f"(norm={norm!r}; blank or constant stamps), so they carry no calibration range; "
+            "int8 ranges calibrated on them give every triplet the same score. Calibrate on real triplets"
+        )
+    distinct = len(np.unique(flat, axis=0))
+    if distinct < MIN_CALIBRATION:
+        detail = f"only {distinct} distinct of {len(x)}" if distinct < len(x) else f"only {len(x)}"
+        raise AstridInputError(
+            f"representative: {detail} usable representative triplet(s) after preprocessing; int8 "
+            f"calibration needs at least {MIN_CALIBRATION} different real triplets (200 is the default)"
+        )
     return x
+
+
+def _probe_inputs(calibration: np.ndarray, norm: str, n: int = 32, seed: int = 1) -> np.ndarray:
+    """Varied inputs for the constant-output check: the calibration set and synthetic triplets."""
+    rng = np.random.default_rng(seed)
+    shape = calibration.shape[1:]
+    if shape == (63, 63, 3):
+        raw = rng.normal(size=(n, *shape)).astype(np.float32)
+        yy, xx = np.mgrid[:63, :63]
+        blob = np.exp(-((yy - 31) ** 2 + (xx - 31) ** 2) / (2 * 1.5**2))
+        amplitude = rng.uniform(0, 30, size=n)
+        raw[..., 0] += amplitude[:, None, None] * blob
+        raw[..., 2] += amplitude[:, None, None] * blob * rng.choice([-1, 1], size=n)[:, None, None]
+        synthetic = preprocess(raw, "rowwise" if norm == "none" else norm)
+    else:
+        spread = float(calibration.std()) or 1.0
+        synthetic = rng.normal(float(calibration.mean()), spread, size=(n, *shape)).astype(np.float32)
+    return np.concatenate([calibration, synthetic])
+
+
+def _check_not_constant(tflite_scores: np.ndarray, keras_scores: np.ndarray, step: float,
+                        name: str, num_calibration: int) -> None:
+    """Refuse an int8 model that gives one score to inputs the Keras model tells apart."""
+    keras_spread = float(np.ptp(keras_scores))
+    if np.ptp(tflite_scores) == 0 and keras_spread > max(4 * step, CONSTANT_OUTPUT_SPREAD):
+        raise AstridInputError(
+            f"{name}: the int8 model gives all {len(tflite_scores)} varied test inputs the same score "
+            f"({float(tflite_scores[0]):.4g}), where the Keras model's scores span "
+            f"{float(keras_scores.min()):.4g}..{float(keras_scores.max()):.4g}: the int8 ranges calibrated "
+            f"on the {num_calibration} representative triplets do not cover real inputs. "
+            "Calibrate on real triplets"
+        )
 
 
 def to_tflite(
@@ -679,9 +807,21 @@ def to_tflite(
     ------
     AstridInputError
         Bad parameters, no representative triplets for int8, or a model
-        that is not single-input.
+        that is not single-input. For int8, degenerate calibration data:
+        representative triplets that are all NaN/inf, all blank or constant
+        after preprocessing, fewer than :data:`MIN_CALIBRATION` different
+        usable ones, or of the wrong shape for the model; and an int8
+        model that gives one score to every input of a varied test set
+        (the calibration triplets plus synthetic ones) that the Keras
+        model scores differently.
     AstridFileError
         A model file that cannot be read.
+
+    Warns
+    -----
+    AstridWarning
+        Some representative triplets have no usable data and are left out
+        of the calibration (the count is in the message).
 
     Examples
     --------
@@ -716,7 +856,13 @@ def to_tflite(
                 "representative: int8 quantisation needs real triplets to calibrate on "
                 "(a triplet Dataset or an (n, 63, 63, 3) array)"
             )
-        calibration = _calibration_inputs(representative, norm, int(num_calibration))
+        if int(num_calibration) < MIN_CALIBRATION:
+            raise AstridInputError(
+                f"num_calibration={num_calibration!r}: int8 calibration needs at least {MIN_CALIBRATION} "
+                "triplets (default 200)"
+            )
+        calibration = _calibration_inputs(representative, norm, int(num_calibration),
+                                          _input_shape(keras_model))
 
     tf = require("tensorflow", "Converting a Keras model to TFLite")
     content = convert_keras(keras_model, quantize, batch_size, calibration, io_dtype)
@@ -725,9 +871,13 @@ def to_tflite(
     max_diff = None
     if calibration is not None:
         runner = TFLiteRunner(content, name=str(path))
-        tflite_scores = runner(calibration)
-        keras_scores = np.asarray(keras_model(calibration, training=False), dtype=np.float32).reshape(-1)
-        max_diff = float(np.max(np.abs(tflite_scores - keras_scores)))
+        probes = _probe_inputs(calibration, norm)
+        tflite_scores = runner(probes)
+        keras_scores = np.asarray(keras_model(probes, training=False), dtype=np.float32).reshape(len(probes), -1)[:, 0]
+        n_cal = len(calibration)
+        max_diff = float(np.max(np.abs(tflite_scores[:n_cal] - keras_scores[:n_cal])))
+        step = runner.output.scale if runner.output.quantized else 0.0
+        _check_not_constant(tflite_scores, keras_scores, float(step), str(path), n_cal)
 
     source = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
     sha = model_sha256(keras_model)
