@@ -87,6 +87,15 @@ class BatchReport:
         Workers of the cluster (None when no task ran).
     threads_per_worker : int or None
         Compute threads each task used.
+    scores_path : pathlib.Path or None
+        With a model: ``<out_dir>/scores.ecsv``, every candidate's score
+        (gathered from the pairs' ``scores.ecsv``) with the model's identity
+        and the drift check in its metadata.
+    drift : astrid.drift.DriftResult or None
+        The drift check of the batch's scores against the model's reference
+        (None without a model or without a reference).
+    n_scored : int
+        Pairs scored in this call (0 on a rerun that had nothing to do).
     """
 
     table: Table
@@ -97,6 +106,18 @@ class BatchReport:
     compute_s: float = 0.0
     n_workers: int | None = None
     threads_per_worker: int | None = None
+    scores_path: Path | None = None
+    drift: Any = None
+    n_scored: int = 0
+
+    @property
+    def scores(self) -> Table | None:
+        """The batch's scores table (None without a model)."""
+        if self.scores_path is None:
+            return None
+        from .._scoring import read_scores
+
+        return read_scores(self.scores_path)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -147,6 +168,11 @@ class _PairTask:
     threads: int
     fingerprint: str
     label_radius: float = 2.0
+    # The model file and its identity (astrid._scoring.model_identity); None: no scoring.
+    model: str | None = None
+    model_identity: dict | None = None
+    # Outputs are complete and current; only the scores are missing or from another model.
+    score_only: bool = False
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -223,7 +249,7 @@ def run_pair(task: _PairTask) -> dict:
     timings["write_s"] = time.perf_counter() - start
 
     metrics = _outputs.json_safe(result.metrics)
-    return {
+    record = {
         "pair": pair.name,
         "n_candidates": int(len(candidates)),
         "n_real": int((np.asarray(candidates["label"]) == 1).sum()) if len(candidates) else 0,
@@ -231,6 +257,50 @@ def run_pair(task: _PairTask) -> dict:
         "timings": _outputs.json_safe(timings),
         "metrics": metrics,
     }
+    if task.model is not None:
+        record.update(_score_pair_triplets(task, record))
+    return record
+
+
+def _score_pair_triplets(task: _PairTask, record: dict) -> dict:
+    """Score the pair's ``triplets.zarr`` and write ``scores.ecsv`` beside it; the record's new entries."""
+    from .. import _scoring
+    from ..score import score
+    from ..triplets import load_triplets
+
+    pair_dir = Path(task.pair_dir)
+    start = time.perf_counter()
+    identity = dict(task.model_identity or {})
+    if record["n_candidates"]:
+        ds = load_triplets(pair_dir / _outputs.TRIPLETS_NAME)
+        try:
+            scores = score(ds, task.model, num_threads=task.threads)
+        finally:
+            ds.close()
+        table = _scoring.scores_table(scores, task.pair.name, identity)
+        table["pair"] = table["input"]
+    else:
+        table = _scoring.empty_scores()
+    table.meta["astrid_scores"] = _scoring.table_meta(identity, None, None, pair=task.pair.name)
+    _scoring.write_scores(pair_dir / _outputs.SCORES_NAME, table)
+    outputs = [name for name in record["outputs"] if name != _outputs.SCORES_NAME] + [_outputs.SCORES_NAME]
+    timings = {**record.get("timings", {}), "score_s": time.perf_counter() - start}
+    scored = {**identity, "scored_unix": time.time()}
+    return {"outputs": outputs, "timings": _outputs.json_safe(timings), "model": scored}
+
+
+def score_pair(task: _PairTask) -> dict:
+    """Score the triplets of a pair whose other outputs are complete (a model added or changed)."""
+    pair_dir = Path(task.pair_dir)
+    marker = _outputs.read_marker(pair_dir)
+    if marker is None:
+        raise AstridInputError(f"{pair_dir}: no valid {_outputs.MARKER_NAME} to add scores to")
+    # The old marker must not vouch for a scores file that is about to be replaced.
+    (pair_dir / _outputs.MARKER_NAME).unlink(missing_ok=True)
+    record = {key: marker[key] for key in ("pair", "n_candidates", "n_real", "timings", "metrics") if key in marker}
+    record["outputs"] = list(marker.get("outputs", {}))
+    record.update(_score_pair_triplets(task, record))
+    return record
 
 
 def _run_task(task: _PairTask, process: Callable[[_PairTask], dict]) -> dict:
@@ -255,7 +325,7 @@ def _run_task(task: _PairTask, process: Callable[[_PairTask], dict]) -> dict:
     with thread_limits(task.threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            outcome = process(task)
+            outcome = (score_pair if task.score_only else process)(task)
         except AstridInputError as exc:
             outcome = None
             error = exc
@@ -403,6 +473,8 @@ def process_pairs(
     retries: int = 1,
     verify: str = "checksum",
     label_radius: float = 2.0,
+    model: str | os.PathLike | None = None,
+    reference=None,
     _process: Callable | None = None,
     _on_result: Callable | None = None,
     **difference_options,
@@ -451,6 +523,19 @@ def process_pairs(
     label_radius : float, optional
         Match radius (pixels) of :func:`~astrid.triplets.label_candidates`
         against the survey's truth table (pairs without one get label -1).
+    model : path-like, optional
+        A real/bogus model file (``.tflite``, ``.keras`` or braai ``.h5``):
+        each pair's triplets are scored on its worker as it finishes
+        (:func:`astrid.score.score`, TFLite where it can) into the pair's
+        ``scores.ecsv``, with the model's identity (file and card SHA-256,
+        version) in ``done.json``; all scores are gathered into
+        ``<out_dir>/scores.ecsv`` with the drift check in its metadata.
+        A rerun with another model (or a model added later) scores the
+        finished pairs again without differencing them again.
+    reference : array-like, dict or path-like, optional
+        The reference score distribution of the drift check
+        (:func:`astrid.drift.load_reference`: a model card, scores, a file
+        of scores). Default: the card beside ``model``, if any.
     **difference_options
         Passed to :func:`astrid.difference` (e.g. ``method="classic"``,
         ``box_size=64``). ``workers`` defaults to ``threads_per_worker``.
@@ -467,7 +552,14 @@ def process_pairs(
         holding results made with other options, or from input files that
         have changed since (use a new ``out_dir``).
     AstridFileError
-        ``triplet_store`` exists and is not an AstrID batch store.
+        ``triplet_store`` exists and is not an AstrID batch store, or
+        ``model`` / ``reference`` is missing or unreadable.
+
+    Warns
+    -----
+    astrid.drift.DriftWarning
+        The batch's scores drift from the model's reference distribution
+        (population-stability index above :data:`astrid.drift.PSI_LEVEL`).
 
     Notes
     -----
@@ -496,6 +588,18 @@ def process_pairs(
     if _process is None:
         _check_difference_options(difference_options)
     process = _process or run_pair
+    identity = reference_distribution = None
+    if model is not None:
+        from .._scoring import model_identity
+        from ..drift import load_reference, reference_for_model
+
+        identity = model_identity(model)
+        if Path(model).suffix.lower() not in (".tflite", ".keras", ".h5", ".hdf5"):
+            raise AstridInputError(f"model: {model}: expected a .tflite, .keras or .h5 file")
+        reference_distribution = (load_reference(reference) if reference is not None
+                                  else reference_for_model(model))
+    elif reference is not None:
+        raise AstridInputError("reference: a drift reference needs a model to score with (model=...)")
 
     pairs, survey_root = _pairs_of(manifest_or_dir)
     duplicates = sorted(name for name, count in Counter(p.name for p in pairs).items() if count > 1)
@@ -544,6 +648,7 @@ def process_pairs(
 
     # --- what earlier runs left
     todo: list[tuple[SurveyPair, str]] = []
+    score_only: set[str] = set()
     resumable: list[tuple[SurveyPair, dict]] = []
     conflicts = []
     stale_committed = []
@@ -559,6 +664,10 @@ def process_pairs(
             stale_committed.append(f"{pair.name} ({', '.join(changed)})")
         elif changed:
             todo.append((pair, f"inputs changed since the earlier run: {', '.join(changed)}"))
+        elif identity is not None and (marker.get("model") or {}).get("model_sha256") != identity["model_sha256"]:
+            scored_by = (marker.get("model") or {}).get("model")
+            todo.append((pair, "not scored yet" if scored_by is None else f"scored by another model ({scored_by})"))
+            score_only.add(pair.name)
         elif pair.name in committed:
             row(pair, "skipped", "complete and in the triplet store", marker)
         else:
@@ -606,7 +715,8 @@ def process_pairs(
             compute_started = time.perf_counter()
             _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold,
                            difference_options, threads_used, label_radius, retries, progress, row, manifest,
-                           _on_result)
+                           _on_result, model=None if model is None else str(model), identity=identity,
+                           score_only=score_only)
             compute_s = time.perf_counter() - compute_started
         finally:
             manifest.save()
@@ -620,13 +730,50 @@ def process_pairs(
     )
     table["elapsed_s"].unit = "s"
     table["cpu_s"].unit = "s"
+    scores_path = drift = None
+    n_scored = 0
+    if identity is not None:
+        statuses = dict(zip(table["pair"], np.asarray(table["status"], dtype=str)))
+        n_scored = sum(status == "done" for status in statuses.values())
+        scores_path, drift = _gather_scores(out_dir, [p for p in pairs if statuses.get(p.name) != "failed"],
+                                            identity, reference_distribution)
+        manifest.data["drift"] = None if drift is None else drift.to_dict()
     elapsed = time.perf_counter() - started
     manifest.data["finished"] = _iso(time.time())
     manifest.data["elapsed_s"] = elapsed
     manifest.save()
     return BatchReport(table=table, out_dir=out_dir, triplet_store=store, manifest_path=manifest.path,
                        elapsed_s=elapsed, compute_s=compute_s, n_workers=n_workers_used,
-                       threads_per_worker=threads_used)
+                       threads_per_worker=threads_used, scores_path=scores_path, drift=drift, n_scored=n_scored)
+
+
+#: The batch's gathered scores, in ``out_dir``.
+BATCH_SCORES_NAME = "scores.ecsv"
+
+
+def _gather_scores(out_dir: Path, pairs: list[SurveyPair], identity: dict, reference: dict | None):
+    """Stack the pairs' ``scores.ecsv`` into ``<out_dir>/scores.ecsv``; run the drift check on them."""
+    from .. import _scoring
+    from ..drift import DriftWarning, compare
+
+    tables = []
+    for pair in pairs:
+        path = out_dir / pair.name / _outputs.SCORES_NAME
+        if path.exists():
+            tables.append(_scoring.read_scores(path))
+    combined = _scoring.concat(tables)
+    drift = None
+    if reference is not None:
+        drift = compare(np.asarray(combined["score"], dtype=np.float64), reference, warn=False)
+    combined.meta["astrid_scores"] = _scoring.table_meta(
+        identity, None if drift is None else drift.to_dict(),
+        None if reference is None else str(reference.get("source") or "given"),
+        n_pairs=len(tables),
+    )
+    path = _scoring.write_scores(out_dir / BATCH_SCORES_NAME, combined)
+    if drift is not None and drift.drifted:
+        warnings.warn(f"process_pairs: scores in {path}: {drift.summary()}", DriftWarning, stacklevel=3)
+    return path, drift
 
 
 def _commit(store, committed, fingerprint, out_dir, items):
@@ -673,7 +820,8 @@ def _one_line_error() -> str:
 
 
 def _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold, difference_options,
-                   threads, label_radius, retries, progress, row, manifest, on_result) -> None:
+                   threads, label_radius, retries, progress, row, manifest, on_result, *, model=None, identity=None,
+                   score_only=frozenset()) -> None:
     """Submit one task per pair; commit results to the store as they land, several per append."""
     distributed = require("distributed", "astrid.batch.process_pairs")
     futures = {}
@@ -681,7 +829,8 @@ def _run_on_client(client, todo, process, out_dir, store, committed, fingerprint
     for pair, reason in todo:
         task = _PairTask(pair=pair, pair_dir=out_dir / pair.name, threshold=float(threshold),
                          difference_options=dict(difference_options), threads=int(threads),
-                         fingerprint=fingerprint, label_radius=float(label_radius))
+                         fingerprint=fingerprint, label_radius=float(label_radius), model=model,
+                         model_identity=identity, score_only=pair.name in score_only)
         key = f"astrid-pair-{pair.name}-{uuid.uuid4().hex[:8]}"
         futures[client.submit(_run_task, task, process, key=key, pure=False, retries=retries)] = pair
         reasons[pair.name] = reason

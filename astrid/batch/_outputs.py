@@ -5,6 +5,7 @@ A pair's folder ``<out_dir>/<target>/<pair>/`` holds::
     difference.fits    the DifferenceResult (multi-extension FITS)
     candidates.ecsv    the candidate table (detect + labels + pair)
     triplets.zarr/     the pair's 63x63 triplets (absent when no candidates)
+    scores.ecsv        with a model: each candidate's score and the model's identity
     done.json          written last: what was made, with sizes and SHA-256
 
 Each file is written atomically (temporary file + rename) and the marker
@@ -38,6 +39,7 @@ __all__ = [
     "DIFFERENCE_NAME",
     "CANDIDATES_NAME",
     "TRIPLETS_NAME",
+    "SCORES_NAME",
     "STORE_PAIRS_ATTR",
     "STORE_OPTIONS_ATTR",
     "verify_pair_outputs",
@@ -49,6 +51,7 @@ MARKER_SCHEMA = "astrid-batch-pair/1"
 DIFFERENCE_NAME = "difference.fits"
 CANDIDATES_NAME = "candidates.ecsv"
 TRIPLETS_NAME = "triplets.zarr"
+SCORES_NAME = "scores.ecsv"
 #: Root attribute of the shared store: sorted names of the pairs committed to it.
 STORE_PAIRS_ATTR = "astrid_batch_pairs"
 #: Root attribute of the shared store: fingerprint of the options its pairs were made with.
