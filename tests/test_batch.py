@@ -323,6 +323,9 @@ def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path
         ({"threshold": 0.0}, "threshold"),
         ({"n_workers": 0}, "n_workers"),
         ({"scheduler": "tcp://127.0.0.1:1", "client": object()}, "either client or scheduler"),
+        ({"model": "missing.tflite"}, "no such model file"),
+        ({"model": object()}, "save a Keras model"),
+        ({"reference": [0.5, 0.6]}, "needs a model"),
     ],
 )
 def test_bad_arguments(survey_dir, tmp_path, kwargs, match):
@@ -395,3 +398,101 @@ def test_thread_limits_restore_numba():
         assert numba.get_num_threads() == 1
         assert scipy.fft.get_workers() == 1
     assert numba.get_num_threads() == before
+
+
+# ----------------------------------------------------------------------------- scoring on the workers
+
+
+class _Interrupted(Exception):
+    """The client 'dies' after the first pair's result."""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A seeded two-layer Keras CNN exported to a dynamic-batch float TFLite file (workers need only LiteRT)."""
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    from astrid.export import to_tflite
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((63, 63, 3))
+    hidden = keras.layers.Conv2D(2, 5, strides=4, activation="relu")(inputs)
+    hidden = keras.layers.GlobalAveragePooling2D()(hidden)
+    net = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden), name="tiny")
+    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
+    to_tflite(net, path, quantize=None, batch_size=None)
+    return path
+
+
+def _scored_at(out: Path, names) -> dict[str, float]:
+    return {name: json.loads((out / name / "done.json").read_text())["model"]["scored_unix"] for name in names}
+
+
+def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_each_candidate_once(
+        survey_dir, client, tiny_model, tmp_path):
+    from astrid.drift import DriftWarning
+    from astrid.score import score
+
+    pairs = list(Manifest.load(survey_dir).pairs())[:3]
+    out = tmp_path / "run"
+
+    def die_after_first(client, record):
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        process_pairs(pairs, out, client, progress=False, model=tiny_model, _on_result=die_after_first)
+    first = {p.name for p in pairs if (out / p.name / "done.json").exists()}
+    assert first, "no pair finished before the interruption"
+    scored_before = _scored_at(out, first)
+
+    report = process_pairs(pairs, out, client, progress=False, model=tiny_model)
+    assert report.ok and report.counts["done"] + report.counts["resumed"] + report.counts["skipped"] == 3
+    # Pairs scored before the restart were not scored again.
+    assert _scored_at(out, first) == scored_before
+    assert report.n_scored == 3 - len(first)
+    table = report.scores
+    counts = _store_counts(report.triplet_store)
+    ids = table["candidate_id"].tolist()
+    assert len(ids) == len(set(ids)) == sum(counts.values())  # every candidate scored exactly once
+    meta = table.meta["astrid_scores"]
+    assert meta["model"]["model_sha256"] == table["model_sha256"][0]
+    assert meta["model"]["model"] == "tiny" and meta["drift"] is None  # no card beside the model: no reference
+
+    # The same scores as scoring the store's triplets afterwards.
+    ds = load_triplets(report.triplet_store)
+    try:
+        after = score(ds, tiny_model)
+    finally:
+        ds.close()
+    by_id = dict(zip(after["candidate_id"].values.astype(str).tolist(), after.values.tolist()))
+    np.testing.assert_allclose(np.asarray(table["score"]), [by_id[i] for i in ids], atol=1e-6)
+
+    # Nothing left to do: no pair scored again, the scores are the same.
+    again = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=np.asarray(table["score"]))
+    assert again.counts["skipped"] == 3 and again.n_scored == 0
+    assert again.scores["candidate_id"].tolist() == ids
+    # Compared with its own scores the batch does not drift ...
+    assert again.drift.psi < 0.01 and not again.drift.drifted
+    assert again.scores.meta["astrid_scores"]["drift"]["psi"] == pytest.approx(again.drift.psi, abs=1e-6)
+    # ... compared with a distribution it does not share, it does.
+    shifted = np.clip(np.asarray(table["score"]) + 0.3, 0, 1)
+    with pytest.warns(DriftWarning, match="PSI"):
+        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=shifted)
+    assert drifted.drift.drifted and drifted.drift.psi > 0.25
+
+
+def test_a_model_added_later_scores_without_differencing_again(finished, survey_dir, client, tiny_model, tmp_path):
+    out = _copy(finished, tmp_path / "run")
+    before = _store_counts(out / "triplets.zarr")
+    timings = {name: json.loads((out / name / "done.json").read_text())["timings"] for name in before}
+    pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
+    report = process_pairs(pairs, out, client, progress=False, model=tiny_model)
+    assert report.counts["done"] == len(before) and report.n_scored == len(before)
+    assert set(report.table["reason"]) == {"not scored yet; already in the triplet store, not appended again"}
+    for name in before:
+        marker = json.loads((out / name / "done.json").read_text())
+        assert "scores.ecsv" in marker["outputs"] and marker["model"]["model"] == "tiny"
+        assert marker["timings"]["difference_s"] == timings[name]["difference_s"]  # not differenced again
+        assert verify_pair_outputs(out / name, name)[0]
+    assert _store_counts(out / "triplets.zarr") == before
+    assert len(report.scores) == sum(before.values())
