@@ -135,25 +135,42 @@ def test_reopening_the_label_file_restores_labels(dataset, labels_path):
     assert TripletInspector(dataset, labels_path=labels_path).labels["c05"] == "real"
 
 
-def test_incomplete_last_line_is_dropped_and_a_corrupt_file_is_an_error(dataset, labels_path):
+def test_no_label_line_is_ever_deleted_and_bad_lines_are_quarantined(dataset, labels_path):
     labels_path.parent.mkdir(parents=True)
     good = json.dumps({"candidate_id": "c03", "label": "real", "time": "2025-01-01T00:00:00Z"})
-    labels_path.write_text(good + "\n" + '{"candidate_id": "c04", "lab')
-    with pytest.warns(AstridWarning, match="last line is incomplete"):
+    torn = '{"candidate_id": "c04", "lab'
+    labels_path.write_text(good + "\n" + torn)
+    with pytest.warns(AstridWarning, match=r"1 line\(s\) are not label records.*1 label record\(s\) loaded"):
         inspector = TripletInspector(dataset, labels_path=labels_path)
     assert inspector.labels == {"c03": "real"}
     inspector.label("bogus", candidate="c04")
-    assert [r["candidate_id"] for r in read_lines(labels_path)] == ["c03", "c04"]
+    lines = labels_path.read_text().splitlines()
+    assert lines[:2] == [good, torn] and json.loads(lines[2])["candidate_id"] == "c04"  # torn line kept, closed
+    side = labels_path.with_name(labels_path.name + ".quarantine")
+    assert json.loads(side.read_text())["text"] == torn
+    with pytest.warns(AstridWarning, match="not label records"):
+        assert LabelStore(labels_path).labels == {"c03": "real", "c04": "bogus"}
+    assert len(side.read_text().splitlines()) == 1  # quarantined once, however often it is opened
 
-    labels_path.write_text(good)  # complete record without its newline: kept, line completed
+    labels_path.write_text(good)  # complete record without its newline: kept, file untouched
     assert LabelStore(labels_path).labels == {"c03": "real"}
-    assert labels_path.read_text().endswith("\n")
+    assert labels_path.read_text() == good
+    store = LabelStore(labels_path)
+    store.add("c05", "skip")
+    assert [json.loads(line)["candidate_id"] for line in labels_path.read_text().splitlines()] == ["c03", "c05"]
+
+    # a valid-JSON last record with an unknown label and no newline (was: deleted on open)
+    unknown = good.replace("real", "maybe").replace("c03", "c09")
+    labels_path.write_text(good + "\n" + unknown)
+    with pytest.warns(AstridWarning, match="label 'maybe'"):
+        assert LabelStore(labels_path).labels == {"c03": "real"}
+    assert labels_path.read_text() == good + "\n" + unknown
 
     labels_path.write_text("not json\n" + good + "\n")
-    with pytest.raises(AstridFileError, match="line 1 is not a label record"):
+    with pytest.warns(AstridWarning, match="line 1 is not a label record"):
         TripletInspector(dataset, labels_path=labels_path)
-    labels_path.write_text(good.replace("real", "maybe") + "\n")
-    with pytest.raises(AstridFileError, match="label 'maybe'"):
+    labels_path.write_text(good.replace("real", "maybe") + "\n")  # nothing but bad lines: not a label file
+    with pytest.raises(AstridFileError, match="none of its 1 line"):
         LabelStore(labels_path)
 
 

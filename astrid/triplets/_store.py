@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .._locks import store_lock
 from .._optional import require
 from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError
@@ -42,6 +43,9 @@ __all__ = ["write_triplets", "load_triplets", "COMMIT_ATTR"]
 
 #: Root attribute of a Zarr triplet store: the number of complete candidates.
 COMMIT_ATTR = "n_committed"
+#: Root attribute of Zarr stores that write every chunk, even one holding only
+#: fill values, so that a missing chunk file always means lost data.
+CHUNKS_ATTR = "all_chunks_written"
 #: Candidates per chunk along ``candidate`` (256 x 63 x 63 x 3 float32 = 12 MB).
 DEFAULT_CHUNK = 256
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".he5", ".cdf")
@@ -69,7 +73,7 @@ def _prepare(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.copy()
     if "candidate_id" in ds.xindexes:
         ds = ds.drop_indexes("candidate_id")
-    ds.attrs = clean_attrs({k: v for k, v in ds.attrs.items() if k != COMMIT_ATTR})
+    ds.attrs = clean_attrs({k: v for k, v in ds.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)})
     fixed_width = {
         name: (var.dims, _string_objects(var.values), var.attrs)
         for name, var in ds.variables.items()
@@ -131,9 +135,12 @@ def _write_zarr_new(ds: xr.Dataset, path: Path, chunk: int) -> None:
     try:
         ds = ds.copy()
         ds.attrs[COMMIT_ATTR] = int(ds.sizes["candidate"])
+        ds.attrs[CHUNKS_ATTR] = True
         # Lazy input (e.g. a balanced selection of a store): Dask chunks must match the store's.
         ds = _rechunk_data(ds, chunk)
-        ds.to_zarr(tmp, mode="w", consolidated=False, encoding=_encoding(ds, chunk), zarr_format=3)
+        ds.to_zarr(
+            tmp, mode="w", consolidated=False, encoding=_encoding(ds, chunk), zarr_format=3, write_empty_chunks=True
+        )
         _replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -191,8 +198,10 @@ def _append_zarr(ds: xr.Dataset, path: Path, chunk: int) -> None:
         existing.close()
 
     ds = ds.copy()
-    attrs = _merged_attrs({k: v for k, v in group.attrs.items() if k != COMMIT_ATTR}, ds.attrs)
+    attrs = _merged_attrs({k: v for k, v in group.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)}, ds.attrs)
     attrs[COMMIT_ATTR] = committed  # unchanged until every row is written
+    if group.attrs.get(CHUNKS_ATTR):
+        attrs[CHUNKS_ATTR] = True
     ds.attrs = attrs
     if any(var.chunks for var in ds.variables.values()):
         # Dask chunks must start on the store's chunk boundaries.
@@ -203,7 +212,7 @@ def _append_zarr(ds: xr.Dataset, path: Path, chunk: int) -> None:
         if sum(sizes) > n:
             sizes[-1] -= sum(sizes) - n
         ds = _rechunk_data(ds, tuple(s for s in sizes if s > 0))
-    ds.to_zarr(path, mode="a", append_dim="candidate", consolidated=False)
+    ds.to_zarr(path, mode="a", append_dim="candidate", consolidated=False, write_empty_chunks=True)
     group = zarr.open_group(path, mode="r+")
     group.attrs[COMMIT_ATTR] = committed + int(ds.sizes["candidate"])
 
@@ -293,13 +302,17 @@ def write_triplets(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = _prepare(ds)
-    if _is_netcdf(path, format):
-        _write_netcdf(ds, path, mode)
-    elif mode == "a" and path.exists():
-        _append_zarr(ds, path, int(chunk_size))
-    else:
-        require("zarr", "Writing triplets to Zarr")
-        _write_zarr_new(ds, path, int(chunk_size))
+    netcdf = _is_netcdf(path, format)
+    require("h5netcdf" if netcdf else "zarr", "Writing triplets")
+    # One writer at a time: an append reads the committed length, writes rows
+    # and commits them; two writers interleaving would overwrite each other.
+    with store_lock(path):
+        if netcdf:
+            _write_netcdf(ds, path, mode)
+        elif mode == "a" and path.exists():
+            _append_zarr(ds, path, int(chunk_size))
+        else:
+            _write_zarr_new(ds, path, int(chunk_size))
     return path
 
 
@@ -349,6 +362,74 @@ def _committed_view(path: Path, committed: int):
     return CommittedView(LocalStore(path, read_only=True), committed)
 
 
+def _missing_chunks(path: Path, committed: int) -> list[str]:
+    """Chunk files of the committed rows that are not on disk (lost data).
+
+    Stores written with every chunk (:data:`CHUNKS_ATTR`) are checked in all
+    their candidate arrays; older stores only in ``triplets``, the one array
+    where a chunk of fill values alone (all-NaN stamps) cannot be real data.
+    """
+    zarr = require("zarr", "Reading triplets from Zarr")
+    group = zarr.open_group(path, mode="r")
+    every = bool(group.attrs.get(CHUNKS_ATTR))
+    missing = []
+    for name, array in group.arrays():
+        dims = array.metadata.dimension_names or ()
+        if not dims or dims[0] != "candidate" or (not every and name != "triplets") or committed == 0:
+            continue
+        shape = (committed,) + tuple(array.shape[1:])
+        grid = [-(-n // c) for n, c in zip(shape, array.chunks)]
+        separator = getattr(array.metadata.chunk_key_encoding, "separator", "/")
+        for index in np.ndindex(*grid):
+            key = "c" + separator + separator.join(map(str, index))
+            if not (path / name / key.replace("/", os.sep)).exists():
+                missing.append(f"{name}/{key}")
+    return missing
+
+
+class _CheckedChunks:
+    """A lazily read store array whose read errors name the store and the array.
+
+    A damaged chunk (bad compression, truncated file) would otherwise reach
+    the user as a raw codec error from deep inside a Dask computation.
+    """
+
+    def __init__(self, variable: xr.Variable, path: Path, name: str):
+        self._variable = variable
+        self._path = path
+        self._name = name
+        self.shape = variable.shape
+        self.dtype = variable.dtype
+        self.ndim = variable.ndim
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self._variable[key].values)
+        except Exception as exc:
+            raise AstridFileError(
+                f"{self._path}: the stored {self._name!r} rows {key[0] if isinstance(key, tuple) else key} cannot be "
+                f"read ({type(exc).__name__}: {exc}); the store is damaged - rebuild it or restore it from a copy"
+            ) from exc
+
+
+def _checked_dask(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    import dask.array as da
+
+    for name in list(ds.data_vars):
+        variable = ds[name].variable
+        chunks = variable.encoding.get("chunks") or variable.shape
+        data = da.from_array(
+            _CheckedChunks(variable, path, name),
+            chunks=chunks,
+            lock=False,
+            asarray=False,
+            meta=np.empty((0,) * variable.ndim, dtype=variable.dtype),
+            name=f"astrid-{name}-{uuid.uuid4().hex}",
+        )
+        ds[name] = xr.Variable(variable.dims, data, variable.attrs, encoding=variable.encoding)
+    return ds
+
+
 def load_triplets(path: str | os.PathLike, *, chunks: dict | str | None = None, format: str | None = None) -> xr.Dataset:
     """Open a triplet store lazily (Dask arrays), as written by :func:`write_triplets`.
 
@@ -392,10 +473,17 @@ def load_triplets(path: str | os.PathLike, *, chunks: dict | str | None = None, 
             raise AstridFileError(f"{path}: not a readable Zarr store ({exc})") from exc
         if committed is None:
             raise AstridFileError(f"{path}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)")
+        missing = _missing_chunks(path, int(committed))
+        if missing:
+            raise AstridFileError(
+                f"{path}: {len(missing)} chunk file(s) of committed rows are missing, e.g. {missing[:3]}; "
+                "the store has lost data (reading it would give fill values as if they were stamps)"
+            )
         try:
-            ds = xr.open_zarr(_committed_view(path, int(committed)), consolidated=False, chunks={})
+            ds = xr.open_zarr(_committed_view(path, int(committed)), consolidated=False, chunks=None)
         except (OSError, ValueError, KeyError) as exc:
             raise AstridFileError(f"{path}: not a readable Zarr store ({exc})") from exc
+        ds = _checked_dask(ds, path)
     committed = ds.attrs.get(COMMIT_ATTR)
     if committed is None:
         raise AstridFileError(f"{path}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)")

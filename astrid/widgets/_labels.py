@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .._locks import store_lock
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 
 __all__ = ["LABELS", "LabelRecord", "LabelStore"]
@@ -48,9 +50,22 @@ class LabelRecord:
 class LabelStore:
     """Labels in a JSON-lines file, one line per click, fsync'ed at once.
 
-    The file is only appended to, so a kernel that dies loses nothing already
-    clicked; relabelling a candidate appends a newer line, and the newest line
-    of a candidate is its label. Opening an existing file reloads its labels.
+    The file is only ever appended to, so a kernel that dies loses nothing
+    already clicked; relabelling a candidate appends a newer line, and the
+    newest line of a candidate is its label. Opening an existing file
+    reloads its labels.
+
+    Several stores may share one file (two notebooks, a notebook and a
+    script): each append holds an inter-process lock (see
+    :mod:`astrid._locks`), and :attr:`labels`, :meth:`latest` and
+    :attr:`history` first read what other writers appended since.
+
+    Nothing is ever deleted or rewritten. A line that is not a label record
+    (a writer killed mid-line, a hand edit, a record of an unknown label) is
+    skipped, copied once to the side file ``<name>.quarantine`` and reported
+    in an :class:`~astrid.errors.AstridWarning` that says how many labels
+    were kept. A torn last line is closed with a newline before the next
+    label, so it cannot swallow that label.
 
     Parameters
     ----------
@@ -60,52 +75,112 @@ class LabelStore:
     Raises
     ------
     AstridFileError
-        A line other than the last is not a label record (the file was edited
-        or is not a label file).
+        ``path`` is a folder, or a non-empty file none of whose lines is a
+        label record (not a label file: AstrID will not append to it).
 
     Warns
     -----
     AstridWarning
-        The last line was incomplete (the kernel stopped while writing it); the
-        line is removed so the next label starts on a clean line.
+        Lines that are not label records were skipped (and quarantined).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.history: list[LabelRecord] = []
+        self._history: list[LabelRecord] = []
+        self._offset = 0  # bytes of the file already read, always at a line end
+        self._line = 0
+        self._quarantined = 0
         if self.path.is_dir():
             raise AstridFileError(f"{self.path}: is a folder; labels_path must name a file")
         if self.path.exists():
-            self._load()
+            self.refresh()
 
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        tail = lines.pop()  # after the last newline: b"" for a complete file
-        offset = 0
-        for number, line in enumerate(lines, start=1):
-            offset += len(line) + 1
-            if not line.strip():
-                continue
-            self.history.append(self._parse(line, number))
-        if tail.strip():
-            try:
-                self.history.append(self._parse(tail, len(lines) + 1))
-                with open(self.path, "ab") as fh:  # complete the line for the next append
-                    fh.write(b"\n")
+    @property
+    def quarantine_path(self) -> Path:
+        """The side file that receives lines which are not label records."""
+        return self.path.with_name(self.path.name + ".quarantine")
+
+    @property
+    def history(self) -> list[LabelRecord]:
+        """Every label record of the file, oldest first (re-read from disk)."""
+        self.refresh()
+        return self._history
+
+    def refresh(self) -> int:
+        """Read the records that any writer appended since the last read.
+
+        Returns
+        -------
+        int
+            The number of new records.
+        """
+        if not self.path.exists():
+            return 0
+        with store_lock(self.path, reading=True):  # a writer holds it while writing: read only whole lines
+            return self._read_new()
+
+    def _read_new(self) -> int:
+        with open(self.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < self._offset:  # replaced by another file: start again
+                self._history, self._offset, self._line = [], 0, 0
+            fh.seek(self._offset)
+            raw = fh.read()
+        if not raw:
+            return 0
+        bad: list[tuple[int, bytes, str]] = []
+        before = len(self._history)
+        # The part after the last newline is a line whose writer died (writers
+        # hold the lock): a complete record is still taken, a torn one
+        # quarantined, and the next append closes the line first.
+        for line in raw.split(b"\n"):
+            self._offset += len(line) + 1
+            self._line += 1
+            if line.strip():
+                self._take(line, self._line, bad)
+        self._offset -= 1  # no newline after the last piece
+        self._line -= 1
+        if bad and not self._history:
+            # Not a label file (a table, a notebook, a typo'd path): refuse it rather than append to it.
+            self._offset, self._line = 0, 0
+            raise AstridFileError(
+                f"{self.path}: none of its {len(bad)} line(s) is a label record (first: {bad[0][2]}); "
+                "a label file holds one JSON object per line with candidate_id, label and time"
+            )
+        if bad:
+            self._quarantine(bad)
+        return len(self._history) - before
+
+    def _take(self, line: bytes, number: int, bad: list) -> None:
+        try:
+            self._history.append(self._parse(line, number))
+        except AstridFileError as exc:
+            bad.append((number, line, str(exc)))
+
+    def _quarantine(self, bad: list[tuple[int, bytes, str]]) -> None:
+        kept = self.quarantine_path
+        seen = set(kept.read_bytes().splitlines()) if kept.exists() else set()
+        entries = [
+            json.dumps({"file": str(self.path), "line": number, "text": line.decode("utf-8", "replace")}).encode()
+            for number, line, _ in bad
+        ]
+        new = [entry for entry in entries if entry not in seen]
+        try:
+            if new:
+                with open(kept, "ab") as fh:
+                    fh.write(b"".join(entry + b"\n" for entry in new))
                     fh.flush()
                     os.fsync(fh.fileno())
-            except AstridFileError:
-                warnings.warn(
-                    f"{self.path}: the last line is incomplete (the kernel stopped while writing it) "
-                    f"and is dropped: {tail[:80]!r}",
-                    AstridWarning,
-                    stacklevel=3,
-                )
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(offset)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+        except OSError as exc:  # a read-only folder: the lines stay in the label file all the same
+            kept = f"nowhere else ({kept}: {exc.strerror or exc})"
+        self._quarantined += len(bad)
+        first = bad[0][2]
+        warnings.warn(
+            f"{self.path}: {len(bad)} line(s) are not label records and were skipped (first: {first}); "
+            f"they are left in the file and copied to {kept}; {len(self._history)} label record(s) loaded",
+            AstridWarning,
+            stacklevel=4,
+        )
 
     def _parse(self, line: bytes, number: int) -> LabelRecord:
         try:
@@ -123,6 +198,8 @@ class LabelStore:
             ) from None
         if record.label not in LABELS:
             raise AstridFileError(f"{self.path}: line {number} has label {record.label!r}, expected one of {LABELS}")
+        if record.score is not None and (isinstance(record.score, bool) or not isinstance(record.score, int | float)):
+            raise AstridFileError(f"{self.path}: line {number} has score {record.score!r}, expected a number or null")
         return record
 
     @property
@@ -152,20 +229,41 @@ class LabelStore:
         """
         if label not in LABELS:
             raise AstridInputError(f"label {label!r}: expected one of {LABELS}")
-        if score is not None and score != score:  # NaN: no score
-            score = None
+        if score is not None:
+            try:
+                score = float(score)
+            except (TypeError, ValueError):
+                raise AstridInputError(f"score: expected a number or None, got {score!r}") from None
+            if score != score:  # NaN: the classifier gave no score
+                score = None
+            elif not math.isfinite(score):
+                raise AstridInputError(f"score: {score} is not a finite classifier score (give None when there is none)")
         record = LabelRecord(
             candidate_id=str(candidate_id),
             label=label,
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             score=None if score is None else float(score),
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(record.to_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.history.append(record)
+        line = record.to_json().encode() + b"\n"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with store_lock(self.path):
+                with open(self.path, "ab") as fh:
+                    if self.path.exists():
+                        self._read_new()
+                    if self._offset > 0:
+                        with open(self.path, "rb") as check:
+                            check.seek(self._offset - 1)
+                            if check.read(1) != b"\n":
+                                line = b"\n" + line  # close a dead writer's torn line first
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self._offset += len(line)
+                self._line += line.count(b"\n")
+        except OSError as exc:
+            raise AstridFileError(f"{self.path}: cannot write the label ({exc.strerror or exc})") from None
+        self._history.append(record)
         return record
 
     def export(self, path: str | os.PathLike, *, include_skipped: bool = False) -> Path:
