@@ -394,6 +394,8 @@ def _read(path: str | Path) -> tuple[Path, bytes]:
     path = Path(path)
     if not path.exists():
         raise AstridFileError(f"{path}: no such TFLite model file")
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder, not a TFLite model file")
     if not path.is_file():
         raise AstridFileError(f"{path}: is not a file")
     return path, path.read_bytes()
