@@ -36,7 +36,7 @@ import xarray as xr
 from .._locks import store_lock
 from .._optional import require
 from .._schema import validate_triplets
-from ..errors import AstridFileError, AstridInputError
+from ..errors import AstridError, AstridFileError, AstridInputError
 from ._stamps import clean_attrs
 
 __all__ = ["write_triplets", "load_triplets", "COMMIT_ATTR"]
@@ -233,23 +233,43 @@ def _write_netcdf(ds: xr.Dataset, path: Path, mode: str) -> None:
     else:
         old = None
     ds.attrs[COMMIT_ATTR] = int(ds.sizes["candidate"])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    n = max(int(ds.sizes["candidate"]), 1)
+    encoding = {
+        name: {"zlib": True, "complevel": 1, "chunksizes": (min(DEFAULT_CHUNK, n),) + ds[name].shape[1:]}
+        for name in ("triplets", "valid")
+    }
     try:
-        n = max(int(ds.sizes["candidate"]), 1)
-        encoding = {
-            name: {"zlib": True, "complevel": 1, "chunksizes": (min(DEFAULT_CHUNK, n),) + ds[name].shape[1:]}
-            for name in ("triplets", "valid")
-        }
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
+        # HDF5 is given memory, never the disk: when a disk fills up under
+        # HDF5, its file object fails to close and the interpreter later dies
+        # in its destructor (a killed notebook kernel). A full disk is then a
+        # plain OSError of the Python write below.
+        image = ds.to_netcdf(engine="h5netcdf", encoding=encoding)
+    finally:
         if old is not None:
             old.close()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise AstridFileError(
+            f"{path}: the triplet store could not be written ({exc.strerror or exc}; {len(image) / 1e6:.1f} MB "
+            "needed); the store is as it was before this write"
+        ) from None
     except BaseException:
-        if old is not None:
-            old.close()
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_triplets(
@@ -300,19 +320,35 @@ def write_triplets(
         raise AstridInputError(f"mode: expected 'w' or 'a', got {mode!r}")
     validate_triplets(ds)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AstridFileError(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})") from None
+    if netcdf_target := _is_netcdf(path, format):
+        if path.is_dir():
+            raise AstridFileError(f"{path}: is a folder; a netCDF triplet store is a file")
+    elif path.exists() and not path.is_dir():
+        raise AstridFileError(f"{path}: is a file; a Zarr triplet store is a folder (give a .nc path for netCDF)")
     ds = _prepare(ds)
-    netcdf = _is_netcdf(path, format)
+    netcdf = netcdf_target
     require("h5netcdf" if netcdf else "zarr", "Writing triplets")
     # One writer at a time: an append reads the committed length, writes rows
     # and commits them; two writers interleaving would overwrite each other.
     with store_lock(path):
-        if netcdf:
-            _write_netcdf(ds, path, mode)
-        elif mode == "a" and path.exists():
-            _append_zarr(ds, path, int(chunk_size))
-        else:
-            _write_zarr_new(ds, path, int(chunk_size))
+        try:
+            if netcdf:
+                _write_netcdf(ds, path, mode)
+            elif mode == "a" and path.exists():
+                _append_zarr(ds, path, int(chunk_size))
+            else:
+                _write_zarr_new(ds, path, int(chunk_size))
+        except AstridError:
+            raise
+        except OSError as exc:  # full disk, read-only folder, a file where a folder should be
+            raise AstridFileError(
+                f"{path}: the triplet store could not be written ({exc.strerror or exc}); "
+                "rows of an unfinished write are not committed, the store reads as before"
+            ) from None
     return path
 
 
