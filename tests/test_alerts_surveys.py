@@ -446,3 +446,69 @@ def test_survey_coordinate_survives_a_triplet_store(tmp_path):
     assert back["survey"].values.tolist() == ds["survey"].values.tolist()
     np.testing.assert_array_equal(back["stamp_present"].values, ds["stamp_present"].values)
     assert tuple(str(c) for c in back["channel"].values) == CHANNELS
+
+
+# --------------------------------------------------------------------------
+# train on one survey, test on another
+
+
+def test_split_by_survey_of_alerts(tmp_path):
+    from astrid.triplets._training import split_by_survey
+
+    _packets(tmp_path)
+    ds = read_alerts(tmp_path)
+    train, test = split_by_survey(ds, "winter")
+    assert set(test["survey"].values.tolist()) == {"WINTER"}
+    assert "WINTER" not in set(train["survey"].values.tolist())
+    assert train.sizes["candidate"] + test.sizes["candidate"] == ds.sizes["candidate"]
+    train, test = split_by_survey(ds, ["ATLAS"], train_surveys=["ZTF", "PGIR"])
+    assert set(train["survey"].values.tolist()) == {"ZTF", "PGIR"} and test.sizes["candidate"] == 1
+    with pytest.raises(AstridInputError, match=r"survey 'LSST' is not in the triplets \(they hold \["):
+        split_by_survey(ds, "LSST")
+    with pytest.raises(AstridInputError, match="no survey left to train on"):
+        split_by_survey(ds, list(SURVEYS))
+    with pytest.raises(AstridInputError, match="both name"):
+        split_by_survey(ds, "ZTF", train_surveys=["ZTF", "PGIR"])
+    with pytest.raises(AstridInputError, match="no 'survey' coordinate"):
+        split_by_survey(ds.drop_vars("survey"), "ZTF")
+
+
+def test_evaluate_reports_each_survey(tmp_path):
+    from astrid.braai import evaluate
+
+    _packets(tmp_path)
+    ds = read_alerts(tmp_path)
+    n = ds.sizes["candidate"]
+    labels = np.arange(n) % 2
+    scores = np.where(labels == 1, 0.8, 0.2)
+    scores[ds["survey"].values == "WINTER"] = 0.6  # every WINTER candidate called real
+    report = evaluate(None, ds.assign_coords(label=("candidate", labels)), scores=scores)
+    by_survey = report["by_survey"]
+    assert set(by_survey) == set(SURVEYS)
+    assert sum(row["n"] for row in by_survey.values()) == n
+    winter = by_survey["WINTER"]
+    assert winter["n_real"] == 1 and winter["n_bogus"] == 1
+    assert winter["recall"] == 1.0 and winter["fpr"] == 1.0 and winter["roc_auc"] == pytest.approx(0.5)
+    assert by_survey["ZTF"]["fpr"] == 0.0 and by_survey["ZTF"]["recall"] == 1.0
+    assert by_survey["PGIR"]["recall"] is None and by_survey["PGIR"]["aucpr"] is None  # no real PGIR example
+    assert evaluate(None, {"label": labels}, scores=scores)["by_survey"] is None
+
+
+def test_build_training_set_splits_by_survey_in_one_call():
+    from astrid.triplets import build_training_set
+    from astrid.triplets._synthetic import synthetic_difference
+
+    results = [synthetic_difference((192, 192), n_transients=4, n_hot_pixels=4, mjd=59000.0 + i, seed=70 + i)
+               for i in range(3)]
+    inputs = [(r, r.truth, f"field{i}") for i, r in enumerate(results)]
+    surveys = {"field0": "SIM-A", "field1": "SIM-A", "field2": "SIM-B"}
+    train, test = build_training_set(inputs, survey=surveys, test_surveys=["SIM-B"], balance=None, random_bogus=3)
+    assert set(train["survey"].values.tolist()) == {"SIM-A"} and set(train["field"].values.tolist()) == {"field0", "field1"}
+    assert set(test["survey"].values.tolist()) == {"SIM-B"} and set(test["field"].values.tolist()) == {"field2"}
+    assert test.attrs["n_real"] + test.attrs["n_bogus"] == test.sizes["candidate"] > 0
+    whole = build_training_set(inputs, survey="SIM-A", balance=None, random_bogus=3)
+    assert whole.sizes["candidate"] == train.sizes["candidate"] + test.sizes["candidate"]
+    with pytest.raises(AstridInputError, match="needs survey="):
+        build_training_set(inputs, test_surveys=["SIM-B"])
+    with pytest.raises(AstridInputError, match="field 'field2' is not in the survey mapping"):
+        build_training_set(inputs, survey={"field0": "A", "field1": "A"})

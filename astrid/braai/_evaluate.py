@@ -268,6 +268,35 @@ def _by_kind(kinds: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshol
     return out
 
 
+def _by_survey(surveys: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict]:
+    """Per-survey figures, for models trained on one survey and tested on another."""
+    out: dict[str, dict] = {}
+    surveys = np.array([str(s) for s in surveys.tolist()])
+    for survey in np.unique(surveys):
+        here = surveys == survey
+        lab, sc = labels[here], scores[here]
+        real = lab == 1
+        called = sc >= threshold
+        n_real = int(real.sum())
+        n_bogus = int(here.sum()) - n_real
+        tp = int((called & real).sum())
+        fp = int((called & ~real).sum())
+        both = n_real > 0 and n_bogus > 0
+        curves = binary_curves(lab, sc) if both else None
+        out[str(survey)] = {
+            "n": int(here.sum()),
+            "n_real": n_real,
+            "n_bogus": n_bogus,
+            "recall": tp / n_real if n_real else None,
+            "fpr": fp / n_bogus if n_bogus else None,
+            "precision": tp / (tp + fp) if tp + fp else None,
+            "aucpr": float(np.sum(np.diff(np.r_[0.0, curves["recall"]]) * curves["precision"])) if both else None,
+            "roc_auc": float(np.trapezoid(curves["tpr"], curves["fpr"])) if both else None,
+            "median_score": float(np.median(sc)),
+        }
+    return out
+
+
 def _by_snr(snr: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float, edges) -> list[dict]:
     edges = np.asarray(edges, dtype=float)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
@@ -350,6 +379,11 @@ def evaluate(
         - ``by_kind``: per ``kind`` value ``n``, ``n_real``, ``n_bogus``,
           ``fraction_above_threshold`` (recall for a real kind, false-positive
           rate for an artifact kind), ``mean_score``, ``median_score``;
+        - ``by_survey``: when the dataset has a ``survey`` coordinate (as
+          :func:`astrid.alerts.read_alerts` writes), per survey ``n``,
+          ``n_real``, ``n_bogus``, ``recall``, ``fpr``, ``precision``
+          (None where undefined), ``aucpr`` and ``roc_auc`` (None unless the
+          survey has both classes) and ``median_score``; None otherwise;
         - ``by_snr``: for real candidates, per S/N bin ``lo``, ``hi``, ``n``,
           ``recall``, ``median_score``; ``snr_coordinate`` names the
           coordinate used (None: no breakdown);
@@ -403,6 +437,7 @@ def evaluate(
     calibration = calibration_curve(labels, scores, n_calibration_bins) if in_unit else None
 
     kind_name, kinds = _column(dataset, ("kind",))
+    _, surveys = _column(dataset, ("survey",))
     snr_name, snr_values = _column(dataset, (snr,) if snr else SNR_COORDS)
     if snr and snr_values is None:
         raise AstridInputError(f"dataset: no coordinate {snr!r} for the S/N breakdown")
@@ -436,6 +471,7 @@ def evaluate(
         "ece": calibration["ece"] if calibration else None,
         "by_kind": _by_kind(kinds, labels, scores, threshold) if kinds is not None else None,
         "kind_coordinate": kind_name,
+        "by_survey": _by_survey(surveys, labels, scores, threshold) if surveys is not None else None,
         "by_snr": by_snr,
         "snr_coordinate": snr_name,
         "roc": {"fpr": roc_fpr, "tpr": roc_tpr},

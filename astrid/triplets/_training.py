@@ -1,10 +1,17 @@
-"""Training sets of labelled triplets over many differenced pairs, and leak-free splits."""
+"""Training sets of labelled triplets over many differenced pairs, and leak-free splits.
+
+Splits never put one group in both parts: :func:`split_by_field` (whole
+fields), :func:`split_by_time` (the latest fields) and
+:func:`split_by_survey` (whole surveys: train on one survey, test on
+another, e.g. ZTF alerts against WINTER alerts read by
+:func:`astrid.alerts.read_alerts`).
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +25,9 @@ from ._sources import reference_catalog
 from ._stamps import make_triplets
 from ._store import load_triplets, write_triplets
 
-__all__ = ["build_training_set", "balance_classes", "split_by_field", "split_by_time", "random_positions"]
+__all__ = [
+    "build_training_set", "balance_classes", "split_by_field", "split_by_time", "split_by_survey", "random_positions",
+]
 
 #: ``origin`` of an example: a detection, a random position, or a forced truth position.
 ORIGINS = ("detection", "random", "truth")
@@ -198,7 +207,9 @@ def build_training_set(
     path: str | os.PathLike | None = None,
     detect_kwargs: dict | None = None,
     difference_kwargs: dict | None = None,
-) -> xr.Dataset:
+    survey: str | Mapping[str, str] | None = None,
+    test_surveys: Sequence[str] | str | None = None,
+) -> xr.Dataset | tuple[xr.Dataset, xr.Dataset]:
     """Labelled triplets from many differenced pairs, ready to train a real/bogus model.
 
     Parameters
@@ -234,25 +245,42 @@ def build_training_set(
         the returned dataset is a lazy, balanced selection of it.
     detect_kwargs, difference_kwargs : dict, optional
         Passed to :func:`detect` and :func:`astrid.difference`.
+    survey : str or mapping of str to str, optional
+        The survey (or simulated survey) the pairs come from, recorded in a
+        ``survey`` coordinate: one name for all, or ``{field: survey}`` for
+        inputs that mix surveys (every field must be in the mapping).
+        Default: no ``survey`` coordinate.
+    test_surveys : str or sequence of str, optional
+        Train on some surveys, test on others in one call: the examples of
+        these surveys form a test set, the rest the training set (see
+        :func:`split_by_survey`), each balanced on its own. Needs
+        ``survey``.
 
     Returns
     -------
-    xarray.Dataset
+    xarray.Dataset, or (train, test) tuple of xarray.Dataset
         Triplets in the AstrID schema; per-candidate coordinates include all
         :func:`detect` columns and ``label``, ``kind``, ``truth_id``,
         ``offset``, ``origin`` (detection, random, truth), ``field`` and
-        ``epoch``. Attributes ``n_real``, ``n_bogus`` (after balancing),
-        ``real_fraction``, ``seed``.
+        ``epoch`` (and ``survey`` when given). Attributes ``n_real``,
+        ``n_bogus`` (after balancing), ``real_fraction``, ``seed``. With
+        ``test_surveys``, the training and the test set.
 
     Raises
     ------
     AstridInputError
-        Malformed inputs or parameters; no examples at all.
+        Malformed inputs or parameters; no examples at all; a field missing
+        from a ``survey`` mapping; ``test_surveys`` without ``survey``, or
+        naming no survey of the inputs, or all of them.
     """
     if balance is not None and not 0.0 < balance < 1.0:
         raise AstridInputError(f"balance: must be a fraction in (0, 1) or None, got {balance!r}")
     if int(random_bogus) != random_bogus or random_bogus < 0:
         raise AstridInputError(f"random_bogus: must be an integer >= 0, got {random_bogus!r}")
+    if test_surveys is not None and survey is None:
+        raise AstridInputError("test_surveys: needs survey= (the survey of each input) to split by survey")
+    if survey is not None and not isinstance(survey, (str, Mapping)):
+        raise AstridInputError(f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}")
     detect_kwargs = dict(detect_kwargs or {})
     difference_kwargs = dict(difference_kwargs or {})
     rng = np.random.default_rng(seed)
@@ -264,6 +292,8 @@ def build_training_set(
             random_bogus=int(random_bogus), force_real_snr=force_real_snr, negative=negative, rng=rng,
             detect_kwargs=detect_kwargs, galaxies=galaxies,
         )
+        if survey is not None:
+            ds = ds.assign_coords(survey=("candidate", np.full(ds.sizes["candidate"], _survey_of(survey, field), dtype=object)))
         if path is not None:
             write_triplets(ds, path, mode="w" if n_images == 0 else "a")
         else:
@@ -278,6 +308,21 @@ def build_training_set(
                             join="exact", combine_attrs="drop_conflicts")
         dataset = dataset.set_xindex("candidate_id")
     dataset.attrs["n_images"] = n_images
+    if test_surveys is not None:
+        train, test = split_by_survey(dataset, test_surveys)
+        return _finish(train, balance, seed), _finish(test, balance, seed)
+    return _finish(dataset, balance, seed)
+
+
+def _survey_of(survey: str | Mapping[str, str], field: str) -> str:
+    if isinstance(survey, str):
+        return survey
+    if field not in survey:
+        raise AstridInputError(f"survey: field {field!r} is not in the survey mapping (has {sorted(survey)[:10]})")
+    return str(survey[field])
+
+
+def _finish(dataset: xr.Dataset, balance: float | None, seed: int) -> xr.Dataset:
     if balance is not None:
         dataset = balance_classes(dataset, balance, seed=seed)
     labels = np.asarray(dataset["label"].values)
@@ -397,3 +442,70 @@ def split_by_time(ds: xr.Dataset, test_fraction: float = 0.2) -> tuple[xr.Datase
     order = np.argsort(-first, kind="stable")
     test = _choose_test_fields([str(names[i]) for i in order], dict(zip(names, counts)), test_fraction, fields.size)
     return _split(ds, fields, test)
+
+
+def split_by_survey(
+    ds: xr.Dataset,
+    test_surveys: Sequence[str] | str,
+    train_surveys: Sequence[str] | str | None = None,
+) -> tuple[xr.Dataset, xr.Dataset]:
+    """Split triplets by survey: train on some surveys, test on others.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets with a ``survey`` coordinate (as :func:`astrid.alerts.read_alerts`
+        writes, or :func:`build_training_set` with ``survey=``).
+    test_surveys : str or sequence of str
+        Surveys whose candidates form the test set (case-insensitive).
+    train_surveys : str or sequence of str, optional
+        Surveys whose candidates form the training set; default every
+        survey not in ``test_surveys``.
+
+    Returns
+    -------
+    train, test : xarray.Dataset
+        Selections of ``ds`` in its original order.
+
+    Raises
+    ------
+    AstridInputError
+        No ``survey`` coordinate; a named survey that ``ds`` does not hold
+        (the message lists those it holds); a survey in both lists; an
+        empty training or test set.
+
+    Examples
+    --------
+    >>> ds = read_alerts(["ztf/", "winter/"])          # doctest: +SKIP
+    >>> train, test = split_by_survey(ds, "WINTER")     # doctest: +SKIP
+    """
+    if "survey" not in ds.coords and "survey" not in ds.data_vars:
+        raise AstridInputError(
+            "triplets: no 'survey' coordinate; read alerts with astrid.alerts.read_alerts, "
+            "or pass survey= to build_training_set"
+        )
+    surveys = np.array([str(v) for v in np.asarray(ds["survey"].values).tolist()])
+    held = sorted(set(surveys.tolist()))
+    by_upper = {name.upper(): name for name in held}
+
+    def resolve(names, what):
+        names = [names] if isinstance(names, str) else list(names)
+        if not names:
+            raise AstridInputError(f"{what}: name at least one survey (the triplets hold {held})")
+        out = []
+        for name in names:
+            if str(name).upper() not in by_upper:
+                raise AstridInputError(f"{what}: survey {name!r} is not in the triplets (they hold {held})")
+            out.append(by_upper[str(name).upper()])
+        return out
+
+    test = resolve(test_surveys, "test_surveys")
+    train = resolve(train_surveys, "train_surveys") if train_surveys is not None else [s for s in held if s not in test]
+    both = sorted(set(train) & set(test))
+    if both:
+        raise AstridInputError(f"train_surveys and test_surveys both name {both}")
+    if not train:
+        raise AstridInputError(f"test_surveys={test}: no survey left to train on (the triplets hold {held})")
+    in_test = np.isin(surveys, test)
+    in_train = np.isin(surveys, train)
+    return ds.isel(candidate=np.flatnonzero(in_train)), ds.isel(candidate=np.flatnonzero(in_test))
