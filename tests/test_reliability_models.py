@@ -210,6 +210,12 @@ def _lost_chunk(c):
     return _dataset(stamps, valid=valid)
 
 
+def _lost_chunk_2d_valid(c):
+    stamps = c.raw[:4].copy()
+    stamps[0] = np.nan
+    return _dataset(stamps, valid=np.ones(stamps.shape[:3], bool))
+
+
 def _missing_reference(c):
     stamps = c.raw[:4].copy()
     stamps[:, :, :, 1] = np.nan  # a survey without templates: 'valid' says so
@@ -345,6 +351,14 @@ CASES = [
                  warns(NoDataWarning, r"1 of 4", _nan_at(3)), id="score-dataset-promised-channel-nan"),
     pytest.param(lambda c: score(_ztf_like_missing_stamps(c), c.model),
                  warns(NoDataWarning, r"1 of 4", _nan_at(1)), id="score-dataset-no-stamps"),
+    pytest.param(lambda c: score(_lost_chunk_2d_valid(c), c.model),
+                 warns(NoDataWarning, r"1 of 4", _nan_at(0)), id="score-dataset-2d-valid-lost-chunk"),
+    pytest.param(lambda c: score(_lost_chunk(c).chunk({"candidate": 2}), c.model, batch_size=3),
+                 warns(NoDataWarning, r"1 of 4", _nan_at(2)), id="score-dask-dataset-lost-chunk"),
+    pytest.param(lambda c: score(_nan_raw(c, 5).astype(">f4"), c.model),
+                 warns(NoDataWarning, r"1 of 6", _nan_at(5)), id="score-big-endian-nan-candidate"),
+    pytest.param(lambda c: score(np.rint(c.raw[:4] * 100).astype(np.int16), c.model),
+                 ok(_all_finite), id="score-integer-stamps"),
     pytest.param(lambda c: score(_missing_reference(c), c.model),
                  ok(_all_finite), id="score-dataset-declared-missing-reference"),
     pytest.param(lambda c: score(_scattered_nan(c), c.model),
@@ -415,6 +429,9 @@ CASES = [
                  warns(AstridWarning, r"representative: 3 of 40 representative triplets have no usable data",
                        _export_ok),
                  id="export-representative-some-nan"),
+    pytest.param(lambda c: to_tflite(c.model, c.tmp / "partly_ds.tflite", representative=_dataset(_some_empty(c))),
+                 warns(AstridWarning, r"representative: 3 of 40", _export_ok),
+                 id="export-representative-dataset-some-nan"),
     pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.zeros((0, 63, 63, 3))),
                  raises(AstridInputError, r"representative: no triplets"), id="export-representative-empty"),
     pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw[..., :2]),

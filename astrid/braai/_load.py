@@ -299,6 +299,12 @@ def predict(model, triplets, *, norm: str | None = None, batch_size: int = 256) 
     -------
     numpy.ndarray, shape (n,), float32
         Scores in [0, 1]; high means real.
+
+    Notes
+    -----
+    This is braai's own computation: a candidate whose stamps hold no data
+    (all NaN) gets the score of blank stamps, as in ZTF. :func:`astrid.score.score`
+    gives such candidates NaN and warns.
     """
     if int(batch_size) < 1:
         raise AstridInputError(f"batch_size={batch_size!r} must be a positive integer")

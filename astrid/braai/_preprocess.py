@@ -236,19 +236,46 @@ def no_data(triplets) -> tuple[np.ndarray, np.ndarray]:
         missing pixels, i.e. 0).
     """
     src, valid, stamp_ny, stamp_nx = _raw_stamps(triplets)
-    n, h, w, _ = src.shape
-    rows = np.arange(h)[None, :, None, None] < stamp_ny[:, None, None, :]
-    cols = np.arange(w)[None, None, :, None] < stamp_nx[:, None, None, :]
-    inside = rows & cols
-    if np.issubdtype(src.dtype, np.floating):
-        finite = np.isfinite(src)
-        has_inf = np.any(np.isinf(src) & inside, axis=(1, 2, 3))
-    else:
-        finite = np.ones(src.shape, dtype=bool)
-        has_inf = np.zeros(n, dtype=bool)
-    expected = inside if valid is None else inside & valid
-    promised = np.any(expected, axis=(1, 2))
-    delivered = np.any(finite & expected, axis=(1, 2))
-    lost_channel = np.any(promised & ~delivered, axis=1)
-    nothing = ~np.any(finite & inside, axis=(1, 2, 3))
-    return lost_channel | nothing, has_inf
+    if not np.issubdtype(src.dtype, np.floating):
+        src = src.astype(np.float32)
+    elif not src.dtype.isnative:
+        src = src.astype(src.dtype.newbyteorder("="))
+    empty = np.zeros(src.shape[0], dtype=bool)
+    has_inf = np.zeros(src.shape[0], dtype=bool)
+    if src.shape[0]:
+        use_valid = valid is not None
+        mask = np.asarray(valid, dtype=bool) if use_valid else np.ones((1, 1, 1, 1), dtype=bool)
+        _data_flags(src, mask, use_valid, stamp_ny, stamp_nx, empty, has_inf)
+    return empty, has_inf
+
+
+@numba.njit(cache=True, nogil=True)
+def _data_flags(src, valid, use_valid, stamp_ny, stamp_nx, empty, has_inf):
+    # One pass over the stamps: boolean temporaries of the whole batch cost
+    # more than preprocessing it.
+    n, h, w, nc = src.shape
+    for i in range(n):
+        any_finite = False
+        lost = False
+        inf = False
+        for c in range(nc):
+            ny = min(stamp_ny[i, c], h)
+            nx = min(stamp_nx[i, c], w)
+            promised = False
+            delivered = False
+            for r in range(ny):
+                for k in range(nx):
+                    v = src[i, r, k, c]
+                    finite = np.isfinite(v)
+                    if finite:
+                        any_finite = True
+                    elif np.isinf(v):
+                        inf = True
+                    if not use_valid or valid[i, r, k, c]:
+                        promised = True
+                        if finite:
+                            delivered = True
+            if promised and not delivered:
+                lost = True
+        empty[i] = lost or not any_finite
+        has_inf[i] = inf
