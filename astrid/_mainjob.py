@@ -46,6 +46,8 @@ NOTEBOOKS = (
 def _read_yaml(path: Path) -> dict:
     import yaml
 
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder; give the main-job configuration's YAML file")
     if not path.is_file():
         raise AstridFileError(f"{path}: main-job configuration file does not exist")
     try:

@@ -280,6 +280,8 @@ def read_difference(path: str | os.PathLike) -> DifferencePlanes:
     from .errors import AstridFileError
 
     path = Path(path)
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder; give the difference FITS file")
     if not path.is_file():
         raise AstridFileError(f"{path}: difference file does not exist")
     try:

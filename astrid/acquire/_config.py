@@ -266,6 +266,8 @@ class AcquisitionConfig:
         import yaml
 
         path = Path(path)
+        if path.is_dir():
+            raise AstridFileError(f"{path}: is a folder; give the acquisition configuration's YAML file")
         if not path.is_file():
             raise AstridFileError(f"{path}: configuration file does not exist")
         try:

@@ -420,8 +420,23 @@ def fetch_file(
     AstridDownloadError
         All attempts failed, or a permanent failure (HTTP 4xx, over the cap).
     """
+    scheme = urlparse(str(url)).scheme.lower() if "://" in str(url) else ""
+    if scheme not in ("", "file", "http", "https"):
+        # Permanent: no retry can make requests speak FTP, S3, ...
+        raise AstridDownloadError(
+            f"{url}: cannot download {scheme}:// addresses; AstrID fetches http(s)://, file:// URLs and local paths",
+            url=str(url),
+            attempts=0,
+        )
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_dir():
+        raise AstridDownloadError(f"{dest}: the download target is a folder; give a file name", url=str(url), attempts=0)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AstridDownloadError(
+            f"{dest}: cannot create the folder {dest.parent} ({exc.strerror or exc})", url=str(url), attempts=0
+        ) from None
     part = dest.with_name(dest.name + ".part")
 
     def clean() -> None:

@@ -213,6 +213,8 @@ class RunConfig:
         import yaml
 
         path = Path(path)
+        if path.is_dir():
+            raise AstridFileError(f"{path}: is a folder; give the run configuration's YAML file")
         if not path.is_file():
             raise AstridFileError(f"{path}: run configuration file does not exist")
         try:
