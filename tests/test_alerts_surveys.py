@@ -512,3 +512,31 @@ def test_build_training_set_splits_by_survey_in_one_call():
         build_training_set(inputs, test_surveys=["SIM-B"])
     with pytest.raises(AstridInputError, match="field 'field2' is not in the survey mapping"):
         build_training_set(inputs, survey={"field0": "A", "field1": "A"})
+
+
+def _avro_with_codec(path, codec: str):
+    """An Avro file whose header names ``codec`` (written by hand: fastavro cannot write a codec it lacks)."""
+    import json
+
+    schema = json.dumps({"type": "record", "name": "alert", "namespace": "ztf",
+                         "fields": [{"name": "candid", "type": "long"}]}).encode()
+    header = io.BytesIO()
+    fastavro.schemaless_writer(header, {"type": "map", "values": "bytes"},
+                               {"avro.codec": codec.encode(), "avro.schema": schema})
+    path.write_bytes(b"Obj\x01" + header.getvalue() + bytes(16))
+    return path
+
+
+@pytest.mark.parametrize("codec", ["zstandard", "lz4"])
+def test_codec_without_its_package_names_file_codec_and_package(tmp_path, codec):
+    if _available(codec):
+        pytest.skip(f"{AVRO_CODECS[codec]} is installed here")
+    path = _avro_with_codec(tmp_path / f"{codec}.avro", codec)
+    with pytest.raises(AstridFileError, match=rf"{codec}\.avro: .*codec '{codec}'.*pip install {AVRO_CODECS[codec]}"):
+        read_alerts(path)
+
+
+def test_unknown_codec_is_refused(tmp_path):
+    path = _avro_with_codec(tmp_path / "odd.avro", "brotli")
+    with pytest.raises(AstridFileError, match=r"odd\.avro: Avro codec 'brotli' is not one fastavro can read"):
+        read_alerts(path)
