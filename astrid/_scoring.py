@@ -2,8 +2,8 @@
 
 A scores table has one row per candidate: ``candidate_id``, ``score``,
 ``input`` (the file or pair it came from), ``model`` and ``model_sha256``,
-plus the inputs' ``candid``, ``objectId``, ``drb`` and ``pair`` where they
-have them. Its metadata ``astrid_scores`` holds the model's identity (file
+plus the inputs' ``candid``, ``objectId``, ``drb``, ``survey`` and ``pair``
+where they have them. Its metadata ``astrid_scores`` holds the model's identity (file
 hash, card hash, version) and the drift check (:mod:`astrid.drift`). It is
 written atomically as ECSV or Parquet, chosen by the file suffix.
 """
@@ -29,7 +29,7 @@ __all__ = ["model_identity", "scores_table", "write_scores", "read_scores", "SCO
 SCORES_FORMAT = "astrid-scores/1"
 TABLE_SUFFIXES = (".ecsv", ".parquet")
 # Per-candidate values of the inputs worth keeping beside the score, and their "absent" values.
-_EXTRA = {"candid": np.int64(-1), "objectId": "", "drb": np.float32(np.nan), "pair": ""}
+_EXTRA = {"candid": np.int64(-1), "objectId": "", "drb": np.float32(np.nan), "survey": "", "pair": ""}
 _COLUMNS = ["candidate_id", "score", "input", "model", "model_sha256", *_EXTRA]
 
 

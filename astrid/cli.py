@@ -69,7 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list batch runs and their metrics")
     runner.configure_runs_parser(runs)
     runs.set_defaults(func=runner.cmd_runs)
+
+    from ._score_cli import cmd_score, configure_score_parser
+
+    score = sub.add_parser(
+        "score",
+        help="real/bogus scores of alert files, triplet stores or FITS pairs into a table (with --watch)",
+        description="Score alert files (.avro, .parquet, .json), triplet stores (.zarr, .nc), folders of them "
+                    "or FITS pairs (--pairs) with a model; write an ECSV or Parquet table with the model's "
+                    "identity and a drift check. Reruns and --watch score only new inputs.",
+    )
+    configure_score_parser(score)
+    score.set_defaults(func=cmd_score)
     return parser
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line naming the path(s) of an OSError."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None and exc.filename2 is not None:
+        return f"{exc.filename} -> {exc.filename2}: {reason}"
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return f"{type(exc).__name__}: {reason}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # Bad input and file-system trouble are the user's to fix: one line naming the path, not a traceback.
     try:
         return args.func(args)
     except AstridError as exc:
         print(f"astrid: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"astrid: error: {_os_error_text(exc)}", file=sys.stderr)
         return 2
 
 
