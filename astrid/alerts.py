@@ -939,7 +939,7 @@ def _merge_record(alerts: dict[str, _Alert], packet: _Packet, record: dict, surv
                 f"{path}: alert {'candid=' + packet.ident if survey == 'ZTF' else key}: {name} cannot be "
                 f"decoded ({exc}); alert skipped",
                 AstridWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             alert.corrupt = True
             return
