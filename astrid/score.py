@@ -39,6 +39,7 @@ from ._version import __version__
 from .braai._preprocess import no_data
 from .errors import AstridInputError, AstridWarning
 from .export._tflite import (
+    CONSTANT_OUTPUT_SPREAD,
     TFLiteRunner,
     _n_candidates,
     _take,
@@ -434,7 +435,9 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
         ``n``, ``max_abs_diff``, ``p99_abs_diff``, ``mean_abs_diff``,
         ``flipped`` (candidates whose call changes at ``threshold``),
         ``constant_int8`` (True when ``int8_scores`` are all one value
-        while ``float_scores`` vary; also warned about) and,
+        while ``float_scores`` span more than
+        :data:`astrid.export._tflite.CONSTANT_OUTPUT_SPREAD`; also warned
+        about) and,
         with labels, ``auc_float``, ``auc_int8``, ``aucpr_float``,
         ``aucpr_int8``, ``fnr_float``, ``fnr_int8``, ``delta_fnr`` (int8 −
         float), ``fpr_float``, ``fpr_int8``. AUCs are None when ``labels``
@@ -468,7 +471,7 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
     diff = np.abs(a - b)
     # A quantised model calibrated on blank data answers every input alike;
     # its differences from the float scores alone can look small.
-    constant = bool(a.size > 1 and np.ptp(b) == 0 and np.ptp(a) > 0)
+    constant = bool(a.size > 1 and np.ptp(b) == 0 and np.ptp(a) > CONSTANT_OUTPUT_SPREAD)
     if constant:
         warnings.warn(
             f"int8_scores: all {b.size} scores are {b[0]:.4g}, while float_scores span "
