@@ -337,10 +337,8 @@ def _check_codec(path: Path, codec: str) -> None:
         except (ImportError, ValueError):
             missing = True
     if missing:
-        raise AstridFileError(
-            f"{path}: the alerts are compressed with the Avro codec {codec!r}, which needs the package "
-            f"'{package}': install it with  pip install {package}"
-        )
+        need = f"the package '{package}': install it with  pip install {package}" if package else "a newer fastavro"
+        raise AstridFileError(f"{path}: the alerts are compressed with the Avro codec {codec!r}, which needs {need}")
 
 
 class _Source:
