@@ -144,7 +144,7 @@ def _all_finite(c, result):
 
 def _attr_counts(no_data, with_inf):
     def check(c, result):
-        assert result.attrs["n_no_data"] == no_data
+        assert result.attrs["n_no_data"] == no_data == int(np.isnan(result.values).sum())
         assert result.attrs["n_with_inf"] == with_inf
 
     return check
