@@ -13,25 +13,25 @@ a model) compares the distribution of its own scores with that reference
 - the **Kolmogorov–Smirnov distance**, the largest gap between the two
   cumulative distributions.
 
-Distributions are stored as histograms of 128 bins equally spaced in
-``logit(score)`` over [-16, 16] (scores beyond fall in the end bins). A
+A distribution is stored as up to :data:`MAX_VALUES` evenly spaced
+quantiles of the scores - all of them, sorted, when there are fewer - so
+both figures are those of the scores themselves (of a reference with more
+scores, to within 1/1000 in rank). No fixed binning of [0, 1] would do: a
 real/bogus model puts most scores within 0.01 of 0 or 1 (d6_m7 gives 70 %
-of real ZTF alerts a score above 0.997), so equal-width bins in the score
-would lump most of them into one bin and see nothing of a shift among them;
-on the logit scale the bins are fine where the scores are. Both figures are
-unchanged by a monotone change of variable, so they are those of the scores
-themselves, up to the binning (the decile edges and the KS grid are bin
-edges, a quarter of a logit unit apart).
+of real ZTF alerts a score above 0.997), a barely trained one puts them all
+near 0.5, and a shift among such scores is drift all the same. Both
+figures depend only on the ranks of the scores, so they mean the same for
+every model.
 
 A :class:`DriftWarning` is issued when the PSI exceeds :data:`PSI_LEVEL`
 (0.25, the usual credit-scoring convention for a "significant shift";
 0.1–0.25 is often called "moderate" and is reported but not warned about).
 Runs (or references) with fewer than :data:`MIN_SCORES` finite scores are
-compared but never warned about: with ten bins a PSI from *n* scores has a null expectation of
-about ``9 / n`` and a spread of about ``4 / n`` (plus as much again from the
-reference's own size), so below 100 scores chance alone reaches the warning
-level too often. The KS distance is reported with
-its 5 % critical value (``1.36 * sqrt(1/n + 1/m)``) for reading, not used to
+compared but never warned about: over ten bins a PSI from *n* scores has a
+null expectation of about ``9 / n`` and a spread of about ``4 / n`` (plus as
+much again from the reference's own size), so below 100 scores chance alone
+reaches the warning level too often. The KS distance is reported with its
+5 % critical value (``1.36 * sqrt(1/n + 1/m)``) for reading, not used to
 warn: on thousands of scores it rejects differences too small to matter.
 
 Drift means the *inputs* changed (another survey, new seeing, a broken
@@ -73,10 +73,9 @@ DISTRIBUTION_FORMAT = "astrid-score-distribution/1"
 PSI_LEVEL = 0.25
 #: Fewest finite scores for which drift is warned about.
 MIN_SCORES = 100
-#: Histogram bins of a stored distribution, equally spaced in logit(score) over [-LOGIT_RANGE, LOGIT_RANGE].
-N_BINS = 128
-LOGIT_RANGE = 16.0
-#: Bins of the PSI: the reference's deciles (fewer when its scores pile into one fine bin).
+#: Most quantiles a stored distribution keeps (all the scores when there are fewer).
+MAX_VALUES = 1000
+#: Bins of the PSI: the reference's deciles (fewer when tied scores make deciles coincide).
 PSI_BINS = 10
 _QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 # Scores a little outside [0, 1] (float rounding of a sigmoid) are clipped into it.
@@ -96,7 +95,7 @@ class DriftResult:
     psi : float
         Population-stability index of the run against the reference.
     ks : float
-        Kolmogorov–Smirnov distance (on the stored logit grid).
+        Kolmogorov–Smirnov distance.
     ks_critical : float
         5 % critical value of the KS distance for these sample sizes.
     n, n_reference : int
@@ -147,16 +146,6 @@ def _finite_scores(scores, what: str) -> tuple[np.ndarray, int]:
     return np.clip(finite, 0.0, 1.0), int(values.size - finite.size)
 
 
-def _inner_edges() -> np.ndarray:
-    z = np.linspace(-LOGIT_RANGE, LOGIT_RANGE, N_BINS + 1)[1:-1]
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _histogram(values: np.ndarray) -> np.ndarray:
-    index = np.searchsorted(_inner_edges(), values, side="right")
-    return np.bincount(index, minlength=N_BINS).astype(np.float64)
-
-
 def score_distribution(scores, source: str = "") -> dict[str, Any]:
     """The distribution of scores as a small JSON-ready record (what model cards store).
 
@@ -171,8 +160,8 @@ def score_distribution(scores, source: str = "") -> dict[str, Any]:
     -------
     dict
         ``format`` (:data:`DISTRIBUTION_FORMAT`), ``n``, ``n_nan``,
-        ``binning`` (``logit``, the range and number of bins), ``counts``
-        (:data:`N_BINS` bins equally spaced in logit(score)),
+        ``values`` (the sorted scores, or :data:`MAX_VALUES` evenly spaced
+        quantiles of them; float32 precision),
         ``quantiles`` ({"0.5": median, ...}), ``mean``, ``std``, ``source``.
 
     Raises
@@ -181,14 +170,15 @@ def score_distribution(scores, source: str = "") -> dict[str, Any]:
         Scores outside [0, 1].
     """
     values, n_nan = _finite_scores(scores, "scores")
-    counts = _histogram(values)
+    kept = np.sort(values)
+    if kept.size > MAX_VALUES:
+        kept = np.quantile(kept, (np.arange(MAX_VALUES) + 0.5) / MAX_VALUES, method="inverted_cdf")
     quantiles = np.quantile(values, _QUANTILES) if values.size else [math.nan] * len(_QUANTILES)
     return {
         "format": DISTRIBUTION_FORMAT,
         "n": int(values.size),
         "n_nan": n_nan,
-        "binning": {"scale": "logit", "range": [-LOGIT_RANGE, LOGIT_RANGE], "bins": N_BINS},
-        "counts": [int(c) for c in counts],
+        "values": [float(v) for v in kept.astype(np.float32)],
         "quantiles": {f"{q:g}": (round(float(v), 6) if values.size else None) for q, v in zip(_QUANTILES, quantiles)},
         "mean": round(float(values.mean()), 6) if values.size else None,
         "std": round(float(values.std()), 6) if values.size else None,
@@ -196,16 +186,21 @@ def score_distribution(scores, source: str = "") -> dict[str, Any]:
     }
 
 
-def _counts_of(distribution: dict, what: str) -> np.ndarray:
-    counts = np.asarray(distribution.get("counts", []), dtype=np.float64)
-    if counts.shape != (N_BINS,) or not np.all(np.isfinite(counts)) or counts.min() < 0:
-        raise AstridInputError(f"{what}: a score distribution needs {N_BINS} non-negative counts, found {counts.shape}")
-    return counts
+def _values_of(distribution: dict, what: str) -> np.ndarray:
+    try:
+        values = np.sort(np.asarray(distribution.get("values", []), dtype=np.float64).ravel())
+    except (TypeError, ValueError) as exc:
+        raise AstridInputError(f"{what}: the 'values' of a score distribution must be numbers ({exc})") from exc
+    if not np.all(np.isfinite(values)) or (values.size and (values[0] < -_SLACK or values[-1] > 1 + _SLACK)):
+        raise AstridInputError(f"{what}: the 'values' of a score distribution must be finite scores in [0, 1]")
+    if values.size == 0 and int(distribution.get("n", 0)) > 0:
+        raise AstridInputError(f"{what}: a score distribution of {distribution.get('n')} scores lists no 'values'")
+    return values
 
 
 def _from_mapping(mapping: dict, what: str) -> dict:
     if mapping.get("format") == DISTRIBUTION_FORMAT:
-        _counts_of(mapping, what)
+        _values_of(mapping, what)
         return mapping
     nested = mapping.get("validation_scores")
     if isinstance(nested, dict):
@@ -334,15 +329,22 @@ def reference_for_model(model) -> dict | None:
     return None
 
 
-def _psi(run: np.ndarray, ref: np.ndarray) -> float:
-    # Group the fine bins at the reference's deciles (each group ends in the bin where its CDF reaches k/10).
-    cdf = np.cumsum(ref) / ref.sum()
-    ends = np.unique(np.searchsorted(cdf, np.arange(1, PSI_BINS) / PSI_BINS, side="left") + 1)
-    starts = np.concatenate([[0], ends[ends < N_BINS]])
-    a = np.add.reduceat(run, starts) + 0.5
-    b = np.add.reduceat(ref, starts) + 0.5
+def _psi(run: np.ndarray, ref: np.ndarray, m: int) -> float:
+    """PSI over the deciles of ``ref`` (sorted; stands for ``m`` scores)."""
+    edges = np.unique(np.quantile(ref, np.arange(1, PSI_BINS) / PSI_BINS, method="inverted_cdf"))
+    k = edges.size + 1
+    a = np.bincount(np.searchsorted(edges, run, side="left"), minlength=k) + 0.5
+    b = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=k) * (m / ref.size) + 0.5
     p, q = a / a.sum(), b / b.sum()
     return float(np.sum((p - q) * np.log(p / q)))
+
+
+def _ks(run: np.ndarray, ref: np.ndarray) -> float:
+    """Two-sample KS distance of two sorted samples."""
+    points = np.concatenate([run, ref])
+    below_run = np.searchsorted(run, points, side="right") / run.size
+    below_ref = np.searchsorted(ref, points, side="right") / ref.size
+    return float(np.max(np.abs(below_run - below_ref)))
 
 
 def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, what: str = "scores") -> DriftResult:
@@ -377,14 +379,14 @@ def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, w
     if ref is None:
         raise AstridInputError("reference: compare() needs a reference distribution, got None")
     values, _ = _finite_scores(scores, what)
-    run_counts = _histogram(values)
-    ref_counts = _counts_of(ref, "reference")
-    n, m = int(values.size), int(ref_counts.sum())
-    if n == 0:
+    values = np.sort(values)
+    ref_values = _values_of(ref, "reference")
+    n, m = int(values.size), int(ref.get("n", ref_values.size))
+    if n == 0 or ref_values.size == 0:
         return DriftResult(psi=math.nan, ks=math.nan, ks_critical=math.nan, n=0, n_reference=m, level=float(level),
                            drifted=False, reference=str(ref.get("source") or "reference"), note="no finite scores")
-    psi = _psi(run_counts, ref_counts)
-    ks = float(np.max(np.abs(np.cumsum(run_counts) / n - np.cumsum(ref_counts) / m)))
+    psi = _psi(values, ref_values, m)
+    ks = _ks(values, ref_values)
     ks_critical = 1.36 * math.sqrt(1.0 / n + 1.0 / m)
     enough = n >= MIN_SCORES and m >= MIN_SCORES
     result = DriftResult(

@@ -49,6 +49,7 @@ import xarray as xr
 from .._optional import require
 from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ..drift import score_distribution
 from ..io import atomic_write
 from ._evaluate import _check_both_classes, _labels_of, evaluate
 from ._models import build_model, keras_module
@@ -590,7 +591,10 @@ def train(
         (epochs run, best epoch, seconds, triplets per second), ``metrics``
         (:func:`~astrid.braai.evaluate` of the final model on the
         validation set at threshold 0.5; empty without validation),
-        ``history`` and ``versions`` (astrid, tensorflow, keras, numpy,
+        ``validation_scores`` (the model's score distribution on the
+        validation set, :func:`astrid.drift.score_distribution`: the
+        reference of the drift check of every later scoring run; None
+        without validation), ``history`` and ``versions`` (astrid, tensorflow, keras, numpy,
         python).
 
     Raises
@@ -692,9 +696,13 @@ def train(
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
 
     metrics: dict[str, Any] = {}
-    if validation_set is not None and validation_labels.min() != validation_labels.max():
+    validation_scores = None
+    if validation_set is not None:
         scores = network.predict(x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
-        metrics = _summary(evaluate(None, validation_set, scores=scores))
+        # The reference of every later scoring run's drift check (astrid.drift).
+        validation_scores = score_distribution(scores, source=f"validation set ({scores.size} candidates)")
+        if validation_labels.min() != validation_labels.max():
+            metrics = _summary(evaluate(None, validation_set, scores=scores))
     per_second = [train_labels.size / s for s in timer.seconds if s > 0]
 
     architecture = network.name
@@ -747,6 +755,7 @@ def train(
             "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
         },
         "metrics": metrics,
+        "validation_scores": validation_scores,
         "history": history,
         "versions": _versions(),
     }
