@@ -43,6 +43,12 @@ _START_STEP = 32
 # Affine refinement needs this many matched stars; fewer fit a shift at most.
 _MIN_AFFINE_STARS = 10
 _MIN_SHIFT_STARS = 3
+# A CD/PC matrix with |det| below this times its largest element squared is singular.
+_SINGULAR_TOLERANCE = 1e-9
+# A WCS correction larger than this (pixels, at the image centre) that fewer
+# than _MIN_AFFINE_STARS stars support is reported: a few chance matches can
+# "fit" any offset when the WCS is wrong (flipped data, CRPIX not updated).
+_SUSPECT_SHIFT_PX = 3.0
 # Centroid error floor (pixels) added to the S/N-based error of each star: blends,
 # PSF asymmetry and pixelisation keep even the brightest stars from being exact.
 _CENTROID_FLOOR = 0.03
@@ -253,10 +259,33 @@ def _resample(data, bad, var, has_var, gx, gy, step, ny, nx, order, out, out_var
 
 
 def _celestial(image: Image, role: str):
-    if image.wcs is None or not image.wcs.has_celestial:
-        name = image.meta.path or f"the {role} image"
+    name = image.meta.path or f"the {role} image"
+    try:
+        has_celestial = image.wcs is not None and image.wcs.has_celestial
+        wcs = image.wcs.celestial if has_celestial else None
+    except Exception as exc:  # wcslib refuses to set up a singular matrix (SingularMatrixError, ...)
+        raise AstridWCSError(
+            f"{name}: the WCS cannot be used ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            f"the pixel-scale matrix (CD, or PC times CDELT) is probably singular; fix the CD/PC/CDELT "
+            f"keywords ({role} image)"
+        ) from exc
+    if wcs is None:
         raise AstridWCSError(f"{name}: no celestial WCS, but alignment needs one ({role} image)")
-    return image.wcs.celestial
+    # A singular CD/PC matrix maps the whole sky onto a line: the pixel maps
+    # come out NaN or absurd and the resampling grids explode (tens of GiB).
+    try:
+        matrix = np.asarray(wcs.pixel_scale_matrix, dtype=float)
+    except Exception as exc:  # astropy raises several types for broken matrices
+        raise AstridWCSError(f"{name}: the WCS pixel-scale matrix cannot be computed ({exc}) ({role} image)") from exc
+    scale = float(np.abs(matrix).max()) if matrix.size and np.all(np.isfinite(matrix)) else float("nan")
+    det = float(np.linalg.det(matrix)) if np.isfinite(scale) else float("nan")
+    if not (scale > 0 and abs(det) > _SINGULAR_TOLERANCE * scale**2):
+        raise AstridWCSError(
+            f"{name}: the WCS pixel-scale matrix (CD, or PC times CDELT) is singular or not finite "
+            f"({[[float(f'{v:.3g}') for v in row] for row in matrix.tolist()]}, determinant {det:.3g}), so pixels have no "
+            f"position on the sky; fix the CD/PC/CDELT keywords ({role} image)"
+        )
+    return wcs
 
 
 def _frame(wcs):
@@ -681,9 +710,15 @@ def align(
 
     transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
     n_matched = len(src)
+    n_good = (len(_good_stars(sci_stars)), len(_good_stars(ref_stars)))
     if n_matched < _MIN_SHIFT_STARS and refine:
+        hint = ""
+        if min(n_good) >= _MIN_AFFINE_STARS:
+            hint = (f" although {n_good[0]} science and {n_good[1]} reference stars are clean: the WCS of one "
+                    "image probably disagrees with its pixels (data flipped or rotated, or cropped without "
+                    "updating CRPIX), and the difference will be dominated by misaligned stars")
         warnings.warn(
-            f"{sci_name}: only {n_matched} stars matched the reference; "
+            f"{sci_name}: only {n_matched} stars matched the reference{hint}; "
             "alignment uses the WCS without astrometric refinement",
             AstridWarning,
             stacklevel=2,
@@ -698,6 +733,17 @@ def align(
     centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
     cx, cy = _apply(transform, centre[0], centre[1])
     shift = (float(cx - centre[0]), float(cy - centre[1]))
+    moved = math.hypot(*shift)
+    if refine and model != "wcs" and n_matched < _MIN_AFFINE_STARS and moved > _SUSPECT_SHIFT_PX:
+        warnings.warn(
+            f"{sci_name}: the WCS and the stars disagree by {moved:.1f} px (shift {shift[0]:+.1f}, "
+            f"{shift[1]:+.1f} px) and only {n_matched} of {n_good[0]} clean science stars support the "
+            f"correction (fewer than {_MIN_AFFINE_STARS}): a few chance matches can fit any shift, so the "
+            "alignment, and the difference, may be wrong; check the WCS (data flipped, or cropped without "
+            "updating CRPIX) or pass refine=False to use the WCS as it is",
+            AstridWarning,
+            stacklevel=2,
+        )
 
     inverse = _inverse(transform)
     if used_method == "interp":

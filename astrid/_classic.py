@@ -16,12 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ._inpaint import repair_isolated
 from .errors import AstridInputError
 from .zogy._core import (
     _as_aligned_pair,
     _bad_pixels,
     _check_dtype,
     _check_map,
+    _check_mask_fraction,
     _check_positive,
     _untrusted,
     robust_std,
@@ -106,6 +108,7 @@ def classic_subtract(
     mask_radius=None,
     fill_value=0.0,
     dtype=np.float64,
+    _filled=None,
 ) -> ClassicResult:
     """Gaussian PSF matching, flux scaling and direct subtraction.
 
@@ -169,11 +172,20 @@ def classic_subtract(
     mask_radius = int(mask_radius)
 
     bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
+    # As in ZOGY: isolated NaN pixels on smooth sky are filled and cost their own area only.
+    (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
+    if repaired.any():
+        bad &= ~repaired
+    if _filled is not None:
+        # Pixels the caller (difference()) already filled the same way.
+        repaired |= _check_map("_filled", _filled, shape).astype(bool)
 
     n_img = np.where(bad, 0.0, N).astype(np.float64)
     r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
-    var_n = np.where(bad, 0.0, Vn).astype(np.float64) if Vn is not None else sigma_n**2
-    var_r = (np.where(bad, 0.0, Vr).astype(np.float64) if Vr is not None else sigma_r**2) * ratio**2
+    # A repaired pixel whose variance is NaN too gets the sky variance.
+    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
+    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
+             if Vr is not None else sigma_r**2) * ratio**2
 
     s_n, s_r = fwhm_n / FWHM_PER_SIGMA, fwhm_r / FWHM_PER_SIGMA
     kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
@@ -197,6 +209,9 @@ def classic_subtract(
     significance = D / noise
 
     out_mask = _untrusted(bad, mask_radius)
+    if repaired.any():
+        out_mask |= repaired
+    _check_mask_fraction(out_mask, bad, repaired, mask_radius, "classic_subtract")
     D[out_mask] = fill_value
     significance[out_mask] = fill_value
     return ClassicResult(

@@ -28,6 +28,14 @@ from .io import Image, atomic_write, provenance_cards, read_image
 __all__ = ["DifferenceResult", "difference"]
 
 _METHODS = ("zogy", "classic")
+# A user flux_ratio (science flux / reference flux of one source) outside this
+# range is refused: no pair of exposures of one survey differs by more than
+# 7.5 magnitudes in zero point, and a typo (1e6, a magnitude for a ratio)
+# would silently scale the reference into noise or the noise into sources.
+FLUX_RATIO_RANGE = (1e-3, 1e3)
+# S_corr should have unit variance in source-free regions; a robust standard
+# deviation beyond this factor from 1 (either way) is reported with a warning.
+SCORR_STD_TOLERANCE = 1.3
 # With noise_correlation="auto", an image's noise counts as correlated (and
 # ZOGY uses its autocorrelation) when any lag within ±2 px exceeds this.
 _ACF_THRESHOLD = 0.05
@@ -311,6 +319,149 @@ def _as_psf_model(psf, role: str):
     return PSFModel.from_array(psf, name=f"{role}_psf")
 
 
+def _check_flux_ratio(flux_ratio) -> float:
+    """A user flux ratio as a float within :data:`FLUX_RATIO_RANGE`."""
+    if isinstance(flux_ratio, (bool, np.bool_)):
+        raise AstridInputError(f"flux_ratio: must be a number, got {flux_ratio!r}")
+    try:
+        ratio = float(flux_ratio)
+    except (TypeError, ValueError) as exc:
+        raise AstridInputError(f"flux_ratio: must be a number, got {flux_ratio!r}") from exc
+    lo, hi = FLUX_RATIO_RANGE
+    if not (math.isfinite(ratio) and lo <= ratio <= hi):
+        raise AstridInputError(
+            f"flux_ratio: must be a finite number within [{lo:g}, {hi:g}] (science flux of a source over its "
+            f"reference flux; 1e3 is 7.5 magnitudes), got {flux_ratio!r}; leave it out to measure it from the stars"
+        )
+    return ratio
+
+
+def _check_options(options: dict, dtype) -> None:
+    """Validate the cheap options before any stage runs, so a typo costs no alignment."""
+    from .zogy._core import _check_astrometric, _check_dtype
+
+    _check_dtype(dtype)
+    correlation = options.get("noise_correlation", "auto")
+    if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
+        raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
+    if "astrometric_sigma" in options:
+        _check_astrometric(options["astrometric_sigma"])
+    for key, minimum in (("box_size", 4), ("filter_size", 1), ("min_stars", 1), ("max_stars", 1),
+                         ("psf_size", 3), ("mask_radius", 0)):
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+                or not math.isfinite(value) or int(value) != value or value < minimum:
+            raise AstridInputError(f"{key}: must be an integer >= {minimum}, got {value!r}")
+    tile = options.get("tile_size", "auto")
+    if tile != "auto" and (isinstance(tile, (bool, np.bool_)) or not isinstance(tile, (int, np.integer))
+                           or tile < 64):
+        raise AstridInputError(f"tile_size: must be 'auto' or an integer >= 64 pixels, got {tile!r}")
+    degree = options.get("psf_degree", "auto")
+    if degree not in (0, 1, 2, "auto") or isinstance(degree, (bool, np.bool_)):
+        raise AstridInputError(f"psf_degree: must be 0, 1, 2 or 'auto', got {degree!r}")
+    systematic = options.get("systematic_fraction", "auto")
+    if systematic != "auto":
+        try:
+            ok = math.isfinite(float(systematic)) and float(systematic) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise AstridInputError(f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic!r}")
+    if options.get("align_method", "interp") not in ("interp", "adaptive", "exact"):
+        raise AstridInputError(
+            f"align_method: must be 'interp', 'adaptive' or 'exact', got {options['align_method']!r}"
+        )
+    for key in ("science_zp", "reference_zp"):
+        value = options.get(key)
+        if value is None:
+            continue
+        try:
+            ok = math.isfinite(float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise AstridInputError(f"{key}: must be a finite zero point (magnitudes), got {value!r}")
+
+
+def _repair_image(image: Image, role: str) -> tuple[Image, np.ndarray]:
+    """``image`` with its isolated NaN pixels on smooth sky filled, and where they were.
+
+    See :mod:`astrid._inpaint`: they then cost their own area in the output
+    mask instead of a kernel-radius dilation each, and they no longer
+    disqualify the stars whose apertures they fall in.
+    """
+    from ._inpaint import fill_from_neighbours, pixel_noise, repair_isolated
+
+    data = np.asarray(image.data)
+    if np.isfinite(data).all():
+        return image, np.zeros(data.shape, dtype=bool)
+    bad = np.asarray(image.mask, dtype=bool) | ~np.isfinite(data)
+    if bad.all():
+        finite = float(np.isfinite(data).mean())
+        raise AstridInputError(
+            f"{_name(image, role)}: no finite, unmasked pixel ({100 * finite:.1f} % are finite, all of them masked)"
+        )
+    (fixed,), repaired = repair_isolated((data,), bad, (pixel_noise(data, bad),))
+    if not repaired.any():
+        return image, repaired
+    variance = image.variance
+    if variance is not None:
+        variance = fill_from_neighbours(np.asarray(variance), repaired)
+    return image.copy(data=fixed, mask=np.asarray(image.mask, bool) & ~repaired, variance=variance), repaired
+
+
+def _repaired_on_reference(repaired: np.ndarray, science: Image, reference: Image, alignment) -> np.ndarray:
+    """The reference-grid pixels covered by repaired science pixels (their footprint there)."""
+    from ._align import _apply, _pixel_area, _pixel_map
+
+    out = np.zeros(reference.shape, dtype=bool)
+    ys, xs = np.nonzero(repaired)
+    if ys.size == 0:
+        return out
+    sci_wcs, ref_wcs = science.wcs.celestial, reference.wcs.celestial
+    px, py = _pixel_map(sci_wcs, ref_wcs, xs.astype(float), ys.astype(float))
+    px, py = _apply(alignment.transform, px, py)
+    scale = math.sqrt(_pixel_area(sci_wcs, science.shape) / _pixel_area(ref_wcs, reference.shape))
+    half = 0.5 * max(scale, 1.0)  # the reference pixels whose centres a science pixel covers
+    ny, nx = reference.shape
+    ok = np.isfinite(px) & np.isfinite(py)
+    px, py = px[ok], py[ok]
+    reach = int(math.ceil(half))
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            iy = np.round(py).astype(int) + dy
+            ix = np.round(px).astype(int) + dx
+            near = (np.abs(iy - py) <= half) & (np.abs(ix - px) <= half)
+            near &= (iy >= 0) & (iy < ny) & (ix >= 0) & (ix < nx)
+            out[iy[near], ix[near]] = True
+    return out
+
+
+def _check_noise(background, image: Image, role: str) -> None:
+    rms = float(background.median_rms)
+    if not (math.isfinite(rms) and rms > 0):
+        raise AstridInputError(
+            f"{_name(image, role)}: its background noise is {rms:g} (measured over the unmasked pixels); "
+            "differencing needs a positive, finite noise level (a constant, zero or fully saturated image has none)"
+        )
+
+
+def _estimate_psf_named(estimate_psf, image: Image, role: str, **kwargs):
+    """:func:`estimate_psf` with an error that names the image and gives advice ``difference()`` accepts."""
+    from .errors import AstridPSFError
+
+    try:
+        return estimate_psf(**kwargs)
+    except AstridPSFError as exc:
+        text = str(exc).replace(" (pass fwhm=... in pixels)", "")
+        raise AstridPSFError(
+            f"{_name(image, role)}: {text}; pass {role}_psf= to difference() (a PSFModel or an odd-sized "
+            f"2-D array, e.g. astrid.gaussian_psf(fwhm) with the FWHM in pixels)"
+        ) from exc
+
+
 def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
     """Variance map for ZOGY's source-noise term, and where it came from.
 
@@ -493,6 +644,30 @@ def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
     return acf, lag1
 
 
+def _check_calibration(metrics: dict) -> None:
+    """Warn when S_corr is not close to unit variance: its thresholds would not mean what they say."""
+    std = metrics.get("scorr_robust_std")
+    if std is None or not math.isfinite(std):
+        return
+    if 1.0 / SCORR_STD_TOLERANCE <= std <= SCORR_STD_TOLERANCE:
+        return
+    hints = []
+    if metrics.get("noise_correlated_sci") or metrics.get("noise_correlated_ref"):
+        hints.append(f"the noise is correlated between pixels (lag-1 ACF science "
+                     f"{metrics.get('noise_acf_lag1_sci', float('nan')):.2f}, reference "
+                     f"{metrics.get('noise_acf_lag1_ref', float('nan')):.2f}), as after resampling a coarser image")
+    if metrics.get("psf_method_sci") == "gaussian-fallback" or metrics.get("psf_method_ref") == "gaussian-fallback":
+        hints.append("a PSF is a Gaussian fallback")
+    warnings.warn(
+        f"difference: the robust standard deviation of S_corr is {std:.2f} (expected 1 within a factor "
+        f"{SCORR_STD_TOLERANCE}), so its significances are miscalibrated by that factor; "
+        f"{100 * metrics.get('mask_fraction', float('nan')):.1f} % of the result is masked"
+        + (" (" + "; ".join(hints) + ")" if hints else ""),
+        AstridWarning,
+        stacklevel=3,
+    )
+
+
 # ----------------------------------------------------------------------------- difference
 
 
@@ -527,9 +702,11 @@ def difference(
         PSFs to use instead of estimating them from the stars (e.g. WebbPSF
         models). Arrays are normalised to sum 1 and must be odd-sized.
     flux_ratio : float, optional
-        Science flux of a source divided by its reference flux. Default:
-        measured by :func:`astrid._photometry.flux_ratio` (matched stars, or
-        the zero points when given as options).
+        Science flux of a source divided by its reference flux, within
+        [1e-3, 1e3] (:data:`FLUX_RATIO_RANGE`, 7.5 magnitudes either way;
+        other values are refused as typos). Default: measured by
+        :func:`astrid._photometry.flux_ratio` (matched stars, or the zero
+        points when given as options).
     allow_mismatch : bool, optional
         Difference images whose filter or telescope differ (with an
         :class:`~astrid.errors.AstridWarning`) instead of raising.
@@ -571,7 +748,29 @@ def difference(
     AstridInputError
         Unknown method or option, unreadable input, or shapes that differ
         with ``align=False``; and whatever the stages raise (missing WCS, no
-        overlap, unusable PSF).
+        overlap, unusable PSF). Options, ``flux_ratio`` and given PSFs are
+        checked before any stage runs.
+
+    Warns
+    -----
+    AstridWarning
+        More than half of the result is masked (see
+        :data:`astrid.zogy._core.MASK_WARN_FRACTION`; nothing left raises),
+        the robust standard deviation of ``S_corr`` is off 1 by more than a
+        factor :data:`SCORR_STD_TOLERANCE` (1.3), the alignment rests on a
+        large WCS correction from fewer than 10 stars, or a PSF fell back to
+        a Gaussian.
+
+    Notes
+    -----
+    Isolated NaN (or inf, or ``numpy.ma``-masked) pixels on smooth sky, with
+    at most one bad neighbour and neighbours spanning less than 6 sigma, are
+    filled with the median of their neighbours before anything else (see
+    :mod:`astrid._inpaint`): they are flagged in :attr:`DifferenceResult.mask`
+    on their own footprint instead of a kernel radius around each. Finite
+    pixels that a mask flags (saturated, hot, bad columns) are masked and
+    dilated as before. ``metrics`` counts the filled pixels
+    (``n_repaired_sci``, ``n_repaired_ref``).
     """
     started = time.perf_counter()
     if method not in _METHODS:
@@ -579,6 +778,14 @@ def difference(
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise AstridInputError(f"difference: unknown option(s) {unknown}; known options are {sorted(_OPTIONS)}")
+    # Cheap arguments first: a typo must not cost an alignment, a background and two PSFs.
+    _check_options(options, dtype)
+    if flux_ratio is not None:
+        flux_ratio = _check_flux_ratio(flux_ratio)
+    if science_psf is not None:
+        science_psf = _as_psf_model(science_psf, "science")
+    if reference_psf is not None:
+        reference_psf = _as_psf_model(reference_psf, "reference")
     from ._background import estimate_backgrounds
     from ._psf import estimate_psf
 
@@ -586,6 +793,10 @@ def difference(
     science = _load(science, "science")
     _check_compatible(reference, science, allow_mismatch)
     metrics: dict[str, Any] = {"method": method}
+    reference, ref_repaired = _repair_image(reference, "reference")
+    original_science = science
+    science, sci_repaired = _repair_image(science, "science")
+    metrics.update(n_repaired_sci=int(sci_repaired.sum()), n_repaired_ref=int(ref_repaired.sum()))
 
     # --- align
     start = time.perf_counter()
@@ -608,6 +819,7 @@ def difference(
         astrometric_sigma = tuple(float(s) for s in alignment.astrometric_sigma)
         if not all(math.isfinite(s) for s in astrometric_sigma):
             astrometric_sigma = (0.0, 0.0)
+        repaired = ref_repaired | _repaired_on_reference(sci_repaired, original_science, reference, alignment)
     else:
         if science.shape != reference.shape:
             raise AstridInputError(
@@ -619,6 +831,7 @@ def difference(
         footprint = ~(np.asarray(science.mask, bool) | ~np.isfinite(science.data))
         metrics.update(overlap=float(footprint.mean()), align_rms=float("nan"), n_matched=0, align_method="none")
         astrometric_sigma = (0.0, 0.0)
+        repaired = ref_repaired | sci_repaired
     astrometric_sigma = options.get("astrometric_sigma", astrometric_sigma)
     metrics["time_align"] = time.perf_counter() - start
 
@@ -628,6 +841,8 @@ def difference(
     sci_mask = np.asarray(aligned.mask, bool) | ~footprint
     ref_mask = np.asarray(reference.mask, bool)
     sci_bg, ref_bg = estimate_backgrounds([(aligned.data, sci_mask), (reference.data, ref_mask)], **bg_kwargs)
+    _check_noise(sci_bg, science, "science")
+    _check_noise(ref_bg, reference, "reference")
     N = (aligned.data - sci_bg.background).astype(dtype, copy=False)
     R = (reference.data - ref_bg.background).astype(dtype, copy=False)
     metrics.update(sigma_sci=float(sci_bg.median_rms), sigma_ref=float(ref_bg.median_rms),
@@ -643,20 +858,19 @@ def difference(
     if science_psf is None:
         # The alignment measured the science stars on their own grid and moved them onto this
         # one: their S/N is not inflated by the resampling's correlated noise.
-        science_psf = estimate_psf(aligned.data, mask=sci_mask, background=sci_bg,
-                                   saturation=aligned.meta.saturation, stars=science_stars, **psf_kwargs)
+        science_psf = _estimate_psf_named(estimate_psf, science, "science", data=aligned.data, mask=sci_mask,
+                                          background=sci_bg, saturation=aligned.meta.saturation,
+                                          stars=science_stars, **psf_kwargs)
         if regularise and science_psf.method == "empirical":
             science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
-    else:
-        science_psf = _as_psf_model(science_psf, "science")
     if reference_psf is None:
         # The alignment already detected the reference's stars (same image, same mask).
-        reference_psf = estimate_psf(reference.data, mask=ref_mask, background=ref_bg,
-                                     saturation=reference.meta.saturation, stars=reference_stars, **psf_kwargs)
+        reference_psf = _estimate_psf_named(estimate_psf, reference, "reference", data=reference.data,
+                                            mask=ref_mask, background=ref_bg,
+                                            saturation=reference.meta.saturation, stars=reference_stars,
+                                            **psf_kwargs)
         if regularise and reference_psf.method == "empirical":
             reference_psf, psf_noise["ref"] = _regularise_psf(reference_psf)
-    else:
-        reference_psf = _as_psf_model(reference_psf, "reference")
     metrics.update(psf_noise_sci=psf_noise["sci"], psf_noise_ref=psf_noise["ref"])
     metrics.update(fwhm_sci=float(science_psf.fwhm), fwhm_ref=float(reference_psf.fwhm),
                    psf_method_sci=science_psf.method, psf_method_ref=reference_psf.method,
@@ -686,10 +900,7 @@ def difference(
         metrics.update(flux_ratio_error=float(measured.error), flux_ratio_method=measured.method,
                        n_flux_ratio_stars=int(measured.n_stars))
     else:
-        try:
-            ratio = float(flux_ratio)
-        except (TypeError, ValueError) as exc:
-            raise AstridInputError(f"flux_ratio: must be a number, got {flux_ratio!r}") from exc
+        ratio = flux_ratio
         metrics.update(flux_ratio_error=0.0, flux_ratio_method="given", n_flux_ratio_stars=0)
     metrics["flux_ratio"] = ratio
     metrics["time_flux_ratio"] = time.perf_counter() - start
@@ -718,7 +929,8 @@ def difference(
             astrometric_sigma=astrometric_sigma, mask=both_masks, dtype=dtype,
             workers=options.get("workers"), science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
             systematic_fraction=options.get("systematic_fraction", "auto"),
-            tile_size=_tile_size(options.get("tile_size", "auto"), N.shape), **common,
+            tile_size=_tile_size(options.get("tile_size", "auto"), N.shape),
+            _filled=repaired if repaired.any() else None, **common,
         )
         S, S_corr, flux, flux_err, P_D = raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D
         D, mask = raw.D, raw.mask
@@ -732,7 +944,7 @@ def difference(
         raw = classic_subtract(
             N, R, science_psf.fwhm, reference_psf.fwhm, sci_bg.median_rms, ref_bg.median_rms,
             flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var, mask=both_masks,
-            dtype=dtype, **common,
+            dtype=dtype, _filled=repaired if repaired.any() else None, **common,
         )
         S = flux = flux_err = P_D = None
         D, S_corr, mask = raw.D, raw.significance, raw.mask
@@ -740,6 +952,7 @@ def difference(
                        kernel_sigma=raw.kernel_sigma, convolved=raw.convolved)
     metrics["mask_fraction"] = float(mask.mean())
     metrics["time_subtract"] = time.perf_counter() - start
+    _check_calibration(metrics)
     metrics["time_total"] = time.perf_counter() - started
 
     return DifferenceResult(

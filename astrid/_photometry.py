@@ -27,6 +27,10 @@ _APERTURE_FWHM = 2.5
 # Per-star systematic error floor (relative, per image) added in quadrature to the sky
 # noise: flat-field, PSF-variation and centring errors that bright stars do not average away.
 _FLOOR = 0.01
+# Images whose bright stars' centroids differ by more than this many FWHM (and
+# this many pixels) are not aligned, and their flux ratio is refused.
+_MAX_CENTROID_OFFSET_FWHM = 0.5
+_MAX_CENTROID_OFFSET_PX = 1.0
 
 
 @dataclass
@@ -179,10 +183,59 @@ def _unpack(image, name):
     """data, mask, zero point of an Image or an array."""
     if isinstance(image, Image):
         return image.data, image.mask, image.meta.zeropoint, image.meta.saturation
-    arr = np.asarray(image)
+    if image is None:
+        raise AstridInputError(f"{name}: got None, expected a 2-D array or an astrid.Image")
+    mask = None
+    if isinstance(image, np.ma.MaskedArray):
+        # The values under a numpy.ma mask are not pixels.
+        mask = np.ma.getmaskarray(image)
+        image = np.ma.getdata(image)
+    try:
+        arr = np.asarray(image)
+    except Exception as exc:  # ragged lists and the like
+        raise AstridInputError(f"{name}: cannot be read as an array ({exc})") from exc
     if arr.ndim != 2:
         raise AstridInputError(f"{name}: must be a 2-D array or an astrid.Image, got shape {arr.shape}")
-    return arr, None, None, None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise AstridInputError(f"{name}: must be a real-valued image, got dtype {arr.dtype}")
+    return arr, mask, None, None
+
+
+def _centroid_offsets(sci, ref, bad, xy, radius) -> np.ndarray:
+    """Distance (px) between each star's flux-weighted centroid in the science and in the reference.
+
+    Within the aperture, each image's local sky (median of the ring just
+    outside it) is subtracted and negative pixels are dropped; both images
+    are on one grid, so aligned images give offsets of a fraction of a pixel.
+    """
+    r = int(math.ceil(radius))
+    h = r + 2
+    yy, xx = np.mgrid[-h : h + 1, -h : h + 1]
+    dist = np.hypot(yy, xx)
+    ap = dist <= radius
+    ring = (dist > radius) & (dist <= h)
+    ny, nx = sci.shape
+    out = np.full(len(xy), np.nan)
+    for k, (x, y) in enumerate(xy):
+        ix, iy = int(round(x)), int(round(y))
+        if iy - h < 0 or ix - h < 0 or iy + h >= ny or ix + h >= nx:
+            continue
+        cut = (slice(iy - h, iy + h + 1), slice(ix - h, ix + h + 1))
+        good = ~bad[cut]
+        centres = []
+        for data in (sci, ref):
+            stamp = np.asarray(data[cut], dtype=np.float64)
+            sky = stamp[ring & good]
+            if sky.size < 5:
+                break
+            w = np.where(ap & good, np.maximum(stamp - np.median(sky), 0.0), 0.0)
+            total = w.sum()
+            if not total > 0:
+                break
+            centres.append(((w * xx).sum() / total, (w * yy).sum() / total))
+        if len(centres) == 2:
+            out[k] = math.hypot(centres[0][0] - centres[1][0], centres[0][1] - centres[1][1])
+    return out
 
 
 def _psf_fwhm_and_array(psf, name):
@@ -391,5 +444,17 @@ def flux_ratio(
     positive = ratio > 0
     if positive.sum() < _MIN_STARS:
         return fallback("fewer than 3 stars have positive fluxes in both images")
+    # Images that are not on one grid give a confident but wrong ratio (the
+    # apertures catch part of each star): the stars' centroids tell.
+    offsets = _centroid_offsets(sci, ref, flagged, xy[usable], radius)
+    offsets = offsets[np.isfinite(offsets)]
+    limit = max(_MAX_CENTROID_OFFSET_FWHM * max(fwhm_n, fwhm_r), _MAX_CENTROID_OFFSET_PX)
+    if offsets.size >= _MIN_STARS and float(np.median(offsets)) > limit:
+        raise AstridInputError(
+            f"science and reference do not look aligned: the centroids of {offsets.size} bright stars differ "
+            f"by a median of {float(np.median(offsets)):.2f} px between the images (more than {limit:.2f} px, "
+            f"half the FWHM); resample the science image onto the reference grid first (astrid.align), "
+            f"or give the zero points (science_zp=, reference_zp=)"
+        )
     mean, error, n = _consensus(np.log(ratio[positive]), rel_err[positive])
     return FluxRatio(ratio=mean, error=error, n_stars=n, method="stars")

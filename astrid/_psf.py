@@ -21,6 +21,7 @@ convolves ``image`` with the PSF without shifting it.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -128,11 +129,21 @@ class PSFModel:
             Not a square odd-sized 2-D array, non-finite values, or a sum
             that is not positive.
         """
-        arr = np.asarray(psf, dtype=float)
+        if psf is None or isinstance(psf, (str, bytes, os.PathLike)):
+            raise AstridPSFError(
+                f"{name}: a PSF must be a 2-D array (or a PSFModel), got {type(psf).__name__} {psf!r}"
+            )
+        if isinstance(psf, np.ma.MaskedArray):
+            # Masked PSF pixels carry no PSF: NaN, refused below.
+            psf = np.ma.filled(psf.astype(float), np.nan)
+        try:
+            arr = np.asarray(psf, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise AstridPSFError(f"{name}: a PSF must be a 2-D array of numbers, got {type(psf).__name__} ({exc})") from exc
         if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] % 2 == 0:
             raise AstridPSFError(f"{name}: a PSF must be a square array of odd size, got shape {arr.shape}")
         if not np.isfinite(arr).all():
-            raise AstridPSFError(f"{name}: the PSF has non-finite values")
+            raise AstridPSFError(f"{name}: the PSF has {int((~np.isfinite(arr)).sum())} non-finite (or masked) values")
         total = arr.sum()
         if not total > 0:
             raise AstridPSFError(f"{name}: the PSF sums to {total}, it must be positive")

@@ -377,19 +377,49 @@ def _prepare(data, mask, name: str = "data", purpose: str = ""):
     ``purpose`` completes the error for an image with no usable pixel
     ("... pixels to estimate a PSF from").
     """
-    data = np.asarray(data)
+    if data is None:
+        raise AstridInputError(f"{name}: got None, expected a 2-D array")
+    from .io import Image
+
+    if isinstance(data, Image):
+        # Its own mask counts.
+        mask = data.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(data.mask, dtype=bool)
+        data = data.data
+    ma_mask = None
+    if isinstance(data, np.ma.MaskedArray):
+        # The values under a numpy.ma mask are not pixels.
+        ma_mask = np.ma.getmaskarray(data)
+        data = np.ma.getdata(data)
+    try:
+        data = np.asarray(data)
+    except Exception as exc:  # ragged lists and the like
+        raise AstridInputError(f"{name}: cannot be read as an array ({exc})") from exc
     if data.ndim != 2:
         raise AstridInputError(f"{name}: must be a 2-D array, got shape {data.shape}")
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)
+            or data.dtype == np.bool_):
+        raise AstridInputError(f"{name}: must be a real-valued array, got dtype {data.dtype}")
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float32)
-    bad = ~np.isfinite(data)
+    finite = np.isfinite(data)
+    bad = ~finite
     if mask is not None:
+        if isinstance(mask, np.ma.MaskedArray):
+            mask = np.ma.getdata(mask) | np.ma.getmaskarray(mask)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != data.shape:
             raise AstridInputError(f"mask: shape {mask.shape} does not match {name} shape {data.shape}")
         bad |= mask
+    if ma_mask is not None:
+        bad |= ma_mask
     if bad.all():
-        raise AstridInputError(f"{name}: no finite, unmasked pixels{' ' + purpose if purpose else ''}")
+        n_finite = int(finite.sum())
+        if n_finite:
+            why = (f"{100.0 * n_finite / data.size:.1f} % of its pixels are finite, "
+                   "but every one of them is masked (mask, numpy.ma mask or saturation)")
+        else:
+            why = f"all {data.size} pixels are NaN or inf"
+        raise AstridInputError(f"{name}: no finite, unmasked pixels{' ' + purpose if purpose else ''} ({why})")
     return data, bad
 
 
@@ -518,6 +548,7 @@ def find_stars(
     *,
     saturation: float | None = None,
     isolation_radius: float | None = None,
+    name: str = "data",
 ) -> Table:
     """Detect and measure point-like sources.
 
@@ -549,6 +580,8 @@ def find_stars(
     isolation_radius : float, optional
         A star is ``isolated`` when no other detection lies within this
         radius (pixels); default 3 FWHM.
+    name : str, optional
+        What to call the image in error messages (e.g. its file name).
 
     Returns
     -------
@@ -575,7 +608,7 @@ def find_stars(
     AstridInputError
         Data not 2-D, mismatched shapes, or no finite unmasked pixel.
     """
-    data, bad = _prepare(data, mask)
+    data, bad = _prepare(data, mask, name=name)
     shape = data.shape
     if threshold <= 0:
         raise AstridInputError(f"threshold must be positive, got {threshold}")
@@ -597,7 +630,13 @@ def find_stars(
     bkg_map = _as_map(background, shape, "background")
     noise_map = _as_map(rms, shape, "rms")
     if rms_given and not (np.all(np.isfinite(noise_map)) and noise_map.min() > 0):
-        raise AstridInputError("rms: the background noise must be finite and positive everywhere")
+        n_bad = int(np.count_nonzero(~np.isfinite(noise_map)))
+        low = float(np.nanmin(noise_map)) if n_bad < noise_map.size else float("nan")
+        raise AstridInputError(
+            f"rms: the background noise of {name} must be finite and positive everywhere, but "
+            f"{n_bad} values are not finite and the smallest is {low:g}"
+            + (" (a constant or zero image has no noise)" if low == 0 else "")
+        )
     if not rms_given and not noise_map.min() > 0:
         # A noiseless (simulated or constant) sky: any positive signal is significant.
         positive = noise_map[noise_map > 0]

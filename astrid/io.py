@@ -112,26 +112,38 @@ class Image:
     meta: ImageMeta = field(default_factory=ImageMeta)
 
     def __post_init__(self) -> None:
-        data = np.asarray(self.data)
+        data, masked = _unmask(self.data, "Image data")
         if data.ndim != 2:
             raise AstridInputError(f"Image data must be 2-D, got shape {data.shape}")
+        if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)
+                or data.dtype == np.bool_):
+            raise AstridInputError(f"Image data must be a real-valued array, got dtype {data.dtype}")
         if not np.issubdtype(data.dtype, np.floating):
             data = data.astype(np.float32 if data.dtype.itemsize <= 2 else np.float64)
         self.data = data
         if self.mask is None:
             self.mask = ~np.isfinite(data)
         else:
-            self.mask = np.asarray(self.mask, dtype=bool)
+            mask, mask_masked = _unmask(self.mask, "Image mask")
+            self.mask = mask.astype(bool)
             if self.mask.shape != data.shape:
                 raise AstridInputError(
                     f"mask shape {self.mask.shape} does not match data shape {data.shape}"
                 )
+            if mask_masked is not None:
+                # A masked entry of the mask itself says nothing good about the pixel.
+                self.mask |= mask_masked
+        if masked is not None:
+            self.mask = self.mask | masked
         if self.variance is not None:
-            self.variance = np.asarray(self.variance)
+            variance, var_masked = _unmask(self.variance, "Image variance")
+            self.variance = variance
             if self.variance.shape != data.shape:
                 raise AstridInputError(
                     f"variance shape {self.variance.shape} does not match data shape {data.shape}"
                 )
+            if var_masked is not None:
+                self.mask = self.mask | var_masked
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -150,6 +162,27 @@ class Image:
 
     def _name(self) -> str:
         return self.meta.path or "image"
+
+
+def _unmask(array, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``array`` as a plain ndarray and, for a :class:`numpy.ma.MaskedArray`, its mask.
+
+    Masked values are replaced by NaN (floating data) so that code which only
+    looks at the values never uses what lies under the mask.
+    """
+    if array is None:
+        raise AstridInputError(f"{name}: got None, expected a 2-D array")
+    if isinstance(array, np.ma.MaskedArray):
+        masked = np.ma.getmaskarray(array)
+        values = np.ma.getdata(array)
+        if np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer):
+            values = values.astype(np.result_type(values.dtype, np.float32), copy=True)
+            values[masked] = np.nan
+        return values, (masked if masked.any() else None)
+    try:
+        return np.asarray(array), None
+    except Exception as exc:  # ragged lists and the like
+        raise AstridInputError(f"{name}: cannot be read as an array ({exc})") from exc
 
 
 def _first(header: fits.Header, keys: tuple[str, ...]) -> Any:
@@ -224,9 +257,32 @@ def _wcs_from_header(header: fits.Header) -> WCS | None:
     return wcs if wcs.has_celestial else None
 
 
+def _as_path(path, name: str = "path") -> Path:
+    if path is None or not isinstance(path, (str, os.PathLike)):
+        raise AstridInputError(f"{name}: must be a path to a FITS file (str or os.PathLike), got {path!r}")
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise AstridInputError(f"{name}: must be a path to a FITS file, got an empty string")
+    return Path(text)
+
+
+def _missing(path: Path) -> str:
+    """Why ``path`` does not exist: the nearest existing parent may be a file, or no folder exists."""
+    parent = path.parent
+    while parent != parent.parent and not parent.exists():
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        return f"{path}: cannot exist, {parent} is a file and not a folder"
+    if parent != path.parent:
+        return f"{path}: file does not exist (nor does its folder {path.parent})"
+    return f"{path}: file does not exist"
+
+
 def _open(path: Path) -> fits.HDUList:
     if not path.exists():
-        raise AstridFileError(f"{path}: file does not exist")
+        raise AstridFileError(_missing(path))
     if path.is_dir():
         raise AstridFileError(f"{path}: is a directory, not a FITS file")
     if path.stat().st_size == 0:
@@ -303,7 +359,7 @@ def read_image(
     AstridWarning
         A cube was reduced to its first 2-D plane.
     """
-    path = Path(path)
+    path = _as_path(path)
     with _open(path) as hdul:
         if hdu is None:
             index = None
@@ -355,7 +411,7 @@ def read_image(
     data = np.array(data, dtype=dtype)  # a native-endian copy, detached from the file
     finite = np.isfinite(data)
     if not finite.any():
-        raise AstridInputError(f"{path}: HDU {index} has no finite pixels (all NaN or inf)")
+        raise AstridInputError(f"{path}: HDU {index} has no finite pixels (all {data.size} are NaN or inf)")
 
     meta = header_meta(header, path=str(path), hdu=index)
     if saturation is not None:
@@ -451,9 +507,27 @@ def write_image(
     pathlib.Path
         The written path.
     """
-    path = Path(path)
+    path = _as_path(path)
+    if not isinstance(image, Image):
+        raise AstridInputError(
+            f"image: must be an astrid.Image (wrap an array with astrid.Image(data)), got {type(image).__name__}"
+        )
+    if path.is_dir():
+        raise AstridFileError(f"{path}: is a folder; give a file name such as {path / 'image.fits'}")
     if path.exists() and not overwrite:
         raise AstridFileError(f"{path}: exists and overwrite=False")
+    parent = path.parent
+    while parent != parent.parent and not parent.exists():
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise AstridFileError(f"{path}: cannot be written, {parent} is a file and not a folder")
+    # Arrays set on the Image after it was made bypass its checks: a masked array's
+    # mask is honoured here too (NaN in the data, set in MASK).
+    data, data_masked = _unmask(image.data, "image.data")
+    mask = None if image.mask is None else _unmask(image.mask, "image.mask")[0].astype(bool)
+    if data_masked is not None:
+        mask = data_masked if mask is None else mask | data_masked
+    variance = None if image.variance is None else _unmask(image.variance, "image.variance")[0]
     header = image.header.copy() if image.header is not None else fits.Header()
     for key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT"):
         header.remove(key, ignore_missing=True, remove_all=True)
@@ -463,11 +537,11 @@ def write_image(
             header.update(image.wcs.to_header(relax=True))
     for key, value, comment in provenance_cards(step, parameters):
         header[key] = (value, comment)
-    hdus = [fits.PrimaryHDU(data=image.data, header=header)]
-    if image.mask is not None:
-        hdus.append(fits.ImageHDU(data=image.mask.astype(np.uint8), name=MASK_EXTNAME))
-    if image.variance is not None:
-        hdus.append(fits.ImageHDU(data=image.variance, name=VARIANCE_EXTNAME))
+    hdus = [fits.PrimaryHDU(data=data, header=header)]
+    if mask is not None:
+        hdus.append(fits.ImageHDU(data=mask.astype(np.uint8), name=MASK_EXTNAME))
+    if variance is not None:
+        hdus.append(fits.ImageHDU(data=variance, name=VARIANCE_EXTNAME))
     hdul = fits.HDUList(hdus)
     if path.suffix == ".gz":
         import gzip

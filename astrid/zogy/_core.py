@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from ..errors import AstridInputError
+from .._inpaint import repair_isolated
+from ..errors import AstridInputError, AstridWarning
 from . import _kernels
 
 __all__ = ["ZogyResult", "subtract", "flux_at", "robust_std", "estimate_noise_acf"]
@@ -32,6 +34,9 @@ __all__ = ["ZogyResult", "subtract", "flux_at", "robust_std", "estimate_noise_ac
 # sum: the noisy wings of empirical PSFs would otherwise inflate the radius
 # several-fold (their many faint pixels add up in |k| but not in k²).
 _KERNEL_ENERGY_FRACTION = 0.995
+# A subtraction whose output mask covers more than this fraction of the image
+# warns (its search area is mostly gone); one that covers everything raises.
+MASK_WARN_FRACTION = 0.5
 # Robust statistics use at most this many pixels (a regular subsample).
 _ROBUST_SAMPLE = 250_000
 # A PSF is "normalised" when its sum is within this of 1.
@@ -167,7 +172,12 @@ def _as_image(name: str, array) -> np.ndarray:
 
 
 def _check_psf(name: str, psf) -> np.ndarray:
-    psf = np.asarray(psf, dtype=np.float64)
+    if psf is None or isinstance(psf, (str, bytes)):
+        raise AstridInputError(f"{name}: a PSF must be a 2-D array, got {type(psf).__name__} {psf!r}")
+    try:
+        psf = np.asarray(psf, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AstridInputError(f"{name}: a PSF must be a 2-D array of numbers ({exc})") from exc
     if psf.ndim != 2:
         raise AstridInputError(f"{name}: a PSF must be a 2-D array, got shape {psf.shape}")
     if psf.shape[0] % 2 == 0 or psf.shape[1] % 2 == 0:
@@ -406,6 +416,29 @@ def _untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
         out[:, :radius] = True
         out[:, -radius:] = True
     return out
+
+
+def _check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
+    """Refuse a result with no trusted pixel; warn when more than ``MASK_WARN_FRACTION`` is masked."""
+    fraction = float(out_mask.mean())
+    if fraction < MASK_WARN_FRACTION:
+        return fraction
+    why = (f"{100.0 * float(bad.mean()):.2f} % of the input pixels are masked or non-finite and cannot be "
+           f"repaired, each dilated by the kernel radius of {radius} px (plus an edge band that wide)")
+    if repaired.any():
+        why += f"; {int(repaired.sum())} isolated NaN pixels were filled from their neighbours"
+    if out_mask.all():
+        raise AstridInputError(
+            f"{caller}: no pixel of the result can be trusted ({why}); unmask or repair the images, "
+            "or pass a smaller mask_radius"
+        )
+    warnings.warn(
+        f"{caller}: {100.0 * fraction:.1f} % of the result is masked (more than "
+        f"{100.0 * MASK_WARN_FRACTION:.0f} %): {why}",
+        AstridWarning,
+        stacklevel=3,
+    )
+    return fraction
 
 
 def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -729,6 +762,7 @@ def subtract(
     mask_radius=None,
     fill_value=0.0,
     tile_size=512,
+    _filled=None,
 ) -> ZogyResult:
     """ZOGY proper image subtraction of two aligned, background-subtracted images.
 
@@ -871,6 +905,14 @@ def subtract(
         mask_radius = int(mask_radius)
 
     bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
+    # Isolated NaN pixels on smooth sky are filled from their neighbours and
+    # cost their own area, not a dilation by the kernel radius each.
+    (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
+    if repaired.any():
+        bad &= ~repaired
+    if _filled is not None:
+        # Pixels the caller (difference()) already filled the same way.
+        repaired |= _check_map("_filled", _filled, shape).astype(bool)
 
     kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n, acf_r) for Pn, Pr in psfs]
     kernel_radius = max(k.radius for k in kernels)
@@ -891,6 +933,9 @@ def subtract(
     split = ast_x > 0 or ast_y > 0 or auto_systematic or systematic > 0
 
     out_mask = _untrusted(bad, radius)
+    if repaired.any():
+        out_mask |= repaired
+    _check_mask_fraction(out_mask, bad, repaired, radius, "zogy.subtract")
 
     D = np.empty(shape, dtype=dtype)
     S = np.empty(shape, dtype=dtype)
