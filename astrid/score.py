@@ -335,7 +335,7 @@ def score(
     score every blank input would share, when its stamps hold no finite
     pixel, or when one channel is entirely NaN/inf where the Dataset's
     ``valid`` says it holds data (for an array: anywhere in the stamp);
-    :func:`astrid.braai._preprocess.no_data` has the details. A channel
+    :func:`astrid.braai.no_data` has the details. A channel
     that ``valid`` marks as empty (an alert without a reference) is scored
     as braai does, with that channel blank. NaN pixels among data are set
     to 0 as in braai; ±inf pixels too (braai's ``np.nan_to_num`` would make
@@ -409,7 +409,7 @@ def score(
 
 
 def _raw(block: Any) -> Any:
-    """What :func:`astrid.braai._preprocess.no_data` takes: a Dataset or the stamp array."""
+    """What :func:`astrid.braai.no_data` takes: a Dataset or the stamp array."""
     if hasattr(block, "data_vars"):
         return block
     return np.asarray(getattr(block, "values", block))

@@ -2,7 +2,8 @@
 
 - :func:`vgg6`, :func:`three_block`, :func:`build_model`: the architectures;
 - :func:`preprocess`: braai's exact input preparation (NaN → 0, per-stamp L2
-  normalisation, 1e-9 padding);
+  normalisation, 1e-9 padding); :func:`no_data`: candidates whose stamps hold
+  no usable data (scored NaN by :func:`astrid.score.score`);
 - :func:`load_braai`: ZTF's published Keras 2 models (``d6_m7``, the model
   behind the alerts' ``drb`` score, and ``braai_d6_m9``);
 - :func:`predict`: scores for a triplet dataset or array.
@@ -12,7 +13,7 @@ TensorFlow/Keras is imported only when a model is built or loaded.
 
 from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
 from ._models import MODELS, build_model, three_block, vgg6
-from ._preprocess import NORMS, PAD_VALUE, preprocess
+from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
 from ._evaluate import (
     binary_curves,
     calibration_curve,
@@ -31,6 +32,7 @@ __all__ = [
     "build_model",
     "MODELS",
     "preprocess",
+    "no_data",
     "NORMS",
     "PAD_VALUE",
     "load_braai",
