@@ -540,9 +540,11 @@ def _stamp_blob(record: dict, key: str) -> Any:
     return _cutout(record, key)
 
 
-def _require_id(value: Any, path: Path, what: str) -> Any:
+def _require_id(value: Any, path: Path, what: str, record: dict) -> Any:
     if value is None or value == "":
-        raise AstridInputError(f"{path}: a record has no {what}; is this an alert file?")
+        raise AstridInputError(
+            f"{path}: a record has no {what} (top-level keys: {sorted(record)[:20]}); is this an alert file?"
+        )
     return value
 
 
@@ -558,7 +560,7 @@ def _ztf_like(record: dict, path: Path, band_of: Callable[[dict], str]) -> _Pack
     candid = record.get("candid")
     if candid is None and isinstance(candidate, dict):
         candid = candidate.get("candid")
-    candid = _integer_id(_require_id(candid, path, "'candid'"), path)
+    candid = _integer_id(_require_id(candid, path, "'candid'", record), path)
     object_id = record.get("objectId", record.get("objectid"))
     fields = _candidate_fields(candidate, band_of(candidate)) if isinstance(candidate, dict) else None
     return _Packet(
@@ -599,7 +601,7 @@ def _decat(record: dict, path: Path) -> _Packet:
     source = record.get("triggersource")
     if not isinstance(source, dict):
         raise AstridInputError(f"{path}: a DECam record has no 'triggersource' (keys: {sorted(record)[:12]})")
-    ident = _require_id(source.get("sourceid"), path, "'triggersource.sourceid'")
+    ident = _require_id(source.get("sourceid"), path, "'triggersource.sourceid'", record)
     mjd = _float(source.get("mjd"))
     band = _text(source.get("filter")).split(" ")[0]
     fields = _candidate_fields({
@@ -629,7 +631,7 @@ def _first(mapping: dict, *names: str) -> Any:
 def _atlas(record: dict, path: Path) -> _Packet:
     candidate = record.get("candidate")
     values = {**record, **candidate} if isinstance(candidate, dict) else record
-    ident = _require_id(_first(values, "candid", "alertId"), path, "'candid'")
+    ident = _require_id(_first(values, "candid", "alertId"), path, "'candid'", record)
     mjd = _float(_first(values, "mjd", "MJD"))
     jd = _float(values.get("jd"))
     fields = _candidate_fields({

@@ -466,3 +466,12 @@ def test_shared_alerts_reencoded_read_identically(tmp_path, codec):
     np.testing.assert_array_equal(after["triplets"].values, before["triplets"].values)
     np.testing.assert_array_equal(after["drb"].values, before["drb"].values)
     np.testing.assert_array_equal(after["stamp_present"].values, before["stamp_present"].values)
+
+
+def test_read_ztf_names_what_a_non_alert_avro_file_holds(tmp_path):
+    schema = {"type": "record", "name": "reading", "fields": [{"name": "station", "type": "string"}]}
+    path = tmp_path / "weather.avro"
+    with open(path, "wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(schema), [{"station": "a"}])
+    with pytest.raises(AstridInputError, match=r"weather\.avro: a record has no 'candid' \(top-level keys: \['station'\]\)"):
+        read_ztf(path)
