@@ -39,6 +39,10 @@ SCORR_STD_TOLERANCE = 1.3
 # With noise_correlation="auto", an image's noise counts as correlated (and
 # ZOGY uses its autocorrelation) when any lag within ±2 px exceeds this.
 _ACF_THRESHOLD = 0.05
+# The autocorrelation is widened (by 2 px per side, up to _ACF_MAX_SIZE) while
+# any value on its border exceeds _ACF_EDGE.
+_ACF_EDGE = 0.15
+_ACF_MAX_SIZE = 11
 # Empirical PSF wings: a Moffat fitted to the stack's ring means from this many
 # FWHM outwards replaces the stack beyond _WING_JOIN_FWHM.
 _WING_FIT_FWHM = 1.0
@@ -635,6 +639,18 @@ def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
     acf = estimate_noise_acf(residual, mask)
     if acf is None:
         return None, float("nan")
+    # Noise resampled from a coarser grid stays correlated beyond ±2 px: a
+    # 5×5 autocorrelation cut there has a spectrum with negative lobes (floored),
+    # whose matching kernels ring out to tens of pixels (the mask dilation
+    # grows with them) and miscalibrate S_corr. Widen it until its outer ring
+    # has decayed.
+    size = acf.shape[0]
+    while _outer_ring(acf) > _ACF_EDGE and size < _ACF_MAX_SIZE:
+        size += 2
+        wider = estimate_noise_acf(residual, mask, size=size)
+        if wider is None:
+            break
+        acf = wider
     c = acf.shape[0] // 2
     lag1 = float(np.mean([acf[c, c + 1], acf[c + 1, c]]))
     off_centre = np.abs(acf)
@@ -642,6 +658,11 @@ def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
     if mode == "auto" and off_centre.max() < _ACF_THRESHOLD:
         return None, lag1
     return acf, lag1
+
+
+def _outer_ring(acf: np.ndarray) -> float:
+    """Largest |value| on the border of an autocorrelation kernel."""
+    return float(max(np.abs(acf[0]).max(), np.abs(acf[-1]).max(), np.abs(acf[:, 0]).max(), np.abs(acf[:, -1]).max()))
 
 
 def _check_calibration(metrics: dict) -> None:

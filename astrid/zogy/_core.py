@@ -44,6 +44,13 @@ _PSF_SUM_TOLERANCE = 1e-3
 # Floor of a noise power spectrum built from an estimated autocorrelation, in
 # units of σ² (see _noise_psd).
 _PSD_FLOOR = 0.01
+# The floor for autocorrelations wider than 5×5: such noise was resampled
+# from a coarser grid and has almost no power beyond that grid's Nyquist
+# frequency, where the matching kernels would divide by the near-zero power
+# and ring over tens of pixels (S_corr miscalibrated, the mask dilation as
+# wide as the ringing).
+_PSD_FLOOR_WIDE = 0.2
+_NARROW_ACF = 5
 
 
 @dataclass
@@ -311,7 +318,7 @@ def _noise_psd(acf: np.ndarray, variance: float, grid, dtype) -> np.ndarray:
     phase_x = 2 * np.pi * np.outer(np.arange(grid[1] // 2 + 1), dx) / grid[1]
     out = np.empty((grid[0], grid[1] // 2 + 1), dtype=dtype)
     _kernels.noise_psd(np.cos(phase_y), np.sin(phase_y), np.cos(phase_x), np.sin(phase_x), rho,
-                       float(variance), _PSD_FLOOR, out)
+                       float(variance), _PSD_FLOOR if max(acf.shape) <= _NARROW_ACF else _PSD_FLOOR_WIDE, out)
     return out
 
 
