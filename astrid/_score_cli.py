@@ -68,9 +68,15 @@ class _Input:
         size = mtime = 0
         try:
             for path in paths:
-                st = path.stat()
-                size += st.st_size
-                mtime = max(mtime, st.st_mtime_ns)
+                files = [path]
+                if path.is_dir():
+                    # A Zarr store is a folder: its files, not the folder's own entry, show a write in progress.
+                    mtime = max(mtime, path.stat().st_mtime_ns)
+                    files = [p for p in path.rglob("*") if p.is_file()]
+                for file in files:
+                    st = file.stat()
+                    size += st.st_size
+                    mtime = max(mtime, st.st_mtime_ns)
         except OSError:
             return None
         return size, mtime
