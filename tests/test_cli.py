@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -21,3 +22,57 @@ def test_help_lists_commands(capsys):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "astrid", "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.startswith("astrid ")
+
+
+def test_help_lists_score(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    out = capsys.readouterr().out
+    assert "--model" in out and "--watch" in out and "--reference-scores" in out
+
+
+def test_simulate_into_a_path_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    rc = main(["simulate", str(blocker / "survey"), "--n-fields", "1", "--size", "128"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("astrid: error:") and str(blocker) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "/data/readonly/survey"),
+        OSError(28, "No space left on device", "/data/full/survey/SIM0000_ref.fits"),
+        FileExistsError(17, "File exists", "/data/a", "/data/b"),
+    ],
+)
+def test_os_errors_of_any_command_are_one_line_naming_the_path(monkeypatch, capsys, error):
+    import astrid.simulate
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(astrid.simulate, "survey", fail)
+    rc = main(["simulate", "/data/readonly/survey"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("astrid: error:") and error.filename in err and error.strerror in err
+    if error.filename2:
+        assert error.filename2 in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_simulate_into_an_unwritable_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        rc = main(["simulate", str(locked / "survey"), "--n-fields", "1", "--size", "128"])
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert rc == 2 and str(locked) in err and "Traceback" not in err
