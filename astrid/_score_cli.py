@@ -287,7 +287,7 @@ class _Run:
 
     def scored(self, inp: _Input, rows, n_nan: int) -> None:
         self.pending.append(rows)
-        self.inputs[inp.key] = {"status": "scored", "n": int(len(rows)), "n_no_data": n_nan,
+        self.inputs[inp.key] = {"status": "scored", "n": len(rows), "n_no_data": n_nan,
                                 "stat": list(inp.stat() or ())}
 
     def failed(self, inp: _Input, error: str) -> None:

@@ -151,7 +151,7 @@ def test_watch_scores_inputs_that_arrive_while_it_runs_exactly_once(tmp_path, mo
     table = Table.read(out)
     ids = table["candidate_id"].tolist()
     assert len(ids) == len(set(ids)) == 48  # every candidate of the four stores, once
-    assert sorted(set(Path(p).name for p in table["input"])) == ["s0.zarr", "s1.zarr", "s2.zarr", "s3.zarr"]
+    assert sorted({Path(p).name for p in table["input"]}) == ["s0.zarr", "s1.zarr", "s2.zarr", "s3.zarr"]
     assert {Path(k).name: v["n"] for k, v in _state(out)["inputs"].items()} == {f"s{i}.zarr": 12 for i in range(4)}
     # Stopped and started again (no --watch): nothing left to score.
     rc, stdout, _ = _run(capsys, folder, "--model", model_file, "-o", out)
@@ -241,7 +241,7 @@ def test_fits_pairs_from_a_csv(tmp_path, model_file, capsys):
     csv.write_text(f"name,reference,science\nnight1,{os.path.relpath(pair.reference, tmp_path)},"
                    f"{os.path.relpath(pair.science, tmp_path)}\n")
     out = tmp_path / "pairs.ecsv"
-    rc, stdout, stderr = _run(capsys, "--pairs", csv, "--model", model_file, "-o", out)
+    rc, _, stderr = _run(capsys, "--pairs", csv, "--model", model_file, "-o", out)
     assert rc == 0, stderr
     table = Table.read(out)
     assert len(table) > 0 and set(table["input"]) == {"night1"} and set(table["pair"]) == {"night1"}
