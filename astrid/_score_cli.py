@@ -52,6 +52,7 @@ _FLUSH_S = 5.0
 # Exit codes besides 0 (all well) and 2 (bad arguments or unusable output/model).
 EXIT_INPUT_FAILED = 1
 EXIT_DRIFT = 3
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -360,12 +361,14 @@ def cmd_score(args) -> int:
         warnings.simplefilter("ignore")
         score(np.zeros((1, 63, 63, 3), dtype=np.float32), args.model, batch_size=1, num_threads=args.threads)
 
+    # Written now, before any scoring: an output that cannot be written fails at once, not after an hour's work.
+    run.flush(force=True)
     exclude = {output.resolve(), state_path.resolve()}
     progress_off = args.quiet or not sys.stderr.isatty()
     totals = {"inputs": 0, "rows": 0, "failed": 0, "no_data": 0}
     previous: dict[str, tuple] = {}
     polls = 0
-    drift_reported = False
+    drift_reported = interrupted = False
     try:
         while True:
             inputs = _discover(args.paths, args.pairs, exclude)
@@ -376,7 +379,7 @@ def cmd_score(args) -> int:
                 previous = {inp.key: inp.stat() for inp in todo}
                 todo = ready
             _score_all(todo, run, args, identity, totals, progress_off)
-            if todo or polls == 0:
+            if todo:
                 run.flush(force=True)
             polls += 1
             if run.drift is not None and run.drift.drifted and not drift_reported and args.watch:
@@ -386,7 +389,7 @@ def cmd_score(args) -> int:
                 break
             time.sleep(args.interval)
     except KeyboardInterrupt:
-        run.flush(force=True)
+        interrupted = True
         print("astrid score: interrupted; what was scored is saved", file=sys.stderr)
     run.flush(force=True)
 
@@ -403,6 +406,8 @@ def cmd_score(args) -> int:
         extra = f", {totals['no_data']} without stamp data (score NaN)" if totals["no_data"] else ""
         print(f"astrid score: {totals['rows']} candidate(s) from {totals['inputs']} new input(s) "
               f"({totals['failed']} failed{extra}) -> {output} ({len(run.table)} rows); {drift_text}")
+    if interrupted:
+        return EXIT_INTERRUPTED
     if args.fail_on_drift and drift is not None and drift.drifted:
         return EXIT_DRIFT
     return EXIT_INPUT_FAILED if totals["failed"] else 0

@@ -130,9 +130,9 @@ def test_watch_scores_inputs_that_arrive_while_it_runs_exactly_once(tmp_path, mo
     delivered = []
 
     def deliver():
-        # After the first poll has been written (the state file exists): these arrive while it runs.
+        # After the first poll has scored s0: these arrive while it runs.
         deadline = time.monotonic() + 60
-        while not state_path.exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (state_path.exists() and _state(out)["inputs"]):
             time.sleep(0.05)
         for i in range(1, 4):
             time.sleep(0.4)
@@ -177,6 +177,21 @@ def test_a_crash_between_the_table_and_the_state_file_scores_nothing_twice(tmp_p
     assert rc == 0 and "15 candidate(s) from 1 new input(s)" in stdout
     table = Table.read(out)
     assert len(table) == 30 and len(set(table["candidate_id"])) == 30
+
+
+def test_ctrl_c_while_watching_keeps_what_was_scored(tmp_path, model_file, capsys, monkeypatch):
+    import astrid._score_cli as score_cli
+
+    _drop_store(tmp_path / "in", "a.zarr", 7, 70, old=True)
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score_cli.time, "sleep", interrupt)
+    out = tmp_path / "scores.ecsv"
+    rc, _, stderr = _run(capsys, tmp_path / "in", "--model", model_file, "-o", out, "--watch")
+    assert rc == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    assert len(Table.read(out)) == 7 and len(_state(out)["inputs"]) == 1
 
 
 # ----------------------------------------------------------------------------- drift, output formats, progress
@@ -282,6 +297,7 @@ def test_a_bad_input_is_reported_and_the_others_are_scored(tmp_path, model_file,
         (lambda t, m: [t / "in", "--model", m, "--pairs", t / "bad_pairs.csv"], "columns reference and science"),
         (lambda t, m: [t / "in", "--model", m, "--reference-scores", t / "none.npy"], "none.npy"),
         (lambda t, m: [t / "in", "--model", m, "--watch", "--interval", "0"], "--interval"),
+        (lambda t, m: [t / "in", "--model", m, "-o", t / "image.fits" / "out.ecsv"], "image.fits"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, model_file, capsys, make_args, match):
