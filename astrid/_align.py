@@ -270,6 +270,13 @@ def _celestial(image: Image, role: str):
             f"keywords ({role} image)"
         ) from exc
     if wcs is None:
+        from .io import wcs_problem
+
+        problem = wcs_problem(image.header)
+        if problem:
+            raise AstridWCSError(
+                f"{name}: the header's celestial WCS is unusable ({problem}), but alignment needs one ({role} image)"
+            )
         raise AstridWCSError(f"{name}: no celestial WCS, but alignment needs one ({role} image)")
     # A singular CD/PC matrix maps the whole sky onto a line: the pixel maps
     # come out NaN or absurd and the resampling grids explode (tens of GiB).

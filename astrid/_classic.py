@@ -152,7 +152,10 @@ def classic_subtract(
     σ_k = sqrt(σ_broad² − σ_sharp²). The noise of a convolved image per pixel
     is its variance convolved with the squared kernel (σ² Σ g² for white
     noise), so ``significance = D / sqrt(V_sci' + flux_ratio² V_ref')``.
-    Masked and non-finite pixels are set to 0 in both images before matching.
+    Isolated non-finite pixels on smooth sky are filled from their
+    neighbours and flagged without dilation (as in :func:`astrid.zogy.subtract`);
+    the other masked and non-finite pixels are set to 0 in both images before
+    matching.
     """
     dtype = _check_dtype(dtype)
     N, R = _as_aligned_pair(science, reference)

@@ -152,7 +152,19 @@ class Image:
 
     def require_wcs(self) -> WCS:
         """Return the WCS or raise :class:`AstridWCSError` naming the image."""
-        if self.wcs is None or not self.wcs.has_celestial:
+        try:
+            usable = self.wcs is not None and self.wcs.has_celestial
+        except Exception as exc:  # wcslib refuses a singular matrix when first used
+            raise AstridWCSError(
+                f"{self._name()}: the celestial WCS is unusable ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}), but one is required"
+            ) from exc
+        if not usable:
+            problem = wcs_problem(self.header) if self.wcs is None else None
+            if problem:
+                raise AstridWCSError(
+                    f"{self._name()}: the header's celestial WCS is unusable ({problem}), but one is required"
+                )
             raise AstridWCSError(f"{self._name()}: no celestial WCS in the header, but one is required")
         return self.wcs
 
@@ -243,6 +255,30 @@ def header_meta(header: fits.Header, path: str | None = None, hdu: int | str | N
         path=path,
         hdu=hdu,
     )
+
+
+def wcs_problem(header: fits.Header | None) -> str | None:
+    """Why a header that declares celestial axes (``CTYPE`` RA/DEC, GLON/GLAT, ...) gives no usable WCS.
+
+    None when the header declares none, or its WCS is fine.
+    """
+    if header is None:
+        return None
+    ctypes = [str(header.get(f"CTYPE{i}", "")) for i in (1, 2)]
+    if not any(c[:4].rstrip("-") in ("RA", "DEC", "GLON", "GLAT", "ELON", "ELAT") for c in ctypes):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wcs = WCS(header, naxis=2)
+            if not wcs.has_celestial:
+                return "its CTYPE keywords do not make a celestial pair"
+            matrix = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=float)
+        except Exception as exc:  # astropy raises many types for broken WCS keys
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    if not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) == 0:
+        return "its CD/PC matrix is singular or not finite"
+    return None
 
 
 def _wcs_from_header(header: fits.Header) -> WCS | None:

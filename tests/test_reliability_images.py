@@ -89,6 +89,11 @@ def files(tmp_path_factory):
     out["cube"] = root / "cube.fits"
     (root / "folder.fits").mkdir()
     out["folder"] = root / "folder.fits"
+    header = make_wcs(SHAPE).to_header()
+    for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2"):
+        header[key] = 0.0
+    fits.PrimaryHDU(good, header=header).writeto(root / "singular.fits")
+    out["singular"] = root / "singular.fits"
     (root / "plainfile").write_text("x")
     out["under_file"] = root / "plainfile" / "image.fits"
     out["missing"] = root / "missing.fits"
@@ -154,6 +159,19 @@ def test_read_image_partly_finite_is_read_with_a_mask(files):
 
 def test_read_image_gzip(files):
     np.testing.assert_array_equal(read_image(files["gz"]).data, read_image(files["good"]).data)
+
+
+def test_read_image_singular_wcs_is_explained_when_required(files):
+    image = read_image(files["singular"])
+    assert image.wcs is None
+    with pytest.raises(AstridWCSError, match="singular.fits: the header's celestial WCS is unusable.*singular"):
+        read_image(files["singular"], require_wcs=True)
+
+
+def test_align_singular_header_wcs_is_explained(files, pair):
+    science = read_image(files["singular"])
+    with pytest.raises(AstridWCSError, match="singular.fits: the header's celestial WCS is unusable"):
+        align(science, pair[0])
 
 
 # ----------------------------------------------------------------------------- write_image

@@ -823,7 +823,9 @@ def subtract(
         stacked). σ² is then replaced by the noise power spectrum
         Φ(f) = σ² ρ̂(f) in eqs. 13–17 and 28–29, which keeps D white and
         S_corr at unit variance (no extra FFT: the spectrum is evaluated
-        from the few lags directly).
+        from the few lags directly). The spectrum is floored at 1 % of σ²,
+        or 20 % for kernels wider than 5×5 (noise resampled from a coarser
+        grid, with almost no power beyond that grid's Nyquist frequency).
     mask_radius : int, optional
         Dilation of the bad-pixel mask and width of the flagged edge band, in
         pixels. Default: one more than the radius enclosing 99.5 % of the
@@ -846,12 +848,20 @@ def subtract(
     AstridInputError
         Shapes differ, a PSF is not 2-D, odd-sized, finite and normalised, a
         sigma or the flux ratio is not finite and positive, or no pixel is
-        valid.
+        valid (none of the input, or none of the result after dilation).
+
+    Warns
+    -----
+    AstridWarning
+        More than :data:`MASK_WARN_FRACTION` (half) of the result is masked.
 
     Notes
     -----
-    Masked and non-finite pixels (of either image or variance map) are set to
-    0 (the background) in *both* images, so a masked star is removed
+    Isolated non-finite pixels on smooth sky (at most one bad neighbour,
+    neighbours spanning at most 6 σ; see :mod:`astrid._inpaint`) are filled
+    with the median of their neighbours and flagged in :attr:`ZogyResult.mask`
+    without dilation. The other masked and non-finite pixels (of either image
+    or variance map) are set to 0 (the background) in *both* images, so a masked star is removed
     consistently; residuals of the cut remain within about one kernel radius,
     which is why the mask is dilated by ``mask_radius``. The images are
     padded by reflection to an FFT-friendly size (``scipy.fft.next_fast_len``)
