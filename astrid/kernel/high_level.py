@@ -1,0 +1,668 @@
+"""Fitted, spatially varying PSF-matching kernel and subtraction (HOTPANTS-class, in memory).
+
+The sharper image T is convolved with a kernel K(x, y) fitted by linear
+least squares so that ``T ⊗ K + b(x, y)`` matches the other image J on
+stamps around stars (Alard & Lupton 1998; Alard 2000; Bramich 2008 for the
+delta-function basis). K is a sum of basis functions whose coefficients are
+polynomials over the field; the first basis function carries the kernel's
+sum (the photometric scale), which gets its own spatial degree. Stamps whose
+residuals stand out (variable stars, unflagged saturation, blends) are
+clipped and the fit repeated. The difference is ``J − T ⊗ K − b`` and its
+variance ``V_J + V_T ⊗ K²`` (with the noise correlation of T, when
+resampling left one, taken into account), so ``significance`` is in units
+of the noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+from astropy.table import Table
+from scipy.special import erfinv
+
+from .._inpaint import repair_isolated
+from ..errors import AstridInputError, AstridPSFError
+from ..zogy._core import (
+    _as_aligned_pair,
+    _bad_pixels,
+    _check_dtype,
+    _check_map,
+    _check_mask_fraction,
+    _check_positive,
+    _untrusted,
+    estimate_noise_acf,
+    robust_std,
+)
+from ._basis import HOTPANTS_DEGREES, HOTPANTS_SIGMAS, Basis, alard_lupton_basis, delta_basis, n_spatial, spatial_terms
+from ._fit import convolve_tiles, stamp_design
+from ._result import KernelModel, KernelResult
+
+__all__ = ["subtract", "MIN_STAMPS"]
+
+# Fewest stamps for a constant kernel; a degree-d spatial model needs this many per term.
+MIN_STAMPS = 5
+# "auto" degree: 2 with this many usable stamps, 1 with the second, else 0.
+_AUTO_DEGREE_STAMPS = (40, 15)
+# FWHM per Gaussian sigma.
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+# Stamps are picked round-robin over this many cells per side, brightest first in each.
+_CELLS = 5
+# Half-width of the box that measures the stars' widths before the kernel size is known.
+_MEASURE_HALF_WIDTH = 8
+# The noise correlation of the convolved image is used when a lag within ±2 px exceeds this.
+_ACF_THRESHOLD = 0.05
+
+
+def _unpack(image, role: str):
+    """(data, mask, variance) of an Image or an array."""
+    if hasattr(image, "data") and hasattr(image, "mask"):
+        return np.asarray(image.data), np.asarray(image.mask, bool), getattr(image, "variance", None)
+    return image, None, None
+
+
+def _star_positions(stars, role: str = "stars"):
+    """(x, y, brightness or None, flagged) from a find_stars Table or an (n, 2) array."""
+    if isinstance(stars, Table) or hasattr(stars, "colnames"):
+        if "x" not in stars.colnames or "y" not in stars.colnames:
+            raise AstridInputError(f"{role}: a star table needs columns 'x' and 'y', got {stars.colnames}")
+        x = np.asarray(stars["x"], dtype=np.float64)
+        y = np.asarray(stars["y"], dtype=np.float64)
+        flux = np.asarray(stars["flux"], dtype=np.float64) if "flux" in stars.colnames else None
+        flagged = np.zeros(len(x), bool)
+        for column in ("saturated", "masked"):
+            if column in stars.colnames:
+                flagged |= np.asarray(stars[column], bool)
+        return x, y, flux, flagged
+    xy = np.asarray(stars, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise AstridInputError(f"{role}: expected a star table or an (n, 2) array of x, y, got shape {xy.shape}")
+    return xy[:, 0], xy[:, 1], None, np.zeros(len(xy), bool)
+
+
+def _box_sums(bad: np.ndarray):
+    """Summed-area table of ``bad`` for O(1) box counts."""
+    table = np.zeros((bad.shape[0] + 1, bad.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(bad, axis=0), axis=1, out=table[1:, 1:])
+    return table
+
+
+def _box_count(table, yc, xc, half):
+    return (table[yc + half + 1, xc + half + 1] - table[yc - half, xc + half + 1]
+            - table[yc + half + 1, xc - half] + table[yc - half, xc - half])
+
+
+def _select(x, y, flux, flagged, bad_table, shape, margin, half_check, spacing, max_stamps):
+    """Stamp centres (ys, xs) and the counts of positions dropped, by reason."""
+    ny, nx = shape
+    skipped = {"flagged": int(flagged.sum())}
+    ok = ~flagged & np.isfinite(x) & np.isfinite(y)
+    skipped["non_finite"] = int(np.count_nonzero(~flagged & ~ok))
+    xi = np.round(np.where(ok, x, 0)).astype(np.int64)
+    yi = np.round(np.where(ok, y, 0)).astype(np.int64)
+    inside = ok & (xi >= margin) & (xi < nx - margin) & (yi >= margin) & (yi < ny - margin)
+    skipped["edge"] = int(np.count_nonzero(ok & ~inside))
+    idx = np.flatnonzero(inside)
+    clean = np.array([_box_count(bad_table, yi[i], xi[i], half_check) == 0 for i in idx], dtype=bool)
+    skipped["bad_pixels"] = int(np.count_nonzero(~clean))
+    idx = idx[clean]
+    # Brightest first (given order when no flux is known), then drop stamps overlapping a brighter one.
+    if flux is not None:
+        idx = idx[np.argsort(-np.nan_to_num(flux[idx], nan=-np.inf), kind="stable")]
+    kept = []
+    taken = np.zeros((0, 2))
+    for i in idx:
+        if taken.size and np.min(np.maximum(np.abs(taken[:, 0] - xi[i]), np.abs(taken[:, 1] - yi[i]))) < spacing:
+            continue
+        kept.append(i)
+        taken = np.vstack([taken, [xi[i], yi[i]]])
+    skipped["overlap"] = len(idx) - len(kept)
+    kept = np.array(kept, dtype=np.int64)
+    if len(kept) > max_stamps:
+        # Round-robin over cells of the field so every part of it constrains the spatial terms.
+        cell = (yi[kept] * _CELLS // ny) * _CELLS + xi[kept] * _CELLS // nx
+        rank = np.zeros(len(kept), dtype=np.int64)
+        seen: dict = {}
+        for j, c in enumerate(cell):
+            rank[j] = seen.get(c, 0)
+            seen[c] = rank[j] + 1
+        order = np.lexsort((np.arange(len(kept)), rank))[:max_stamps]
+        skipped["beyond_max_stamps"] = len(kept) - max_stamps
+        kept = kept[np.sort(order)]
+    return yi[kept], xi[kept], skipped
+
+
+def _stamp_width(image, ys, xs, half=_MEASURE_HALF_WIDTH) -> float:
+    """Median Gaussian sigma of the stars at (ys, xs), from the fraction of their flux in the central 3×3 px.
+
+    For a Gaussian of width σ centred on a pixel that fraction is
+    erf(1.5 / (√2 σ))²; a robust width for deciding which image is sharper
+    and for sizing the kernel, not a PSF measurement.
+    """
+    sigmas = []
+    for yc, xc in zip(ys, xs):
+        box = image[yc - half : yc + half + 1, xc - half : xc + half + 1]
+        if box.shape != (2 * half + 1, 2 * half + 1):
+            continue
+        total = float(box.sum())
+        core = float(box[half - 1 : half + 2, half - 1 : half + 2].sum())
+        if total > 0 and 0 < core < total:
+            sigmas.append(1.5 / (math.sqrt(2.0) * float(erfinv(math.sqrt(core / total)))))
+    return float(np.median(sigmas)) if sigmas else float("nan")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise AstridInputError(f"{name}: must be one of {choices}, got {value!r}")
+    return value
+
+
+def _check_degree(name, value, allow_auto=False):
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 2:
+        also = " or 'auto'" if allow_auto else ""
+        raise AstridInputError(f"{name}: must be 0, 1 or 2{also}, got {value!r}")
+    return int(value)
+
+
+def _check_int(name, value, minimum, allow_auto=False):
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or int(value) != value or value < minimum:
+        also = " or 'auto'" if allow_auto else ""
+        raise AstridInputError(f"{name}: must be an integer >= {minimum}{also}, got {value!r}")
+    return int(value)
+
+
+def _assemble(Gn, hn, P, Pb, nb):
+    """Global normal matrix and right-hand side from the stamps' local systems.
+
+    Parameters are ordered kernel (k major, spatial term l minor), then
+    background terms; a stamp's local coefficient of basis k is
+    ``Σ_l θ[k, l] P[s, l]`` (the spatial polynomial at the stamp centre).
+    """
+    n, nsp = P.shape
+    nbg = Pb.shape[1]
+    PP = (P[:, :, None] * P[:, None, :]).reshape(n, nsp * nsp)
+    kk = (Gn[:, :nb, :nb].reshape(n, nb * nb).T @ PP).reshape(nb, nb, nsp, nsp)
+    kk = kk.transpose(0, 2, 1, 3).reshape(nb * nsp, nb * nsp)
+    kb = np.einsum("sa,sl,sm->alm", Gn[:, :nb, nb], P, Pb).reshape(nb * nsp, nbg)
+    bb = (Pb * Gn[:, nb, nb][:, None]).T @ Pb
+    A = np.block([[kk, kb], [kb.T, bb]])
+    b = np.concatenate([(hn[:, :nb, None] * P[:, None, :]).sum(axis=0).ravel(), hn[:, nb] @ Pb])
+    return A, b
+
+
+def _noise_normal(B, Q):
+    """Σ_a B_k(a) B_k'(a) Q_s(a) for each stamp s: shape (n, n_basis, n_basis).
+
+    Delta-function bases are sparse (two pixels per function), so their
+    products go through scipy.sparse; dense bases through BLAS.
+    """
+    if np.count_nonzero(B) < 0.1 * B.size:
+        sparse = scipy.sparse.csr_matrix(B)
+        return np.array([(sparse.multiply(q[None, :]) @ sparse.T).toarray() for q in Q])
+    return np.matmul(B[None, :, :] * Q[:, None, :], np.ascontiguousarray(B.T))
+
+
+def _solve(A, b):
+    """Cholesky solution of the normal equations; None when A is not positive definite."""
+    scale = np.sqrt(np.maximum(np.diag(A), 1e-300))
+    As = A / scale[:, None] / scale[None, :]
+    try:
+        factor = scipy.linalg.cho_factor(As, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    return scipy.linalg.cho_solve(factor, b / scale, check_finite=False) / scale
+
+
+def _poly_map(coefficients, degree, shape, dtype):
+    """Σ_t c_t u^a v^b over the whole grid, as V @ C @ U^T (no per-term full-size temporaries)."""
+    ny, nx = shape
+    u = 2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0
+    v = 2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0
+    C = np.zeros((degree + 1, degree + 1))
+    t = 0
+    for total in range(degree + 1):
+        for j in range(total + 1):
+            C[j, total - j] = coefficients[t]
+            t += 1
+    U = u[:, None] ** np.arange(degree + 1)
+    V = v[:, None] ** np.arange(degree + 1)
+    return ((V @ C).astype(dtype) @ U.T.astype(dtype))
+
+
+def _correlated_factor(kernels, acf):
+    """Per kernel: Σ_Δ ρ(Δ) A_K(Δ) / Σ K², the variance of correlated noise convolved with K over white noise's."""
+    if acf is None:
+        return np.ones(kernels.shape[:-2])
+    half = acf.shape[0] // 2
+    kw = kernels.shape[-1]
+    sq = np.sum(kernels * kernels, axis=(-2, -1))
+    total = np.zeros_like(sq)
+    for dy in range(-half, half + 1):
+        for dx in range(-half, half + 1):
+            rho = acf[half + dy, half + dx]
+            if rho == 0.0:
+                continue
+            a = kernels[..., max(dy, 0) : kw + min(dy, 0), max(dx, 0) : kw + min(dx, 0)]
+            b = kernels[..., max(-dy, 0) : kw + min(-dy, 0), max(-dx, 0) : kw + min(-dx, 0)]
+            total += rho * np.sum(a * b, axis=(-2, -1))
+    return total / np.maximum(sq, 1e-300)
+
+
+def _single_threaded_blas():
+    """One BLAS thread for the stamps' small matrix products.
+
+    Right after a numba parallel loop its OpenMP threads still spin, and a
+    multi-threaded BLAS call competing with them ran ten times slower than a
+    single-threaded one (7.6 s against 0.7 s for 113 stamps on 2 cores).
+    threadpoolctl is optional; without it BLAS keeps its threads.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _tiles_to_map(values, tile, shape):
+    return np.repeat(np.repeat(values, tile, axis=0), tile, axis=1)[: shape[0], : shape[1]]
+
+
+def subtract(
+    reference,
+    science,
+    *,
+    stars=None,
+    science_variance=None,
+    reference_variance=None,
+    science_sigma=None,
+    reference_sigma=None,
+    mask=None,
+    basis: str = "alard-lupton",
+    half_width="auto",
+    sigmas="auto",
+    degrees=HOTPANTS_DEGREES,
+    degree="auto",
+    scale_degree: int = 0,
+    background_degree: int = 1,
+    convolve: str = "auto",
+    science_fwhm=None,
+    reference_fwhm=None,
+    stamp_half_width="auto",
+    max_stamps: int = 250,
+    clip_sigma: float = 3.0,
+    max_iterations: int = 5,
+    eiv_correction: bool = True,
+    noise_correlation="auto",
+    tile: int = 32,
+    mask_radius=None,
+    fill_value: float = 0.0,
+    dtype=np.float64,
+    _filled=None,
+) -> KernelResult:
+    """Fit a spatially varying PSF-matching kernel on star stamps and subtract.
+
+    Parameters
+    ----------
+    reference, science : Image or array_like, shape (ny, nx)
+        Aligned, background-subtracted images on one pixel grid (data units;
+        NaN allowed). Images bring their ``mask`` and ``variance``.
+    stars : astropy.table.Table or array_like, shape (n, 2), optional
+        Star positions (x, y, pixels, 0-based) for the stamps, e.g. the
+        clean rows of :func:`astrid.find_stars` on the reference (its
+        ``flux`` orders them, ``saturated`` and ``masked`` rows are left
+        out). Default: :func:`astrid.find_stars` on the reference.
+    science_variance, reference_variance : array_like, optional
+        Per-pixel variance maps (data units²); default the Image's, else
+        the sigma squared.
+    science_sigma, reference_sigma : float, optional
+        Background noise per pixel; default the robust standard deviation
+        of the unmasked pixels.
+    mask : array_like of bool, optional
+        True where either image must not be used (with the Images' masks).
+    basis : {"alard-lupton", "delta"}
+        Gaussians times polynomials (HOTPANTS) or one delta function per
+        kernel pixel (Bramich).
+    half_width : int or "auto"
+        Kernel half-width r (the kernel is 2r + 1 px square); "auto":
+        2 FWHM of the broader image, within 4–15 px.
+    sigmas : sequence of float or "auto"
+        Widths of the Alard–Lupton Gaussians; "auto": HOTPANTS's 0.7, 1.5,
+        3.0 px scaled by σ_k / 1.5, σ_k = √(σ_broad² − σ_sharp²) (at least
+        0.7 px), so the middle one has the width of the matching kernel.
+    degrees : sequence of int
+        Polynomial degree under each Gaussian (HOTPANTS: 6, 4, 2).
+    degree : {0, 1, 2, "auto"}
+        Spatial degree of the kernel's shape over the field; "auto": 2 with
+        40 usable stamps or more, 1 with 15, else 0.
+    scale_degree : {0, 1, 2}
+        Spatial degree of the kernel's sum (photometric scale); at most
+        ``degree``.
+    background_degree : {0, 1, 2}
+        Spatial degree of the differential background.
+    convolve : {"auto", "reference", "science"}
+        Image to convolve; "auto": the sharper one (by the stars' widths or
+        the FWHMs given).
+    science_fwhm, reference_fwhm : float, optional
+        PSF FWHMs (px), e.g. from :func:`astrid.estimate_psf`; default
+        measured on the stamps.
+    stamp_half_width : int or "auto"
+        Half-width of the fitted stamps; "auto": r + 1 FWHM of the broader
+        image.
+    max_stamps : int
+        Most stamps used (brightest first, spread over a 5 × 5 grid of the
+        field).
+    clip_sigma : float
+        A stamp whose χ² per pixel exceeds the median by this many robust
+        standard deviations is rejected and the kernel refitted.
+    max_iterations : int
+        Most fits of the clipping loop.
+    eiv_correction : bool
+        Subtract from the normal matrix what the noise of the convolved image
+        adds to it on average (errors in variables; otherwise the fitted
+        scale is biased low by that noise).
+    noise_correlation : {"auto", True, False}
+        Take the pixel-to-pixel correlation of the convolved image's noise
+        (resampling) into the propagated variance; "auto": when a lag within
+        ±2 px exceeds 0.05 (:func:`astrid.zogy.estimate_noise_acf`).
+    tile : int
+        The kernel is evaluated at the centre of each ``tile`` × ``tile``
+        block and applied there.
+    mask_radius : int, optional
+        Dilation of bad pixels in the output mask and width of the edge band;
+        default the kernel half-width.
+    fill_value : float
+        Value of ``D`` and ``significance`` in masked pixels.
+    dtype : {numpy.float64, numpy.float32}
+        Precision of the convolution and the outputs.
+
+    Returns
+    -------
+    KernelResult
+
+    Raises
+    ------
+    AstridInputError
+        Shapes differ, an option is out of range, or nothing is left unmasked.
+    AstridPSFError
+        Too few usable stars for the stamps (the message says how many were
+        usable and why the others were not).
+    """
+    started = time.perf_counter()
+    timings = {}
+    dtype = _check_dtype(dtype)
+    N, n_mask, n_var = _unpack(science, "science")
+    R, r_mask, r_var = _unpack(reference, "reference")
+    N, R = _as_aligned_pair(N, R)
+    shape = N.shape
+    ny, nx = shape
+    basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))
+    convolve = _check_choice("convolve", convolve, ("auto", "reference", "science"))
+    degree = _check_degree("degree", degree, allow_auto=True)
+    scale_degree = _check_degree("scale_degree", scale_degree)
+    background_degree = _check_degree("background_degree", background_degree)
+    half_width = _check_int("half_width", half_width, 1, allow_auto=True)
+    stamp_half_width = _check_int("stamp_half_width", stamp_half_width, 1, allow_auto=True)
+    max_stamps = _check_int("max_stamps", max_stamps, MIN_STAMPS)
+    max_iterations = _check_int("max_iterations", max_iterations, 1)
+    tile = _check_int("tile", tile, 1)
+    clip_sigma = _check_positive("clip_sigma", clip_sigma)
+    if noise_correlation not in ("auto", True, False):
+        raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {noise_correlation!r}")
+    fwhm_given = {}
+    for name, value in (("science_fwhm", science_fwhm), ("reference_fwhm", reference_fwhm)):
+        if value is not None:
+            fwhm_given[name] = _check_positive(name, value)
+    Vn = _check_map("science_variance", science_variance if science_variance is not None else n_var, shape)
+    Vr = _check_map("reference_variance", reference_variance if reference_variance is not None else r_var, shape)
+    user_mask = _check_map("mask", mask, shape)
+    for extra in (n_mask, r_mask):
+        if extra is not None:
+            extra = _check_map("mask", extra, shape).astype(bool)
+            user_mask = extra if user_mask is None else (user_mask.astype(bool) | extra)
+
+    # --- bad pixels, noise levels
+    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
+    sig = {}
+    for name, image, value in (("science_sigma", N, science_sigma), ("reference_sigma", R, reference_sigma)):
+        if value is None:
+            value = robust_std(image, bad)
+            if not (math.isfinite(value) and value > 0):
+                raise AstridInputError(f"{name}: the unmasked pixels have no measurable noise (robust std {value}); "
+                                       "pass it explicitly")
+        sig[name] = _check_positive(name, value)
+    (N, R), repaired = repair_isolated((N, R), bad, (sig["science_sigma"], sig["reference_sigma"]))
+    if repaired.any():
+        bad &= ~repaired
+    if _filled is not None:
+        repaired |= _check_map("_filled", _filled, shape).astype(bool)
+    n_img = np.where(bad, 0.0, N).astype(np.float64)
+    r_img = np.where(bad, 0.0, R).astype(np.float64)
+    var_n = (np.where(bad, 0.0, np.nan_to_num(Vn, nan=sig["science_sigma"] ** 2)).astype(np.float64)
+             if Vn is not None else None)
+    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(np.float64)
+             if Vr is not None else None)
+
+    # --- stamps
+    start = time.perf_counter()
+    if stars is None:
+        from .._stars import _clean, find_stars
+
+        found = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"], name="reference")
+        stars = found[_clean(found)]
+    x, y, flux, flagged = _star_positions(stars)
+    n_given = len(x)
+    bad_table = _box_sums(bad)
+    # Widths first (a fixed box), to size the kernel and choose the image to convolve.
+    ys0, xs0, _ = _select(x, y, flux, flagged, bad_table, shape, _MEASURE_HALF_WIDTH + 1, _MEASURE_HALF_WIDTH,
+                          _MEASURE_HALF_WIDTH, max_stamps)
+    width = {}
+    for name, image in (("science_fwhm", n_img), ("reference_fwhm", r_img)):
+        width[name] = (fwhm_given[name] / _FWHM_PER_SIGMA if name in fwhm_given
+                       else _stamp_width(image, ys0, xs0))
+    s_sci, s_ref = width["science_fwhm"], width["reference_fwhm"]
+    if not (math.isfinite(s_sci) and math.isfinite(s_ref)):
+        raise AstridPSFError(
+            f"kernel.subtract: no star could be measured to size the kernel: {len(ys0)} of {n_given} positions "
+            "give a clean stamp; pass science_fwhm and reference_fwhm, or more stars"
+        )
+    if convolve == "auto":
+        convolve = "science" if s_sci < s_ref else "reference"
+    s_broad, s_sharp = max(s_sci, s_ref), min(s_sci, s_ref)
+    fwhm_broad = _FWHM_PER_SIGMA * s_broad
+    sigma_k = math.sqrt(max(s_broad**2 - s_sharp**2, 0.0))
+    r = half_width if half_width != "auto" else int(np.clip(math.ceil(2.0 * fwhm_broad), 4, 15))
+    hs = stamp_half_width if stamp_half_width != "auto" else r + int(math.ceil(fwhm_broad))
+    if basis_kind == "delta":
+        kbasis = delta_basis(r)
+    else:
+        if isinstance(sigmas, str):
+            if sigmas != "auto":
+                raise AstridInputError(f"sigmas: must be a sequence of widths or 'auto', got {sigmas!r}")
+            sigmas = tuple(s * max(sigma_k, 0.7) / 1.5 for s in HOTPANTS_SIGMAS)
+        kbasis = alard_lupton_basis(r, sigmas, degrees)
+    if convolve == "reference":
+        T, J, VT, VJ, sT, sJ = r_img, n_img, var_r, var_n, sig["reference_sigma"], sig["science_sigma"]
+    else:
+        T, J, VT, VJ, sT, sJ = n_img, r_img, var_n, var_r, sig["science_sigma"], sig["reference_sigma"]
+    ys, xs, skipped = _select(x, y, flux, flagged, bad_table, shape, hs + r + 1, hs + r, hs, max_stamps)
+    n_usable = len(ys)
+    if degree == "auto":
+        degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
+    need = MIN_STAMPS * n_spatial(degree)
+    if n_usable < need:
+        why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
+        raise AstridPSFError(
+            f"kernel.subtract: {n_usable} stars usable for kernel stamps, at least {need} needed for a kernel of "
+            f"spatial degree {degree}; of {n_given} star positions given or found"
+            + (f", dropped: {why}" if why else "")
+            + f" (stamps of {2 * hs + 1} px need {hs + r} px of clean pixels around the star)"
+        )
+    scale_degree = min(scale_degree, degree)
+    timings["select"] = time.perf_counter() - start
+
+    with _single_threaded_blas():
+        # --- normal equations of each stamp
+        start = time.perf_counter()
+        kw = 2 * r + 1
+        core = J[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
+        core_t = T[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
+        positive = core_t > 0
+        # A first guess of the scale for the weights: the stars' flux ratio in their cores.
+        scale0 = float(np.median(core[positive] / core_t[positive])) if positive.any() else 1.0
+        if not (math.isfinite(scale0) and scale0 > 0):
+            scale0 = 1.0
+        ksq = np.zeros((n_usable, kw, kw))
+        ksq[:, r, r] = scale0**2
+        VT_map = VT if VT is not None else np.full(shape, sT**2)
+        VJ_map = VJ if VJ is not None else np.full(shape, sJ**2)
+        nb = kbasis.size
+        M1 = np.zeros((nb + 1, len(kbasis.raw_y) + 1))
+        M1[:nb, :-1] = kbasis.transform
+        M1[nb, -1] = 1.0
+        M1 = scipy.sparse.csr_matrix(M1)
+        npix = (2 * hs + 1) ** 2
+        Gn = np.empty((n_usable, nb + 1, nb + 1))
+        hn = np.empty((n_usable, nb + 1))
+        jj = np.empty(n_usable)
+        Q = np.empty((n_usable, kw, kw))
+        # Chunks of stamps keep the design matrices to about 64 MB (the delta basis has hundreds of functions).
+        chunk = max(1, int(64e6 // (8 * npix * (M1.shape[1] + nb + 2))))
+        for c0 in range(0, n_usable, chunk):
+            sl = slice(c0, min(c0 + chunk, n_usable))
+            C, jw, Q[sl] = stamp_design(T, J, VT_map, VJ_map, ys[sl], xs[sl], hs, r, kbasis.fy, kbasis.fx,
+                                        kbasis.raw_y, kbasis.raw_x, ksq[sl])
+            m = C.shape[0]
+            Cn = M1 @ np.ascontiguousarray(C.transpose(1, 0, 2)).reshape(C.shape[1], -1)
+            # Contiguous stamps, or matmul leaves BLAS for a loop ten times slower.
+            Cn = np.ascontiguousarray(Cn.reshape(nb + 1, m, npix).transpose(1, 0, 2))
+            del C
+            Gn[sl] = np.matmul(Cn, Cn.transpose(0, 2, 1))
+            hn[sl] = np.matmul(Cn, jw[:, :, None])[:, :, 0]
+            jj[sl] = np.einsum("sp,sp->s", jw, jw)
+            del Cn
+        Bflat = kbasis.images.reshape(nb, kw * kw)
+        Om = np.zeros_like(Gn)
+        Om[:, :nb, :nb] = _noise_normal(Bflat, Q.reshape(n_usable, kw * kw))
+        timings["systems"] = time.perf_counter() - start
+
+        # --- global fit with stamp clipping
+        start = time.perf_counter()
+        nsp = n_spatial(degree)
+        P = spatial_terms(xs, ys, degree, shape).T
+        Pb = spatial_terms(xs, ys, background_degree, shape).T
+        keep = np.ones(nb * nsp + Pb.shape[1], bool)
+        keep[n_spatial(scale_degree) : nsp] = False  # the scale's terms beyond scale_degree
+        used = np.ones(n_usable, bool)
+        eiv = bool(eiv_correction)
+        n_iter = 0
+        min_used = need
+        while True:
+            n_iter += 1
+            A, b = _assemble(Gn[used] - (Om[used] if eiv else 0.0), hn[used], P[used], Pb[used], nb)
+            theta = _solve(A[np.ix_(keep, keep)], b[keep])
+            if theta is None and eiv:
+                # Noise dominates some direction of the normal matrix: fit without the correction.
+                eiv = False
+                n_iter -= 1
+                continue
+            if theta is None:
+                theta = scipy.linalg.lstsq(A[np.ix_(keep, keep)], b[keep], check_finite=False)[0]
+            full = np.zeros(len(keep))
+            full[keep] = theta
+            coef = full[: nb * nsp].reshape(nb, nsp)
+            bg = full[nb * nsp :]
+            local = np.concatenate([P @ coef.T, (Pb @ bg)[:, None]], axis=1)
+            chi2 = jj - 2.0 * np.einsum("sk,sk->s", local, hn) + np.einsum("sk,sk->s", np.matmul(Gn, local[:, :, None])[:, :, 0], local)
+            per_pixel = chi2 / npix
+            if n_iter >= max_iterations:
+                break
+            centre = float(np.median(per_pixel[used]))
+            spread = 1.4826 * float(np.median(np.abs(per_pixel[used] - centre)))
+            reject = used & (per_pixel > centre + clip_sigma * max(spread, 1e-3 * centre))
+            if not reject.any() or used.sum() - reject.sum() < min_used:
+                break
+            used &= ~reject
+    timings["solve"] = time.perf_counter() - start
+    model = KernelModel(basis=kbasis, coefficients=coef, degree=degree, scale_degree=scale_degree,
+                        background_degree=background_degree, background=bg, shape=shape, convolved=convolve)
+
+    # --- apply: convolution, background, propagated variance
+    start = time.perf_counter()
+    work = np.float32 if dtype == np.float32 else np.float64
+    nty, ntx = -(-ny // tile), -(-nx // tile)
+    cy = np.minimum(np.arange(nty) * tile + 0.5 * (tile - 1), ny - 1)
+    cx = np.minimum(np.arange(ntx) * tile + 0.5 * (tile - 1), nx - 1)
+    gx, gy = np.meshgrid(cx, cy)
+    local_tiles = np.tensordot(coef, spatial_terms(gx, gy, degree, shape), axes=1)  # (nb, nty, ntx)
+    kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), kbasis.images, axes=1)  # (nty, ntx, kw, kw)
+    padded = np.pad(T.astype(work), r)
+    conv = convolve_tiles(padded, kernels.astype(work), tile, np.empty(shape, work))
+    del padded
+    acf = None
+    if noise_correlation is not False:
+        acf = estimate_noise_acf(T, bad)
+        if acf is not None and noise_correlation == "auto":
+            off = np.abs(acf).copy()
+            off[acf.shape[0] // 2, acf.shape[1] // 2] = 0.0
+            if off.max() < _ACF_THRESHOLD:
+                acf = None
+    factor = _correlated_factor(kernels, acf)
+    if VT is not None:
+        var = convolve_tiles(np.pad(VT.astype(work), r), (kernels * kernels).astype(work), tile,
+                             np.empty(shape, work))
+        if acf is not None:
+            var *= _tiles_to_map(factor.astype(work), tile, shape)
+    else:
+        var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
+    var += VJ.astype(work) if VJ is not None else work(sJ**2)
+    diff = J.astype(work) - conv
+    del conv
+    diff -= _poly_map(bg, background_degree, shape, work)
+    significance = diff / np.sqrt(np.maximum(var, np.finfo(work).tiny))
+    del var
+    if convolve == "science":
+        # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
+        significance = -significance
+        diff /= -_poly_map(coef[0], degree, shape, work)
+    timings["convolve"] = time.perf_counter() - start
+
+    radius = r if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
+    out_mask = _untrusted(bad, radius)
+    if repaired.any():
+        out_mask |= repaired
+    _check_mask_fraction(out_mask, bad, repaired, radius, "kernel.subtract")
+    diff[out_mask] = fill_value
+    significance[out_mask] = fill_value
+
+    gxs, gys = np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))
+    sums = model.kernel_sum(gxs, gys)
+    stamps = Table({"x": xs, "y": ys, "chi2": chi2, "npix": np.full(n_usable, npix), "chi2_per_pixel": per_pixel,
+                    "used": used, "rejected": np.where(used, "", "clipped")})
+    timings["total"] = time.perf_counter() - started
+    return KernelResult(
+        D=diff.astype(dtype, copy=False),
+        significance=significance.astype(dtype, copy=False),
+        mask=out_mask,
+        model=model,
+        stamps=stamps,
+        convolved=convolve,
+        flux_ratio=float(model.flux_ratio(0.5 * (nx - 1), 0.5 * (ny - 1))),
+        kernel_sum={"centre": float(model.kernel_sum(0.5 * (nx - 1), 0.5 * (ny - 1))),
+                    "min": float(sums.min()), "max": float(sums.max())},
+        n_iterations=n_iter,
+        eiv_corrected=eiv,
+        mask_radius=radius,
+        significance_std=robust_std(significance, out_mask),
+        n_stars_given=n_given,
+        skipped=skipped,
+        timings=timings,
+    )
