@@ -112,6 +112,13 @@ _FOLDER_SUFFIXES = (".avro", ".parquet")
 _ALERT_SUFFIXES = _FOLDER_SUFFIXES + (".json",)
 # Nested histories are large and unused here; Parquet reads skip them.
 _HISTORY_COLUMNS = ("prv_candidates", "fp_hists", "sources", "prvDiaSources")
+# Top-level columns any survey's adapter or the detection reads; broker
+# exports add dozens of others (cross-matches, light-curve features).
+_READ_COLUMNS = frozenset((
+    "candid", "objectId", "objectid", "objectID", "alertid", "alertId", "candidate", "publisher", "schemavsn",
+    *("cutoutScience", "cutoutTemplate", "cutoutDifference"), "triggersource",
+    "ra", "dec", "RA", "Dec", "mag", "Mag", "dmag", "Dmag", "x", "X", "y", "Y", "mjd", "MJD", "jd", "filter",
+))
 # A "cutout" this large is a whole image, not a stamp.
 _MAX_NATIVE = 1024
 _MJD_TO_JD = 2400000.5
@@ -398,7 +405,8 @@ class _Source:
 
         try:
             table_file = pq.ParquetFile(self.path)
-            columns = [c for c in table_file.schema_arrow.names if c not in _HISTORY_COLUMNS]
+            names = table_file.schema_arrow.names
+            columns = [c for c in names if c in _READ_COLUMNS] or [c for c in names if c not in _HISTORY_COLUMNS]
             for batch in table_file.iter_batches(columns=columns, batch_size=256):
                 yield from batch.to_pylist()
         except (OSError, pa.ArrowException, ValueError) as exc:
