@@ -84,7 +84,7 @@ from ._optional import require
 from ._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from .errors import AstridFileError, AstridInputError, AstridWarning
 
-__all__ = ["read_alerts", "read_ztf", "decode_stamp", "ZTF_FILTERS", "SURVEYS", "AVRO_CODECS"]
+__all__ = ["AVRO_CODECS", "SURVEYS", "ZTF_FILTERS", "decode_stamp", "read_alerts", "read_ztf"]
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,12 @@ from ._stamps import make_triplets
 from ._store import load_triplets, write_triplets
 
 __all__ = [
-    "build_training_set", "balance_classes", "split_by_field", "split_by_time", "split_by_survey", "random_positions",
+    "balance_classes",
+    "build_training_set",
+    "random_positions",
+    "split_by_field",
+    "split_by_survey",
+    "split_by_time",
 ]
 
 #: ``origin`` of an example: a detection, a random position, or a forced truth position.
