@@ -229,6 +229,8 @@ def _settings(result, threshold, fwhm, min_separation, edge, dipole_radius, stam
         raise AstridInputError(f"result.S_corr: must be 2-D, got shape {score.shape}")
     if diff.shape != score.shape:
         raise AstridInputError(f"result.D: shape {diff.shape} differs from S_corr {score.shape}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.integer | np.floating):
+        raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
     if not (np.isfinite(threshold) and threshold > 0):
         raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
     if fwhm is None:
