@@ -361,9 +361,10 @@ def cmd_score(args) -> int:
         warnings.simplefilter("ignore")
         score(np.zeros((1, 63, 63, 3), dtype=np.float32), args.model, batch_size=1, num_threads=args.threads)
 
+    exclude = {output.resolve(), state_path.resolve()}
+    _discover(args.paths, args.pairs, exclude)  # bad paths fail before anything is written
     # Written now, before any scoring: an output that cannot be written fails at once, not after an hour's work.
     run.flush(force=True)
-    exclude = {output.resolve(), state_path.resolve()}
     progress_off = args.quiet or not sys.stderr.isatty()
     totals = {"inputs": 0, "rows": 0, "failed": 0, "no_data": 0}
     previous: dict[str, tuple] = {}

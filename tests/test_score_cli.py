@@ -304,8 +304,15 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, model_file, capsys, mak
     _drop_store(tmp_path / "in", "a.zarr", 3, 50)
     (tmp_path / "image.fits").write_bytes(b"SIMPLE  =")
     (tmp_path / "bad_pairs.csv").write_text("ref,sci\na.fits,b.fits\n")
-    rc, _, stderr = _run(capsys, *make_args(tmp_path, model_file))
+    args = make_args(tmp_path, model_file)
+    default_output = Path("scores.ecsv")
+    existed = default_output.exists()
+    if "-o" not in args:
+        args += ["-o", tmp_path / "scores.ecsv"]
+    rc, _, stderr = _run(capsys, *args)
     assert rc == 2
+    assert not (tmp_path / "scores.ecsv").exists()  # nothing written for a refused call
+    assert default_output.exists() == existed
     assert stderr.startswith("astrid: error:") and match in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
 
