@@ -44,6 +44,7 @@ _LAZY_FUNCTIONS = {
     "load_triplets": ".triplets",
     "build_training_set": ".triplets",
     "read_ztf": ".alerts",
+    "read_alerts": ".alerts",
     "record_metrics": ".runner",
 }
 

@@ -22,7 +22,14 @@ from ._metrics import circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
-from ._training import balance_classes, build_training_set, random_positions, split_by_field, split_by_time
+from ._training import (
+    balance_classes,
+    build_training_set,
+    random_positions,
+    split_by_field,
+    split_by_survey,
+    split_by_time,
+)
 
 __all__ = [
     "detect",
@@ -38,6 +45,7 @@ __all__ = [
     "random_positions",
     "split_by_field",
     "split_by_time",
+    "split_by_survey",
     "image_metrics",
     "circle_iou",
     "CANDIDATE_COLUMNS",
