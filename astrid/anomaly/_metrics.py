@@ -1,0 +1,551 @@
+"""One metrics table per dataset across methods: :func:`evaluate_methods`.
+
+Every method is a callable ``method(field)`` that returns its predictions
+for one image as an astropy Table with columns ``x``, ``y`` (0-based pixels
+of the reference grid) and ``score`` (higher = more likely a transient); a
+map method returns ``(table, labels)`` with the label image of its regions
+(``table["id"]`` names each region's label). The helpers below wrap the
+project's methods: :func:`zogy_threshold_method`,
+:func:`classic_threshold_method`, :func:`unet_method`,
+:func:`baseline_method`, :func:`braai_method`.
+
+Conventions (recorded in the table's ``meta``):
+
+- **Truth to find** per image: entries of ``real_kinds`` (supernova,
+  variable) with ``snr_sci >= snr_min`` (8), not ``masked``, at least
+  ``edge`` pixels inside the image. Their count is ``n_true``.
+- **Matching**: a prediction is *real* when its position is within
+  ``match_radius`` pixels of a truth entry of ``real_kinds`` of any S/N (a
+  faint real transient found is not a false alarm, as in
+  :func:`astrid.triplets.image_metrics`); every other selected prediction is
+  a false alarm (artefacts, asteroids, star residuals, noise). A truth
+  entry to find is *found* when a selected real prediction lies within
+  ``match_radius`` of it.
+- **precision** = selected real / selected; **recall** = found / to find;
+  **false alarms per image** = selected not real / images; all pooled over
+  the test fields.
+- **Localisation IoU**, median over the found truth entries (the best
+  prediction of each): for a *map* method, the IoU of the region's
+  footprint (its pixels in the label image) with the truth disc of radius
+  FWHM (:func:`astrid.anomaly.unet.transient_mask`, the U-Net's training
+  target); for a *point* method, the IoU of two circles of radius FWHM
+  around prediction and truth (:func:`astrid.triplets.circle_iou`). FWHM
+  is the broader of the image's two PSFs.
+- **Threshold** of each method: chosen on the validation fields only, as
+  the highest score at which the validation recall is at least
+  ``target_recall`` (fewest false alarms at that recall); where no
+  threshold reaches it, the lowest validation score (the most recall the
+  method gives) and the rule says so. ``thresholds={name: value}`` fixes a
+  method's threshold instead (rule ``"given"``).
+- **Seconds per image**: mean wall time of the method on a test image,
+  plus the time of the difference image it needs (ZOGY or classic, the
+  field's ``seconds``) and of any shared detection step it reused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable
+
+import numpy as np
+from astropy.table import Table
+
+from ..errors import AstridInputError
+from .unet import _field_fwhm, _kinds, _truth_xy
+
+__all__ = [
+    "Field",
+    "evaluate_methods",
+    "match_predictions",
+    "choose_threshold",
+    "disc_iou",
+    "zogy_threshold_method",
+    "classic_threshold_method",
+    "unet_method",
+    "baseline_method",
+    "braai_method",
+    "REAL_KINDS",
+]
+
+REAL_KINDS = ("supernova", "variable")
+
+
+@dataclass
+class Field:
+    """One image of a dataset: its truth and what the methods need.
+
+    Attributes
+    ----------
+    name : str
+    truth : astropy.table.Table
+        Truth table (``kind``, ``x_ref``, ``y_ref``, ``snr_sci``, ``masked``).
+    shape : tuple of int
+        (ny, nx) of the reference grid.
+    fwhm : float
+        Pixels; radius of the IoU discs and circles.
+    result : DifferenceResult, optional
+        ZOGY difference (:func:`astrid.difference`).
+    classic : DifferenceResult, optional
+        Classic difference (``method="classic"``).
+    seconds : dict, optional
+        Wall time of each difference, ``{"zogy": s, "classic": s}``.
+    cache : dict
+        Shared intermediate results (e.g. detections) and their times.
+    """
+
+    name: str
+    truth: Table
+    shape: tuple[int, int]
+    fwhm: float
+    result: Any = None
+    classic: Any = None
+    seconds: dict = dc_field(default_factory=dict)
+    cache: dict = dc_field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, result, truth, name: str, *, classic=None, seconds=None) -> "Field":
+        """A field from a ZOGY difference result (shape and FWHM taken from it)."""
+        shape = tuple(int(s) for s in np.shape(result.S_corr))
+        seconds = dict(seconds or {})
+        seconds.setdefault("zogy", float((getattr(result, "metrics", None) or {}).get("time_total", 0.0)))
+        if classic is not None:
+            seconds.setdefault("classic", float((getattr(classic, "metrics", None) or {}).get("time_total", 0.0)))
+        return cls(name=str(name), truth=truth, shape=shape, fwhm=_field_fwhm(result), result=result,
+                   classic=classic, seconds=seconds)
+
+    @classmethod
+    def from_pair(cls, pair, name: str, *, classic: bool = False) -> "Field":
+        """Difference a simulated pair (ZOGY, and classic when asked) and time it."""
+        from .._difference import difference
+
+        started = time.perf_counter()
+        result = difference(pair.reference, pair.science)
+        seconds = {"zogy": time.perf_counter() - started}
+        other = None
+        if classic:
+            started = time.perf_counter()
+            other = difference(pair.reference, pair.science, method="classic")
+            seconds["classic"] = time.perf_counter() - started
+        return cls.from_result(result, pair.truth, name, classic=other, seconds=seconds)
+
+
+# --------------------------------------------------------------------------- #
+# matching
+# --------------------------------------------------------------------------- #
+
+
+def disc_iou(labels: np.ndarray, region_id: int, x: float, y: float, radius: float) -> float:
+    """IoU of one labelled region with the disc of ``radius`` around (x, y)."""
+    region = labels == region_id
+    ny, nx = labels.shape
+    ys, xs = np.nonzero(region)
+    r = float(radius)
+    x0 = max(min(int(np.floor(x - r)), xs.min() if xs.size else nx), 0)
+    x1 = min(max(int(np.ceil(x + r)) + 1, xs.max() + 1 if xs.size else 0), nx)
+    y0 = max(min(int(np.floor(y - r)), ys.min() if ys.size else ny), 0)
+    y1 = min(max(int(np.ceil(y + r)) + 1, ys.max() + 1 if ys.size else 0), ny)
+    if x0 >= x1 or y0 >= y1:
+        return 0.0
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    disc = np.hypot(xx - x, yy - y) <= r
+    box = region[y0:y1, x0:x1]
+    union = np.count_nonzero(disc | box)
+    return float(np.count_nonzero(disc & box) / union) if union else 0.0
+
+
+def _truth_sets(field: Field, snr_min, real_kinds, edge):
+    truth = field.truth
+    if len(truth) == 0:
+        return np.empty((0, 2)), np.empty(0, bool)
+    x, y = _truth_xy(truth)
+    kinds = _kinds(truth)
+    real = np.isin(kinds, list(real_kinds) + ["known_transient"])
+    wanted = real.copy()
+    if snr_min is not None and "snr_sci" in truth.colnames:
+        wanted &= np.nan_to_num(np.asarray(truth["snr_sci"], float), nan=-np.inf) >= snr_min
+    if "masked" in truth.colnames:
+        wanted &= ~np.asarray(truth["masked"], bool)
+    ny, nx = field.shape
+    wanted &= (x >= edge) & (x <= nx - 1 - edge) & (y >= edge) & (y <= ny - 1 - edge)
+    xy = np.stack([x, y], axis=1)[real]
+    return xy, wanted[real]
+
+
+def match_predictions(predictions, field: Field, *, match_radius: float = 3.0, snr_min: float | None = 8.0,
+                      real_kinds=REAL_KINDS, edge: float = 4.0) -> dict:
+    """Match one image's predictions (all scores) to its truth.
+
+    Parameters
+    ----------
+    predictions : astropy.table.Table or (Table, labels)
+        ``x``, ``y``, ``score`` (and ``id`` for a map's regions).
+    field : Field
+
+    Returns
+    -------
+    dict
+        ``score`` (per prediction), ``real`` (bool per prediction: within
+        ``match_radius`` of a real truth entry), ``truth_index`` (per
+        prediction: index among the real truth entries, −1), ``iou`` (per
+        prediction: its IoU with that entry, NaN when unmatched),
+        ``wanted`` (bool per real truth entry: to be found), ``n_true``,
+        ``kind`` (``"map"`` or ``"points"``).
+    """
+    labels = None
+    if isinstance(predictions, tuple):
+        if len(predictions) != 2:
+            raise AstridInputError("predictions: expected a Table or a (Table, labels) pair")
+        predictions, labels = predictions
+        labels = np.asarray(labels)
+        if labels.shape != tuple(field.shape):
+            raise AstridInputError(f"predictions: label image of shape {labels.shape}, field {field.name!r} is {field.shape}")
+    if not isinstance(predictions, Table):
+        raise AstridInputError(f"predictions: expected an astropy Table, got {type(predictions).__name__}")
+    for col in ("x", "y", "score") + (("id",) if labels is not None else ()):
+        if col not in predictions.colnames:
+            raise AstridInputError(f"predictions of field {field.name!r}: no column {col!r}")
+    px = np.asarray(predictions["x"], float)
+    py = np.asarray(predictions["y"], float)
+    score = np.asarray(predictions["score"], float)
+    truth_xy, wanted = _truth_sets(field, snr_min, real_kinds, edge)
+    n = len(predictions)
+    truth_index = np.full(n, -1, dtype=np.int64)
+    iou = np.full(n, np.nan)
+    if n and truth_xy.shape[0]:
+        d = np.hypot(px[:, None] - truth_xy[None, :, 0], py[:, None] - truth_xy[None, :, 1])
+        nearest = np.argmin(d, axis=1)
+        close = d[np.arange(n), nearest] <= match_radius
+        truth_index[close] = nearest[close]
+        from ..triplets import circle_iou
+
+        for i in np.flatnonzero(close):
+            tx, ty = truth_xy[nearest[i]]
+            if labels is not None:
+                iou[i] = disc_iou(labels, int(predictions["id"][i]), tx, ty, field.fwhm)
+            else:
+                iou[i] = float(circle_iou(d[i, nearest[i]], field.fwhm))
+    return {
+        "score": np.nan_to_num(score, nan=-np.inf),
+        "real": truth_index >= 0,
+        "truth_index": truth_index,
+        "iou": iou,
+        "wanted": wanted,
+        "n_true": int(wanted.sum()),
+        "kind": "map" if labels is not None else "points",
+    }
+
+
+def _found_scores(matches: list[dict]) -> np.ndarray:
+    """For every truth entry to find: the highest score of a prediction matched to it (−inf if none)."""
+    out = []
+    for m in matches:
+        best = np.full(m["wanted"].size, -np.inf)
+        for t, s in zip(m["truth_index"], m["score"]):
+            if t >= 0:
+                best[t] = max(best[t], s)
+        out.append(best[m["wanted"]])
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def choose_threshold(matches: list[dict], target_recall: float = 0.9) -> tuple[float, str]:
+    """The highest score threshold whose recall over ``matches`` is at least ``target_recall``.
+
+    Returns
+    -------
+    threshold : float
+    rule : str
+        How it was chosen, for the table.
+    """
+    if not 0.0 < float(target_recall) <= 1.0:
+        raise AstridInputError(f"target_recall={target_recall!r} must be in (0, 1]")
+    found = np.sort(_found_scores(matches))[::-1]
+    scores = np.concatenate([m["score"] for m in matches]) if matches else np.empty(0)
+    scores = scores[np.isfinite(scores)]
+    if found.size == 0:
+        low = float(scores.min()) if scores.size else math.inf
+        return low, "no truth to find on validation: lowest validation score"
+    k = math.ceil(float(target_recall) * found.size - 1e-9)
+    if np.isfinite(found[k - 1]):
+        return float(found[k - 1]), f"highest score with validation recall >= {target_recall:g}"
+    low = float(scores.min()) if scores.size else math.inf
+    return low, f"validation recall {target_recall:g} not reachable: lowest validation score (most recall)"
+
+
+def _summarise(matches: list[dict], threshold: float) -> dict:
+    n_sel = n_real = n_true = n_found = 0
+    ious = []
+    for m in matches:
+        selected = m["score"] >= threshold
+        n_sel += int(selected.sum())
+        n_real += int((selected & m["real"]).sum())
+        n_true += m["n_true"]
+        # Best IoU of the selected predictions matched to each truth entry; an
+        # entry matched within match_radius is found even when its IoU is 0.
+        best = np.full(m["wanted"].size, -np.inf)
+        for t, s, v in zip(m["truth_index"], selected, m["iou"]):
+            if t >= 0 and s:
+                best[t] = max(best[t], v)
+        found = m["wanted"] & np.isfinite(best)
+        n_found += int(found.sum())
+        ious.extend(best[found].tolist())
+    n_images = len(matches)
+    return {
+        "n_images": n_images,
+        "n_true": n_true,
+        "n_found": n_found,
+        "n_selected": n_sel,
+        "n_false": n_sel - n_real,
+        "precision": n_real / n_sel if n_sel else math.nan,
+        "recall": n_found / n_true if n_true else math.nan,
+        "false_alarms_per_image": (n_sel - n_real) / n_images if n_images else math.nan,
+        "iou_median": float(np.median(ious)) if ious else math.nan,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# the table
+# --------------------------------------------------------------------------- #
+
+
+def _run(method, fields, name):
+    out, seconds = [], []
+    uses = getattr(method, "uses", None)
+    for f in fields:
+        started = time.perf_counter()
+        predictions = method(f)
+        elapsed = time.perf_counter() - started
+        table = predictions[0] if isinstance(predictions, tuple) else predictions
+        shared = float(getattr(table, "meta", {}).get("shared_seconds", 0.0)) if isinstance(table, Table) else 0.0
+        seconds.append(elapsed + shared + (float(f.seconds.get(uses, 0.0)) if uses else 0.0))
+        out.append(predictions)
+    return out, seconds
+
+
+def evaluate_methods(
+    methods: dict[str, Callable],
+    validation,
+    test,
+    *,
+    target_recall: float = 0.9,
+    thresholds: dict[str, float] | None = None,
+    snr_min: float | None = 8.0,
+    match_radius: float = 3.0,
+    real_kinds=REAL_KINDS,
+    edge: float = 4.0,
+    dataset: str = "",
+) -> Table:
+    """Precision, recall, localisation, false alarms and time of several methods on one dataset.
+
+    Parameters
+    ----------
+    methods : dict of str to callable
+        ``{row name: method}``; each ``method(field)`` returns a Table of
+        predictions (``x``, ``y``, ``score``) or ``(table, labels)`` for a
+        map method (module docstring). An attribute ``method.uses`` of
+        ``"zogy"`` or ``"classic"`` adds that difference's time to the
+        method's seconds per image.
+    validation : sequence of Field
+        Fields on which each threshold is chosen (never the test fields).
+    test : sequence of Field
+        Held-out fields on which the table's numbers are measured.
+    target_recall : float, optional
+        Threshold rule: highest score with validation recall ≥ this (0.9).
+    thresholds : dict of str to float, optional
+        Fixed thresholds for some methods (rule ``"given"``).
+    snr_min : float or None, optional
+        Truth entries to find need ``snr_sci >= snr_min`` (default 8).
+    match_radius : float, optional
+        Pixels between a prediction and a truth entry for a match (3).
+    real_kinds : sequence of str, optional
+        Truth kinds that are transients (supernova, variable).
+    edge : float, optional
+        Truth entries within ``edge`` pixels of the border are not counted.
+    dataset : str, optional
+        Name recorded in ``meta``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per method: ``method``, ``kind`` (map or points),
+        ``precision``, ``recall``, ``iou_median``, ``false_alarms_per_image``,
+        ``seconds_per_image``, ``threshold``, ``threshold_rule``,
+        ``val_recall``, ``val_false_alarms_per_image``, ``n_images``,
+        ``n_true``, ``n_found``, ``n_selected``, ``n_false``. ``meta`` holds
+        the conventions (``iou_convention``, ``match_radius``, ``snr_min``,
+        ``target_recall``, ``real_kinds``, ``dataset``, ``n_validation``,
+        image shapes).
+    """
+    if not isinstance(methods, dict) or not methods:
+        raise AstridInputError("methods: expected a non-empty dict {name: callable}")
+    for name, method in methods.items():
+        if not callable(method):
+            raise AstridInputError(f"methods[{name!r}]: not callable")
+    validation, test = list(validation), list(test)
+    for label, fields in (("validation", validation), ("test", test)):
+        if not fields:
+            raise AstridInputError(f"{label}: no fields")
+        for i, f in enumerate(fields):
+            if not isinstance(f, Field):
+                raise AstridInputError(f"{label}[{i}]: expected an astrid.anomaly.Field, got {type(f).__name__}")
+    names_val = {f.name for f in validation}
+    overlap = names_val & {f.name for f in test}
+    if overlap:
+        raise AstridInputError(f"test: fields {sorted(overlap)} are also validation fields; thresholds must not see test data")
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - set(methods)
+    if unknown:
+        raise AstridInputError(f"thresholds: no method named {sorted(unknown)}")
+    kwargs = {"match_radius": float(match_radius), "snr_min": snr_min, "real_kinds": tuple(real_kinds), "edge": float(edge)}
+    rows = []
+    kinds_seen = set()
+    for name, method in methods.items():
+        if name in thresholds:
+            threshold, rule = float(thresholds[name]), "given"
+            val_matches = None
+        else:
+            val_predictions, _ = _run(method, validation, name)
+            val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
+            threshold, rule = choose_threshold(val_matches, target_recall)
+        test_predictions, seconds = _run(method, test, name)
+        matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
+        kind = matches[0]["kind"]
+        kinds_seen.add(kind)
+        summary = _summarise(matches, threshold)
+        val = _summarise(val_matches, threshold) if val_matches is not None else {}
+        rows.append({
+            "method": name,
+            "kind": kind,
+            "precision": summary["precision"],
+            "recall": summary["recall"],
+            "iou_median": summary["iou_median"],
+            "false_alarms_per_image": summary["false_alarms_per_image"],
+            "seconds_per_image": float(np.mean(seconds)),
+            "threshold": threshold,
+            "threshold_rule": rule,
+            "val_recall": val.get("recall", math.nan),
+            "val_false_alarms_per_image": val.get("false_alarms_per_image", math.nan),
+            "n_images": summary["n_images"],
+            "n_true": summary["n_true"],
+            "n_found": summary["n_found"],
+            "n_selected": summary["n_selected"],
+            "n_false": summary["n_false"],
+        })
+    table = Table(rows=rows, names=list(rows[0]))
+    table["seconds_per_image"].unit = "s"
+    for col in ("precision", "recall", "iou_median", "false_alarms_per_image", "val_recall", "val_false_alarms_per_image"):
+        table[col].format = ".3f"
+    table["seconds_per_image"].format = ".3f"
+    table["threshold"].format = ".4g"
+    table.meta.update({
+        "dataset": dataset,
+        "n_validation": len(validation),
+        "n_test": len(test),
+        "shapes": sorted({tuple(f.shape) for f in test}),
+        "target_recall": float(target_recall),
+        "snr_min": snr_min,
+        "match_radius": float(match_radius),
+        "real_kinds": ",".join(real_kinds),
+        "iou_convention": "map methods: footprint IoU of the region with the truth disc of radius FWHM; "
+                          "point methods: IoU of circles of radius FWHM around prediction and truth",
+        "threshold_convention": "chosen on validation fields only",
+    })
+    return table
+
+
+# --------------------------------------------------------------------------- #
+# the project's methods
+# --------------------------------------------------------------------------- #
+
+
+def _detections(f: Field, which: str, threshold: float, negative: bool, neighbours: bool):
+    """detect() on the field's ZOGY or classic result, cached with its time."""
+    key = ("detect", which, float(threshold), bool(negative), bool(neighbours))
+    if key not in f.cache:
+        from ..triplets import detect
+
+        result = f.result if which == "zogy" else f.classic
+        if result is None:
+            raise AstridInputError(f"field {f.name!r}: has no {which} difference result")
+        started = time.perf_counter()
+        table = detect(result, threshold=threshold, negative=negative,
+                       **({} if neighbours else {"reference_sources": False}))
+        f.cache[key] = (table, time.perf_counter() - started)
+        return table, 0.0
+    table, seconds = f.cache[key]
+    return table, seconds
+
+
+def _points(candidates, scores, shared: float) -> Table:
+    out = Table()
+    out["x"] = np.asarray(candidates["x"], float)
+    out["y"] = np.asarray(candidates["y"], float)
+    out["score"] = np.asarray(scores, float)
+    out.meta["shared_seconds"] = float(shared)
+    return out
+
+
+def _threshold_method(which: str, detect_threshold: float, negative: bool):
+    def method(f: Field):
+        candidates, shared = _detections(f, which, detect_threshold, negative, neighbours=False)
+        return _points(candidates, np.abs(np.asarray(candidates["score"], float)), shared)
+
+    method.uses = which
+    return method
+
+
+def zogy_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
+    """ZOGY + threshold: :func:`~astrid.triplets.detect` peaks of ``S_corr``, scored by ``|S_corr|``.
+
+    The threshold chosen by :func:`evaluate_methods` is then a cut in σ at
+    or above ``detect_threshold``.
+    """
+    return _threshold_method("zogy", detect_threshold, negative)
+
+
+def classic_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
+    """Classic difference + threshold: the same on the classic result's ``S_corr`` (D / its noise)."""
+    return _threshold_method("classic", detect_threshold, negative)
+
+
+def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size: int = 4):
+    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak probability."""
+    from .unet import map_regions, result_anomaly_map
+
+    def method(f: Field):
+        if f.result is None:
+            raise AstridInputError(f"field {f.name!r}: has no ZOGY difference result for the U-Net")
+        probability = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size)
+        return map_regions(probability, level=level, return_labels=True)
+
+    method.uses = "zogy"
+    return method
+
+
+def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = True):
+    """A fitted feature baseline (:mod:`astrid.anomaly.baselines`) scoring ZOGY detections."""
+
+    def method(f: Field):
+        candidates, shared = _detections(f, "zogy", detect_threshold, negative, neighbours=True)
+        return _points(candidates, baseline.score(candidates), shared)
+
+    method.uses = "zogy"
+    return method
+
+
+def braai_method(model, detect_threshold: float = 5.0, negative: bool = True):
+    """ZOGY + braai: detections scored by a braai real/bogus model (:func:`astrid.braai.predict`)."""
+
+    def method(f: Field):
+        from ..braai import predict
+        from ..triplets import make_triplets
+
+        candidates, shared = _detections(f, "zogy", detect_threshold, negative, neighbours=True)
+        if len(candidates) == 0:
+            return _points(candidates, np.empty(0), shared)
+        scores = predict(model, make_triplets(f.result, candidates))
+        return _points(candidates, np.asarray(scores, float).reshape(-1), shared)
+
+    method.uses = "zogy"
+    return method

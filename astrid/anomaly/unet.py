@@ -1,0 +1,874 @@
+"""A compact U-Net that maps difference-imaging planes to a per-pixel transient probability.
+
+Design, and why:
+
+- **Inputs** are four planes on the reference grid (:func:`unet_inputs`):
+  the aligned science image and the reference, each in units of its own
+  background noise, ZOGY's difference ``D`` and ``S_corr``; each is compressed with
+  ``arcsinh(x / 2)`` so a 10 σ source and a 10⁴ σ star core both land in a
+  range a small network handles, while noise stays linear. Masked and
+  non-finite pixels are set to 0 (the noise mean), explicitly. The science
+  and reference planes let the network tell a cosmic ray or a star residual
+  (visible in one epoch, or at a star of the reference) from a new point
+  source, which the difference alone cannot.
+- **Targets** (:func:`transient_mask`) are discs of radius FWHM around the
+  truth transients of ``real_kinds``; transients too faint to be seen
+  (``snr_diff`` below ``ignore_below``) are neither target nor background:
+  their discs get zero loss weight, so the network is not taught to call a
+  faint real source noise, nor to fire on noise.
+- **Network** (:func:`build_unet`): three resolution levels of two 3×3
+  convolutions each (16, 32, 64 filters by default), max-pooling down,
+  nearest-neighbour upsampling and skip concatenation up, a 1×1 sigmoid
+  output; fully convolutional, so it runs on tiles of any size that is a
+  multiple of 4 (about 118 k parameters).
+- **Training** (:func:`train_unet`) on tiles sampled around transients,
+  around artefacts and at random (:func:`sample_tiles`), augmented by the
+  eight symmetries of the square (input and target together), with a
+  per-pixel weighted cross-entropy (positive pixels are rare), early
+  stopping on validation tiles from other fields, seeded and deterministic,
+  and the same kind of model card as :func:`astrid.braai.train`.
+- **Inference** (:func:`anomaly_map`) pads the image with ``overlap``
+  pixels of zeros and runs overlapping tiles (the central part of each is
+  kept) in batches. With ``overlap`` at least the network's receptive
+  radius and tile origins on the pooling grid, the tiled map equals the
+  whole-image map: tiling changes speed and memory, not the result.
+- **Regions** (:func:`map_regions`): connected pixels (8-connectivity) of
+  the map at or above ``level``, each with centroid (probability-weighted),
+  area and peak probability; the peak is the region's score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+
+from .._optional import require
+from ..errors import AstridFileError, AstridInputError
+
+__all__ = [
+    "CARD_FORMAT",
+    "CHANNELS",
+    "RECEPTIVE_RADIUS",
+    "build_unet",
+    "unet_inputs",
+    "transient_mask",
+    "sample_tiles",
+    "train_unet",
+    "UNetTrainResult",
+    "load_unet",
+    "anomaly_map",
+    "result_anomaly_map",
+    "map_regions",
+]
+
+#: ``format`` entry of the U-Net's model card.
+CARD_FORMAT = "astrid-unet-card/1"
+#: The planes of :func:`unet_inputs`, in channel order.
+CHANNELS = ("science", "reference", "D", "S_corr")
+#: Pixels beyond which an input pixel cannot change an output pixel of the
+#: default 3-level network (computed in :func:`_receptive_radius`, rounded up
+#: to the pooling grid); the default ``overlap`` of :func:`anomaly_map`.
+RECEPTIVE_RADIUS = 32
+_REAL_KINDS = ("supernova", "variable")
+_MIN_SIZE = 16
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return require("keras", "the anomaly U-Net")
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return require("tensorflow", "the anomaly U-Net")
+
+
+# --------------------------------------------------------------------------- #
+# network
+# --------------------------------------------------------------------------- #
+
+
+def _receptive_radius(levels: int) -> int:
+    """Receptive radius (pixels) of :func:`build_unet` with ``levels`` levels."""
+    radius, scale = 0, 1
+    for _ in range(levels - 1):  # two 3x3 convolutions, then a 2x2 pool
+        radius += 2 * scale + scale
+        scale *= 2
+    radius += 2 * scale  # bottom convolutions
+    for _ in range(levels - 1):  # upsample (nearest: up to scale/2 px), two convolutions
+        scale //= 2
+        radius += scale + 2 * scale
+    return radius
+
+
+def build_unet(channels: int = 4, filters=(16, 32, 64), name: str = "unet_anomaly"):
+    """The compact U-Net: per-pixel probability from ``channels`` input planes.
+
+    Parameters
+    ----------
+    channels : int, optional
+        Input planes (4: science, reference, D, S_corr; see :func:`unet_inputs`).
+    filters : sequence of int, optional
+        Filters of each resolution level, finest first (default 16, 32, 64:
+        three levels). Each level has two 3×3 convolutions with ReLU.
+    name : str, optional
+        Keras model name.
+
+    Returns
+    -------
+    keras.Model
+        Input ``(None, None, channels)`` (height and width multiples of
+        ``2 ** (len(filters) - 1)``), output ``(None, None, 1)`` in [0, 1].
+    """
+    if not isinstance(channels, (int, np.integer)) or isinstance(channels, bool) or channels < 1:
+        raise AstridInputError(f"channels={channels!r} must be a positive integer")
+    try:
+        filters = tuple(int(f) for f in filters)
+    except (TypeError, ValueError):
+        raise AstridInputError(f"filters={filters!r} must be a sequence of positive integers") from None
+    if len(filters) < 2 or min(filters) < 1:
+        raise AstridInputError(f"filters={filters!r}: need at least two levels of positive filter counts")
+    keras = _keras()
+    layers = keras.layers
+
+    def block(x, n, tag):
+        x = layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{tag}_conv1")(x)
+        return layers.Conv2D(n, 3, padding="same", activation="relu", name=f"{tag}_conv2")(x)
+
+    inputs = keras.Input(shape=(None, None, int(channels)), name="planes")
+    skips = []
+    x = inputs
+    for level, n in enumerate(filters[:-1]):
+        x = block(x, n, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+    x = block(x, filters[-1], "bottom")
+    for level in reversed(range(len(filters) - 1)):
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = block(x, filters[level], f"up{level}")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="probability")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    model.astrid_levels = len(filters)
+    return model
+
+
+def _levels_of(model) -> int:
+    levels = getattr(model, "astrid_levels", None)
+    if levels:
+        return int(levels)
+    return 1 + sum(1 for layer in model.layers if layer.__class__.__name__ == "MaxPooling2D")
+
+
+# --------------------------------------------------------------------------- #
+# inputs and targets
+# --------------------------------------------------------------------------- #
+
+
+def _robust_sigma(data: np.ndarray, good: np.ndarray) -> float:
+    values = data[good]
+    if values.size > 200_000:  # a regular subsample is plenty for a MAD
+        values = values[:: values.size // 200_000]
+    if values.size == 0:
+        return 1.0
+    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    return sigma if sigma > 0 and math.isfinite(sigma) else 1.0
+
+
+def unet_inputs(result) -> np.ndarray:
+    """The (ny, nx, 4) float32 input planes of the U-Net for a difference result.
+
+    Parameters
+    ----------
+    result : DifferenceResult
+        Of :func:`astrid.difference` (any object with ``science.data``,
+        ``reference.data``, ``D``, ``S_corr``, ``mask`` and optionally
+        ``metrics`` with ``sigma_sci``/``sigma_ref``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (ny, nx, 4), float32
+        ``arcsinh(x / 2)`` of science / σ_sci, reference / σ_ref, D / σ_D and
+        S_corr (:data:`CHANNELS`). σ_sci, σ_ref are the result's background
+        noise (``metrics["sigma_sci"]``, ``["sigma_ref"]``), else — and
+        always for D — a robust standard deviation (MAD) of the good
+        pixels. D is there as well as S_corr because S_corr divides by the
+        source noise: a variable on a bright star or a supernova on a bright
+        nucleus is plain in D and faint in S_corr. Pixels in
+        ``result.mask`` or not finite in any plane are 0 in every plane.
+    """
+    for attr in ("science", "reference", "D", "S_corr", "mask"):
+        if not hasattr(result, attr):
+            raise AstridInputError(f"result: has no attribute {attr!r}; expected an astrid.difference() result")
+    s_corr = np.asarray(result.S_corr, dtype=np.float32)
+    if s_corr.ndim != 2:
+        raise AstridInputError(f"result.S_corr: expected a 2-D image, got shape {s_corr.shape}")
+    planes = {
+        "result.science.data": np.asarray(result.science.data, dtype=np.float32),
+        "result.reference.data": np.asarray(result.reference.data, dtype=np.float32),
+        "result.D": np.asarray(result.D, dtype=np.float32),
+        "result.S_corr": s_corr,
+    }
+    mask = np.asarray(result.mask, dtype=bool)
+    for name, plane in (*planes.items(), ("result.mask", mask)):
+        if plane.shape != s_corr.shape:
+            raise AstridInputError(f"{name}: shape {plane.shape} differs from result.S_corr's {s_corr.shape}")
+    bad = mask.copy()
+    for plane in planes.values():
+        bad |= ~np.isfinite(plane)
+    metrics = getattr(result, "metrics", None) or {}
+    out = np.empty(s_corr.shape + (len(planes),), dtype=np.float32)
+    for k, (plane, key) in enumerate(zip(planes.values(), ("sigma_sci", "sigma_ref", "", None))):
+        sigma = 1.0
+        if key is not None:
+            sigma = float(metrics.get(key, float("nan"))) if key else float("nan")
+            if not (math.isfinite(sigma) and sigma > 0):
+                sigma = _robust_sigma(plane, ~bad)
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.arcsinh(plane / np.float32(2.0 * sigma))
+        out[..., k] = np.where(bad, np.float32(0.0), scaled)
+    return out
+
+
+def _truth_xy(truth) -> tuple[np.ndarray, np.ndarray]:
+    for xs, ys in (("x_ref", "y_ref"), ("x", "y")):
+        if xs in truth.colnames and ys in truth.colnames:
+            return np.asarray(truth[xs], float), np.asarray(truth[ys], float)
+    raise AstridInputError(f"truth: needs columns x_ref, y_ref (or x, y); has {truth.colnames}")
+
+
+def _kinds(truth) -> np.ndarray:
+    if "kind" not in truth.colnames:
+        return np.full(len(truth), "known_transient")
+    return np.array([str(k).strip() for k in truth["kind"]])
+
+
+def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_min: float | None = None,
+                   snr_column: str = "snr_diff") -> np.ndarray:
+    """Discs of ``radius`` pixels around the truth transients, on the reference grid.
+
+    Parameters
+    ----------
+    truth : astropy.table.Table
+        A simulated truth table (``kind``, ``x_ref``, ``y_ref``, S/N columns)
+        or a positions table with ``x``, ``y``.
+    shape : tuple of int
+        (ny, nx).
+    radius : float
+        Disc radius in pixels (the training target and the footprint IoU
+        use the FWHM).
+    real_kinds : sequence of str, optional
+        Kinds drawn (default supernova and variable); a table without
+        ``kind`` is drawn whole.
+    snr_min : float, optional
+        Only rows with ``snr_column >= snr_min``.
+    snr_column : str, optional
+        Column of ``snr_min`` (default ``snr_diff``).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape ``shape``
+    """
+    ny, nx = (int(s) for s in shape)
+    out = np.zeros((ny, nx), dtype=bool)
+    if len(truth) == 0:
+        return out
+    x, y = _truth_xy(truth)
+    kinds = _kinds(truth)
+    keep = np.isin(kinds, list(real_kinds) + ["known_transient"])
+    if snr_min is not None:
+        if snr_column not in truth.colnames:
+            raise AstridInputError(f"truth: no column {snr_column!r} for snr_min={snr_min}")
+        keep &= np.nan_to_num(np.asarray(truth[snr_column], float), nan=-np.inf) >= snr_min
+    r = float(radius)
+    for xi, yi in zip(x[keep], y[keep]):
+        x0, x1 = max(int(np.floor(xi - r)), 0), min(int(np.ceil(xi + r)) + 1, nx)
+        y0, y1 = max(int(np.floor(yi - r)), 0), min(int(np.ceil(yi + r)) + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] |= np.hypot(xx - xi, yy - yi) <= r
+    return out
+
+
+def _field_fwhm(result) -> float:
+    metrics = getattr(result, "metrics", None) or {}
+    values = [float(metrics.get(k, float("nan"))) for k in ("fwhm_sci", "fwhm_ref")]
+    values = [v for v in values if math.isfinite(v) and v > 0]
+    return max(values) if values else 3.0
+
+
+# --------------------------------------------------------------------------- #
+# training tiles
+# --------------------------------------------------------------------------- #
+
+
+def _check_tile(tile) -> int:
+    if not isinstance(tile, (int, np.integer)) or isinstance(tile, bool) or tile < _MIN_SIZE or tile % 4:
+        raise AstridInputError(f"tile={tile!r} must be an integer >= {_MIN_SIZE} and a multiple of 4")
+    return int(tile)
+
+
+def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.5, 0.25, 0.25),
+                 real_kinds=_REAL_KINDS, ignore_below: float = 5.0, positive_weight: float = 20.0,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training tiles and their weighted targets from fields with a truth table.
+
+    Parameters
+    ----------
+    fields : sequence of (result, truth)
+        Difference results (:func:`astrid.difference`) with the truth table
+        of the same pair (``SimulatedPair.truth``), or
+        :class:`astrid.anomaly.Field` objects.
+    tile : int, optional
+        Tile side in pixels (a multiple of 4, default 64).
+    n_per_field : int, optional
+        Tiles drawn per field.
+    fractions : (float, float, float), optional
+        Shares of tiles containing a transient (``real_kinds`` at
+        ``snr_diff >= ignore_below``; its position anywhere in the tile's
+        central part), centred near an artefact or other truth entry
+        (cosmic rays, hot pixels, asteroids, saturated stars, ...: the hard
+        negatives), and at random positions.
+    real_kinds : sequence of str, optional
+        The target kinds (default supernova and variable).
+    ignore_below : float, optional
+        Real transients with ``snr_diff`` below this are given zero weight
+        (neither target nor background).
+    positive_weight : float, optional
+        Loss weight of target pixels (background pixels weigh 1).
+    seed : int, optional
+
+    Returns
+    -------
+    x : numpy.ndarray, shape (n, tile, tile, 4), float32
+    y : numpy.ndarray, shape (n, tile, tile, 2), float32
+        Target (0/1) and per-pixel loss weight.
+    """
+    tile = _check_tile(tile)
+    fractions = np.asarray(fractions, float)
+    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
+        raise AstridInputError(f"fractions={tuple(fractions.tolist())}: need three non-negative shares")
+    fractions = fractions / fractions.sum()
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    half = tile // 2
+    for index, item in enumerate(fields):
+        result, truth = (item.result, item.truth) if hasattr(item, "result") else item
+        planes = unet_inputs(result)
+        ny, nx = planes.shape[:2]
+        if ny < tile or nx < tile:
+            raise AstridInputError(f"fields[{index}]: image {ny}x{nx} is smaller than tile={tile}")
+        radius = _field_fwhm(result)
+        # Truth without an S/N column (a positions table): every entry is a target.
+        snr_column = next((c for c in ("snr_diff", "snr_sci") if c in truth.colnames), None)
+        target = transient_mask(truth, (ny, nx), radius, real_kinds=real_kinds,
+                                snr_min=ignore_below if snr_column else None, snr_column=snr_column or "snr_diff")
+        faint = transient_mask(truth, (ny, nx), radius + 2.0, real_kinds=real_kinds) & ~target
+        weight = np.where(target, np.float32(positive_weight), np.float32(1.0)).astype(np.float32)
+        weight[faint] = 0.0
+        weight[np.asarray(result.mask, bool)] = 0.0  # masked pixels hold no information
+        tx, ty = _truth_xy(truth) if len(truth) else (np.empty(0), np.empty(0))
+        kinds = _kinds(truth) if len(truth) else np.empty(0, str)
+        is_target = np.isin(kinds, list(real_kinds) + ["known_transient"])
+        if len(truth) and snr_column:
+            is_target &= np.nan_to_num(np.asarray(truth[snr_column], float), nan=-np.inf) >= ignore_below
+        targets = np.flatnonzero(is_target)
+        others = np.flatnonzero(~np.isin(kinds, list(real_kinds) + ["known_transient"]))
+        counts = rng.multinomial(int(n_per_field), fractions)
+        centres = []
+        for k, pool in ((0, targets), (1, others)):
+            if pool.size == 0:
+                counts[2] += counts[k]
+                continue
+            chosen = rng.choice(pool, counts[k])
+            jitter = rng.uniform(-half + 8, half - 8, size=(counts[k], 2)) if k == 0 else rng.uniform(-4, 4, (counts[k], 2))
+            centres += [(tx[c] + j[0], ty[c] + j[1]) for c, j in zip(chosen, jitter)]
+        centres += [(rng.uniform(0, nx), rng.uniform(0, ny)) for _ in range(counts[2])]
+        for cx, cy in centres:
+            x0 = int(np.clip(round(cx) - half, 0, nx - tile))
+            y0 = int(np.clip(round(cy) - half, 0, ny - tile))
+            xs.append(planes[y0:y0 + tile, x0:x0 + tile])
+            ys.append(np.stack([target[y0:y0 + tile, x0:x0 + tile].astype(np.float32),
+                                weight[y0:y0 + tile, x0:x0 + tile]], axis=-1))
+    if not xs:
+        raise AstridInputError("fields: no fields given")
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- #
+# training
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class UNetTrainResult:
+    """What :func:`train_unet` returns.
+
+    Attributes
+    ----------
+    model : keras.Model
+        The trained network (best validation-loss weights with a validation set).
+    history : dict of str to list of float
+        Per-epoch ``loss`` (and ``val_loss``) and ``epoch_seconds``.
+    model_path, card_path : pathlib.Path or None
+        Saved ``.keras`` file and ``<name>.card.json`` (None without ``out_dir``).
+    card : dict
+        The model card.
+    """
+
+    model: Any
+    history: dict[str, list[float]]
+    model_path: Path | None = None
+    card_path: Path | None = None
+    card: dict = field(default_factory=dict)
+
+
+def _weighted_bce(keras):
+    ops = keras.ops
+
+    def loss(y_true, y_pred):
+        target, weight = y_true[..., 0:1], y_true[..., 1:2]
+        p = ops.clip(y_pred, 1e-6, 1.0 - 1e-6)
+        bce = -(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
+        return ops.sum(weight * bce) / ops.maximum(ops.sum(weight), 1.0)
+
+    return loss
+
+
+def _augment(tf, x, y, seed_pair):
+    """One random dihedral transform per tile, applied to input and target together."""
+    joint = tf.concat([x, y], axis=-1)
+    n = tf.shape(joint)[0]
+    code = tf.random.stateless_uniform([n], seed=seed_pair, minval=0, maxval=8, dtype=tf.int32)
+    flipped = tf.where((code >= 4)[:, None, None, None], tf.reverse(joint, axis=[2]), joint)
+    rotations = tf.stack([tf.image.rot90(flipped, k) for k in range(4)], axis=0)
+    joint = tf.gather_nd(rotations, tf.stack([code % 4, tf.range(n)], axis=1))
+    channels = x.shape[-1]
+    return joint[..., :channels], joint[..., channels:]
+
+
+def _pipeline(x, y, *, batch_size, shuffle, augment, seed):
+    tf = _tf()
+    xs, ys = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.range(x.shape[0])
+    if shuffle:
+        ds = ds.shuffle(x.shape[0], seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    @tf.autograph.experimental.do_not_convert
+    def gather(index):
+        return tf.gather(xs, index), tf.gather(ys, index)
+
+    @tf.autograph.experimental.do_not_convert
+    def gather_augmented(index, seed_pair):
+        bx, by = gather(index)
+        return _augment(tf, bx, by, seed_pair)
+
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(gather_augmented)
+    else:
+        ds = ds.map(gather)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _tiles_hash(x: np.ndarray, y: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(x, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(y, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def _check_tiles(x, y, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.float32)
+    if x.ndim != 4 or y.ndim != 4 or x.shape[:3] != y.shape[:3] or y.shape[-1] != 2:
+        raise AstridInputError(
+            f"{name}: expected tiles (n, h, w, channels) and targets (n, h, w, 2), got {x.shape} and {y.shape}"
+        )
+    if x.shape[0] == 0:
+        raise AstridInputError(f"{name}: no tiles")
+    if x.shape[1] % 4 or x.shape[2] % 4 or min(x.shape[1:3]) < _MIN_SIZE:
+        raise AstridInputError(f"{name}: tiles of {x.shape[1]}x{x.shape[2]} px; need >= {_MIN_SIZE} and multiples of 4")
+    if not np.isfinite(x).all() or not np.isfinite(y).all():
+        raise AstridInputError(f"{name}: tiles or targets hold NaN or infinite values")
+    return x, y
+
+
+def train_unet(
+    tiles,
+    *,
+    validation=None,
+    model=None,
+    filters=(16, 32, 64),
+    epochs: int = 20,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    augment: bool = True,
+    patience: int | None = 4,
+    seed: int = 0,
+    deterministic: bool = True,
+    out_dir: str | os.PathLike | None = None,
+    name: str = "unet_anomaly",
+    source: str = "",
+    verbose: int = 0,
+) -> UNetTrainResult:
+    """Train the U-Net on tiles from :func:`sample_tiles`, with a model card.
+
+    Parameters
+    ----------
+    tiles : (x, y)
+        Input tiles ``(n, h, w, channels)`` and targets ``(n, h, w, 2)``
+        (target, per-pixel loss weight), e.g. from :func:`sample_tiles`.
+    validation : (x, y), optional
+        Validation tiles from other fields: early stopping on their loss,
+        best weights restored.
+    model : keras.Model, optional
+        A network to train in place; default :func:`build_unet` with
+        ``filters``.
+    filters : sequence of int, optional
+        Filters per level for a new network.
+    epochs, batch_size, learning_rate : optional
+        Adam on the weighted binary cross-entropy (sum of weight × BCE over
+        the batch's pixels / sum of weights).
+    augment : bool, optional
+        Random flips and 90° rotations of each tile (input and target together).
+    patience : int or None, optional
+        Early-stopping patience on the validation loss.
+    seed : int, optional
+        Seeds the initial weights, shuffling and augmentation.
+    deterministic : bool, optional
+        TensorFlow's deterministic ops while training (as
+        :func:`astrid.braai.train`): the same seed gives the same weights on
+        the same machine.
+    out_dir : path-like, optional
+        Save ``<name>.keras`` and ``<name>.card.json`` (atomically).
+    name : str, optional
+        Model and file name.
+    source : str, optional
+        Where the tiles came from (recorded in the card).
+    verbose : int, optional
+        Keras' progress output.
+
+    Returns
+    -------
+    UNetTrainResult
+        ``card`` has ``format`` (``astrid-unet-card/1``), ``created``,
+        ``model`` (name, filters, levels, parameters, channels, receptive
+        radius), ``data`` (``sha256`` of the training tiles and targets,
+        ``sha256_validation``, tile counts and size, positive pixel
+        fraction, ``source``), ``parameters`` (epochs, batch, optimiser,
+        learning rate, loss, augmentation, patience, seed, determinism),
+        ``training`` (epochs run, best epoch, seconds, tiles and pixels per
+        second), ``history`` and ``versions``.
+    """
+    started = time.perf_counter()
+    if not (isinstance(tiles, (tuple, list)) and len(tiles) == 2):
+        raise AstridInputError("tiles: expected a pair (x, y) as returned by sample_tiles")
+    x, y = _check_tiles(*tiles, "tiles")
+    xv = yv = None
+    if validation is not None:
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise AstridInputError("validation: expected a pair (x, y) as returned by sample_tiles")
+        xv, yv = _check_tiles(*validation, "validation")
+    for key, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
+    from ..braai._train import _disable_determinism, _enable_determinism, _save_model, _versions
+
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(int(seed))
+    switched_on = _enable_determinism(tf) if deterministic else False
+    try:
+        network = model if model is not None else build_unet(x.shape[-1], filters, name=name)
+        if int(network.input_shape[-1]) != x.shape[-1]:
+            raise AstridInputError(f"tiles: {x.shape[-1]} channels, the model takes {network.input_shape[-1]}")
+        network.compile(optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)), loss=_weighted_bce(keras))
+        train_data = _pipeline(x, y, batch_size=int(batch_size), shuffle=True, augment=augment, seed=int(seed))
+        validation_data = None
+        callbacks = []
+        seconds: list[float] = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.perf_counter() - self._start)
+
+        callbacks.append(Timer())
+        if xv is not None:
+            validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=int(seed))
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(patience) if patience is not None else int(epochs),
+                restore_best_weights=True))
+        fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
+                          verbose=verbose, shuffle=False)
+    finally:
+        if switched_on:
+            _disable_determinism()
+    network.astrid_levels = _levels_of(network)
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    history["epoch_seconds"] = [float(s) for s in seconds]
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else len(seconds)
+    # Throughput of the training steps alone: the validation pass is part of each epoch's time.
+    per_second = [x.shape[0] / s for s in seconds if s > 0]
+    levels = _levels_of(network)
+    card = {
+        "format": CARD_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": name,
+            "architecture": "unet",
+            "filters": [int(f) for f in filters] if model is None else None,
+            "levels": levels,
+            "n_parameters": int(network.count_params()),
+            "channels": list(CHANNELS) if x.shape[-1] == len(CHANNELS) else int(x.shape[-1]),
+            "receptive_radius_px": _receptive_radius(levels),
+        },
+        "data": {
+            "sha256": _tiles_hash(x, y),
+            "sha256_validation": _tiles_hash(xv, yv) if xv is not None else None,
+            "n_train": int(x.shape[0]),
+            "n_validation": int(xv.shape[0]) if xv is not None else 0,
+            "tile": [int(x.shape[1]), int(x.shape[2])],
+            "positive_pixel_fraction": float(y[..., 0].mean()),
+            "source": str(source),
+        },
+        "parameters": {
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
+            "optimizer": "Adam",
+            "learning_rate": float(learning_rate),
+            "loss": "pixel-weighted binary cross-entropy",
+            "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
+            "patience": None if patience is None else int(patience),
+            "seed": int(seed),
+            "deterministic": bool(deterministic),
+        },
+        "training": {
+            "epochs_run": len(seconds),
+            "best_epoch": best_epoch,
+            "stopped_early": len(seconds) < int(epochs),
+            "seconds": round(time.perf_counter() - started, 3),
+            "tiles_per_second": round(float(np.median(per_second)), 1) if per_second else None,
+            "pixels_per_second": round(float(np.median(per_second)) * x.shape[1] * x.shape[2], 0) if per_second else None,
+        },
+        "history": history,
+        "versions": _versions(),
+    }
+    model_path = card_path = None
+    if out_dir is not None:
+        from ..io import atomic_write
+
+        out_dir = Path(out_dir)
+        model_path = out_dir / f"{name}.keras"
+        card_path = out_dir / f"{name}.card.json"
+        _save_model(network, model_path)
+        card["model_file"] = model_path.name
+        card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        text = json.dumps(card, indent=2) + "\n"
+        atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+    return UNetTrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
+
+
+def load_unet(path: str | os.PathLike):
+    """Load a U-Net saved by :func:`train_unet` (``.keras``)."""
+    path = Path(path)
+    if not path.exists():
+        raise AstridFileError(f"{path}: model file does not exist")
+    if path.suffix != ".keras":
+        raise AstridInputError(f"{path}: expected a .keras file saved by astrid.anomaly.train_unet")
+    keras = _keras()
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
+        raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+    model.astrid_levels = _levels_of(model)
+    return model
+
+
+# --------------------------------------------------------------------------- #
+# inference
+# --------------------------------------------------------------------------- #
+
+
+def _check_image(image, model) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise AstridInputError(f"image: expected (ny, nx, channels), got shape {image.shape}")
+    channels = int(model.input_shape[-1])
+    if image.shape[-1] != channels:
+        raise AstridInputError(
+            f"image: {image.shape[-1]} channels, but the model takes {channels} "
+            f"({', '.join(CHANNELS) if channels == len(CHANNELS) else 'see its card'}); use unet_inputs(result)"
+        )
+    if min(image.shape[:2]) < _MIN_SIZE:
+        raise AstridInputError(f"image: {image.shape[0]}x{image.shape[1]} px is too small; need at least {_MIN_SIZE} px a side")
+    if not np.issubdtype(image.dtype, np.number):
+        raise AstridInputError(f"image: expected numbers, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        n = int((~np.isfinite(image)).sum())
+        raise AstridInputError(
+            f"image: {n} NaN or infinite values; unet_inputs(result) sets masked and non-finite pixels to 0"
+        )
+    return image
+
+
+def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIVE_RADIUS, batch_size: int = 4) -> np.ndarray:
+    """Per-pixel anomaly probability of a whole image, by overlapping tiles in batches.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`build_unet`, :func:`train_unet` or :func:`load_unet`.
+    image : numpy.ndarray, shape (ny, nx, channels)
+        Input planes (:func:`unet_inputs`); finite values only.
+    tile : int or None, optional
+        Side of the kept centre of each tile (a multiple of 4; default
+        512); None runs the whole (padded) image at once.
+    overlap : int, optional
+        Zero padding around the image and context around each tile
+        (default :data:`RECEPTIVE_RADIUS`, rounded up to a multiple of
+        the pooling grid). At or above the receptive radius the tiled map
+        equals the whole-image map.
+    batch_size : int, optional
+        Tiles per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray, shape (ny, nx), float32
+
+    Raises
+    ------
+    AstridInputError
+        Wrong number of channels, NaN or infinite pixels, an image smaller
+        than 16 px a side, bad ``tile``/``overlap``/``batch_size``.
+    """
+    image = _check_image(image, model)
+    grid = 2 ** (_levels_of(model) - 1)
+    if tile is not None:
+        tile = _check_tile(tile)
+        if tile % grid:
+            raise AstridInputError(f"tile={tile} must be a multiple of {grid} (the network's pooling grid)")
+    if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0:
+        raise AstridInputError(f"overlap={overlap!r} must be a non-negative integer")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise AstridInputError(f"batch_size={batch_size!r} must be a positive integer")
+    margin = -(-int(overlap) // grid) * grid
+    ny, nx, channels = image.shape
+    step = tile if tile is not None else -(-max(ny, nx) // grid) * grid
+    ty, tx = -(-ny // step), -(-nx // step)
+    if tile is None:
+        step_y, step_x = -(-ny // grid) * grid, -(-nx // grid) * grid
+        ty = tx = 1
+    else:
+        step_y = step_x = step
+    padded = np.zeros((ty * step_y + 2 * margin, tx * step_x + 2 * margin, channels), dtype=np.float32)
+    padded[margin:margin + ny, margin:margin + nx] = image
+    out = np.empty((ty * step_y, tx * step_x), dtype=np.float32)
+    origins = [(i * step_y, j * step_x) for i in range(ty) for j in range(tx)]
+    for start in range(0, len(origins), int(batch_size)):
+        chunk = origins[start:start + int(batch_size)]
+        batch = np.stack([padded[y0:y0 + step_y + 2 * margin, x0:x0 + step_x + 2 * margin] for y0, x0 in chunk])
+        probs = np.asarray(model(batch, training=False))[..., 0]
+        for (y0, x0), p in zip(chunk, probs):
+            out[y0:y0 + step_y, x0:x0 + step_x] = p[margin:margin + step_y, margin:margin + step_x]
+    return out[:ny, :nx]
+
+
+def result_anomaly_map(model, result, **kwargs) -> np.ndarray:
+    """:func:`anomaly_map` of a difference result's :func:`unet_inputs`, 0 where ``result.mask`` is set.
+
+    Masked pixels carry no data, so no anomaly is claimed there (as
+    :func:`astrid.triplets.detect` finds no peak there).
+    """
+    probability = anomaly_map(model, unet_inputs(result), **kwargs)
+    probability[np.asarray(result.mask, bool)] = 0.0
+    return probability
+
+
+def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_labels: bool = False):
+    """Candidate regions of an anomaly map: connected pixels at or above ``level``.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray, shape (ny, nx)
+        An anomaly map (:func:`anomaly_map`); NaN pixels count as 0.
+    level : float, optional
+        Segmentation level (default 0.5). The decision threshold is applied
+        afterwards to each region's ``peak``, so the footprint does not
+        shrink or grow with the operating point.
+    min_area : int, optional
+        Smallest region kept (pixels).
+    return_labels : bool, optional
+        Also return the label image (0 background, ``id`` per region).
+
+    Returns
+    -------
+    astropy.table.Table
+        Strongest first: ``id`` (the value in the label image), ``x``,
+        ``y`` (probability-weighted centroid, 0-based pixels), ``area``
+        (pixels), ``peak`` (highest probability), ``mean``, ``score`` (=
+        ``peak``), ``x_peak``, ``y_peak``.
+    numpy.ndarray of int32, optional
+        The label image, with ``return_labels``.
+    """
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.ndim != 2:
+        raise AstridInputError(f"probability: expected a 2-D map, got shape {probability.shape}")
+    if not (0.0 < float(level) <= 1.0):
+        raise AstridInputError(f"level={level!r} must be in (0, 1]")
+    p = np.nan_to_num(probability, nan=0.0)
+    labels, n = ndimage.label(p >= level, structure=np.ones((3, 3), bool))
+    labels = labels.astype(np.int32)
+    index = np.arange(1, n + 1)
+    if n:
+        area = ndimage.sum_labels(np.ones_like(p), labels, index)
+        total = ndimage.sum_labels(p, labels, index)
+        yy, xx = np.indices(p.shape, dtype=np.float64)
+        cx = ndimage.sum_labels(p * xx, labels, index) / total
+        cy = ndimage.sum_labels(p * yy, labels, index) / total
+        peak = ndimage.maximum(p, labels, index)
+        where = ndimage.maximum_position(p, labels, index)
+        keep = area >= int(min_area)
+        if not keep.all():
+            drop = index[~keep]
+            labels[np.isin(labels, drop)] = 0
+    else:
+        area = total = cx = cy = peak = np.empty(0)
+        where, keep = [], np.empty(0, bool)
+    peak = np.asarray(peak, float)
+    order = np.argsort(-peak[keep], kind="stable")
+    rows_index = index[keep][order]
+    table = Table()
+    table["id"] = rows_index.astype(np.int32)
+    table["x"] = np.asarray(cx, float)[keep][order]
+    table["y"] = np.asarray(cy, float)[keep][order]
+    table["area"] = np.asarray(area, float)[keep][order].astype(np.int64)
+    table["peak"] = peak[keep][order]
+    table["mean"] = (np.asarray(total, float) / np.maximum(np.asarray(area, float), 1))[keep][order] if n else np.empty(0)
+    table["score"] = table["peak"]
+    positions = np.asarray(where, float).reshape(-1, 2)[keep][order] if n else np.empty((0, 2))
+    table["x_peak"] = positions[:, 1]
+    table["y_peak"] = positions[:, 0]
+    for col in ("x", "y", "x_peak", "y_peak"):
+        table[col].unit = "pix"
+    table.meta.update({"level": float(level), "shape": list(p.shape), "method": "unet"})
+    return (table, labels) if return_labels else table
