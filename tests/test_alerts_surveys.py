@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrid._schema import CHANNELS, STAMP_SIZE, validate_triplets
+from astrid._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from astrid.alerts import AVRO_CODECS, SURVEYS, read_alerts, read_ztf
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 
@@ -540,3 +540,16 @@ def test_unknown_codec_is_refused(tmp_path):
     path = _avro_with_codec(tmp_path / "odd.avro", "brotli")
     with pytest.raises(AstridFileError, match=r"odd\.avro: Avro codec 'brotli' is not one fastavro can read"):
         read_alerts(path)
+
+
+def test_braai_validation_split_by_survey_holds_out_whole_surveys():
+    from astrid.braai import split_groups
+
+    surveys = np.array(["ZTF"] * 5 + ["WINTER"] * 3 + ["ATLAS"] * 2)
+    ds = new_triplet_dataset(
+        np.zeros((10, STAMP_SIZE, STAMP_SIZE, 3), np.float32), {"survey": surveys, "label": np.arange(10) % 2}
+    )
+    train, validation, info = split_groups(ds, "survey", 0.3, 0)
+    assert info["coordinate"] == "survey"
+    assert not set(surveys[train]) & set(surveys[validation])  # no survey on both sides
+    assert len(train) + len(validation) == 10

@@ -71,6 +71,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "field": ("field",),
     "object": ("objectId", "object_id", "object"),
     "time": ("epoch", "mjd", "jd", "time"),
+    "survey": ("survey",),
 }
 #: ``format`` entry of the model card.
 CARD_FORMAT = "astrid-braai-card/1"
