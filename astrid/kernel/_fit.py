@@ -13,7 +13,7 @@ __all__ = ["stamp_design", "convolve_tiles"]
 
 
 @njit(cache=True, parallel=True)
-def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
+def stamp_design(T, J, VT, VJ, VTn, VJn, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
     """Weighted design matrix of each stamp for the raw (separable) basis and a constant.
 
     Parameters
@@ -22,7 +22,10 @@ def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
         The image to convolve and the target; stamps lie at least
         ``hs + r`` px inside the edges.
     VT, VJ : float arrays (ny, nx)
-        Their per-pixel variances.
+        Their per-pixel variances for the weights.
+    VTn, VJn : float arrays (ny, nx)
+        The variances of their noise (with the sources' own), for ``Q`` and
+        ``expected``.
     ys, xs : int64 arrays (n,)
         Stamp centres.
     hs, r : int
@@ -41,9 +44,12 @@ def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
     jw : (n, (2 hs + 1)²)
         √w J.
     Q : (n, 2r + 1, 2r + 1)
-        ``Σ_p w(p) VT(p − (u, v))``: what the noise of T adds to the
+        ``Σ_p w(p) VTn(p − (u, v))``: what the noise of T adds to the
         expectation of the normal matrix is ``Σ_uv B_k B_k' Q``
         (errors in variables).
+    expected : (n,)
+        ``Σ_p w (VJn + VTn ⊗ ksq)``: the χ² of a stamp that the model fits
+        to within the noise.
     """
     n = ys.shape[0]
     nraw = raw_y.shape[0]
@@ -54,6 +60,7 @@ def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
     C = np.zeros((n, nraw + 1, ns * ns))
     jw = np.zeros((n, ns * ns))
     Q = np.zeros((n, kw, kw))
+    expected = np.zeros(n)
     for s in prange(n):
         y0 = ys[s] - hs - r
         x0 = xs[s] - hs - r
@@ -65,6 +72,11 @@ def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
                     for ix in range(kw):
                         acc += ksq[s, iy, ix] * VT[y0 + i + 2 * r - iy, x0 + j + 2 * r - ix]
                 w[i, j] = 1.0 / (VJ[y0 + r + i, x0 + r + j] + acc)
+                true = 0.0
+                for iy in range(kw):
+                    for ix in range(kw):
+                        true += ksq[s, iy, ix] * VTn[y0 + i + 2 * r - iy, x0 + j + 2 * r - ix]
+                expected[s] += w[i, j] * (VJn[y0 + r + i, x0 + r + j] + true)
         # Rows convolved with each 1-D y factor, over the full width of the region.
         Ty = np.zeros((nfy, ns, m))
         for f in range(nfy):
@@ -98,9 +110,9 @@ def stamp_design(T, J, VT, VJ, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
                 acc = 0.0
                 for i in range(ns):
                     for j in range(ns):
-                        acc += w[i, j] * VT[y0 + i + 2 * r - iy, x0 + j + 2 * r - ix]
+                        acc += w[i, j] * VTn[y0 + i + 2 * r - iy, x0 + j + 2 * r - ix]
                 Q[s, iy, ix] = acc
-    return C, jw, Q
+    return C, jw, Q, expected
 
 
 @njit(cache=True, parallel=True)

@@ -117,6 +117,9 @@ class KernelResult:
     eiv_corrected : bool
         Whether the normal matrix was corrected for the noise of the convolved
         image (errors in variables).
+    eiv_capped : int
+        Directions of the normal matrix where noise dominated and the
+        correction was capped.
     mask_radius : int
         Dilation radius of the mask and width of the edge band (pixels).
     significance_std : float
@@ -143,6 +146,7 @@ class KernelResult:
     eiv_corrected: bool
     mask_radius: int
     significance_std: float
+    eiv_capped: int = 0
     n_stars_given: int = 0
     skipped: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
