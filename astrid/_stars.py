@@ -45,6 +45,18 @@ _LINE_MIN_ROUNDNESS = 0.1
 _LINE_NEIGHBOURS = 2
 _LINE_HALF_WIDTH = 2.0
 _LINE_LENGTH = 60.0
+# The stellar locus: stars share the PSF's width whatever their flux, and
+# galaxies are only ever wider. A cluster of widths clearly narrower than the
+# densest one (by _FWHM_CLUSTER) is the stars' when it holds at least
+# _LOCUS_MIN_STARS sources and _LOCUS_MIN_FRACTION of the densest cluster's,
+# and its sources are rounder than those of the densest cluster (a galaxy
+# population's median ellipticity is 0.2-0.3, a PSF's a few per cent).
+_LOCUS_MIN_STARS = 5
+_LOCUS_MIN_FRACTION = 0.1
+# A locus whose median roundness exceeds this is not a PSF: galaxies (or trails).
+_LOCUS_MAX_ROUNDNESS = 0.15
+# A prior FWHM (the header's seeing) picks the cluster within this factor of it.
+_PRIOR_TOLERANCE = 1.3
 
 
 # --------------------------------------------------------------------------
@@ -519,6 +531,91 @@ def _fwhm_mode(widths: np.ndarray) -> tuple[float, int]:
     return float(np.median(cluster)), int(cluster.size)
 
 
+def _clusters(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted widths ``v``: the end index and size of the window [v_i, 1.25 v_i] starting at each."""
+    ends = np.searchsorted(v, v * _FWHM_CLUSTER, side="right")
+    return ends, ends - np.arange(v.size)
+
+
+def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | None = None) -> dict:
+    """The width of the stars among ``widths``: their locus, or the densest cluster of widths.
+
+    Parameters
+    ----------
+    widths, roundness : numpy.ndarray
+        FWHM (pixels) and roundness of the clean, significant sources.
+    prior : float, optional
+        Expected FWHM in pixels (the header's seeing).
+
+    Returns
+    -------
+    dict
+        ``fwhm`` (median width of the chosen cluster, NaN if none), ``n``
+        (its size), ``source`` (``"densest"``: the most populated cluster of
+        widths within a factor 1.25, as always before; ``"locus"``: a
+        narrower, rounder cluster under a densest one of galaxies;
+        ``"prior"``: the cluster nearest the prior), ``roundness`` (its
+        median roundness), ``stellar`` (False when the chosen cluster is not
+        round enough to be stars) and ``reason`` (why not, or why a prior
+        disagrees; empty when all is well).
+
+    Notes
+    -----
+    In a field of stars the densest cluster is the stars'. On a galaxy
+    cluster or a deep extragalactic field the galaxies outnumber the stars
+    and their most common width is several times the PSF's; the stars are
+    then the sequence at the small end: populated (at least 5 sources and a
+    tenth of the densest cluster), clearly narrower than the densest cluster
+    and rounder than it.
+    """
+    finite = np.isfinite(widths)
+    order = np.argsort(widths[finite], kind="stable")
+    v = widths[finite][order]
+    rnd = np.nan_to_num(roundness[finite][order], nan=1.0)
+    out = {"fwhm": float("nan"), "n": 0, "source": "densest", "roundness": float("nan"), "stellar": False,
+           "reason": "no clean source with S/N > 20 to measure the stars' width on"}
+    if v.size == 0:
+        return out
+    ends, counts = _clusters(v)
+    best = int(np.argmax(counts))
+
+    def describe(i, source):
+        members = slice(i, ends[i])
+        return {"fwhm": float(np.median(v[members])), "n": int(counts[i]), "source": source,
+                "roundness": float(np.median(rnd[members])), "stellar": True, "reason": ""}
+
+    chosen = describe(best, "densest")
+    need = max(_LOCUS_MIN_STARS, int(math.ceil(_LOCUS_MIN_FRACTION * counts[best])))
+    # Narrower populated windows, each described by its median width and roundness.
+    narrower = [i for i in range(best) if counts[i] >= need]
+    if narrower:
+        i0 = narrower[0]
+        # The densest window among those overlapping the first populated one: the locus itself.
+        span = [i for i in narrower if v[i] <= v[i0] * _FWHM_CLUSTER]
+        i = max(span, key=lambda k: counts[k])
+        locus = describe(i, "locus")
+        if locus["fwhm"] * _FWHM_CLUSTER < chosen["fwhm"] and locus["roundness"] < chosen["roundness"] \
+                and locus["roundness"] <= _LOCUS_MAX_ROUNDNESS:
+            chosen = locus
+    if prior is not None and np.isfinite(prior) and prior > 0:
+        if not (1.0 / _PRIOR_TOLERANCE <= chosen["fwhm"] / prior <= _PRIOR_TOLERANCE):
+            near = [k for k in range(v.size) if counts[k] >= 3
+                    and 1.0 / _PRIOR_TOLERANCE <= np.median(v[k:ends[k]]) / prior <= _PRIOR_TOLERANCE]
+            if near:
+                chosen = describe(max(near, key=lambda k: counts[k]), "prior")
+            else:
+                chosen["reason"] = (f"the stars' width {chosen['fwhm']:.2f} px disagrees with the expected "
+                                    f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}, "
+                                    "and no cluster of sources has the expected width")
+    if chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
+        chosen["stellar"] = False
+        chosen["reason"] = (f"no stellar locus: the most common width ({chosen['fwhm']:.2f} px, {chosen['n']} "
+                            f"sources) belongs to sources of median roundness {chosen['roundness']:.2f} "
+                            f"(above {_LOCUS_MAX_ROUNDNESS}: galaxies or trails, not stars), and no rounder, "
+                            "narrower sequence was found")
+    return chosen
+
+
 def _run_once(sub, bad, sat, has_sat, noise_map, threshold, fwhm, border):
     kernel = _gaussian_kernel(fwhm)
     smooth = _smooth(sub, kernel)
@@ -549,6 +646,7 @@ def find_stars(
     saturation: float | None = None,
     isolation_radius: float | None = None,
     name: str = "data",
+    seeing: float | None = None,
 ) -> Table:
     """Detect and measure point-like sources.
 
@@ -582,6 +680,12 @@ def find_stars(
         radius (pixels); default 3 FWHM.
     name : str, optional
         What to call the image in error messages (e.g. its file name).
+    seeing : float, optional
+        Expected FWHM in pixels (e.g. the header's seeing,
+        :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior that picks, among
+        the clusters of widths, the one within a factor 1.3 of it when the
+        stellar locus is not there. Unlike ``fwhm`` it does not fix the
+        detection kernel.
 
     Returns
     -------
@@ -600,8 +704,14 @@ def find_stars(
         the median of the densest cluster of widths of the clean sources with
         S/N > 20, which cosmic rays and galaxies do not pull; the starting
         guess when fewer than three stars measure it), ``fwhm_nstars`` (stars
-        behind it, 0 for the guess), ``threshold``, ``aperture_radius`` and
-        ``isolation_radius``.
+        behind it, 0 for the guess), ``fwhm_source`` (``"densest"``: the
+        densest cluster of widths; ``"locus"``: a narrower, rounder sequence
+        of stars under a densest cluster of galaxies; ``"prior"``: the
+        cluster at the ``seeing`` prior; ``"guess"``), ``locus_roundness``,
+        ``stellar_locus`` (False when the sources that set ``fwhm`` are not
+        round enough to be stars) and ``locus_reason`` (why not, or why the
+        prior disagrees; empty when all is well), ``threshold``,
+        ``aperture_radius`` and ``isolation_radius``.
 
     Raises
     ------
@@ -614,6 +724,8 @@ def find_stars(
         raise AstridInputError(f"threshold must be positive, got {threshold}")
     if fwhm is not None and not (np.isfinite(fwhm) and fwhm > 0):
         raise AstridInputError(f"fwhm must be a positive number of pixels, got {fwhm}")
+    if seeing is not None and not (np.isfinite(seeing) and seeing > 0):
+        raise AstridInputError(f"seeing must be a positive number of pixels, got {seeing}")
 
     bkg_obj_rms = getattr(background, "rms", None)
     if hasattr(background, "background"):
@@ -669,7 +781,8 @@ def find_stars(
             & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
         )
         good &= ~_on_lines(meas, roundness, good)
-        mode, n_fwhm = _fwhm_mode(star_fwhm[good])
+        locus = _stellar_locus(star_fwhm[good], roundness[good], seeing)
+        mode, n_fwhm = locus["fwhm"], locus["n"]
         if n_fwhm >= 3:
             image_fwhm = mode
         if fwhm is not None:
@@ -702,6 +815,11 @@ def find_stars(
         table = table[: int(max_stars)]
     table.meta["fwhm"] = image_fwhm
     table.meta["fwhm_nstars"] = n_fwhm if n_fwhm >= 3 else 0
+    table.meta["fwhm_source"] = locus["source"] if n_fwhm >= 3 else "guess"
+    table.meta["locus_roundness"] = locus["roundness"]
+    table.meta["stellar_locus"] = bool(locus["stellar"] and n_fwhm >= 3)
+    table.meta["locus_reason"] = locus["reason"] if n_fwhm >= 3 else (
+        f"only {n_fwhm} clean sources with S/N > 20 share a width (need 3): the FWHM is the starting guess")
     table.meta["threshold"] = float(threshold)
     table.meta["aperture_radius"] = float(r_ap)
     table.meta["isolation_radius"] = float(isolation_radius)
