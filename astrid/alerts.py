@@ -354,6 +354,7 @@ class _Source:
     def __init__(self, path: Path):
         self.path = path
         self.schema_names: tuple[str, ...] = ()
+        self.schema_fields: tuple[str, ...] = ()
         self.n_read = 0
 
     def records(self) -> Iterator[dict]:
@@ -385,6 +386,8 @@ class _Source:
             _check_codec(self.path, str(reader.codec))
             schema = reader.writer_schema if isinstance(reader.writer_schema, dict) else {}
             self.schema_names = tuple(str(schema.get(k, "")) for k in ("name", "namespace") if schema.get(k))
+            fields = schema.get("fields") if isinstance(schema.get("fields"), list) else []
+            self.schema_fields = tuple(str(f.get("name")) for f in fields if isinstance(f, dict))
             iterator = iter(reader)
             while True:
                 try:
@@ -911,7 +914,21 @@ def _read_file(source: _Source, alerts: dict[str, _Alert], wanted: str | None, c
                 )
             adapter = _ADAPTERS[survey]
         _merge_record(alerts, adapter(record, path), record, survey, path)
+    if n == 0 and source.schema_fields and not set(source.schema_fields) & _ALERT_ID_FIELDS:
+        # An empty file says nothing through its records, but its schema still does: a file of
+        # another kind must not pass as a quiet night without alerts.
+        schema = "/".join(source.schema_names) or "unnamed"
+        raise AstridFileError(
+            f"{path}: not an alert file: its Avro schema ({schema}) has fields {list(source.schema_fields)[:20]} "
+            "and none that identifies an alert"
+        )
     return n
+
+
+#: Top-level fields of which every known alert schema has at least one.
+_ALERT_ID_FIELDS = frozenset(
+    {"candid", "candidate", "objectId", "objectid", "triggersource", "alertId", "diaSource", *_CUTOUT_FIELDS}
+)
 
 
 def _merge_record(alerts: dict[str, _Alert], packet: _Packet, record: dict, survey: str, path: Path) -> None:

@@ -553,3 +553,18 @@ def test_braai_validation_split_by_survey_holds_out_whole_surveys():
     assert info["coordinate"] == "survey"
     assert not set(surveys[train]) & set(surveys[validation])  # no survey on both sides
     assert len(train) + len(validation) == 10
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [_ZTF_SCHEMA, _ztf_family_schema("pgir"), _ztf_family_schema("winter", object_key="objectid", bare_cutouts=True,
+                                                                   winter=True), _DECAT_SCHEMA, _ATLAS_SCHEMA],
+    ids=["ZTF", "PGIR", "WINTER", "DECAT", "ATLAS"],
+)
+def test_an_empty_alert_file_is_a_quiet_night_and_an_empty_foreign_file_an_error(tmp_path, schema):
+    empty = _write(tmp_path / "night.avro", schema, [])
+    assert read_alerts(empty).sizes["candidate"] == 0
+    weather = {"type": "record", "name": "weather", "fields": [{"name": "temperature", "type": "double"}]}
+    foreign = _write(tmp_path / "weather.avro", weather, [])
+    with pytest.raises(AstridFileError, match=r"weather.avro: not an alert file: its Avro schema \(weather\)"):
+        read_alerts([empty, foreign])
