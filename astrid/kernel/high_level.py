@@ -56,8 +56,9 @@ _CELLS = 5
 # Kernel half-width in FWHM of the broader image: the kernel between two Moffat PSFs has power-law
 # wings, and cutting them at 2 FWHM biased the scale by 3-8 % on the simulated pairs.
 _KERNEL_FWHM = 3.0
-# Detections sharper than this (find_stars' sharpness: FWHM over the image's) are cosmic rays or hot pixels.
-_MIN_SHARPNESS = 0.7
+# Detections whose find_stars sharpness (FWHM over the image's) is outside this range are cosmic
+# rays and hot pixels (below) or galaxies (above): galaxies may host the supernovae.
+_SHARPNESS = (0.7, 1.3)
 # Half-width of the box that measures the stars' widths before the kernel size is known.
 _MEASURE_HALF_WIDTH = 8
 # The errors-in-variables correction is capped where noise makes up more than this share of a
@@ -77,8 +78,9 @@ def _unpack(image, role: str):
 def _star_positions(stars, role: str = "stars"):
     """(x, y, brightness or None, snr or None, flagged) from a find_stars Table or an (n, 2) array.
 
-    Rows flagged saturated or masked, and sources much sharper than the
-    image's stars (``sharpness`` < 0.7: cosmic rays, hot pixels) are flagged.
+    Rows flagged saturated or masked, and sources much sharper or broader
+    than the image's stars (``sharpness`` outside 0.7–1.3: cosmic rays, hot
+    pixels, galaxies) are flagged.
     """
     if isinstance(stars, Table) or hasattr(stars, "colnames"):
         if "x" not in stars.colnames or "y" not in stars.colnames:
@@ -92,7 +94,8 @@ def _star_positions(stars, role: str = "stars"):
             if column in stars.colnames:
                 flagged |= np.asarray(stars[column], bool)
         if "sharpness" in stars.colnames:
-            flagged |= ~(np.asarray(stars["sharpness"], dtype=np.float64) >= _MIN_SHARPNESS)
+            sharpness = np.asarray(stars["sharpness"], dtype=np.float64)
+            flagged |= ~((sharpness >= _SHARPNESS[0]) & (sharpness <= _SHARPNESS[1]))
         return x, y, flux, snr, flagged
     xy = np.asarray(stars, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
@@ -344,7 +347,7 @@ def subtract(
     max_stamps: int = 250,
     min_snr: float = 50.0,
     clip_sigma: float = 3.0,
-    max_iterations: int = 5,
+    max_iterations: int = 10,
     eiv_correction: bool = True,
     fit_weights: str = "sky",
     noise_correlation="auto",
@@ -576,7 +579,8 @@ def subtract(
         T, J, VT, VJ, sT, sJ = n_img, r_img, var_n, var_r, sig["science_sigma"], sig["reference_sigma"]
     ys, xs, skipped = _select(x, y, flux, flagged, faint, bad_table, shape, hs + r + 1, hs + r, hs, max_stamps)
     n_usable = len(ys)
-    if degree == "auto":
+    auto_degree = degree == "auto"
+    if auto_degree:
         degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
     need = MIN_STAMPS * n_spatial(degree)
     if n_usable < need:
@@ -587,7 +591,6 @@ def subtract(
             + (f", dropped: {why}" if why else "")
             + f" (stamps of {2 * hs + 1} px need {hs + r} px of clean pixels around the star)"
         )
-    scale_degree = min(scale_degree, degree)
     timings["select"] = time.perf_counter() - start
 
     with _single_threaded_blas():
@@ -642,8 +645,7 @@ def subtract(
 
         # --- global fit with stamp clipping
         start = time.perf_counter()
-        nsp = n_spatial(degree)
-        P = spatial_terms(xs, ys, degree, shape).T
+        P_all = spatial_terms(xs, ys, degree, shape).T
         Pb = spatial_terms(xs, ys, background_degree, shape).T
         if local_background:
             # Each stamp's own constant is eliminated (Schur complement): residual sky under a star
@@ -659,14 +661,16 @@ def subtract(
             Pfit = np.zeros((n_usable, 0))
         else:
             Gfit, hfit, jfit, Pfit = Gn, hn, jj, Pb
-        keep = np.ones(nb * nsp + Pfit.shape[1], bool)
-        keep[n_spatial(scale_degree) : nsp] = False  # the scale's terms beyond scale_degree
         used = np.ones(n_usable, bool)
         eiv = bool(eiv_correction)
         n_iter = 0
-        min_used = need
         while True:
             n_iter += 1
+            # The terms of a lower degree are the first columns (terms ordered by total degree).
+            nsp = n_spatial(degree)
+            P = P_all[:, :nsp]
+            keep = np.ones(nb * nsp + Pfit.shape[1], bool)
+            keep[n_spatial(min(scale_degree, degree)) : nsp] = False  # the scale's terms beyond scale_degree
             A, b = _assemble(Gfit[used], hfit[used], P[used], Pfit[used], nb)
             noise = _assemble(Om[used], hfit[used], P[used], Pfit[used], nb)[0][np.ix_(keep, keep)] if eiv else None
             theta, n_capped = _solve(A[np.ix_(keep, keep)], b[keep], noise)
@@ -681,21 +685,38 @@ def subtract(
             per_pixel = chi2 / npix
             if n_iter >= max_iterations:
                 break
-            # A stamp is clipped when its χ² exceeds what the noise explains, significantly, and by a
-            # larger fraction of the star's own signal than the others: bright stars that the kernel
-            # matches as well as the rest stay (their residuals grow with their flux); variables,
-            # unflagged saturation and cosmic rays go.
-            signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], local[:, :nb, None])[:, :, 0], local[:, :nb])
+            # Two tests, each against the spread of the stamps in use. The star's own scale: the factor
+            # λ on the model kernel that fits it best (1 for a star the kernel matches; a variable's
+            # flux ratio differs), with its statistical error. And its χ²: what the noise does not
+            # explain, as a fraction of the star's own signal (bright stars that the kernel matches
+            # as well as the rest keep a fraction like theirs; unflagged saturation and cosmic rays
+            # do not).
+            kernel_part = local[:, :nb]
+            signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+            signal = np.maximum(signal, 1e-300)
+            lam = np.einsum("sk,sk->s", kernel_part, hfit[:, :nb]) / signal
+            lam_err = 1.0 / np.sqrt(signal)
+            lam_centre = float(np.median(lam[used]))
+            lam_spread = 1.4826 * float(np.median(np.abs(lam[used] - lam_centre)))
+            odd_scale = np.abs(lam - lam_centre) > clip_sigma * np.sqrt(lam_err**2 + lam_spread**2)
             excess = chi2 - expected
             significant = excess > clip_sigma * math.sqrt(2.0 / npix) * expected
-            fraction = excess / np.maximum(signal, 1e-300)
+            fraction = excess / signal
             centre = float(np.median(fraction[used]))
             spread = 1.4826 * float(np.median(np.abs(fraction[used] - centre)))
-            reject = used & significant & (fraction > centre + clip_sigma * spread)
+            odd_shape = significant & (fraction > centre + clip_sigma * spread)
+            reject = used & (odd_scale | odd_shape)
             if _DEBUG:
-                print("clip", n_iter, np.round(np.sort(fraction[used])[::-1][:30], 4), "centre", centre, "spread", spread, "signif", significant[used].sum())
-            if not reject.any() or used.sum() - reject.sum() < min_used:
+                print("clip", n_iter, "lam", np.round(np.sort(lam[used]), 3), "spread", lam_spread, "odd", odd_scale[used].sum(), "shape", odd_shape[used].sum())
+            if not reject.any():
                 break
+            left = int(used.sum() - reject.sum())
+            if left < MIN_STAMPS * n_spatial(degree):
+                # Too few stamps for this spatial degree after the clipping: an automatic degree
+                # steps down; a degree asked for, or too few stamps for any, keeps the last fit.
+                if not auto_degree or left < MIN_STAMPS:
+                    break
+                degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
             used &= ~reject
         if local_background:
             # The field's background: a polynomial through the stamps' constants, weighted by their precision.
@@ -705,6 +726,7 @@ def subtract(
         else:
             bg = full[nb * nsp :]
     timings["solve"] = time.perf_counter() - start
+    scale_degree = min(scale_degree, degree)
     model = KernelModel(basis=kbasis, coefficients=coef, degree=degree, scale_degree=scale_degree,
                         background_degree=background_degree, background=bg, shape=shape, convolved=convolve)
 
