@@ -58,6 +58,7 @@ _OPTIONS = {
     "regularise_psf": "psf",
     "min_stars": "psf",
     "max_stars": "psf",
+    "psf_stars": "psf",
     "science_zp": "flux_ratio",
     "reference_zp": "flux_ratio",
     "astrometric_sigma": "subtract",
@@ -115,12 +116,21 @@ class DifferenceResult:
         ``fwhm_ref`` (px), ``flux_ratio`` (and ``flux_ratio_error``,
         ``flux_ratio_method``), ``sigma_sci``, ``sigma_ref`` (data units),
         ``scorr_robust_std``, ``astrometric_sigma_x``/``_y`` (px),
-        ``mask_fraction``, ``variance_source``, ``n_fft`` (ZOGY), and
+        ``mask_fraction``, ``variance_source``, ``n_fft`` (ZOGY),
+        ``seeing_sci``/``_ref`` (the headers' seeing in reference pixels,
+        NaN when unknown), ``align_shift`` (px), ``psf_n_usable_sci``/``_ref``,
+        ``stellar_locus_sci``/``_ref``, ``psf_note_sci``/``_ref`` (see
+        :class:`~astrid.PSFModel`), ``quality`` and ``quality_reasons`` (the
+        verdict, see :attr:`quality`), and
         ``time_align``, ``time_background``, ``time_psf``,
         ``time_flux_ratio``, ``time_subtract``, ``time_total`` (seconds).
     subtraction : ZogyResult or ClassicResult
         The raw result of the subtraction step (e.g. for
         :func:`astrid.zogy.flux_at`).
+    quality : astrid._quality.Quality or None
+        The verdict on this difference (``verdict``: pass, warn or fail;
+        ``reasons``: the checks that did not pass, with the measured values
+        and thresholds); see ``docs/differencing.md``, "Quality verdict".
     """
 
     method: str
@@ -141,6 +151,7 @@ class DifferenceResult:
     wcs: WCS | None
     metrics: dict = field(default_factory=dict)
     subtraction: Any = None
+    quality: Any = None
 
     # ------------------------------------------------------------------ output
 
@@ -162,7 +173,9 @@ class DifferenceResult:
         """Write a multi-extension FITS file atomically.
 
         The primary HDU holds no data, the provenance keys (``ASTRIDV``,
-        ``ASTRSTEP = 'difference'``, ``ASTRPARS``) and the metrics; image
+        ``ASTRSTEP = 'difference'``, ``ASTRPARS``), the metrics and the
+        quality verdict (``QUALITY``: pass, warn or fail, and ``QREASON1``,
+        ``QREASON2``, ... for each check that did not pass); image
         extensions ``SCIENCE``, ``REFERENCE``, ``D``, ``S``, ``SCORR``,
         ``FLUX``, ``FLUXERR`` (ZOGY only for S and the fluxes), ``MASK`` and
         ``FOOTPRNT`` (uint8) carry the reference WCS; ``PSFSCI``, ``PSFREF``
@@ -180,6 +193,11 @@ class DifferenceResult:
         """
         primary = fits.Header()
         primary["METHOD"] = (self.method, "AstrID difference method")
+        if self.quality is not None:
+            from ._quality import header_cards
+
+            for key, value, comment in header_cards(self.quality):
+                primary[key] = (value, comment)
         for key, metric, comment in _FITS_METRICS:
             value = self.metrics.get(metric)
             if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
@@ -466,6 +484,51 @@ def _estimate_psf_named(estimate_psf, image: Image, role: str, **kwargs):
         ) from exc
 
 
+def _seeing_on_grid(science: Image, reference: Image, align: bool) -> float | None:
+    """The science header's seeing (pixels) on the reference grid the science image is resampled onto."""
+    seeing = science.meta.seeing_fwhm_pix
+    if seeing is None or not align or science.wcs is None or reference.wcs is None:
+        return seeing
+    from ._align import _pixel_area
+
+    try:
+        ratio = _pixel_area(science.wcs.celestial, science.shape) / _pixel_area(reference.wcs.celestial,
+                                                                             reference.shape)
+    except Exception:  # a WCS that cannot be evaluated at the centre: the alignment reports it
+        return seeing
+    return seeing * math.sqrt(ratio) if math.isfinite(ratio) and ratio > 0 else seeing
+
+
+def _star_positions(catalog, reference: Image):
+    """Pixel positions on the reference grid of the ``psf_stars`` option (None when not given)."""
+    if catalog is None:
+        return None
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+
+    if isinstance(catalog, Table) and {"x", "y"} <= set(catalog.colnames):
+        return np.column_stack([np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)])
+    coords = catalog
+    if isinstance(catalog, Table):
+        names = {c.lower(): c for c in catalog.colnames}
+        ra = next((names[k] for k in ("ra", "raj2000", "ra_icrs") if k in names), None)
+        dec = next((names[k] for k in ("dec", "dej2000", "de_icrs", "decj2000") if k in names), None)
+        if ra is None or dec is None:
+            raise AstridInputError(
+                f"psf_stars: a table needs x and y (reference pixels) or ra and dec (degrees) columns, "
+                f"got {catalog.colnames}")
+        coords = SkyCoord(np.asarray(catalog[ra], float), np.asarray(catalog[dec], float), unit="deg")
+    if not isinstance(coords, SkyCoord):
+        raise AstridInputError(
+            f"psf_stars: must be an astropy Table (x, y or ra, dec columns) or a SkyCoord, got {type(catalog).__name__}")
+    if reference.wcs is None:
+        raise AstridInputError(f"psf_stars: sky positions need a WCS, and {_name(reference, 'reference')} has none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = reference.wcs.celestial.world_to_pixel(coords)
+    return np.column_stack([np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)])
+
+
 def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
     """Variance map for ZOGY's source-noise term, and where it came from.
 
@@ -742,7 +805,13 @@ def difference(
         polynomial of degree 2 with 40 PSF stars or more, 1 with 20, else
         constant; see :func:`astrid.estimate_psf`), ``regularise_psf``
         (True: suppress the pixel noise of empirical PSFs, which ZOGY would
-        turn into rings around bright sources): PSF.
+        turn into rings around bright sources), ``psf_stars`` (known stars,
+        e.g. Gaia DR3: a :class:`~astropy.coordinates.SkyCoord` or a Table
+        with ``ra``/``dec`` in degrees, or ``x``/``y`` in reference pixels;
+        only detections at their positions are PSF stars, for fields where
+        galaxies outnumber the stars): PSF. Each image's header seeing
+        (:attr:`astrid.ImageMeta.seeing_fwhm_pix`) is the star finder's
+        prior and is checked against the PSF in :attr:`DifferenceResult.quality`.
         ``science_zp``, ``reference_zp``: zero points for the flux ratio.
         ``astrometric_sigma`` ((σx, σy) px; default from the alignment's
         matched-star residuals, 0 without alignment), ``use_variance``
@@ -813,6 +882,7 @@ def difference(
     reference = _load(reference, "reference")
     science = _load(science, "science")
     _check_compatible(reference, science, allow_mismatch)
+    psf_stars = _star_positions(options.get("psf_stars"), reference)
     metrics: dict[str, Any] = {"method": method}
     reference, ref_repaired = _repair_image(reference, "reference")
     original_science = science
@@ -834,6 +904,7 @@ def difference(
             align_rms=alignment.rms,
             n_matched=alignment.n_matched,
             align_method=alignment.method,
+            align_shift=float(math.hypot(*alignment.shift)),
         )
         reference_stars = alignment.reference_stars
         science_stars = alignment.science_stars
@@ -876,12 +947,15 @@ def difference(
                   "max_stars": options.get("max_stars", 200), "degree": options.get("psf_degree", "auto")}
     regularise = bool(options.get("regularise_psf", True))
     psf_noise = {"sci": float("nan"), "ref": float("nan")}
+    seeing_sci, seeing_ref = _seeing_on_grid(science, reference, align), reference.meta.seeing_fwhm_pix
+    if psf_stars is not None:
+        psf_kwargs["star_positions"] = psf_stars
     if science_psf is None:
         # The alignment measured the science stars on their own grid and moved them onto this
         # one: their S/N is not inflated by the resampling's correlated noise.
         science_psf = _estimate_psf_named(estimate_psf, science, "science", data=aligned.data, mask=sci_mask,
                                           background=sci_bg, saturation=aligned.meta.saturation,
-                                          stars=science_stars, **psf_kwargs)
+                                          stars=science_stars, seeing=seeing_sci, **psf_kwargs)
         if regularise and science_psf.method == "empirical":
             science_psf, psf_noise["sci"] = _regularise_psf(science_psf)
     if reference_psf is None:
@@ -889,14 +963,20 @@ def difference(
         reference_psf = _estimate_psf_named(estimate_psf, reference, "reference", data=reference.data,
                                             mask=ref_mask, background=ref_bg,
                                             saturation=reference.meta.saturation, stars=reference_stars,
-                                            **psf_kwargs)
+                                            seeing=seeing_ref, **psf_kwargs)
         if regularise and reference_psf.method == "empirical":
             reference_psf, psf_noise["ref"] = _regularise_psf(reference_psf)
     metrics.update(psf_noise_sci=psf_noise["sci"], psf_noise_ref=psf_noise["ref"])
     metrics.update(fwhm_sci=float(science_psf.fwhm), fwhm_ref=float(reference_psf.fwhm),
                    psf_method_sci=science_psf.method, psf_method_ref=reference_psf.method,
                    psf_degree_sci=int(science_psf.degree), psf_degree_ref=int(reference_psf.degree),
-                   n_psf_stars_sci=int(science_psf.n_stars), n_psf_stars_ref=int(reference_psf.n_stars))
+                   n_psf_stars_sci=int(science_psf.n_stars), n_psf_stars_ref=int(reference_psf.n_stars),
+                   seeing_sci=float("nan") if seeing_sci is None else float(seeing_sci),
+                   seeing_ref=float("nan") if seeing_ref is None else float(seeing_ref))
+    for side, model in (("sci", science_psf), ("ref", reference_psf)):
+        metrics[f"psf_n_usable_{side}"] = int(getattr(model, "n_usable", model.n_stars))
+        metrics[f"stellar_locus_{side}"] = getattr(model, "stellar_locus", None)
+        metrics[f"psf_note_{side}"] = str(getattr(model, "quality_note", ""))
     metrics["time_psf"] = time.perf_counter() - start
 
     # --- flux ratio
@@ -974,6 +1054,10 @@ def difference(
     metrics["mask_fraction"] = float(mask.mean())
     metrics["time_subtract"] = time.perf_counter() - start
     _check_calibration(metrics)
+    from ._quality import assess
+
+    quality = assess(metrics)
+    metrics.update(quality=quality.verdict, quality_reasons=quality.summary())
     metrics["time_total"] = time.perf_counter() - started
 
     return DifferenceResult(
@@ -995,4 +1079,5 @@ def difference(
         wcs=reference.wcs,
         metrics=metrics,
         subtraction=raw,
+        quality=quality,
     )

@@ -49,6 +49,8 @@ _MIN_FWHM_STARS = 3
 _MIN_STARS_DEGREE = {1: 20, 2: 40}
 # Square of the FWHM (px^2) that integration over a square pixel adds: 8 ln 2 / 12.
 _PIXEL_FWHM2 = 8.0 * math.log(2.0) / 12.0
+# Stars found (by the alignment) at a width more than this factor from the header's seeing are searched again.
+_PRIOR_TOLERANCE = 1.3
 
 
 @dataclass
@@ -80,6 +82,17 @@ class PSFModel:
         normalised.
     image_shape : tuple of int or None
         Shape of the image the varying PSF was fitted on.
+    n_usable : int
+        PSF stars that passed every cut (also for a Gaussian fallback,
+        whose width they measured when there were at least three).
+    stellar_locus : bool or None
+        Whether the width the stars were selected around is that of a
+        stellar locus (see :func:`~astrid.find_stars`, ``meta``); False when
+        only galaxies (or trails) set it, None when not known (a given PSF
+        or FWHM, or stars picked by catalogue positions).
+    quality_note : str
+        Why the PSF may be wrong (no stellar locus, a header seeing that
+        disagrees); empty when nothing is known against it.
     """
 
     psf: np.ndarray
@@ -91,6 +104,9 @@ class PSFModel:
     base: np.ndarray | None = None
     width_template: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    n_usable: int = 0
+    stellar_locus: bool | None = None
+    quality_note: str = ""
 
     @property
     def varies(self) -> bool:
@@ -470,6 +486,8 @@ def estimate_psf(
     fwhm: float | None = None,
     stars=None,
     degree=0,
+    seeing: float | None = None,
+    star_positions=None,
 ) -> PSFModel:
     """Estimate the PSF of an image from its stars.
 
@@ -514,6 +532,18 @@ def estimate_psf(
         respect to a stretch), and the polynomial is fitted to the stars
         with outlier clipping. ``"auto"`` takes 2 with at least 40 stars, 1
         with at least 20, else 0. :meth:`PSFModel.at` evaluates it.
+    seeing : float, optional
+        Expected FWHM in pixels (the header's seeing,
+        :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior for the star
+        finder (see :func:`~astrid.find_stars`). Given ``stars`` without a
+        stellar locus, whose FWHM is more than a factor 1.3 from it, are
+        searched again with the prior.
+    star_positions : array_like, shape (n, 2), optional
+        Pixel positions ``(x, y)`` of known stars (e.g. Gaia DR3 sources
+        through the image's WCS, see :func:`astrid.difference`'s
+        ``psf_stars``): only detections within max(2, FWHM / 2) pixels of
+        one are PSF stars, and their median width replaces the star
+        finder's. For fields where galaxies outnumber the stars.
 
     Returns
     -------
@@ -531,6 +561,11 @@ def estimate_psf(
     Warns
     -----
     AstridWarning
+        No stellar locus: the sources whose width selected the PSF stars are
+        not round enough to be stars (galaxies or trails); the PSF is built
+        anyway, and :attr:`PSFModel.stellar_locus` is False. Pass ``fwhm``,
+        ``seeing``, ``star_positions`` or a PSF of your own.
+    AstridWarning
         Fewer than ``min_stars`` usable stars: a Gaussian PSF is returned,
         whose FWHM is that of the stack of the usable stars when there are at
         least three, else the star finder's, else ``fwhm``.
@@ -546,6 +581,19 @@ def estimate_psf(
     and the stack is the per-pixel 3-sigma-clipped mean, recentred on its
     windowed centroid and normalised to sum 1.
     """
+    info: dict = {}
+    model = _estimate_psf(data, mask, background, rms, size, min_stars, max_stars, saturation, fwhm, stars, degree,
+                          seeing, star_positions, info)
+    if not info.get("annotated"):
+        model.n_usable = int(info.get("n_usable", model.n_stars))
+        model.stellar_locus = info.get("stellar_locus")
+        model.quality_note = info.get("note", "")
+    return model
+
+
+def _estimate_psf(data, mask, background, rms, size, min_stars, max_stars, saturation, fwhm, stars, degree,
+                  seeing, star_positions, info) -> PSFModel:
+    """The body of :func:`estimate_psf`; ``info`` collects what the model is annotated with."""
     data, bad = _prepare(data, mask, purpose="to estimate a PSF from")
     if size is not None:
         if int(size) < 3:
@@ -555,6 +603,15 @@ def estimate_psf(
         raise AstridInputError(f"min_stars and max_stars must be positive, got {min_stars}, {max_stars}")
     if degree not in (0, 1, 2, "auto"):
         raise AstridInputError(f"degree: must be 0, 1, 2 or 'auto', got {degree!r}")
+    if seeing is not None:
+        try:
+            seeing = float(seeing)
+        except (TypeError, ValueError):
+            seeing = float("nan")
+        if not (math.isfinite(seeing) and seeing > 0):
+            raise AstridInputError(f"seeing: must be a positive number of pixels, got {seeing!r}")
+    if star_positions is not None:
+        star_positions = np.asarray(star_positions, dtype=float).reshape(-1, 2)
 
     if hasattr(background, "background"):
         if rms is None:
@@ -569,21 +626,31 @@ def estimate_psf(
     if rms is not None:
         rms = _as_array(rms, data.shape, "rms")
 
-    if stars is None:
-        stars = find_stars(data, bad, background=background, rms=rms, fwhm=fwhm, saturation=saturation)
-
-        def fallback(*args):
-            return _fallback(*args, stacklevel=4)
-    else:
+    if stars is not None:
         if not {"x", "y", "snr", "fwhm", "roundness", "saturated", "masked", "isolated"} <= set(stars.colnames):
             raise AstridInputError("stars: must be a table from astrid.find_stars")
+        if fwhm is None and seeing is not None and stars.meta.get("stellar_locus") is False and not (
+                1.0 / _PRIOR_TOLERANCE <= float(stars.meta["fwhm"]) / seeing <= _PRIOR_TOLERANCE):
+            # Found without the prior (by the alignment), on sources that are no stars and a width
+            # far from the header's: search again with the prior.
+            stars = None
+    if stars is None:
+        stars = find_stars(data, bad, background=background, rms=rms, fwhm=fwhm, saturation=saturation,
+                           seeing=seeing)
 
+        def fallback(*args):
+            return _fallback(*args, stacklevel=5)
+    else:
         def fallback(*args):
             # Too few usable PSF stars in the given list (measured elsewhere, e.g. on the
             # science image's own grid, where the S/N is not inflated by resampling):
             # search this image before falling back to a Gaussian.
+            info["annotated"] = True
             return estimate_psf(data, bad, background, rms, size, min_stars, max_stars, saturation,
-                                fwhm=fwhm, degree=degree)
+                                fwhm=fwhm, degree=degree, seeing=seeing, star_positions=star_positions)
+    if fwhm is None and star_positions is None and stars.meta.get("fwhm_nstars", 0) > 0:
+        info["stellar_locus"] = bool(stars.meta.get("stellar_locus", True))
+        info["note"] = str(stars.meta.get("locus_reason", ""))
     pixelized = True
     if fwhm is not None:
         # The caller's width wins: in galaxy-dominated fields the most common
@@ -619,10 +686,31 @@ def estimate_psf(
         xi, yi = int(round(x[k])), int(round(y[k]))
         if bad[yi - h - _PAD : yi + h + _PAD + 1, xi - h - _PAD : xi + h + _PAD + 1].any():
             cand[k] = False
-    # Shape cuts around the image's FWHM (the star finder's cluster of widths, which
-    # cosmic rays, trails and galaxies do not pull): only point sources stay.
     widths = np.asarray(stars["fwhm"])
     roundness = np.asarray(stars["roundness"])
+    if star_positions is not None:
+        # Known stars: only detections at their positions, and their width is the PSF's.
+        from scipy.spatial import cKDTree
+
+        ok = np.isfinite(star_positions).all(axis=1)
+        if ok.any():
+            dist, _ = cKDTree(star_positions[ok]).query(np.column_stack([x, y]),
+                                                        distance_upper_bound=max(2.0, 0.5 * fwhm_known))
+            cand &= np.isfinite(dist)
+        else:
+            cand[:] = False
+        known = widths[cand]
+        if fwhm is None and known.size >= _MIN_FWHM_STARS:
+            fwhm_known = float(np.median(known))
+        info["note"] = f"{int(cand.sum())} detections at the {int(ok.sum())} known star positions"
+    elif info.get("stellar_locus") is False:
+        warnings.warn(
+            f"estimate_psf: {info['note']}; the PSF built from them is probably a galaxy's, not the stars' "
+            f"(FWHM {fwhm_known:.2f} px): pass fwhm= or seeing= (pixels), star_positions=, or a PSF of your own",
+            AstridWarning, stacklevel=3,
+        )
+    # Shape cuts around the image's FWHM (the star finder's cluster of widths, which
+    # cosmic rays, trails and galaxies do not pull): only point sources stay.
     cand &= (np.abs(widths / fwhm_known - 1.0) <= _MAX_WIDTH_DEVIATION) & (roundness <= _MAX_ROUNDNESS)
     if cand.sum() >= 5:
         for v, floor, one_sided in ((widths, 0.1 * fwhm_known, False), (roundness, 0.05, True)):
@@ -633,6 +721,7 @@ def estimate_psf(
     idx = np.flatnonzero(cand)
     idx = idx[np.argsort(-np.asarray(stars["snr"])[idx], kind="stable")][:max_stars]
     why = f"{idx.size} isolated, unsaturated point sources with S/N >= {_PSF_SNR:g}"
+    info["n_usable"] = int(idx.size)
     if idx.size < _MIN_FWHM_STARS:
         return fallback(fwhm_known, size, idx.size, min_stars, why, pixelized)
 

@@ -554,7 +554,8 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
         (its size), ``source`` (``"densest"``: the most populated cluster of
         widths within a factor 1.25, as always before; ``"locus"``: a
         narrower, rounder cluster under a densest one of galaxies;
-        ``"prior"``: the cluster nearest the prior), ``roundness`` (its
+        ``"prior"``: the round cluster at the prior's width, when the
+        others are too elongated to be stars), ``roundness`` (its
         median roundness), ``stellar`` (False when the chosen cluster is not
         round enough to be stars) and ``reason`` (why not, or why a prior
         disagrees; empty when all is well).
@@ -599,14 +600,16 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
             chosen = locus
     if prior is not None and np.isfinite(prior) and prior > 0:
         if not (1.0 / _PRIOR_TOLERANCE <= chosen["fwhm"] / prior <= _PRIOR_TOLERANCE):
+            # A round sequence of stars outranks a header (which can be wrong); sources too
+            # elongated to be stars do not, and the cluster at the prior's width replaces them.
             near = [k for k in range(v.size) if counts[k] >= 3
-                    and 1.0 / _PRIOR_TOLERANCE <= np.median(v[k:ends[k]]) / prior <= _PRIOR_TOLERANCE]
-            if near:
+                    and 1.0 / _PRIOR_TOLERANCE <= np.median(v[k:ends[k]]) / prior <= _PRIOR_TOLERANCE
+                    and np.median(rnd[k:ends[k]]) <= _LOCUS_MAX_ROUNDNESS]
+            if near and chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
                 chosen = describe(max(near, key=lambda k: counts[k]), "prior")
             else:
                 chosen["reason"] = (f"the stars' width {chosen['fwhm']:.2f} px disagrees with the expected "
-                                    f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}, "
-                                    "and no cluster of sources has the expected width")
+                                    f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}")
     if chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
         chosen["stellar"] = False
         chosen["reason"] = (f"no stellar locus: the most common width ({chosen['fwhm']:.2f} px, {chosen['n']} "
@@ -682,10 +685,11 @@ def find_stars(
         What to call the image in error messages (e.g. its file name).
     seeing : float, optional
         Expected FWHM in pixels (e.g. the header's seeing,
-        :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior that picks, among
-        the clusters of widths, the one within a factor 1.3 of it when the
-        stellar locus is not there. Unlike ``fwhm`` it does not fix the
-        detection kernel.
+        :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior that picks the
+        round cluster of widths within a factor 1.3 of it when no stellar
+        locus is found (a round sequence of stars outranks the header, which
+        can be wrong: the disagreement goes to ``meta["locus_reason"]``).
+        Unlike ``fwhm`` it does not fix the detection kernel.
 
     Returns
     -------

@@ -11,6 +11,7 @@ target, so an interrupted run never leaves half a FITS file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -35,6 +36,11 @@ _EXPTIME_KEYS = ("EXPTIME", "EXPOSURE", "XPOSURE", "EFFEXPTM", "TELAPSE")
 _GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN")
 _ZP_KEYS = ("MAGZP", "ZEROPT", "MAGZERO", "ZP", "PHOTZP", "MAGZPT")
 _SATURATE_KEYS = ("SATURATE", "SATLEVEL", "SATURATN")
+# PSF FWHM keys in pixels (DECam community pipeline, SExtractor-based pipelines), then
+# in arcseconds (ZTF, the simulator), converted with the pixel scale.
+_SEEING_PIX_KEYS = ("FWHM", "PSF_FWHM", "FWHM_PSF", "FWHMPSF", "PSFFWHM", "FWHM_PIX")
+_SEEING_ARCSEC_KEYS = ("SEEING", "FWHM_AS", "FWHMARC", "SEEING_A", "PSF_FWHM_ARCSEC")
+_PIXSCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "SECPIX", "SECPIX1", "PIXSIZE")
 _MJD_KEYS = ("MJD-OBS", "MJD_OBS", "MJD-AVG", "MJD-BEG", "EXPSTART", "OBSMJD")
 _DATE_KEYS = ("DATE-OBS", "DATE-BEG", "DATE_OBS")
 _JD_KEYS = ("JD", "OBSJD", "JD-OBS")
@@ -66,6 +72,13 @@ class ImageMeta:
         Photometric zero point (AB mag of one data unit per exposure).
     saturation : float or None
         Saturation level in data units.
+    seeing_fwhm_pix : float or None
+        PSF FWHM in pixels from the header: ``FWHM``, ``PSF_FWHM``,
+        ``FWHM_PSF``, ``FWHMPSF``, ``PSFFWHM`` or ``FWHM_PIX`` (pixels), else
+        ``SEEING``, ``FWHM_AS``, ``FWHMARC``, ``SEEING_A`` or
+        ``PSF_FWHM_ARCSEC`` (arcseconds) divided by the pixel scale (of the
+        WCS, else ``PIXSCALE``, ``PIXSCAL1``, ``SECPIX``, ...). A prior for
+        the star finder and a check for :attr:`DifferenceResult.quality`.
     path : str or None
         The file the image was read from.
     hdu : int or str or None
@@ -80,6 +93,7 @@ class ImageMeta:
     gain: float | None = None
     zeropoint: float | None = None
     saturation: float | None = None
+    seeing_fwhm_pix: float | None = None
     path: str | None = None
     hdu: int | str | None = None
 
@@ -238,6 +252,48 @@ def _obs_time(header: fits.Header) -> Time | None:
     return None
 
 
+def _pixel_scale_arcsec(header: fits.Header) -> float | None:
+    """Pixel scale (arcsec) from the header's celestial WCS, else its pixel-scale keyword."""
+    if wcs_problem(header) is None:
+        wcs = _wcs_from_header(header)
+        if wcs is not None:
+            from astropy.wcs.utils import proj_plane_pixel_area
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    area = float(proj_plane_pixel_area(wcs.celestial))
+                except Exception:  # a WCS astropy can read but not evaluate
+                    area = float("nan")
+            if math.isfinite(area) and area > 0:
+                return math.sqrt(area) * 3600.0
+    scale = _as_float(_first(header, _PIXSCALE_KEYS))
+    return scale if scale is not None and scale > 0 else None
+
+
+def _seeing_pix(header: fits.Header) -> float | None:
+    """The header's PSF FWHM in pixels (see :attr:`ImageMeta.seeing_fwhm_pix`), or None.
+
+    A unit in the card's comment wins over the key's usual one: ZTF writes
+    ``SEEING`` in pixels ("seeing FWHM [pixels]"), most others in arcseconds.
+    """
+    for keys, arcsec in ((_SEEING_PIX_KEYS, False), (_SEEING_ARCSEC_KEYS, True)):
+        for key in keys:
+            value = _as_float(header.get(key))
+            if value is None or not value > 0:
+                continue
+            comment = str(header.comments[key]).lower()
+            if "pix" in comment:
+                arcsec = False
+            elif "arcsec" in comment or '"' in comment:
+                arcsec = True
+            if not arcsec:
+                return value
+            scale = _pixel_scale_arcsec(header)
+            return value / scale if scale else None
+    return None
+
+
 def header_meta(header: fits.Header, path: str | None = None, hdu: int | str | None = None) -> ImageMeta:
     """Normalised :class:`ImageMeta` from a FITS header (and a primary header's fallback)."""
     telescope = _first(header, _TELESCOPE_KEYS)
@@ -252,6 +308,7 @@ def header_meta(header: fits.Header, path: str | None = None, hdu: int | str | N
         gain=_as_float(_first(header, _GAIN_KEYS)),
         zeropoint=_as_float(_first(header, _ZP_KEYS)),
         saturation=_as_float(_first(header, _SATURATE_KEYS)),
+        seeing_fwhm_pix=_seeing_pix(header),
         path=path,
         hdu=hdu,
     )
