@@ -11,11 +11,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# `astrid warmup` compiles the numba kernels once, with progress, into the on-disk cache
+# (about a minute on a fresh install, seconds after), so no first notebook cell stalls on it.
 install: $(PY)
 	$(PIP) install --quiet -e ".[all]"
+	$(VENV)/bin/astrid warmup
 
 install-test: $(PY)
 	$(PIP) install --quiet -e ".[test]"
+	$(VENV)/bin/astrid warmup
 
 ## the main job: simulate the survey and run every numbered notebook, figures into figures/
 demo: install

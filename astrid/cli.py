@@ -35,6 +35,13 @@ def _cmd_demo(args) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_warmup(args) -> int:
+    from ._warmup import warmup
+
+    warmup(progress=None if args.quiet else lambda line: print(line, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="astrid",
@@ -60,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--preset", default="ztf", choices=["ztf", "swift_uvot"])
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=_cmd_simulate)
+
+    warm = sub.add_parser(
+        "warmup",
+        help="compile the numba kernels once into the on-disk cache (run by make install and make demo)",
+    )
+    warm.add_argument("--quiet", action="store_true", help="no progress lines")
+    warm.set_defaults(func=_cmd_warmup)
 
     from . import runner
 

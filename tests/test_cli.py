@@ -76,3 +76,18 @@ def test_simulate_into_an_unwritable_folder(tmp_path, capsys):
         locked.chmod(0o700)
     err = capsys.readouterr().err
     assert rc == 2 and str(locked) in err and "Traceback" not in err
+
+
+def test_warmup_compiles_the_chain_and_reports_each_step(capsys):
+    from astrid.cli import main
+
+    assert main(["warmup"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:5]] == [
+        "[1/5] simulated pair",
+        "[2/5] difference (ZOGY)",
+        "[3/5] difference (classic)",
+        "[4/5] candidates and triplets",
+        "[5/5] braai preprocessing",
+    ]
+    assert lines[-1].startswith("numba kernels compiled and cached in")
