@@ -55,6 +55,14 @@ _LOCUS_MIN_STARS = 5
 _LOCUS_MIN_FRACTION = 0.1
 # A locus whose median roundness exceeds this is not a PSF: galaxies (or trails).
 _LOCUS_MAX_ROUNDNESS = 0.15
+# Stars pile up at one width: of the sources within _LOCUS_AROUND (fractional) of the
+# chosen width at least _LOCUS_MIN_PILEUP lie within _LOCUS_NEAR of it (stars on the
+# simulated survey: 90 %; the JWST cluster field's locus: 60 %; a smooth spread of
+# galaxy sizes: about a third). Judged when at least _LOCUS_MIN_JUDGE sources lie around.
+_LOCUS_NEAR = 0.08
+_LOCUS_AROUND = 0.3
+_LOCUS_MIN_PILEUP = 0.4
+_LOCUS_MIN_JUDGE = 8
 # A prior FWHM (the header's seeing) picks the cluster within this factor of it.
 _PRIOR_TOLERANCE = 1.3
 
@@ -610,12 +618,21 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
             else:
                 chosen["reason"] = (f"the stars' width {chosen['fwhm']:.2f} px disagrees with the expected "
                                     f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}")
+    rel = v / chosen["fwhm"]
+    n_near = int(np.count_nonzero(np.abs(rel - 1.0) <= _LOCUS_NEAR))
+    n_around = int(np.count_nonzero(np.abs(rel - 1.0) <= _LOCUS_AROUND))
     if chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
         chosen["stellar"] = False
         chosen["reason"] = (f"no stellar locus: the most common width ({chosen['fwhm']:.2f} px, {chosen['n']} "
                             f"sources) belongs to sources of median roundness {chosen['roundness']:.2f} "
                             f"(above {_LOCUS_MAX_ROUNDNESS}: galaxies or trails, not stars), and no rounder, "
                             "narrower sequence was found")
+    elif n_around >= _LOCUS_MIN_JUDGE and n_near < _LOCUS_MIN_PILEUP * n_around:
+        chosen["stellar"] = False
+        chosen["reason"] = (f"no stellar locus: the widths do not pile up at {chosen['fwhm']:.2f} px as stars' do "
+                            f"({n_near} of the {n_around} sources within {100 * _LOCUS_AROUND:.0f} % of it lie "
+                            f"within {100 * _LOCUS_NEAR:.0f} %, fewer than {100 * _LOCUS_MIN_PILEUP:.0f} %): "
+                            "a smooth spread of sizes, as of galaxies")
     return chosen
 
 

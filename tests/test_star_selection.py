@@ -1,0 +1,186 @@
+"""Star selection on fields where galaxies outnumber the stars (issue #17, item 1).
+
+The fields are built here: round Gaussian stars of one width among
+elliptical galaxies of many sizes, on white noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from astrid import Image
+from astrid._difference import _star_positions
+from astrid._psf import estimate_psf
+from astrid._stars import GAUSSIAN_SIGMA_TO_FWHM, find_stars
+from astrid.errors import AstridInputError, AstridWarning
+from astrid.io import header_meta
+
+STAR_FWHM = 2.5
+SIZE = 480
+
+
+def _blob(img, x, y, flux, fwhm_major, q, angle):
+    """Add an elliptical Gaussian (axis ratio q, position angle in radians) of total flux ``flux``."""
+    s_major = fwhm_major / GAUSSIAN_SIGMA_TO_FWHM
+    s_minor = s_major * q
+    r = int(math.ceil(5 * s_major)) + 1
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(float)
+    xi, yi = int(round(x)), int(round(y))
+    dx, dy = xx - (x - xi), yy - (y - yi)
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    prof = np.exp(-0.5 * ((u / s_major) ** 2 + (v / s_minor) ** 2))
+    img[yi - r : yi + r + 1, xi - r : xi + r + 1] += flux * prof / prof.sum()
+
+
+def _field(n_stars, n_galaxies, seed=0, star_fwhm=STAR_FWHM):
+    """Image, star positions (n, 2) of a field of round stars among elliptical galaxies (noise sigma 1)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, 1.0, (SIZE, SIZE))
+    # Sources on a jittered grid, so that most are isolated.
+    step = 40
+    cells = [(x, y) for y in range(step, SIZE - step + 1, step) for x in range(step, SIZE - step + 1, step)]
+    order = rng.permutation(len(cells))
+    assert n_stars + n_galaxies <= len(cells)
+    stars = []
+    for k, idx in enumerate(order[: n_stars + n_galaxies]):
+        x, y = np.asarray(cells[idx], float) + rng.uniform(-6, 6, 2)
+        if k < n_stars:
+            _blob(img, x, y, rng.uniform(2e3, 2e4), star_fwhm, 1.0, 0.0)
+            stars.append((x, y))
+        else:
+            _blob(img, x, y, rng.uniform(3e3, 3e4), rng.uniform(4.0, 11.0), rng.uniform(0.45, 0.85),
+                  rng.uniform(0, math.pi))
+    return img, np.array(stars).reshape(-1, 2)
+
+
+def test_locus_of_stars_under_more_numerous_galaxies():
+    img, _ = _field(n_stars=14, n_galaxies=80, seed=1)
+    stars = find_stars(img)
+    # The field is meaningful: most significant sources are galaxies, much wider than the stars.
+    widths = np.asarray(stars["fwhm"])[np.asarray(stars["snr"]) > 20]
+    assert np.nanmedian(widths) > 1.5 * STAR_FWHM
+    assert stars.meta["fwhm_source"] == "locus"
+    assert stars.meta["stellar_locus"]
+    assert stars.meta["fwhm"] == pytest.approx(STAR_FWHM, rel=0.1)
+    model = estimate_psf(img, min_stars=8)
+    assert model.method == "empirical"
+    assert model.stellar_locus is True
+    # measure_fwhm sees the pixel-integrated Gaussian: sqrt(2.5² + 0.46) = 2.59 px.
+    assert model.fwhm == pytest.approx(STAR_FWHM, rel=0.1)
+
+
+def test_star_field_keeps_the_densest_cluster():
+    img, _ = _field(n_stars=40, n_galaxies=10, seed=2)
+    stars = find_stars(img)
+    assert stars.meta["fwhm_source"] == "densest"
+    assert stars.meta["stellar_locus"]
+    assert stars.meta["locus_reason"] == ""
+    assert stars.meta["fwhm"] == pytest.approx(STAR_FWHM, rel=0.1)
+
+
+def test_galaxies_only_is_flagged_and_warned():
+    img, _ = _field(n_stars=0, n_galaxies=90, seed=3)
+    stars = find_stars(img)
+    assert not stars.meta["stellar_locus"]
+    assert "no stellar locus" in stars.meta["locus_reason"]
+    with pytest.warns(AstridWarning, match="no stellar locus"):
+        model = estimate_psf(img, min_stars=3)
+    assert model.stellar_locus is False
+    assert "no stellar locus" in model.quality_note
+
+
+def test_seeing_prior_picks_the_round_cluster_when_no_locus_is_found():
+    # Four stars cannot form a locus on their own (five are needed) among elongated galaxies.
+    img, _ = _field(n_stars=4, n_galaxies=80, seed=4)
+    blind = find_stars(img)
+    assert not blind.meta["stellar_locus"]
+    stars = find_stars(img, seeing=STAR_FWHM)
+    assert stars.meta["fwhm_source"] == "prior"
+    assert stars.meta["stellar_locus"]
+    assert stars.meta["fwhm"] == pytest.approx(STAR_FWHM, rel=0.15)
+
+
+def test_wrong_seeing_prior_does_not_override_the_stars():
+    img, _ = _field(n_stars=40, n_galaxies=10, seed=2)
+    stars = find_stars(img, seeing=3.0 * STAR_FWHM)
+    assert stars.meta["fwhm"] == pytest.approx(STAR_FWHM, rel=0.1)
+    assert "disagrees with the expected (header) FWHM" in stars.meta["locus_reason"]
+
+
+def test_known_star_positions_select_the_psf_stars():
+    img, xy = _field(n_stars=4, n_galaxies=80, seed=4)
+    model = estimate_psf(img, min_stars=3, star_positions=xy)
+    assert model.method == "empirical"
+    assert 3 <= model.n_stars <= len(xy)  # one may be crowded by a galaxy
+    assert model.fwhm == pytest.approx(STAR_FWHM, rel=0.1)
+    assert "known star positions" in model.quality_note
+
+
+@pytest.mark.parametrize("bad", [0.0, -2.0, float("nan")])
+def test_seeing_must_be_positive(bad):
+    img, _ = _field(n_stars=10, n_galaxies=0, seed=5)
+    with pytest.raises(AstridInputError, match="seeing"):
+        find_stars(img, seeing=bad)
+    with pytest.raises(AstridInputError, match="seeing"):
+        estimate_psf(img, seeing=bad)
+
+
+def _wcs(scale_arcsec=0.5):
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.crpix = [SIZE / 2, SIZE / 2]
+    wcs.wcs.cdelt = [-scale_arcsec / 3600.0, scale_arcsec / 3600.0]
+    return wcs
+
+
+def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
+    img, xy = _field(n_stars=4, n_galaxies=0, seed=6)
+    wcs = _wcs()
+    image = Image(data=img, wcs=wcs)
+    sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
+    for catalogue in (sky, Table({"RA_ICRS": sky.ra.deg, "DE_ICRS": sky.dec.deg}), Table({"x": xy[:, 0], "y": xy[:, 1]})):
+        assert np.allclose(_star_positions(catalogue, image), xy, atol=1e-6)
+    with pytest.raises(AstridInputError, match="psf_stars"):
+        _star_positions(Table({"mag": [1.0]}), image)
+    with pytest.raises(AstridInputError, match="psf_stars"):
+        _star_positions([1, 2], image)
+    with pytest.raises(AstridInputError, match="has none"):
+        _star_positions(SkyCoord([150.0], [2.0], unit="deg"), Image(data=img))
+
+
+@pytest.mark.parametrize(
+    "cards, expected",
+    [
+        ([("FWHM", 4.2, "")], 4.2),                                   # pixels (DECam)
+        ([("SEEING", 1.241, "seeing FWHM [pixels]")], 1.241),         # pixels by its comment (ZTF)
+        ([("SEEING", 1.5, "[arcsec] PSF FWHM")], 3.0),                # arcsec through the 0.5"/px WCS
+        ([("PSF_FWHM", 3.3, "")], 3.3),
+        ([], None),
+    ],
+)
+def test_header_seeing_in_pixels(cards, expected):
+    header = _wcs().to_header()
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+    seeing = header_meta(header).seeing_fwhm_pix
+    if expected is None:
+        assert seeing is None
+    else:
+        assert seeing == pytest.approx(expected, rel=1e-6)
+
+
+def test_header_seeing_in_arcsec_without_wcs_uses_the_pixel_scale_key():
+    header = fits.Header()
+    header["SEEING"] = (2.0, "arcsec")
+    assert header_meta(header).seeing_fwhm_pix is None
+    header["PIXSCALE"] = 0.25
+    assert header_meta(header).seeing_fwhm_pix == pytest.approx(8.0)
