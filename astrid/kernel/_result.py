@@ -95,9 +95,15 @@ class KernelResult:
     significance : numpy.ndarray, shape (ny, nx)
         ``D`` divided by its per-pixel noise after matching (the variances
         propagated through the kernel).
+    detection : numpy.ndarray, shape (ny, nx)
+        Significance of a point source centred on each pixel: ``D``
+        filtered with the PSF of the image that was not convolved, divided
+        by its propagated noise (the noise correlation of resampled images
+        included). The statistic to threshold for detections, like ZOGY's
+        ``S_corr``.
     mask : numpy.ndarray of bool
         True where the result must not be trusted: bad input pixels dilated
-        by the kernel half-width, and an edge band that wide. ``D`` and
+        by the kernel and PSF half-widths, and an edge band that wide. ``D`` and
         ``significance`` hold ``fill_value`` there.
     model : KernelModel
         The fitted kernel, evaluable at any position.
@@ -120,10 +126,20 @@ class KernelResult:
     eiv_capped : int
         Directions of the normal matrix where noise dominated and the
         correction was capped.
+    systematic : float
+        The fractional model error ε whose square times the matched image
+        squared was added to the variance.
+    measured_systematic : float
+        ε as measured on the stamps in use (what ``systematic="auto"`` uses).
+    detection_systematic : float
+        ε used for ``detection`` (measured on the filtered residuals at the
+        stamps' bright stars with ``systematic="auto"``).
     mask_radius : int
         Dilation radius of the mask and width of the edge band (pixels).
     significance_std : float
         Robust standard deviation of ``significance`` over unmasked pixels.
+    detection_std : float
+        The same for ``detection``.
     n_stars_given : int
         Positions given (or found) before the stamp selection.
     skipped : dict
@@ -136,6 +152,7 @@ class KernelResult:
 
     D: np.ndarray
     significance: np.ndarray
+    detection: np.ndarray
     mask: np.ndarray
     model: KernelModel
     stamps: Table
@@ -146,7 +163,11 @@ class KernelResult:
     eiv_corrected: bool
     mask_radius: int
     significance_std: float
+    detection_std: float
     eiv_capped: int = 0
+    systematic: float = 0.0
+    measured_systematic: float = 0.0
+    detection_systematic: float = 0.0
     n_stars_given: int = 0
     skipped: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 from astropy.table import Table
+from scipy import ndimage
 from scipy.special import erfinv
 
 from .._inpaint import repair_isolated
@@ -43,12 +44,14 @@ from ._fit import convolve_tiles, stamp_design
 from ._result import KernelModel, KernelResult
 
 __all__ = ["subtract", "MIN_STAMPS"]
-_DEBUG = False
 
 # Fewest stamps for a constant kernel; a degree-d spatial model needs this many per term.
 MIN_STAMPS = 5
-# "auto" degree: 2 with this many usable stamps, 1 with the second, else 0.
-_AUTO_DEGREE_STAMPS = (40, 15)
+# "auto" degree: 2 with this many usable stamps, 1 with the second, else 0. Every basis function
+# gets the spatial terms, so a degree costs 49 parameters per term: with 20-40 stamps a degree 1
+# fit extrapolated badly to the bright stars between them (23 false positives on a simulated
+# 1024² pair, against 8 with degree 0).
+_AUTO_DEGREE_STAMPS = (150, 60)
 # FWHM per Gaussian sigma.
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Stamps are picked round-robin over this many cells per side, brightest first in each.
@@ -61,6 +64,10 @@ _KERNEL_FWHM = 3.0
 _SHARPNESS = (0.7, 1.3)
 # Half-width of the box that measures the stars' widths before the kernel size is known.
 _MEASURE_HALF_WIDTH = 8
+# ε for the detection image: a quantile of the stars' fractional residuals (the worst lobes matter,
+# not the typical star), measured on stars whose filtered model is at least this significant.
+_SYSTEMATIC_QUANTILE = 0.75
+_SYSTEMATIC_SNR = 50.0
 # The errors-in-variables correction is capped where noise makes up more than this share of a
 # direction of the normal matrix (those directions are fitted to noise; see _solve).
 _EIV_MAX_SHARE = 0.8
@@ -318,6 +325,79 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def _target_psf(psf, sigma):
+    """The PSF of the image not convolved (odd, normalised), or a Gaussian of its measured width."""
+    if psf is None:
+        half = max(int(math.ceil(3.0 * sigma)), 1)
+        u = np.arange(-half, half + 1)
+        g = np.exp(-0.5 * (u / sigma) ** 2)
+        out = np.outer(g, g)
+    else:
+        out = np.asarray(psf, dtype=np.float64)
+        if out.ndim != 2 or out.shape[0] != out.shape[1] or out.shape[0] % 2 == 0 or not np.isfinite(out).all() \
+                or not out.sum() > 0:
+            raise AstridInputError(f"psf: must be a square, odd-sized, finite array with a positive sum, got shape "
+                                   f"{out.shape}")
+    return out / out.sum()
+
+
+def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, stars, work):
+    """Matched-filter significance of a point source in ``diff`` (PSF ``P``), noise propagated.
+
+    The filtered difference is ``diff ⋆ P``; its variance is J's noise
+    through P (``VJ ⊗ P²`` times the correlation factor of J's noise for P)
+    plus T's noise through ``K ⊗ P`` (``VT ⊗ P²`` times, per tile,
+    Σ(K ⊗ P)² / ΣP² and T's correlation factor: exact for noise that is
+    smooth on the scale of the kernel) plus a systematic term ``ε² (conv ⋆ P)²``.
+    With ``systematic="auto"``, ε is measured at the stamps' stars (``stars``:
+    (ys, xs)) as in ZOGY: the filtered residual beyond the noise, as a
+    fraction of the filtered model, at stars where the model is 20σ or more.
+
+    Returns
+    -------
+    detection : numpy.ndarray
+    epsilon : float
+        The systematic fraction used.
+    """
+    from scipy.signal import fftconvolve, oaconvolve
+
+    flipped = P[::-1, ::-1]
+    num = oaconvolve(diff, flipped.astype(work), mode="same")
+    p2 = (P * P).astype(work)
+    var = oaconvolve(VJ, p2, mode="same") * work(_correlated_factor(P[None], acf_j)[0])
+    kp = fftconvolve(kernels, flipped[None, None], axes=(-2, -1))  # K ⊗ P per tile
+    ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
+    var += oaconvolve(VT, p2, mode="same") * _tiles_to_map(ratio.astype(work), tile, diff.shape)
+    model = oaconvolve(conv, flipped.astype(work), mode="same")
+    # A kernel's errors leave rings and lobes a few pixels from a bright star, where the star's own
+    # filtered profile is already faint: the term follows the brightest model value within a PSF
+    # half-width, so those lobes are covered while faint sky far from stars is not penalised.
+    half = P.shape[0] // 2
+    near = ndimage.maximum_filter(np.abs(model), size=2 * half + 1)
+    if systematic == "auto":
+        ys, xs = stars
+        inside = (ys >= half) & (ys < diff.shape[0] - half) & (xs >= half) & (xs < diff.shape[1] - half)
+        ys, xs = ys[inside], xs[inside]
+        sd = np.sqrt(np.maximum(var[ys, xs], np.finfo(work).tiny))
+        offsets = range(-half, half + 1)
+        resid = np.max([np.abs(num[ys + dy, xs + dx]) / np.sqrt(np.maximum(var[ys + dy, xs + dx], 1e-30))
+                        for dy in offsets for dx in offsets], axis=0)
+        flux = near[ys, xs] / sd
+        epsilon = 0.0
+        for floor in (_SYSTEMATIC_SNR, 20.0):
+            bright = flux >= floor
+            if bright.sum() >= 3:
+                # The largest of (2 half + 1)² noise values is about 3σ: only what exceeds it counts.
+                excess = np.sqrt(np.maximum(resid[bright] ** 2 - 9.0, 0.0)) / flux[bright]
+                epsilon = float(np.quantile(excess, _SYSTEMATIC_QUANTILE))
+                break
+    else:
+        epsilon = float(systematic)
+    if epsilon > 0:
+        var += work(epsilon**2) * np.square(near)
+    return num / np.sqrt(np.maximum(var, np.finfo(work).tiny)), epsilon
+
+
 def _tiles_to_map(values, tile, shape):
     return np.repeat(np.repeat(values, tile, axis=0), tile, axis=1)[: shape[0], : shape[1]]
 
@@ -351,6 +431,8 @@ def subtract(
     eiv_correction: bool = True,
     fit_weights: str = "sky",
     noise_correlation="auto",
+    systematic="auto",
+    psf=None,
     tile: int = 32,
     mask_radius=None,
     fill_value: float = 0.0,
@@ -391,7 +473,8 @@ def subtract(
         Polynomial degree under each Gaussian (HOTPANTS: 6, 4, 2).
     degree : {0, 1, 2, "auto"}
         Spatial degree of the kernel's shape over the field; "auto": 2 with
-        40 usable stamps or more, 1 with 15, else 0.
+        150 usable stamps or more, 1 with 60, else 0 (stepping down when the
+        clipping leaves fewer).
     scale_degree : {0, 1, 2}
         Spatial degree of the kernel's sum (photometric scale); at most
         ``degree``.
@@ -441,6 +524,19 @@ def subtract(
         Take the pixel-to-pixel correlation of the convolved image's noise
         (resampling) into the propagated variance; "auto": when a lag within
         ±2 px exceeds 0.05 (:func:`astrid.zogy.estimate_noise_acf`).
+    systematic : "auto" or float
+        Fractional error ε of the matched model: ``ε² (T ⊗ K)²`` is added to
+        the variance of ``significance`` (and ``ε² ((T ⊗ K) ⋆ P)²`` to that
+        of ``detection``), so bright static stars, whose residuals the kernel
+        cannot bring below a percent or so, do not stand out. "auto":
+        measured on the stamps' stars (per pixel: their χ² beyond the noise
+        as a fraction of their signal; for ``detection``: the filtered
+        residual at stars of 20σ or more, as ZOGY does); 0 leaves the term
+        out.
+    psf : array_like, optional
+        PSF of the image that is not convolved (odd-sized), for the
+        matched-filter ``detection`` image; default a Gaussian of its
+        measured width.
     tile : int
         The kernel is evaluated at the centre of each ``tile`` × ``tile``
         block and applied there.
@@ -487,6 +583,9 @@ def subtract(
     if isinstance(min_snr, bool) or not isinstance(min_snr, (int, float, np.integer, np.floating)) \
             or not min_snr >= 0:
         raise AstridInputError(f"min_snr: must be a number >= 0, got {min_snr!r}")
+    if systematic != "auto" and (isinstance(systematic, (bool, str)) or not isinstance(
+            systematic, (int, float, np.integer, np.floating)) or not 0 <= systematic < 1):
+        raise AstridInputError(f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}")
     if noise_correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {noise_correlation!r}")
     fwhm_given = {}
@@ -526,10 +625,12 @@ def subtract(
     # --- stamps
     start = time.perf_counter()
     if stars is None:
-        from .._stars import _clean, find_stars
+        from .._stars import find_stars
 
-        found = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"], name="reference")
-        stars = found[_clean(found)]
+        # Not only the isolated stars: the brightest have detections in their wings, and without
+        # them the kernel is extrapolated exactly where its errors show most (the stamp selection
+        # keeps one stamp per neighbourhood, the brightest).
+        stars = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"], name="reference")
     x, y, flux, snr, flagged = _star_positions(stars)
     n_given = len(x)
     if snr is None:
@@ -706,8 +807,6 @@ def subtract(
             spread = 1.4826 * float(np.median(np.abs(fraction[used] - centre)))
             odd_shape = significant & (fraction > centre + clip_sigma * spread)
             reject = used & (odd_scale | odd_shape)
-            if _DEBUG:
-                print("clip", n_iter, "lam", np.round(np.sort(lam[used]), 3), "spread", lam_spread, "odd", odd_scale[used].sum(), "shape", odd_shape[used].sum())
             if not reject.any():
                 break
             left = int(used.sum() - reject.sum())
@@ -718,6 +817,15 @@ def subtract(
                     break
                 degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
             used &= ~reject
+        # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
+        # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
+        kernel_part = local[:, :nb]
+        signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+        measured_epsilon = math.sqrt(max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0))
+        if systematic == "auto":
+            epsilon = measured_epsilon
+        else:
+            epsilon = float(systematic)
         if local_background:
             # The field's background: a polynomial through the stamps' constants, weighted by their precision.
             constants = (hn[:, nb] - np.einsum("sk,sk->s", g_kb, local[:, :nb])) / g_bb
@@ -758,25 +866,46 @@ def subtract(
             var *= _tiles_to_map(factor.astype(work), tile, shape)
     else:
         var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
-    var += VJ.astype(work) if VJ is not None else work(sJ**2)
+    VJ_full = VJ.astype(work) if VJ is not None else np.full(shape, sJ**2, dtype=work)
+    var += VJ_full
+    if epsilon > 0:
+        var += work(epsilon**2) * np.square(conv)
     diff = J.astype(work) - conv
-    del conv
     diff -= _poly_map(bg, background_degree, shape, work)
     significance = diff / np.sqrt(np.maximum(var, np.finfo(work).tiny))
     del var
+    timings["convolve"] = time.perf_counter() - start
+
+    # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
+    start = time.perf_counter()
+    acf_j = None
+    if noise_correlation is not False:
+        acf_j = estimate_noise_acf(J, bad)
+        if acf_j is not None and noise_correlation == "auto":
+            off = np.abs(acf_j).copy()
+            off[acf_j.shape[0] // 2, acf_j.shape[1] // 2] = 0.0
+            if off.max() < _ACF_THRESHOLD:
+                acf_j = None
+    P = _target_psf(psf, s_sci if convolve == "reference" else s_ref)
+    detection, detection_epsilon = _detection(
+        diff, conv, VJ_full, VT if VT is not None else np.full(shape, sT**2, dtype=work), P, kernels, tile,
+        acf_j, acf, systematic, (ys[used], xs[used]), work)
+    del conv, VJ_full
     if convolve == "science":
         # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
         significance = -significance
+        detection = -detection
         diff /= -_poly_map(coef[0], degree, shape, work)
-    timings["convolve"] = time.perf_counter() - start
+    timings["detect"] = time.perf_counter() - start
 
-    radius = r if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
+    radius = r + P.shape[0] // 2 if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
     out_mask = _untrusted(bad, radius)
     if repaired.any():
         out_mask |= repaired
     _check_mask_fraction(out_mask, bad, repaired, radius, "kernel.subtract")
     diff[out_mask] = fill_value
     significance[out_mask] = fill_value
+    detection[out_mask] = fill_value
 
     gxs, gys = np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))
     sums = model.kernel_sum(gxs, gys)
@@ -786,6 +915,7 @@ def subtract(
     return KernelResult(
         D=diff.astype(dtype, copy=False),
         significance=significance.astype(dtype, copy=False),
+        detection=detection.astype(dtype, copy=False),
         mask=out_mask,
         model=model,
         stamps=stamps,
@@ -796,8 +926,12 @@ def subtract(
         n_iterations=n_iter,
         eiv_corrected=eiv,
         eiv_capped=n_capped,
+        systematic=epsilon,
+        measured_systematic=measured_epsilon,
+        detection_systematic=detection_epsilon,
         mask_radius=radius,
         significance_std=robust_std(significance, out_mask),
+        detection_std=robust_std(detection, out_mask),
         n_stars_given=n_given,
         skipped=skipped,
         timings=timings,
