@@ -83,6 +83,8 @@ class QualityReason:
 
     def short(self) -> str:
         """One line for a FITS card or a table cell: ``check value vs threshold (level)``."""
+        if self.check.startswith("stellar_locus"):
+            return f"{self.check} {'found' if self.value else 'none'} ({self.level})"
         value = f"{self.value:.3g}" if isinstance(self.value, float) else str(self.value)
         limit = "" if self.threshold is None else f" vs {self.threshold:g}"
         return f"{self.check} {value}{limit} ({self.level})"
