@@ -9,7 +9,7 @@ stopping and every method's threshold) and test fields (the table). Prints:
 
 Usage::
 
-    python benchmarks/validate_anomaly.py                 # defaults below (~10 min on 2 cores)
+    python benchmarks/validate_anomaly.py                 # the defaults (~10-15 min on 2 shared cores)
     python benchmarks/validate_anomaly.py --quick         # tiny smoke run
     python benchmarks/validate_anomaly.py --out runs/anomaly   # also write model, card, table, record
 """
@@ -72,11 +72,11 @@ def labelled_detections(fields, threshold):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--n-train", type=int, default=12)
-    parser.add_argument("--n-val", type=int, default=4)
-    parser.add_argument("--n-test", type=int, default=6)
+    parser.add_argument("--n-train", type=int, default=16)
+    parser.add_argument("--n-val", type=int, default=8)
+    parser.add_argument("--n-test", type=int, default=8)
     parser.add_argument("--n-supernovae", type=int, default=30)
-    parser.add_argument("--tiles-per-field", type=int, default=192)
+    parser.add_argument("--tiles-per-field", type=int, default=128)
     parser.add_argument("--tile", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)

@@ -95,6 +95,12 @@ def test_tiled_inference_equals_whole_image():
         tiled = anomaly_map(model, image, tile=tile, batch_size=batch)
         assert tiled.shape == (100, 84)
         np.testing.assert_allclose(tiled, whole, atol=1e-6)
+    # log-odds, computed before the sigmoid, tile the same way and map back to the probability
+    logit = anomaly_map(model, image, tile=None, output="logit")
+    np.testing.assert_allclose(anomaly_map(model, image, tile=32, output="logit"), logit, atol=1e-4)
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-logit)), whole, atol=1e-5)
+    with pytest.raises(AstridInputError, match="output"):
+        anomaly_map(model, image, output="odds")
 
 
 def test_receptive_radius_bounds_the_influence_of_a_pixel():
@@ -212,6 +218,12 @@ def test_map_regions_centroids_areas_peaks():
     assert second["area"] == 5 and second["x"] == pytest.approx(42.0) and second["y"] == pytest.approx(30.0)
     assert (labels == first["id"]).sum() == 9
     assert len(map_regions(p, level=0.5, min_area=6)) == 1
+    # with log-odds the score is the region's highest log-odds, and ranks by it
+    logit = np.where(p > 0, 5.0, -5.0)
+    logit[30, 42] = 40.0  # the bar holds the clearest pixel, though its probability reads lower
+    ranked = map_regions(p, level=0.5, logit=logit)
+    assert list(ranked["area"]) == [5, 9] and list(ranked["score"]) == [40.0, 5.0]
+    assert list(ranked["peak_logit"]) == [40.0, 5.0]
     assert len(map_regions(np.zeros((20, 20)))) == 0
     with pytest.raises(AstridInputError, match="level"):
         map_regions(p, level=0.0)

@@ -510,14 +510,16 @@ def classic_threshold_method(detect_threshold: float = 5.0, negative: bool = Tru
 
 
 def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size: int = 4):
-    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak probability."""
+    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak log-odds."""
     from .unet import map_regions, result_anomaly_map
 
     def method(f: Field):
         if f.result is None:
             raise AstridInputError(f"field {f.name!r}: has no ZOGY difference result for the U-Net")
-        probability = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size)
-        return map_regions(probability, level=level, return_labels=True)
+        logit = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size, output="logit")
+        with np.errstate(over="ignore"):
+            probability = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+        return map_regions(probability, level=level, logit=logit, return_labels=True)
 
     method.uses = "zogy"
     return method

@@ -34,7 +34,8 @@ Design, and why:
   whole-image map: tiling changes speed and memory, not the result.
 - **Regions** (:func:`map_regions`): connected pixels (8-connectivity) of
   the map at or above ``level``, each with centroid (probability-weighted),
-  area and peak probability; the peak is the region's score.
+  area and peak probability; the region's score is its peak log-odds, which
+  unlike the float32 probability does not saturate at 1 for clear sources.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import json
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +84,8 @@ CHANNELS = ("science", "reference", "D", "S_corr")
 RECEPTIVE_RADIUS = 32
 _REAL_KINDS = ("supernova", "variable")
 _MIN_SIZE = 16
+# Per-model logit heads (see _logit_head), dropped with the model.
+_HEADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _keras():
@@ -731,8 +735,43 @@ def _check_image(image, model) -> np.ndarray:
     return image
 
 
-def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIVE_RADIUS, batch_size: int = 4) -> np.ndarray:
-    """Per-pixel anomaly probability of a whole image, by overlapping tiles in batches.
+def _logit_head(model):
+    """(features model, kernel, bias) when the output is a 1x1 sigmoid convolution, else None.
+
+    The log-odds are then computed from the last features in float32, where
+    they do not saturate: a sigmoid output rounds to exactly 1 in float32
+    above a log-odds of about 17, and the clearest sources would all tie.
+    """
+    if model in _HEADS:
+        return _HEADS[model]
+    keras = _keras()
+    last = model.layers[-1]
+    head = None
+    config = last.get_config() if hasattr(last, "get_config") else {}
+    if (last.__class__.__name__ == "Conv2D" and tuple(config.get("kernel_size", ())) == (1, 1)
+            and config.get("activation") == "sigmoid" and config.get("use_bias", True)):
+        features = keras.Model(model.input, model.layers[-2].output)
+        kernel, bias = (np.asarray(w, dtype=np.float32) for w in last.get_weights())
+        head = (features, kernel[0, 0], bias)
+    _HEADS[model] = head
+    return head
+
+
+def _forward(model, batch: np.ndarray, output: str) -> np.ndarray:
+    head = _logit_head(model) if output == "logit" else None
+    if head is None:
+        p = np.asarray(model(batch, training=False), dtype=np.float32)[..., 0]
+        if output == "probability":
+            return p
+        with np.errstate(divide="ignore"):
+            return np.log(p) - np.log1p(-p)
+    features, kernel, bias = head
+    return (np.asarray(features(batch, training=False), dtype=np.float32) @ kernel)[..., 0] + bias[0]
+
+
+def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIVE_RADIUS, batch_size: int = 4,
+                output: str = "probability") -> np.ndarray:
+    """Per-pixel anomaly probability (or log-odds) of a whole image, by overlapping tiles in batches.
 
     Parameters
     ----------
@@ -750,6 +789,9 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
         equals the whole-image map.
     batch_size : int, optional
         Tiles per forward pass.
+    output : {"probability", "logit"}, optional
+        The probability, or its log-odds ``log(p / (1 - p))``, computed
+        before the sigmoid so that it does not saturate (scores of regions).
 
     Returns
     -------
@@ -762,6 +804,8 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
         than 16 px a side, bad ``tile``/``overlap``/``batch_size``.
     """
     image = _check_image(image, model)
+    if output not in ("probability", "logit"):
+        raise AstridInputError(f"output={output!r}: use 'probability' or 'logit'")
     grid = 2 ** (_levels_of(model) - 1)
     if tile is not None:
         tile = _check_tile(tile)
@@ -787,24 +831,25 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
     for start in range(0, len(origins), int(batch_size)):
         chunk = origins[start:start + int(batch_size)]
         batch = np.stack([padded[y0:y0 + step_y + 2 * margin, x0:x0 + step_x + 2 * margin] for y0, x0 in chunk])
-        probs = np.asarray(model(batch, training=False))[..., 0]
+        probs = _forward(model, batch, output)
         for (y0, x0), p in zip(chunk, probs):
             out[y0:y0 + step_y, x0:x0 + step_x] = p[margin:margin + step_y, margin:margin + step_x]
     return out[:ny, :nx]
 
 
 def result_anomaly_map(model, result, **kwargs) -> np.ndarray:
-    """:func:`anomaly_map` of a difference result's :func:`unet_inputs`, 0 where ``result.mask`` is set.
+    """:func:`anomaly_map` of a difference result's :func:`unet_inputs`, no anomaly where ``result.mask`` is set.
 
     Masked pixels carry no data, so no anomaly is claimed there (as
-    :func:`astrid.triplets.detect` finds no peak there).
+    :func:`astrid.triplets.detect` finds no peak there): probability 0, or
+    log-odds −inf with ``output="logit"``.
     """
-    probability = anomaly_map(model, unet_inputs(result), **kwargs)
-    probability[np.asarray(result.mask, bool)] = 0.0
-    return probability
+    values = anomaly_map(model, unet_inputs(result), **kwargs)
+    values[np.asarray(result.mask, bool)] = -np.inf if kwargs.get("output") == "logit" else 0.0
+    return values
 
 
-def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_labels: bool = False):
+def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=None, return_labels: bool = False):
     """Candidate regions of an anomaly map: connected pixels at or above ``level``.
 
     Parameters
@@ -817,6 +862,11 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_la
         shrink or grow with the operating point.
     min_area : int, optional
         Smallest region kept (pixels).
+    logit : numpy.ndarray, optional
+        The map's log-odds (``anomaly_map(..., output="logit")``); then each
+        region's ``score`` is its highest log-odds (column ``peak_logit``),
+        which keeps ranking the clearest sources where their probability
+        rounds to 1.
     return_labels : bool, optional
         Also return the label image (0 background, ``id`` per region).
 
@@ -825,8 +875,8 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_la
     astropy.table.Table
         Strongest first: ``id`` (the value in the label image), ``x``,
         ``y`` (probability-weighted centroid, 0-based pixels), ``area``
-        (pixels), ``peak`` (highest probability), ``mean``, ``score`` (=
-        ``peak``), ``x_peak``, ``y_peak``.
+        (pixels), ``peak`` (highest probability), ``mean``, ``x_peak``,
+        ``y_peak``, ``score`` (= ``peak``, or ``peak_logit`` with ``logit``).
     numpy.ndarray of int32, optional
         The label image, with ``return_labels``.
     """
@@ -836,6 +886,10 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_la
     if not (0.0 < float(level) <= 1.0):
         raise AstridInputError(f"level={level!r} must be in (0, 1]")
     p = np.nan_to_num(probability, nan=0.0)
+    if logit is not None:
+        logit = np.asarray(logit, dtype=np.float64)
+        if logit.shape != p.shape:
+            raise AstridInputError(f"logit: shape {logit.shape} differs from probability's {p.shape}")
     labels, n = ndimage.label(p >= level, structure=np.ones((3, 3), bool))
     labels = labels.astype(np.int32)
     index = np.arange(1, n + 1)
@@ -846,16 +900,18 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_la
         cx = ndimage.sum_labels(p * xx, labels, index) / total
         cy = ndimage.sum_labels(p * yy, labels, index) / total
         peak = ndimage.maximum(p, labels, index)
+        peak_logit = ndimage.maximum(logit, labels, index) if logit is not None else None
         where = ndimage.maximum_position(p, labels, index)
         keep = area >= int(min_area)
         if not keep.all():
             drop = index[~keep]
             labels[np.isin(labels, drop)] = 0
     else:
-        area = total = cx = cy = peak = np.empty(0)
+        area = total = cx = cy = peak = peak_logit = np.empty(0)
         where, keep = [], np.empty(0, bool)
     peak = np.asarray(peak, float)
-    order = np.argsort(-peak[keep], kind="stable")
+    ranking = peak if logit is None else np.asarray(peak_logit, float)
+    order = np.argsort(-ranking[keep], kind="stable")
     rows_index = index[keep][order]
     table = Table()
     table["id"] = rows_index.astype(np.int32)
@@ -864,7 +920,9 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, return_la
     table["area"] = np.asarray(area, float)[keep][order].astype(np.int64)
     table["peak"] = peak[keep][order]
     table["mean"] = (np.asarray(total, float) / np.maximum(np.asarray(area, float), 1))[keep][order] if n else np.empty(0)
-    table["score"] = table["peak"]
+    if logit is not None:
+        table["peak_logit"] = np.asarray(peak_logit, float)[keep][order]
+    table["score"] = table["peak_logit"] if logit is not None else table["peak"]
     positions = np.asarray(where, float).reshape(-1, 2)[keep][order] if n else np.empty((0, 2))
     table["x_peak"] = positions[:, 1]
     table["y_peak"] = positions[:, 0]
