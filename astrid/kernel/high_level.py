@@ -162,6 +162,15 @@ def _select(x, y, flux, flagged, faint, bad_table, shape, margin, half_check, sp
     return yi[kept], xi[kept], skipped
 
 
+def _too_few(n_usable, need, degree, n_given, skipped, stamp, margin) -> str:
+    """The message of the AstridPSFError for too few usable stars."""
+    why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
+    return (f"kernel.subtract: {n_usable} stars usable for kernel stamps, at least {need} needed for a kernel of "
+            f"spatial degree {degree}; of {n_given} star positions given or found"
+            + (f", dropped: {why}" if why else "")
+            + f" (stamps of {stamp} px need {margin} px of clean pixels around the star)")
+
+
 def _stamp_width(image, ys, xs, half=_MEASURE_HALF_WIDTH) -> float:
     """Median Gaussian sigma of the stars at (ys, xs), from the fraction of their flux in the central 3×3 px.
 
@@ -325,7 +334,7 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _target_psf(psf, sigma):
+def _target_psf(psf, sigma, name):
     """The PSF of the image not convolved (odd, normalised), or a Gaussian of its measured width."""
     if psf is None:
         half = max(int(math.ceil(3.0 * sigma)), 1)
@@ -336,8 +345,8 @@ def _target_psf(psf, sigma):
         out = np.asarray(psf, dtype=np.float64)
         if out.ndim != 2 or out.shape[0] != out.shape[1] or out.shape[0] % 2 == 0 or not np.isfinite(out).all() \
                 or not out.sum() > 0:
-            raise AstridInputError(f"psf: must be a square, odd-sized, finite array with a positive sum, got shape "
-                                   f"{out.shape}")
+            raise AstridInputError(f"{name}: must be a square, odd-sized, finite array with a positive sum, got "
+                                   f"shape {out.shape}")
     return out / out.sum()
 
 
@@ -432,7 +441,8 @@ def subtract(
     fit_weights: str = "sky",
     noise_correlation="auto",
     systematic="auto",
-    psf=None,
+    science_psf=None,
+    reference_psf=None,
     tile: int = 32,
     mask_radius=None,
     fill_value: float = 0.0,
@@ -533,10 +543,10 @@ def subtract(
         as a fraction of their signal; for ``detection``: the filtered
         residual at stars of 20σ or more, as ZOGY does); 0 leaves the term
         out.
-    psf : array_like, optional
-        PSF of the image that is not convolved (odd-sized), for the
-        matched-filter ``detection`` image; default a Gaussian of its
-        measured width.
+    science_psf, reference_psf : array_like, optional
+        PSFs (odd-sized arrays, e.g. ``PSFModel.psf``); the one of the image
+        that is not convolved filters ``detection``. Default a Gaussian of
+        that image's measured width.
     tile : int
         The kernel is evaluated at the centre of each ``tile`` × ``tile``
         block and applied there.
@@ -588,6 +598,9 @@ def subtract(
         raise AstridInputError(f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}")
     if noise_correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {noise_correlation!r}")
+    for name, value in (("science_psf", science_psf), ("reference_psf", reference_psf)):
+        if value is not None:
+            _target_psf(value, 1.0, name)  # checked before the fit, used after it
     fwhm_given = {}
     for name, value in (("science_fwhm", science_fwhm), ("reference_fwhm", reference_fwhm)):
         if value is not None:
@@ -647,8 +660,11 @@ def subtract(
     flagged = flagged | faint
     bad_table = _box_sums(bad)
     # Widths first (a fixed box), to size the kernel and choose the image to convolve.
-    ys0, xs0, _ = _select(x, y, flux, flagged, faint, bad_table, shape, _MEASURE_HALF_WIDTH + 1, _MEASURE_HALF_WIDTH,
-                          _MEASURE_HALF_WIDTH, max_stamps)
+    ys0, xs0, skipped0 = _select(x, y, flux, flagged, faint, bad_table, shape, _MEASURE_HALF_WIDTH + 1,
+                                 _MEASURE_HALF_WIDTH, _MEASURE_HALF_WIDTH, max_stamps)
+    if len(ys0) < MIN_STAMPS:
+        raise AstridPSFError(_too_few(len(ys0), MIN_STAMPS, 0, n_given, skipped0, 2 * _MEASURE_HALF_WIDTH + 1,
+                                      _MEASURE_HALF_WIDTH))
     width = {}
     for name, image in (("science_fwhm", n_img), ("reference_fwhm", r_img)):
         width[name] = (fwhm_given[name] / _FWHM_PER_SIGMA if name in fwhm_given
@@ -685,13 +701,7 @@ def subtract(
         degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
     need = MIN_STAMPS * n_spatial(degree)
     if n_usable < need:
-        why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
-        raise AstridPSFError(
-            f"kernel.subtract: {n_usable} stars usable for kernel stamps, at least {need} needed for a kernel of "
-            f"spatial degree {degree}; of {n_given} star positions given or found"
-            + (f", dropped: {why}" if why else "")
-            + f" (stamps of {2 * hs + 1} px need {hs + r} px of clean pixels around the star)"
-        )
+        raise AstridPSFError(_too_few(n_usable, need, degree, n_given, skipped, 2 * hs + 1, hs + r))
     timings["select"] = time.perf_counter() - start
 
     with _single_threaded_blas():
@@ -886,7 +896,8 @@ def subtract(
             off[acf_j.shape[0] // 2, acf_j.shape[1] // 2] = 0.0
             if off.max() < _ACF_THRESHOLD:
                 acf_j = None
-    P = _target_psf(psf, s_sci if convolve == "reference" else s_ref)
+    P = (_target_psf(science_psf, s_sci, "science_psf") if convolve == "reference"
+         else _target_psf(reference_psf, s_ref, "reference_psf"))
     detection, detection_epsilon = _detection(
         diff, conv, VJ_full, VT if VT is not None else np.full(shape, sT**2, dtype=work), P, kernels, tile,
         acf_j, acf, systematic, (ys[used], xs[used]), work)
