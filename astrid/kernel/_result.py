@@ -103,7 +103,8 @@ class KernelResult:
         ``S_corr``.
     mask : numpy.ndarray of bool
         True where the result must not be trusted: bad input pixels dilated
-        by the kernel and PSF half-widths, and an edge band that wide. ``D`` and
+        by the kernel half-width, and an edge band that wide (``detection``
+        treats those pixels as zeros without noise). ``D`` and
         ``significance`` hold ``fill_value`` there.
     model : KernelModel
         The fitted kernel, evaluable at any position.

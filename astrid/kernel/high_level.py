@@ -898,8 +898,21 @@ def subtract(
                 acf_j = None
     P = (_target_psf(science_psf, s_sci, "science_psf") if convolve == "reference"
          else _target_psf(reference_psf, s_ref, "reference_psf"))
+    # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
+    # widen the mask and the systematic term's reach by their whole box.
+    crop = int(math.ceil(2.0 * _FWHM_PER_SIGMA * (s_sci if convolve == "reference" else s_ref)))
+    if P.shape[0] > 2 * crop + 1:
+        c = P.shape[0] // 2
+        P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
+        P = P / P.sum()
+    radius = r if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
+    out_mask = _untrusted(bad, radius)
+    # Untrusted pixels enter the filter as zeros with no variance: a masked star core or bad column
+    # then costs a detection its share of the filter, not a PSF's width of masked pixels around it.
+    keep_px = ~out_mask
     detection, detection_epsilon = _detection(
-        diff, conv, VJ_full, VT if VT is not None else np.full(shape, sT**2, dtype=work), P, kernels, tile,
+        np.where(keep_px, diff, 0), conv, np.where(keep_px, VJ_full, 0),
+        np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work), P, kernels, tile,
         acf_j, acf, systematic, (ys[used], xs[used]), work)
     del conv, VJ_full
     if convolve == "science":
@@ -909,8 +922,6 @@ def subtract(
         diff /= -_poly_map(coef[0], degree, shape, work)
     timings["detect"] = time.perf_counter() - start
 
-    radius = r + P.shape[0] // 2 if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
-    out_mask = _untrusted(bad, radius)
     if repaired.any():
         out_mask |= repaired
     _check_mask_fraction(out_mask, bad, repaired, radius, "kernel.subtract")
