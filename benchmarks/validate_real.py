@@ -11,7 +11,9 @@
    known transient: a null test (robust std and 5-sigma peaks of S_corr,
    PSFs estimated from the 256² cutouts, flux ratio measured).
 
-Every row has the difference's quality verdict (``result.quality``). After
+Every row has the difference's quality verdict (``result.quality``) and
+``peaks_bright``, the 5-sigma peaks within 4 FWHM of a reference source with
+S/N > 200 (bright-star residuals). After
 the table, the issue's targets for the JWST run with estimated PSFs (S_corr
 robust std 1 ± 0.1, 5σ peaks at most 1.5 times the WebbPSF run's, PSF FWHM
 within 10 % of WebbPSF's) are checked and printed, with the FWHM that the
@@ -49,6 +51,22 @@ JWST_REF = "jw01324001001-01324-o001_t001_nircam_clear-f200w_i2d_stamp"
 def count_peaks(significance: np.ndarray, valid: np.ndarray, threshold: float = THRESHOLD) -> int:
     """Number of local maxima of |significance| above ``threshold`` within ``valid``."""
     return len(significant_peaks(np.nan_to_num(significance), ~valid, threshold, PEAK_BOX)[0])
+
+
+def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> int:
+    """5-sigma peaks of S_corr within 4 FWHM of a reference source with S/N above ``snr`` (residuals of bright stars)."""
+    from astrid._stars import find_stars
+
+    xs, ys = significant_peaks(np.nan_to_num(result.S_corr), ~valid, THRESHOLD, PEAK_BOX)
+    if len(xs) == 0:
+        return 0
+    stars = find_stars(result.reference.data, result.reference.mask)
+    bright = stars[np.asarray(stars["snr"]) > snr]
+    if len(bright) == 0:
+        return 0
+    radius = 4.0 * float(result.metrics["fwhm_ref"])
+    d = np.hypot(np.asarray(bright["x"])[None, :] - xs[:, None], np.asarray(bright["y"])[None, :] - ys[:, None])
+    return int(np.count_nonzero(d.min(axis=1) <= radius))
 
 
 def _quality(result) -> str:
@@ -107,6 +125,7 @@ def jwst(root) -> list[dict]:
             "run": label,
             "scorr_std": robust_std(result.S_corr, ~valid),
             "peaks": count_peaks(result.S_corr, valid),
+            "peaks_bright": peaks_at_bright_sources(result, valid),
             "sfft_std": robust_std(sfft, ~valid),
             "sfft_peaks": count_peaks(sfft, valid),
             "valid_fraction": float(valid.mean()),
@@ -167,6 +186,7 @@ def decam(root) -> list[dict]:
             "run": label,
             "scorr_std": robust_std(result.S_corr, result.mask),
             "peaks": count_peaks(result.S_corr, valid),
+            "peaks_bright": peaks_at_bright_sources(result, valid),
             "valid_fraction": float(valid.mean()),
             "flux_ratio": result.metrics["flux_ratio"],
             "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
@@ -212,7 +232,7 @@ def main(argv=None) -> int:
         print("# DECam epochs not found (shared data absent): skipped")
     else:
         rows += decam(root)
-    columns = ["data", "run", "scorr_std", "peaks", "sfft_std", "sfft_peaks", "valid_fraction",
+    columns = ["data", "run", "scorr_std", "peaks", "peaks_bright", "sfft_std", "sfft_peaks", "valid_fraction",
                "flux_ratio", "fwhm", "header_fwhm", "psf", "align_rms", "seconds", "warnings", "quality", "error"]
     columns = [c for c in columns if any(c in row for row in rows)]
     print("| " + " | ".join(columns) + " |")
