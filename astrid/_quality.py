@@ -244,5 +244,7 @@ def header_cards(quality: Quality, max_reasons: int = 9) -> list[tuple[str, str,
     """FITS cards of a verdict: ``QUALITY`` and ``QREASON1``... (short form, at most 68 characters)."""
     cards = [("QUALITY", quality.verdict, "AstrID quality verdict: pass, warn or fail")]
     for i, reason in enumerate(quality.reasons[:max_reasons], start=1):
-        cards.append((f"QREASON{i}", reason.short()[:68], f"quality: {reason.check}"[:46]))
+        value = reason.short()[:68]
+        # Key, quotes and separators take 14 of a card's 80 characters: the comment gets the rest.
+        cards.append((f"QREASON{i}", value, "check that did not pass"[: max(0, 66 - len(value))]))
     return cards

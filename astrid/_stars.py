@@ -522,23 +522,6 @@ def _roundness(meas: np.ndarray) -> np.ndarray:
         return np.hypot(mxx - myy, 2.0 * mxy) / (mxx + myy)
 
 
-def _fwhm_mode(widths: np.ndarray) -> tuple[float, int]:
-    """Median of the densest cluster of widths (all within a factor 1.25), and its size.
-
-    Stars share the PSF's width while cosmic rays, hot pixels, galaxies and
-    blends scatter: the most populated window picks the stars even when they
-    are not the majority.
-    """
-    v = np.sort(widths[np.isfinite(widths)])
-    if v.size == 0:
-        return float("nan"), 0
-    ends = np.searchsorted(v, v * _FWHM_CLUSTER, side="right")
-    counts = ends - np.arange(v.size)
-    best = int(np.argmax(counts))
-    cluster = v[best : ends[best]]
-    return float(np.median(cluster)), int(cluster.size)
-
-
 def _clusters(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For sorted widths ``v``: the end index and size of the window [v_i, 1.25 v_i] starting at each."""
     ends = np.searchsorted(v, v * _FWHM_CLUSTER, side="right")

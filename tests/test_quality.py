@@ -103,10 +103,23 @@ def test_worst_reason_first_and_header_cards():
     quality = assess(_metrics(scorr_robust_std=1.2, align_rms=5.0))
     assert quality.verdict == "fail"
     assert [r.level for r in quality.reasons] == ["fail", "warn"]
-    cards = dict((key, value) for key, value, _ in header_cards(quality))
-    assert cards["QUALITY"] == "fail"
-    assert cards["QREASON1"].startswith("align_rms") and cards["QREASON2"].startswith("scorr_std")
-    assert all(len(value) <= 68 for value in cards.values())
+    header = fits.Header()
+    for key, value, comment in header_cards(quality):
+        header[key] = (value, comment)  # a card too long would warn, and warnings are errors here
+    assert header["QUALITY"] == "fail"
+    assert header["QREASON1"].startswith("align_rms") and header["QREASON2"].startswith("scorr_std")
+
+
+def test_every_reason_fits_a_fits_card():
+    quality = assess(_metrics(n_matched=1, align_rms=5.0, align_shift=20.0, psf_method_sci="gaussian-fallback",
+                              psf_n_usable_sci=1, stellar_locus_sci=False, fwhm_sci=20.0, scorr_robust_std=3.33333,
+                              systematic_fraction=0.77777, mask_fraction=0.9))
+    assert len(quality.reasons) == 9
+    header = fits.Header()
+    for key, value, comment in header_cards(quality):
+        header[key] = (value, comment)
+    assert all(len(card.image) == 80 for card in header.cards)
+    assert [header[f"QREASON{i}"].split()[0] for i in range(1, 10)] == [r.check for r in quality.reasons]
 
 
 # ----------------------------------------------------------------------------- whole differences
