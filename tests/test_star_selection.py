@@ -7,6 +7,7 @@ elliptical galaxies of many sizes, on white noise.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -184,3 +185,24 @@ def test_header_seeing_in_arcsec_without_wcs_uses_the_pixel_scale_key():
     assert header_meta(header).seeing_fwhm_pix is None
     header["PIXSCALE"] = 0.25
     assert header_meta(header).seeing_fwhm_pix == pytest.approx(8.0)
+
+
+def test_difference_with_a_gaia_shaped_catalogue_builds_the_psf_from_the_stars():
+    from astrid._difference import difference
+
+    img, xy = _field(n_stars=4, n_galaxies=80, seed=4)
+    wcs = _wcs()
+    rng = np.random.default_rng(8)
+    reference = Image(data=img, wcs=wcs)
+    science = Image(data=img + rng.normal(0.0, 1.0, img.shape), wcs=wcs)
+    sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
+    # The columns astrid.acquire.gaia_stars returns (VizieR I/355/gaiadr3).
+    gaia = Table({"source_id": np.arange(len(xy)), "ra": sky.ra.deg, "dec": sky.dec.deg, "g_mag": np.full(len(xy), 17.0)})
+    with warnings.catch_warnings():
+        # Galaxies cover much of this small field: S_corr's calibration is not what is tested here.
+        warnings.simplefilter("ignore", AstridWarning)
+        result = difference(reference, science, align=False, psf_stars=gaia, min_stars=3)
+    for side in ("sci", "ref"):
+        assert result.metrics[f"fwhm_{side}"] == pytest.approx(STAR_FWHM, rel=0.1)
+        assert "known star positions" in result.metrics[f"psf_note_{side}"]
+    assert not any(r.check.startswith("stellar_locus") for r in result.quality.checks)
