@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
+from test_star_selection import _field
 
 from astrid import Image, simulate
 from astrid._difference import difference
@@ -27,8 +28,6 @@ from astrid._quality import (
     header_cards,
 )
 from astrid.errors import AstridWarning
-
-from test_star_selection import _field
 
 
 def _metrics(**changes):
