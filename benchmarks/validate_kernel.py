@@ -79,7 +79,7 @@ def kernel_difference(reference, science, difference_options=None, **kernel_opti
     rv, _ = _difference._variance(ref, base.reference_background, ref.data, ref.mask, True)
     m = dict(base.metrics)
     start = time.perf_counter()
-    raw = subtract(ref.data, sci.data, science_variance=sv, reference_variance=rv, mask=sci.mask | ref.mask,
+    raw = subtract(ref, sci, science_variance=sv, reference_variance=rv,
                    science_sigma=m["sigma_sci"], reference_sigma=m["sigma_ref"],
                    science_fwhm=m["fwhm_sci"], reference_fwhm=m["fwhm_ref"],
                    science_psf=base.science_psf.psf, reference_psf=base.reference_psf.psf,
@@ -205,19 +205,19 @@ def bench(size, repeat, kernel_options):
     sv, _ = _difference._variance(sci, base.science_background, sci.data, sci.mask, True)
     rv, _ = _difference._variance(ref, base.reference_background, ref.data, ref.mask, True)
     m = base.metrics
-    kwargs = dict(science_variance=sv, reference_variance=rv, mask=sci.mask | ref.mask,
+    kwargs = dict(science_variance=sv, reference_variance=rv,
                   science_sigma=m["sigma_sci"], reference_sigma=m["sigma_ref"],
                   science_fwhm=m["fwhm_sci"], reference_fwhm=m["fwhm_ref"],
                   science_psf=base.science_psf.psf, reference_psf=base.reference_psf.psf,
                   dtype=np.float32, **kernel_options)
-    subtract(ref.data, sci.data, **kwargs)  # compile / load the numba kernels
+    subtract(ref, sci, **kwargs)  # compile / load the numba kernels
     best = None
     for _ in range(repeat):
-        raw = subtract(ref.data, sci.data, **kwargs)
+        raw = subtract(ref, sci, **kwargs)
         if best is None or raw.timings["total"] < best["total"]:
             best = dict(raw.timings)
     tracemalloc.start()
-    subtract(ref.data, sci.data, **kwargs)
+    subtract(ref, sci, **kwargs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     stages = ["select", "systems", "solve", "convolve", "detect", "total"]

@@ -470,6 +470,10 @@ def subtract(
         of the unmasked pixels.
     mask : array_like of bool, optional
         True where either image must not be used (with the Images' masks).
+        Bad pixels of the image that is convolved (its Image mask, NaN) are
+        dilated by the kernel half-width in the output mask; those of the
+        other image and of ``mask`` are not (pass Images with their own
+        masks rather than one combined ``mask`` to benefit).
     basis : {"alard-lupton", "delta"}
         Gaussians times polynomials (HOTPANTS) or one delta function per
         kernel pixel (Bramich).
@@ -618,10 +622,18 @@ def subtract(
     Vn = _check_map("science_variance", science_variance if science_variance is not None else n_var, shape)
     Vr = _check_map("reference_variance", reference_variance if reference_variance is not None else r_var, shape)
     user_mask = _check_map("mask", mask, shape)
-    for extra in (n_mask, r_mask):
+    user_mask = None if user_mask is None else user_mask.astype(bool)
+    own = {}
+    for role, extra, data, variance in (("science", n_mask, N, Vn), ("reference", r_mask, R, Vr)):
+        # Each image's own bad pixels: those of the image convolved spread over the kernel, the
+        # other's stay where they are.
+        own[role] = ~np.isfinite(data)
         if extra is not None:
-            extra = _check_map("mask", extra, shape).astype(bool)
-            user_mask = extra if user_mask is None else (user_mask.astype(bool) | extra)
+            own[role] |= _check_map(f"{role}.mask", extra, shape).astype(bool)
+        if variance is not None:
+            own[role] |= ~np.isfinite(variance)
+    combined = own["science"] | own["reference"]
+    user_mask = combined if user_mask is None else (user_mask | combined)
 
     # --- bad pixels, noise levels
     bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
@@ -926,7 +938,10 @@ def subtract(
         P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
         P = P / P.sum()
     radius = r if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
-    out_mask = _untrusted(bad, radius)
+    # Bad pixels of the convolved image spoil T ⊗ K within the kernel; the given mask (which may
+    # combine both images') and the other image's bad pixels only their own pixels.
+    spread = own["reference" if convolve == "reference" else "science"] & bad
+    out_mask = _untrusted(spread, radius) | bad
     # Untrusted pixels enter the filter as zeros with no variance: a masked star core or bad column
     # then costs a detection its share of the filter, not a PSF's width of masked pixels around it.
     keep_px = ~out_mask
