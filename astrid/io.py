@@ -72,17 +72,19 @@ class ImageMeta:
         Photometric zero point (AB mag of one data unit per exposure).
     saturation : float or None
         Saturation level in data units.
+    path : str or None
+        The file the image was read from.
+    hdu : int or str or None
+        The HDU the data came from.
     seeing_fwhm_pix : float or None
         PSF FWHM in pixels from the header: ``FWHM``, ``PSF_FWHM``,
         ``FWHM_PSF``, ``FWHMPSF``, ``PSFFWHM`` or ``FWHM_PIX`` (pixels), else
         ``SEEING``, ``FWHM_AS``, ``FWHMARC``, ``SEEING_A`` or
         ``PSF_FWHM_ARCSEC`` (arcseconds) divided by the pixel scale (of the
-        WCS, else ``PIXSCALE``, ``PIXSCAL1``, ``SECPIX``, ...). A prior for
-        the star finder and a check for :attr:`DifferenceResult.quality`.
-    path : str or None
-        The file the image was read from.
-    hdu : int or str or None
-        The HDU the data came from.
+        WCS, else ``PIXSCALE``, ``PIXSCAL1``, ``SECPIX``, ...). A unit in
+        the card's comment ("pix", "arcsec") wins over the key's usual one:
+        ZTF writes ``SEEING`` in pixels. A prior for the star finder and a
+        check for :attr:`DifferenceResult.quality`.
     """
 
     telescope: str | None = None
@@ -93,9 +95,9 @@ class ImageMeta:
     gain: float | None = None
     zeropoint: float | None = None
     saturation: float | None = None
-    seeing_fwhm_pix: float | None = None
     path: str | None = None
     hdu: int | str | None = None
+    seeing_fwhm_pix: float | None = None
 
 
 @dataclass
