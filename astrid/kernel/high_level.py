@@ -10,7 +10,8 @@ residuals stand out (variable stars, unflagged saturation, blends) are
 clipped and the fit repeated. The difference is ``J − T ⊗ K − b`` and its
 variance ``V_J + V_T ⊗ K²`` (with the noise correlation of T, when
 resampling left one, taken into account), so ``significance`` is in units
-of the noise.
+of the noise. ``detection``, the difference filtered with the PSF of J over
+its propagated noise, is the statistic to threshold (docs/kernel.md).
 """
 
 from __future__ import annotations
@@ -498,22 +499,9 @@ def subtract(
     local_background : bool
         Fit a constant background under each stamp (eliminated from the
         kernel fit; the field's background polynomial is then fitted to the
-        constants). Without it the polynomial is fitted with the kernel and
-        residual sky under faint stars (background maps biased by the
-        stars' wings) pulls the photometric scale: 8 % low on a simulated
-        pair, against 0.2 % with local constants.
-    convolve : {"auto", "reference", "science"}
-        Image to convolve; "auto": the sharper one (by the stars' widths or
-        the FWHMs given).
-    science_fwhm, reference_fwhm : float, optional
-        PSF FWHMs (px), e.g. from :func:`astrid.estimate_psf`; default
-        measured on the stamps.
-    stamp_half_width : int or "auto"
-        Half-width of the fitted stamps; "auto": r + 1 FWHM of the broader
-        image.
-    max_stamps : int
-        Most stamps used (brightest first, spread over a 5 × 5 grid of the
-        field).
+        constants), so residual sky under a star (background maps pulled by
+        the stars' wings) does not enter the kernel. Without it the
+        polynomial is fitted together with the kernel.
     background_box : int or None
         The differential background left after the stamps' polynomial is
         measured on the difference image in boxes of this many pixels
