@@ -90,6 +90,7 @@ def _check_complete(report, out: Path) -> None:
         ok, reason, marker = verify_pair_outputs(out / row["pair"], row["pair"])
         assert ok, f"{row['pair']}: {reason}"
         assert counts.get(row["pair"], 0) == marker["n_candidates"] == row["n_candidates"]
+        assert row["quality"] == marker["metrics"]["quality"] and row["quality"] in ("pass", "warn", "fail")
     assert set(counts) <= set(report.table["pair"])
 
 
@@ -429,7 +430,9 @@ def _wait_until_idle(client, timeout: float = 120.0) -> None:
         return dask_worker.state.executing_count
 
     deadline = time.monotonic() + timeout
-    while any(client.run(executing).values()):
+    # A task between states (assigned, not yet executing) counts too: the scheduler's
+    # processing lists hold it until its worker reports back.
+    while any(client.run(executing).values()) or any(client.processing().values()):
         assert time.monotonic() < deadline, "workers still busy"
         time.sleep(0.1)
 
@@ -460,7 +463,9 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     assert report.ok and report.counts["done"] + report.counts["resumed"] + report.counts["skipped"] == 3
     # Pairs scored before the restart were not scored again.
     assert _scored_at(out, first) == scored_before
-    assert report.n_scored == 3 - len(first)
+    # Each pair is scored by exactly one run: pairs that finished before the restart were not
+    # run again; the others ran now (done) or were finished by a task of the interrupted run.
+    assert report.n_scored == report.counts["done"] <= 3 - len(first)
     table = report.scores
     counts = _store_counts(report.triplet_store)
     ids = table["candidate_id"].tolist()

@@ -638,6 +638,8 @@ def process_pairs(
         cpu = record.get("cpu_s")
         rows[pair.name] = {
             "pair": pair.name, "target": pair.target, "status": status,
+            # the difference's quality verdict (pass/warn/fail), so a bad pair is flagged in the table
+            "quality": str((record.get("metrics") or {}).get("quality") or ""),
             "n_candidates": -1 if n_candidates is None else int(n_candidates),
             "elapsed_s": np.nan if elapsed is None else float(elapsed),
             "cpu_s": np.nan if cpu is None else float(cpu),
@@ -725,8 +727,8 @@ def process_pairs(
 
     table = Table(
         rows=[rows[p.name] for p in pairs if p.name in rows],
-        names=["pair", "target", "status", "n_candidates", "elapsed_s", "cpu_s", "worker", "reason", "error"],
-        dtype=[str, str, str, np.int64, np.float64, np.float64, str, str, str],
+        names=["pair", "target", "status", "quality", "n_candidates", "elapsed_s", "cpu_s", "worker", "reason", "error"],
+        dtype=[str, str, str, str, np.int64, np.float64, np.float64, str, str, str],
     )
     table["elapsed_s"].unit = "s"
     table["cpu_s"].unit = "s"
