@@ -369,16 +369,16 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     epsilon : float
         The systematic fraction used.
     """
-    from scipy.signal import fftconvolve, oaconvolve
+    from scipy.signal import fftconvolve
 
     flipped = P[::-1, ::-1]
-    num = oaconvolve(diff, flipped.astype(work), mode="same")
+    num = _fft_same(diff, flipped[None], work)[0]
     p2 = (P * P).astype(work)
-    var = oaconvolve(VJ, p2, mode="same") * work(_correlated_factor(P[None], acf_j)[0])
+    var = _fft_same(VJ, p2[None], work)[0] * work(_correlated_factor(P[None], acf_j)[0])
     kp = fftconvolve(kernels, flipped[None, None], axes=(-2, -1))  # K ⊗ P per tile
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
-    var += oaconvolve(VT, p2, mode="same") * _tiles_to_map(ratio.astype(work), tile, diff.shape)
-    model = oaconvolve(conv, flipped.astype(work), mode="same")
+    var += _fft_same(VT, p2[None], work)[0] * _tiles_to_map(ratio.astype(work), tile, diff.shape)
+    model = _fft_same(conv, flipped[None], work)[0]
     # A kernel's errors leave rings and lobes a few pixels from a bright star, where the star's own
     # filtered profile is already faint: the term follows the brightest model value within a PSF
     # half-width, so those lobes are covered while faint sky far from stars is not penalised.
@@ -406,6 +406,40 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     if epsilon > 0:
         var += work(epsilon**2) * np.square(near)
     return num / np.sqrt(np.maximum(var, np.finfo(work).tiny)), epsilon
+
+
+def _fft_same(image, kernels, work):
+    """``image`` convolved with each of ``kernels`` (n, k, k), "same" size, zero outside: one forward FFT."""
+    import scipy.fft
+
+    ny, nx = image.shape
+    k = kernels.shape[-1]
+    half = k // 2
+    shape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    F = scipy.fft.rfft2(image, s=shape, workers=-1)
+    out = np.empty((len(kernels), ny, nx), dtype=work)
+    for i, kernel in enumerate(kernels):
+        G = scipy.fft.rfft2(kernel.astype(work), s=shape, workers=-1)
+        G *= F
+        out[i] = scipy.fft.irfft2(G, s=shape, workers=-1)[half : half + ny, half : half + nx]
+    return out
+
+
+def _convolve_terms(image, term_kernels, degree, work):
+    """Σ_l p_l(x, y) (image ⊗ K_l) over the spatial terms p_l (order 1, x, y, x², xy, y², ...)."""
+    ny, nx = image.shape
+    u = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(work)
+    v = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(work)
+    parts = _fft_same(image, term_kernels, work)
+    out = parts[0]
+    t = 1
+    for total in range(1, degree + 1):
+        for j in range(total + 1):
+            parts[t] *= v[:, None] ** j
+            parts[t] *= u[None, :] ** (total - j)
+            out += parts[t]
+            t += 1
+    return out
 
 
 def _tiles_to_map(values, tile, shape):
@@ -446,6 +480,7 @@ def subtract(
     science_psf=None,
     reference_psf=None,
     tile: int = 32,
+    convolution: str = "fft",
     mask_radius=None,
     fill_value: float = 0.0,
     dtype=np.float64,
@@ -548,8 +583,14 @@ def subtract(
         that is not convolved filters ``detection``. Default a Gaussian of
         that image's measured width.
     tile : int
-        The kernel is evaluated at the centre of each ``tile`` × ``tile``
-        block and applied there.
+        The noise terms (and the ``"direct"`` convolution) use the kernel
+        at the centre of each ``tile`` × ``tile`` block.
+    convolution : {"fft", "direct"}
+        ``"fft"``: the image convolved with the kernel of each spatial term
+        by FFT and the results combined with the polynomial terms (exact);
+        ``"direct"``: a numba loop with the kernel of each tile. At 4096²
+        with a 17 px kernel the direct loop took 3.8 s per image on 2
+        cores, an FFT 0.05 s.
     mask_radius : int, optional
         Dilation of bad pixels in the output mask and width of the edge band;
         default the kernel half-width.
@@ -581,6 +622,7 @@ def subtract(
     basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))
     convolve = _check_choice("convolve", convolve, ("auto", "reference", "science"))
     fit_weights = _check_choice("fit_weights", fit_weights, ("sky", "full"))
+    convolution = _check_choice("convolution", convolution, ("fft", "direct"))
     degree = _check_degree("degree", degree, allow_auto=True)
     scale_degree = _check_degree("scale_degree", scale_degree)
     background_degree = _check_degree("background_degree", background_degree)
@@ -867,9 +909,15 @@ def subtract(
     gx, gy = np.meshgrid(cx, cy)
     local_tiles = np.tensordot(coef, spatial_terms(gx, gy, degree, shape), axes=1)  # (nb, nty, ntx)
     kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), kbasis.images, axes=1)  # (nty, ntx, kw, kw)
-    padded = np.pad(T.astype(work), r)
-    conv = convolve_tiles(padded, kernels.astype(work), tile, np.empty(shape, work))
-    del padded
+    if convolution == "direct":
+        padded = np.pad(T.astype(work), r)
+        conv = convolve_tiles(padded, kernels.astype(work), tile, np.empty(shape, work))
+        del padded
+    else:
+        # T ⊗ K(x, y) = Σ_l p_l(x, y) (T ⊗ K_l), K_l the kernel of spatial term l: exact, one FFT of
+        # T and one inverse per term.
+        term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)  # (n_spatial, kw, kw)
+        conv = _convolve_terms(T.astype(work), term_kernels, degree, work)
     acf = None
     if noise_correlation is not False:
         acf = estimate_noise_acf(T, bad)
@@ -879,11 +927,19 @@ def subtract(
             if off.max() < _ACF_THRESHOLD:
                 acf = None
     factor = _correlated_factor(kernels, acf)
-    if VT is not None:
+    if VT is not None and convolution == "direct":
         var = convolve_tiles(np.pad(VT.astype(work), r), (kernels * kernels).astype(work), tile,
                              np.empty(shape, work))
         if acf is not None:
             var *= _tiles_to_map(factor.astype(work), tile, shape)
+    elif VT is not None:
+        # V_T ⊗ K(x)² as V_T ⊗ K_c² (K_c: the kernel at the centre) times Σ K(x)² / Σ K_c² per tile:
+        # exact where the kernel's shape is that of the centre, and the shape varies slowly.
+        centre_kernel = model.at(0.5 * (nx - 1), 0.5 * (ny - 1))
+        sq_c = float(np.sum(centre_kernel**2))
+        var = _fft_same(VT.astype(work), (centre_kernel**2)[None], work)[0]
+        scale_tiles = np.sum(kernels * kernels, axis=(-2, -1)) / sq_c * factor
+        var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
         var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
     VJ_full = VJ.astype(work) if VJ is not None else np.full(shape, sJ**2, dtype=work)
