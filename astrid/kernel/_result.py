@@ -144,11 +144,16 @@ class KernelResult:
     n_stars_given : int
         Positions given (or found) before the stamp selection.
     skipped : dict
-        Why the other positions gave no stamp (``edge``, ``bad_pixels``,
-        ``overlap``, ``faint``, ...) with counts.
+        Why the other positions gave no stamp, with counts: ``flagged``
+        (saturated, masked, too sharp or too broad), ``faint`` (below
+        ``min_snr``), ``non_finite``, ``edge``, ``bad_pixels`` (within the
+        stamp and kernel), ``overlap`` (a brighter stamp nearby),
+        ``beyond_max_stamps``.
     timings : dict
-        Seconds spent in ``select``, ``systems``, ``solve``, ``convolve``
-        and ``total``.
+        Seconds spent in ``select`` (stamps), ``systems`` (their normal
+        equations), ``solve`` (fits and clipping), ``convolve`` (the matched
+        image, background and variance), ``detect`` (the filtered image) and
+        ``total``.
     """
 
     D: np.ndarray
