@@ -430,3 +430,61 @@ def test_project_methods_on_a_synthetic_result():
     zogy = table[table["method"] == "zogy"][0]
     assert zogy["n_true"] == 4 and zogy["recall"] >= 0.75 and zogy["threshold"] >= 5.0
     assert table["seconds_per_image"].min() > 0
+
+
+# --------------------------------------------------------------------------- #
+# transient types
+# --------------------------------------------------------------------------- #
+
+
+def test_type_labels_and_report_hand_count():
+    from astrid.anomaly import CLASSES, type_labels, type_report
+
+    labels = type_labels(["supernova", "variable", "asteroid", "cosmic_ray", "unmatched", "random", " supernova"])
+    assert labels.tolist() == [0, 1, 2, 3, 3, 3, 0] and CLASSES[3] == "bogus"
+    true = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3]
+    predicted = [0, 0, 3, 1, 0, 2, 3, 3, 3, 1]
+    report = type_report(true, predicted)
+    assert report["confusion"][0] == [2, 0, 0, 1] and report["confusion"][3] == [0, 1, 0, 3]
+    assert report["accuracy"] == pytest.approx(7 / 10)
+    sn = report["per_class"]["supernova"]
+    assert (sn["precision"], sn["recall"], sn["support"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 3)
+    assert report["per_class"]["variable"]["precision"] == pytest.approx(1 / 2)
+    assert report["per_class"]["bogus"]["recall"] == pytest.approx(3 / 4)
+    with pytest.raises(AstridInputError, match="class indices"):
+        type_report([0, 4], [0, 0])
+    with pytest.raises(AstridInputError, match="one length"):
+        type_report([0, 1], [0])
+
+
+def test_predict_types_mc_dropout():
+    from astrid.anomaly import build_type_model, predict_types
+
+    model = build_type_model(dropout=0.5)
+    stamps = np.random.default_rng(0).normal(size=(5, 63, 63, 3)).astype(np.float32)
+    mc = predict_types(model, stamps, n_samples=8)
+    assert mc["probability"].shape == (5, 4) and np.allclose(mc["probability"].sum(1), 1.0)
+    assert (mc["std"] > 0).any()  # dropout on: the passes differ
+    single = predict_types(model, stamps, n_samples=1)
+    assert np.all(single["std"] == 0)
+    assert np.all(single["entropy"] >= 0) and np.all(single["entropy"] <= np.log(4) + 1e-9)
+    assert np.array_equal(single["predicted"], single["probability"].argmax(1))
+    with pytest.raises(AstridInputError, match="n_samples"):
+        predict_types(model, stamps, n_samples=0)
+    with pytest.raises(AstridInputError, match="dropout"):
+        build_type_model(dropout=1.0)
+
+
+@pytest.mark.slow
+def test_train_types_on_synthetic_triplets():
+    from astrid.anomaly import train_types
+    from astrid.triplets import detect, label_candidates, make_triplets
+
+    result = synthetic_difference((256, 256), n_transients=8, n_hot_pixels=8, seed=7)
+    candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
+    ds = make_triplets(result, candidates, field="SYN")
+    model, history = train_types(ds, epochs=2, batch_size=8)
+    assert len(history["loss"]) == 2 and history["class_counts"]["supernova"] >= 6
+    assert history["class_weight"]["asteroid"] == 0.0  # an absent class gets no weight
+    with pytest.raises(AstridInputError, match="kind"):
+        train_types(ds.drop_vars("kind"), epochs=1)

@@ -6,6 +6,8 @@
   tiled batched inference over whole images, map → candidate regions;
 - :mod:`astrid.anomaly.baselines`: scikit-learn Isolation Forest and
   One-Class SVM on the candidate features of :func:`astrid.triplets.detect`;
+- :mod:`astrid.anomaly.types`: transient type (supernova, variable,
+  asteroid, bogus) from triplets, with Monte-Carlo-dropout uncertainty;
 - :func:`evaluate_methods`: precision, recall, localisation IoU, false
   alarms and seconds per image of several methods on held-out fields, the
   threshold of each chosen on validation fields only.
@@ -34,6 +36,14 @@ _LAZY = {
     "IsolationForestBaseline": ".baselines",
     "OneClassSVMBaseline": ".baselines",
     "feature_matrix": ".baselines",
+    # transient types
+    "CLASSES": ".types",
+    "type_labels": ".types",
+    "build_type_model": ".types",
+    "train_types": ".types",
+    "predict_types": ".types",
+    "type_report": ".types",
+    "plot_confusion": ".types",
     # metrics
     "Field": "._metrics",
     "evaluate_methods": "._metrics",
@@ -47,12 +57,12 @@ _LAZY = {
     "braai_method": "._metrics",
 }
 
-__all__ = sorted(_LAZY) + ["unet", "baselines"]
+__all__ = sorted(_LAZY) + ["unet", "baselines", "types"]
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name], __name__), name)
-    if name in ("unet", "baselines"):
+    if name in ("unet", "baselines", "types"):
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'astrid.anomaly' has no attribute {name!r}")

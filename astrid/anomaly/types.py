@@ -1,0 +1,272 @@
+"""Transient type from a triplet: supernova, variable star, asteroid or bogus, with MC-dropout uncertainty.
+
+A small CNN with a softmax head over braai's input (the 63×63 science,
+reference and difference stamps, braai's ``"l2"`` preprocessing). Classes
+(:data:`CLASSES`) come from the triplets' ``kind`` coordinate
+(:func:`astrid.triplets.label_candidates`): ``supernova``, ``variable``,
+``asteroid``, and ``bogus`` for every other kind (cosmic rays, hot pixels,
+bad columns, trails, saturated stars, unmatched detections, random
+positions). Training is braai's recipe (Adam, dihedral augmentation of the
+stamps, balanced class weights, early stopping on a validation set, seeded
+and deterministic). Uncertainty is Monte-Carlo dropout
+(:func:`predict_types`): the dropout layer stays on for ``n_samples``
+passes; the mean of the softmax is the prediction, its spread and
+predictive entropy the uncertainty.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import AstridInputError
+
+__all__ = ["CLASSES", "type_labels", "build_type_model", "train_types", "predict_types", "type_report",
+           "plot_confusion"]
+
+#: The classes, in the order of the model's outputs.
+CLASSES = ("supernova", "variable", "asteroid", "bogus")
+
+
+def type_labels(kinds) -> np.ndarray:
+    """Class index (into :data:`CLASSES`) of each ``kind``; kinds other than the first three are bogus."""
+    kinds = np.array([str(k).strip() for k in np.asarray(kinds).tolist()])
+    out = np.full(kinds.size, CLASSES.index("bogus"), dtype=np.int64)
+    for i, name in enumerate(CLASSES[:-1]):
+        out[kinds == name] = i
+    return out
+
+
+def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dropout: float = 0.3):
+    """A compact CNN: two blocks of two 3×3 convolutions (16, 32), dense 64, dropout, softmax."""
+    from .unet import _keras
+
+    if not 0.0 <= float(dropout) < 1.0:
+        raise AstridInputError(f"dropout={dropout!r} must be in [0, 1)")
+    keras = _keras()
+    layers = keras.layers
+    inputs = keras.Input(shape=tuple(int(s) for s in input_shape), name="triplet")
+    x = inputs
+    for n in (16, 32):
+        x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(float(dropout), name="mc_dropout")(x)
+    outputs = layers.Dense(int(n_classes), activation="softmax", name="type")(x)
+    return keras.Model(inputs, outputs, name="type_cnn")
+
+
+def _stamps(triplets, name):
+    from ..braai import preprocess
+
+    try:
+        return preprocess(triplets, norm="l2")
+    except AstridInputError as exc:
+        raise AstridInputError(f"{name}: {exc}") from None
+
+
+def _classes_of(dataset, name):
+    if "kind" not in dataset.coords and "kind" not in getattr(dataset, "data_vars", {}):
+        raise AstridInputError(f"{name}: no 'kind' coordinate; label the candidates with label_candidates()")
+    return type_labels(dataset["kind"].values)
+
+
+def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int = 64, learning_rate: float = 1e-3,
+                dropout: float = 0.3, patience: int = 3, seed: int = 0, verbose: int = 0) -> tuple[Any, dict]:
+    """Train the type CNN on triplets with a ``kind`` coordinate.
+
+    Parameters
+    ----------
+    dataset, validation : xarray.Dataset
+        Triplets (:func:`astrid.triplets.build_training_set` with
+        ``balance=None``); the validation set comes from other fields.
+    epochs, batch_size, learning_rate, dropout, patience, seed, verbose : optional
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict
+        Per-epoch ``loss`` (``val_loss``), ``epoch_seconds``, ``class_weight``,
+        ``class_counts``, ``triplets_per_second``.
+    """
+    from ..braai._train import _disable_determinism, _enable_determinism
+    from .unet import _keras, _tf
+
+    x = _stamps(dataset, "dataset")
+    y = _classes_of(dataset, "dataset")
+    counts = np.bincount(y, minlength=len(CLASSES))
+    present = counts > 0
+    if present.sum() < 2:
+        raise AstridInputError(f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}")
+    weights = np.where(present, y.size / (present.sum() * np.maximum(counts, 1)), 0.0)
+    tf = _tf()
+    keras = _keras()
+    keras.utils.set_random_seed(int(seed))
+    switched_on = _enable_determinism(tf)
+    seconds: list[float] = []
+    try:
+        model = build_type_model(x.shape[1:], dropout=dropout)
+        model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+                      loss=keras.losses.SparseCategoricalCrossentropy())
+        xs, ys = tf.constant(x), tf.constant(y)
+        ws = tf.constant(weights[y].astype(np.float32))
+        ds = tf.data.Dataset.range(x.shape[0]).shuffle(x.shape[0], seed=int(seed), reshuffle_each_iteration=True)
+        ds = ds.batch(int(batch_size))
+        seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
+
+        @tf.autograph.experimental.do_not_convert
+        def gather(index, seed_pair):
+            from ..braai._train import _augment_batch
+
+            return _augment_batch(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
+
+        train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
+        validation_data = None
+        callbacks = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.perf_counter() - self._start)
+
+        callbacks.append(Timer())
+        if validation is not None:
+            validation_data = (_stamps(validation, "validation"), _classes_of(validation, "validation"))
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
+                                                           restore_best_weights=True))
+        fit = model.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
+                        verbose=verbose, shuffle=False)
+    finally:
+        if switched_on:
+            _disable_determinism()
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    history.update({
+        "epoch_seconds": seconds,
+        "class_weight": dict(zip(CLASSES, weights.round(4).tolist())),
+        "class_counts": dict(zip(CLASSES, counts.tolist())),
+        "triplets_per_second": float(np.median([x.shape[0] / s for s in seconds])) if seconds else math.nan,
+    })
+    return model, history
+
+
+def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_size: int = 512) -> dict:
+    """Class probabilities with Monte-Carlo-dropout uncertainty.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`train_types`.
+    triplets : xarray.Dataset or array
+        Raw triplets (braai's ``"l2"`` preprocessing is applied here).
+    n_samples : int, optional
+        Stochastic passes with dropout on (1: a single deterministic pass).
+
+    Returns
+    -------
+    dict
+        ``probability`` (n, 4): mean softmax; ``std`` (n, 4): its spread
+        over the passes; ``predicted`` (n,): class index; ``confidence``:
+        the predicted class's mean probability; ``entropy``: predictive
+        entropy of the mean (nats); ``classes``.
+    """
+    if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise AstridInputError(f"n_samples={n_samples!r} must be a positive integer")
+    from .unet import _keras
+
+    keras = _keras()
+    x = _stamps(triplets, "triplets")
+    keras.utils.set_random_seed(int(seed))
+    passes = []
+    for _ in range(int(n_samples)):
+        out = [np.asarray(model(x[i:i + batch_size], training=n_samples > 1)) for i in range(0, x.shape[0], batch_size)]
+        passes.append(np.concatenate(out) if out else np.empty((0, len(CLASSES)), np.float32))
+    stack = np.stack(passes).astype(np.float64)
+    mean = stack.mean(0)
+    predicted = mean.argmax(1) if mean.size else np.empty(0, np.int64)
+    return {
+        "probability": mean,
+        "std": stack.std(0),
+        "predicted": predicted,
+        "confidence": mean[np.arange(mean.shape[0]), predicted] if mean.size else np.empty(0),
+        "entropy": -(mean * np.log(np.clip(mean, 1e-12, 1.0))).sum(1),
+        "classes": CLASSES,
+    }
+
+
+def type_report(true, predicted) -> dict:
+    """Per-class precision and recall, and the confusion matrix (rows true, columns predicted).
+
+    Parameters
+    ----------
+    true, predicted : array-like of int
+        Class indices (:func:`type_labels`; ``predict_types(...)["predicted"]``).
+
+    Returns
+    -------
+    dict
+        ``classes``, ``confusion`` (list of lists), ``accuracy``, and per
+        class ``precision``, ``recall``, ``support`` (NaN where undefined).
+    """
+    true = np.asarray(true, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    if true.shape != predicted.shape or true.ndim != 1:
+        raise AstridInputError(f"true and predicted: need two 1-D arrays of one length, got {true.shape} and {predicted.shape}")
+    k = len(CLASSES)
+    if true.size and (min(true.min(), predicted.min()) < 0 or max(true.max(), predicted.max()) >= k):
+        raise AstridInputError(f"true/predicted: class indices must be in 0..{k - 1}")
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (true, predicted), 1)
+    per_class = {}
+    for i, name in enumerate(CLASSES):
+        column, row = confusion[:, i].sum(), confusion[i].sum()
+        per_class[name] = {
+            "precision": float(confusion[i, i] / column) if column else math.nan,
+            "recall": float(confusion[i, i] / row) if row else math.nan,
+            "support": int(row),
+        }
+    return {
+        "classes": list(CLASSES),
+        "confusion": confusion.tolist(),
+        "accuracy": float(np.trace(confusion) / true.size) if true.size else math.nan,
+        "per_class": per_class,
+    }
+
+
+def plot_confusion(report: dict, title: str = ""):
+    """The confusion matrix of :func:`type_report` (row-normalised colours, counts written) and per-class bars."""
+    import matplotlib.pyplot as plt
+
+    confusion = np.asarray(report["confusion"], float)
+    rows = confusion.sum(1, keepdims=True)
+    normalised = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(9.5, 4.0), gridspec_kw={"width_ratios": [1.1, 1]})
+    ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+    classes = report["classes"]
+    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(confusion[i, j])}", ha="center", va="center",
+                    color="white" if normalised[i, j] > 0.6 else "black", fontsize=9)
+    ax.set_title(title or f"accuracy {report['accuracy']:.3f}")
+    xs = np.arange(len(classes))
+    precision = [report["per_class"][c]["precision"] for c in classes]
+    recall = [report["per_class"][c]["recall"] for c in classes]
+    bars.bar(xs - 0.2, precision, 0.4, label="precision")
+    bars.bar(xs + 0.2, recall, 0.4, label="recall")
+    bars.set_xticks(xs, classes, rotation=30, ha="right")
+    bars.set_ylim(0, 1.05)
+    bars.legend(loc="lower left")
+    bars.set_title("per class (test fields)")
+    fig.tight_layout()
+    return fig
