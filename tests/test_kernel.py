@@ -238,3 +238,18 @@ def test_bad_options_are_named():
             _fit(reference, science, xy, **kw)
     with pytest.raises(AstridInputError, match="shape"):
         subtract(reference, science[:, :-1], stars=xy)
+
+
+def test_masked_regions_variance_maps_float32():
+    # A masked block and a masked strip with variance maps in float32: no warning (pytest turns
+    # warnings into errors), finite outputs, calibrated significances, the mask covering the holes.
+    reference, science, xy, _, _ = _pair(0.8 * _gaussian(1.1, half=5))
+    mask = np.zeros(reference.shape, bool)
+    mask[100:140, 50:60] = True
+    mask[:, 300:] = True
+    res = _fit(reference, science, xy, mask=mask, reference_variance=np.ones_like(reference),
+               science_variance=np.full_like(reference, 2.25), dtype=np.float32)
+    assert res.D.dtype == np.float32 and np.isfinite(res.detection).all()
+    assert res.mask[mask].all()
+    assert res.significance_std == pytest.approx(1.0, abs=0.05)
+    assert res.detection_std == pytest.approx(1.0, abs=0.05)

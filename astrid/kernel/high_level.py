@@ -374,10 +374,11 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     flipped = P[::-1, ::-1]
     num = _fft_same(diff, flipped[None], work)[0]
     p2 = (P * P).astype(work)
-    var = _fft_same(VJ, p2[None], work)[0] * work(_correlated_factor(P[None], acf_j)[0])
+    # Variances through an FFT: round-off leaves tiny negative values where they are 0 (masked pixels).
+    var = np.maximum(_fft_same(VJ, p2[None], work)[0], 0) * work(_correlated_factor(P[None], acf_j)[0])
     kp = fftconvolve(kernels, flipped[None, None], axes=(-2, -1))  # K ⊗ P per tile
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
-    var += _fft_same(VT, p2[None], work)[0] * _tiles_to_map(ratio.astype(work), tile, diff.shape)
+    var += np.maximum(_fft_same(VT, p2[None], work)[0], 0) * _tiles_to_map(ratio.astype(work), tile, diff.shape)
     model = _fft_same(conv, flipped[None], work)[0]
     # A kernel's errors leave rings and lobes a few pixels from a bright star, where the star's own
     # filtered profile is already faint: the term follows the brightest model value within a PSF
@@ -937,7 +938,8 @@ def subtract(
         # exact where the kernel's shape is that of the centre, and the shape varies slowly.
         centre_kernel = model.at(0.5 * (nx - 1), 0.5 * (ny - 1))
         sq_c = float(np.sum(centre_kernel**2))
-        var = _fft_same(VT.astype(work), (centre_kernel**2)[None], work)[0]
+        # FFT round-off leaves tiny negative values where the variance is 0 (masked pixels).
+        var = np.maximum(_fft_same(VT.astype(work), (centre_kernel**2)[None], work)[0], 0)
         scale_tiles = np.sum(kernels * kernels, axis=(-2, -1)) / sq_c * factor
         var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
