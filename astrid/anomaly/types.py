@@ -1,14 +1,15 @@
 """Transient type from a triplet: supernova, variable star, asteroid or bogus, with MC-dropout uncertainty.
 
 A small CNN with a softmax head over braai's input (the 63×63 science,
-reference and difference stamps, braai's ``"l2"`` preprocessing). Classes
+reference and difference stamps, each normalised by its own robust noise
+and compressed with ``arcsinh``). Classes
 (:data:`CLASSES`) come from the triplets' ``kind`` coordinate
 (:func:`astrid.triplets.label_candidates`): ``supernova``, ``variable``,
 ``asteroid``, and ``bogus`` for every other kind (cosmic rays, hot pixels,
 bad columns, trails, saturated stars, unmatched detections, random
-positions). Training is braai's recipe (Adam, dihedral augmentation of the
-stamps, balanced class weights, early stopping on a validation set, seeded
-and deterministic). Uncertainty is Monte-Carlo dropout
+positions). Training follows braai's recipe (Adam, dihedral augmentation of
+the stamps, balanced class weights — capped —, early stopping on a
+validation set, seeded and deterministic). Uncertainty is Monte-Carlo dropout
 (:func:`predict_types`): the dropout layer stays on for ``n_samples``
 passes; the mean of the softmax is the prediction, its spread and
 predictive entropy the uncertainty.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -41,7 +43,7 @@ def type_labels(kinds) -> np.ndarray:
 
 
 def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dropout: float = 0.3):
-    """A compact CNN: two blocks of two 3×3 convolutions (16, 32), dense 64, dropout, softmax."""
+    """A compact CNN: two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten, dense 64, dropout, softmax."""
     from .unet import _keras
 
     if not 0.0 <= float(dropout) < 1.0:
@@ -54,8 +56,10 @@ def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dro
         x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
         x = layers.Conv2D(n, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    # Flatten, not global pooling: what lies at the centre of the stamp is the point.
+    x = layers.Flatten()(x)
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dropout(float(dropout), name="mc_dropout")(x)
     outputs = layers.Dense(int(n_classes), activation="softmax", name="type")(x)
@@ -63,12 +67,30 @@ def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dro
 
 
 def _stamps(triplets, name):
-    from ..braai import preprocess
+    """(n, 63, 63, 3) float32: each stamp and channel minus its median, over its robust σ, arcsinh(x / 2).
 
-    try:
-        return preprocess(triplets, norm="l2")
-    except AstridInputError as exc:
-        raise AstridInputError(f"{name}: {exc}") from None
+    The same compression as the U-Net's planes: noise stays linear and a
+    bright core stays within reach, whatever the survey's units. NaN → 0.
+    """
+    if hasattr(triplets, "data_vars"):
+        if "triplets" not in triplets.data_vars:
+            raise AstridInputError(f"{name}: not a triplet dataset (no 'triplets' variable)")
+        x = triplets["triplets"].transpose("candidate", "y", "x", "channel").values
+    else:
+        x = np.asarray(triplets)
+        if x.ndim == 3:
+            x = x[None]
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise AstridInputError(f"{name}: expected stamps (n, ny, nx, 3), got shape {x.shape}")
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stamps: handled just below
+        median = np.nanmedian(x, axis=(1, 2), keepdims=True)
+        sigma = 1.4826 * np.nanmedian(np.abs(x - median), axis=(1, 2), keepdims=True)
+    median = np.nan_to_num(median, nan=0.0)
+    sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, 1.0)
+    return np.nan_to_num(np.arcsinh((x - median) / (2.0 * sigma)), nan=0.0).astype(np.float32)
 
 
 def _classes_of(dataset, name):
@@ -78,7 +100,8 @@ def _classes_of(dataset, name):
 
 
 def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int = 64, learning_rate: float = 1e-3,
-                dropout: float = 0.3, patience: int = 3, seed: int = 0, verbose: int = 0) -> tuple[Any, dict]:
+                dropout: float = 0.3, patience: int = 3, max_class_weight: float = 20.0, seed: int = 0,
+                verbose: int = 0) -> tuple[Any, dict]:
     """Train the type CNN on triplets with a ``kind`` coordinate.
 
     Parameters
@@ -86,6 +109,8 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     dataset, validation : xarray.Dataset
         Triplets (:func:`astrid.triplets.build_training_set` with
         ``balance=None``); the validation set comes from other fields.
+    max_class_weight : float, optional
+        Cap of the balanced class weights ``n / (k n_c)``.
     epochs, batch_size, learning_rate, dropout, patience, seed, verbose : optional
 
     Returns
@@ -104,7 +129,8 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     present = counts > 0
     if present.sum() < 2:
         raise AstridInputError(f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}")
-    weights = np.where(present, y.size / (present.sum() * np.maximum(counts, 1)), 0.0)
+    # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
+    weights = np.where(present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0)
     tf = _tf()
     keras = _keras()
     keras.utils.set_random_seed(int(seed))
@@ -165,7 +191,7 @@ def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_
     model : keras.Model
         From :func:`train_types`.
     triplets : xarray.Dataset or array
-        Raw triplets (braai's ``"l2"`` preprocessing is applied here).
+        Raw triplets (normalised here, as in training).
     n_samples : int, optional
         Stochastic passes with dropout on (1: a single deterministic pass).
 
@@ -265,8 +291,9 @@ def plot_confusion(report: dict, title: str = ""):
     bars.bar(xs - 0.2, precision, 0.4, label="precision")
     bars.bar(xs + 0.2, recall, 0.4, label="recall")
     bars.set_xticks(xs, classes, rotation=30, ha="right")
-    bars.set_ylim(0, 1.05)
-    bars.legend(loc="lower left")
+    bars.set_ylim(0, 1.25)
+    bars.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    bars.legend(loc="upper center", ncols=2, frameon=False)
     bars.set_title("per class (test fields)")
     fig.tight_layout()
     return fig
