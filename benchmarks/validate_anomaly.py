@@ -11,7 +11,7 @@ Usage::
 
     python benchmarks/validate_anomaly.py                 # the defaults (~10-15 min on 2 shared cores)
     python benchmarks/validate_anomaly.py --quick         # tiny smoke run
-    python benchmarks/validate_anomaly.py --out runs/anomaly   # also write model, card, table, record
+    python benchmarks/validate_anomaly.py --out runs/anomaly   # also model, card, table, record, figure
 """
 
 from __future__ import annotations
@@ -182,6 +182,13 @@ def main(argv=None):
                   "table": [dict(zip(table.colnames, [v.item() if hasattr(v, "item") else v for v in row])) for row in table],
                   "meta": dict(table.meta)}
         (out / "anomaly_run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from astrid.anomaly import plot_methods
+        from astrid.figures import save
+
+        save(plot_methods(table), "anomaly_methods", out, formats=("png",))
     return table
 
 

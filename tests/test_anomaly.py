@@ -381,6 +381,27 @@ def test_metrics_table_matches_a_hand_count(toy):
     assert "footprint IoU" in table.meta["iou_convention"] and table.meta["target_recall"] == 0.9
 
 
+def test_plot_methods(toy):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from astrid.anomaly import plot_methods
+
+    validation, test, points, regions = toy
+    table = evaluate_methods({"points": points, "map": regions}, [validation], [test], thresholds={"map": 0.5},
+                             dataset="toy")
+    fig = plot_methods(table)
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_yticklabels()] == ["points", "map"]
+    assert len(left.patches) == 3 * len(table) and len(right.patches) == len(table)
+    assert fig._suptitle.get_text() == "toy"
+    plt.close(fig)
+    with pytest.raises(AstridInputError, match="no column 'recall'"):
+        plot_methods(table[["method", "precision"]])
+
+
 def test_threshold_rule_when_recall_is_unreachable(toy):
     validation, _, points, _ = toy
     matches = [match_predictions(points(validation), validation)]

@@ -55,6 +55,7 @@ _LAZY = {
     "unet_method": "._metrics",
     "baseline_method": "._metrics",
     "braai_method": "._metrics",
+    "plot_methods": "._metrics",
 }
 
 __all__ = sorted(_LAZY) + ["unet", "baselines", "types"]

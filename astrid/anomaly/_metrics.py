@@ -66,6 +66,7 @@ __all__ = [
     "unet_method",
     "baseline_method",
     "braai_method",
+    "plot_methods",
     "REAL_KINDS",
 ]
 
@@ -309,7 +310,7 @@ def _summarise(matches: list[dict], threshold: float) -> dict:
 # --------------------------------------------------------------------------- #
 
 
-def _run(method, fields, name):
+def _run(method, fields):
     out, seconds = [], []
     uses = getattr(method, "uses", None)
     for f in fields:
@@ -405,10 +406,10 @@ def evaluate_methods(
             threshold, rule = float(thresholds[name]), "given"
             val_matches = None
         else:
-            val_predictions, _ = _run(method, validation, name)
+            val_predictions, _ = _run(method, validation)
             val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
             threshold, rule = choose_threshold(val_matches, target_recall)
-        test_predictions, seconds = _run(method, test, name)
+        test_predictions, seconds = _run(method, test)
         matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
         kind = matches[0]["kind"]
         kinds_seen.add(kind)
@@ -551,3 +552,43 @@ def braai_method(model, detect_threshold: float = 5.0, negative: bool = True):
 
     method.uses = "zogy"
     return method
+
+
+def plot_methods(table: Table, title: str | None = None):
+    """Figure of an :func:`evaluate_methods` table: precision, recall and IoU per method, and false alarms per image.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        From :func:`evaluate_methods`.
+    title : str, optional
+        Default: the table's ``dataset``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    for col in ("method", "precision", "recall", "iou_median", "false_alarms_per_image"):
+        if col not in table.colnames:
+            raise AstridInputError(f"table: no column {col!r}; pass the table of evaluate_methods()")
+    names = [str(m) for m in table["method"]]
+    y = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(names) + 2.0), sharey=True,
+                                      gridspec_kw={"width_ratios": [1.4, 1]})
+    for k, (col, label) in enumerate((("precision", "precision"), ("recall", "recall"),
+                                      ("iou_median", "IoU (median)"))):
+        left.barh(y + (k - 1) * 0.27, np.nan_to_num(np.asarray(table[col], float)), 0.27, label=label)
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlim(0, 1.0)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncols=3, fontsize=8, frameon=False)
+    alarms = np.asarray(table["false_alarms_per_image"], float)
+    right.barh(y, np.maximum(alarms, 1e-2), 0.6, color="0.5")
+    right.set_xscale("log")
+    right.axvline(1.0, color="k", lw=0.8, ls="--")
+    right.set_xlabel("false alarms per image")
+    fig.suptitle(title if title is not None else str(table.meta.get("dataset", "")), fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -817,13 +817,12 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
         raise AstridInputError(f"batch_size={batch_size!r} must be a positive integer")
     margin = -(-int(overlap) // grid) * grid
     ny, nx, channels = image.shape
-    step = tile if tile is not None else -(-max(ny, nx) // grid) * grid
-    ty, tx = -(-ny // step), -(-nx // step)
-    if tile is None:
+    if tile is None:  # one tile: the image rounded up to the pooling grid
         step_y, step_x = -(-ny // grid) * grid, -(-nx // grid) * grid
         ty = tx = 1
     else:
-        step_y = step_x = step
+        step_y = step_x = tile
+        ty, tx = -(-ny // tile), -(-nx // tile)
     padded = np.zeros((ty * step_y + 2 * margin, tx * step_x + 2 * margin, channels), dtype=np.float32)
     padded[margin:margin + ny, margin:margin + nx] = image
     out = np.empty((ty * step_y, tx * step_x), dtype=np.float32)
