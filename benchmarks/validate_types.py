@@ -29,7 +29,14 @@ import numpy as np
 
 import astrid
 from astrid._difference import difference
-from astrid.anomaly import CLASSES, plot_confusion, predict_types, train_types, type_labels, type_report
+from astrid.anomaly import (
+    CLASSES,
+    plot_confusion,
+    predict_types,
+    train_types,
+    type_labels,
+    type_report,
+)
 from astrid.triplets import build_training_set
 
 

@@ -11,7 +11,7 @@ from astropy.table import Table
 pytest.importorskip("keras")
 pytest.importorskip("sklearn")
 
-from astrid.anomaly import (  # noqa: E402
+from astrid.anomaly import (
     FEATURES,
     Field,
     IsolationForestBaseline,
@@ -31,10 +31,10 @@ from astrid.anomaly import (  # noqa: E402
     unet_inputs,
     zogy_threshold_method,
 )
-from astrid.anomaly.unet import CHANNELS, _receptive_radius  # noqa: E402
-from astrid.errors import AstridInputError  # noqa: E402
-from astrid.triplets import circle_iou  # noqa: E402
-from astrid.triplets._synthetic import synthetic_difference  # noqa: E402
+from astrid.anomaly.unet import CHANNELS, _receptive_radius
+from astrid.errors import AstridInputError
+from astrid.triplets import circle_iou
+from astrid.triplets._synthetic import synthetic_difference
 
 SMALL = (4, 8, 16)  # filters of a fast test network
 
@@ -180,7 +180,7 @@ def test_transient_mask_and_sample_tiles():
     mask = transient_mask(truth, (128, 128), 2.0)
     real = truth[truth["kind"] == "supernova"]
     for row in real:
-        assert mask[int(round(row["y_ref"])), int(round(row["x_ref"]))]
+        assert mask[round(row["y_ref"]), round(row["x_ref"])]
     # three discs of radius 2: 13 pixels each when not overlapping (fewer at a sub-pixel centre is fine)
     assert 3 * 9 <= mask.sum() <= 3 * 16
     x, y = sample_tiles([(result, truth)], tile=32, n_per_field=12, seed=0)
@@ -198,7 +198,7 @@ def test_sample_tiles_ignores_faint_transients():
     result = synthetic_difference((96, 96), n_transients=1, n_hot_pixels=0, seed=4)
     truth = result.truth.copy()
     truth["snr_diff"] = [1.0]  # too faint to be a target: its disc gets zero weight
-    x, y = sample_tiles([(result, truth)], tile=32, n_per_field=6, fractions=(1, 0, 0), seed=0)
+    _, y = sample_tiles([(result, truth)], tile=32, n_per_field=6, fractions=(1, 0, 0), seed=0)
     assert not (y[..., 0] == 1).any()
     assert (y[..., 1] == 0).any()
 
@@ -504,7 +504,7 @@ def test_train_types_on_synthetic_triplets():
     result = synthetic_difference((256, 256), n_transients=8, n_hot_pixels=8, seed=7)
     candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
     ds = make_triplets(result, candidates, field="SYN")
-    model, history = train_types(ds, epochs=2, batch_size=8)
+    _, history = train_types(ds, epochs=2, batch_size=8)
     assert len(history["loss"]) == 2 and history["class_counts"]["supernova"] >= 6
     assert history["class_weight"]["asteroid"] == 0.0  # an absent class gets no weight
     with pytest.raises(AstridInputError, match="kind"):

@@ -58,7 +58,7 @@ _LAZY = {
     "plot_methods": "._metrics",
 }
 
-__all__ = sorted(_LAZY) + ["unet", "baselines", "types"]
+__all__ = [*_LAZY, "unet", "baselines", "types"]
 
 
 def __getattr__(name):

@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -56,18 +58,18 @@ from ..errors import AstridInputError
 from .unet import _field_fwhm, _kinds, _truth_xy
 
 __all__ = [
+    "REAL_KINDS",
     "Field",
-    "evaluate_methods",
-    "match_predictions",
-    "choose_threshold",
-    "disc_iou",
-    "zogy_threshold_method",
-    "classic_threshold_method",
-    "unet_method",
     "baseline_method",
     "braai_method",
+    "choose_threshold",
+    "classic_threshold_method",
+    "disc_iou",
+    "evaluate_methods",
+    "match_predictions",
     "plot_methods",
-    "REAL_KINDS",
+    "unet_method",
+    "zogy_threshold_method",
 ]
 
 REAL_KINDS = ("supernova", "variable")
@@ -106,7 +108,7 @@ class Field:
     cache: dict = dc_field(default_factory=dict)
 
     @classmethod
-    def from_result(cls, result, truth, name: str, *, classic=None, seconds=None) -> "Field":
+    def from_result(cls, result, truth, name: str, *, classic=None, seconds=None) -> Field:
         """A field from a ZOGY difference result (shape and FWHM taken from it)."""
         shape = tuple(int(s) for s in np.shape(result.S_corr))
         seconds = dict(seconds or {})
@@ -117,7 +119,7 @@ class Field:
                    classic=classic, seconds=seconds)
 
     @classmethod
-    def from_pair(cls, pair, name: str, *, classic: bool = False) -> "Field":
+    def from_pair(cls, pair, name: str, *, classic: bool = False) -> Field:
         """Difference a simulated pair (ZOGY, and classic when asked) and time it."""
         from .._difference import difference
 

@@ -40,10 +40,10 @@ from ..errors import AstridInputError
 __all__ = [
     "FEATURES",
     "NAN_POLICIES",
-    "feature_matrix",
     "FeatureAnomalyModel",
     "IsolationForestBaseline",
     "OneClassSVMBaseline",
+    "feature_matrix",
 ]
 
 #: Feature columns used by default, each as (column of detect(), transform).

@@ -26,8 +26,15 @@ import numpy as np
 
 from ..errors import AstridInputError
 
-__all__ = ["CLASSES", "type_labels", "build_type_model", "train_types", "predict_types", "type_report",
-           "plot_confusion"]
+__all__ = [
+    "CLASSES",
+    "build_type_model",
+    "plot_confusion",
+    "predict_types",
+    "train_types",
+    "type_labels",
+    "type_report",
+]
 
 #: The classes, in the order of the model's outputs.
 CLASSES = ("supernova", "variable", "asteroid", "bogus")

@@ -47,7 +47,7 @@ import os
 import time
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +62,16 @@ __all__ = [
     "CARD_FORMAT",
     "CHANNELS",
     "RECEPTIVE_RADIUS",
+    "UNetTrainResult",
+    "anomaly_map",
     "build_unet",
-    "unet_inputs",
-    "transient_mask",
+    "load_unet",
+    "map_regions",
+    "result_anomaly_map",
     "sample_tiles",
     "train_unet",
-    "UNetTrainResult",
-    "load_unet",
-    "anomaly_map",
-    "result_anomaly_map",
-    "map_regions",
+    "transient_mask",
+    "unet_inputs",
 ]
 
 #: ``format`` entry of the U-Net's model card.
@@ -85,7 +85,7 @@ RECEPTIVE_RADIUS = 32
 _REAL_KINDS = ("supernova", "variable")
 _MIN_SIZE = 16
 # Per-model logit heads (see _logit_head), dropped with the model.
-_HEADS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _keras():
@@ -590,7 +590,12 @@ def train_unet(
     for key, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
-    from ..braai._train import _disable_determinism, _enable_determinism, _save_model, _versions
+    from ..braai._train import (
+        _disable_determinism,
+        _enable_determinism,
+        _save_model,
+        _versions,
+    )
 
     tf = _tf()
     keras = _keras()
@@ -633,7 +638,7 @@ def train_unet(
     levels = _levels_of(network)
     card = {
         "format": CARD_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": {
             "name": name,
             "architecture": "unet",
