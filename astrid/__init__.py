@@ -46,12 +46,13 @@ _LAZY_FUNCTIONS = {
     "read_ztf": ".alerts",
     "read_alerts": ".alerts",
     "record_metrics": ".runner",
+    "evaluate_methods": ".anomaly",
 }
 
 # Subpackages loaded on first attribute access.
 _LAZY_SUBMODULES = {
     "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
-    "batch", "widgets", "figures", "triplets", "runner", "score", "paths",
+    "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
 }
 
 __all__ = [
