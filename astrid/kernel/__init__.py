@@ -10,4 +10,4 @@ from ._basis import Basis, alard_lupton_basis, delta_basis
 from ._result import KernelModel, KernelResult
 from .high_level import subtract
 
-__all__ = ["subtract", "KernelResult", "KernelModel", "Basis", "alard_lupton_basis", "delta_basis"]
+__all__ = ["Basis", "KernelModel", "KernelResult", "alard_lupton_basis", "delta_basis", "subtract"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import AstridInputError
 
-__all__ = ["Basis", "alard_lupton_basis", "delta_basis", "spatial_terms", "n_spatial", "HOTPANTS_SIGMAS", "HOTPANTS_DEGREES"]
+__all__ = ["HOTPANTS_DEGREES", "HOTPANTS_SIGMAS", "Basis", "alard_lupton_basis", "delta_basis", "n_spatial", "spatial_terms"]
 
 # HOTPANTS's default Gaussians (``-ng 3 6 0.70 4 1.50 2 3.00``): widths in pixels and the
 # degree of the polynomial in kernel coordinates that multiplies each.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["stamp_design", "convolve_tiles"]
+__all__ = ["convolve_tiles", "stamp_design"]
 
 
 @njit(cache=True, parallel=True)

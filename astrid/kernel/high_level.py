@@ -40,11 +40,18 @@ from ..zogy._core import (
     estimate_noise_acf,
     robust_std,
 )
-from ._basis import HOTPANTS_DEGREES, HOTPANTS_SIGMAS, Basis, alard_lupton_basis, delta_basis, n_spatial, spatial_terms
+from ._basis import (
+    HOTPANTS_DEGREES,
+    HOTPANTS_SIGMAS,
+    alard_lupton_basis,
+    delta_basis,
+    n_spatial,
+    spatial_terms,
+)
 from ._fit import convolve_tiles, stamp_design
 from ._result import KernelModel, KernelResult
 
-__all__ = ["subtract", "MIN_STAMPS"]
+__all__ = ["MIN_STAMPS", "subtract"]
 
 # Fewest stamps for a constant kernel; a degree-d spatial model needs this many per term.
 MIN_STAMPS = 5
@@ -338,7 +345,7 @@ def _single_threaded_blas():
 def _target_psf(psf, sigma, name):
     """The PSF of the image not convolved (odd, normalised), or a Gaussian of its measured width."""
     if psf is None:
-        half = max(int(math.ceil(3.0 * sigma)), 1)
+        half = max(math.ceil(3.0 * sigma), 1)
         u = np.arange(-half, half + 1)
         g = np.exp(-0.5 * (u / sigma) ** 2)
         out = np.outer(g, g)
@@ -351,7 +358,16 @@ def _target_psf(psf, sigma, name):
     return out / out.sum()
 
 
-def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, stars, work):
+def _astrometric_variance(image, sigma, work):
+    """σx² (∂image/∂x)² + σy² (∂image/∂y)²: the variance a registration error of (σx, σy) px leaves."""
+    sx, sy = sigma
+    if sx == 0 and sy == 0:
+        return None
+    gy, gx = np.gradient(image)
+    return (work(sx**2) * np.square(gx) + work(sy**2) * np.square(gy)).astype(work, copy=False)
+
+
+def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, stars, work, astrometric=(0.0, 0.0)):
     """Matched-filter significance of a point source in ``diff`` (PSF ``P``), noise propagated.
 
     The filtered difference is ``diff ⋆ P``; its variance is J's noise
@@ -380,6 +396,10 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
     var += np.maximum(_fft_same(VT, p2[None], work)[0], 0) * _tiles_to_map(ratio.astype(work), tile, diff.shape)
     model = _fft_same(conv, flipped[None], work)[0]
+    astro = _astrometric_variance(model, astrometric, work)
+    if astro is not None:
+        var += astro
+        del astro
     # A kernel's errors leave rings and lobes a few pixels from a bright star, where the star's own
     # filtered profile is already faint: the term follows the brightest model value within a PSF
     # half-width, so those lobes are covered while faint sky far from stars is not penalised.
@@ -478,6 +498,7 @@ def subtract(
     fit_weights: str = "sky",
     noise_correlation="auto",
     systematic="auto",
+    astrometric_sigma=(0.0, 0.0),
     science_psf=None,
     reference_psf=None,
     tile: int = 32,
@@ -579,6 +600,11 @@ def subtract(
         as a fraction of their signal; for ``detection``: the filtered
         residual at stars of 20σ or more, as ZOGY does); 0 leaves the term
         out.
+    astrometric_sigma : (float, float)
+        Registration error (σx, σy) in pixels, e.g. from the alignment's
+        matched stars: ``σx² (∂M/∂x)² + σy² (∂M/∂y)²`` of the matched model M
+        is added to both variances (as in ZOGY), so misregistered bright
+        stars do not stand out.
     science_psf, reference_psf : array_like, optional
         PSFs (odd-sized arrays, e.g. ``PSFModel.psf``); the one of the image
         that is not convolved filters ``detection``. Default a Gaussian of
@@ -641,6 +667,13 @@ def subtract(
     if systematic != "auto" and (isinstance(systematic, (bool, str)) or not isinstance(
             systematic, (int, float, np.integer, np.floating)) or not 0 <= systematic < 1):
         raise AstridInputError(f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}")
+    given_astrometric = astrometric_sigma
+    try:
+        astrometric_sigma = tuple(float(v) for v in astrometric_sigma)
+    except (TypeError, ValueError):
+        astrometric_sigma = ()
+    if len(astrometric_sigma) != 2 or not all(math.isfinite(v) and v >= 0 for v in astrometric_sigma):
+        raise AstridInputError(f"astrometric_sigma: must be two finite numbers >= 0 (px), got {given_astrometric!r}")
     if noise_correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {noise_correlation!r}")
     for name, value in (("science_psf", science_psf), ("reference_psf", reference_psf)):
@@ -734,7 +767,7 @@ def subtract(
     fwhm_broad = _FWHM_PER_SIGMA * s_broad
     sigma_k = math.sqrt(max(s_broad**2 - s_sharp**2, 0.0))
     r = half_width if half_width != "auto" else int(np.clip(math.ceil(_KERNEL_FWHM * fwhm_broad), 4, 15))
-    hs = stamp_half_width if stamp_half_width != "auto" else r + int(math.ceil(fwhm_broad))
+    hs = stamp_half_width if stamp_half_width != "auto" else r + math.ceil(fwhm_broad)
     if basis_kind == "delta":
         kbasis = delta_basis(r)
     else:
@@ -948,6 +981,10 @@ def subtract(
     var += VJ_full
     if epsilon > 0:
         var += work(epsilon**2) * np.square(conv)
+    astro = _astrometric_variance(conv, astrometric_sigma, work)
+    if astro is not None:
+        var += astro
+        del astro
     diff = J.astype(work) - conv
     diff -= _poly_map(bg, background_degree, shape, work)
     if background_box:
@@ -978,7 +1015,7 @@ def subtract(
          else _target_psf(reference_psf, s_ref, "reference_psf"))
     # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
     # widen the mask and the systematic term's reach by their whole box.
-    crop = int(math.ceil(2.0 * _FWHM_PER_SIGMA * (s_sci if convolve == "reference" else s_ref)))
+    crop = math.ceil(2.0 * _FWHM_PER_SIGMA * (s_sci if convolve == "reference" else s_ref))
     if P.shape[0] > 2 * crop + 1:
         c = P.shape[0] // 2
         P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
@@ -994,7 +1031,7 @@ def subtract(
     detection, detection_epsilon = _detection(
         np.where(keep_px, diff, 0), conv, np.where(keep_px, VJ_full, 0),
         np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work), P, kernels, tile,
-        acf_j, acf, systematic, (ys[used], xs[used]), work)
+        acf_j, acf, systematic, (ys[used], xs[used]), work, astrometric_sigma)
     del conv, VJ_full
     if convolve == "science":
         # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
