@@ -366,8 +366,9 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     Σ(K ⊗ P)² / ΣP² and T's correlation factor: exact for noise that is
     smooth on the scale of the kernel) plus a systematic term ``ε² (conv ⋆ P)²``.
     With ``systematic="auto"``, ε is measured at the stamps' stars (``stars``:
-    (ys, xs)) as in ZOGY: the filtered residual beyond the noise, as a
-    fraction of the filtered model, at stars where the model is 20σ or more.
+    (ys, xs)) as in ZOGY: the largest filtered residual within a PSF
+    half-width beyond the noise, as a fraction of the filtered model, at
+    stars where the model is 50σ or more (20σ when fewer than three are).
 
     Returns
     -------
@@ -378,14 +379,15 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     from scipy.signal import fftconvolve
 
     flipped = P[::-1, ::-1]
-    num = _fft_same(diff, flipped[None], work)[0]
-    p2 = (P * P).astype(work)
+    by_p = _filter(flipped, diff.shape, work)
+    by_p2 = _filter(P * P, diff.shape, work)
+    num = by_p(diff)
     # Variances through an FFT: round-off leaves tiny negative values where they are 0 (masked pixels).
-    var = np.maximum(_fft_same(VJ, p2[None], work)[0], 0) * work(_correlated_factor(P[None], acf_j)[0])
+    var = np.maximum(by_p2(VJ), 0) * work(_correlated_factor(P[None], acf_j)[0])
     kp = fftconvolve(kernels, flipped[None, None], axes=(-2, -1))  # K ⊗ P per tile
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
-    var += np.maximum(_fft_same(VT, p2[None], work)[0], 0) * _tiles_to_map(ratio.astype(work), tile, diff.shape)
-    model = _fft_same(conv, flipped[None], work)[0]
+    var += np.maximum(by_p2(VT), 0) * _tiles_to_map(ratio.astype(work), tile, diff.shape)
+    model = by_p(conv)
     astro = _astrometric_variance(model, astrometric, work)
     if astro is not None:
         var += astro
@@ -419,6 +421,25 @@ def _detection(diff, conv, VJ, VT, P, kernels, tile, acf_j, acf_t, systematic, s
     return num / np.sqrt(np.maximum(var, np.finfo(work).tiny)), epsilon
 
 
+def _filter(kernel, shape, work):
+    """A function convolving images of ``shape`` with ``kernel`` ("same" size, zero outside); the kernel's
+    transform is computed once."""
+    import scipy.fft
+
+    ny, nx = shape
+    k = kernel.shape[-1]
+    half = k // 2
+    fshape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    G = scipy.fft.rfft2(np.asarray(kernel, dtype=work), s=fshape, workers=-1)
+
+    def apply(image):
+        F = scipy.fft.rfft2(image, s=fshape, workers=-1)
+        F *= G
+        return scipy.fft.irfft2(F, s=fshape, workers=-1)[half : half + ny, half : half + nx]
+
+    return apply
+
+
 def _fft_same(image, kernels, work):
     """``image`` convolved with each of ``kernels`` (n, k, k), "same" size, zero outside: one forward FFT."""
     import scipy.fft
@@ -437,18 +458,34 @@ def _fft_same(image, kernels, work):
 
 
 def _convolve_terms(image, term_kernels, degree, work):
-    """Σ_l p_l(x, y) (image ⊗ K_l) over the spatial terms p_l (order 1, x, y, x², xy, y², ...)."""
+    """Σ_l p_l(x, y) (image ⊗ K_l) over the spatial terms p_l (order 1, x, y, x², xy, y², ...).
+
+    One forward FFT of the image; each term's product is transformed back and added at once, so
+    only one image-sized term is held at a time.
+    """
+    import scipy.fft
+
     ny, nx = image.shape
+    k = term_kernels.shape[-1]
+    half = k // 2
+    shape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    F = scipy.fft.rfft2(image, s=shape, workers=-1)
     u = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(work)
     v = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(work)
-    parts = _fft_same(image, term_kernels, work)
-    out = parts[0]
-    t = 1
-    for total in range(1, degree + 1):
+    out = None
+    t = 0
+    for total in range(degree + 1):
         for j in range(total + 1):
-            parts[t] *= v[:, None] ** j
-            parts[t] *= u[None, :] ** (total - j)
-            out += parts[t]
+            G = scipy.fft.rfft2(term_kernels[t].astype(work), s=shape, workers=-1)
+            G *= F
+            part = scipy.fft.irfft2(G, s=shape, workers=-1)[half : half + ny, half : half + nx]
+            del G
+            if t == 0:
+                out = np.array(part, dtype=work)
+            else:
+                part = part * v[:, None] ** j
+                part *= u[None, :] ** (total - j)
+                out += part
             t += 1
     return out
 
@@ -792,10 +829,11 @@ def subtract(
             scale0 = 1.0
         ksq = np.zeros((n_usable, kw, kw))
         ksq[:, r, r] = scale0**2
-        VT_map = VT if VT is not None else np.full(shape, sT**2)
-        VJ_map = VJ if VJ is not None else np.full(shape, sJ**2)
+        # Constant maps as zero-stride views: no image-sized copies of a number.
+        VT_map = VT if VT is not None else np.broadcast_to(np.float64(sT**2), shape)
+        VJ_map = VJ if VJ is not None else np.broadcast_to(np.float64(sJ**2), shape)
         if fit_weights == "sky":
-            VT_w, VJ_w = np.full(shape, sT**2), np.full(shape, sJ**2)
+            VT_w, VJ_w = np.broadcast_to(np.float64(sT**2), shape), np.broadcast_to(np.float64(sJ**2), shape)
         else:
             VT_w, VJ_w = VT_map, VJ_map
         nb = kbasis.size
