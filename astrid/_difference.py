@@ -27,7 +27,7 @@ from .io import Image, atomic_write, provenance_cards, read_image
 
 __all__ = ["DifferenceResult", "difference"]
 
-_METHODS = ("zogy", "classic")
+_METHODS = ("zogy", "classic", "kernel")
 # A user flux_ratio (science flux / reference flux of one source) outside this
 # range is refused: no pair of exposures of one survey differs by more than
 # 7.5 magnitudes in zero point, and a typo (1e6, a magnitude for a ratio)
@@ -69,6 +69,7 @@ _OPTIONS = {
     "fill_value": "subtract",
     "workers": "subtract",
     "tile_size": "subtract",
+    "kernel": "subtract",
 }
 
 
@@ -79,7 +80,7 @@ class DifferenceResult:
     Attributes
     ----------
     method : str
-        ``"zogy"`` or ``"classic"``.
+        ``"zogy"``, ``"classic"`` or ``"kernel"``.
     science : Image
         The science image aligned onto the reference grid, background
         subtracted (data, mask, variance when known, reference WCS).
@@ -358,11 +359,30 @@ def _check_flux_ratio(flux_ratio) -> float:
     return ratio
 
 
+# Arguments of astrid.kernel.subtract that difference(method="kernel") fills in from its stages.
+_KERNEL_FROM_DIFFERENCE = frozenset({
+    "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
+    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "_filled", "mask_radius",
+    "fill_value", "mask",
+})
+
+
 def _check_options(options: dict, dtype) -> None:
     """Validate the cheap options before any stage runs, so a typo costs no alignment."""
     from .zogy._core import _check_astrometric, _check_dtype
 
     _check_dtype(dtype)
+    if "kernel" in options:
+        kernel_options = options["kernel"]
+        if not isinstance(kernel_options, dict):
+            raise AstridInputError(f"kernel: must be a dict of astrid.kernel.subtract options, got {kernel_options!r}")
+        # difference() passes these itself, from its own stages and options.
+        taken = sorted(set(kernel_options) & _KERNEL_FROM_DIFFERENCE)
+        if taken:
+            raise AstridInputError(
+                f"kernel: {taken} are set by difference() itself (give mask_radius, fill_value, dtype or "
+                "astrometric_sigma as difference() options, PSFs as science_psf=/reference_psf=)"
+            )
     correlation = options.get("noise_correlation", "auto")
     if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
@@ -775,9 +795,13 @@ def difference(
     reference, science : Image or path-like
         The template and the new image (read with :func:`astrid.read_image`
         when given as paths). The result is on the reference pixel grid.
-    method : {"zogy", "classic"}, optional
-        ZOGY proper subtraction (default) or the classic Gaussian-matching
-        baseline (:func:`astrid._classic.classic_subtract`).
+    method : {"zogy", "classic", "kernel"}, optional
+        ZOGY proper subtraction (default), the classic Gaussian-matching
+        baseline (:func:`astrid._classic.classic_subtract`), or a fitted,
+        spatially varying PSF-matching kernel (:func:`astrid.kernel.subtract`,
+        docs/kernel.md; ``S_corr`` is its matched-filter ``detection`` image,
+        ``S``, ``flux`` and ``P_D`` are None). Its own options go in the
+        ``kernel`` option as a dict, e.g. ``kernel={"basis": "delta"}``.
     align : bool, optional
         Resample the science image onto the reference grid with
         :func:`astrid._align.align` (default). With False the images must
@@ -1039,6 +1063,26 @@ def difference(
                        systematic_fraction=raw.systematic_fraction, n_systematic_stars=raw.n_systematic_stars,
                        astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1],
                        n_tiles=max(len(raw.tiles), 1), regularised_psf=regularise)
+    elif method == "kernel":
+        from .kernel import subtract as kernel_subtract
+
+        kernel_options = options.get("kernel") or {}  # checked by _check_options before any stage ran
+        # Images with their own masks: the convolved image's bad pixels spread over the kernel, the
+        # other's do not.
+        raw = kernel_subtract(
+            reference_out, science_out, stars=reference_stars, science_variance=sci_var,
+            reference_variance=ref_var, science_sigma=sci_bg.median_rms, reference_sigma=ref_bg.median_rms,
+            science_fwhm=science_psf.fwhm, reference_fwhm=reference_psf.fwhm,
+            science_psf=science_psf.psf, reference_psf=reference_psf.psf, astrometric_sigma=astrometric_sigma,
+            dtype=dtype, _filled=repaired if repaired.any() else None, **common, **kernel_options,
+        )
+        S = flux = flux_err = P_D = None
+        D, S_corr, mask = raw.D, raw.detection, raw.mask
+        metrics.update(scorr_robust_std=raw.detection_std, mask_radius=raw.mask_radius, convolved=raw.convolved,
+                       kernel_flux_ratio=raw.flux_ratio, kernel_degree=raw.model.degree,
+                       kernel_half_width=raw.model.half_width, n_stamps_used=raw.n_stamps_used,
+                       n_stamps_rejected=raw.n_stamps_rejected, systematic_fraction=raw.detection_systematic,
+                       time_kernel_fit=raw.timings["select"] + raw.timings["systems"] + raw.timings["solve"])
     else:
         from ._classic import classic_subtract
 

@@ -42,6 +42,10 @@ def _steps():
         pair = state["pair"]
         difference(pair.reference, pair.science, method="classic")
 
+    def fitted_kernel():
+        pair = state["pair"]
+        difference(pair.reference, pair.science, method="kernel")
+
     def triplets():
         candidates = detect(state["result"], threshold=5.0, negative=True)
         state["triplets"] = make_triplets(state["result"], candidates)
@@ -54,6 +58,7 @@ def _steps():
         ("simulated pair", simulate_pair),
         ("difference (ZOGY)", zogy),
         ("difference (classic)", classic),
+        ("difference (fitted kernel)", fitted_kernel),
         ("candidates and triplets", triplets),
         ("braai preprocessing", braai_input),
     ]

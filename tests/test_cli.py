@@ -83,11 +83,12 @@ def test_warmup_compiles_the_chain_and_reports_each_step(capsys):
 
     assert main(["warmup"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines[:5]] == [
-        "[1/5] simulated pair",
-        "[2/5] difference (ZOGY)",
-        "[3/5] difference (classic)",
-        "[4/5] candidates and triplets",
-        "[5/5] braai preprocessing",
+    assert [line.split(":")[0] for line in lines[:6]] == [
+        "[1/6] simulated pair",
+        "[2/6] difference (ZOGY)",
+        "[3/6] difference (classic)",
+        "[4/6] difference (fitted kernel)",
+        "[5/6] candidates and triplets",
+        "[6/6] braai preprocessing",
     ]
     assert lines[-1].startswith("numba kernels compiled and cached in")
