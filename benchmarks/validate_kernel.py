@@ -12,12 +12,9 @@ matched-filter ``detection`` image (the statistic thresholded, like ZOGY's
 S_corr), the fitted photometric scale against the true flux ratio, the
 image that was convolved and the stamps used / considered.
 
-The kernel runs inside ``difference(method="kernel")`` once that method is
-hooked in; until then the same call is emulated: ``difference(method=
-"classic")`` for the alignment, backgrounds, PSFs and variance maps, then
-:func:`astrid.kernel.subtract` with the arguments the hook passes (stars
-found on the reference by ``subtract`` itself rather than the alignment's
-list). The ``s`` column is then the kernel step alone.
+The kernel runs inside ``difference(method="kernel")``: alignment, backgrounds,
+star list and PSF widths as for ZOGY, then :func:`astrid.kernel.subtract`; the
+``s`` column is the whole ``difference()`` call.
 
 Real data (``--real``): the JWST NIRCam pair (WebbPSF PSFs, noise maps,
 no alignment) and the six DECam pairs of the shared data, loaded as in
@@ -69,25 +66,10 @@ class _KernelResult:
         self.S_corr, self.mask, self.metrics, self.method, self.raw = S_corr, mask, metrics, "kernel", raw
 
 
-def kernel_difference(reference, science, difference_options=None, astrometric_sigma=(0.0, 0.0), **kernel_options):
-    """``difference(method="kernel")``, or its emulation while the method is not hooked in."""
-    difference_options = difference_options or {}
-    if "kernel" in _difference._METHODS:
-        result = difference(reference, science, method="kernel", kernel=kernel_options, **difference_options)
-        return _KernelResult(result.S_corr, result.mask, result.metrics, result.subtraction)
-    base = difference(reference, science, method="classic", **difference_options)
-    sci, ref = base.science, base.reference
-    sv, _ = _difference._variance(sci, base.science_background, sci.data, sci.mask, True)
-    rv, _ = _difference._variance(ref, base.reference_background, ref.data, ref.mask, True)
-    m = dict(base.metrics)
-    start = time.perf_counter()
-    raw = subtract(ref, sci, science_variance=sv, reference_variance=rv,
-                   science_sigma=m["sigma_sci"], reference_sigma=m["sigma_ref"],
-                   science_fwhm=m["fwhm_sci"], reference_fwhm=m["fwhm_ref"],
-                   science_psf=base.science_psf.psf, reference_psf=base.reference_psf.psf,
-                   astrometric_sigma=astrometric_sigma, dtype=np.float32, **kernel_options)
-    m["time_total"] = time.perf_counter() - start
-    return _KernelResult(raw.detection, raw.mask, m, raw)
+def kernel_difference(reference, science, difference_options=None, **kernel_options):
+    """``difference(method="kernel")`` with what ``evaluate`` reads, and the kernel's own result."""
+    result = difference(reference, science, method="kernel", kernel=kernel_options, **(difference_options or {}))
+    return _KernelResult(result.S_corr, result.mask, result.metrics, result.subtraction)
 
 
 def quality(seeds, size, kernel_options):
@@ -107,9 +89,7 @@ def quality(seeds, size, kernel_options):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             zogy = difference(sim.reference, sim.science, method="zogy")
-            # The emulation takes the registration error that difference() measured (ZOGY's metrics).
-            astro = (zogy.metrics["astrometric_sigma_x"], zogy.metrics["astrometric_sigma_y"])
-            kern = kernel_difference(sim.reference, sim.science, astrometric_sigma=astro, **kernel_options)
+            kern = kernel_difference(sim.reference, sim.science, **kernel_options)
         for name, result in (("zogy", zogy), ("kernel", kern)):
             stats = evaluate(sim, result, ex, bright, free)
             totals[name].append(stats)
