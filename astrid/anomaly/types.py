@@ -18,7 +18,6 @@ predictive entropy the uncertainty.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from typing import Any
 
@@ -127,7 +126,7 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         Per-epoch ``loss`` (``val_loss``), ``epoch_seconds``, ``class_weight``,
         ``class_counts``, ``triplets_per_second``.
     """
-    from ..braai._train import _disable_determinism, _enable_determinism
+    from ..braai._train import _disable_determinism, _enable_determinism, _EpochTimer
     from .unet import _keras, _tf
 
     x = _stamps(dataset, "dataset")
@@ -142,7 +141,6 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     keras = _keras()
     keras.utils.set_random_seed(int(seed))
     switched_on = _enable_determinism(tf)
-    seconds: list[float] = []
     try:
         model = build_type_model(x.shape[1:], dropout=dropout)
         model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
@@ -162,15 +160,8 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
         validation_data = None
         callbacks = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                seconds.append(time.perf_counter() - self._start)
-
-        callbacks.append(Timer())
+        timer = _EpochTimer()
+        callbacks.append(timer)
         if validation is not None:
             validation_data = (_stamps(validation, "validation"), _classes_of(validation, "validation"))
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
@@ -180,6 +171,7 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     finally:
         if switched_on:
             _disable_determinism()
+    seconds = timer.seconds
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history.update({
         "epoch_seconds": seconds,

@@ -593,6 +593,7 @@ def train_unet(
     from ..braai._train import (
         _disable_determinism,
         _enable_determinism,
+        _EpochTimer,
         _save_model,
         _versions,
     )
@@ -609,16 +610,8 @@ def train_unet(
         train_data = _pipeline(x, y, batch_size=int(batch_size), shuffle=True, augment=augment, seed=int(seed))
         validation_data = None
         callbacks = []
-        seconds: list[float] = []
-
-        class Timer(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                seconds.append(time.perf_counter() - self._start)
-
-        callbacks.append(Timer())
+        timer = _EpochTimer()
+        callbacks.append(timer)
         if xv is not None:
             validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=int(seed))
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -630,6 +623,7 @@ def train_unet(
         if switched_on:
             _disable_determinism()
     network.astrid_levels = _levels_of(network)
+    seconds = timer.seconds
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epoch_seconds"] = [float(s) for s in seconds]
     best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else len(seconds)
