@@ -695,11 +695,9 @@ def load_unet(path: str | os.PathLike):
         raise AstridFileError(f"{path}: model file does not exist")
     if path.suffix != ".keras":
         raise AstridInputError(f"{path}: expected a .keras file saved by astrid.anomaly.train_unet")
-    keras = _keras()
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
-        raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+    from ..export._tflite import load_keras_archive
+
+    model = load_keras_archive(path)
     model.astrid_levels = _levels_of(model)
     return model
 

@@ -356,11 +356,9 @@ def load_trained(path: str | os.PathLike):
         raise AstridFileError(f"{path}: model file does not exist")
     if path.suffix != ".keras":
         raise AstridInputError(f"{path}: expected a .keras file saved by astrid.braai.train")
-    keras = keras_module()
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
-        raise AstridFileError(f"{path}: cannot load the Keras model ({exc})") from exc
+    from ..export._tflite import load_keras_archive
+
+    model = load_keras_archive(path)
     card_path = _card_beside(path)
     if card_path.exists():
         try:

@@ -117,11 +117,7 @@ def load_keras_model(model: Any):
             )
         suffix = path.suffix.lower()
         if suffix == ".keras":
-            _check_keras_archive(path)
-            try:
-                return _keras().saving.load_model(path, compile=False)
-            except Exception as exc:
-                raise AstridFileError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
+            return load_keras_archive(path)
         if suffix in (".h5", ".hdf5"):
             from ..braai import load_braai
 
@@ -137,6 +133,25 @@ def load_keras_model(model: Any):
     raise AstridInputError(
         f"model: expected a keras.Model or a .keras/.h5 path, got {type(model).__name__}"
     )
+
+
+def load_keras_archive(path: Path):
+    """A Keras 3 ``.keras`` archive loaded uncompiled; a damaged one named as such.
+
+    The one loader of ``.keras`` files behind :func:`load_keras_model`,
+    :func:`astrid.braai.load_trained` and :func:`astrid.anomaly.load_unet`.
+
+    Raises
+    ------
+    AstridFileError
+        Not a complete zip archive with ``config.json``, a member failing its
+        CRC, or a model Keras cannot rebuild.
+    """
+    _check_keras_archive(path)
+    try:
+        return _keras().saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
+        raise AstridFileError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
 
 
 def _check_keras_archive(path: Path) -> None:
