@@ -28,6 +28,7 @@ from scipy import ndimage
 from scipy.special import erfinv
 
 from .._inpaint import repair_isolated
+from .._stars import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
 from ..zogy._core import (
     _as_aligned_pair,
@@ -60,8 +61,6 @@ MIN_STAMPS = 5
 # fit extrapolated badly to the bright stars between them (23 false positives on a simulated
 # 1024² pair, against 8 with degree 0).
 _AUTO_DEGREE_STAMPS = (150, 60)
-# FWHM per Gaussian sigma.
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Stamps are picked round-robin over this many cells per side, brightest first in each.
 _CELLS = 5
 # Kernel half-width in FWHM of the broader image: the kernel between two Moffat PSFs has power-law
@@ -81,6 +80,20 @@ _SYSTEMATIC_SNR = 50.0
 _EIV_MAX_SHARE = 0.8
 # The noise correlation of the convolved image is used when a lag within ±2 px exceeds this.
 _ACF_THRESHOLD = 0.05
+
+
+def _noise_acf(image, bad, mode):
+    """The noise autocorrelation of ``image`` to propagate, or None (``mode`` False, or "auto" and
+    no lag within ±2 px above :data:`_ACF_THRESHOLD`)."""
+    if mode is False:
+        return None
+    acf = estimate_noise_acf(image, bad)
+    if acf is not None and mode == "auto":
+        off = np.abs(acf)
+        off[acf.shape[0] // 2, acf.shape[1] // 2] = 0.0
+        if off.max() < _ACF_THRESHOLD:
+            return None
+    return acf
 
 
 def _unpack(image, role: str):
@@ -777,7 +790,7 @@ def subtract(
                                       _MEASURE_HALF_WIDTH))
     width = {}
     for name, image in (("science_fwhm", n_img), ("reference_fwhm", r_img)):
-        width[name] = (fwhm_given[name] / _FWHM_PER_SIGMA if name in fwhm_given
+        width[name] = (fwhm_given[name] / GAUSSIAN_SIGMA_TO_FWHM if name in fwhm_given
                        else _stamp_width(image, ys0, xs0))
     s_sci, s_ref = width["science_fwhm"], width["reference_fwhm"]
     if not (math.isfinite(s_sci) and math.isfinite(s_ref)):
@@ -788,7 +801,7 @@ def subtract(
     if convolve == "auto":
         convolve = "science" if s_sci < s_ref else "reference"
     s_broad, s_sharp = max(s_sci, s_ref), min(s_sci, s_ref)
-    fwhm_broad = _FWHM_PER_SIGMA * s_broad
+    fwhm_broad = GAUSSIAN_SIGMA_TO_FWHM * s_broad
     sigma_k = math.sqrt(max(s_broad**2 - s_sharp**2, 0.0))
     r = half_width if half_width != "auto" else int(np.clip(math.ceil(_KERNEL_FWHM * fwhm_broad), 4, 15))
     hs = stamp_half_width if stamp_half_width != "auto" else r + math.ceil(fwhm_broad)
@@ -977,14 +990,7 @@ def subtract(
         # T and one inverse per term.
         term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)  # (n_spatial, kw, kw)
         conv = _convolve_terms(T.astype(work), term_kernels, degree, work)
-    acf = None
-    if noise_correlation is not False:
-        acf = estimate_noise_acf(T, bad)
-        if acf is not None and noise_correlation == "auto":
-            off = np.abs(acf).copy()
-            off[acf.shape[0] // 2, acf.shape[1] // 2] = 0.0
-            if off.max() < _ACF_THRESHOLD:
-                acf = None
+    acf = _noise_acf(T, bad, noise_correlation)
     factor = _correlated_factor(kernels, acf)
     if VT is not None and convolution == "direct":
         var = convolve_tiles(np.pad(VT.astype(work), r), (kernels * kernels).astype(work), tile,
@@ -1028,19 +1034,12 @@ def subtract(
 
     # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
     start = time.perf_counter()
-    acf_j = None
-    if noise_correlation is not False:
-        acf_j = estimate_noise_acf(J, bad)
-        if acf_j is not None and noise_correlation == "auto":
-            off = np.abs(acf_j).copy()
-            off[acf_j.shape[0] // 2, acf_j.shape[1] // 2] = 0.0
-            if off.max() < _ACF_THRESHOLD:
-                acf_j = None
+    acf_j = _noise_acf(J, bad, noise_correlation)
     P = (_target_psf(science_psf, s_sci, "science_psf") if convolve == "reference"
          else _target_psf(reference_psf, s_ref, "reference_psf"))
     # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
     # widen the mask and the systematic term's reach by their whole box.
-    crop = math.ceil(2.0 * _FWHM_PER_SIGMA * (s_sci if convolve == "reference" else s_ref))
+    crop = math.ceil(2.0 * GAUSSIAN_SIGMA_TO_FWHM * (s_sci if convolve == "reference" else s_ref))
     if P.shape[0] > 2 * crop + 1:
         c = P.shape[0] // 2
         P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
