@@ -42,7 +42,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 import tracemalloc
 import warnings
 
@@ -50,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from validate_simulated import evaluate
+from validate_simulated import evaluate, parse_options
 
 from astrid import _difference
 from astrid._difference import difference
@@ -233,12 +232,7 @@ def main(argv=None) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="option of astrid.kernel.subtract, e.g. basis=delta (value read as YAML)")
     args = parser.parse_args(argv)
-    import yaml
-
-    options = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        options[key] = yaml.safe_load(value)
+    options = parse_options(args.option)
     if args.seeds:
         quality(args.seeds, args.size, options)
     if args.real:

@@ -60,6 +60,17 @@ def evaluate(sim, result, explained, bright_mask, free_mask):
     }
 
 
+def parse_options(items) -> dict:
+    """``KEY=VALUE`` command-line options as a dict, each value read as YAML."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 6, 8, 9])
@@ -68,12 +79,7 @@ def main(argv=None) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="option of difference() for ZOGY, e.g. psf_degree=0 (value read as YAML)")
     args = parser.parse_args(argv)
-    import yaml
-
-    zogy_options = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        zogy_options[key] = yaml.safe_load(value)
+    zogy_options = parse_options(args.option)
     from astrid.simulate import pair
 
     print(f"| seed | method | std | recovered | FP | FP bright | flux median [10–90 %] | s |")

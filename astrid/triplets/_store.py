@@ -324,13 +324,13 @@ def write_triplets(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AstridFileError(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})") from None
-    if netcdf_target := _is_netcdf(path, format):
+    netcdf = _is_netcdf(path, format)
+    if netcdf:
         if path.is_dir():
             raise AstridFileError(f"{path}: is a folder; a netCDF triplet store is a file")
     elif path.exists() and not path.is_dir():
         raise AstridFileError(f"{path}: is a file; a Zarr triplet store is a folder (give a .nc path for netCDF)")
     ds = _prepare(ds)
-    netcdf = netcdf_target
     require("h5netcdf" if netcdf else "zarr", "Writing triplets")
     # One writer at a time: an append reads the committed length, writes rows
     # and commits them; two writers interleaving would overwrite each other.
