@@ -49,6 +49,8 @@ _LAZY = {
     "evaluate_methods": "._metrics",
     "match_predictions": "._metrics",
     "choose_threshold": "._metrics",
+    "choose_region_level": "._metrics",
+    "recall_lower_bound": "._metrics",
     "disc_iou": "._metrics",
     "zogy_threshold_method": "._metrics",
     "classic_threshold_method": "._metrics",

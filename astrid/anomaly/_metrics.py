@@ -62,12 +62,14 @@ __all__ = [
     "Field",
     "baseline_method",
     "braai_method",
+    "choose_region_level",
     "choose_threshold",
     "classic_threshold_method",
     "disc_iou",
     "evaluate_methods",
     "match_predictions",
     "plot_methods",
+    "recall_lower_bound",
     "unet_method",
     "zogy_threshold_method",
 ]
@@ -252,8 +254,51 @@ def _found_scores(matches: list[dict]) -> np.ndarray:
     return np.concatenate(out) if out else np.empty(0)
 
 
-def choose_threshold(matches: list[dict], target_recall: float = 0.9) -> tuple[float, str]:
+def recall_lower_bound(n_found: int, n_true: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper–Pearson lower confidence bound of a recall ``n_found / n_true``.
+
+    Parameters
+    ----------
+    n_found, n_true : int
+        Truth entries found, and to find.
+    confidence : float, optional
+        Confidence level of the bound, in (0, 1) (0.95).
+
+    Returns
+    -------
+    float
+        The recall ``p`` below which ``n_found`` or more found out of
+        ``n_true`` has probability ``1 - confidence``; 0 when nothing is found.
+    """
+    if not 0.0 < float(confidence) < 1.0:
+        raise AstridInputError(f"confidence={confidence!r} must be in (0, 1)")
+    n_found, n_true = int(n_found), int(n_true)
+    if n_true <= 0 or not 0 <= n_found <= n_true:
+        raise AstridInputError(f"n_found={n_found}, n_true={n_true}: need 0 <= n_found <= n_true and n_true > 0")
+    if n_found == 0:
+        return 0.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - float(confidence), n_found, n_true - n_found + 1))
+
+
+def choose_threshold(matches: list[dict], target_recall: float = 0.9, confidence: float | None = None
+                     ) -> tuple[float, str]:
     """The highest score threshold whose recall over ``matches`` is at least ``target_recall``.
+
+    Parameters
+    ----------
+    matches : list of dict
+        :func:`match_predictions` of each validation image.
+    target_recall : float, optional
+        Recall the threshold must reach (0.9).
+    confidence : float or None, optional
+        With a value (e.g. 0.95), the recall must be reached with a margin:
+        the threshold is the highest score at which the one-sided
+        Clopper–Pearson lower bound of the validation recall
+        (:func:`recall_lower_bound`) at this confidence is at least
+        ``target_recall``, so that a validation set's luck does not set the
+        operating point. ``None``: the validation recall itself.
 
     Returns
     -------
@@ -263,17 +308,29 @@ def choose_threshold(matches: list[dict], target_recall: float = 0.9) -> tuple[f
     """
     if not 0.0 < float(target_recall) <= 1.0:
         raise AstridInputError(f"target_recall={target_recall!r} must be in (0, 1]")
+    if confidence is not None and not 0.0 < float(confidence) < 1.0:
+        raise AstridInputError(f"confidence={confidence!r} must be in (0, 1) or None")
     found = np.sort(_found_scores(matches))[::-1]
     scores = np.concatenate([m["score"] for m in matches]) if matches else np.empty(0)
     scores = scores[np.isfinite(scores)]
     if found.size == 0:
         low = float(scores.min()) if scores.size else math.inf
         return low, "no truth to find on validation: lowest validation score"
-    k = math.ceil(float(target_recall) * found.size - 1e-9)
-    if np.isfinite(found[k - 1]):
-        return float(found[k - 1]), f"highest score with validation recall >= {target_recall:g}"
+    if confidence is None:
+        k = math.ceil(float(target_recall) * found.size - 1e-9)
+        wanted = f"validation recall >= {target_recall:g}"
+    else:
+        # The lower bound grows with the count found: the smallest count whose bound reaches the target.
+        k = next((j for j in range(1, found.size + 1)
+                  if recall_lower_bound(j, found.size, confidence) >= float(target_recall)), found.size + 1)
+        wanted = (f"validation recall's {100 * float(confidence):g}% lower bound (Clopper-Pearson, "
+                  f"{found.size} to find) >= {target_recall:g}")
+        if k <= found.size:
+            wanted += f", i.e. validation recall >= {k}/{found.size} = {k / found.size:.3f}"
+    if k <= found.size and np.isfinite(found[k - 1]):
+        return float(found[k - 1]), f"highest score with {wanted}"
     low = float(scores.min()) if scores.size else math.inf
-    return low, f"validation recall {target_recall:g} not reachable: lowest validation score (most recall)"
+    return low, f"{wanted} not reachable: lowest validation score (most recall)"
 
 
 def _summarise(matches: list[dict], threshold: float) -> dict:
@@ -332,6 +389,7 @@ def evaluate_methods(
     test,
     *,
     target_recall: float = 0.9,
+    confidence: float | None = None,
     thresholds: dict[str, float] | None = None,
     snr_min: float | None = 8.0,
     match_radius: float = 3.0,
@@ -355,6 +413,12 @@ def evaluate_methods(
         Held-out fields on which the table's numbers are measured.
     target_recall : float, optional
         Threshold rule: highest score with validation recall ≥ this (0.9).
+    confidence : float or None, optional
+        With a value (e.g. 0.95), the threshold rule asks the validation
+        recall's one-sided Clopper–Pearson lower bound at this confidence to
+        reach ``target_recall`` instead (:func:`choose_threshold`): a margin
+        for the validation count's binomial uncertainty. ``None`` (default):
+        no margin.
     thresholds : dict of str to float, optional
         Fixed thresholds for some methods (rule ``"given"``).
     snr_min : float or None, optional
@@ -377,7 +441,7 @@ def evaluate_methods(
         ``val_recall``, ``val_false_alarms_per_image``, ``n_images``,
         ``n_true``, ``n_found``, ``n_selected``, ``n_false``. ``meta`` holds
         the conventions (``iou_convention``, ``match_radius``, ``snr_min``,
-        ``target_recall``, ``real_kinds``, ``dataset``, ``n_validation``,
+        ``target_recall``, ``confidence``, ``real_kinds``, ``dataset``, ``n_validation``,
         image shapes).
     """
     if not isinstance(methods, dict) or not methods:
@@ -410,7 +474,7 @@ def evaluate_methods(
         else:
             val_predictions, _ = _run(method, validation)
             val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
-            threshold, rule = choose_threshold(val_matches, target_recall)
+            threshold, rule = choose_threshold(val_matches, target_recall, confidence)
         test_predictions, seconds = _run(method, test)
         matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
         kind = matches[0]["kind"]
@@ -447,6 +511,7 @@ def evaluate_methods(
         "n_test": len(test),
         "shapes": sorted({tuple(f.shape) for f in test}),
         "target_recall": float(target_recall),
+        "confidence": None if confidence is None else float(confidence),
         "snr_min": snr_min,
         "match_radius": float(match_radius),
         "real_kinds": ",".join(real_kinds),
@@ -526,6 +591,69 @@ def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size
 
     method.uses = "zogy"
     return method
+
+
+def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, tile: int | None = 512,
+                        batch_size: int = 4, match_radius: float = 3.0, snr_min: float | None = 8.0,
+                        real_kinds=REAL_KINDS, edge: float = 4.0) -> tuple[float, Table]:
+    """The U-Net's region level (:func:`unet_method`'s ``level``) that localises best on validation fields.
+
+    The map is computed once per field; for each probability ``level`` the
+    regions (:func:`~astrid.anomaly.unet.map_regions`) are matched to the
+    truth as in :func:`evaluate_methods`, and the level with the highest
+    median footprint IoU over the matched transients to find (any score) is
+    chosen; ties go to the lowest level. Training weighs target pixels more
+    than background, which pushes probabilities up at a source's edge, so
+    the 0.5 contour need not be the footprint that matches the truth disc
+    best. Use validation fields only, never the test fields.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained U-Net.
+    fields : sequence of Field
+        Validation fields with a ZOGY ``result``.
+    levels : sequence of float, optional
+        Candidate levels in (0, 1).
+    tile, batch_size : optional
+        As :func:`unet_method`.
+    match_radius, snr_min, real_kinds, edge : optional
+        As :func:`evaluate_methods`.
+
+    Returns
+    -------
+    level : float
+    table : astropy.table.Table
+        ``level``, ``iou_median``, ``n_found``, ``n_true``, ``n_regions`` per candidate level.
+    """
+    from .unet import map_regions, result_anomaly_map
+
+    levels = [float(v) for v in np.atleast_1d(np.asarray(levels, dtype=float))]
+    if not levels or not all(0.0 < v < 1.0 for v in levels):
+        raise AstridInputError(f"levels={levels!r}: need one or more values in (0, 1)")
+    fields = list(fields)
+    if not fields:
+        raise AstridInputError("fields: no fields")
+    kwargs = {"match_radius": float(match_radius), "snr_min": snr_min, "real_kinds": tuple(real_kinds), "edge": float(edge)}
+    matches = {v: [] for v in levels}
+    for i, f in enumerate(fields):
+        if not isinstance(f, Field) or f.result is None:
+            raise AstridInputError(f"fields[{i}]: expected an astrid.anomaly.Field with a ZOGY result")
+        logit = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size, output="logit")
+        with np.errstate(over="ignore"):
+            probability = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+        for v in levels:
+            matches[v].append(match_predictions(map_regions(probability, level=v, logit=logit, return_labels=True),
+                                                f, **kwargs))
+    rows = []
+    for v in levels:
+        summary = _summarise(matches[v], -math.inf)
+        rows.append((v, summary["iou_median"], summary["n_found"], summary["n_true"], summary["n_selected"]))
+    table = Table(rows=rows, names=("level", "iou_median", "n_found", "n_true", "n_regions"))
+    table["iou_median"].format = ".3f"
+    iou = np.where(np.isfinite(table["iou_median"]), table["iou_median"], -np.inf)
+    best = int(np.argmax(iou))
+    return float(levels[best]), table
 
 
 def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = True):
