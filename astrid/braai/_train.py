@@ -475,6 +475,17 @@ def _summary(result: dict) -> dict[str, Any]:
     return {key: result[key] for key in keys}
 
 
+def _json_provenance(provenance: dict | None) -> dict | None:
+    if provenance is None:
+        return None
+    if not isinstance(provenance, dict):
+        raise AstridInputError(f"provenance must be a dict, not {type(provenance).__name__}")
+    try:
+        return json.loads(json.dumps(provenance, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise AstridInputError(f"provenance is not JSON-serialisable: {exc}") from None
+
+
 def _save_model(model, path: Path) -> None:
     # Keras writes .keras archives only to a path ending in .keras: write one in a
     # scratch folder, then move its bytes into place atomically.
@@ -510,6 +521,7 @@ def train(
     name: str | None = None,
     deterministic: bool = True,
     jit_compile: bool = False,
+    provenance: dict | None = None,
     verbose: int = 0,
 ) -> TrainResult:
     """Train a braai real/bogus CNN on labelled triplets.
@@ -574,6 +586,11 @@ def train(
         CPUs measured by ``benchmarks/bench_train.py``). Needs
         ``deterministic=False``: Keras does not compile with XLA while
         deterministic ops are on.
+    provenance : dict, optional
+        Where the training data came from beyond the stamps themselves, kept
+        verbatim (JSON-safe) as the card's ``provenance``: e.g. the human
+        labels a fine-tuning used and their hash
+        (:func:`astrid.braai.fine_tune`).
     verbose : int, optional
         Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
 
@@ -593,8 +610,8 @@ def train(
         ``validation_scores`` (the model's score distribution on the
         validation set, :func:`astrid.drift.score_distribution`: the
         reference of the drift check of every later scoring run; None
-        without validation), ``history`` and ``versions`` (astrid, tensorflow, keras, numpy,
-        python).
+        without validation), ``provenance`` (as given, or None), ``history`` and
+        ``versions`` (astrid, tensorflow, keras, numpy, python).
 
     Raises
     ------
@@ -619,6 +636,7 @@ def train(
         )
     if learning_rate is not None and not (math.isfinite(float(learning_rate)) and learning_rate > 0):
         raise AstridInputError(f"learning_rate={learning_rate!r} must be a positive number")
+    provenance = _json_provenance(provenance)
 
     split_info: dict[str, Any] = {"by": None}
     if validation is not None:
@@ -755,6 +773,7 @@ def train(
         },
         "metrics": metrics,
         "validation_scores": validation_scores,
+        "provenance": provenance,
         "history": history,
         "versions": _versions(),
     }
