@@ -293,3 +293,41 @@ def test_local_cluster_runs_tasks_on_dask_workers(notebooks, tmp_path):
     manifest = json.loads(result.manifest_path.read_text())
     assert manifest["invocations"][0]["executor"] == "LocalCluster(2 workers)"
     assert list_runs(config.output_root)["n_ok"][0] == 2
+
+
+# -- each notebook gets only the parameters its parameters cell declares ----
+def _notebook_declaring(path: Path, source: str) -> Path:
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print('ran')")]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_parameter_no_notebook_declares_is_refused_with_the_closest_name(tmp_path):
+    first = _notebook_declaring(tmp_path / "a.ipynb", "size = 1\n")
+    second = _notebook_declaring(tmp_path / "b.ipynb", "scale = 1.0\n")
+    config = {"notebooks": [str(first), str(second)], "parameters": {"size": 2, "scal": 3.0},
+              "output_root": str(tmp_path / "runs"), "scheduler": "sync"}
+    with pytest.raises(AstridInputError, match=r"'scal' is declared by none.*did you mean 'scale'"):
+        run(config)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_each_notebook_is_given_only_its_declared_parameters(tmp_path):
+    _needs_kernel()
+    nbformat = pytest.importorskip("nbformat")
+    first = _notebook_declaring(tmp_path / "a.ipynb", "size = 1\n")
+    second = _notebook_declaring(tmp_path / "b.ipynb", "size = 1\nscale = 1.0\n")
+    config = {"notebooks": [str(first), str(second)], "parameters": {"size": 2, "scale": 3.0},
+              "output_root": str(tmp_path / "runs"), "run_id": "r", "scheduler": "sync", "timeout": 120}
+    result = run(config)
+    assert [t.status for t in result.tasks] == ["ok", "ok"]
+    injected = {}
+    for task in result.tasks:
+        cells = nbformat.read(str(task.output), as_version=4).cells
+        injected[task.stem] = next(c.source for c in cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "size = 2" in injected["a"] and "scale" not in injected["a"]
+    assert "size = 2" in injected["b"] and "scale = 3.0" in injected["b"]

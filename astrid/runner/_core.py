@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ from typing import Any
 from .._optional import require
 from ..errors import AstridFileError, AstridInputError
 from ..io import atomic_write
-from ._config import RunConfig
+from ._config import RunConfig, _did_you_mean
 from ._kernel import kernel_manager_class
 from ._metrics import read_metrics
 
@@ -206,6 +207,45 @@ def _error_text(exc: BaseException) -> str:
         return f"{ename}: {getattr(exc, 'evalue', '')}{where}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def declared_parameters(path: Path) -> list[str] | None:
+    """The names a notebook's ``parameters`` cell assigns; None without one.
+
+    papermill injects whatever it is given and logs every name the cell does
+    not declare; the runner passes each notebook only its own names. A cell
+    that is not Python also gives None (every name is passed).
+    """
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError) as exc:
+        raise AstridFileError(f"{path}: not a readable notebook ({exc})") from None
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            try:
+                tree = ast.parse("".join(source) if isinstance(source, list) else source)
+            except SyntaxError:
+                return None
+            names = set()
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                    node, ast.AnnAssign) else []
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+            return sorted(names)
+    return None
+
+
+def _check_parameters_declared(config: RunConfig, declared: dict[Path, list[str] | None]) -> None:
+    if any(names is None for names in declared.values()):
+        return  # a notebook without a parameters cell takes every name
+    known = sorted({name for names in declared.values() for name in names})
+    for name in sorted(set(config.parameters) | set(config.grid)):
+        if name not in known:
+            raise AstridInputError(
+                f"parameter {name!r} is declared by none of the notebooks' parameters cells"
+                f"{_did_you_mean(name, known)}; they declare {', '.join(known)}"
+            )
 
 
 def execute_task(spec: dict) -> dict:
@@ -468,6 +508,8 @@ def run(
         if not path.is_file():
             raise AstridFileError(f"{entry}: notebook does not exist (resolved to {path})")
         notebooks.append(path)
+    declared = {path: declared_parameters(path) for path in notebooks}
+    _check_parameters_declared(config, declared)
     if config.cwd is not None and not Path(config.cwd).is_dir():
         raise AstridFileError(f"'cwd' {config.cwd}: folder does not exist")
 
@@ -560,10 +602,12 @@ def run(
             specs = []
             for task in to_run:
                 notebook = notebooks[config.notebooks.index(task.notebook)]
+                names = declared[notebook]
                 specs.append((task.key, {
                     "notebook": str(notebook),
                     "output": str(task.output),
-                    "parameters": task.parameters,
+                    "parameters": {key: value for key, value in task.parameters.items()
+                                   if names is None or key in names},
                     "kernel_name": config.kernel_name,
                     "cwd": str(Path(config.cwd).resolve()) if config.cwd else str(notebook.parent),
                     "timeout": config.timeout,
