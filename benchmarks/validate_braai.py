@@ -359,8 +359,9 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         "faint, S/N 2.5–8), differenced with ZOGY (`astrid.difference`), every 5σ detection labelled from the "
         f"truth by `astrid.triplets.build_training_set` (plus {sim['random_bogus_per_field']} random blank "
         f"positions per field): {sim['n_triplets']} triplets. Labels: real = {', '.join(sim['real_kinds'])} "
-        "(as in braai, every astrophysical source is real, asteroids included: on one triplet a moving "
-        "asteroid looks exactly like a new point source), a detection matching a truth row within "
+        "(here asteroids count as real, as in braai, where every astrophysical source is real: on one "
+        "triplet a moving asteroid looks exactly like a new point source; the library's default "
+        "`REAL_KINDS` labels them bogus, docs/triplets.md), a detection matching a truth row within "
         f"{sim['radius']:g} px (about one FWHM; a smaller radius labels the split second peak of a bright "
         "transient bogus although its stamp shows the transient). Classes are kept at their natural ratio and "
         "balanced in the loss by class weights.",
