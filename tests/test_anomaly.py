@@ -19,12 +19,15 @@ from astrid.anomaly import (
     anomaly_map,
     baseline_method,
     build_unet,
+    choose_region_level,
     choose_threshold,
     disc_iou,
     evaluate_methods,
     load_unet,
     map_regions,
     match_predictions,
+    plot_anomaly_map,
+    recall_lower_bound,
     sample_tiles,
     train_unet,
     transient_mask,
@@ -412,6 +415,110 @@ def test_threshold_rule_when_recall_is_unreachable(toy):
     assert threshold == 2.0 and "not reachable" in rule
     with pytest.raises(AstridInputError, match="target_recall"):
         choose_threshold(matches, 0.0)
+
+
+def test_recall_lower_bound_is_the_clopper_pearson_bound():
+    from scipy.stats import binom
+
+    # all found: P(X >= n | p) = p^n = 0.05  ->  p = 0.05^(1/n)
+    assert recall_lower_bound(10, 10, 0.95) == pytest.approx(0.05 ** 0.1)
+    assert recall_lower_bound(0, 10) == 0.0
+    for k, n in ((45, 50), (170, 180), (3, 7)):
+        low = recall_lower_bound(k, n, 0.95)
+        assert binom.sf(k - 1, n, low) == pytest.approx(0.05, rel=1e-6)  # k or more found at p = low: 5 %
+        assert low < k / n
+    with pytest.raises(AstridInputError, match="confidence"):
+        recall_lower_bound(5, 10, 1.0)
+    with pytest.raises(AstridInputError, match="n_found"):
+        recall_lower_bound(11, 10)
+
+
+def _many_transients(n, name="M"):
+    """A field with ``n`` bright supernovae on a grid, and point predictions scoring them n..1."""
+    xs = 10.0 + 10.0 * (np.arange(n) % 20)
+    ys = 10.0 + 10.0 * (np.arange(n) // 20)
+    field = Field(name, _truth([("supernova", x, y, 20.0, False) for x, y in zip(xs, ys)]), (220, 220), 2.0)
+    predictions = _points([(x, y, float(n - i)) for i, (x, y) in enumerate(zip(xs, ys))])
+    return field, predictions
+
+
+def test_threshold_rule_with_a_binomial_margin():
+    from scipy.stats import binom
+
+    field, predictions = _many_transients(100)
+    matches = [match_predictions(predictions, field)]
+    assert choose_threshold(matches, 0.9)[0] == 11.0  # 90 of the 100, scores 100..11
+    threshold, rule = choose_threshold(matches, 0.9, confidence=0.95)
+    # The bound reaches 0.9 at the fewest found k with P(X >= k | p = 0.9) <= 5 % (binomial tail, by hand)
+    k = next(k for k in range(1, 101) if binom.sf(k - 1, 100, 0.9) <= 0.05)
+    assert 90 < k < 100 and threshold == 100.0 - (k - 1)
+    assert "95% lower bound" in rule and f"{k}/100" in rule
+    # 20 transients cannot give a 95 % bound of 0.9 (0.05^(1/20) = 0.86): the most recall instead
+    small, small_predictions = _many_transients(20, "S")
+    threshold, rule = choose_threshold([match_predictions(small_predictions, small)], 0.9, confidence=0.95)
+    assert threshold == 1.0 and "not reachable" in rule
+    with pytest.raises(AstridInputError, match="confidence"):
+        choose_threshold(matches, 0.9, confidence=0.0)
+
+
+def test_evaluate_methods_with_a_margin(toy):
+    validation, test, points, _ = toy
+    field, predictions = _many_transients(100, "V100")
+
+    def method(f):
+        return predictions.copy() if f.name == "V100" else points(f)
+
+    table = evaluate_methods({"p": method}, [field], [test], confidence=0.95)
+    assert table.meta["confidence"] == 0.95 and "lower bound" in table["threshold_rule"][0]
+    assert table["val_recall"][0] > 0.9
+    plain = evaluate_methods({"p": method}, [field], [test])
+    assert plain.meta["confidence"] is None and plain["val_recall"][0] == 0.9
+    assert table["threshold"][0] < plain["threshold"][0]  # the margin asks for more validation recall
+
+
+def test_choose_region_level_prefers_the_footprint_matching_the_truth(monkeypatch):
+    """A hand-made map: log-odds 5 on the truth disc (radius FWHM = 2), 1 on a ring out to 4 px."""
+    import astrid.anomaly.unet as unet_module
+
+    field = Field("L", _truth([("supernova", 20.0, 20.0, 30.0, False), ("supernova", 50.0, 40.0, 30.0, False)]),
+                  (64, 64), 2.0, result=object())
+    yy, xx = np.mgrid[:64, :64]
+    logit = np.full((64, 64), -8.0, np.float32)
+    for x, y in ((20.0, 20.0), (50.0, 40.0)):
+        r = np.hypot(xx - x, yy - y)
+        logit[r <= 4.0] = 1.0
+        logit[r <= 2.0] = 5.0
+    monkeypatch.setattr(unet_module, "result_anomaly_map", lambda model, result, **kw: logit.copy())
+    level, table = choose_region_level(None, [field], levels=(0.5, 0.9, 0.99))
+    assert level == 0.9  # 0.99 gives the same footprint: the tie goes to the lower level
+    assert list(table["iou_median"]) == pytest.approx([13 / 49, 1.0, 1.0])  # disc of 13 px in a 49 px region
+    assert list(table["n_found"]) == [2, 2, 2] and list(table["n_regions"]) == [2, 2, 2]
+    with pytest.raises(AstridInputError, match="levels"):
+        choose_region_level(None, [field], levels=(0.5, 1.0))
+    with pytest.raises(AstridInputError, match=r"fields\[0\]"):
+        choose_region_level(None, [Field("N", field.truth, (64, 64), 2.0)])
+
+
+def test_plot_anomaly_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = synthetic_difference((96, 96), n_transients=2, n_hot_pixels=1, seed=3)
+    probability = np.zeros((96, 96), np.float32)
+    tx, ty = float(result.truth["x_ref"][0]), float(result.truth["y_ref"][0])
+    yy, xx = np.mgrid[:96, :96]
+    probability[np.hypot(xx - tx, yy - ty) <= 3] = 0.9
+    regions = map_regions(probability, level=0.5)
+    fig = plot_anomaly_map(result, probability, regions=regions, truth=result.truth, threshold=0.5, size=48)
+    s_corr, prob = fig.axes[:2]
+    assert prob.get_title() == "U-Net anomaly probability"
+    assert prob.get_xlim()[0] <= tx <= prob.get_xlim()[1]  # centred on the strongest region
+    assert len(prob.patches) == 1 and prob.collections  # its circle; truth markers and the footprint contour
+    plt.close(fig)
+    with pytest.raises(AstridInputError, match="probability: shape"):
+        plot_anomaly_map(result, probability[:10])
 
 
 def test_disc_iou_hand_count():

@@ -28,6 +28,7 @@ _LAZY = {
     "anomaly_map": ".unet",
     "result_anomaly_map": ".unet",
     "map_regions": ".unet",
+    "plot_anomaly_map": ".unet",
     "transient_mask": ".unet",
     "sample_tiles": ".unet",
     # baselines

@@ -67,6 +67,7 @@ __all__ = [
     "build_unet",
     "load_unet",
     "map_regions",
+    "plot_anomaly_map",
     "result_anomaly_map",
     "sample_tiles",
     "train_unet",
@@ -926,3 +927,114 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=Non
         table[col].unit = "pix"
     table.meta.update({"level": float(level), "shape": list(p.shape), "method": "unet"})
     return (table, labels) if return_labels else table
+
+
+def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold: float | None = None,
+                     center=None, size: int = 96, limit: float = 5.0, title: str | None = None):
+    """A cut-out of ``S_corr`` beside the U-Net's anomaly map, with its regions and the truth.
+
+    Parameters
+    ----------
+    result : DifferenceResult
+        The ZOGY result the map was computed from (``S_corr``, ``mask``).
+    probability : numpy.ndarray, shape (ny, nx)
+        :func:`result_anomaly_map` of ``result``.
+    regions : astropy.table.Table, optional
+        :func:`map_regions` of the map: centroids circled (solid when
+        ``score >= threshold``, dotted below it), footprints outlined at
+        the regions' ``level`` (white contour).
+    truth : astropy.table.Table, optional
+        Truth table: supernovae and variables marked with squares, other
+        kinds (artefacts, asteroids) with crosses.
+    threshold : float, optional
+        The regions' decision threshold (their ``score``); None: all solid.
+    center : (x, y), optional
+        Centre of the cut-out (0-based pixels); default the strongest
+        region's centroid, or the image centre without regions.
+    size : int, optional
+        Side of the cut-out in pixels (96).
+    limit : float, optional
+        ``S_corr`` colour range ±limit σ (5).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from ..figures import _pyplot, style
+
+    S = np.asarray(getattr(result, "S_corr", None) if result is not None else None, dtype=float)
+    p = np.asarray(probability, dtype=float)
+    if S.ndim != 2:
+        raise AstridInputError("result: expected a DifferenceResult with a 2-D S_corr")
+    if p.shape != S.shape:
+        raise AstridInputError(f"probability: shape {p.shape} differs from the result's {S.shape}")
+    if int(size) < 8:
+        raise AstridInputError(f"size={size!r}: at least 8 pixels")
+    if center is None:
+        if regions is not None and len(regions):
+            center = (float(regions["x"][0]), float(regions["y"][0]))
+        else:
+            center = ((S.shape[1] - 1) / 2, (S.shape[0] - 1) / 2)
+    half = int(size) // 2
+    cx, cy = int(round(float(center[0]))), int(round(float(center[1])))
+    x0, x1 = max(cx - half, 0), min(cx + half, S.shape[1])
+    y0, y1 = max(cy - half, 0), min(cy + half, S.shape[0])
+    mask = getattr(result, "mask", None)
+    shown_s = S[y0:y1, x0:x1].copy()
+    if mask is not None:
+        shown_s[np.asarray(mask, bool)[y0:y1, x0:x1]] = np.nan
+    extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
+    plt = _pyplot()
+    with style():
+        fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharex=True, sharey=True)
+        im0 = axes[0].imshow(shown_s, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, origin="upper")
+        axes[0].set_title(r"ZOGY $S_{corr}$ ($\sigma$)")
+        fig.colorbar(im0, ax=axes[0], fraction=0.046, pad=0.04)
+        im1 = axes[1].imshow(p[y0:y1, x0:x1], cmap="magma", vmin=0.0, vmax=1.0, extent=extent, origin="upper")
+        axes[1].set_title("U-Net anomaly probability")
+        fig.colorbar(im1, ax=axes[1], fraction=0.046, pad=0.04)
+        level = regions.meta.get("level") if regions is not None else None
+        if level is not None and (p[y0:y1, x0:x1] >= level).any() and (p[y0:y1, x0:x1] < level).any():
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            axes[1].contour(xx, yy, p[y0:y1, x0:x1], levels=[float(level)], colors="w", linewidths=0.6)
+
+        def inside(x, y):
+            return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+
+        if truth is not None and len(truth):
+            tx, ty = _truth_xy(truth)
+            real = np.isin(_kinds(truth), _REAL_KINDS)
+            for sel, marker, label in ((real, "s", "truth: supernova / variable"), (~real, "x", "truth: other")):
+                sel = sel & inside(tx, ty)
+                if sel.any():
+                    for ax in axes:
+                        if marker == "s":
+                            ax.scatter(tx[sel], ty[sel], s=160, marker="s", facecolors="none", edgecolors="c",
+                                       linewidths=1.0, label=label if ax is axes[1] else None)
+                        else:
+                            ax.scatter(tx[sel], ty[sel], s=60, marker="x", color="c", linewidths=1.0,
+                                       label=label if ax is axes[1] else None)
+        if regions is not None and len(regions):
+            rx, ry = np.asarray(regions["x"], float), np.asarray(regions["y"], float)
+            score = np.asarray(regions["score"], float)
+            chosen = score >= threshold if threshold is not None else np.ones(rx.size, bool)
+            for sel, style_, label in ((chosen, "-", "region (selected)"), (~chosen, ":", "region (below threshold)")):
+                sel = sel & inside(rx, ry)
+                for k, i in enumerate(np.flatnonzero(sel)):
+                    for ax in axes:
+                        ax.add_patch(plt.Circle((rx[i], ry[i]), 6.0, fill=False, color="lime", ls=style_, lw=1.2,
+                                                label=label if (ax is axes[1] and k == 0) else None))
+        handles, labels = axes[1].get_legend_handles_labels()
+        if handles:
+            axes[1].legend(handles, labels, loc="lower right", fontsize=7, framealpha=0.8)
+        for ax in axes:
+            ax.set_xlim(x0 - 0.5, x1 - 0.5)
+            ax.set_ylim(y1 - 0.5, y0 - 0.5)
+            ax.set_xlabel("x (pix)")
+        axes[0].set_ylabel("y (pix)")
+        if title:
+            fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+    return fig
