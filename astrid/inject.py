@@ -1,0 +1,611 @@
+"""Point sources injected into real images and real alert stamps, with a truth table.
+
+Injection is how surveys get labelled examples without labelling anything:
+PSF-shaped sources of known flux are added to real pixels, the ordinary
+pipeline runs, and the recovered injections are the real examples (Rubin's and
+KMTNet's label-free training; the sim-to-real issue). Two entry points:
+
+- :func:`inject_sources` adds point sources to one image (the science epoch of
+  a pair) with that image's own PSF, at random positions, near detected
+  galaxies (offsets drawn as the simulator draws supernova hosts), or on
+  galaxy cores; fluxes from an S/N range; Poisson noise for the added flux.
+  :func:`match_injections` then tells which the pipeline found, at what flux.
+- :func:`inject_into_stamps` adds a point source to the science and
+  difference channels of triplets (e.g. real alerts from
+  :func:`astrid.read_ztf`) with noise matching the stamp.
+
+Every draw comes from ``numpy.random.default_rng(seed)``: the same seed gives
+the same injections.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+from astropy.stats import mad_std
+from astropy.table import Table
+
+from .errors import AstridInputError, AstridWarning
+from .io import Image, read_image
+
+__all__ = ["PLACEMENTS", "Injection", "inject_sources", "match_injections", "inject_into_stamps"]
+
+#: Where :func:`inject_sources` puts its sources.
+PLACEMENTS = ("random", "galaxies", "cores")
+
+_MIN_PSF_STARS = 10  # as astrid.estimate_psf: fewer usable stars give its Gaussian fallback
+_TRIES = 200  # positions drawn per source before giving up on a crowded or masked image
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Sources injected into an image.
+
+    Attributes
+    ----------
+    image : Image
+        The input image with the sources added (a copy; the input is not
+        changed). Its mask, WCS, variance and metadata are the input's; its
+        header gains ``HISTORY`` lines saying what was injected.
+    truth : astropy.table.Table
+        One row per injected source: ``id``, ``x``, ``y`` (0-based pixels of
+        ``image``), ``ra``, ``dec`` (degrees, when the image has a WCS),
+        ``flux`` (data units, the PSF's total), ``snr`` (the optimal S/N it
+        was given, against the local noise), ``peak`` (data units),
+        ``placement``, ``host_id`` (row of :attr:`galaxies`, -1 without),
+        ``host_offset`` (pixels from the host's centre, NaN without) and
+        ``kind`` (``"injected"``). ``meta`` holds the seed, the PSF's method,
+        FWHM and number of stars, the gain and whether the added flux carries
+        Poisson noise.
+    psf : PSFModel
+        The PSF the sources were drawn with.
+    galaxies : astropy.table.Table or None
+        The extended sources found for ``placement="galaxies"`` or
+        ``"cores"`` (``x``, ``y``, ``a``, ``b``, ``theta``, ``r_half``,
+        pixels and radians), else None.
+    """
+
+    image: Image
+    truth: Table
+    psf: object
+    galaxies: Table | None = None
+
+
+# --------------------------------------------------------------------------- #
+# inputs
+# --------------------------------------------------------------------------- #
+
+
+def _as_image(image, name: str) -> Image:
+    if isinstance(image, Image):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    raise AstridInputError(f"{name} must be an astrid.Image or a FITS path, not {type(image).__name__}")
+
+
+def _as_psf(psf, image: Image, background, name: str = "image"):
+    from ._psf import PSFModel, estimate_psf
+
+    if psf is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model = estimate_psf(image.data, image.mask, background=background,
+                                     saturation=image.meta.saturation, seeing=image.meta.seeing_fwhm_pix)
+            except AstridInputError as exc:
+                raise AstridInputError(
+                    f"{name}{_named(image)}: no PSF stars to inject with ({exc}); pass psf= (an array or "
+                    "astrid.PSFModel)"
+                ) from None
+        if model.method == "empirical":
+            for warning in caught:  # not about a fallback that is refused below
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        else:
+            raise AstridInputError(
+                f"{name}{_named(image)}: no PSF stars to inject with: {model.n_usable} usable stars, at least "
+                f"{_MIN_PSF_STARS} needed for an empirical PSF; pass psf= (an array or astrid.PSFModel)"
+            )
+        return model
+    if isinstance(psf, PSFModel):
+        return psf
+    array = np.asarray(psf, dtype=float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] % 2 == 0:
+        raise AstridInputError(f"psf must be a square array of odd side, got shape {array.shape}")
+    if not np.all(np.isfinite(array)) or array.sum() <= 0:
+        raise AstridInputError("psf must be finite with a positive sum")
+    from ._psf import measure_fwhm
+
+    array = array / array.sum()
+    return PSFModel(psf=array, fwhm=float(measure_fwhm(array)), n_stars=0, method="given")
+
+
+def _named(image: Image) -> str:
+    return f" ({image.meta.path})" if image.meta.path else ""
+
+
+def _snr_range(snr) -> tuple[float, float]:
+    low, high = (float(snr), float(snr)) if np.ndim(snr) == 0 else tuple(float(v) for v in snr)
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise AstridInputError(f"snr={snr!r} must be a positive number or a range (low, high) with low <= high")
+    return low, high
+
+
+# --------------------------------------------------------------------------- #
+# galaxies and positions
+# --------------------------------------------------------------------------- #
+
+
+def find_galaxies(data: np.ndarray, mask: np.ndarray, background, psf_fwhm: float) -> Table:
+    """Extended sources of an image: detections wider than 1.5 PSF FWHM.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (ny, nx)
+        The image (data units).
+    mask : numpy.ndarray of bool, shape (ny, nx)
+        True where pixels must not be used.
+    background : Background
+        From :func:`astrid.estimate_background`.
+    psf_fwhm : float
+        The image's PSF FWHM in pixels.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``x``, ``y`` (centroid), ``a``, ``b`` (semi-axes, 1σ), ``theta``
+        (radians, counter-clockwise from +x), ``r_half`` (half-light radius)
+        in pixels, ``flux`` (data units); brightest first.
+    """
+    from photutils.segmentation import SourceCatalog, detect_sources
+
+    residual = np.where(mask, 0.0, data - background.background)
+    n_pixels = max(9, int(round(psf_fwhm**2)))
+    try:  # photutils >= 3 renamed the argument and the catalogue's attributes
+        segments = detect_sources(residual, 3.0 * background.rms, n_pixels=n_pixels, mask=mask)
+    except TypeError:
+        segments = detect_sources(residual, 3.0 * background.rms, npixels=n_pixels, mask=mask)
+    columns = {"x": [], "y": [], "a": [], "b": [], "theta": [], "r_half": [], "flux": []}
+    if segments is not None:
+        catalog = SourceCatalog(residual, segments, mask=mask)
+
+        def values(new: str, old: str, *args):
+            attribute = getattr(catalog, new if hasattr(type(catalog), new) else old)
+            attribute = attribute(*args) if args else attribute
+            return np.asarray(getattr(attribute, "value", attribute), dtype=float)
+
+        a, b = values("semimajor_axis", "semimajor_sigma"), values("semiminor_axis", "semiminor_sigma")
+        r_half = values("flux_radius", "fluxfrac_radius", 0.5)
+        width = 2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(a * b)
+        keep = np.isfinite(width) & (width > 1.5 * psf_fwhm) & np.isfinite(r_half)
+        columns = {
+            "x": values("x_centroid", "xcentroid")[keep], "y": values("y_centroid", "ycentroid")[keep],
+            "a": a[keep], "b": b[keep], "theta": np.deg2rad(values("orientation", "orientation"))[keep],
+            "r_half": r_half[keep], "flux": values("segment_flux", "segment_flux")[keep],
+        }
+    table = Table({key: np.asarray(value, dtype=float) for key, value in columns.items()})
+    table.sort("flux", reverse=True)
+    return table
+
+
+def _usable(x: float, y: float, mask: np.ndarray, edge: int, clear: float) -> bool:
+    ny, nx = mask.shape
+    if not (edge <= x < nx - edge and edge <= y < ny - edge):
+        return False
+    r = int(math.ceil(clear))
+    ix, iy = int(round(x)), int(round(y))
+    return not mask[max(iy - r, 0):iy + r + 1, max(ix - r, 0):ix + r + 1].any()
+
+
+def _draw_positions(rng, n, placement, mask, edge, fwhm, galaxies):
+    """Positions (x, y), host rows and host offsets; clear of masks and of each other."""
+    xs, ys, hosts, offsets = [], [], [], []
+    separation = 3.0 * fwhm
+    for _ in range(n):
+        for _attempt in range(_TRIES):
+            host, offset = -1, np.nan
+            if placement == "random":
+                x = rng.uniform(edge, mask.shape[1] - edge)
+                y = rng.uniform(edge, mask.shape[0] - edge)
+            else:
+                host = int(rng.integers(len(galaxies)))
+                g = galaxies[host]
+                if placement == "cores":
+                    r = rng.uniform(0.0, 0.3 * fwhm)
+                else:
+                    # Radial distribution of an exponential disc, r / h ~ Gamma(2) with
+                    # h = r_half / 1.678 (as the simulator draws supernova hosts).
+                    r = rng.gamma(2.0, g["r_half"] / 1.678)
+                phi = rng.uniform(0.0, 2.0 * np.pi)
+                u, v = r * np.cos(phi), r * np.sin(phi) * (g["b"] / g["a"] if g["a"] > 0 else 1.0)
+                x = g["x"] + u * np.cos(g["theta"]) - v * np.sin(g["theta"])
+                y = g["y"] + u * np.sin(g["theta"]) + v * np.cos(g["theta"])
+                offset = float(np.hypot(x - g["x"], y - g["y"]))
+            far = all(math.hypot(x - xo, y - yo) >= separation for xo, yo in zip(xs, ys))
+            if far and _usable(x, y, mask, edge, fwhm):
+                break
+        else:
+            among = "" if galaxies is None else f" on {len(galaxies)} galaxies"
+            raise AstridInputError(
+                f"image: found room for only {len(xs)} of {n} sources{among} ({placement!r} placement, unmasked, "
+                f"{separation:.1f} px apart, {edge} px from the edge); ask for fewer"
+            )
+        xs.append(x)
+        ys.append(y)
+        hosts.append(host)
+        offsets.append(offset)
+    return np.array(xs), np.array(ys), np.array(hosts, dtype=int), np.array(offsets)
+
+
+def _given_positions(positions, mask, edge, fwhm):
+    array = np.asarray(positions, dtype=float)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise AstridInputError(f"positions must have shape (n, 2) of (x, y) pixels, got {array.shape}")
+    ny, nx = mask.shape
+    for k, (x, y) in enumerate(array):
+        if not (np.isfinite(x) and np.isfinite(y) and edge <= x < nx - edge and edge <= y < ny - edge):
+            raise AstridInputError(
+                f"positions[{k}] = ({x:g}, {y:g}) is off the image or within {edge} px of its edge "
+                f"(image {nx} x {ny} px)"
+            )
+        if not _usable(x, y, mask, 0, fwhm):
+            raise AstridInputError(f"positions[{k}] = ({x:g}, {y:g}) is on or next to masked pixels")
+    return array[:, 0], array[:, 1]
+
+
+# --------------------------------------------------------------------------- #
+# rendering
+# --------------------------------------------------------------------------- #
+
+
+def _shifted_psf(psf_model, x: float, y: float) -> np.ndarray:
+    """The PSF at (x, y), moved by the sub-pixel part of the position (Fourier shift)."""
+    from scipy.ndimage import fourier_shift
+
+    stamp = psf_model.at(x, y) if getattr(psf_model, "degree", 0) else psf_model.psf
+    dx, dy = x - round(x), y - round(y)
+    moved = np.fft.ifft2(fourier_shift(np.fft.fft2(stamp), (dy, dx))).real
+    return moved / moved.sum()
+
+
+def _cutout(shape, x: float, y: float, half: int):
+    ny, nx = shape
+    ix, iy = int(round(x)), int(round(y))
+    y0, y1, x0, x1 = iy - half, iy + half + 1, ix - half, ix + half + 1
+    image = (slice(max(y0, 0), min(y1, ny)), slice(max(x0, 0), min(x1, nx)))
+    stamp = (slice(image[0].start - y0, image[0].stop - y0), slice(image[1].start - x0, image[1].stop - x0))
+    return image, stamp
+
+
+def _flux_for_snr(profile: np.ndarray, variance: np.ndarray, snr: float, gain: float | None) -> float:
+    """Flux whose optimal (PSF-weighted) S/N on this variance is ``snr``, its own photon noise included."""
+    flux = snr / math.sqrt(float(np.sum(profile**2 / variance)))
+    if gain:
+        for _ in range(8):  # a fixed point that converges in a few steps
+            flux = snr / math.sqrt(float(np.sum(profile**2 / (variance + flux * profile / gain))))
+    return flux
+
+
+# --------------------------------------------------------------------------- #
+# public
+# --------------------------------------------------------------------------- #
+
+
+def inject_sources(
+    image,
+    n: int = 20,
+    *,
+    snr=(5.0, 50.0),
+    placement: str = "random",
+    positions=None,
+    psf=None,
+    gain: float | None = None,
+    seed: int = 0,
+) -> Injection:
+    """Add PSF-shaped point sources of known flux to a real image.
+
+    Parameters
+    ----------
+    image : Image or path-like
+        The image to inject into (usually the science epoch of a pair; a FITS
+        path is read with :func:`astrid.read_image`).
+    n : int, optional
+        Number of sources (ignored when ``positions`` is given).
+    snr : float or (float, float), optional
+        The optimal S/N of each source against the image's local noise (sky,
+        and the host's light when the gain is known): one value, or a range
+        drawn log-uniformly (default 5–50).
+    placement : {"random", "galaxies", "cores"}, optional
+        Uniform over the unmasked image; near extended sources found in the
+        image (:func:`find_galaxies`), offset along each galaxy's shape with an
+        exponential-disc radial profile; or on their centres (within 0.3 FWHM),
+        the hardest case for subtraction.
+    positions : array_like, shape (m, 2), optional
+        ``(x, y)`` pixels (0-based) to inject at instead; each must lie on the
+        image, away from its edge and from masked pixels.
+    psf : PSFModel or numpy.ndarray, optional
+        The image's PSF; default estimated from the image's stars
+        (:func:`astrid.estimate_psf`, spatially varying models honoured).
+        Refused when the image has too few stars for an empirical PSF.
+    gain : float, optional
+        Electrons per data unit, for the injected flux's Poisson noise and the
+        host light's share of the noise; default the header's (``GAIN``).
+        Without one the sources are added noiselessly and a warning says so.
+    seed : int, optional
+        Seeds every draw (positions, S/N, noise).
+
+    Returns
+    -------
+    Injection
+        The image with the sources, the truth table and the PSF used.
+
+    Raises
+    ------
+    AstridInputError
+        Not an image, too few PSF stars, a bad ``snr``/``n``/``placement``,
+        a given position off the image or on masked pixels, no galaxies for
+        a galaxy placement, or no room for ``n`` sources.
+    """
+    from ._background import estimate_background
+
+    img = _as_image(image, "image")
+    if placement not in PLACEMENTS:
+        raise AstridInputError(f"placement={placement!r} is not one of {PLACEMENTS}")
+    if positions is None and (not isinstance(n, (int, np.integer)) or n < 1):
+        raise AstridInputError(f"n={n!r} must be a positive integer")
+    low, high = _snr_range(snr)
+    gain = gain if gain is not None else img.meta.gain
+    if gain is not None and not (math.isfinite(gain) and gain > 0):
+        raise AstridInputError(f"gain={gain!r} must be a positive number of electrons per data unit")
+    if gain is None:
+        warnings.warn(
+            f"image{_named(img)}: no gain (GAIN header key or gain=): the injected sources carry no Poisson "
+            "noise of their own, so the bright ones are less noisy than real sources",
+            AstridWarning, stacklevel=2,
+        )
+
+    background = estimate_background(img.data, img.mask)
+    psf_model = _as_psf(psf, img, background)
+    fwhm = float(psf_model.fwhm)
+    half = psf_model.psf.shape[0] // 2
+    edge = max(half, int(math.ceil(3 * fwhm)))
+    rng = np.random.default_rng(seed)
+
+    galaxies = None
+    if positions is not None:
+        x, y = _given_positions(positions, img.mask, edge, fwhm)
+        hosts, offsets = np.full(x.size, -1), np.full(x.size, np.nan)
+        placement = "given"
+    else:
+        if placement != "random":
+            galaxies = find_galaxies(img.data, img.mask, background, fwhm)
+            inside = [_usable(g["x"], g["y"], img.mask, edge, fwhm) for g in galaxies]
+            galaxies = galaxies[np.asarray(inside, dtype=bool)] if len(galaxies) else galaxies
+            if len(galaxies) == 0:
+                raise AstridInputError(
+                    f"image{_named(img)}: no unmasked galaxies (detections wider than 1.5 PSF FWHM = "
+                    f"{1.5 * fwhm:.1f} px) for placement={placement!r}; use placement='random'"
+                )
+        x, y, hosts, offsets = _draw_positions(rng, int(n), placement, img.mask, edge, fwhm, galaxies)
+    m = x.size
+    target = np.exp(rng.uniform(math.log(low), math.log(high), m)) if high > low else np.full(m, low)
+
+    data = np.array(img.data, dtype=np.float64, copy=True)
+    sky_variance = background.rms.astype(np.float64) ** 2
+    flux, peak = np.empty(m), np.empty(m)
+    for k in range(m):
+        profile = _shifted_psf(psf_model, x[k], y[k])
+        cut, sub = _cutout(data.shape, x[k], y[k], half)
+        p = profile[sub]
+        variance = sky_variance[cut].copy()
+        if gain:
+            variance += np.clip(img.data[cut] - background.background[cut], 0.0, None) / gain
+        flux[k] = _flux_for_snr(p, np.where(img.mask[cut], np.inf, variance), target[k], gain)
+        model = flux[k] * p
+        if gain:
+            # Poisson noise of the added electrons only: the image already has the rest.
+            model = rng.poisson(np.clip(model, 0.0, None) * gain) / gain + np.minimum(model, 0.0)
+        data[cut] += np.where(img.mask[cut], 0.0, model)
+        peak[k] = flux[k] * float(p.max())
+
+    truth = Table()
+    truth["id"] = np.arange(m)
+    truth["x"], truth["y"] = x, y
+    if img.wcs is not None and img.wcs.has_celestial:
+        sky = img.wcs.celestial.pixel_to_world(x, y)
+        truth["ra"], truth["dec"] = sky.ra.deg, sky.dec.deg
+    truth["flux"], truth["snr"], truth["peak"] = flux, target, peak
+    truth["placement"] = [placement] * m
+    truth["host_id"], truth["host_offset"] = hosts, offsets
+    truth["kind"] = ["injected"] * m
+    truth.meta.update({
+        "seed": int(seed), "psf_method": psf_model.method, "psf_fwhm": fwhm, "psf_n_stars": int(psf_model.n_stars),
+        "gain": None if gain is None else float(gain), "poisson_noise": bool(gain), "snr_range": [low, high],
+        "source": img.meta.path,
+    })
+
+    header = img.header.copy()
+    header.add_history(f"AstrID inject_sources: {m} point sources ({placement}), S/N {low:g}-{high:g}, seed {seed}")
+    out = replace(img, data=data.astype(img.data.dtype, copy=False), mask=img.mask.copy(), header=header)
+    return Injection(image=out, truth=truth, psf=psf_model, galaxies=galaxies)
+
+
+def match_injections(truth: Table, candidates: Table, radius: float | None = None, *, wcs=None, result=None) -> Table:
+    """Which injected sources the pipeline found, and the flux it measured.
+
+    Parameters
+    ----------
+    truth : astropy.table.Table
+        :attr:`Injection.truth`.
+    candidates : astropy.table.Table
+        From :func:`astrid.detect` (``x``, ``y`` on the difference's grid,
+        ``score``, ``flux``, ``flux_err``).
+    radius : float, optional
+        Largest distance of a match in pixels; default the truth's PSF FWHM.
+    wcs : astropy.wcs.WCS, optional
+        The difference grid's WCS (``result.wcs``): the truth's ``ra``/``dec``
+        are mapped through it. Without it (and without ``result``) the truth's
+        ``x``/``y`` are taken to be on that grid (images already aligned).
+    result : DifferenceResult, optional
+        Gives ``wcs``; and, for ZOGY results, the flux at each injection's
+        sub-pixel peak (:func:`astrid.zogy.flux_at`) instead of the nearest
+        pixel's.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``truth`` with ``recovered`` (bool), ``candidate`` (row of
+        ``candidates``, -1), ``distance`` (px), ``S_corr`` (the candidate's
+        ``score``), ``flux_measured``,
+        ``flux_err`` and ``pull`` ((measured − injected) / error).
+    """
+    if radius is None:
+        radius = float(truth.meta.get("psf_fwhm", 2.0))
+    if wcs is None and result is not None:
+        wcs = getattr(result, "wcs", None)
+    if wcs is not None and "ra" in truth.colnames:
+        tx, ty = wcs.celestial.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+    else:
+        tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
+    out = truth.copy()
+    m = len(truth)
+    index, distance = np.full(m, -1), np.full(m, np.nan)
+    s_corr, measured, error = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
+    if len(candidates):
+        cx, cy = np.asarray(candidates["x"], float), np.asarray(candidates["y"], float)
+        for k in range(m):
+            d = np.hypot(cx - tx[k], cy - ty[k])
+            j = int(np.argmin(d))
+            if d[j] <= radius:
+                index[k], distance[k] = j, d[j]
+                row = candidates[j]
+                s_corr[k] = row["score"] if "score" in candidates.colnames else np.nan
+                measured[k] = row["flux"] if "flux" in candidates.colnames else np.nan
+                error[k] = row["flux_err"] if "flux_err" in candidates.colnames else np.nan
+                if result is not None and getattr(result, "S", None) is not None:
+                    from .zogy import flux_at
+
+                    at = flux_at(result, float(tx[k]), float(ty[k]))
+                    if not at["masked"]:
+                        measured[k], error[k] = at["flux"], at["flux_err"]
+    out["recovered"] = index >= 0
+    out["candidate"] = index
+    out["distance"] = distance
+    out["S_corr"] = s_corr
+    out["flux_measured"] = measured
+    out["flux_err"] = error
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["pull"] = (measured - np.asarray(truth["flux"], float)) / error
+    return out
+
+
+def inject_into_stamps(
+    triplets,
+    *,
+    snr=(5.0, 50.0),
+    fwhm: float | None = None,
+    max_offset: float = 0.0,
+    gain: float | None = None,
+    seed: int = 0,
+):
+    """Add a point source to the science and difference stamps of triplets.
+
+    The source is a circular Gaussian of the stamp's FWHM (the dataset's
+    ``fwhm`` coordinate, e.g. ZTF's ``candidate.fwhm``, else ``fwhm``), its
+    flux set for an optimal S/N against the difference stamp's robust noise,
+    placed at the stamp centre plus a uniform offset up to ``max_offset``
+    pixels; with ``gain`` the added flux carries Poisson noise, else Gaussian
+    noise of the same variance is not added (and a warning says so). NaN
+    pixels (CCD edges, masks) stay NaN.
+
+    Parameters
+    ----------
+    triplets : xarray.Dataset
+        Triplets (:mod:`astrid._schema`): ``triplets`` (candidate, y, x,
+        channel) with channels science, reference, difference.
+    snr : float or (float, float), optional
+        Optimal S/N of the injected source on the difference stamp (default
+        5–50, log-uniform).
+    fwhm : float, optional
+        PSF FWHM in pixels where the dataset has no ``fwhm`` coordinate.
+    max_offset : float, optional
+        Largest offset from the stamp centre, pixels (default 0: centred,
+        where a detection would put it).
+    gain : float, optional
+        Electrons per data unit of the stamps.
+    seed : int, optional
+        Seeds the S/N, offsets and noise.
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy with the sources added, ``kind = "injected"``, ``label = 1``,
+        and coordinates ``injected_flux``, ``injected_snr``, ``injected_x``,
+        ``injected_y`` (stamp pixels) per candidate.
+
+    Raises
+    ------
+    AstridInputError
+        Not a triplet dataset, no FWHM, a bad ``snr``.
+    """
+    from ._schema import validate_triplets
+
+    validate_triplets(triplets, "triplets")
+    low, high = _snr_range(snr)
+    n = int(triplets.sizes["candidate"])
+    if "fwhm" in triplets.coords:
+        widths = np.asarray(triplets["fwhm"].values, dtype=float)
+        if fwhm is not None:
+            widths = np.where(np.isfinite(widths) & (widths > 0), widths, fwhm)
+    elif fwhm is not None:
+        widths = np.full(n, float(fwhm))
+    else:
+        raise AstridInputError("triplets have no 'fwhm' coordinate: pass fwhm= (pixels)")
+    if not np.all(np.isfinite(widths) & (widths > 0)):
+        raise AstridInputError("triplets: some 'fwhm' values are missing or not positive; pass fwhm= for them")
+    if gain is None:
+        warnings.warn("inject_into_stamps: no gain: the injected sources carry no Poisson noise of their own",
+                      AstridWarning, stacklevel=2)
+    rng = np.random.default_rng(seed)
+    stamps = np.array(triplets["triplets"].values, dtype=np.float64, copy=True)
+    channels = [str(c) for c in triplets["channel"].values]
+    science, difference = channels.index("science"), channels.index("difference")
+    size_y, size_x = stamps.shape[1:3]
+    yy, xx = np.mgrid[0:size_y, 0:size_x].astype(float)
+    target = np.exp(rng.uniform(math.log(low), math.log(high), n)) if high > low else np.full(n, low)
+    radius = rng.uniform(0.0, max_offset, n) if max_offset > 0 else np.zeros(n)
+    angle = rng.uniform(0.0, 2.0 * np.pi, n)
+    cx = (size_x - 1) / 2 + radius * np.cos(angle)
+    cy = (size_y - 1) / 2 + radius * np.sin(angle)
+    flux = np.empty(n)
+    for k in range(n):
+        sigma = widths[k] / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        profile = np.exp(-0.5 * ((xx - cx[k]) ** 2 + (yy - cy[k]) ** 2) / sigma**2)
+        profile /= profile.sum()
+        diff = stamps[k, :, :, difference]
+        finite = np.isfinite(diff)
+        noise = float(mad_std(diff[finite])) if finite.sum() > 10 else np.nan
+        if not (np.isfinite(noise) and noise > 0):
+            noise = 1.0
+        variance = np.where(finite, noise**2, np.inf)
+        flux[k] = _flux_for_snr(profile, variance, target[k], gain)
+        model = flux[k] * profile
+        if gain:
+            model = rng.poisson(model * gain) / gain
+        for channel in (science, difference):
+            stamps[k, :, :, channel] += model  # NaN stays NaN
+    out = triplets.copy()
+    out["triplets"] = (triplets["triplets"].dims, stamps.astype(triplets["triplets"].dtype, copy=False))
+    out = out.assign_coords(
+        label=("candidate", np.ones(n, dtype=triplets["label"].dtype if "label" in triplets.coords else np.int8)),
+        kind=("candidate", np.full(n, "injected")),
+        injected_flux=("candidate", flux), injected_snr=("candidate", target),
+        injected_x=("candidate", cx), injected_y=("candidate", cy),
+    )
+    out.attrs = dict(triplets.attrs)
+    out.attrs["injection"] = f"inject_into_stamps: S/N {low:g}-{high:g}, max offset {max_offset:g} px, seed {seed}"
+    return out
