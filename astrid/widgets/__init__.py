@@ -10,7 +10,7 @@ Example::
 """
 
 from ._inspector import KEYS, TripletInspector
-from ._labels import LABELS, LabelRecord, LabelStore
+from ._labels import LABELS, LabelRecord, LabelStore, default_labeller, model_id
 from ._render import difference_limit, stamp_to_rgba, triplet_pngs, triplet_strip_png, zscale_limits
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "LabelStore",
     "LabelRecord",
     "LABELS",
+    "model_id",
+    "default_labeller",
     "KEYS",
     "stamp_to_rgba",
     "triplet_pngs",

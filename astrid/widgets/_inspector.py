@@ -76,6 +76,12 @@ class TripletInspector:
         thumbnails wrap to the width of the notebook).
     thumbnail_scale : int, optional
         Screen pixels per stamp pixel in the grid view.
+    labeller : str, optional
+        Who labels, written with every label (default: the login name).
+    model : str, path-like or keras.Model, optional
+        The model whose scores proposed these candidates, written with every
+        label as its name and file hash (:func:`astrid.widgets.model_id`), so
+        :func:`astrid.braai.apply_labels` can tell which model asked.
 
     Attributes
     ----------
@@ -103,6 +109,8 @@ class TripletInspector:
         difference_stretch: str = "asinh",
         grid_shape: tuple[int, int] = (3, 3),
         thumbnail_scale: int = 2,
+        labeller: str | None = None,
+        model=None,
     ):
         self._widgets = require("ipywidgets", "TripletInspector")
         self.dataset = validate_triplets(dataset, "dataset")
@@ -125,7 +133,7 @@ class TripletInspector:
         self.difference_stretch = difference_stretch
         self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
         self.labels_path = Path(labels_path if labels_path is not None else "triplet_labels.jsonl")
-        self.store = LabelStore(self.labels_path)
+        self.store = LabelStore(self.labels_path, labeller=labeller, model=model)
 
         self._sort_key = ORDER_INDEX
         self._ascending = True
@@ -258,6 +266,37 @@ class TripletInspector:
         if unlabelled_only is not None:
             self._unlabelled_only = bool(unlabelled_only)
         return self._reorder()
+
+    def show_only(self, candidates) -> np.ndarray:
+        """Show just these candidates, in the given order (e.g. the batch :func:`astrid.braai.query` chose).
+
+        Parameters
+        ----------
+        candidates : sequence of str or int
+            ``candidate_id`` values or dataset positions.
+
+        Returns
+        -------
+        numpy.ndarray of int
+            The new :attr:`order`. Changing the sort or filter afterwards
+            shows every candidate again.
+        """
+        positions = []
+        for candidate in candidates:
+            if isinstance(candidate, (int, np.integer)) and not isinstance(candidate, bool):
+                if not 0 <= int(candidate) < self.n:
+                    raise AstridInputError(f"candidates: position {candidate} outside 0..{self.n - 1}")
+                positions.append(int(candidate))
+            elif str(candidate) in self._position_of:
+                positions.append(self._position_of[str(candidate)])
+            else:
+                raise AstridInputError(f"candidates: candidate_id {candidate!r} is not in the dataset")
+        if not positions:
+            raise AstridInputError("candidates: none given")
+        self.order = np.array(list(dict.fromkeys(positions)), dtype=int)
+        self._cursor, self._page = 0, 0
+        self._refresh()
+        return self.order
 
     def reset_filter(self) -> np.ndarray:
         """Show every candidate again (the sort is kept)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from .._locks import store_lock
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 
-__all__ = ["LABELS", "LabelRecord", "LabelStore"]
+__all__ = ["LABELS", "LabelRecord", "LabelStore", "default_labeller", "model_id"]
 
 #: The labels a person can give a candidate. ``skip`` records "seen, undecided".
 LABELS = ("real", "bogus", "skip")
@@ -33,18 +33,75 @@ class LabelRecord:
         ISO 8601 UTC time of the click.
     score : float or None
         The classifier's score shown at the time, when there was one.
+    labeller : str or None
+        Who gave the label (None in label files written before AstrID
+        recorded it).
+    model : str or None
+        The model that proposed the candidate and gave ``score``, e.g.
+        ``"vgg6 sha256:1a2b..."`` (:func:`model_id`); None when unknown.
     """
 
     candidate_id: str
     label: str
     time: str
     score: float | None = None
+    labeller: str | None = None
+    model: str | None = None
 
     def to_json(self) -> str:
         values = {"candidate_id": self.candidate_id, "label": self.label, "time": self.time}
         if self.score is not None:
             values["score"] = self.score
+        # Written only when known: a record without them reads as before.
+        if self.labeller is not None:
+            values["labeller"] = self.labeller
+        if self.model is not None:
+            values["model"] = self.model
         return json.dumps(values, allow_nan=False)
+
+
+def default_labeller() -> str:
+    """The login name of whoever runs Python (the default ``labeller``); ``"unknown"`` when there is none."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no login name (some containers): getpass raises OSError or KeyError
+        return "unknown"
+
+
+def model_id(model) -> str | None:
+    """A short identity of a model for label provenance: its name and the sha256 of its file.
+
+    Parameters
+    ----------
+    model : str, path-like, keras.Model or None
+        A ``.keras``/``.h5`` file (named by its stem and the first 16 hex
+        digits of its SHA-256), a Keras model (its name, plus the file's hash
+        when it was loaded by :func:`astrid.braai.load_trained`), or a string
+        kept as given.
+
+    Returns
+    -------
+    str or None
+    """
+    import hashlib
+
+    if model is None:
+        return None
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and Path(model).suffix in (".keras", ".h5", ".hdf5")):
+        path = Path(model)
+        if not path.is_file():
+            raise AstridFileError(f"{path}: model file does not exist")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return f"{path.name.removesuffix('.keras')} sha256:{digest[:16]}"
+    if isinstance(model, str):
+        return model
+    name = getattr(model, "name", None)
+    if name is None:
+        raise AstridInputError(f"model: expected a path, a name or a Keras model, got {type(model).__name__}")
+    digest = getattr(model, "astrid_sha256", None)
+    return f"{name} sha256:{digest[:16]}" if digest else str(name)
 
 
 class LabelStore:
@@ -71,6 +128,12 @@ class LabelStore:
     ----------
     path : str or path-like
         The label file (``.jsonl``); created with its folder on the first label.
+    labeller : str, optional
+        Who labels: written with every new record (default: the login name,
+        :func:`default_labeller`). Records of older files have none.
+    model : str, path-like or keras.Model, optional
+        The model whose scores proposed the candidates (:func:`model_id`),
+        written with every new record.
 
     Raises
     ------
@@ -84,8 +147,12 @@ class LabelStore:
         Lines that are not label records were skipped (and quarantined).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, labeller: str | None = None, model=None):
         self.path = Path(path)
+        if labeller is not None and (not isinstance(labeller, str) or not labeller.strip()):
+            raise AstridInputError(f"labeller={labeller!r}: expected a non-empty name")
+        self.labeller = labeller.strip() if labeller is not None else default_labeller()
+        self.model = model_id(model)
         self._history: list[LabelRecord] = []
         self._offset = 0  # bytes of the file already read, always at a line end
         self._line = 0
@@ -190,6 +257,8 @@ class LabelStore:
                 label=str(values["label"]),
                 time=str(values["time"]),
                 score=values.get("score"),
+                labeller=None if values.get("labeller") is None else str(values["labeller"]),
+                model=None if values.get("model") is None else str(values["model"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise AstridFileError(
@@ -211,7 +280,8 @@ class LabelStore:
         """The newest record of each labelled candidate."""
         return {record.candidate_id: record for record in self.history}
 
-    def add(self, candidate_id: str, label: str, score: float | None = None) -> LabelRecord:
+    def add(self, candidate_id: str, label: str, score: float | None = None, *,
+            labeller: str | None = None, model=None) -> LabelRecord:
         """Append a label and force it to disk before returning.
 
         Parameters
@@ -222,6 +292,8 @@ class LabelStore:
             The label.
         score : float, optional
             The classifier score shown when labelling (kept for analysis).
+        labeller, model : optional
+            Override the store's ``labeller`` and ``model`` for this record.
 
         Returns
         -------
@@ -243,6 +315,8 @@ class LabelStore:
             label=label,
             time=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             score=None if score is None else float(score),
+            labeller=self.labeller if labeller is None else str(labeller),
+            model=self.model if model is None else model_id(model),
         )
         line = record.to_json().encode() + b"\n"
         try:
@@ -280,8 +354,9 @@ class LabelStore:
         -------
         pathlib.Path
             The written file, with columns ``candidate_id``, ``label``, ``time``
-            (of the newest label) and ``score`` (NaN where none was shown),
-            in labelling order.
+            (of the newest label), ``score`` (NaN where none was shown),
+            ``labeller`` and ``model`` (empty where the record has none), in
+            labelling order.
         """
         import numpy as np
         from astropy.table import Table
@@ -300,6 +375,8 @@ class LabelStore:
                 "label": np.array([r.label for r in latest], dtype=str),
                 "time": np.array([r.time for r in latest], dtype=str),
                 "score": np.array([np.nan if r.score is None else r.score for r in latest], dtype=float),
+                "labeller": np.array([r.labeller or "" for r in latest], dtype=str),
+                "model": np.array([r.model or "" for r in latest], dtype=str),
             }
         )
         table.meta["labels_file"] = str(self.path)
