@@ -2,7 +2,10 @@
 
 Starts JupyterLab on 127.0.0.1 with a random token in a temporary root that
 holds one notebook, runs it from the Run menu, clicks "Real" and types "b"
-into the shortcut box, and checks the label file. Skipped when Chromium or
+into the shortcut box, and checks the label file; then presses the
+notebook's "Retrain" button (labels -> :func:`astrid.braai.apply_labels` ->
+:func:`astrid.braai.fine_tune` of a small untrained VGG6, one epoch) and
+checks that the fine-tuned card names the two labels. Skipped when Chromium or
 Playwright is missing (install both with ``scripts/install_browser.sh``),
 except under ``CI=true``, where that is a failure.
 
@@ -56,8 +59,27 @@ ds = new_triplet_dataset(stamps, coords={
     "mag": 25 - 2.5 * np.log10(flux * 2 * np.pi * 2.2**2),
     "fwhm": rng.uniform(2.2, 3.4, n),
 })
-inspector = TripletInspector(ds, scores=rng.uniform(0, 1, n), labels_path=LABELS_PATH)
+inspector = TripletInspector(ds, scores=rng.uniform(0, 1, n), labels_path=LABELS_PATH, labeller="browser test")
 inspector"""
+# The notebook flow of notebooks/08_active_learning.ipynb, on the tiny set: labels -> apply -> fine-tune.
+RETRAIN_CODE = """\
+import ipywidgets as widgets
+from astrid import braai
+
+retrain_status = widgets.HTML("not retrained")
+
+
+def retrain(_button=None):
+    merged = braai.apply_labels(ds, LABELS_PATH)
+    result = braai.fine_tune(braai.vgg6(), merged, epochs=1, track=False)
+    labels = result.card["provenance"]["labels"]
+    retrain_status.value = (f"fine-tuned on {labels['n']} labels ({labels['n_real']} real) "
+                            f"by {','.join(labels['labellers'])}")
+
+
+retrain_button = widgets.Button(description="Retrain")
+retrain_button.on_click(retrain)
+widgets.VBox([retrain_button, retrain_status])"""
 
 
 def _unavailable(reason: str):
@@ -93,7 +115,8 @@ def _write_notebook(path: Path, labels_path: Path) -> None:
 
     book = nbformat.v4.new_notebook()
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    book.cells = [nbformat.v4.new_code_cell(f"LABELS_PATH = {str(labels_path)!r}\n" + NOTEBOOK_CODE)]
+    book.cells = [nbformat.v4.new_code_cell(f"LABELS_PATH = {str(labels_path)!r}\n" + NOTEBOOK_CODE),
+                  nbformat.v4.new_code_cell(RETRAIN_CODE)]
     nbformat.write(book, path)
 
 
@@ -199,6 +222,11 @@ def test_label_buttons_in_jupyterlab_write_the_label_file(playwright_api, jupyte
             labels = _read_labels(server["labels_path"], 2)
             assert [(r["candidate_id"], r["label"]) for r in labels] == [("c00", "real"), ("c01", "bogus")]
             page.get_by_text("1 real, 1 bogus labelled").wait_for(timeout=10_000)
+            assert {r["labeller"] for r in labels} == {"browser test"}
+
+            # Retrain: the labels just clicked, merged and fine-tuned on, named in the new card.
+            page.get_by_role("button", name="Retrain", exact=True).click()
+            page.get_by_text("fine-tuned on 2 labels (1 real) by browser test").wait_for(timeout=120_000)
 
             shot = tmp_path / "triplet_inspector.png"
             page.locator(".astrid-triplet-inspector").screenshot(path=str(shot))
