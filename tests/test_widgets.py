@@ -320,3 +320,41 @@ def test_bad_input_is_a_clear_error(dataset, labels_path):
         inspector.label("maybe")
     with pytest.raises(AstridInputError, match="'nope' is not in the dataset"):
         inspector.go_to("nope")
+
+
+def test_labels_record_labeller_and_proposing_model(dataset, labels_path, tmp_path):
+    from astrid.widgets import default_labeller, model_id
+
+    model_file = tmp_path / "vgg6-sim.keras"
+    model_file.write_bytes(b"stand-in model bytes")
+    inspector = TripletInspector(dataset, scores=SCORES, labels_path=labels_path, labeller="ann", model=model_file)
+    inspector.label("real", candidate="c02")
+    line = read_lines(labels_path)[0]
+    assert line["labeller"] == "ann"
+    assert line["model"] == model_id(model_file) and line["model"].startswith("vgg6-sim sha256:")
+    assert len(line["model"].split("sha256:")[1]) == 16
+    # Without a name the login name is recorded; the model is optional.
+    other = TripletInspector(dataset, labels_path=tmp_path / "b.jsonl")
+    other.label("bogus", candidate="c03")
+    assert read_lines(tmp_path / "b.jsonl")[0]["labeller"] == default_labeller()
+    assert "model" not in read_lines(tmp_path / "b.jsonl")[0]
+    table = Table.read(inspector.export_labels(tmp_path / "labels.ecsv"))
+    assert list(table["labeller"]) == ["ann"] and list(table["model"]) == [line["model"]]
+    with pytest.raises(AstridInputError, match="labeller"):
+        TripletInspector(dataset, labels_path=labels_path, labeller="  ")
+    with pytest.raises(AstridFileError, match="does not exist"):
+        TripletInspector(dataset, labels_path=labels_path, model=tmp_path / "missing.keras")
+
+
+def test_show_only_a_queried_batch(dataset, labels_path):
+    inspector = TripletInspector(dataset, scores=SCORES, labels_path=labels_path)
+    assert inspector.show_only(["c05", 1, "c05"]).tolist() == [5, 1]
+    assert inspector.current_id == "c05"
+    inspector.label("real")
+    assert inspector.current_id == "c01"
+    with pytest.raises(AstridInputError, match="not in the dataset"):
+        inspector.show_only(["nope"])
+    with pytest.raises(AstridInputError, match="position 99"):
+        inspector.show_only([99])
+    with pytest.raises(AstridInputError, match="none given"):
+        inspector.show_only([])
