@@ -65,7 +65,10 @@ def model_identity(model) -> dict[str, Any]:
         ``<name>.card.json`` or the ``.tflite.json`` sidecar, None without
         one) and ``model_version`` (the card's ``created`` time or the
         sidecar's ``created_utc``; else the first 12 digits of the file's
-        SHA-256).
+        SHA-256), and ``calibration``: the method of the score calibration
+        recorded in the card (``calibration``) or sidecar
+        (``score_calibration``), which :func:`astrid.score.score` applies by
+        default, or None.
 
     Raises
     ------
@@ -85,7 +88,7 @@ def model_identity(model) -> dict[str, Any]:
         raise AstridFileError(f"{path}: no such model file")
     sha = _sha256_file(path)
     name = _model_name(path)
-    card_sha = version = None
+    card_sha = version = calibration = None
     for card_path in (path.with_name(name + ".card.json"), path.with_name(path.name + ".json")):
         if card_path.is_file():
             card_sha = _sha256_file(card_path)
@@ -95,6 +98,9 @@ def model_identity(model) -> dict[str, Any]:
                 card = {}
             if isinstance(card, dict):
                 version = card.get("created") or card.get("created_utc")
+                found = card.get("calibration") if card_path.name.endswith(".card.json") else card.get(
+                    "score_calibration")
+                calibration = found.get("method") if isinstance(found, dict) else None
             break
     return {
         "model": name,
@@ -102,6 +108,7 @@ def model_identity(model) -> dict[str, Any]:
         "model_sha256": sha,
         "card_sha256": card_sha,
         "model_version": str(version) if version else sha[:12],
+        "calibration": calibration,
     }
 
 

@@ -163,6 +163,8 @@ def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None)
     if isinstance(model, (str, os.PathLike)) and Path(model).is_file():
         stat = Path(model).stat()
         side = sidecar_path(model)
+        if Path(model).suffix.lower() == ".keras":  # its card holds the norm and the calibration
+            side = Path(model).with_name(Path(model).name[: -len(".keras")] + ".card.json")
         side_stamp = side.stat().st_mtime_ns if side.exists() else None
         key = (str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size, side_stamp, num_threads, interpreter)
         files = _thread_cache("files", OrderedDict)
@@ -264,6 +266,7 @@ def score(
     batch_size: int = 256,
     num_threads: int | None = None,
     interpreter: str | None = None,
+    calibrated: bool = True,
 ):
     """Real/bogus scores of triplets.
 
@@ -302,6 +305,14 @@ def score(
         TFLite interpreter package (default: the first importable, in that
         order), or ``"keras"`` to score a Keras model with Keras itself
         instead of the faster in-memory TFLite conversion.
+    calibrated : bool, optional
+        Apply the model's score calibration (default), when it has one: the
+        one :func:`astrid.braai.train` fitted on its validation set, found
+        in the model card beside a ``.keras`` file, as a Keras model's
+        ``astrid_calibration``, or in a ``.tflite.json`` sidecar. Calibrated
+        scores are probabilities of being real (on data like the validation
+        set). False: the network's raw sigmoid output. A model without a
+        calibration gives its raw scores either way.
 
     Returns
     -------
@@ -311,7 +322,9 @@ def score(
         (``candidate_id``, ``candid``, ``drb``, ...). For an ndarray: an
         ndarray. NaN for candidates without usable data (see Notes). The
         DataArray's attributes ``n_no_data`` and ``n_with_inf`` count those
-        and the candidates with ±inf pixels.
+        and the candidates with ±inf pixels; ``calibrated`` (1 or 0) and
+        ``calibration`` (e.g. ``"temperature T=1.42"``, or ``"none"``) say
+        whether the model's calibration was applied.
 
     Raises
     ------
@@ -379,6 +392,9 @@ def score(
             predictor = _KerasPredictor(predictor.model)
         scores[start:stop] = predictor(x)
     scores[empty] = np.nan
+    calibration = _calibration_of(predictor, description) if calibrated else None
+    if calibration is not None:
+        scores = calibration.apply(scores).astype(np.float32, copy=False)
 
     n_empty, n_inf = int(empty.sum()), int((with_inf & ~empty).sum())
     if n_empty:
@@ -404,8 +420,33 @@ def score(
         "astrid_version": __version__,
         "n_no_data": n_empty,
         "n_with_inf": n_inf,
+        "calibrated": int(calibration is not None),
+        "calibration": _describe(calibration),
     }
     return _result_array(triplets, scores, attrs)
+
+
+def _calibration_of(predictor: Any, description: str):
+    """The model's score calibration (:class:`astrid.braai.Calibration`), or None."""
+    from .braai._calibrate import Calibration
+
+    if isinstance(predictor, TFLiteRunner):
+        data, where = (predictor.sidecar or {}).get("score_calibration"), f"{predictor.name} sidecar"
+    else:
+        data, where = getattr(getattr(predictor, "model", None), "astrid_calibration", None), description
+    if data is None:
+        return None
+    return Calibration.from_dict(data, f"{where}: score calibration")
+
+
+def _describe(calibration) -> str:
+    if calibration is None:
+        return "none"
+    if calibration.method == "temperature":
+        return f"temperature T={calibration.temperature:.4g}"
+    if calibration.method == "platt":
+        return f"platt T={calibration.temperature:.4g} b={calibration.bias:.4g}"
+    return f"isotonic ({len(calibration.x)} breakpoints)"
 
 
 def _raw(block: Any) -> Any:

@@ -172,10 +172,12 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "astrid": __version__}
     for name in _VERSIONED[1:]:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
+        for distribution in (name, f"{name}-cpu") if name == "tensorflow" else (name,):
+            try:
+                out[name] = importlib_metadata.version(distribution)
+                break
+            except importlib_metadata.PackageNotFoundError:
+                continue
     return out
 
 
@@ -238,6 +240,11 @@ class TrackedRun:
         except Exception as exc:  # tracking must never stop a training
             self.active = False
             self.error = f"{type(exc).__name__}: {exc}"
+            try:  # mark it, so that it does not look like a training still running
+                with _quiet():
+                    self.client.set_terminated(self.run_id, "FAILED")
+            except Exception:
+                pass
             warnings.warn(
                 f"MLflow tracking of run {self.name!r} ({self.uri}) failed while {what} and is off for the rest of "
                 f"this run ({self.error}); the training itself goes on",

@@ -13,6 +13,12 @@ validation split of :func:`astrid.braai.train`):
     over-confident scores, ``T < 1`` sharpens timid ones. One parameter
     cannot overfit a small validation set, and the order of the scores (so
     ROC and precision-recall curves) is unchanged.
+``"platt"``
+    Platt (1999) scaling on the logit: ``sigmoid(a logit(p) + b)``, two
+    parameters by the same likelihood. The shift ``b`` corrects what one
+    temperature cannot: scores all on one side of 0.5 because class weights
+    or a different class balance moved them (``a = 1/T``, ``b = 0`` is
+    temperature scaling).
 ``"isotonic"``
     Zadrozny & Elkan (2002): the best non-decreasing step function of the
     score (scikit-learn's ``IsotonicRegression``), applied by linear
@@ -39,13 +45,13 @@ from ._evaluate import _labels_of, calibration_curve
 __all__ = ["Calibration", "fit_calibration", "CALIBRATION_METHODS", "CALIBRATION_FORMAT"]
 
 #: Methods :func:`fit_calibration` knows.
-CALIBRATION_METHODS = ("temperature", "isotonic")
+CALIBRATION_METHODS = ("temperature", "platt", "isotonic")
 #: ``format`` entry of a calibration's dictionary.
 CALIBRATION_FORMAT = "astrid-calibration/1"
 # Scores are clipped to [_EPS, 1 - _EPS] before the logit: float32 sigmoids saturate at 0 and 1.
 _EPS = 1e-7
-# Search range of log(T): T in [1e-2, 1e2].
-_LOG_T_RANGE = (-math.log(100.0), math.log(100.0))
+# Search range of log(T): T in [1e-3, 1e3] (a barely trained network's timid scores need T << 1).
+_LOG_T_RANGE = (-math.log(1000.0), math.log(1000.0))
 # Most isotonic breakpoints kept in a card (thinned evenly beyond that).
 _MAX_BREAKPOINTS = 512
 
@@ -68,9 +74,12 @@ class Calibration:
 
     Attributes
     ----------
-    method : {"temperature", "isotonic"}
+    method : {"temperature", "platt", "isotonic"}
     temperature : float or None
-        ``T`` of temperature scaling (None for isotonic).
+        ``T`` of temperature scaling, ``1/a`` of Platt scaling (None for
+        isotonic).
+    bias : float or None
+        ``b`` of Platt scaling (None otherwise).
     x, y : tuple of float
         Isotonic breakpoints: raw scores (increasing) and their calibrated
         values (non-decreasing); empty for temperature scaling.
@@ -84,6 +93,7 @@ class Calibration:
 
     method: str
     temperature: float | None = None
+    bias: float | None = None
     x: tuple[float, ...] = field(default=(), repr=False)
     y: tuple[float, ...] = field(default=(), repr=False)
     n: int = 0
@@ -93,7 +103,9 @@ class Calibration:
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
             raise AstridInputError(f"calibration method={self.method!r} is not one of {CALIBRATION_METHODS}")
-        if self.method == "temperature":
+        if self.method == "platt" and not (isinstance(self.bias, (int, float)) and math.isfinite(self.bias)):
+            raise AstridInputError(f"calibration: bias={self.bias!r} of Platt scaling must be a finite number")
+        if self.method in ("temperature", "platt"):
             t = self.temperature
             if t is None or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
                 raise AstridInputError(f"calibration: temperature={t!r} must be a positive number")
@@ -124,8 +136,8 @@ class Calibration:
         values = np.asarray(getattr(scores, "values", scores))
         dtype = values.dtype if np.issubdtype(values.dtype, np.floating) else np.float64
         raw = values.astype(np.float64)
-        if self.method == "temperature":
-            out = _sigmoid(_logit(raw) / self.temperature)
+        if self.method in ("temperature", "platt"):
+            out = _sigmoid(_logit(raw) / self.temperature + (self.bias or 0.0))
         else:
             out = np.interp(raw, np.asarray(self.x), np.asarray(self.y))
         out = np.where(np.isnan(raw), np.nan, out).astype(dtype, copy=False)
@@ -137,8 +149,10 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (what the model card and the TFLite sidecar store)."""
         out: dict[str, Any] = {"format": CALIBRATION_FORMAT, "method": self.method}
-        if self.method == "temperature":
+        if self.method in ("temperature", "platt"):
             out["temperature"] = float(self.temperature)
+            if self.method == "platt":
+                out["bias"] = float(self.bias)
         else:
             out["x"] = [float(v) for v in self.x]
             out["y"] = [float(v) for v in self.y]
@@ -167,6 +181,7 @@ class Calibration:
             return cls(
                 method=data["method"],
                 temperature=None if data.get("temperature") is None else float(data["temperature"]),
+                bias=None if data.get("bias") is None else float(data["bias"]),
                 x=tuple(float(v) for v in data.get("x", ())),
                 y=tuple(float(v) for v in data.get("y", ())),
                 n=int(data.get("n", 0)),
@@ -194,6 +209,26 @@ def _fit_temperature(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
+def _fit_platt(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(T = 1/a, b) of sigmoid(a logit(p) + b) by maximum likelihood."""
+    from scipy.optimize import minimize
+
+    z = _logit(scores)
+    y = labels.astype(np.float64)
+
+    def nll_and_gradient(theta):
+        a, b = theta
+        s = a * z + b
+        residual = _sigmoid(s) - y
+        return float(np.mean(np.logaddexp(0.0, s) - y * s)), np.array([np.mean(residual * z), np.mean(residual)])
+
+    start = np.array([1.0 / _fit_temperature(labels, scores), 0.0])
+    result = minimize(nll_and_gradient, start, jac=True, method="L-BFGS-B",
+                      bounds=[(1e-3, 1e3), (-50.0, 50.0)])
+    a, b = (float(v) for v in result.x)
+    return 1.0 / a, b
+
+
 def _fit_isotonic(labels: np.ndarray, scores: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     from .._optional import require
 
@@ -219,9 +254,10 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
     scores : array-like of float in [0, 1], shape (n,)
         The model's raw scores of them. NaN scores (no usable data) are
         left out.
-    method : {"temperature", "isotonic"}, optional
-        Temperature scaling (default; one parameter) or isotonic regression
-        (needs scikit-learn).
+    method : {"temperature", "platt", "isotonic"}, optional
+        Temperature scaling (default; one parameter), Platt scaling
+        (temperature and shift) or isotonic regression (needs
+        scikit-learn).
     n_bins : int, optional
         Bins of the ECE recorded before and after (default 10, as
         :func:`astrid.braai.evaluate`).
@@ -264,8 +300,12 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
     before = calibration_curve(labels, scores, n_bins)["ece"]
     if method == "temperature":
         fitted = Calibration(method, temperature=_fit_temperature(labels, scores), n=int(labels.size))
+    elif method == "platt":
+        temperature, bias = _fit_platt(labels, scores)
+        fitted = Calibration(method, temperature=temperature, bias=bias, n=int(labels.size))
     else:
         x, y = _fit_isotonic(labels, scores)
         fitted = Calibration(method, x=x, y=y, n=int(labels.size))
     after = calibration_curve(labels, fitted.apply(scores), n_bins)["ece"]
-    return Calibration(fitted.method, fitted.temperature, fitted.x, fitted.y, fitted.n, float(before), float(after))
+    return Calibration(fitted.method, fitted.temperature, fitted.bias, fitted.x, fitted.y, fitted.n, float(before),
+                       float(after))

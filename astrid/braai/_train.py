@@ -51,6 +51,7 @@ from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
 from ..io import atomic_write
+from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
 from ._evaluate import _check_both_classes, _labels_of, evaluate
 from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
@@ -340,7 +341,8 @@ def load_trained(path: str | os.PathLike):
     ----------
     path : path-like
         The ``.keras`` file; ``<name>.card.json`` beside it supplies
-        ``norm`` (set as ``model.astrid_norm``).
+        ``norm`` (set as ``model.astrid_norm``) and the score calibration
+        (``model.astrid_calibration``, applied by :func:`astrid.score.score`).
 
     Returns
     -------
@@ -367,6 +369,9 @@ def load_trained(path: str | os.PathLike):
             raise AstridFileError(f"{card_path}: model card is not JSON ({exc})") from exc
         if card.get("norm") in NORMS:
             model.astrid_norm = card["norm"]
+        if card.get("calibration") is not None:
+            model.astrid_calibration = Calibration.from_dict(
+                card["calibration"], f"{card_path}: calibration").to_dict()
     return model
 
 
@@ -486,6 +491,80 @@ def _json_provenance(provenance: dict | None) -> dict | None:
         raise AstridInputError(f"provenance is not JSON-serialisable: {exc}") from None
 
 
+def _tracked_parameters(network, norm, learning_rate, batch_size, epochs, patience, seed, class_weight, weights,
+                        augment, deterministic, jit_compile, split_info, validation_fraction, calibration,
+                        fine_tuned_from, train_labels, validation_labels) -> dict[str, Any]:
+    """What MLflow records as the parameters of a braai training (the card has the rest)."""
+    return {
+        "architecture": network.name,
+        "n_parameters": int(network.count_params()),
+        "norm": norm,
+        "learning_rate": float(learning_rate),
+        "batch_size": int(batch_size),
+        "epochs": int(epochs),
+        "patience": None if patience is None else int(patience),
+        "seed": int(seed),
+        "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
+        "class_weight": {str(k): round(float(v), 6) for k, v in weights.items()},
+        "augment": bool(augment),
+        "deterministic": bool(deterministic),
+        "jit_compile": bool(jit_compile),
+        "split": split_info.get("by"),
+        "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
+        "calibration": calibration,
+        "fine_tuned_from": fine_tuned_from,
+        "n_train": int(train_labels.size),
+        "n_validation": 0 if validation_labels is None else int(validation_labels.size),
+    }
+
+
+def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_path: Path | None,
+                  results: dict[str, dict]) -> None:
+    """Final metrics, calibration, the model file and its card into the MLflow run; then close it."""
+    if not run.active:
+        run.end()
+        return
+    final = {f"final_{k}": v for k, v in metrics.items()}
+    final["epochs_run"] = card["training"]["epochs_run"]
+    final["best_epoch"] = card["training"]["best_epoch"]
+    final["train_seconds"] = card["training"]["seconds"]
+    calibration = card.get("calibration")
+    if calibration:
+        final.update({f"calibration_{k}": calibration[k] for k in ("ece_before", "ece_after", "temperature")
+                      if calibration.get(k) is not None})
+    run.log_metrics(final, step=card["training"]["epochs_run"])
+    run.set_tags({"data_sha256_validation": card["data"]["sha256_validation"],
+                  "model_sha256": card.get("model_sha256")})
+    if model_path is not None:
+        run.log_artifact(model_path, "model")
+        run.log_artifact(card_path, "model")
+    else:
+        run.log_dict(card, "model/card.json")
+    if calibration:
+        run.log_dict(calibration, "calibration.json")
+    if results:
+        _log_figures(run, results)
+    run.end()
+
+
+def _log_figures(run, results: dict[str, dict]) -> None:
+    """ROC/PR and reliability curves of the validation set (raw and calibrated) as run artefacts."""
+    from ..figures import _pyplot
+    from ._evaluate import plot_calibration, plot_roc_pr
+
+    plt = _pyplot()
+    names = list(results)
+    for file_name, plot in (("figures/roc_pr.png", plot_roc_pr), ("figures/reliability.png", plot_calibration)):
+        try:
+            figure = plot(*[results[n] for n in names], labels=[f"validation, {n}" for n in names])
+        except Exception as exc:  # a figure is not worth a failed training
+            warnings.warn(f"MLflow: could not draw {file_name} ({type(exc).__name__}: {exc})", AstridWarning,
+                          stacklevel=3)
+            continue
+        run.log_figure(figure, file_name)
+        plt.close(figure)
+
+
 def _save_model(model, path: Path) -> None:
     # Keras writes .keras archives only to a path ending in .keras: write one in a
     # scratch folder, then move its bytes into place atomically.
@@ -522,6 +601,8 @@ def train(
     deterministic: bool = True,
     jit_compile: bool = False,
     provenance: dict | None = None,
+    calibration: str | None = "temperature",
+    track: bool | None = None,
     verbose: int = 0,
 ) -> TrainResult:
     """Train a braai real/bogus CNN on labelled triplets.
@@ -591,6 +672,21 @@ def train(
         verbatim (JSON-safe) as the card's ``provenance``: e.g. the human
         labels a fine-tuning used and their hash
         (:func:`astrid.braai.fine_tune`).
+    calibration : {"temperature", "platt", "isotonic"} or None, optional
+        Fit a score calibration (:func:`astrid.braai.fit_calibration`) on
+        the validation set when it holds both classes (default temperature
+        scaling; None: none). It is stored as the card's ``calibration``
+        and as ``model.astrid_calibration``, and :func:`astrid.score.score`
+        applies it by default; the card's ``metrics`` and
+        ``validation_scores`` are then of the calibrated scores (what
+        ``score()`` returns), and ``calibration["ece_before"]`` is the raw
+        scores' expected calibration error.
+    track : bool, optional
+        Log the training to MLflow (:mod:`astrid.tracking`): parameters,
+        per-epoch metrics, data hashes, versions, the model file, its card and
+        calibration. Default: on when MLflow is installed, unless
+        ``ASTRID_TRACKING=off``. The card's ``mlflow`` records the run (None
+        when untracked). A tracking failure only warns.
     verbose : int, optional
         Keras' progress output (0 silent, 1 progress bar, 2 one line per epoch).
 
@@ -610,7 +706,9 @@ def train(
         ``validation_scores`` (the model's score distribution on the
         validation set, :func:`astrid.drift.score_distribution`: the
         reference of the drift check of every later scoring run; None
-        without validation), ``provenance`` (as given, or None), ``history`` and
+        without validation), ``provenance`` (as given, or None),
+        ``calibration`` (:meth:`Calibration.to_dict`, or None), ``mlflow``
+        (run id, experiment id and tracking URI, or None), ``history`` and
         ``versions`` (astrid, tensorflow, keras, numpy, python).
 
     Raises
@@ -637,6 +735,11 @@ def train(
     if learning_rate is not None and not (math.isfinite(float(learning_rate)) and learning_rate > 0):
         raise AstridInputError(f"learning_rate={learning_rate!r} must be a positive number")
     provenance = _json_provenance(provenance)
+    if calibration is not None and calibration not in CALIBRATION_METHODS:
+        raise AstridInputError(f"calibration={calibration!r} is not one of {CALIBRATION_METHODS} or None")
+    from .. import tracking
+
+    tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
 
     split_info: dict[str, Any] = {"by": None}
     if validation is not None:
@@ -695,97 +798,132 @@ def train(
         )
         timer = _EpochTimer()
         callbacks = [timer]
+        run_name = name or network.name.lower()
+        run = tracking.start_run(run_name, _tracked_parameters(
+            network, norm, learning_rate, batch_size, epochs, patience, seed, class_weight, weights, augment,
+            deterministic, jit_compile, split_info, validation_fraction, calibration, fine_tuned_from,
+            train_labels, validation_labels), tags={
+            "astrid.kind": "braai-train", "astrid.model": run_name, "astrid.architecture": network.name,
+            "data_sha256": dataset_hash(train_set), "fine_tuned_from": fine_tuned_from,
+            **{f"version.{k}": v for k, v in tracking.library_versions().items()}}, track=track)
+        if run.active:
+            callbacks.append(run.epoch_callback())
         if validation_data is not None:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(patience) if patience is not None else int(epochs),
                 restore_best_weights=True, verbose=0,
             ))
-        fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
-                          verbose=verbose, shuffle=False)
+        try:
+            fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
+                              verbose=verbose, shuffle=False)
+        except BaseException as exc:
+            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
     finally:
         if switched_on:
             _disable_determinism()
-    network.astrid_norm = norm
+    try:  # a failure from here on (a full disk, ...) closes the MLflow run as FAILED
+        network.astrid_norm = norm
 
-    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-    history["epoch_seconds"] = [float(s) for s in timer.seconds]
-    epochs_run = len(timer.seconds)
-    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
+        history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+        history["epoch_seconds"] = [float(s) for s in timer.seconds]
+        epochs_run = len(timer.seconds)
+        best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
 
-    metrics: dict[str, Any] = {}
-    validation_scores = None
-    if validation_set is not None:
-        scores = network.predict(x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
-        # The reference of every later scoring run's drift check (astrid.drift).
-        validation_scores = score_distribution(scores, source=f"validation set ({scores.size} candidates)")
-        if validation_labels.min() != validation_labels.max():
-            metrics = _summary(evaluate(None, validation_set, scores=scores))
-    per_second = [train_labels.size / s for s in timer.seconds if s > 0]
+        metrics: dict[str, Any] = {}
+        validation_scores = None
+        fitted: Calibration | None = None
+        results: dict[str, dict] = {}
+        if validation_set is not None:
+            scores = network.predict(x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
+            both = validation_labels.min() != validation_labels.max()
+            source = f"validation set ({scores.size} candidates)"
+            if calibration is not None and both:
+                fitted = fit_calibration(validation_labels, scores, method=calibration)
+                if run.active:  # the raw curves, for the run's figures
+                    results["raw"] = evaluate(None, validation_set, scores=scores)
+                scores = fitted.apply(scores)
+                source = f"calibrated scores ({fitted.method}) of the {source}"
+            # The reference of every later scoring run's drift check (astrid.drift): the scores
+            # score() returns by default, so calibrated ones for a calibrated model.
+            validation_scores = score_distribution(scores, source=source)
+            if both:
+                results["calibrated" if fitted is not None else "raw"] = evaluate(None, validation_set, scores=scores)
+                metrics = _summary(results["calibrated" if fitted is not None else "raw"])
+                metrics["calibrated"] = fitted is not None
+        network.astrid_calibration = fitted.to_dict() if fitted is not None else None
+        per_second = [train_labels.size / s for s in timer.seconds if s > 0]
 
-    architecture = network.name
-    name = name or architecture.lower()
-    card = {
-        "format": CARD_FORMAT,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "name": name,
-            "architecture": architecture,
-            "n_parameters": int(network.count_params()),
-            "input_shape": [int(s) for s in network.input_shape[1:]],
-            "fine_tuned_from": fine_tuned_from,
-        },
-        "norm": norm,
-        "data": {
-            "sha256": dataset_hash(train_set),
-            "sha256_validation": dataset_hash(validation_set) if validation_set is not None else None,
-            "n_total": int(dataset.sizes["candidate"]) + (int(validation.sizes["candidate"]) if validation is not None else 0),
-            "n_train": int(train_labels.size),
-            "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
-            "train_class_counts": _class_counts(train_labels),
-            "validation_class_counts": _class_counts(validation_labels) if validation_labels is not None else None,
-            "split": split_info.get("by"),
-            "split_coordinate": split_info.get("coordinate"),
-            "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
-            "n_validation_groups": len(split_info.get("validation_groups", [])),
-            "validation_groups": split_info.get("validation_groups", [])[:_MAX_LISTED_GROUPS],
-            "source": str(dataset.attrs.get("source", "")),
-        },
-        "parameters": {
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "optimizer": "Adam",
-            "learning_rate": float(learning_rate),
-            "loss": "binary_crossentropy",
-            "class_weight": {str(k): float(v) for k, v in weights.items()},
-            "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
-            "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
-            "patience": None if patience is None else int(patience),
-            "seed": int(seed),
-            "deterministic": bool(deterministic),
-            "jit_compile": bool(jit_compile),
-        },
-        "training": {
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
-            "stopped_early": epochs_run < int(epochs),
-            "seconds": round(time.perf_counter() - started, 3),
-            "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
-        },
-        "metrics": metrics,
-        "validation_scores": validation_scores,
-        "provenance": provenance,
-        "history": history,
-        "versions": _versions(),
-    }
+        architecture = network.name
+        name = name or architecture.lower()
+        card = {
+            "format": CARD_FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": {
+                "name": name,
+                "architecture": architecture,
+                "n_parameters": int(network.count_params()),
+                "input_shape": [int(s) for s in network.input_shape[1:]],
+                "fine_tuned_from": fine_tuned_from,
+            },
+            "norm": norm,
+            "data": {
+                "sha256": dataset_hash(train_set),
+                "sha256_validation": dataset_hash(validation_set) if validation_set is not None else None,
+                "n_total": int(dataset.sizes["candidate"]) + (int(validation.sizes["candidate"]) if validation is not None else 0),
+                "n_train": int(train_labels.size),
+                "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
+                "train_class_counts": _class_counts(train_labels),
+                "validation_class_counts": _class_counts(validation_labels) if validation_labels is not None else None,
+                "split": split_info.get("by"),
+                "split_coordinate": split_info.get("coordinate"),
+                "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
+                "n_validation_groups": len(split_info.get("validation_groups", [])),
+                "validation_groups": split_info.get("validation_groups", [])[:_MAX_LISTED_GROUPS],
+                "source": str(dataset.attrs.get("source", "")),
+            },
+            "parameters": {
+                "epochs": int(epochs),
+                "batch_size": int(batch_size),
+                "optimizer": "Adam",
+                "learning_rate": float(learning_rate),
+                "loss": "binary_crossentropy",
+                "class_weight": {str(k): float(v) for k, v in weights.items()},
+                "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
+                "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
+                "patience": None if patience is None else int(patience),
+                "seed": int(seed),
+                "deterministic": bool(deterministic),
+                "jit_compile": bool(jit_compile),
+            },
+            "training": {
+                "epochs_run": epochs_run,
+                "best_epoch": best_epoch,
+                "stopped_early": epochs_run < int(epochs),
+                "seconds": round(time.perf_counter() - started, 3),
+                "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
+            },
+            "metrics": metrics,
+            "validation_scores": validation_scores,
+            "provenance": provenance,
+            "calibration": fitted.to_dict() if fitted is not None else None,
+            "mlflow": run.info(),
+            "history": history,
+            "versions": _versions(),
+        }
 
-    model_path = card_path = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        model_path = out_dir / f"{name}.keras"
-        card_path = _card_beside(model_path)
-        _save_model(network, model_path)
-        card["model_file"] = model_path.name
-        card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-        text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-        atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+        model_path = card_path = None
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            model_path = out_dir / f"{name}.keras"
+            card_path = _card_beside(model_path)
+            _save_model(network, model_path)
+            card["model_file"] = model_path.name
+            card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+            text = json.dumps(card, indent=2, sort_keys=False) + "\n"
+            atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+        _log_training(run, card, metrics, model_path, card_path, results)
+    except BaseException as exc:
+        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     return TrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)

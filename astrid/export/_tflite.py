@@ -117,7 +117,7 @@ def load_keras_model(model: Any):
             )
         suffix = path.suffix.lower()
         if suffix == ".keras":
-            return load_keras_archive(path)
+            return _with_card(load_keras_archive(path), path)
         if suffix in (".h5", ".hdf5"):
             from ..braai import load_braai
 
@@ -133,6 +133,31 @@ def load_keras_model(model: Any):
     raise AstridInputError(
         f"model: expected a keras.Model or a .keras/.h5 path, got {type(model).__name__}"
     )
+
+
+def _with_card(model, path: Path):
+    """Set ``astrid_norm`` and ``astrid_calibration`` from the model card beside a ``.keras`` file, if any.
+
+    The card (``<name>.card.json``, written by :func:`astrid.braai.train`)
+    says how the model was trained: its preprocessing and the score
+    calibration fitted on its validation set.
+    """
+    card_path = path.with_name(path.name[: -len(".keras")] + ".card.json")
+    if not card_path.is_file():
+        return model
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AstridFileError(f"{card_path}: model card is not readable JSON ({exc})") from exc
+    if not isinstance(card, dict):
+        return model
+    if card.get("norm") in NORMS[:2]:
+        model.astrid_norm = card["norm"]
+    if card.get("calibration") is not None:
+        from ..braai._calibrate import Calibration
+
+        model.astrid_calibration = Calibration.from_dict(card["calibration"], f"{card_path}: calibration").to_dict()
+    return model
 
 
 def load_keras_archive(path: Path):
@@ -895,6 +920,7 @@ def to_tflite(
 
     source = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
     sha = model_sha256(keras_model)
+    score_calibration = getattr(keras_model, "astrid_calibration", None)
     atomic_write(path, lambda fh: fh.write(content))
     edgetpu = edgetpu_report(path) if quantize == "int8" else None
 
@@ -923,6 +949,8 @@ def to_tflite(
         "output": asdict(report.output),
         "source_model": {"name": source, "weights_sha256": sha},
         "calibration": {"num_triplets": report.num_calibration, "max_abs_diff_vs_keras": max_diff},
+        # the model's score calibration (astrid.braai.fit_calibration), applied by astrid.score.score
+        "score_calibration": score_calibration,
         "edgetpu_static_check": None if edgetpu is None else edgetpu.passed,
         "astrid_version": __version__,
         "tensorflow_version": tf.__version__,

@@ -64,15 +64,17 @@ def configure_runs_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     """Add the arguments of ``astrid runs [RUN_ID] [--root papermill_runs]`` to ``parser``."""
     parser.add_argument("run_id", nargs="?", help="show the tasks of this run instead of the list of runs")
     parser.add_argument("--root", default="papermill_runs", help="folder of the runs (default: papermill_runs)")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="with RUN_ID: show each task's MLflow run id (notebook, slug, status, duration, run)")
     return parser
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """Print the runs under ``--root`` (or the tasks of one run)."""
-    from ._runs import format_table, list_runs, run_tasks
+    from ._runs import MLFLOW_COLUMNS, format_table, list_runs, run_tasks
 
     table = run_tasks(args.run_id, args.root) if args.run_id else list_runs(args.root)
-    text = format_table(table)
+    text = format_table(table, MLFLOW_COLUMNS if getattr(args, "mlflow", False) and args.run_id else None)
     if len(table) == 0 and not args.run_id:
         text = f"no runs under {args.root}"
     print(text)

@@ -9,6 +9,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -71,6 +72,10 @@ class TaskResult:
         when the kernel wrote one (start-up problems, crashes).
     reused : bool
         True when this invocation kept an earlier success instead of executing.
+    mlflow_run : str or None
+        The MLflow run of the last execution (:mod:`astrid.tracking`), None
+        when it was not tracked. Trainings inside the notebook are logged
+        as its child runs.
     """
 
     notebook: str
@@ -87,6 +92,7 @@ class TaskResult:
     attempts: int = 0
     kernel_log: str | None = None
     reused: bool = False
+    mlflow_run: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -113,6 +119,7 @@ class TaskResult:
             "metrics": self.metrics,
             "attempts": self.attempts,
             "kernel_log": self.kernel_log,
+            "mlflow_run": self.mlflow_run,
         }
 
     @classmethod
@@ -132,6 +139,7 @@ class TaskResult:
             metrics=record.get("metrics") or {},
             attempts=record.get("attempts", 0),
             kernel_log=record.get("kernel_log"),
+            mlflow_run=record.get("mlflow_run"),
         )
 
 
@@ -248,6 +256,50 @@ def _check_parameters_declared(config: RunConfig, declared: dict[Path, list[str]
             )
 
 
+@contextmanager
+def _environment(env: dict | None):
+    """Set environment variables for a block (a kernel started inside inherits them), then restore them."""
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update({name: str(value) for name, value in (env or {}).items()})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _start_tracking(task: "TaskResult", config: RunConfig, track: bool | None):
+    """An MLflow run for one papermill task, and the environment that makes the notebook's trainings its children."""
+    from .. import tracking
+
+    run = tracking.start_run(
+        f"{task.stem}/{task.slug}", {"notebook": task.notebook, **task.parameters},
+        tags={"astrid.kind": "papermill", "astrid.run_id": config.run_id, "astrid.notebook": task.stem,
+              "astrid.slug": task.slug, "astrid.attempt": task.attempts + 1,
+              **{f"version.{k}": v for k, v in tracking.library_versions().items()}},
+        track=track)
+    env = {tracking.PARENT_RUN_ENV: run.run_id, "ASTRID_MLFLOW_URI": run.uri} if run.active else {}
+    return run, env
+
+
+def _finish_tracking(run, task: "TaskResult") -> None:
+    if not run.active:
+        return
+    numeric = {k: v for k, v in (task.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if task.duration_s is not None:
+        numeric["duration_s"] = task.duration_s
+    run.log_metrics(numeric)
+    run.set_tags({"astrid.status": task.status, "astrid.error": task.error})
+    if task.output.exists():
+        run.log_artifact(task.output, "notebook")
+    if task.kernel_log and (task.output.parent / task.kernel_log).exists():
+        run.log_artifact(task.output.parent / task.kernel_log, "notebook")
+    run.end("FINISHED" if task.status == "ok" else "FAILED")
+
+
 def execute_task(spec: dict) -> dict:
     """Execute one notebook with papermill; never raises.
 
@@ -256,7 +308,8 @@ def execute_task(spec: dict) -> dict:
     spec : dict
         ``notebook`` and ``output`` (absolute paths), ``parameters``,
         ``kernel_name`` (None: this interpreter), ``cwd``, ``timeout`` and
-        ``start_timeout`` (seconds).
+        ``start_timeout`` (seconds); optionally ``env``: environment
+        variables set while the notebook's kernel starts (it inherits them).
 
     Returns
     -------
@@ -280,19 +333,20 @@ def execute_task(spec: dict) -> dict:
             kernel_name, kwargs["language"] = "python3", "python"
         if spec.get("timeout") is not None:
             kwargs["execution_timeout"] = spec["timeout"]
-        papermill.execute_notebook(
-            spec["notebook"],
-            str(output),
-            parameters=spec["parameters"],
-            kernel_name=kernel_name,
-            progress_bar=False,
-            log_output=False,
-            start_timeout=spec.get("start_timeout", 60),
-            # The kernel starts in cwd; papermill's own `cwd` would chdir the
-            # whole worker process, which races when a worker runs threads.
-            resources={"metadata": {"path": spec["cwd"]}},
-            **kwargs,
-        )
+        with _environment(spec.get("env")):
+            papermill.execute_notebook(
+                spec["notebook"],
+                str(output),
+                parameters=spec["parameters"],
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+                start_timeout=spec.get("start_timeout", 60),
+                # The kernel starts in cwd; papermill's own `cwd` would chdir the
+                # whole worker process, which races when a worker runs threads.
+                resources={"metadata": {"path": spec["cwd"]}},
+                **kwargs,
+            )
     except Exception as exc:  # every failure is recorded, none stops the batch
         status, error = "failed", _error_text(exc)
     metrics: dict = {}
@@ -465,6 +519,7 @@ def run(
     client=None,
     *,
     on_task_done: Callable[[TaskResult], None] | None = None,
+    track: bool | None = None,
 ) -> RunResult:
     """Execute every notebook with every parameter set, in parallel on Dask.
 
@@ -487,6 +542,12 @@ def run(
         ``config.scheduler`` says.
     on_task_done : callable, optional
         Called with each :class:`TaskResult` as it finishes (for progress).
+    track : bool, optional
+        One MLflow run per executed task (:mod:`astrid.tracking`): the
+        parameters, status, duration, numeric metrics and the output
+        notebook; a training inside the notebook logs a child run. Default:
+        on when MLflow is installed, unless ``ASTRID_TRACKING=off``. The
+        task's ``mlflow_run`` in ``run.json`` names the run.
 
     Returns
     -------
@@ -571,6 +632,7 @@ def run(
     else:
         stages = [tasks]
     by_key = {task.key: task for task in tasks}
+    tracked: dict = {}  # task key -> its MLflow run while it executes
     executor = None
     try:
         for stage_index, stage in enumerate(stages):
@@ -587,7 +649,7 @@ def run(
                             break
                 if blocker is not None:
                     task.status, task.error = "skipped", f"{blocker.stem} {blocker.status} for these parameters"
-                    task.started = task.finished = task.duration_s = task.kernel_log = None
+                    task.started = task.finished = task.duration_s = task.kernel_log = task.mlflow_run = None
                     task.metrics = {}
                     save()
                     if on_task_done:
@@ -601,6 +663,8 @@ def run(
                 invocation["executor"] = executor.description
             specs = []
             for task in to_run:
+                tracked[task.key], env = _start_tracking(task, config, track)
+                task.mlflow_run = tracked[task.key].run_id
                 notebook = notebooks[config.notebooks.index(task.notebook)]
                 names = declared[notebook]
                 specs.append((task.key, {
@@ -612,6 +676,7 @@ def run(
                     "cwd": str(Path(config.cwd).resolve()) if config.cwd else str(notebook.parent),
                     "timeout": config.timeout,
                     "start_timeout": config.start_timeout,
+                    "env": env,
                 }))
             for key, result in executor.map_unordered(specs):
                 task = by_key[key]
@@ -619,10 +684,13 @@ def run(
                     setattr(task, name, value)
                 task.attempts += 1
                 invocation["n_executed"] += 1
+                _finish_tracking(tracked.pop(key), task)
                 save()
                 if on_task_done:
                     on_task_done(task)
     finally:
+        for leftover in tracked.values():  # interrupted: never finished
+            leftover.end("KILLED")
         if executor is not None:
             executor.close()
         invocation["finished"] = _now()

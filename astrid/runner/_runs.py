@@ -133,21 +133,23 @@ def run_tasks(run_id: str | os.PathLike, root: str | os.PathLike = "papermill_ru
     -------
     astropy.table.Table
         Columns ``notebook`` (stem), ``slug``, ``status``, ``duration_s``,
-        ``error``, ``output``, then one column per grid parameter and one per
+        ``error``, ``output``, ``mlflow_run`` (the task's MLflow run id, empty
+        when untracked), then one column per grid parameter and one per
         recorded metric (masked where a task has no value; non-scalar values
         as JSON text).
     """
     record = load_run(run_id, root)
     tasks = record.get("tasks", [])
     grid = list((record.get("task_definition") or {}).get("grid", {}))
-    base_names = ["notebook", "slug", "status", "duration_s", "error", "output"]
-    table = Table(names=base_names, dtype=[str, str, str, float, str, str], masked=True)
+    base_names = ["notebook", "slug", "status", "duration_s", "error", "output", "mlflow_run"]
+    table = Table(names=base_names, dtype=[str, str, str, float, str, str, str], masked=True)
     for t in tasks:
         duration = t.get("duration_s")
         table.add_row(
             [t.get("stem", ""), t.get("slug", ""), t.get("status", ""),
-             np.nan if duration is None else float(duration), t.get("error") or "", t.get("output", "")],
-            mask=[False, False, False, duration is None, False, False],
+             np.nan if duration is None else float(duration), t.get("error") or "", t.get("output", ""),
+             t.get("mlflow_run") or ""],
+            mask=[False, False, False, duration is None, False, False, False],
         )
     metric_names = sorted({name for t in tasks for name in (t.get("metrics") or {})} - set(grid) - set(base_names))
     for name in grid + metric_names:
@@ -163,11 +165,25 @@ def run_tasks(run_id: str | os.PathLike, root: str | os.PathLike = "papermill_ru
     return table
 
 
-def format_table(table: Table) -> str:
-    """Plain-text rendering of a :func:`list_runs` or :func:`run_tasks` table for a terminal."""
+#: Columns of ``astrid runs RUN_ID --mlflow``: each task beside its MLflow run, within 100 columns.
+MLFLOW_COLUMNS = ("notebook", "slug", "status", "duration_s", "mlflow_run")
+
+
+def format_table(table: Table, columns: list[str] | tuple[str, ...] | None = None) -> str:
+    """Plain-text rendering of a :func:`list_runs` or :func:`run_tasks` table for a terminal.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+    columns : sequence of str, optional
+        Show only these columns (those present), in this order; default all
+        but ``mlflow_run``.
+    """
     if len(table) == 0:
         return "no runs" if "run_id" in table.colnames else "no tasks"
-    shown = table.copy(copy_data=True)
+    if columns is None:
+        columns = [name for name in table.colnames if name != "mlflow_run"]
+    shown = table[[name for name in columns if name in table.colnames]].copy(copy_data=True)
     for name in shown.colnames:
         if shown[name].dtype.kind == "f":
             shown[name].format = ".4g"
