@@ -196,6 +196,10 @@ def _resolve(preset: str, overrides: dict) -> dict:
     for key in ("n_host_galaxies", "n_supernovae", "n_variables", "n_asteroids", "n_saturated_stars",
                 "n_bad_columns", "n_satellite_trails"):
         _check_count(params, key)
+    if not isinstance(params["reference_stack"], (int, np.integer)) or params["reference_stack"] < 1:
+        raise AstridInputError(
+            f"reference_stack must be a whole number of exposures >= 1, got {params['reference_stack']!r}"
+        )
     for key in ("pixel_scale", "pixel_scale_ratio", "exptime_reference", "exptime_science", "gain", "psf_beta"):
         value = params[key]
         if not _is_number(value) or not value > 0:
@@ -452,6 +456,8 @@ def _epochs(p: dict, shape, geo: dict, rng: np.random.Generator) -> dict[str, _E
     for i, name in enumerate(EPOCHS):
         scale = p["pixel_scale"] * (1.0 if name == "reference" else p["pixel_scale_ratio"])
         exptime = float(p[f"exptime_{name}"])
+        # The mean of `stack` exposures: the same flux scale with 1/sqrt(stack) of the noise.
+        stack = int(p["reference_stack"]) if name == "reference" else 1
         zp = p[f"zp_{name}"]
         if zp is None:
             zp = filt["zp_1s"] + 2.5 * np.log10(exptime)
@@ -469,8 +475,8 @@ def _epochs(p: dict, shape, geo: dict, rng: np.random.Generator) -> dict[str, _E
         epochs[name] = _Epoch(
             name=name, shape=shape, wcs=geo[f"wcs_{name}"], pixel_scale=scale, fwhm0=float(fwhm),
             beta=float(p["psf_beta"]), psf_q=float(draws["q"][i]), psf_theta=float(draws["theta"][i]),
-            psf_coef=draws["psf_coef"][i], zp=float(zp), exptime=exptime, gain=float(p["gain"]),
-            read_noise=float(p["read_noise"]), saturation=float(saturation),
+            psf_coef=draws["psf_coef"][i], zp=float(zp), exptime=exptime, gain=float(p["gain"]) * stack,
+            read_noise=float(p["read_noise"]) * math.sqrt(stack), saturation=float(saturation),
             sky0=float(scale**2 * 10 ** (-0.4 * (sky_mag - zp))), sky_coef=draws["sky_coef"][i],
             mjd=mjd_ref if name == "reference" else mjd_sci, sky_mag=float(sky_mag),
         )
@@ -960,7 +966,8 @@ def _artifacts(p, ep: _Epoch, rng: np.random.Generator):
         return max(1, int(rng.poisson(density * mpix))) if density > 0 else 0
 
     on = bool(p["artifacts"])
-    n_cr = count(p["cosmic_ray_density"]) if on else 0
+    clipped = ep.name == "reference" and p["reference_stack"] >= 3  # a clipped stack has neither
+    n_cr = count(p["cosmic_ray_density"]) if on and not clipped else 0
     track = rng.uniform(size=n_cr) < 0.5
     out["cr"] = {
         "x": rng.uniform(-0.5, nx - 0.5, n_cr), "y": rng.uniform(-0.5, ny - 0.5, n_cr),
@@ -970,7 +977,7 @@ def _artifacts(p, ep: _Epoch, rng: np.random.Generator):
         "width": np.where(track, rng.uniform(0.0, 0.3, n_cr), rng.uniform(0.0, 0.6, n_cr)),
         "charge": np.exp(rng.uniform(*np.log(p["cosmic_ray_charge"]), n_cr)),
     }
-    n_hot = count(p["hot_pixel_density"]) if on else 0
+    n_hot = count(p["hot_pixel_density"]) if on and not clipped else 0
     out["hot"] = {
         "x": rng.integers(0, nx, n_hot), "y": rng.integers(0, ny, n_hot),
         "level": np.exp(rng.uniform(*np.log(p["hot_pixel_level"]), n_hot)),
@@ -1065,8 +1072,10 @@ def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
         Seed of every random choice. Each ingredient has its own random
         stream, so changing, say, ``n_supernovae`` leaves the rest of the
         images unchanged.
-    preset : {"ztf", "swift_uvot"}
-        Instrument preset (see :data:`PRESETS`).
+    preset : {"ztf", "ztf_alert", "swift_uvot"}
+        Instrument preset (see :data:`PRESETS`); ``"ztf_alert"`` is ZTF as
+        its alert stamps look: a deep co-added reference, the alerts' seeing,
+        denser stars and more variables (``benchmarks/realism.py``).
     **overrides
         Any preset parameter. ``None`` means "draw at random from the seed".
 
@@ -1082,6 +1091,9 @@ def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
         Epochs
             ``filter`` (ZTF: g, r, i; UVOT: V, B, U, UVW1, UVM2, UVW2),
             ``exptime_reference``, ``exptime_science`` (s),
+            ``reference_stack`` (exposures averaged into the reference:
+            1/sqrt(N) of the noise, GAIN N times the detector's, and from 3
+            on no cosmic rays or hot pixels),
             ``mjd_reference``, ``mjd_science`` (science at least 365 d later),
             ``fwhm_reference``, ``fwhm_science`` (px at the field centre;
             default drawn from ``seeing_reference``/``seeing_science`` in
@@ -1533,7 +1545,7 @@ def survey(out_dir, n_fields=4, preset="ztf", seed=0, size=1024, **overrides) ->
         Survey folder (created if needed).
     n_fields : int
         Number of fields.
-    preset : {"ztf", "swift_uvot"}
+    preset : {"ztf", "ztf_alert", "swift_uvot"}
     seed : int
         Seed of the survey; each field gets its own seed derived from it
         (recorded as ``seed`` in its manifest entry).
