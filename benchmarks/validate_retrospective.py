@@ -111,13 +111,13 @@ def ztf_case(sim, args) -> dict | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=12, help="simulated fields (the pool fields of validate_active)")
+    parser.add_argument("--fields", type=int, default=4, help="simulated fields (the pool fields of validate_active)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--supernovae", type=int, default=40)
     parser.add_argument("--random-bogus", type=int, default=20)
     parser.add_argument("--kind", default="asteroid")
     parser.add_argument("--ztf-object", default=None, help="objectId (default: the first with a TNS SN label)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "validate_active")
     parser.add_argument("--quick", action="store_true", help="4 fields, 2 epochs")
