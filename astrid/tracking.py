@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ __all__ = [
     "tracking_uri",
     "tracking_enabled",
     "training_run",
+    "start_run",
     "TrackedRun",
     "library_versions",
     "DEFAULT_EXPERIMENT",
@@ -261,6 +261,8 @@ class TrackedRun:
 
     def log_params(self, params: dict) -> bool:
         """Log parameters; nested dicts become dotted names, other values JSON text."""
+        if not self.active:  # also without MLflow installed
+            return False
         from mlflow.entities import Param
 
         items = [Param(str(k)[:250], _param_text(v)) for k, v in _flatten(params).items()]
@@ -273,6 +275,8 @@ class TrackedRun:
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> bool:
         """Log the finite numeric values of ``metrics`` (others are left out)."""
+        if not self.active:  # also without MLflow installed
+            return False
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -283,6 +287,8 @@ class TrackedRun:
 
     def set_tags(self, tags: dict) -> bool:
         """Set tags (values as text)."""
+        if not self.active:  # also without MLflow installed
+            return False
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), _param_text(v)) for k, v in tags.items() if v is not None]
@@ -446,15 +452,3 @@ def training_run(name: str, params: dict | None = None, tags: dict | None = None
         run.end("FAILED")
         raise
     run.end("FINISHED")
-
-
-def log_files(run: TrackedRun, files: dict[str, str | os.PathLike | None]) -> None:
-    """Log each existing file of ``{artifact folder: path}`` (None paths are skipped)."""
-    for folder, path in files.items():
-        if path is not None and Path(path).exists():
-            run.log_artifact(path, folder or None)
-
-
-def scratch_dir():
-    """A temporary folder for artefacts made only to be logged."""
-    return tempfile.TemporaryDirectory(prefix="astrid-mlflow-")
