@@ -117,8 +117,44 @@ def quality(seeds, size, kernel_options):
                       for m, rows in totals.items()))
 
 
+def _bright_residual(S, valid, stars, n=5, half=3):
+    """Median over the ``n`` brightest clean stars of the largest |S| within ``half`` px (NaN when none)."""
+    if stars is None or len(stars) == 0:
+        return float("nan")
+    ny, nx = S.shape
+    values = []
+    for x, y in stars:
+        xi, yi = int(round(x)), int(round(y))
+        if half <= xi < nx - half and half <= yi < ny - half:
+            box = valid[yi - half : yi + half + 1, xi - half : xi + half + 1]
+            if box.all():
+                values.append(float(np.max(np.abs(S[yi - half : yi + half + 1, xi - half : xi + half + 1]))))
+        if len(values) == n:
+            break
+    return float(np.median(values)) if values else float("nan")
+
+
+def _brightest_stars(image):
+    """(x, y) of the unsaturated, unmasked stars of ``image`` (an Image on the output grid), brightest first."""
+    from astrid._stars import find_stars
+
+    data = np.asarray(image.data, dtype=np.float64)
+    mask = np.asarray(image.mask, bool) | ~np.isfinite(data)
+    sky = float(np.median(data[~mask]))
+    rms = robust_std(data - sky, mask)
+    stars = find_stars(np.where(mask, 0, data - sky), mask=mask, background=0.0, rms=rms)
+    keep = np.ones(len(stars), bool)
+    for column in ("saturated", "masked"):
+        if column in stars.colnames:
+            keep &= ~np.asarray(stars[column], bool)
+    stars = stars[keep]
+    order = np.argsort(-np.asarray(stars["flux"], dtype=np.float64))
+    return np.c_[np.asarray(stars["x"])[order], np.asarray(stars["y"])[order]]
+
+
 def real(kernel_options):
-    """JWST and DECam pairs of the shared data (as benchmarks/validate_real.py loads them): ZOGY and kernel."""
+    """JWST and DECam pairs of the shared data (as benchmarks/validate_real.py loads them): ZOGY, the kernel
+    fitted on star stamps and on the whole image (``fit_region="image"``), and sfft's own results."""
     from astropy.io import fits
     from validate_real import JWST_REF, JWST_SCI, count_peaks
 
@@ -137,8 +173,9 @@ def real(kernel_options):
         psfs = {"science_psf": fits.getdata(root / "auxiliary" / f"{JWST_SCI}.WebbPSF.fits").astype(np.float64),
                     "reference_psf": fits.getdata(root / "auxiliary" / f"{JWST_REF}.WebbPSF.fits").astype(np.float64)}
         sfft = fits.getdata(root / "4check" / f"{JWST_SCI}.crossConvd.sfftdiff.DeCorrelated.SNR.fits")
+        sfft = sfft.astype(np.float64)
         runs.append(("JWST F200W A2744", reference, science, dict(align=False, **psfs), np.isfinite(sfft) & (sfft != 0),
-                     sfft.astype(np.float64)))
+                     ("its decorrelated S/N", sfft)))
     root = shared_data("images", "sfft_decam_decorr")
     if root is None:
         print("# DECam epochs not found (shared data absent): skipped")
@@ -146,12 +183,17 @@ def real(kernel_options):
         for c in "abcde":
             runs.append((f"DECam OBS04{c} vs OBS18{c}", read_image(root / f"input_data/DEC-OBS04{c}.mini.fits"),
                          read_image(root / f"input_data/DEC-OBS18{c}.mini.fits"), {"align": True}, None, None))
+        sfft = fits.getdata(root / "4check" / "FinalDifference.DeCorr.fits").astype(np.float64)
         runs.append(("DECam stacks", read_image(root / "4check/Stack-DEC-OBS04.fits"),
-                     read_image(root / "4check/Stack-DEC-OBS18.fits"), {"align": True}, None, None))
-    print("| pair | method | robust std | 5σ peaks | valid fraction | scale | stamps used/considered | note |")
-    print("|---|---|---|---|---|---|---|---|")
+                     read_image(root / "4check/Stack-DEC-OBS18.fits"), {"align": True}, None,
+                     ("its decorrelated difference / robust std", sfft / robust_std(sfft))))
+    print("| pair | method | robust std | 5σ peaks | bright-star residual | valid fraction | scale | "
+          "stamps used/considered | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    methods = (("zogy", None), ("kernel", {}), ("kernel, whole image", {"fit_region": "image"}))
     for label, reference, science, options, sfft_valid, sfft in runs:
-        for method in ("zogy", "kernel"):
+        stars = _brightest_stars(reference)
+        for method, extra in methods:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
@@ -160,21 +202,25 @@ def real(kernel_options):
                         S, mask, note, scale, stamps = result.S_corr, result.mask, "", result.metrics["flux_ratio"], ""
                     else:
                         diff_options = {k: v for k, v in options.items() if k == "align"}
-                        result = kernel_difference(reference, science, diff_options, **kernel_options)
+                        result = kernel_difference(reference, science, diff_options, **{**kernel_options, **extra})
                         raw = result.raw
                         S, mask, scale = result.S_corr, result.mask, raw.flux_ratio
                         stamps = f"{raw.n_stamps_used}/{len(raw.stamps)}"
-                        note = f"convolved {raw.convolved}, r = {raw.model.half_width} px, ε = {raw.detection_systematic:.3f}"
+                        note = (f"convolved {raw.convolved}, r = {raw.model.half_width} px, degree {raw.model.degree}, "
+                                f"ε = {raw.detection_systematic:.3f}")
                 except Exception as exc:  # noqa: BLE001 -- report, do not hide: the row says what failed
-                    print(f"| {label} | {method} | | | | | | {type(exc).__name__}: {exc} |", flush=True)
+                    print(f"| {label} | {method} | | | | | | | {type(exc).__name__}: {exc} |", flush=True)
                     continue
             valid = ~mask if sfft_valid is None else ~mask & sfft_valid
-            print(f"| {label} | {method} | {robust_std(S, ~valid):.3f} | {count_peaks(S, valid)} | {valid.mean():.3f} | "
-                  f"{scale:.3f} | {stamps} | {note} |", flush=True)
+            print(f"| {label} | {method} | {robust_std(S, ~valid):.3f} | {count_peaks(S, valid)} | "
+                  f"{_bright_residual(S, valid, stars):.1f} | {valid.mean():.3f} | {scale:.3f} | {stamps} | {note} |",
+                  flush=True)
         if sfft is not None:
-            valid = sfft_valid
-            print(f"| {label} | sfft (its decorrelated S/N) | {robust_std(sfft, ~valid):.3f} | {count_peaks(sfft, valid)} | "
-                  f"{valid.mean():.3f} | | | over all pixels sfft keeps |", flush=True)
+            name, image = sfft
+            valid = sfft_valid if sfft_valid is not None else np.isfinite(image)
+            print(f"| {label} | sfft ({name}) | {robust_std(image, ~valid):.3f} | {count_peaks(image, valid)} | "
+                  f"{_bright_residual(image, valid, stars):.1f} | {valid.mean():.3f} | | | over all pixels sfft keeps |",
+                  flush=True)
 
 
 def bench(size, repeat, kernel_options):
@@ -208,18 +254,57 @@ def bench(size, repeat, kernel_options):
     subtract(ref, sci, **kwargs)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    rss_before, rss_peak = _rss_peak(lambda: subtract(ref, sci, **kwargs))
     stages = ["select", "systems", "solve", "convolve", "detect", "total"]
+    print(f"# 1-minute load average {os.getloadavg()[0]:.1f} at the end (the machine's other jobs); "
+          f"{_cpu_model()}")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; kernel step of "
           f"difference(method='kernel') at {size}², best of {repeat}; inputs: {base.metrics['fwhm_sci']:.2f}/"
           f"{base.metrics['fwhm_ref']:.2f} px FWHM, r = {raw.model.half_width} px ({raw.model.basis.size} "
           f"{raw.model.basis.kind} functions), degree {raw.model.degree}, {raw.n_stamps_used}/{len(raw.stamps)} "
           f"stamps; the other stages of difference() took align {m['time_align']:.2f} s, background "
           f"{m['time_background']:.2f} s, PSF {m['time_psf']:.2f} s")
-    print("| size | " + " | ".join(stages) + " | fit (select+systems+solve) | peak numpy memory |")
-    print("|---|" + "---|" * (len(stages) + 2))
+    print("| size | " + " | ".join(stages) + " | fit (select+systems+solve) | peak numpy memory | peak RSS growth |")
+    print("|---|" + "---|" * (len(stages) + 3))
     fit = best["select"] + best["systems"] + best["solve"]
+    rss = f"{(rss_peak - rss_before) / 2**30:.2f} GiB" if rss_peak else "n/a"
     print(f"| {size}² | " + " | ".join(f"{best[s]:.2f} s" for s in stages)
-          + f" | {fit:.2f} s | {peak / 2**30:.2f} GiB |")
+          + f" | {fit:.2f} s | {peak / 2**30:.2f} GiB | {rss} |")
+    print(f"# peak numpy memory: tracemalloc's peak over one call (arrays the call allocates; the inputs, "
+          f"{sum(a.nbytes for a in (sci.data, ref.data, sv, rv) if a is not None) / 2**30:.2f} GiB, are the "
+          f"caller's); peak RSS growth: the process's high-water mark during one call (reset before it) "
+          f"over its resident size before it ({rss_before / 2**30:.2f} GiB)")
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _rss_peak(call):
+    """(resident bytes before, high-water mark during ``call``): Linux's VmHWM, reset through clear_refs."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return 0, 0
+    before = _status_kib("VmRSS")
+    call()
+    return before, _status_kib("VmHWM")
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:

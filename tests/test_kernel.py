@@ -300,3 +300,47 @@ def test_difference_refuses_bad_kernel_options_before_any_stage(kernel, match):
     ref, sci = np.zeros((64, 64), np.float32), np.zeros((64, 64), np.float32)
     with pytest.raises(AstridInputError, match=match):
         astrid.difference(ref, sci, method="kernel", kernel=kernel)
+
+
+def _galaxies(n, size, seed, margin=30):
+    """A noiseless image of extended sources (Gaussians of 2.5-4 px, a few elongated): no star among them."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size))
+    half = 16
+    u = np.arange(-half, half + 1)
+    X, Y = np.meshgrid(u, u)
+    for _ in range(n):
+        x, y = rng.integers(margin, size - margin, 2)
+        sx, sy, theta = rng.uniform(2.5, 4.0), rng.uniform(1.5, 4.0), rng.uniform(0, np.pi)
+        c, s = np.cos(theta), np.sin(theta)
+        g = np.exp(-0.5 * (((c * X + s * Y) / sx) ** 2 + ((-s * X + c * Y) / sy) ** 2))
+        image[y - half : y + half + 1, x - half : x + half + 1] += 10 ** rng.uniform(3.5, 4.5) * g / g.sum()
+    return image
+
+
+def test_whole_image_fit_without_stars():
+    # Galaxies and three stars: too few for stamps around stars; the whole-image fit (stamps tiling
+    # every part of the image with light) recovers the kernel from the galaxies.
+    true = 0.85 * _gaussian(1.1, 0.8, 0.4, half=5)
+    size = 320
+    rng = np.random.default_rng(21)
+    stars, xy, _ = _stars(3, size, seed=21)
+    truth = stars + _galaxies(60, size, seed=22)
+    reference = truth + rng.normal(0, 1.0, truth.shape)
+    science = ndimage.convolve(truth, true, mode="constant") + rng.normal(0, 1.5, truth.shape)
+    with pytest.raises(AstridPSFError, match="3 stars usable"):
+        _fit(reference, science, xy)
+    res = _fit(reference, science, xy, fit_region="image", half_width=5, science_fwhm=2.8, reference_fwhm=2.4)
+    assert res.n_stamps_used >= 10
+    assert res.flux_ratio == pytest.approx(0.85, rel=5e-3)
+    # Smooth galaxies constrain the kernel's sum, centroid and width, not its pixel-scale detail (the
+    # relative L1 distance is about 0.6 here), which they do not need either.
+    assert_kernel_close(res.model.at(160, 160), true, l1=None, moments=0.05)
+    assert res.significance_std == pytest.approx(1.0, abs=0.05)
+    assert res.detection_std == pytest.approx(1.0, abs=0.05)
+    # Nothing with light: a clear error naming the stamps.
+    with pytest.raises(AstridPSFError, match="stamps with signal"):
+        _fit(rng.normal(0, 1.0, truth.shape), rng.normal(0, 1.5, truth.shape), xy, fit_region="image",
+             science_fwhm=2.8, reference_fwhm=2.4)
+    with pytest.raises(AstridInputError, match="fit_region"):
+        _fit(reference, science, xy, fit_region="everywhere")

@@ -173,6 +173,48 @@ def _select(x, y, flux, flagged, faint, bad, shape, margin, half_check, spacing,
     return yi[kept], xi[kept], skipped
 
 
+def _image_stamps(T, sigma, bad, hs, r, min_snr, max_stamps):
+    """Stamp centres tiling the whole image, for a fit on every pixel with signal (as sfft fits).
+
+    Stamps of ``2 hs + 1`` px side by side, each with ``hs + r`` px of clean
+    pixels around its centre, kept when the light in it is significant:
+    ``√(Σ (T / σ)² − n_pixels) >= min_snr`` (stars, galaxies, anything
+    that constrains the kernel). The most significant first, at most
+    ``max_stamps`` spread over the field.
+
+    Returns
+    -------
+    ys, xs : numpy.ndarray of int64
+    skipped : dict
+        Grid positions dropped: ``bad_pixels``, ``faint`` (no significant
+        light), ``beyond_max_stamps``.
+    """
+    ny, nx = T.shape
+    margin = hs + r + 1
+    step = 2 * hs + 1
+    gy = np.arange(margin, ny - margin, step, dtype=np.int64)
+    gx = np.arange(margin, nx - margin, step, dtype=np.int64)
+    yy, xx = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
+    skipped = {"bad_pixels": 0, "faint": 0}
+    clean = np.array([not bad[y - hs - r : y + hs + r + 1, x - hs - r : x + hs + r + 1].any() for y, x in zip(yy, xx)],
+                     dtype=bool)
+    skipped["bad_pixels"] = int(np.count_nonzero(~clean))
+    yy, xx = yy[clean], xx[clean]
+    npix = step * step
+    power = np.array([float(np.sum(np.square(T[y - hs : y + hs + 1, x - hs : x + hs + 1], dtype=np.float64)))
+                      for y, x in zip(yy, xx)]) / sigma**2
+    snr = np.sqrt(np.maximum(power - npix, 0.0))
+    signal = snr >= min_snr
+    skipped["faint"] = int(np.count_nonzero(~signal))
+    yy, xx, snr = yy[signal], xx[signal], snr[signal]
+    # _select keeps the most significant, round-robin over cells of the field, beyond max_stamps.
+    none = np.zeros(len(yy), bool)
+    ys, xs, more = _select(xx.astype(np.float64), yy.astype(np.float64), snr, none, none, bad, (ny, nx), margin, 0, 1,
+                           max_stamps)
+    skipped["beyond_max_stamps"] = more.get("beyond_max_stamps", 0)
+    return ys, xs, skipped
+
+
 def _too_few(n_usable, need, degree, n_given, skipped, stamp, margin) -> str:
     """The message of the AstridPSFError for too few usable stars."""
     why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
@@ -370,15 +412,17 @@ def _astrometric_variance(image, sigma, work):
     return (work(sx**2) * np.square(gx) + work(sy**2) * np.square(gy)).astype(work, copy=False)
 
 
-def _detection(diff, conv, VJ, VT, P, kp, tile, acf_j, acf_t, systematic, stars, work, astrometric=(0.0, 0.0)):
-    """Matched-filter significance of a point source in ``diff`` (PSF ``P``), noise propagated.
+def _detection(num, var, model, P, systematic, stars, work, astrometric=(0.0, 0.0)):
+    """Matched-filter significance of a point source in the difference (PSF ``P``), noise propagated.
 
-    The filtered difference is ``diff ⋆ P``; its variance is J's noise
+    ``num`` is the difference filtered with P (``diff ⋆ P``) and ``var``
+    its variance without the systematic and astrometric terms: J's noise
     through P (``VJ ⊗ P²`` times the correlation factor of J's noise for P)
     plus T's noise through ``K ⊗ P`` (``VT ⊗ P²`` times, per tile,
-    Σ(K ⊗ P)² / ΣP² and T's correlation factor: exact for noise that is
-    smooth on the scale of the kernel; ``kp``: K ⊗ P of each tile) plus a
-    systematic term ``ε² (conv ⋆ P)²``.
+    Σ(K ⊗ P)² / ΣP² and T's correlation factor); ``model`` the matched model
+    filtered with P (``(T ⊗ K) ⋆ P``). ``var`` is added to in place: the
+    astrometric term of the filtered model, and a systematic term
+    ``ε² max_{PSF}(|model|)²``.
     With ``systematic="auto"``, ε is measured at the stamps' stars (``stars``:
     (ys, xs)) as in ZOGY: the largest filtered residual within a PSF
     half-width beyond the noise, as a fraction of the filtered model, at
@@ -390,15 +434,6 @@ def _detection(diff, conv, VJ, VT, P, kp, tile, acf_j, acf_t, systematic, stars,
     epsilon : float
         The systematic fraction used.
     """
-    flipped = P[::-1, ::-1]
-    by_p = _filter(flipped, diff.shape, work)
-    by_p2 = _filter(P * P, diff.shape, work)
-    num = by_p(diff)
-    # Variances through an FFT: round-off leaves tiny negative values where they are 0 (masked pixels).
-    var = np.maximum(by_p2(VJ), 0) * work(_correlated_factor(P[None], acf_j)[0])
-    ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf_t)
-    var += np.maximum(by_p2(VT), 0) * _tiles_to_map(ratio.astype(work), tile, diff.shape)
-    model = by_p(conv)
     astro = _astrometric_variance(model, astrometric, work)
     if astro is not None:
         var += astro
@@ -410,7 +445,7 @@ def _detection(diff, conv, VJ, VT, P, kp, tile, acf_j, acf_t, systematic, stars,
     near = ndimage.maximum_filter(np.abs(model), size=2 * half + 1)
     if systematic == "auto":
         ys, xs = stars
-        inside = (ys >= half) & (ys < diff.shape[0] - half) & (xs >= half) & (xs < diff.shape[1] - half)
+        inside = (ys >= half) & (ys < num.shape[0] - half) & (xs >= half) & (xs < num.shape[1] - half)
         ys, xs = ys[inside], xs[inside]
         sd = np.sqrt(np.maximum(var[ys, xs], np.finfo(work).tiny))
         offsets = range(-half, half + 1)
@@ -428,8 +463,13 @@ def _detection(diff, conv, VJ, VT, P, kp, tile, acf_j, acf_t, systematic, stars,
     else:
         epsilon = float(systematic)
     if epsilon > 0:
-        var += work(epsilon**2) * np.square(near)
-    return num / np.sqrt(np.maximum(var, np.finfo(work).tiny)), epsilon
+        np.square(near, out=near)
+        near *= work(epsilon**2)
+        var += near
+    del near
+    np.maximum(var, np.finfo(work).tiny, out=var)
+    np.sqrt(var, out=var)
+    return np.divide(num, var, out=var), epsilon
 
 
 def _filter(kernel, shape, work):
@@ -533,6 +573,7 @@ def subtract(
     clip_sigma: float = 3.0,
     max_iterations: int = 10,
     eiv_correction: bool = True,
+    fit_region: str = "stars",
     fit_weights: str = "sky",
     noise_correlation="auto",
     systematic="auto",
@@ -570,6 +611,14 @@ def subtract(
         dilated by the kernel half-width in the output mask; those of the
         other image and of ``mask`` are not (pass Images with their own
         masks rather than one combined ``mask`` to benefit).
+    fit_region : {"stars", "image"}
+        Where the kernel is fitted: stamps around isolated, unsaturated stars
+        (HOTPANTS), or stamps tiling the whole image wherever it holds
+        significant light (stars and galaxies alike, as sfft fits the whole
+        image), for fields with too few clean stars (small cutouts, cluster
+        fields). With ``"image"`` the stars only size the kernel (none are
+        needed when both FWHMs are given) and measure the systematic term;
+        ``min_snr`` then applies to a stamp's light, ``√(Σ (T/σ)² − n)``.
     basis : {"alard-lupton", "delta"}
         Gaussians times polynomials (HOTPANTS) or one delta function per
         kernel pixel (Bramich).
@@ -687,6 +736,7 @@ def subtract(
     basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))
     convolve = _check_choice("convolve", convolve, ("auto", "reference", "science"))
     fit_weights = _check_choice("fit_weights", fit_weights, ("sky", "full"))
+    fit_region = _check_choice("fit_region", fit_region, ("stars", "image"))
     convolution = _check_choice("convolution", convolution, ("fft", "direct"))
     degree = _check_degree("degree", degree, allow_auto=True)
     scale_degree = _check_degree("scale_degree", scale_degree)
@@ -752,12 +802,17 @@ def subtract(
         bad &= ~repaired
     if _filled is not None:
         repaired |= _check_map("_filled", _filled, shape).astype(bool)
-    n_img = np.where(bad, 0.0, N).astype(np.float64)
-    r_img = np.where(bad, 0.0, R).astype(np.float64)
-    var_n = (np.where(bad, 0.0, np.nan_to_num(Vn, nan=sig["science_sigma"] ** 2)).astype(np.float64)
+    # Working copies in the output precision: at 4096² four float64 maps held through the whole call
+    # were 0.5 GiB of the peak. The stamps' sums accumulate in float64 in any case.
+    work = np.float32 if dtype == np.float32 else np.float64
+    n_img = np.where(bad, 0, N).astype(work, copy=False)
+    r_img = np.where(bad, 0, R).astype(work, copy=False)
+    del N, R
+    var_n = (np.where(bad, 0, np.nan_to_num(Vn, nan=sig["science_sigma"] ** 2)).astype(work, copy=False)
              if Vn is not None else None)
-    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(np.float64)
+    var_r = (np.where(bad, 0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(work, copy=False)
              if Vr is not None else None)
+    del Vn, Vr
 
     # --- stamps
     start = time.perf_counter()
@@ -785,7 +840,8 @@ def subtract(
     # Widths first (a fixed box), to size the kernel and choose the image to convolve.
     ys0, xs0, skipped0 = _select(x, y, flux, flagged, faint, bad, shape, _MEASURE_HALF_WIDTH + 1,
                                  _MEASURE_HALF_WIDTH, _MEASURE_HALF_WIDTH, max_stamps)
-    if len(ys0) < MIN_STAMPS:
+    # Fitting on the whole image needs the stars only to size the kernel, and not even that with both widths given.
+    if len(ys0) < (MIN_STAMPS if fit_region == "stars" else 0 if len(fwhm_given) == 2 else 1):
         raise AstridPSFError(_too_few(len(ys0), MIN_STAMPS, 0, n_given, skipped0, 2 * _MEASURE_HALF_WIDTH + 1,
                                       _MEASURE_HALF_WIDTH))
     width = {}
@@ -817,12 +873,25 @@ def subtract(
         T, J, VT, VJ, sT, sJ = r_img, n_img, var_r, var_n, sig["reference_sigma"], sig["science_sigma"]
     else:
         T, J, VT, VJ, sT, sJ = n_img, r_img, var_n, var_r, sig["science_sigma"], sig["reference_sigma"]
-    ys, xs, skipped = _select(x, y, flux, flagged, faint, bad, shape, hs + r + 1, hs + r, hs, max_stamps)
+    if fit_region == "stars":
+        ys, xs, skipped = _select(x, y, flux, flagged, faint, bad, shape, hs + r + 1, hs + r, hs, max_stamps)
+        detection_stars = None
+    else:
+        ys, xs, skipped = _image_stamps(T, sT, bad, hs, r, min_snr, max_stamps)
+        n_given = len(ys) + sum(skipped.values())
+        # The stars (any S/N) are still where ε, the kernel's systematic error, is measured.
+        clean = ~(flagged & ~faint) & np.isfinite(x) & np.isfinite(y)
+        detection_stars = (np.round(y[clean]).astype(np.int64), np.round(x[clean]).astype(np.int64))
     n_usable = len(ys)
     auto_degree = degree == "auto"
     if auto_degree:
         degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
     need = MIN_STAMPS * n_spatial(degree)
+    if n_usable < need and fit_region == "image":
+        why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
+        raise AstridPSFError(f"kernel.subtract: {n_usable} stamps with signal (S/N >= {min_snr:g}) on the image grid, at "
+                             f"least {need} needed for a kernel of spatial degree {degree}; of {n_given} grid stamps of "
+                             f"{2 * hs + 1} px, dropped: {why or 'none'}")
     if n_usable < need:
         raise AstridPSFError(_too_few(n_usable, need, degree, n_given, skipped, 2 * hs + 1, hs + r))
     timings["select"] = time.perf_counter() - start
@@ -876,6 +945,7 @@ def subtract(
         Bflat = kbasis.images.reshape(nb, kw * kw)
         Om = np.zeros_like(Gn)
         Om[:, :nb, :nb] = _noise_normal(Bflat, Q.reshape(n_usable, kw * kw))
+        del VT_map, VJ_map, VT_w, VJ_w
         timings["systems"] = time.perf_counter() - start
 
         # --- global fit with stamp clipping
@@ -951,10 +1021,10 @@ def subtract(
                     break
                 degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
             used &= ~reject
-        # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
-        # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
         kernel_part = local[:, :nb]
         signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+        # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
+        # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
         measured_epsilon = math.sqrt(max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0))
         if systematic == "auto":
             epsilon = measured_epsilon
@@ -974,7 +1044,6 @@ def subtract(
 
     # --- apply: convolution, background, propagated variance
     start = time.perf_counter()
-    work = np.float32 if dtype == np.float32 else np.float64
     nty, ntx = -(-ny // tile), -(-nx // tile)
     cy = np.minimum(np.arange(nty) * tile + 0.5 * (tile - 1), ny - 1)
     cx = np.minimum(np.arange(ntx) * tile + 0.5 * (tile - 1), nx - 1)
@@ -982,18 +1051,18 @@ def subtract(
     local_tiles = np.tensordot(coef, spatial_terms(gx, gy, degree, shape), axes=1)  # (nb, nty, ntx)
     kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), kbasis.images, axes=1)  # (nty, ntx, kw, kw)
     if convolution == "direct":
-        padded = np.pad(T.astype(work), r)
+        padded = np.pad(T.astype(work, copy=False), r)
         conv = convolve_tiles(padded, kernels.astype(work), tile, np.empty(shape, work))
         del padded
     else:
         # T ⊗ K(x, y) = Σ_l p_l(x, y) (T ⊗ K_l), K_l the kernel of spatial term l: exact, one FFT of
         # T and one inverse per term.
         term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)  # (n_spatial, kw, kw)
-        conv = _convolve_terms(T.astype(work), term_kernels, degree, work)
+        conv = _convolve_terms(T.astype(work, copy=False), term_kernels, degree, work)
     acf = _noise_acf(T, bad, noise_correlation)
     factor = _correlated_factor(kernels, acf)
     if VT is not None and convolution == "direct":
-        var = convolve_tiles(np.pad(VT.astype(work), r), (kernels * kernels).astype(work), tile,
+        var = convolve_tiles(np.pad(VT.astype(work, copy=False), r), (kernels * kernels).astype(work), tile,
                              np.empty(shape, work))
         if acf is not None:
             var *= _tiles_to_map(factor.astype(work), tile, shape)
@@ -1003,12 +1072,12 @@ def subtract(
         centre_kernel = model.at(0.5 * (nx - 1), 0.5 * (ny - 1))
         sq_c = float(np.sum(centre_kernel**2))
         # FFT round-off leaves tiny negative values where the variance is 0 (masked pixels).
-        var = np.maximum(_fft_same(VT.astype(work), (centre_kernel**2)[None], work)[0], 0)
+        var = np.maximum(_fft_same(VT.astype(work, copy=False), (centre_kernel**2)[None], work)[0], 0)
         scale_tiles = np.sum(kernels * kernels, axis=(-2, -1)) / sq_c * factor
         var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
         var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
-    VJ_full = VJ.astype(work) if VJ is not None else np.full(shape, sJ**2, dtype=work)
+    VJ_full = VJ.astype(work, copy=False) if VJ is not None else np.full(shape, sJ**2, dtype=work)
     var += VJ_full
     if epsilon > 0:
         var += work(epsilon**2) * np.square(conv)
@@ -1016,7 +1085,7 @@ def subtract(
     if astro is not None:
         var += astro
         del astro
-    diff = J.astype(work) - conv
+    diff = J.astype(work, copy=False) - conv
     diff -= _poly_map(bg, background_degree, shape, work)
     if background_box:
         # What the stamps' polynomial leaves of the two background maps' difference, from the
@@ -1035,6 +1104,12 @@ def subtract(
     # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
     start = time.perf_counter()
     acf_j = _noise_acf(J, bad, noise_correlation)
+    # The images themselves are not needed any more (VT is, for the detection's variance).
+    del T, J, n_img, r_img, VJ
+    if convolve == "reference":
+        del var_n
+    else:
+        del var_r
     P = (_target_psf(science_psf, s_sci, "science_psf") if convolve == "reference"
          else _target_psf(reference_psf, s_ref, "reference_psf"))
     # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
@@ -1059,11 +1134,37 @@ def subtract(
     term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)
     kp_terms = fftconvolve(term_kernels, P[::-1, ::-1][None], axes=(-2, -1))
     kp = np.tensordot(np.moveaxis(spatial_terms(gx, gy, degree, shape), 0, -1), kp_terms, axes=1)
-    detection, detection_epsilon = _detection(
-        np.where(keep_px, diff, 0), conv, np.where(keep_px, VJ_full, 0),
-        np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work), P, kp, tile,
-        acf_j, acf, systematic, (ys[used], xs[used]), work, astrometric_sigma)
-    del conv, VJ_full
+    # The filtered difference and its variance, each input map freed once filtered (at 4096² every
+    # image-sized float32 map is 64 MiB).
+    by_p = _filter(P[::-1, ::-1], shape, work)
+    by_p2 = _filter(P * P, shape, work)
+    num = by_p(np.where(keep_px, diff, 0))
+    var_d = np.maximum(by_p2(np.where(keep_px, VJ_full, 0)), 0)  # round-off leaves tiny negatives at zeros
+    del VJ_full
+    var_d *= work(_correlated_factor(P[None], acf_j)[0])
+    ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf)
+    var_d += np.maximum(by_p2(np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work, copy=False)),
+                        0) * _tiles_to_map(ratio.astype(work), tile, shape)
+    del VT
+    if convolve == "reference":
+        del var_r
+    else:
+        del var_n
+    model_filtered = by_p(conv)
+    del conv
+    if detection_stars is not None:
+        # Stars of any kind, near masked pixels too: only those with clean pixels around them measure ε.
+        half = P.shape[0] // 2
+        sy, sx = detection_stars
+        inside = (sy >= half) & (sy < ny - half) & (sx >= half) & (sx < nx - half)
+        sy, sx = sy[inside], sx[inside]
+        clean = np.array([keep_px[a - half : a + half + 1, b - half : b + half + 1].all() for a, b in zip(sy, sx)],
+                         dtype=bool)
+        detection_stars = (sy[clean], sx[clean])
+    detection, detection_epsilon = _detection(num, var_d, model_filtered, P, systematic,
+                                              (ys[used], xs[used]) if detection_stars is None else detection_stars,
+                                              work, astrometric_sigma)
+    del num, var_d, model_filtered, by_p, by_p2
     if convolve == "science":
         # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
         significance = -significance
