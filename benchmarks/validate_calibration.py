@@ -151,6 +151,20 @@ def main(argv=None) -> int:
     (args.out / "results.json").write_text(json.dumps(numbers, indent=1))
     command = "python benchmarks/validate_calibration.py" + (" " + " ".join(raw_argv) if raw_argv else "")
     verdict = ", ".join(f"{m} {'lowers' if ok else 'does not lower'} it" for m, ok in lowered.items())
+    aucpr = numbers["raw"]["aucpr_test"]
+    caveat = ""
+    if aucpr < 0.9:
+        caveat = (
+            f"\n\nA caveat that this run makes plain: this small network ranks the test fields poorly (AUCPR "
+            f"{aucpr:.4f}, against 0.997 for the full run above). A calibrated score of a weak ranking is close to "
+            "the base rate, so a method that lowers the ECE may do it by moving most scores below 0.5 (see the "
+            "FNR at 0.5 of the table): calibration makes the scores honest probabilities, it does not make the "
+            "classifier better, and an operating threshold is still best chosen by FNR "
+            "(`astrid.braai.threshold_for_fnr`) rather than 0.5.")
+    n_val_fields = len(card["data"]["validation_groups"])
+    if n_val_fields < 3:
+        caveat += (f" The calibration was fitted on {n_val_fields} validation field(s) only; with more "
+                   "validation fields it would see more of the survey's variety.")
     text = f"""{START}
 ### Calibration: do the scores mean probabilities?
 
@@ -173,7 +187,7 @@ unchanged); `calibration="platt"` adds a shift of the logit, `calibration="isoto
 and can move the 0.5 operating point. `astrid.score.score` applies the card's calibration by default
 (`calibrated=False` gives the raw scores), and so does a `.tflite` exported from the model (its sidecar's
 `score_calibration`). The card's `validation_scores`, the reference of the drift check, are calibrated too,
-so a scoring run is compared with what `score()` returned on the validation fields.
+so a scoring run is compared with what `score()` returned on the validation fields.{caveat}
 
 ![Reliability of raw and calibrated scores on held-out simulated fields](img/braai_calibration.png)
 {END}
