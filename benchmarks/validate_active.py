@@ -84,14 +84,15 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
     return ds.set_xindex("candidate_id")
 
 
-def _train(labelled, epochs, seed):
+def _train(labelled, epochs, seed, batch_size=64):
     import keras
 
     from astrid import braai
 
     keras.utils.set_random_seed(int(seed))  # the initial weights, as train() would seed them
     network = braai.vgg6(tuple(int(labelled.sizes[d]) for d in ("y", "x", "channel")))
-    return braai.train(labelled, network, split=None, epochs=epochs, seed=seed, track=False).model
+    return braai.train(labelled, network, split=None, epochs=epochs, seed=seed, batch_size=batch_size,
+                       track=False).model
 
 
 def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list[dict]:
@@ -111,7 +112,7 @@ def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list
         merged = apply_labels(pool, oracle)
         labelled = training_labels(merged)
         t0 = time.perf_counter()
-        model = _train(labelled, args.epochs, seed)
+        model = _train(labelled, args.epochs, seed, args.train_batch)
         scores = braai.predict(model, test)
         result = braai.evaluate(None, {"label": test_labels}, scores=scores)
         curve.append({"labels": int(labelled.sizes["candidate"]), "n_real": int(labelled["label"].sum()),
@@ -152,13 +153,21 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--mc-samples", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=64, help="training batch size (braai's: 64)")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--strategies", default="bald,diversity,uncertainty,random")
     parser.add_argument("--levels", default="0.9,0.95,0.98")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "validate_active")
     parser.add_argument("--img", default=str(REPO / "docs" / "img"), help="figure folder, or 'none'")
     parser.add_argument("--quick", action="store_true", help="4+2 fields, 2 rounds, 2 epochs, one seed")
+    parser.add_argument("--plot-only", type=Path, default=None, help="draw the figure from a results.json and stop")
     args = parser.parse_args(argv)
+    if args.plot_only is not None:
+        saved = json.loads(args.plot_only.read_text())
+        curves = {k: {int(s): v for s, v in c.items()} for k, c in saved["curves"].items()}
+        _figure(curves, list(curves), sorted(next(iter(curves.values()))), saved["all_pool_labels_aucpr"],
+                Path(args.img))
+        return 0
     if args.quick:
         args.pool_fields, args.test_fields, args.rounds, args.epochs, args.seeds = 4, 2, 2, 2, "0"
     os.environ.setdefault("ASTRID_TRACKING", "off")
@@ -192,7 +201,7 @@ def main(argv=None) -> int:
     full_t0 = time.perf_counter()
     from astrid import braai
 
-    full_model = _train(pool, args.epochs, seeds[0])
+    full_model = _train(pool, args.epochs, seeds[0], args.train_batch)
     full = float(braai.evaluate(None, {"label": test["label"].values}, scores=braai.predict(full_model, test))["aucpr"])
     print(f"all {pool.sizes['candidate']} pool labels: AUCPR {full:.4f} ({time.perf_counter() - full_t0:.0f} s)")
 
