@@ -58,6 +58,7 @@ from astrid.anomaly import (
     unet_method,
     zogy_threshold_method,
 )
+from astrid.anomaly.unet import _check_tiles, _tiles_hash
 from astrid.triplets import detect, label_candidates
 
 
@@ -101,6 +102,9 @@ def main(argv=None):
                              "must reach --target-recall (0: the validation recall itself)")
     parser.add_argument("--level", default="auto", help="U-Net region level, or 'auto' (chosen on validation fields)")
     parser.add_argument("--braai", default="auto", help="braai .h5/.keras model, 'auto' (ZTF d6_m7 from shared data) or 'none'")
+    parser.add_argument("--model", default=None,
+                        help="a U-Net trained by an earlier run of this script with the same options "
+                             "(<out>/unet_anomaly.keras): evaluate it instead of training again")
     parser.add_argument("--out", default=None, help="folder for the model, its card, the table and a run record")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     args = parser.parse_args(argv)
@@ -119,9 +123,19 @@ def main(argv=None):
     # U-Net
     tiles = sample_tiles(train_fields, tile=args.tile, n_per_field=args.tiles_per_field, seed=args.seed)
     val_tiles = sample_tiles(val_fields, tile=args.tile, n_per_field=max(args.tiles_per_field // 2, 8), seed=args.seed + 1)
-    result = train_unet(tiles, validation=val_tiles, epochs=args.epochs, seed=args.seed, out_dir=args.out,
-                        source=f"astrid.simulate ztf {args.size}² seeds {base}..{base + args.n_train - 1}, "
-                               f"n_supernovae={args.n_supernovae}")
+    if args.model:
+        from astrid.anomaly import UNetTrainResult, load_unet
+
+        card_path = Path(args.model).with_suffix(".card.json")
+        card = json.loads(card_path.read_text())
+        if card.get("data", {}).get("sha256") != _tiles_hash(*_check_tiles(*tiles, "tiles")):
+            raise SystemExit(f"--model {args.model}: trained on other tiles than these options give")
+        result = UNetTrainResult(model=load_unet(args.model), history=card.get("history", {}),
+                                 model_path=Path(args.model), card_path=card_path, card=card)
+    else:
+        result = train_unet(tiles, validation=val_tiles, epochs=args.epochs, seed=args.seed, out_dir=args.out,
+                            source=f"astrid.simulate ztf {args.size}² seeds {base}..{base + args.n_train - 1}, "
+                                   f"n_supernovae={args.n_supernovae}")
     training = result.card["training"]
     print(f"U-Net: {result.card['model']['n_parameters']} parameters; {tiles[0].shape[0]} training tiles of "
           f"{args.tile}²; {training['epochs_run']} epochs (best {training['best_epoch']}) in {training['seconds']:.0f} s; "
