@@ -32,7 +32,8 @@ from astropy.table import Table
 from .errors import AstridInputError, AstridWarning
 from .io import Image, read_image
 
-__all__ = ["PLACEMENTS", "Injection", "inject_sources", "match_injections", "inject_into_stamps"]
+__all__ = ["PLACEMENTS", "BACKGROUND_KINDS", "Injection", "inject_sources", "match_injections", "inject_into_stamps",
+           "triplets_on_real_backgrounds"]
 
 #: Where :func:`inject_sources` puts its sources.
 PLACEMENTS = ("random", "galaxies", "cores")
@@ -609,3 +610,176 @@ def inject_into_stamps(
     out.attrs = dict(triplets.attrs)
     out.attrs["injection"] = f"inject_into_stamps: S/N {low:g}-{high:g}, max offset {max_offset:g} px, seed {seed}"
     return out
+
+
+# --------------------------------------------------------------------------- #
+# synthetic triplets on real backgrounds
+# --------------------------------------------------------------------------- #
+
+#: Kinds made by :func:`triplets_on_real_backgrounds`: the first two are real, the rest bogus.
+BACKGROUND_KINDS = ("brightening", "fading", "dipole", "psf_mismatch", "cosmic_ray", "hot_pixel",
+                    "bad_column", "nothing")
+
+
+def _stamp_noise(stamp: np.ndarray) -> float:
+    steps = np.diff(stamp, axis=1)
+    steps = steps[np.isfinite(steps)]
+    return float(mad_std(steps) / np.sqrt(2.0)) if steps.size > 20 else np.nan
+
+
+def _gaussian(shape, x0: float, y0: float, fwhm: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    g = np.exp(-0.5 * ((xx - x0) ** 2 + (yy - y0) ** 2) / sigma**2)
+    return g / g.sum()
+
+
+def _shift(stamp: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    from scipy.ndimage import shift
+
+    return shift(np.nan_to_num(stamp, nan=0.0), (dy, dx), order=3, mode="nearest")
+
+
+def _blur(stamp: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.nan_to_num(stamp, nan=0.0), sigma, mode="nearest")
+
+
+def triplets_on_real_backgrounds(
+    backgrounds,
+    n: int,
+    *,
+    real_fraction: float = 0.5,
+    snr=(5.0, 100.0),
+    noise_ratio=(0.12, 0.3),
+    seed: int = 0,
+):
+    """Labelled triplets built on real reference stamps: injected transients and synthetic artefacts.
+
+    Each triplet takes the reference stamp of a random background (turned by
+    a random one of the square's eight symmetries), makes a science stamp
+    from it with the noise of a single epoch (``noise_ratio``: the reference's
+    noise over the science's, as in ZTF's deep co-added references), and a
+    difference stamp. Real kinds: ``brightening`` (a point source of the
+    background's FWHM added to the science and difference) and ``fading``
+    (the source in the reference only, the difference stored as reference −
+    science, ZTF's convention for ``isdiffpos = 'f'``). Bogus kinds, the
+    residuals real alert streams are full of: ``dipole`` (the science shifted
+    by 0.2–1 px: a registration error), ``psf_mismatch`` (the science blurred
+    or sharpened against the reference: rings at every source), ``cosmic_ray``
+    (a sharp track or hit), ``hot_pixel``, ``bad_column`` and ``nothing``
+    (noise only). NaN pixels of the background stay NaN in every channel. No
+    label of the backgrounds is read.
+
+    Parameters
+    ----------
+    backgrounds : xarray.Dataset
+        Real triplets (e.g. :func:`astrid.read_ztf`): their ``reference``
+        channel and, when present, their ``fwhm`` coordinate (pixels; else
+        1.7–3.0 px at random).
+    n : int
+        Number of triplets to make.
+    real_fraction : float, optional
+        Fraction of real kinds (default 0.5; of them 70 % brightening).
+    snr : (float, float), optional
+        Optimal S/N range of the injected sources on the difference
+        (log-uniform).
+    noise_ratio : (float, float), optional
+        Range of reference noise / science noise.
+    seed : int, optional
+        Seeds every draw.
+
+    Returns
+    -------
+    xarray.Dataset
+        Triplets in the AstrID schema with ``label`` (1 real, 0 bogus),
+        ``kind``, ``background`` (index of the background used) and, where the
+        backgrounds have one, ``field`` (their ``objectId``, for grouped splits).
+    """
+    from ._schema import new_triplet_dataset, validate_triplets
+
+    validate_triplets(backgrounds, "backgrounds")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise AstridInputError(f"n={n!r} must be a positive integer")
+    if not 0.0 <= real_fraction <= 1.0:
+        raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
+    low, high = _snr_range(snr)
+    rng = np.random.default_rng(seed)
+    channels = [str(c) for c in backgrounds["channel"].values]
+    refs = np.asarray(backgrounds["triplets"].values[..., channels.index("reference")], dtype=np.float64)
+    refs = np.where(np.abs(refs) > 1e30, np.nan, refs)
+    noise = np.array([_stamp_noise(r) for r in refs])
+    usable = np.flatnonzero(np.isfinite(noise) & (noise > 0))
+    if usable.size == 0:
+        raise AstridInputError("backgrounds: no reference stamp with a measurable noise")
+    widths = (np.asarray(backgrounds["fwhm"].values, dtype=float) if "fwhm" in backgrounds.coords
+              else np.full(refs.shape[0], np.nan))
+    size = refs.shape[1]
+    c = (size - 1) / 2.0
+    bogus_kinds = BACKGROUND_KINDS[2:]
+    stamps = np.empty((n, size, size, 3), np.float32)
+    kinds, chosen = [], np.empty(n, dtype=int)
+    for k in range(n):
+        b = int(rng.choice(usable))
+        chosen[k] = b
+        ref = np.rot90(refs[b], int(rng.integers(4)))
+        ref = ref[:, ::-1] if rng.uniform() < 0.5 else ref
+        # NaN, and the float32-maximum fill some ZTF cutouts carry where there is no data.
+        holes = ~np.isfinite(ref) | (np.abs(ref) > 1e30)
+        clean = np.where(holes, np.median(ref[~holes]), ref)
+        fwhm = widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0 else rng.uniform(1.7, 3.0)
+        sigma_sci = noise[b] / rng.uniform(*noise_ratio)
+        noise_sci = rng.normal(0.0, sigma_sci, ref.shape)
+        x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
+        profile = _gaussian(ref.shape, x0, y0, fwhm)
+        amplitude = math.exp(rng.uniform(math.log(low), math.log(high))) * sigma_sci / math.sqrt(float(np.sum(profile**2)))
+        if rng.uniform() < real_fraction:
+            kind = "brightening" if rng.uniform() < 0.7 else "fading"
+        else:
+            kind = str(rng.choice(bogus_kinds))
+        science, reference = clean + noise_sci, clean
+        if kind == "brightening":
+            science = science + amplitude * profile
+        elif kind == "fading":
+            reference = clean + amplitude * profile
+        elif kind == "dipole":
+            step = rng.uniform(0.2, 1.0)
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            science = _shift(clean, step * math.cos(angle), step * math.sin(angle)) + noise_sci
+        elif kind == "psf_mismatch":
+            blurred = _blur(clean, rng.uniform(0.5, 1.5))
+            science = (blurred + noise_sci) if rng.uniform() < 0.5 else (2.0 * clean - blurred + noise_sci)
+        elif kind == "cosmic_ray":
+            length = rng.uniform(0.0, 8.0)
+            angle = rng.uniform(0.0, np.pi)
+            hit = np.zeros(ref.shape)
+            for t in np.linspace(-length / 2, length / 2, max(2, int(length * 3))):
+                ix, iy = int(round(x0 + t * math.cos(angle))), int(round(y0 + t * math.sin(angle)))
+                if 0 <= ix < size and 0 <= iy < size:
+                    hit[iy, ix] = 1.0
+            science = science + hit / hit.sum() * amplitude * rng.uniform(0.5, 3.0)
+        elif kind == "hot_pixel":
+            hot = np.zeros(ref.shape)
+            hot[int(round(y0)), int(round(x0))] = amplitude * rng.uniform(0.2, 1.0)
+            science = science + hot
+        elif kind == "bad_column":
+            column = np.zeros(ref.shape)
+            top = int(rng.integers(0, size // 2))
+            column[top:, int(round(x0))] = rng.uniform(3.0, 30.0) * sigma_sci
+            science = science + column
+        difference = science - reference
+        if kind == "fading":
+            difference = -difference  # ZTF stores reference - science for fading candidates
+        for i, plane in enumerate((science, reference, difference)):
+            stamps[k, :, :, i] = np.where(holes, np.nan, plane)
+        kinds.append(kind)
+    coords = {
+        "candidate_id": [f"bg{seed}-{k}" for k in range(n)],
+        "label": np.array([kind in ("brightening", "fading") for kind in kinds], dtype=np.int8),
+        "kind": np.array(kinds),
+        "background": chosen,
+    }
+    if "objectId" in backgrounds.coords:
+        coords["field"] = np.asarray(backgrounds["objectId"].values)[chosen].astype(str)
+    return new_triplet_dataset(stamps, coords=coords, attrs={"source": "astrid.inject.triplets_on_real_backgrounds"})

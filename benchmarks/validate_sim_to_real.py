@@ -38,7 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = {
     "sim": {"preset": "ztf", "n_supernovae": 120, "n_variables": 15, "negative": False, "flip": False},
     "alert": {"preset": "ztf_alert", "n_supernovae": 80, "n_variables": 40, "negative": True, "flip": True},
+    "alert+realbg": {"preset": "ztf_alert", "n_supernovae": 80, "n_variables": 40, "negative": True, "flip": True,
+                     "real_backgrounds": True},
 }
+ZTF_BAD_BITS = 0xFFFF & ~0b10  # every ZTF mask bit but 2 ("source detected") marks unusable pixels
 REAL_KINDS = ("supernova", "variable", "asteroid")  # braai's convention: every astrophysical source is real
 
 
@@ -83,6 +86,112 @@ def build(recipe: dict, fields: int, size: int, seed: int, label: str):
     return ds.set_xindex("candidate_id")
 
 
+def injected_real_pairs(n_sources: int = 20, seed: int = 0):
+    """Triplets from injections into the shared DECam and JWST pairs: recovered injections real, the rest bogus.
+
+    Neither pair holds a known transient, so every other detection is bogus. DECam's 256² cutouts
+    have too few stars for an empirical PSF: a Gaussian of the header's FWHM is injected (and the
+    difference estimates its own PSFs); JWST uses the WebbPSF models for both.
+    """
+    import xarray as xr
+    from astropy.io import fits
+
+    import astrid
+    from astrid.inject import inject_sources
+    from astrid.paths import shared_data
+    from astrid.triplets import label_candidates, make_triplets
+
+    cases = []
+    decam = shared_data("images", "sfft_decam_decorr")
+    if decam is not None:
+        for c in "abcde":
+            cases.append(("DECam", f"OBS04{c}/OBS18{c}", decam / f"input_data/DEC-OBS04{c}.mini.fits",
+                          decam / f"input_data/DEC-OBS18{c}.mini.fits", None))
+    jwst = shared_data("images", "sfft_jwst_nircam_a2744")
+    if jwst is not None:
+        names = sorted(p.name.replace(".fits", "") for p in (jwst / "input_data").glob("*.fits"))
+        ref_name, sci_name = names[0], names[-1]
+        cases.append(("JWST", "A2744", jwst / "input_data" / f"{ref_name}.fits", jwst / "input_data" / f"{sci_name}.fits",
+                      (jwst / "auxiliary" / f"{ref_name}.WebbPSF.fits", jwst / "auxiliary" / f"{sci_name}.WebbPSF.fits")))
+    parts = {}
+    for k, (survey, label, ref_path, sci_path, psfs) in enumerate(cases):
+        reference, science = astrid.read_image(ref_path), astrid.read_image(sci_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if psfs is None:
+                psf = astrid.gaussian_psf(float(science.header["FWHM"]))
+                injection = inject_sources(science, n=n_sources, snr=(8.0, 60.0), psf=psf, seed=seed + k)
+                result = astrid.difference(reference, injection.image, dtype=np.float64)
+            else:
+                psf_ref, psf_sci = (fits.getdata(p).astype(np.float64) for p in psfs)
+                injection = inject_sources(science, n=n_sources, snr=(8.0, 60.0), psf=psf_sci, seed=seed + k)
+                result = astrid.difference(reference, injection.image, align=False, dtype=np.float64,
+                                           science_psf=psf_sci, reference_psf=psf_ref, flux_ratio=1.0)
+            candidates = astrid.detect(result, threshold=5.0)
+            labelled = label_candidates(candidates, injection.truth, radius=3.0, real_kinds=("injected",),
+                                        wcs=result.wcs)
+            ds = make_triplets(result, labelled, field=f"{survey}-{label}")
+        parts.setdefault(survey, []).append(ds.drop_indexes("candidate_id"))
+        print(f"  {survey} {label}: {ds.sizes['candidate']} detections, {int(ds['label'].sum())} recovered "
+              f"injections of {n_sources}", flush=True)
+    out = {}
+    for survey, sets in parts.items():
+        common = set.intersection(*(set(p.coords) for p in sets))
+        sets = [p.reset_coords([c for c in p.coords if c not in common], drop=True) for p in sets]
+        ds = xr.concat(sets, dim="candidate", data_vars="all", coords="different", compat="equals",
+                       join="outer", combine_attrs="drop_conflicts")
+        out[survey] = ds.assign_coords(candidate_id=("candidate", [f"{survey}-{i}" for i in range(ds.sizes["candidate"])]))
+    return out
+
+
+def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
+    """Real reference stamps to build triplets on: alerts without drb and cutouts of the ZTF quadrant.
+
+    None of them is an alert that the models are scored on (those all have a drb).
+    """
+    import xarray as xr
+    from astropy.io import fits
+    from scipy import ndimage
+
+    from astrid._schema import new_triplet_dataset
+    from astrid.paths import shared_data
+
+    parts = [alerts_without_drb.reset_coords([c for c in alerts_without_drb.coords
+                                              if c not in ("candidate_id", "fwhm", "objectId", "channel")], drop=True)]
+    folder = shared_data("images", "ztf_quadrant")
+    if folder is not None:
+        data = fits.getdata(next(folder.glob("*_sciimg.fits"))).astype(np.float64)
+        bits = fits.getdata(next(folder.glob("*_mskimg.fits"))).astype(np.int64)
+        data[(bits & ZTF_BAD_BITS) != 0] = np.nan
+        rng = np.random.default_rng(seed)
+        smooth = ndimage.gaussian_filter(np.nan_to_num(data, nan=np.nanmedian(data)), 1.0)
+        sky, sigma = np.nanmedian(data), np.nanstd(np.diff(data[::8], axis=1)) / np.sqrt(2)
+        peaks = (smooth == ndimage.maximum_filter(smooth, 9)) & (smooth > sky + 10 * sigma)
+        ys, xs = np.nonzero(peaks[40:-40, 40:-40])
+        pick = rng.choice(ys.size, min(ys.size, 2 * n_quadrant // 3), replace=False)
+        ys, xs = list(ys[pick] + 40), list(xs[pick] + 40)
+        ys += list(rng.integers(40, data.shape[0] - 40, n_quadrant - len(pick)))
+        xs += list(rng.integers(40, data.shape[1] - 40, n_quadrant - len(pick)))
+        stamps = np.stack([data[y - 31:y + 32, x - 31:x + 32] for y, x in zip(ys, xs)])
+        quadrant = new_triplet_dataset(np.repeat(stamps[..., None], 3, axis=-1).astype(np.float32), coords={
+            "candidate_id": [f"quadrant-{k}" for k in range(len(ys))],
+            "objectId": [f"quadrant-{k // 50}" for k in range(len(ys))],  # neighbouring cutouts grouped
+            "fwhm": np.full(len(ys), np.nan)})
+        parts.append(quadrant)
+    return xr.concat([p.drop_indexes("candidate_id") for p in parts], dim="candidate", data_vars="all",
+                     coords="different", compat="equals", join="outer", combine_attrs="drop_conflicts")
+
+
+def concat(sets):
+    import xarray as xr
+
+    common = set.intersection(*(set(p.coords) for p in sets))
+    sets = [p.reset_coords([c for c in p.coords if c not in common and c not in p.dims], drop=True)
+            .drop_indexes("candidate_id") for p in sets]
+    return xr.concat(sets, dim="candidate", data_vars="all", coords="different", compat="equals", join="outer",
+                     combine_attrs="drop_conflicts").set_xindex("candidate_id")
+
+
 def scores_against(labels, scores, threshold):
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -121,10 +230,17 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     alerts = read_ztf(folder)
     drb = alerts["drb"].values.astype(float)
+    backgrounds = None
+    if any(RECIPES[name].get("real_backgrounds") for name in args.recipes.split(",")):
+        backgrounds = real_backgrounds(alerts.isel(candidate=np.flatnonzero(~np.isfinite(drb))), seed=args.seed)
+        print(f"real backgrounds: {backgrounds.sizes['candidate']} reference stamps (alerts without drb, "
+              "ZTF quadrant cutouts)", flush=True)
     alerts = alerts.isel(candidate=np.flatnonzero(np.isfinite(drb)))
     real_labels = (alerts["drb"].values.astype(float) >= 0.5).astype(int)
     print(f"{alerts.sizes['candidate']} shared ZTF alerts with stamps and drb ({real_labels.sum()} at drb >= 0.5)")
 
+    print("second domain: injections into the shared DECam and JWST pairs", flush=True)
+    domains = injected_real_pairs()
     print("home-domain test fields (ztf preset):", flush=True)
     home = build(RECIPES["sim"], args.test_fields, args.size, args.seed + 900, "home")
     home_labels = home["label"].values.astype(int)
@@ -137,13 +253,25 @@ def main(argv=None) -> int:
         n_val = max(1, args.fields // 3)
         train_set = build(recipe, args.fields, args.size, args.seed, f"{name}-train")
         validation = build(recipe, n_val, args.size, args.seed + 500, f"{name}-val")
+        if recipe.get("real_backgrounds"):
+            from astrid.inject import triplets_on_real_backgrounds
+
+            train_set = concat([train_set, triplets_on_real_backgrounds(
+                backgrounds, train_set.sizes["candidate"], seed=args.seed)])
+            validation = concat([validation, triplets_on_real_backgrounds(
+                backgrounds, validation.sizes["candidate"], seed=args.seed + 1)])
         fit = braai.train(train_set, "vgg6", validation=validation, epochs=args.epochs, patience=args.patience,
                           seed=0, out_dir=args.out, name=f"vgg6_{name}")
         val_scores = braai.predict(fit.model, validation)
         threshold = braai.threshold_for_fnr(validation["label"].values.astype(int), val_scores, 0.02)
         real = scores_against(real_labels, braai.predict(fit.model, alerts), threshold)
         home_scores = braai.predict(fit.model, home)
-        rows[name] = {"recipe": recipe, "n_train": int(train_set.sizes["candidate"]),
+        injected = {}
+        for survey, ds in domains.items():
+            labels = ds["label"].values.astype(int)
+            if labels.min() != labels.max():
+                injected[survey] = scores_against(labels, braai.predict(fit.model, ds), threshold)
+        rows[name] = {"injected": injected, "recipe": recipe, "n_train": int(train_set.sizes["candidate"]),
                       "n_validation": int(validation.sizes["candidate"]), "ztf_drb": real,
                       "home_aucpr": scores_against(home_labels, home_scores, 0.5)["aucpr"],
                       "epochs": fit.card["training"]["epochs_run"], "seconds": round(time.perf_counter() - started)}
@@ -158,6 +286,15 @@ def main(argv=None) -> int:
         print(f"| {name} | {row['n_train']} | {r['roc_auc']:.3f} | {r['aucpr']:.3f} | {r['fnr_05']:.1%} / "
               f"{r['fpr_05']:.1%} | {r['threshold']:.3f} | {r['fnr_t']:.1%} / {r['fpr_t']:.1%} | "
               f"{row['home_aucpr']:.4f} |")
+    print("\nsecond domain, injections into real pairs (recovered injections real, other detections bogus):")
+    print("| recipe | " + " | ".join(f"{s} ROC AUC | {s} AUCPR" for s in domains) + " |")
+    print("|---|" + "---:|---:|" * len(domains))
+    for name, row in rows.items():
+        cells = []
+        for survey in domains:
+            r = row["injected"].get(survey)
+            cells += [f"{r['roc_auc']:.3f}", f"{r['aucpr']:.3f}"] if r else ["—", "—"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

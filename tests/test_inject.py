@@ -131,3 +131,34 @@ def test_stamps_get_a_source_in_science_and_difference_only():
     # background-limited: S/N 30 on a noise of 10 with a Gaussian of FWHM 3 px, F = 30 * 10 * sqrt(4 pi) sigma
     sigma = 3.0 / 2.3548
     assert faint_gain["injected_flux"].values[2] == pytest.approx(30 * 10 * np.sqrt(4 * np.pi) * sigma, rel=0.1)
+
+
+def test_triplets_on_real_backgrounds_have_every_kind_and_keep_the_backgrounds_holes():
+    from astrid._schema import new_triplet_dataset
+    from astrid.inject import BACKGROUND_KINDS, triplets_on_real_backgrounds
+
+    rng = np.random.default_rng(3)
+    stamps = rng.normal(100.0, 2.0, (5, 63, 63, 3)).astype(np.float32)
+    stamps[0, :, :4, :] = np.nan  # a CCD edge in one background
+    stamps[1, 10, 10, 1] = np.float32(3.4e38)  # ZTF's no-data fill
+    backgrounds = new_triplet_dataset(stamps, coords={"candidate_id": [f"b{k}" for k in range(5)],
+                                                      "objectId": [f"ZTF{k}" for k in range(5)]})
+    out = triplets_on_real_backgrounds(backgrounds, 400, seed=2)
+    again = triplets_on_real_backgrounds(backgrounds, 400, seed=2)
+    np.testing.assert_array_equal(out["triplets"].values, again["triplets"].values)
+    assert set(out["kind"].values) == set(BACKGROUND_KINDS)
+    real = np.isin(out["kind"].values, ["brightening", "fading"])
+    np.testing.assert_array_equal(out["label"].values, real.astype(np.int8))
+    assert 0.4 < real.mean() < 0.6
+    assert np.nanmax(np.abs(out["triplets"].values)) < 1e10
+    # a real source sits at the centre of the difference, positive for fading ones too (ZTF's convention)
+    values = out["triplets"].values
+    centre = values[:, 30:33, 30:33, 2].max(axis=(1, 2))
+    noise = np.nanstd(values[:, :, :, 2], axis=(1, 2))
+    assert np.all(centre[real] > 2.0 * noise[real])
+    # the background with an edge passes its NaNs to every channel of the triplets built on it
+    edged = np.flatnonzero(out["background"].values == 0)
+    assert edged.size and all(np.isnan(values[i]).any() for i in edged)
+    assert set(out["field"].values) <= {f"ZTF{k}" for k in range(5)}
+    with pytest.raises(AstridInputError, match="n="):
+        triplets_on_real_backgrounds(backgrounds, 0)
