@@ -350,10 +350,19 @@ def _client_for(uri: str):
         folder.mkdir(parents=True, exist_ok=True)
         from ._locks import store_lock
 
-        # The first use creates the database's tables: one process at a time.
-        with store_lock(folder / _DB_NAME, timeout=120), _quiet():
-            client = mlflow.MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)
+        # The first use creates the database's tables: one process at a time, without
+        # MLflow's INFO lines about it in every notebook and terminal.
+        import logging
+
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        level = db_log.level
+        db_log.setLevel(logging.WARNING)
+        try:
+            with store_lock(folder / _DB_NAME, timeout=120), _quiet():
+                client = mlflow.MlflowClient(tracking_uri=uri)
+                client.search_experiments(max_results=1)
+        finally:
+            db_log.setLevel(level)
         return client, folder
     with _quiet():
         return mlflow.MlflowClient(tracking_uri=uri), None
