@@ -15,6 +15,7 @@ _EXTRA_OF = {
     "pyarrow": "triplets",
     "h5py": "ml",
     "sklearn": "ml",
+    "mlflow": "tracking",
     "zarr": "triplets",
     "h5netcdf": "triplets",
 }

@@ -525,7 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps({"simulated": sim, "ztf": ztf}, indent=1, default=str))
     text = report(args, sim, ztf, elapsed)
     if args.doc != "none":
-        Path(args.doc).write_text(text)
+        # Keep the sections other scripts write into the same page (validate_calibration.py's).
+        doc = Path(args.doc)
+        old = doc.read_text() if doc.exists() else ""
+        start, end = "<!-- calibration: written by benchmarks/validate_calibration.py -->", "<!-- end of calibration section -->"
+        if start in old and end in old:
+            text = text.rstrip("\n") + "\n\n" + old[old.index(start):old.index(end) + len(end)] + "\n"
+        doc.write_text(text)
         print(f"\nwrote {args.doc}")
     print(f"total {elapsed / 60:.1f} min")
     return 0

@@ -10,6 +10,16 @@ from astropy.wcs import WCS
 from astrid.paths import shared_data
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_into_the_repository(monkeypatch):
+    """Trainings in tests log nothing to MLflow (tests/test_tracking.py turns it on into tmp_path).
+
+    The environment reaches the notebooks' kernels too, so the CI run of the main job leaves no
+    ./mlruns behind either.
+    """
+    monkeypatch.setenv("ASTRID_TRACKING", "off")
+
+
 def make_wcs(shape=(64, 64), ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0) -> WCS:
     """A TAN WCS centred on (ra, dec)."""
     wcs = WCS(naxis=2)

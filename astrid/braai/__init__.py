@@ -24,6 +24,19 @@ from ._evaluate import (
     plot_triplet_gallery,
     threshold_for_fnr,
 )
+from ._active import (
+    HUMAN_COORDS,
+    STRATEGIES,
+    apply_labels,
+    fine_tune,
+    label_conflicts,
+    labels_hash,
+    mc_dropout_scores,
+    query,
+    training_labels,
+)
+from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
+from ._retrospective import RetrospectiveResult, retrospective, target_mask
 from ._train import SPLITS, TrainResult, class_weights, dataset_hash, load_trained, split_groups, train
 
 __all__ = [
@@ -54,4 +67,19 @@ __all__ = [
     "plot_score_histograms",
     "plot_calibration",
     "plot_triplet_gallery",
+    "fit_calibration",
+    "Calibration",
+    "CALIBRATION_METHODS",
+    "apply_labels",
+    "training_labels",
+    "label_conflicts",
+    "labels_hash",
+    "query",
+    "STRATEGIES",
+    "mc_dropout_scores",
+    "fine_tune",
+    "HUMAN_COORDS",
+    "retrospective",
+    "RetrospectiveResult",
+    "target_mask",
 ]
