@@ -40,6 +40,8 @@ NOTEBOOKS = (
     "notebooks/04_training.ipynb",
     "notebooks/05_edgetpu_export.ipynb",
     "notebooks/06_paper_figures.ipynb",
+    "notebooks/07_anomaly.ipynb",
+    "notebooks/08_active_learning.ipynb",
 )
 
 

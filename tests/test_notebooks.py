@@ -103,7 +103,7 @@ def test_papermill_batch_of_two_parameter_sets(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_small_runs_every_notebook(tmp_path):
-    """The whole chain 01-06 with configs/ci_small.yaml: every notebook ok, every paper figure written."""
+    """The whole chain 01-08 with configs/ci_small.yaml: every notebook ok, every paper figure written."""
     from astrid._mainjob import run_main_job
     from astrid.runner import list_runs
 
@@ -118,12 +118,16 @@ def test_main_job_small_runs_every_notebook(tmp_path):
     assert 0.0 <= metrics["04_training"]["roc_auc"] <= 1.0
     assert metrics["05_edgetpu_export"]["edgetpu_static_check"] is True
     assert metrics["06_paper_figures"]["n_figures"] == len(FIGURES)
+    assert metrics["07_anomaly"]["n_methods"] >= 5 and 0.0 <= metrics["07_anomaly"]["unet_recall"] <= 1.0
+    assert metrics["08_active_learning"]["n_queried"] == 8 and metrics["08_active_learning"]["n_human_labels"] > 0
     figures_dir = tmp_path / "figures" / "ci_small"
     for name in FIGURES:
         for suffix in (".pdf", ".png"):
             assert (figures_dir / f"{name}{suffix}").stat().st_size > 0, f"{name}{suffix} missing"
+    for name in ("anomaly_methods", "anomaly_map", "anomaly_types"):  # notebook 07's
+        assert (figures_dir / f"{name}.png").stat().st_size > 0, f"{name}.png missing"
     data = tmp_path / "data" / "ci_small"
-    for path in ("survey/manifest.json", "detail/zogy.fits", "detail/classic.fits", "triplets/train.zarr",
+    for path in ("anomaly/anomaly_table.ecsv", "models/unet_anomaly.keras", "survey/manifest.json", "detail/zogy.fits", "detail/classic.fits", "triplets/train.zarr",
                  "models/vgg6.keras", "models/vgg6.card.json", "evaluation/evaluation.json",
                  "export/vgg6_int8.tflite", "export/int8_vs_float.ecsv"):
         assert (data / path).exists(), path

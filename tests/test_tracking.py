@@ -229,3 +229,25 @@ def test_runner_logs_each_task_and_links_child_runs(store, tmp_path, capsys):
     assert result.tasks[0].mlflow_run in shown and max(len(line) for line in shown.splitlines()) <= 100
     assert cli_runs(["tracked", "--root", str(tmp_path / "runs")]) == 0
     assert result.tasks[0].mlflow_run not in capsys.readouterr().out
+
+
+def test_unet_training_is_tracked_with_its_model_and_card(store, tmp_path):
+    pytest.importorskip("tensorflow")
+    from astrid.anomaly import train_unet
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 0.3, (8, 32, 32, 4)).astype(np.float32)
+    y = np.zeros((8, 32, 32, 2), np.float32)
+    y[:, 14:18, 14:18, 0] = 1.0
+    y[..., 1] = 1.0
+    result = train_unet((x, y), validation=(x[:4], y[:4]), filters=(4, 8, 16), epochs=2, batch_size=4,
+                        out_dir=tmp_path / "models", name="tiny_unet")
+    info = result.card["mlflow"]
+    assert info is not None
+    client = mlflow.MlflowClient(info["tracking_uri"])
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["astrid.kind"] == "unet-train"
+    assert run.data.params["epochs"] == "2" and run.data.params["n_train"] == "8"
+    assert len(client.get_metric_history(info["run_id"], "val_loss")) == result.card["training"]["epochs_run"]
+    assert {a.path for a in client.list_artifacts(info["run_id"], "model")} == {
+        "model/tiny_unet.keras", "model/tiny_unet.card.json"}

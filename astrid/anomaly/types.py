@@ -107,7 +107,7 @@ def _classes_of(dataset, name):
 
 def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int = 64, learning_rate: float = 1e-3,
                 dropout: float = 0.3, patience: int = 3, max_class_weight: float = 20.0, seed: int = 0,
-                verbose: int = 0) -> tuple[Any, dict]:
+                track: bool | None = None, verbose: int = 0) -> tuple[Any, dict]:
     """Train the type CNN on triplets with a ``kind`` coordinate.
 
     Parameters
@@ -118,14 +118,19 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     max_class_weight : float, optional
         Cap of the balanced class weights ``n / (k n_c)``.
     epochs, batch_size, learning_rate, dropout, patience, seed, verbose : optional
+    track : bool, optional
+        Log the training to MLflow (:mod:`astrid.tracking`); default on when
+        MLflow is installed, unless ``ASTRID_TRACKING=off``. A tracking
+        failure only warns.
 
     Returns
     -------
     model : keras.Model
     history : dict
         Per-epoch ``loss`` (``val_loss``), ``epoch_seconds``, ``class_weight``,
-        ``class_counts``, ``triplets_per_second``.
+        ``class_counts``, ``triplets_per_second`` and ``mlflow`` (the run, or None).
     """
+    from .. import tracking
     from ..braai._train import _disable_determinism, _enable_determinism, _EpochTimer
     from .unet import _keras, _tf
 
@@ -137,9 +142,15 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         raise AstridInputError(f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}")
     # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
     weights = np.where(present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0)
+    tracking.tracking_enabled(track)
     tf = _tf()
     keras = _keras()
     keras.utils.set_random_seed(int(seed))
+    run = tracking.start_run("transient_types", {
+        "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+        "dropout": float(dropout), "patience": int(patience), "seed": int(seed), "n_train": int(x.shape[0]),
+        "classes": list(CLASSES), "class_counts": counts.tolist(),
+    }, tags={"astrid.kind": "types-train"}, track=track)
     switched_on = _enable_determinism(tf)
     try:
         model = build_type_model(x.shape[1:], dropout=dropout)
@@ -162,12 +173,17 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         callbacks = []
         timer = _EpochTimer()
         callbacks.append(timer)
+        if run.active:
+            callbacks.append(run.epoch_callback())
         if validation is not None:
             validation_data = (_stamps(validation, "validation"), _classes_of(validation, "validation"))
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
                                                            restore_best_weights=True))
         fit = model.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
                         verbose=verbose, shuffle=False)
+    except BaseException as exc:
+        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if switched_on:
             _disable_determinism()
@@ -178,7 +194,9 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         "class_weight": dict(zip(CLASSES, weights.round(4).tolist())),
         "class_counts": dict(zip(CLASSES, counts.tolist())),
         "triplets_per_second": float(np.median([x.shape[0] / s for s in seconds])) if seconds else math.nan,
+        "mlflow": run.info(),
     })
+    run.end()
     return model, history
 
 

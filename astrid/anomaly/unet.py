@@ -528,6 +528,7 @@ def train_unet(
     out_dir: str | os.PathLike | None = None,
     name: str = "unet_anomaly",
     source: str = "",
+    track: bool | None = None,
     verbose: int = 0,
 ) -> UNetTrainResult:
     """Train the U-Net on tiles from :func:`sample_tiles`, with a model card.
@@ -564,6 +565,11 @@ def train_unet(
         Model and file name.
     source : str, optional
         Where the tiles came from (recorded in the card).
+    track : bool, optional
+        Log the training to MLflow (:mod:`astrid.tracking`: parameters,
+        per-epoch losses, the tiles' hash, the model and its card); default
+        on when MLflow is installed, unless ``ASTRID_TRACKING=off``. The
+        card's ``mlflow`` names the run. A tracking failure only warns.
     verbose : int, optional
         Keras' progress output.
 
@@ -599,9 +605,18 @@ def train_unet(
         _versions,
     )
 
+    from .. import tracking
+
+    tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
     tf = _tf()
     keras = _keras()
     keras.utils.set_random_seed(int(seed))
+    run = tracking.start_run(name, {
+        "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+        "augment": bool(augment), "patience": patience, "seed": int(seed), "filters": list(filters),
+        "n_train": int(x.shape[0]), "n_validation": int(xv.shape[0]) if xv is not None else 0,
+        "tile": list(x.shape[1:3]),
+    }, tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)}, track=track)
     switched_on = _enable_determinism(tf) if deterministic else False
     try:
         network = model if model is not None else build_unet(x.shape[-1], filters, name=name)
@@ -613,6 +628,8 @@ def train_unet(
         callbacks = []
         timer = _EpochTimer()
         callbacks.append(timer)
+        if run.active:
+            callbacks.append(run.epoch_callback())
         if xv is not None:
             validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=int(seed))
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -620,6 +637,9 @@ def train_unet(
                 restore_best_weights=True))
         fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
                           verbose=verbose, shuffle=False)
+    except BaseException as exc:
+        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if switched_on:
             _disable_determinism()
@@ -673,6 +693,7 @@ def train_unet(
         },
         "history": history,
         "versions": _versions(),
+        "mlflow": run.info(),
     }
     model_path = card_path = None
     if out_dir is not None:
@@ -686,6 +707,12 @@ def train_unet(
         card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
         text = json.dumps(card, indent=2) + "\n"
         atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+        run.log_artifact(model_path, "model")
+        run.log_artifact(card_path, "model")
+    else:
+        run.log_dict(card, "model/card.json")
+    run.log_metrics({"best_epoch": best_epoch, "seconds": card["training"]["seconds"]})
+    run.end()
     return UNetTrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
 
 
