@@ -576,7 +576,6 @@ def inject_into_stamps(
     channels = [str(c) for c in triplets["channel"].values]
     science, difference = channels.index("science"), channels.index("difference")
     size_y, size_x = stamps.shape[1:3]
-    yy, xx = np.mgrid[0:size_y, 0:size_x].astype(float)
     target = np.exp(rng.uniform(math.log(low), math.log(high), n)) if high > low else np.full(n, low)
     radius = rng.uniform(0.0, max_offset, n) if max_offset > 0 else np.zeros(n)
     angle = rng.uniform(0.0, 2.0 * np.pi, n)
@@ -584,9 +583,7 @@ def inject_into_stamps(
     cy = (size_y - 1) / 2 + radius * np.sin(angle)
     flux = np.empty(n)
     for k in range(n):
-        sigma = widths[k] / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-        profile = np.exp(-0.5 * ((xx - cx[k]) ** 2 + (yy - cy[k]) ** 2) / sigma**2)
-        profile /= profile.sum()
+        profile = _gaussian((size_y, size_x), cx[k], cy[k], widths[k])
         diff = stamps[k, :, :, difference]
         finite = np.isfinite(diff)
         noise = float(mad_std(diff[finite])) if finite.sum() > 10 else np.nan
@@ -619,12 +616,6 @@ def inject_into_stamps(
 #: Kinds made by :func:`triplets_on_real_backgrounds`: the first two are real, the rest bogus.
 BACKGROUND_KINDS = ("brightening", "fading", "dipole", "psf_mismatch", "cosmic_ray", "hot_pixel",
                     "bad_column", "nothing")
-
-
-def _stamp_noise(stamp: np.ndarray) -> float:
-    steps = np.diff(stamp, axis=1)
-    steps = steps[np.isfinite(steps)]
-    return float(mad_std(steps) / np.sqrt(2.0)) if steps.size > 20 else np.nan
 
 
 def _gaussian(shape, x0: float, y0: float, fwhm: float) -> np.ndarray:
@@ -709,7 +700,9 @@ def triplets_on_real_backgrounds(
     channels = [str(c) for c in backgrounds["channel"].values]
     refs = np.asarray(backgrounds["triplets"].values[..., channels.index("reference")], dtype=np.float64)
     refs = np.where(np.abs(refs) > 1e30, np.nan, refs)
-    noise = np.array([_stamp_noise(r) for r in refs])
+    from .realism import stamp_noise
+
+    noise = np.array([stamp_noise(r) for r in refs])
     usable = np.flatnonzero(np.isfinite(noise) & (noise > 0))
     if usable.size == 0:
         raise AstridInputError("backgrounds: no reference stamp with a measurable noise")

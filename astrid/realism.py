@@ -19,7 +19,7 @@ from astropy.table import Table
 
 from ._schema import CHANNELS, validate_triplets
 
-__all__ = ["STATISTICS", "stamp_statistics", "compare_statistics", "normalised_pixels"]
+__all__ = ["STATISTICS", "stamp_noise", "stamp_statistics", "compare_statistics", "normalised_pixels"]
 
 #: The per-triplet statistics of :func:`stamp_statistics`, with what they measure.
 STATISTICS = {
@@ -37,7 +37,7 @@ STATISTICS = {
 }
 
 
-def _noise(stamp: np.ndarray) -> float:
+def stamp_noise(stamp: np.ndarray) -> float:
     """Noise from differences of neighbouring pixels: insensitive to smooth sources and gradients."""
     steps = np.diff(stamp, axis=1)
     steps = steps[np.isfinite(steps)]
@@ -103,7 +103,7 @@ def stamp_statistics(triplets) -> Table:
     rows = {name: [] for name in STATISTICS}
     for k in range(stamps.shape[0]):
         s, r, d = stamps[k, :, :, sci], stamps[k, :, :, ref], stamps[k, :, :, diff]
-        ns, nr, nd = _noise(s), _noise(r), _noise(d)
+        ns, nr, nd = stamp_noise(s), stamp_noise(r), stamp_noise(d)
         rows["noise_science"].append(ns)
         rows["noise_reference"].append(nr)
         rows["noise_difference"].append(nd)
