@@ -57,8 +57,6 @@ def flip_fading(ds):
 
 
 def build(recipe: dict, fields: int, size: int, seed: int, label: str):
-    import xarray as xr
-
     import astrid
     from astrid.triplets import build_training_set
 
@@ -76,14 +74,10 @@ def build(recipe: dict, fields: int, size: int, seed: int, label: str):
             ds = flip_fading(ds)
         keep = [name for name in ds.coords if ds[name].dims in (("candidate",), ("channel",))]
         ds = ds.reset_coords([c for c in ds.coords if c not in keep and c not in ds.dims], drop=True)
-        parts.append(ds.drop_indexes("candidate_id"))
+        parts.append(ds)
         print(f"  {label}{i:02d}: {ds.sizes['candidate']} triplets ({int(ds['label'].sum())} real), "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-    common = set.intersection(*(set(p.coords) for p in parts))
-    parts = [p.reset_coords([c for c in p.coords if c not in common], drop=True) for p in parts]
-    ds = xr.concat(parts, dim="candidate", data_vars="all", coords="different", compat="equals", join="outer",
-                   combine_attrs="drop_conflicts")
-    return ds.set_xindex("candidate_id")
+    return concat(parts)
 
 
 def injected_real_pairs(n_sources: int = 20, seed: int = 0):
@@ -93,7 +87,6 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
     have too few stars for an empirical PSF: a Gaussian of the header's FWHM is injected (and the
     difference estimates its own PSFs); JWST uses the WebbPSF models for both.
     """
-    import xarray as xr
     from astropy.io import fits
 
     import astrid
@@ -131,15 +124,12 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
             labelled = label_candidates(candidates, injection.truth, radius=3.0, real_kinds=("injected",),
                                         wcs=result.wcs)
             ds = make_triplets(result, labelled, field=f"{survey}-{label}")
-        parts.setdefault(survey, []).append(ds.drop_indexes("candidate_id"))
+        parts.setdefault(survey, []).append(ds)
         print(f"  {survey} {label}: {ds.sizes['candidate']} detections, {int(ds['label'].sum())} recovered "
               f"injections of {n_sources}", flush=True)
     out = {}
     for survey, sets in parts.items():
-        common = set.intersection(*(set(p.coords) for p in sets))
-        sets = [p.reset_coords([c for c in p.coords if c not in common], drop=True) for p in sets]
-        ds = xr.concat(sets, dim="candidate", data_vars="all", coords="different", compat="equals",
-                       join="outer", combine_attrs="drop_conflicts")
+        ds = concat(sets).drop_indexes("candidate_id")
         out[survey] = ds.assign_coords(candidate_id=("candidate", [f"{survey}-{i}" for i in range(ds.sizes["candidate"])]))
     return out
 
