@@ -24,6 +24,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
+from ._utils import first_image_hdu
 from .errors import AstridFileError, AstridInputError, AstridWarning, AstridWCSError
 
 __all__ = ["Image", "ImageMeta", "read_image", "write_image", "atomic_write"]
@@ -457,17 +458,7 @@ def read_image(
     path = _as_path(path)
     with _open(path) as hdul:
         if hdu is None:
-            index = None
-            for i, candidate in enumerate(hdul):
-                if not isinstance(candidate, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-                    continue
-                if candidate.header.get("NAXIS", 0) >= 2 or (
-                    isinstance(candidate, fits.CompImageHDU) and candidate.header.get("ZNAXIS", 0) >= 2
-                ):
-                    if candidate.name in (MASK_EXTNAME, VARIANCE_EXTNAME):
-                        continue
-                    index = i
-                    break
+            index = first_image_hdu(hdul, skip=(MASK_EXTNAME, VARIANCE_EXTNAME))
             if index is None:
                 raise AstridInputError(f"{path}: no HDU holds 2-D image data")
         else:
