@@ -19,24 +19,27 @@ from .errors import AstridError, AstridInputError
 from .io import Image, ImageMeta, read_image, write_image
 from .manifest import Manifest, SurveyPair
 
-# Top-level functions, imported from their modules on first use.
+# Top-level functions, imported from their modules on first use (the stage module itself, not
+# astrid.diffim: astrid.diffim.align is also the name of a module).
 _LAZY_FUNCTIONS = {
-    "align": "._align",
-    "Alignment": "._align",
-    "estimate_background": "._background",
-    "estimate_backgrounds": "._background",
-    "Background": "._background",
-    "estimate_psf": "._psf",
-    "gaussian_psf": "._psf",
-    "psf_to_fft_origin": "._psf",
-    "PSFModel": "._psf",
-    "find_stars": "._stars",
-    "match_stars": "._stars",
-    "flux_ratio": "._photometry",
-    "FluxRatio": "._photometry",
-    "difference": "._difference",
-    "DifferenceResult": "._difference",
-    "classic_subtract": "._classic",
+    "align": ".diffim.align",
+    "Alignment": ".diffim.align",
+    "estimate_background": ".diffim.background",
+    "estimate_backgrounds": ".diffim.background",
+    "Background": ".diffim.background",
+    "estimate_psf": ".diffim.psf",
+    "gaussian_psf": ".diffim.psf",
+    "psf_to_fft_origin": ".diffim.psf",
+    "PSFModel": ".diffim.psf",
+    "find_stars": ".diffim.stars",
+    "match_stars": ".diffim.stars",
+    "flux_ratio": ".diffim.photometry",
+    "FluxRatio": ".diffim.photometry",
+    "difference": ".diffim.pipeline",
+    "DifferenceResult": ".diffim.pipeline",
+    "classic_subtract": ".diffim.classic",
+    "DifferenceOptions": ".diffim.options",
+    "as_image": ".diffim.image",
     "detect": ".triplets",
     "label_candidates": ".triplets",
     "make_triplets": ".triplets",
@@ -53,7 +56,7 @@ _LAZY_FUNCTIONS = {
 _LAZY_SUBMODULES = {
     "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
     "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
-    "inject",
+    "inject", "diffim",
 }
 
 __all__ = [

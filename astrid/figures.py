@@ -221,7 +221,7 @@ def _truth_circles(ax, truth, kinds=("supernova",), x="x_ref", y="y_ref") -> Non
 class DifferencePlanes:
     """The images of a difference FITS file written by ``DifferenceResult.to_fits``.
 
-    Attributes have the names of :class:`astrid._difference.DifferenceResult`,
+    Attributes have the names of :class:`astrid.DifferenceResult`,
     so every plot function here takes either.
 
     Attributes

@@ -102,7 +102,7 @@ def main(argv=None) -> None:
     warm = simulate.pair(256, seed=args.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        align(warm.science, warm.reference)
+        align(reference=warm.reference, science=warm.science)
         estimate_psf(warm.reference.data, warm.reference.mask)
 
     header = f"{'size':>6} {'step':<12} {'wall_s':>7} {'cpu_s':>7} {'peak_MiB':>9}  notes"
@@ -133,7 +133,7 @@ def main(argv=None) -> None:
               f"fwhm={psf.fwhm:.2f}px true={true_fwhm:.2f}px")
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            al, t, c, m = _timed(lambda: align(sci, ref), args.repeat)
+            al, t, c, m = _timed(lambda: align(reference=ref, science=sci), args.repeat)
         st = sim.stars
         sx, sy = np.asarray(st["x_sci"], float), np.asarray(st["y_sci"], float)
         wx, wy = _pixel_map(wrong, ref.wcs, sx, sy)

@@ -365,7 +365,7 @@ def test_image_metrics_counts():
 
 def _difference():
     try:
-        from astrid._difference import difference
+        from astrid.diffim import difference
     except ImportError:
         pytest.skip("astrid.difference() is not available yet")
     return difference

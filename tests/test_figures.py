@@ -161,7 +161,7 @@ def test_plot_zogy_vs_classic(synthetic):
 
 
 def test_read_difference_round_trip(tmp_path, synthetic):
-    from astrid._difference import DifferenceResult
+    from astrid.diffim import DifferenceResult
 
     result = DifferenceResult(
         method="zogy", science=synthetic.science, reference=synthetic.reference, D=synthetic.D, S=synthetic.S,

@@ -167,7 +167,7 @@ def test_bad_inputs_are_refused(inputs, results):
 @pytest.mark.slow
 def test_training_set_from_a_simulated_survey_folder(tmp_path):
     try:
-        import astrid._difference  # noqa: F401
+        import astrid.diffim  # noqa: F401
     except ImportError:
         pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate
@@ -190,7 +190,7 @@ def test_training_set_from_a_simulated_survey_folder(tmp_path):
 @pytest.mark.slow
 def test_training_set_from_simulated_pairs():
     try:
-        import astrid._difference  # noqa: F401
+        import astrid.diffim  # noqa: F401
     except ImportError:
         pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate

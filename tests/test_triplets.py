@@ -279,7 +279,7 @@ def test_write_errors(tmp_path, two_sets):
 @pytest.mark.slow
 def test_simulated_triplets_equal_image_pixels(tmp_path):
     try:
-        from astrid._difference import difference
+        from astrid.diffim import difference
     except ImportError:
         pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate

@@ -208,7 +208,7 @@ def run_pair(task: _PairTask) -> dict:
     """
     from astropy.table import Table as _Table
 
-    from .._difference import difference
+    from ..diffim import difference
     from ..triplets import detect, label_candidates, make_triplets, write_triplets
 
     pair, pair_dir = task.pair, Path(task.pair_dir)

@@ -27,8 +27,8 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.special import erfinv
 
-from .._inpaint import repair_isolated
-from .._stars import GAUSSIAN_SIGMA_TO_FWHM
+from ..diffim.inpaint import repair_isolated
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
 from ..zogy._core import (
     _as_aligned_pair,
@@ -817,7 +817,7 @@ def subtract(
     # --- stamps
     start = time.perf_counter()
     if stars is None:
-        from .._stars import find_stars
+        from ..diffim.stars import find_stars
 
         # Not only the isolated stars: the brightest have detections in their wings, and without
         # them the kernel is extrapolated exactly where its errors show most (the stamp selection
@@ -1091,7 +1091,7 @@ def subtract(
         # What the stamps' polynomial leaves of the two background maps' difference, from the
         # difference image itself (sigma-clipped boxes away from sources). The matched filter sums
         # a PSF's worth of pixels, so an offset of a few hundredths of σ would show in it.
-        from .._stars import quick_background
+        from ..diffim.stars import quick_background
 
         sources = bad | (np.abs(conv) > 3.0 * np.sqrt(var))
         residual_sky, _ = quick_background(np.where(sources, 0, diff), sources, box=background_box)

@@ -23,7 +23,6 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .._inpaint import repair_isolated
 from ..errors import AstridInputError, AstridWarning
 from . import _kernels
 
@@ -858,7 +857,7 @@ def subtract(
     Notes
     -----
     Isolated non-finite pixels on smooth sky (at most one bad neighbour,
-    neighbours spanning at most 6 σ; see :mod:`astrid._inpaint`) are filled
+    neighbours spanning at most 6 σ; see :mod:`astrid.diffim.inpaint`) are filled
     with the median of their neighbours and flagged in :attr:`ZogyResult.mask`
     without dilation. The other masked and non-finite pixels (of either image
     or variance map) are set to 0 (the background) in *both* images, so a masked star is removed
@@ -924,6 +923,8 @@ def subtract(
     bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
     # Isolated NaN pixels on smooth sky are filled from their neighbours and
     # cost their own area, not a dilation by the kernel radius each.
+    from ..diffim.inpaint import repair_isolated  # here, not at the top: astrid.diffim imports zogy
+
     (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
     if repaired.any():
         bad &= ~repaired
@@ -975,7 +976,7 @@ def subtract(
     # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
     ring = 0
     if split:
-        from .._psf import measure_fwhm
+        from ..diffim.psf import measure_fwhm
 
         width = measure_fwhm(kernels[0].P_D)
         ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ._inpaint import repair_isolated
-from .errors import AstridInputError
-from .zogy._core import (
+from .._utils import fwhm_to_sigma
+from ..errors import AstridInputError
+from .image import as_image
+from .inpaint import repair_isolated
+from ..zogy._core import (
     _as_aligned_pair,
     _bad_pixels,
     _check_dtype,
@@ -29,10 +31,8 @@ from .zogy._core import (
     robust_std,
 )
 
-__all__ = ["ClassicResult", "classic_subtract", "FWHM_PER_SIGMA"]
+__all__ = ["ClassicResult", "classic_subtract"]
 
-# FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Gaussian kernels are cut at this many standard deviations (scipy's default).
 _TRUNCATE = 4.0
 # The mask is dilated by this many FWHM of the broader PSF: the radius that
@@ -94,17 +94,14 @@ def _convolve(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def classic_subtract(
-    science,
-    reference,
-    science_fwhm,
-    reference_fwhm,
-    science_sigma,
-    reference_sigma,
-    flux_ratio=1.0,
-    science_variance=None,
-    reference_variance=None,
-    mask=None,
     *,
+    reference,
+    science,
+    reference_fwhm,
+    science_fwhm,
+    reference_sigma,
+    science_sigma,
+    flux_ratio=1.0,
     mask_radius=None,
     fill_value=0.0,
     dtype=np.float64,
@@ -114,20 +111,19 @@ def classic_subtract(
 
     Parameters
     ----------
-    science, reference : array_like, shape (ny, nx)
-        Aligned, background-subtracted images (data units). NaN allowed.
-    science_fwhm, reference_fwhm : float
+    reference, science : Image, (data, mask) tuple or array_like, shape (ny, nx)
+        Aligned, background-subtracted images (data units; see
+        :func:`astrid.as_image`), keyword-only. NaN allowed. Their masks (True:
+        do not use) are combined; an :class:`~astrid.Image`'s ``variance``
+        (data units², the full per-pixel variance) is used instead of its
+        sigma for the noise of ``D``.
+    reference_fwhm, science_fwhm : float
         PSF FWHM of each image in pixels (> 0), treated as Gaussian.
-    science_sigma, reference_sigma : float
+    reference_sigma, science_sigma : float
         Background noise of each image (data units, > 0).
     flux_ratio : float, optional
         Science flux of a source divided by its reference flux; the reference
         is multiplied by it.
-    science_variance, reference_variance : array_like, shape (ny, nx), optional
-        Full per-pixel variance maps (data units²); used instead of the
-        sigmas for the noise of ``D`` when given.
-    mask : array_like of bool, shape (ny, nx), optional
-        True where either image must not be used.
     mask_radius : int, optional
         Dilation of the mask and width of the edge band (pixels). Default
         1.3 FWHM of the broader PSF (the 99 % flux radius of a Gaussian).
@@ -157,17 +153,17 @@ def classic_subtract(
     the other masked and non-finite pixels are set to 0 in both images before
     matching.
     """
+    ref_image, sci_image = as_image(reference, "reference"), as_image(science, "science")
     dtype = _check_dtype(dtype)
-    N, R = _as_aligned_pair(science, reference)
+    N, R = _as_aligned_pair(sci_image.data, ref_image.data)
     shape = N.shape
     fwhm_n = _check_positive("science_fwhm", science_fwhm)
     fwhm_r = _check_positive("reference_fwhm", reference_fwhm)
     sigma_n = _check_positive("science_sigma", science_sigma)
     sigma_r = _check_positive("reference_sigma", reference_sigma)
     ratio = _check_positive("flux_ratio", flux_ratio)
-    Vn = _check_map("science_variance", science_variance, shape)
-    Vr = _check_map("reference_variance", reference_variance, shape)
-    user_mask = _check_map("mask", mask, shape)
+    Vn, Vr = sci_image.variance, ref_image.variance
+    user_mask = sci_image.mask | ref_image.mask
     if mask_radius is None:
         mask_radius = int(math.ceil(_MASK_RADIUS_FWHM * max(fwhm_n, fwhm_r)))
     elif int(mask_radius) != mask_radius or mask_radius < 0:
@@ -190,7 +186,7 @@ def classic_subtract(
     var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
              if Vr is not None else sigma_r**2) * ratio**2
 
-    s_n, s_r = fwhm_n / FWHM_PER_SIGMA, fwhm_r / FWHM_PER_SIGMA
+    s_n, s_r = fwhm_to_sigma(fwhm_n), fwhm_to_sigma(fwhm_r)
     kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
     convolved = "none"
     if kernel_sigma > 1e-3:

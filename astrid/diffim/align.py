@@ -27,9 +27,11 @@ import numpy as np
 from astropy.table import Table
 from numba import njit, prange
 
-from ._stars import find_stars, match_stars
-from .errors import AstridInputError, AstridWarning, AstridWCSError
-from .io import Image
+from .._utils import fwhm_to_sigma, robust_std_about
+from ..errors import AstridInputError, AstridWarning, AstridWCSError
+from ..io import Image
+from .image import as_image
+from .stars import find_stars, match_stars
 
 __all__ = ["Alignment", "align"]
 
@@ -270,7 +272,7 @@ def _celestial(image: Image, role: str):
             f"keywords ({role} image)"
         ) from exc
     if wcs is None:
-        from .io import wcs_problem
+        from ..io import wcs_problem
 
         problem = wcs_problem(image.header)
         if problem:
@@ -304,7 +306,7 @@ def _frame(wcs):
         return None
 
 
-def _pixel_map(src_wcs, dst_wcs, x, y):
+def pixel_map(src_wcs, dst_wcs, x, y):
     """Pixel coordinates in ``dst_wcs`` of pixels ``(x, y)`` of ``src_wcs`` (0-based, NaN where undefined)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -327,7 +329,7 @@ def _pixel_map(src_wcs, dst_wcs, x, y):
     return np.asarray(px, dtype=float), np.asarray(py, dtype=float)
 
 
-def _apply(transform, x, y):
+def apply_transform(transform, x, y):
     return (
         transform[0, 0] * x + transform[0, 1] * y + transform[0, 2],
         transform[1, 0] * x + transform[1, 1] * y + transform[1, 2],
@@ -352,13 +354,13 @@ def _coarse_map(ref_wcs, sci_wcs, shape, inverse_transform):
         ngy = int(math.ceil((ny - 1) / step)) + 1
         ngx = int(math.ceil((nx - 1) / step)) + 1
         yy, xx = np.mgrid[0:ngy, 0:ngx].astype(float) * step
-        qx, qy = _apply(inverse_transform, xx, yy)
-        gx, gy = _pixel_map(ref_wcs, sci_wcs, qx, qy)
+        qx, qy = apply_transform(inverse_transform, xx, yy)
+        gx, gy = pixel_map(ref_wcs, sci_wcs, qx, qy)
         if step == 1:
             return gx, gy, step
         my, mx = np.mgrid[0 : ngy - 1, 0 : ngx - 1].astype(float) * step + step / 2
-        qx, qy = _apply(inverse_transform, mx, my)
-        ex, ey = _pixel_map(ref_wcs, sci_wcs, qx, qy)
+        qx, qy = apply_transform(inverse_transform, mx, my)
+        ex, ey = pixel_map(ref_wcs, sci_wcs, qx, qy)
         ix = 0.25 * (gx[:-1, :-1] + gx[1:, :-1] + gx[:-1, 1:] + gx[1:, 1:])
         iy = 0.25 * (gy[:-1, :-1] + gy[1:, :-1] + gy[:-1, 1:] + gy[1:, 1:])
         err = np.hypot(ix - ex, iy - ey)
@@ -387,7 +389,7 @@ def _affine_wcs(wcs, transform):
     return out
 
 
-def _pixel_area(wcs, shape) -> float:
+def pixel_area(wcs, shape) -> float:
     """Pixel area (square degrees) at the image centre, from the local Jacobian."""
     cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
     x = np.array([cx, cx + 1, cx])
@@ -459,7 +461,7 @@ def _fit_model(src, dst, weight, model, centre):
 
 
 def _chi2(transform, src, dst, weight):
-    px, py = _apply(transform, src[:, 0], src[:, 1])
+    px, py = apply_transform(transform, src[:, 0], src[:, 1])
     return float((weight * ((dst[:, 0] - px) ** 2 + (dst[:, 1] - py) ** 2)).sum())
 
 
@@ -485,9 +487,9 @@ def _fit(src, dst, sigma, centre):
         keep = np.ones(n, dtype=bool)
     for _ in range(5):
         transform = _fit_model(src[keep], dst[keep], weight[keep], flexible, centre)
-        px, py = _apply(transform, src[:, 0], src[:, 1])
+        px, py = apply_transform(transform, src[:, 0], src[:, 1])
         pull = np.hypot(dst[:, 0] - px, dst[:, 1] - py) / sigma
-        scale = 1.4826 * np.median(pull[keep]) / 1.1774  # median of a 2-D Rayleigh pull is 1.1774
+        scale = robust_std_about(pull[keep]) / 1.1774  # median of a 2-D Rayleigh pull is 1.1774
         new_keep = pull <= 4.0 * max(scale, 1e-3)
         if new_keep.sum() < _MIN_SHIFT_STARS or np.array_equal(new_keep, keep):
             break
@@ -537,7 +539,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
     sci_tab = _good_stars(sci_stars)
     if len(ref_tab) < _MIN_SHIFT_STARS or len(sci_tab) < _MIN_SHIFT_STARS:
         return nothing
-    sx, sy = _pixel_map(sci_wcs, ref_wcs, np.asarray(sci_tab["x"]), np.asarray(sci_tab["y"]))
+    sx, sy = pixel_map(sci_wcs, ref_wcs, np.asarray(sci_tab["x"]), np.asarray(sci_tab["y"]))
     src = np.column_stack([sx, sy])
     dst = np.column_stack([np.asarray(ref_tab["x"]), np.asarray(ref_tab["y"])])
     inside = np.isfinite(src).all(axis=1)
@@ -547,7 +549,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         return nothing
     fwhm_r = float(ref_tab.meta["fwhm"])
     # The science FWHM in reference pixels.
-    scale = math.sqrt(_pixel_area(sci_wcs, science.shape) / _pixel_area(ref_wcs, reference.shape))
+    scale = math.sqrt(pixel_area(sci_wcs, science.shape) / pixel_area(ref_wcs, reference.shape))
     fwhm_s = float(sci_tab.meta["fwhm"]) * scale
     fwhm = max(fwhm_r, fwhm_s, 1.0)
     # Coarse offset from the brightest stars, robust to WCS errors of many pixels.
@@ -558,14 +560,14 @@ def _refine(science, reference, sci_wcs, ref_wcs):
     radius = max(2.0, 0.7 * fwhm)
     result = nothing
     for _ in range(3):
-        px, py = _apply(transform, src[:, 0], src[:, 1])
+        px, py = apply_transform(transform, src[:, 0], src[:, 1])
         i1, i2 = match_stars(np.column_stack([px, py]), dst, radius=radius)
         if len(i1) < _MIN_SHIFT_STARS:
             break
         # Centroid error per axis ~ sigma_PSF * sqrt(2) / (S/N), per image, plus a floor.
         sig = np.sqrt(
-            (math.sqrt(2) * fwhm_r / 2.3548 / ref_snr[i2]) ** 2
-            + (math.sqrt(2) * fwhm_s / 2.3548 / sci_snr[i1]) ** 2
+            (math.sqrt(2) * fwhm_to_sigma(fwhm_r) / ref_snr[i2]) ** 2
+            + (math.sqrt(2) * fwhm_to_sigma(fwhm_s) / sci_snr[i1]) ** 2
             + _CENTROID_FLOOR**2
         )
         s, d = src[i1], dst[i2]
@@ -580,8 +582,8 @@ def _stars_on_reference(stars, sci_wcs, ref_wcs, transform, shape):
     """The science star table with x, y mapped onto the reference grid (refined), off-grid rows dropped."""
     if len(stars) == 0:
         return stars
-    px, py = _pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
-    px, py = _apply(transform, px, py)
+    px, py = pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
+    px, py = apply_transform(transform, px, py)
     ny, nx = shape
     inside = np.isfinite(px) & np.isfinite(py) & (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
     out = stars[inside]
@@ -618,21 +620,23 @@ def _residual_stats(res, snr, n_params):
 
 
 def align(
-    science: Image,
-    reference: Image,
+    *,
+    reference,
+    science,
     method: str = "interp",
     refine: bool = True,
     order: str = "bicubic",
-    *,
     surface_brightness: bool | None = None,
 ) -> Alignment:
-    """Resample ``science`` onto the pixel grid of ``reference``.
+    """Resample ``science`` onto the pixel grid of ``reference``: ``align(reference=..., science=...)``.
 
     Parameters
     ----------
-    science, reference : Image
-        Images with celestial WCS. Their masks are honoured: masked pixels
-        are neither used for star matching nor interpolated from.
+    reference, science : Image or path-like
+        Images with celestial WCS (keyword-only, so that a swap cannot go
+        unnoticed; paths are read with :func:`astrid.read_image`). Their masks
+        are honoured: masked pixels are neither used for star matching nor
+        interpolated from.
     method : {"interp", "adaptive", "exact"}, optional
         Resampling: ``"interp"`` (default) interpolates (see ``order``);
         ``"adaptive"`` is :func:`reproject.reproject_adaptive` (anti-aliased,
@@ -676,8 +680,8 @@ def align(
         ``refine`` was asked but fewer than 3 stars matched: the WCS mapping
         is used uncorrected.
     """
-    if not isinstance(science, Image) or not isinstance(reference, Image):
-        raise AstridInputError("align: science and reference must be astrid.Image objects (see astrid.read_image)")
+    reference = as_image(reference, "reference", arrays=False)
+    science = as_image(science, "science", arrays=False)
     if method not in _METHODS:
         raise AstridInputError(f"align: method must be one of {_METHODS}, got {method!r}")
     if order not in _ORDERS:
@@ -695,7 +699,7 @@ def align(
     # Quick overlap test on a coarse grid before any star finding.
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, identity)
-    area_ratio = _pixel_area(ref_wcs, shape) / _pixel_area(sci_wcs, science.shape)
+    area_ratio = pixel_area(ref_wcs, shape) / pixel_area(sci_wcs, science.shape)
     margin = 1.5 * step * max(1.0, math.sqrt(area_ratio))
     nsy, nsx = science.shape
     near = (gx > -margin) & (gx < nsx + margin) & (gy > -margin) & (gy < nsy + margin)
@@ -734,11 +738,11 @@ def align(
         # Report how well the WCS alone does, without correcting it.
         transform = identity.copy()
         model = "wcs"
-    fx, fy = _apply(transform, src[:, 0], src[:, 1])
+    fx, fy = apply_transform(transform, src[:, 0], src[:, 1])
     residuals = np.column_stack([dst[:, 0] - fx, dst[:, 1] - fy])
     rms, sigma = _residual_stats(residuals, snr, _N_PARAMS[model])
     centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
-    cx, cy = _apply(transform, centre[0], centre[1])
+    cx, cy = apply_transform(transform, centre[0], centre[1])
     shift = (float(cx - centre[0]), float(cy - centre[1]))
     moved = math.hypot(*shift)
     if refine and model != "wcs" and n_matched < _MIN_AFFINE_STARS and moved > _SUSPECT_SHIFT_PX:

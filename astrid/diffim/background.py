@@ -15,8 +15,8 @@ import numpy as np
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._stars import _prepare, _upsample_mesh
-from .errors import AstridInputError
+from .stars import prepare_data, upsample_mesh
+from ..errors import AstridInputError
 
 __all__ = ["Background", "estimate_background", "estimate_backgrounds"]
 
@@ -115,7 +115,7 @@ def estimate_backgrounds(images, box_size: int = 64, filter_size: int = 3, sigma
     from concurrent.futures import ThreadPoolExecutor
 
     _check_parameters(box_size, filter_size, sigma)
-    prepared = [_prepare(data, mask, purpose="to estimate a background from") for data, mask in images]
+    prepared = [prepare_data(data, mask, purpose="to estimate a background from") for data, mask in images]
     with warnings.catch_warnings():
         # Boxes skipped for masking are expected; the fallback covers the rest.
         warnings.simplefilter("ignore", AstropyUserWarning)
@@ -165,8 +165,8 @@ def _maps(data, bad, meshes, box_size, sigma) -> Background:
     if meshes is not None and np.isfinite(meshes[0]).all() and np.isfinite(meshes[1]).all():
         # Bilinear interpolation between box centres in numba: photutils'
         # spline zoom would dominate the run time on large images.
-        background = _upsample_mesh(meshes[0], box_size, ny, nx).astype(dtype, copy=False)
-        rms = _upsample_mesh(meshes[1], box_size, ny, nx).astype(dtype, copy=False)
+        background = upsample_mesh(meshes[0], box_size, ny, nx).astype(dtype, copy=False)
+        rms = upsample_mesh(meshes[1], box_size, ny, nx).astype(dtype, copy=False)
         step = max(1, bad.size // _MAX_STAT_PIXELS)
         good_rms = rms.ravel()[::step][~bad.ravel()[::step]]
         median_rms = float(np.median(good_rms)) if good_rms.size else float(np.median(rms))

@@ -1,4 +1,4 @@
-"""Tests of astrid._background.estimate_background."""
+"""Tests of astrid.estimate_background."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 import warnings
 
-from astrid._background import Background, estimate_background, estimate_backgrounds
+from astrid.diffim import Background, estimate_background, estimate_backgrounds
 from astrid.errors import AstridInputError
 
 

@@ -10,7 +10,7 @@ from astropy.io import fits
 from scipy import ndimage
 
 from astrid import Image, ImageMeta, write_image
-from astrid._difference import DifferenceResult, difference
+from astrid.diffim import DifferenceResult, difference
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
 from astrid.simulate import significant_peaks as peaks
 from astrid.zogy import flux_at, robust_std

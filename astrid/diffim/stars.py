@@ -19,11 +19,13 @@ from astropy.table import Table
 from numba import njit, prange
 from scipy.spatial import cKDTree
 
-from .errors import AstridInputError
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM
+# Compiled code below cannot call robust_std, so it takes astropy's factor as a constant.
+from .._utils.stats import MAD_TO_SIGMA
+from ..errors import AstridInputError
 
 __all__ = ["find_stars", "match_stars"]
 
-GAUSSIAN_SIGMA_TO_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 # Without a hint the detection kernel and the measurement window start at this
 # FWHM (pixels); the measured FWHM then replaces it.
@@ -270,7 +272,7 @@ def clipped_median_std(values, sigma, maxiters):
     """
     v = values.copy()
     centre = np.median(v)
-    sig = 1.4826 * np.median(np.abs(v - centre))
+    sig = MAD_TO_SIGMA * np.median(np.abs(v - centre))
     for _ in range(maxiters):
         if sig <= 0.0:
             break
@@ -279,7 +281,7 @@ def clipped_median_std(values, sigma, maxiters):
             break
         v = v[keep]
         centre = np.median(v)
-        sig = 1.4826 * np.median(np.abs(v - centre))
+        sig = MAD_TO_SIGMA * np.median(np.abs(v - centre))
     return centre, sig, v.size
 
 
@@ -311,7 +313,7 @@ def _mesh_stats(data, bad, box, stride):
 
 
 @njit(cache=True, parallel=True)
-def _upsample_mesh(mesh, box, ny, nx):
+def upsample_mesh(mesh, box, ny, nx):
     """Bilinear interpolation of cell-centre values to the full pixel grid."""
     my, mx = mesh.shape
     out = np.empty((ny, nx), np.float32)
@@ -378,7 +380,7 @@ def quick_background(data: np.ndarray, bad: np.ndarray, box: int = _MESH_BOX):
         raise AstridInputError("data: no finite, unmasked pixels to estimate a background from")
     if med.size == 1:
         return (np.full((1, 1), med[0, 0], np.float32), np.full((1, 1), rms[0, 0], np.float32))
-    return _upsample_mesh(med, box, ny, nx), _upsample_mesh(rms, box, ny, nx)
+    return upsample_mesh(med, box, ny, nx), upsample_mesh(rms, box, ny, nx)
 
 
 def _as_map(value, shape, name: str) -> np.ndarray:
@@ -391,7 +393,7 @@ def _as_map(value, shape, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _prepare(data, mask, name: str = "data", purpose: str = ""):
+def prepare_data(data, mask, name: str = "data", purpose: str = ""):
     """Validated float data and the combined bad-pixel mask (masked or non-finite).
 
     ``purpose`` completes the error for an image with no usable pixel
@@ -399,7 +401,7 @@ def _prepare(data, mask, name: str = "data", purpose: str = ""):
     """
     if data is None:
         raise AstridInputError(f"{name}: got None, expected a 2-D array")
-    from .io import Image
+    from ..io import Image
 
     if isinstance(data, Image):
         # Its own mask counts.
@@ -510,7 +512,7 @@ def _on_lines(meas: np.ndarray, roundness: np.ndarray, candidates: np.ndarray) -
     return out
 
 
-def _clean(stars) -> np.ndarray:
+def clean_stars(stars) -> np.ndarray:
     """True for the rows of a :func:`find_stars` table that are isolated, unsaturated and unmasked."""
     return np.asarray(stars["isolated"]) & ~np.asarray(stars["saturated"]) & ~np.asarray(stars["masked"])
 
@@ -722,7 +724,7 @@ def find_stars(
     AstridInputError
         Data not 2-D, mismatched shapes, or no finite unmasked pixel.
     """
-    data, bad = _prepare(data, mask, name=name)
+    data, bad = prepare_data(data, mask, name=name)
     shape = data.shape
     if threshold <= 0:
         raise AstridInputError(f"threshold must be positive, got {threshold}")
