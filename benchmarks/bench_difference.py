@@ -42,7 +42,7 @@ def _pair(size: int, seed: int):
 
 def _zogy_against_floor(result, dtype, repeat):
     """Best standalone ZOGY time on ``result``'s inputs and best single rfft2, alternated."""
-    from astrid._difference import _tile_size, _zogy_psf
+    from astrid.diffim.pipeline import zogy_psf, zogy_tile_size
     from astrid.zogy import subtract
 
     raw = result.subtraction
@@ -57,12 +57,12 @@ def _zogy_against_floor(result, dtype, repeat):
         systematic_fraction="auto" if raw.systematic_fraction > 0 else 0.0,
         science_noise_acf=raw.science_noise_acf,
         reference_noise_acf=raw.reference_noise_acf,
-        tile_size=_tile_size("auto", result.D.shape),
+        tile_size=zogy_tile_size("auto", result.D.shape),
     )
     # The same PSFs as difference() gave ZOGY: callables (tiles) when they vary over the field.
     regularise = bool(m.get("regularised_psf", True))
-    args = (result.science.data, result.reference.data, _zogy_psf(result.science_psf, regularise),
-            _zogy_psf(result.reference_psf, regularise), m["sigma_sci"], m["sigma_ref"])
+    args = (result.science.data, result.reference.data, zogy_psf(result.science_psf, regularise),
+            zogy_psf(result.reference_psf, regularise), m["sigma_sci"], m["sigma_ref"])
     x = np.random.default_rng(0).normal(size=raw.padded_shape).astype(dtype)
     scipy.fft.rfft2(x, workers=-1)
     best_zogy = best_fft = np.inf
@@ -81,7 +81,7 @@ def _zogy_against_floor(result, dtype, repeat):
 
 
 def _run(sim, dtype, flux_ratio):
-    from astrid._difference import difference
+    from astrid.diffim import difference
 
     with warnings.catch_warnings():
         # PSF fallbacks and the like are reported in the metrics; keep the table clean.

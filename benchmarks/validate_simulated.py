@@ -28,7 +28,7 @@ import warnings
 
 import numpy as np
 
-from astrid._difference import difference
+from astrid.diffim import difference
 from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 from astrid.zogy import flux_at, robust_std
 

@@ -381,14 +381,17 @@ def _pairs_of(source) -> tuple[list[SurveyPair], Path | None]:
 
 
 def _check_difference_options(options: dict) -> None:
-    from .._difference import _OPTIONS
+    from ..diffim import DifferenceOptions
+    from ..diffim.options import FLAT_NAMES
 
-    known = set(_OPTIONS) | set(_DIFFERENCE_KEYWORDS)
+    known = set(FLAT_NAMES) | set(_DIFFERENCE_KEYWORDS)
     unknown = sorted(set(options) - known)
     if unknown:
         raise AstridInputError(
             f"process_pairs: unknown difference option(s) {unknown}; known options are {sorted(known)}"
         )
+    # The values too, once, before any pair runs.
+    DifferenceOptions.from_mapping({k: v for k, v in options.items() if k in FLAT_NAMES}, caller="process_pairs")
 
 
 def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:

@@ -28,7 +28,12 @@ from .image import as_image
 from .inpaint import repair_isolated
 from .options import DifferenceOptions
 from .photometry import FluxRatio, flux_ratio
-from .pipeline import FLUX_RATIO_RANGE, SCORR_STD_TOLERANCE, DifferenceResult, difference
+from .pipeline import (
+    FLUX_RATIO_RANGE,
+    SCORR_STD_TOLERANCE,
+    DifferenceResult,
+    difference,
+)
 from .psf import PSFModel, estimate_psf, gaussian_psf, measure_fwhm, psf_to_fft_origin
 from .quality import Quality, QualityReason, assess
 from .stars import find_stars, match_stars

@@ -159,6 +159,7 @@ def _cubic_weights(t):
     return w0, w1, w2, w3
 
 
+# A numba kernel: it takes the arrays and scalars one by one (numba compiles no dataclasses).
 @njit(cache=True, parallel=True)
 def _resample(data, bad, var, has_var, gx, gy, step, ny, nx, order, out, out_var, out_mask, out_foot):
     """Resample ``data`` (and ``var``, ``bad``) at science coordinates interpolated from the node grids.
@@ -696,7 +697,72 @@ def align(
     if min(shape) < 2:
         raise AstridInputError(f"reference image: shape {shape} is too small to align onto")
 
-    # Quick overlap test on a coarse grid before any star finding.
+    area_ratio = _check_overlap(reference, science, ref_wcs, sci_wcs, sci_name)
+    scale_diff = abs(math.sqrt(area_ratio) - 1.0)
+    # Pixel scales that differ by more than 1 % need an anti-aliased resampling.
+    used_method = "adaptive" if method == "interp" and scale_diff > _SCALE_TOLERANCE else method
+    if surface_brightness is None:
+        surface_brightness = _is_surface_brightness(science.header)
+    flux_scale = 1.0 if surface_brightness else float(area_ratio)
+    flux_scale = 1.0 if abs(flux_scale - 1.0) < 1e-6 else flux_scale
+
+    match = _match(science, reference, sci_wcs, ref_wcs, refine, sci_name)
+    transform = match.transform
+    inverse = _inverse(transform)
+    if used_method == "interp":
+        gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, inverse)
+        data, mask, variance, footprint = _resample_interp(science, sci_bad, gx, gy, step, shape, _ORDERS[order],
+                                                           flux_scale)
+    else:
+        data, mask, variance, footprint = _resample_reproject(
+            science, sci_bad, _affine_wcs(ref_wcs, inverse), shape, used_method, surface_brightness, area_ratio
+        )
+    if not footprint.any():
+        raise AstridInputError(
+            f"{sci_name}: does not overlap the reference image ({reference.meta.path or 'reference'}) on the sky"
+        )
+
+    label = (used_method + (f" (pixel scales differ by {100 * scale_diff:.1f} %)" if used_method != method else "")
+             + f"+{match.model}")
+    return Alignment(
+        image=_output_image(science, reference, (data, mask, variance), flux_scale),
+        footprint=footprint,
+        overlap=float(footprint.mean()),
+        rms=match.rms,
+        n_matched=int(match.n_matched),
+        shift=match.shift,
+        astrometric_sigma=match.sigma,
+        method=label,
+        transform=transform,
+        flux_scale=flux_scale,
+        reference_stars=match.ref_stars,
+        science_stars=_stars_on_reference(match.sci_stars, sci_wcs, ref_wcs, transform, shape)
+        if used_method == "interp" and flux_scale == 1.0 else None,
+    )
+
+
+def _output_image(science, reference, planes, flux_scale) -> Image:
+    """The resampled science image on the reference grid, its metadata rescaled with the fluxes."""
+    data, mask, variance = planes
+    image = Image(
+        data=data,
+        wcs=copy.deepcopy(reference.wcs),
+        mask=mask,
+        variance=variance,
+        header=_resampled_header(science.header, reference.wcs),
+        meta=copy.copy(science.meta),
+    )
+    if flux_scale != 1.0:
+        if image.meta.saturation is not None:
+            image.meta.saturation *= flux_scale
+        if image.meta.zeropoint is not None:
+            image.meta.zeropoint += 2.5 * math.log10(flux_scale)
+    return image
+
+
+def _check_overlap(reference, science, ref_wcs, sci_wcs, sci_name) -> float:
+    """Quick overlap test on a coarse grid before any star finding; returns the pixel-area ratio."""
+    shape = reference.shape
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, identity)
     area_ratio = pixel_area(ref_wcs, shape) / pixel_area(sci_wcs, science.shape)
@@ -709,16 +775,27 @@ def align(
             f"({reference.meta.path or 'reference'}) on the sky"
         )
 
-    scale_diff = abs(math.sqrt(area_ratio) - 1.0)
-    used_method = method
-    if method == "interp" and scale_diff > _SCALE_TOLERANCE:
-        used_method = "adaptive"
-    if surface_brightness is None:
-        surface_brightness = _is_surface_brightness(science.header)
-    flux_scale = 1.0 if surface_brightness else float(area_ratio)
-    if abs(flux_scale - 1.0) < 1e-6:
-        flux_scale = 1.0
+    return area_ratio
 
+
+@dataclass
+class _Match:
+    """The fitted science-to-reference transform and how well the matched stars support it."""
+
+    transform: np.ndarray
+    model: str
+    n_matched: int
+    rms: float
+    sigma: tuple
+    shift: tuple
+    ref_stars: object
+    sci_stars: object
+
+
+def _match(science, reference, sci_wcs, ref_wcs, refine, sci_name) -> _Match:
+    """Match stars, fit the transform (or keep the WCS), measure the residuals, warn when doubtful."""
+    shape = reference.shape
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
     n_matched = len(src)
     n_good = (len(_good_stars(sci_stars)), len(_good_stars(ref_stars)))
@@ -732,7 +809,7 @@ def align(
             f"{sci_name}: only {n_matched} stars matched the reference{hint}; "
             "alignment uses the WCS without astrometric refinement",
             AstridWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if not refine:
         # Report how well the WCS alone does, without correcting it.
@@ -753,61 +830,13 @@ def align(
             "alignment, and the difference, may be wrong; check the WCS (data flipped, or cropped without "
             "updating CRPIX) or pass refine=False to use the WCS as it is",
             AstridWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
-    inverse = _inverse(transform)
-    if used_method == "interp":
-        gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, inverse)
-        data, mask, variance, footprint = _resample_interp(science, sci_bad, gx, gy, step, shape, _ORDERS[order])
-        if flux_scale != 1.0:
-            data *= flux_scale
-            if variance is not None:
-                variance *= flux_scale**2
-    else:
-        data, mask, variance, footprint = _resample_reproject(
-            science, sci_bad, _affine_wcs(ref_wcs, inverse), shape, used_method, surface_brightness, area_ratio
-        )
-    if not footprint.any():
-        raise AstridInputError(
-            f"{sci_name}: does not overlap the reference image ({reference.meta.path or 'reference'}) on the sky"
-        )
-
-    label = used_method
-    if used_method != method:
-        label += f" (pixel scales differ by {100 * scale_diff:.1f} %)"
-    label += f"+{model}"
-    image = Image(
-        data=data,
-        wcs=copy.deepcopy(reference.wcs),
-        mask=mask,
-        variance=variance,
-        header=_resampled_header(science.header, reference.wcs),
-        meta=copy.copy(science.meta),
-    )
-    if flux_scale != 1.0:
-        if image.meta.saturation is not None:
-            image.meta.saturation *= flux_scale
-        if image.meta.zeropoint is not None:
-            image.meta.zeropoint += 2.5 * math.log10(flux_scale)
-    return Alignment(
-        image=image,
-        footprint=footprint,
-        overlap=float(footprint.mean()),
-        rms=rms,
-        n_matched=int(n_matched),
-        shift=shift,
-        astrometric_sigma=sigma,
-        method=label,
-        transform=transform,
-        flux_scale=flux_scale,
-        reference_stars=ref_stars,
-        science_stars=_stars_on_reference(sci_stars, sci_wcs, ref_wcs, transform, shape)
-        if used_method == "interp" and flux_scale == 1.0 else None,
-    )
+    return _Match(transform, model, n_matched, rms, sigma, shift, ref_stars, sci_stars)
 
 
-def _resample_interp(science, bad, gx, gy, step, shape, order):
+def _resample_interp(science, bad, gx, gy, step, shape, order, flux_scale):
     ny, nx = shape
     dtype = science.data.dtype if science.data.dtype in (np.float32, np.float64) else np.float64
     data_in = np.ascontiguousarray(science.data, dtype=dtype)
@@ -821,6 +850,10 @@ def _resample_interp(science, bad, gx, gy, step, shape, order):
         data_in, np.ascontiguousarray(bad), var_in, has_var, np.ascontiguousarray(gx), np.ascontiguousarray(gy),
         float(step), ny, nx, order, out, out_var, out_mask, out_foot,
     )
+    if flux_scale != 1.0:
+        out *= flux_scale
+        if has_var:
+            out_var *= flux_scale**2
     return out, out_mask, (out_var if has_var else None), out_foot
 
 

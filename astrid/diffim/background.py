@@ -15,8 +15,8 @@ import numpy as np
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .stars import prepare_data, upsample_mesh
 from ..errors import AstridInputError
+from .stars import prepare_data, upsample_mesh
 
 __all__ = ["Background", "estimate_background", "estimate_backgrounds"]
 

@@ -18,8 +18,6 @@ from scipy import ndimage
 
 from .._utils import fwhm_to_sigma
 from ..errors import AstridInputError
-from .image import as_image
-from .inpaint import repair_isolated
 from ..zogy._core import (
     _as_aligned_pair,
     _bad_pixels,
@@ -30,6 +28,8 @@ from ..zogy._core import (
     _untrusted,
     robust_std,
 )
+from .image import as_image
+from .inpaint import repair_isolated
 
 __all__ = ["ClassicResult", "classic_subtract"]
 
@@ -91,6 +91,40 @@ def _gaussian_weights(sigma: float) -> np.ndarray:
 def _convolve(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     out = ndimage.convolve1d(image, weights, axis=0, mode="reflect")
     return ndimage.convolve1d(out, weights, axis=1, mode="reflect")
+
+
+def _match(images, variances, bad, sigmas, fwhms, ratio):
+    """Zero the bad pixels, scale the reference, convolve the sharper image (and its variance)
+    to the broader PSF: both images, both variances, the kernel σ and which image was convolved."""
+    N, R = images
+    Vn, Vr = variances
+    sigma_n, sigma_r = sigmas
+    fwhm_n, fwhm_r = fwhms
+    n_img = np.where(bad, 0.0, N).astype(np.float64)
+    r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
+    # A repaired pixel whose variance is NaN too gets the sky variance.
+    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
+    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
+             if Vr is not None else sigma_r**2) * ratio**2
+
+    s_n, s_r = fwhm_to_sigma(fwhm_n), fwhm_to_sigma(fwhm_r)
+    kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
+    convolved = "none"
+    if kernel_sigma > 1e-3:
+        weights = _gaussian_weights(kernel_sigma)
+        squared = weights**2
+        if s_n < s_r:
+            convolved = "science"
+            n_img = _convolve(n_img, weights)
+            var_n = _convolve(var_n, squared) if np.ndim(var_n) else var_n * squared.sum() ** 2
+        else:
+            convolved = "reference"
+            r_img = _convolve(r_img, weights)
+            var_r = _convolve(var_r, squared) if np.ndim(var_r) else var_r * squared.sum() ** 2
+    else:
+        kernel_sigma = 0.0
+
+    return n_img, r_img, var_n, var_r, kernel_sigma, convolved
 
 
 def classic_subtract(
@@ -179,30 +213,8 @@ def classic_subtract(
         # Pixels the caller (difference()) already filled the same way.
         repaired |= _check_map("_filled", _filled, shape).astype(bool)
 
-    n_img = np.where(bad, 0.0, N).astype(np.float64)
-    r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
-    # A repaired pixel whose variance is NaN too gets the sky variance.
-    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
-    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
-             if Vr is not None else sigma_r**2) * ratio**2
-
-    s_n, s_r = fwhm_to_sigma(fwhm_n), fwhm_to_sigma(fwhm_r)
-    kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
-    convolved = "none"
-    if kernel_sigma > 1e-3:
-        weights = _gaussian_weights(kernel_sigma)
-        squared = weights**2
-        if s_n < s_r:
-            convolved = "science"
-            n_img = _convolve(n_img, weights)
-            var_n = _convolve(var_n, squared) if np.ndim(var_n) else var_n * squared.sum() ** 2
-        else:
-            convolved = "reference"
-            r_img = _convolve(r_img, weights)
-            var_r = _convolve(var_r, squared) if np.ndim(var_r) else var_r * squared.sum() ** 2
-    else:
-        kernel_sigma = 0.0
-
+    n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
+        (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio)
     D = n_img - r_img
     noise = np.sqrt(np.maximum(var_n + var_r, np.finfo(np.float64).tiny))
     significance = D / noise

@@ -57,7 +57,7 @@ def as_image(image, role: str = "image", *, arrays: bool = True) -> Image:
         raise AstridInputError(f"{role}: cannot be read as an array ({exc})") from exc
     if data.dtype == object or data.ndim != 2:
         raise AstridInputError(
-            f"{role}: must be an astrid.Image, a path to a FITS file, a (data, mask) pair or a 2-D array, "
+            f"{role}: must be a 2-D array, a (data, mask) pair, an astrid.Image or a path to a FITS file, "
             f"got {type(image).__name__} with shape {getattr(data, 'shape', None)}"
         )
     try:

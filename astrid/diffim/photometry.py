@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from .stars import clean_stars, clipped_median_std, find_stars
 from ..errors import AstridInputError
 from ..io import Image
 from .image import as_image
+from .stars import clean_stars, clipped_median_std, find_stars
 
 __all__ = ["FluxRatio", "flux_ratio"]
 

@@ -22,7 +22,12 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from .._utils import json_safe
-from ..errors import AstridInputError, AstridMismatchError, AstridPSFError, AstridWarning
+from ..errors import (
+    AstridInputError,
+    AstridMismatchError,
+    AstridPSFError,
+    AstridWarning,
+)
 from ..io import Image, atomic_write, provenance_cards
 from .align import align as align_images
 from .align import apply_transform, pixel_area, pixel_map
@@ -111,7 +116,7 @@ class DifferenceResult:
     subtraction : ZogyResult or ClassicResult
         The raw result of the subtraction step (e.g. for
         :func:`astrid.zogy.flux_at`).
-    quality : astrid._quality.Quality or None
+    quality : astrid.diffim.Quality or None
         The verdict on this difference (``verdict``: pass, warn or fail;
         ``reasons``: the checks that did not pass, with the measured values
         and thresholds); see ``docs/differencing.md``, "Quality verdict".
@@ -297,6 +302,8 @@ def _check_compatible(reference: Image, science: Image, allow_mismatch: bool) ->
 
 
 def _as_psf_model(psf, role: str):
+    if psf is None:
+        return None
     if isinstance(psf, PSFModel):
         return psf
     return PSFModel.from_array(psf, name=f"{role}_psf")
@@ -322,7 +329,7 @@ def _check_flux_ratio(flux_ratio) -> float:
 def _repair_image(image: Image, role: str) -> tuple[Image, np.ndarray]:
     """``image`` with its isolated NaN pixels on smooth sky filled, and where they were.
 
-    See :mod:`astrid._inpaint`: they then cost their own area in the output
+    See :mod:`astrid.diffim.inpaint`: they then cost their own area in the output
     mask instead of a kernel-radius dilation each, and they no longer
     disqualify the stars whose apertures they fall in.
     """
@@ -433,7 +440,7 @@ def star_positions(catalog, reference: Image):
     return np.column_stack([np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)])
 
 
-def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
+def variance_map(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
     """Variance map for ZOGY's source-noise term, and where it came from.
 
     ZOGY takes the excess of the map over σ² as source noise. The map's own
@@ -472,14 +479,14 @@ def _variance(image: Image, background, residual: np.ndarray, mask: np.ndarray, 
     return variance, source
 
 
-def _tile_size(value, shape) -> int:
+def zogy_tile_size(value, shape) -> int:
     """Tiles for a varying PSF: "auto" gives about 4 × 4 tiles, none under 512 px."""
     if value == "auto":
         return max(512, int(math.ceil(max(shape) / 4)))
     return value
 
 
-def _zogy_psf(model, regularise: bool):
+def zogy_psf(model, regularise: bool):
     """The PSF to give ZOGY: an array, or for a PSF varying over the field a
     callable that evaluates it (regularised like the constant one) at a tile's centre."""
     if not getattr(model, "varies", False):
@@ -624,7 +631,7 @@ def _timed(metrics: dict, name: str, stage, *args):
 
 
 def _resolve_options(method, options, flat_options: dict, dtype) -> DifferenceOptions:
-    """The validated options; cheap, so a typo costs no alignment."""
+    """The validated options. Checked first: a typo must not cost an alignment, a background and two PSFs."""
     from ..zogy._core import _check_dtype
 
     if method not in _METHODS:
@@ -769,9 +776,9 @@ def _subtract_stage(method: str, aligned: _Aligned, backgrounds: _Backgrounds, p
     """Variance maps, then the subtraction of ``method``."""
     sub = options.subtract
     sci_out, ref_out = backgrounds.science_out, backgrounds.reference_out
-    sci_var, variance_source = _variance(aligned.image, backgrounds.science, sci_out.data,
+    sci_var, variance_source = variance_map(aligned.image, backgrounds.science, sci_out.data,
                                          backgrounds.science_mask, sub.use_variance)
-    ref_var, _ = _variance(ref_out, backgrounds.reference, ref_out.data, backgrounds.reference_mask,
+    ref_var, _ = variance_map(ref_out, backgrounds.reference, ref_out.data, backgrounds.reference_mask,
                            sub.use_variance)
     common = {k: v for k, v in (("mask_radius", sub.mask_radius), ("fill_value", sub.fill_value)) if v is not None}
     subtract = {"zogy": _subtract_zogy, "kernel": _subtract_kernel, "classic": _subtract_classic}[method]
@@ -793,12 +800,12 @@ def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype,
     sci_acf, sci_lag1 = _noise_acf(N, backgrounds.science_mask, sub.noise_correlation)
     ref_acf, ref_lag1 = _noise_acf(R, backgrounds.reference_mask, sub.noise_correlation)
     raw = subtract(
-        reference=R, science=N, reference_psf=_zogy_psf(psfs.reference, regularise),
-        science_psf=_zogy_psf(psfs.science, regularise), reference_sigma=backgrounds.reference.median_rms,
+        reference=R, science=N, reference_psf=zogy_psf(psfs.reference, regularise),
+        science_psf=zogy_psf(psfs.science, regularise), reference_sigma=backgrounds.reference.median_rms,
         science_sigma=backgrounds.science.median_rms, flux_ratio=ratio, science_variance=variances[0], reference_variance=variances[1],
         astrometric_sigma=aligned.astrometric_sigma, mask=backgrounds.science_mask | backgrounds.reference_mask,
         dtype=dtype, workers=sub.workers, science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
-        systematic_fraction=sub.systematic_fraction, tile_size=_tile_size(sub.tile_size, N.shape),
+        systematic_fraction=sub.systematic_fraction, tile_size=zogy_tile_size(sub.tile_size, N.shape),
         _filled=_filled(aligned), **common,
     )
     metrics = dict(noise_acf_lag1_sci=sci_lag1, noise_acf_lag1_ref=ref_lag1,
@@ -867,7 +874,7 @@ def difference(reference, science, method: str = "zogy", *, align: bool = True, 
     science_psf, reference_psf : PSFModel or array_like (odd-sized), optional
         PSFs to use instead of estimating them from the stars.
     flux_ratio : float, optional
-        Science over reference flux of a source, within :data:`FLUX_RATIO_RANGE`;
+        Science over reference flux of a source within [1e-3, 1e3] (:data:`FLUX_RATIO_RANGE`);
         default measured by :func:`astrid.flux_ratio`.
     allow_mismatch : bool, optional
         Warn instead of raising when filter or telescope differ.
@@ -880,7 +887,6 @@ def difference(reference, science, method: str = "zogy", *, align: bool = True, 
     Returns
     -------
     DifferenceResult
-        Images, PSFs, backgrounds, ``metrics`` (timed per stage) and the ``quality`` verdict.
 
     Raises
     ------
@@ -888,12 +894,9 @@ def difference(reference, science, method: str = "zogy", *, align: bool = True, 
         Mismatched images; a bad option, input or stage (options first, before any stage).
     """
     started = time.perf_counter()
-    # Cheap arguments first: a typo must not cost an alignment, a background and two PSFs.
     opts = _resolve_options(method, options, flat_options, dtype)
-    if flux_ratio is not None:
-        flux_ratio = _check_flux_ratio(flux_ratio)
-    given_psfs = tuple(None if psf is None else _as_psf_model(psf, role)
-                       for psf, role in ((science_psf, "science"), (reference_psf, "reference")))
+    flux_ratio = None if flux_ratio is None else _check_flux_ratio(flux_ratio)
+    given_psfs = (_as_psf_model(science_psf, "science"), _as_psf_model(reference_psf, "reference"))
     inputs = _prepare_inputs(reference, science, allow_mismatch, opts.psf.stars)
     metrics: dict[str, Any] = {"method": method, **inputs.metrics}
     aligned = _timed(metrics, "align", _align_stage, inputs, align, opts)
@@ -903,8 +906,8 @@ def difference(reference, science, method: str = "zogy", *, align: bool = True, 
     sub = _timed(metrics, "subtract", _subtract_stage, method, aligned, backgrounds, psfs, ratio, opts, dtype)
     _check_calibration(metrics)
     quality = assess(metrics)
-    metrics.update(quality=quality.verdict, quality_reasons=quality.summary())
-    metrics["time_total"] = time.perf_counter() - started
+    metrics.update(quality=quality.verdict, quality_reasons=quality.summary(),
+                   time_total=time.perf_counter() - started)
     return DifferenceResult(
         method=method, science=backgrounds.science_out, reference=backgrounds.reference_out, D=sub.D, S=sub.S,
         S_corr=sub.S_corr, flux=sub.flux, flux_err=sub.flux_err, P_D=sub.P_D, science_psf=psfs.science,

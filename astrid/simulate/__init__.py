@@ -14,6 +14,7 @@ positions and fluxes are known.
 
 from ._core import EPOCHS, PRESETS, TRUTH_KINDS, SimulatedPair, pair, survey
 from ._evaluate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
+from . import datasets  # small exact test images: tan_wcs, star_field, moffat_psf, ...
 
 __all__ = ["SimulatedPair", "pair", "survey", "PRESETS", "TRUTH_KINDS", "EPOCHS",
-           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks"]
+           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks", "datasets"]

@@ -8,44 +8,22 @@ import math
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-from scipy.special import erf
 
-from astrid.diffim import Alignment, align
+from astrid.diffim import Alignment, align, find_stars, match_stars
 from astrid.diffim.align import apply_transform, pixel_map
-from astrid.diffim import find_stars, match_stars
 from astrid.errors import AstridInputError, AstridWarning, AstridWCSError
 from astrid.io import Image, ImageMeta
+from astrid.simulate import datasets
 
 
 def _tan_wcs(shape, ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0, crpix_offset=(0.0, 0.0)):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [shape[1] / 2 + 0.5 + crpix_offset[0], shape[0] / 2 + 0.5 + crpix_offset[1]]
-    t = math.radians(rotation_deg)
-    s = scale_arcsec / 3600.0
-    wcs.wcs.cd = s * np.array([[-math.cos(t), math.sin(t)], [math.sin(t), math.cos(t)]])
-    wcs.wcs.set()
-    return wcs
+    return datasets.tan_wcs(shape, ra=ra, dec=dec, scale_arcsec=scale_arcsec, rotation_deg=rotation_deg,
+                            crpix_offset=crpix_offset)
 
 
 def _render(shape, xy, flux, fwhm, sky=100.0, noise=5.0, seed=0):
     """Pixel-integrated Gaussian stars at 0-based (x, y) on a noisy sky."""
-    img = np.zeros(shape)
-    s = fwhm / (2 * math.sqrt(2 * math.log(2)))
-    r = int(math.ceil(5 * fwhm))
-    for (x, y), f in zip(xy, flux):
-        if not (-r < x < shape[1] + r and -r < y < shape[0] + r):
-            continue
-        xs = np.arange(max(int(x) - r, 0), min(int(x) + r + 1, shape[1]))
-        ys = np.arange(max(int(y) - r, 0), min(int(y) + r + 1, shape[0]))
-        if xs.size == 0 or ys.size == 0:
-            continue
-        gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
-        gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
-        img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
-    rng = np.random.default_rng(seed)
-    return (img + sky + rng.normal(0.0, noise, shape)).astype(np.float32)
+    return datasets.star_field(shape, xy, flux, fwhm, sky=sky, noise=noise, seed=seed)
 
 
 def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scale_ratio=1.0,

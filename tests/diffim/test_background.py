@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-
-import warnings
 
 from astrid.diffim import Background, estimate_background, estimate_backgrounds
 from astrid.errors import AstridInputError

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from astropy.stats import gaussian_sigma_to_fwhm as FWHM_PER_SIGMA
+from test_zogy import add_source, noise_pair, starfield
 
 from astrid import Image
 from astrid.diffim import ClassicResult, classic_subtract
 from astrid.errors import AstridInputError
-from test_zogy import add_source, noise_pair, starfield
 
 
 @pytest.mark.parametrize(

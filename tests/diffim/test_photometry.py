@@ -8,34 +8,19 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from astrid.diffim import FluxRatio, flux_ratio
-from astrid.diffim import PSFModel, gaussian_psf
+from astrid.diffim import FluxRatio, PSFModel, flux_ratio, gaussian_psf
 from astrid.errors import AstridInputError
 from astrid.io import Image, ImageMeta
+from astrid.simulate import datasets
 
 
 def _moffat_psf(fwhm, beta=2.8, size=None):
-    """Pixel-integrated (5x5 sub-sampled) Moffat PSF, sum 1 over a wide box."""
-    n = size or (2 * int(math.ceil(8 * fwhm)) + 1)
-    sub = (np.arange(5) + 0.5) / 5 - 0.5
-    yy, xx = np.mgrid[0:n, 0:n] - n // 2
-    alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
-    r2 = (xx[..., None, None] + sub[None, None, None, :]) ** 2 + (yy[..., None, None] + sub[None, None, :, None]) ** 2
-    prof = (beta - 1) / (math.pi * alpha**2) * (1 + r2 / alpha**2) ** (-beta)
-    return prof.mean(axis=(2, 3))
+    return datasets.moffat_psf(fwhm, beta=beta, size=size)
 
 
 def _field(psf, xy, flux, shape=(320, 320), sky=100.0, noise=5.0, seed=0):
     """Stars drawn with an integer-centred PSF stamp shifted to each (rounded) position."""
-    img = np.zeros(shape)
-    h = psf.shape[0] // 2
-    for (x, y), f in zip(xy, flux):
-        xi, yi = int(round(x)), int(round(y))
-        y0, y1 = max(yi - h, 0), min(yi + h + 1, shape[0])
-        x0, x1 = max(xi - h, 0), min(xi + h + 1, shape[1])
-        img[y0:y1, x0:x1] += f * psf[y0 - yi + h : y1 - yi + h, x0 - xi + h : x1 - xi + h]
-    rng = np.random.default_rng(seed)
-    return (img + sky + rng.normal(0.0, noise, shape)).astype(np.float32)
+    return datasets.star_field(shape, xy, flux, psf=psf, sky=sky, noise=noise, seed=seed)
 
 
 def _pair(ratio=0.6, fwhm_ref=2.5, fwhm_sci=3.5, nstars=120, seed=0, psfs=None):
@@ -183,9 +168,7 @@ def test_gaussian_fallback_psf_gets_no_aperture_correction():
 @pytest.mark.parametrize("seed", [1, 3])
 def test_simulated_pair_flux_ratio(seed):
     simulate = pytest.importorskip("astrid.simulate")
-    from astrid.diffim import align
-    from astrid.diffim import estimate_background
-    from astrid.diffim import estimate_psf
+    from astrid.diffim import align, estimate_background, estimate_psf
 
     sim = simulate.pair(512, seed=seed, n_stars=400, exptime_science=120.0)
     aligned = align(reference=sim.reference, science=sim.science).image

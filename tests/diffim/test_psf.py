@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from astrid.diffim import PSFModel, estimate_psf, gaussian_psf, measure_fwhm, psf_to_fft_origin
+from astrid.diffim import (
+    PSFModel,
+    estimate_psf,
+    gaussian_psf,
+    measure_fwhm,
+    psf_to_fft_origin,
+)
 from astrid.errors import AstridInputError, AstridPSFError, AstridWarning
 from astrid.paths import shared_data
 

@@ -15,15 +15,22 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from conftest import make_wcs
+from test_difference import given, synthetic_images
 
 import astrid
 from astrid import Image, ImageMeta, read_image, write_image
-from astrid.diffim import align
-from astrid.diffim import estimate_background
-from astrid.diffim import classic_subtract
-from astrid.diffim import FLUX_RATIO_RANGE, difference
-from astrid.diffim import flux_ratio
-from astrid.diffim import PSFModel, estimate_psf, gaussian_psf
+from astrid.diffim import (
+    FLUX_RATIO_RANGE,
+    PSFModel,
+    align,
+    classic_subtract,
+    difference,
+    estimate_background,
+    estimate_psf,
+    flux_ratio,
+    gaussian_psf,
+)
 from astrid.errors import (
     AstridFileError,
     AstridInputError,
@@ -33,8 +40,6 @@ from astrid.errors import (
 )
 from astrid.zogy import subtract
 from astrid.zogy._core import MASK_WARN_FRACTION
-from conftest import make_wcs
-from test_difference import given, synthetic_images
 
 SHAPE = (128, 128)
 
@@ -461,11 +466,17 @@ def test_flux_ratio_honours_numpy_ma(aligned_sim):
 
 @pytest.mark.parametrize(
     "science, match",
-    [(None, "science: got None"), ("x", "science: must be a 2-D array"), (np.zeros((5, 5)), "differs from")],
+    # (A string is a FITS path: see test_flux_ratio_reads_paths_through_as_image.)
+    [(None, "science: got None"), (3, "science: must be a 2-D array"), (np.zeros((5, 5)), "differs from")],
 )
 def test_flux_ratio_bad_inputs(aligned_sim, science, match):
     with pytest.raises(AstridInputError, match=match):
         flux_ratio(reference=aligned_sim[1], science=science)
+
+
+def test_flux_ratio_reads_paths_through_as_image(aligned_sim):
+    with pytest.raises(AstridInputError, match="x: file does not exist"):
+        flux_ratio(reference=aligned_sim[1], science="x")
 
 
 # ----------------------------------------------------------------------------- zogy.subtract / classic

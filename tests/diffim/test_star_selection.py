@@ -6,7 +6,6 @@ elliptical galaxies of many sizes, on white noise.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -14,54 +13,21 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from astrid import Image
+from astrid.diffim import estimate_psf, find_stars
 from astrid.diffim.pipeline import star_positions
-from astrid.diffim import estimate_psf
-from astropy.stats import gaussian_sigma_to_fwhm as GAUSSIAN_SIGMA_TO_FWHM
-
-from astrid.diffim import find_stars
 from astrid.errors import AstridInputError, AstridWarning
 from astrid.io import header_meta
+from astrid.simulate import datasets
 
 STAR_FWHM = 2.5
 SIZE = 480
 
 
-def _blob(img, x, y, flux, fwhm_major, q, angle):
-    """Add an elliptical Gaussian (axis ratio q, position angle in radians) of total flux ``flux``."""
-    s_major = fwhm_major / GAUSSIAN_SIGMA_TO_FWHM
-    s_minor = s_major * q
-    r = int(math.ceil(5 * s_major)) + 1
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(float)
-    xi, yi = int(round(x)), int(round(y))
-    dx, dy = xx - (x - xi), yy - (y - yi)
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    prof = np.exp(-0.5 * ((u / s_major) ** 2 + (v / s_minor) ** 2))
-    img[yi - r : yi + r + 1, xi - r : xi + r + 1] += flux * prof / prof.sum()
-
-
 def _field(n_stars, n_galaxies, seed=0, star_fwhm=STAR_FWHM):
     """Image, star positions (n, 2) of a field of round stars among elliptical galaxies (noise sigma 1)."""
-    rng = np.random.default_rng(seed)
-    img = rng.normal(0.0, 1.0, (SIZE, SIZE))
-    # Sources on a jittered grid, so that most are isolated.
-    step = 40
-    cells = [(x, y) for y in range(step, SIZE - step + 1, step) for x in range(step, SIZE - step + 1, step)]
-    order = rng.permutation(len(cells))
-    assert n_stars + n_galaxies <= len(cells)
-    stars = []
-    for k, idx in enumerate(order[: n_stars + n_galaxies]):
-        x, y = np.asarray(cells[idx], float) + rng.uniform(-6, 6, 2)
-        if k < n_stars:
-            _blob(img, x, y, rng.uniform(2e3, 2e4), star_fwhm, 1.0, 0.0)
-            stars.append((x, y))
-        else:
-            _blob(img, x, y, rng.uniform(3e3, 3e4), rng.uniform(4.0, 11.0), rng.uniform(0.45, 0.85),
-                  rng.uniform(0, math.pi))
-    return img, np.array(stars).reshape(-1, 2)
+    return datasets.stars_among_galaxies(n_stars, n_galaxies, size=SIZE, star_fwhm=star_fwhm, seed=seed)
 
 
 def test_locus_of_stars_under_more_numerous_galaxies():
@@ -137,12 +103,7 @@ def test_seeing_must_be_positive(bad):
 
 
 def _wcs(scale_arcsec=0.5):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [150.0, 2.0]
-    wcs.wcs.crpix = [SIZE / 2, SIZE / 2]
-    wcs.wcs.cdelt = [-scale_arcsec / 3600.0, scale_arcsec / 3600.0]
-    return wcs
+    return datasets.tan_wcs((SIZE, SIZE), scale_arcsec=scale_arcsec, crpix=(SIZE / 2, SIZE / 2))
 
 
 def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
