@@ -298,7 +298,8 @@ def _check_compatible(reference: Image, science: Image, allow_mismatch: bool) ->
             message + ": their difference would be dominated by colour and PSF differences; "
             "pass allow_mismatch=True to difference them anyway"
         )
-    warnings.warn(message + " (allow_mismatch=True: differencing anyway)", AstridWarning, stacklevel=3)
+    # Called by _prepare_inputs, called by difference: the warning points at difference's caller.
+    warnings.warn(message + " (allow_mismatch=True: differencing anyway)", AstridWarning, stacklevel=4)
 
 
 def _as_psf_model(psf, role: str):
