@@ -500,8 +500,9 @@ def estimate_psf(
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx)
-        Image in data units (NaN pixels are ignored).
+    data : numpy.ndarray, shape (ny, nx), or Image, (data, mask) pair or FITS path
+        Image in data units (NaN pixels are ignored). Non-array inputs are read
+        with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used; stars touching masked pixels
         are not used.

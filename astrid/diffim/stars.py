@@ -13,6 +13,7 @@ neighbours.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from astropy.table import Table
@@ -24,6 +25,8 @@ from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 # Compiled code below cannot call robust_std, so it takes astropy's factor as a constant.
 from .._utils.stats import MAD_TO_SIGMA
 from ..errors import AstridInputError
+from ..io import Image
+from .image import as_image
 
 __all__ = ["find_stars", "match_stars"]
 
@@ -397,17 +400,18 @@ def _as_map(value, shape, name: str) -> np.ndarray:
 def prepare_data(data, mask, name: str = "data", purpose: str = ""):
     """Validated float data and the combined bad-pixel mask (masked or non-finite).
 
+    ``data`` is an array (``numpy.ma`` masks count) or anything :func:`astrid.as_image` reads.
+
     ``purpose`` completes the error for an image with no usable pixel
     ("... pixels to estimate a PSF from").
     """
     if data is None:
         raise AstridInputError(f"{name}: got None, expected a 2-D array")
-    from ..io import Image
-
-    if isinstance(data, Image):
-        # Its own mask counts.
-        mask = data.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(data.mask, dtype=bool)
-        data = data.data
+    if isinstance(data, (Image, tuple, str, os.PathLike)):
+        # An Image, (data, mask) pair or FITS path, through the one normaliser; its own mask counts.
+        image = as_image(data, name)
+        mask = image.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(image.mask, dtype=bool)
+        data = image.data
     ma_mask = None
     if isinstance(data, np.ma.MaskedArray):
         # The values under a numpy.ma mask are not pixels.
@@ -762,8 +766,9 @@ def find_stars(
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx)
-        Image in data units. Non-finite pixels are ignored.
+    data : numpy.ndarray, shape (ny, nx), or Image, (data, mask) pair or FITS path
+        Image in data units. Non-finite pixels are ignored. Non-array inputs are read
+        with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used.
     background : float, numpy.ndarray or Background, optional
