@@ -707,7 +707,7 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
         and score. Science and reference use zscale, the difference a
         symmetric range; NaN (no data) is violet.
     """
-    from ._schema import validate_triplets
+    from .schema import validate_triplets
     from .errors import AstridInputError
 
     ds = validate_triplets(ds, "ds")

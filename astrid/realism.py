@@ -17,7 +17,7 @@ import numpy as np
 from astropy.stats import mad_std
 from astropy.table import Table
 
-from ._schema import CHANNELS, validate_triplets
+from .schema import CHANNELS, validate_triplets
 
 __all__ = ["STATISTICS", "stamp_noise", "stamp_statistics", "compare_statistics", "normalised_pixels"]
 

@@ -1,4 +1,4 @@
-"""ZTF alert reader (astrid.alerts) and the triplet schema (astrid._schema)."""
+"""ZTF alert reader (astrid.alerts) and the triplet schema (astrid.schema)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
-from astrid._schema import CHANNELS, SCHEMA, STAMP_SIZE, new_triplet_dataset, validate_triplets
+from astrid.schema import CHANNELS, SCHEMA, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from astrid.alerts import decode_stamp, read_ztf
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 from astrid.paths import shared_data

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrid._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
+from astrid.schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from astrid.alerts import AVRO_CODECS, SURVEYS, read_alerts, read_ztf
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 

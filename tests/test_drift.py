@@ -148,7 +148,7 @@ def _stamps(n, seed, real_fraction=0.5, noise=1.0):
 def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(tmp_path):
     pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
     from astrid.braai import train
     from astrid.score import score
 

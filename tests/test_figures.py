@@ -15,7 +15,7 @@ from astropy.table import Table  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from astrid import figures  # noqa: E402
-from astrid._schema import new_triplet_dataset  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError  # noqa: E402
 
 

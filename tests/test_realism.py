@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import astrid
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.errors import AstridInputError
 from astrid.realism import STATISTICS, compare_statistics, normalised_pixels, stamp_statistics
 from astrid.paths import shared_data

@@ -81,7 +81,7 @@ tf = pytest.importorskip("tensorflow")
 
 
 def tiny_triplets(n=40, seed=0):
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:63, :63] - 31

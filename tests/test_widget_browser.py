@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "triplet_inspector.png"
 NOTEBOOK_CODE = """\
 import numpy as np
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.widgets import TripletInspector
 
 # Eight synthetic candidates: a star-like source on sky in science and difference.

@@ -11,7 +11,7 @@ pytest.importorskip("ipywidgets", reason="ipywidgets (astrid[notebooks]) is not 
 
 from astropy.table import Table  # noqa: E402
 
-from astrid._schema import new_triplet_dataset  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.widgets import KEYS, LabelStore, TripletInspector, stamp_to_rgba, triplet_pngs  # noqa: E402
 from astrid.widgets._render import NO_DATA_RGBA  # noqa: E402

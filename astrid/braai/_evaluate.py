@@ -673,7 +673,7 @@ def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: S
     Parameters
     ----------
     triplets : xarray.Dataset or array-like, shape (n, 63, 63, 3)
-        Triplets (schema of :mod:`astrid._schema`) or raw stamps.
+        Triplets (schema of :mod:`astrid.schema`) or raw stamps.
     index : sequence of int, optional
         Candidates to show (default the first ``max_rows``).
     titles : sequence of str, optional

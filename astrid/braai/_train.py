@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .._optional import require
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
 from ..io import atomic_write
@@ -610,7 +610,7 @@ def train(
     Parameters
     ----------
     dataset : xarray.Dataset
-        Triplets (schema of :mod:`astrid._schema`) with a ``label``
+        Triplets (schema of :mod:`astrid.schema`) with a ``label``
         coordinate (1 real, 0 bogus), e.g. from
         :func:`astrid.triplets.build_training_set` or
         :func:`astrid.alerts.read_ztf` plus labels.

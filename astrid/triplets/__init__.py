@@ -12,7 +12,7 @@ The step between :func:`astrid.difference` and the real/bogus classifier::
 :func:`build_training_set` does all of it over many pairs with class
 balancing; :func:`split_by_field` / :func:`split_by_time` split without
 leaking a field; :func:`image_metrics` scores detection per image.
-Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
+Triplets follow the shared schema of :mod:`astrid.schema`, the same as ZTF
 alert cutouts read by :mod:`astrid.alerts`.
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from .._schema import CHANNELS, validate_triplets
+from ..schema import CHANNELS, validate_triplets
 from ..errors import AstridInputError
 from ._labels import LABELS, LabelStore
 from ._render import triplet_pngs, triplet_strip_png
@@ -54,7 +54,7 @@ class TripletInspector:
     Parameters
     ----------
     dataset : xarray.Dataset
-        Triplets in the AstrID schema (:func:`astrid._schema.validate_triplets`):
+        Triplets in the AstrID schema (:func:`astrid.schema.validate_triplets`):
         ``triplets`` of dims ``(candidate, y, x, channel)`` and a unique
         ``candidate_id``; every other 1-D coordinate or variable along
         ``candidate`` is shown as a feature, and the numeric ones can sort and
