@@ -195,7 +195,7 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
     from astrid.alerts import read_alerts
     from astrid.score import score
     from astrid.triplets import detect, make_triplets
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import synthetic_difference
 
     folder = shared_data("ztf_alerts", "fink-broker", "all_distribute_topics")
     model = shared_data("braai", "d6_m7.h5")

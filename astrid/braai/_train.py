@@ -549,10 +549,10 @@ def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_
 
 def _log_figures(run, results: dict[str, dict]) -> None:
     """ROC/PR and reliability curves of the validation set (raw and calibrated) as run artefacts."""
-    from ..figures import _pyplot
+    from ..figures import pyplot
     from ._evaluate import plot_calibration, plot_roc_pr
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(results)
     for file_name, plot in (("figures/roc_pr.png", plot_roc_pr), ("figures/reliability.png", plot_calibration)):
         try:
