@@ -13,8 +13,14 @@ from astropy.table import Table  # noqa: E402
 
 from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
-from astrid.widgets import KEYS, LabelStore, TripletInspector, stamp_to_rgba, triplet_pngs  # noqa: E402
-from astrid.widgets._render import NO_DATA_RGBA  # noqa: E402
+from astrid.widgets import (  # noqa: E402
+    KEYS,
+    NO_DATA_RGBA,
+    LabelStore,
+    TripletInspector,
+    stamp_to_rgba,
+    triplet_pngs,
+)
 
 N = 12
 SCORES = np.array([0.95, 0.1, 0.55, 0.48, np.nan, 0.7, 0.3, 0.02, 0.5, 0.9, 0.61, 0.42])
