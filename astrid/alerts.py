@@ -81,8 +81,8 @@ import xarray as xr
 from astropy.io import fits
 
 from ._optional import require
-from .schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from .errors import AstridFileError, AstridInputError, AstridWarning
+from .schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 
 __all__ = ["AVRO_CODECS", "SURVEYS", "ZTF_FILTERS", "decode_stamp", "read_alerts", "read_ztf"]
 

@@ -42,14 +42,18 @@ def _as_table(table, name: str):
     try:
         return Table(table)
     except Exception as exc:  # numpy structured arrays, dicts of columns, pandas
-        raise AstridInputError(f"{name}: expected an astropy Table (or something Table() accepts), got "
-                               f"{type(table).__name__} ({exc})") from None
+        raise AstridInputError(
+            f"{name}: expected an astropy Table (or something Table() accepts), got "
+            f"{type(table).__name__} ({exc})"
+        ) from None
 
 
 def _require_columns(table, columns, name: str) -> None:
     missing = [c for c in columns if c not in table.colnames]
     if missing:
-        raise AstridInputError(f"{name}: missing column(s) {', '.join(missing)}; has {', '.join(table.colnames)}")
+        raise AstridInputError(
+            f"{name}: missing column(s) {', '.join(missing)}; has {', '.join(table.colnames)}"
+        )
 
 
 # --------------------------------------------------------------------------- differences
@@ -136,7 +140,11 @@ def read_difference(path: str | os.PathLike) -> DifferencePlanes:
             planes = {n: np.asarray(hdul[n].data) for n in needed}
     except OSError as exc:
         raise AstridFileError(f"{path}: cannot be read as FITS ({exc})") from None
-    metrics = {k: header[k] for k in header if isinstance(header[k], (int, float)) and not isinstance(header[k], bool)}
+    metrics = {
+        k: header[k]
+        for k in header
+        if isinstance(header[k], (int, float)) and not isinstance(header[k], bool)
+    }
     return DifferencePlanes(
         method=str(header.get("METHOD", "unknown")),
         science=planes["SCIENCE"].astype(float),
@@ -194,9 +202,17 @@ def scorr_statistics(S_corr, mask=None) -> dict:
     }
 
 
-def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
-                          exclude_saturated: bool = True, isolation: float = 15.0, x: str = "x_ref",
-                          y: str = "y_ref"):
+def bright_star_positions(
+    stars,
+    shape,
+    n: int = 4,
+    margin: int = 25,
+    mask=None,
+    exclude_saturated: bool = True,
+    isolation: float = 15.0,
+    x: str = "x_ref",
+    y: str = "y_ref",
+):
     """The ``n`` brightest stars to look at subtraction residuals around.
 
     Parameters
@@ -265,12 +281,20 @@ def _pairs_of_tables(candidates, truth):
     if isinstance(candidates, Table) or not isinstance(candidates, (list, tuple)):
         candidates, truth = [candidates], [truth]
     if not isinstance(truth, (list, tuple)) or len(truth) != len(candidates):
-        raise AstridInputError("truth: give one truth table per candidate table (lists of equal length)")
+        raise AstridInputError(
+            "truth: give one truth table per candidate table (lists of equal length)"
+        )
     return [(_as_table(c, "candidates"), _as_table(t, "truth")) for c, t in zip(candidates, truth)]
 
 
-def completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
-                 include_masked: bool = False):
+def completeness(
+    candidates,
+    truth,
+    snr_bins=None,
+    kinds=("supernova",),
+    snr_column: str = "snr_sci",
+    include_masked: bool = False,
+):
     """Fraction of injected transients found, per bin of injected S/N.
 
     A truth transient counts as found when a candidate labelled real
@@ -308,7 +332,9 @@ def completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_col
     """
     from astropy.table import Table
 
-    edges = np.asarray([1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300] if snr_bins is None else snr_bins, dtype=float)
+    edges = np.asarray(
+        [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300] if snr_bins is None else snr_bins, dtype=float
+    )
     snr_all, found_all = [], []
     for cand, tru in _pairs_of_tables(candidates, truth):
         _require_columns(tru, ("id", "kind", snr_column), "truth")
@@ -328,8 +354,17 @@ def completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_col
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(n_injected > 0, n_found / np.maximum(n_injected, 1), np.nan)
     lower, upper = _wilson(n_found, n_injected)
-    return Table({"snr_lo": edges[:-1], "snr_hi": edges[1:], "n_injected": n_injected, "n_found": n_found,
-                  "completeness": frac, "lower": lower, "upper": upper})
+    return Table(
+        {
+            "snr_lo": edges[:-1],
+            "snr_hi": edges[1:],
+            "n_injected": n_injected,
+            "n_found": n_found,
+            "completeness": frac,
+            "lower": lower,
+            "upper": upper,
+        }
+    )
 
 
 def _wilson(k, n, z: float = 1.0):

@@ -491,8 +491,8 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
         and score. Science and reference use zscale, the difference a
         symmetric range; NaN (no data) is violet.
     """
-    from .schema import validate_triplets
     from .errors import AstridInputError
+    from .schema import validate_triplets
 
     ds = validate_triplets(ds, "ds")
     chosen = np.asarray(select_examples(ds, n, seed) if indices is None else indices, dtype=int)

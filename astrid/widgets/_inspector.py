@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..schema import CHANNELS, validate_triplets
 from ..errors import AstridInputError
+from ..schema import CHANNELS, validate_triplets
 from ._labels import LABELS, LabelStore
 from ._render import triplet_pngs, triplet_strip_png
 

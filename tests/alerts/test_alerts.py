@@ -13,10 +13,10 @@ import pytest
 import xarray as xr
 from astropy.io import fits
 
-from astrid.schema import CHANNELS, SCHEMA, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from astrid.alerts import decode_stamp, read_ztf
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 from astrid.paths import shared_data
+from astrid.schema import CHANNELS, SCHEMA, STAMP_SIZE, new_triplet_dataset, validate_triplets
 
 fastavro = pytest.importorskip("fastavro")
 pa = pytest.importorskip("pyarrow")

@@ -17,14 +17,18 @@ def synthetic():
 @pytest.fixture
 def completeness_inputs():
     """Labelled candidates and truth of one image, small enough to count by hand."""
-    truth = Table({
-        "id": [0, 1, 2, 3, 4, 5, 6],
-        "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
-        "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
-        "masked": [False, False, False, False, False, False, True],
-    })
-    candidates = Table({
-        "truth_id": [1, 2, 3, 5, -1, 4],
-        "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
-    })
+    truth = Table(
+        {
+            "id": [0, 1, 2, 3, 4, 5, 6],
+            "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
+            "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
+            "masked": [False, False, False, False, False, False, True],
+        }
+    )
+    candidates = Table(
+        {
+            "truth_id": [1, 2, 3, 5, -1, 4],
+            "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
+        }
+    )
     return candidates, truth

@@ -32,21 +32,27 @@ def test_scorr_statistics_of_gaussian_noise():
 
 
 def test_bright_star_positions_picks_brightest_unsaturated_inside():
-    stars = Table({
-        "x_ref": [50.0, 5.0, 60.0, 70.0, 80.0, 90.0, 30.0, 100.0, 104.0],
-        "y_ref": [50.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 30.0, 30.0],
-        "mag": [14.0, 12.0, 11.0, 15.0, 13.0, 16.0, 10.0, 17.0, 12.5],
-        "saturated_ref": [False, False, True, False, False, False, False, False, False],
-        "saturated_sci": [False] * 9,
-        "variable": [False] * 6 + [True, False, False],
-    })
+    stars = Table(
+        {
+            "x_ref": [50.0, 5.0, 60.0, 70.0, 80.0, 90.0, 30.0, 100.0, 104.0],
+            "y_ref": [50.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 30.0, 30.0],
+            "mag": [14.0, 12.0, 11.0, 15.0, 13.0, 16.0, 10.0, 17.0, 12.5],
+            "saturated_ref": [False, False, True, False, False, False, False, False, False],
+            "saturated_sci": [False] * 9,
+            "variable": [False] * 6 + [True, False, False],
+        }
+    )
     mask = np.zeros((128, 128), bool)
     mask[88:93, 88:93] = True
-    chosen = evaluation.bright_star_positions(stars, (128, 128), n=4, margin=10, mask=mask, isolation=10)
+    chosen = evaluation.bright_star_positions(
+        stars, (128, 128), n=4, margin=10, mask=mask, isolation=10
+    )
     # star 1 is at the edge, star 2 saturated, star 5 on a masked pixel, star 6 variable,
     # star 7 has the brighter star 8 within 10 px
     assert list(chosen["mag"]) == [12.5, 13.0, 14.0, 15.0]
-    loose = evaluation.bright_star_positions(stars, (128, 128), n=9, margin=10, mask=mask, isolation=0)
+    loose = evaluation.bright_star_positions(
+        stars, (128, 128), n=9, margin=10, mask=mask, isolation=0
+    )
     assert 17.0 in list(loose["mag"])
     with pytest.raises(AstridInputError, match="mag"):
         evaluation.bright_star_positions(Table({"x_ref": [1.0], "y_ref": [1.0]}), (8, 8))
@@ -54,10 +60,22 @@ def test_bright_star_positions_picks_brightest_unsaturated_inside():
 
 def test_read_difference_round_trip(tmp_path, synthetic):
     result = DifferenceResult(
-        method="zogy", science=synthetic.science, reference=synthetic.reference, D=synthetic.D, S=synthetic.S,
-        S_corr=synthetic.S_corr, flux=synthetic.flux, flux_err=synthetic.flux_err, P_D=synthetic.P_D,
-        science_psf=synthetic.science_psf, reference_psf=synthetic.reference_psf, science_background=None,
-        reference_background=None, mask=synthetic.mask, footprint=synthetic.footprint, wcs=synthetic.wcs,
+        method="zogy",
+        science=synthetic.science,
+        reference=synthetic.reference,
+        D=synthetic.D,
+        S=synthetic.S,
+        S_corr=synthetic.S_corr,
+        flux=synthetic.flux,
+        flux_err=synthetic.flux_err,
+        P_D=synthetic.P_D,
+        science_psf=synthetic.science_psf,
+        reference_psf=synthetic.reference_psf,
+        science_background=None,
+        reference_background=None,
+        mask=synthetic.mask,
+        footprint=synthetic.footprint,
+        wcs=synthetic.wcs,
         metrics={"fwhm_sci": 3.0},
     )
     path = result.to_fits(tmp_path / "diff.fits")
@@ -81,17 +99,24 @@ def test_read_difference_round_trip(tmp_path, synthetic):
 def test_completeness_by_hand(completeness_inputs):
     candidates, truth = completeness_inputs
     table = evaluation.completeness(candidates, truth, snr_bins=[1, 3, 10, 100])
-    assert list(table["n_injected"]) == [1, 1, 3]  # the masked SN (id 6) and the cosmic ray are left out
+    assert list(table["n_injected"]) == [
+        1,
+        1,
+        3,
+    ]  # the masked SN (id 6) and the cosmic ray are left out
     assert list(table["n_found"]) == [0, 1, 2]
     np.testing.assert_allclose(table["completeness"], [0, 1, 2 / 3])
-    assert np.all(table["lower"] <= table["completeness"]) and np.all(table["upper"] >= table["completeness"])
+    assert np.all(table["lower"] <= table["completeness"]) and np.all(
+        table["upper"] >= table["completeness"]
+    )
     # Wilson interval for 2 of 3 at z = 1
     p, n = 2 / 3, 3
     centre = (p + 1 / (2 * n)) / (1 + 1 / n)
     half = math.sqrt(p * (1 - p) / n + 1 / (4 * n * n)) / (1 + 1 / n)
     assert table["lower"][2] == pytest.approx(centre - half)
-    both = evaluation.completeness([candidates, candidates], [truth, truth], snr_bins=[1, 3, 10, 100],
-                                include_masked=True)
+    both = evaluation.completeness(
+        [candidates, candidates], [truth, truth], snr_bins=[1, 3, 10, 100], include_masked=True
+    )
     assert list(both["n_injected"]) == [2, 2, 8]
     empty = evaluation.completeness(candidates, truth, snr_bins=[100, 200])
     assert np.isnan(empty["completeness"][0])

@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from astrid import evaluation, figures  # noqa: E402
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridInputError  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

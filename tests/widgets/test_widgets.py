@@ -11,8 +11,8 @@ pytest.importorskip("ipywidgets", reason="ipywidgets (astrid[notebooks]) is not 
 
 from astropy.table import Table  # noqa: E402
 
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.widgets import (  # noqa: E402
     KEYS,
     NO_DATA_RGBA,
