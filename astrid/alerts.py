@@ -547,10 +547,6 @@ def _cutout(record: dict, key: str) -> Any:
     return cutout
 
 
-def _stamp_blob(record: dict, key: str) -> Any:
-    return _cutout(record, key)
-
-
 def _require_id(value: Any, path: Path, what: str, record: dict) -> Any:
     if value is None or value == "":
         raise AstridInputError(
