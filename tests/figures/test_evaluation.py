@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -124,3 +126,10 @@ def test_completeness_by_hand(completeness_inputs):
         evaluation.completeness([candidates], [truth, truth])
     with pytest.raises(AstridInputError, match="snr_sci"):
         evaluation.completeness(candidates, truth[["id", "kind"]])
+
+
+def test_evaluation_needs_no_matplotlib():
+    """Scripts take the numbers without a plotting stack: importing the module loads no Matplotlib."""
+    code = "import sys, astrid.evaluation; sys.exit('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

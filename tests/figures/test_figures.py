@@ -196,6 +196,12 @@ def test_plot_training_history():
         figures.plot_training_history({"val_loss": [1.0]})
 
 
+def test_pyplot_is_matplotlib_pyplot_without_a_gui_backend():
+    plt_module = figures.pyplot()
+    assert plt_module is plt
+    assert matplotlib.get_backend().lower() == "agg"
+
+
 def test_style_keeps_interactive_mode_switched_on_inside():
     """Jupyter's inline backend turns interactive mode on at the first figure; leaving the style must keep it."""
     was = matplotlib.is_interactive()
