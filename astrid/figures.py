@@ -66,6 +66,12 @@ def style():
     first figure of a kernel is drawn; restored to False, no later figure
     of the kernel would be shown. The interactive state reached inside the
     block is therefore kept.
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        Sets the style's rcParams (fonts, inward ticks, ``origin="lower"``,
+        200 dpi on save) for the block.
     """
     import matplotlib
 
@@ -112,6 +118,22 @@ def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", 
     atomically (a temporary file renamed into place), so an interrupted save
     never leaves half a figure. PDFs carry no creation date, so the same
     figure gives the same file.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to write.
+    name : str
+        File name without suffix.
+    folder : str or path-like, optional
+        Output folder, created when missing.
+    formats : sequence of str, optional
+        Matplotlib output formats, one file each.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of ``formats``.
     """
     from .io import atomic_write
 
@@ -128,7 +150,20 @@ def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", 
 
 
 def zscale_limits(data, mask=None) -> tuple[float, float]:
-    """Display limits of the IRAF zscale algorithm (astropy's ZScaleInterval) over finite, unmasked pixels."""
+    """Display limits of the IRAF zscale algorithm (astropy's ZScaleInterval).
+
+    Parameters
+    ----------
+    data : array-like, shape (ny, nx)
+        Pixel values in data units.
+    mask : array-like of bool, shape (ny, nx), optional
+        Pixels to leave out (True = bad); non-finite pixels are always left out.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper limits in data units; ``(0, 1)`` without a good pixel.
+    """
     from astropy.visualization import ZScaleInterval
 
     values = np.asarray(data, dtype=float)

@@ -38,7 +38,19 @@ STATISTICS = {
 
 
 def stamp_noise(stamp: np.ndarray) -> float:
-    """Noise from differences of neighbouring pixels: insensitive to smooth sources and gradients."""
+    """Noise from differences of neighbouring pixels: insensitive to smooth sources and gradients.
+
+    Parameters
+    ----------
+    stamp : numpy.ndarray, shape (ny, nx)
+        One stamp in data units; NaN where there is no data.
+
+    Returns
+    -------
+    float
+        Per-pixel σ in data units (robust σ of horizontal neighbour
+        differences / √2); NaN with 20 or fewer finite differences.
+    """
     steps = np.diff(stamp, axis=1)
     steps = steps[np.isfinite(steps)]
     return neighbour_noise(steps) if steps.size > 20 else np.nan

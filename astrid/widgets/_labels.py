@@ -61,7 +61,13 @@ class LabelRecord:
 
 
 def default_labeller() -> str:
-    """The login name of whoever runs Python (the default ``labeller``); ``"unknown"`` when there is none."""
+    """The login name of whoever runs Python (the default ``labeller``).
+
+    Returns
+    -------
+    str
+        The login name; ``"unknown"`` when there is none.
+    """
     import getpass
 
     try:
