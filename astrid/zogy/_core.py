@@ -24,6 +24,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from .. import _utils
 from .._inpaint import repair_isolated
 from ..errors import AstridInputError, AstridWarning
 from . import _kernels
@@ -459,10 +460,26 @@ def check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
 
 
 def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """1.4826 × median absolute deviation of the finite, unmasked values.
+    """Robust σ (1.4826 × MAD) of the finite, unmasked values of an image, on a subsample.
 
-    Uses a regular subsample of at most about 250 000 pixels, enough for a
-    statistical error of about 0.25 %.
+    The image-level form of :func:`astropy.stats.mad_std` that ZOGY uses for
+    :attr:`ZogyResult.scorr_std` and the noise-correlation estimate: it takes
+    a mask, ignores non-finite values, and uses a regular subsample of at
+    most about 250 000 pixels, enough for a statistical error of about
+    0.25 %.
+
+    Parameters
+    ----------
+    values : array_like
+        Values of any shape (an image, data units).
+    mask : array_like of bool, optional
+        Same shape as ``values``; True where a value must be ignored.
+
+    Returns
+    -------
+    float
+        The robust standard deviation (units of ``values``), NaN when no
+        value is finite and unmasked.
     """
     values = np.asarray(values).ravel()
     # Subsample before selecting, so a 4096² image costs a quarter-million-pixel pass.
@@ -474,8 +491,7 @@ def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
     sample = sample[good]
     if sample.size == 0:
         return float("nan")
-    sample = sample.astype(np.float64)
-    return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
+    return _utils.robust_std(sample.astype(np.float64))
 
 
 def _systematic_excess(SN_pad, SR_pad, Vsrc_pad, mask, offset, F_S, min_snr=50.0) -> np.ndarray:
@@ -521,7 +537,7 @@ def _systematic_from(excess: np.ndarray, min_stars: int = 5) -> tuple[float, int
     if excess.size < min_stars:
         return 0.0, int(excess.size)
     # At a static star S_N ≈ S_R, so the term there is 2 ε² S_N².
-    return float(1.4826 * np.median(excess) / math.sqrt(2.0)), int(excess.size)
+    return _utils.robust_std_about(excess) / math.sqrt(2.0), int(excess.size)
 
 
 def _tile_mosaic(data, mask, max_pixels, gap, tile=128):
