@@ -871,9 +871,10 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
         psd_r = _noise_psd(run.acf_r, run.var_r, run.grid, dtype)
     last_col_weight = 1.0 if px % 2 == 0 else 2.0
     start = time.perf_counter()
-    fs_sum = _kernels.zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, run.f_n, run.f_r,
-                                   run.var_n, run.var_r, run.acf_n is not None, run.acf_r is not None,
-                                   last_col_weight, run.split)
+    fs_sum = _kernels.zogy_spectra((N_hat, R_hat, Pn_hat, Pr_hat), (psd_n, psd_r),
+                                   (run.f_n, run.f_r, run.var_n, run.var_r),
+                                   (run.acf_n is not None, run.acf_r is not None), last_col_weight,
+                                   run.split)
     spectral_seconds = time.perf_counter() - start
     del psd_n, psd_r
     F_S = fs_sum / (py * px)                                                     # eq. 42
@@ -1086,11 +1087,13 @@ def _assemble_tile(out: _Outputs, inputs: _Inputs, layout: _Layout, bounds, offs
     """Crop one pass's padded planes into the result images (see :func:`_kernels.assemble`)."""
     start = time.perf_counter()
     view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
-    _kernels.assemble(planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad, out.mask[view],
-                      offset[0], offset[1], planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2,
-                      systematic**2, layout.run.split, planes.has_source, inputs.fill_value,
-                      out.D[view], out.S[view], out.S_corr[view], out.flux[view], out.flux_err[view],
-                      layout.ring, defer)
+    _kernels.assemble(
+        (planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad), out.mask[view], offset,
+        (planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2, systematic**2, inputs.fill_value),
+        layout.run.split, planes.has_source,
+        (out.D[view], out.S[view], out.S_corr[view], out.flux[view], out.flux_err[view]),
+        layout.ring, defer,
+    )
     out.seconds["assemble"] += time.perf_counter() - start
 
 
