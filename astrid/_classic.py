@@ -156,7 +156,7 @@ def classic_subtract(
     matching.
     """
     dtype = _check_dtype(dtype)
-    N, R = _as_aligned_pair(science, reference)
+    R, N = _as_aligned_pair(reference=reference, science=science)
     shape = N.shape
     fwhm_n = _check_positive("science_fwhm", science_fwhm)
     fwhm_r = _check_positive("reference_fwhm", reference_fwhm)

@@ -727,7 +727,7 @@ def subtract(
     dtype = _check_dtype(dtype)
     N, n_mask, n_var = _unpack(science, "science")
     R, r_mask, r_var = _unpack(reference, "reference")
-    N, R = _as_aligned_pair(N, R)
+    R, N = _as_aligned_pair(reference=R, science=N)
     shape = N.shape
     ny, nx = shape
     basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))

@@ -211,6 +211,24 @@ def _check_psf(name: str, psf) -> np.ndarray:
 
 
 def check_positive(name: str, value) -> float:
+    """A finite, positive number (a noise σ, a flux ratio), or an error naming it.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : float-like
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    AstridInputError
+        ``value`` is not a number, not finite or not > 0.
+    """
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
@@ -221,6 +239,23 @@ def check_positive(name: str, value) -> float:
 
 
 def check_astrometric(value) -> tuple[float, float]:
+    """Registration noise ``(σ_x, σ_y)`` in pixels from a pair or one number for both axes.
+
+    Parameters
+    ----------
+    value : float or (float, float)
+        ``astrometric_sigma`` as given by the caller, pixels.
+
+    Returns
+    -------
+    (float, float)
+        σ_x and σ_y, pixels.
+
+    Raises
+    ------
+    AstridInputError
+        Not one or two finite numbers >= 0.
+    """
     values = np.atleast_1d(np.asarray(value, dtype=np.float64))
     if values.size == 1:
         values = np.repeat(values, 2)
@@ -232,6 +267,26 @@ def check_astrometric(value) -> tuple[float, float]:
 
 
 def check_map(name: str, array, shape) -> np.ndarray | None:
+    """An optional per-pixel map (variance, mask) as an array of the image's shape.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    array : array_like or None
+        The map; None passes through.
+    shape : tuple of int
+        The image shape ``(ny, nx)`` it must have.
+
+    Returns
+    -------
+    numpy.ndarray or None
+
+    Raises
+    ------
+    AstridInputError
+        The shape differs.
+    """
     if array is None:
         return None
     out = np.asarray(array)
@@ -240,18 +295,51 @@ def check_map(name: str, array, shape) -> np.ndarray | None:
     return out
 
 
-def as_aligned_pair(science, reference) -> tuple[np.ndarray, np.ndarray]:
-    """Science and reference as validated 2-D arrays on the same grid."""
+def as_aligned_pair(*, reference, science) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and science as validated 2-D real arrays on the same grid.
+
+    Parameters
+    ----------
+    reference, science : array_like, shape (ny, nx)
+        The two images, by keyword (a positional call raises TypeError
+        rather than exchanging them).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(reference, science)``, not copied when already arrays.
+
+    Raises
+    ------
+    AstridInputError
+        Either is not a 2-D real image of at least 3×3 pixels, or their
+        shapes differ.
+    """
     N = _as_image("science", science)
     R = _as_image("reference", reference)
     if N.shape != R.shape:
         raise AstridInputError(
             f"science shape {N.shape} and reference shape {R.shape} differ: align them first"
         )
-    return N, R
+    return R, N
 
 
 def check_dtype(dtype) -> np.dtype:
+    """The storage and FFT precision of a subtraction: float32 or float64.
+
+    Parameters
+    ----------
+    dtype : numpy dtype-like
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    AstridInputError
+        Any other dtype.
+    """
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise AstridInputError(f"dtype: must be float32 or float64, got {dtype}")
@@ -412,7 +500,28 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def bad_pixels(N, R, mask, variances) -> np.ndarray:
-    """True where N, R or a variance map is not finite, or ``mask`` is set; raises if nothing is left."""
+    """Pixels no subtraction may use: non-finite in either image or a variance map, or masked.
+
+    Symmetric in the two images (so their order does not matter).
+
+    Parameters
+    ----------
+    N, R : numpy.ndarray, shape (ny, nx)
+        The two images.
+    mask : array_like of bool, shape (ny, nx), or None
+        The caller's mask (True: do not use).
+    variances : iterable of numpy.ndarray or None
+        Variance maps of the images, shape (ny, nx); None entries are skipped.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (ny, nx)
+
+    Raises
+    ------
+    AstridInputError
+        No pixel is left.
+    """
     bad = ~np.isfinite(N)
     bad |= ~np.isfinite(R)
     if mask is not None:
@@ -426,7 +535,20 @@ def bad_pixels(N, R, mask, variances) -> np.ndarray:
 
 
 def untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
-    """The output mask of a subtraction: ``bad`` dilated by ``radius`` and an edge band that wide."""
+    """The output mask of a subtraction: ``bad`` dilated by ``radius`` and an edge band that wide.
+
+    Parameters
+    ----------
+    bad : numpy.ndarray of bool, shape (ny, nx)
+        Unusable input pixels (see :func:`bad_pixels`).
+    radius : int
+        Square (Chebyshev) dilation radius and edge-band width, pixels.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (ny, nx)
+        A new array; True where the result must not be trusted.
+    """
     out = _dilate(bad, radius)
     if radius > 0:
         out[:radius, :] = True
@@ -437,7 +559,36 @@ def untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
 
 
 def check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
-    """Refuse a result with no trusted pixel; warn when more than ``MASK_WARN_FRACTION`` is masked."""
+    """Refuse a result with no trusted pixel; warn when more than ``MASK_WARN_FRACTION`` is masked.
+
+    Parameters
+    ----------
+    out_mask : numpy.ndarray of bool, shape (ny, nx)
+        The output mask (see :func:`untrusted`).
+    bad, repaired : numpy.ndarray of bool, shape (ny, nx)
+        Unusable input pixels and isolated pixels filled from their
+        neighbours, to explain the fraction in the message.
+    radius : int
+        The dilation radius used, pixels.
+    caller : str
+        Name of the subtraction, e.g. ``"zogy.subtract"``, for the message.
+
+    Returns
+    -------
+    float
+        The masked fraction of the result.
+
+    Raises
+    ------
+    AstridInputError
+        Every pixel is masked.
+
+    Warns
+    -----
+    AstridWarning
+        More than :data:`MASK_WARN_FRACTION` is masked (attributed to the
+        caller of the subtraction, ``stacklevel=3``).
+    """
     fraction = float(out_mask.mean())
     if fraction < MASK_WARN_FRACTION:
         return fraction
@@ -836,7 +987,8 @@ class _FFTs:
         return self._counted(scipy.fft.rfft2, array, workers=self.workers)
 
     def forward_stamp(self, stamp):
-        return self._counted(_stamp_rfft2, stamp.astype(self.dtype), self.grid, self.dtype, self.workers)
+        return self._counted(_stamp_rfft2, stamp.astype(self.dtype), self.grid, self.dtype,
+                             self.workers)
 
     def inverse(self, spectrum):
         # Every spectrum is dead after its inverse: let pocketfft work in it.
@@ -858,8 +1010,11 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
     ffts = _FFTs(run.grid, dtype, run.workers)
 
     any_bad = bool(bad.any())
-    N_hat = ffts.forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype))
-    R_hat = ffts.forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding, dtype))
+    # One zero-filled copy at a time: it is dead once its FFT is taken.
+    N_hat = ffts.forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding,
+                                      dtype))
+    R_hat = ffts.forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding,
+                                      dtype))
     Pn_hat = ffts.forward_stamp(tile.Pn)
     Pr_hat = ffts.forward_stamp(tile.Pr)
     psd_dummy = np.zeros((1, 1), dtype=dtype)
@@ -893,8 +1048,8 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
         Vsrc_pad = _source_variance(tile, run, padding, ffts)
     else:
         Vsrc_pad = np.zeros((1, 1), dtype=dtype)
-    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad, has_source=has_source,
-                   F_S=F_S, n_fft=ffts.count, fft_seconds=ffts.seconds,
+    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad,
+                   has_source=has_source, F_S=F_S, n_fft=ffts.count, fft_seconds=ffts.seconds,
                    spectral_seconds=spectral_seconds)
 
 
@@ -902,7 +1057,8 @@ def _source_variance(tile: _Tile, run: _Pass, padding, ffts: _FFTs) -> np.ndarra
     """Source noise (eqs. 26-29): (V - σ²)+ ⊗ k² of both images through one inverse FFT."""
     dtype = run.dtype
     spectra = []
-    for V, var, k in ((tile.Vn, run.var_n, tile.kernels.k_n), (tile.Vr, run.var_r, tile.kernels.k_r)):
+    terms = ((tile.Vn, run.var_n, tile.kernels.k_n), (tile.Vr, run.var_r, tile.kernels.k_r))
+    for V, var, k in terms:
         if V is None:
             spectra.append((None, None))
             continue
@@ -946,8 +1102,9 @@ def _check_image_roles(reference, science) -> None:
     for role, value in (("reference", reference), ("science", science)):
         if not isinstance(value, ZogyImage):
             raise AstridInputError(
-                f"{role}: must be a zogy.ZogyImage(data, psf, sigma, ...), got {type(value).__name__}; "
-                "call subtract(reference=ZogyImage(...), science=ZogyImage(...))"
+                f"{role}: must be a zogy.ZogyImage(data, psf, sigma, ...), got "
+                f"{type(value).__name__}; call subtract(reference=ZogyImage(...), "
+                "science=ZogyImage(...))"
             )
 
 
@@ -972,15 +1129,15 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
     """Check every input of :func:`subtract` and repair isolated bad pixels (in that order)."""
     _check_image_roles(reference, science)
     dtype = check_dtype(options.dtype)
-    N, R = as_aligned_pair(science.data, reference.data)
+    R, N = as_aligned_pair(reference=reference.data, science=science.data)
     shape = N.shape
     tile_size = options.tile_size
     if int(tile_size) != tile_size or tile_size < 64:
         raise AstridInputError(f"tile_size: must be an integer >= 64 pixels, got {tile_size!r}")
     varying = callable(science.psf) or callable(reference.psf)
     tiles = _tile_bounds(shape, int(tile_size)) if varying else [(0, shape[0], 0, shape[1])]
-    psfs = [(_psf_for_tile("science_psf", science.psf, b), _psf_for_tile("reference_psf", reference.psf, b))
-            for b in tiles]
+    psfs = [(_psf_for_tile("science_psf", science.psf, b),
+             _psf_for_tile("reference_psf", reference.psf, b)) for b in tiles]
     acf_n = _check_acf("science_noise_acf", science.noise_acf)
     acf_r = _check_acf("reference_noise_acf", reference.noise_acf)
     sigma_n = check_positive("science_sigma", science.sigma)
@@ -1007,7 +1164,8 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
         # Pixels the caller (difference()) already filled the same way.
         filled |= check_map("repaired", repaired, shape).astype(bool)
     return _Inputs(
-        N=N, R=R, tiles=tiles, psfs=psfs, acf_n=acf_n, acf_r=acf_r, sigma_n=sigma_n, sigma_r=sigma_r,
+        N=N, R=R, tiles=tiles, psfs=psfs, acf_n=acf_n, acf_r=acf_r, sigma_n=sigma_n,
+        sigma_r=sigma_r,
         f_n=f_n, ast_x=ast_x, ast_y=ast_y, systematic=systematic, auto_systematic=auto_systematic,
         Vn=Vn, Vr=Vr, bad=bad, repaired=filled, mask_radius=mask_radius, dtype=dtype,
         workers=-1 if options.workers is None else int(options.workers),
@@ -1040,12 +1198,14 @@ def _layout(inputs: _Inputs) -> _Layout:
     tiles = inputs.tiles
     margin = pad if len(tiles) > 1 else 0
     ny, nx = inputs.N.shape
-    regions = [(max(y0 - margin, 0), min(y1 + margin, ny), max(x0 - margin, 0), min(x1 + margin, nx))
-               for y0, y1, x0, x1 in tiles]
+    regions = [(max(y0 - margin, 0), min(y1 + margin, ny),
+                max(x0 - margin, 0), min(x1 + margin, nx)) for y0, y1, x0, x1 in tiles]
     largest_psf = max(max(Pn.shape + Pr.shape) for Pn, Pr in inputs.psfs)
     # The grid also holds the PSF stamps whole, so their spectra are exact.
-    py = scipy.fft.next_fast_len(max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf), real=True)
-    px = scipy.fft.next_fast_len(max(max(r[3] - r[2] for r in regions) + 2 * pad, largest_psf), real=True)
+    height = max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf)
+    width = max(max(r[3] - r[2] for r in regions) + 2 * pad, largest_psf)
+    py = scipy.fft.next_fast_len(height, real=True)
+    px = scipy.fft.next_fast_len(width, real=True)
     split = inputs.ast_x > 0 or inputs.ast_y > 0 or inputs.auto_systematic or inputs.systematic > 0
     # The systematic term follows the compact part of the sources (see
     # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
@@ -1055,8 +1215,9 @@ def _layout(inputs: _Inputs) -> _Layout:
 
         width = measure_fwhm(kernels[0].P_D)
         ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
-    run = _Pass(f_n=f_n, var_n=var_n, var_r=var_r, acf_n=inputs.acf_n, acf_r=inputs.acf_r, split=split,
-                pad=pad, grid=(py, px), dtype=inputs.dtype, workers=inputs.workers, f_r=f_r)
+    run = _Pass(f_n=f_n, var_n=var_n, var_r=var_r, acf_n=inputs.acf_n, acf_r=inputs.acf_r,
+                split=split, pad=pad, grid=(py, px), dtype=inputs.dtype, workers=inputs.workers,
+                f_r=f_r)
     return _Layout(kernels=kernels, radius=radius, regions=regions, run=run, ring=ring)
 
 
@@ -1089,7 +1250,8 @@ def _assemble_tile(out: _Outputs, inputs: _Inputs, layout: _Layout, bounds, offs
     view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
     _kernels.assemble(
         (planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad), out.mask[view], offset,
-        (planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2, systematic**2, inputs.fill_value),
+        (planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2, systematic**2,
+         inputs.fill_value),
         layout.run.split, planes.has_source,
         (out.D[view], out.S[view], out.S_corr[view], out.flux[view], out.flux_err[view]),
         layout.ring, defer,
@@ -1105,10 +1267,12 @@ def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, l
     are returned for :func:`_finish_systematic`.
     """
     excess, tile_fs = [], []
-    for bounds, region, (Pn, Pr), kern in zip(inputs.tiles, layout.regions, inputs.psfs, layout.kernels):
+    passes = zip(inputs.tiles, layout.regions, inputs.psfs, layout.kernels)
+    for bounds, region, (Pn, Pr), kern in passes:
         sy0, sy1, sx0, sx1 = region
         cut = (slice(sy0, sy1), slice(sx0, sx1))
-        tile = _Tile(N=inputs.N[cut], R=inputs.R[cut], bad=inputs.bad[cut], Pn=Pn, Pr=Pr, kernels=kern,
+        tile = _Tile(N=inputs.N[cut], R=inputs.R[cut], bad=inputs.bad[cut], Pn=Pn, Pr=Pr,
+                     kernels=kern,
                      Vn=None if inputs.Vn is None else inputs.Vn[cut],
                      Vr=None if inputs.Vr is None else inputs.Vr[cut])
         planes = _planes(tile, layout.run)
@@ -1132,7 +1296,8 @@ def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, l
     return tile_fs, excess
 
 
-def _finish_systematic(out: _Outputs, inputs: _Inputs, tile_fs: list, excess: list) -> tuple[float, int]:
+def _finish_systematic(out: _Outputs, inputs: _Inputs, tile_fs: list,
+                       excess: list) -> tuple[float, int]:
     """Measure ε from every tile's stars and add the deferred systematic term; (ε, stars used)."""
     systematic, n_stars = _systematic_from(np.concatenate(excess))
     start = time.perf_counter()
@@ -1254,13 +1419,17 @@ def _result(out: _Outputs, inputs: _Inputs, layout: _Layout, tile_fs: list, syst
     """The :class:`ZogyResult`, with ``P_D`` and ``F_S`` of the central tile."""
     tiles = inputs.tiles
     ny, nx = out.mask.shape
-    centre = min(range(len(tiles)),
-                 key=lambda i: abs(tiles[i][0] + tiles[i][1] - ny) + abs(tiles[i][2] + tiles[i][3] - nx))
+    def distance(i):  # of tile i's centre from the image centre, in half pixels
+        y0, y1, x0, x1 = tiles[i]
+        return abs(y0 + y1 - ny) + abs(x0 + x1 - nx)
+
+    centre = min(range(len(tiles)), key=distance)
     run = layout.run
+    # F_D is eq. 15; P_D and F_S are those of the central tile.
     return ZogyResult(
         D=out.D,
         P_D=layout.kernels[centre].P_D.astype(inputs.dtype),
-        F_D=_flux_zero_point(run.f_n, run.f_r, run.var_n, run.var_r, run.acf_n, run.acf_r),  # eq. 15
+        F_D=_flux_zero_point(run.f_n, run.f_r, run.var_n, run.var_r, run.acf_n, run.acf_r),
         S=out.S,
         S_corr=out.S_corr,
         flux=out.flux,
