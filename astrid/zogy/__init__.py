@@ -14,7 +14,8 @@ The validation and mask helpers (:func:`check_dtype`,
 :func:`check_astrometric`, :func:`as_aligned_pair`, :func:`bad_pixels`,
 :func:`untrusted`, :func:`check_mask_fraction`, ...) are importable from here
 for the other subtraction methods and the pipeline, which share ZOGY's rules;
-they are not part of ``__all__``.
+they are not part of ``__all__`` (the ``x as x`` imports mark them as
+re-exported on purpose).
 """
 
 from ._core import (
@@ -22,19 +23,19 @@ from ._core import (
     ZogyImage,
     ZogyOptions,
     ZogyResult,
-    as_aligned_pair,
-    bad_pixels,
-    check_astrometric,
-    check_dtype,
-    check_map,
-    check_mask_fraction,
-    check_positive,
     estimate_noise_acf,
     flux_at,
     robust_std,
     subtract,
-    untrusted,
 )
+from ._core import as_aligned_pair as as_aligned_pair
+from ._core import bad_pixels as bad_pixels
+from ._core import check_astrometric as check_astrometric
+from ._core import check_dtype as check_dtype
+from ._core import check_map as check_map
+from ._core import check_mask_fraction as check_mask_fraction
+from ._core import check_positive as check_positive
+from ._core import untrusted as untrusted
 
 __all__ = [
     "MASK_WARN_FRACTION",

@@ -849,6 +849,9 @@ class ZogyImage:
 class ZogyOptions:
     """Settings of :func:`subtract` that are not properties of either image.
 
+    Like :class:`ZogyImage`, nothing is checked here: :func:`subtract`
+    validates every field and names it in its errors.
+
     Attributes
     ----------
     astrometric_sigma : (float, float) or float
@@ -1235,7 +1238,7 @@ class _Outputs:
     n_fft: int = 0
 
     @classmethod
-    def empty(cls, mask: np.ndarray, dtype) -> "_Outputs":
+    def empty(cls, mask: np.ndarray, dtype) -> _Outputs:
         shape = mask.shape
         return cls(mask=mask, D=np.empty(shape, dtype=dtype), S=np.empty(shape, dtype=dtype),
                    S_corr=np.empty(shape, dtype=dtype), flux=np.empty(shape, dtype=dtype),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from astrid.errors import AstridInputError
 from scipy import ndimage
 
+from astrid.errors import AstridInputError
 from astrid.zogy import (
     ZogyImage,
     ZogyOptions,
