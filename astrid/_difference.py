@@ -369,7 +369,8 @@ _KERNEL_FROM_DIFFERENCE = frozenset({
 
 def _check_options(options: dict, dtype) -> None:
     """Validate the cheap options before any stage runs, so a typo costs no alignment."""
-    from .zogy._core import _check_astrometric, _check_dtype
+    from .zogy import check_astrometric as _check_astrometric
+    from .zogy import check_dtype as _check_dtype
 
     _check_dtype(dtype)
     if "kernel" in options:
@@ -869,7 +870,7 @@ def difference(
     -----
     AstridWarning
         More than half of the result is masked (see
-        :data:`astrid.zogy._core.MASK_WARN_FRACTION`; nothing left raises),
+        :data:`astrid.zogy.MASK_WARN_FRACTION`; nothing left raises),
         the robust standard deviation of ``S_corr`` is off 1 by more than a
         factor :data:`SCORR_STD_TOLERANCE` (1.3), the alignment rests on a
         large WCS correction from fewer than 10 stars, or a PSF fell back to
@@ -1041,21 +1042,23 @@ def difference(
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
     common = {k: options[k] for k in ("mask_radius", "fill_value") if k in options}
     if method == "zogy":
-        from .zogy import subtract
+        from .zogy import ZogyImage, ZogyOptions, subtract
 
         sci_acf, metrics["noise_acf_lag1_sci"] = _noise_acf(N, sci_mask, correlation)
         ref_acf, metrics["noise_acf_lag1_ref"] = _noise_acf(R, ref_mask, correlation)
         metrics["noise_correlated_sci"] = sci_acf is not None
         metrics["noise_correlated_ref"] = ref_acf is not None
         raw = subtract(
-            N, R, _zogy_psf(science_psf, regularise), _zogy_psf(reference_psf, regularise),
-            sci_bg.median_rms, ref_bg.median_rms,
-            flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var,
-            astrometric_sigma=astrometric_sigma, mask=both_masks, dtype=dtype,
-            workers=options.get("workers"), science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
-            systematic_fraction=options.get("systematic_fraction", "auto"),
-            tile_size=_tile_size(options.get("tile_size", "auto"), N.shape),
-            _filled=repaired if repaired.any() else None, **common,
+            reference=ZogyImage(R, _zogy_psf(reference_psf, regularise), ref_bg.median_rms,
+                                variance=ref_var, noise_acf=ref_acf),
+            science=ZogyImage(N, _zogy_psf(science_psf, regularise), sci_bg.median_rms,
+                              variance=sci_var, noise_acf=sci_acf),
+            flux_ratio=ratio, mask=both_masks, repaired=repaired if repaired.any() else None,
+            options=ZogyOptions(
+                astrometric_sigma=astrometric_sigma, dtype=dtype, workers=options.get("workers"),
+                systematic_fraction=options.get("systematic_fraction", "auto"),
+                tile_size=_tile_size(options.get("tile_size", "auto"), N.shape), **common,
+            ),
         )
         S, S_corr, flux, flux_err, P_D = raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D
         D, mask = raw.D, raw.mask
