@@ -56,7 +56,7 @@ _LAZY_FUNCTIONS = {
 _LAZY_SUBMODULES = {
     "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
     "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
-    "inject", "diffim",
+    "inject", "schema", "evaluation", "diffim",
 }
 
 __all__ = [

@@ -299,6 +299,22 @@ def reference_for_model(model) -> dict | None:
     Looks at ``<name>.card.json`` (written by :func:`astrid.braai.train`; the
     name without ``.keras``/``.tflite``/``.h5``) and at a ``.tflite.json``
     sidecar that carries ``validation_scores``.
+
+    Parameters
+    ----------
+    model : str, path-like or keras.Model
+        A model file, or a loaded model carrying its card as ``astrid_card``.
+
+    Returns
+    -------
+    dict or None
+        The reference distribution (:func:`score_distribution`'s format, with
+        ``source`` naming the card), or None when no card records one.
+
+    Raises
+    ------
+    AstridFileError
+        A card exists but cannot be read as JSON.
     """
     if not isinstance(model, (str, os.PathLike)):
         card = getattr(model, "astrid_card", None)

@@ -34,7 +34,20 @@ MANIFEST_NAME = "manifest.json"
 
 
 def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    chunk : int, optional
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):

@@ -143,7 +143,7 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
     from astropy.io import fits
     from scipy import ndimage
 
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
     from astrid.paths import shared_data
 
     parts = [alerts_without_drb.reset_coords([c for c in alerts_without_drb.coords

@@ -32,7 +32,7 @@ _APPENDER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
     from astrid.triplets import write_triplets
 
     path, writer, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])

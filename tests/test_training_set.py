@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid._schema import validate_triplets
+from astrid.schema import validate_triplets
 from astrid.errors import AstridInputError
 from astrid.triplets import (
     balance_classes,

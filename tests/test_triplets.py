@@ -8,7 +8,7 @@ import xarray as xr
 from astropy.table import Table
 
 from astrid._locks import lock_path
-from astrid._schema import CHANNELS, STAMP_SIZE, validate_triplets
+from astrid.schema import CHANNELS, STAMP_SIZE, validate_triplets
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.triplets import coords_to_table, detect, label_candidates, load_triplets, make_triplets, write_triplets
 from astrid.triplets._store import COMMIT_ATTR

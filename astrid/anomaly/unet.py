@@ -989,7 +989,7 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     -------
     matplotlib.figure.Figure
     """
-    from ..figures import _pyplot, style
+    from ..figures import pyplot, style
 
     S = np.asarray(getattr(result, "S_corr", None) if result is not None else None, dtype=float)
     p = np.asarray(probability, dtype=float)
@@ -1013,7 +1013,7 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     if mask is not None:
         shown_s[np.asarray(mask, bool)[y0:y1, x0:x1]] = np.nan
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharex=True, sharey=True)
         im0 = axes[0].imshow(shown_s, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, origin="upper")

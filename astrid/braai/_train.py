@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from .._optional import require
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
 from ..io import atomic_write
@@ -549,10 +549,10 @@ def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_
 
 def _log_figures(run, results: dict[str, dict]) -> None:
     """ROC/PR and reliability curves of the validation set (raw and calibrated) as run artefacts."""
-    from ..figures import _pyplot
+    from ..figures import pyplot
     from ._evaluate import plot_calibration, plot_roc_pr
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(results)
     for file_name, plot in (("figures/roc_pr.png", plot_roc_pr), ("figures/reliability.png", plot_calibration)):
         try:
@@ -610,7 +610,7 @@ def train(
     Parameters
     ----------
     dataset : xarray.Dataset
-        Triplets (schema of :mod:`astrid._schema`) with a ``label``
+        Triplets (schema of :mod:`astrid.schema`) with a ``label``
         coordinate (1 real, 0 bogus), e.g. from
         :func:`astrid.triplets.build_training_set` or
         :func:`astrid.alerts.read_ztf` plus labels.

@@ -18,15 +18,15 @@ from scipy import ndimage
 
 from .._utils import fwhm_to_sigma
 from ..errors import AstridInputError
-from ..zogy._core import (
-    _as_aligned_pair,
-    _bad_pixels,
-    _check_dtype,
-    _check_map,
-    _check_mask_fraction,
-    _check_positive,
-    _untrusted,
+from ..zogy import (
+    as_aligned_pair,
+    bad_pixels,
+    check_dtype,
+    check_map,
+    check_mask_fraction,
+    check_positive,
     robust_std,
+    untrusted,
 )
 from .image import as_image
 from .inpaint import repair_isolated
@@ -188,14 +188,14 @@ def classic_subtract(
     matching.
     """
     ref_image, sci_image = as_image(reference, "reference"), as_image(science, "science")
-    dtype = _check_dtype(dtype)
-    N, R = _as_aligned_pair(sci_image.data, ref_image.data)
+    dtype = check_dtype(dtype)
+    R, N = as_aligned_pair(reference=ref_image.data, science=sci_image.data)
     shape = N.shape
-    fwhm_n = _check_positive("science_fwhm", science_fwhm)
-    fwhm_r = _check_positive("reference_fwhm", reference_fwhm)
-    sigma_n = _check_positive("science_sigma", science_sigma)
-    sigma_r = _check_positive("reference_sigma", reference_sigma)
-    ratio = _check_positive("flux_ratio", flux_ratio)
+    fwhm_n = check_positive("science_fwhm", science_fwhm)
+    fwhm_r = check_positive("reference_fwhm", reference_fwhm)
+    sigma_n = check_positive("science_sigma", science_sigma)
+    sigma_r = check_positive("reference_sigma", reference_sigma)
+    ratio = check_positive("flux_ratio", flux_ratio)
     Vn, Vr = sci_image.variance, ref_image.variance
     user_mask = sci_image.mask | ref_image.mask
     if mask_radius is None:
@@ -204,14 +204,14 @@ def classic_subtract(
         raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
     mask_radius = int(mask_radius)
 
-    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
+    bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # As in ZOGY: isolated NaN pixels on smooth sky are filled and cost their own area only.
     (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
     if repaired.any():
         bad &= ~repaired
     if _filled is not None:
         # Pixels the caller (difference()) already filled the same way.
-        repaired |= _check_map("_filled", _filled, shape).astype(bool)
+        repaired |= check_map("_filled", _filled, shape).astype(bool)
 
     n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
         (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio)
@@ -219,10 +219,10 @@ def classic_subtract(
     noise = np.sqrt(np.maximum(var_n + var_r, np.finfo(np.float64).tiny))
     significance = D / noise
 
-    out_mask = _untrusted(bad, mask_radius)
+    out_mask = untrusted(bad, mask_radius)
     if repaired.any():
         out_mask |= repaired
-    _check_mask_fraction(out_mask, bad, repaired, mask_radius, "classic_subtract")
+    check_mask_fraction(out_mask, bad, repaired, mask_radius, "classic_subtract")
     D[out_mask] = fill_value
     significance[out_mask] = fill_value
     return ClassicResult(

@@ -244,7 +244,7 @@ class DifferenceOptions:
         AstridInputError
             Names the flat option and the value refused.
         """
-        from ..zogy._core import _check_astrometric
+        from ..zogy import check_astrometric
 
         flat = self.to_mapping()
         _check_kernel_options(flat["kernel"])
@@ -252,7 +252,7 @@ class DifferenceOptions:
         if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
             raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
         if flat["astrometric_sigma"] is not None:
-            _check_astrometric(flat["astrometric_sigma"])
+            check_astrometric(flat["astrometric_sigma"])
         for key, minimum in (("box_size", 4), ("filter_size", 1), ("min_stars", 1), ("max_stars", 1),
                              ("psf_size", 3), ("mask_radius", 0)):
             _check_integer(key, flat[key], minimum)

@@ -633,7 +633,7 @@ def _timed(metrics: dict, name: str, stage, *args):
 
 def _resolve_options(method, options, flat_options: dict, dtype) -> DifferenceOptions:
     """The validated options. Checked first: a typo must not cost an alignment, a background and two PSFs."""
-    from ..zogy._core import _check_dtype
+    from ..zogy import check_dtype
 
     if method not in _METHODS:
         raise AstridInputError(f"method: must be one of {_METHODS}, got {method!r}")
@@ -645,7 +645,7 @@ def _resolve_options(method, options, flat_options: dict, dtype) -> DifferenceOp
         options = DifferenceOptions.from_mapping({**options.to_mapping(), **flat_options})
     else:
         options.validate()
-    _check_dtype(dtype)
+    check_dtype(dtype)
     return options
 
 
@@ -794,20 +794,21 @@ def _filled(aligned: _Aligned):
 
 
 def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
-    from ..zogy import subtract
+    from ..zogy import ZogyImage, ZogyOptions, subtract
 
     sub, regularise = options.subtract, bool(options.psf.regularise)
     N, R = backgrounds.science_out.data, backgrounds.reference_out.data
     sci_acf, sci_lag1 = _noise_acf(N, backgrounds.science_mask, sub.noise_correlation)
     ref_acf, ref_lag1 = _noise_acf(R, backgrounds.reference_mask, sub.noise_correlation)
     raw = subtract(
-        reference=R, science=N, reference_psf=zogy_psf(psfs.reference, regularise),
-        science_psf=zogy_psf(psfs.science, regularise), reference_sigma=backgrounds.reference.median_rms,
-        science_sigma=backgrounds.science.median_rms, flux_ratio=ratio, science_variance=variances[0], reference_variance=variances[1],
-        astrometric_sigma=aligned.astrometric_sigma, mask=backgrounds.science_mask | backgrounds.reference_mask,
-        dtype=dtype, workers=sub.workers, science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
-        systematic_fraction=sub.systematic_fraction, tile_size=zogy_tile_size(sub.tile_size, N.shape),
-        _filled=_filled(aligned), **common,
+        reference=ZogyImage(R, zogy_psf(psfs.reference, regularise), backgrounds.reference.median_rms,
+                            variance=variances[1], noise_acf=ref_acf),
+        science=ZogyImage(N, zogy_psf(psfs.science, regularise), backgrounds.science.median_rms,
+                          variance=variances[0], noise_acf=sci_acf),
+        flux_ratio=ratio, mask=backgrounds.science_mask | backgrounds.reference_mask, repaired=_filled(aligned),
+        options=ZogyOptions(astrometric_sigma=aligned.astrometric_sigma, dtype=dtype, workers=sub.workers,
+                            systematic_fraction=sub.systematic_fraction,
+                            tile_size=zogy_tile_size(sub.tile_size, N.shape), **common),
     )
     metrics = dict(noise_acf_lag1_sci=sci_lag1, noise_acf_lag1_ref=ref_lag1,
                    noise_correlated_sci=sci_acf is not None, noise_correlated_ref=ref_acf is not None,

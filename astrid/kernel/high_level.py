@@ -30,17 +30,14 @@ from scipy.special import erfinv
 from ..diffim.inpaint import repair_isolated
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
-from ..zogy._core import (
-    _as_aligned_pair,
-    _bad_pixels,
-    _check_dtype,
-    _check_map,
-    _check_mask_fraction,
-    _check_positive,
-    _untrusted,
-    estimate_noise_acf,
-    robust_std,
-)
+from ..zogy import as_aligned_pair as _as_aligned_pair
+from ..zogy import bad_pixels as _bad_pixels
+from ..zogy import check_dtype as _check_dtype
+from ..zogy import check_map as _check_map
+from ..zogy import check_mask_fraction as _check_mask_fraction
+from ..zogy import check_positive as _check_positive
+from ..zogy import estimate_noise_acf, robust_std
+from ..zogy import untrusted as _untrusted
 from ._basis import (
     HOTPANTS_DEGREES,
     HOTPANTS_SIGMAS,
@@ -730,7 +727,7 @@ def subtract(
     dtype = _check_dtype(dtype)
     N, n_mask, n_var = _unpack(science, "science")
     R, r_mask, r_var = _unpack(reference, "reference")
-    N, R = _as_aligned_pair(N, R)
+    R, N = _as_aligned_pair(reference=R, science=N)
     shape = N.shape
     ny, nx = shape
     basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))

@@ -12,7 +12,7 @@ The step between :func:`astrid.difference` and the real/bogus classifier::
 :func:`build_training_set` does all of it over many pairs with class
 balancing; :func:`split_by_field` / :func:`split_by_time` split without
 leaking a field; :func:`image_metrics` scores detection per image.
-Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
+Triplets follow the shared schema of :mod:`astrid.schema`, the same as ZTF
 alert cutouts read by :mod:`astrid.alerts`.
 """
 
@@ -22,6 +22,7 @@ from ._metrics import circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
+from ._synthetic import SyntheticDifference, synthetic_difference
 from ._training import (
     balance_classes,
     build_training_set,
@@ -46,6 +47,8 @@ __all__ = [
     "split_by_field",
     "split_by_time",
     "split_by_survey",
+    "synthetic_difference",
+    "SyntheticDifference",
     "image_metrics",
     "circle_iou",
     "CANDIDATE_COLUMNS",

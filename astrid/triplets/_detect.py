@@ -9,7 +9,7 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from .._schema import STAMP_SIZE
+from ..schema import STAMP_SIZE
 from ..errors import AstridInputError
 from . import _kernels
 from ._sources import reference_catalog

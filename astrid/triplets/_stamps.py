@@ -10,7 +10,7 @@ import xarray as xr
 from astropy.table import Table
 from astropy.time import Time
 
-from .._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
+from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from ..errors import AstridInputError
 from . import _kernels
 
@@ -158,7 +158,7 @@ def make_triplets(
     Returns
     -------
     xarray.Dataset
-        In the schema of :mod:`astrid._schema`: ``triplets`` (candidate, y,
+        In the schema of :mod:`astrid.schema`: ``triplets`` (candidate, y,
         x, channel) float32 with channels (science, reference, difference),
         centred on the candidate's nearest integer pixel (``stamp_x``,
         ``stamp_y``), holding the images' own pixel values and NaN beyond

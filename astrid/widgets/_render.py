@@ -9,10 +9,14 @@ import numpy as np
 
 from ..errors import AstridInputError
 
-__all__ = ["zscale_limits", "difference_limit", "stamp_to_rgba", "triplet_pngs", "triplet_strip_png", "png_bytes"]
+__all__ = [
+    "NO_DATA_RGBA",
+    "zscale_limits", "difference_limit", "stamp_to_rgba", "triplet_pngs", "triplet_strip_png",
+    "png_bytes",
+]
 
-# Pixels without data (NaN padding of cut-outs at image edges) in a colour that
-# no grey level takes, so a truncated stamp is not mistaken for a dark sky.
+#: RGBA of pixels without data (NaN padding of cut-outs at image edges): a colour
+#: that no grey level takes, so a truncated stamp is not mistaken for a dark sky.
 NO_DATA_RGBA = (70, 40, 110, 255)
 _STRETCHES = ("asinh", "linear")
 

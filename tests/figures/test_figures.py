@@ -1,4 +1,7 @@
-"""astrid.figures: every paper figure draws from small synthetic inputs and saves as PDF and PNG."""
+"""astrid.figures: every paper figure draws from small synthetic inputs and saves as PDF and PNG.
+
+The numbers behind the figures are tested in test_evaluation.py.
+"""
 
 from __future__ import annotations
 
@@ -14,22 +17,43 @@ import pytest  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from astrid import figures  # noqa: E402
-from astrid._schema import new_triplet_dataset  # noqa: E402
-from astrid.errors import AstridFileError, AstridInputError  # noqa: E402
+from astrid import evaluation, figures  # noqa: E402
+from astrid.errors import AstridInputError  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A small simulated difference (ZOGY planes and truth) with four transients."""
+    from astrid.triplets import synthetic_difference
+
+    return synthetic_difference((128, 128), n_transients=4, n_stars=8, n_galaxies=1, seed=3)
+
+
+@pytest.fixture
+def completeness_inputs():
+    """Labelled candidates and truth of one image, small enough to count by hand."""
+    truth = Table(
+        {
+            "id": [0, 1, 2, 3, 4, 5, 6],
+            "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
+            "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
+            "masked": [False, False, False, False, False, False, True],
+        }
+    )
+    candidates = Table(
+        {
+            "truth_id": [1, 2, 3, 5, -1, 4],
+            "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
+        }
+    )
+    return candidates, truth
 
 
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
     plt.close("all")
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    from astrid.triplets._synthetic import synthetic_difference
-
-    return synthetic_difference((128, 128), n_transients=4, n_stars=8, n_galaxies=1, seed=3)
 
 
 def _images(fig):
@@ -84,24 +108,6 @@ def test_plot_difference_panels(synthetic):
     assert np.isnan(np.asarray(d_image.get_array().filled(np.nan))[synthetic.mask]).all()
 
 
-def test_scorr_statistics_of_gaussian_noise():
-    rng = np.random.default_rng(1)
-    values = rng.normal(size=(300, 300))
-    mask = np.zeros(values.shape, bool)
-    mask[:10] = True
-    values[:10] = 100.0  # masked: must not count
-    stats = figures.scorr_statistics(values, mask)
-    assert stats["n"] == 290 * 300
-    assert stats["robust_std"] == pytest.approx(1.0, abs=0.02)
-    assert stats["std"] == pytest.approx(1.0, abs=0.02)
-    assert stats["fraction_above_5"] == 0.0
-    assert stats["gaussian_fraction_above_5"] == pytest.approx(math.erfc(5 / math.sqrt(2)))
-    with pytest.raises(AstridInputError, match="no finite"):
-        figures.scorr_statistics(np.full((4, 4), np.nan))
-    with pytest.raises(AstridInputError, match="shape"):
-        figures.scorr_statistics(values, mask[:5])
-
-
 def test_plot_scorr_histogram_has_histogram_and_gaussian():
     rng = np.random.default_rng(2)
     fig = figures.plot_scorr_histogram(rng.normal(size=(128, 128)), bins=61)
@@ -114,29 +120,8 @@ def test_plot_scorr_histogram_has_histogram_and_gaussian():
     assert "robust std" in ax.texts[0].get_text()
 
 
-def test_bright_star_positions_picks_brightest_unsaturated_inside():
-    stars = Table({
-        "x_ref": [50.0, 5.0, 60.0, 70.0, 80.0, 90.0, 30.0, 100.0, 104.0],
-        "y_ref": [50.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 30.0, 30.0],
-        "mag": [14.0, 12.0, 11.0, 15.0, 13.0, 16.0, 10.0, 17.0, 12.5],
-        "saturated_ref": [False, False, True, False, False, False, False, False, False],
-        "saturated_sci": [False] * 9,
-        "variable": [False] * 6 + [True, False, False],
-    })
-    mask = np.zeros((128, 128), bool)
-    mask[88:93, 88:93] = True
-    chosen = figures.bright_star_positions(stars, (128, 128), n=4, margin=10, mask=mask, isolation=10)
-    # star 1 is at the edge, star 2 saturated, star 5 on a masked pixel, star 6 variable,
-    # star 7 has the brighter star 8 within 10 px
-    assert list(chosen["mag"]) == [12.5, 13.0, 14.0, 15.0]
-    loose = figures.bright_star_positions(stars, (128, 128), n=9, margin=10, mask=mask, isolation=0)
-    assert 17.0 in list(loose["mag"])
-    with pytest.raises(AstridInputError, match="mag"):
-        figures.bright_star_positions(Table({"x_ref": [1.0], "y_ref": [1.0]}), (8, 8))
-
-
 def test_plot_zogy_vs_classic(synthetic):
-    classic = figures.DifferencePlanes(
+    classic = evaluation.DifferencePlanes(
         method="classic", science=synthetic.science.data, reference=synthetic.reference.data,
         D=synthetic.D * 3, S_corr=synthetic.S_corr * 3, mask=synthetic.mask, footprint=synthetic.footprint,
     )
@@ -155,35 +140,9 @@ def test_plot_zogy_vs_classic(synthetic):
     with pytest.raises(AstridInputError, match="no star"):
         figures.plot_zogy_vs_classic(synthetic, classic, np.zeros((0, 2)))
     with pytest.raises(AstridInputError, match="different grids"):
-        small = figures.DifferencePlanes("classic", np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8)),
+        small = evaluation.DifferencePlanes("classic", np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8)),
                                          np.zeros((8, 8)), np.zeros((8, 8), bool), np.ones((8, 8), bool))
         figures.plot_zogy_vs_classic(synthetic, small, positions)
-
-
-def test_read_difference_round_trip(tmp_path, synthetic):
-    from astrid.diffim import DifferenceResult
-
-    result = DifferenceResult(
-        method="zogy", science=synthetic.science, reference=synthetic.reference, D=synthetic.D, S=synthetic.S,
-        S_corr=synthetic.S_corr, flux=synthetic.flux, flux_err=synthetic.flux_err, P_D=synthetic.P_D,
-        science_psf=synthetic.science_psf, reference_psf=synthetic.reference_psf, science_background=None,
-        reference_background=None, mask=synthetic.mask, footprint=synthetic.footprint, wcs=synthetic.wcs,
-        metrics={"fwhm_sci": 3.0},
-    )
-    path = result.to_fits(tmp_path / "diff.fits")
-    planes = figures.read_difference(path)
-    assert planes.method == "zogy"
-    np.testing.assert_array_equal(planes.S_corr, synthetic.S_corr.astype(planes.S_corr.dtype))
-    np.testing.assert_array_equal(planes.mask, synthetic.mask)
-    assert planes.wcs is not None and planes.path == path
-    assert isinstance(figures.plot_difference(planes), Figure)
-    with pytest.raises(AstridFileError, match="does not exist"):
-        figures.read_difference(tmp_path / "missing.fits")
-    from astropy.io import fits
-
-    fits.PrimaryHDU(np.zeros((4, 4))).writeto(tmp_path / "plain.fits")
-    with pytest.raises(AstridFileError, match="not an AstrID difference file"):
-        figures.read_difference(tmp_path / "plain.fits")
 
 
 # --------------------------------------------------------------------------- triplets
@@ -219,45 +178,8 @@ def test_plot_triplets_grid():
 # --------------------------------------------------------------------------- completeness
 
 
-def _completeness_inputs():
-    truth = Table({
-        "id": [0, 1, 2, 3, 4, 5, 6],
-        "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
-        "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
-        "masked": [False, False, False, False, False, False, True],
-    })
-    candidates = Table({
-        "truth_id": [1, 2, 3, 5, -1, 4],
-        "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
-    })
-    return candidates, truth
-
-
-def test_completeness_by_hand():
-    candidates, truth = _completeness_inputs()
-    table = figures.completeness(candidates, truth, snr_bins=[1, 3, 10, 100])
-    assert list(table["n_injected"]) == [1, 1, 3]  # the masked SN (id 6) and the cosmic ray are left out
-    assert list(table["n_found"]) == [0, 1, 2]
-    np.testing.assert_allclose(table["completeness"], [0, 1, 2 / 3])
-    assert np.all(table["lower"] <= table["completeness"]) and np.all(table["upper"] >= table["completeness"])
-    # Wilson interval for 2 of 3 at z = 1
-    p, n = 2 / 3, 3
-    centre = (p + 1 / (2 * n)) / (1 + 1 / n)
-    half = math.sqrt(p * (1 - p) / n + 1 / (4 * n * n)) / (1 + 1 / n)
-    assert table["lower"][2] == pytest.approx(centre - half)
-    both = figures.completeness([candidates, candidates], [truth, truth], snr_bins=[1, 3, 10, 100],
-                                include_masked=True)
-    assert list(both["n_injected"]) == [2, 2, 8]
-    empty = figures.completeness(candidates, truth, snr_bins=[100, 200])
-    assert np.isnan(empty["completeness"][0])
-    with pytest.raises(AstridInputError, match="one truth table per"):
-        figures.completeness([candidates], [truth, truth])
-    with pytest.raises(AstridInputError, match="snr_sci"):
-        figures.completeness(candidates, truth[["id", "kind"]])
-
-
-def test_plot_completeness():
-    candidates, truth = _completeness_inputs()
+def test_plot_completeness(completeness_inputs):
+    candidates, truth = completeness_inputs
     fig = figures.plot_completeness(candidates, truth, snr_bins=[1, 3, 10, 100], threshold=5)
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
@@ -303,6 +225,12 @@ def test_plot_training_history():
         figures.plot_training_history({"val_loss": [1.0]})
 
 
+def test_pyplot_is_matplotlib_pyplot_without_a_gui_backend():
+    plt_module = figures.pyplot()
+    assert plt_module is plt
+    assert matplotlib.get_backend().lower() == "agg"
+
+
 def test_style_keeps_interactive_mode_switched_on_inside():
     """Jupyter's inline backend turns interactive mode on at the first figure; leaving the style must keep it."""
     was = matplotlib.is_interactive()
@@ -324,7 +252,7 @@ def test_zogy_vs_classic_measures_the_residual_at_the_star_only():
     classic_S[32, 34] = 9.0   # a ring residual 2 px from the star
     classic_S[32, 50] = 99.0  # another source 18 px away, inside the cut-out
     zogy_S[33, 32] = -2.0
-    planes = [figures.DifferencePlanes(m, zero, zero, S, S, np.zeros(shape, bool), np.ones(shape, bool))
+    planes = [evaluation.DifferencePlanes(m, zero, zero, S, S, np.zeros(shape, bool), np.ones(shape, bool))
               for m, S in (("zogy", zogy_S), ("classic", classic_S))]
     fig = figures.plot_zogy_vs_classic(planes[0], planes[1], [[32.0, 32.0]], size=41, residual_radius=6)
     labels = [t.get_text() for ax in fig.axes for t in ax.texts]

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from astrid.errors import AstridInputError
 from scipy import ndimage
 
-from astrid.zogy import ZogyResult, estimate_noise_acf, flux_at, robust_std, subtract
+from astrid.errors import AstridInputError
+from astrid.zogy import (
+    ZogyImage,
+    ZogyOptions,
+    ZogyResult,
+    estimate_noise_acf,
+    flux_at,
+    robust_std,
+    subtract,
+)
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -56,7 +63,11 @@ def starfield(rng, shape, fwhm_n, fwhm_r, sigma_n, sigma_r, ratio=1.0, n_stars=1
 def test_scorr_and_D_have_unit_variance_in_noise(fwhm_n, fwhm_r, ratio):
     rng = np.random.default_rng(1)
     N, R = noise_pair(rng)
-    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 5.0, 3.0, flux_ratio=ratio)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(fwhm_r), 3.0),
+        science=ZogyImage(N, gaussian(fwhm_n), 5.0),
+        flux_ratio=ratio,
+    )
     assert isinstance(result, ZogyResult)
     good = ~result.mask
     assert abs(result.scorr_std - 1.0) < 0.05
@@ -72,13 +83,16 @@ def test_psf_of_D_is_normalised_centred_and_equals_P_for_equal_psfs():
     rng = np.random.default_rng(2)
     N, R = noise_pair(rng, (128, 128))
     P = gaussian(3.0, 25)
-    result = subtract(N, R, P, P, 5.0, 3.0)
+    result = subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
     assert result.P_D.shape == (25, 25)
     assert result.P_D.sum() == pytest.approx(1.0)
     assert np.unravel_index(np.argmax(result.P_D), result.P_D.shape) == (12, 12)
     # For equal Gaussian PSFs, P̂_D = P̂² / |P̂| = P̂ (eq. 17).
     np.testing.assert_allclose(result.P_D, P, atol=1e-6)
-    broader = subtract(N, R, gaussian(4.0, 25), P, 5.0, 3.0).P_D
+    broader = subtract(
+        reference=ZogyImage(R, P, 3.0),
+        science=ZogyImage(N, gaussian(4.0, 25), 5.0),
+    ).P_D
     assert broader.sum() == pytest.approx(1.0)
     assert broader.max() < P.max()  # P_D is broader than the sharper input PSF
 
@@ -91,7 +105,11 @@ def test_flux_of_injected_sources_within_5_percent(ratio):
     truth = [(60, 60, 2500.0), (190, 70, 4000.0), (80, 200, 1500.0), (180, 180, 8000.0)]
     for x, y, flux in truth:
         add_source(N, x, y, flux, fwhm_n)
-    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 5.0, 3.0, flux_ratio=ratio)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(fwhm_r), 3.0),
+        science=ZogyImage(N, gaussian(fwhm_n), 5.0),
+        flux_ratio=ratio,
+    )
     # In the background, flux_err = F_n / sqrt(F_S).
     assert result.flux_err[128, 128] == pytest.approx(ratio / np.sqrt(result.F_S))
     for x, y, flux in truth:
@@ -112,7 +130,10 @@ def test_flux_at_interpolates_subpixel_peaks():
             add_source(N, x, y, flux, fwhm_n)
         else:  # a source that faded: present in the reference only
             add_source(R, x, y, -flux, fwhm_r)
-    result = subtract(N, R, gaussian(fwhm_n), gaussian(fwhm_r), 2.0, 2.0)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(fwhm_r), 2.0),
+        science=ZogyImage(N, gaussian(fwhm_n), 2.0),
+    )
     for x, y, flux in truth:
         measured = flux_at(result, x, y)
         assert not measured["masked"]
@@ -129,11 +150,11 @@ def test_swapping_science_and_reference_negates_D_and_S():
     N, R, Vn, Vr = starfield(rng, (192, 192), 3.5, 2.5, 4.0, 3.0, ratio=1.4, n_stars=40)
     add_source(N, 100, 90, 4000.0, 3.5)
     ratio = 1.4
-    kwargs = dict(astrometric_sigma=(0.05, 0.08))
-    a = subtract(N, R, gaussian(3.5), gaussian(2.5), 4.0, 3.0, flux_ratio=ratio,
-                 science_variance=Vn, reference_variance=Vr, **kwargs)
-    b = subtract(R, N, gaussian(2.5), gaussian(3.5), 3.0, 4.0, flux_ratio=1 / ratio,
-                 science_variance=Vr, reference_variance=Vn, **kwargs)
+    options = ZogyOptions(astrometric_sigma=(0.05, 0.08))
+    image_n = ZogyImage(N, gaussian(3.5), 4.0, variance=Vn)
+    image_r = ZogyImage(R, gaussian(2.5), 3.0, variance=Vr)
+    a = subtract(reference=image_r, science=image_n, flux_ratio=ratio, options=options)
+    b = subtract(reference=image_n, science=image_r, flux_ratio=1 / ratio, options=options)
     np.testing.assert_array_equal(a.mask, b.mask)
     scale = np.abs(a.S).max()
     np.testing.assert_allclose(b.D, -a.D, atol=1e-9 * np.abs(a.D).max())
@@ -150,8 +171,11 @@ def test_nan_masked_regions_and_edges_give_no_false_positives():
     R[:, 50] = np.inf                     # a bad column in the reference
     mask = np.zeros(shape, bool)
     mask[250:258, 10:300] = True           # a flagged region (e.g. a satellite trail)
-    result = subtract(N, R, gaussian(4.0), gaussian(2.6), 5.0, 3.0,
-                      science_variance=Vn, reference_variance=Vr, mask=mask)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(2.6), 3.0, variance=Vr),
+        science=ZogyImage(N, gaussian(4.0), 5.0, variance=Vn),
+        mask=mask,
+    )
     r = result.mask_radius
     assert r >= 3
     # The mask covers the bad pixels, dilated, and an edge band.
@@ -172,7 +196,11 @@ def test_fill_value_nan_marks_masked_pixels():
     rng = np.random.default_rng(7)
     N, R = noise_pair(rng, (96, 96))
     N[40:50, 40:50] = np.nan
-    result = subtract(N, R, gaussian(3.0, 15), gaussian(3.0, 15), 5.0, 3.0, fill_value=np.nan, mask_radius=2)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(3.0, 15), 3.0),
+        science=ZogyImage(N, gaussian(3.0, 15), 5.0),
+        options=ZogyOptions(fill_value=np.nan, mask_radius=2),
+    )
     assert result.mask_radius == 2
     assert np.isnan(result.S_corr[result.mask]).all()
     assert np.isfinite(result.S_corr[~result.mask]).all()
@@ -182,9 +210,14 @@ def test_fill_value_nan_marks_masked_pixels():
 def test_source_noise_term_suppresses_bright_star_residuals():
     rng = np.random.default_rng(8)
     N, R, Vn, Vr = starfield(rng, (256, 256), 3.5, 2.5, 5.0, 3.0, n_stars=25, flux_range=(5.5, 6.0))
-    plain = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0)
-    corrected = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0,
-                         science_variance=Vn, reference_variance=Vr)
+    plain = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 3.0),
+        science=ZogyImage(N, gaussian(3.5), 5.0),
+    )
+    corrected = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 3.0, variance=Vr),
+        science=ZogyImage(N, gaussian(3.5), 5.0, variance=Vn),
+    )
     plain_peaks = np.count_nonzero((np.abs(plain.S_corr) > 5) & ~plain.mask)
     corrected_peaks = np.count_nonzero((np.abs(corrected.S_corr) > 5) & ~corrected.mask)
     assert plain_peaks > 50
@@ -200,9 +233,10 @@ def test_astrometric_noise_term_suppresses_misregistration_residuals():
     for x, y in [(50, 50), (140, 60), (90, 140)]:
         add_source(N, x + 0.12, y - 0.08, 3e5, 3.5)   # the science is 0.1 px off
         add_source(R, x, y, 3e5, 2.5)
-    common = dict(science_psf=gaussian(3.5), reference_psf=gaussian(2.5), science_sigma=5.0, reference_sigma=3.0)
-    plain = subtract(N, R, **common)
-    corrected = subtract(N, R, astrometric_sigma=(0.12, 0.08), **common)
+    common = dict(reference=ZogyImage(R, gaussian(2.5), 3.0),
+                  science=ZogyImage(N, gaussian(3.5), 5.0))
+    plain = subtract(**common)
+    corrected = subtract(**common, options=ZogyOptions(astrometric_sigma=(0.12, 0.08)))
     assert np.abs(plain.S_corr[~plain.mask]).max() > 10
     assert np.abs(corrected.S_corr[~corrected.mask]).max() < 5
     assert corrected.n_fft == plain.n_fft + 1
@@ -213,9 +247,10 @@ def test_float32_matches_float64():
     rng = np.random.default_rng(10)
     N, R, Vn, Vr = starfield(rng, (256, 256), 3.5, 2.5, 5.0, 3.0, n_stars=60)
     add_source(N, 120, 130, 3000.0, 3.5)
-    kwargs = dict(science_variance=Vn, reference_variance=Vr, astrometric_sigma=0.05)
-    r64 = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0, dtype=np.float64, **kwargs)
-    r32 = subtract(N, R, gaussian(3.5), gaussian(2.5), 5.0, 3.0, dtype=np.float32, **kwargs)
+    images = dict(reference=ZogyImage(R, gaussian(2.5), 3.0, variance=Vr),
+                  science=ZogyImage(N, gaussian(3.5), 5.0, variance=Vn))
+    r64 = subtract(**images, options=ZogyOptions(astrometric_sigma=0.05, dtype=np.float64))
+    r32 = subtract(**images, options=ZogyOptions(astrometric_sigma=0.05, dtype=np.float32))
     assert r32.S_corr.dtype == np.float32 and r32.D.dtype == np.float32 and r32.P_D.dtype == np.float32
     np.testing.assert_array_equal(r32.mask, r64.mask)
     np.testing.assert_allclose(r32.S_corr, r64.S_corr, atol=2e-3)
@@ -229,11 +264,22 @@ def test_fft_count_and_timings():
     N, R = noise_pair(rng, (64, 64))
     V = np.full(N.shape, 30.0)
     P = gaussian(3.0, 15)
-    assert subtract(N, R, P, P, 5, 3).n_fft == 6
-    assert subtract(N, R, P, P, 5, 3, astrometric_sigma=0.1).n_fft == 7
-    assert subtract(N, R, P, P, 5, 3, science_variance=V).n_fft == 9
-    assert subtract(N, R, P, P, 5, 3, science_variance=V, reference_variance=V).n_fft == 11
-    result = subtract(N, R, P, P, 5, 3, science_variance=V, reference_variance=V, astrometric_sigma=0.1)
+    assert subtract(reference=ZogyImage(R, P, 3), science=ZogyImage(N, P, 5)).n_fft == 6
+    assert subtract(
+        reference=ZogyImage(R, P, 3),
+        science=ZogyImage(N, P, 5),
+        options=ZogyOptions(astrometric_sigma=0.1),
+    ).n_fft == 7
+    assert subtract(reference=ZogyImage(R, P, 3), science=ZogyImage(N, P, 5, variance=V)).n_fft == 9
+    assert subtract(
+        reference=ZogyImage(R, P, 3, variance=V),
+        science=ZogyImage(N, P, 5, variance=V),
+    ).n_fft == 11
+    result = subtract(
+        reference=ZogyImage(R, P, 3, variance=V),
+        science=ZogyImage(N, P, 5, variance=V),
+        options=ZogyOptions(astrometric_sigma=0.1),
+    )
     assert result.n_fft == 12
     assert set(result.timings) == {"fft", "spectral", "assemble", "total"}
     assert all(t >= 0 for t in result.timings.values())
@@ -245,7 +291,11 @@ def test_integer_and_float32_inputs_are_accepted():
     rng = np.random.default_rng(12)
     N = rng.poisson(100, (64, 64)) - 100
     R = (rng.normal(0, 3, (64, 64))).astype(np.float32)
-    result = subtract(N, R, gaussian(3.0, 15), gaussian(3.0, 15), 10.0, 3.0, dtype=np.float32)
+    result = subtract(
+        reference=ZogyImage(R, gaussian(3.0, 15), 3.0),
+        science=ZogyImage(N, gaussian(3.0, 15), 10.0),
+        options=ZogyOptions(dtype=np.float32),
+    )
     assert result.D.shape == (64, 64) and result.D.dtype == np.float32
 
 
@@ -265,9 +315,14 @@ def test_correlated_noise_acf_is_estimated_and_keeps_unit_variance():
     assert acf_r[1, 0] == pytest.approx(expected, abs=0.03)
     np.testing.assert_allclose(acf_n, acf_n[::-1, ::-1])
     sigma_n, sigma_r = np.std(N), np.std(R)
-    white = subtract(N, R, gaussian(3.5), gaussian(2.5), sigma_n, sigma_r)
-    modelled = subtract(N, R, gaussian(3.5), gaussian(2.5), sigma_n, sigma_r,
-                        science_noise_acf=acf_n, reference_noise_acf=acf_r)
+    white = subtract(
+        reference=ZogyImage(R, gaussian(2.5), sigma_r),
+        science=ZogyImage(N, gaussian(3.5), sigma_n),
+    )
+    modelled = subtract(
+        reference=ZogyImage(R, gaussian(2.5), sigma_r, noise_acf=acf_r),
+        science=ZogyImage(N, gaussian(3.5), sigma_n, noise_acf=acf_n),
+    )
     assert white.scorr_std > 1.2
     assert abs(modelled.scorr_std - 1.0) < 0.05
     assert abs(robust_std(modelled.D, modelled.mask) - 1.0) < 0.05   # D is whitened
@@ -286,9 +341,17 @@ def test_systematic_term_calibrates_itself_on_mismatched_bright_stars():
         add_source(R, x, y, 5e4, 2.5)
     add_source(N, 40.0, 200.0, 3000.0, 3.6)   # a new source on empty sky
     model_n = gaussian(3.45)                   # ... modelled 4 % too narrow
-    plain = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0)
-    auto = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0, systematic_fraction="auto")
-    fixed = subtract(N, R, model_n, gaussian(2.5), 5.0, 3.0, systematic_fraction=auto.systematic_fraction)
+    plain = subtract(reference=ZogyImage(R, gaussian(2.5), 3.0), science=ZogyImage(N, model_n, 5.0))
+    auto = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 3.0),
+        science=ZogyImage(N, model_n, 5.0),
+        options=ZogyOptions(systematic_fraction="auto"),
+    )
+    fixed = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 3.0),
+        science=ZogyImage(N, model_n, 5.0),
+        options=ZogyOptions(systematic_fraction=auto.systematic_fraction),
+    )
     assert np.count_nonzero((np.abs(plain.S_corr) > 5) & ~plain.mask) > 20
     assert auto.n_systematic_stars >= 10 and 0.005 < auto.systematic_fraction < 0.2
     assert np.count_nonzero((np.abs(auto.S_corr) > 5) & ~auto.mask) == np.count_nonzero(
@@ -333,11 +396,42 @@ IMG = np.zeros((32, 32))
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, message):
+    # The flat names of the errors: "<role>_<field>" for the fields of a ZogyImage.
     args = dict(science=IMG, reference=IMG, science_psf=P_OK, reference_psf=P_OK,
                 science_sigma=1.0, reference_sigma=1.0)
     args.update(kwargs)
+    images = {role: ZogyImage(args.pop(role), args.pop(f"{role}_psf"), args.pop(f"{role}_sigma"),
+                              variance=args.pop(f"{role}_variance", None),
+                              noise_acf=args.pop(f"{role}_noise_acf", None))
+              for role in ("reference", "science")}
+    top = {key: args.pop(key) for key in ("flux_ratio", "mask") if key in args}
     with pytest.raises(AstridInputError, match=message):
-        subtract(**args)
+        subtract(**images, **top, options=ZogyOptions(**args))
+
+
+def test_images_are_keyword_only_zogy_images():
+    # The old order subtract(science, reference, ...) must fail, not negate D.
+    P = gaussian(3.0, 15)
+    with pytest.raises(TypeError):
+        subtract(IMG, IMG, P, P, 1.0, 1.0)
+    with pytest.raises(TypeError):
+        subtract(ZogyImage(IMG, P, 1.0), ZogyImage(IMG, P, 1.0))
+    with pytest.raises(AstridInputError, match="reference: must be a zogy.ZogyImage"):
+        subtract(reference=IMG, science=ZogyImage(IMG, P, 1.0))
+
+
+def test_repaired_pixels_are_masked_without_dilation():
+    rng = np.random.default_rng(15)
+    N, R = noise_pair(rng, (96, 96))
+    P = gaussian(3.0, 15)
+    repaired = np.zeros(N.shape, bool)
+    repaired[48, 48] = True
+    images = dict(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
+    plain = subtract(**images)
+    flagged = subtract(**images, repaired=repaired)
+    np.testing.assert_array_equal(flagged.mask, plain.mask | repaired)
+    with pytest.raises(AstridInputError, match="repaired"):
+        subtract(**images, repaired=np.zeros((5, 5), bool))
 
 
 def test_systematic_term_spares_transients_on_extended_galaxies():
@@ -355,9 +449,17 @@ def test_systematic_term_spares_transients_on_extended_galaxies():
     add_source(star_n, 64.0, 64.0, 5e4, 3.0)      # the same flux, compact: a static star
     add_source(star_r, 64.0, 64.0, 5e4, 3.0)
     P = gaussian(3.0)
-    plain = subtract(N, R, P, P, 5.0, 3.0)
-    on_galaxy = subtract(N, R, P, P, 5.0, 3.0, systematic_fraction=0.03)
-    on_star = subtract(star_n, star_r, P, P, 5.0, 3.0, systematic_fraction=0.03)
+    plain = subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
+    on_galaxy = subtract(
+        reference=ZogyImage(R, P, 3.0),
+        science=ZogyImage(N, P, 5.0),
+        options=ZogyOptions(systematic_fraction=0.03),
+    )
+    on_star = subtract(
+        reference=ZogyImage(star_r, P, 3.0),
+        science=ZogyImage(star_n, P, 5.0),
+        options=ZogyOptions(systematic_fraction=0.03),
+    )
     print("S_corr of the transient: no term", plain.S_corr[64, 64], "on the galaxy", on_galaxy.S_corr[64, 64],
           "on a star", on_star.S_corr[64, 64])
     assert plain.S_corr[64, 64] > 20
@@ -384,8 +486,15 @@ def test_psfs_varying_over_the_field_are_applied_per_tile():
     def science_psf(x, y):
         return gaussian(fwhm_n(x))
 
-    fixed = subtract(N, R, science_psf(256, 128), gaussian(2.5), 2.0, 2.0)
-    tiled = subtract(N, R, science_psf, gaussian(2.5), 2.0, 2.0, tile_size=128)
+    fixed = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 2.0),
+        science=ZogyImage(N, science_psf(256, 128), 2.0),
+    )
+    tiled = subtract(
+        reference=ZogyImage(R, gaussian(2.5), 2.0),
+        science=ZogyImage(N, science_psf, 2.0),
+        options=ZogyOptions(tile_size=128),
+    )
     assert len(tiled.tiles) == 8 and fixed.tiles == ()
     assert {t[:4] for t in tiled.tiles} == {(y0, y0 + 128, x0, x0 + 128) for y0 in (0, 128) for x0 in range(0, 512, 128)}
     bad_fixed = np.count_nonzero((np.abs(fixed.S_corr) > 5) & ~fixed.mask)
@@ -397,4 +506,8 @@ def test_psfs_varying_over_the_field_are_applied_per_tile():
     # V_S uses each tile's own F_S.
     assert np.all(tiled.V_S[~tiled.mask] > 0)
     with pytest.raises(AstridInputError, match="tile_size"):
-        subtract(N, R, science_psf, gaussian(2.5), 2.0, 2.0, tile_size=10)
+        subtract(
+            reference=ZogyImage(R, gaussian(2.5), 2.0),
+            science=ZogyImage(N, science_psf, 2.0),
+            options=ZogyOptions(tile_size=10),
+        )

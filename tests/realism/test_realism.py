@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import astrid
-from astrid._schema import new_triplet_dataset
 from astrid.errors import AstridInputError
-from astrid.realism import STATISTICS, compare_statistics, normalised_pixels, stamp_statistics
 from astrid.paths import shared_data
+from astrid.realism import STATISTICS, compare_statistics, normalised_pixels, stamp_statistics
+from astrid.schema import new_triplet_dataset
 
 
 def _triplets(n=6, ref_noise=2.0, sci_noise=10.0, seed=0, nan_rows=0):

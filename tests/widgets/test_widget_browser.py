@@ -37,10 +37,10 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "triplet_inspector.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "triplet_inspector.png"
 NOTEBOOK_CODE = """\
 import numpy as np
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.widgets import TripletInspector
 
 # Eight synthetic candidates: a star-like source on sky in science and difference.

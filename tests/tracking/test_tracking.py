@@ -81,7 +81,7 @@ tf = pytest.importorskip("tensorflow")
 
 
 def tiny_triplets(n=40, seed=0):
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:63, :63] - 31
@@ -158,8 +158,8 @@ def test_tracking_failure_keeps_the_model(store, tmp_path, monkeypatch):
     def broken(self, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tracking.TrackedRun, "log_artifact", lambda self, *a, **k: self._guard(
-        "logging the model", lambda: broken(self)))
+    # MLflow itself fails to store an artefact (the model file): TrackedRun must warn and carry on.
+    monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", broken)
     with warnings.catch_warnings(record=True) as caught:  # (pytest.warns would re-raise Keras' own warnings)
         warnings.simplefilter("always")
         result = train(tiny_triplets(24, seed=2), "three_block", epochs=1, seed=0, out_dir=tmp_path / "m",

@@ -148,8 +148,8 @@ def _stamps(n, seed, real_fraction=0.5, noise=1.0):
 def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(tmp_path):
     pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from astrid._schema import new_triplet_dataset
     from astrid.braai import train
+    from astrid.schema import new_triplet_dataset
     from astrid.score import score
 
     def dataset(n, seed, **kwargs):
@@ -194,8 +194,7 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
 
     from astrid.alerts import read_alerts
     from astrid.score import score
-    from astrid.triplets import detect, make_triplets
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import detect, make_triplets, synthetic_difference
 
     folder = shared_data("ztf_alerts", "fink-broker", "all_distribute_topics")
     model = shared_data("braai", "d6_m7.h5")

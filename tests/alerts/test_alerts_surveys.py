@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrid._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from astrid.alerts import AVRO_CODECS, SURVEYS, read_alerts, read_ztf
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
+from astrid.schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 
 fastavro = pytest.importorskip("fastavro")
 pa = pytest.importorskip("pyarrow")
@@ -453,7 +453,7 @@ def test_survey_coordinate_survives_a_triplet_store(tmp_path):
 
 
 def test_split_by_survey_of_alerts(tmp_path):
-    from astrid.triplets._training import split_by_survey
+    from astrid.triplets import split_by_survey
 
     _packets(tmp_path)
     ds = read_alerts(tmp_path)
@@ -495,8 +495,7 @@ def test_evaluate_reports_each_survey(tmp_path):
 
 
 def test_build_training_set_splits_by_survey_in_one_call():
-    from astrid.triplets import build_training_set
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import build_training_set, synthetic_difference
 
     results = [synthetic_difference((192, 192), n_transients=4, n_hot_pixels=4, mjd=59000.0 + i, seed=70 + i)
                for i in range(3)]

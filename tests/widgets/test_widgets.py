@@ -11,10 +11,16 @@ pytest.importorskip("ipywidgets", reason="ipywidgets (astrid[notebooks]) is not 
 
 from astropy.table import Table  # noqa: E402
 
-from astrid._schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
-from astrid.widgets import KEYS, LabelStore, TripletInspector, stamp_to_rgba, triplet_pngs  # noqa: E402
-from astrid.widgets._render import NO_DATA_RGBA  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
+from astrid.widgets import (  # noqa: E402
+    KEYS,
+    NO_DATA_RGBA,
+    LabelStore,
+    TripletInspector,
+    stamp_to_rgba,
+    triplet_pngs,
+)
 
 N = 12
 SCORES = np.array([0.95, 0.1, 0.55, 0.48, np.nan, 0.7, 0.3, 0.02, 0.5, 0.9, 0.61, 0.42])
@@ -92,8 +98,8 @@ def test_asinh_difference_lifts_faint_residuals():
 def test_inspector_shows_first_candidate_with_features(dataset, labels_path):
     inspector = TripletInspector(dataset, scores=SCORES, labels_path=labels_path)
     assert inspector.current_id == "c00"
-    assert all(bytes(image.value).startswith(b"\x89PNG") for image in inspector._stamp_images)
-    table = inspector._features_html.value
+    assert all(bytes(image.value).startswith(b"\x89PNG") for image in inspector.stamp_images)
+    table = inspector.features_html.value
     assert "c00" in table and "mag [mag]" in table and "fwhm" in table and "0.95" in table and "f01" in table
     bundle = inspector._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -120,7 +126,7 @@ def test_each_click_is_on_disk_at_once(dataset, labels_path):
     inspector.label_buttons["real"].click()  # relabel: appended, newest wins
     assert len(read_lines(labels_path)) == 4
     assert inspector.labels == {"c00": "real", "c01": "real", "c02": "skip"}
-    assert "2 real, 0 bogus" in inspector._status.value
+    assert "2 real, 0 bogus" in inspector.status_html.value
 
 
 def test_reopening_the_label_file_restores_labels(dataset, labels_path):
@@ -130,7 +136,7 @@ def test_reopening_the_label_file_restores_labels(dataset, labels_path):
     second = TripletInspector(dataset, labels_path=labels_path)
     assert second.labels == {"c05": "bogus", "c07": "real"}
     second.go_to("c05")
-    assert "bogus" in second._features_html.value
+    assert "bogus" in second.features_html.value
     second.label("real")
     assert TripletInspector(dataset, labels_path=labels_path).labels["c05"] == "real"
 
@@ -216,10 +222,10 @@ def test_controls_drive_the_order(dataset, labels_path):
     inspector.filter_min.value = "2.5"
     assert np.all(fwhm[inspector.order] >= 2.5) and len(inspector.order) == np.sum(fwhm >= 2.5)
     inspector.filter_min.value = "abc"
-    assert "is not a number" in inspector._status.value
+    assert "is not a number" in inspector.status_html.value
     inspector.filter_min.value = "99"
     assert len(inspector.order) == 0 and inspector.current_id is None
-    assert "no candidate matches the filter" in inspector._status.value
+    assert "no candidate matches the filter" in inspector.status_html.value
     assert inspector.label_buttons["real"].disabled
 
 
@@ -286,8 +292,8 @@ def test_keyboard_shortcuts(dataset, labels_path):
 def test_ipyevents_keys_when_installed(dataset, labels_path):
     pytest.importorskip("ipyevents", reason="ipyevents is optional (keyboard capture on the whole widget)")
     inspector = TripletInspector(dataset, labels_path=labels_path)
-    assert inspector._key_events is not None
-    inspector._on_key_event({"type": "keydown", "key": "s"})
+    assert inspector.key_events is not None
+    inspector.on_key_event({"type": "keydown", "key": "s"})
     assert inspector.labels == {"c00": "skip"}
 
 
@@ -295,15 +301,15 @@ def test_grid_view_pages_and_opens_a_candidate(dataset, labels_path):
     inspector = TripletInspector(dataset, labels_path=labels_path, grid_shape=(2, 3))
     inspector.label("real", candidate="c01")
     inspector.view_toggle.value = "Grid"
-    assert inspector._grid_view.layout.display is None and inspector._single_view.layout.display == "none"
-    buttons = [cell[2] for cell in inspector._grid_cells]
+    assert inspector.grid_view.layout.display is None and inspector.single_view.layout.display == "none"
+    buttons = [cell[2] for cell in inspector.grid_cells]
     assert [b.description for b in buttons] == ["c00", "c01", "c02", "c03", "c04", "c05"]
-    assert inspector._grid_cells[1][0].layout.border.endswith("#2e7d32")  # labelled real: green
-    assert all(bytes(cell[1].value).startswith(b"\x89PNG") for cell in inspector._grid_cells)
+    assert inspector.grid_cells[1][0].layout.border.endswith("#2e7d32")  # labelled real: green
+    assert all(bytes(cell[1].value).startswith(b"\x89PNG") for cell in inspector.grid_cells)
     inspector.page_next_button.click()
     inspector.page_next_button.click()  # past the last page: stays
     assert [b.description for b in buttons] == ["c06", "c07", "c08", "c09", "c10", "c11"]
-    assert "page 2 of 2" in inspector._page_label.value
+    assert "page 2 of 2" in inspector.page_label.value
     buttons[2].click()
     assert inspector.current_id == "c08" and inspector.view_toggle.value == "One by one"
 

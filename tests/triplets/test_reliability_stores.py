@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from astrid._schema import new_triplet_dataset
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
+from astrid.schema import new_triplet_dataset
 from astrid.triplets import load_triplets, write_triplets
 from astrid.widgets import LabelStore
 
