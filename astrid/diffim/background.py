@@ -61,8 +61,8 @@ def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx), or Image, (data, mask) pair or FITS path
-        Image in data units; NaN and inf pixels are ignored. Non-array inputs are read
+    data : numpy.ndarray, shape (ny, nx), Image or (data, mask) pair
+        Image in data units; NaN and inf pixels are ignored. Images and pairs are read
         with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used (stars may stay unmasked: the

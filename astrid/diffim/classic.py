@@ -139,7 +139,7 @@ def classic_subtract(
     mask_radius=None,
     fill_value=0.0,
     dtype=np.float64,
-    _filled=None,
+    repaired=None,
 ) -> ClassicResult:
     """Gaussian PSF matching, flux scaling and direct subtraction.
 
@@ -163,6 +163,9 @@ def classic_subtract(
         1.3 FWHM of the broader PSF (the 99 % flux radius of a Gaussian).
     fill_value : float, optional
         Value of ``D`` and ``significance`` in masked pixels.
+    repaired : array_like of bool, shape (ny, nx), optional
+        Pixels the caller already filled from their neighbours (as
+        :func:`astrid.difference` does): flagged in the mask without dilation.
     dtype : {numpy.float64, numpy.float32}, optional
         Output precision.
 
@@ -206,12 +209,12 @@ def classic_subtract(
 
     bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # As in ZOGY: isolated NaN pixels on smooth sky are filled and cost their own area only.
-    (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
-    if repaired.any():
-        bad &= ~repaired
-    if _filled is not None:
+    (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
+    if filled.any():
+        bad &= ~filled
+    if repaired is not None:
         # Pixels the caller (difference()) already filled the same way.
-        repaired |= check_map("_filled", _filled, shape).astype(bool)
+        filled |= check_map("repaired", repaired, shape).astype(bool)
 
     n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
         (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio)
@@ -220,9 +223,9 @@ def classic_subtract(
     significance = D / noise
 
     out_mask = untrusted(bad, mask_radius)
-    if repaired.any():
-        out_mask |= repaired
-    check_mask_fraction(out_mask, bad, repaired, mask_radius, "classic_subtract")
+    if filled.any():
+        out_mask |= filled
+    check_mask_fraction(out_mask, bad, filled, mask_radius, "classic_subtract")
     D[out_mask] = fill_value
     significance[out_mask] = fill_value
     return ClassicResult(

@@ -848,7 +848,7 @@ def _subtract_classic(aligned, backgrounds, psfs, ratio, variances, options, dty
         science=backgrounds.science_out.copy(variance=variances[0]),
         reference_fwhm=psfs.reference.fwhm, science_fwhm=psfs.science.fwhm,
         reference_sigma=backgrounds.reference.median_rms, science_sigma=backgrounds.science.median_rms,
-        flux_ratio=ratio, dtype=dtype, _filled=_filled(aligned), **common,
+        flux_ratio=ratio, dtype=dtype, repaired=_filled(aligned), **common,
     )
     metrics = dict(scorr_robust_std=raw.significance_std, mask_radius=raw.mask_radius,
                    kernel_sigma=raw.kernel_sigma, convolved=raw.convolved)

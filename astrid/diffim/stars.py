@@ -13,7 +13,6 @@ neighbours.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from astropy.table import Table
@@ -400,15 +399,16 @@ def _as_map(value, shape, name: str) -> np.ndarray:
 def prepare_data(data, mask, name: str = "data", purpose: str = ""):
     """Validated float data and the combined bad-pixel mask (masked or non-finite).
 
-    ``data`` is an array (``numpy.ma`` masks count) or anything :func:`astrid.as_image` reads.
+    ``data`` is an array (``numpy.ma`` masks count), an Image or a ``(data, mask)`` pair.
 
     ``purpose`` completes the error for an image with no usable pixel
     ("... pixels to estimate a PSF from").
     """
     if data is None:
         raise AstridInputError(f"{name}: got None, expected a 2-D array")
-    if isinstance(data, (Image, tuple, str, os.PathLike)):
-        # An Image, (data, mask) pair or FITS path, through the one normaliser; its own mask counts.
+    if isinstance(data, (Image, tuple)):
+        # An Image or (data, mask) pair, through the one normaliser; its own mask counts. (Paths
+        # are not read here: these array-level functions refuse a string as before.)
         image = as_image(data, name)
         mask = image.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(image.mask, dtype=bool)
         data = image.data
@@ -759,15 +759,14 @@ def find_stars(
     *,
     saturation: float | None = None,
     isolation_radius: float | None = None,
-    name: str = "data",
     seeing: float | None = None,
 ) -> Table:
     """Detect and measure point-like sources.
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx), or Image, (data, mask) pair or FITS path
-        Image in data units. Non-finite pixels are ignored. Non-array inputs are read
+    data : numpy.ndarray, shape (ny, nx), Image or (data, mask) pair
+        Image in data units. Non-finite pixels are ignored. Images and pairs are read
         with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used.
@@ -793,8 +792,6 @@ def find_stars(
     isolation_radius : float, optional
         A star is ``isolated`` when no other detection lies within this
         radius (pixels); default 3 FWHM.
-    name : str, optional
-        What to call the image in error messages (e.g. its file name).
     seeing : float, optional
         Expected FWHM in pixels (e.g. the header's seeing,
         :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior that picks the
@@ -834,6 +831,8 @@ def find_stars(
     AstridInputError
         Data not 2-D, mismatched shapes, or no finite unmasked pixel.
     """
+    # Errors name the image by its file when it has one.
+    name = (getattr(getattr(data, "meta", None), "path", None) or "data")
     data, bad = prepare_data(data, mask, name=name)
     if threshold <= 0:
         raise AstridInputError(f"threshold must be positive, got {threshold}")

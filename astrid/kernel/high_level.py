@@ -819,7 +819,7 @@ def subtract(
         # Not only the isolated stars: the brightest have detections in their wings, and without
         # them the kernel is extrapolated exactly where its errors show most (the stamp selection
         # keeps one stamp per neighbourhood, the brightest).
-        stars = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"], name="reference")
+        stars = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"])
     x, y, flux, snr, flagged = _star_positions(stars)
     n_given = len(x)
     if snr is None:
