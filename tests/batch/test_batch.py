@@ -18,16 +18,18 @@ pytest.importorskip("zarr")
 
 from astrid.batch import (  # noqa: E402
     BATCH_MANIFEST_NAME,
+    PairTask,
     default_layout,
     get_client,
     process_pairs,
+    run_pair,
     store_pairs,
+    testing,
     thread_env,
     thread_limits,
     verify_pair_outputs,
 )
-from astrid.batch._core import _PairTask, run_pair  # noqa: E402
-from astrid.batch._outputs import STORE_PAIRS_ATTR  # noqa: E402
+from astrid.batch.testing import STORE_PAIRS_ATTR  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.manifest import Manifest  # noqa: E402
 from astrid.triplets import load_triplets  # noqa: E402
@@ -47,8 +49,8 @@ def survey_dir(tmp_path_factory) -> Path:
     pair = next(manifest.pairs())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstridWarning)
-        run_pair(_PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
-                           difference_options={}, threads=1, fingerprint="warm-up"))
+        run_pair(PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
+                          difference_options={}, threads=1, fingerprint="warm-up"))
     return root
 
 
@@ -114,7 +116,8 @@ def test_batch_survives_a_killed_worker_and_a_rerun_does_nothing(survey_dir, cli
         killed["time"] = time.time()
         os.kill(killed["pid"], signal.SIGKILL)  # the local cluster's worker processes are ours
 
-    report = process_pairs(survey_dir, out, client, progress=False, _on_result=kill_a_busy_worker)
+    with testing.on_result(kill_a_busy_worker):
+        report = process_pairs(survey_dir, out, client, progress=False)
 
     assert killed, "the hook never ran"
     assert report.counts == {"done": N_FIELDS, "resumed": 0, "skipped": 0, "failed": 0}, report.table
@@ -264,8 +267,6 @@ def test_crash_between_append_and_pair_list_does_not_duplicate(finished, survey_
 
 
 def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_path):
-    from astrid.batch._core import _commit
-
     out = _copy(finished, tmp_path / "run")
     before = _store_counts(out / "triplets.zarr")
     shutil.rmtree(out / "triplets.zarr")
@@ -273,7 +274,8 @@ def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_
     # The second pair claims one candidate more than its triplets hold.
     items = [(pair, before[pair.name] + (i == 1), {}) for i, pair in enumerate(pairs)]
     committed: set[str] = set()
-    outcome = {pair.name: error for pair, _, error in _commit(out / "triplets.zarr", committed, "fp", out, items)}
+    outcome = {pair.name: error for pair, _, error in testing.commit_in_groups(
+        out / "triplets.zarr", committed, "fp", out, items)}
     assert outcome[pairs[0].name] is None and outcome[pairs[2].name] is None
     assert "records" in outcome[pairs[1].name]
     assert committed == {pairs[0].name, pairs[2].name}
@@ -452,8 +454,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     def die_after_first(client, record):
         raise _Interrupted
 
-    with pytest.raises(_Interrupted):
-        process_pairs(pairs, out, client, progress=False, model=tiny_model, _on_result=die_after_first)
+    with pytest.raises(_Interrupted), testing.on_result(die_after_first):
+        process_pairs(pairs, out, client, progress=False, model=tiny_model)
     _wait_until_idle(client)  # a cancelled task already running finishes on its worker, as after a real crash
     first = {p.name for p in pairs if (out / p.name / "done.json").exists()}
     assert first, "no pair finished before the interruption"
