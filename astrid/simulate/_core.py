@@ -68,7 +68,39 @@ class SimulatedPair:
         rays and detector defects are not in it, and masked pixels keep the
         value their light would have), header and metadata.
     truth : astropy.table.Table
-        One row per injected transient or artifact (see :func:`pair`).
+        One row per injected transient or artifact appearance:
+
+        - ``id``; ``kind`` (one of :data:`TRUTH_KINDS`); ``epoch``
+          ("science", "reference" or "both");
+        - ``ra``, ``dec`` (deg); ``x_sci``, ``y_sci``, ``x_ref``, ``y_ref``
+          (0-based pixels in each grid);
+        - ``flux_sci``, ``flux_ref``: total flux of the transient part in
+          each epoch's own data units, 0 where absent (for variables and
+          saturated stars the star's total flux; NaN for a dead column);
+          ``flux_diff``: the flux in the ideal difference science −
+          flux_ratio × reference, in science units;
+        - ``mag`` (AB, science epoch; the reference epoch for an asteroid
+          seen only there), ``mag_ref``;
+        - ``snr_sci``: optimal PSF-fit S/N of ``flux_diff`` in the science
+          image alone, from the true PSF and the true variance (sky, host
+          and the source itself); ``snr_diff``: the same in the ideal
+          difference, with the reference's PSF-fit error scaled by
+          ``flux_ratio`` added in quadrature (real pipelines reach less on
+          bright hosts, where alignment and PSF errors add noise);
+        - ``host_id`` (row of ``galaxies``, -1 without host),
+          ``host_offset_arcsec`` (NaN without host); ``star_id`` (row of
+          ``stars`` for variables and saturated stars, else -1);
+          ``parent_id`` (for an asteroid's reference appearance, the ``id``
+          of its science appearance, else -1);
+        - ``is_real``; ``masked`` (centre pixel flagged in its epoch's
+          mask); ``length_px``, ``angle_deg`` (tracks, columns and trails;
+          angle from +x in the science grid).
+
+        ``is_real`` is True for supernovae, variables and asteroids: it says
+        whether a detection is a genuine astrophysical source rather than an
+        artifact, which is what a real/bogus classifier learns; asteroids
+        keep their own ``kind`` so that a search for stationary transients
+        can drop them.
     stars : astropy.table.Table
         Every star (including variables and deliberately saturated ones): ``id``,
         ``ra``, ``dec``, ``x_ref``, ``y_ref``, ``x_sci``, ``y_sci``, ``mag``
@@ -170,24 +202,21 @@ def _header(p: dict, ep: Epoch, seed: int, target: str | None) -> fits.Header:
 def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
     """Simulate a reference/science pair of one field with a truth table.
 
-    One sky (stars, galaxies, transients) is generated in world coordinates
-    and projected through each epoch's TAN WCS; each epoch is rendered on its
-    own pixel grid with its own PSF, sky, zero point, noise and detector
-    artifacts. Deterministic: the same arguments give identical pixels.
+    One sky (stars, galaxies, transients) is generated in world coordinates and projected through
+    each epoch's TAN WCS; each epoch is rendered on its own pixel grid with its own PSF, sky, zero
+    point, noise and detector artifacts. Deterministic: the same arguments give identical pixels.
 
     Parameters
     ----------
     size : int or (int, int)
-        Image side, or shape ``(ny, nx)``, in pixels (>= 128); both epochs
-        have this shape.
+        Image side, or shape ``(ny, nx)``, in pixels (>= 128); both epochs have this shape.
     seed : int or None
-        Seed of every random choice. Each ingredient has its own random
-        stream, so changing, say, ``n_supernovae`` leaves the rest of the
-        images unchanged.
+        Seed of every random choice. Each ingredient has its own random stream, so changing,
+        say, ``n_supernovae`` leaves the rest of the images unchanged.
     preset : {"ztf", "ztf_alert", "swift_uvot"}
-        Instrument preset (see :data:`PRESETS`); ``"ztf_alert"`` is ZTF as
-        its alert stamps look: a deep co-added reference, the alerts' seeing,
-        denser stars and more variables (``benchmarks/realism.py``).
+        Instrument preset (see :data:`PRESETS`); ``"ztf_alert"`` is ZTF as its alert stamps
+        look: a deep co-added reference, the alerts' seeing, denser stars and more variables
+        (``benchmarks/realism.py``).
     **overrides
         Any preset parameter. ``None`` means "draw at random from the seed".
 
@@ -248,41 +277,8 @@ def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
     Returns
     -------
     SimulatedPair
-        ``reference``, ``science``, ``truth``, ``stars``, ``galaxies``, ``params``.
-
-        The truth table has one row per transient or artifact appearance:
-
-        - ``id``; ``kind`` (one of :data:`TRUTH_KINDS`); ``epoch``
-          ("science", "reference" or "both");
-        - ``ra``, ``dec`` (deg); ``x_sci``, ``y_sci``, ``x_ref``, ``y_ref``
-          (0-based pixels in each grid);
-        - ``flux_sci``, ``flux_ref``: total flux of the transient part in
-          each epoch's own data units, 0 where absent (for variables and
-          saturated stars the star's total flux; NaN for a dead column);
-          ``flux_diff``: the flux in the ideal difference science −
-          flux_ratio × reference, in science units;
-        - ``mag`` (AB, science epoch; the reference epoch for an asteroid
-          seen only there), ``mag_ref``;
-        - ``snr_sci``: optimal PSF-fit S/N of ``flux_diff`` in the science
-          image alone, from the true PSF and the true variance (sky, host
-          and the source itself); ``snr_diff``: the same in the ideal
-          difference, with the reference's PSF-fit error scaled by
-          ``flux_ratio`` added in quadrature (real pipelines reach less on
-          bright hosts, where alignment and PSF errors add noise);
-        - ``host_id`` (row of ``galaxies``, -1 without host),
-          ``host_offset_arcsec`` (NaN without host); ``star_id`` (row of
-          ``stars`` for variables and saturated stars, else -1);
-          ``parent_id`` (for an asteroid's reference appearance, the ``id``
-          of its science appearance, else -1);
-        - ``is_real``; ``masked`` (centre pixel flagged in its epoch's
-          mask); ``length_px``, ``angle_deg`` (tracks, columns and trails;
-          angle from +x in the science grid).
-
-        ``is_real`` is True for supernovae, variables and asteroids: it says
-        whether a detection is a genuine astrophysical source rather than an
-        artifact, which is what a real/bogus classifier learns; asteroids
-        keep their own ``kind`` so that a search for stationary transients
-        can drop them.
+        ``reference``, ``science``, ``truth`` (one row per transient or artifact appearance;
+        columns under :class:`SimulatedPair`), ``stars``, ``galaxies``, ``params``.
 
     Raises
     ------
@@ -291,17 +287,15 @@ def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
 
     Notes
     -----
-    Stars follow power-law number counts; galaxies are truncated Sersic
-    profiles (n 0.6 to 4.5, size shrinking with magnitude) convolved with the
-    local PSF of each epoch. The PSF is a Moffat profile whose FWHM varies
-    smoothly across each image; every source is integrated over the pixels.
-    Point-source stamps grow with flux until their wing drops below 5 % of
-    the sky noise, so each source keeps at least 99.5 % of its flux in the
-    image (the truth fluxes are totals). Transients keep 12 px apart
-    (unless the field is too crowded) and at least 32 px inside both
-    images. Both WCSs share their tangent point, so the science-to-reference
-    pixel mapping is exactly the affine ``params["sci_to_ref"]``. The noise model is in the ``noise``
-    entry above; the variance image holds its per-pixel variance.
+    Stars follow power-law number counts; galaxies are truncated Sersic profiles (n 0.6 to 4.5,
+    size shrinking with magnitude) convolved with the local PSF of each epoch. The PSF is a Moffat
+    profile whose FWHM varies smoothly across each image; every source is integrated over the
+    pixels. Point-source stamps grow with flux until their wing drops below 5 % of the sky noise,
+    so each source keeps at least 99.5 % of its flux in the image (the truth fluxes are totals).
+    Transients keep 12 px apart (unless the field is too crowded) and at least 32 px inside both
+    images. Both WCSs share their tangent point, so the science-to-reference pixel mapping is
+    exactly the affine ``params["sci_to_ref"]``. The noise model is in the ``noise`` entry above;
+    the variance image holds its per-pixel variance.
     """
     clock = _Clock()
     p = resolve_params(preset, overrides)
@@ -312,9 +306,7 @@ def pair(size=2048, seed=0, preset="ztf", **overrides) -> SimulatedPair:
     flux_ratio = 10 ** (0.4 * (eps["science"].zp - eps["reference"].zp))
     scene = _draw_scene(p, eps, rngs)
     clock.lap("catalogues")
-    models, saturated = {}, {}
-    for name, key in (("reference", "flux_ref"), ("science", "flux_sci")):
-        models[name], saturated[name] = render_epoch(eps[name], scene.stars, scene.galaxies, key)
+    models, saturated = _render_static(eps, scene)
     clock.lap("render_static")
     _render_transients(p, eps, scene, models, saturated, flux_ratio)
     clock.lap("render_transients")
@@ -358,6 +350,14 @@ def _draw_scene(p: dict, eps: dict[str, Epoch], rngs: Streams) -> Scene:
     art = {name: draw_artifacts(p, eps[name], rngs(f"artifacts_{name}")) for name in EPOCHS}
     trails = draw_satellites(p, eps, rngs("satellites"))
     return Scene(stars=stars, galaxies=gal, supernovae=sne, asteroids=ast, artifacts=art, trails=trails)
+
+
+def _render_static(eps: dict[str, Epoch], scene: Scene) -> tuple[dict, dict]:
+    """Each epoch's noiseless sky, stars and galaxies; which stars saturate (bool per star)."""
+    models, saturated = {}, {}
+    for name, key in (("reference", "flux_ref"), ("science", "flux_sci")):
+        models[name], saturated[name] = render_epoch(eps[name], scene.stars, scene.galaxies, key)
+    return models, saturated
 
 
 def _render_transients(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict,

@@ -33,7 +33,7 @@ def _mask_at(ep: Epoch, mask: np.ndarray, x, y) -> np.ndarray:
 
 
 def truth_table(p: dict, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float) -> Table:
-    """One row per injected transient or artifact appearance (the columns are listed in :func:`pair`)."""
+    """One row per injected transient or artifact appearance (columns: :class:`SimulatedPair`)."""
     stars, sne, ast = scene.stars, scene.supernovae, scene.asteroids
     art, trails = scene.artifacts, scene.trails
     saturated, landed = exposures.saturated, exposures.landed
