@@ -47,6 +47,7 @@ from ._scene import (
     add_noise,
     flux_for_snr,
     render_epoch,
+    render_galaxies,
     render_points,
 )
 from ._truth import galaxy_table, star_table, truth_table
@@ -172,6 +173,42 @@ class SimulatedPair:
         if size < 3 or size % 2 == 0:
             raise AstridInputError(f"PSF size must be an odd integer >= 3, got {size}")
         return _render.psf_stamp(size, 0.0, 0.0, fwhm, ep.beta, ep.psf_q, ep.psf_theta, True)
+
+    def render_source(
+        self, epoch: str, x: float, y: float, flux: float, *, r_eff_arcsec: float | None = None,
+        sersic_n: float = 1.0, axis_ratio: float = 1.0, pa_deg: float = 0.0,
+    ) -> np.ndarray:
+        """One noiseless source rendered exactly as the simulation renders it, on an empty image.
+
+        Parameters
+        ----------
+        epoch : {"science", "reference"}
+        x, y : float
+            0-based pixel position of the centre in that epoch's grid.
+        flux : float
+            Total flux, in the epoch's data units.
+        r_eff_arcsec : float, optional
+            Half-light radius (major axis, arcsec) of a Sersic galaxy convolved with the local
+            PSF; default a point source (the local PSF).
+        sersic_n, axis_ratio, pa_deg : float, optional
+            The galaxy's Sersic index, axis ratio and position angle (deg, east of north).
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape of the epoch's image
+            The source alone (no sky, no noise), in data units.
+        """
+        ep = self._epochs[check_epoch(epoch)]
+        image = np.zeros(ep.shape, np.float32)
+        if r_eff_arcsec is None:
+            render_points(image, ep, np.array([float(x)]), np.array([float(y)]), np.array([float(flux)]))
+            return image
+        ra, dec = ep.world(np.array([float(x)]), np.array([float(y)]))
+        galaxy = {"ra": ra, "dec": dec, "r_eff_arcsec": np.array([float(r_eff_arcsec)]),
+                  "sersic_n": np.array([float(sersic_n)]), "axis_ratio": np.array([float(axis_ratio)]),
+                  "pa_deg": np.array([float(pa_deg)])}
+        render_galaxies(image, ep, galaxy, np.array([float(flux)]))
+        return image
 
 
 def _header(p: dict, ep: Epoch, seed: int, target: str | None) -> fits.Header:

@@ -112,7 +112,7 @@ def render_points(image: np.ndarray, ep: Epoch, x, y, flux) -> np.ndarray:
     return peaks
 
 
-def _render_galaxies(image: np.ndarray, ep: Epoch, gal: dict, flux: np.ndarray) -> None:
+def render_galaxies(image: np.ndarray, ep: Epoch, gal: dict, flux: np.ndarray) -> None:
     """Add Sersic galaxies convolved with the local PSF (batched FFTs over stamps).
 
     The pixel-integrated profile is sampled on a grid centred on the galaxy
@@ -259,7 +259,7 @@ def render_epoch(ep: Epoch, stars, gal, flux_key):
     model = ep.sky_image()
     peaks = render_points(model, ep, *ep.pix(stars["ra"], stars["dec"]), stars[flux_key])
     gflux = 10 ** (-0.4 * (gal["mag"] - ep.zp))
-    _render_galaxies(model, ep, gal, gflux)
+    render_galaxies(model, ep, gal, gflux)
     x, y = ep.pix(stars["ra"], stars["dec"])
     saturated = ep.contains(x, y) & (peaks + ep.sky_at(x, y) >= ep.saturation)
     return model, saturated
