@@ -5,7 +5,7 @@ ZOGY (:func:`astrid.difference`) → :func:`~astrid.triplets.detect` →
 :func:`~astrid.triplets.label_candidates` (when the survey has a truth
 table) → :func:`~astrid.triplets.make_triplets`, and writes the pair's
 outputs atomically into its own folder with a ``done.json`` marker last
-(:mod:`astrid.batch._outputs`). The client - the only writer of the shared
+(:func:`~astrid.batch.verify_pair_outputs` checks them). The client - the only writer of the shared
 Zarr store - appends each pair's triplets as its task completes and records
 the pair in the store. A failing pair is recorded with its traceback in
 ``<out_dir>/batch.json`` and the batch goes on; a rerun skips the pairs
