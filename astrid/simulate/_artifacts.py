@@ -11,10 +11,11 @@ from ._geometry import (
 )
 from ._params import (
     EPOCHS,
+    SimParams,
 )
 
 
-def draw_artifacts(p, ep: Epoch, rng: np.random.Generator):
+def draw_artifacts(p: SimParams, ep: Epoch, rng: np.random.Generator):
     """Draw the detector artifacts of one epoch (positions in that epoch's pixels)."""
     ny, nx = ep.shape
     mpix = nx * ny / 1e6
@@ -23,9 +24,9 @@ def draw_artifacts(p, ep: Epoch, rng: np.random.Generator):
     def count(density):
         return max(1, int(rng.poisson(density * mpix))) if density > 0 else 0
 
-    on = bool(p["artifacts"])
-    clipped = ep.name == "reference" and p["reference_stack"] >= 3  # a clipped stack has neither
-    n_cr = count(p["cosmic_ray_density"]) if on and not clipped else 0
+    on = bool(p.artifacts)
+    clipped = ep.name == "reference" and p.reference_stack >= 3  # a clipped stack has neither
+    n_cr = count(p.cosmic_ray_density) if on and not clipped else 0
     track = rng.uniform(size=n_cr) < 0.5
     out["cr"] = {
         "x": rng.uniform(-0.5, nx - 0.5, n_cr), "y": rng.uniform(-0.5, ny - 0.5, n_cr),
@@ -33,15 +34,15 @@ def draw_artifacts(p, ep: Epoch, rng: np.random.Generator):
         # Half are compact hits, half glancing tracks of a few to 20 pixels.
         "length": np.where(track, rng.uniform(2.0, 20.0, n_cr), rng.uniform(0.0, 1.2, n_cr)),
         "width": np.where(track, rng.uniform(0.0, 0.3, n_cr), rng.uniform(0.0, 0.6, n_cr)),
-        "charge": np.exp(rng.uniform(*np.log(p["cosmic_ray_charge"]), n_cr)),
+        "charge": np.exp(rng.uniform(*np.log(p.cosmic_ray_charge), n_cr)),
     }
-    n_hot = count(p["hot_pixel_density"]) if on and not clipped else 0
+    n_hot = count(p.hot_pixel_density) if on and not clipped else 0
     out["hot"] = {
         "x": rng.integers(0, nx, n_hot), "y": rng.integers(0, ny, n_hot),
-        "level": np.exp(rng.uniform(*np.log(p["hot_pixel_level"]), n_hot)),
-        "masked": rng.uniform(size=n_hot) < p["hot_pixel_masked_fraction"],
+        "level": np.exp(rng.uniform(*np.log(p.hot_pixel_level), n_hot)),
+        "masked": rng.uniform(size=n_hot) < p.hot_pixel_masked_fraction,
     }
-    n_col = p["n_bad_columns"] if on else 0
+    n_col = p.n_bad_columns if on else 0
     full = rng.uniform(size=n_col) < 0.5
     start = rng.integers(0, ny // 2, n_col)
     from_bottom = rng.uniform(size=n_col) < 0.5
@@ -56,8 +57,8 @@ def draw_artifacts(p, ep: Epoch, rng: np.random.Generator):
     return out
 
 
-def draw_satellites(p, eps, rng):
-    n = p["n_satellite_trails"] if p["artifacts"] else 0
+def draw_satellites(p: SimParams, eps, rng):
+    n = p.n_satellite_trails if p.artifacts else 0
     trails = []
     for k in range(n):
         epoch = "science" if k == 0 else str(rng.choice(EPOCHS))

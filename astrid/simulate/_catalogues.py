@@ -11,6 +11,7 @@ from ._geometry import (
     inner_positions,
 )
 from ._params import (
+    SimParams,
     Streams,
 )
 
@@ -26,17 +27,17 @@ def _power_law_mags(rng, n, lo, hi, slope) -> np.ndarray:
     return np.log10(a + rng.uniform(size=n) * (b - a)) / slope
 
 
-def draw_stars(p, eps, rngs: Streams) -> dict:
+def draw_stars(p: SimParams, eps, rngs: Streams) -> dict:
     ref = eps["reference"]
     box = footprint_box(eps, pad=16.0)
     rng = rngs("stars")
     area = area_arcmin2(box, ref.pixel_scale)
-    if p["n_stars"] is not None:
+    if p.n_stars is not None:
         ny, nx = ref.shape
-        n = int(round(p["n_stars"] * (box[1] - box[0]) * (box[3] - box[2]) / (nx * ny)))
+        n = int(round(p.n_stars * (box[1] - box[0]) * (box[3] - box[2]) / (nx * ny)))
     else:
-        n = int(rng.poisson(p["star_density"] * area))
-    mags = _power_law_mags(rng, n, *p["star_mag_range"], p["star_count_slope"])
+        n = int(rng.poisson(p.star_density * area))
+    mags = _power_law_mags(rng, n, *p.star_mag_range, p.star_count_slope)
     ra, dec = ref.world(rng.uniform(box[0], box[1], n), rng.uniform(box[2], box[3], n))
     stars = {"ra": ra, "dec": dec, "mag": mags, "mag_sci": mags.copy(), "variable": np.zeros(n, bool),
              "forced_saturated": np.zeros(n, bool)}
@@ -45,7 +46,7 @@ def draw_stars(p, eps, rngs: Streams) -> dict:
     # bleeds and ringing cores are a main source of bogus detections).
     rng = rngs("saturated")
     sci = eps["science"]
-    n_sat = p["n_saturated_stars"] if p["artifacts"] else 0
+    n_sat = p.n_saturated_stars if p.artifacts else 0
     ra_s, dec_s = inner_positions(rng, n_sat, eps, margin=24)
     # 1.5 to 8 times the saturation level at the peak: about 0.5 to 2.3 mag brighter than saturation.
     over = np.exp(rng.uniform(np.log(1.5), np.log(8.0), n_sat))
@@ -56,15 +57,15 @@ def draw_stars(p, eps, rngs: Streams) -> dict:
 
     # Variable stars: extra stars whose flux changes between the epochs.
     rng = rngs("variables")
-    n_var = p["n_variables"]
+    n_var = p.n_variables
     forced = sci.pix(ra_s, dec_s)
     taken: list = []
     ra_v, dec_v = np.empty(n_var), np.empty(n_var)
     for k in range(n_var):
         ra_v[k], dec_v[k] = clear_positions(rng, eps, taken, forced)
         taken.append(sci.pix1(ra_v[k], dec_v[k]))
-    mag_v = rng.uniform(*p["variable_mag_range"], n_var)
-    dmag = rng.uniform(*p["variable_amplitude"], n_var) * rng.choice([-1.0, 1.0], n_var)
+    mag_v = rng.uniform(*p.variable_mag_range, n_var)
+    dmag = rng.uniform(*p.variable_amplitude, n_var) * rng.choice([-1.0, 1.0], n_var)
 
     for key, values in (("ra", (ra_s, ra_v)), ("dec", (dec_s, dec_v)), ("mag", (mag_s, mag_v)),
                         ("mag_sci", (mag_s, mag_v + dmag)), ("variable", (np.zeros(n_sat, bool), np.ones(n_var, bool))),
@@ -73,22 +74,22 @@ def draw_stars(p, eps, rngs: Streams) -> dict:
     return stars
 
 
-def draw_galaxies(p, eps, rngs: Streams) -> dict:
+def draw_galaxies(p: SimParams, eps, rngs: Streams) -> dict:
     ref = eps["reference"]
     box = footprint_box(eps, pad=16.0)
     rng = rngs("galaxies")
     area = area_arcmin2(box, ref.pixel_scale)
-    if p["n_galaxies"] is not None:
+    if p.n_galaxies is not None:
         ny, nx = ref.shape
-        n = int(round(p["n_galaxies"] * (box[1] - box[0]) * (box[3] - box[2]) / (nx * ny)))
+        n = int(round(p.n_galaxies * (box[1] - box[0]) * (box[3] - box[2]) / (nx * ny)))
     else:
-        n = int(rng.poisson(p["galaxy_density"] * area))
-    lo, hi = p["galaxy_mag_range"]
-    mags = _power_law_mags(rng, n, lo, hi, p["galaxy_count_slope"])
+        n = int(rng.poisson(p.galaxy_density * area))
+    lo, hi = p.galaxy_mag_range
+    mags = _power_law_mags(rng, n, lo, hi, p.galaxy_count_slope)
     ra, dec = ref.world(rng.uniform(box[0], box[1], n), rng.uniform(box[2], box[3], n))
     # Bright galaxies well inside the field, so there are always hosts.
     rng_h = rngs("hosts")
-    n_h = p["n_host_galaxies"]
+    n_h = p.n_host_galaxies
     ra_h, dec_h = inner_positions(rng_h, n_h, eps, margin=40)
     mag_h = rng_h.uniform(lo + 1.5, min(lo + 4.5, hi), n_h)
     ra = np.concatenate([ra, ra_h])
@@ -121,25 +122,25 @@ def _clear_of(x, y, taken: list, saturated: tuple) -> bool:
     return True
 
 
-def draw_supernovae(p, eps, gal, rngs: Streams, taken: list, saturated: tuple) -> dict:
+def draw_supernovae(p: SimParams, eps, gal, rngs: Streams, taken: list, saturated: tuple) -> dict:
     rng = rngs("supernovae")
-    n = p["n_supernovae"]
+    n = p.n_supernovae
     sci, ref = eps["science"], eps["reference"]
-    n_faint = int(round(n * p["sn_faint_fraction"]))
+    n_faint = int(round(n * p.sn_faint_fraction))
     snr = np.concatenate([
-        np.exp(rng.uniform(*np.log(p["sn_snr_bright"]), n - n_faint)),
-        np.exp(rng.uniform(*np.log(p["sn_snr_faint"]), n_faint)),
+        np.exp(rng.uniform(*np.log(p.sn_snr_bright), n - n_faint)),
+        np.exp(rng.uniform(*np.log(p.sn_snr_faint), n_faint)),
     ])
     snr = snr[rng.permutation(n)]
-    hostless = rng.uniform(size=n) < p["sn_hostless_fraction"]
-    on_core = rng.uniform(size=n) < p["sn_core_fraction"]
+    hostless = rng.uniform(size=n) < p.sn_hostless_fraction
+    on_core = rng.uniform(size=n) < p.sn_core_fraction
     # Hosts: galaxies large and bright enough to be seen, well inside both images.
     margin = 32
     x_s, y_s = sci.pix(gal["ra"], gal["dec"])
     x_r, y_r = ref.pix(gal["ra"], gal["dec"])
     inside = sci.contains(x_s, y_s, margin) & ref.contains(x_r, y_r, margin)
     big = gal["r_eff_arcsec"] >= 1.0 * ref.pixel_scale
-    candidates = np.flatnonzero(inside & big & (gal["mag"] < p["galaxy_mag_range"][0] + 5.5))
+    candidates = np.flatnonzero(inside & big & (gal["mag"] < p.galaxy_mag_range[0] + 5.5))
     used = np.zeros(gal["ra"].size, bool)
     taken = list(taken)
     host = np.full(n, -1)
@@ -208,12 +209,12 @@ def clear_positions(rng, eps, taken: list, saturated: tuple, margin=32) -> tuple
     return float(ra[0]), float(dec[0])
 
 
-def draw_asteroids(p, eps, rngs: Streams, taken: list, saturated: tuple) -> dict:
+def draw_asteroids(p: SimParams, eps, rngs: Streams, taken: list, saturated: tuple) -> dict:
     rng = rngs("asteroids")
-    n = p["n_asteroids"]
+    n = p.n_asteroids
     sci, ref = eps["science"], eps["reference"]
-    snr = np.exp(rng.uniform(*np.log(p["asteroid_snr"]), n))
-    in_ref = rng.uniform(size=n) < p["asteroid_in_reference"]
+    snr = np.exp(rng.uniform(*np.log(p.asteroid_snr), n))
+    in_ref = rng.uniform(size=n) < p.asteroid_in_reference
     ra, dec = np.empty(n), np.empty(n)
     ra_r, dec_r = np.full(n, np.nan), np.full(n, np.nan)
     for k in range(n):

@@ -35,6 +35,7 @@ from ._geometry import (
 )
 from ._params import (
     EPOCHS,
+    SimParams,
     Streams,
     check_epoch,
     parse_size,
@@ -211,26 +212,26 @@ class SimulatedPair:
         return image
 
 
-def _header(p: dict, ep: Epoch, seed: int, target: str | None) -> fits.Header:
+def _header(p: SimParams, ep: Epoch, seed: int, target: str | None) -> fits.Header:
     header = fits.Header()
-    header["TELESCOP"] = (p["telescope"], "simulated by AstrID")
-    header["INSTRUME"] = p["instrument"]
-    header["FILTER"] = p["filter"]
+    header["TELESCOP"] = (p.telescope, "simulated by AstrID")
+    header["INSTRUME"] = p.instrument
+    header["FILTER"] = p.filter
     if target:
         header["OBJECT"] = target
     t = Time(ep.mjd, format="mjd", scale="utc")
     header["DATE-OBS"] = (t.isot, "start of exposure (UTC)")
     header["MJD-OBS"] = (round(ep.mjd, 6), "start of exposure (MJD, UTC)")
     header["EXPTIME"] = (ep.exptime, "[s] exposure time")
-    unit = "ADU" if p["bunit"] == "adu" else p["bunit"]
+    unit = "ADU" if p.bunit == "adu" else p.bunit
     header["GAIN"] = (ep.gain, f"[e-/{unit}]")
     header["RDNOISE"] = (ep.read_noise, "[e-] read noise")
     header["SATURATE"] = (round(ep.saturation, 3), f"[{unit}] saturation level")
     header["MAGZP"] = (round(ep.zp, 6), f"AB mag of 1 {unit} in this exposure")
     header["SEEING"] = (round(ep.fwhm0 * ep.pixel_scale, 3), "[arcsec] PSF FWHM at the centre")
-    header["BUNIT"] = p["bunit"]
+    header["BUNIT"] = p.bunit
     header["SIMSEED"] = (seed, "astrid.simulate seed")
-    header["SIMPRSET"] = (p["preset"], "astrid.simulate preset")
+    header["SIMPRSET"] = (p.preset, "astrid.simulate preset")
     header["SIMEPOCH"] = (ep.name, "simulated epoch")
     header.update(ep.wcs.to_header())
     return header
@@ -370,7 +371,7 @@ class _Clock:
         self._last = now
 
 
-def _draw_scene(p: dict, eps: dict[str, Epoch], rngs: Streams) -> Scene:
+def _draw_scene(p: SimParams, eps: dict[str, Epoch], rngs: Streams) -> Scene:
     """Every catalogue of the field: the static sky, the transients, the artifacts of both epochs."""
     ref, sci = eps["reference"], eps["science"]
     stars = draw_stars(p, eps, rngs)
@@ -397,7 +398,7 @@ def _render_static(eps: dict[str, Epoch], scene: Scene) -> tuple[dict, dict]:
     return models, saturated
 
 
-def _render_transients(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict,
+def _render_transients(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict,
                        flux_ratio: float) -> None:
     """Add the transients (flux set by their S/N on the static scene), trails and streaks to ``models``."""
     ref, sci = eps["reference"], eps["science"]
@@ -417,7 +418,7 @@ def _render_transients(p: dict, eps: dict[str, Epoch], scene: Scene, models: dic
         ep = eps[trail["epoch"]]
         trail["flux"] = _render.render_line(models[trail["epoch"]], trail["x"], trail["y"], trail["angle"],
                                             trail["half_length"], trail["surface"], trail["fwhm"], ep.beta)
-    if p["readout_streaks"]:
+    if p.readout_streaks:
         for name in EPOCHS:
             ep = eps[name]
             x, _ = ep.pix(stars["ra"], stars["dec"])
@@ -427,7 +428,7 @@ def _render_transients(p: dict, eps: dict[str, Epoch], scene: Scene, models: dic
                                     STREAK_FRACTION * flux[k] / ep.shape[0], 1.2, ep.beta)
 
 
-def _expose(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict, rngs: Streams,
+def _expose(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict, rngs: Streams,
             clock: _Clock) -> Exposures:
     """Noise, then the detector: cosmic rays, bleeds, hot pixels, bad columns, saturation (models are consumed)."""
     exposures = Exposures(saturated=saturated)
@@ -438,7 +439,7 @@ def _expose(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturate
         var = model / np.float32(ep.gain)
         var += np.float32(ep.noise_floor**2)
         exposures.variances[name] = var
-        data = add_noise(model, ep, rngs.seq(f"noise_{name}")) if p["noise"] else model.copy()
+        data = add_noise(model, ep, rngs.seq(f"noise_{name}")) if p.noise else model.copy()
         del model
         clock.lap("noise")
         art = scene.artifacts[name]
@@ -446,7 +447,7 @@ def _expose(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturate
         exposures.landed[name] = _render.deposit_tracks(data, cr["x"], cr["y"], cr["angle"], cr["length"],
                                                         cr["charge"], cr["width"])
         mask = np.zeros(ep.shape, dtype=bool)
-        _render.bleed_columns(data, np.float32(ep.saturation), bool(p["bleed_trails"]), mask)
+        _render.bleed_columns(data, np.float32(ep.saturation), bool(p.bleed_trails), mask)
         hot = art["hot"]
         np.add.at(data, (hot["y"], hot["x"]), hot["level"].astype(np.float32))
         mask[hot["y"][hot["masked"]], hot["x"][hot["masked"]]] = True
@@ -464,7 +465,7 @@ def _expose(p: dict, eps: dict[str, Epoch], scene: Scene, models: dict, saturate
     return exposures
 
 
-def _assemble(p: dict, eps: dict[str, Epoch], geo: dict, scene: Scene, exposures: Exposures, truth: Table,
+def _assemble(p: SimParams, eps: dict[str, Epoch], geo: dict, scene: Scene, exposures: Exposures, truth: Table,
               seed: int, shape: tuple[int, int], flux_ratio: float) -> SimulatedPair:
     """The :class:`SimulatedPair`: images with headers, catalogues, and every parameter used."""
     out_images = {}
@@ -475,13 +476,13 @@ def _assemble(p: dict, eps: dict[str, Epoch], geo: dict, scene: Scene, exposures
             data=exposures.images[name], wcs=ep.wcs.deepcopy(), mask=exposures.masks[name],
             variance=exposures.variances[name], header=header, meta=header_meta(header),
         )
-    stars = star_table(scene.stars, eps, exposures.saturated, p["bunit"])
-    galaxies = galaxy_table(scene.galaxies, eps, scene.supernovae["host"], p["bunit"])
-    params = {k: v for k, v in p.items() if k != "filters"}
+    stars = star_table(scene.stars, eps, exposures.saturated, p.bunit)
+    galaxies = galaxy_table(scene.galaxies, eps, scene.supernovae["host"], p.bunit)
+    params = {k: v for k, v in p.as_dict().items() if k != "filters"}
     params.update({
         "seed": seed, "shape": shape, "ra": geo["ra"], "dec": geo["dec"], "shift_px": geo["shift_px"],
         "rotation_deg": geo["rotation_deg"], "pixel_scale_ratio": geo["pixel_scale_ratio"],
-        "sci_to_ref": geo["sci_to_ref"], "flux_ratio": float(flux_ratio), "psf_beta": float(p["psf_beta"]),
+        "sci_to_ref": geo["sci_to_ref"], "flux_ratio": float(flux_ratio), "psf_beta": float(p.psf_beta),
     })
     for name in EPOCHS:
         ep = eps[name]

@@ -12,6 +12,7 @@ from ..errors import AstridInputError
 from . import _render
 from ._params import (
     EPOCHS,
+    SimParams,
 )
 
 
@@ -125,27 +126,27 @@ def _tan_wcs(shape, crval, cd, crpix0) -> WCS:
     return wcs
 
 
-def draw_geometry(p: dict, shape, rng: np.random.Generator) -> dict:
+def draw_geometry(p: SimParams, shape, rng: np.random.Generator) -> dict:
     # Draw every random value first so that overriding one keeps the others.
     ra = rng.uniform(0.0, 360.0)
-    lo, hi = np.sin(np.deg2rad(p["dec_range"]))
+    lo, hi = np.sin(np.deg2rad(p.dec_range))
     dec = float(np.rad2deg(np.arcsin(rng.uniform(lo, hi))))
-    max_shift = float(p["max_shift_px"])
+    max_shift = float(p.max_shift_px)
     whole = rng.integers(-int(max_shift), int(max_shift) + 1, size=2)
     shift = np.clip(whole + rng.uniform(-0.5, 0.5, size=2), -max_shift - 0.5, max_shift + 0.5)
-    rotation = rng.uniform(-1.0, 1.0) * float(p["max_rotation_deg"])
-    if p["ra"] is not None:
-        ra = float(p["ra"])
-    if p["dec"] is not None:
-        dec = float(p["dec"])
+    rotation = rng.uniform(-1.0, 1.0) * float(p.max_rotation_deg)
+    if p.ra is not None:
+        ra = float(p.ra)
+    if p.dec is not None:
+        dec = float(p.dec)
         if not -90 < dec < 90:
             raise AstridInputError(f"dec must be within (-90, 90) degrees, got {dec}")
-    if p["shift_px"] is not None:
-        shift = np.asarray(p["shift_px"], dtype=float)
-    if p["rotation_deg"] is not None:
-        rotation = float(p["rotation_deg"])
-    ratio = float(p["pixel_scale_ratio"])
-    scale = float(p["pixel_scale"]) / 3600.0
+    if p.shift_px is not None:
+        shift = np.asarray(p.shift_px, dtype=float)
+    if p.rotation_deg is not None:
+        rotation = float(p.rotation_deg)
+    ratio = float(p.pixel_scale_ratio)
+    scale = float(p.pixel_scale) / 3600.0
     cd_ref = scale * np.array([[-1.0, 0.0], [0.0, 1.0]])
     centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
     wcs_ref = _tan_wcs(shape, (ra, dec), cd_ref, centre)
@@ -173,23 +174,23 @@ def _field_coefficients(rng, amplitude: float) -> np.ndarray:
     return c * (amplitude / peak) if peak > 0 else np.zeros(3)
 
 
-def make_epochs(p: dict, shape, geo: dict, rng: np.random.Generator) -> dict[str, Epoch]:
-    filt = p["filters"][p["filter"]]
+def make_epochs(p: SimParams, shape, geo: dict, rng: np.random.Generator) -> dict[str, Epoch]:
+    filt = p.filters[p.filter]
     seeing_scale = filt.get("seeing_scale", 1.0)
     draws = {
-        "seeing_reference": rng.uniform(*p["seeing_reference"]) * seeing_scale,
-        "seeing_science": rng.uniform(*p["seeing_science"]) * seeing_scale,
-        "q": 1.0 - rng.uniform(0.0, p["psf_ellipticity"], size=2),
+        "seeing_reference": rng.uniform(*p.seeing_reference) * seeing_scale,
+        "seeing_science": rng.uniform(*p.seeing_science) * seeing_scale,
+        "q": 1.0 - rng.uniform(0.0, p.psf_ellipticity, size=2),
         "theta": rng.uniform(0.0, np.pi, size=2),
-        "psf_coef": [_field_coefficients(rng, p["psf_variation"]) for _ in EPOCHS],
-        "sky_coef": [_field_coefficients(rng, p["sky_gradient"]) for _ in EPOCHS],
-        "transparency": rng.uniform(*p["transparency_loss"]),
-        "brightening": rng.uniform(*p["sky_brightening"]),
+        "psf_coef": [_field_coefficients(rng, p.psf_variation) for _ in EPOCHS],
+        "sky_coef": [_field_coefficients(rng, p.sky_gradient) for _ in EPOCHS],
+        "transparency": rng.uniform(*p.transparency_loss),
+        "brightening": rng.uniform(*p.sky_brightening),
         "mjd_reference": rng.uniform(58200.0, 58900.0),
         "baseline": rng.uniform(400.0, 1460.0),
     }
-    mjd_ref = float(p["mjd_reference"]) if p["mjd_reference"] is not None else draws["mjd_reference"]
-    mjd_sci = float(p["mjd_science"]) if p["mjd_science"] is not None else mjd_ref + draws["baseline"]
+    mjd_ref = float(p.mjd_reference) if p.mjd_reference is not None else draws["mjd_reference"]
+    mjd_sci = float(p.mjd_science) if p.mjd_science is not None else mjd_ref + draws["baseline"]
     if mjd_sci - mjd_ref < 365.0:
         raise AstridInputError(
             f"the reference must be at least one year older than the science epoch: "
@@ -197,29 +198,29 @@ def make_epochs(p: dict, shape, geo: dict, rng: np.random.Generator) -> dict[str
         )
     epochs = {}
     for i, name in enumerate(EPOCHS):
-        scale = p["pixel_scale"] * (1.0 if name == "reference" else p["pixel_scale_ratio"])
-        exptime = float(p[f"exptime_{name}"])
+        scale = p.pixel_scale * (1.0 if name == "reference" else p.pixel_scale_ratio)
+        exptime = float(getattr(p, f"exptime_{name}"))
         # The mean of `stack` exposures: the same flux scale with 1/sqrt(stack) of the noise.
-        stack = int(p["reference_stack"]) if name == "reference" else 1
-        zp = p[f"zp_{name}"]
+        stack = int(p.reference_stack) if name == "reference" else 1
+        zp = getattr(p, f"zp_{name}")
         if zp is None:
             zp = filt["zp_1s"] + 2.5 * np.log10(exptime)
             if name == "science":
                 zp -= draws["transparency"]
-        sky_mag = p[f"sky_mag_{name}"]
+        sky_mag = getattr(p, f"sky_mag_{name}")
         if sky_mag is None:
             sky_mag = filt["sky_mag"] - (draws["brightening"] if name == "science" else 0.0)
-        fwhm = p[f"fwhm_{name}"]
+        fwhm = getattr(p, f"fwhm_{name}")
         if fwhm is None:
             fwhm = draws[f"seeing_{name}"] / scale
-        saturation = p["saturation"]
+        saturation = p.saturation
         if saturation is None:
-            saturation = p["saturation_rate"] * exptime
+            saturation = p.saturation_rate * exptime
         epochs[name] = Epoch(
             name=name, shape=shape, wcs=geo[f"wcs_{name}"], pixel_scale=scale, fwhm0=float(fwhm),
-            beta=float(p["psf_beta"]), psf_q=float(draws["q"][i]), psf_theta=float(draws["theta"][i]),
-            psf_coef=draws["psf_coef"][i], zp=float(zp), exptime=exptime, gain=float(p["gain"]) * stack,
-            read_noise=float(p["read_noise"]) * math.sqrt(stack), saturation=float(saturation),
+            beta=float(p.psf_beta), psf_q=float(draws["q"][i]), psf_theta=float(draws["theta"][i]),
+            psf_coef=draws["psf_coef"][i], zp=float(zp), exptime=exptime, gain=float(p.gain) * stack,
+            read_noise=float(p.read_noise) * math.sqrt(stack), saturation=float(saturation),
             sky0=float(scale**2 * 10 ** (-0.4 * (sky_mag - zp))), sky_coef=draws["sky_coef"][i],
             mjd=mjd_ref if name == "reference" else mjd_sci, sky_mag=float(sky_mag),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -42,7 +43,95 @@ def check_epoch(epoch: str) -> str:
     return epoch
 
 
-def resolve_params(preset: str, overrides: dict) -> dict:
+@dataclass(frozen=True)
+class SimParams:
+    """Every parameter of one simulation: the preset's values after the overrides.
+
+    The fields are the preset keys (documented under :func:`astrid.simulate.pair` and in
+    :data:`astrid.simulate.PRESETS`), in the presets' order, plus ``preset`` (its name). ``None``
+    means "draw at random from the seed" where :func:`~astrid.simulate.pair` says so.
+    """
+
+    ra: float | None
+    dec: float | None
+    dec_range: tuple[float, float]
+    shift_px: tuple[float, float] | None
+    max_shift_px: float
+    rotation_deg: float | None
+    max_rotation_deg: float
+    pixel_scale_ratio: float
+    mjd_reference: float | None
+    mjd_science: float | None
+    fwhm_reference: float | None
+    fwhm_science: float | None
+    zp_reference: float | None
+    zp_science: float | None
+    transparency_loss: tuple[float, float]
+    sky_mag_reference: float | None
+    sky_mag_science: float | None
+    sky_gradient: float
+    psf_variation: float
+    psf_ellipticity: float
+    n_stars: int | None
+    star_count_slope: float
+    n_galaxies: int | None
+    galaxy_count_slope: float
+    n_host_galaxies: int
+    n_supernovae: int
+    sn_snr_bright: tuple[float, float]
+    sn_snr_faint: tuple[float, float]
+    sn_faint_fraction: float
+    sn_core_fraction: float
+    sn_hostless_fraction: float
+    n_variables: int
+    variable_amplitude: tuple[float, float]
+    n_asteroids: int
+    asteroid_snr: tuple[float, float]
+    asteroid_in_reference: float
+    artifacts: bool
+    reference_stack: int
+    n_saturated_stars: int
+    hot_pixel_masked_fraction: float
+    noise: bool
+    telescope: str
+    instrument: str
+    mission: str
+    bunit: str
+    filter: str
+    filters: dict[str, dict]
+    pixel_scale: float
+    exptime_reference: float
+    exptime_science: float
+    gain: float
+    read_noise: float
+    saturation: float | None
+    saturation_rate: float | None
+    seeing_reference: tuple[float, float]
+    seeing_science: tuple[float, float]
+    psf_beta: float
+    sky_brightening: tuple[float, float]
+    star_density: float
+    star_mag_range: tuple[float, float]
+    galaxy_density: float
+    galaxy_mag_range: tuple[float, float]
+    variable_mag_range: tuple[float, float]
+    cosmic_ray_density: float
+    cosmic_ray_charge: tuple[float, float]
+    hot_pixel_density: float
+    hot_pixel_level: tuple[float, float]
+    n_bad_columns: int
+    n_satellite_trails: int
+    bleed_trails: bool
+    readout_streaks: bool
+    preset: str
+
+    def as_dict(self) -> dict:
+        """The parameters as a dict, in field order (the start of ``SimulatedPair.params``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def resolve_params(preset: str, overrides: dict) -> SimParams:
+    """The preset ``preset`` with ``overrides``, every value checked (AstridInputError if not)."""
     if preset not in PRESETS:
         raise AstridInputError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[preset].items()}
@@ -93,7 +182,7 @@ def resolve_params(preset: str, overrides: dict) -> dict:
         value = params[key]
         if not _is_number(value) or not 0 <= value <= 1:
             raise AstridInputError(f"simulation parameter {key!r} must be within [0, 1], got {value!r}")
-    return params
+    return SimParams(**params)
 
 
 def _is_number(value) -> bool:

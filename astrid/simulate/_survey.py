@@ -91,8 +91,8 @@ def survey(out_dir, n_fields=4, preset="ztf", seed=0, size=1024, **overrides) ->
     manifest.data["source"] = "simulated"
     manifest.data.setdefault("parameters", {})["simulation"] = json_safe(
         {"preset": preset, "seed": int(seed), "size": list(shape), "overrides": overrides})
-    mission = p["mission"]
-    filt = p["filter"]
+    mission = p.mission
+    filt = p.filter
     for index in range(int(n_fields)):
         name = f"SIM{index:04d}"
         field_seed = _field_seed(seed, index)
@@ -120,9 +120,9 @@ def survey(out_dir, n_fields=4, preset="ztf", seed=0, size=1024, **overrides) ->
             simulation=signature,
         )
         for epoch in EPOCHS:
-            manifest.add_file(name, rel[epoch], epoch, mission=mission, instrument=p["instrument"], filter=filt,
+            manifest.add_file(name, rel[epoch], epoch, mission=mission, instrument=p.instrument, filter=filt,
                               mjd=sim.params[f"mjd_{epoch}"])
-        manifest.add_pair(name, rel["reference"], rel["science"], mission=mission, instrument=p["instrument"],
+        manifest.add_pair(name, rel["reference"], rel["science"], mission=mission, instrument=p.instrument,
                           filter=filt)
         manifest.targets[name]["complete"] = True
         manifest.save()

@@ -13,6 +13,7 @@ from ._geometry import (
 )
 from ._params import (
     EPOCHS,
+    SimParams,
 )
 from ._scene import (
     Exposures,
@@ -32,7 +33,7 @@ def _mask_at(ep: Epoch, mask: np.ndarray, x, y) -> np.ndarray:
     return out
 
 
-def truth_table(p: dict, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float) -> Table:
+def truth_table(p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float) -> Table:
     """One row per injected transient or artifact appearance (columns: :class:`SimulatedPair`)."""
     stars, sne, ast = scene.stars, scene.supernovae, scene.asteroids
     art, trails = scene.artifacts, scene.trails
@@ -135,14 +136,14 @@ def truth_table(p: dict, eps: dict, scene: Scene, exposures: Exposures, flux_rat
         values = np.concatenate(parts) if parts else np.array([], dtype=kind)
         data[name] = values.astype(kind) if kind is not str else values.astype("U16")
     units = {"ra": "deg", "dec": "deg", "x_sci": "pix", "y_sci": "pix", "x_ref": "pix", "y_ref": "pix",
-             "flux_sci": p["bunit"], "flux_ref": p["bunit"], "flux_diff": p["bunit"], "mag": "mag",
+             "flux_sci": p.bunit, "flux_ref": p.bunit, "flux_diff": p.bunit, "mag": "mag",
              "mag_ref": "mag", "host_offset_arcsec": "arcsec", "length_px": "pix", "angle_deg": "deg"}
     table = Table()
     table["id"] = np.arange(total, dtype=np.int64)
     for name in columns:
         table[name] = Column(data[name], unit=units.get(name))
     table.meta.update({
-        "preset": p["preset"], "filter": p["filter"], "flux_ratio": float(flux_ratio),
+        "preset": p.preset, "filter": p.filter, "flux_ratio": float(flux_ratio),
         "zp_reference": ref.zp, "zp_science": sci.zp,
         "description": "astrid.simulate truth: one row per injected transient or artifact appearance",
     })
