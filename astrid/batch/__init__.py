@@ -28,12 +28,20 @@ from ._client import (
     thread_env,
     thread_limits,
 )
-from ._core import BATCH_MANIFEST_NAME, BatchReport, PairTask, process_pairs, run_pair
+from ._core import (
+    BATCH_MANIFEST_NAME,
+    BatchOptions,
+    BatchReport,
+    PairTask,
+    process_pairs,
+    run_pair,
+)
 from ._outputs import store_pairs, verify_pair_outputs
 
 __all__ = [
     "process_pairs",
     "BatchReport",
+    "BatchOptions",
     "get_client",
     "default_layout",
     "cluster_threads",

@@ -45,7 +45,7 @@ from ._client import (
     thread_limits,
 )
 
-__all__ = ["process_pairs", "BatchReport", "BATCH_MANIFEST_NAME"]
+__all__ = ["process_pairs", "BatchReport", "BatchOptions", "BATCH_MANIFEST_NAME"]
 
 #: The batch manifest written in ``out_dir``.
 BATCH_MANIFEST_NAME = "batch.json"
@@ -511,6 +511,37 @@ def _error_text(exc: BaseException, tb=None) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How :func:`process_pairs` stores, checks and retries its work (beyond the science options).
+
+    Attributes
+    ----------
+    triplet_store : path-like
+        The shared Zarr store (relative paths are inside ``out_dir``). Every candidate carries a
+        ``pair`` coordinate; the root attribute ``astrid_batch_pairs`` lists the pairs committed.
+    label_radius : float
+        Match radius (pixels) of :func:`~astrid.triplets.label_candidates` against the survey's
+        truth table (pairs without one get label -1). Part of the options fingerprint.
+    retries : int
+        Dask retries of a pair whose task raised an unexpected error. Input errors (bad FITS,
+        mismatched filters, no PSF) fail at once; a task whose worker dies is rerun regardless.
+    verify : {"checksum", "size"}
+        How a rerun checks earlier outputs against their ``done.json``: SHA-256 or sizes only
+        (faster; still catches truncation).
+    reference : array-like, dict or path-like, optional
+        The reference score distribution of the drift check when scoring with a ``model``
+        (:func:`astrid.drift.load_reference`: a model card, scores, a file of scores). Default:
+        the card beside the model, if any.
+    """
+
+    triplet_store: str | os.PathLike = "triplets.zarr"
+    label_radius: float = 2.0
+    retries: int = 1
+    verify: str = "checksum"
+    reference: Any = None
+
+
 def process_pairs(
     manifest_or_dir,
     out_dir,
@@ -519,14 +550,10 @@ def process_pairs(
     scheduler=None,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
-    triplet_store: str | os.PathLike = "triplets.zarr",
     threshold: float = 5.0,
     progress: bool = True,
-    retries: int = 1,
-    verify: str = "checksum",
-    label_radius: float = 2.0,
     model: str | os.PathLike | None = None,
-    reference=None,
+    options: BatchOptions | None = None,
     **difference_options,
 ) -> BatchReport:
     """Difference every pair of a survey on Dask, with per-pair outputs and one triplet store.
@@ -551,32 +578,19 @@ def process_pairs(
         Local cluster layout (:func:`default_layout`: workers × threads ≈ cores; workers capped
         at the number of pairs to run). ``threads_per_worker`` is the compute threads (numba,
         FFT, BLAS) of each task; with an existing cluster, the cores per Dask thread of its hosts.
-    triplet_store : path-like, optional
-        The shared Zarr store (relative paths are inside ``out_dir``). Every candidate carries a
-        ``pair`` coordinate; the root attribute ``astrid_batch_pairs`` lists the pairs committed.
     threshold : float, optional
         Detection threshold of :func:`~astrid.triplets.detect`, sigma.
     progress : bool, optional
         Show a progress bar (tqdm; a widget in Jupyter).
-    retries : int, optional
-        Dask retries of a pair whose task raised an unexpected error. Input errors (bad FITS,
-        mismatched filters, no PSF) fail at once; a task whose worker dies is rerun regardless.
-    verify : {"checksum", "size"}, optional
-        How a rerun checks earlier outputs against their ``done.json``:
-        SHA-256 (default) or sizes only (faster; still catches truncation).
-    label_radius : float, optional
-        Match radius (pixels) of :func:`~astrid.triplets.label_candidates`
-        against the survey's truth table (pairs without one get label -1).
     model : path-like, optional
         A real/bogus model file (``.tflite``, ``.keras`` or braai ``.h5``): each pair's triplets
         are scored on its worker (:func:`astrid.score.score`) into the pair's ``scores.ecsv``, with
         the model's identity (file and card SHA-256, version) in ``done.json``; all scores are
         gathered into ``<out_dir>/scores.ecsv`` with the drift check in its metadata. A rerun
         with another model scores the finished pairs again without differencing them again.
-    reference : array-like, dict or path-like, optional
-        The reference score distribution of the drift check
-        (:func:`astrid.drift.load_reference`: a model card, scores, a file
-        of scores). Default: the card beside ``model``, if any.
+    options : BatchOptions, optional
+        The store's path, truth-matching radius, retries, rerun checks and drift reference
+        (:class:`BatchOptions`; default ``BatchOptions()``).
     **difference_options
         Passed to :func:`astrid.difference` (e.g. ``method="classic"``,
         ``box_size=64``). ``workers`` defaults to ``threads_per_worker``.
@@ -593,8 +607,8 @@ def process_pairs(
         holding results made with other options, or from input files that
         have changed since (use a new ``out_dir``).
     AstridFileError
-        ``triplet_store`` exists and is not an AstrID batch store, or
-        ``model`` / ``reference`` is missing or unreadable.
+        ``options.triplet_store`` exists and is not an AstrID batch store, or
+        ``model`` / ``options.reference`` is missing or unreadable.
 
     Warns
     -----
@@ -614,20 +628,22 @@ def process_pairs(
     started = time.perf_counter()
     if client is not None and scheduler is not None:
         raise AstridInputError("process_pairs: pass either client or scheduler, not both")
-    _check_run_arguments(verify, retries, threshold)
+    options = BatchOptions() if options is None else options
+    if not isinstance(options, BatchOptions):
+        raise AstridInputError(f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}")
+    _check_run_arguments(options.verify, options.retries, threshold)
     n_workers = positive_int(n_workers, "n_workers")
     threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     process = hooks.process
     if process is None:
         _check_difference_options(difference_options)
-    scoring = _scoring_setup(model, reference)
-    plan = _plan(manifest_or_dir, out_dir, triplet_store, threshold, label_radius, difference_options,
-                 verify, scoring, started_wall)
+    scoring = _scoring_setup(model, options.reference)
+    plan = _plan(manifest_or_dir, out_dir, options, threshold, difference_options, scoring, started_wall)
     n_workers_used = threads_used = None
     compute_s = 0.0
     if plan.todo:
         cluster = _ClusterRequest(client, scheduler, n_workers, threads_per_worker)
-        run = _RunOptions(process=process or run_pair, retries=retries, progress=progress,
+        run = _RunOptions(process=process or run_pair, retries=options.retries, progress=progress,
                           on_result=hooks.on_result)
         compute_s, n_workers_used, threads_used = _execute(plan, cluster, run)
     return _report(plan, scoring, started, compute_s, n_workers_used, threads_used)
@@ -644,7 +660,7 @@ def _check_run_arguments(verify: str, retries: int, threshold: float) -> None:
 
 @dataclass(frozen=True)
 class _Scoring:
-    """The model a batch scores with: its file, identity and drift reference (all None: no scoring)."""
+    """The model a batch scores with: file, identity, drift reference (all None: no scoring)."""
 
     model: str | None = None
     identity: dict | None = None
@@ -682,7 +698,7 @@ class _Ledger:
         cpu = record.get("cpu_s")
         self.rows[pair.name] = {
             "pair": pair.name, "target": pair.target, "status": status,
-            # the difference's quality verdict (pass/warn/fail), so a bad pair is flagged in the table
+            # the difference's quality verdict (pass/warn/fail): a bad pair is flagged in the table
             "quality": str((record.get("metrics") or {}).get("quality") or ""),
             "n_candidates": -1 if n_candidates is None else int(n_candidates),
             "elapsed_s": np.nan if elapsed is None else float(elapsed),
@@ -696,8 +712,11 @@ class _Ledger:
 
 @dataclass
 class _BatchPlan:
-    """What a batch will do: its pairs, where they go, the options that decide their outputs, and
-    the pairs left to run (``todo``: (pair, reason); ``score_only``: names that only need scores)."""
+    """What a batch will do: its pairs, where they go, the options that decide their outputs.
+
+    ``todo`` holds the pairs left to run as (pair, reason); ``score_only`` the names of those that
+    only need scores.
+    """
 
     pairs: list[SurveyPair]
     out_dir: Path
@@ -759,7 +778,7 @@ def _open_store(out_dir, triplet_store, fingerprint: str, described: dict) -> tu
     return store, committed
 
 
-def _plan(manifest_or_dir, out_dir, triplet_store, threshold, label_radius, difference_options, verify,
+def _plan(manifest_or_dir, out_dir, options: BatchOptions, threshold: float, difference_options: dict,
           scoring: _Scoring, started_wall: float) -> _BatchPlan:
     """Step 1: read the survey and what earlier runs left; commit their finished outputs."""
     pairs, survey_root = _pairs_of(manifest_or_dir)
@@ -768,8 +787,9 @@ def _plan(manifest_or_dir, out_dir, triplet_store, threshold, label_radius, diff
         raise AstridInputError(f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    label_radius = options.label_radius
     fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
-    store, committed = _open_store(out_dir, triplet_store, fingerprint, described)
+    store, committed = _open_store(out_dir, options.triplet_store, fingerprint, described)
     manifest = _BatchManifest(out_dir / BATCH_MANIFEST_NAME, {
         "survey": None if survey_root is None else str(survey_root),
         "out_dir": str(out_dir),
@@ -781,14 +801,14 @@ def _plan(manifest_or_dir, out_dir, triplet_store, threshold, label_radius, diff
     plan = _BatchPlan(pairs=pairs, out_dir=out_dir, store=store, committed=committed, fingerprint=fingerprint,
                       threshold=threshold, label_radius=label_radius, difference_options=difference_options,
                       scoring=scoring, ledger=_Ledger(out_dir, manifest), todo=[], score_only=set())
-    resumable = _triage(plan, verify, described)
+    resumable = _triage(plan, options.verify, described)
     _resume(plan, resumable)
     manifest.save()
     return plan
 
 
 def _triage(plan: _BatchPlan, verify: str, described: dict) -> list[tuple[SurveyPair, dict]]:
-    """Sort the pairs by what earlier runs left: to run, to score, skipped, or resumable (returned)."""
+    """Sort the pairs by what earlier runs left: to run, to score, skipped, resumable (returned)."""
     identity = plan.scoring.identity
     resumable: list[tuple[SurveyPair, dict]] = []
     conflicts = []
@@ -873,7 +893,7 @@ def _connect(cluster: _ClusterRequest, n_todo: int):
 
 def _report(plan: _BatchPlan, scoring: _Scoring, started: float, compute_s: float, n_workers_used,
             threads_used) -> BatchReport:
-    """Step 3: the status table, the gathered scores and their drift check, the manifest's last save."""
+    """Step 3: the status table, the gathered scores and their drift check, the last save."""
     rows = plan.ledger.rows
     table = Table(
         rows=[rows[p.name] for p in plan.pairs if p.name in rows],

@@ -45,7 +45,7 @@ def on_result(callback: Callable) -> Iterator[None]:
 
 @contextmanager
 def replace_process(process: Callable) -> Iterator[None]:
-    """Run ``process(task)`` instead of :func:`~astrid.batch.run_pair` for each pair, inside the block.
+    """Run ``process(task)`` instead of :func:`~astrid.batch.run_pair` for each pair in the block.
 
     Parameters
     ----------

@@ -621,7 +621,7 @@ def _resolve_notebooks(config: RunConfig) -> tuple[list[Path], dict]:
 
 
 def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: dict | None) -> list[TaskResult]:
-    """Every (notebook, parameter set) task; earlier successes whose output still exists are kept."""
+    """Every (notebook, parameter set) task; earlier successes whose output exists are kept."""
     old_records = {}
     if previous is not None:
         for entry in previous["tasks"]:
@@ -645,7 +645,7 @@ def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: di
 
 
 class _RunRecord:
-    """``run.json``: the run's configuration, provenance, invocations and every task, rewritten atomically."""
+    """``run.json``: configuration, provenance, invocations and every task, rewritten atomically."""
 
     def __init__(self, path: Path, run_dir: Path, data: dict, invocation: dict, tasks: list[TaskResult]):
         self.path = path
@@ -656,7 +656,7 @@ class _RunRecord:
 
     @classmethod
     def open(cls, config: RunConfig, run_dir: Path, notebooks: list[Path]) -> _RunRecord:
-        """The record of this invocation, continuing an earlier one with the same task definition."""
+        """The record of this invocation, continuing an earlier one with the same tasks."""
         path = run_dir / MANIFEST_NAME
         previous = _load_manifest(path)
         if previous is not None and previous.get("task_definition") != config.task_definition():
@@ -698,7 +698,7 @@ def _stages(config: RunConfig, tasks: list[TaskResult], notebooks: list[Path]) -
 
 def _runnable(config: RunConfig, stages: list, stage_index: int, by_key: dict, record: _RunRecord,
               on_task_done) -> list[TaskResult]:
-    """The stage's tasks to execute; a task whose earlier notebook did not succeed is marked skipped."""
+    """The stage's tasks to execute; one whose earlier notebook did not succeed is skipped."""
     to_run = []
     for task in stages[stage_index]:
         if task.reused:

@@ -372,7 +372,7 @@ class _Clock:
 
 
 def _draw_scene(p: SimParams, eps: dict[str, Epoch], rngs: Streams) -> Scene:
-    """Every catalogue of the field: the static sky, the transients, the artifacts of both epochs."""
+    """Every catalogue of the field: static sky, transients, the artifacts of both epochs."""
     ref, sci = eps["reference"], eps["science"]
     stars = draw_stars(p, eps, rngs)
     stars["flux_ref"] = 10 ** (-0.4 * (stars["mag"] - ref.zp))
@@ -400,7 +400,7 @@ def _render_static(eps: dict[str, Epoch], scene: Scene) -> tuple[dict, dict]:
 
 def _render_transients(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict,
                        flux_ratio: float) -> None:
-    """Add the transients (flux set by their S/N on the static scene), trails and streaks to ``models``."""
+    """Add transients (flux from their S/N on the static scene), trails, streaks to ``models``."""
     ref, sci = eps["reference"], eps["science"]
     sne, ast, stars = scene.supernovae, scene.asteroids, scene.stars
     xs, ys = sci.pix(sne["ra"], sne["dec"])
@@ -430,7 +430,10 @@ def _render_transients(p: SimParams, eps: dict[str, Epoch], scene: Scene, models
 
 def _expose(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict, rngs: Streams,
             clock: _Clock) -> Exposures:
-    """Noise, then the detector: cosmic rays, bleeds, hot pixels, bad columns, saturation (models are consumed)."""
+    """Noise, then the detector: cosmic rays, bleeds, hot pixels, bad columns, saturation.
+
+    ``models`` is consumed (its arrays become the data).
+    """
     exposures = Exposures(saturated=saturated)
     for name in EPOCHS:
         ep = eps[name]

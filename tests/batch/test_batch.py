@@ -18,6 +18,7 @@ pytest.importorskip("zarr")
 
 from astrid.batch import (  # noqa: E402
     BATCH_MANIFEST_NAME,
+    BatchOptions,
     PairTask,
     default_layout,
     get_client,
@@ -204,7 +205,7 @@ def test_failing_pair_is_recorded_and_the_others_complete(survey_dir, client, tm
     assert not (out / bad.name / "done.json").exists()
 
     # A rerun tries the failed pair again and skips the others.
-    again = process_pairs(pairs, out, client, progress=False, retries=0)
+    again = process_pairs(pairs, out, client, progress=False, options=BatchOptions(retries=0))
     status = dict(zip(again.table["pair"], again.table["status"]))
     assert status == {pairs[0].name: "skipped", bad.name: "failed", pairs[2].name: "skipped"}
 
@@ -321,14 +322,15 @@ def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path
     ("kwargs", "match"),
     [
         ({"bogus_option": 1}, "unknown difference option"),
-        ({"verify": "maybe"}, "verify"),
-        ({"retries": -1}, "retries"),
+        ({"options": BatchOptions(verify="maybe")}, "verify"),
+        ({"options": BatchOptions(retries=-1)}, "retries"),
+        ({"options": {"retries": 0}}, "expected astrid.batch.BatchOptions"),
         ({"threshold": 0.0}, "threshold"),
         ({"n_workers": 0}, "n_workers"),
         ({"scheduler": "tcp://127.0.0.1:1", "client": object()}, "either client or scheduler"),
         ({"model": "missing.tflite"}, "no such model file"),
         ({"model": object()}, "save a Keras model"),
-        ({"reference": [0.5, 0.6]}, "needs a model"),
+        ({"options": BatchOptions(reference=[0.5, 0.6])}, "needs a model"),
     ],
 )
 def test_bad_arguments(survey_dir, tmp_path, kwargs, match):
@@ -351,7 +353,7 @@ def test_foreign_triplet_store_is_refused(survey_dir, tmp_path):
     out = tmp_path / "run"
     (out / "empty.zarr").mkdir(parents=True)
     with pytest.raises(AstridFileError, match="not a readable Zarr store"):
-        process_pairs(survey_dir, out, triplet_store="empty.zarr", progress=False)
+        process_pairs(survey_dir, out, options=BatchOptions(triplet_store="empty.zarr"), progress=False)
     # Triplets written by hand carry no pair coordinate: which pairs they hold is unknown.
     result = synthetic_difference((128, 128), n_stars=5, n_transients=3)
     candidates = detect(result, 5.0, reference_sources=False, galaxies=False)
@@ -486,7 +488,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     np.testing.assert_allclose(np.asarray(table["score"]), [by_id[i] for i in ids], atol=1e-6)
 
     # Nothing left to do: no pair scored again, the scores are the same.
-    again = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=np.asarray(table["score"]))
+    again = process_pairs(pairs, out, client, progress=False, model=tiny_model,
+                          options=BatchOptions(reference=np.asarray(table["score"])))
     assert again.counts["skipped"] == 3 and again.n_scored == 0
     assert again.scores["candidate_id"].tolist() == ids
     # Compared with its own scores the batch does not drift ...
@@ -495,7 +498,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     # ... compared with a distribution it does not share, it does.
     shifted = np.clip(np.asarray(table["score"]) + 0.3, 0, 1)
     with pytest.warns(DriftWarning, match="PSI"):
-        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=shifted)
+        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model,
+                                options=BatchOptions(reference=shifted))
     assert drifted.drift.drifted and drifted.drift.psi > 0.25
 
 
