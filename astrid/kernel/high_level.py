@@ -29,6 +29,7 @@ from scipy import ndimage
 from scipy.special import erfinv
 
 from .._inpaint import repair_isolated
+from .. import _utils
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
 from ..zogy._core import (
@@ -873,13 +874,13 @@ def _odd_stamps(local, Gfit, hfit, chi2, expected, used, npix, clip_sigma):
     lam = np.einsum("sk,sk->s", kernel_part, hfit[:, :nb]) / signal
     lam_err = 1.0 / np.sqrt(signal)
     lam_centre = float(np.median(lam[used]))
-    lam_spread = 1.4826 * float(np.median(np.abs(lam[used] - lam_centre)))
+    lam_spread = float(_utils.robust_std(lam[used]))
     odd_scale = np.abs(lam - lam_centre) > clip_sigma * np.sqrt(lam_err**2 + lam_spread**2)
     excess = chi2 - expected
     significant = excess > clip_sigma * math.sqrt(2.0 / npix) * expected
     fraction = excess / signal
     centre = float(np.median(fraction[used]))
-    spread = 1.4826 * float(np.median(np.abs(fraction[used] - centre)))
+    spread = float(_utils.robust_std(fraction[used]))
     odd_shape = significant & (fraction > centre + clip_sigma * spread)
     return used & (odd_scale | odd_shape)
 
