@@ -496,9 +496,10 @@ def test_evaluate_reports_each_survey(tmp_path):
 
 def test_build_training_set_splits_by_survey_in_one_call():
     from astrid.triplets import build_training_set
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
-    results = [synthetic_difference((192, 192), n_transients=4, n_hot_pixels=4, mjd=59000.0 + i, seed=70 + i)
+    results = [synthetic_difference((192, 192),
+        SyntheticScene(n_transients=4, n_hot_pixels=4), mjd=59000.0 + i, seed=70 + i)
                for i in range(3)]
     inputs = [(r, r.truth, f"field{i}") for i, r in enumerate(results)]
     surveys = {"field0": "SIM-A", "field1": "SIM-A", "field2": "SIM-B"}

@@ -344,14 +344,14 @@ def test_bad_inputs(tmp_path):
 
 def test_foreign_triplet_store_is_refused(survey_dir, tmp_path):
     from astrid.triplets import detect, make_triplets, write_triplets
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
     out = tmp_path / "run"
     (out / "empty.zarr").mkdir(parents=True)
     with pytest.raises(AstridFileError, match="not a readable Zarr store"):
         process_pairs(survey_dir, out, triplet_store="empty.zarr", progress=False)
     # Triplets written by hand carry no pair coordinate: which pairs they hold is unknown.
-    result = synthetic_difference((128, 128), n_stars=5, n_transients=3)
+    result = synthetic_difference((128, 128), SyntheticScene(n_stars=5, n_transients=3))
     candidates = detect(result, 5.0, reference_sources=False, galaxies=False)
     write_triplets(make_triplets(result, candidates), out / "triplets.zarr")
     with pytest.raises(AstridFileError, match="without a 'pair' coordinate"):

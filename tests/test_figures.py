@@ -27,9 +27,10 @@ def _close_figures():
 
 @pytest.fixture(scope="module")
 def synthetic():
-    from astrid.triplets._synthetic import synthetic_difference
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
-    return synthetic_difference((128, 128), n_transients=4, n_stars=8, n_galaxies=1, seed=3)
+    return synthetic_difference((128, 128),
+        SyntheticScene(n_transients=4, n_stars=8, n_galaxies=1), seed=3)
 
 
 def _images(fig):

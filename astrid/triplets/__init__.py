@@ -10,7 +10,8 @@ The step between :func:`astrid.difference` and the real/bogus classifier::
     ds = load_triplets("triplets.zarr")                    # lazy (Dask)
 
 :func:`build_training_set` does all of it over many pairs with class
-balancing; :func:`split_by_field` / :func:`split_by_time` split without
+balancing; :func:`synthetic_difference` makes a small difference result with
+known sources for tests and benchmarks; :func:`split_by_field` / :func:`split_by_time` split without
 leaking a field; :func:`image_metrics` scores detection per image.
 Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
 alert cutouts read by :mod:`astrid.alerts`.
@@ -22,6 +23,7 @@ from ._metrics import circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
+from ._synthetic import SyntheticDifference, SyntheticScene, add_gaussian, synthetic_difference
 from ._training import (
     balance_classes,
     build_training_set,
@@ -48,6 +50,10 @@ __all__ = [
     "split_by_survey",
     "image_metrics",
     "circle_iou",
+    "synthetic_difference",
+    "SyntheticScene",
+    "SyntheticDifference",
+    "add_gaussian",
     "CANDIDATE_COLUMNS",
     "REAL_KINDS",
     "ARTIFACT_KINDS",

@@ -37,7 +37,7 @@ from astrid.anomaly import (
 from astrid.anomaly.unet import CHANNELS, _receptive_radius
 from astrid.errors import AstridInputError
 from astrid.triplets import circle_iou
-from astrid.triplets._synthetic import synthetic_difference
+from astrid.triplets import SyntheticScene, synthetic_difference
 
 SMALL = (4, 8, 16)  # filters of a fast test network
 
@@ -154,7 +154,8 @@ def test_train_unet_refuses_bad_tiles():
 
 
 def test_unet_inputs_planes_masks_and_nans():
-    result = synthetic_difference((96, 96), n_transients=2, masked_box=(10, 20, 10, 20), seed=3)
+    result = synthetic_difference((96, 96),
+        SyntheticScene(n_transients=2, masked_box=(10, 20, 10, 20)), seed=3)
     result.D[50, 50] = np.nan
     planes = unet_inputs(result)
     assert planes.shape == (96, 96, len(CHANNELS)) and planes.dtype == np.float32
@@ -178,7 +179,7 @@ def test_unet_inputs_planes_masks_and_nans():
 
 
 def test_transient_mask_and_sample_tiles():
-    result = synthetic_difference((128, 128), n_transients=3, seed=1)
+    result = synthetic_difference((128, 128), SyntheticScene(n_transients=3), seed=1)
     truth = result.truth
     mask = transient_mask(truth, (128, 128), 2.0)
     real = truth[truth["kind"] == "supernova"]
@@ -198,7 +199,7 @@ def test_transient_mask_and_sample_tiles():
 
 
 def test_sample_tiles_ignores_faint_transients():
-    result = synthetic_difference((96, 96), n_transients=1, n_hot_pixels=0, seed=4)
+    result = synthetic_difference((96, 96), SyntheticScene(n_transients=1, n_hot_pixels=0), seed=4)
     truth = result.truth.copy()
     truth["snr_diff"] = [1.0]  # too faint to be a target: its disc gets zero weight
     _, y = sample_tiles([(result, truth)], tile=32, n_per_field=6, fractions=(1, 0, 0), seed=0)
@@ -505,7 +506,7 @@ def test_plot_anomaly_map():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    result = synthetic_difference((96, 96), n_transients=2, n_hot_pixels=1, seed=3)
+    result = synthetic_difference((96, 96), SyntheticScene(n_transients=2, n_hot_pixels=1), seed=3)
     probability = np.zeros((96, 96), np.float32)
     tx, ty = float(result.truth["x_ref"][0]), float(result.truth["y_ref"][0])
     yy, xx = np.mgrid[:96, :96]
@@ -546,7 +547,8 @@ def test_project_methods_on_a_synthetic_result():
     """ZOGY + threshold and a baseline run end to end through Field and evaluate_methods."""
     fields = []
     for seed in (5, 6):
-        result = synthetic_difference((160, 160), n_transients=4, n_hot_pixels=3, seed=seed)
+        result = synthetic_difference((160, 160),
+            SyntheticScene(n_transients=4, n_hot_pixels=3), seed=seed)
         truth = result.truth.copy()
         truth["snr_sci"] = 20.0
         fields.append(Field.from_result(result, truth, f"S{seed}"))
@@ -608,7 +610,8 @@ def test_train_types_on_synthetic_triplets():
     from astrid.anomaly import train_types
     from astrid.triplets import detect, label_candidates, make_triplets
 
-    result = synthetic_difference((256, 256), n_transients=8, n_hot_pixels=8, seed=7)
+    result = synthetic_difference((256, 256),
+        SyntheticScene(n_transients=8, n_hot_pixels=8), seed=7)
     candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
     ds = make_triplets(result, candidates, field="SYN")
     _, history = train_types(ds, epochs=2, batch_size=8)

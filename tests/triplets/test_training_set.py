@@ -15,7 +15,7 @@ from astrid.triplets import (
     split_by_field,
     split_by_time,
 )
-from astrid.triplets._synthetic import synthetic_difference
+from astrid.triplets import SyntheticScene, synthetic_difference
 
 N_RANDOM = 4
 
@@ -23,7 +23,9 @@ N_RANDOM = 4
 @pytest.fixture(scope="module")
 def results():
     return [
-        synthetic_difference((256, 256), n_transients=6, n_hot_pixels=6, n_fading=1, mjd=59000.0 + 10 * i, seed=20 + i)
+        synthetic_difference((256, 256), SyntheticScene(
+                n_transients=6, n_hot_pixels=6, n_fading=1,
+            ), mjd=59000.0 + 10 * i, seed=20 + i)
         for i in range(4)
     ]
 
@@ -118,7 +120,8 @@ def test_streaming_to_a_store_gives_the_same_set(tmp_path, inputs, full_set):
 
 
 def test_forced_real_examples_at_undetected_transients():
-    faint = synthetic_difference((256, 256), n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0), seed=8)
+    faint = synthetic_difference((256, 256),
+        SyntheticScene(n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0)), seed=8)
     ds = build_training_set([(faint, faint.truth, "faint")], balance=None, random_bogus=0, force_real_snr=2.0)
     forced = ds.isel(candidate=np.flatnonzero(ds["origin"].values == "truth"))
     assert forced.sizes["candidate"] >= 1

@@ -12,16 +12,16 @@ from astrid._schema import CHANNELS, STAMP_SIZE, validate_triplets
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.triplets import coords_to_table, detect, label_candidates, load_triplets, make_triplets, write_triplets
 from astrid.triplets._store import COMMIT_ATTR
-from astrid.triplets._synthetic import synthetic_difference
+from astrid.triplets import SyntheticScene, synthetic_difference
 
 HALF = STAMP_SIZE // 2
 
 
 @pytest.fixture(scope="module")
 def result():
-    return synthetic_difference(
-        (200, 240), n_transients=6, n_hot_pixels=2, masked_box=(150, 170, 20, 60), missing_columns=12, seed=5
-    )
+    return synthetic_difference((200, 240), SyntheticScene(
+            n_transients=6, n_hot_pixels=2, masked_box=(150, 170, 20, 60), missing_columns=12,
+        ), seed=5)
 
 
 def expected_stamps(images, xc, yc):

@@ -16,7 +16,7 @@ from astrid.triplets import (
     label_candidates,
     measure_positions,
 )
-from astrid.triplets._synthetic import SyntheticDifference, _add_gaussian, synthetic_difference
+from astrid.triplets import SyntheticDifference, SyntheticScene, add_gaussian, synthetic_difference
 
 FWHM = 3.0
 SIGMA = FWHM / 2.3548
@@ -24,7 +24,8 @@ SIGMA = FWHM / 2.3548
 
 def blank_result(shape=(128, 128), seed=0, noise=0.0) -> SyntheticDifference:
     """A synthetic result with no sources: D and S_corr to be drawn on by the test."""
-    result = synthetic_difference(shape, n_transients=0, n_stars=0, n_galaxies=0, n_hot_pixels=0, seed=seed)
+    result = synthetic_difference(shape,
+        SyntheticScene(n_transients=0, n_stars=0, n_galaxies=0, n_hot_pixels=0), seed=seed)
     rng = np.random.default_rng(seed)
     result.D = (rng.normal(0.0, noise, shape) if noise else np.zeros(shape)).astype(np.float32)
     result.S_corr = result.D.copy()
@@ -38,13 +39,14 @@ def draw(result, x, y, amplitude, sigma_x=SIGMA, sigma_y=None, theta=0.0):
     flux = amplitude * 2 * np.pi * sigma_x * sigma_y
     for name in ("D", "S_corr"):
         image = getattr(result, name).astype(np.float64)
-        _add_gaussian(image, x, y, flux, sigma_x, sigma_y, theta)
+        add_gaussian(image, x, y, flux, sigma_x, sigma_y, theta)
         setattr(result, name, image.astype(np.float32))
 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return synthetic_difference((384, 384), n_transients=12, n_fading=3, n_hot_pixels=4, seed=3)
+    return synthetic_difference((384, 384),
+        SyntheticScene(n_transients=12, n_fading=3, n_hot_pixels=4), seed=3)
 
 
 def test_every_injected_source_found_at_its_position(synthetic):
