@@ -37,7 +37,7 @@ from astrid.anomaly import (
     type_labels,
     type_report,
 )
-from astrid.triplets import build_training_set
+from astrid.triplets import ExampleOptions, build_training_set
 
 
 def triplets(seeds, size, n_supernovae):
@@ -47,7 +47,8 @@ def triplets(seeds, size, n_supernovae):
             warnings.simplefilter("ignore")  # PSF-star shortfalls are reported, not fatal here
             pair = astrid.simulate.pair(size=size, seed=int(seed), preset="ztf", n_supernovae=n_supernovae)
             inputs.append((difference(pair.reference, pair.science), pair.truth, f"SIM{seed:04d}"))
-    return build_training_set(inputs, balance=None, negative=True, radius=3.0, random_bogus=10, seed=0)
+    examples = ExampleOptions(negative=True, radius=3.0, random_bogus=10)
+    return build_training_set(inputs, examples, balance=None, seed=0)
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
 from ._synthetic import SyntheticDifference, SyntheticScene, add_gaussian, synthetic_difference
 from ._training import (
+    ExampleOptions,
     balance_classes,
     build_training_set,
     random_positions,
@@ -43,6 +44,7 @@ __all__ = [
     "write_triplets",
     "load_triplets",
     "build_training_set",
+    "ExampleOptions",
     "balance_classes",
     "random_positions",
     "split_by_field",
