@@ -17,9 +17,9 @@ Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
 alert cutouts read by :mod:`astrid.alerts`.
 """
 
-from ._detect import CANDIDATE_COLUMNS, detect, measure_positions
+from ._detect import CANDIDATE_COLUMNS, DetectOptions, detect, measure_positions
 from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates
-from ._metrics import circle_iou, image_metrics
+from ._metrics import MetricsOptions, circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
@@ -36,6 +36,7 @@ from ._training import (
 
 __all__ = [
     "detect",
+    "DetectOptions",
     "measure_positions",
     "reference_catalog",
     "label_candidates",
@@ -51,6 +52,7 @@ __all__ = [
     "split_by_time",
     "split_by_survey",
     "image_metrics",
+    "MetricsOptions",
     "circle_iou",
     "synthetic_difference",
     "SyntheticScene",

@@ -20,7 +20,7 @@ import xarray as xr
 from astropy.table import Table, vstack
 
 from ..errors import AstridInputError
-from ._detect import detect, measure_positions, result_fwhm
+from ._detect import DetectOptions, detect, measure_positions, result_fwhm
 from ._label import REAL_KINDS, label_candidates, truth_distances, truth_positions
 from ._sources import reference_catalog
 from ._stamps import make_triplets
@@ -145,23 +145,24 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
     return xy[:, 0], xy[:, 1]
 
 
-def _examples_of_image(result, truth, field, prefix, *, options: ExampleOptions, rng, detect_kwargs,
-                       galaxies=None) -> xr.Dataset:
+def _examples_of_image(result, truth, field, prefix, *, options: ExampleOptions, rng,
+                       detect_options: DetectOptions, galaxies=None) -> xr.Dataset:
     """Labelled triplets of one differenced image."""
     threshold, negative, radius = options.threshold, options.negative, options.radius
     real_kinds, force_real_snr, random_bogus = options.real_kinds, options.force_real_snr, options.random_bogus
-    fwhm = detect_kwargs.get("fwhm") or result_fwhm(result)
+    fwhm = detect_options.fwhm or result_fwhm(result)
     reference = getattr(result, "reference", None)
     catalog = reference_catalog(reference, fwhm=fwhm) if reference is not None else False
     sources = {
         "reference_sources": catalog,
         "galaxies": galaxies if galaxies is not None else (catalog[catalog["extended"]] if catalog is not False else False),
     }
-    candidates = detect(result, threshold, negative=negative, prefix=prefix, **sources, **detect_kwargs)
+    candidates = detect(result, threshold, negative=negative, prefix=prefix, **sources, options=detect_options)
     labelled = label_candidates(candidates, truth, radius=radius, real_kinds=real_kinds, wcs=getattr(result, "wcs", None))
     labelled["origin"] = np.full(len(labelled), "detection", dtype="U9")
     parts = [labelled]
-    settings = {"fwhm": candidates.meta["fwhm"], "stamp_size": candidates.meta["stamp_size"], **sources}
+    measured = DetectOptions(fwhm=candidates.meta["fwhm"], stamp_size=candidates.meta["stamp_size"])
+    settings = {"options": measured, **sources}
 
     truth_xy, direction, half_length = truth_positions(truth, wcs=getattr(result, "wcs", None))
     if force_real_snr is not None and len(truth) and "kind" in truth.colnames:
@@ -244,7 +245,7 @@ def build_training_set(
     balance: float | None = 0.5,
     seed: int = 0,
     path: str | os.PathLike | None = None,
-    detect_kwargs: dict | None = None,
+    detect_options: DetectOptions | None = None,
     difference_kwargs: dict | None = None,
     survey: str | Mapping[str, str] | None = None,
     test_surveys: Sequence[str] | str | None = None,
@@ -271,8 +272,10 @@ def build_training_set(
         Stream each image's triplets into this Zarr/netCDF store (so the
         full set never sits in memory); the store keeps every example and
         the returned dataset is a lazy, balanced selection of it.
-    detect_kwargs, difference_kwargs : dict, optional
-        Passed to :func:`detect` and :func:`astrid.difference`.
+    detect_options : DetectOptions, optional
+        Passed to :func:`detect`.
+    difference_kwargs : dict, optional
+        Passed to :func:`astrid.difference`.
     survey : str or mapping of str to str, optional
         The survey (or simulated survey) the pairs come from, recorded in a
         ``survey`` coordinate: one name for all, or ``{field: survey}`` for
@@ -310,14 +313,14 @@ def build_training_set(
         raise AstridInputError("test_surveys: needs survey= (the survey of each input) to split by survey")
     if survey is not None and not isinstance(survey, (str, Mapping)):
         raise AstridInputError(f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}")
-    detect_kwargs = dict(detect_kwargs or {})
+    detect_options = DetectOptions() if detect_options is None else detect_options
     difference_kwargs = dict(difference_kwargs or {})
     rng = np.random.default_rng(seed)
     parts: list[xr.Dataset] = []
     n_images = 0
     for result, truth, field, prefix, galaxies in _iterate_inputs(inputs, difference_kwargs):
         ds = _examples_of_image(result, truth, field, prefix, options=examples, rng=rng,
-                                detect_kwargs=detect_kwargs, galaxies=galaxies)
+                                detect_options=detect_options, galaxies=galaxies)
         if survey is not None:
             ds = ds.assign_coords(survey=("candidate", np.full(ds.sizes["candidate"], _survey_of(survey, field), dtype=object)))
         if path is not None:

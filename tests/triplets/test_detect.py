@@ -10,6 +10,7 @@ from astrid.errors import AstridInputError
 from astrid.triplets import (
     ARTIFACT_KINDS,
     CANDIDATE_COLUMNS,
+    DetectOptions,
     circle_iou,
     detect,
     image_metrics,
@@ -108,7 +109,7 @@ def test_min_separation_keeps_the_stronger_peak():
     draw(result, 80.0, 80.0, 10.0, sigma_x=0.7)
     default = detect(result, reference_sources=False, galaxies=False)  # min_separation = FWHM = 3 px
     assert len(default) == 3
-    wide = detect(result, min_separation=5.0, reference_sources=False, galaxies=False)
+    wide = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=5.0))
     assert len(wide) == 2
     assert sorted(np.round(wide["x"]).tolist()) == [40.0, 80.0]
 
@@ -118,7 +119,7 @@ def test_flat_top_gives_one_peak():
     result.S_corr[50, 50:52] = 9.0
     result.S_corr[60:62, 70] = 9.0
     result.D = result.S_corr.copy()
-    candidates = detect(result, reference_sources=False, galaxies=False, min_separation=0.0)
+    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=0.0))
     assert len(candidates) == 2
 
 
@@ -133,7 +134,7 @@ def test_masked_footprint_and_edge_pixels_are_excluded():
     candidates = detect(result, reference_sources=False, galaxies=False)
     assert len(candidates) == 1
     assert (round(candidates["x"][0]), round(candidates["y"][0])) == (70, 70)
-    with_edge = detect(result, edge=0, reference_sources=False, galaxies=False)
+    with_edge = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0))
     assert len(with_edge) == 2
     # The shoulder of a masked peak is not a peak: neighbours are compared even when masked.
     assert not np.any(np.hypot(with_edge["x"] - 30, with_edge["y"] - 30) < 8)
@@ -158,7 +159,7 @@ def test_sharpness_separates_hot_pixels_from_psf_sources():
 def test_elongation_roundness_and_orientation_of_a_streak():
     result = blank_result()
     draw(result, 60.0, 60.0, 10.0, sigma_x=1.0, sigma_y=3.0)  # along the y axis
-    candidates = detect(result, reference_sources=False, galaxies=False, min_separation=10)
+    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=10))
     assert len(candidates) == 1
     row = candidates[0]
     assert row["elongation"] == pytest.approx(3.0, rel=0.1)
@@ -182,7 +183,7 @@ def test_masked_fraction_counts_pixels_beyond_the_image():
     draw(result, 10.0, 100.0, 20.0)
     draw(result, 100.0, 100.0, 20.0)
     result.mask[0:10, 0:200] = True  # 10 masked rows, far from both stamps' centres
-    candidates = detect(result, reference_sources=False, galaxies=False, edge=0)
+    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0))
     by_x = {round(float(x)): row for x, row in zip(candidates["x"], candidates)}
     # A 63 px stamp centred on column 10 reaches 21 columns beyond the left edge.
     assert by_x[10]["masked_fraction"] == pytest.approx(21 / 63)
@@ -254,11 +255,11 @@ def test_bad_parameters_are_refused():
     with pytest.raises(AstridInputError, match="threshold"):
         detect(result, threshold=0)
     with pytest.raises(AstridInputError, match="edge"):
-        detect(result, edge=-1)
+        detect(result, options=DetectOptions(edge=-1))
     result.science_psf = result.reference_psf = None
     with pytest.raises(AstridInputError, match="fwhm"):
         detect(result)
-    assert len(detect(result, fwhm=3.0)) == 0
+    assert len(detect(result, options=DetectOptions(fwhm=3.0))) == 0
 
 
 # ----------------------------------------------------------------------------- labels
