@@ -28,8 +28,8 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.special import erfinv
 
-from .._inpaint import repair_isolated
 from .. import _utils
+from .._inpaint import repair_isolated
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
 from ..zogy._core import (

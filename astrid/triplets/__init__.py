@@ -23,7 +23,12 @@ from ._metrics import MetricsOptions, circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
 from ._store import load_triplets, write_triplets
-from ._synthetic import SyntheticDifference, SyntheticScene, add_gaussian, synthetic_difference
+from ._synthetic import (
+    SyntheticDifference,
+    SyntheticScene,
+    add_gaussian,
+    synthetic_difference,
+)
 from ._training import (
     ExampleOptions,
     balance_classes,

@@ -244,7 +244,7 @@ def synthetic_difference(
     scene = SyntheticScene() if scene is None else scene
     fwhm, sigma = scene.fwhm, scene.sigma
     rng = np.random.default_rng(seed)
-    ny, nx = shape
+    nx = shape[1]
     kernel = _gaussian_kernel_1d(fwhm)
     psf = np.outer(kernel, kernel)  # separable, so S is two 1-D passes
     psf_sigma = fwhm_to_sigma(fwhm)
