@@ -33,6 +33,7 @@ from astrid.anomaly import (
     CLASSES,
     plot_confusion,
     predict_types,
+    TypesTrainingOptions,
     train_types,
     type_labels,
     type_report,
@@ -71,7 +72,7 @@ def main(argv=None):
     test = triplets(range(base + 200, base + 200 + args.n_test), args.size, args.n_supernovae)
     print(f"triplets: {train.sizes['candidate']} training, {validation.sizes['candidate']} validation, "
           f"{test.sizes['candidate']} test ({time.perf_counter() - started:.0f} s)")
-    model, history = train_types(train, validation=validation, epochs=args.epochs, seed=args.seed)
+    model, history = train_types(train, TypesTrainingOptions(epochs=args.epochs, seed=args.seed), validation=validation)
     print(f"training: {len(history['loss'])} epochs in {sum(history['epoch_seconds']):.0f} s, "
           f"{history['triplets_per_second']:.0f} triplets/s; class counts {history['class_counts']}")
     truth = type_labels(test["kind"].values)

@@ -29,12 +29,13 @@ from astrid.anomaly import (
     plot_anomaly_map,
     recall_lower_bound,
     sample_tiles,
+    UNetTrainingOptions,
     train_unet,
     transient_mask,
     unet_inputs,
     zogy_threshold_method,
 )
-from astrid.anomaly.unet import CHANNELS, _receptive_radius
+from astrid.anomaly.unet import CHANNELS, receptive_radius
 from astrid.errors import AstridInputError
 from astrid.triplets import circle_iou
 from astrid.triplets import SyntheticScene, synthetic_difference
@@ -67,8 +68,8 @@ def test_unet_overfits_a_tiny_set_and_peaks_on_the_source(tmp_path):
     x, y, centres = _blob_tiles()
     # the 8 tiles four times over: several steps per epoch cost less than many epochs
     tiles = (np.concatenate([x] * 4), np.concatenate([y] * 4))
-    result = train_unet(tiles, filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1,
-                        out_dir=tmp_path, name="tiny")
+    options = UNetTrainingOptions(filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1)
+    result = train_unet(tiles, options, out_dir=tmp_path, name="tiny")
     loss = result.history["loss"]
     assert loss[-1] < 0.5 * loss[0]
     probability = anomaly_map(result.model, x[0], tile=None)
@@ -113,7 +114,7 @@ def test_receptive_radius_bounds_the_influence_of_a_pixel():
     image[48, 48] = 50.0
     changed = np.argwhere(anomaly_map(model, image, tile=None) != base)
     assert changed.size
-    assert np.abs(changed - 48).max() <= _receptive_radius(3)
+    assert np.abs(changed - 48).max() <= receptive_radius(3)
 
 
 @pytest.mark.parametrize(
@@ -144,13 +145,13 @@ def test_anomaly_map_refuses_bad_settings(kwargs, name):
 def test_train_unet_refuses_bad_tiles():
     x, y, _ = _blob_tiles(n=2)
     with pytest.raises(AstridInputError, match="tiles"):
-        train_unet((x[..., :3], y[..., :1]), filters=SMALL, epochs=1)
+        train_unet((x[..., :3], y[..., :1]), UNetTrainingOptions(filters=SMALL, epochs=1))
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(AstridInputError, match="tiles: .*NaN"):
-        train_unet((bad, y), filters=SMALL, epochs=1)
+        train_unet((bad, y), UNetTrainingOptions(filters=SMALL, epochs=1))
     with pytest.raises(AstridInputError, match="epochs"):
-        train_unet((x, y), filters=SMALL, epochs=0)
+        train_unet((x, y), UNetTrainingOptions(filters=SMALL, epochs=0))
 
 
 def test_unet_inputs_planes_masks_and_nans():
@@ -607,15 +608,15 @@ def test_predict_types_mc_dropout():
 
 @pytest.mark.slow
 def test_train_types_on_synthetic_triplets():
-    from astrid.anomaly import train_types
+    from astrid.anomaly import TypesTrainingOptions, train_types
     from astrid.triplets import detect, label_candidates, make_triplets
 
     result = synthetic_difference((256, 256),
         SyntheticScene(n_transients=8, n_hot_pixels=8), seed=7)
     candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
     ds = make_triplets(result, candidates, field="SYN")
-    _, history = train_types(ds, epochs=2, batch_size=8)
+    _, history = train_types(ds, TypesTrainingOptions(epochs=2, batch_size=8))
     assert len(history["loss"]) == 2 and history["class_counts"]["supernova"] >= 6
     assert history["class_weight"]["asteroid"] == 0.0  # an absent class gets no weight
     with pytest.raises(AstridInputError, match="kind"):
-        train_types(ds.drop_vars("kind"), epochs=1)
+        train_types(ds.drop_vars("kind"), TypesTrainingOptions(epochs=1))
