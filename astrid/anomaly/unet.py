@@ -750,9 +750,8 @@ def train_unet(
         raise AstridInputError(f"options: expected a UNetTrainingOptions, got {type(options).__name__}")
     data = _tile_pairs(tiles, validation)
     x, y, xv, _ = data
-    from ..braai._train import disable_determinism, enable_determinism
-
     from .. import tracking
+    from ..braai._train import disable_determinism, enable_determinism
 
     tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
     tf = tf_module()

@@ -13,16 +13,18 @@ The step between :func:`astrid.difference` and the real/bogus classifier::
 balancing; :func:`synthetic_difference` makes a small difference result with
 known sources for tests and benchmarks; :func:`split_by_field` / :func:`split_by_time` split without
 leaking a field; :func:`image_metrics` scores detection per image.
-Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
-alert cutouts read by :mod:`astrid.alerts`.
+Triplets follow one shared schema (:func:`validate_triplets`,
+:func:`new_triplet_dataset`, :data:`CHANNELS`, :data:`STAMP_SIZE`), the same as
+ZTF alert cutouts read by :mod:`astrid.alerts`.
 """
 
+from .._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from ._detect import CANDIDATE_COLUMNS, DetectOptions, detect, measure_positions
 from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates
 from ._metrics import MetricsOptions, circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
-from ._store import load_triplets, write_triplets
+from ._store import COMMIT_ATTR, load_triplets, write_triplets
 from ._synthetic import (
     SyntheticDifference,
     SyntheticScene,
@@ -64,6 +66,11 @@ __all__ = [
     "SyntheticDifference",
     "add_gaussian",
     "CANDIDATE_COLUMNS",
+    "CHANNELS",
+    "STAMP_SIZE",
+    "COMMIT_ATTR",
+    "new_triplet_dataset",
+    "validate_triplets",
     "REAL_KINDS",
     "ARTIFACT_KINDS",
 ]

@@ -16,6 +16,7 @@ from astrid.anomaly import (
     Field,
     IsolationForestBaseline,
     OneClassSVMBaseline,
+    UNetTrainingOptions,
     anomaly_map,
     baseline_method,
     build_unet,
@@ -29,7 +30,6 @@ from astrid.anomaly import (
     plot_anomaly_map,
     recall_lower_bound,
     sample_tiles,
-    UNetTrainingOptions,
     train_unet,
     transient_mask,
     unet_inputs,
@@ -37,8 +37,7 @@ from astrid.anomaly import (
 )
 from astrid.anomaly.unet import CHANNELS, receptive_radius
 from astrid.errors import AstridInputError
-from astrid.triplets import circle_iou
-from astrid.triplets import SyntheticScene, synthetic_difference
+from astrid.triplets import SyntheticScene, circle_iou, synthetic_difference
 
 SMALL = (4, 8, 16)  # filters of a fast test network
 

@@ -7,7 +7,13 @@ import pytest
 from scipy import ndimage
 
 from astrid.errors import AstridInputError, AstridPSFError
-from astrid.kernel import KernelInputs, KernelOptions, alard_lupton_basis, delta_basis, subtract
+from astrid.kernel import (
+    KernelInputs,
+    KernelOptions,
+    alard_lupton_basis,
+    delta_basis,
+    subtract,
+)
 from astrid.zogy import robust_std
 
 

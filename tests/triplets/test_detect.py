@@ -11,13 +11,16 @@ from astrid.triplets import (
     ARTIFACT_KINDS,
     CANDIDATE_COLUMNS,
     DetectOptions,
+    SyntheticDifference,
+    SyntheticScene,
+    add_gaussian,
     circle_iou,
     detect,
     image_metrics,
     label_candidates,
     measure_positions,
+    synthetic_difference,
 )
-from astrid.triplets import SyntheticDifference, SyntheticScene, add_gaussian, synthetic_difference
 
 FWHM = 3.0
 SIGMA = FWHM / 2.3548
@@ -367,10 +370,8 @@ def test_image_metrics_counts():
 
 
 def _difference():
-    try:
-        from astrid._difference import difference
-    except ImportError:
-        pytest.skip("astrid.difference() is not available yet")
+    from astrid import difference
+
     return difference
 
 

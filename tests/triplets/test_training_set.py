@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid._schema import validate_triplets
 from astrid.errors import AstridInputError
 from astrid.triplets import (
-    balance_classes,
     ExampleOptions,
+    SyntheticScene,
+    balance_classes,
     build_training_set,
     load_triplets,
     split_by_field,
     split_by_time,
+    synthetic_difference,
+    validate_triplets,
 )
-from astrid.triplets import SyntheticScene, synthetic_difference
 
 N_RANDOM = 4
 
@@ -176,10 +177,6 @@ def test_bad_inputs_are_refused(inputs, results):
 
 @pytest.mark.slow
 def test_training_set_from_a_simulated_survey_folder(tmp_path):
-    try:
-        import astrid._difference  # noqa: F401
-    except ImportError:
-        pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate
 
     astrid.simulate.survey(tmp_path / "survey", n_fields=2, size=512, seed=3, n_stars=400, n_supernovae=8)
@@ -200,10 +197,6 @@ def test_training_set_from_a_simulated_survey_folder(tmp_path):
 
 @pytest.mark.slow
 def test_training_set_from_simulated_pairs():
-    try:
-        import astrid._difference  # noqa: F401
-    except ImportError:
-        pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate
 
     sims = [astrid.simulate.pair(size=512, seed=s, n_stars=400, n_supernovae=8) for s in (5, 6)]
