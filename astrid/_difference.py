@@ -359,7 +359,8 @@ def _check_flux_ratio(flux_ratio) -> float:
     return ratio
 
 
-# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from its stages.
+# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
+# its stages.
 _KERNEL_FROM_DIFFERENCE = frozenset({
     "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
     "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "filled", "mask_radius",

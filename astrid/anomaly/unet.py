@@ -314,7 +314,7 @@ def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_m
 
 
 def field_fwhm(result) -> float:
-    """The broader of the result's science and reference FWHM (px, from ``metrics``); 3 when unknown."""
+    """The broader of the result's science and reference FWHM (px, from ``metrics``); 3 if unknown."""
     metrics = getattr(result, "metrics", None) or {}
     values = [float(metrics.get(k, float("nan"))) for k in ("fwhm_sci", "fwhm_ref")]
     values = [v for v in values if math.isfinite(v) and v > 0]

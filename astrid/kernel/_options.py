@@ -34,7 +34,7 @@ def _check_degree(name, value, allow_auto=False):
 
 
 def check_int(name, value, minimum, allow_auto=False):
-    """``value`` as an int >= ``minimum`` (or "auto" where allowed); AstridInputError naming ``name``."""
+    """``value`` as an int >= ``minimum`` (or "auto" where allowed); else an error naming ``name``."""
     if allow_auto and value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
