@@ -14,7 +14,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -359,10 +359,11 @@ def _check_flux_ratio(flux_ratio) -> float:
     return ratio
 
 
-# Arguments of astrid.kernel.subtract that difference(method="kernel") fills in from its stages.
+# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
+# its stages.
 _KERNEL_FROM_DIFFERENCE = frozenset({
     "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
-    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "_filled", "mask_radius",
+    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "filled", "mask_radius",
     "fill_value", "mask",
 })
 
@@ -384,6 +385,12 @@ def _check_options(options: dict, dtype) -> None:
                 f"kernel: {taken} are set by difference() itself (give mask_radius, fill_value, dtype or "
                 "astrometric_sigma as difference() options, PSFs as science_psf=/reference_psf=)"
             )
+        from .kernel import KernelOptions
+
+        unknown = sorted(set(kernel_options) - {f.name for f in fields(KernelOptions)})
+        if unknown:
+            raise AstridInputError(f"kernel: {unknown} are not astrid.kernel.KernelOptions fields")
+        KernelOptions(**kernel_options)  # each value checked
     correlation = options.get("noise_correlation", "auto")
     if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
@@ -802,7 +809,8 @@ def difference(
         spatially varying PSF-matching kernel (:func:`astrid.kernel.subtract`,
         docs/kernel.md; ``S_corr`` is its matched-filter ``detection`` image,
         ``S``, ``flux`` and ``P_D`` are None). Its own options go in the
-        ``kernel`` option as a dict, e.g. ``kernel={"basis": "delta"}``.
+        ``kernel`` option as a dict of :class:`astrid.kernel.KernelOptions`
+        fields, e.g. ``kernel={"basis": "delta"}``.
     align : bool, optional
         Resample the science image onto the reference grid with
         :func:`astrid._align.align` (default). With False the images must
@@ -1067,18 +1075,20 @@ def difference(
                        astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1],
                        n_tiles=max(len(raw.tiles), 1), regularised_psf=regularise)
     elif method == "kernel":
+        from .kernel import KernelInputs, KernelOptions
         from .kernel import subtract as kernel_subtract
 
         kernel_options = options.get("kernel") or {}  # checked by _check_options before any stage ran
         # Images with their own masks: the convolved image's bad pixels spread over the kernel, the
         # other's do not.
-        raw = kernel_subtract(
-            reference_out, science_out, stars=reference_stars, science_variance=sci_var,
-            reference_variance=ref_var, science_sigma=sci_bg.median_rms, reference_sigma=ref_bg.median_rms,
-            science_fwhm=science_psf.fwhm, reference_fwhm=reference_psf.fwhm,
+        measured = KernelInputs(
+            science_variance=sci_var, reference_variance=ref_var, science_sigma=sci_bg.median_rms,
+            reference_sigma=ref_bg.median_rms, science_fwhm=science_psf.fwhm, reference_fwhm=reference_psf.fwhm,
             science_psf=science_psf.psf, reference_psf=reference_psf.psf, astrometric_sigma=astrometric_sigma,
-            dtype=dtype, _filled=repaired if repaired.any() else None, **common, **kernel_options,
+            filled=repaired if repaired.any() else None,
         )
+        raw = kernel_subtract(reference_out, science_out, stars=reference_stars, inputs=measured,
+                              options=KernelOptions(**kernel_options, dtype=dtype, **common))
         S = flux = flux_err = P_D = None
         D, S_corr, mask = raw.D, raw.detection, raw.mask
         metrics.update(scorr_robust_std=raw.detection_std, mask_radius=raw.mask_radius, convolved=raw.convolved,
