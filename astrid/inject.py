@@ -26,9 +26,9 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
-from astropy.stats import mad_std
 from astropy.table import Table
 
+from ._utils import robust_std
 from .errors import AstridInputError, AstridWarning
 from .io import Image, read_image
 
@@ -586,7 +586,7 @@ def inject_into_stamps(
         profile = _gaussian((size_y, size_x), cx[k], cy[k], widths[k])
         diff = stamps[k, :, :, difference]
         finite = np.isfinite(diff)
-        noise = float(mad_std(diff[finite])) if finite.sum() > 10 else np.nan
+        noise = robust_std(diff[finite]) if finite.sum() > 10 else np.nan
         if not (np.isfinite(noise) and noise > 0):
             noise = 1.0
         variance = np.where(finite, noise**2, np.inf)

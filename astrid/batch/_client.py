@@ -55,7 +55,7 @@ def available_cores() -> int:
         return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
 
 
-def _positive_int(value: Any, name: str) -> int | None:
+def positive_int(value: Any, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -86,9 +86,9 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
     AstridWarning
         Both were given and their product exceeds ``cores``.
     """
-    n_workers = _positive_int(n_workers, "n_workers")
-    threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
-    cores = _positive_int(cores, "cores") or available_cores()
+    n_workers = positive_int(n_workers, "n_workers")
+    threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
+    cores = positive_int(cores, "cores") or available_cores()
     if n_workers is None and threads_per_worker is None:
         return cores, 1
     if n_workers is None:
@@ -107,7 +107,7 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
 
 def thread_env(threads: int) -> dict[str, str]:
     """Environment variables that size every thread pool of a worker at ``threads``."""
-    threads = _positive_int(threads, "threads")
+    threads = positive_int(threads, "threads")
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
@@ -122,7 +122,7 @@ def thread_limits(threads: int):
     import numba
     import scipy.fft
 
-    threads = _positive_int(threads, "threads")
+    threads = positive_int(threads, "threads")
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -161,7 +161,7 @@ class ThreadLimits(_thread_limits_plugin_base()):
     name = "astrid-thread-limits"
 
     def __init__(self, threads: int):
-        self.threads = _positive_int(threads, "threads")
+        self.threads = positive_int(threads, "threads")
 
     def setup(self, worker) -> None:
         os.environ.update(thread_env(self.threads))
@@ -268,7 +268,7 @@ def get_client(
             client.register_plugin(ThreadLimits(threads_per_worker))
         return client
     if scheduler is not None:
-        threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
+        threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
         try:
             client = distributed.Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:

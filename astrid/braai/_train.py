@@ -927,3 +927,13 @@ def train(
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     return TrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
+
+
+# Temporary public names for astrid.anomaly (issue #15, helper H4): the owner of astrid.braai
+# decides the final names; drop these aliases then.
+EpochTimer = _EpochTimer
+enable_determinism = _enable_determinism
+disable_determinism = _disable_determinism
+training_versions = _versions
+save_model = _save_model
+augment_batch = _augment_batch

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ class SubtractOptions:
     ``noise_correlation`` ("auto", True or False), ``systematic_fraction`` ("auto" or
     a number), ``mask_radius`` and ``fill_value`` (None: the method's default),
     ``workers``, ``tile_size`` ("auto" or px) and ``kernel`` (a dict of
-    :func:`astrid.kernel.subtract` options for ``method="kernel"``).
+    :class:`astrid.kernel.KernelOptions` fields for ``method="kernel"``).
     """
 
     astrometric_sigma: Any = None
@@ -118,10 +118,11 @@ FLAT_NAMES = {
     "kernel": ("subtract", "kernel"),
 }
 
-# Arguments of astrid.kernel.subtract that difference(method="kernel") fills in from its stages.
+# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
+# its stages.
 _KERNEL_FROM_DIFFERENCE = frozenset({
     "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
-    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "_filled", "mask_radius",
+    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "filled", "mask_radius",
     "fill_value", "mask",
 })
 
@@ -287,6 +288,12 @@ def _check_kernel_options(kernel_options) -> None:
             f"kernel: {taken} are set by difference() itself (give mask_radius, fill_value, dtype or "
             "astrometric_sigma as difference() options, PSFs as science_psf=/reference_psf=)"
         )
+    from ..kernel import KernelOptions
+
+    unknown = sorted(set(kernel_options) - {f.name for f in fields(KernelOptions)})
+    if unknown:
+        raise AstridInputError(f"kernel: {unknown} are not astrid.kernel.KernelOptions fields")
+    KernelOptions(**kernel_options)  # each value checked
 
 
 def _check_integer(key: str, value, minimum: int) -> None:

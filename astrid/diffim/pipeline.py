@@ -820,19 +820,21 @@ def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype,
 
 
 def _subtract_kernel(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
+    from ..kernel import KernelInputs, KernelOptions
     from ..kernel import subtract as kernel_subtract
 
     # Images with their own masks: the convolved image's bad pixels spread over the kernel, the
     # other's do not. (The flux ratio is the kernel's own fit.)
-    raw = kernel_subtract(
-        backgrounds.reference_out, backgrounds.science_out, stars=aligned.reference_stars,
+    measured = KernelInputs(
         science_variance=variances[0], reference_variance=variances[1],
         science_sigma=backgrounds.science.median_rms, reference_sigma=backgrounds.reference.median_rms,
         science_fwhm=psfs.science.fwhm, reference_fwhm=psfs.reference.fwhm,
         science_psf=psfs.science.psf, reference_psf=psfs.reference.psf,
-        astrometric_sigma=aligned.astrometric_sigma, dtype=dtype, _filled=_filled(aligned), **common,
-        **(options.subtract.kernel or {}),
+        astrometric_sigma=aligned.astrometric_sigma, filled=_filled(aligned),
     )
+    raw = kernel_subtract(backgrounds.reference_out, backgrounds.science_out, stars=aligned.reference_stars,
+                          inputs=measured,
+                          options=KernelOptions(**(options.subtract.kernel or {}), dtype=dtype, **common))
     metrics = dict(scorr_robust_std=raw.detection_std, mask_radius=raw.mask_radius, convolved=raw.convolved,
                    kernel_flux_ratio=raw.flux_ratio, kernel_degree=raw.model.degree,
                    kernel_half_width=raw.model.half_width, n_stamps_used=raw.n_stamps_used,

@@ -94,7 +94,8 @@ class ParameterSet:
     parameters: dict
 
 
-def _did_you_mean(name: str, allowed) -> str:
+def did_you_mean(name: str, allowed) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``allowed`` to ``name``, or an empty string."""
     close = difflib.get_close_matches(name, allowed, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -187,7 +188,7 @@ class RunConfig:
         allowed = [f.name for f in fields(cls)]
         unknown = [key for key in values if key not in allowed]
         if unknown:
-            hints = "; ".join(f"{key!r}{_did_you_mean(str(key), allowed)}" for key in unknown)
+            hints = "; ".join(f"{key!r}{did_you_mean(str(key), allowed)}" for key in unknown)
             raise AstridInputError(f"{source}: unknown setting(s) {hints}; allowed: {', '.join(allowed)}")
         if "notebooks" not in values:
             raise AstridInputError(f"{source}: 'notebooks' (a list of notebook paths) is required")

@@ -495,17 +495,20 @@ def test_evaluate_reports_each_survey(tmp_path):
 
 
 def test_build_training_set_splits_by_survey_in_one_call():
-    from astrid.triplets import build_training_set, synthetic_difference
+    from astrid.triplets import ExampleOptions, build_training_set
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
-    results = [synthetic_difference((192, 192), n_transients=4, n_hot_pixels=4, mjd=59000.0 + i, seed=70 + i)
+    results = [synthetic_difference((192, 192),
+        SyntheticScene(n_transients=4, n_hot_pixels=4), mjd=59000.0 + i, seed=70 + i)
                for i in range(3)]
     inputs = [(r, r.truth, f"field{i}") for i, r in enumerate(results)]
     surveys = {"field0": "SIM-A", "field1": "SIM-A", "field2": "SIM-B"}
-    train, test = build_training_set(inputs, survey=surveys, test_surveys=["SIM-B"], balance=None, random_bogus=3)
+    examples = ExampleOptions(random_bogus=3)
+    train, test = build_training_set(inputs, examples, survey=surveys, test_surveys=["SIM-B"], balance=None)
     assert set(train["survey"].values.tolist()) == {"SIM-A"} and set(train["field"].values.tolist()) == {"field0", "field1"}
     assert set(test["survey"].values.tolist()) == {"SIM-B"} and set(test["field"].values.tolist()) == {"field2"}
     assert test.attrs["n_real"] + test.attrs["n_bogus"] == test.sizes["candidate"] > 0
-    whole = build_training_set(inputs, survey="SIM-A", balance=None, random_bogus=3)
+    whole = build_training_set(inputs, ExampleOptions(random_bogus=3), survey="SIM-A", balance=None)
     assert whole.sizes["candidate"] == train.sizes["candidate"] + test.sizes["candidate"]
     with pytest.raises(AstridInputError, match="needs survey="):
         build_training_set(inputs, test_surveys=["SIM-B"])

@@ -194,7 +194,8 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
 
     from astrid.alerts import read_alerts
     from astrid.score import score
-    from astrid.triplets import detect, make_triplets, synthetic_difference
+    from astrid.triplets import detect, make_triplets
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
     folder = shared_data("ztf_alerts", "fink-broker", "all_distribute_topics")
     model = shared_data("braai", "d6_m7.h5")
@@ -211,7 +212,8 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
 
     parts = []
     for seed in range(3):
-        result = synthetic_difference((256, 256), n_stars=40, n_transients=30, seed=seed)
+        result = synthetic_difference((256, 256),
+            SyntheticScene(n_stars=40, n_transients=30), seed=seed)
         candidates = detect(result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-")
         parts.append(make_triplets(result, candidates))
     simulated = xr.concat(parts, dim="candidate")

@@ -25,9 +25,11 @@ from astrid.schema import new_triplet_dataset  # noqa: E402
 @pytest.fixture(scope="module")
 def synthetic():
     """A small simulated difference (ZOGY planes and truth) with four transients."""
-    from astrid.triplets import synthetic_difference
+    from astrid.triplets import SyntheticScene, synthetic_difference
 
-    return synthetic_difference((128, 128), n_transients=4, n_stars=8, n_galaxies=1, seed=3)
+    return synthetic_difference(
+        (128, 128), SyntheticScene(n_transients=4, n_stars=8, n_galaxies=1), seed=3
+    )
 
 
 @pytest.fixture

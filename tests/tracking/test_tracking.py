@@ -233,15 +233,15 @@ def test_runner_logs_each_task_and_links_child_runs(store, tmp_path, capsys):
 
 def test_unet_training_is_tracked_with_its_model_and_card(store, tmp_path):
     pytest.importorskip("tensorflow")
-    from astrid.anomaly import train_unet
+    from astrid.anomaly import UNetTrainingOptions, train_unet
 
     rng = np.random.default_rng(0)
     x = rng.normal(0.0, 0.3, (8, 32, 32, 4)).astype(np.float32)
     y = np.zeros((8, 32, 32, 2), np.float32)
     y[:, 14:18, 14:18, 0] = 1.0
     y[..., 1] = 1.0
-    result = train_unet((x, y), validation=(x[:4], y[:4]), filters=(4, 8, 16), epochs=2, batch_size=4,
-                        out_dir=tmp_path / "models", name="tiny_unet")
+    options = UNetTrainingOptions(filters=(4, 8, 16), epochs=2, batch_size=4)
+    result = train_unet((x, y), options, validation=(x[:4], y[:4]), out_dir=tmp_path / "models", name="tiny_unet")
     info = result.card["mlflow"]
     assert info is not None
     client = mlflow.MlflowClient(info["tracking_uri"])

@@ -18,16 +18,19 @@ pytest.importorskip("zarr")
 
 from astrid.batch import (  # noqa: E402
     BATCH_MANIFEST_NAME,
+    BatchOptions,
+    PairTask,
     default_layout,
     get_client,
     process_pairs,
+    run_pair,
     store_pairs,
+    testing,
     thread_env,
     thread_limits,
     verify_pair_outputs,
 )
-from astrid.batch._core import _PairTask, run_pair  # noqa: E402
-from astrid.batch._outputs import STORE_PAIRS_ATTR  # noqa: E402
+from astrid.batch.testing import STORE_PAIRS_ATTR  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.manifest import Manifest  # noqa: E402
 from astrid.triplets import load_triplets  # noqa: E402
@@ -47,8 +50,8 @@ def survey_dir(tmp_path_factory) -> Path:
     pair = next(manifest.pairs())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstridWarning)
-        run_pair(_PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
-                           difference_options={}, threads=1, fingerprint="warm-up"))
+        run_pair(PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
+                          difference_options={}, threads=1, fingerprint="warm-up"))
     return root
 
 
@@ -114,7 +117,8 @@ def test_batch_survives_a_killed_worker_and_a_rerun_does_nothing(survey_dir, cli
         killed["time"] = time.time()
         os.kill(killed["pid"], signal.SIGKILL)  # the local cluster's worker processes are ours
 
-    report = process_pairs(survey_dir, out, client, progress=False, _on_result=kill_a_busy_worker)
+    with testing.on_result(kill_a_busy_worker):
+        report = process_pairs(survey_dir, out, client, progress=False)
 
     assert killed, "the hook never ran"
     assert report.counts == {"done": N_FIELDS, "resumed": 0, "skipped": 0, "failed": 0}, report.table
@@ -201,7 +205,7 @@ def test_failing_pair_is_recorded_and_the_others_complete(survey_dir, client, tm
     assert not (out / bad.name / "done.json").exists()
 
     # A rerun tries the failed pair again and skips the others.
-    again = process_pairs(pairs, out, client, progress=False, retries=0)
+    again = process_pairs(pairs, out, client, progress=False, options=BatchOptions(retries=0))
     status = dict(zip(again.table["pair"], again.table["status"]))
     assert status == {pairs[0].name: "skipped", bad.name: "failed", pairs[2].name: "skipped"}
 
@@ -264,8 +268,6 @@ def test_crash_between_append_and_pair_list_does_not_duplicate(finished, survey_
 
 
 def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_path):
-    from astrid.batch._core import _commit
-
     out = _copy(finished, tmp_path / "run")
     before = _store_counts(out / "triplets.zarr")
     shutil.rmtree(out / "triplets.zarr")
@@ -273,7 +275,8 @@ def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_
     # The second pair claims one candidate more than its triplets hold.
     items = [(pair, before[pair.name] + (i == 1), {}) for i, pair in enumerate(pairs)]
     committed: set[str] = set()
-    outcome = {pair.name: error for pair, _, error in _commit(out / "triplets.zarr", committed, "fp", out, items)}
+    outcome = {pair.name: error for pair, _, error in testing.commit_in_groups(
+        out / "triplets.zarr", committed, "fp", out, items)}
     assert outcome[pairs[0].name] is None and outcome[pairs[2].name] is None
     assert "records" in outcome[pairs[1].name]
     assert committed == {pairs[0].name, pairs[2].name}
@@ -319,14 +322,15 @@ def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path
     ("kwargs", "match"),
     [
         ({"bogus_option": 1}, "unknown difference option"),
-        ({"verify": "maybe"}, "verify"),
-        ({"retries": -1}, "retries"),
+        ({"options": BatchOptions(verify="maybe")}, "verify"),
+        ({"options": BatchOptions(retries=-1)}, "retries"),
+        ({"options": {"retries": 0}}, "expected astrid.batch.BatchOptions"),
         ({"threshold": 0.0}, "threshold"),
         ({"n_workers": 0}, "n_workers"),
         ({"scheduler": "tcp://127.0.0.1:1", "client": object()}, "either client or scheduler"),
         ({"model": "missing.tflite"}, "no such model file"),
         ({"model": object()}, "save a Keras model"),
-        ({"reference": [0.5, 0.6]}, "needs a model"),
+        ({"options": BatchOptions(reference=[0.5, 0.6])}, "needs a model"),
     ],
 )
 def test_bad_arguments(survey_dir, tmp_path, kwargs, match):
@@ -343,16 +347,20 @@ def test_bad_inputs(tmp_path):
 
 
 def test_foreign_triplet_store_is_refused(survey_dir, tmp_path):
+    import astrid
     from astrid.triplets import detect, make_triplets, write_triplets
-    from astrid.triplets._synthetic import synthetic_difference
 
     out = tmp_path / "run"
     (out / "empty.zarr").mkdir(parents=True)
     with pytest.raises(AstridFileError, match="not a readable Zarr store"):
-        process_pairs(survey_dir, out, triplet_store="empty.zarr", progress=False)
+        process_pairs(survey_dir, out, options=BatchOptions(triplet_store="empty.zarr"), progress=False)
     # Triplets written by hand carry no pair coordinate: which pairs they hold is unknown.
-    result = synthetic_difference((128, 128), n_stars=5, n_transients=3)
-    candidates = detect(result, 5.0, reference_sources=False, galaxies=False)
+    pair = next(Manifest.load(survey_dir).pairs())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstridWarning)
+        result = astrid.difference(pair.reference, pair.science)
+    candidates = detect(result, 5.0)
+    assert len(candidates)
     write_triplets(make_triplets(result, candidates), out / "triplets.zarr")
     with pytest.raises(AstridFileError, match="without a 'pair' coordinate"):
         process_pairs(survey_dir, out, progress=False)
@@ -452,8 +460,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     def die_after_first(client, record):
         raise _Interrupted
 
-    with pytest.raises(_Interrupted):
-        process_pairs(pairs, out, client, progress=False, model=tiny_model, _on_result=die_after_first)
+    with pytest.raises(_Interrupted), testing.on_result(die_after_first):
+        process_pairs(pairs, out, client, progress=False, model=tiny_model)
     _wait_until_idle(client)  # a cancelled task already running finishes on its worker, as after a real crash
     first = {p.name for p in pairs if (out / p.name / "done.json").exists()}
     assert first, "no pair finished before the interruption"
@@ -484,7 +492,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     np.testing.assert_allclose(np.asarray(table["score"]), [by_id[i] for i in ids], atol=1e-6)
 
     # Nothing left to do: no pair scored again, the scores are the same.
-    again = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=np.asarray(table["score"]))
+    again = process_pairs(pairs, out, client, progress=False, model=tiny_model,
+                          options=BatchOptions(reference=np.asarray(table["score"])))
     assert again.counts["skipped"] == 3 and again.n_scored == 0
     assert again.scores["candidate_id"].tolist() == ids
     # Compared with its own scores the batch does not drift ...
@@ -493,7 +502,8 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     # ... compared with a distribution it does not share, it does.
     shifted = np.clip(np.asarray(table["score"]) + 0.3, 0, 1)
     with pytest.warns(DriftWarning, match="PSI"):
-        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model, reference=shifted)
+        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model,
+                                options=BatchOptions(reference=shifted))
     assert drifted.drift.drifted and drifted.drift.psi > 0.25
 
 

@@ -1,6 +1,6 @@
 """The main job's configuration: configs/main_job.yaml, configs/ci_small.yaml and run_main_job's plumbing.
 
-Executing the notebooks is tested in tests/test_notebooks.py (marked slow).
+Executing the notebooks is tested in tests/mainjob/test_notebooks.py (marked slow).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from astrid import _mainjob
-from astrid._mainjob import CI_SMALL_CONFIG, MAIN_JOB_CONFIG, NOTEBOOKS, REPO_ROOT, main_job_config, run_main_job
+from astrid import mainjob
+from astrid.mainjob import CI_SMALL_CONFIG, MAIN_JOB_CONFIG, NOTEBOOKS, REPO_ROOT, main_job_config, run_main_job
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.runner import RunConfig
 
@@ -103,4 +103,4 @@ def test_run_main_job_hands_the_config_to_the_runner(monkeypatch, tmp_path):
     assert run_main_job(small=True, root=tmp_path, run_id="x", on_task_done=callback) == "result"
     assert seen["config"].run_id == "x" and seen["on_task_done"] is callback
     assert seen["config"].parameters["root"] == str(tmp_path.resolve())
-    assert _mainjob.__all__  # the module documents its public names
+    assert mainjob.__all__  # the module documents its public names

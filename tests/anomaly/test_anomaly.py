@@ -16,6 +16,7 @@ from astrid.anomaly import (
     Field,
     IsolationForestBaseline,
     OneClassSVMBaseline,
+    UNetTrainingOptions,
     anomaly_map,
     baseline_method,
     build_unet,
@@ -34,10 +35,9 @@ from astrid.anomaly import (
     unet_inputs,
     zogy_threshold_method,
 )
-from astrid.anomaly.unet import CHANNELS, _receptive_radius
+from astrid.anomaly.unet import CHANNELS, receptive_radius
 from astrid.errors import AstridInputError
-from astrid.triplets import circle_iou
-from astrid.triplets._synthetic import synthetic_difference
+from astrid.triplets import SyntheticScene, circle_iou, synthetic_difference
 
 SMALL = (4, 8, 16)  # filters of a fast test network
 
@@ -67,8 +67,8 @@ def test_unet_overfits_a_tiny_set_and_peaks_on_the_source(tmp_path):
     x, y, centres = _blob_tiles()
     # the 8 tiles four times over: several steps per epoch cost less than many epochs
     tiles = (np.concatenate([x] * 4), np.concatenate([y] * 4))
-    result = train_unet(tiles, filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1,
-                        out_dir=tmp_path, name="tiny")
+    options = UNetTrainingOptions(filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1)
+    result = train_unet(tiles, options, out_dir=tmp_path, name="tiny")
     loss = result.history["loss"]
     assert loss[-1] < 0.5 * loss[0]
     probability = anomaly_map(result.model, x[0], tile=None)
@@ -113,7 +113,7 @@ def test_receptive_radius_bounds_the_influence_of_a_pixel():
     image[48, 48] = 50.0
     changed = np.argwhere(anomaly_map(model, image, tile=None) != base)
     assert changed.size
-    assert np.abs(changed - 48).max() <= _receptive_radius(3)
+    assert np.abs(changed - 48).max() <= receptive_radius(3)
 
 
 @pytest.mark.parametrize(
@@ -144,17 +144,18 @@ def test_anomaly_map_refuses_bad_settings(kwargs, name):
 def test_train_unet_refuses_bad_tiles():
     x, y, _ = _blob_tiles(n=2)
     with pytest.raises(AstridInputError, match="tiles"):
-        train_unet((x[..., :3], y[..., :1]), filters=SMALL, epochs=1)
+        train_unet((x[..., :3], y[..., :1]), UNetTrainingOptions(filters=SMALL, epochs=1))
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(AstridInputError, match="tiles: .*NaN"):
-        train_unet((bad, y), filters=SMALL, epochs=1)
+        train_unet((bad, y), UNetTrainingOptions(filters=SMALL, epochs=1))
     with pytest.raises(AstridInputError, match="epochs"):
-        train_unet((x, y), filters=SMALL, epochs=0)
+        train_unet((x, y), UNetTrainingOptions(filters=SMALL, epochs=0))
 
 
 def test_unet_inputs_planes_masks_and_nans():
-    result = synthetic_difference((96, 96), n_transients=2, masked_box=(10, 20, 10, 20), seed=3)
+    result = synthetic_difference((96, 96),
+        SyntheticScene(n_transients=2, masked_box=(10, 20, 10, 20)), seed=3)
     result.D[50, 50] = np.nan
     planes = unet_inputs(result)
     assert planes.shape == (96, 96, len(CHANNELS)) and planes.dtype == np.float32
@@ -178,7 +179,7 @@ def test_unet_inputs_planes_masks_and_nans():
 
 
 def test_transient_mask_and_sample_tiles():
-    result = synthetic_difference((128, 128), n_transients=3, seed=1)
+    result = synthetic_difference((128, 128), SyntheticScene(n_transients=3), seed=1)
     truth = result.truth
     mask = transient_mask(truth, (128, 128), 2.0)
     real = truth[truth["kind"] == "supernova"]
@@ -198,7 +199,7 @@ def test_transient_mask_and_sample_tiles():
 
 
 def test_sample_tiles_ignores_faint_transients():
-    result = synthetic_difference((96, 96), n_transients=1, n_hot_pixels=0, seed=4)
+    result = synthetic_difference((96, 96), SyntheticScene(n_transients=1, n_hot_pixels=0), seed=4)
     truth = result.truth.copy()
     truth["snr_diff"] = [1.0]  # too faint to be a target: its disc gets zero weight
     _, y = sample_tiles([(result, truth)], tile=32, n_per_field=6, fractions=(1, 0, 0), seed=0)
@@ -505,7 +506,7 @@ def test_plot_anomaly_map():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    result = synthetic_difference((96, 96), n_transients=2, n_hot_pixels=1, seed=3)
+    result = synthetic_difference((96, 96), SyntheticScene(n_transients=2, n_hot_pixels=1), seed=3)
     probability = np.zeros((96, 96), np.float32)
     tx, ty = float(result.truth["x_ref"][0]), float(result.truth["y_ref"][0])
     yy, xx = np.mgrid[:96, :96]
@@ -546,7 +547,8 @@ def test_project_methods_on_a_synthetic_result():
     """ZOGY + threshold and a baseline run end to end through Field and evaluate_methods."""
     fields = []
     for seed in (5, 6):
-        result = synthetic_difference((160, 160), n_transients=4, n_hot_pixels=3, seed=seed)
+        result = synthetic_difference((160, 160),
+            SyntheticScene(n_transients=4, n_hot_pixels=3), seed=seed)
         truth = result.truth.copy()
         truth["snr_sci"] = 20.0
         fields.append(Field.from_result(result, truth, f"S{seed}"))
@@ -605,14 +607,15 @@ def test_predict_types_mc_dropout():
 
 @pytest.mark.slow
 def test_train_types_on_synthetic_triplets():
-    from astrid.anomaly import train_types
+    from astrid.anomaly import TypesTrainingOptions, train_types
     from astrid.triplets import detect, label_candidates, make_triplets
 
-    result = synthetic_difference((256, 256), n_transients=8, n_hot_pixels=8, seed=7)
+    result = synthetic_difference((256, 256),
+        SyntheticScene(n_transients=8, n_hot_pixels=8), seed=7)
     candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
     ds = make_triplets(result, candidates, field="SYN")
-    _, history = train_types(ds, epochs=2, batch_size=8)
+    _, history = train_types(ds, TypesTrainingOptions(epochs=2, batch_size=8))
     assert len(history["loss"]) == 2 and history["class_counts"]["supernova"] >= 6
     assert history["class_weight"]["asteroid"] == 0.0  # an absent class gets no weight
     with pytest.raises(AstridInputError, match="kind"):
-        train_types(ds.drop_vars("kind"), epochs=1)
+        train_types(ds.drop_vars("kind"), TypesTrainingOptions(epochs=1))

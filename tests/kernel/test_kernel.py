@@ -7,7 +7,13 @@ import pytest
 from scipy import ndimage
 
 from astrid.errors import AstridInputError, AstridPSFError
-from astrid.kernel import alard_lupton_basis, delta_basis, subtract
+from astrid.kernel import (
+    KernelInputs,
+    KernelOptions,
+    alard_lupton_basis,
+    delta_basis,
+    subtract,
+)
 from astrid.zogy import robust_std
 
 
@@ -69,12 +75,18 @@ def assert_kernel_close(fitted, expected, l1=0.1, moments=0.05):
     np.testing.assert_allclose(mf[1:], me[1:], atol=moments)
 
 
-def _fit(reference, science, xy, **kw):
+_INPUTS = {"science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
+           "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma"}
+
+
+def _fit(reference, science, xy, mask=None, **kw):
+    """kernel.subtract on the stars ``xy``; ``kw`` are KernelInputs and KernelOptions fields."""
     kw.setdefault("reference_sigma", 1.0)
     kw.setdefault("science_sigma", 1.5)
     kw.setdefault("degree", 0)
     kw.setdefault("min_snr", 20)
-    return subtract(reference, science, stars=xy, **kw)
+    inputs = KernelInputs(**{k: kw.pop(k) for k in list(kw) if k in _INPUTS})
+    return subtract(reference, science, stars=xy, mask=mask, inputs=inputs, options=KernelOptions(**kw))
 
 
 def test_bases_layout():
@@ -206,7 +218,8 @@ def test_null_pair_significance_is_calibrated():
     var_n = 9.0 + model_n / 20.0
     reference = truth + rng.normal(size=truth.shape) * np.sqrt(var_r)
     science = model_n + rng.normal(size=truth.shape) * np.sqrt(var_n)
-    res = subtract(reference, science, stars=xy, reference_variance=var_r, science_variance=var_n)
+    res = subtract(reference, science, stars=xy,
+                   inputs=KernelInputs(reference_variance=var_r, science_variance=var_n))
     assert res.significance_std == pytest.approx(1.0, abs=0.05)
     assert res.detection_std == pytest.approx(1.0, abs=0.05)
     assert res.flux_ratio == pytest.approx(0.7, rel=5e-3)

@@ -277,17 +277,9 @@ def test_static_sky_cancels_in_the_ideal_difference():
 
 def test_compact_galaxy_sits_at_its_subpixel_position():
     """Galaxies are sampled around their own centre, so a tiny one renders exactly like a star."""
-    from astrid.simulate import _core
-
     sim = simulate.pair(128, seed=1)
-    ep = sim._epochs["science"]
-    ra, dec = ep.world(np.array([60.37]), np.array([70.81]))
-    galaxy = {"ra": ra, "dec": dec, "r_eff_arcsec": np.array([0.01]), "sersic_n": np.array([1.0]),
-              "axis_ratio": np.array([1.0]), "pa_deg": np.array([0.0])}
-    as_galaxy = np.zeros((128, 128), np.float32)
-    _core._render_galaxies(as_galaxy, ep, galaxy, np.array([1000.0]))
-    as_star = np.zeros((128, 128), np.float32)
-    _core._render_points(as_star, ep, np.array([60.37]), np.array([70.81]), np.array([1000.0]))
+    as_galaxy = sim.render_source("science", 60.37, 70.81, 1000.0, r_eff_arcsec=0.01)
+    as_star = sim.render_source("science", 60.37, 70.81, 1000.0)
     core = (slice(60, 82), slice(50, 72))
     np.testing.assert_allclose(as_galaxy[core], as_star[core], atol=1e-3 * as_star.max())
 

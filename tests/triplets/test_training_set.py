@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid.schema import validate_triplets
 from astrid.errors import AstridInputError
 from astrid.triplets import (
+    ExampleOptions,
+    SyntheticScene,
     balance_classes,
     build_training_set,
     load_triplets,
     split_by_field,
     split_by_time,
+    synthetic_difference,
+    validate_triplets,
 )
-from astrid.triplets._synthetic import synthetic_difference
 
 N_RANDOM = 4
 
@@ -23,7 +25,9 @@ N_RANDOM = 4
 @pytest.fixture(scope="module")
 def results():
     return [
-        synthetic_difference((256, 256), n_transients=6, n_hot_pixels=6, n_fading=1, mjd=59000.0 + 10 * i, seed=20 + i)
+        synthetic_difference((256, 256), SyntheticScene(
+                n_transients=6, n_hot_pixels=6, n_fading=1,
+            ), mjd=59000.0 + 10 * i, seed=20 + i)
         for i in range(4)
     ]
 
@@ -35,7 +39,8 @@ def inputs(results):
 
 @pytest.fixture(scope="module")
 def full_set(inputs):
-    return build_training_set(inputs, balance=None, random_bogus=N_RANDOM, negative=True)
+    examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
+    return build_training_set(inputs, examples, balance=None)
 
 
 def test_every_example_is_labelled_from_the_truth(full_set, results):
@@ -72,7 +77,8 @@ def test_random_examples_are_on_good_pixels_away_from_everything(full_set, resul
 
 
 def test_balance_gives_the_requested_fraction(inputs, full_set):
-    balanced = build_training_set(inputs, balance=0.5, random_bogus=N_RANDOM, negative=True)
+    examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
+    balanced = build_training_set(inputs, examples, balance=0.5)
     n_real = int((full_set["label"].values == 1).sum())
     assert balanced.attrs["n_real"] == n_real
     assert balanced.attrs["n_bogus"] == n_real
@@ -82,7 +88,8 @@ def test_balance_gives_the_requested_fraction(inputs, full_set):
     np.testing.assert_array_equal(
         balanced["triplets"].values, full_set.sel(candidate_id=list(ids))["triplets"].values
     )
-    again = build_training_set(inputs, balance=0.5, random_bogus=N_RANDOM, negative=True)
+    examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
+    again = build_training_set(inputs, examples, balance=0.5)
     assert again["candidate_id"].values.tolist() == ids.tolist(), "deterministic for a seed"
 
 
@@ -106,20 +113,24 @@ def test_balance_classes_subsamples_the_majority(full_set):
 
 
 def test_streaming_to_a_store_gives_the_same_set(tmp_path, inputs, full_set):
-    streamed = build_training_set(inputs, balance=None, random_bogus=N_RANDOM, negative=True, path=tmp_path / "train.zarr")
+    examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
+    streamed = build_training_set(inputs, examples, balance=None, path=tmp_path / "train.zarr")
     assert hasattr(streamed["triplets"].data, "dask")
     assert streamed["candidate_id"].values.tolist() == full_set["candidate_id"].values.tolist()
     np.testing.assert_array_equal(streamed["triplets"].values, full_set["triplets"].values)
     stored = load_triplets(tmp_path / "train.zarr")
     assert stored.sizes["candidate"] == full_set.sizes["candidate"]
-    balanced = build_training_set(inputs, balance=0.5, random_bogus=N_RANDOM, negative=True, path=tmp_path / "b.nc")
+    examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
+    balanced = build_training_set(inputs, examples, balance=0.5, path=tmp_path / "b.nc")
     assert balanced.attrs["real_fraction"] == 0.5
     assert load_triplets(tmp_path / "b.nc").sizes["candidate"] == full_set.sizes["candidate"], "the store keeps all"
 
 
 def test_forced_real_examples_at_undetected_transients():
-    faint = synthetic_difference((256, 256), n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0), seed=8)
-    ds = build_training_set([(faint, faint.truth, "faint")], balance=None, random_bogus=0, force_real_snr=2.0)
+    faint = synthetic_difference((256, 256),
+        SyntheticScene(n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0)), seed=8)
+    examples = ExampleOptions(random_bogus=0, force_real_snr=2.0)
+    ds = build_training_set([(faint, faint.truth, "faint")], examples, balance=None)
     forced = ds.isel(candidate=np.flatnonzero(ds["origin"].values == "truth"))
     assert forced.sizes["candidate"] >= 1
     assert np.all(forced["label"].values == 1)
@@ -152,7 +163,7 @@ def test_bad_inputs_are_refused(inputs, results):
     with pytest.raises(AstridInputError, match="balance"):
         build_training_set(inputs, balance=1.5)
     with pytest.raises(AstridInputError, match="random_bogus"):
-        build_training_set(inputs, random_bogus=-1)
+        build_training_set(inputs, ExampleOptions(random_bogus=-1))
     with pytest.raises(AstridInputError, match="inputs\\[0\\]"):
         build_training_set([results[0]])
     with pytest.raises(AstridInputError, match="no image pairs"):
@@ -166,14 +177,11 @@ def test_bad_inputs_are_refused(inputs, results):
 
 @pytest.mark.slow
 def test_training_set_from_a_simulated_survey_folder(tmp_path):
-    try:
-        import astrid.diffim  # noqa: F401
-    except ImportError:
-        pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate
 
     astrid.simulate.survey(tmp_path / "survey", n_fields=2, size=512, seed=3, n_stars=400, n_supernovae=8)
-    ds = build_training_set(tmp_path / "survey", balance=None, random_bogus=3, negative=True)
+    examples = ExampleOptions(random_bogus=3, negative=True)
+    ds = build_training_set(tmp_path / "survey", examples, balance=None)
     validate_triplets(ds)
     kinds = ds["kind"].values
     labels = ds["label"].values
@@ -189,14 +197,10 @@ def test_training_set_from_a_simulated_survey_folder(tmp_path):
 
 @pytest.mark.slow
 def test_training_set_from_simulated_pairs():
-    try:
-        import astrid.diffim  # noqa: F401
-    except ImportError:
-        pytest.skip("astrid.difference() is not available yet")
     import astrid.simulate
 
     sims = [astrid.simulate.pair(size=512, seed=s, n_stars=400, n_supernovae=8) for s in (5, 6)]
-    ds = build_training_set(sims, balance=0.5, random_bogus=2)
+    ds = build_training_set(sims, ExampleOptions(random_bogus=2), balance=0.5)
     assert set(ds["field"].values) == {"sim0000", "sim0001"}
     assert ds.attrs["real_fraction"] == pytest.approx(0.5, abs=0.05)
     real = ds.isel(candidate=np.flatnonzero(ds["label"].values == 1))

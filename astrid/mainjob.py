@@ -7,7 +7,7 @@ batch runner (:func:`astrid.runner.run`, papermill), with the parameters of
 ``<root>/papermill_runs/<run-id>/``, the data in ``<root>/<data_dir>`` and the
 figures in ``<root>/<figures_dir>`` (``figures/`` for the main job)::
 
-    from astrid._mainjob import run_main_job
+    from astrid.mainjob import run_main_job
     result = run_main_job()              # ≈ minutes on a laptop
     print(result.summary())
 

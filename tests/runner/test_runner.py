@@ -26,7 +26,7 @@ from astrid.runner import (
     run_tasks,
 )
 
-NOTEBOOKS = Path(__file__).parent / "data" / "notebooks"
+NOTEBOOKS = Path(__file__).parent.parent / "data" / "notebooks"
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_a_given_psf_and_no_gain(pair):
 
 
 def test_stamps_get_a_source_in_science_and_difference_only():
-    from astrid.schema import new_triplet_dataset
+    from astrid.triplets import new_triplet_dataset
 
     rng = np.random.default_rng(0)
     stamps = rng.normal(0.0, 10.0, (4, 63, 63, 3)).astype(np.float32)
@@ -134,8 +134,8 @@ def test_stamps_get_a_source_in_science_and_difference_only():
 
 
 def test_triplets_on_real_backgrounds_have_every_kind_and_keep_the_backgrounds_holes():
-    from astrid.schema import new_triplet_dataset
     from astrid.inject import BACKGROUND_KINDS, triplets_on_real_backgrounds
+    from astrid.triplets import new_triplet_dataset
 
     rng = np.random.default_rng(3)
     stamps = rng.normal(100.0, 2.0, (5, 63, 63, 3)).astype(np.float32)

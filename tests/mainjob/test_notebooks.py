@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from astrid._mainjob import NOTEBOOKS, REPO_ROOT
+from astrid.mainjob import NOTEBOOKS, REPO_ROOT
 
 pytest.importorskip("papermill")
 
@@ -104,7 +104,7 @@ def test_papermill_batch_of_two_parameter_sets(tmp_path):
 @pytest.mark.slow
 def test_main_job_small_runs_every_notebook(tmp_path):
     """The whole chain 01-08 with configs/ci_small.yaml: every notebook ok, every paper figure written."""
-    from astrid._mainjob import run_main_job
+    from astrid.mainjob import run_main_job
     from astrid.runner import list_runs
 
     result = run_main_job(small=True, root=tmp_path, run_id="ci")
