@@ -668,7 +668,9 @@ def classic_threshold_method(detect_threshold: float = 5.0, negative: bool = Tru
 
 
 def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size: int = 4):
-    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak log-odds.
+    """U-Net map → regions, each scored by its peak log-odds.
+
+    The regions are those of :func:`~astrid.anomaly.unet.map_regions`.
 
     Parameters
     ----------

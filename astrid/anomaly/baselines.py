@@ -252,7 +252,9 @@ class IsolationForestBaseline(FeatureAnomalyModel):
 
 
 class OneClassSVMBaseline(FeatureAnomalyModel):
-    """Scikit-learn's :class:`~sklearn.svm.OneClassSVM` (RBF kernel) on standardised candidate features.
+    """One-Class SVM on standardised candidate features.
+
+    Scikit-learn's :class:`~sklearn.svm.OneClassSVM` with an RBF kernel.
 
     Parameters
     ----------

@@ -43,7 +43,9 @@ CLASSES = ("supernova", "variable", "asteroid", "bogus")
 
 
 def type_labels(kinds) -> np.ndarray:
-    """Class index (into :data:`CLASSES`) of each ``kind``; kinds other than the first three are bogus.
+    """Class index (into :data:`CLASSES`) of each ``kind``.
+
+    Kinds other than the first three classes are bogus.
 
     Parameters
     ----------
@@ -63,7 +65,10 @@ def type_labels(kinds) -> np.ndarray:
 
 
 def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dropout: float = 0.3):
-    """A compact CNN: two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten, dense 64, dropout, softmax.
+    """A compact CNN that classifies triplets.
+
+    Two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten,
+    dense 64, dropout, softmax.
 
     Parameters
     ----------
@@ -356,7 +361,9 @@ def type_report(true, predicted) -> dict:
 
 
 def plot_confusion(report: dict, title: str = ""):
-    """The confusion matrix of :func:`type_report` (row-normalised colours, counts written) and per-class bars.
+    """The confusion matrix of :func:`type_report` and per-class bars.
+
+    The matrix has row-normalised colours, with the counts written.
 
     Parameters
     ----------

@@ -63,7 +63,9 @@ def explained_mask(truth, shape, radius: float = 8.0, saturated_radius: float = 
 
 
 def near_stars_mask(stars, shape, max_mag: float = 16.0, radius: float = 15.0) -> np.ndarray:
-    """Pixels within ``radius`` of a star brighter than ``max_mag`` (``SimulatedPair.stars``, reference grid).
+    """Pixels within ``radius`` of a star brighter than ``max_mag``.
+
+    The stars are those of ``SimulatedPair.stars``, on the reference grid.
 
     Parameters
     ----------
@@ -117,7 +119,9 @@ def source_free_mask(sim, shape, radius: int = 12) -> np.ndarray:
 
 
 def significant_peaks(significance, mask, threshold: float = 5.0, box: int = 5):
-    """(x, y) of the local maxima of |significance| (``box`` × ``box`` px) above ``threshold`` outside ``mask``.
+    """(x, y) of the local maxima of |significance| above ``threshold`` outside ``mask``.
+
+    A local maximum is the largest value in its ``box`` × ``box`` px window.
 
     Parameters
     ----------
