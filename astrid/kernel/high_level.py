@@ -1194,6 +1194,7 @@ def subtract(
     Returns
     -------
     KernelResult
+        The difference, its noise and significance, and the fitted kernel model.
 
     Raises
     ------
