@@ -98,8 +98,10 @@ class DriftResult:
         Kolmogorov–Smirnov distance.
     ks_critical : float
         5 % critical value of the KS distance for these sample sizes.
-    n, n_reference : int
-        Finite scores of the run and of the reference.
+    n : int
+        Number of finite scores of the run.
+    n_reference : int
+        Number of finite scores of the reference.
     level : float
         The PSI warning level used.
     drifted : bool
@@ -383,6 +385,7 @@ def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, w
     Returns
     -------
     DriftResult
+        The PSI and KS statistics and the verdict.
 
     Raises
     ------

@@ -70,12 +70,18 @@ class DifferencePlanes:
     ----------
     method : str
         ``"zogy"`` or ``"classic"``.
-    science, reference : numpy.ndarray, shape (ny, nx)
-        Background-subtracted science (on the reference grid) and reference.
-    D, S_corr : numpy.ndarray, shape (ny, nx)
-        The difference image and its significance (sigma).
-    mask, footprint : numpy.ndarray of bool, shape (ny, nx)
-        Untrusted pixels; pixels covered by the science image.
+    science : numpy.ndarray, shape (ny, nx)
+        Background-subtracted science image, on the reference grid.
+    reference : numpy.ndarray, shape (ny, nx)
+        Background-subtracted reference image.
+    D : numpy.ndarray, shape (ny, nx)
+        The difference image.
+    S_corr : numpy.ndarray, shape (ny, nx)
+        The difference's significance (sigma).
+    mask : numpy.ndarray of bool, shape (ny, nx)
+        Untrusted pixels.
+    footprint : numpy.ndarray of bool, shape (ny, nx)
+        Pixels covered by the science image.
     wcs : astropy.wcs.WCS or None
         WCS of the reference grid.
     metrics : dict
@@ -108,6 +114,7 @@ def read_difference(path: str | os.PathLike) -> DifferencePlanes:
     Returns
     -------
     DifferencePlanes
+        The planes, WCS and header metrics of the file.
 
     Raises
     ------

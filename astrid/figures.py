@@ -67,11 +67,11 @@ def style():
     of the kernel would be shown. The interactive state reached inside the
     block is therefore kept.
 
-    Returns
-    -------
-    contextlib.AbstractContextManager
-        Sets the style's rcParams (fonts, inward ticks, ``origin="lower"``,
-        200 dpi on save) for the block.
+    Yields
+    ------
+    None
+        The block runs with the style's rcParams (fonts, inward ticks,
+        ``origin="lower"``, 200 dpi on save).
     """
     import matplotlib
 
@@ -186,10 +186,13 @@ def plot_pair(reference, science, titles=("reference", "science"), truth=None, c
         Panel titles.
     truth : astropy.table.Table, optional
         Truth table of a simulated pair; injected supernovae are circled in the science panel.
+    cmap : str, optional
+        Matplotlib colour map of both panels.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
     plt = pyplot()
     with style():
@@ -579,7 +582,15 @@ def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), sn
 
     Parameters
     ----------
-    candidates, truth, snr_bins, kinds, snr_column
+    candidates : astropy.table.Table or list of Table
+        As for :func:`astrid.evaluation.completeness`.
+    truth : astropy.table.Table or list of Table
+        As for :func:`astrid.evaluation.completeness`.
+    snr_bins : array_like, optional
+        As for :func:`astrid.evaluation.completeness`.
+    kinds : sequence of str, optional
+        As for :func:`astrid.evaluation.completeness`.
+    snr_column : str, optional
         As for :func:`astrid.evaluation.completeness`.
     threshold : float, optional
         Detection threshold (sigma), drawn as a vertical line.

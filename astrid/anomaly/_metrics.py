@@ -174,7 +174,24 @@ class Field:
 
 
 def disc_iou(labels: np.ndarray, region_id: int, x: float, y: float, radius: float) -> float:
-    """IoU of one labelled region with the disc of ``radius`` around (x, y)."""
+    """IoU of one labelled region with the disc of ``radius`` around (x, y).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label image (2-D, integer region ids).
+    region_id : int
+        Id of the region in ``labels``.
+    x, y : float
+        Centre of the disc in pixels (0-based).
+    radius : float
+        Radius of the disc in pixels.
+
+    Returns
+    -------
+    float
+        Intersection over union of the region and the disc, 0 when both are empty.
+    """
     region = labels == region_id
     ny, nx = labels.shape
     ys, xs = np.nonzero(region)
@@ -219,6 +236,15 @@ def match_predictions(predictions, field: Field, *, match_radius: float = 3.0, s
     predictions : astropy.table.Table or (Table, labels)
         ``x``, ``y``, ``score`` (and ``id`` for a map's regions).
     field : Field
+        The image the predictions were made on, with its truth.
+    match_radius : float, optional
+        Largest distance in pixels from a prediction to a real truth entry it matches.
+    snr_min : float or None, optional
+        Real truth entries with a lower ``snr_sci`` are not to be found; ``None``: no cut.
+    real_kinds : sequence of str, optional
+        Truth kinds that count as real (``known_transient`` always does).
+    edge : float, optional
+        Real truth entries closer than this to the image border (pixels) are not to be found.
 
     Returns
     -------
@@ -335,6 +361,7 @@ def choose_threshold(matches: list[dict], target_recall: float = 0.9, confidence
     Returns
     -------
     threshold : float
+        The chosen score threshold.
     rule : str
         How it was chosen, for the table.
     """
@@ -606,17 +633,61 @@ def zogy_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
 
     The threshold chosen by :func:`evaluate_methods` is then a cut in σ at
     or above ``detect_threshold``.
+
+    Parameters
+    ----------
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
     """
     return _threshold_method("zogy", detect_threshold, negative)
 
 
 def classic_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
-    """Classic difference + threshold: the same on the classic result's ``S_corr`` (D / its noise)."""
+    """Classic difference + threshold: the same on the classic result's ``S_corr`` (D / its noise).
+
+    Parameters
+    ----------
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
     return _threshold_method("classic", detect_threshold, negative)
 
 
 def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size: int = 4):
-    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak log-odds."""
+    """U-Net map → regions, each scored by its peak log-odds.
+
+    The regions are those of :func:`~astrid.anomaly.unet.map_regions`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained U-Net.
+    level : float, optional
+        Probability level of the regions, in (0, 1).
+    tile : int or None, optional
+        Tile size in pixels for the map; ``None``: the whole image at once.
+    batch_size : int, optional
+        Tiles per prediction batch.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns the regions table and their label image.
+    """
     from .unet import map_regions, result_anomaly_map
 
     def method(f: Field):
@@ -661,6 +732,7 @@ def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, ti
     Returns
     -------
     level : float
+        The chosen level.
     table : astropy.table.Table
         ``level``, ``iou_median``, ``n_found``, ``n_true``, ``n_regions`` per candidate level.
     """
@@ -695,7 +767,22 @@ def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, ti
 
 
 def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = True):
-    """A fitted feature baseline (:mod:`astrid.anomaly.baselines`) scoring ZOGY detections."""
+    """A fitted feature baseline (:mod:`astrid.anomaly.baselines`) scoring ZOGY detections.
+
+    Parameters
+    ----------
+    baseline : object
+        A fitted baseline with a ``score(candidates)`` method.
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
 
     def method(f: Field):
         candidates, shared = _detections(f, "zogy", detect_threshold, negative, neighbours=True)
@@ -706,7 +793,22 @@ def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = Tr
 
 
 def braai_method(model, detect_threshold: float = 5.0, negative: bool = True):
-    """ZOGY + braai: detections scored by a braai real/bogus model (:func:`astrid.braai.predict`)."""
+    """ZOGY + braai: detections scored by a braai real/bogus model (:func:`astrid.braai.predict`).
+
+    Parameters
+    ----------
+    model : keras.Model
+        The braai model.
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
 
     def method(f: Field):
         from ..braai import predict
@@ -735,6 +837,7 @@ def plot_methods(table: Table, title: str | None = None):
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
     import matplotlib.pyplot as plt
 

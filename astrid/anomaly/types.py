@@ -43,7 +43,20 @@ CLASSES = ("supernova", "variable", "asteroid", "bogus")
 
 
 def type_labels(kinds) -> np.ndarray:
-    """Class index (into :data:`CLASSES`) of each ``kind``; kinds other than the first three are bogus."""
+    """Class index (into :data:`CLASSES`) of each ``kind``.
+
+    Kinds other than the first three classes are bogus.
+
+    Parameters
+    ----------
+    kinds : array_like of str
+        Truth kind of each triplet.
+
+    Returns
+    -------
+    numpy.ndarray
+        Class index of each kind, int64, shape (n,).
+    """
     kinds = np.array([str(k).strip() for k in np.asarray(kinds).tolist()])
     out = np.full(kinds.size, CLASSES.index("bogus"), dtype=np.int64)
     for i, name in enumerate(CLASSES[:-1]):
@@ -52,7 +65,25 @@ def type_labels(kinds) -> np.ndarray:
 
 
 def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dropout: float = 0.3):
-    """A compact CNN: two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten, dense 64, dropout, softmax."""
+    """A compact CNN that classifies triplets.
+
+    Two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten,
+    dense 64, dropout, softmax.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, optional
+        Shape of one input triplet (height, width, channels).
+    n_classes : int, optional
+        Number of output classes.
+    dropout : float, optional
+        Dropout rate before the output layer, in [0, 1).
+
+    Returns
+    -------
+    keras.Model
+        The uncompiled model.
+    """
     from .unet import keras_module
 
     if not 0.0 <= float(dropout) < 1.0:
@@ -114,8 +145,12 @@ class TypesTrainingOptions:
 
     Attributes
     ----------
-    epochs, batch_size, learning_rate : int, int, float
-        Adam on the class-weighted cross-entropy.
+    epochs : int
+        Training epochs (Adam on the class-weighted cross-entropy).
+    batch_size : int
+        Triplets per training batch.
+    learning_rate : float
+        Adam's learning rate.
     dropout : float
         Dropout rate of the network (also Monte-Carlo dropout in
         :func:`predict_types`).
@@ -142,22 +177,25 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
 
     Parameters
     ----------
-    dataset, validation : xarray.Dataset
+    dataset : xarray.Dataset
         Triplets (:func:`astrid.triplets.build_training_set` with
-        ``balance=None``); the validation set comes from other fields.
+        ``balance=None``).
     options : TypesTrainingOptions, optional
         Epochs, batch size, learning rate, dropout, patience, class-weight
         cap and seed; default ``TypesTrainingOptions()``.
-    verbose : int, optional
-        Keras' progress output.
+    validation : xarray.Dataset, optional
+        Validation triplets as ``dataset``, from other fields.
     track : bool, optional
         Log the training to MLflow (:mod:`astrid.tracking`); default on when
         MLflow is installed, unless ``ASTRID_TRACKING=off``. A tracking
         failure only warns.
+    verbose : int, optional
+        Keras' progress output.
 
     Returns
     -------
     model : keras.Model
+        The trained model.
     history : dict
         Per-epoch ``loss`` (``val_loss``), ``epoch_seconds``, ``class_weight``,
         ``class_counts``, ``triplets_per_second`` and ``mlflow`` (the run, or None).
@@ -246,6 +284,10 @@ def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_
         Raw triplets (normalised here, as in training).
     n_samples : int, optional
         Stochastic passes with dropout on (1: a single deterministic pass).
+    seed : int, optional
+        Keras' random seed for the dropout passes.
+    batch_size : int, optional
+        Triplets per forward pass.
 
     Returns
     -------
@@ -319,7 +361,22 @@ def type_report(true, predicted) -> dict:
 
 
 def plot_confusion(report: dict, title: str = ""):
-    """The confusion matrix of :func:`type_report` (row-normalised colours, counts written) and per-class bars."""
+    """The confusion matrix of :func:`type_report` and per-class bars.
+
+    The matrix has row-normalised colours, with the counts written.
+
+    Parameters
+    ----------
+    report : dict
+        From :func:`type_report`.
+    title : str, optional
+        Title of the matrix panel; default: the accuracy.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     import matplotlib.pyplot as plt
 
     confusion = np.asarray(report["confusion"], float)

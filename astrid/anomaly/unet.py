@@ -290,6 +290,7 @@ def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_m
     Returns
     -------
     numpy.ndarray of bool, shape ``shape``
+        True inside the discs.
     """
     ny, nx = (int(s) for s in shape)
     out = np.zeros((ny, nx), dtype=bool)
@@ -361,10 +362,12 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
     positive_weight : float, optional
         Loss weight of target pixels (background pixels weigh 1).
     seed : int, optional
+        Seed of the random draws.
 
     Returns
     -------
     x : numpy.ndarray, shape (n, tile, tile, 4), float32
+        Input tiles (:func:`unet_inputs` planes).
     y : numpy.ndarray, shape (n, tile, tile, 2), float32
         Target (0/1) and per-pixel loss weight.
     """
@@ -434,8 +437,10 @@ class UNetTrainResult:
         The trained network (best validation-loss weights with a validation set).
     history : dict of str to list of float
         Per-epoch ``loss`` (and ``val_loss``) and ``epoch_seconds``.
-    model_path, card_path : pathlib.Path or None
-        Saved ``.keras`` file and ``<name>.card.json`` (None without ``out_dir``).
+    model_path : pathlib.Path or None
+        Saved ``.keras`` file (None without ``out_dir``).
+    card_path : pathlib.Path or None
+        Saved ``<name>.card.json`` (None without ``out_dir``).
     card : dict
         The model card.
     """
@@ -527,10 +532,13 @@ class UNetTrainingOptions:
     ----------
     filters : sequence of int
         Filters per level for a new network.
-    epochs, batch_size, learning_rate : int, int, float
-        Adam on the weighted binary cross-entropy (sum of weight × BCE over
-        the batch's pixels / sum of weights). ``epochs`` and ``batch_size``
-        are checked (integers >= 1) when the options are made.
+    epochs : int
+        Training epochs (integer >= 1, checked when the options are made).
+    batch_size : int
+        Tiles per batch (integer >= 1, checked when the options are made).
+    learning_rate : float
+        Learning rate of Adam on the weighted binary cross-entropy (sum of
+        weight × BCE over the batch's pixels / sum of weights).
     augment : bool
         Random flips and 90° rotations of each tile (input and target together).
     patience : int or None
@@ -789,7 +797,18 @@ def train_unet(
 
 
 def load_unet(path: str | os.PathLike):
-    """Load a U-Net saved by :func:`train_unet` (``.keras``)."""
+    """Load a U-Net saved by :func:`train_unet` (``.keras``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.keras`` file.
+
+    Returns
+    -------
+    keras.Model
+        The model, with its number of pooling levels as ``astrid_levels``.
+    """
     path = Path(path)
     if not path.exists():
         raise AstridFileError(f"{path}: model file does not exist")
@@ -893,6 +912,7 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
     Returns
     -------
     numpy.ndarray, shape (ny, nx), float32
+        The probability or log-odds of each pixel.
 
     Raises
     ------
@@ -939,6 +959,21 @@ def result_anomaly_map(model, result, **kwargs) -> np.ndarray:
     Masked pixels carry no data, so no anomaly is claimed there (as
     :func:`astrid.triplets.detect` finds no peak there): probability 0, or
     log-odds −inf with ``output="logit"``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        As :func:`anomaly_map`.
+    result : DifferenceResult
+        The difference result (its planes and ``mask``).
+    **kwargs
+        Passed to :func:`anomaly_map` (``tile``, ``overlap``,
+        ``batch_size``, ``output``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (ny, nx), float32
+        The probability or log-odds of each pixel.
     """
     values = anomaly_map(model, unet_inputs(result), **kwargs)
     values[np.asarray(result.mask, bool)] = -np.inf if kwargs.get("output") == "logit" else 0.0
@@ -1060,6 +1095,7 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
     from ..figures import pyplot, style
 

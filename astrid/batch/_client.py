@@ -79,7 +79,10 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
 
     Returns
     -------
-    (n_workers, threads_per_worker) : tuple of int
+    n_workers : int
+        Number of workers.
+    threads_per_worker : int
+        Threads per worker.
 
     Warns
     -----
@@ -106,7 +109,18 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that size every thread pool of a worker at ``threads``."""
+    """Environment variables that size every thread pool of a worker at ``threads``.
+
+    Parameters
+    ----------
+    threads : int
+        Threads per pool, a positive integer.
+
+    Returns
+    -------
+    dict of str to str
+        Variable name to value.
+    """
     threads = positive_int(threads, "threads")
     return {name: str(threads) for name in THREAD_VARIABLES}
 
@@ -118,6 +132,16 @@ def thread_limits(threads: int):
     numba's limit applies to the calling thread only, so this must run in
     the thread that computes (a Dask task, not a worker plugin). numba
     cannot exceed the pool it started with (``NUMBA_NUM_THREADS``).
+
+    Parameters
+    ----------
+    threads : int
+        Threads to allow, a positive integer.
+
+    Yields
+    ------
+    int
+        ``threads``, checked.
     """
     import numba
     import scipy.fft
@@ -192,6 +216,16 @@ def cluster_threads(client) -> int:
     their environment) say so themselves. Otherwise each host's cores are
     shared among the Dask threads of the workers on it; the smallest share
     over the hosts is returned (at least 1).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Client of the cluster.
+
+    Returns
+    -------
+    int
+        Threads per task, at least 1.
     """
     layouts = client.run(_worker_layout)
     if not layouts:

@@ -257,6 +257,16 @@ def run_pair(task: PairTask) -> dict:
 
     Returns the record for the batch manifest (also written in the pair's
     ``done.json``).
+
+    Parameters
+    ----------
+    task : PairTask
+        The pair, its output folder and the options of each step.
+
+    Returns
+    -------
+    dict
+        The pair's record for the batch manifest.
     """
     from astropy.table import Table as _Table
 

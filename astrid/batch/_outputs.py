@@ -170,6 +170,7 @@ def verify_pair_outputs(pair_dir, pair_name: str | None = None, *, checksum: boo
     Returns
     -------
     ok : bool
+        Whether the outputs are complete.
     reason : str
         Why not (``"no done.json"``, ``"difference.fits: size 2880 != 1463040 recorded"``, ...),
         or ``"complete"``.
@@ -205,6 +206,16 @@ def store_pairs(store: Path) -> set[str]:
     The union of the store's :data:`STORE_PAIRS_ATTR` attribute and the
     ``pair`` coordinate of its committed candidates (rows of an interrupted
     append, beyond ``n_committed``, do not count). An absent store holds none.
+
+    Parameters
+    ----------
+    store : pathlib.Path
+        The Zarr triplet store.
+
+    Returns
+    -------
+    set of str
+        The pair names.
 
     Raises
     ------

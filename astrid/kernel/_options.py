@@ -229,18 +229,26 @@ class KernelInputs:
 
     Attributes
     ----------
-    science_variance, reference_variance : array_like, shape (ny, nx), optional
-        Per-pixel variance maps (data units²); default the Image's, else the
-        sigma squared.
-    science_sigma, reference_sigma : float, optional
-        Background noise per pixel (data units); default the robust standard
-        deviation of the unmasked pixels.
-    science_fwhm, reference_fwhm : float, optional
-        PSF FWHMs (px); default measured on the stamps' stars.
-    science_psf, reference_psf : array_like, optional
-        PSFs (odd-sized arrays, e.g. ``PSFModel.psf``); the one of the image
-        that is not convolved filters ``detection``. Default a Gaussian of
-        that image's measured width.
+    science_variance : array_like, shape (ny, nx), optional
+        Per-pixel variance map of the science image (data units²); default
+        the Image's, else the sigma squared.
+    reference_variance : array_like, shape (ny, nx), optional
+        The same for the reference image.
+    science_sigma : float, optional
+        Background noise per pixel of the science image (data units); default
+        the robust standard deviation of the unmasked pixels.
+    reference_sigma : float, optional
+        The same for the reference image.
+    science_fwhm : float, optional
+        PSF FWHM of the science image (px); default measured on the stamps' stars.
+    reference_fwhm : float, optional
+        The same for the reference image.
+    science_psf : array_like, optional
+        PSF of the science image (odd-sized array, e.g. ``PSFModel.psf``);
+        the PSF of the image that is not convolved filters ``detection``.
+        Default a Gaussian of that image's measured width.
+    reference_psf : array_like, optional
+        The same for the reference image.
     astrometric_sigma : (float, float)
         Registration error (σx, σy) in pixels, e.g. from the alignment's
         matched stars: ``σx² (∂M/∂x)² + σy² (∂M/∂y)²`` of the matched model M

@@ -1193,6 +1193,7 @@ def subtract(
     Returns
     -------
     KernelResult
+        The difference, its noise and significance, and the fitted kernel model.
 
     Raises
     ------

@@ -29,7 +29,13 @@ TASK_DEFINING_KEYS = ("notebooks", "parameters", "grid")
 
 
 def default_run_id() -> str:
-    """A run id from the current UTC time, e.g. ``"20250301T142501Z"``."""
+    """A run id from the current UTC time, e.g. ``"20250301T142501Z"``.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 

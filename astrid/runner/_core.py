@@ -57,8 +57,10 @@ class TaskResult:
         ``"ok"``, ``"failed"`` (an error, a timeout or a dead kernel),
         ``"skipped"`` (an earlier notebook failed for these parameters) or
         ``"pending"`` (not run yet, or the runner was interrupted).
-    started, finished : str or None
-        ISO 8601 UTC times of the last execution.
+    started : str or None
+        ISO 8601 UTC time the last execution started.
+    finished : str or None
+        ISO 8601 UTC time the last execution finished.
     duration_s : float or None
         Wall time of the last execution in seconds.
     error : str or None

@@ -62,13 +62,15 @@ class SimulatedPair:
 
     Attributes
     ----------
-    reference, science : astrid.Image
-        The two epochs, each on its own pixel grid: float32 data in ADU
+    reference : astrid.Image
+        The reference epoch on its own pixel grid: float32 data in ADU
         (counts for UVOT), TAN WCS, mask (saturated and bleed pixels, bad
         columns, hot pixels in the bad-pixel map), per-pixel variance
         (ADU², from the noiseless model, so including source noise; cosmic
         rays and detector defects are not in it, and masked pixels keep the
         value their light would have), header and metadata.
+    science : astrid.Image
+        The science epoch on its own pixel grid, as ``reference``.
     truth : astropy.table.Table
         One row per injected transient or artifact appearance:
 
@@ -124,6 +126,9 @@ class SimulatedPair:
         pixels ``(x, y, 1)`` to reference pixels), ``saturation_reference``/
         ``saturation_science``, ``ra``/``dec`` of the reference centre,
         ``mjd_reference``/``mjd_science`` and ``timing_s`` (seconds per stage).
+    _epochs : dict
+        Private: each epoch's geometry and PSF, by epoch name, for the
+        pair's PSF and source-image methods; not part of the public API.
     """
 
     reference: Image

@@ -304,6 +304,28 @@ def measure_positions(
     features are measured around the nearest pixel, with ``options``'
     ``fwhm``, ``dipole_radius`` and ``stamp_size`` (its ``min_separation``
     and ``edge`` do not apply).
+
+    Parameters
+    ----------
+    result : DifferenceResult
+        Output of :func:`astrid.difference`, as for :func:`detect`.
+    x, y : array_like of float
+        Positions in reference-grid pixels (0-based), 1-D and of equal shape.
+    sign : int or array_like of int, optional
+        Sign of each candidate (+1 brightening, -1 fading), broadcast to ``x``.
+    prefix : str, optional
+        Prefix of ``candidate_id``, as for :func:`detect`.
+    reference_sources : astropy.table.Table or False, optional
+        Sources of the reference image, as for :func:`detect`.
+    galaxies : astropy.table.Table or False, optional
+        Possible hosts, as for :func:`detect`.
+    options : DetectOptions, optional
+        Feature settings; default ``DetectOptions()``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per position, with the columns of :func:`detect`.
     """
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))

@@ -76,6 +76,16 @@ def coords_to_table(ds: xr.Dataset) -> Table:
     """The per-candidate coordinates of a triplet dataset as an astropy Table.
 
     The inverse of :func:`table_to_coords`: ``xpos``/``ypos`` become ``x``/``y``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A triplet dataset.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per candidate, one column per ``candidate`` coordinate.
     """
     table = Table()
     for coord_name, coord in ds.coords.items():

@@ -34,7 +34,43 @@ class GaussianPSF:
 
 @dataclass
 class SyntheticDifference:
-    """Attributes of a DifferenceResult plus the ``truth`` of what was injected."""
+    """Attributes of a DifferenceResult plus the ``truth`` of what was injected.
+
+    Attributes
+    ----------
+    method : str
+        ``"classic"``.
+    science : Image
+        The science image (white noise plus sources, NaN outside the footprint).
+    reference : Image
+        The reference image.
+    D : numpy.ndarray, shape (ny, nx), float32
+        Science minus reference over the difference noise (unit variance), 0 where untrusted.
+    S : numpy.ndarray, shape (ny, nx), float32
+        ``D`` correlated with the PSF, 0 where untrusted.
+    S_corr : numpy.ndarray, shape (ny, nx), float32
+        Matched-filter significance (sigma), 0 where untrusted.
+    flux : numpy.ndarray, shape (ny, nx), float32
+        PSF-photometry flux of a point transient at each pixel (data units).
+    flux_err : numpy.ndarray, shape (ny, nx), float32
+        Its error (data units), NaN where untrusted.
+    P_D : numpy.ndarray
+        PSF of ``D`` (the Gaussian PSF, normalised).
+    science_psf : GaussianPSF
+        PSF of the science image.
+    reference_psf : GaussianPSF
+        PSF of the reference image.
+    mask : numpy.ndarray of bool
+        True where the difference must not be trusted.
+    footprint : numpy.ndarray of bool
+        True where the science image covers the grid.
+    wcs : astropy.wcs.WCS
+        The grid's TAN WCS.
+    truth : astropy.table.Table
+        What was injected (see :func:`synthetic_difference`).
+    metrics : dict
+        Empty by default.
+    """
 
     method: str
     science: Image
@@ -113,8 +149,10 @@ class SyntheticScene:
         FWHM (pixels) of the Gaussian PSF of both epochs.
     n_transients : int
         Point sources added to the science image only (kind "supernova").
-    n_stars, n_galaxies : int
-        Static reference sources (stars: PSF; galaxies: 3x broader).
+    n_stars : int
+        Static point sources on both epochs (PSF).
+    n_galaxies : int
+        Static extended sources on both epochs (3x broader than the PSF).
     n_hot_pixels : int
         Single bright science pixels (kind "hot_pixel").
     n_fading : int

@@ -108,9 +108,11 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
 
     Returns
     -------
-    x, y : numpy.ndarray of float
-        Integer-valued pixel positions (possibly fewer than ``n`` on a
+    x : numpy.ndarray of float
+        Integer-valued pixel columns (possibly fewer than ``n`` on a
         crowded or mostly masked image).
+    y : numpy.ndarray of float
+        Integer-valued pixel rows, as ``x``.
     """
     score = np.asarray(result.S_corr)
     ny, nx = score.shape
@@ -431,9 +433,21 @@ def split_by_field(ds: xr.Dataset, test_fraction: float = 0.2, seed: int = 0) ->
     least ``test_fraction`` of the candidates (at least one field stays in
     training).
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets with a ``field`` coordinate.
+    test_fraction : float, optional
+        Smallest share of the candidates in the test set, in (0, 1).
+    seed : int, optional
+        Seed of the random order of the fields.
+
     Returns
     -------
-    train, test : xarray.Dataset
+    train : xarray.Dataset
+        The training triplets.
+    test : xarray.Dataset
+        The test triplets.
     """
     if not 0.0 < test_fraction < 1.0:
         raise AstridInputError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
@@ -454,9 +468,19 @@ def split_by_time(ds: xr.Dataset, test_fraction: float = 0.2) -> tuple[xr.Datase
     ``test_fraction`` of the candidates, so the model is tested on fields
     first observed after those it was trained on.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets with ``field`` and ``epoch`` (MJD) coordinates.
+    test_fraction : float, optional
+        Smallest share of the candidates in the test set, in (0, 1).
+
     Returns
     -------
-    train, test : xarray.Dataset
+    train : xarray.Dataset
+        The training triplets.
+    test : xarray.Dataset
+        The test triplets.
     """
     if not 0.0 < test_fraction < 1.0:
         raise AstridInputError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
@@ -493,8 +517,10 @@ def split_by_survey(
 
     Returns
     -------
-    train, test : xarray.Dataset
-        Selections of ``ds`` in its original order.
+    train : xarray.Dataset
+        The training selection of ``ds``, in its original order.
+    test : xarray.Dataset
+        The test selection of ``ds``, in its original order.
 
     Raises
     ------

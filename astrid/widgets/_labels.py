@@ -90,6 +90,7 @@ def model_id(model) -> str | None:
     Returns
     -------
     str or None
+        The identity, e.g. ``"<name> sha256:<16 hex digits>"``; None for a None model.
     """
     import hashlib
 

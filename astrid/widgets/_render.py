@@ -101,6 +101,7 @@ def stamp_to_rgba(
     Returns
     -------
     numpy.ndarray of uint8, shape (ny * scale, nx * scale, 4)
+        The RGBA pixels.
     """
     from matplotlib import colormaps
 
@@ -157,8 +158,10 @@ def triplet_pngs(
         Science, reference and difference stamps, channel last.
     channels : sequence of str, optional
         Kind of each channel, in order.
-    stretch, scale
-        As in :func:`stamp_to_rgba`.
+    stretch : {"asinh", "linear"}, optional
+        Stretch of the difference stamp, as in :func:`stamp_to_rgba`.
+    scale : int, optional
+        Screen pixels per stamp pixel (each way), as in :func:`stamp_to_rgba`.
 
     Returns
     -------
@@ -188,6 +191,12 @@ def triplet_strip_png(
     ----------
     triplet : numpy.ndarray, shape (ny, nx, 3)
         Science, reference and difference stamps, channel last.
+    channels : sequence of str, optional
+        Kind of each channel, in order.
+    stretch : {"asinh", "linear"}, optional
+        Stretch of the difference stamp, as in :func:`stamp_to_rgba`.
+    scale : int, optional
+        Screen pixels per stamp pixel (each way), as in :func:`stamp_to_rgba`.
     gap : int, optional
         White columns between stamps, in screen pixels.
 

@@ -108,8 +108,10 @@ class ZogyResult:
         pixels; close to 1 unless sources or artefacts dominate.
     flux_ratio : float
         F_n used.
-    science_sigma, reference_sigma : float
-        σ_n, σ_r used (data units).
+    science_sigma : float
+        σ_n used (data units).
+    reference_sigma : float
+        σ_r used (data units).
     astrometric_sigma : tuple of float
         (σ_x, σ_y) used, pixels.
     systematic_fraction : float
@@ -126,8 +128,10 @@ class ZogyResult:
         Wall-clock seconds: ``fft`` (all full-size FFTs), ``spectral`` (the
         fused spectral pass), ``assemble`` (crop, S_corr, flux, mask
         statistics) and ``total``.
-    science_noise_acf, reference_noise_acf : numpy.ndarray or None
-        The noise autocorrelations used (normalised, symmetrised).
+    science_noise_acf : numpy.ndarray or None
+        The science noise autocorrelation used (normalised, symmetrised).
+    reference_noise_acf : numpy.ndarray or None
+        The reference noise autocorrelation used (normalised, symmetrised).
     tiles : tuple
         With PSFs that vary over the field, ``(y0, y1, x0, x1, F_S)`` of each
         tile (``P_D`` and ``F_S`` above are those of the central tile);
@@ -739,8 +743,8 @@ def estimate_noise_acf(data, mask=None, size: int = 5, max_pixels: int = 512 * 5
     Returns
     -------
     numpy.ndarray, shape (size, size), or None
-        ρ(dy, dx) with ρ(0, 0) = 1, or None when fewer than 10 000 pixels
-        are free of sources and masks.
+        The autocorrelation ρ(dy, dx) with ρ(0, 0) = 1, or None when fewer
+        than 10 000 pixels are free of sources and masks.
 
     Notes
     -----
@@ -1346,6 +1350,7 @@ def subtract(
     Returns
     -------
     ZogyResult
+        The proper difference, its detection statistics, fluxes and mask.
 
     Raises
     ------
