@@ -19,11 +19,10 @@ from .errors import AstridError, AstridInputError
 from .io import Image, ImageMeta, read_image, write_image
 from .manifest import Manifest, SurveyPair
 
-# Top-level functions, imported from their modules on first use (the stage module itself, not
-# astrid.diffim: astrid.diffim.align is also the name of a module).
+# Top-level functions, imported from their stage modules on first use.
 _LAZY_FUNCTIONS = {
-    "align": ".diffim.align",
-    "Alignment": ".diffim.align",
+    "align": ".diffim.alignment",
+    "Alignment": ".diffim.alignment",
     "estimate_background": ".diffim.background",
     "estimate_backgrounds": ".diffim.background",
     "Background": ".diffim.background",
@@ -52,9 +51,12 @@ _LAZY_FUNCTIONS = {
     "evaluate_methods": ".anomaly",
 }
 
-# Subpackages loaded on first attribute access.
+# Subpackages loaded on first attribute access (``astrid.zogy`` is the short name of the ZOGY
+# stage, astrid.diffim.zogy).
+_SUBMODULE_ALIASES = {"zogy": "diffim.zogy"}
 _LAZY_SUBMODULES = {
-    "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
+    *_SUBMODULE_ALIASES,
+    "simulate", "errors", "io", "manifest", "alerts", "braai", "acquire", "export",
     "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
     "inject", "schema", "evaluation", "diffim",
 }
@@ -78,5 +80,5 @@ def __getattr__(name):
     if name in _LAZY_FUNCTIONS:
         return getattr(import_module(_LAZY_FUNCTIONS[name], __name__), name)
     if name in _LAZY_SUBMODULES:
-        return import_module(f".{name}", __name__)
+        return import_module(f".{_SUBMODULE_ALIASES.get(name, name)}", __name__)
     raise AttributeError(f"module 'astrid' has no attribute {name!r}")

@@ -488,7 +488,7 @@ def match_injections(truth: Table, candidates: Table, radius: float | None = Non
                 measured[k] = row["flux"] if "flux" in candidates.colnames else np.nan
                 error[k] = row["flux_err"] if "flux_err" in candidates.colnames else np.nan
                 if result is not None and getattr(result, "S", None) is not None:
-                    from .zogy import flux_at
+                    from .diffim.zogy import flux_at
 
                     at = flux_at(result, float(tx[k]), float(ty[k]))
                     if not at["masked"]:

@@ -93,7 +93,7 @@ def main(argv=None) -> None:
 
     from astrid import simulate
     from astrid.diffim import align
-    from astrid.diffim.align import apply_transform, pixel_map
+    from astrid.diffim.alignment import apply_transform, pixel_map
     from astrid.diffim import estimate_background
     from astrid.diffim import estimate_psf, measure_fwhm
     from astrid.diffim import find_stars

@@ -43,7 +43,7 @@ def _pair(size: int, seed: int):
 def _zogy_against_floor(result, dtype, repeat):
     """Best standalone ZOGY time on ``result``'s inputs and best single rfft2, alternated."""
     from astrid.diffim.pipeline import zogy_psf, zogy_tile_size
-    from astrid.zogy import ZogyImage, ZogyOptions, subtract
+    from astrid.diffim.zogy import ZogyImage, ZogyOptions, subtract
 
     raw = result.subtraction
     m = result.metrics

@@ -55,7 +55,7 @@ from astrid.diffim import difference
 from astrid.diffim.pipeline import variance_map
 from astrid.kernel import KernelInputs, KernelOptions, subtract
 from astrid.simulate import explained_mask, near_stars_mask, source_free_mask
-from astrid.zogy import robust_std
+from astrid.diffim.zogy import robust_std
 
 
 class _KernelResult:

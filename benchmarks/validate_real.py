@@ -39,7 +39,7 @@ from astrid import read_image
 from astrid.diffim import difference
 from astrid.paths import shared_data
 from astrid.simulate import significant_peaks
-from astrid.zogy import robust_std
+from astrid.diffim.zogy import robust_std
 
 THRESHOLD = 5.0
 PEAK_BOX = 5  # px: a peak is the maximum of |S_corr| in its 5×5 neighbourhood

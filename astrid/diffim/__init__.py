@@ -21,7 +21,7 @@ order, ``(reference, science)``; where that order changed (``align``,
 ``flux_ratio``, ``classic_subtract``) the images are keyword-only.
 """
 
-from .align import Alignment, align
+from .alignment import Alignment, align
 from .background import Background, estimate_background, estimate_backgrounds
 from .classic import ClassicResult, classic_subtract
 from .image import as_image

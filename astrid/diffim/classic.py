@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .._utils import fwhm_to_sigma
 from ..errors import AstridInputError
-from ..zogy import (
+from .zogy import (
     as_aligned_pair,
     bad_pixels,
     check_dtype,

@@ -245,7 +245,7 @@ class DifferenceOptions:
         AstridInputError
             Names the flat option and the value refused.
         """
-        from ..zogy import check_astrometric
+        from .zogy import check_astrometric
 
         flat = self.to_mapping()
         _check_kernel_options(flat["kernel"])

@@ -29,8 +29,8 @@ from ..errors import (
     AstridWarning,
 )
 from ..io import Image, atomic_write, provenance_cards
-from .align import align as align_images
-from .align import apply_transform, pixel_area, pixel_map
+from .alignment import align as align_images
+from .alignment import apply_transform, pixel_area, pixel_map
 from .background import estimate_backgrounds
 from .classic import classic_subtract
 from .image import as_image
@@ -502,7 +502,7 @@ def zogy_psf(model, regularise: bool):
 
 def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
     """The noise autocorrelation to give ZOGY (or None) and its mean lag-1 value."""
-    from ..zogy import estimate_noise_acf
+    from .zogy import estimate_noise_acf
 
     if mode is False:
         return None, float("nan")
@@ -633,7 +633,7 @@ def _timed(metrics: dict, name: str, stage, *args):
 
 def _resolve_options(method, options, flat_options: dict, dtype) -> DifferenceOptions:
     """The validated options. Checked first: a typo must not cost an alignment, a background and two PSFs."""
-    from ..zogy import check_dtype
+    from .zogy import check_dtype
 
     if method not in _METHODS:
         raise AstridInputError(f"method: must be one of {_METHODS}, got {method!r}")
@@ -794,7 +794,7 @@ def _filled(aligned: _Aligned):
 
 
 def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
-    from ..zogy import ZogyImage, ZogyOptions, subtract
+    from .zogy import ZogyImage, ZogyOptions, subtract
 
     sub, regularise = options.subtract, bool(options.psf.regularise)
     N, R = backgrounds.science_out.data, backgrounds.reference_out.data

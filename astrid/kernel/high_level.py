@@ -32,14 +32,14 @@ from .. import _utils
 from ..diffim.inpaint import repair_isolated
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
-from ..zogy import as_aligned_pair as _as_aligned_pair
-from ..zogy import bad_pixels as _bad_pixels
-from ..zogy import check_dtype as _check_dtype
-from ..zogy import check_map as _check_map
-from ..zogy import check_mask_fraction as _check_mask_fraction
-from ..zogy import check_positive as _check_positive
-from ..zogy import estimate_noise_acf, robust_std
-from ..zogy import untrusted as _untrusted
+from ..diffim.zogy import as_aligned_pair as _as_aligned_pair
+from ..diffim.zogy import bad_pixels as _bad_pixels
+from ..diffim.zogy import check_dtype as _check_dtype
+from ..diffim.zogy import check_map as _check_map
+from ..diffim.zogy import check_mask_fraction as _check_mask_fraction
+from ..diffim.zogy import check_positive as _check_positive
+from ..diffim.zogy import estimate_noise_acf, robust_std
+from ..diffim.zogy import untrusted as _untrusted
 from ._basis import (
     HOTPANTS_SIGMAS,
     alard_lupton_basis,

@@ -10,7 +10,7 @@ import pytest
 from astropy.wcs import WCS
 
 from astrid.diffim import Alignment, align, find_stars, match_stars
-from astrid.diffim.align import apply_transform, pixel_map
+from astrid.diffim.alignment import apply_transform, pixel_map
 from astrid.errors import AstridInputError, AstridWarning, AstridWCSError
 from astrid.io import Image, ImageMeta
 from astrid.simulate import datasets

@@ -15,7 +15,7 @@ from astrid import Image, ImageMeta, write_image
 from astrid.diffim import DifferenceResult, difference
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
 from astrid.simulate import significant_peaks as peaks
-from astrid.zogy import flux_at, robust_std
+from astrid.diffim.zogy import flux_at, robust_std
 
 FWHM_N, FWHM_R = 3.5, 2.5
 
