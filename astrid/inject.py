@@ -354,6 +354,45 @@ def inject_sources(
     from .diffim import estimate_background
 
     img = _as_image(image, "image")
+    low, high, gain = _check_injection(img, n, snr, placement, positions, gain)
+    background = estimate_background(img.data, img.mask)
+    psf_model = _as_psf(psf, img, background)
+    fwhm = float(psf_model.fwhm)
+    edge = max(psf_model.psf.shape[0] // 2, int(math.ceil(3 * fwhm)))
+    rng = np.random.default_rng(seed)
+    x, y, hosts, offsets, galaxies, placement = _injection_positions(
+        rng, img, background, fwhm, edge, n, placement, positions
+    )
+    target = (np.exp(rng.uniform(math.log(low), math.log(high), x.size)) if high > low
+              else np.full(x.size, low))
+    data, flux, peak = _add_point_sources(rng, img, background, psf_model, x, y, target, gain)
+
+    truth = Table()
+    truth["id"] = np.arange(x.size)
+    truth["x"], truth["y"] = x, y
+    if img.wcs is not None and img.wcs.has_celestial:
+        sky = img.wcs.celestial.pixel_to_world(x, y)
+        truth["ra"], truth["dec"] = sky.ra.deg, sky.dec.deg
+    truth["flux"], truth["snr"], truth["peak"] = flux, target, peak
+    truth["placement"] = [placement] * x.size
+    truth["host_id"], truth["host_offset"] = hosts, offsets
+    truth["kind"] = ["injected"] * x.size
+    truth.meta.update({
+        "seed": int(seed), "psf_method": psf_model.method, "psf_fwhm": fwhm,
+        "psf_n_stars": int(psf_model.n_stars), "gain": None if gain is None else float(gain),
+        "poisson_noise": bool(gain), "snr_range": [low, high], "source": img.meta.path,
+    })
+
+    header = img.header.copy()
+    header.add_history(f"AstrID inject_sources: {x.size} point sources ({placement}), "
+                       f"S/N {low:g}-{high:g}, seed {seed}")
+    out = replace(img, data=data.astype(img.data.dtype, copy=False), mask=img.mask.copy(),
+                  header=header)
+    return Injection(image=out, truth=truth, psf=psf_model, galaxies=galaxies)
+
+
+def _check_injection(img, n, snr, placement, positions, gain):
+    """The S/N range and the gain of an injection, after checking the arguments (warns on no gain)."""
     if placement not in PLACEMENTS:
         raise AstridInputError(f"placement={placement!r} is not one of {PLACEMENTS}")
     if positions is None and (not isinstance(n, (int, np.integer)) or n < 1):
@@ -361,44 +400,44 @@ def inject_sources(
     low, high = _snr_range(snr)
     gain = gain if gain is not None else img.meta.gain
     if gain is not None and not (math.isfinite(gain) and gain > 0):
-        raise AstridInputError(f"gain={gain!r} must be a positive number of electrons per data unit")
+        raise AstridInputError(
+            f"gain={gain!r} must be a positive number of electrons per data unit"
+        )
     if gain is None:
         warnings.warn(
-            f"image{_named(img)}: no gain (GAIN header key or gain=): the injected sources carry no Poisson "
-            "noise of their own, so the bright ones are less noisy than real sources",
-            AstridWarning, stacklevel=2,
+            f"image{_named(img)}: no gain (GAIN header key or gain=): the injected sources carry "
+            "no Poisson noise of their own, so the bright ones are less noisy than real sources",
+            AstridWarning, stacklevel=3,
         )
+    return low, high, gain
 
-    background = estimate_background(img.data, img.mask)
-    psf_model = _as_psf(psf, img, background)
-    fwhm = float(psf_model.fwhm)
-    half = psf_model.psf.shape[0] // 2
-    edge = max(half, int(math.ceil(3 * fwhm)))
-    rng = np.random.default_rng(seed)
 
-    galaxies = None
+def _injection_positions(rng, img, background, fwhm, edge, n, placement, positions):
+    """``x, y, host ids, host offsets, galaxies, placement`` of the sources to inject."""
     if positions is not None:
         x, y = _given_positions(positions, img.mask, edge, fwhm)
-        hosts, offsets = np.full(x.size, -1), np.full(x.size, np.nan)
-        placement = "given"
-    else:
-        if placement != "random":
-            galaxies = find_galaxies(img.data, img.mask, background, fwhm)
-            inside = [_usable(g["x"], g["y"], img.mask, edge, fwhm) for g in galaxies]
-            galaxies = galaxies[np.asarray(inside, dtype=bool)] if len(galaxies) else galaxies
-            if len(galaxies) == 0:
-                raise AstridInputError(
-                    f"image{_named(img)}: no unmasked galaxies (detections wider than 1.5 PSF FWHM = "
-                    f"{1.5 * fwhm:.1f} px) for placement={placement!r}; use placement='random'"
-                )
-        x, y, hosts, offsets = _draw_positions(rng, int(n), placement, img.mask, edge, fwhm, galaxies)
-    m = x.size
-    target = np.exp(rng.uniform(math.log(low), math.log(high), m)) if high > low else np.full(m, low)
+        return x, y, np.full(x.size, -1), np.full(x.size, np.nan), None, "given"
+    galaxies = None
+    if placement != "random":
+        galaxies = find_galaxies(img.data, img.mask, background, fwhm)
+        inside = [_usable(g["x"], g["y"], img.mask, edge, fwhm) for g in galaxies]
+        galaxies = galaxies[np.asarray(inside, dtype=bool)] if len(galaxies) else galaxies
+        if len(galaxies) == 0:
+            raise AstridInputError(
+                f"image{_named(img)}: no unmasked galaxies (detections wider than 1.5 PSF FWHM = "
+                f"{1.5 * fwhm:.1f} px) for placement={placement!r}; use placement='random'"
+            )
+    x, y, hosts, offsets = _draw_positions(rng, int(n), placement, img.mask, edge, fwhm, galaxies)
+    return x, y, hosts, offsets, galaxies, placement
 
+
+def _add_point_sources(rng, img, background, psf_model, x, y, target, gain):
+    """The image data with the sources added, and each source's flux and peak."""
+    half = psf_model.psf.shape[0] // 2
     data = np.array(img.data, dtype=np.float64, copy=True)
     sky_variance = background.rms.astype(np.float64) ** 2
-    flux, peak = np.empty(m), np.empty(m)
-    for k in range(m):
+    flux, peak = np.empty(x.size), np.empty(x.size)
+    for k in range(x.size):
         profile = _shifted_psf(psf_model, x[k], y[k])
         cut, sub = _cutout(data.shape, x[k], y[k], half)
         p = profile[sub]
@@ -412,27 +451,7 @@ def inject_sources(
             model = rng.poisson(np.clip(model, 0.0, None) * gain) / gain + np.minimum(model, 0.0)
         data[cut] += np.where(img.mask[cut], 0.0, model)
         peak[k] = flux[k] * float(p.max())
-
-    truth = Table()
-    truth["id"] = np.arange(m)
-    truth["x"], truth["y"] = x, y
-    if img.wcs is not None and img.wcs.has_celestial:
-        sky = img.wcs.celestial.pixel_to_world(x, y)
-        truth["ra"], truth["dec"] = sky.ra.deg, sky.dec.deg
-    truth["flux"], truth["snr"], truth["peak"] = flux, target, peak
-    truth["placement"] = [placement] * m
-    truth["host_id"], truth["host_offset"] = hosts, offsets
-    truth["kind"] = ["injected"] * m
-    truth.meta.update({
-        "seed": int(seed), "psf_method": psf_model.method, "psf_fwhm": fwhm, "psf_n_stars": int(psf_model.n_stars),
-        "gain": None if gain is None else float(gain), "poisson_noise": bool(gain), "snr_range": [low, high],
-        "source": img.meta.path,
-    })
-
-    header = img.header.copy()
-    header.add_history(f"AstrID inject_sources: {m} point sources ({placement}), S/N {low:g}-{high:g}, seed {seed}")
-    out = replace(img, data=data.astype(img.data.dtype, copy=False), mask=img.mask.copy(), header=header)
-    return Injection(image=out, truth=truth, psf=psf_model, galaxies=galaxies)
+    return data, flux, peak
 
 
 def match_injections(truth: Table, candidates: Table, radius: float | None = None, *, wcs=None, result=None) -> Table:
@@ -697,20 +716,8 @@ def triplets_on_real_backgrounds(
         raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
     low, high = _snr_range(snr)
     rng = np.random.default_rng(seed)
-    channels = [str(c) for c in backgrounds["channel"].values]
-    refs = np.asarray(backgrounds["triplets"].values[..., channels.index("reference")], dtype=np.float64)
-    refs = np.where(np.abs(refs) > 1e30, np.nan, refs)
-    from .realism import stamp_noise
-
-    noise = np.array([stamp_noise(r) for r in refs])
-    usable = np.flatnonzero(np.isfinite(noise) & (noise > 0))
-    if usable.size == 0:
-        raise AstridInputError("backgrounds: no reference stamp with a measurable noise")
-    widths = (np.asarray(backgrounds["fwhm"].values, dtype=float) if "fwhm" in backgrounds.coords
-              else np.full(refs.shape[0], np.nan))
+    refs, noise, widths, usable = _reference_stamps(backgrounds)
     size = refs.shape[1]
-    c = (size - 1) / 2.0
-    bogus_kinds = BACKGROUND_KINDS[2:]
     stamps = np.empty((n, size, size, 3), np.float32)
     kinds, chosen = [], np.empty(n, dtype=int)
     for k in range(n):
@@ -721,50 +728,12 @@ def triplets_on_real_backgrounds(
         # NaN, and the float32-maximum fill some ZTF cutouts carry where there is no data.
         holes = ~np.isfinite(ref) | (np.abs(ref) > 1e30)
         clean = np.where(holes, np.median(ref[~holes]), ref)
-        fwhm = widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0 else rng.uniform(1.7, 3.0)
-        sigma_sci = noise[b] / rng.uniform(*noise_ratio)
-        noise_sci = rng.normal(0.0, sigma_sci, ref.shape)
-        x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
-        profile = _gaussian(ref.shape, x0, y0, fwhm)
-        amplitude = math.exp(rng.uniform(math.log(low), math.log(high))) * sigma_sci / math.sqrt(float(np.sum(profile**2)))
-        if rng.uniform() < real_fraction:
-            kind = "brightening" if rng.uniform() < 0.7 else "fading"
-        else:
-            kind = str(rng.choice(bogus_kinds))
-        science, reference = clean + noise_sci, clean
-        if kind == "brightening":
-            science = science + amplitude * profile
-        elif kind == "fading":
-            reference = clean + amplitude * profile
-        elif kind == "dipole":
-            step = rng.uniform(0.2, 1.0)
-            angle = rng.uniform(0.0, 2.0 * np.pi)
-            science = _shift(clean, step * math.cos(angle), step * math.sin(angle)) + noise_sci
-        elif kind == "psf_mismatch":
-            blurred = _blur(clean, rng.uniform(0.5, 1.5))
-            science = (blurred + noise_sci) if rng.uniform() < 0.5 else (2.0 * clean - blurred + noise_sci)
-        elif kind == "cosmic_ray":
-            length = rng.uniform(0.0, 8.0)
-            angle = rng.uniform(0.0, np.pi)
-            hit = np.zeros(ref.shape)
-            for t in np.linspace(-length / 2, length / 2, max(2, int(length * 3))):
-                ix, iy = int(round(x0 + t * math.cos(angle))), int(round(y0 + t * math.sin(angle)))
-                if 0 <= ix < size and 0 <= iy < size:
-                    hit[iy, ix] = 1.0
-            science = science + hit / hit.sum() * amplitude * rng.uniform(0.5, 3.0)
-        elif kind == "hot_pixel":
-            hot = np.zeros(ref.shape)
-            hot[int(round(y0)), int(round(x0))] = amplitude * rng.uniform(0.2, 1.0)
-            science = science + hot
-        elif kind == "bad_column":
-            column = np.zeros(ref.shape)
-            top = int(rng.integers(0, size // 2))
-            column[top:, int(round(x0))] = rng.uniform(3.0, 30.0) * sigma_sci
-            science = science + column
-        difference = science - reference
-        if kind == "fading":
-            difference = -difference  # ZTF stores reference - science for fading candidates
-        for i, plane in enumerate((science, reference, difference)):
+        fwhm = (widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0
+                else rng.uniform(1.7, 3.0))
+        kind, planes = _background_triplet(
+            rng, clean, noise[b] / rng.uniform(*noise_ratio), fwhm, (low, high), real_fraction
+        )
+        for i, plane in enumerate(planes):
             stamps[k, :, :, i] = np.where(holes, np.nan, plane)
         kinds.append(kind)
     coords = {
@@ -775,4 +744,79 @@ def triplets_on_real_backgrounds(
     }
     if "objectId" in backgrounds.coords:
         coords["field"] = np.asarray(backgrounds["objectId"].values)[chosen].astype(str)
-    return new_triplet_dataset(stamps, coords=coords, attrs={"source": "astrid.inject.triplets_on_real_backgrounds"})
+    return new_triplet_dataset(
+        stamps, coords=coords, attrs={"source": "astrid.inject.triplets_on_real_backgrounds"}
+    )
+
+
+def _reference_stamps(backgrounds):
+    """Reference stamps (float64, fill values as NaN), their noise, FWHMs and usable indices."""
+    from .realism import stamp_noise
+
+    channels = [str(c) for c in backgrounds["channel"].values]
+    refs = np.asarray(backgrounds["triplets"].values[..., channels.index("reference")],
+                      dtype=np.float64)
+    refs = np.where(np.abs(refs) > 1e30, np.nan, refs)
+    noise = np.array([stamp_noise(r) for r in refs])
+    usable = np.flatnonzero(np.isfinite(noise) & (noise > 0))
+    if usable.size == 0:
+        raise AstridInputError("backgrounds: no reference stamp with a measurable noise")
+    widths = (np.asarray(backgrounds["fwhm"].values, dtype=float) if "fwhm" in backgrounds.coords
+              else np.full(refs.shape[0], np.nan))
+    return refs, noise, widths, usable
+
+
+def _background_triplet(rng, clean, sigma_sci, fwhm, snr_range, real_fraction):
+    """One triplet's kind and its (science, reference, difference) planes on a clean reference."""
+    size = clean.shape[0]
+    c = (size - 1) / 2.0
+    low, high = snr_range
+    noise_sci = rng.normal(0.0, sigma_sci, clean.shape)
+    x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
+    profile = _gaussian(clean.shape, x0, y0, fwhm)
+    amplitude = (math.exp(rng.uniform(math.log(low), math.log(high))) * sigma_sci
+                 / math.sqrt(float(np.sum(profile**2))))
+    if rng.uniform() < real_fraction:
+        kind = "brightening" if rng.uniform() < 0.7 else "fading"
+    else:
+        kind = str(rng.choice(BACKGROUND_KINDS[2:]))
+    science, reference = clean + noise_sci, clean
+    if kind == "brightening":
+        science = science + amplitude * profile
+    elif kind == "fading":
+        reference = clean + amplitude * profile
+    elif kind == "dipole":
+        step = rng.uniform(0.2, 1.0)
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        science = _shift(clean, step * math.cos(angle), step * math.sin(angle)) + noise_sci
+    elif kind == "psf_mismatch":
+        blurred = _blur(clean, rng.uniform(0.5, 1.5))
+        science = ((blurred + noise_sci) if rng.uniform() < 0.5
+                   else (2.0 * clean - blurred + noise_sci))
+    elif kind != "nothing":
+        science = science + _artefact(rng, kind, clean.shape, (x0, y0), amplitude, sigma_sci)
+    difference = science - reference
+    if kind == "fading":
+        difference = -difference  # ZTF stores reference - science for fading candidates
+    return kind, (science, reference, difference)
+
+
+def _artefact(rng, kind, shape, centre, amplitude, sigma_sci):
+    """A cosmic ray, hot pixel or bad column to add to a science stamp."""
+    size = shape[0]
+    x0, y0 = centre
+    hit = np.zeros(shape)
+    if kind == "cosmic_ray":
+        length = rng.uniform(0.0, 8.0)
+        angle = rng.uniform(0.0, np.pi)
+        for t in np.linspace(-length / 2, length / 2, max(2, int(length * 3))):
+            ix, iy = int(round(x0 + t * math.cos(angle))), int(round(y0 + t * math.sin(angle)))
+            if 0 <= ix < size and 0 <= iy < size:
+                hit[iy, ix] = 1.0
+        return hit / hit.sum() * amplitude * rng.uniform(0.5, 3.0)
+    if kind == "hot_pixel":
+        hit[int(round(y0)), int(round(x0))] = amplitude * rng.uniform(0.2, 1.0)
+        return hit
+    top = int(rng.integers(0, size // 2))  # bad_column
+    hit[top:, int(round(x0))] = rng.uniform(3.0, 30.0) * sigma_sci
+    return hit
