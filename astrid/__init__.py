@@ -30,6 +30,7 @@ _LAZY_FUNCTIONS = {
     "gaussian_psf": ".diffim.psf",
     "psf_to_fft_origin": ".diffim.psf",
     "PSFModel": ".diffim.psf",
+    "PSFRequest": ".diffim.psf",
     "find_stars": ".diffim.stars",
     "match_stars": ".diffim.stars",
     "flux_ratio": ".diffim.photometry",

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             true = measure_fwhm(sim.psf(epoch))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = estimate_psf(image.data, image.mask, degree=0)
+                model = estimate_psf(image.data, image.mask)
             if model.method != "empirical":
                 print(f"| {seed} | {epoch} | {true:.3f} | {model.n_usable} | ({model.method}) | | |")
                 continue

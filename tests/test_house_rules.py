@@ -26,6 +26,7 @@ ARRAY_KERNELS: dict[str, str] = {
     "stamp_design": "astrid.kernel: numba kernel over the stars' stamps and basis arrays",
     "extract_triplets": "astrid.triplets: numba kernel cutting three planes at many positions",
     "render_moffat_stamps": "astrid.simulate: numba kernel drawing every source's Moffat stamp",
+    "_resample": "astrid.diffim.alignment: numba kernel resampling data, variance and mask at once",
 }
 
 

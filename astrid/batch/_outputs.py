@@ -226,7 +226,7 @@ def store_pairs(store: Path) -> set[str]:
     if not store.exists():
         return set()
     from .._optional import require
-    from ..triplets._store import COMMIT_ATTR
+    from ..triplets import COMMIT_ATTR
 
     zarr = require("zarr", "The shared triplet store of astrid.batch")
 

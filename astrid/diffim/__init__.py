@@ -23,7 +23,7 @@ order, ``(reference, science)``; where that order changed (``align``,
 
 from .alignment import Alignment, align
 from .background import Background, estimate_background, estimate_backgrounds
-from .classic import ClassicResult, classic_subtract
+from .classic import ClassicOptions, ClassicResult, classic_subtract
 from .image import as_image
 from .inpaint import repair_isolated
 from .options import DifferenceOptions
@@ -34,19 +34,21 @@ from .pipeline import (
     DifferenceResult,
     difference,
 )
-from .psf import PSFModel, estimate_psf, gaussian_psf, measure_fwhm, psf_to_fft_origin
+from .psf import PSFModel, PSFRequest, estimate_psf, gaussian_psf, measure_fwhm, psf_to_fft_origin
 from .quality import Quality, QualityReason, assess
 from .stars import find_stars, match_stars
 
 __all__ = [
     "Alignment",
     "Background",
+    "ClassicOptions",
     "ClassicResult",
     "DifferenceOptions",
     "DifferenceResult",
     "FLUX_RATIO_RANGE",
     "FluxRatio",
     "PSFModel",
+    "PSFRequest",
     "Quality",
     "QualityReason",
     "SCORR_STD_TOLERANCE",

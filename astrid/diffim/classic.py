@@ -31,7 +31,7 @@ from .zogy import (
 from .image import as_image
 from .inpaint import repair_isolated
 
-__all__ = ["ClassicResult", "classic_subtract"]
+__all__ = ["ClassicOptions", "ClassicResult", "classic_subtract"]
 
 # Gaussian kernels are cut at this many standard deviations (scipy's default).
 _TRUNCATE = 4.0
@@ -127,6 +127,26 @@ def _match(images, variances, bad, sigmas, fwhms, ratio):
     return n_img, r_img, var_n, var_r, kernel_sigma, convolved
 
 
+@dataclass(frozen=True)
+class ClassicOptions:
+    """How :func:`classic_subtract` writes its output.
+
+    Attributes
+    ----------
+    mask_radius : int, optional
+        Dilation of the mask and width of the edge band (pixels). Default
+        1.3 FWHM of the broader PSF (the 99 % flux radius of a Gaussian).
+    fill_value : float
+        Value of ``D`` and ``significance`` in masked pixels (default 0).
+    dtype : {numpy.float64, numpy.float32}
+        Output precision (default float64).
+    """
+
+    mask_radius: int | None = None
+    fill_value: float = 0.0
+    dtype: object = np.float64
+
+
 def classic_subtract(
     *,
     reference,
@@ -136,9 +156,7 @@ def classic_subtract(
     reference_sigma,
     science_sigma,
     flux_ratio=1.0,
-    mask_radius=None,
-    fill_value=0.0,
-    dtype=np.float64,
+    options: ClassicOptions | None = None,
     repaired=None,
 ) -> ClassicResult:
     """Gaussian PSF matching, flux scaling and direct subtraction.
@@ -158,16 +176,12 @@ def classic_subtract(
     flux_ratio : float, optional
         Science flux of a source divided by its reference flux; the reference
         is multiplied by it.
-    mask_radius : int, optional
-        Dilation of the mask and width of the edge band (pixels). Default
-        1.3 FWHM of the broader PSF (the 99 % flux radius of a Gaussian).
-    fill_value : float, optional
-        Value of ``D`` and ``significance`` in masked pixels.
+    options : ClassicOptions, optional
+        The output's mask dilation, fill value and precision (default
+        ``ClassicOptions()``).
     repaired : array_like of bool, shape (ny, nx), optional
         Pixels the caller already filled from their neighbours (as
         :func:`astrid.difference` does): flagged in the mask without dilation.
-    dtype : {numpy.float64, numpy.float32}, optional
-        Output precision.
 
     Returns
     -------
@@ -190,8 +204,12 @@ def classic_subtract(
     the other masked and non-finite pixels are set to 0 in both images before
     matching.
     """
+    options = options if options is not None else ClassicOptions()
+    if not isinstance(options, ClassicOptions):
+        raise AstridInputError(f"options must be a ClassicOptions, got {type(options).__name__}")
+    mask_radius, fill_value = options.mask_radius, options.fill_value
     ref_image, sci_image = as_image(reference, "reference"), as_image(science, "science")
-    dtype = check_dtype(dtype)
+    dtype = check_dtype(options.dtype)
     R, N = as_aligned_pair(reference=ref_image.data, science=sci_image.data)
     shape = N.shape
     fwhm_n = check_positive("science_fwhm", science_fwhm)

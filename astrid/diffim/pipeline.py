@@ -32,12 +32,12 @@ from ..io import Image, atomic_write, provenance_cards
 from .alignment import align as align_images
 from .alignment import apply_transform, pixel_area, pixel_map
 from .background import estimate_backgrounds
-from .classic import classic_subtract
+from .classic import ClassicOptions, classic_subtract
 from .image import as_image
 from .inpaint import fill_from_neighbours, pixel_noise, repair_isolated
 from .options import DifferenceOptions
 from .photometry import flux_ratio as measure_flux_ratio
-from .psf import PSFModel, estimate_psf, regularise_psf, regularise_psf_array
+from .psf import PSFModel, PSFRequest, estimate_psf, regularise_psf, regularise_psf_array
 from .quality import assess, header_cards
 from .stars import clean_stars
 
@@ -712,8 +712,8 @@ def _psf_stage(inputs: _Inputs, aligned: _Aligned, backgrounds: _Backgrounds, op
                given: tuple, do_align: bool) -> _PSFs:
     """The PSF of each image: given, or estimated from its stars (and regularised)."""
     psf_options = options.psf
-    kwargs = {"size": psf_options.size, "min_stars": psf_options.min_stars, "max_stars": psf_options.max_stars,
-              "degree": psf_options.degree}
+    kwargs = {"request": PSFRequest(psf_options.size, psf_options.min_stars, psf_options.max_stars,
+                                    psf_options.degree)}
     if inputs.psf_stars is not None:
         kwargs["star_positions"] = inputs.psf_stars
     science, reference = inputs.science, inputs.reference
@@ -850,7 +850,7 @@ def _subtract_classic(aligned, backgrounds, psfs, ratio, variances, options, dty
         science=backgrounds.science_out.copy(variance=variances[0]),
         reference_fwhm=psfs.reference.fwhm, science_fwhm=psfs.science.fwhm,
         reference_sigma=backgrounds.reference.median_rms, science_sigma=backgrounds.science.median_rms,
-        flux_ratio=ratio, dtype=dtype, repaired=_filled(aligned), **common,
+        flux_ratio=ratio, options=ClassicOptions(dtype=dtype, **common), repaired=_filled(aligned),
     )
     metrics = dict(scorr_robust_std=raw.significance_std, mask_radius=raw.mask_radius,
                    kernel_sigma=raw.kernel_sigma, convolved=raw.convolved)

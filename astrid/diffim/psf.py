@@ -480,19 +480,45 @@ def _fallback(fwhm, size, n_usable, min_stars, why, pixelized, stacklevel=3):
     return model
 
 
+@dataclass(frozen=True)
+class PSFRequest:
+    """The PSF that :func:`estimate_psf` is asked to build.
+
+    Attributes
+    ----------
+    size : int, optional
+        Side of the PSF array in pixels (made odd by adding one if even);
+        default odd near 10 FWHM, at least 25.
+    min_stars : int
+        Fewer usable stars than this give a Gaussian fallback (default 10).
+    max_stars : int
+        Stack at most this many stars, the most significant first (default 200).
+    degree : int or "auto"
+        Polynomial degree of the PSF's variation over the field (default 0:
+        one PSF for the whole image). With 1 or 2 the width of the PSF is a
+        polynomial in the position: each star's width change against the
+        stack of all stars is fitted (the stack and its derivative with
+        respect to a stretch), and the polynomial is fitted to the stars
+        with outlier clipping. ``"auto"`` takes 2 with at least 40 stars, 1
+        with at least 20, else 0. :meth:`PSFModel.at` evaluates it.
+    """
+
+    size: int | None = None
+    min_stars: int = 10
+    max_stars: int = 200
+    degree: object = 0
+
+
 def estimate_psf(
     data,
     mask=None,
     background=None,
     rms=None,
-    size: int | None = None,
-    min_stars: int = 10,
-    max_stars: int = 200,
-    saturation: float | None = None,
     *,
+    request: PSFRequest | None = None,
+    saturation: float | None = None,
     fwhm: float | None = None,
     stars=None,
-    degree=0,
     seeing: float | None = None,
     star_positions=None,
 ) -> PSFModel:
@@ -512,13 +538,9 @@ def estimate_psf(
     rms : float or numpy.ndarray, optional
         Background noise per pixel (data units); taken from ``background``
         when that is a :class:`Background`, else estimated.
-    size : int, optional
-        Side of the PSF array in pixels (made odd by adding one if even);
-        default odd near 10 FWHM, at least 25.
-    min_stars : int, optional
-        Fewer usable stars than this give a Gaussian fallback (default 10).
-    max_stars : int, optional
-        Stack at most this many stars, the most significant first (default 200).
+    request : PSFRequest, optional
+        The PSF's size, the number of stars to use and its variation over the
+        field (default ``PSFRequest()``: 10 to 200 stars, one PSF for the image).
     saturation : float, optional
         Saturation level in data units; stars reaching it are not used.
     fwhm : float, optional
@@ -532,14 +554,6 @@ def estimate_psf(
         :attr:`astrid.Alignment.reference_stars`), to select the PSF stars
         from instead of detecting them again. If they leave fewer than
         ``min_stars`` usable, the image is searched as without them.
-    degree : int or "auto", optional
-        Polynomial degree of the PSF's variation over the field (default 0:
-        one PSF for the whole image). With 1 or 2 the width of the PSF is a
-        polynomial in the position: each star's width change against the
-        stack of all stars is fitted (the stack and its derivative with
-        respect to a stretch), and the polynomial is fitted to the stars
-        with outlier clipping. ``"auto"`` takes 2 with at least 40 stars, 1
-        with at least 20, else 0. :meth:`PSFModel.at` evaluates it.
     seeing : float, optional
         Expected FWHM in pixels (the header's seeing,
         :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior for the star
@@ -590,7 +604,11 @@ def estimate_psf(
     windowed centroid and normalised to sum 1.
     """
     info: dict = {}
-    request = _Request(size, min_stars, max_stars, saturation, fwhm, degree, seeing, star_positions)
+    request = request if request is not None else PSFRequest()
+    if not isinstance(request, PSFRequest):
+        raise AstridInputError(f"request must be a PSFRequest, got {type(request).__name__}")
+    request = _Request(request.size, request.min_stars, request.max_stars, saturation, fwhm,
+                       request.degree, seeing, star_positions)
     model = _estimate_psf(data, mask, background, rms, stars, request, info)
     if not info.get("annotated"):
         model.n_usable = int(info.get("n_usable", model.n_stars))
@@ -700,8 +718,9 @@ def _estimate_psf(data, mask, background, rms, stars, req: _Request, info) -> PS
             # science image's own grid, where the S/N is not inflated by resampling):
             # search this image before falling back to a Gaussian.
             info["annotated"] = True
-            return estimate_psf(data, bad, background, rms, req.size, req.min_stars, req.max_stars,
-                                req.saturation, fwhm=req.fwhm, degree=req.degree, seeing=req.seeing,
+            return estimate_psf(data, bad, background, rms,
+                                request=PSFRequest(req.size, req.min_stars, req.max_stars, req.degree),
+                                saturation=req.saturation, fwhm=req.fwhm, seeing=req.seeing,
                                 star_positions=req.star_positions)
     size, min_stars = req.size, req.min_stars
     fwhm_known, pixelized = _image_fwhm(stars, req, info)

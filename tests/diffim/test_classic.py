@@ -8,7 +8,7 @@ from astropy.stats import gaussian_sigma_to_fwhm as FWHM_PER_SIGMA
 from test_zogy import add_source, noise_pair, starfield
 
 from astrid import Image
-from astrid.diffim import ClassicResult, classic_subtract
+from astrid.diffim import ClassicOptions, ClassicResult, classic_subtract
 from astrid.errors import AstridInputError
 
 
@@ -59,7 +59,8 @@ def test_masks_and_non_finite_pixels_are_flagged_and_filled():
     mask = np.zeros(N.shape, bool)
     mask[100, :] = True
     result = classic_subtract(reference=R, science=(N, mask), reference_fwhm=2.5, science_fwhm=4.0,
-                              reference_sigma=3.0, science_sigma=5.0, fill_value=np.nan, dtype=np.float32)
+                              reference_sigma=3.0, science_sigma=5.0,
+                              options=ClassicOptions(fill_value=np.nan, dtype=np.float32))
     r = result.mask_radius
     assert r == int(np.ceil(1.3 * 4.0))
     assert result.mask[30 - r : 40 + r, 30 - r : 40 + r].all() and result.mask[100 - r : 101 + r].all()
@@ -78,8 +79,8 @@ def test_masks_and_non_finite_pixels_are_flagged_and_filled():
         (dict(science_sigma=-2.0), "science_sigma"),
         (dict(flux_ratio=-1.0), "flux_ratio"),
         (dict(reference=(np.zeros((16, 16)), np.ones((3, 3), bool))), "reference"),
-        (dict(mask_radius=1.5), "mask_radius"),
-        (dict(dtype=np.int16), "dtype"),
+        (dict(options=ClassicOptions(mask_radius=1.5)), "mask_radius"),
+        (dict(options=ClassicOptions(dtype=np.int16)), "dtype"),
     ],
 )
 def test_bad_inputs_raise(kwargs, message):

@@ -10,6 +10,7 @@ from scipy.special import erf
 
 from astrid.diffim import (
     PSFModel,
+    PSFRequest,
     estimate_psf,
     gaussian_psf,
     measure_fwhm,
@@ -190,13 +191,13 @@ def test_background_and_rms_can_be_given():
     for model in (by_object, by_arrays, by_scalar):
         assert model.method == "empirical"
         assert model.fwhm == pytest.approx(measure_fwhm(gaussian_psf(3.0, 41)), rel=0.03)
-    assert estimate_psf(img, size=24).psf.shape == (25, 25)
+    assert estimate_psf(img, request=PSFRequest(size=24)).psf.shape == (25, 25)
 
 
 def test_few_stars_fall_back_to_a_gaussian_with_a_warning():
     img, _, _ = _star_image(nstars=6, fwhm=3.0, seed=6, fluxes=(20000.0, 40000.0))
     with pytest.warns(AstridWarning, match="usable PSF stars"):
-        model = estimate_psf(img, min_stars=10)
+        model = estimate_psf(img, request=PSFRequest(min_stars=10))
     assert model.method == "gaussian-fallback"
     assert model.n_stars == 0
     assert model.psf.sum() == pytest.approx(1.0)
@@ -225,7 +226,7 @@ def test_bad_input_raises():
     with pytest.raises(AstridInputError, match="background"):
         estimate_psf(img, background=np.zeros((5, 5)))
     with pytest.raises(AstridInputError, match="size"):
-        estimate_psf(img, size=1)
+        estimate_psf(img, request=PSFRequest(size=1))
 
 
 # ----------------------------------------------------------------------------- simulated and real data
@@ -281,7 +282,7 @@ def _varying_star_image(n=512, nstars=150, seed=3):
 def test_psf_width_varying_over_the_field():
     img = _varying_star_image()
     constant = estimate_psf(img, background=100.0, rms=5.0)
-    varying = estimate_psf(img, background=100.0, rms=5.0, degree="auto")
+    varying = estimate_psf(img, background=100.0, rms=5.0, request=PSFRequest(degree="auto"))
     assert not constant.varies and constant.at(10, 10) is constant.psf
     assert varying.varies and varying.degree == 2 and varying.n_stars >= 40
     for x in (40.0, 256.0, 470.0):
@@ -292,10 +293,10 @@ def test_psf_width_varying_over_the_field():
     # Across the field the model follows a 27 % change of width that one PSF cannot.
     assert measure_fwhm(varying.at(470.0, 256.0)) / measure_fwhm(varying.at(40.0, 256.0)) > 1.18
     assert abs(varying.width_at(256.0, 40.0) - varying.width_at(256.0, 470.0)) < 0.03  # no change along y
-    linear = estimate_psf(img, background=100.0, rms=5.0, degree=1)
+    linear = estimate_psf(img, background=100.0, rms=5.0, request=PSFRequest(degree=1))
     assert linear.degree == 1 and linear.width_coefficients.shape == (3,)
     with pytest.raises(AstridInputError, match="degree"):
-        estimate_psf(img, background=100.0, rms=5.0, degree=3)
+        estimate_psf(img, background=100.0, rms=5.0, request=PSFRequest(degree=3))
 
 
 def test_stars_can_be_passed_in():

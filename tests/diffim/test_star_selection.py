@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from astrid import Image
-from astrid.diffim import estimate_psf, find_stars
+from astrid.diffim import PSFRequest, estimate_psf, find_stars
 from astrid.diffim.pipeline import star_positions
 from astrid.errors import AstridInputError, AstridWarning
 from astrid.io import header_meta
@@ -39,7 +39,7 @@ def test_locus_of_stars_under_more_numerous_galaxies():
     assert stars.meta["fwhm_source"] == "locus"
     assert stars.meta["stellar_locus"]
     assert stars.meta["fwhm"] == pytest.approx(STAR_FWHM, rel=0.1)
-    model = estimate_psf(img, min_stars=8)
+    model = estimate_psf(img, request=PSFRequest(min_stars=8))
     assert model.method == "empirical"
     assert model.stellar_locus is True
     # measure_fwhm sees the pixel-integrated Gaussian: sqrt(2.5² + 0.46) = 2.59 px.
@@ -61,7 +61,7 @@ def test_galaxies_only_is_flagged_and_warned():
     assert not stars.meta["stellar_locus"]
     assert "no stellar locus" in stars.meta["locus_reason"]
     with pytest.warns(AstridWarning, match="no stellar locus"):
-        model = estimate_psf(img, min_stars=3)
+        model = estimate_psf(img, request=PSFRequest(min_stars=3))
     assert model.stellar_locus is False
     assert "no stellar locus" in model.quality_note
 
@@ -86,7 +86,7 @@ def test_wrong_seeing_prior_does_not_override_the_stars():
 
 def test_known_star_positions_select_the_psf_stars():
     img, xy = _field(n_stars=4, n_galaxies=80, seed=4)
-    model = estimate_psf(img, min_stars=3, star_positions=xy)
+    model = estimate_psf(img, request=PSFRequest(min_stars=3), star_positions=xy)
     assert model.method == "empirical"
     assert 3 <= model.n_stars <= len(xy)  # one may be crowded by a galaxy
     assert model.fwhm == pytest.approx(STAR_FWHM, rel=0.1)
