@@ -6,7 +6,9 @@
   no usable data (scored NaN by :func:`astrid.score.score`);
 - :func:`load_braai`: ZTF's published Keras 2 models (``d6_m7``, the model
   behind the alerts' ``drb`` score, and ``braai_d6_m9``);
-- :func:`predict`: scores for a triplet dataset or array.
+- :func:`predict`: scores for a triplet dataset or array;
+- :func:`train` with a :class:`TrainConfig`: training with a model card
+  (:func:`card_path` says where it lies beside the ``.keras`` file).
 
 TensorFlow/Keras is imported only when a model is built or loaded.
 """
@@ -37,7 +39,17 @@ from ._active import (
 )
 from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
 from ._retrospective import RetrospectiveResult, retrospective, target_mask
-from ._train import SPLITS, TrainResult, class_weights, dataset_hash, load_trained, split_groups, train
+from ._train import (
+    SPLITS,
+    TrainConfig,
+    TrainResult,
+    card_path,
+    class_weights,
+    dataset_hash,
+    load_trained,
+    split_groups,
+    train,
+)
 
 __all__ = [
     "vgg6",
@@ -53,7 +65,9 @@ __all__ = [
     "norm_for_model",
     "DEFAULT_NORM",
     "train",
+    "TrainConfig",
     "TrainResult",
+    "card_path",
     "load_trained",
     "split_groups",
     "class_weights",

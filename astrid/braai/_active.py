@@ -52,6 +52,7 @@ import xarray as xr
 
 from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ._train import TrainConfig
 
 __all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",
            "STRATEGIES", "HUMAN_COORDS", "labels_hash"]
@@ -62,6 +63,8 @@ HUMAN_COORDS = ("human_votes", "human_label", "human_label_by", "human_label_tim
 #: Query strategies of :func:`query`.
 STRATEGIES = ("uncertainty", "entropy", "bald", "diversity", "random")
 _DECISIONS = {"real": 1, "bogus": 0}
+#: :func:`fine_tune`'s default training: 5 epochs, no validation split off the few human labels.
+FINE_TUNE_CONFIG = TrainConfig(epochs=5, split=None)
 
 
 # --------------------------------------------------------------------------- #
@@ -611,8 +614,8 @@ def _parent(model) -> tuple[Any, dict]:
 
 
 def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: xr.Dataset | None = None,
-              epochs: int = 5, learning_rate: float | None = None, batch_size: int = 64, seed: int = 0,
-              out_dir: str | os.PathLike | None = None, name: str | None = None, **train_kwargs):
+              config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None, name: str | None = None,
+              track: bool | None = None, verbose: int = 0):
     """Fine-tune a braai model on human labels; its card names the parent and the labels.
 
     Parameters
@@ -633,14 +636,16 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
     validation : xarray.Dataset, optional
         A labelled validation set (early stopping, calibration, metrics).
         Without it, all ``epochs`` run and the model is uncalibrated.
-    epochs, learning_rate, batch_size, seed : optional
-        As :func:`astrid.braai.train` (learning rate default 3e-5 when
-        fine-tuning).
+    config : astrid.braai.TrainConfig, optional
+        As :func:`astrid.braai.train`; default :data:`FINE_TUNE_CONFIG`
+        (``TrainConfig(epochs=5, split=None)``: 5 epochs, no validation
+        split off the few human labels; the learning rate defaults to 3e-5
+        when fine-tuning).
     out_dir, name : optional
         Save ``<name>.keras`` and its card (default name: the parent's
         name + ``"-ft"``).
-    **train_kwargs
-        More :func:`astrid.braai.train` options.
+    track, verbose : optional
+        As :func:`astrid.braai.train`.
 
     Returns
     -------
@@ -653,9 +658,6 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
     """
     from ._train import train
 
-    for key in ("fine_tune_from", "provenance"):
-        if key in train_kwargs:
-            raise AstridInputError(f"{key}= is set by fine_tune itself")
     source, parent = _parent(model)
     ds, _ = _open_triplets(triplets)
     merged = apply_labels(ds, labels) if labels is not None else _merged(ds, "triplets")
@@ -681,8 +683,6 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
         },
         "n_train": int(training.sizes["candidate"]),
     }
-    if validation is None:
-        train_kwargs.setdefault("split", None)
-    return train(training, fine_tune_from=source, provenance=provenance, validation=validation, epochs=epochs,
-                 learning_rate=learning_rate, batch_size=batch_size, seed=seed, out_dir=out_dir,
-                 name=name or f"{parent['name']}-ft", **train_kwargs)
+    return train(training, fine_tune_from=source, provenance=provenance, validation=validation,
+                 config=FINE_TUNE_CONFIG if config is None else config, out_dir=out_dir,
+                 name=name or f"{parent['name']}-ft", track=track, verbose=verbose)

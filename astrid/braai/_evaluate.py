@@ -50,7 +50,27 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _labels_of(dataset, name: str = "dataset") -> np.ndarray:
+def labels_of(dataset, name: str = "dataset") -> np.ndarray:
+    """The 0/1 labels of a triplet set, a mapping with ``label`` or an array, checked.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset, mapping or array-like
+        Where the labels are: a ``label`` coordinate or variable, a
+        ``"label"`` entry, or the labels themselves (one per candidate).
+    name : str, optional
+        What to call ``dataset`` in error messages.
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (n_candidates,)
+        1 real, 0 bogus.
+
+    Raises
+    ------
+    AstridInputError
+        No labels, not one per candidate, or a value other than 0 and 1.
+    """
     if isinstance(dataset, xr.Dataset):
         if "label" not in dataset.coords and "label" not in dataset.data_vars:
             raise AstridInputError(f"{name}: no 'label' coordinate (1 real, 0 bogus) to evaluate against")
@@ -95,7 +115,8 @@ def _check_scores(scores, n: int, name: str = "scores") -> np.ndarray:
     return scores
 
 
-def _check_both_classes(labels: np.ndarray, name: str) -> None:
+def check_both_classes(labels: np.ndarray, name: str) -> None:
+    """Raise AstridInputError unless ``labels`` (0/1, shape (n,)) hold both classes; ``name`` for the message."""
     n_real = int(labels.sum())
     if n_real == 0 or n_real == labels.size:
         missing = "real (label 1)" if n_real == 0 else "bogus (label 0)"
@@ -397,8 +418,8 @@ def evaluate(
         wrong length or not finite, neither model nor scores given,
         triplets of the wrong shape.
     """
-    labels = _labels_of(dataset)
-    _check_both_classes(labels, "dataset")
+    labels = labels_of(dataset)
+    check_both_classes(labels, "dataset")
     if scores is None:
         if model is None:
             raise AstridInputError("evaluate: give a model or precomputed scores")
@@ -589,7 +610,7 @@ def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins
     """
     from ..figures import _pyplot, style
 
-    labels = _labels_of(labels, "labels")
+    labels = labels_of(labels, "labels")
     scores = _check_scores(scores, labels.size)
     edges = np.linspace(min(0.0, scores.min()), max(1.0, scores.max()), int(bins) + 1)
     plt = _pyplot()

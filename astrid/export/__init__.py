@@ -13,6 +13,9 @@ Scoring with any of these models is :func:`astrid.score.score`.
 from ._edgetpu import EDGETPU_OPS, EdgeTPUReport, OpInfo, TensorInfo, edgetpu_report, read_io_details
 from ._tflite import ExportReport, TFLiteRunner, read_sidecar, sidecar_path, to_tflite
 
+# The one .keras loader, shared with astrid.braai.load_trained and astrid.anomaly (not in __all__).
+from ._tflite import load_keras_archive
+
 __all__ = [
     "EDGETPU_OPS",
     "EdgeTPUReport",

@@ -142,7 +142,9 @@ def _with_card(model, path: Path):
     says how the model was trained: its preprocessing and the score
     calibration fitted on its validation set.
     """
-    card_path = path.with_name(path.name[: -len(".keras")] + ".card.json")
+    from ..braai import card_path as card_beside
+
+    card_path = card_beside(path)
     if not card_path.is_file():
         return model
     try:
@@ -154,7 +156,7 @@ def _with_card(model, path: Path):
     if card.get("norm") in NORMS[:2]:
         model.astrid_norm = card["norm"]
     if card.get("calibration") is not None:
-        from ..braai._calibrate import Calibration
+        from ..braai import Calibration
 
         model.astrid_calibration = Calibration.from_dict(card["calibration"], f"{card_path}: calibration").to_dict()
     return model
