@@ -19,7 +19,7 @@ from astrid.acquire import (
     parse_ra,
     select_targets,
 )
-from astrid.acquire._replay import ReplayServer, Reply
+from astrid.acquire.replay import ReplayServer, Reply
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 from astrid.paths import shared_data
 

@@ -30,7 +30,7 @@ from astrid.acquire import (
     get_archive,
     run,
 )
-from astrid.acquire._replay import ReplayServer, Reply, add_mast
+from astrid.acquire.replay import ReplayServer, Reply, add_mast
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.manifest import Manifest, sha256sum
 

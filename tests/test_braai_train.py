@@ -24,7 +24,7 @@ from astrid.braai import (  # noqa: E402
     train,
     vgg6,
 )
-from astrid.braai._train import _training_dataset  # noqa: E402
+from astrid.braai.runtime import training_dataset  # noqa: E402
 from astrid.errors import AstridInputError, AstridWarning  # noqa: E402
 from astrid.paths import shared_data  # noqa: E402
 
@@ -246,7 +246,7 @@ def test_training_batches_carry_the_class_weights():
     x = np.zeros((6, 63, 63, 3), np.float32)
     y = np.array([1, 0, 0, 1, 0, 0], np.int8)
     w = np.where(y == 1, 2.0, 0.5).astype(np.float32)
-    batches = list(_training_dataset(x, y, w, batch_size=4, shuffle=True, augment=True, seed=0))
+    batches = list(training_dataset(x, y, w, batch_size=4, shuffle=True, augment=True, seed=0))
     labels = np.concatenate([b[1].numpy().ravel() for b in batches])
     weights = np.concatenate([b[2].numpy() for b in batches])
     np.testing.assert_array_equal(weights, np.where(labels == 1, 2.0, 0.5))
@@ -273,7 +273,7 @@ def test_augmentation_preserves_labels_and_shapes():
             labels.append(yb.numpy().ravel())
         return np.concatenate(stamps), np.concatenate(labels).astype(int)
 
-    pipeline = _training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
+    pipeline = training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
     stamps, labels = one_epoch(pipeline)
     again, labels_again = one_epoch(pipeline)
     assert stamps.shape == x.shape and stamps.dtype == np.float32
@@ -287,7 +287,7 @@ def test_augmentation_preserves_labels_and_shapes():
     # A new epoch draws new transforms (and a new order) ...
     assert not (np.array_equal(labels, labels_again) and np.array_equal(stamps, again))
     # ... but the same seed gives the same sequence.
-    fresh = _training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
+    fresh = training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
     stamps_fresh, labels_fresh = one_epoch(fresh)
     np.testing.assert_array_equal(labels_fresh, labels)
     np.testing.assert_array_equal(stamps_fresh, stamps)
@@ -295,7 +295,7 @@ def test_augmentation_preserves_labels_and_shapes():
 
 def test_no_augmentation_no_shuffle_is_the_identity():
     x = np.random.default_rng(1).normal(size=(10, 63, 63, 3)).astype(np.float32)
-    batches = list(_training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0))
+    batches = list(training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0))
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), x)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from astrid.braai import calibration_curve
-from astrid.braai._calibrate import Calibration, fit_calibration
+from astrid.braai import Calibration, fit_calibration
 from astrid.errors import AstridInputError
 
 

@@ -37,6 +37,7 @@ from ._catalog import DEFAULT_VIZIER_CATALOG, gaia_stars, load_sn_catalog, parse
 from ._config import ARCHIVES, AcquisitionConfig
 from ._download import (
     DownloadReport,
+    FetchOptions,
     FetchResult,
     QueryCheckpoint,
     destination_name,
@@ -69,6 +70,7 @@ __all__ = [
     "destination_name",
     "download",
     "fetch_file",
+    "FetchOptions",
     "find_pairs",
     "gaia_stars",
     "get_archive",

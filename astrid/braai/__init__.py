@@ -27,6 +27,7 @@ from ._evaluate import (
     threshold_for_fnr,
 )
 from ._active import (
+    FINE_TUNE_CONFIG,
     HUMAN_COORDS,
     STRATEGIES,
     apply_labels,
@@ -92,6 +93,7 @@ __all__ = [
     "STRATEGIES",
     "mc_dropout_scores",
     "fine_tune",
+    "FINE_TUNE_CONFIG",
     "HUMAN_COORDS",
     "retrospective",
     "RetrospectiveResult",

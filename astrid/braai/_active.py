@@ -55,6 +55,7 @@ from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ._train import TrainConfig
 
 __all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",
+           "FINE_TUNE_CONFIG",
            "STRATEGIES", "HUMAN_COORDS", "labels_hash"]
 
 #: Coordinates :func:`apply_labels` adds.
@@ -456,6 +457,40 @@ def _k_center(features: np.ndarray, n: int, first: int) -> list[int]:
     return chosen
 
 
+def _member_scores(scores_or_model, ds: xr.Dataset, strategy: str, mc_samples: int, seed: int):
+    """(scores of shape (members, n_candidates), the model that made them or None) for :func:`query`."""
+    size = int(ds.sizes["candidate"])
+    model = None
+    if isinstance(scores_or_model, (list, tuple)) and scores_or_model and all(
+            _is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model):
+        from ._load import predict
+
+        members = [_load_model(m) for m in scores_or_model]
+        model = members[0]
+        scores = np.stack([predict(m, ds) for m in members])
+    elif _is_model(scores_or_model) or isinstance(scores_or_model, (str, os.PathLike)):
+        from ._load import predict
+
+        model = _load_model(scores_or_model)
+        if strategy in ("entropy", "bald"):
+            scores = mc_dropout_scores(model, ds, mc_samples, seed=seed)
+        else:
+            scores = predict(model, ds)[None, :]
+    elif scores_or_model is None:
+        raise AstridInputError(f"strategy={strategy!r} needs scores or a model (only 'random' works without)")
+    else:
+        try:
+            scores = np.asarray(scores_or_model, dtype=float)
+        except (TypeError, ValueError):
+            raise AstridInputError(f"scores_or_model: expected scores, a model or a model path, "
+                                   f"got {type(scores_or_model).__name__}") from None
+        if scores.ndim == 1:
+            scores = scores[None, :]
+        if scores.ndim != 2 or scores.shape[1] != size:
+            raise AstridInputError(f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}")
+    return scores, model
+
+
 def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, seed: int = 0, exclude=None,
           pool_factor: int = 5, mc_samples: int = 10, embedding=None) -> np.ndarray:
     """Choose the ``n`` candidates whose labels should help the classifier most.
@@ -525,34 +560,7 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
         pool = np.flatnonzero(available)
         return rng.permutation(pool)[:int(n)]
 
-    model = None
-    if isinstance(scores_or_model, (list, tuple)) and scores_or_model and all(
-            _is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model):
-        from ._load import predict
-
-        members = [_load_model(m) for m in scores_or_model]
-        model = members[0]
-        scores = np.stack([predict(m, ds) for m in members])
-    elif _is_model(scores_or_model) or isinstance(scores_or_model, (str, os.PathLike)):
-        from ._load import predict
-
-        model = _load_model(scores_or_model)
-        if strategy in ("entropy", "bald"):
-            scores = mc_dropout_scores(model, ds, mc_samples, seed=seed)
-        else:
-            scores = predict(model, ds)[None, :]
-    elif scores_or_model is None:
-        raise AstridInputError(f"strategy={strategy!r} needs scores or a model (only 'random' works without)")
-    else:
-        try:
-            scores = np.asarray(scores_or_model, dtype=float)
-        except (TypeError, ValueError):
-            raise AstridInputError(f"scores_or_model: expected scores, a model or a model path, "
-                                   f"got {type(scores_or_model).__name__}") from None
-        if scores.ndim == 1:
-            scores = scores[None, :]
-        if scores.ndim != 2 or scores.shape[1] != size:
-            raise AstridInputError(f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}")
+    scores, model = _member_scores(scores_or_model, ds, strategy, mc_samples, seed)
     finite = np.isfinite(scores)
     if (scores[finite] < 0).any() or (scores[finite] > 1).any():
         raise AstridInputError("scores: values outside [0, 1]; expected real/bogus probabilities")

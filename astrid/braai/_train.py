@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._optional import require
 from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
@@ -55,7 +54,14 @@ from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
 from ._evaluate import check_both_classes, labels_of, evaluate
 from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
-from .runtime import EpochTimer, disable_determinism, enable_determinism
+from .runtime import (
+    EpochTimer,
+    augment_dihedral,
+    disable_determinism,
+    enable_determinism,
+    tensorflow,
+    training_dataset,
+)
 
 __all__ = [
     "TrainResult",
@@ -379,58 +385,6 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
 # --------------------------------------------------------------------------- #
 
 
-def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return require("tensorflow", "training the braai classifier")
-
-
-def _augment_batch(tf, x, seed_pair):
-    """Apply a random dihedral transform (rot90 ∘ optional flip) per stamp, all channels together."""
-    n = tf.shape(x)[0]
-    code = tf.random.stateless_uniform([n], seed=seed_pair, minval=0, maxval=8, dtype=tf.int32)
-    flipped = tf.where((code >= 4)[:, None, None, None], tf.reverse(x, axis=[2]), x)
-    rotations = tf.stack([tf.image.rot90(flipped, k) for k in range(4)], axis=0)
-    return tf.gather_nd(rotations, tf.stack([code % 4, tf.range(n)], axis=1))
-
-
-def _training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, batch_size: int, shuffle: bool,
-                      augment: bool, seed: int):
-    """A tf.data pipeline of (stamps, labels[, weights]) batches from preprocessed arrays.
-
-    Shuffling and batching act on indices; each batch is gathered from the
-    array in one op, which is much cheaper than a per-element pipeline.
-    Augmentation draws its random transforms from a seeded stream that
-    differs each epoch but is the same for every run with the same seed.
-    """
-    tf = _tf()
-    n = x.shape[0]
-    stamps = tf.constant(x)
-    labels = tf.constant(y.reshape(-1, 1).astype(np.float32))
-    weights = None if w is None else tf.constant(w.astype(np.float32))
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-
-    # Plain tensor code, no Python control flow: AutoGraph has nothing to convert.
-    @tf.autograph.experimental.do_not_convert
-    def gather_batch(index):
-        batch = (tf.gather(stamps, index), tf.gather(labels, index))
-        return batch if weights is None else (*batch, tf.gather(weights, index))
-
-    @tf.autograph.experimental.do_not_convert
-    def gather_augmented_batch(index, seed_pair):
-        stamps_out, *rest = gather_batch(index)
-        return (_augment_batch(tf, stamps_out, seed_pair), *rest)
-
-    if augment:
-        # two int64 per batch: the seed of a stateless random draw
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(gather_augmented_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=True)
-    else:
-        ds = ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- #
@@ -535,6 +489,7 @@ def _start_model(model, fine_tune_from):
 _EpochTimer = EpochTimer
 _enable_determinism = enable_determinism
 _disable_determinism = disable_determinism
+_augment_batch = augment_dihedral
 
 
 def _versions() -> dict[str, str]:
@@ -737,13 +692,13 @@ def _fit(data: _Split, model, fine_tune_from, config: TrainConfig, weights: dict
     if x_train.shape[1:] != expected:
         raise AstridInputError(f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}")
     sample_weights = np.where(data.train_labels == 1, weights[1], weights[0]).astype(np.float32)
-    train_data = _training_dataset(x_train, data.train_labels, sample_weights, batch_size=int(config.batch_size),
+    train_data = training_dataset(x_train, data.train_labels, sample_weights, batch_size=int(config.batch_size),
                                    shuffle=True, augment=bool(config.augment), seed=int(config.seed))
     del x_train  # the pipeline holds its own copy; do not keep two in memory
     validation_data = x_validation = None
     if data.validation_set is not None:
         x_validation = preprocess(data.validation_set, norm=norm)
-        validation_data = _training_dataset(x_validation, data.validation_labels, None,
+        validation_data = training_dataset(x_validation, data.validation_labels, None,
                                             batch_size=_VALIDATION_BATCH, shuffle=False, augment=False,
                                             seed=int(config.seed))
 
@@ -1012,7 +967,7 @@ def train(
     data = _split_data(dataset, validation, labels, config)
     weights = class_weights(data.train_labels, config.class_weight)
 
-    tf = _tf()
+    tf = tensorflow()
     keras_module().utils.set_random_seed(int(config.seed))
     switched_on = enable_determinism(tf) if config.deterministic else False
     try:

@@ -13,8 +13,19 @@ Scoring with any of these models is :func:`astrid.score.score`.
 from ._edgetpu import EDGETPU_OPS, EdgeTPUReport, OpInfo, TensorInfo, edgetpu_report, read_io_details
 from ._tflite import ExportReport, TFLiteRunner, read_sidecar, sidecar_path, to_tflite
 
-# The one .keras loader, shared with astrid.braai.load_trained and astrid.anomaly (not in __all__).
-from ._tflite import load_keras_archive
+# Shared with astrid.score, astrid.braai.load_trained and astrid.anomaly; internal, not in __all__.
+from ._tflite import (  # re-exported: "X as X"
+    CONSTANT_OUTPUT_SPREAD as CONSTANT_OUTPUT_SPREAD,
+    INVOKE_BATCH as INVOKE_BATCH,
+    convert_keras as convert_keras,
+    load_keras_archive as load_keras_archive,
+    load_keras_model as load_keras_model,
+    model_sha256 as model_sha256,
+    n_candidates as n_candidates,
+    preprocess as preprocess,
+    resolve_norm as resolve_norm,
+    take_candidates as take_candidates,
+)
 
 __all__ = [
     "EDGETPU_OPS",
