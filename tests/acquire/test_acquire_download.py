@@ -20,6 +20,7 @@ from astropy.time import Time
 
 from astrid.acquire import (
     AstridDownloadError,
+    FetchOptions,
     destination_name,
     download,
     fetch_file,
@@ -32,7 +33,7 @@ from astrid.errors import AstridInputError
 from astrid.io import read_image
 from astrid.manifest import Manifest, sha256sum
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 URL = "https://archive.example.org/data/sw00031234001uuu_sk.img.gz"
 
 

@@ -28,7 +28,7 @@ from astrid.acquire import (
 from astrid.acquire.replay import ReplayServer, Reply, add_mast
 from astrid.errors import AstridInputError
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 T0 = Time("2014-01-21")
 
 
