@@ -124,8 +124,12 @@ def _empty_pairs() -> Table:
 
 def _download_options(config: AcquisitionConfig | None) -> dict:
     config = config or AcquisitionConfig()
-    options = FetchOptions(retries=config.retries, backoff_s=config.backoff_s, timeout=config.timeout_s,
-                           max_bytes=config.max_file_size)
+    options = FetchOptions(
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+        timeout=config.timeout_s,
+        max_bytes=config.max_file_size,
+    )
     return {"decompress": config.decompress, "options": options}
 
 

@@ -366,7 +366,7 @@ def _finish(part: Path, dest: Path) -> bool:
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How :func:`fetch_file` and :func:`download` fetch a file: retries, back-off, timeout, size cap.
+    """How :func:`fetch_file` and :func:`download` fetch: retries, back-off, timeout, size cap.
 
     Attributes
     ----------
@@ -386,6 +386,32 @@ class FetchOptions:
     max_backoff_s: float = 120.0
     timeout: float = 60.0
     max_bytes: int | None = None
+
+
+def _checked_destination(url: str, dest: str | os.PathLike) -> Path:
+    """``dest`` as a Path, its folder made; AstridDownloadError (no retry) where it cannot be."""
+    scheme = urlparse(str(url)).scheme.lower() if "://" in str(url) else ""
+    if scheme not in ("", "file", "http", "https"):
+        # Permanent: no retry can make requests speak FTP, S3, ...
+        raise AstridDownloadError(
+            f"{url}: cannot download {scheme}:// addresses; AstrID fetches http(s)://, file:// URLs and local paths",
+            url=str(url),
+            attempts=0,
+        )
+    dest = Path(dest)
+    if dest.is_dir():
+        raise AstridDownloadError(
+            f"{dest}: the download target is a folder; give a file name", url=str(url), attempts=0
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AstridDownloadError(
+            f"{dest}: cannot create the folder {dest.parent} ({exc.strerror or exc})",
+            url=str(url),
+            attempts=0,
+        ) from None
+    return dest
 
 
 def fetch_file(
@@ -433,23 +459,7 @@ def fetch_file(
     AstridDownloadError
         All attempts failed, or a permanent failure (HTTP 4xx, over the cap).
     """
-    scheme = urlparse(str(url)).scheme.lower() if "://" in str(url) else ""
-    if scheme not in ("", "file", "http", "https"):
-        # Permanent: no retry can make requests speak FTP, S3, ...
-        raise AstridDownloadError(
-            f"{url}: cannot download {scheme}:// addresses; AstrID fetches http(s)://, file:// URLs and local paths",
-            url=str(url),
-            attempts=0,
-        )
-    dest = Path(dest)
-    if dest.is_dir():
-        raise AstridDownloadError(f"{dest}: the download target is a folder; give a file name", url=str(url), attempts=0)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AstridDownloadError(
-            f"{dest}: cannot create the folder {dest.parent} ({exc.strerror or exc})", url=str(url), attempts=0
-        ) from None
+    dest = _checked_destination(url, dest)
     part = dest.with_name(dest.name + ".part")
 
     def clean() -> None:
@@ -466,21 +476,32 @@ def fetch_file(
     for attempt in range(int(retries) + 1):
         attempts = attempt + 1
         try:
-            size, digests, headers = _stream_to(url, part, session=session, timeout=options.timeout,
-                                                max_bytes=options.max_bytes,
-                                                algorithms=[wanted[0]] if wanted else ())
+            size, digests, headers = _stream_to(
+                url,
+                part,
+                session=session,
+                timeout=options.timeout,
+                max_bytes=options.max_bytes,
+                algorithms=[wanted[0]] if wanted else (),
+            )
             if expected_size is not None and expected_size >= 0 and size != expected_size:
                 raise _Retryable(f"size {size} bytes, the archive lists {expected_size}")
             declared = [] if headers.get("Content-Encoding") else _header_checksums(headers)
             for algo, digest in ([wanted] if wanted else []) + declared:
                 if digests.get(algo) != digest:
-                    raise _Retryable(f"{algo} checksum mismatch (got {digests.get(algo)}, expected {digest})")
+                    raise _Retryable(
+                        f"{algo} checksum mismatch (got {digests.get(algo)}, expected {digest})"
+                    )
             converted = _finish(part, dest) if validate else os.replace(part, dest)
             sha256 = sha256sum(dest) if converted else digests["sha256"]
-            return FetchResult(path=dest, size=dest.stat().st_size, sha256=sha256, attempts=attempts, url=url)
+            return FetchResult(
+                path=dest, size=dest.stat().st_size, sha256=sha256, attempts=attempts, url=url
+            )
         except _Permanent as exc:
             clean()
-            raise AstridDownloadError(f"{url}: {exc} (not retried)", url=url, attempts=attempts) from None
+            raise AstridDownloadError(
+                f"{url}: {exc} (not retried)", url=url, attempts=attempts
+            ) from None
         except _Retryable as exc:
             clean()
             reason = str(exc)
@@ -493,7 +514,9 @@ def fetch_file(
         except BaseException:
             clean()
             raise
-    raise AstridDownloadError(f"{url}: failed after {attempts} attempt(s): {reason}", url=url, attempts=attempts)
+    raise AstridDownloadError(
+        f"{url}: failed after {attempts} attempt(s): {reason}", url=url, attempts=attempts
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -594,8 +617,16 @@ def _recorded(manifest: Manifest, rel: str) -> dict | None:
 class _Fetcher:
     """The files :func:`download` has landed so far, and how it fetches the next one."""
 
-    def __init__(self, out_dir: Path, manifest: Manifest, options: FetchOptions, session, sleep,
-                 raise_on_error: bool, progress: Callable[[str, str], None] | None):
+    def __init__(
+        self,
+        out_dir: Path,
+        manifest: Manifest,
+        options: FetchOptions,
+        session,
+        sleep,
+        raise_on_error: bool,
+        progress: Callable[[str, str], None] | None,
+    ):
         self.out_dir, self.manifest, self.options = out_dir, manifest, options
         self.session, self.sleep = session, sleep
         self.raise_on_error, self.progress = raise_on_error, progress
@@ -642,8 +673,14 @@ class _Fetcher:
         try:
             # the archive's listed size is not enforced: MAST's product sizes are not always
             # the bytes served; Content-Length, checksums and the FITS check catch damage
-            result = fetch_file(spec["url"], dest, checksum=spec.get("checksum"), options=self.options,
-                                session=self.session, sleep=self.sleep)
+            result = fetch_file(
+                spec["url"],
+                dest,
+                checksum=spec.get("checksum"),
+                options=self.options,
+                session=self.session,
+                sleep=self.sleep,
+            )
         except AstridDownloadError as exc:
             report.attempts += exc.attempts
             report.failed.append({**_failure(spec), "reason": str(exc)})
@@ -659,7 +696,8 @@ class _Fetcher:
         return self._done(rel, "downloaded")
 
 
-def download(    pairs: Table,
+def download(
+    pairs: Table,
     out_dir: str | os.PathLike,
     *,
     targets: Table | None = None,
@@ -717,8 +755,15 @@ def download(    pairs: Table,
         if col not in pairs.colnames:
             raise AstridInputError(f"pairs table has no {col!r} column (columns: {pairs.colnames})")
     manifest = Manifest(out_dir, source=source)
-    fetcher = _Fetcher(out_dir, manifest, FetchOptions() if options is None else options, _session(session), sleep,
-                       raise_on_error, progress)
+    fetcher = _Fetcher(
+        out_dir,
+        manifest,
+        FetchOptions() if options is None else options,
+        _session(session),
+        sleep,
+        raise_on_error,
+        progress,
+    )
     report = fetcher.report
     catalog = {}
     if targets is not None and len(targets):
@@ -734,8 +779,12 @@ def download(    pairs: Table,
         ok_sci = fetcher.ensure(sci)
         if ok_ref and ok_sci:
             manifest.add_pair(
-                safe_name(target), ref["rel"], sci["rel"],
-                mission=_cell(row, "mission"), instrument=_cell(row, "instrument"), filter=_cell(row, "filter"),
+                safe_name(target),
+                ref["rel"],
+                sci["rel"],
+                mission=_cell(row, "mission"),
+                instrument=_cell(row, "instrument"),
+                filter=_cell(row, "filter"),
                 ref_days_before=_round(_cell(row, "ref_days_before")),
                 sci_days_after=_round(_cell(row, "sci_days_after")),
             )

@@ -361,5 +361,6 @@ def skyview_cutouts(
     kwargs = {"sleep": sleep} if sleep is not None else {}
     for url, survey_name in zip(urls, surveys):
         dest = Path(out_dir) / destination_name(url, f"{prefix}_{safe_name(survey_name)}.fits")
-        out.append(fetch_file(url, dest, options=FetchOptions(retries=retries), session=session, **kwargs).path)
+        options = FetchOptions(retries=retries)
+        out.append(fetch_file(url, dest, options=options, session=session, **kwargs).path)
     return out

@@ -240,8 +240,15 @@ def find_pairs(
     if target is not None:
         obs["target"] = target
     name = target if target is not None else (obs["target"][0] if len(obs) else "")
-    pairing = _Pairing(obs, name, t0, reference_min_days_before, science_max_days_after, require_same_mission,
-                       max_per_type)
+    pairing = _Pairing(
+        obs,
+        name,
+        t0,
+        reference_min_days_before,
+        science_max_days_after,
+        require_same_mission,
+        max_per_type,
+    )
     refs, scis = pairing.groups(missions, instruments, filters)
     rows = pairing.pair_rows(refs, scis)
 
@@ -253,18 +260,38 @@ def find_pairs(
 
 
 class _Pairing:
-    """One target's observations on their way to pairs: columns, windows, and the rejections so far."""
+    """One target's observations on their way to pairs: columns, windows, rejections so far."""
 
-    def __init__(self, obs: Table, name: str, t0: float, reference_min_days_before: float,
-                 science_max_days_after: float, require_same_mission: bool, max_per_type: int | None):
+    def __init__(
+        self,
+        obs: Table,
+        name: str,
+        t0: float,
+        reference_min_days_before: float,
+        science_max_days_after: float,
+        require_same_mission: bool,
+        max_per_type: int | None,
+    ):
         self.obs, self.name, self.t0 = obs, name, t0
         self.reference_min_days_before = reference_min_days_before
         self.science_max_days_after = science_max_days_after
         self.require_same_mission = require_same_mission
         self.max_per_type = max_per_type
         # plain lists: indexing table columns element by element is slow for long observation lists
-        self.col = {c: obs[c].tolist() for c in ("target", "obsid", "mission", "instrument", "filter", "filter_raw",
-                                                 "t_min", "t_max", "exptime")}
+        self.col = {
+            c: obs[c].tolist()
+            for c in (
+                "target",
+                "obsid",
+                "mission",
+                "instrument",
+                "filter",
+                "filter_raw",
+                "t_min",
+                "t_max",
+                "exptime",
+            )
+        }
         self.rejected: list[dict] = []
 
     def reject(self, i: int, role: str, reason: str) -> None:
@@ -282,9 +309,11 @@ class _Pairing:
             }
         )
 
-    def groups(self, missions, instruments, filters) -> tuple[dict[tuple, list[int]], dict[tuple, list[int]]]:
-        """(references, science images) by mission/instrument/filter key; every other observation rejected."""
-        col, obs, t0 = self.col, self.obs, self.t0
+    def groups(
+        self, missions, instruments, filters
+    ) -> tuple[dict[tuple, list[int]], dict[tuple, list[int]]]:
+        """(references, science images) by mission/instrument/filter key; the rest rejected."""
+        col, obs = self.col, self.obs
         products = obs["dataproduct_type"].tolist() if "dataproduct_type" in obs.colnames else None
         wanted_missions = {normalise_mission(m) for m in missions} if missions else None
         wanted_instruments = {normalise_instrument(i) for i in instruments} if instruments else None
@@ -298,11 +327,19 @@ class _Pairing:
                 self.reject(i, "", f"not an image ({products[i]})")
                 continue
             if wanted_missions is not None and mission not in wanted_missions:
-                self.reject(i, "", f"mission {mission or '?'} not requested ({', '.join(sorted(wanted_missions))})")
+                self.reject(
+                    i,
+                    "",
+                    f"mission {mission or '?'} not requested ({', '.join(sorted(wanted_missions))})",
+                )
                 continue
             if wanted_instruments is not None and instrument not in wanted_instruments:
-                self.reject(i, "", f"instrument {instrument or '?'} not requested "
-                                   f"({', '.join(sorted(wanted_instruments))})")
+                self.reject(
+                    i,
+                    "",
+                    f"instrument {instrument or '?'} not requested "
+                    f"({', '.join(sorted(wanted_instruments))})",
+                )
                 continue
             if not filt:
                 self.reject(i, "", "no filter recorded")
@@ -310,7 +347,11 @@ class _Pairing:
             if wanted_filters is not None:
                 allowed = {normalise_filter(f, mission, instrument) for f in wanted_filters}
                 if filt not in allowed:
-                    self.reject(i, "", f"filter {filt} not requested ({', '.join(sorted(a for a in allowed if a))})")
+                    self.reject(
+                        i,
+                        "",
+                        f"filter {filt} not requested ({', '.join(sorted(a for a in allowed if a))})",
+                    )
                     continue
             if not np.isfinite(start):
                 self.reject(i, "", "no observation time")
@@ -320,27 +361,53 @@ class _Pairing:
         return refs, scis
 
     def _place(self, i: int, key: tuple, start: float, end: float, refs: dict, scis: dict) -> None:
-        """Observation ``i`` as a reference, a science image, or rejected by its time relative to discovery."""
-        t0, before_min, after_max = self.t0, self.reference_min_days_before, self.science_max_days_after
+        """Observation ``i`` as a reference, a science image or rejected, by its time."""
+        t0, before_min, after_max = (
+            self.t0,
+            self.reference_min_days_before,
+            self.science_max_days_after,
+        )
         if end <= t0 - before_min:
             refs[key].append(i)
         elif start < t0:
             before = t0 - end
             if before > 0:
-                self.reject(i, "reference", f"reference too close to discovery ({_days(before)} < {before_min:g} d)")
+                self.reject(
+                    i,
+                    "reference",
+                    f"reference too close to discovery ({_days(before)} < {before_min:g} d)",
+                )
             else:
-                self.reject(i, "reference", f"spans the discovery date (starts {_days(t0 - start)} before it)")
+                self.reject(
+                    i,
+                    "reference",
+                    f"spans the discovery date (starts {_days(t0 - start)} before it)",
+                )
         elif start <= t0 + after_max:
             scis[key].append(i)
         else:
-            self.reject(i, "science", f"science too late after discovery ({_days(start - t0)} > {after_max:g} d)")
+            self.reject(
+                i,
+                "science",
+                f"science too late after discovery ({_days(start - t0)} > {after_max:g} d)",
+            )
 
     def partner_note(self, key: tuple, pool: dict[tuple, list[int]], kind: str) -> str:
         """Why a group has no partner: the same filter elsewhere (cross-mission), another filter (cross-filter)."""
-        what = kind if kind == "science" else f"reference (>= {self.reference_min_days_before:g} d before discovery)"
+        what = (
+            kind
+            if kind == "science"
+            else f"reference (>= {self.reference_min_days_before:g} d before discovery)"
+        )
         if self.require_same_mission:
             filt = key[2]
-            same_filter = sorted({_group_label(k[:2]) for k, v in pool.items() if v and k[2] == filt and k[:2] != key[:2]})
+            same_filter = sorted(
+                {
+                    _group_label(k[:2])
+                    for k, v in pool.items()
+                    if v and k[2] == filt and k[:2] != key[:2]
+                }
+            )
             if same_filter:
                 return (
                     f"cross-mission: no {what} epoch in {_group_label(key)}; {kind} in {filt} only from "
@@ -350,7 +417,9 @@ class _Pairing:
             base = f"no {what} epoch in the same mission/instrument/filter ({filt})"
             if other_filters:
                 return f"{base}; {kind} only in {', '.join(other_filters)} (cross-filter pairs are not differenced)"
-            other_missions = sorted({_group_label(k[:2]) for k, v in pool.items() if v and k[:2] != key[:2]})
+            other_missions = sorted(
+                {_group_label(k[:2]) for k, v in pool.items() if v and k[:2] != key[:2]}
+            )
             if other_missions:
                 return f"cross-mission: {base}; {kind} only from {', '.join(other_missions)} (require_same_mission=True)"
             return base
@@ -381,11 +450,17 @@ class _Pairing:
             if max_per_type is not None:
                 limit = f"(max_per_type={max_per_type})"
                 for i in ref_idx[max_per_type:]:
-                    self.reject(i, "reference",
-                                f"surplus reference: kept the {max_per_type} deepest of {len(ref_idx)} {limit}")
+                    self.reject(
+                        i,
+                        "reference",
+                        f"surplus reference: kept the {max_per_type} deepest of {len(ref_idx)} {limit}",
+                    )
                 for i in sci_idx[max_per_type:]:
-                    self.reject(i, "science",
-                                f"surplus science: kept the {max_per_type} earliest of {len(sci_idx)} {limit}")
+                    self.reject(
+                        i,
+                        "science",
+                        f"surplus science: kept the {max_per_type} earliest of {len(sci_idx)} {limit}",
+                    )
                 ref_idx, sci_idx = ref_idx[:max_per_type], sci_idx[:max_per_type]
             rows += [self.pair_row(r, s) for r in ref_idx for s in sci_idx]
         return rows

@@ -458,11 +458,14 @@ def _k_center(features: np.ndarray, n: int, first: int) -> list[int]:
 
 
 def _member_scores(scores_or_model, ds: xr.Dataset, strategy: str, mc_samples: int, seed: int):
-    """(scores of shape (members, n_candidates), the model that made them or None) for :func:`query`."""
+    """(scores, shape (members, n_candidates); the model that made them or None) for query()."""
     size = int(ds.sizes["candidate"])
     model = None
-    if isinstance(scores_or_model, (list, tuple)) and scores_or_model and all(
-            _is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model):
+    if (
+        isinstance(scores_or_model, (list, tuple))
+        and scores_or_model
+        and all(_is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model)
+    ):
         from ._load import predict
 
         members = [_load_model(m) for m in scores_or_model]
@@ -477,17 +480,23 @@ def _member_scores(scores_or_model, ds: xr.Dataset, strategy: str, mc_samples: i
         else:
             scores = predict(model, ds)[None, :]
     elif scores_or_model is None:
-        raise AstridInputError(f"strategy={strategy!r} needs scores or a model (only 'random' works without)")
+        raise AstridInputError(
+            f"strategy={strategy!r} needs scores or a model (only 'random' works without)"
+        )
     else:
         try:
             scores = np.asarray(scores_or_model, dtype=float)
         except (TypeError, ValueError):
-            raise AstridInputError(f"scores_or_model: expected scores, a model or a model path, "
-                                   f"got {type(scores_or_model).__name__}") from None
+            raise AstridInputError(
+                f"scores_or_model: expected scores, a model or a model path, "
+                f"got {type(scores_or_model).__name__}"
+            ) from None
         if scores.ndim == 1:
             scores = scores[None, :]
         if scores.ndim != 2 or scores.shape[1] != size:
-            raise AstridInputError(f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}")
+            raise AstridInputError(
+                f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}"
+            )
     return scores, model
 
 
@@ -621,9 +630,19 @@ def _parent(model) -> tuple[Any, dict]:
     raise AstridInputError(f"model: expected a .keras path or a keras.Model, got {type(model).__name__}")
 
 
-def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: xr.Dataset | None = None,
-              config: TrainConfig | None = None, out_dir: str | os.PathLike | None = None, name: str | None = None,
-              track: bool | None = None, verbose: int = 0):
+def fine_tune(
+    model,
+    triplets,
+    labels=None,
+    *,
+    use: str = "human",
+    validation: xr.Dataset | None = None,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    track: bool | None = None,
+    verbose: int = 0,
+):
     """Fine-tune a braai model on human labels; its card names the parent and the labels.
 
     Parameters
@@ -671,8 +690,13 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
     merged = apply_labels(ds, labels) if labels is not None else _merged(ds, "triplets")
     training = training_labels(merged, use)
     human = np.asarray(training["human_label"].values)
-    used = [v for text, h in zip(training["human_votes"].values, human) if h >= 0
-            for v in json.loads(str(text)) if v["label"] in _DECISIONS]
+    used = [
+        v
+        for text, h in zip(training["human_votes"].values, human)
+        if h >= 0
+        for v in json.loads(str(text))
+        if v["label"] in _DECISIONS
+    ]
     ids = [str(c) for c, h in zip(training["candidate_id"].values, human) if h >= 0]
     provenance = {
         "kind": "fine_tune",
@@ -682,7 +706,9 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
             "n": len(ids),
             "n_real": int((human == 1).sum()),
             "n_bogus": int((human == 0).sum()),
-            "n_conflicts_left_out": int(np.asarray(merged["human_label_conflict"].values, dtype=bool).sum()),
+            "n_conflicts_left_out": int(
+                np.asarray(merged["human_label_conflict"].values, dtype=bool).sum()
+            ),
             "sha256": labels_hash(used),
             "labellers": sorted({v["labeller"] for v in used}),
             "sources": sorted({v["source"] for v in used}),
@@ -691,6 +717,14 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
         },
         "n_train": int(training.sizes["candidate"]),
     }
-    return train(training, fine_tune_from=source, provenance=provenance, validation=validation,
-                 config=FINE_TUNE_CONFIG if config is None else config, out_dir=out_dir,
-                 name=name or f"{parent['name']}-ft", track=track, verbose=verbose)
+    return train(
+        training,
+        fine_tune_from=source,
+        provenance=provenance,
+        validation=validation,
+        config=FINE_TUNE_CONFIG if config is None else config,
+        out_dir=out_dir,
+        name=name or f"{parent['name']}-ft",
+        track=track,
+        verbose=verbose,
+    )

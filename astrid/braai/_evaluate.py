@@ -73,20 +73,28 @@ def labels_of(dataset, name: str = "dataset") -> np.ndarray:
     """
     if isinstance(dataset, xr.Dataset):
         if "label" not in dataset.coords and "label" not in dataset.data_vars:
-            raise AstridInputError(f"{name}: no 'label' coordinate (1 real, 0 bogus) to evaluate against")
+            raise AstridInputError(
+                f"{name}: no 'label' coordinate (1 real, 0 bogus) to evaluate against"
+            )
         labels = np.asarray(dataset["label"].values)
     elif isinstance(dataset, Mapping):
         if "label" not in dataset:
-            raise AstridInputError(f"{name}: no 'label' entry (1 real, 0 bogus) to evaluate against")
+            raise AstridInputError(
+                f"{name}: no 'label' entry (1 real, 0 bogus) to evaluate against"
+            )
         labels = np.asarray(dataset["label"])
     else:
         labels = np.asarray(dataset)
     if labels.ndim != 1:
-        raise AstridInputError(f"{name}: labels must be one value per candidate, got shape {labels.shape}")
+        raise AstridInputError(
+            f"{name}: labels must be one value per candidate, got shape {labels.shape}"
+        )
     if labels.dtype == bool:
         labels = labels.astype(np.int8)
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
-        raise AstridInputError(f"{name}: labels must be 0 (bogus) or 1 (real), got dtype {labels.dtype}")
+        raise AstridInputError(
+            f"{name}: labels must be 0 (bogus) or 1 (real), got dtype {labels.dtype}"
+        )
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         raise AstridInputError(
@@ -116,7 +124,7 @@ def _check_scores(scores, n: int, name: str = "scores") -> np.ndarray:
 
 
 def check_both_classes(labels: np.ndarray, name: str) -> None:
-    """Raise AstridInputError unless ``labels`` (0/1, shape (n,)) hold both classes; ``name`` for the message."""
+    """Raise AstridInputError naming ``name`` unless ``labels`` (0/1, shape (n,)) hold both classes."""
     n_real = int(labels.sum())
     if n_real == 0 or n_real == labels.size:
         missing = "real (label 1)" if n_real == 0 else "bogus (label 0)"
@@ -471,7 +479,9 @@ def _scores_of(model, dataset, scores, norm: str | None, batch_size: int, n: int
     return _check_scores(scores, n)
 
 
-def _at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float, target_fnr: float) -> dict:
+def _at_threshold(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, target_fnr: float
+) -> dict:
     """Counts, the confusion matrix and the rates of the calls ``scores >= threshold``."""
     called = scores >= threshold
     real = labels == 1
@@ -498,8 +508,14 @@ def _at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float, targ
     }
 
 
-def _breakdowns(dataset, labels: np.ndarray, scores: np.ndarray, threshold: float, snr: str | None,
-                snr_bins: Sequence[float]) -> dict:
+def _breakdowns(
+    dataset,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    snr: str | None,
+    snr_bins: Sequence[float],
+) -> dict:
     """The results by kind, by survey and by S/N bin, where ``dataset`` has those coordinates."""
     kind_name, kinds = _column(dataset, ("kind",))
     _, surveys = _column(dataset, ("survey",))
@@ -512,7 +528,9 @@ def _breakdowns(dataset, labels: np.ndarray, scores: np.ndarray, threshold: floa
     return {
         "by_kind": _by_kind(kinds, labels, scores, threshold) if kinds is not None else None,
         "kind_coordinate": kind_name,
-        "by_survey": _by_survey(surveys, labels, scores, threshold) if surveys is not None else None,
+        "by_survey": _by_survey(surveys, labels, scores, threshold)
+        if surveys is not None
+        else None,
         "by_snr": by_snr,
         "snr_coordinate": snr_name,
     }

@@ -202,7 +202,9 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
     train_index, validation_index, _ = split_groups(rest, split, validation_fraction, seed)
     training, validation = rest.isel(candidate=train_index), rest.isel(candidate=validation_index)
     options = {key: train_kwargs.pop(key) for key in config_fields & train_kwargs.keys()}
-    config = TrainConfig(split=split, validation_fraction=validation_fraction, epochs=epochs, seed=seed, **options)
+    config = TrainConfig(
+        split=split, validation_fraction=validation_fraction, epochs=epochs, seed=seed, **options
+    )
     result = train(training, model, validation=validation, config=config, **train_kwargs)
 
     if candidates is None:

@@ -112,7 +112,23 @@ class TrainResult:
     card_path : pathlib.Path or None
         The saved model card, ``<name>.card.json`` (None without ``out_dir``).
     card : dict
-        The model card (see :func:`train`).
+        The model card:
+        ``format``, ``created`` (UTC, ISO 8601), ``model`` (name,
+        architecture, parameters, input shape, ``fine_tuned_from``),
+        ``norm``, ``data`` (``sha256`` of the training stamps and labels,
+        ``sha256_validation``, ``n_train``, ``n_validation``, class counts,
+        the split and the validation groups), ``parameters`` (everything
+        that shaped the training, class weights resolved), ``training``
+        (epochs run, best epoch, seconds, triplets per second), ``metrics``
+        (:func:`~astrid.braai.evaluate` of the final model on the
+        validation set at threshold 0.5; empty without validation),
+        ``validation_scores`` (the model's score distribution on the
+        validation set, :func:`astrid.drift.score_distribution`: the
+        reference of the drift check of every later scoring run; None
+        without validation), ``provenance`` (as given, or None),
+        ``calibration`` (:meth:`Calibration.to_dict`, or None), ``mlflow``
+        (run id, experiment id and tracking URI, or None), ``history`` and
+        ``versions`` (astrid, tensorflow, keras, numpy, python).
     """
 
     model: Any
@@ -124,7 +140,7 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How :func:`train` trains: the validation split, the optimiser, augmentation, seeds, calibration.
+    """How :func:`train` trains: validation split, optimiser, augmentation, seeds, calibration.
 
     Everything that shapes the weights, apart from the data, the starting
     model and where the results go. Invalid values raise
@@ -197,8 +213,11 @@ class TrainConfig:
     calibration: str | None = "temperature"
 
     def __post_init__(self):
-        for key, value, low in (("epochs", self.epochs, 1), ("batch_size", self.batch_size, 1),
-                                ("patience", self.patience, 0)):
+        for key, value, low in (
+            ("epochs", self.epochs, 1),
+            ("batch_size", self.batch_size, 1),
+            ("patience", self.patience, 0),
+        ):
             if key == "patience" and value is None:
                 continue
             if not _is_whole(value) or value < low:
@@ -214,7 +233,9 @@ class TrainConfig:
         if rate is not None and not (math.isfinite(float(rate)) and rate > 0):
             raise AstridInputError(f"learning_rate={rate!r} must be a positive number")
         if self.calibration is not None and self.calibration not in CALIBRATION_METHODS:
-            raise AstridInputError(f"calibration={self.calibration!r} is not one of {CALIBRATION_METHODS} or None")
+            raise AstridInputError(
+                f"calibration={self.calibration!r} is not one of {CALIBRATION_METHODS} or None"
+            )
 
     @property
     def class_weight_rule(self) -> str | None:
@@ -224,7 +245,9 @@ class TrainConfig:
 
     def split_fraction(self, split_info: dict) -> float | None:
         """``validation_fraction`` when a validation set was split off by it, else None."""
-        return float(self.validation_fraction) if split_info.get("by") not in (None, "given") else None
+        return (
+            float(self.validation_fraction) if split_info.get("by") not in (None, "given") else None
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -533,8 +556,15 @@ def _json_provenance(provenance: dict | None) -> dict | None:
         raise AstridInputError(f"provenance is not JSON-serialisable: {exc}") from None
 
 
-def _tracked_parameters(network, config: TrainConfig, norm: str, learning_rate: float, weights: dict[int, float],
-                        data: _Split, fine_tuned_from: str | None) -> dict[str, Any]:
+def _tracked_parameters(
+    network,
+    config: TrainConfig,
+    norm: str,
+    learning_rate: float,
+    weights: dict[int, float],
+    data: _Split,
+    fine_tuned_from: str | None,
+) -> dict[str, Any]:
     """What MLflow records as the parameters of a braai training (the card has the rest)."""
     return {
         "architecture": network.name,
@@ -645,8 +675,9 @@ class _Fitted:
     x_validation: np.ndarray | None
 
 
-def _split_data(dataset: xr.Dataset, validation: xr.Dataset | None, labels: np.ndarray,
-                config: TrainConfig) -> _Split:
+def _split_data(
+    dataset: xr.Dataset, validation: xr.Dataset | None, labels: np.ndarray, config: TrainConfig
+) -> _Split:
     """The training and validation parts: the given validation set, a group split, or none."""
     split_info: dict[str, Any] = {"by": None}
     if validation is not None:
@@ -655,7 +686,8 @@ def _split_data(dataset: xr.Dataset, validation: xr.Dataset | None, labels: np.n
         split_info = {"by": "given"}
     elif config.split is not None:
         train_index, validation_index, split_info = split_groups(
-            dataset, config.split, config.validation_fraction, config.seed)
+            dataset, config.split, config.validation_fraction, config.seed
+        )
         train_set = dataset.isel(candidate=train_index)
         validation_set = dataset.isel(candidate=validation_index)
     else:
@@ -676,9 +708,17 @@ def _split_data(dataset: xr.Dataset, validation: xr.Dataset | None, labels: np.n
     return _Split(train_set, validation_set, train_labels, validation_labels, split_info)
 
 
-def _fit(data: _Split, model, fine_tune_from, config: TrainConfig, weights: dict[int, float],
-         name: str | None, track: bool | None, verbose: int) -> _Fitted:
-    """Build or copy the network, feed it the preprocessed data and run Keras' ``fit`` in an MLflow run."""
+def _fit(
+    data: _Split,
+    model,
+    fine_tune_from,
+    config: TrainConfig,
+    weights: dict[int, float],
+    name: str | None,
+    track: bool | None,
+    verbose: int,
+) -> _Fitted:
+    """Build or copy the network, feed it the preprocessed data and run ``fit`` in an MLflow run."""
     from .. import tracking
 
     keras = keras_module()
@@ -690,17 +730,32 @@ def _fit(data: _Split, model, fine_tune_from, config: TrainConfig, weights: dict
     x_train = preprocess(data.train_set, norm=norm)
     expected = tuple(network.input_shape[1:])
     if x_train.shape[1:] != expected:
-        raise AstridInputError(f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}")
+        raise AstridInputError(
+            f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}"
+        )
     sample_weights = np.where(data.train_labels == 1, weights[1], weights[0]).astype(np.float32)
-    train_data = training_dataset(x_train, data.train_labels, sample_weights, batch_size=int(config.batch_size),
-                                   shuffle=True, augment=bool(config.augment), seed=int(config.seed))
+    train_data = training_dataset(
+        x_train,
+        data.train_labels,
+        sample_weights,
+        batch_size=int(config.batch_size),
+        shuffle=True,
+        augment=bool(config.augment),
+        seed=int(config.seed),
+    )
     del x_train  # the pipeline holds its own copy; do not keep two in memory
     validation_data = x_validation = None
     if data.validation_set is not None:
         x_validation = preprocess(data.validation_set, norm=norm)
-        validation_data = training_dataset(x_validation, data.validation_labels, None,
-                                            batch_size=_VALIDATION_BATCH, shuffle=False, augment=False,
-                                            seed=int(config.seed))
+        validation_data = training_dataset(
+            x_validation,
+            data.validation_labels,
+            None,
+            batch_size=_VALIDATION_BATCH,
+            shuffle=False,
+            augment=False,
+            seed=int(config.seed),
+        )
 
     network.compile(
         optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
@@ -712,21 +767,39 @@ def _fit(data: _Split, model, fine_tune_from, config: TrainConfig, weights: dict
     callbacks = [timer]
     run_name = name or network.name.lower()
     run = tracking.start_run(
-        run_name, _tracked_parameters(network, config, norm, learning_rate, weights, data, fine_tuned_from),
-        tags={"astrid.kind": "braai-train", "astrid.model": run_name, "astrid.architecture": network.name,
-              "data_sha256": dataset_hash(data.train_set), "fine_tuned_from": fine_tuned_from,
-              **{f"version.{k}": v for k, v in tracking.library_versions().items()}}, track=track)
+        run_name,
+        _tracked_parameters(network, config, norm, learning_rate, weights, data, fine_tuned_from),
+        tags={
+            "astrid.kind": "braai-train",
+            "astrid.model": run_name,
+            "astrid.architecture": network.name,
+            "data_sha256": dataset_hash(data.train_set),
+            "fine_tuned_from": fine_tuned_from,
+            **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+        },
+        track=track,
+    )
     if run.active:
         callbacks.append(run.epoch_callback())
     if validation_data is not None:
         patience = config.patience
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=int(patience) if patience is not None else int(config.epochs),
-            restore_best_weights=True, verbose=0,
-        ))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=int(patience) if patience is not None else int(config.epochs),
+                restore_best_weights=True,
+                verbose=0,
+            )
+        )
     try:
-        fit = network.fit(train_data, validation_data=validation_data, epochs=int(config.epochs),
-                          callbacks=callbacks, verbose=verbose, shuffle=False)
+        fit = network.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=int(config.epochs),
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
@@ -746,7 +819,7 @@ class _Report:
 
 
 def _validation_report(fitted: _Fitted, data: _Split, calibration: str | None) -> _Report:
-    """Metrics, the score distribution, the fitted calibration and evaluate() results on the validation set."""
+    """Metrics, score distribution, fitted calibration and evaluate() results on validation."""
     metrics: dict[str, Any] = {}
     validation_scores = None
     calibrated: Calibration | None = None
@@ -754,7 +827,9 @@ def _validation_report(fitted: _Fitted, data: _Split, calibration: str | None) -
     if data.validation_set is None:
         return _Report(metrics, validation_scores, calibrated, results)
     labels = data.validation_labels
-    scores = fitted.network.predict(fitted.x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
+    scores = fitted.network.predict(
+        fitted.x_validation, batch_size=_VALIDATION_BATCH, verbose=0
+    ).reshape(-1)
     both = labels.min() != labels.max()
     source = f"validation set ({scores.size} candidates)"
     if calibration is not None and both:
@@ -774,18 +849,24 @@ def _validation_report(fitted: _Fitted, data: _Split, calibration: str | None) -
     return _Report(metrics, validation_scores, calibrated, results)
 
 
-def _card_data(dataset: xr.Dataset, validation: xr.Dataset | None, data: _Split, config: TrainConfig) -> dict:
+def _card_data(
+    dataset: xr.Dataset, validation: xr.Dataset | None, data: _Split, config: TrainConfig
+) -> dict:
     """The card's ``data``: hashes, sizes, class counts and the split."""
     split_info, validation_labels = data.split_info, data.validation_labels
     n_given = int(validation.sizes["candidate"]) if validation is not None else 0
     return {
         "sha256": dataset_hash(data.train_set),
-        "sha256_validation": dataset_hash(data.validation_set) if data.validation_set is not None else None,
+        "sha256_validation": dataset_hash(data.validation_set)
+        if data.validation_set is not None
+        else None,
         "n_total": int(dataset.sizes["candidate"]) + n_given,
         "n_train": int(data.train_labels.size),
         "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
         "train_class_counts": _class_counts(data.train_labels),
-        "validation_class_counts": _class_counts(validation_labels) if validation_labels is not None else None,
+        "validation_class_counts": _class_counts(validation_labels)
+        if validation_labels is not None
+        else None,
         "split": split_info.get("by"),
         "split_coordinate": split_info.get("coordinate"),
         "validation_fraction": config.split_fraction(split_info),
@@ -829,9 +910,18 @@ def _card_training(fitted: _Fitted, data: _Split, config: TrainConfig, started: 
     }
 
 
-def _model_card(dataset: xr.Dataset, validation: xr.Dataset | None, data: _Split, config: TrainConfig,
-                fitted: _Fitted, weights: dict[int, float], report: _Report, provenance: dict | None,
-                name: str | None, started: float) -> dict:
+def _model_card(
+    dataset: xr.Dataset,
+    validation: xr.Dataset | None,
+    data: _Split,
+    config: TrainConfig,
+    fitted: _Fitted,
+    weights: dict[int, float],
+    report: _Report,
+    provenance: dict | None,
+    name: str | None,
+    started: float,
+) -> dict:
     """The model card (see :func:`train`), before the saved file's name and hash are added."""
     network = fitted.network
     calibration = report.calibration.to_dict() if report.calibration is not None else None
@@ -860,7 +950,7 @@ def _model_card(dataset: xr.Dataset, validation: xr.Dataset | None, data: _Split
 
 
 def _save_with_card(network, card: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``<name>.keras`` and its card into ``out_dir`` (atomically); the card gains the file's hash."""
+    """Write ``<name>.keras`` and its card into ``out_dir`` atomically; the card gains its hash."""
     model_path = Path(out_dir) / f"{card['model']['name']}.keras"
     card_file = card_path(model_path)
     _save_model(network, model_path)
@@ -930,23 +1020,8 @@ def train(
     Returns
     -------
     TrainResult
-        ``model``, ``history``, ``model_path``, ``card_path`` and ``card``:
-        ``format``, ``created`` (UTC, ISO 8601), ``model`` (name,
-        architecture, parameters, input shape, ``fine_tuned_from``),
-        ``norm``, ``data`` (``sha256`` of the training stamps and labels,
-        ``sha256_validation``, ``n_train``, ``n_validation``, class counts,
-        the split and the validation groups), ``parameters`` (everything
-        that shaped the training, class weights resolved), ``training``
-        (epochs run, best epoch, seconds, triplets per second), ``metrics``
-        (:func:`~astrid.braai.evaluate` of the final model on the
-        validation set at threshold 0.5; empty without validation),
-        ``validation_scores`` (the model's score distribution on the
-        validation set, :func:`astrid.drift.score_distribution`: the
-        reference of the drift check of every later scoring run; None
-        without validation), ``provenance`` (as given, or None),
-        ``calibration`` (:meth:`Calibration.to_dict`, or None), ``mlflow``
-        (run id, experiment id and tracking URI, or None), ``history`` and
-        ``versions`` (astrid, tensorflow, keras, numpy, python).
+        ``model``, ``history``, ``model_path``, ``card_path`` and the model
+        ``card`` (its entries: :class:`TrainResult`).
 
     Raises
     ------
@@ -957,13 +1032,17 @@ def train(
     started = time.perf_counter()
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
-        raise AstridInputError(f"config: expected an astrid.braai.TrainConfig, got {type(config).__name__}")
+        raise AstridInputError(
+            f"config: expected an astrid.braai.TrainConfig, got {type(config).__name__}"
+        )
     validate_triplets(dataset, "dataset")
     labels = labels_of(dataset)
     provenance = _json_provenance(provenance)
     from .. import tracking
 
-    tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
+    tracking.tracking_enabled(
+        track
+    )  # an explicit track=True without MLflow fails here, before any work
     data = _split_data(dataset, validation, labels, config)
     weights = class_weights(data.train_labels, config.class_weight)
 
@@ -981,8 +1060,12 @@ def train(
         network.astrid_norm = fitted.norm
         history = fitted.history
         report = _validation_report(fitted, data, config.calibration)
-        network.astrid_calibration = report.calibration.to_dict() if report.calibration is not None else None
-        card = _model_card(dataset, validation, data, config, fitted, weights, report, provenance, name, started)
+        network.astrid_calibration = (
+            report.calibration.to_dict() if report.calibration is not None else None
+        )
+        card = _model_card(
+            dataset, validation, data, config, fitted, weights, report, provenance, name, started
+        )
         model_path = card_file = None
         if out_dir is not None:
             model_path, card_file = _save_with_card(network, card, out_dir)
@@ -990,4 +1073,6 @@ def train(
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    return TrainResult(model=network, history=history, model_path=model_path, card_path=card_file, card=card)
+    return TrainResult(
+        model=network, history=history, model_path=model_path, card_path=card_file, card=card
+    )

@@ -21,8 +21,15 @@ import numpy as np
 from .._optional import require
 from ._models import keras_module
 
-__all__ = ["EpochTimer", "augment_dihedral", "enable_determinism", "disable_determinism", "keras_module",
-           "tensorflow", "training_dataset"]
+__all__ = [
+    "EpochTimer",
+    "augment_dihedral",
+    "enable_determinism",
+    "disable_determinism",
+    "keras_module",
+    "tensorflow",
+    "training_dataset",
+]
 
 
 class EpochTimer:
@@ -112,8 +119,16 @@ def tensorflow():
     return require("tensorflow", "training the braai classifier")
 
 
-def training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, batch_size: int, shuffle: bool,
-                      augment: bool, seed: int):
+def training_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | None,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    augment: bool,
+    seed: int,
+):
     """A tf.data pipeline of (stamps, labels[, weights]) batches from preprocessed arrays.
 
     Shuffling and batching act on indices; each batch is gathered from the
@@ -167,8 +182,9 @@ def training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, batc
     if augment:
         # two int64 per batch: the seed of a stateless random draw
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(gather_augmented_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            gather_augmented_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     else:
         ds = ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -292,7 +292,7 @@ def preprocess(triplets: Any, norm: str) -> np.ndarray:
 
 
 def n_candidates(triplets: Any) -> int:
-    """Number of candidates in a triplet Dataset or an (n, 63, 63, 3) array; raises AstridInputError otherwise."""
+    """Number of candidates of a triplet Dataset or (n, 63, 63, 3) array; else AstridInputError."""
     if hasattr(triplets, "data_vars"):
         if "triplets" not in triplets.data_vars:
             raise AstridInputError("triplets: the Dataset has no 'triplets' variable")
@@ -794,8 +794,10 @@ def _check_not_constant(tflite_scores: np.ndarray, keras_scores: np.ndarray, ste
         )
 
 
-def _checked_options(path, quantize, batch_size, norm, num_calibration, io_dtype) -> tuple[str | None, Path]:
-    """(quantize with ``"float32"`` as None, the output path) after checking :func:`to_tflite`'s options."""
+def _checked_options(
+    path, quantize, batch_size, norm, num_calibration, io_dtype
+) -> tuple[str | None, Path]:
+    """(quantize, ``"float32"`` as None; the output path) after checking to_tflite's options."""
     if quantize == "float32":
         quantize = None
     if quantize not in _QUANTIZE:
@@ -815,7 +817,7 @@ def _checked_options(path, quantize, batch_size, norm, num_calibration, io_dtype
 
 
 def _int8_calibration(keras_model, representative, norm: str, num_calibration: int) -> np.ndarray:
-    """The preprocessed triplets int8 quantisation calibrates on (at least MIN_CALIBRATION of them)."""
+    """The preprocessed triplets int8 quantisation calibrates on (at least MIN_CALIBRATION)."""
     if representative is None:
         raise AstridInputError(
             "representative: int8 quantisation needs real triplets to calibrate on "
@@ -826,15 +828,21 @@ def _int8_calibration(keras_model, representative, norm: str, num_calibration: i
             f"num_calibration={num_calibration!r}: int8 calibration needs at least {MIN_CALIBRATION} "
             "triplets (default 200)"
         )
-    return _calibration_inputs(representative, norm, int(num_calibration), _input_shape(keras_model))
+    return _calibration_inputs(
+        representative, norm, int(num_calibration), _input_shape(keras_model)
+    )
 
 
-def _compare_with_keras(content: bytes, keras_model, calibration: np.ndarray, norm: str, name: str) -> float:
+def _compare_with_keras(
+    content: bytes, keras_model, calibration: np.ndarray, norm: str, name: str
+) -> float:
     """Largest |TFLite - Keras| score on the calibration triplets; refuses a constant int8 model."""
     runner = TFLiteRunner(content, name=name)
     probes = _probe_inputs(calibration, norm)
     tflite_scores = runner(probes)
-    keras_scores = np.asarray(keras_model(probes, training=False), dtype=np.float32).reshape(len(probes), -1)[:, 0]
+    keras_scores = np.asarray(keras_model(probes, training=False), dtype=np.float32).reshape(
+        len(probes), -1
+    )[:, 0]
     n_cal = len(calibration)
     max_diff = float(np.max(np.abs(tflite_scores[:n_cal] - keras_scores[:n_cal])))
     step = runner.output.scale if runner.output.quantized else 0.0
@@ -852,8 +860,10 @@ def _sidecar(report: ExportReport, source: str, score_calibration: dict | None) 
         "input": asdict(report.input),
         "output": asdict(report.output),
         "source_model": {"name": source, "weights_sha256": report.source_sha256},
-        "calibration": {"num_triplets": report.num_calibration,
-                        "max_abs_diff_vs_keras": report.calibration_max_abs_diff},
+        "calibration": {
+            "num_triplets": report.num_calibration,
+            "max_abs_diff_vs_keras": report.calibration_max_abs_diff,
+        },
         # the model's score calibration (astrid.braai.fit_calibration), applied by astrid.score.score
         "score_calibration": score_calibration,
         "edgetpu_static_check": None if report.edgetpu is None else report.edgetpu.passed,
@@ -956,7 +966,8 @@ def to_tflite(
     if calibration is not None:
         max_diff = _compare_with_keras(content, keras_model, calibration, norm, str(path))
 
-    source = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
+    named = isinstance(model, (str, os.PathLike))
+    source = str(model) if named else getattr(keras_model, "name", "")
     sha = model_sha256(keras_model)
     score_calibration = getattr(keras_model, "astrid_calibration", None)
     atomic_write(path, lambda fh: fh.write(content))
@@ -978,6 +989,6 @@ def to_tflite(
         tensorflow_version=tf.__version__,
         io_dtype=inputs[0].dtype,
     )
-    sidecar = _sidecar(report, source, score_calibration)
-    atomic_write(report.sidecar, lambda fh: fh.write(json.dumps(sidecar, indent=2) + "\n"), mode="w")
+    text = json.dumps(_sidecar(report, source, score_calibration), indent=2) + "\n"
+    atomic_write(report.sidecar, lambda fh: fh.write(text), mode="w")
     return report
