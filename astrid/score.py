@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .braai import no_data
+from .braai import card_path, no_data
 from .errors import AstridInputError, AstridWarning
 from .export import (
     CONSTANT_OUTPUT_SPREAD,
@@ -164,7 +164,7 @@ def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None)
         stat = Path(model).stat()
         side = sidecar_path(model)
         if Path(model).suffix.lower() == ".keras":  # its card holds the norm and the calibration
-            side = Path(model).with_name(Path(model).name[: -len(".keras")] + ".card.json")
+            side = card_path(model)
         side_stamp = side.stat().st_mtime_ns if side.exists() else None
         key = (str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size, side_stamp, num_threads, interpreter)
         files = _thread_cache("files", OrderedDict)

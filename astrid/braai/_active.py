@@ -52,7 +52,7 @@ import xarray as xr
 
 from .._schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
-from ._train import TrainConfig
+from ._train import TrainConfig, card_path
 
 __all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",
            "FINE_TUNE_CONFIG",
@@ -611,7 +611,7 @@ def _parent(model) -> tuple[Any, dict]:
             raise AstridFileError(f"{path}: model file does not exist")
         parent: dict[str, Any] = {"name": path.name.removesuffix(".keras").removesuffix(".h5"), "path": str(path),
                                   "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        card = path.with_name(path.name.removesuffix(".keras") + ".card.json")
+        card = card_path(path)
         if card.exists():
             try:
                 values = json.loads(card.read_text())
