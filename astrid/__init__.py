@@ -53,7 +53,7 @@ _LAZY_FUNCTIONS = {
 _LAZY_SUBMODULES = {
     "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
     "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
-    "inject",
+    "inject", "schema", "evaluation",
 }
 
 __all__ = [

@@ -18,16 +18,14 @@ from scipy import ndimage
 
 from ._inpaint import repair_isolated
 from .errors import AstridInputError
-from .zogy._core import (
-    _as_aligned_pair,
-    _bad_pixels,
-    _check_dtype,
-    _check_map,
-    _check_mask_fraction,
-    _check_positive,
-    _untrusted,
-    robust_std,
-)
+from .zogy import as_aligned_pair as _as_aligned_pair
+from .zogy import bad_pixels as _bad_pixels
+from .zogy import check_dtype as _check_dtype
+from .zogy import check_map as _check_map
+from .zogy import check_mask_fraction as _check_mask_fraction
+from .zogy import check_positive as _check_positive
+from .zogy import robust_std
+from .zogy import untrusted as _untrusted
 
 __all__ = ["ClassicResult", "classic_subtract", "FWHM_PER_SIGMA"]
 
@@ -158,7 +156,7 @@ def classic_subtract(
     matching.
     """
     dtype = _check_dtype(dtype)
-    N, R = _as_aligned_pair(science, reference)
+    R, N = _as_aligned_pair(reference=reference, science=science)
     shape = N.shape
     fwhm_n = _check_positive("science_fwhm", science_fwhm)
     fwhm_r = _check_positive("reference_fwhm", reference_fwhm)

@@ -14,7 +14,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -359,17 +359,19 @@ def _check_flux_ratio(flux_ratio) -> float:
     return ratio
 
 
-# Arguments of astrid.kernel.subtract that difference(method="kernel") fills in from its stages.
+# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
+# its stages.
 _KERNEL_FROM_DIFFERENCE = frozenset({
     "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
-    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "_filled", "mask_radius",
+    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "filled", "mask_radius",
     "fill_value", "mask",
 })
 
 
 def _check_options(options: dict, dtype) -> None:
     """Validate the cheap options before any stage runs, so a typo costs no alignment."""
-    from .zogy._core import _check_astrometric, _check_dtype
+    from .zogy import check_astrometric as _check_astrometric
+    from .zogy import check_dtype as _check_dtype
 
     _check_dtype(dtype)
     if "kernel" in options:
@@ -383,6 +385,12 @@ def _check_options(options: dict, dtype) -> None:
                 f"kernel: {taken} are set by difference() itself (give mask_radius, fill_value, dtype or "
                 "astrometric_sigma as difference() options, PSFs as science_psf=/reference_psf=)"
             )
+        from .kernel import KernelOptions
+
+        unknown = sorted(set(kernel_options) - {f.name for f in fields(KernelOptions)})
+        if unknown:
+            raise AstridInputError(f"kernel: {unknown} are not astrid.kernel.KernelOptions fields")
+        KernelOptions(**kernel_options)  # each value checked
     correlation = options.get("noise_correlation", "auto")
     if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
@@ -801,7 +809,8 @@ def difference(
         spatially varying PSF-matching kernel (:func:`astrid.kernel.subtract`,
         docs/kernel.md; ``S_corr`` is its matched-filter ``detection`` image,
         ``S``, ``flux`` and ``P_D`` are None). Its own options go in the
-        ``kernel`` option as a dict, e.g. ``kernel={"basis": "delta"}``.
+        ``kernel`` option as a dict of :class:`astrid.kernel.KernelOptions`
+        fields, e.g. ``kernel={"basis": "delta"}``.
     align : bool, optional
         Resample the science image onto the reference grid with
         :func:`astrid._align.align` (default). With False the images must
@@ -869,7 +878,7 @@ def difference(
     -----
     AstridWarning
         More than half of the result is masked (see
-        :data:`astrid.zogy._core.MASK_WARN_FRACTION`; nothing left raises),
+        :data:`astrid.zogy.MASK_WARN_FRACTION`; nothing left raises),
         the robust standard deviation of ``S_corr`` is off 1 by more than a
         factor :data:`SCORR_STD_TOLERANCE` (1.3), the alignment rests on a
         large WCS correction from fewer than 10 stars, or a PSF fell back to
@@ -1041,21 +1050,23 @@ def difference(
         raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
     common = {k: options[k] for k in ("mask_radius", "fill_value") if k in options}
     if method == "zogy":
-        from .zogy import subtract
+        from .zogy import ZogyImage, ZogyOptions, subtract
 
         sci_acf, metrics["noise_acf_lag1_sci"] = _noise_acf(N, sci_mask, correlation)
         ref_acf, metrics["noise_acf_lag1_ref"] = _noise_acf(R, ref_mask, correlation)
         metrics["noise_correlated_sci"] = sci_acf is not None
         metrics["noise_correlated_ref"] = ref_acf is not None
         raw = subtract(
-            N, R, _zogy_psf(science_psf, regularise), _zogy_psf(reference_psf, regularise),
-            sci_bg.median_rms, ref_bg.median_rms,
-            flux_ratio=ratio, science_variance=sci_var, reference_variance=ref_var,
-            astrometric_sigma=astrometric_sigma, mask=both_masks, dtype=dtype,
-            workers=options.get("workers"), science_noise_acf=sci_acf, reference_noise_acf=ref_acf,
-            systematic_fraction=options.get("systematic_fraction", "auto"),
-            tile_size=_tile_size(options.get("tile_size", "auto"), N.shape),
-            _filled=repaired if repaired.any() else None, **common,
+            reference=ZogyImage(R, _zogy_psf(reference_psf, regularise), ref_bg.median_rms,
+                                variance=ref_var, noise_acf=ref_acf),
+            science=ZogyImage(N, _zogy_psf(science_psf, regularise), sci_bg.median_rms,
+                              variance=sci_var, noise_acf=sci_acf),
+            flux_ratio=ratio, mask=both_masks, repaired=repaired if repaired.any() else None,
+            options=ZogyOptions(
+                astrometric_sigma=astrometric_sigma, dtype=dtype, workers=options.get("workers"),
+                systematic_fraction=options.get("systematic_fraction", "auto"),
+                tile_size=_tile_size(options.get("tile_size", "auto"), N.shape), **common,
+            ),
         )
         S, S_corr, flux, flux_err, P_D = raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D
         D, mask = raw.D, raw.mask
@@ -1064,18 +1075,20 @@ def difference(
                        astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1],
                        n_tiles=max(len(raw.tiles), 1), regularised_psf=regularise)
     elif method == "kernel":
+        from .kernel import KernelInputs, KernelOptions
         from .kernel import subtract as kernel_subtract
 
         kernel_options = options.get("kernel") or {}  # checked by _check_options before any stage ran
         # Images with their own masks: the convolved image's bad pixels spread over the kernel, the
         # other's do not.
-        raw = kernel_subtract(
-            reference_out, science_out, stars=reference_stars, science_variance=sci_var,
-            reference_variance=ref_var, science_sigma=sci_bg.median_rms, reference_sigma=ref_bg.median_rms,
-            science_fwhm=science_psf.fwhm, reference_fwhm=reference_psf.fwhm,
+        measured = KernelInputs(
+            science_variance=sci_var, reference_variance=ref_var, science_sigma=sci_bg.median_rms,
+            reference_sigma=ref_bg.median_rms, science_fwhm=science_psf.fwhm, reference_fwhm=reference_psf.fwhm,
             science_psf=science_psf.psf, reference_psf=reference_psf.psf, astrometric_sigma=astrometric_sigma,
-            dtype=dtype, _filled=repaired if repaired.any() else None, **common, **kernel_options,
+            filled=repaired if repaired.any() else None,
         )
+        raw = kernel_subtract(reference_out, science_out, stars=reference_stars, inputs=measured,
+                              options=KernelOptions(**kernel_options, dtype=dtype, **common))
         S = flux = flux_err = P_D = None
         D, S_corr, mask = raw.D, raw.detection, raw.mask
         metrics.update(scorr_robust_std=raw.detection_std, mask_radius=raw.mask_radius, convolved=raw.convolved,

@@ -8,7 +8,7 @@ redistribute the same records as Avro files (any Avro codec: null, deflate,
 snappy, bzip2, xz, zstandard, lz4) or as Parquet tables with the same
 columns, and Kowalski exports them as (MongoDB extended) JSON;
 :func:`read_ztf` reads all of them and returns an :class:`xarray.Dataset` in
-the triplet schema of :mod:`astrid._schema` (channel ``reference`` holds the
+the triplet schema of :mod:`astrid.schema` (channel ``reference`` holds the
 template cutout).
 
 :func:`read_alerts` reads the same kind of packet from other surveys too and
@@ -81,8 +81,8 @@ import xarray as xr
 from astropy.io import fits
 
 from ._optional import require
-from ._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from .errors import AstridFileError, AstridInputError, AstridWarning
+from .schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 
 __all__ = ["AVRO_CODECS", "SURVEYS", "ZTF_FILTERS", "decode_stamp", "read_alerts", "read_ztf"]
 
@@ -105,7 +105,7 @@ AVRO_CODECS: dict[str, str | None] = {
     "lz4": "lz4",
 }
 
-#: Alert fields holding the cutouts, in the order of :data:`astrid._schema.CHANNELS`.
+#: Alert fields holding the cutouts, in the order of :data:`astrid.schema.CHANNELS`.
 _CUTOUT_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 _DECAT_CUTOUTS = ("scicutout", "refcutout", "diffcutout")
 _FOLDER_SUFFIXES = (".avro", ".parquet")
@@ -547,10 +547,6 @@ def _cutout(record: dict, key: str) -> Any:
     return cutout
 
 
-def _stamp_blob(record: dict, key: str) -> Any:
-    return _cutout(record, key)
-
-
 def _require_id(value: Any, path: Path, what: str, record: dict) -> Any:
     if value is None or value == "":
         raise AstridInputError(
@@ -735,7 +731,7 @@ def read_alerts(
     Returns
     -------
     xarray.Dataset
-        Triplet schema (:mod:`astrid._schema`), one entry per distinct alert,
+        Triplet schema (:mod:`astrid.schema`), one entry per distinct alert,
         sorted by survey (in the order of :data:`SURVEYS`), then ``candid``,
         then id:
 

@@ -20,7 +20,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from ._mainjob import run_main_job
+    from .mainjob import run_main_job
 
     start = time.perf_counter()
 

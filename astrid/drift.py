@@ -98,8 +98,10 @@ class DriftResult:
         Kolmogorov–Smirnov distance.
     ks_critical : float
         5 % critical value of the KS distance for these sample sizes.
-    n, n_reference : int
-        Finite scores of the run and of the reference.
+    n : int
+        Number of finite scores of the run.
+    n_reference : int
+        Number of finite scores of the reference.
     level : float
         The PSI warning level used.
     drifted : bool
@@ -299,6 +301,22 @@ def reference_for_model(model) -> dict | None:
     Looks at ``<name>.card.json`` (written by :func:`astrid.braai.train`; the
     name without ``.keras``/``.tflite``/``.h5``) and at a ``.tflite.json``
     sidecar that carries ``validation_scores``.
+
+    Parameters
+    ----------
+    model : str, path-like or keras.Model
+        A model file, or a loaded model carrying its card as ``astrid_card``.
+
+    Returns
+    -------
+    dict or None
+        The reference distribution (:func:`score_distribution`'s format, with
+        ``source`` naming the card), or None when no card records one.
+
+    Raises
+    ------
+    AstridFileError
+        A card exists but cannot be read as JSON.
     """
     if not isinstance(model, (str, os.PathLike)):
         card = getattr(model, "astrid_card", None)
@@ -367,6 +385,7 @@ def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, w
     Returns
     -------
     DriftResult
+        The PSI and KS statistics and the verdict.
 
     Raises
     ------

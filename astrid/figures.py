@@ -6,6 +6,10 @@ and returns the :class:`matplotlib.figure.Figure`; :func:`save` writes it as
 regenerated from saved outputs by ``notebooks/06_paper_figures.ipynb`` (see
 ``docs/figures.md``).
 
+The numbers the figures show (``S_corr`` statistics, completeness, the
+difference-file reader, the choice of bright stars) are computed by
+:mod:`astrid.evaluation`; this module only draws.
+
 Figures of the classifier (ROC and precision-recall curves, score histograms
 by class, calibration) are drawn by the plot functions of
 :mod:`astrid.braai`, which use the same style.
@@ -16,29 +20,26 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .evaluation import completeness, scorr_statistics
+
 __all__ = [
     "style",
+    "pyplot",
     "save",
     "zscale_limits",
     "plot_pair",
     "plot_difference",
     "plot_scorr_histogram",
-    "scorr_statistics",
     "plot_zogy_vs_classic",
-    "bright_star_positions",
     "plot_triplets",
     "select_examples",
-    "completeness",
     "plot_completeness",
     "plot_int8_vs_float",
     "plot_training_history",
-    "DifferencePlanes",
-    "read_difference",
 ]
 
 _STYLE = {
@@ -65,6 +66,12 @@ def style():
     first figure of a kernel is drawn; restored to False, no later figure
     of the kernel would be shown. The interactive state reached inside the
     block is therefore kept.
+
+    Yields
+    ------
+    None
+        The block runs with the style's rcParams (fonts, inward ticks,
+        ``origin="lower"``, 200 dpi on save).
     """
     import matplotlib
 
@@ -74,7 +81,18 @@ def style():
     matplotlib.interactive(interactive)
 
 
-def _pyplot():
+def pyplot():
+    """Matplotlib's ``pyplot``, on the non-interactive Agg backend outside a notebook.
+
+    Scripts, tests and batch jobs have no display; unless ``MPLBACKEND`` says
+    otherwise, Agg is chosen before ``pyplot`` is first imported so that no GUI
+    backend is ever started. In a Jupyter kernel the inline backend is kept.
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``.
+    """
     import matplotlib
 
     if "MPLBACKEND" not in os.environ and not _in_notebook():
@@ -100,6 +118,22 @@ def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", 
     atomically (a temporary file renamed into place), so an interrupted save
     never leaves half a figure. PDFs carry no creation date, so the same
     figure gives the same file.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to write.
+    name : str
+        File name without suffix.
+    folder : str or path-like, optional
+        Output folder, created when missing.
+    formats : sequence of str, optional
+        Matplotlib output formats, one file each.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in the order of ``formats``.
     """
     from .io import atomic_write
 
@@ -116,7 +150,20 @@ def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", 
 
 
 def zscale_limits(data, mask=None) -> tuple[float, float]:
-    """Display limits of the IRAF zscale algorithm (astropy's ZScaleInterval) over finite, unmasked pixels."""
+    """Display limits of the IRAF zscale algorithm (astropy's ZScaleInterval).
+
+    Parameters
+    ----------
+    data : array-like, shape (ny, nx)
+        Pixel values in data units.
+    mask : array-like of bool, shape (ny, nx), optional
+        Pixels to leave out (True = bad); non-finite pixels are always left out.
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper limits in data units; ``(0, 1)`` without a good pixel.
+    """
     from astropy.visualization import ZScaleInterval
 
     values = np.asarray(data, dtype=float)
@@ -139,12 +186,15 @@ def plot_pair(reference, science, titles=("reference", "science"), truth=None, c
         Panel titles.
     truth : astropy.table.Table, optional
         Truth table of a simulated pair; injected supernovae are circled in the science panel.
+    cmap : str, optional
+        Matplotlib colour map of both panels.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.7), constrained_layout=True)
         for ax, image, title in zip(axes, (reference, science), titles):
@@ -184,28 +234,6 @@ def _masked(values: np.ndarray, mask) -> np.ndarray:
     return out
 
 
-def _as_table(table, name: str):
-    from astropy.table import Table
-
-    from .errors import AstridInputError
-
-    if isinstance(table, Table):
-        return table
-    try:
-        return Table(table)
-    except Exception as exc:  # numpy structured arrays, dicts of columns, pandas
-        raise AstridInputError(f"{name}: expected an astropy Table (or something Table() accepts), got "
-                               f"{type(table).__name__} ({exc})") from None
-
-
-def _require_columns(table, columns, name: str) -> None:
-    from .errors import AstridInputError
-
-    missing = [c for c in columns if c not in table.colnames]
-    if missing:
-        raise AstridInputError(f"{name}: missing column(s) {', '.join(missing)}; has {', '.join(table.colnames)}")
-
-
 def _truth_circles(ax, truth, kinds=("supernova",), x="x_ref", y="y_ref") -> None:
     if truth is None or "kind" not in truth.colnames or x not in truth.colnames:
         return
@@ -217,110 +245,12 @@ def _truth_circles(ax, truth, kinds=("supernova",), x="x_ref", y="y_ref") -> Non
 # --------------------------------------------------------------------------- differences
 
 
-@dataclass
-class DifferencePlanes:
-    """The images of a difference FITS file written by ``DifferenceResult.to_fits``.
-
-    Attributes have the names of :class:`astrid._difference.DifferenceResult`,
-    so every plot function here takes either.
-
-    Attributes
-    ----------
-    method : str
-        ``"zogy"`` or ``"classic"``.
-    science, reference : numpy.ndarray, shape (ny, nx)
-        Background-subtracted science (on the reference grid) and reference.
-    D, S_corr : numpy.ndarray, shape (ny, nx)
-        The difference image and its significance (sigma).
-    mask, footprint : numpy.ndarray of bool, shape (ny, nx)
-        Untrusted pixels; pixels covered by the science image.
-    wcs : astropy.wcs.WCS or None
-        WCS of the reference grid.
-    metrics : dict
-        Numeric keys of the primary header (``FWHMSCI``, ...).
-    path : pathlib.Path or None
-        The file read.
-    """
-
-    method: str
-    science: np.ndarray
-    reference: np.ndarray
-    D: np.ndarray
-    S_corr: np.ndarray
-    mask: np.ndarray
-    footprint: np.ndarray
-    wcs: object = None
-    metrics: dict = field(default_factory=dict)
-    path: Path | None = None
-
-
-def read_difference(path: str | os.PathLike) -> DifferencePlanes:
-    """Read the planes of a difference FITS file (``DifferenceResult.to_fits``) for plotting.
-
-    Parameters
-    ----------
-    path : path-like
-        A multi-extension file with ``SCIENCE``, ``REFERENCE``, ``D``,
-        ``SCORR``, ``MASK`` and ``FOOTPRNT`` image extensions.
-
-    Returns
-    -------
-    DifferencePlanes
-
-    Raises
-    ------
-    AstridFileError
-        The file is missing, not FITS, or lacks one of the extensions.
-    """
-    import warnings
-
-    from astropy.io import fits
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    from .errors import AstridFileError
-
-    path = Path(path)
-    if path.is_dir():
-        raise AstridFileError(f"{path}: is a folder; give the difference FITS file")
-    if not path.is_file():
-        raise AstridFileError(f"{path}: difference file does not exist")
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            names = {hdu.name for hdu in hdul}
-            needed = ("SCIENCE", "REFERENCE", "D", "SCORR", "MASK", "FOOTPRNT")
-            missing = [n for n in needed if n not in names]
-            if missing:
-                raise AstridFileError(
-                    f"{path}: not an AstrID difference file (no extension(s) {', '.join(missing)})"
-                )
-            header = hdul[0].header
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs = WCS(hdul["D"].header) if "CTYPE1" in hdul["D"].header else None
-            planes = {n: np.asarray(hdul[n].data) for n in needed}
-    except OSError as exc:
-        raise AstridFileError(f"{path}: cannot be read as FITS ({exc})") from None
-    metrics = {k: header[k] for k in header if isinstance(header[k], (int, float)) and not isinstance(header[k], bool)}
-    return DifferencePlanes(
-        method=str(header.get("METHOD", "unknown")),
-        science=planes["SCIENCE"].astype(float),
-        reference=planes["REFERENCE"].astype(float),
-        D=planes["D"].astype(float),
-        S_corr=planes["SCORR"].astype(float),
-        mask=planes["MASK"].astype(bool),
-        footprint=planes["FOOTPRNT"].astype(bool),
-        wcs=wcs,
-        metrics=metrics,
-        path=path,
-    )
-
-
 def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = None):
     """Science, reference, difference ``D`` and significance ``S_corr`` of one pair.
 
     Parameters
     ----------
-    result : DifferenceResult or DifferencePlanes
+    result : DifferenceResult or astrid.evaluation.DifferencePlanes
         Anything with ``science``, ``reference``, ``D``, ``S_corr`` and
         ``mask`` on the reference grid.
     truth : astropy.table.Table, optional
@@ -338,7 +268,7 @@ def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = 
     matplotlib.figure.Figure
         Four panels in one row; masked pixels of ``D`` and ``S_corr`` are violet.
     """
-    plt = _pyplot()
+    plt = pyplot()
     mask = np.asarray(result.mask, dtype=bool)
     method = str(getattr(result, "method", ""))
     with style():
@@ -368,52 +298,6 @@ def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = 
     return fig
 
 
-def scorr_statistics(S_corr, mask=None) -> dict:
-    """Numbers that say whether ``S_corr`` is unit Gaussian noise where nothing changed.
-
-    Parameters
-    ----------
-    S_corr : array-like, shape (ny, nx)
-        Significance image (sigma).
-    mask : array-like of bool, optional
-        Pixels to leave out (True = bad); non-finite pixels are always left out.
-
-    Returns
-    -------
-    dict
-        ``n`` (pixels used), ``mean``, ``std``, ``robust_std`` (1.4826 ×
-        median absolute deviation), ``fraction_above_5`` (share of
-        ``|S_corr| > 5``) and ``gaussian_fraction_above_5`` (its value for
-        unit Gaussian noise, 5.7e-7).
-
-    Raises
-    ------
-    AstridInputError
-        No finite, unmasked pixel.
-    """
-    from .errors import AstridInputError
-
-    values = np.asarray(S_corr, dtype=float)
-    good = np.isfinite(values)
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != values.shape:
-            raise AstridInputError(f"mask: shape {mask.shape} differs from S_corr's {values.shape}")
-        good &= ~mask
-    if not good.any():
-        raise AstridInputError("S_corr: no finite, unmasked pixel to take statistics of")
-    v = values[good]
-    median = float(np.median(v))
-    return {
-        "n": int(v.size),
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "robust_std": float(1.482602218505602 * np.median(np.abs(v - median))),
-        "fraction_above_5": float(np.mean(np.abs(v) > 5.0)),
-        "gaussian_fraction_above_5": float(math.erfc(5.0 / math.sqrt(2.0))),
-    }
-
-
 def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0, label: str | None = None):
     """Histogram of ``S_corr`` over the good pixels against a unit Gaussian.
 
@@ -439,7 +323,7 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
     -------
     matplotlib.figure.Figure
         One axes with the histogram (density), the unit Gaussian and a text
-        box with :func:`scorr_statistics`.
+        box with :func:`astrid.evaluation.scorr_statistics`.
     """
     stats = scorr_statistics(S_corr, mask)
     values = np.asarray(S_corr, dtype=float)
@@ -450,7 +334,7 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
     edges = np.linspace(-limit, limit, bins + 1)
     density, _ = np.histogram(v, bins=edges, density=True)
     centres = 0.5 * (edges[1:] + edges[:-1])
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, ax = plt.subplots(figsize=(3.5, 2.8), constrained_layout=True)
         ax.stairs(density, edges, color="k", lw=1.0, label=label or r"$S_\mathrm{corr}$")
@@ -468,68 +352,6 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
                 f"|S|>5: {stats['fraction_above_5']:.1e}\n(Gaussian {stats['gaussian_fraction_above_5']:.1e})",
                 transform=ax.transAxes, va="top", ha="left", fontsize=7)
     return fig
-
-
-def bright_star_positions(stars, shape, n: int = 4, margin: int = 25, mask=None,
-                          exclude_saturated: bool = True, isolation: float = 15.0, x: str = "x_ref",
-                          y: str = "y_ref"):
-    """The ``n`` brightest stars to look at subtraction residuals around.
-
-    Parameters
-    ----------
-    stars : astropy.table.Table
-        Star catalogue with ``mag`` and pixel positions (the simulator's
-        ``stars.ecsv``: ``x_ref``, ``y_ref``, ``saturated_ref``,
-        ``saturated_sci``).
-    shape : tuple of int
-        ``(ny, nx)`` of the image the positions refer to.
-    n : int
-        How many stars.
-    margin : int
-        Minimum distance from the border, pixels (half a cut-out).
-    mask : array-like of bool, optional
-        Stars on a True pixel (e.g. outside the science footprint) are skipped.
-    exclude_saturated : bool
-        Skip stars saturated in either epoch (their cores are masked anyway).
-        Stars flagged ``variable`` are always skipped: their residual is real.
-    isolation : float
-        Skip stars with a brighter star closer than this, pixels.
-    x, y : str
-        Position columns.
-
-    Returns
-    -------
-    astropy.table.Table
-        Up to ``n`` rows of ``stars``, brightest first.
-    """
-    stars = _as_table(stars, "stars")
-    _require_columns(stars, ("mag", x, y), "stars")
-    ny, nx = shape
-    xs, ys = np.asarray(stars[x], dtype=float), np.asarray(stars[y], dtype=float)
-    keep = np.isfinite(xs) & np.isfinite(ys)
-    keep &= (xs >= margin) & (xs <= nx - 1 - margin) & (ys >= margin) & (ys <= ny - 1 - margin)
-    if exclude_saturated:
-        for column in ("saturated_ref", "saturated_sci", "saturated"):
-            if column in stars.colnames:
-                keep &= ~np.asarray(stars[column], dtype=bool)
-    if "variable" in stars.colnames:
-        keep &= ~np.asarray(stars["variable"], dtype=bool)
-    if isolation > 0:
-        mags = np.asarray(stars["mag"], dtype=float)
-        for i in np.flatnonzero(keep):
-            near = np.hypot(xs - xs[i], ys - ys[i]) < isolation
-            near[i] = False
-            if np.any(mags[near] < mags[i]):
-                keep[i] = False
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        inside = keep.copy()
-        ix = np.clip(np.round(xs[inside]).astype(int), 0, nx - 1)
-        iy = np.clip(np.round(ys[inside]).astype(int), 0, ny - 1)
-        keep[np.flatnonzero(inside)[mask[iy, ix]]] = False
-    chosen = stars[keep]
-    chosen = chosen[np.argsort(np.asarray(chosen["mag"], dtype=float), kind="stable")]
-    return chosen[:n]
 
 
 def _positions_xy(positions) -> np.ndarray:
@@ -571,13 +393,13 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
 
     Parameters
     ----------
-    zogy_result, classic_result : DifferenceResult or DifferencePlanes
+    zogy_result, classic_result : DifferenceResult or astrid.evaluation.DifferencePlanes
         The same pair differenced with ``method="zogy"`` and
         ``method="classic"`` (same reference grid).
     positions : astropy.table.Table or array-like, shape (n, 2)
         Star positions on the reference grid (``x_ref``/``y_ref`` or
         ``x``/``y`` columns, or (x, y) rows), e.g. from
-        :func:`bright_star_positions`.
+        :func:`astrid.evaluation.bright_star_positions`.
     size : int
         Side of each cut-out, pixels (odd).
     limit : float
@@ -617,7 +439,7 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
         (r"classic $S_\mathrm{corr}$", classic_S, classic_result.mask),
         (r"ZOGY $S_\mathrm{corr}$", zogy_S, zogy_result.mask),
     ]
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(len(xy), 3, figsize=(5.0, 1.65 * len(xy) + 0.4), constrained_layout=True,
                                  squeeze=False)
@@ -707,8 +529,8 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
         and score. Science and reference use zscale, the difference a
         symmetric range; NaN (no data) is violet.
     """
-    from ._schema import validate_triplets
     from .errors import AstridInputError
+    from .schema import validate_triplets
 
     ds = validate_triplets(ds, "ds")
     chosen = np.asarray(select_examples(ds, n, seed) if indices is None else indices, dtype=int)
@@ -720,7 +542,7 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
     subset = ds.isel(candidate=chosen).load()
     stamps = np.asarray(subset["triplets"].values, dtype=float)
     score_values = None if scores is None else np.asarray(getattr(scores, "values", scores), dtype=float)[chosen]
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(3, len(chosen), figsize=(1.2 * len(chosen) + 0.5, 3.9), constrained_layout=True,
                                  squeeze=False)
@@ -754,102 +576,22 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
 # --------------------------------------------------------------------------- completeness
 
 
-def _pairs_of_tables(candidates, truth):
-    from astropy.table import Table
-
-    from .errors import AstridInputError
-
-    if isinstance(candidates, Table) or not isinstance(candidates, (list, tuple)):
-        candidates, truth = [candidates], [truth]
-    if not isinstance(truth, (list, tuple)) or len(truth) != len(candidates):
-        raise AstridInputError("truth: give one truth table per candidate table (lists of equal length)")
-    return [(_as_table(c, "candidates"), _as_table(t, "truth")) for c, t in zip(candidates, truth)]
-
-
-def completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
-                 include_masked: bool = False):
-    """Fraction of injected transients found, per bin of injected S/N.
-
-    A truth transient counts as found when a candidate labelled real
-    (``label == 1``) carries its ``truth_id`` (what
-    :func:`astrid.triplets.label_candidates` writes).
+def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
+                      threshold: float | None = None):
+    """Completeness against injected S/N (see :func:`astrid.evaluation.completeness`).
 
     Parameters
     ----------
     candidates : astropy.table.Table or list of Table
-        Labelled candidates of one image, or one table per image.
+        As for :func:`astrid.evaluation.completeness`.
     truth : astropy.table.Table or list of Table
-        The matching truth table(s) (``id``, ``kind``, ``snr_column``;
-        ``masked`` is honoured when present).
-    snr_bins : array-like, optional
-        Bin edges of S/N (default: 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300).
-    kinds : sequence of str
-        Truth kinds that count as injected transients.
-    snr_column : str
-        Truth column of the injected S/N.
-    include_masked : bool
-        Keep transients on masked pixels (``masked`` True); by default they
-        are left out, as no subtraction can find them.
-
-    Returns
-    -------
-    astropy.table.Table
-        One row per bin: ``snr_lo``, ``snr_hi``, ``n_injected``,
-        ``n_found``, ``completeness`` (NaN for an empty bin) and the 68 %
-        Wilson interval ``lower``, ``upper``.
-
-    Raises
-    ------
-    AstridInputError
-        Missing columns, or lists of different lengths.
-    """
-    from astropy.table import Table
-
-    edges = np.asarray([1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 300] if snr_bins is None else snr_bins, dtype=float)
-    snr_all, found_all = [], []
-    for cand, tru in _pairs_of_tables(candidates, truth):
-        _require_columns(tru, ("id", "kind", snr_column), "truth")
-        _require_columns(cand, ("label", "truth_id"), "candidates")
-        rows = np.isin(np.asarray(tru["kind"], dtype=str), list(kinds))
-        if not include_masked and "masked" in tru.colnames:
-            rows &= ~np.asarray(tru["masked"], dtype=bool)
-        found_ids = set(np.asarray(cand["truth_id"])[np.asarray(cand["label"]) == 1].tolist())
-        snr_all.append(np.asarray(tru[snr_column], dtype=float)[rows])
-        found_all.append(np.isin(np.asarray(tru["id"])[rows], list(found_ids)))
-    snr = np.concatenate(snr_all) if snr_all else np.array([])
-    found = np.concatenate(found_all) if found_all else np.array([], dtype=bool)
-    which = np.digitize(snr, edges) - 1
-    n_bins = len(edges) - 1
-    n_injected = np.array([np.sum(which == b) for b in range(n_bins)])
-    n_found = np.array([np.sum(found[which == b]) for b in range(n_bins)])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(n_injected > 0, n_found / np.maximum(n_injected, 1), np.nan)
-    lower, upper = _wilson(n_found, n_injected)
-    return Table({"snr_lo": edges[:-1], "snr_hi": edges[1:], "n_injected": n_injected, "n_found": n_found,
-                  "completeness": frac, "lower": lower, "upper": upper})
-
-
-def _wilson(k, n, z: float = 1.0):
-    """Wilson score interval of a binomial fraction (z = 1: 68 %); NaN where n = 0."""
-    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z**2 / n
-        centre = (p + z**2 / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    lower = np.where(n > 0, centre - half, np.nan)
-    upper = np.where(n > 0, centre + half, np.nan)
-    return lower, upper
-
-
-def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
-                      threshold: float | None = None):
-    """Completeness against injected S/N (see :func:`completeness`).
-
-    Parameters
-    ----------
-    candidates, truth, snr_bins, kinds, snr_column
-        As for :func:`completeness`.
+        As for :func:`astrid.evaluation.completeness`.
+    snr_bins : array_like, optional
+        As for :func:`astrid.evaluation.completeness`.
+    kinds : sequence of str, optional
+        As for :func:`astrid.evaluation.completeness`.
+    snr_column : str, optional
+        As for :func:`astrid.evaluation.completeness`.
     threshold : float, optional
         Detection threshold (sigma), drawn as a vertical line.
 
@@ -862,7 +604,7 @@ def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), sn
     table = completeness(candidates, truth, snr_bins, kinds, snr_column)
     good = table["n_injected"] > 0
     centre = np.sqrt(np.asarray(table["snr_lo"]) * np.asarray(table["snr_hi"]))
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, ax = plt.subplots(figsize=(3.5, 2.6), constrained_layout=True)
         frac = np.asarray(table["completeness"])
@@ -920,7 +662,7 @@ def plot_int8_vs_float(float_scores, int8_scores, labels=None, threshold: float 
         raise AstridInputError("float_scores and int8_scores must not hold NaN")
     diff = b - a
     flipped = int(np.sum((a >= threshold) != (b >= threshold)))
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, (ax, hx) = plt.subplots(1, 2, figsize=(6.4, 2.9), constrained_layout=True)
         if labels is None:
@@ -980,7 +722,7 @@ def plot_training_history(history: dict):
         raise AstridInputError("history: no 'loss' values to plot")
     panels = [("loss", "loss (cross-entropy)")] + ([("auc", "AUC")] if history.get("auc") else [])
     epochs = np.arange(1, len(loss) + 1)
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.5), constrained_layout=True,
                                  squeeze=False)

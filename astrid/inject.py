@@ -26,9 +26,9 @@ import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
-from astropy.stats import mad_std
 from astropy.table import Table
 
+from ._utils import robust_std
 from .errors import AstridInputError, AstridWarning
 from .io import Image, read_image
 
@@ -526,7 +526,7 @@ def inject_into_stamps(
     Parameters
     ----------
     triplets : xarray.Dataset
-        Triplets (:mod:`astrid._schema`): ``triplets`` (candidate, y, x,
+        Triplets (:mod:`astrid.schema`): ``triplets`` (candidate, y, x,
         channel) with channels science, reference, difference.
     snr : float or (float, float), optional
         Optimal S/N of the injected source on the difference stamp (default
@@ -553,7 +553,7 @@ def inject_into_stamps(
     AstridInputError
         Not a triplet dataset, no FWHM, a bad ``snr``.
     """
-    from ._schema import validate_triplets
+    from .schema import validate_triplets
 
     validate_triplets(triplets, "triplets")
     low, high = _snr_range(snr)
@@ -586,7 +586,7 @@ def inject_into_stamps(
         profile = _gaussian((size_y, size_x), cx[k], cy[k], widths[k])
         diff = stamps[k, :, :, difference]
         finite = np.isfinite(diff)
-        noise = float(mad_std(diff[finite])) if finite.sum() > 10 else np.nan
+        noise = robust_std(diff[finite]) if finite.sum() > 10 else np.nan
         if not (np.isfinite(noise) and noise > 0):
             noise = 1.0
         variance = np.where(finite, noise**2, np.inf)
@@ -688,7 +688,7 @@ def triplets_on_real_backgrounds(
         ``kind``, ``background`` (index of the background used) and, where the
         backgrounds have one, ``field`` (their ``objectId``, for grouped splits).
     """
-    from ._schema import new_triplet_dataset, validate_triplets
+    from .schema import new_triplet_dataset, validate_triplets
 
     validate_triplets(backgrounds, "backgrounds")
     if not isinstance(n, (int, np.integer)) or n < 1:

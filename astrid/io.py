@@ -524,6 +524,20 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     The temporary file lives in the target's folder so the rename is atomic
     on POSIX file systems; on any error it is removed and the target is left
     as it was.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write; its folder is created when missing.
+    write : callable
+        Called once with the open temporary file; writes the content.
+    mode : str, optional
+        Mode the temporary file is opened with (``"wb"`` or ``"w"``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

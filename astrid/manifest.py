@@ -34,7 +34,20 @@ MANIFEST_NAME = "manifest.json"
 
 
 def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
+    """Hex SHA-256 of a file, read in chunks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    chunk : int, optional
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
@@ -44,7 +57,25 @@ def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class SurveyPair:
-    """One reference/science pair of a survey tree (absolute paths)."""
+    """One reference/science pair of a survey tree (absolute paths).
+
+    Attributes
+    ----------
+    target : str
+        Name of the target the pair belongs to.
+    reference : pathlib.Path
+        The reference image file.
+    science : pathlib.Path
+        The science image file.
+    mission : str or None
+        Mission of the pair, when the manifest records it.
+    instrument : str or None
+        Instrument of the pair, when the manifest records it.
+    filter : str or None
+        Filter of the pair, when the manifest records it.
+    truth : pathlib.Path or None
+        The target's truth table file, if any.
+    """
 
     target: str
     reference: Path
@@ -73,6 +104,8 @@ class Manifest:
     data : dict, optional
         Manifest content; by default read from ``root/manifest.json`` if it
         exists, else a new empty manifest.
+    source : str, optional
+        Recorded as the ``source`` of a new empty manifest.
     """
 
     def __init__(self, root: str | os.PathLike, data: dict | None = None, *, source: str = "unknown"):

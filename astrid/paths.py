@@ -15,6 +15,16 @@ def shared_data(*parts: str) -> Path | None:
 
     The folder is ``$ASTRID_SHARED_DATA`` when set, else ``../shared/data``
     beside the repository (the layout of the project's machines and CI).
+
+    Parameters
+    ----------
+    *parts : str
+        Path components below the shared folder (none: the folder itself).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The path, or None when it does not exist.
     """
     root = Path(os.environ.get("ASTRID_SHARED_DATA", _REPO_ROOT.parent / "shared" / "data"))
     path = root.joinpath(*parts)

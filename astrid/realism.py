@@ -14,10 +14,10 @@ the simulator's ZTF preset.
 from __future__ import annotations
 
 import numpy as np
-from astropy.stats import mad_std
 from astropy.table import Table
 
-from ._schema import CHANNELS, validate_triplets
+from ._utils import neighbour_noise
+from .schema import CHANNELS, validate_triplets
 
 __all__ = ["STATISTICS", "stamp_noise", "stamp_statistics", "compare_statistics", "normalised_pixels"]
 
@@ -38,10 +38,22 @@ STATISTICS = {
 
 
 def stamp_noise(stamp: np.ndarray) -> float:
-    """Noise from differences of neighbouring pixels: insensitive to smooth sources and gradients."""
+    """Noise from differences of neighbouring pixels: insensitive to smooth sources and gradients.
+
+    Parameters
+    ----------
+    stamp : numpy.ndarray, shape (ny, nx)
+        One stamp in data units; NaN where there is no data.
+
+    Returns
+    -------
+    float
+        Per-pixel σ in data units (robust σ of horizontal neighbour
+        differences / √2); NaN with 20 or fewer finite differences.
+    """
     steps = np.diff(stamp, axis=1)
     steps = steps[np.isfinite(steps)]
-    return float(mad_std(steps) / np.sqrt(2.0)) if steps.size > 20 else np.nan
+    return neighbour_noise(steps) if steps.size > 20 else np.nan
 
 
 def _central_fwhm(stamp: np.ndarray, noise: float) -> float:

@@ -273,7 +273,7 @@ def score(
     Parameters
     ----------
     triplets : xarray.Dataset, xarray.DataArray or numpy.ndarray
-        A triplet Dataset (schema of :mod:`astrid._schema`; may be
+        A triplet Dataset (schema of :mod:`astrid.schema`; may be
         Dask-backed, it is read chunk by chunk), its ``triplets`` variable,
         or raw stamps of shape (n, ny, nx, 3) with ny, nx <= 63 (science,
         reference, difference; padded as in braai). Pass the Dataset for

@@ -150,6 +150,10 @@ def tracking_enabled(track: bool | None = None) -> bool:
     ImportError
         Tracking asked for (``track=True`` or ``ASTRID_TRACKING=on``) without
         MLflow installed; the message names the ``tracking`` extra.
+
+    Returns
+    -------
+    bool
     """
     if track is None:
         env = os.environ.get("ASTRID_TRACKING", "").strip().lower()
@@ -167,7 +171,13 @@ def tracking_enabled(track: bool | None = None) -> bool:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape a result (those installed)."""
+    """Versions of Python and the libraries that shape a result (those installed).
+
+    Returns
+    -------
+    dict of str to str
+        ``python``, ``astrid`` and each installed library's version.
+    """
     from ._version import __version__
 
     out = {"python": platform.python_version(), "astrid": __version__}
@@ -386,7 +396,19 @@ def _experiment_id(client, name: str, folder: Path | None) -> str:
 def start_run(name: str, params: dict | None = None, tags: dict | None = None, *,
               experiment: str | None = None, track: bool | None = None,
               uri: str | os.PathLike | None = None) -> TrackedRun:
-    """Start a tracked run (or an inactive one); see :func:`training_run`. Close it with :meth:`TrackedRun.end`."""
+    """Start a tracked run (or an inactive one); close it with :meth:`TrackedRun.end`.
+
+    Parameters
+    ----------
+    name, params, tags, experiment, track, uri
+        As for :func:`training_run`.
+
+    Returns
+    -------
+    TrackedRun
+        Active; inactive when tracking is off, or (with one
+        :class:`~astrid.errors.AstridWarning`) when MLflow could not start the run.
+    """
     if not tracking_enabled(track):
         return TrackedRun(name=name)
     resolved = tracking_uri(uri)

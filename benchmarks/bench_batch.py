@@ -76,9 +76,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import astrid
-    from astrid.batch import get_client, process_pairs, run_pair
-    from astrid.batch._core import _PairTask
-    from astrid.batch._core import _commit
+    from astrid.batch import PairTask, get_client, process_pairs, run_pair
+    from astrid.batch.testing import commit_in_groups
     from astrid.simulate import survey
 
     layouts = [tuple(int(v) for v in item.lower().split("x")) for item in args.layouts.split(",")]
@@ -96,8 +95,8 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        run_pair(_PairTask(pair=first, pair_dir=work / "warm" / first.name, threshold=5.0,
-                           difference_options={}, threads=1, fingerprint="warm"))
+        run_pair(PairTask(pair=first, pair_dir=work / "warm" / first.name, threshold=5.0,
+                          difference_options={}, threads=1, fingerprint="warm"))
     print(f"first pair in this process (1 thread, numba kernels compiled or loaded): {time.perf_counter() - start:.1f} s")
 
     rows = []
@@ -161,7 +160,7 @@ def main() -> None:
         rss_before = _peak_rss_mib()
         start, cpu = time.perf_counter(), time.process_time()
         for group in groups:
-            for _, _, error in _commit(store, committed, "bench", out, group):
+            for _, _, error in commit_in_groups(store, committed, "bench", out, group):
                 assert error is None, error
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         print(f"  {label}: {wall / len(items):.2f} s and {cpu / len(items):.2f} CPU-s per pair "

@@ -43,26 +43,28 @@ def _pair(size: int, seed: int):
 def _zogy_against_floor(result, dtype, repeat):
     """Best standalone ZOGY time on ``result``'s inputs and best single rfft2, alternated."""
     from astrid._difference import _tile_size, _zogy_psf
-    from astrid.zogy import subtract
+    from astrid.zogy import ZogyImage, ZogyOptions, subtract
 
     raw = result.subtraction
     m = result.metrics
-    kwargs = dict(
-        flux_ratio=m["flux_ratio"],
-        science_variance=result.science.variance,
-        reference_variance=result.reference.variance,
-        astrometric_sigma=raw.astrometric_sigma,
-        mask=result.science.mask | result.reference.mask,
-        dtype=dtype,
-        systematic_fraction="auto" if raw.systematic_fraction > 0 else 0.0,
-        science_noise_acf=raw.science_noise_acf,
-        reference_noise_acf=raw.reference_noise_acf,
-        tile_size=_tile_size("auto", result.D.shape),
-    )
     # The same PSFs as difference() gave ZOGY: callables (tiles) when they vary over the field.
     regularise = bool(m.get("regularised_psf", True))
-    args = (result.science.data, result.reference.data, _zogy_psf(result.science_psf, regularise),
-            _zogy_psf(result.reference_psf, regularise), m["sigma_sci"], m["sigma_ref"])
+    kwargs = dict(
+        reference=ZogyImage(result.reference.data, _zogy_psf(result.reference_psf, regularise),
+                            m["sigma_ref"], variance=result.reference.variance,
+                            noise_acf=raw.reference_noise_acf),
+        science=ZogyImage(result.science.data, _zogy_psf(result.science_psf, regularise),
+                          m["sigma_sci"], variance=result.science.variance,
+                          noise_acf=raw.science_noise_acf),
+        flux_ratio=m["flux_ratio"],
+        mask=result.science.mask | result.reference.mask,
+        options=ZogyOptions(
+            astrometric_sigma=raw.astrometric_sigma,
+            dtype=dtype,
+            systematic_fraction="auto" if raw.systematic_fraction > 0 else 0.0,
+            tile_size=_tile_size("auto", result.D.shape),
+        ),
+    )
     x = np.random.default_rng(0).normal(size=raw.padded_shape).astype(dtype)
     scipy.fft.rfft2(x, workers=-1)
     best_zogy = best_fft = np.inf
@@ -70,7 +72,7 @@ def _zogy_against_floor(result, dtype, repeat):
     for _ in range(repeat):
         gc.collect()
         start = time.perf_counter()
-        out = subtract(*args, **kwargs)
+        out = subtract(**kwargs)
         best_zogy = min(best_zogy, time.perf_counter() - start)
         n_fft = out.n_fft
         del out

@@ -46,7 +46,7 @@ CONFIGS = {
 def synthetic(n: int, seed: int = 0):
     import numpy as np
 
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:63, :63] - 31

@@ -51,13 +51,12 @@ def measure(fn, repeat):
 
 def build_result(size: int, synthetic: bool, seed: int):
     if synthetic:
-        from astrid.triplets._synthetic import synthetic_difference
+        from astrid.triplets import SyntheticScene, synthetic_difference
 
         scale = (size / 1024) ** 2
-        return synthetic_difference(
-            (size, size), n_transients=int(80 * scale), n_stars=int(250 * scale), n_galaxies=int(20 * scale),
-            n_hot_pixels=int(60 * scale), n_fading=int(10 * scale), seed=seed,
-        ), "synthetic (astrid.triplets._synthetic)"
+        scene = SyntheticScene(n_transients=int(80 * scale), n_stars=int(250 * scale), n_galaxies=int(20 * scale),
+                               n_hot_pixels=int(60 * scale), n_fading=int(10 * scale))
+        return synthetic_difference((size, size), scene, seed=seed), "synthetic (astrid.triplets.synthetic_difference)"
     import astrid.simulate
     from astrid._difference import difference
 

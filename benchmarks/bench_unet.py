@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import astrid
-    from astrid.anomaly import Field, anomaly_map, sample_tiles, train_unet, unet_inputs
+    from astrid.anomaly import Field, UNetTrainingOptions, anomaly_map, sample_tiles, train_unet, unet_inputs
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; 1-minute load {load():.1f} at the start")
     started = time.perf_counter()
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
 
     rates, model = [], None
     for run in range(args.repeat):
-        result = train_unet(tiles, epochs=args.epochs, patience=None, seed=args.seed + run)
+        result = train_unet(tiles, UNetTrainingOptions(epochs=args.epochs, patience=None, seed=args.seed + run))
         seconds = result.history["epoch_seconds"][1:]
         rates.extend(n / s for s in seconds)
         model = result.model

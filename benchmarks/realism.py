@@ -23,12 +23,12 @@ import numpy as np
 
 def simulated_triplets(fields: int, size: int, seed: int, preset: str, overrides: dict):
     import astrid
-    from astrid.triplets import build_training_set
+    from astrid.triplets import ExampleOptions, build_training_set
 
     pairs = [astrid.simulate.pair(size=size, seed=seed + i, preset=preset, **overrides) for i in range(fields)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return build_training_set(pairs, balance=None, random_bogus=20, seed=seed)
+        return build_training_set(pairs, ExampleOptions(random_bogus=20), balance=None, seed=seed)
 
 
 def report(real, simulated, label_real="real ZTF alerts", label_sim="simulated") -> str:

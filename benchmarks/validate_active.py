@@ -62,7 +62,7 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
 
     from astrid import simulate
     from astrid._difference import difference
-    from astrid.triplets import build_training_set, load_triplets, write_triplets
+    from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
 
     cache.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -75,8 +75,8 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
         t0 = time.perf_counter()
         sim = simulate.pair(size=size, seed=seed, n_supernovae=supernovae)
         result = difference(sim.reference, sim.science)
-        ds = build_training_set([(result, sim.truth, field)], balance=None, random_bogus=random_bogus, radius=3.0,
-                                real_kinds=REAL_KINDS, seed=seed)
+        examples = ExampleOptions(random_bogus=random_bogus, radius=3.0, real_kinds=REAL_KINDS)
+        ds = build_training_set([(result, sim.truth, field)], examples, balance=None, seed=seed)
         write_triplets(ds, store)
         parts.append(ds.drop_indexes("candidate_id"))
         print(f"  {field}: {ds.sizes['candidate']} candidates ({int(ds['label'].sum())} real) "

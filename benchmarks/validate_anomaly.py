@@ -53,6 +53,7 @@ from astrid.anomaly import (
     classic_threshold_method,
     evaluate_methods,
     sample_tiles,
+    UNetTrainingOptions,
     train_unet,
     unet_inputs,
     unet_method,
@@ -133,7 +134,8 @@ def main(argv=None):
         result = UNetTrainResult(model=load_unet(args.model), history=card.get("history", {}),
                                  model_path=Path(args.model), card_path=card_path, card=card)
     else:
-        result = train_unet(tiles, validation=val_tiles, epochs=args.epochs, seed=args.seed, out_dir=args.out,
+        result = train_unet(tiles, UNetTrainingOptions(epochs=args.epochs, seed=args.seed), validation=val_tiles,
+                            out_dir=args.out,
                             source=f"astrid.simulate ztf {args.size}² seeds {base}..{base + args.n_train - 1}, "
                                    f"n_supernovae={args.n_supernovae}")
     training = result.card["training"]

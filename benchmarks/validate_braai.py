@@ -87,7 +87,7 @@ def simulate_fields(args, cache: Path):
 
     from astrid import simulate
     from astrid._difference import difference
-    from astrid.triplets import build_training_set, load_triplets, write_triplets
+    from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
 
     real_kinds = tuple(args.real_kinds.split(","))
     # The cached triplets belong to this version of the engine: any change to
@@ -113,8 +113,8 @@ def simulate_fields(args, cache: Path):
         t1 = time.perf_counter()
         result = difference(sim.reference, sim.science)
         t2 = time.perf_counter()
-        ds = build_training_set([(result, sim.truth, field)], balance=None, random_bogus=args.random_bogus,
-                                radius=args.radius, real_kinds=real_kinds, seed=args.seed + i)
+        examples = ExampleOptions(random_bogus=args.random_bogus, radius=args.radius, real_kinds=real_kinds)
+        ds = build_training_set([(result, sim.truth, field)], examples, balance=None, seed=args.seed + i)
         ds = _attach_snr(ds, sim.truth)
         t3 = time.perf_counter()
         timing["simulate"] += t1 - t0

@@ -7,7 +7,7 @@ alerts (in the reader's order: by ``candid``, i.e. by time); the runs
 compared with it are d6_m7's scores, computed here, of:
 
 * the held-out real alerts (no drift expected);
-* stamps cut from simulated differences (``astrid.triplets._synthetic``:
+* stamps cut from simulated differences (``astrid.triplets.synthetic_difference``:
   stars, transients, hot pixels), the "model validated on real alerts meets
   simulated data" case;
 * the held-out alerts with science and template swapped (a pipeline that
@@ -35,7 +35,7 @@ from astrid.drift import compare
 from astrid.paths import shared_data
 from astrid.score import score
 from astrid.triplets import detect, make_triplets
-from astrid.triplets._synthetic import synthetic_difference
+from astrid.triplets import SyntheticScene, synthetic_difference
 
 
 def main() -> None:
@@ -56,7 +56,8 @@ def main() -> None:
     runs = {"held-out real alerts": held_out}
     parts = []
     for seed in range(args.seeds):
-        result = synthetic_difference((256, 256), n_stars=40, n_transients=30, seed=seed)
+        result = synthetic_difference((256, 256),
+            SyntheticScene(n_stars=40, n_transients=30), seed=seed)
         candidates = detect(result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-")
         parts.append(make_triplets(result, candidates))
     runs["simulated stamps"] = xr.concat(parts, dim="candidate")

@@ -53,7 +53,7 @@ from validate_simulated import evaluate, parse_options
 
 from astrid import _difference
 from astrid._difference import difference
-from astrid.kernel import subtract
+from astrid.kernel import KernelInputs, KernelOptions, subtract
 from astrid.simulate import explained_mask, near_stars_mask, source_free_mask
 from astrid.zogy import robust_std
 
@@ -239,11 +239,11 @@ def bench(size, repeat, kernel_options):
 
     stars = find_stars(np.where(ref.mask, 0, np.nan_to_num(ref.data)), mask=ref.mask, background=0.0,
                        rms=m["sigma_ref"])
-    kwargs = dict(stars=stars, science_variance=sv, reference_variance=rv,
-                  science_sigma=m["sigma_sci"], reference_sigma=m["sigma_ref"],
-                  science_fwhm=m["fwhm_sci"], reference_fwhm=m["fwhm_ref"],
-                  science_psf=base.science_psf.psf, reference_psf=base.reference_psf.psf,
-                  dtype=np.float32, **kernel_options)
+    inputs = KernelInputs(science_variance=sv, reference_variance=rv,
+                          science_sigma=m["sigma_sci"], reference_sigma=m["sigma_ref"],
+                          science_fwhm=m["fwhm_sci"], reference_fwhm=m["fwhm_ref"],
+                          science_psf=base.science_psf.psf, reference_psf=base.reference_psf.psf)
+    kwargs = dict(stars=stars, inputs=inputs, options=KernelOptions(dtype=np.float32, **kernel_options))
     subtract(ref, sci, **kwargs)  # compile / load the numba kernels
     best = None
     for _ in range(repeat):
@@ -315,7 +315,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--real", action="store_true", help="also the JWST and DECam pairs of the shared data")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="option of astrid.kernel.subtract, e.g. basis=delta (value read as YAML)")
+                        help="field of astrid.kernel.KernelOptions, e.g. basis=delta (value read as YAML)")
     args = parser.parse_args(argv)
     options = parse_options(args.option)
     if args.seeds:

@@ -58,7 +58,7 @@ def flip_fading(ds):
 
 def build(recipe: dict, fields: int, size: int, seed: int, label: str):
     import astrid
-    from astrid.triplets import build_training_set
+    from astrid.triplets import ExampleOptions, build_training_set
 
     parts = []
     for i in range(fields):
@@ -68,8 +68,8 @@ def build(recipe: dict, fields: int, size: int, seed: int, label: str):
         result = astrid.difference(pair.reference, pair.science)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = build_training_set([(result, pair.truth, f"{label}{i:02d}")], balance=None, random_bogus=50,
-                                    radius=3.0, real_kinds=REAL_KINDS, negative=recipe["negative"], seed=seed + i)
+            examples = ExampleOptions(random_bogus=50, radius=3.0, real_kinds=REAL_KINDS, negative=recipe["negative"])
+            ds = build_training_set([(result, pair.truth, f"{label}{i:02d}")], examples, balance=None, seed=seed + i)
         if recipe["flip"]:
             ds = flip_fading(ds)
         keep = [name for name in ds.coords if ds[name].dims in (("candidate",), ("channel",))]
@@ -143,7 +143,7 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
     from astropy.io import fits
     from scipy import ndimage
 
-    from astrid._schema import new_triplet_dataset
+    from astrid.schema import new_triplet_dataset
     from astrid.paths import shared_data
 
     parts = [alerts_without_drb.reset_coords([c for c in alerts_without_drb.coords

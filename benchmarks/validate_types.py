@@ -33,11 +33,12 @@ from astrid.anomaly import (
     CLASSES,
     plot_confusion,
     predict_types,
+    TypesTrainingOptions,
     train_types,
     type_labels,
     type_report,
 )
-from astrid.triplets import build_training_set
+from astrid.triplets import ExampleOptions, build_training_set
 
 
 def triplets(seeds, size, n_supernovae):
@@ -47,7 +48,8 @@ def triplets(seeds, size, n_supernovae):
             warnings.simplefilter("ignore")  # PSF-star shortfalls are reported, not fatal here
             pair = astrid.simulate.pair(size=size, seed=int(seed), preset="ztf", n_supernovae=n_supernovae)
             inputs.append((difference(pair.reference, pair.science), pair.truth, f"SIM{seed:04d}"))
-    return build_training_set(inputs, balance=None, negative=True, radius=3.0, random_bogus=10, seed=0)
+    examples = ExampleOptions(negative=True, radius=3.0, random_bogus=10)
+    return build_training_set(inputs, examples, balance=None, seed=0)
 
 
 def main(argv=None):
@@ -70,7 +72,7 @@ def main(argv=None):
     test = triplets(range(base + 200, base + 200 + args.n_test), args.size, args.n_supernovae)
     print(f"triplets: {train.sizes['candidate']} training, {validation.sizes['candidate']} validation, "
           f"{test.sizes['candidate']} test ({time.perf_counter() - started:.0f} s)")
-    model, history = train_types(train, validation=validation, epochs=args.epochs, seed=args.seed)
+    model, history = train_types(train, TypesTrainingOptions(epochs=args.epochs, seed=args.seed), validation=validation)
     print(f"training: {len(history['loss'])} epochs in {sum(history['epoch_seconds']):.0f} s, "
           f"{history['triplets_per_second']:.0f} triplets/s; class counts {history['class_counts']}")
     truth = type_labels(test["kind"].values)

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from astrid.simulate import pair, significant_peaks
-from astrid.zogy import robust_std, subtract
+from astrid.zogy import ZogyImage, ZogyOptions, robust_std, subtract
 
 THRESHOLDS = (4.0, 4.5, 5.0, 5.2, 5.5)
 EMPTY = dict(n_stars=0, n_galaxies=0, n_host_galaxies=0, n_supernovae=0, n_variables=0, n_asteroids=0,
@@ -79,8 +79,9 @@ def main(argv=None) -> None:
         rng = np.random.default_rng(seed)
         N = rng.normal(0.0, sigma[0], (args.size, args.size)).astype(np.float32)
         R = rng.normal(0.0, sigma[1], (args.size, args.size)).astype(np.float32)
-        result = subtract(N, R, p["psf_science"], p["psf_reference"], sigma[0], sigma[1],
-                          flux_ratio=p["flux_ratio"], dtype=np.float32)
+        result = subtract(reference=ZogyImage(R, p["psf_reference"], sigma[1]),
+                          science=ZogyImage(N, p["psf_science"], sigma[0]),
+                          flux_ratio=p["flux_ratio"], options=ZogyOptions(dtype=np.float32))
         counts = peaks_above(result.S_corr, result.mask, THRESHOLDS)
         total += counts
         expected += expected_peaks(p["psf_science"], p["psf_reference"], sigma[0], sigma[1], p["flux_ratio"],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the browser test (tests/test_widget_browser.py) needs:
+# Install what the browser test (tests/widgets/test_widget_browser.py) needs:
 # Debian's Chromium at /usr/bin/chromium and the Playwright Python package.
 # Playwright's own browser download is not used: it needs network access to a CDN
 # that CI and the project's machines do not have, and Debian's build is enough.

@@ -12,7 +12,7 @@ from astrid.paths import shared_data
 
 @pytest.fixture(autouse=True)
 def _no_tracking_into_the_repository(monkeypatch):
-    """Trainings in tests log nothing to MLflow (tests/test_tracking.py turns it on into tmp_path).
+    """Trainings in tests log nothing to MLflow (tests/tracking/test_tracking.py turns it on into tmp_path).
 
     The environment reaches the notebooks' kernels too, so the CI run of the main job leaves no
     ./mlruns behind either.

@@ -31,8 +31,7 @@ from astrid.errors import (
     AstridWarning,
     AstridWCSError,
 )
-from astrid.zogy import subtract
-from astrid.zogy._core import MASK_WARN_FRACTION
+from astrid.zogy import MASK_WARN_FRACTION, ZogyImage, subtract
 from conftest import make_wcs
 from test_difference import given, synthetic_images
 
@@ -477,7 +476,7 @@ def noise_pair():
 @pytest.fixture(scope="module")
 def noise_baseline(noise_pair):
     N, R, P = noise_pair
-    return subtract(N, R, P, P, 5.0, 3.0)
+    return subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
 
 
 @pytest.mark.parametrize("fraction", [0.001, 0.005])
@@ -488,7 +487,7 @@ def test_zogy_scattered_nans_cost_their_own_area(noise_pair, noise_baseline, fra
         N = _scattered_nan(N, fraction)
     else:
         R = _scattered_nan(R, fraction)
-    result = subtract(N, R, P, P, 5.0, 3.0)
+    result = subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
     added = result.mask.mean() - noise_baseline.mask.mean()
     assert added <= 0.05
     assert 0.85 < result.scorr_std < 1.15
@@ -497,7 +496,8 @@ def test_zogy_scattered_nans_cost_their_own_area(noise_pair, noise_baseline, fra
 
 def test_zogy_five_percent_nans_still_leave_most_of_the_image(noise_pair):
     N, R, P = noise_pair
-    result = subtract(_scattered_nan(N, 0.05), R, P, P, 5.0, 3.0)
+    result = subtract(reference=ZogyImage(R, P, 3.0),
+                      science=ZogyImage(_scattered_nan(N, 0.05), P, 5.0))
     assert result.mask.mean() < MASK_WARN_FRACTION
     assert 0.85 < result.scorr_std < 1.15
 
@@ -516,7 +516,7 @@ def test_zogy_nan_on_a_star_core_is_masked_not_invented(noise_pair):
     N[100:115, 100:115] += star
     R[100:115, 100:115] += star
     N[107, 107] = np.nan
-    result = subtract(N, R, P, P, 5.0, 3.0)
+    result = subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
     assert result.mask[107 - result.mask_radius : 108 + result.mask_radius, 107].all()
 
 
@@ -525,7 +525,7 @@ def test_zogy_half_masked_warns(noise_pair):
     mask = np.zeros(N.shape, bool)
     mask[:, :150] = True
     with pytest.warns(AstridWarning, match=r"zogy.subtract: \d+\.\d % of the result is masked \(more than 50 %\)"):
-        subtract(N, R, P, P, 5.0, 3.0, mask=mask)
+        subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0), mask=mask)
 
 
 def test_zogy_nothing_left_raises(noise_pair):
@@ -533,7 +533,7 @@ def test_zogy_nothing_left_raises(noise_pair):
     mask = np.zeros(N.shape, bool)
     mask[::8, ::8] = True  # finite but flagged: dilated, not repaired
     with pytest.raises(AstridInputError, match="no pixel of the result can be trusted"):
-        subtract(N, R, P, P, 5.0, 3.0, mask=mask)
+        subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0), mask=mask)
 
 
 @pytest.mark.parametrize(
@@ -551,8 +551,10 @@ def test_zogy_bad_arguments(noise_pair, kwargs, match):
     N, R, P = noise_pair
     args = dict(science_psf=P, reference_psf=P, science_sigma=5.0, reference_sigma=3.0)
     args.update(kwargs)
+    images = dict(reference=ZogyImage(R, args.pop("reference_psf"), args.pop("reference_sigma")),
+                  science=ZogyImage(N, args.pop("science_psf"), args.pop("science_sigma")))
     with pytest.raises(AstridInputError, match=match):
-        subtract(N, R, **args)
+        subtract(**images, **args)
 
 
 # ----------------------------------------------------------------------------- difference

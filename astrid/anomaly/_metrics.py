@@ -55,11 +55,12 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import AstridInputError
-from .unet import _field_fwhm, _kinds, _truth_xy
+from .unet import field_fwhm, truth_kinds, truth_xy
 
 __all__ = [
     "REAL_KINDS",
     "Field",
+    "MatchOptions",
     "baseline_method",
     "braai_method",
     "choose_region_level",
@@ -75,6 +76,37 @@ __all__ = [
 ]
 
 REAL_KINDS = ("supernova", "variable")
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """Which truth entries count and how predictions match them (:func:`evaluate_methods`).
+
+    Attributes
+    ----------
+    snr_min : float or None
+        Truth entries to find need ``snr_sci >= snr_min`` (default 8); None
+        counts all.
+    match_radius : float
+        Pixels between a prediction and a truth entry for a match (3).
+    real_kinds : sequence of str
+        Truth kinds that are transients (supernova, variable).
+    edge : float
+        Truth entries within ``edge`` pixels of the border are not counted.
+    """
+
+    snr_min: float | None = 8.0
+    match_radius: float = 3.0
+    real_kinds: tuple = REAL_KINDS
+    edge: float = 4.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "real_kinds", tuple(self.real_kinds))
+
+    def keywords(self) -> dict:
+        """The options as :func:`match_predictions` keywords."""
+        return {"match_radius": float(self.match_radius), "snr_min": self.snr_min, "real_kinds": self.real_kinds,
+                "edge": float(self.edge)}
 
 
 @dataclass
@@ -117,7 +149,7 @@ class Field:
         seconds.setdefault("zogy", float((getattr(result, "metrics", None) or {}).get("time_total", 0.0)))
         if classic is not None:
             seconds.setdefault("classic", float((getattr(classic, "metrics", None) or {}).get("time_total", 0.0)))
-        return cls(name=str(name), truth=truth, shape=shape, fwhm=_field_fwhm(result), result=result,
+        return cls(name=str(name), truth=truth, shape=shape, fwhm=field_fwhm(result), result=result,
                    classic=classic, seconds=seconds)
 
     @classmethod
@@ -142,7 +174,24 @@ class Field:
 
 
 def disc_iou(labels: np.ndarray, region_id: int, x: float, y: float, radius: float) -> float:
-    """IoU of one labelled region with the disc of ``radius`` around (x, y)."""
+    """IoU of one labelled region with the disc of ``radius`` around (x, y).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Label image (2-D, integer region ids).
+    region_id : int
+        Id of the region in ``labels``.
+    x, y : float
+        Centre of the disc in pixels (0-based).
+    radius : float
+        Radius of the disc in pixels.
+
+    Returns
+    -------
+    float
+        Intersection over union of the region and the disc, 0 when both are empty.
+    """
     region = labels == region_id
     ny, nx = labels.shape
     ys, xs = np.nonzero(region)
@@ -164,8 +213,8 @@ def _truth_sets(field: Field, snr_min, real_kinds, edge):
     truth = field.truth
     if len(truth) == 0:
         return np.empty((0, 2)), np.empty(0, bool)
-    x, y = _truth_xy(truth)
-    kinds = _kinds(truth)
+    x, y = truth_xy(truth)
+    kinds = truth_kinds(truth)
     real = np.isin(kinds, list(real_kinds) + ["known_transient"])
     wanted = real.copy()
     if snr_min is not None and "snr_sci" in truth.colnames:
@@ -187,6 +236,15 @@ def match_predictions(predictions, field: Field, *, match_radius: float = 3.0, s
     predictions : astropy.table.Table or (Table, labels)
         ``x``, ``y``, ``score`` (and ``id`` for a map's regions).
     field : Field
+        The image the predictions were made on, with its truth.
+    match_radius : float, optional
+        Largest distance in pixels from a prediction to a real truth entry it matches.
+    snr_min : float or None, optional
+        Real truth entries with a lower ``snr_sci`` are not to be found; ``None``: no cut.
+    real_kinds : sequence of str, optional
+        Truth kinds that count as real (``known_transient`` always does).
+    edge : float, optional
+        Real truth entries closer than this to the image border (pixels) are not to be found.
 
     Returns
     -------
@@ -303,6 +361,7 @@ def choose_threshold(matches: list[dict], target_recall: float = 0.9, confidence
     Returns
     -------
     threshold : float
+        The chosen score threshold.
     rule : str
         How it was chosen, for the table.
     """
@@ -383,6 +442,71 @@ def _run(method, fields):
     return out, seconds
 
 
+def _check_evaluation(methods, validation, test, thresholds):
+    """(validation, test, thresholds) as lists and a dict, checked: callables, Fields, no test field
+    among the validation fields, thresholds only for known methods."""
+    if not isinstance(methods, dict) or not methods:
+        raise AstridInputError("methods: expected a non-empty dict {name: callable}")
+    for name, method in methods.items():
+        if not callable(method):
+            raise AstridInputError(f"methods[{name!r}]: not callable")
+    validation, test = list(validation), list(test)
+    for label, fields in (("validation", validation), ("test", test)):
+        if not fields:
+            raise AstridInputError(f"{label}: no fields")
+        for i, f in enumerate(fields):
+            if not isinstance(f, Field):
+                raise AstridInputError(f"{label}[{i}]: expected an astrid.anomaly.Field, got {type(f).__name__}")
+    names_val = {f.name for f in validation}
+    overlap = names_val & {f.name for f in test}
+    if overlap:
+        raise AstridInputError(f"test: fields {sorted(overlap)} are also validation fields; thresholds must not see test data")
+    thresholds = dict(thresholds or {})
+    unknown = set(thresholds) - set(methods)
+    if unknown:
+        raise AstridInputError(f"thresholds: no method named {sorted(unknown)}")
+    return validation, test, thresholds
+
+
+def _method_row(name, method, fields, rule, match: MatchOptions) -> dict:
+    """One row of :func:`evaluate_methods`' table.
+
+    ``fields``: (validation, test); ``rule``: (given threshold or None, target recall, confidence).
+    """
+    validation, test = fields
+    given, target_recall, confidence = rule
+    kwargs = match.keywords()
+    if given is not None:
+        threshold, rule_name = float(given), "given"
+        val_matches = None
+    else:
+        val_predictions, _ = _run(method, validation)
+        val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
+        threshold, rule_name = choose_threshold(val_matches, target_recall, confidence)
+    test_predictions, seconds = _run(method, test)
+    matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
+    summary = _summarise(matches, threshold)
+    val = _summarise(val_matches, threshold) if val_matches is not None else {}
+    return {
+        "method": name,
+        "kind": matches[0]["kind"],
+        "precision": summary["precision"],
+        "recall": summary["recall"],
+        "iou_median": summary["iou_median"],
+        "false_alarms_per_image": summary["false_alarms_per_image"],
+        "seconds_per_image": float(np.mean(seconds)),
+        "threshold": threshold,
+        "threshold_rule": rule_name,
+        "val_recall": val.get("recall", math.nan),
+        "val_false_alarms_per_image": val.get("false_alarms_per_image", math.nan),
+        "n_images": summary["n_images"],
+        "n_true": summary["n_true"],
+        "n_found": summary["n_found"],
+        "n_selected": summary["n_selected"],
+        "n_false": summary["n_false"],
+    }
+
+
 def evaluate_methods(
     methods: dict[str, Callable],
     validation,
@@ -391,10 +515,7 @@ def evaluate_methods(
     target_recall: float = 0.9,
     confidence: float | None = None,
     thresholds: dict[str, float] | None = None,
-    snr_min: float | None = 8.0,
-    match_radius: float = 3.0,
-    real_kinds=REAL_KINDS,
-    edge: float = 4.0,
+    match: MatchOptions | None = None,
     dataset: str = "",
 ) -> Table:
     """Precision, recall, localisation, false alarms and time of several methods on one dataset.
@@ -421,14 +542,9 @@ def evaluate_methods(
         no margin.
     thresholds : dict of str to float, optional
         Fixed thresholds for some methods (rule ``"given"``).
-    snr_min : float or None, optional
-        Truth entries to find need ``snr_sci >= snr_min`` (default 8).
-    match_radius : float, optional
-        Pixels between a prediction and a truth entry for a match (3).
-    real_kinds : sequence of str, optional
-        Truth kinds that are transients (supernova, variable).
-    edge : float, optional
-        Truth entries within ``edge`` pixels of the border are not counted.
+    match : MatchOptions, optional
+        Which truth entries count (``snr_min`` 8, ``real_kinds``, ``edge``
+        4 px) and the ``match_radius`` (3 px); default ``MatchOptions()``.
     dataset : str, optional
         Name recorded in ``meta``.
 
@@ -444,61 +560,10 @@ def evaluate_methods(
         ``target_recall``, ``confidence``, ``real_kinds``, ``dataset``, ``n_validation``,
         image shapes).
     """
-    if not isinstance(methods, dict) or not methods:
-        raise AstridInputError("methods: expected a non-empty dict {name: callable}")
-    for name, method in methods.items():
-        if not callable(method):
-            raise AstridInputError(f"methods[{name!r}]: not callable")
-    validation, test = list(validation), list(test)
-    for label, fields in (("validation", validation), ("test", test)):
-        if not fields:
-            raise AstridInputError(f"{label}: no fields")
-        for i, f in enumerate(fields):
-            if not isinstance(f, Field):
-                raise AstridInputError(f"{label}[{i}]: expected an astrid.anomaly.Field, got {type(f).__name__}")
-    names_val = {f.name for f in validation}
-    overlap = names_val & {f.name for f in test}
-    if overlap:
-        raise AstridInputError(f"test: fields {sorted(overlap)} are also validation fields; thresholds must not see test data")
-    thresholds = dict(thresholds or {})
-    unknown = set(thresholds) - set(methods)
-    if unknown:
-        raise AstridInputError(f"thresholds: no method named {sorted(unknown)}")
-    kwargs = {"match_radius": float(match_radius), "snr_min": snr_min, "real_kinds": tuple(real_kinds), "edge": float(edge)}
-    rows = []
-    kinds_seen = set()
-    for name, method in methods.items():
-        if name in thresholds:
-            threshold, rule = float(thresholds[name]), "given"
-            val_matches = None
-        else:
-            val_predictions, _ = _run(method, validation)
-            val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
-            threshold, rule = choose_threshold(val_matches, target_recall, confidence)
-        test_predictions, seconds = _run(method, test)
-        matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
-        kind = matches[0]["kind"]
-        kinds_seen.add(kind)
-        summary = _summarise(matches, threshold)
-        val = _summarise(val_matches, threshold) if val_matches is not None else {}
-        rows.append({
-            "method": name,
-            "kind": kind,
-            "precision": summary["precision"],
-            "recall": summary["recall"],
-            "iou_median": summary["iou_median"],
-            "false_alarms_per_image": summary["false_alarms_per_image"],
-            "seconds_per_image": float(np.mean(seconds)),
-            "threshold": threshold,
-            "threshold_rule": rule,
-            "val_recall": val.get("recall", math.nan),
-            "val_false_alarms_per_image": val.get("false_alarms_per_image", math.nan),
-            "n_images": summary["n_images"],
-            "n_true": summary["n_true"],
-            "n_found": summary["n_found"],
-            "n_selected": summary["n_selected"],
-            "n_false": summary["n_false"],
-        })
+    match = MatchOptions() if match is None else match
+    validation, test, thresholds = _check_evaluation(methods, validation, test, thresholds)
+    rows = [_method_row(name, method, (validation, test), (thresholds.get(name), target_recall, confidence), match)
+            for name, method in methods.items()]
     table = Table(rows=rows, names=list(rows[0]))
     table["seconds_per_image"].unit = "s"
     for col in ("precision", "recall", "iou_median", "false_alarms_per_image", "val_recall", "val_false_alarms_per_image"):
@@ -512,9 +577,9 @@ def evaluate_methods(
         "shapes": sorted({tuple(f.shape) for f in test}),
         "target_recall": float(target_recall),
         "confidence": None if confidence is None else float(confidence),
-        "snr_min": snr_min,
-        "match_radius": float(match_radius),
-        "real_kinds": ",".join(real_kinds),
+        "snr_min": match.snr_min,
+        "match_radius": float(match.match_radius),
+        "real_kinds": ",".join(match.real_kinds),
         "iou_convention": "map methods: footprint IoU of the region with the truth disc of radius FWHM; "
                           "point methods: IoU of circles of radius FWHM around prediction and truth",
         "threshold_convention": "chosen on validation fields only",
@@ -568,17 +633,61 @@ def zogy_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
 
     The threshold chosen by :func:`evaluate_methods` is then a cut in σ at
     or above ``detect_threshold``.
+
+    Parameters
+    ----------
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
     """
     return _threshold_method("zogy", detect_threshold, negative)
 
 
 def classic_threshold_method(detect_threshold: float = 5.0, negative: bool = True):
-    """Classic difference + threshold: the same on the classic result's ``S_corr`` (D / its noise)."""
+    """Classic difference + threshold: the same on the classic result's ``S_corr`` (D / its noise).
+
+    Parameters
+    ----------
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
     return _threshold_method("classic", detect_threshold, negative)
 
 
 def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size: int = 4):
-    """U-Net map → regions (:func:`~astrid.anomaly.unet.map_regions`), each scored by its peak log-odds."""
+    """U-Net map → regions, each scored by its peak log-odds.
+
+    The regions are those of :func:`~astrid.anomaly.unet.map_regions`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The trained U-Net.
+    level : float, optional
+        Probability level of the regions, in (0, 1).
+    tile : int or None, optional
+        Tile size in pixels for the map; ``None``: the whole image at once.
+    batch_size : int, optional
+        Tiles per prediction batch.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns the regions table and their label image.
+    """
     from .unet import map_regions, result_anomaly_map
 
     def method(f: Field):
@@ -623,6 +732,7 @@ def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, ti
     Returns
     -------
     level : float
+        The chosen level.
     table : astropy.table.Table
         ``level``, ``iou_median``, ``n_found``, ``n_true``, ``n_regions`` per candidate level.
     """
@@ -657,7 +767,22 @@ def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, ti
 
 
 def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = True):
-    """A fitted feature baseline (:mod:`astrid.anomaly.baselines`) scoring ZOGY detections."""
+    """A fitted feature baseline (:mod:`astrid.anomaly.baselines`) scoring ZOGY detections.
+
+    Parameters
+    ----------
+    baseline : object
+        A fitted baseline with a ``score(candidates)`` method.
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
 
     def method(f: Field):
         candidates, shared = _detections(f, "zogy", detect_threshold, negative, neighbours=True)
@@ -668,7 +793,22 @@ def baseline_method(baseline, detect_threshold: float = 5.0, negative: bool = Tr
 
 
 def braai_method(model, detect_threshold: float = 5.0, negative: bool = True):
-    """ZOGY + braai: detections scored by a braai real/bogus model (:func:`astrid.braai.predict`)."""
+    """ZOGY + braai: detections scored by a braai real/bogus model (:func:`astrid.braai.predict`).
+
+    Parameters
+    ----------
+    model : keras.Model
+        The braai model.
+    detect_threshold : float, optional
+        Detection threshold of :func:`~astrid.triplets.detect`, in σ.
+    negative : bool, optional
+        Also detect negative peaks.
+
+    Returns
+    -------
+    callable
+        The method: takes a :class:`Field`, returns a table of ``x``, ``y``, ``score``.
+    """
 
     def method(f: Field):
         from ..braai import predict
@@ -697,6 +837,7 @@ def plot_methods(table: Table, title: str | None = None):
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
     import matplotlib.pyplot as plt
 

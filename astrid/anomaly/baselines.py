@@ -93,6 +93,11 @@ def feature_matrix(candidates, features=None, *, name: str = "candidates") -> np
         ``identity``, ``log10_abs``, ``log10_1p``; default :data:`FEATURES`.
     name : str, optional
         Argument name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Feature matrix of shape (n candidates, k features), float64, NaN kept.
     """
     if isinstance(candidates, np.ndarray):
         matrix = np.asarray(candidates, dtype=float)
@@ -225,7 +230,7 @@ class FeatureAnomalyModel:
 
 
 class IsolationForestBaseline(FeatureAnomalyModel):
-    """scikit-learn's :class:`~sklearn.ensemble.IsolationForest` on standardised candidate features.
+    """Scikit-learn's :class:`~sklearn.ensemble.IsolationForest` on standardised candidate features.
 
     Parameters
     ----------
@@ -247,7 +252,9 @@ class IsolationForestBaseline(FeatureAnomalyModel):
 
 
 class OneClassSVMBaseline(FeatureAnomalyModel):
-    """scikit-learn's :class:`~sklearn.svm.OneClassSVM` (RBF kernel) on standardised candidate features.
+    """One-Class SVM on standardised candidate features.
+
+    Scikit-learn's :class:`~sklearn.svm.OneClassSVM` with an RBF kernel.
 
     Parameters
     ----------

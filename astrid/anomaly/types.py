@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._utils import robust_std
 from ..errors import AstridInputError
 
 __all__ = [
     "CLASSES",
+    "TypesTrainingOptions",
     "build_type_model",
     "plot_confusion",
     "predict_types",
@@ -40,7 +43,20 @@ CLASSES = ("supernova", "variable", "asteroid", "bogus")
 
 
 def type_labels(kinds) -> np.ndarray:
-    """Class index (into :data:`CLASSES`) of each ``kind``; kinds other than the first three are bogus."""
+    """Class index (into :data:`CLASSES`) of each ``kind``.
+
+    Kinds other than the first three classes are bogus.
+
+    Parameters
+    ----------
+    kinds : array_like of str
+        Truth kind of each triplet.
+
+    Returns
+    -------
+    numpy.ndarray
+        Class index of each kind, int64, shape (n,).
+    """
     kinds = np.array([str(k).strip() for k in np.asarray(kinds).tolist()])
     out = np.full(kinds.size, CLASSES.index("bogus"), dtype=np.int64)
     for i, name in enumerate(CLASSES[:-1]):
@@ -49,12 +65,30 @@ def type_labels(kinds) -> np.ndarray:
 
 
 def build_type_model(input_shape=(63, 63, 3), n_classes: int = len(CLASSES), dropout: float = 0.3):
-    """A compact CNN: two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten, dense 64, dropout, softmax."""
-    from .unet import _keras
+    """A compact CNN that classifies triplets.
+
+    Two blocks of two 3×3 convolutions (16, 32) and one of 32, flatten,
+    dense 64, dropout, softmax.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, optional
+        Shape of one input triplet (height, width, channels).
+    n_classes : int, optional
+        Number of output classes.
+    dropout : float, optional
+        Dropout rate before the output layer, in [0, 1).
+
+    Returns
+    -------
+    keras.Model
+        The uncompiled model.
+    """
+    from .unet import keras_module
 
     if not 0.0 <= float(dropout) < 1.0:
         raise AstridInputError(f"dropout={dropout!r} must be in [0, 1)")
-    keras = _keras()
+    keras = keras_module()
     layers = keras.layers
     inputs = keras.Input(shape=tuple(int(s) for s in input_shape), name="triplet")
     x = inputs
@@ -93,7 +127,7 @@ def _stamps(triplets, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN stamps: handled just below
         median = np.nanmedian(x, axis=(1, 2), keepdims=True)
-        sigma = 1.4826 * np.nanmedian(np.abs(x - median), axis=(1, 2), keepdims=True)
+        sigma = robust_std(x, axis=(1, 2), ignore_nan=True, keepdims=True)
     median = np.nan_to_num(median, nan=0.0)
     sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, 1.0)
     return np.nan_to_num(np.arcsinh((x - median) / (2.0 * sigma)), nan=0.0).astype(np.float32)
@@ -105,35 +139,74 @@ def _classes_of(dataset, name):
     return type_labels(dataset["kind"].values)
 
 
-def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int = 64, learning_rate: float = 1e-3,
-                dropout: float = 0.3, patience: int = 3, max_class_weight: float = 20.0, seed: int = 0,
-                track: bool | None = None, verbose: int = 0) -> tuple[Any, dict]:
+@dataclass(frozen=True)
+class TypesTrainingOptions:
+    """How :func:`train_types` trains.
+
+    Attributes
+    ----------
+    epochs : int
+        Training epochs (Adam on the class-weighted cross-entropy).
+    batch_size : int
+        Triplets per training batch.
+    learning_rate : float
+        Adam's learning rate.
+    dropout : float
+        Dropout rate of the network (also Monte-Carlo dropout in
+        :func:`predict_types`).
+    patience : int
+        Early-stopping patience on the validation loss.
+    max_class_weight : float
+        Cap of the balanced class weights ``n / (k n_c)``.
+    seed : int
+        Seeds the initial weights, shuffling and augmentation.
+    """
+
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    dropout: float = 0.3
+    patience: int = 3
+    max_class_weight: float = 20.0
+    seed: int = 0
+
+
+def train_types(dataset, options: TypesTrainingOptions | None = None, *, validation=None, track: bool | None = None,
+                verbose: int = 0) -> tuple[Any, dict]:
     """Train the type CNN on triplets with a ``kind`` coordinate.
 
     Parameters
     ----------
-    dataset, validation : xarray.Dataset
+    dataset : xarray.Dataset
         Triplets (:func:`astrid.triplets.build_training_set` with
-        ``balance=None``); the validation set comes from other fields.
-    max_class_weight : float, optional
-        Cap of the balanced class weights ``n / (k n_c)``.
-    epochs, batch_size, learning_rate, dropout, patience, seed, verbose : optional
+        ``balance=None``).
+    options : TypesTrainingOptions, optional
+        Epochs, batch size, learning rate, dropout, patience, class-weight
+        cap and seed; default ``TypesTrainingOptions()``.
+    validation : xarray.Dataset, optional
+        Validation triplets as ``dataset``, from other fields.
     track : bool, optional
         Log the training to MLflow (:mod:`astrid.tracking`); default on when
         MLflow is installed, unless ``ASTRID_TRACKING=off``. A tracking
         failure only warns.
+    verbose : int, optional
+        Keras' progress output.
 
     Returns
     -------
     model : keras.Model
+        The trained model.
     history : dict
         Per-epoch ``loss`` (``val_loss``), ``epoch_seconds``, ``class_weight``,
         ``class_counts``, ``triplets_per_second`` and ``mlflow`` (the run, or None).
     """
     from .. import tracking
-    from ..braai._train import _disable_determinism, _enable_determinism, _EpochTimer
-    from .unet import _keras, _tf
+    from ..braai.runtime import EpochTimer, disable_determinism, enable_determinism
+    from .unet import keras_module, tf_module
 
+    options = TypesTrainingOptions() if options is None else options
+    epochs, batch_size, learning_rate = options.epochs, options.batch_size, options.learning_rate
+    dropout, patience, max_class_weight, seed = options.dropout, options.patience, options.max_class_weight, options.seed
     x = _stamps(dataset, "dataset")
     y = _classes_of(dataset, "dataset")
     counts = np.bincount(y, minlength=len(CLASSES))
@@ -143,15 +216,15 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
     # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
     weights = np.where(present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0)
     tracking.tracking_enabled(track)
-    tf = _tf()
-    keras = _keras()
+    tf = tf_module()
+    keras = keras_module()
     keras.utils.set_random_seed(int(seed))
     run = tracking.start_run("transient_types", {
         "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
         "dropout": float(dropout), "patience": int(patience), "seed": int(seed), "n_train": int(x.shape[0]),
         "classes": list(CLASSES), "class_counts": counts.tolist(),
     }, tags={"astrid.kind": "types-train"}, track=track)
-    switched_on = _enable_determinism(tf)
+    switched_on = enable_determinism(tf)
     try:
         model = build_type_model(x.shape[1:], dropout=dropout)
         model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
@@ -164,14 +237,14 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
 
         @tf.autograph.experimental.do_not_convert
         def gather(index, seed_pair):
-            from ..braai._train import _augment_batch
+            from ..braai.runtime import augment_dihedral
 
-            return _augment_batch(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
+            return augment_dihedral(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
 
         train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
         validation_data = None
         callbacks = []
-        timer = _EpochTimer()
+        timer = EpochTimer()
         callbacks.append(timer)
         if run.active:
             callbacks.append(run.epoch_callback())
@@ -186,7 +259,7 @@ def train_types(dataset, *, validation=None, epochs: int = 15, batch_size: int =
         raise
     finally:
         if switched_on:
-            _disable_determinism()
+            disable_determinism()
     seconds = timer.seconds
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history.update({
@@ -211,6 +284,10 @@ def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_
         Raw triplets (normalised here, as in training).
     n_samples : int, optional
         Stochastic passes with dropout on (1: a single deterministic pass).
+    seed : int, optional
+        Keras' random seed for the dropout passes.
+    batch_size : int, optional
+        Triplets per forward pass.
 
     Returns
     -------
@@ -222,9 +299,9 @@ def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_
     """
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise AstridInputError(f"n_samples={n_samples!r} must be a positive integer")
-    from .unet import _keras
+    from .unet import keras_module
 
-    keras = _keras()
+    keras = keras_module()
     x = _stamps(triplets, "triplets")
     keras.utils.set_random_seed(int(seed))
     passes = []
@@ -284,7 +361,22 @@ def type_report(true, predicted) -> dict:
 
 
 def plot_confusion(report: dict, title: str = ""):
-    """The confusion matrix of :func:`type_report` (row-normalised colours, counts written) and per-class bars."""
+    """The confusion matrix of :func:`type_report` and per-class bars.
+
+    The matrix has row-normalised colours, with the counts written.
+
+    Parameters
+    ----------
+    report : dict
+        From :func:`type_report`.
+    title : str, optional
+        Title of the matrix panel; default: the accuracy.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     import matplotlib.pyplot as plt
 
     confusion = np.asarray(report["confusion"], float)

@@ -56,6 +56,7 @@ from astropy.table import Table
 from scipy import ndimage
 
 from .._optional import require
+from .._utils import robust_std
 from ..errors import AstridFileError, AstridInputError
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "CHANNELS",
     "RECEPTIVE_RADIUS",
     "UNetTrainResult",
+    "UNetTrainingOptions",
     "anomaly_map",
     "build_unet",
     "load_unet",
@@ -80,7 +82,7 @@ CARD_FORMAT = "astrid-unet-card/1"
 #: The planes of :func:`unet_inputs`, in channel order.
 CHANNELS = ("science", "reference", "D", "S_corr")
 #: Pixels beyond which an input pixel cannot change an output pixel of the
-#: default 3-level network (computed in :func:`_receptive_radius`, rounded up
+#: default 3-level network (computed in :func:`receptive_radius`, rounded up
 #: to the pooling grid); the default ``overlap`` of :func:`anomaly_map`.
 RECEPTIVE_RADIUS = 32
 _REAL_KINDS = ("supernova", "variable")
@@ -89,12 +91,14 @@ _MIN_SIZE = 16
 _HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _keras():
+def keras_module():
+    """The keras module (an optional dependency; a clear error when missing)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return require("keras", "the anomaly U-Net")
 
 
-def _tf():
+def tf_module():
+    """The tensorflow module (an optional dependency; a clear error when missing)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return require("tensorflow", "the anomaly U-Net")
 
@@ -104,7 +108,7 @@ def _tf():
 # --------------------------------------------------------------------------- #
 
 
-def _receptive_radius(levels: int) -> int:
+def receptive_radius(levels: int) -> int:
     """Receptive radius (pixels) of :func:`build_unet` with ``levels`` levels."""
     radius, scale = 0, 1
     for _ in range(levels - 1):  # two 3x3 convolutions, then a 2x2 pool
@@ -144,7 +148,7 @@ def build_unet(channels: int = 4, filters=(16, 32, 64), name: str = "unet_anomal
         raise AstridInputError(f"filters={filters!r} must be a sequence of positive integers") from None
     if len(filters) < 2 or min(filters) < 1:
         raise AstridInputError(f"filters={filters!r}: need at least two levels of positive filter counts")
-    keras = _keras()
+    keras = keras_module()
     layers = keras.layers
 
     def block(x, n, tag):
@@ -187,7 +191,7 @@ def _robust_sigma(data: np.ndarray, good: np.ndarray) -> float:
         values = values[:: values.size // 200_000]
     if values.size == 0:
         return 1.0
-    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    sigma = robust_std(values)
     return sigma if sigma > 0 and math.isfinite(sigma) else 1.0
 
 
@@ -246,14 +250,16 @@ def unet_inputs(result) -> np.ndarray:
     return out
 
 
-def _truth_xy(truth) -> tuple[np.ndarray, np.ndarray]:
+def truth_xy(truth) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) reference-grid pixels of a truth table (``x_ref``/``y_ref``, else ``x``/``y``)."""
     for xs, ys in (("x_ref", "y_ref"), ("x", "y")):
         if xs in truth.colnames and ys in truth.colnames:
             return np.asarray(truth[xs], float), np.asarray(truth[ys], float)
     raise AstridInputError(f"truth: needs columns x_ref, y_ref (or x, y); has {truth.colnames}")
 
 
-def _kinds(truth) -> np.ndarray:
+def truth_kinds(truth) -> np.ndarray:
+    """The ``kind`` of each truth row, stripped; ``"known_transient"`` without the column."""
     if "kind" not in truth.colnames:
         return np.full(len(truth), "known_transient")
     return np.array([str(k).strip() for k in truth["kind"]])
@@ -284,13 +290,14 @@ def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_m
     Returns
     -------
     numpy.ndarray of bool, shape ``shape``
+        True inside the discs.
     """
     ny, nx = (int(s) for s in shape)
     out = np.zeros((ny, nx), dtype=bool)
     if len(truth) == 0:
         return out
-    x, y = _truth_xy(truth)
-    kinds = _kinds(truth)
+    x, y = truth_xy(truth)
+    kinds = truth_kinds(truth)
     keep = np.isin(kinds, list(real_kinds) + ["known_transient"])
     if snr_min is not None:
         if snr_column not in truth.colnames:
@@ -307,7 +314,8 @@ def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_m
     return out
 
 
-def _field_fwhm(result) -> float:
+def field_fwhm(result) -> float:
+    """The broader of the result's science and reference FWHM (px, from ``metrics``); 3 if unknown."""
     metrics = getattr(result, "metrics", None) or {}
     values = [float(metrics.get(k, float("nan"))) for k in ("fwhm_sci", "fwhm_ref")]
     values = [v for v in values if math.isfinite(v) and v > 0]
@@ -354,10 +362,12 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
     positive_weight : float, optional
         Loss weight of target pixels (background pixels weigh 1).
     seed : int, optional
+        Seed of the random draws.
 
     Returns
     -------
     x : numpy.ndarray, shape (n, tile, tile, 4), float32
+        Input tiles (:func:`unet_inputs` planes).
     y : numpy.ndarray, shape (n, tile, tile, 2), float32
         Target (0/1) and per-pixel loss weight.
     """
@@ -375,7 +385,7 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
         ny, nx = planes.shape[:2]
         if ny < tile or nx < tile:
             raise AstridInputError(f"fields[{index}]: image {ny}x{nx} is smaller than tile={tile}")
-        radius = _field_fwhm(result)
+        radius = field_fwhm(result)
         # Truth without an S/N column (a positions table): every entry is a target.
         snr_column = next((c for c in ("snr_diff", "snr_sci") if c in truth.colnames), None)
         target = transient_mask(truth, (ny, nx), radius, real_kinds=real_kinds,
@@ -384,8 +394,8 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
         weight = np.where(target, np.float32(positive_weight), np.float32(1.0)).astype(np.float32)
         weight[faint] = 0.0
         weight[np.asarray(result.mask, bool)] = 0.0  # masked pixels hold no information
-        tx, ty = _truth_xy(truth) if len(truth) else (np.empty(0), np.empty(0))
-        kinds = _kinds(truth) if len(truth) else np.empty(0, str)
+        tx, ty = truth_xy(truth) if len(truth) else (np.empty(0), np.empty(0))
+        kinds = truth_kinds(truth) if len(truth) else np.empty(0, str)
         is_target = np.isin(kinds, list(real_kinds) + ["known_transient"])
         if len(truth) and snr_column:
             is_target &= np.nan_to_num(np.asarray(truth[snr_column], float), nan=-np.inf) >= ignore_below
@@ -427,8 +437,10 @@ class UNetTrainResult:
         The trained network (best validation-loss weights with a validation set).
     history : dict of str to list of float
         Per-epoch ``loss`` (and ``val_loss``) and ``epoch_seconds``.
-    model_path, card_path : pathlib.Path or None
-        Saved ``.keras`` file and ``<name>.card.json`` (None without ``out_dir``).
+    model_path : pathlib.Path or None
+        Saved ``.keras`` file (None without ``out_dir``).
+    card_path : pathlib.Path or None
+        Saved ``<name>.card.json`` (None without ``out_dir``).
     card : dict
         The model card.
     """
@@ -465,7 +477,7 @@ def _augment(tf, x, y, seed_pair):
 
 
 def _pipeline(x, y, *, batch_size, shuffle, augment, seed):
-    tf = _tf()
+    tf = tf_module()
     xs, ys = tf.constant(x), tf.constant(y)
     ds = tf.data.Dataset.range(x.shape[0])
     if shuffle:
@@ -512,19 +524,185 @@ def _check_tiles(x, y, name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+@dataclass(frozen=True)
+class UNetTrainingOptions:
+    """How :func:`train_unet` trains.
+
+    Attributes
+    ----------
+    filters : sequence of int
+        Filters per level for a new network.
+    epochs : int
+        Training epochs (integer >= 1, checked when the options are made).
+    batch_size : int
+        Tiles per batch (integer >= 1, checked when the options are made).
+    learning_rate : float
+        Learning rate of Adam on the weighted binary cross-entropy (sum of
+        weight × BCE over the batch's pixels / sum of weights).
+    augment : bool
+        Random flips and 90° rotations of each tile (input and target together).
+    patience : int or None
+        Early-stopping patience on the validation loss.
+    seed : int
+        Seeds the initial weights, shuffling and augmentation.
+    deterministic : bool
+        TensorFlow's deterministic ops while training (as
+        :func:`astrid.braai.train`): the same seed gives the same weights on
+        the same machine.
+    """
+
+    filters: tuple = (16, 32, 64)
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    augment: bool = True
+    patience: int | None = 4
+    seed: int = 0
+    deterministic: bool = True
+
+    def __post_init__(self):
+        for key, low in (("epochs", 1), ("batch_size", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
+        object.__setattr__(self, "filters", tuple(self.filters))
+
+    def run_parameters(self) -> dict:
+        """The options as the tracking run's parameters."""
+        return {"epochs": int(self.epochs), "batch_size": int(self.batch_size),
+                "learning_rate": float(self.learning_rate), "augment": bool(self.augment),
+                "patience": self.patience, "seed": int(self.seed), "filters": list(self.filters)}
+
+    def card_parameters(self) -> dict:
+        """The options as the model card's ``parameters``."""
+        return {
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "optimizer": "Adam",
+            "learning_rate": float(self.learning_rate),
+            "loss": "pixel-weighted binary cross-entropy",
+            "augment": "dihedral (flips and 90-degree rotations)" if self.augment else None,
+            "patience": None if self.patience is None else int(self.patience),
+            "seed": int(self.seed),
+            "deterministic": bool(self.deterministic),
+        }
+
+
+def _tile_pairs(tiles, validation):
+    """(x, y, xv, yv): the checked training tiles and the validation tiles (None when not given)."""
+    if not (isinstance(tiles, (tuple, list)) and len(tiles) == 2):
+        raise AstridInputError("tiles: expected a pair (x, y) as returned by sample_tiles")
+    x, y = _check_tiles(*tiles, "tiles")
+    xv = yv = None
+    if validation is not None:
+        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
+            raise AstridInputError("validation: expected a pair (x, y) as returned by sample_tiles")
+        xv, yv = _check_tiles(*validation, "validation")
+    return x, y, xv, yv
+
+
+def _fit_network(network, data, options: UNetTrainingOptions, run, verbose):
+    """Compile and fit ``network`` on ``data`` (x, y, xv, yv); (keras History, epoch seconds)."""
+    from ..braai.runtime import EpochTimer
+
+    keras = keras_module()
+    x, y, xv, yv = data
+    seed = int(options.seed)
+    network.compile(optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
+                    loss=_weighted_bce(keras))
+    train_data = _pipeline(x, y, batch_size=int(options.batch_size), shuffle=True, augment=options.augment,
+                           seed=seed)
+    validation_data = None
+    timer = EpochTimer()
+    callbacks = [timer]
+    if run.active:
+        callbacks.append(run.epoch_callback())
+    if xv is not None:
+        validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=seed)
+        patience = options.patience
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=int(patience) if patience is not None else int(options.epochs),
+            restore_best_weights=True))
+    fit = network.fit(train_data, validation_data=validation_data, epochs=int(options.epochs), callbacks=callbacks,
+                      verbose=verbose, shuffle=False)
+    return fit, timer.seconds
+
+
+def _training_card(network, data, options: UNetTrainingOptions, fitted, about) -> dict:
+    """The model card of a trained U-Net (without the file entries).
+
+    ``fitted``: (history, epoch seconds, seconds since the start); ``about``: (name, source, new),
+    ``new`` whether the network was built here (its filters are then known).
+    """
+    from ..braai.runtime import training_versions
+
+    x, y, xv, yv = data
+    history, seconds, elapsed = fitted
+    name, source, new = about
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else len(seconds)
+    # Throughput of the training steps alone: the validation pass is part of each epoch's time.
+    per_second = [x.shape[0] / s for s in seconds if s > 0]
+    levels = _levels_of(network)
+    return {
+        "format": CARD_FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {
+            "name": name,
+            "architecture": "unet",
+            "filters": [int(f) for f in options.filters] if new else None,
+            "levels": levels,
+            "n_parameters": int(network.count_params()),
+            "channels": list(CHANNELS) if x.shape[-1] == len(CHANNELS) else int(x.shape[-1]),
+            "receptive_radius_px": receptive_radius(levels),
+        },
+        "data": {
+            "sha256": _tiles_hash(x, y),
+            "sha256_validation": _tiles_hash(xv, yv) if xv is not None else None,
+            "n_train": int(x.shape[0]),
+            "n_validation": int(xv.shape[0]) if xv is not None else 0,
+            "tile": [int(x.shape[1]), int(x.shape[2])],
+            "positive_pixel_fraction": float(y[..., 0].mean()),
+            "source": str(source),
+        },
+        "parameters": options.card_parameters(),
+        "training": {
+            "epochs_run": len(seconds),
+            "best_epoch": best_epoch,
+            "stopped_early": len(seconds) < int(options.epochs),
+            "seconds": round(elapsed, 3),
+            "tiles_per_second": round(float(np.median(per_second)), 1) if per_second else None,
+            "pixels_per_second": round(float(np.median(per_second)) * x.shape[1] * x.shape[2], 0) if per_second else None,
+        },
+        "history": history,
+        "versions": training_versions(),
+    }
+
+
+def _save_trained(network, card, out_dir, name, run):
+    """Save ``<name>.keras`` and its card (atomically) under ``out_dir`` and log both to ``run``;
+    (model path, card path)."""
+    from ..braai.runtime import save_model
+    from ..io import atomic_write
+
+    out_dir = Path(out_dir)
+    model_path = out_dir / f"{name}.keras"
+    card_path = out_dir / f"{name}.card.json"
+    save_model(network, model_path)
+    card["model_file"] = model_path.name
+    card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    text = json.dumps(card, indent=2) + "\n"
+    atomic_write(card_path, lambda fh: fh.write(text), mode="w")
+    run.log_artifact(model_path, "model")
+    run.log_artifact(card_path, "model")
+    return model_path, card_path
+
+
 def train_unet(
     tiles,
+    options: UNetTrainingOptions | None = None,
     *,
     validation=None,
     model=None,
-    filters=(16, 32, 64),
-    epochs: int = 20,
-    batch_size: int = 16,
-    learning_rate: float = 1e-3,
-    augment: bool = True,
-    patience: int | None = 4,
-    seed: int = 0,
-    deterministic: bool = True,
     out_dir: str | os.PathLike | None = None,
     name: str = "unet_anomaly",
     source: str = "",
@@ -538,27 +716,16 @@ def train_unet(
     tiles : (x, y)
         Input tiles ``(n, h, w, channels)`` and targets ``(n, h, w, 2)``
         (target, per-pixel loss weight), e.g. from :func:`sample_tiles`.
+    options : UNetTrainingOptions, optional
+        Filters of a new network, epochs, batch size, learning rate,
+        augmentation, early-stopping patience, seed and determinism; default
+        ``UNetTrainingOptions()``.
     validation : (x, y), optional
         Validation tiles from other fields: early stopping on their loss,
         best weights restored.
     model : keras.Model, optional
         A network to train in place; default :func:`build_unet` with
-        ``filters``.
-    filters : sequence of int, optional
-        Filters per level for a new network.
-    epochs, batch_size, learning_rate : optional
-        Adam on the weighted binary cross-entropy (sum of weight × BCE over
-        the batch's pixels / sum of weights).
-    augment : bool, optional
-        Random flips and 90° rotations of each tile (input and target together).
-    patience : int or None, optional
-        Early-stopping patience on the validation loss.
-    seed : int, optional
-        Seeds the initial weights, shuffling and augmentation.
-    deterministic : bool, optional
-        TensorFlow's deterministic ops while training (as
-        :func:`astrid.braai.train`): the same seed gives the same weights on
-        the same machine.
+        ``options.filters``.
     out_dir : path-like, optional
         Save ``<name>.keras`` and ``<name>.card.json`` (atomically).
     name : str, optional
@@ -586,138 +753,62 @@ def train_unet(
         second), ``history`` and ``versions``.
     """
     started = time.perf_counter()
-    if not (isinstance(tiles, (tuple, list)) and len(tiles) == 2):
-        raise AstridInputError("tiles: expected a pair (x, y) as returned by sample_tiles")
-    x, y = _check_tiles(*tiles, "tiles")
-    xv = yv = None
-    if validation is not None:
-        if not (isinstance(validation, (tuple, list)) and len(validation) == 2):
-            raise AstridInputError("validation: expected a pair (x, y) as returned by sample_tiles")
-        xv, yv = _check_tiles(*validation, "validation")
-    for key, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
-    from ..braai._train import (
-        _disable_determinism,
-        _enable_determinism,
-        _EpochTimer,
-        _save_model,
-        _versions,
-    )
-
+    options = UNetTrainingOptions() if options is None else options
+    if not isinstance(options, UNetTrainingOptions):
+        raise AstridInputError(f"options: expected a UNetTrainingOptions, got {type(options).__name__}")
+    data = _tile_pairs(tiles, validation)
+    x, y, xv, _ = data
     from .. import tracking
+    from ..braai.runtime import disable_determinism, enable_determinism
 
     tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
-    tf = _tf()
-    keras = _keras()
-    keras.utils.set_random_seed(int(seed))
+    tf = tf_module()
+    keras_module().utils.set_random_seed(int(options.seed))
     run = tracking.start_run(name, {
-        "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-        "augment": bool(augment), "patience": patience, "seed": int(seed), "filters": list(filters),
-        "n_train": int(x.shape[0]), "n_validation": int(xv.shape[0]) if xv is not None else 0,
+        **options.run_parameters(), "n_train": int(x.shape[0]), "n_validation": int(xv.shape[0]) if xv is not None else 0,
         "tile": list(x.shape[1:3]),
     }, tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)}, track=track)
-    switched_on = _enable_determinism(tf) if deterministic else False
+    switched_on = enable_determinism(tf) if options.deterministic else False
     try:
-        network = model if model is not None else build_unet(x.shape[-1], filters, name=name)
+        network = model if model is not None else build_unet(x.shape[-1], options.filters, name=name)
         if int(network.input_shape[-1]) != x.shape[-1]:
             raise AstridInputError(f"tiles: {x.shape[-1]} channels, the model takes {network.input_shape[-1]}")
-        network.compile(optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)), loss=_weighted_bce(keras))
-        train_data = _pipeline(x, y, batch_size=int(batch_size), shuffle=True, augment=augment, seed=int(seed))
-        validation_data = None
-        callbacks = []
-        timer = _EpochTimer()
-        callbacks.append(timer)
-        if run.active:
-            callbacks.append(run.epoch_callback())
-        if xv is not None:
-            validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=int(seed))
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(patience) if patience is not None else int(epochs),
-                restore_best_weights=True))
-        fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
-                          verbose=verbose, shuffle=False)
+        fit, seconds = _fit_network(network, data, options, run, verbose)
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         if switched_on:
-            _disable_determinism()
+            disable_determinism()
     network.astrid_levels = _levels_of(network)
-    seconds = timer.seconds
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epoch_seconds"] = [float(s) for s in seconds]
-    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else len(seconds)
-    # Throughput of the training steps alone: the validation pass is part of each epoch's time.
-    per_second = [x.shape[0] / s for s in seconds if s > 0]
-    levels = _levels_of(network)
-    card = {
-        "format": CARD_FORMAT,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": {
-            "name": name,
-            "architecture": "unet",
-            "filters": [int(f) for f in filters] if model is None else None,
-            "levels": levels,
-            "n_parameters": int(network.count_params()),
-            "channels": list(CHANNELS) if x.shape[-1] == len(CHANNELS) else int(x.shape[-1]),
-            "receptive_radius_px": _receptive_radius(levels),
-        },
-        "data": {
-            "sha256": _tiles_hash(x, y),
-            "sha256_validation": _tiles_hash(xv, yv) if xv is not None else None,
-            "n_train": int(x.shape[0]),
-            "n_validation": int(xv.shape[0]) if xv is not None else 0,
-            "tile": [int(x.shape[1]), int(x.shape[2])],
-            "positive_pixel_fraction": float(y[..., 0].mean()),
-            "source": str(source),
-        },
-        "parameters": {
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "optimizer": "Adam",
-            "learning_rate": float(learning_rate),
-            "loss": "pixel-weighted binary cross-entropy",
-            "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
-            "patience": None if patience is None else int(patience),
-            "seed": int(seed),
-            "deterministic": bool(deterministic),
-        },
-        "training": {
-            "epochs_run": len(seconds),
-            "best_epoch": best_epoch,
-            "stopped_early": len(seconds) < int(epochs),
-            "seconds": round(time.perf_counter() - started, 3),
-            "tiles_per_second": round(float(np.median(per_second)), 1) if per_second else None,
-            "pixels_per_second": round(float(np.median(per_second)) * x.shape[1] * x.shape[2], 0) if per_second else None,
-        },
-        "history": history,
-        "versions": _versions(),
-        "mlflow": run.info(),
-    }
+    card = _training_card(network, data, options, (history, seconds, time.perf_counter() - started),
+                          (name, source, model is None))
+    card["mlflow"] = run.info()
     model_path = card_path = None
     if out_dir is not None:
-        from ..io import atomic_write
-
-        out_dir = Path(out_dir)
-        model_path = out_dir / f"{name}.keras"
-        card_path = out_dir / f"{name}.card.json"
-        _save_model(network, model_path)
-        card["model_file"] = model_path.name
-        card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-        text = json.dumps(card, indent=2) + "\n"
-        atomic_write(card_path, lambda fh: fh.write(text), mode="w")
-        run.log_artifact(model_path, "model")
-        run.log_artifact(card_path, "model")
+        model_path, card_path = _save_trained(network, card, out_dir, name, run)
     else:
         run.log_dict(card, "model/card.json")
-    run.log_metrics({"best_epoch": best_epoch, "seconds": card["training"]["seconds"]})
+    run.log_metrics({"best_epoch": card["training"]["best_epoch"], "seconds": card["training"]["seconds"]})
     run.end()
     return UNetTrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
 
 
 def load_unet(path: str | os.PathLike):
-    """Load a U-Net saved by :func:`train_unet` (``.keras``)."""
+    """Load a U-Net saved by :func:`train_unet` (``.keras``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.keras`` file.
+
+    Returns
+    -------
+    keras.Model
+        The model, with its number of pooling levels as ``astrid_levels``.
+    """
     path = Path(path)
     if not path.exists():
         raise AstridFileError(f"{path}: model file does not exist")
@@ -769,7 +860,7 @@ def _logit_head(model):
     """
     if model in _HEADS:
         return _HEADS[model]
-    keras = _keras()
+    keras = keras_module()
     last = model.layers[-1]
     head = None
     config = last.get_config() if hasattr(last, "get_config") else {}
@@ -821,6 +912,7 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
     Returns
     -------
     numpy.ndarray, shape (ny, nx), float32
+        The probability or log-odds of each pixel.
 
     Raises
     ------
@@ -867,6 +959,21 @@ def result_anomaly_map(model, result, **kwargs) -> np.ndarray:
     Masked pixels carry no data, so no anomaly is claimed there (as
     :func:`astrid.triplets.detect` finds no peak there): probability 0, or
     log-odds −inf with ``output="logit"``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        As :func:`anomaly_map`.
+    result : DifferenceResult
+        The difference result (its planes and ``mask``).
+    **kwargs
+        Passed to :func:`anomaly_map` (``tile``, ``overlap``,
+        ``batch_size``, ``output``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (ny, nx), float32
+        The probability or log-odds of each pixel.
     """
     values = anomaly_map(model, unet_inputs(result), **kwargs)
     values[np.asarray(result.mask, bool)] = -np.inf if kwargs.get("output") == "logit" else 0.0
@@ -988,8 +1095,9 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     Returns
     -------
     matplotlib.figure.Figure
+        The figure.
     """
-    from ..figures import _pyplot, style
+    from ..figures import pyplot, style
 
     S = np.asarray(getattr(result, "S_corr", None) if result is not None else None, dtype=float)
     p = np.asarray(probability, dtype=float)
@@ -1013,7 +1121,7 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     if mask is not None:
         shown_s[np.asarray(mask, bool)[y0:y1, x0:x1]] = np.nan
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharex=True, sharey=True)
         im0 = axes[0].imshow(shown_s, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, origin="upper")
@@ -1031,8 +1139,8 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
             return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
 
         if truth is not None and len(truth):
-            tx, ty = _truth_xy(truth)
-            real = np.isin(_kinds(truth), _REAL_KINDS)
+            tx, ty = truth_xy(truth)
+            real = np.isin(truth_kinds(truth), _REAL_KINDS)
             for sel, marker, label in ((real, "s", "truth: supernova / variable"), (~real, "x", "truth: other")):
                 sel = sel & inside(tx, ty)
                 if sel.any():

@@ -16,16 +16,32 @@ land atomically in ``<out_dir>/<target>/<pair>/`` with a ``done.json``
 marker, and the triplets of every pair are appended, by the client only, to
 one Zarr store. Reruns skip finished pairs and redo partial ones.
 :func:`get_client` gives the same kind of client to other batch work (the
-notebook runner).
+notebook runner). :mod:`astrid.batch.testing` holds the hooks the tests
+use to kill workers and replace the pair function mid-batch.
 """
 
-from ._client import ThreadLimits, cluster_threads, default_layout, get_client, thread_env, thread_limits
-from ._core import BATCH_MANIFEST_NAME, BatchReport, process_pairs, run_pair
+from ._client import (
+    ThreadLimits,
+    cluster_threads,
+    default_layout,
+    get_client,
+    thread_env,
+    thread_limits,
+)
+from ._core import (
+    BATCH_MANIFEST_NAME,
+    BatchOptions,
+    BatchReport,
+    PairTask,
+    process_pairs,
+    run_pair,
+)
 from ._outputs import store_pairs, verify_pair_outputs
 
 __all__ = [
     "process_pairs",
     "BatchReport",
+    "BatchOptions",
     "get_client",
     "default_layout",
     "cluster_threads",
@@ -35,5 +51,6 @@ __all__ = [
     "verify_pair_outputs",
     "store_pairs",
     "run_pair",
+    "PairTask",
     "BATCH_MANIFEST_NAME",
 ]

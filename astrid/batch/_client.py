@@ -55,7 +55,7 @@ def available_cores() -> int:
         return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
 
 
-def _positive_int(value: Any, name: str) -> int | None:
+def positive_int(value: Any, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,16 +79,19 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
 
     Returns
     -------
-    (n_workers, threads_per_worker) : tuple of int
+    n_workers : int
+        Number of workers.
+    threads_per_worker : int
+        Threads per worker.
 
     Warns
     -----
     AstridWarning
         Both were given and their product exceeds ``cores``.
     """
-    n_workers = _positive_int(n_workers, "n_workers")
-    threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
-    cores = _positive_int(cores, "cores") or available_cores()
+    n_workers = positive_int(n_workers, "n_workers")
+    threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
+    cores = positive_int(cores, "cores") or available_cores()
     if n_workers is None and threads_per_worker is None:
         return cores, 1
     if n_workers is None:
@@ -106,8 +109,19 @@ def default_layout(n_workers: int | None = None, threads_per_worker: int | None 
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that size every thread pool of a worker at ``threads``."""
-    threads = _positive_int(threads, "threads")
+    """Environment variables that size every thread pool of a worker at ``threads``.
+
+    Parameters
+    ----------
+    threads : int
+        Threads per pool, a positive integer.
+
+    Returns
+    -------
+    dict of str to str
+        Variable name to value.
+    """
+    threads = positive_int(threads, "threads")
     return {name: str(threads) for name in THREAD_VARIABLES}
 
 
@@ -118,11 +132,21 @@ def thread_limits(threads: int):
     numba's limit applies to the calling thread only, so this must run in
     the thread that computes (a Dask task, not a worker plugin). numba
     cannot exceed the pool it started with (``NUMBA_NUM_THREADS``).
+
+    Parameters
+    ----------
+    threads : int
+        Threads to allow, a positive integer.
+
+    Yields
+    ------
+    int
+        ``threads``, checked.
     """
     import numba
     import scipy.fft
 
-    threads = _positive_int(threads, "threads")
+    threads = positive_int(threads, "threads")
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -161,7 +185,7 @@ class ThreadLimits(_thread_limits_plugin_base()):
     name = "astrid-thread-limits"
 
     def __init__(self, threads: int):
-        self.threads = _positive_int(threads, "threads")
+        self.threads = positive_int(threads, "threads")
 
     def setup(self, worker) -> None:
         os.environ.update(thread_env(self.threads))
@@ -192,6 +216,16 @@ def cluster_threads(client) -> int:
     their environment) say so themselves. Otherwise each host's cores are
     shared among the Dask threads of the workers on it; the smallest share
     over the hosts is returned (at least 1).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Client of the cluster.
+
+    Returns
+    -------
+    int
+        Threads per task, at least 1.
     """
     layouts = client.run(_worker_layout)
     if not layouts:
@@ -268,7 +302,7 @@ def get_client(
             client.register_plugin(ThreadLimits(threads_per_worker))
         return client
     if scheduler is not None:
-        threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
+        threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
         try:
             client = distributed.Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:

@@ -5,7 +5,7 @@ ZOGY (:func:`astrid.difference`) → :func:`~astrid.triplets.detect` →
 :func:`~astrid.triplets.label_candidates` (when the survey has a truth
 table) → :func:`~astrid.triplets.make_triplets`, and writes the pair's
 outputs atomically into its own folder with a ``done.json`` marker last
-(:mod:`astrid.batch._outputs`). The client - the only writer of the shared
+(:func:`~astrid.batch.verify_pair_outputs` checks them). The client - the only writer of the shared
 Zarr store - appends each pair's triplets as its task completes and records
 the pair in the store. A failing pair is recorded with its traceback in
 ``<out_dir>/batch.json`` and the batch goes on; a rerun skips the pairs
@@ -32,13 +32,20 @@ import numpy as np
 from astropy.table import Table
 
 from .._optional import require
+from .._utils import json_safe
 from ..errors import AstridInputError
 from ..io import atomic_write
 from ..manifest import Manifest, SurveyPair
 from . import _outputs
-from ._client import _positive_int, cluster_threads, default_layout, get_client, thread_limits
+from ._client import (
+    cluster_threads,
+    default_layout,
+    get_client,
+    positive_int,
+    thread_limits,
+)
 
-__all__ = ["process_pairs", "BatchReport", "BATCH_MANIFEST_NAME"]
+__all__ = ["process_pairs", "BatchReport", "BatchOptions", "BATCH_MANIFEST_NAME"]
 
 #: The batch manifest written in ``out_dir``.
 BATCH_MANIFEST_NAME = "batch.json"
@@ -158,8 +165,32 @@ class BatchReport:
 
 
 @dataclass
-class _PairTask:
-    """Everything a worker needs to process one pair (pickled to the worker)."""
+class PairTask:
+    """Everything a worker needs to process one pair (pickled to the worker).
+
+    Attributes
+    ----------
+    pair : astrid.SurveyPair
+        The reference/science pair (and its truth table, if any).
+    pair_dir : pathlib.Path
+        The pair's output folder.
+    threshold : float
+        Detection threshold, sigma.
+    difference_options : dict
+        Keyword arguments of :func:`astrid.difference`.
+    threads : int
+        Compute threads of the task.
+    fingerprint : str
+        Hash of the options that decide the outputs (written to ``done.json``).
+    label_radius : float
+        Truth-matching radius, pixels.
+    model : str or None
+        Model file to score with; None: no scoring.
+    model_identity : dict or None
+        The model's identity (file and card SHA-256, version).
+    score_only : bool
+        Outputs are complete and current; only the scores are missing or from another model.
+    """
 
     pair: SurveyPair
     pair_dir: Path
@@ -168,11 +199,32 @@ class _PairTask:
     threads: int
     fingerprint: str
     label_radius: float = 2.0
-    # The model file and its identity (astrid._scoring.model_identity); None: no scoring.
     model: str | None = None
     model_identity: dict | None = None
-    # Outputs are complete and current; only the scores are missing or from another model.
     score_only: bool = False
+
+
+@dataclass
+class BatchHooks:
+    """Test hooks of :func:`process_pairs`, off its public signature (set them through
+    :mod:`astrid.batch.testing`).
+
+    Attributes
+    ----------
+    process : callable or None
+        Replaces :func:`run_pair` as the pair function (``PairTask -> record``);
+        the difference options are then not validated.
+    on_result : callable or None
+        Called on the client as ``on_result(client, record)`` after each pair's
+        outcome is recorded (e.g. to kill a worker mid-batch).
+    """
+
+    process: Callable | None = None
+    on_result: Callable | None = None
+
+
+#: The hooks in force (all None outside tests).
+hooks = BatchHooks()
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -200,11 +252,21 @@ def _write_table(path: Path, table: Table) -> Path:
     return atomic_write(path, lambda fh: fh.write(text))
 
 
-def run_pair(task: _PairTask) -> dict:
+def run_pair(task: PairTask) -> dict:
     """The pipeline of one pair: difference, detect, label, triplets; outputs written atomically.
 
     Returns the record for the batch manifest (also written in the pair's
     ``done.json``).
+
+    Parameters
+    ----------
+    task : PairTask
+        The pair, its output folder and the options of each step.
+
+    Returns
+    -------
+    dict
+        The pair's record for the batch manifest.
     """
     from astropy.table import Table as _Table
 
@@ -248,13 +310,13 @@ def run_pair(task: _PairTask) -> dict:
         shutil.rmtree(triplets_path)
     timings["write_s"] = time.perf_counter() - start
 
-    metrics = _outputs.json_safe(result.metrics)
+    metrics = json_safe(result.metrics)
     record = {
         "pair": pair.name,
         "n_candidates": int(len(candidates)),
         "n_real": int((np.asarray(candidates["label"]) == 1).sum()) if len(candidates) else 0,
         "outputs": outputs,
-        "timings": _outputs.json_safe(timings),
+        "timings": json_safe(timings),
         "metrics": metrics,
     }
     if task.model is not None:
@@ -262,7 +324,7 @@ def run_pair(task: _PairTask) -> dict:
     return record
 
 
-def _score_pair_triplets(task: _PairTask, record: dict) -> dict:
+def _score_pair_triplets(task: PairTask, record: dict) -> dict:
     """Score the pair's ``triplets.zarr`` and write ``scores.ecsv`` beside it; the record's new entries."""
     from .. import _scoring
     from ..score import score
@@ -286,10 +348,10 @@ def _score_pair_triplets(task: _PairTask, record: dict) -> dict:
     outputs = [name for name in record["outputs"] if name != _outputs.SCORES_NAME] + [_outputs.SCORES_NAME]
     timings = {**record.get("timings", {}), "score_s": time.perf_counter() - start}
     scored = {**identity, "scored_unix": time.time()}
-    return {"outputs": outputs, "timings": _outputs.json_safe(timings), "model": scored}
+    return {"outputs": outputs, "timings": json_safe(timings), "model": scored}
 
 
-def score_pair(task: _PairTask) -> dict:
+def score_pair(task: PairTask) -> dict:
     """Score the triplets of a pair whose other outputs are complete (a model added or changed)."""
     pair_dir = Path(task.pair_dir)
     marker = _outputs.read_marker(pair_dir)
@@ -303,7 +365,7 @@ def score_pair(task: _PairTask) -> dict:
     return record
 
 
-def _run_task(task: _PairTask, process: Callable[[_PairTask], dict]) -> dict:
+def _run_task(task: PairTask, process: Callable[[PairTask], dict]) -> dict:
     """Run one pair in a worker: thread limits, warnings recorded, marker written last.
 
     Input errors (unreadable FITS, mismatched filters, no stars) are final:
@@ -393,7 +455,7 @@ def _check_difference_options(options: dict) -> None:
 
 def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:
     """A stable hash of the options that decide a pair's outputs (not the thread count)."""
-    described = _outputs.json_safe({
+    described = json_safe({
         "threshold": float(threshold),
         "label_radius": float(label_radius),
         "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
@@ -419,7 +481,7 @@ class _BatchManifest:
         self._written = 0.0
 
     def record(self, name: str, record: dict) -> None:
-        self.data["pairs"][name] = _outputs.json_safe(record)
+        self.data["pairs"][name] = json_safe(record)
 
     def save(self, force: bool = True) -> None:
         now = time.monotonic()
@@ -459,6 +521,37 @@ def _error_text(exc: BaseException, tb=None) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How :func:`process_pairs` stores, checks and retries its work (beyond the science options).
+
+    Attributes
+    ----------
+    triplet_store : path-like
+        The shared Zarr store (relative paths are inside ``out_dir``). Every candidate carries a
+        ``pair`` coordinate; the root attribute ``astrid_batch_pairs`` lists the pairs committed.
+    label_radius : float
+        Match radius (pixels) of :func:`~astrid.triplets.label_candidates` against the survey's
+        truth table (pairs without one get label -1). Part of the options fingerprint.
+    retries : int
+        Dask retries of a pair whose task raised an unexpected error. Input errors (bad FITS,
+        mismatched filters, no PSF) fail at once; a task whose worker dies is rerun regardless.
+    verify : {"checksum", "size"}
+        How a rerun checks earlier outputs against their ``done.json``: SHA-256 or sizes only
+        (faster; still catches truncation).
+    reference : array-like, dict or path-like, optional
+        The reference score distribution of the drift check when scoring with a ``model``
+        (:func:`astrid.drift.load_reference`: a model card, scores, a file of scores). Default:
+        the card beside the model, if any.
+    """
+
+    triplet_store: str | os.PathLike = "triplets.zarr"
+    label_radius: float = 2.0
+    retries: int = 1
+    verify: str = "checksum"
+    reference: Any = None
+
+
 def process_pairs(
     manifest_or_dir,
     out_dir,
@@ -467,16 +560,10 @@ def process_pairs(
     scheduler=None,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
-    triplet_store: str | os.PathLike = "triplets.zarr",
     threshold: float = 5.0,
     progress: bool = True,
-    retries: int = 1,
-    verify: str = "checksum",
-    label_radius: float = 2.0,
     model: str | os.PathLike | None = None,
-    reference=None,
-    _process: Callable | None = None,
-    _on_result: Callable | None = None,
+    options: BatchOptions | None = None,
     **difference_options,
 ) -> BatchReport:
     """Difference every pair of a survey on Dask, with per-pair outputs and one triplet store.
@@ -492,50 +579,28 @@ def process_pairs(
         ``candidates.ecsv``, ``triplets.zarr`` and ``done.json`` (last).
         ``batch.json`` records every pair's status, error and traceback.
     client : distributed.Client, optional
-        Run on this client (it is left open). Default: a client made by
-        :func:`get_client` from ``scheduler``, ``n_workers`` and
-        ``threads_per_worker``, closed at the end.
+        Run on this client (left open). Default: a client from :func:`get_client` with
+        ``scheduler``, ``n_workers`` and ``threads_per_worker``, closed at the end.
     scheduler : str or distributed.deploy.Cluster, optional
-        Address of a running scheduler (``"tcp://host:8786"``) or a cluster
-        object (e.g. ``dask_jobqueue.SLURMCluster``). Default: a local
-        cluster of worker processes.
+        Address of a running scheduler (``"tcp://host:8786"``) or a cluster object (e.g.
+        ``dask_jobqueue.SLURMCluster``). Default: a local cluster of worker processes.
     n_workers, threads_per_worker : int, optional
-        Local cluster layout (see :func:`default_layout`: workers × threads
-        ≈ cores; workers are capped at the number of pairs to run).
-        ``threads_per_worker`` is the compute threads (numba, FFT, BLAS) of
-        each task; with an existing cluster it defaults to the cores per
-        Dask thread of its hosts.
-    triplet_store : path-like, optional
-        The shared Zarr store (relative paths are inside ``out_dir``).
-        Every candidate carries a ``pair`` coordinate; the root attribute
-        ``astrid_batch_pairs`` lists the pairs committed.
+        Local cluster layout (:func:`default_layout`: workers × threads ≈ cores; workers capped
+        at the number of pairs to run). ``threads_per_worker`` is the compute threads (numba,
+        FFT, BLAS) of each task; with an existing cluster, the cores per Dask thread of its hosts.
     threshold : float, optional
         Detection threshold of :func:`~astrid.triplets.detect`, sigma.
     progress : bool, optional
         Show a progress bar (tqdm; a widget in Jupyter).
-    retries : int, optional
-        Dask retries of a pair whose task raised an unexpected error. Input
-        errors (bad FITS, mismatched filters, no PSF) fail at once. A task on
-        a worker that dies is rerun elsewhere by Dask regardless.
-    verify : {"checksum", "size"}, optional
-        How a rerun checks earlier outputs against their ``done.json``:
-        SHA-256 (default) or sizes only (faster; still catches truncation).
-    label_radius : float, optional
-        Match radius (pixels) of :func:`~astrid.triplets.label_candidates`
-        against the survey's truth table (pairs without one get label -1).
     model : path-like, optional
-        A real/bogus model file (``.tflite``, ``.keras`` or braai ``.h5``):
-        each pair's triplets are scored on its worker as it finishes
-        (:func:`astrid.score.score`, TFLite where it can) into the pair's
-        ``scores.ecsv``, with the model's identity (file and card SHA-256,
-        version) in ``done.json``; all scores are gathered into
-        ``<out_dir>/scores.ecsv`` with the drift check in its metadata.
-        A rerun with another model (or a model added later) scores the
-        finished pairs again without differencing them again.
-    reference : array-like, dict or path-like, optional
-        The reference score distribution of the drift check
-        (:func:`astrid.drift.load_reference`: a model card, scores, a file
-        of scores). Default: the card beside ``model``, if any.
+        A real/bogus model file (``.tflite``, ``.keras`` or braai ``.h5``): each pair's triplets
+        are scored on its worker (:func:`astrid.score.score`) into the pair's ``scores.ecsv``, with
+        the model's identity (file and card SHA-256, version) in ``done.json``; all scores are
+        gathered into ``<out_dir>/scores.ecsv`` with the drift check in its metadata. A rerun
+        with another model scores the finished pairs again without differencing them again.
+    options : BatchOptions, optional
+        The store's path, truth-matching radius, retries, rerun checks and drift reference
+        (:class:`BatchOptions`; default ``BatchOptions()``).
     **difference_options
         Passed to :func:`astrid.difference` (e.g. ``method="classic"``,
         ``box_size=64``). ``workers`` defaults to ``threads_per_worker``.
@@ -552,8 +617,8 @@ def process_pairs(
         holding results made with other options, or from input files that
         have changed since (use a new ``out_dir``).
     AstridFileError
-        ``triplet_store`` exists and is not an AstrID batch store, or
-        ``model`` / ``reference`` is missing or unreadable.
+        ``options.triplet_store`` exists and is not an AstrID batch store, or
+        ``model`` / ``options.reference`` is missing or unreadable.
 
     Warns
     -----
@@ -563,55 +628,156 @@ def process_pairs(
 
     Notes
     -----
-    A pair is skipped when its ``done.json`` is valid (outputs present, same
-    sizes and checksums, same options, input files of the same size and
-    modification time) and the store holds it; valid outputs not yet in the
-    store are appended without recomputing (``resumed``); anything else runs
-    again. A pair whose inputs changed after the store took its triplets is
-    an error (the store is append-only). The store is appended to only
-    here, on the client, as each task finishes, so two pairs never write it
-    at once, and a pair it holds (by its ``pair`` coordinate) is never
-    appended twice.
+    A pair is skipped when its ``done.json`` is valid (outputs, sizes, checksums, options and
+    input files unchanged) and the store holds it; valid outputs not yet in the store are appended
+    without recomputing (``resumed``); anything else runs again. Inputs changed after the store took
+    a pair's triplets are an error (the store is append-only). Only the client appends to the store,
+    as each task finishes, and never a pair it already holds (by its ``pair`` coordinate).
     """
     started_wall = time.time()
     started = time.perf_counter()
     if client is not None and scheduler is not None:
         raise AstridInputError("process_pairs: pass either client or scheduler, not both")
+    options = BatchOptions() if options is None else options
+    if not isinstance(options, BatchOptions):
+        raise AstridInputError(f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}")
+    _check_run_arguments(options.verify, options.retries, threshold)
+    n_workers = positive_int(n_workers, "n_workers")
+    threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
+    process = hooks.process
+    if process is None:
+        _check_difference_options(difference_options)
+    scoring = _scoring_setup(model, options.reference)
+    plan = _plan(manifest_or_dir, out_dir, options, threshold, difference_options, scoring, started_wall)
+    n_workers_used = threads_used = None
+    compute_s = 0.0
+    if plan.todo:
+        cluster = _ClusterRequest(client, scheduler, n_workers, threads_per_worker)
+        run = _RunOptions(process=process or run_pair, retries=options.retries, progress=progress,
+                          on_result=hooks.on_result)
+        compute_s, n_workers_used, threads_used = _execute(plan, cluster, run)
+    return _report(plan, scoring, started, compute_s, n_workers_used, threads_used)
+
+
+def _check_run_arguments(verify: str, retries: int, threshold: float) -> None:
     if verify not in ("checksum", "size"):
         raise AstridInputError(f"verify: expected 'checksum' or 'size', got {verify!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise AstridInputError(f"retries: must be a non-negative integer, got {retries!r}")
     if not (np.isfinite(threshold) and threshold > 0):
         raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
-    n_workers = _positive_int(n_workers, "n_workers")
-    threads_per_worker = _positive_int(threads_per_worker, "threads_per_worker")
-    if _process is None:
-        _check_difference_options(difference_options)
-    process = _process or run_pair
-    identity = reference_distribution = None
-    if model is not None:
-        from .._scoring import model_identity
-        from ..drift import load_reference, reference_for_model
 
-        identity = model_identity(model)
-        if Path(model).suffix.lower() not in (".tflite", ".keras", ".h5", ".hdf5"):
-            raise AstridInputError(f"model: {model}: expected a .tflite, .keras or .h5 file")
-        reference_distribution = (load_reference(reference) if reference is not None
-                                  else reference_for_model(model))
-    elif reference is not None:
-        raise AstridInputError("reference: a drift reference needs a model to score with (model=...)")
 
-    pairs, survey_root = _pairs_of(manifest_or_dir)
-    duplicates = sorted(name for name, count in Counter(p.name for p in pairs).items() if count > 1)
-    if duplicates:
-        raise AstridInputError(f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class _Scoring:
+    """The model a batch scores with: file, identity, drift reference (all None: no scoring)."""
+
+    model: str | None = None
+    identity: dict | None = None
+    reference: dict | None = None
+
+
+def _scoring_setup(model, reference) -> _Scoring:
+    if model is None:
+        if reference is not None:
+            raise AstridInputError("reference: a drift reference needs a model to score with (model=...)")
+        return _Scoring()
+    from .._scoring import model_identity
+    from ..drift import load_reference, reference_for_model
+
+    identity = model_identity(model)
+    if Path(model).suffix.lower() not in (".tflite", ".keras", ".h5", ".hdf5"):
+        raise AstridInputError(f"model: {model}: expected a .tflite, .keras or .h5 file")
+    distribution = load_reference(reference) if reference is not None else reference_for_model(model)
+    return _Scoring(model=str(model), identity=identity, reference=distribution)
+
+
+class _Ledger:
+    """The report's rows and the batch manifest: every pair's status, written together."""
+
+    def __init__(self, out_dir: Path, manifest: _BatchManifest):
+        self.out_dir = out_dir
+        self.manifest = manifest
+        self.rows: dict[str, dict] = {}
+
+    def row(self, pair: SurveyPair, status: str, reason: str, record: dict | None = None) -> None:
+        record = record or {}
+        error = record.get("error") or ""
+        n_candidates = record.get("n_candidates")
+        elapsed = record.get("elapsed_s")
+        cpu = record.get("cpu_s")
+        self.rows[pair.name] = {
+            "pair": pair.name, "target": pair.target, "status": status,
+            # the difference's quality verdict (pass/warn/fail): a bad pair is flagged in the table
+            "quality": str((record.get("metrics") or {}).get("quality") or ""),
+            "n_candidates": -1 if n_candidates is None else int(n_candidates),
+            "elapsed_s": np.nan if elapsed is None else float(elapsed),
+            "cpu_s": np.nan if cpu is None else float(cpu),
+            "worker": str(record.get("worker") or ""), "reason": reason,
+            "error": error.splitlines()[-1] if error else "",
+        }
+        self.manifest.record(pair.name, {**record, "status": status, "reason": reason, "target": pair.target,
+                                         "out_dir": str(self.out_dir / pair.name)})
+
+
+@dataclass
+class _BatchPlan:
+    """What a batch will do: its pairs, where they go, the options that decide their outputs.
+
+    ``todo`` holds the pairs left to run as (pair, reason); ``score_only`` the names of those that
+    only need scores.
+    """
+
+    pairs: list[SurveyPair]
+    out_dir: Path
+    store: Path
+    committed: set[str]
+    fingerprint: str
+    threshold: float
+    label_radius: float
+    difference_options: dict
+    scoring: _Scoring
+    ledger: _Ledger
+    todo: list[tuple[SurveyPair, str]]
+    score_only: set[str]
+
+    @property
+    def manifest(self) -> _BatchManifest:
+        return self.ledger.manifest
+
+    def task(self, pair: SurveyPair, threads: int) -> PairTask:
+        return PairTask(pair=pair, pair_dir=self.out_dir / pair.name, threshold=float(self.threshold),
+                        difference_options=dict(self.difference_options), threads=int(threads),
+                        fingerprint=self.fingerprint, label_radius=float(self.label_radius),
+                        model=self.scoring.model, model_identity=self.scoring.identity,
+                        score_only=pair.name in self.score_only)
+
+
+@dataclass(frozen=True)
+class _ClusterRequest:
+    """Where to run: a client, a scheduler, or a local cluster of this layout."""
+
+    client: Any = None
+    scheduler: Any = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """How tasks run: the pair function, Dask retries, the progress bar and the per-result hook."""
+
+    process: Callable
+    retries: int = 1
+    progress: bool = True
+    on_result: Callable | None = None
+
+
+def _open_store(out_dir, triplet_store, fingerprint: str, described: dict) -> tuple[Path, set[str]]:
+    """The store's path and the pairs it holds; refused when it was made with other options."""
     store = Path(triplet_store)
     if not store.is_absolute():
         store = out_dir / store
-    fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
-
     committed = _outputs.store_pairs(store)  # first: it checks that the store is one of ours
     recorded = _outputs.store_options(store)
     if recorded is not None and recorded != fingerprint:
@@ -619,7 +785,21 @@ def process_pairs(
             f"{store}: holds triplets made with other options (fingerprint {recorded}, now {fingerprint}: "
             f"{described}); write to a new out_dir or triplet_store"
         )
+    return store, committed
 
+
+def _plan(manifest_or_dir, out_dir, options: BatchOptions, threshold: float, difference_options: dict,
+          scoring: _Scoring, started_wall: float) -> _BatchPlan:
+    """Step 1: read the survey and what earlier runs left; commit their finished outputs."""
+    pairs, survey_root = _pairs_of(manifest_or_dir)
+    duplicates = sorted(name for name, count in Counter(p.name for p in pairs).items() if count > 1)
+    if duplicates:
+        raise AstridInputError(f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label_radius = options.label_radius
+    fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
+    store, committed = _open_store(out_dir, options.triplet_store, fingerprint, described)
     manifest = _BatchManifest(out_dir / BATCH_MANIFEST_NAME, {
         "survey": None if survey_root is None else str(survey_root),
         "out_dir": str(out_dir),
@@ -628,123 +808,124 @@ def process_pairs(
         "fingerprint": fingerprint,
         "started": _iso(started_wall),
     })
-    rows: dict[str, dict] = {}
+    plan = _BatchPlan(pairs=pairs, out_dir=out_dir, store=store, committed=committed, fingerprint=fingerprint,
+                      threshold=threshold, label_radius=label_radius, difference_options=difference_options,
+                      scoring=scoring, ledger=_Ledger(out_dir, manifest), todo=[], score_only=set())
+    resumable = _triage(plan, options.verify, described)
+    _resume(plan, resumable)
+    manifest.save()
+    return plan
 
-    def row(pair: SurveyPair, status: str, reason: str, record: dict | None = None) -> None:
-        record = record or {}
-        error = record.get("error") or ""
-        n_candidates = record.get("n_candidates")
-        elapsed = record.get("elapsed_s")
-        cpu = record.get("cpu_s")
-        rows[pair.name] = {
-            "pair": pair.name, "target": pair.target, "status": status,
-            # the difference's quality verdict (pass/warn/fail), so a bad pair is flagged in the table
-            "quality": str((record.get("metrics") or {}).get("quality") or ""),
-            "n_candidates": -1 if n_candidates is None else int(n_candidates),
-            "elapsed_s": np.nan if elapsed is None else float(elapsed),
-            "cpu_s": np.nan if cpu is None else float(cpu),
-            "worker": str(record.get("worker") or ""), "reason": reason, "error": error.splitlines()[-1] if error else "",
-        }
-        manifest.record(pair.name, {**record, "status": status, "reason": reason, "target": pair.target,
-                                    "out_dir": str(out_dir / pair.name)})
 
-    # --- what earlier runs left
-    todo: list[tuple[SurveyPair, str]] = []
-    score_only: set[str] = set()
+def _triage(plan: _BatchPlan, verify: str, described: dict) -> list[tuple[SurveyPair, dict]]:
+    """Sort the pairs by what earlier runs left: to run, to score, skipped, resumable (returned)."""
+    identity = plan.scoring.identity
     resumable: list[tuple[SurveyPair, dict]] = []
     conflicts = []
     stale_committed = []
-    for pair in pairs:
-        ok, reason, marker = _outputs.verify_pair_outputs(out_dir / pair.name, pair.name,
+    for pair in plan.pairs:
+        ok, reason, marker = _outputs.verify_pair_outputs(plan.out_dir / pair.name, pair.name,
                                                           checksum=verify == "checksum")
         changed = _outputs.changed_inputs(marker, pair) if ok else []
-        if ok and marker.get("fingerprint") != fingerprint:
+        if ok and marker.get("fingerprint") != plan.fingerprint:
             conflicts.append(pair.name)
         elif not ok:
-            todo.append((pair, "outputs incomplete: " + reason))
-        elif changed and pair.name in committed:
+            plan.todo.append((pair, "outputs incomplete: " + reason))
+        elif changed and pair.name in plan.committed:
             stale_committed.append(f"{pair.name} ({', '.join(changed)})")
         elif changed:
-            todo.append((pair, f"inputs changed since the earlier run: {', '.join(changed)}"))
+            plan.todo.append((pair, f"inputs changed since the earlier run: {', '.join(changed)}"))
         elif identity is not None and (marker.get("model") or {}).get("model_sha256") != identity["model_sha256"]:
             scored_by = (marker.get("model") or {}).get("model")
-            todo.append((pair, "not scored yet" if scored_by is None else f"scored by another model ({scored_by})"))
-            score_only.add(pair.name)
-        elif pair.name in committed:
-            row(pair, "skipped", "complete and in the triplet store", marker)
+            plan.todo.append((pair, "not scored yet" if scored_by is None else f"scored by another model ({scored_by})"))
+            plan.score_only.add(pair.name)
+        elif pair.name in plan.committed:
+            plan.ledger.row(pair, "skipped", "complete and in the triplet store", marker)
         else:
             resumable.append((pair, marker))
     if conflicts:
         raise AstridInputError(
-            f"{out_dir}: {len(conflicts)} pair(s) were made with other options (e.g. {conflicts[:3]}); "
+            f"{plan.out_dir}: {len(conflicts)} pair(s) were made with other options (e.g. {conflicts[:3]}); "
             f"options now: {described}; write to a new out_dir"
         )
     if stale_committed:
         raise AstridInputError(
-            f"{out_dir}: the input files of {len(stale_committed)} pair(s) changed since their triplets went "
+            f"{plan.out_dir}: the input files of {len(stale_committed)} pair(s) changed since their triplets went "
             f"into the store (e.g. {stale_committed[:3]}); the store cannot replace them: write to a new out_dir"
         )
-    for pair, marker, error in _commit(store, committed, fingerprint, out_dir,
-                                       [(pair, int(marker.get("n_candidates", 0)), marker) for pair, marker in resumable]):
+    return resumable
+
+
+def _resume(plan: _BatchPlan, resumable: list[tuple[SurveyPair, dict]]) -> None:
+    """Commit valid outputs of an earlier run that the store does not hold yet."""
+    items = [(pair, int(marker.get("n_candidates", 0)), marker) for pair, marker in resumable]
+    for pair, marker, error in commit_in_groups(plan.store, plan.committed, plan.fingerprint, plan.out_dir, items):
         if error is None:
-            row(pair, "resumed", "complete outputs of an earlier run, committed now", marker)
+            plan.ledger.row(pair, "resumed", "complete outputs of an earlier run, committed now", marker)
         else:  # damaged per-pair triplets: compute the pair again
-            todo.append((pair, f"outputs complete but not committable ({error})"))
-    _outputs.repair_store_attrs(store, committed, fingerprint)
-    manifest.save()
+            plan.todo.append((pair, f"outputs complete but not committable ({error})"))
+    _outputs.repair_store_attrs(plan.store, plan.committed, plan.fingerprint)
 
-    # --- run what is left
-    n_workers_used = threads_used = None
-    compute_s = 0.0
-    if todo:
-        owned = None
-        if client is None:
-            if scheduler is None:
-                layout_workers, layout_threads = default_layout(n_workers, threads_per_worker)
-                if n_workers is None:
-                    # No idle workers: fewer pairs than cores gives each pair more threads.
-                    cores = layout_workers * layout_threads
-                    layout_workers = min(layout_workers, len(todo))
-                    layout_threads = threads_per_worker or max(cores // layout_workers, 1)
-                owned = client = get_client(None, layout_workers, layout_threads)
-                threads_used = layout_threads
-            else:
-                owned = client = get_client(scheduler, threads_per_worker=threads_per_worker)
-        try:
-            if threads_used is None:
-                threads_used = threads_per_worker or cluster_threads(client)
-            n_workers_used = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-            compute_started = time.perf_counter()
-            _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold,
-                           difference_options, threads_used, label_radius, retries, progress, row, manifest,
-                           _on_result, model=None if model is None else str(model), identity=identity,
-                           score_only=score_only)
-            compute_s = time.perf_counter() - compute_started
-        finally:
-            manifest.save()
-            if owned is not None:
-                owned.close()
 
+def _execute(plan: _BatchPlan, cluster: _ClusterRequest, run: _RunOptions) -> tuple[float, int, int]:
+    """Step 2: run the pairs left on a client; (compute time s, workers, threads per task)."""
+    client, owned, threads_used = _connect(cluster, len(plan.todo))
+    try:
+        if threads_used is None:
+            threads_used = cluster.threads_per_worker or cluster_threads(client)
+        n_workers_used = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        compute_started = time.perf_counter()
+        _run_on_client(client, plan, run, threads_used)
+        compute_s = time.perf_counter() - compute_started
+    finally:
+        plan.manifest.save()
+        if owned is not None:
+            owned.close()
+    return compute_s, n_workers_used, threads_used
+
+
+def _connect(cluster: _ClusterRequest, n_todo: int):
+    """(client, the client to close or None, threads per task or None: ask the cluster)."""
+    if cluster.client is not None:
+        return cluster.client, None, None
+    if cluster.scheduler is not None:
+        client = get_client(cluster.scheduler, threads_per_worker=cluster.threads_per_worker)
+        return client, client, None
+    layout_workers, layout_threads = default_layout(cluster.n_workers, cluster.threads_per_worker)
+    if cluster.n_workers is None:
+        # No idle workers: fewer pairs than cores gives each pair more threads.
+        cores = layout_workers * layout_threads
+        layout_workers = min(layout_workers, n_todo)
+        layout_threads = cluster.threads_per_worker or max(cores // layout_workers, 1)
+    client = get_client(None, layout_workers, layout_threads)
+    return client, client, layout_threads
+
+
+def _report(plan: _BatchPlan, scoring: _Scoring, started: float, compute_s: float, n_workers_used,
+            threads_used) -> BatchReport:
+    """Step 3: the status table, the gathered scores and their drift check, the last save."""
+    rows = plan.ledger.rows
     table = Table(
-        rows=[rows[p.name] for p in pairs if p.name in rows],
+        rows=[rows[p.name] for p in plan.pairs if p.name in rows],
         names=["pair", "target", "status", "quality", "n_candidates", "elapsed_s", "cpu_s", "worker", "reason", "error"],
         dtype=[str, str, str, str, np.int64, np.float64, np.float64, str, str, str],
     )
     table["elapsed_s"].unit = "s"
     table["cpu_s"].unit = "s"
+    manifest = plan.manifest
     scores_path = drift = None
     n_scored = 0
-    if identity is not None:
+    if scoring.identity is not None:
         statuses = dict(zip(table["pair"], np.asarray(table["status"], dtype=str)))
         n_scored = sum(status == "done" for status in statuses.values())
-        scores_path, drift = _gather_scores(out_dir, [p for p in pairs if statuses.get(p.name) != "failed"],
-                                            identity, reference_distribution)
+        scores_path, drift = _gather_scores(plan.out_dir, [p for p in plan.pairs if statuses.get(p.name) != "failed"],
+                                            scoring.identity, scoring.reference)
         manifest.data["drift"] = None if drift is None else drift.to_dict()
     elapsed = time.perf_counter() - started
     manifest.data["finished"] = _iso(time.time())
     manifest.data["elapsed_s"] = elapsed
     manifest.save()
-    return BatchReport(table=table, out_dir=out_dir, triplet_store=store, manifest_path=manifest.path,
+    return BatchReport(table=table, out_dir=plan.out_dir, triplet_store=plan.store, manifest_path=manifest.path,
                        elapsed_s=elapsed, compute_s=compute_s, n_workers=n_workers_used,
                        threads_per_worker=threads_used, scores_path=scores_path, drift=drift, n_scored=n_scored)
 
@@ -778,7 +959,7 @@ def _gather_scores(out_dir: Path, pairs: list[SurveyPair], identity: dict, refer
     return path, drift
 
 
-def _commit(store, committed, fingerprint, out_dir, items):
+def commit_in_groups(store, committed, fingerprint, out_dir, items):
     """Commit ``(pair, n_candidates, record)`` items; yield ``(pair, record, error text or None)``.
 
     Pairs are grouped into appends (see :data:`_COMMIT_GROUP`); when a group
@@ -821,22 +1002,17 @@ def _one_line_error() -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _run_on_client(client, todo, process, out_dir, store, committed, fingerprint, threshold, difference_options,
-                   threads, label_radius, retries, progress, row, manifest, on_result, *, model=None, identity=None,
-                   score_only=frozenset()) -> None:
+def _run_on_client(client, plan: _BatchPlan, run: _RunOptions, threads: int) -> None:
     """Submit one task per pair; commit results to the store as they land, several per append."""
     distributed = require("distributed", "astrid.batch.process_pairs")
     futures = {}
     reasons = {}
-    for pair, reason in todo:
-        task = _PairTask(pair=pair, pair_dir=out_dir / pair.name, threshold=float(threshold),
-                         difference_options=dict(difference_options), threads=int(threads),
-                         fingerprint=fingerprint, label_radius=float(label_radius), model=model,
-                         model_identity=identity, score_only=pair.name in score_only)
+    for pair, reason in plan.todo:
+        task = plan.task(pair, threads)
         key = f"astrid-pair-{pair.name}-{uuid.uuid4().hex[:8]}"
-        futures[client.submit(_run_task, task, process, key=key, pure=False, retries=retries)] = pair
+        futures[client.submit(_run_task, task, run.process, key=key, pure=False, retries=run.retries)] = pair
         reasons[pair.name] = reason
-    bar = _Progress(len(futures), progress)
+    bar = _Progress(len(futures), run.progress)
     n_failed = 0
     try:
         # Each batch holds every task that finished while the previous batch was committed.
@@ -858,24 +1034,24 @@ def _run_on_client(client, todo, process, out_dir, store, committed, fingerprint
                 if record.get("status") != "done":
                     outcomes.append((pair, "failed", reason, record))
                     continue
-                if pair.name in committed:
+                if pair.name in plan.committed:
                     reason += "; already in the triplet store, not appended again"
                 reasons[pair.name] = reason
                 done.append((pair, int(record.get("n_candidates", 0)), record))
-            for pair, record, error in _commit(store, committed, fingerprint, out_dir, done):
+            for pair, record, error in commit_in_groups(plan.store, plan.committed, plan.fingerprint, plan.out_dir, done):
                 if error is None:
                     outcomes.append((pair, "done", reasons[pair.name], record))
                 else:  # the pair's outputs stay valid: a rerun commits them
-                    record = {**record, "error": f"commit to {store} failed: {error}"}
+                    record = {**record, "error": f"commit to {plan.store} failed: {error}"}
                     outcomes.append((pair, "failed", reasons[pair.name], record))
             for pair, status, reason, record in outcomes:
                 n_failed += status == "failed"
-                row(pair, status, reason, record)
+                plan.ledger.row(pair, status, reason, record)
                 bar.update(n_failed)
-            manifest.save(force=any(status == "failed" for _, status, _, _ in outcomes))
-            if on_result is not None:
+            plan.manifest.save(force=any(status == "failed" for _, status, _, _ in outcomes))
+            if run.on_result is not None:
                 for _, _, _, record in outcomes:
-                    on_result(client, record)
+                    run.on_result(client, record)
     finally:
         bar.close()
         for future in futures:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 from ..errors import AstridFileError, AstridInputError
 from ..io import atomic_write
@@ -172,6 +170,7 @@ def verify_pair_outputs(pair_dir, pair_name: str | None = None, *, checksum: boo
     Returns
     -------
     ok : bool
+        Whether the outputs are complete.
     reason : str
         Why not (``"no done.json"``, ``"difference.fits: size 2880 != 1463040 recorded"``, ...),
         or ``"complete"``.
@@ -207,6 +206,16 @@ def store_pairs(store: Path) -> set[str]:
     The union of the store's :data:`STORE_PAIRS_ATTR` attribute and the
     ``pair`` coordinate of its committed candidates (rows of an interrupted
     append, beyond ``n_committed``, do not count). An absent store holds none.
+
+    Parameters
+    ----------
+    store : pathlib.Path
+        The Zarr triplet store.
+
+    Returns
+    -------
+    set of str
+        The pair names.
 
     Raises
     ------
@@ -333,24 +342,3 @@ def repair_store_attrs(store: Path, committed: set[str], fingerprint: str) -> bo
         return False
     _write_store_attrs(store, committed, fingerprint)
     return True
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars, tuples, paths and non-finite floats made JSON-friendly."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ._train import TrainConfig, card_path
 

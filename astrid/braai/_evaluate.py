@@ -580,7 +580,7 @@ def plot_roc_pr(*results, labels: Sequence[str] | None = None, log_fpr: bool = T
         at ``threshold`` (circle) and at the target FNR (square). Right:
         precision vs recall with the point at ``threshold``.
     """
-    from ..figures import _pyplot, style
+    from ..figures import pyplot, style
 
     if len(results) == 1 and not isinstance(results[0], Mapping):
         results = tuple(results[0])
@@ -588,7 +588,7 @@ def plot_roc_pr(*results, labels: Sequence[str] | None = None, log_fpr: bool = T
     if not results:
         raise AstridInputError("plot_roc_pr: no results to plot")
     names = _names(results, labels)
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(7.2, 3.3), constrained_layout=True)
         for i, (result, name) in enumerate(zip(results, names)):
@@ -644,12 +644,12 @@ def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins
     -------
     matplotlib.figure.Figure
     """
-    from ..figures import _pyplot, style
+    from ..figures import pyplot, style
 
     labels = labels_of(labels, "labels")
     scores = _check_scores(scores, labels.size)
     edges = np.linspace(min(0.0, scores.min()), max(1.0, scores.max()), int(bins) + 1)
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         ncols = 2 if kinds is not None else 1
         fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.0), constrained_layout=True, squeeze=False)
@@ -690,7 +690,7 @@ def plot_calibration(*results, labels: Sequence[str] | None = None):
         Top: the reliability curves with the diagonal of perfect
         calibration, ECE in the legend. Bottom: candidates per bin.
     """
-    from ..figures import _pyplot, style
+    from ..figures import pyplot, style
 
     if len(results) == 1 and not isinstance(results[0], Mapping):
         results = tuple(results[0])
@@ -698,7 +698,7 @@ def plot_calibration(*results, labels: Sequence[str] | None = None):
     names = _names(results, labels)
     if any(r.get("calibration") is None for r in results):
         raise AstridInputError("plot_calibration: a result has no calibration (scores outside [0, 1])")
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, (ax, axn) = plt.subplots(2, 1, figsize=(3.6, 4.4), sharex=True, constrained_layout=True,
                                       gridspec_kw={"height_ratios": (3, 1)})
@@ -730,7 +730,7 @@ def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: S
     Parameters
     ----------
     triplets : xarray.Dataset or array-like, shape (n, 63, 63, 3)
-        Triplets (schema of :mod:`astrid._schema`) or raw stamps.
+        Triplets (schema of :mod:`astrid.schema`) or raw stamps.
     index : sequence of int, optional
         Candidates to show (default the first ``max_rows``).
     titles : sequence of str, optional
@@ -743,7 +743,7 @@ def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: S
     matplotlib.figure.Figure
         Each stamp with its own zscale stretch.
     """
-    from ..figures import _pyplot, style, zscale_limits
+    from ..figures import pyplot, style, zscale_limits
 
     if isinstance(triplets, xr.Dataset):
         stamps = triplets["triplets"].transpose("candidate", "y", "x", "channel")
@@ -759,7 +759,7 @@ def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: S
         raise AstridInputError("plot_triplet_gallery: nothing to show")
     if titles is not None and len(titles) < len(index):
         raise AstridInputError(f"titles: {len(titles)} titles for {len(index)} rows")
-    plt = _pyplot()
+    plt = pyplot()
     with style():
         fig, axes = plt.subplots(len(index), 3, figsize=(4.6, 1.5 * len(index) + 0.3), squeeze=False,
                                  constrained_layout=True)

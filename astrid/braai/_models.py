@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import AstridInputError
 from .._optional import require
-from .._schema import CHANNELS, STAMP_SIZE
+from ..schema import CHANNELS, STAMP_SIZE
 
 __all__ = ["vgg6", "three_block", "build_model", "MODELS", "keras_module"]
 

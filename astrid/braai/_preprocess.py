@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import xarray as xr
 
-from .._schema import CHANNELS, STAMP_SIZE, validate_triplets
+from ..schema import CHANNELS, STAMP_SIZE, validate_triplets
 from ..errors import AstridInputError
 
 __all__ = ["preprocess", "no_data", "NORMS", "PAD_VALUE"]
@@ -110,7 +110,7 @@ def preprocess(triplets, norm: str = "rowwise") -> np.ndarray:
     Parameters
     ----------
     triplets : xarray.Dataset or array-like
-        A triplet dataset (:mod:`astrid._schema`), or an array of shape
+        A triplet dataset (:mod:`astrid.schema`), or an array of shape
         (n, h, w, 3) or (h, w, 3) with ``h, w <= 63`` (science, reference,
         difference as channels, NaN allowed). For a dataset with the
         coordinates ``stamp_ny`` / ``stamp_nx`` (as :func:`astrid.alerts.read_ztf`

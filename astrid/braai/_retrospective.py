@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridInputError
 
 __all__ = ["retrospective", "target_mask", "RetrospectiveResult"]

@@ -34,8 +34,6 @@ import hashlib
 import json
 import math
 import os
-import platform
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,7 +44,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
 from ..io import atomic_write
@@ -56,11 +54,12 @@ from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
 from .runtime import (
     EpochTimer,
-    augment_dihedral,
     disable_determinism,
     enable_determinism,
+    save_model,
     tensorflow,
     training_dataset,
+    training_versions,
 )
 
 __all__ = [
@@ -508,28 +507,6 @@ def _start_model(model, fine_tune_from):
     return copy, description
 
 
-# Old private names, kept until astrid.anomaly imports the public ones from astrid.braai.runtime.
-_EpochTimer = EpochTimer
-_enable_determinism = enable_determinism
-_disable_determinism = disable_determinism
-_augment_batch = augment_dihedral
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    from .. import __version__
-
-    return {
-        "astrid": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {"real": int(labels.sum()), "bogus": int(labels.size - labels.sum())}
 
@@ -620,10 +597,10 @@ def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_
 
 def _log_figures(run, results: dict[str, dict]) -> None:
     """ROC/PR and reliability curves of the validation set (raw and calibrated) as run artefacts."""
-    from ..figures import _pyplot
+    from ..figures import pyplot
     from ._evaluate import plot_calibration, plot_roc_pr
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(results)
     for file_name, plot in (("figures/roc_pr.png", plot_roc_pr), ("figures/reliability.png", plot_calibration)):
         try:
@@ -634,16 +611,6 @@ def _log_figures(run, results: dict[str, dict]) -> None:
             continue
         run.log_figure(figure, file_name)
         plt.close(figure)
-
-
-def _save_model(model, path: Path) -> None:
-    # Keras writes .keras archives only to a path ending in .keras: write one in a
-    # scratch folder, then move its bytes into place atomically.
-    with tempfile.TemporaryDirectory(prefix="astrid-train-") as scratch:
-        scratch_file = Path(scratch) / "model.keras"
-        model.save(scratch_file)
-        data = scratch_file.read_bytes()
-    atomic_write(path, lambda fh: fh.write(data))
 
 
 # --------------------------------------------------------------------------- #
@@ -945,7 +912,7 @@ def _model_card(
         "calibration": calibration,
         "mlflow": fitted.run.info(),
         "history": fitted.history,
-        "versions": _versions(),
+        "versions": training_versions(),
     }
 
 
@@ -953,7 +920,7 @@ def _save_with_card(network, card: dict, out_dir: str | os.PathLike) -> tuple[Pa
     """Write ``<name>.keras`` and its card into ``out_dir`` atomically; the card gains its hash."""
     model_path = Path(out_dir) / f"{card['model']['name']}.keras"
     card_file = card_path(model_path)
-    _save_model(network, model_path)
+    save_model(network, model_path)
     card["model_file"] = model_path.name
     card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
     text = json.dumps(card, indent=2, sort_keys=False) + "\n"
@@ -979,7 +946,7 @@ def train(
     Parameters
     ----------
     dataset : xarray.Dataset
-        Triplets (schema of :mod:`astrid._schema`) with a ``label``
+        Triplets (schema of :mod:`astrid.schema`) with a ``label``
         coordinate (1 real, 0 bogus), e.g. from
         :func:`astrid.triplets.build_training_set` or
         :func:`astrid.alerts.read_ztf` plus labels.

@@ -6,6 +6,8 @@ Internal: not part of :mod:`astrid.braai`'s ``__all__``.
 - :func:`augment_dihedral`: one random symmetry of the square per stamp;
 - :func:`keras_module`, :func:`tensorflow`: Keras and TensorFlow, imported on first use;
 - :func:`training_dataset`: the seeded, augmented ``tf.data`` pipeline of a training;
+- :func:`save_model`, :func:`training_versions`: the ``.keras`` file and the
+  library versions a model card records;
 - :func:`enable_determinism` / :func:`disable_determinism`: TensorFlow's
   deterministic ops on for one training, and off again only when that
   training turned them on.
@@ -14,11 +16,15 @@ Internal: not part of :mod:`astrid.braai`'s ``__all__``.
 from __future__ import annotations
 
 import os
+import platform
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .._optional import require
+from ..io import atomic_write
 from ._models import keras_module
 
 __all__ = [
@@ -29,6 +35,8 @@ __all__ = [
     "keras_module",
     "tensorflow",
     "training_dataset",
+    "training_versions",
+    "save_model",
 ]
 
 
@@ -188,3 +196,38 @@ def training_dataset(
     else:
         ds = ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_versions() -> dict[str, str]:
+    """Versions a model card records: astrid, tensorflow, keras, numpy and python (str each)."""
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+
+    return {
+        "astrid": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_model(model, path: Path) -> None:
+    """Save a Keras model as a ``.keras`` archive at ``path``, atomically.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model to save.
+    path : pathlib.Path
+        Destination; replaced only once the whole archive is written.
+    """
+    # Keras writes .keras archives only to a path ending in .keras: write one in a
+    # scratch folder, then move its bytes into place atomically.
+    with tempfile.TemporaryDirectory(prefix="astrid-train-") as scratch:
+        scratch_file = Path(scratch) / "model.keras"
+        model.save(scratch_file)
+        data = scratch_file.read_bytes()
+    atomic_write(path, lambda fh: fh.write(data))

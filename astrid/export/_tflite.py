@@ -263,7 +263,7 @@ def preprocess(triplets: Any, norm: str) -> np.ndarray:
     Parameters
     ----------
     triplets : xarray.Dataset, xarray.DataArray or numpy.ndarray
-        A triplet dataset (schema of :mod:`astrid._schema`), its ``triplets``
+        A triplet dataset (schema of :mod:`astrid.schema`), its ``triplets``
         variable, or raw stamps of shape (n, ny, nx, 3).
     norm : {"rowwise", "l2", "none"}
         ``"rowwise"``/``"l2"``: :func:`astrid.braai.preprocess` with that

@@ -7,7 +7,17 @@ returns the difference, its significance and the kernel model
 """
 
 from ._basis import Basis, alard_lupton_basis, delta_basis
+from ._options import KernelInputs, KernelOptions
 from ._result import KernelModel, KernelResult
 from .high_level import subtract
 
-__all__ = ["Basis", "KernelModel", "KernelResult", "alard_lupton_basis", "delta_basis", "subtract"]
+__all__ = [
+    "Basis",
+    "KernelInputs",
+    "KernelModel",
+    "KernelOptions",
+    "KernelResult",
+    "alard_lupton_basis",
+    "delta_basis",
+    "subtract",
+]

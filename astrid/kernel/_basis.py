@@ -81,10 +81,14 @@ class Basis:
         Kernel half-width r; the kernel is (2r + 1) px square.
     images : numpy.ndarray, shape (n_basis, 2r + 1, 2r + 1)
         The functions: ``images[0]`` sums to 1, the others to 0.
-    fy, fx : numpy.ndarray, shape (n_fy, 2r + 1), (n_fx, 2r + 1)
-        1-D factors; raw function j is ``outer(fy[raw_y[j]], fx[raw_x[j]])``.
-    raw_y, raw_x : numpy.ndarray of int64
-        Factor indices of each raw (separable) function.
+    fy : numpy.ndarray, shape (n_fy, 2r + 1)
+        1-D factors along y; raw function j is ``outer(fy[raw_y[j]], fx[raw_x[j]])``.
+    fx : numpy.ndarray, shape (n_fx, 2r + 1)
+        1-D factors along x.
+    raw_y : numpy.ndarray of int64
+        Index into ``fy`` of each raw (separable) function.
+    raw_x : numpy.ndarray of int64
+        Index into ``fx`` of each raw (separable) function.
     transform : numpy.ndarray, shape (n_basis, n_raw)
         ``images = transform @ raw`` (the normalisation).
     """
@@ -161,6 +165,11 @@ def alard_lupton_basis(half_width: int, sigmas=HOTPANTS_SIGMAS, degrees=HOTPANTS
 
 def delta_basis(half_width: int) -> Basis:
     """One delta function per kernel pixel (Bramich 2008), as δ(u, v) − δ(0, 0) after the first.
+
+    Parameters
+    ----------
+    half_width : int
+        Kernel half-width in pixels; the kernel is (2 half_width + 1) px square.
 
     Returns
     -------

@@ -12,6 +12,8 @@ from numba import njit, prange
 __all__ = ["convolve_tiles", "stamp_design"]
 
 
+# 15 arguments: a numba kernel takes the images and the basis's factors as plain arrays
+# (no dataclasses).
 @njit(cache=True, parallel=True)
 def stamp_design(T, J, VT, VJ, VTn, VJn, ys, xs, hs, r, fy, fx, raw_y, raw_x, ksq):
     """Weighted design matrix of each stamp for the raw (separable) basis and a constant.

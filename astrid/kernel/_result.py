@@ -27,8 +27,12 @@ class KernelModel:
     coefficients : numpy.ndarray, shape (n_basis, n_spatial)
         Polynomial coefficients of each basis function (terms 1, x, y, x²,
         xy, y², ...); the scale's terms beyond ``scale_degree`` are 0.
-    degree, scale_degree, background_degree : int
-        Spatial degrees of the kernel shape, of its sum and of the background.
+    degree : int
+        Spatial degree of the kernel shape.
+    scale_degree : int
+        Spatial degree of the kernel's sum (the photometric scale).
+    background_degree : int
+        Spatial degree of the differential background.
     background : numpy.ndarray, shape (n_background_terms,)
         Coefficients of the differential background.
     shape : tuple of int

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -27,22 +28,19 @@ from astropy.table import Table
 from scipy import ndimage
 from scipy.special import erfinv
 
+from .. import _utils
 from .._inpaint import repair_isolated
-from .._stars import GAUSSIAN_SIGMA_TO_FWHM
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
-from ..zogy._core import (
-    _as_aligned_pair,
-    _bad_pixels,
-    _check_dtype,
-    _check_map,
-    _check_mask_fraction,
-    _check_positive,
-    _untrusted,
-    estimate_noise_acf,
-    robust_std,
-)
+from ..zogy import as_aligned_pair as _as_aligned_pair
+from ..zogy import bad_pixels as _bad_pixels
+from ..zogy import check_dtype as _check_dtype
+from ..zogy import check_map as _check_map
+from ..zogy import check_mask_fraction as _check_mask_fraction
+from ..zogy import check_positive as _check_positive
+from ..zogy import estimate_noise_acf, robust_std
+from ..zogy import untrusted as _untrusted
 from ._basis import (
-    HOTPANTS_DEGREES,
     HOTPANTS_SIGMAS,
     alard_lupton_basis,
     delta_basis,
@@ -50,12 +48,11 @@ from ._basis import (
     spatial_terms,
 )
 from ._fit import convolve_tiles, stamp_design
+from ._options import MIN_STAMPS, KernelInputs, KernelOptions
 from ._result import KernelModel, KernelResult
 
 __all__ = ["MIN_STAMPS", "subtract"]
 
-# Fewest stamps for a constant kernel; a degree-d spatial model needs this many per term.
-MIN_STAMPS = 5
 # "auto" degree: 2 with this many usable stamps, 1 with the second, else 0. Every basis function
 # gets the spatial terms, so a degree costs 49 parameters per term: with 20-40 stamps a degree 1
 # fit extrapolated badly to the bright stars between them (23 false positives on a simulated
@@ -131,9 +128,21 @@ def _star_positions(stars, role: str = "stars"):
     return xy[:, 0], xy[:, 1], None, None, np.zeros(len(xy), bool)
 
 
-def _select(x, y, flux, flagged, faint, bad, shape, margin, half_check, spacing, max_stamps):
+@dataclass(eq=False)
+class _Positions:
+    """Candidate stamp centres (px) with their brightness (None: given order) and flags."""
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray | None
+    flagged: np.ndarray  # not to be used (includes ``faint``)
+    faint: np.ndarray  # flagged for their S/N only
+
+
+def _select(stars: _Positions, bad, margin, half_check, spacing, max_stamps):
     """Stamp centres (ys, xs) and the counts of positions dropped, by reason."""
-    ny, nx = shape
+    ny, nx = bad.shape
+    x, y, flux, flagged, faint = stars.x, stars.y, stars.flux, stars.flagged, stars.faint
     skipped = {"flagged": int(flagged.sum()) - int(faint.sum()), "faint": int(faint.sum())}
     ok = ~flagged & np.isfinite(x) & np.isfinite(y)
     skipped["non_finite"] = int(np.count_nonzero(~flagged & ~ok))
@@ -209,8 +218,8 @@ def _image_stamps(T, sigma, bad, hs, r, min_snr, max_stamps):
     yy, xx, snr = yy[signal], xx[signal], snr[signal]
     # _select keeps the most significant, round-robin over cells of the field, beyond max_stamps.
     none = np.zeros(len(yy), bool)
-    ys, xs, more = _select(xx.astype(np.float64), yy.astype(np.float64), snr, none, none, bad, (ny, nx), margin, 0, 1,
-                           max_stamps)
+    grid = _Positions(x=xx.astype(np.float64), y=yy.astype(np.float64), flux=snr, flagged=none, faint=none)
+    ys, xs, more = _select(grid, bad, margin, 0, 1, max_stamps)
     skipped["beyond_max_stamps"] = more.get("beyond_max_stamps", 0)
     return ys, xs, skipped
 
@@ -241,31 +250,6 @@ def _stamp_width(image, ys, xs, half=_MEASURE_HALF_WIDTH) -> float:
         if total > 0 and 0 < core < total:
             sigmas.append(1.5 / (math.sqrt(2.0) * float(erfinv(math.sqrt(core / total)))))
     return float(np.median(sigmas)) if sigmas else float("nan")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise AstridInputError(f"{name}: must be one of {choices}, got {value!r}")
-    return value
-
-
-def _check_degree(name, value, allow_auto=False):
-    if allow_auto and value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 2:
-        also = " or 'auto'" if allow_auto else ""
-        raise AstridInputError(f"{name}: must be 0, 1 or 2{also}, got {value!r}")
-    return int(value)
-
-
-def _check_int(name, value, minimum, allow_auto=False):
-    if allow_auto and value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or int(value) != value or value < minimum:
-        also = " or 'auto'" if allow_auto else ""
-        raise AstridInputError(f"{name}: must be an integer >= {minimum}{also}, got {value!r}")
-    return int(value)
 
 
 def _assemble(Gn, hn, P, Pb, nb):
@@ -545,234 +529,114 @@ def _tiles_to_map(values, tile, shape):
     return np.repeat(np.repeat(values, tile, axis=0), tile, axis=1)[: shape[0], : shape[1]]
 
 
-def subtract(
-    reference,
-    science,
-    *,
-    stars=None,
-    science_variance=None,
-    reference_variance=None,
-    science_sigma=None,
-    reference_sigma=None,
-    mask=None,
-    basis: str = "alard-lupton",
-    half_width="auto",
-    sigmas="auto",
-    degrees=HOTPANTS_DEGREES,
-    degree="auto",
-    scale_degree: int = 0,
-    background_degree: int = 1,
-    local_background: bool = True,
-    background_box: int | None = 64,
-    convolve: str = "auto",
-    science_fwhm=None,
-    reference_fwhm=None,
-    stamp_half_width="auto",
-    max_stamps: int = 250,
-    min_snr: float = 50.0,
-    clip_sigma: float = 3.0,
-    max_iterations: int = 10,
-    eiv_correction: bool = True,
-    fit_region: str = "stars",
-    fit_weights: str = "sky",
-    noise_correlation="auto",
-    systematic="auto",
-    astrometric_sigma=(0.0, 0.0),
-    science_psf=None,
-    reference_psf=None,
-    tile: int = 32,
-    convolution: str = "fft",
-    mask_radius=None,
-    fill_value: float = 0.0,
-    dtype=np.float64,
-    _filled=None,
-) -> KernelResult:
-    """Fit a spatially varying PSF-matching kernel on star stamps and subtract.
+@dataclass(eq=False)
+class _Images:
+    """The pair in working precision (bad pixels zeroed) with its noise, as the steps share it."""
 
-    Parameters
-    ----------
-    reference, science : Image or array_like, shape (ny, nx)
-        Aligned, background-subtracted images on one pixel grid (data units;
-        NaN allowed). Images bring their ``mask`` and ``variance``.
-    stars : astropy.table.Table or array_like, shape (n, 2), optional
-        Star positions (x, y, pixels, 0-based) for the stamps, e.g. the
-        clean rows of :func:`astrid.find_stars` on the reference (its
-        ``flux`` orders them, ``saturated`` and ``masked`` rows are left
-        out). Default: :func:`astrid.find_stars` on the reference.
-    science_variance, reference_variance : array_like, optional
-        Per-pixel variance maps (data units²); default the Image's, else
-        the sigma squared.
-    science_sigma, reference_sigma : float, optional
-        Background noise per pixel; default the robust standard deviation
-        of the unmasked pixels.
-    mask : array_like of bool, optional
-        True where either image must not be used (with the Images' masks).
-        Bad pixels of the image that is convolved (its Image mask, NaN) are
-        dilated by the kernel half-width in the output mask; those of the
-        other image and of ``mask`` are not (pass Images with their own
-        masks rather than one combined ``mask`` to benefit).
-    fit_region : {"stars", "image"}
-        Where the kernel is fitted: stamps around isolated, unsaturated stars
-        (HOTPANTS), or stamps tiling the whole image wherever it holds
-        significant light (stars and galaxies alike, as sfft fits the whole
-        image), for fields with too few clean stars (small cutouts, cluster
-        fields). With ``"image"`` the stars only size the kernel (none are
-        needed when both FWHMs are given) and measure the systematic term;
-        ``min_snr`` then applies to a stamp's light, ``√(Σ (T/σ)² − n)``.
-    basis : {"alard-lupton", "delta"}
-        Gaussians times polynomials (HOTPANTS) or one delta function per
-        kernel pixel (Bramich).
-    half_width : int or "auto"
-        Kernel half-width r (the kernel is 2r + 1 px square); "auto":
-        2 FWHM of the broader image, within 4–15 px.
-    sigmas : sequence of float or "auto"
-        Widths of the Alard–Lupton Gaussians; "auto": HOTPANTS's 0.7, 1.5,
-        3.0 px, scaled up by σ_k / 1.5 when the matching kernel's width
-        σ_k = √(σ_broad² − σ_sharp²) exceeds 1.5 px.
-    degrees : sequence of int
-        Polynomial degree under each Gaussian (HOTPANTS: 6, 4, 2).
-    degree : {0, 1, 2, "auto"}
-        Spatial degree of the kernel's shape over the field; "auto": 2 with
-        150 usable stamps or more, 1 with 60, else 0 (stepping down when the
-        clipping leaves fewer).
-    scale_degree : {0, 1, 2}
-        Spatial degree of the kernel's sum (photometric scale); at most
-        ``degree``.
-    background_degree : {0, 1, 2}
-        Spatial degree of the differential background.
-    local_background : bool
-        Fit a constant background under each stamp (eliminated from the
-        kernel fit; the field's background polynomial is then fitted to the
-        constants), so residual sky under a star (background maps pulled by
-        the stars' wings) does not enter the kernel. Without it the
-        polynomial is fitted together with the kernel.
-    background_box : int or None
-        The differential background left after the stamps' polynomial is
-        measured on the difference image in boxes of this many pixels
-        (sigma-clipped, away from sources) and subtracted; None: the
-        polynomial only. On a simulated pair the polynomial alone left
-        offsets between parts of the field that gave the matched-filter
-        image a robust std of 1.39 (1.03–1.07 within each 256² block).
-    min_snr : float
-        Stars fainter than this S/N (the table's ``snr``; for positions
-        given as an array, 5 × 5 px sums of both images over their sky noise)
-        give no stamp. Faint stars add little but bias: found on one image,
-        they are the ones its noise pushed up, and the scale comes out low
-        (5 % on a simulated pair with every detection used).
-    clip_sigma : float
-        A stamp whose χ² per pixel exceeds the median by this many robust
-        standard deviations is rejected and the kernel refitted.
-    max_iterations : int
-        Most fits of the clipping loop.
-    eiv_correction : bool
-        Subtract from the normal matrix what the noise of the convolved image
-        adds to it on average (errors in variables; otherwise the fitted
-        scale is biased low by that noise).
-    fit_weights : {"sky", "full"}
-        Weights of the stamp pixels in the fit: the inverse sky variance
-        (default), or the inverse full variance (with the stars' own noise).
-        Full weights leave the cores of bright stars little say, and a kernel
-        that cannot quite match the wings then biases the photometric scale
-        (by 20 % on a simulated pair where sky weights give 0.2 %).
-    noise_correlation : {"auto", True, False}
-        Take the pixel-to-pixel correlation of the convolved image's noise
-        (resampling) into the propagated variance; "auto": when a lag within
-        ±2 px exceeds 0.05 (:func:`astrid.zogy.estimate_noise_acf`).
-    systematic : "auto" or float
-        Fractional error ε of the matched model: ``ε² (T ⊗ K)²`` is added to
-        the variance of ``significance`` (and ``ε² ((T ⊗ K) ⋆ P)²`` to that
-        of ``detection``), so bright static stars, whose residuals the kernel
-        cannot bring below a percent or so, do not stand out. "auto":
-        measured on the stamps' stars (per pixel: their χ² beyond the noise
-        as a fraction of their signal; for ``detection``: the filtered
-        residual at stars of 20σ or more, as ZOGY does); 0 leaves the term
-        out.
-    astrometric_sigma : (float, float)
-        Registration error (σx, σy) in pixels, e.g. from the alignment's
-        matched stars: ``σx² (∂M/∂x)² + σy² (∂M/∂y)²`` of the matched model M
-        is added to both variances (as in ZOGY), so misregistered bright
-        stars do not stand out.
-    science_psf, reference_psf : array_like, optional
-        PSFs (odd-sized arrays, e.g. ``PSFModel.psf``); the one of the image
-        that is not convolved filters ``detection``. Default a Gaussian of
-        that image's measured width.
-    tile : int
-        The noise terms (and the ``"direct"`` convolution) use the kernel
-        at the centre of each ``tile`` × ``tile`` block.
-    convolution : {"fft", "direct"}
-        ``"fft"``: the image convolved with the kernel of each spatial term
-        by FFT and the results combined with the polynomial terms (exact);
-        ``"direct"``: a numba loop with the kernel of each tile. At 4096²
-        with a 17 px kernel the direct loop took 3.8 s per image on 2
-        cores, an FFT 0.05 s.
-    mask_radius : int, optional
-        Dilation of bad pixels in the output mask and width of the edge band;
-        default the kernel half-width.
-    fill_value : float
-        Value of ``D`` and ``significance`` in masked pixels.
-    dtype : {numpy.float64, numpy.float32}
-        Precision of the convolution and the outputs.
+    science: np.ndarray
+    reference: np.ndarray
+    science_variance: np.ndarray | None
+    reference_variance: np.ndarray | None
+    sigma: dict  # "science_sigma", "reference_sigma"
+    bad: np.ndarray
+    own: dict  # each image's own bad pixels, by role
+    repaired: np.ndarray
+    fwhm_given: dict  # "science_fwhm", "reference_fwhm" where given
+    work: type
 
-    Returns
-    -------
-    KernelResult
+    @property
+    def shape(self):
+        return self.bad.shape
 
-    Raises
-    ------
-    AstridInputError
-        Shapes differ, an option is out of range, or nothing is left unmasked.
-    AstridPSFError
-        Too few usable stars for the stamps (the message says how many were
-        usable and why the others were not).
-    """
-    started = time.perf_counter()
-    timings = {}
-    dtype = _check_dtype(dtype)
-    N, n_mask, n_var = _unpack(science, "science")
-    R, r_mask, r_var = _unpack(reference, "reference")
-    N, R = _as_aligned_pair(N, R)
-    shape = N.shape
-    ny, nx = shape
-    basis_kind = _check_choice("basis", basis, ("alard-lupton", "delta"))
-    convolve = _check_choice("convolve", convolve, ("auto", "reference", "science"))
-    fit_weights = _check_choice("fit_weights", fit_weights, ("sky", "full"))
-    fit_region = _check_choice("fit_region", fit_region, ("stars", "image"))
-    convolution = _check_choice("convolution", convolution, ("fft", "direct"))
-    degree = _check_degree("degree", degree, allow_auto=True)
-    scale_degree = _check_degree("scale_degree", scale_degree)
-    background_degree = _check_degree("background_degree", background_degree)
-    half_width = _check_int("half_width", half_width, 1, allow_auto=True)
-    stamp_half_width = _check_int("stamp_half_width", stamp_half_width, 1, allow_auto=True)
-    max_stamps = _check_int("max_stamps", max_stamps, MIN_STAMPS)
-    max_iterations = _check_int("max_iterations", max_iterations, 1)
-    tile = _check_int("tile", tile, 1)
-    clip_sigma = _check_positive("clip_sigma", clip_sigma)
-    if background_box is not None:
-        background_box = _check_int("background_box", background_box, 8)
-    if isinstance(min_snr, bool) or not isinstance(min_snr, (int, float, np.integer, np.floating)) \
-            or not min_snr >= 0:
-        raise AstridInputError(f"min_snr: must be a number >= 0, got {min_snr!r}")
-    if systematic != "auto" and (isinstance(systematic, (bool, str)) or not isinstance(
-            systematic, (int, float, np.integer, np.floating)) or not 0 <= systematic < 1):
-        raise AstridInputError(f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}")
-    given_astrometric = astrometric_sigma
+    def roles(self, convolve):
+        """(T, J, V_T, V_J, σ_T, σ_J): the image convolved, the target, their variances and noise."""
+        sci = (self.science, self.science_variance, self.sigma["science_sigma"])
+        ref = (self.reference, self.reference_variance, self.sigma["reference_sigma"])
+        (T, VT, sT), (J, VJ, sJ) = (ref, sci) if convolve == "reference" else (sci, ref)
+        return T, J, VT, VJ, sT, sJ
+
+
+@dataclass(eq=False)
+class _Plan:
+    """The kernel's size, basis and stamps, and the image it convolves."""
+
+    convolve: str
+    r: int
+    hs: int
+    basis: object
+    s_sci: float
+    s_ref: float
+    ys: np.ndarray
+    xs: np.ndarray
+    skipped: dict
+    detection_stars: tuple | None
+    n_given: int
+    degree: int
+    auto_degree: bool
+
+
+@dataclass(eq=False)
+class _Systems:
+    """Each stamp's normal equations (kernel basis then its constant) and noise terms."""
+
+    Gn: np.ndarray
+    hn: np.ndarray
+    jj: np.ndarray
+    Om: np.ndarray
+    expected: np.ndarray
+    npix: int
+
+
+@dataclass(eq=False)
+class _Fit:
+    """The clipped global fit."""
+
+    coef: np.ndarray
+    bg: np.ndarray
+    degree: int
+    used: np.ndarray
+    chi2: np.ndarray
+    per_pixel: np.ndarray
+    n_iter: int
+    eiv: bool
+    n_capped: int
+    epsilon: float
+    measured_epsilon: float
+
+
+def _check_inputs(inputs: KernelInputs, shape, maps):
+    """The checked variance maps (science, reference), filled mask and astrometric σ of ``inputs``."""
+    given_astrometric = inputs.astrometric_sigma
     try:
-        astrometric_sigma = tuple(float(v) for v in astrometric_sigma)
+        astrometric_sigma = tuple(float(v) for v in given_astrometric)
     except (TypeError, ValueError):
         astrometric_sigma = ()
     if len(astrometric_sigma) != 2 or not all(math.isfinite(v) and v >= 0 for v in astrometric_sigma):
         raise AstridInputError(f"astrometric_sigma: must be two finite numbers >= 0 (px), got {given_astrometric!r}")
-    if noise_correlation not in ("auto", True, False):
-        raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {noise_correlation!r}")
-    for name, value in (("science_psf", science_psf), ("reference_psf", reference_psf)):
-        if value is not None:
-            _target_psf(value, 1.0, name)  # checked before the fit, used after it
+    for name in ("science_psf", "reference_psf"):
+        if getattr(inputs, name) is not None:
+            _target_psf(getattr(inputs, name), 1.0, name)  # checked before the fit, used after it
+    n_var, r_var = maps
+    Vn = inputs.science_variance if inputs.science_variance is not None else n_var
+    Vr = inputs.reference_variance if inputs.reference_variance is not None else r_var
+    Vn = _check_map("science_variance", Vn, shape)
+    Vr = _check_map("reference_variance", Vr, shape)
+    filled = None if inputs.filled is None else _check_map("filled", inputs.filled, shape).astype(bool)
+    return Vn, Vr, filled, astrometric_sigma
+
+
+def _prepare(reference, science, mask, inputs: KernelInputs, dtype) -> tuple[_Images, tuple]:
+    """The pair validated, bad pixels found and repaired where isolated, in working precision;
+    and the astrometric σ."""
+    N, n_mask, n_var = _unpack(science, "science")
+    R, r_mask, r_var = _unpack(reference, "reference")
+    R, N = _as_aligned_pair(reference=R, science=N)
+    shape = N.shape
     fwhm_given = {}
-    for name, value in (("science_fwhm", science_fwhm), ("reference_fwhm", reference_fwhm)):
-        if value is not None:
-            fwhm_given[name] = _check_positive(name, value)
-    Vn = _check_map("science_variance", science_variance if science_variance is not None else n_var, shape)
-    Vr = _check_map("reference_variance", reference_variance if reference_variance is not None else r_var, shape)
+    for name in ("science_fwhm", "reference_fwhm"):
+        if getattr(inputs, name) is not None:
+            fwhm_given[name] = _check_positive(name, getattr(inputs, name))
+    Vn, Vr, filled, astrometric_sigma = _check_inputs(inputs, shape, (n_var, r_var))
     user_mask = _check_map("mask", mask, shape)
     user_mask = None if user_mask is None else user_mask.astype(bool)
     own = {}
@@ -787,10 +651,10 @@ def subtract(
     combined = own["science"] | own["reference"]
     user_mask = combined if user_mask is None else (user_mask | combined)
 
-    # --- bad pixels, noise levels
     bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
     sig = {}
-    for name, image, value in (("science_sigma", N, science_sigma), ("reference_sigma", R, reference_sigma)):
+    for name, image in (("science_sigma", N), ("reference_sigma", R)):
+        value = getattr(inputs, name)
         if value is None:
             value = robust_std(image, bad)
             if not (math.isfinite(value) and value > 0):
@@ -800,8 +664,8 @@ def subtract(
     (N, R), repaired = repair_isolated((N, R), bad, (sig["science_sigma"], sig["reference_sigma"]))
     if repaired.any():
         bad &= ~repaired
-    if _filled is not None:
-        repaired |= _check_map("_filled", _filled, shape).astype(bool)
+    if filled is not None:
+        repaired |= filled
     # Working copies in the output precision: at 4096² four float64 maps held through the whole call
     # were 0.5 GiB of the peak. The stamps' sums accumulate in float64 in any case.
     work = np.float32 if dtype == np.float32 else np.float64
@@ -812,40 +676,53 @@ def subtract(
              if Vn is not None else None)
     var_r = (np.where(bad, 0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(work, copy=False)
              if Vr is not None else None)
-    del Vn, Vr
+    images = _Images(science=n_img, reference=r_img, science_variance=var_n, reference_variance=var_r, sigma=sig,
+                     bad=bad, own=own, repaired=repaired, fwhm_given=fwhm_given, work=work)
+    return images, astrometric_sigma
 
-    # --- stamps
-    start = time.perf_counter()
+
+def _positions(images: _Images, stars, min_snr) -> _Positions:
+    """The stars for the stamps (found on the reference when not given), those fainter than
+    ``min_snr`` flagged."""
+    ny, nx = images.shape
+    sig = images.sigma
     if stars is None:
         from .._stars import find_stars
 
         # Not only the isolated stars: the brightest have detections in their wings, and without
         # them the kernel is extrapolated exactly where its errors show most (the stamp selection
         # keeps one stamp per neighbourhood, the brightest).
-        stars = find_stars(r_img, mask=bad, background=0.0, rms=sig["reference_sigma"], name="reference")
+        stars = find_stars(images.reference, mask=images.bad, background=0.0, rms=sig["reference_sigma"],
+                           name="reference")
     x, y, flux, snr, flagged = _star_positions(stars)
-    n_given = len(x)
     if snr is None:
         # The stars' S/N on the image to convolve: 5×5 px sums against the sky noise.
         inside = (np.isfinite(x) & np.isfinite(y) & (np.round(x) >= 2) & (np.round(x) < nx - 2)
                   & (np.round(y) >= 2) & (np.round(y) < ny - 2))
-        snr = np.zeros(n_given)
         xi = np.round(np.where(inside, x, 2)).astype(np.int64)
         yi = np.round(np.where(inside, y, 2)).astype(np.int64)
-        both = r_img + n_img  # the S/N cut only needs an order of magnitude; both images' light counts
+        # The S/N cut only needs an order of magnitude; both images' light counts.
+        both = images.reference + images.science
         sums = both[yi[:, None, None] + np.arange(-2, 3)[:, None], xi[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
         snr = np.where(inside, sums / (5.0 * math.hypot(sig["science_sigma"], sig["reference_sigma"])), 0.0)
     faint = ~flagged & ~(snr >= min_snr)
-    flagged = flagged | faint
+    return _Positions(x=x, y=y, flux=flux, flagged=flagged | faint, faint=faint)
+
+
+def _size_kernel(images: _Images, stars: _Positions, options: KernelOptions):
+    """(convolve, r, hs, basis, σ_science, σ_reference): the image to convolve, the kernel's and
+    stamps' half-widths and the basis, from the stars' widths (or the FWHMs given)."""
+    n_given = len(stars.x)
+    fwhm_given = images.fwhm_given
     # Widths first (a fixed box), to size the kernel and choose the image to convolve.
-    ys0, xs0, skipped0 = _select(x, y, flux, flagged, faint, bad, shape, _MEASURE_HALF_WIDTH + 1,
-                                 _MEASURE_HALF_WIDTH, _MEASURE_HALF_WIDTH, max_stamps)
+    ys0, xs0, skipped0 = _select(stars, images.bad, _MEASURE_HALF_WIDTH + 1, _MEASURE_HALF_WIDTH,
+                                 _MEASURE_HALF_WIDTH, options.max_stamps)
     # Fitting on the whole image needs the stars only to size the kernel, and not even that with both widths given.
-    if len(ys0) < (MIN_STAMPS if fit_region == "stars" else 0 if len(fwhm_given) == 2 else 1):
+    if len(ys0) < (MIN_STAMPS if options.fit_region == "stars" else 0 if len(fwhm_given) == 2 else 1):
         raise AstridPSFError(_too_few(len(ys0), MIN_STAMPS, 0, n_given, skipped0, 2 * _MEASURE_HALF_WIDTH + 1,
                                       _MEASURE_HALF_WIDTH))
     width = {}
-    for name, image in (("science_fwhm", n_img), ("reference_fwhm", r_img)):
+    for name, image in (("science_fwhm", images.science), ("reference_fwhm", images.reference)):
         width[name] = (fwhm_given[name] / GAUSSIAN_SIGMA_TO_FWHM if name in fwhm_given
                        else _stamp_width(image, ys0, xs0))
     s_sci, s_ref = width["science_fwhm"], width["reference_fwhm"]
@@ -854,214 +731,257 @@ def subtract(
             f"kernel.subtract: no star could be measured to size the kernel: {len(ys0)} of {n_given} positions "
             "give a clean stamp; pass science_fwhm and reference_fwhm, or more stars"
         )
+    convolve = options.convolve
     if convolve == "auto":
         convolve = "science" if s_sci < s_ref else "reference"
     s_broad, s_sharp = max(s_sci, s_ref), min(s_sci, s_ref)
     fwhm_broad = GAUSSIAN_SIGMA_TO_FWHM * s_broad
     sigma_k = math.sqrt(max(s_broad**2 - s_sharp**2, 0.0))
-    r = half_width if half_width != "auto" else int(np.clip(math.ceil(_KERNEL_FWHM * fwhm_broad), 4, 15))
-    hs = stamp_half_width if stamp_half_width != "auto" else r + math.ceil(fwhm_broad)
-    if basis_kind == "delta":
+    r = options.half_width
+    if r == "auto":
+        r = int(np.clip(math.ceil(_KERNEL_FWHM * fwhm_broad), 4, 15))
+    hs = options.stamp_half_width if options.stamp_half_width != "auto" else r + math.ceil(fwhm_broad)
+    if options.basis == "delta":
         kbasis = delta_basis(r)
     else:
+        sigmas = options.sigmas
         if isinstance(sigmas, str):
-            if sigmas != "auto":
-                raise AstridInputError(f"sigmas: must be a sequence of widths or 'auto', got {sigmas!r}")
             sigmas = tuple(s * max(sigma_k / 1.5, 1.0) for s in HOTPANTS_SIGMAS)
-        kbasis = alard_lupton_basis(r, sigmas, degrees)
-    if convolve == "reference":
-        T, J, VT, VJ, sT, sJ = r_img, n_img, var_r, var_n, sig["reference_sigma"], sig["science_sigma"]
-    else:
-        T, J, VT, VJ, sT, sJ = n_img, r_img, var_n, var_r, sig["science_sigma"], sig["reference_sigma"]
-    if fit_region == "stars":
-        ys, xs, skipped = _select(x, y, flux, flagged, faint, bad, shape, hs + r + 1, hs + r, hs, max_stamps)
+        kbasis = alard_lupton_basis(r, sigmas, options.degrees)
+    return convolve, r, hs, kbasis, s_sci, s_ref
+
+
+def _plan(images: _Images, stars: _Positions, options: KernelOptions) -> _Plan:
+    """Size the kernel, choose the image to convolve and the stamps, and the spatial degree."""
+    convolve, r, hs, kbasis, s_sci, s_ref = _size_kernel(images, stars, options)
+    n_given = len(stars.x)
+    if options.fit_region == "stars":
+        ys, xs, skipped = _select(stars, images.bad, hs + r + 1, hs + r, hs, options.max_stamps)
         detection_stars = None
     else:
-        ys, xs, skipped = _image_stamps(T, sT, bad, hs, r, min_snr, max_stamps)
+        T, _, _, _, sT, _ = images.roles(convolve)
+        ys, xs, skipped = _image_stamps(T, sT, images.bad, hs, r, options.min_snr, options.max_stamps)
         n_given = len(ys) + sum(skipped.values())
         # The stars (any S/N) are still where ε, the kernel's systematic error, is measured.
-        clean = ~(flagged & ~faint) & np.isfinite(x) & np.isfinite(y)
+        x, y = stars.x, stars.y
+        clean = ~(stars.flagged & ~stars.faint) & np.isfinite(x) & np.isfinite(y)
         detection_stars = (np.round(y[clean]).astype(np.int64), np.round(x[clean]).astype(np.int64))
     n_usable = len(ys)
+    degree = options.degree
     auto_degree = degree == "auto"
     if auto_degree:
         degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
     need = MIN_STAMPS * n_spatial(degree)
-    if n_usable < need and fit_region == "image":
+    if n_usable < need and options.fit_region == "image":
         why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
-        raise AstridPSFError(f"kernel.subtract: {n_usable} stamps with signal (S/N >= {min_snr:g}) on the image grid, at "
-                             f"least {need} needed for a kernel of spatial degree {degree}; of {n_given} grid stamps of "
-                             f"{2 * hs + 1} px, dropped: {why or 'none'}")
+        raise AstridPSFError(f"kernel.subtract: {n_usable} stamps with signal (S/N >= {options.min_snr:g}) on the "
+                             f"image grid, at least {need} needed for a kernel of spatial degree {degree}; of "
+                             f"{n_given} grid stamps of {2 * hs + 1} px, dropped: {why or 'none'}")
     if n_usable < need:
         raise AstridPSFError(_too_few(n_usable, need, degree, n_given, skipped, 2 * hs + 1, hs + r))
-    timings["select"] = time.perf_counter() - start
+    return _Plan(convolve=convolve, r=r, hs=hs, basis=kbasis, s_sci=s_sci, s_ref=s_ref, ys=ys, xs=xs,
+                 skipped=skipped, detection_stars=detection_stars, n_given=n_given, degree=degree,
+                 auto_degree=auto_degree)
 
-    with _single_threaded_blas():
-        # --- normal equations of each stamp
-        start = time.perf_counter()
-        kw = 2 * r + 1
-        core = J[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
-        core_t = T[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
-        positive = core_t > 0
-        # A first guess of the scale for the weights: the stars' flux ratio in their cores.
-        scale0 = float(np.median(core[positive] / core_t[positive])) if positive.any() else 1.0
-        if not (math.isfinite(scale0) and scale0 > 0):
-            scale0 = 1.0
-        ksq = np.zeros((n_usable, kw, kw))
-        ksq[:, r, r] = scale0**2
-        # Constant maps as zero-stride views: no image-sized copies of a number.
-        VT_map = VT if VT is not None else np.broadcast_to(np.float64(sT**2), shape)
-        VJ_map = VJ if VJ is not None else np.broadcast_to(np.float64(sJ**2), shape)
-        if fit_weights == "sky":
-            VT_w, VJ_w = np.broadcast_to(np.float64(sT**2), shape), np.broadcast_to(np.float64(sJ**2), shape)
-        else:
-            VT_w, VJ_w = VT_map, VJ_map
-        nb = kbasis.size
-        M1 = np.zeros((nb + 1, len(kbasis.raw_y) + 1))
-        M1[:nb, :-1] = kbasis.transform
-        M1[nb, -1] = 1.0
-        M1 = scipy.sparse.csr_matrix(M1)
-        npix = (2 * hs + 1) ** 2
-        Gn = np.empty((n_usable, nb + 1, nb + 1))
-        hn = np.empty((n_usable, nb + 1))
-        jj = np.empty(n_usable)
-        Q = np.empty((n_usable, kw, kw))
-        expected = np.empty(n_usable)
-        # Chunks of stamps keep the design matrices to about 64 MB (the delta basis has hundreds of functions).
-        chunk = max(1, int(64e6 // (8 * npix * (M1.shape[1] + nb + 2))))
-        for c0 in range(0, n_usable, chunk):
-            sl = slice(c0, min(c0 + chunk, n_usable))
-            C, jw, Q[sl], expected[sl] = stamp_design(T, J, VT_w, VJ_w, VT_map, VJ_map, ys[sl], xs[sl], hs, r, kbasis.fy, kbasis.fx,
-                                        kbasis.raw_y, kbasis.raw_x, ksq[sl])
-            m = C.shape[0]
-            Cn = M1 @ np.ascontiguousarray(C.transpose(1, 0, 2)).reshape(C.shape[1], -1)
-            # Contiguous stamps, or matmul leaves BLAS for a loop ten times slower.
-            Cn = np.ascontiguousarray(Cn.reshape(nb + 1, m, npix).transpose(1, 0, 2))
-            del C
-            Gn[sl] = np.matmul(Cn, Cn.transpose(0, 2, 1))
-            hn[sl] = np.matmul(Cn, jw[:, :, None])[:, :, 0]
-            jj[sl] = np.einsum("sp,sp->s", jw, jw)
-            del Cn
-        Bflat = kbasis.images.reshape(nb, kw * kw)
-        Om = np.zeros_like(Gn)
-        Om[:, :nb, :nb] = _noise_normal(Bflat, Q.reshape(n_usable, kw * kw))
-        del VT_map, VJ_map, VT_w, VJ_w
-        timings["systems"] = time.perf_counter() - start
 
-        # --- global fit with stamp clipping
-        start = time.perf_counter()
-        P_all = spatial_terms(xs, ys, degree, shape).T
-        Pb = spatial_terms(xs, ys, background_degree, shape).T
-        if local_background:
-            # Each stamp's own constant is eliminated (Schur complement): residual sky under a star
-            # then cannot pull the scale; the field's background is fitted to the constants afterwards.
-            g_kb = Gn[:, :nb, nb]
-            g_bb = Gn[:, nb, nb]
-            Gfit = Gn[:, :nb, :nb] - g_kb[:, :, None] * g_kb[:, None, :] / g_bb[:, None, None]
-            hfit = hn[:, :nb] - g_kb * (hn[:, nb] / g_bb)[:, None]
-            jfit = jj - hn[:, nb] ** 2 / g_bb
-            Gfit = np.concatenate([np.concatenate([Gfit, np.zeros((n_usable, nb, 1))], axis=2),
-                                   np.zeros((n_usable, 1, nb + 1))], axis=1)
-            hfit = np.concatenate([hfit, np.zeros((n_usable, 1))], axis=1)
-            Pfit = np.zeros((n_usable, 0))
-        else:
-            Gfit, hfit, jfit, Pfit = Gn, hn, jj, Pb
-        used = np.ones(n_usable, bool)
-        eiv = bool(eiv_correction)
-        n_iter = 0
-        while True:
-            n_iter += 1
-            # The terms of a lower degree are the first columns (terms ordered by total degree).
-            nsp = n_spatial(degree)
-            P = P_all[:, :nsp]
-            keep = np.ones(nb * nsp + Pfit.shape[1], bool)
-            keep[n_spatial(min(scale_degree, degree)) : nsp] = False  # the scale's terms beyond scale_degree
-            A, b = _assemble(Gfit[used], hfit[used], P[used], Pfit[used], nb)
-            noise = _assemble(Om[used], hfit[used], P[used], Pfit[used], nb)[0][np.ix_(keep, keep)] if eiv else None
-            theta, n_capped = _solve(A[np.ix_(keep, keep)], b[keep], noise)
-            if theta is None:
-                theta = scipy.linalg.lstsq(A[np.ix_(keep, keep)], b[keep], check_finite=False)[0]
-            full = np.zeros(len(keep))
-            full[keep] = theta
-            coef = full[: nb * nsp].reshape(nb, nsp)
-            local = np.concatenate([P @ coef.T, (Pfit @ full[nb * nsp :])[:, None]], axis=1)
-            chi2 = (jfit - 2.0 * np.einsum("sk,sk->s", local, hfit)
-                    + np.einsum("sk,sk->s", np.matmul(Gfit, local[:, :, None])[:, :, 0], local))
-            per_pixel = chi2 / npix
-            if n_iter >= max_iterations:
+def _stamp_systems(images: _Images, plan: _Plan, fit_weights) -> _Systems:
+    """Each stamp's weighted normal equations in the kernel basis (and its constant), and what the
+    noise of the convolved image adds to them."""
+    T, J, VT, VJ, sT, sJ = images.roles(plan.convolve)
+    ys, xs, r, hs, kbasis = plan.ys, plan.xs, plan.r, plan.hs, plan.basis
+    shape = images.shape
+    n_usable = len(ys)
+    kw = 2 * r + 1
+    core = J[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
+    core_t = T[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
+    positive = core_t > 0
+    # A first guess of the scale for the weights: the stars' flux ratio in their cores.
+    scale0 = float(np.median(core[positive] / core_t[positive])) if positive.any() else 1.0
+    if not (math.isfinite(scale0) and scale0 > 0):
+        scale0 = 1.0
+    ksq = np.zeros((n_usable, kw, kw))
+    ksq[:, r, r] = scale0**2
+    # Constant maps as zero-stride views: no image-sized copies of a number.
+    VT_map = VT if VT is not None else np.broadcast_to(np.float64(sT**2), shape)
+    VJ_map = VJ if VJ is not None else np.broadcast_to(np.float64(sJ**2), shape)
+    if fit_weights == "sky":
+        VT_w, VJ_w = np.broadcast_to(np.float64(sT**2), shape), np.broadcast_to(np.float64(sJ**2), shape)
+    else:
+        VT_w, VJ_w = VT_map, VJ_map
+    nb = kbasis.size
+    M1 = np.zeros((nb + 1, len(kbasis.raw_y) + 1))
+    M1[:nb, :-1] = kbasis.transform
+    M1[nb, -1] = 1.0
+    M1 = scipy.sparse.csr_matrix(M1)
+    npix = (2 * hs + 1) ** 2
+    Gn = np.empty((n_usable, nb + 1, nb + 1))
+    hn = np.empty((n_usable, nb + 1))
+    jj = np.empty(n_usable)
+    Q = np.empty((n_usable, kw, kw))
+    expected = np.empty(n_usable)
+    # Chunks of stamps keep the design matrices to about 64 MB (the delta basis has hundreds of functions).
+    chunk = max(1, int(64e6 // (8 * npix * (M1.shape[1] + nb + 2))))
+    for c0 in range(0, n_usable, chunk):
+        sl = slice(c0, min(c0 + chunk, n_usable))
+        C, jw, Q[sl], expected[sl] = stamp_design(T, J, VT_w, VJ_w, VT_map, VJ_map, ys[sl], xs[sl], hs, r,
+                                                  kbasis.fy, kbasis.fx, kbasis.raw_y, kbasis.raw_x, ksq[sl])
+        m = C.shape[0]
+        Cn = M1 @ np.ascontiguousarray(C.transpose(1, 0, 2)).reshape(C.shape[1], -1)
+        # Contiguous stamps, or matmul leaves BLAS for a loop ten times slower.
+        Cn = np.ascontiguousarray(Cn.reshape(nb + 1, m, npix).transpose(1, 0, 2))
+        del C
+        Gn[sl] = np.matmul(Cn, Cn.transpose(0, 2, 1))
+        hn[sl] = np.matmul(Cn, jw[:, :, None])[:, :, 0]
+        jj[sl] = np.einsum("sp,sp->s", jw, jw)
+        del Cn
+    Bflat = kbasis.images.reshape(nb, kw * kw)
+    Om = np.zeros_like(Gn)
+    Om[:, :nb, :nb] = _noise_normal(Bflat, Q.reshape(n_usable, kw * kw))
+    return _Systems(Gn=Gn, hn=hn, jj=jj, Om=Om, expected=expected, npix=npix)
+
+
+def _without_local_background(systems: _Systems, nb):
+    """The stamps' systems with each stamp's own constant eliminated (Schur complement): residual
+    sky under a star then cannot pull the scale. Returns (G, h, j) with a zero constant row."""
+    Gn, hn, jj = systems.Gn, systems.hn, systems.jj
+    n_usable = len(jj)
+    g_kb = Gn[:, :nb, nb]
+    g_bb = Gn[:, nb, nb]
+    Gfit = Gn[:, :nb, :nb] - g_kb[:, :, None] * g_kb[:, None, :] / g_bb[:, None, None]
+    hfit = hn[:, :nb] - g_kb * (hn[:, nb] / g_bb)[:, None]
+    jfit = jj - hn[:, nb] ** 2 / g_bb
+    Gfit = np.concatenate([np.concatenate([Gfit, np.zeros((n_usable, nb, 1))], axis=2),
+                           np.zeros((n_usable, 1, nb + 1))], axis=1)
+    hfit = np.concatenate([hfit, np.zeros((n_usable, 1))], axis=1)
+    return Gfit, hfit, jfit
+
+
+def _odd_stamps(local, Gfit, hfit, chi2, expected, used, npix, clip_sigma):
+    """Stamps in use whose scale or χ² stands out from the others'.
+
+    Two tests, each against the spread of the stamps in use. The star's own scale: the factor λ
+    on the model kernel that fits it best (1 for a star the kernel matches; a variable's flux ratio
+    differs), with its statistical error. And its χ²: what the noise does not explain, as a
+    fraction of the star's own signal (bright stars that the kernel matches as well as the rest
+    keep a fraction like theirs; unflagged saturation and cosmic rays do not).
+    """
+    nb = local.shape[1] - 1
+    kernel_part = local[:, :nb]
+    signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+    signal = np.maximum(signal, 1e-300)
+    lam = np.einsum("sk,sk->s", kernel_part, hfit[:, :nb]) / signal
+    lam_err = 1.0 / np.sqrt(signal)
+    lam_centre = float(np.median(lam[used]))
+    lam_spread = float(_utils.robust_std(lam[used]))
+    odd_scale = np.abs(lam - lam_centre) > clip_sigma * np.sqrt(lam_err**2 + lam_spread**2)
+    excess = chi2 - expected
+    significant = excess > clip_sigma * math.sqrt(2.0 / npix) * expected
+    fraction = excess / signal
+    centre = float(np.median(fraction[used]))
+    spread = float(_utils.robust_std(fraction[used]))
+    odd_shape = significant & (fraction > centre + clip_sigma * spread)
+    return used & (odd_scale | odd_shape)
+
+
+def _fit(systems: _Systems, plan: _Plan, shape, options: KernelOptions) -> _Fit:
+    """The global fit of the kernel's (and background's) polynomial coefficients, refitted without
+    the stamps that stand out until none does."""
+    nb = plan.basis.size
+    degree = plan.degree
+    Gn, hn, expected, npix = systems.Gn, systems.hn, systems.expected, systems.npix
+    P_all = spatial_terms(plan.xs, plan.ys, degree, shape).T
+    Pb = spatial_terms(plan.xs, plan.ys, options.background_degree, shape).T
+    if options.local_background:
+        # The field's background is fitted to the eliminated constants afterwards.
+        Gfit, hfit, jfit = _without_local_background(systems, nb)
+        Pfit = np.zeros((len(plan.ys), 0))
+    else:
+        Gfit, hfit, jfit, Pfit = Gn, hn, systems.jj, Pb
+    used = np.ones(len(plan.ys), bool)
+    eiv = bool(options.eiv_correction)
+    n_iter = 0
+    while True:
+        n_iter += 1
+        # The terms of a lower degree are the first columns (terms ordered by total degree).
+        nsp = n_spatial(degree)
+        P = P_all[:, :nsp]
+        keep = np.ones(nb * nsp + Pfit.shape[1], bool)
+        keep[n_spatial(min(options.scale_degree, degree)) : nsp] = False  # the scale's terms beyond scale_degree
+        A, b = _assemble(Gfit[used], hfit[used], P[used], Pfit[used], nb)
+        noise = (_assemble(systems.Om[used], hfit[used], P[used], Pfit[used], nb)[0][np.ix_(keep, keep)]
+                 if eiv else None)
+        theta, n_capped = _solve(A[np.ix_(keep, keep)], b[keep], noise)
+        if theta is None:
+            theta = scipy.linalg.lstsq(A[np.ix_(keep, keep)], b[keep], check_finite=False)[0]
+        full = np.zeros(len(keep))
+        full[keep] = theta
+        coef = full[: nb * nsp].reshape(nb, nsp)
+        local = np.concatenate([P @ coef.T, (Pfit @ full[nb * nsp :])[:, None]], axis=1)
+        chi2 = (jfit - 2.0 * np.einsum("sk,sk->s", local, hfit)
+                + np.einsum("sk,sk->s", np.matmul(Gfit, local[:, :, None])[:, :, 0], local))
+        per_pixel = chi2 / npix
+        if n_iter >= options.max_iterations:
+            break
+        reject = _odd_stamps(local, Gfit, hfit, chi2, expected, used, npix, options.clip_sigma)
+        if not reject.any():
+            break
+        left = int(used.sum() - reject.sum())
+        if left < MIN_STAMPS * n_spatial(degree):
+            # Too few stamps for this spatial degree after the clipping: an automatic degree
+            # steps down; a degree asked for, or too few stamps for any, keeps the last fit.
+            if not plan.auto_degree or left < MIN_STAMPS:
                 break
-            # Two tests, each against the spread of the stamps in use. The star's own scale: the factor
-            # λ on the model kernel that fits it best (1 for a star the kernel matches; a variable's
-            # flux ratio differs), with its statistical error. And its χ²: what the noise does not
-            # explain, as a fraction of the star's own signal (bright stars that the kernel matches
-            # as well as the rest keep a fraction like theirs; unflagged saturation and cosmic rays
-            # do not).
-            kernel_part = local[:, :nb]
-            signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
-            signal = np.maximum(signal, 1e-300)
-            lam = np.einsum("sk,sk->s", kernel_part, hfit[:, :nb]) / signal
-            lam_err = 1.0 / np.sqrt(signal)
-            lam_centre = float(np.median(lam[used]))
-            lam_spread = 1.4826 * float(np.median(np.abs(lam[used] - lam_centre)))
-            odd_scale = np.abs(lam - lam_centre) > clip_sigma * np.sqrt(lam_err**2 + lam_spread**2)
-            excess = chi2 - expected
-            significant = excess > clip_sigma * math.sqrt(2.0 / npix) * expected
-            fraction = excess / signal
-            centre = float(np.median(fraction[used]))
-            spread = 1.4826 * float(np.median(np.abs(fraction[used] - centre)))
-            odd_shape = significant & (fraction > centre + clip_sigma * spread)
-            reject = used & (odd_scale | odd_shape)
-            if not reject.any():
-                break
-            left = int(used.sum() - reject.sum())
-            if left < MIN_STAMPS * n_spatial(degree):
-                # Too few stamps for this spatial degree after the clipping: an automatic degree
-                # steps down; a degree asked for, or too few stamps for any, keeps the last fit.
-                if not auto_degree or left < MIN_STAMPS:
-                    break
-                degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
-            used &= ~reject
-        kernel_part = local[:, :nb]
-        signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
-        # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
-        # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
-        measured_epsilon = math.sqrt(max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0))
-        if systematic == "auto":
-            epsilon = measured_epsilon
-        else:
-            epsilon = float(systematic)
-        if local_background:
-            # The field's background: a polynomial through the stamps' constants, weighted by their precision.
-            constants = (hn[:, nb] - np.einsum("sk,sk->s", g_kb, local[:, :nb])) / g_bb
-            wb = np.sqrt(g_bb[used])
-            bg = np.linalg.lstsq(Pb[used] * wb[:, None], constants[used] * wb, rcond=None)[0]
-        else:
-            bg = full[nb * nsp :]
-    timings["solve"] = time.perf_counter() - start
-    scale_degree = min(scale_degree, degree)
-    model = KernelModel(basis=kbasis, coefficients=coef, degree=degree, scale_degree=scale_degree,
-                        background_degree=background_degree, background=bg, shape=shape, convolved=convolve)
+            degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
+        used &= ~reject
+    kernel_part = local[:, :nb]
+    signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+    # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
+    # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
+    measured_epsilon = math.sqrt(max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0))
+    epsilon = measured_epsilon if options.systematic == "auto" else float(options.systematic)
+    if options.local_background:
+        # The field's background: a polynomial through the stamps' constants, weighted by their precision.
+        g_kb, g_bb = Gn[:, :nb, nb], Gn[:, nb, nb]
+        constants = (hn[:, nb] - np.einsum("sk,sk->s", g_kb, local[:, :nb])) / g_bb
+        wb = np.sqrt(g_bb[used])
+        bg = np.linalg.lstsq(Pb[used] * wb[:, None], constants[used] * wb, rcond=None)[0]
+    else:
+        bg = full[nb * nsp :]
+    return _Fit(coef=coef, bg=bg, degree=degree, used=used, chi2=chi2, per_pixel=per_pixel, n_iter=n_iter,
+                eiv=eiv, n_capped=n_capped, epsilon=epsilon, measured_epsilon=measured_epsilon)
 
-    # --- apply: convolution, background, propagated variance
-    start = time.perf_counter()
+
+def _tile_kernels(model: KernelModel, tile):
+    """(kernels (nty, ntx, kw, kw), spatial terms at the tile centres) of the model on ``tile`` px blocks."""
+    ny, nx = model.shape
     nty, ntx = -(-ny // tile), -(-nx // tile)
     cy = np.minimum(np.arange(nty) * tile + 0.5 * (tile - 1), ny - 1)
     cx = np.minimum(np.arange(ntx) * tile + 0.5 * (tile - 1), nx - 1)
     gx, gy = np.meshgrid(cx, cy)
-    local_tiles = np.tensordot(coef, spatial_terms(gx, gy, degree, shape), axes=1)  # (nb, nty, ntx)
-    kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), kbasis.images, axes=1)  # (nty, ntx, kw, kw)
-    if convolution == "direct":
+    terms = spatial_terms(gx, gy, model.degree, model.shape)
+    local_tiles = np.tensordot(model.coefficients, terms, axes=1)  # (nb, nty, ntx)
+    kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), model.basis.images, axes=1)  # (nty, ntx, kw, kw)
+    return kernels, terms
+
+
+def _matched_model(T, VT, sT, model: KernelModel, acf, options: KernelOptions):
+    """(T ⊗ K, its variance V_T ⊗ K²) with the correlation of T's noise (``acf``) taken in."""
+    shape, work, tile = model.shape, np.dtype(options.dtype).type, options.tile
+    ny, nx = shape
+    r = model.half_width
+    coef, degree, images = model.coefficients, model.degree, model.basis.images
+    kernels, _ = _tile_kernels(model, tile)
+    if options.convolution == "direct":
         padded = np.pad(T.astype(work, copy=False), r)
         conv = convolve_tiles(padded, kernels.astype(work), tile, np.empty(shape, work))
         del padded
     else:
         # T ⊗ K(x, y) = Σ_l p_l(x, y) (T ⊗ K_l), K_l the kernel of spatial term l: exact, one FFT of
         # T and one inverse per term.
-        term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)  # (n_spatial, kw, kw)
+        term_kernels = np.tensordot(coef.T, images, axes=1)  # (n_spatial, kw, kw)
         conv = _convolve_terms(T.astype(work, copy=False), term_kernels, degree, work)
-    acf = _noise_acf(T, bad, noise_correlation)
     factor = _correlated_factor(kernels, acf)
-    if VT is not None and convolution == "direct":
+    if VT is not None and options.convolution == "direct":
         var = convolve_tiles(np.pad(VT.astype(work, copy=False), r), (kernels * kernels).astype(work), tile,
                              np.empty(shape, work))
         if acf is not None:
@@ -1077,53 +997,93 @@ def subtract(
         var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
         var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
+    return conv, var
+
+
+@dataclass(eq=False)
+class _Applied:
+    """The difference ``J − T ⊗ K − b`` (residual sky boxes removed), its significance, the matched
+    model ``T ⊗ K``, J's variance map, T's noise correlation and the registration error used."""
+
+    diff: np.ndarray
+    significance: np.ndarray
+    conv: np.ndarray | None
+    VJ_full: np.ndarray | None
+    acf: np.ndarray | None
+    astrometric_sigma: tuple
+
+
+def _apply(images: _Images, model: KernelModel, fit: _Fit, astrometric_sigma, options: KernelOptions) -> _Applied:
+    """Convolve with the fitted kernel, subtract, and propagate the variance."""
+    T, J, VT, VJ, sT, sJ = images.roles(model.convolved)
+    shape, work, bad = images.shape, images.work, images.bad
+    acf = _noise_acf(T, bad, options.noise_correlation)
+    conv, var = _matched_model(T, VT, sT, model, acf, options)
     VJ_full = VJ.astype(work, copy=False) if VJ is not None else np.full(shape, sJ**2, dtype=work)
     var += VJ_full
-    if epsilon > 0:
-        var += work(epsilon**2) * np.square(conv)
+    if fit.epsilon > 0:
+        var += work(fit.epsilon**2) * np.square(conv)
     astro = _astrometric_variance(conv, astrometric_sigma, work)
     if astro is not None:
         var += astro
         del astro
     diff = J.astype(work, copy=False) - conv
-    diff -= _poly_map(bg, background_degree, shape, work)
-    if background_box:
+    diff -= _poly_map(fit.bg, model.background_degree, shape, work)
+    if options.background_box:
         # What the stamps' polynomial leaves of the two background maps' difference, from the
         # difference image itself (sigma-clipped boxes away from sources). The matched filter sums
         # a PSF's worth of pixels, so an offset of a few hundredths of σ would show in it.
         from .._stars import quick_background
 
         sources = bad | (np.abs(conv) > 3.0 * np.sqrt(var))
-        residual_sky, _ = quick_background(np.where(sources, 0, diff), sources, box=background_box)
+        residual_sky, _ = quick_background(np.where(sources, 0, diff), sources, box=options.background_box)
         diff -= residual_sky
         del residual_sky, sources
     significance = diff / np.sqrt(np.maximum(var, np.finfo(work).tiny))
-    del var
-    timings["convolve"] = time.perf_counter() - start
+    return _Applied(diff=diff, significance=significance, conv=conv, VJ_full=VJ_full, acf=acf,
+                    astrometric_sigma=astrometric_sigma)
 
-    # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
-    start = time.perf_counter()
-    acf_j = _noise_acf(J, bad, noise_correlation)
-    # The images themselves are not needed any more (VT is, for the detection's variance).
-    del T, J, n_img, r_img, VJ
-    if convolve == "reference":
-        del var_n
+
+def _detection_filter(plan: _Plan, inputs: KernelInputs):
+    """The PSF of the image not convolved, cut to 2 FWHM and normalised: the matched filter."""
+    if plan.convolve == "reference":
+        P = _target_psf(inputs.science_psf, plan.s_sci, "science_psf")
     else:
-        del var_r
-    P = (_target_psf(science_psf, s_sci, "science_psf") if convolve == "reference"
-         else _target_psf(reference_psf, s_ref, "reference_psf"))
+        P = _target_psf(inputs.reference_psf, plan.s_ref, "reference_psf")
     # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
     # widen the mask and the systematic term's reach by their whole box.
-    crop = math.ceil(2.0 * GAUSSIAN_SIGMA_TO_FWHM * (s_sci if convolve == "reference" else s_ref))
+    crop = math.ceil(2.0 * GAUSSIAN_SIGMA_TO_FWHM * (plan.s_sci if plan.convolve == "reference" else plan.s_ref))
     if P.shape[0] > 2 * crop + 1:
         c = P.shape[0] // 2
         P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
         P = P / P.sum()
-    radius = r if mask_radius is None else _check_int("mask_radius", mask_radius, 0)
-    # Bad pixels of the convolved image spoil T ⊗ K within the kernel; the given mask (which may
-    # combine both images') and the other image's bad pixels only their own pixels.
-    spread = own["reference" if convolve == "reference" else "science"] & bad
-    out_mask = _untrusted(spread, radius) | bad
+    return P
+
+
+def _measuring_stars(plan: _Plan, fit: _Fit, keep_px, half):
+    """(ys, xs) of the stars that measure ε of the detection image: the stamps in use, or (whole-image
+    fit) the stars with clean pixels within ``half`` px."""
+    if plan.detection_stars is None:
+        return plan.ys[fit.used], plan.xs[fit.used]
+    # Stars of any kind, near masked pixels too: only those with clean pixels around them measure ε.
+    ny, nx = keep_px.shape
+    sy, sx = plan.detection_stars
+    inside = (sy >= half) & (sy < ny - half) & (sx >= half) & (sx < nx - half)
+    sy, sx = sy[inside], sx[inside]
+    clean = np.array([keep_px[a - half : a + half + 1, b - half : b + half + 1].all() for a, b in zip(sy, sx)],
+                     dtype=bool)
+    return sy[clean], sx[clean]
+
+
+def _detection_image(diff, conv, VJ_full, out_mask, images, model, P, acfs, options):
+    """The difference filtered with ``P`` over its propagated noise, and the ε it used.
+
+    ``acfs``: the noise correlations of (T, J). Returns (num, var, model filtered) for
+    :func:`_detection`.
+    """
+    shape, work, tile = images.shape, images.work, options.tile
+    _, _, VT, _, sT, _ = images.roles(model.convolved)
+    acf, acf_j = acfs
     # Untrusted pixels enter the filter as zeros with no variance: a masked star core or bad column
     # then costs a detection its share of the filter, not a PSF's width of masked pixels around it.
     keep_px = ~out_mask
@@ -1131,80 +1091,185 @@ def subtract(
     # per tile: 16 384 tiles at 4096² took a second).
     from scipy.signal import fftconvolve
 
-    term_kernels = np.tensordot(coef.T, kbasis.images, axes=1)
+    _, terms = _tile_kernels(model, tile)
+    term_kernels = np.tensordot(model.coefficients.T, model.basis.images, axes=1)
     kp_terms = fftconvolve(term_kernels, P[::-1, ::-1][None], axes=(-2, -1))
-    kp = np.tensordot(np.moveaxis(spatial_terms(gx, gy, degree, shape), 0, -1), kp_terms, axes=1)
+    kp = np.tensordot(np.moveaxis(terms, 0, -1), kp_terms, axes=1)
     # The filtered difference and its variance, each input map freed once filtered (at 4096² every
     # image-sized float32 map is 64 MiB).
     by_p = _filter(P[::-1, ::-1], shape, work)
     by_p2 = _filter(P * P, shape, work)
     num = by_p(np.where(keep_px, diff, 0))
     var_d = np.maximum(by_p2(np.where(keep_px, VJ_full, 0)), 0)  # round-off leaves tiny negatives at zeros
-    del VJ_full
     var_d *= work(_correlated_factor(P[None], acf_j)[0])
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf)
     var_d += np.maximum(by_p2(np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work, copy=False)),
                         0) * _tiles_to_map(ratio.astype(work), tile, shape)
-    del VT
-    if convolve == "reference":
-        del var_r
-    else:
-        del var_n
-    model_filtered = by_p(conv)
-    del conv
-    if detection_stars is not None:
-        # Stars of any kind, near masked pixels too: only those with clean pixels around them measure ε.
-        half = P.shape[0] // 2
-        sy, sx = detection_stars
-        inside = (sy >= half) & (sy < ny - half) & (sx >= half) & (sx < nx - half)
-        sy, sx = sy[inside], sx[inside]
-        clean = np.array([keep_px[a - half : a + half + 1, b - half : b + half + 1].all() for a, b in zip(sy, sx)],
-                         dtype=bool)
-        detection_stars = (sy[clean], sx[clean])
-    detection, detection_epsilon = _detection(num, var_d, model_filtered, P, systematic,
-                                              (ys[used], xs[used]) if detection_stars is None else detection_stars,
-                                              work, astrometric_sigma)
-    del num, var_d, model_filtered, by_p, by_p2
-    if convolve == "science":
+    return num, var_d, by_p(conv)
+
+
+def _detect(images: _Images, plan: _Plan, fit: _Fit, model: KernelModel, applied: _Applied,
+            inputs: KernelInputs, options: KernelOptions):
+    """The matched-filter detection image, the ε it used, the output mask and its dilation radius.
+
+    Frees ``applied.conv`` and ``applied.VJ_full`` once filtered (image-sized maps).
+    """
+    J = images.roles(plan.convolve)[1]
+    acf_j = _noise_acf(J, images.bad, options.noise_correlation)
+    del J
+    P = _detection_filter(plan, inputs)
+    radius = plan.r if options.mask_radius is None else options.mask_radius
+    # Bad pixels of the convolved image spoil T ⊗ K within the kernel; the given mask (which may
+    # combine both images') and the other image's bad pixels only their own pixels.
+    out_mask = _untrusted(images.own[plan.convolve] & images.bad, radius) | images.bad
+    num, var_d, model_filtered = _detection_image(applied.diff, applied.conv, applied.VJ_full, out_mask, images,
+                                                  model, P, (applied.acf, acf_j), options)
+    applied.conv = applied.VJ_full = None
+    stars = _measuring_stars(plan, fit, ~out_mask, P.shape[0] // 2)
+    detection, epsilon = _detection(num, var_d, model_filtered, P, options.systematic, stars, images.work,
+                                    applied.astrometric_sigma)
+    return detection, epsilon, out_mask, radius
+
+
+def _check_types(inputs, options):
+    """(inputs, options) with their defaults, checked for their types."""
+    inputs = KernelInputs() if inputs is None else inputs
+    options = KernelOptions() if options is None else options
+    if not isinstance(inputs, KernelInputs) or not isinstance(options, KernelOptions):
+        raise AstridInputError("kernel.subtract: inputs must be a KernelInputs and options a KernelOptions, got "
+                               f"{type(inputs).__name__} and {type(options).__name__}")
+    return inputs, options
+
+
+def _stamp_table(plan: _Plan, fit: _Fit, npix) -> Table:
+    """One row per stamp: centre, χ², pixels, and whether the clipping kept it."""
+    return Table({"x": plan.xs, "y": plan.ys, "chi2": fit.chi2, "npix": np.full(len(plan.ys), npix),
+                  "chi2_per_pixel": fit.per_pixel, "used": fit.used, "rejected": np.where(fit.used, "", "clipped")})
+
+
+def _kernel_sums(model: KernelModel) -> dict:
+    """The kernel's sum at the centre of the field, and its range over a 9 × 9 grid."""
+    ny, nx = model.shape
+    gxs, gys = np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))
+    sums = model.kernel_sum(gxs, gys)
+    return {"centre": float(model.kernel_sum(0.5 * (nx - 1), 0.5 * (ny - 1))), "min": float(sums.min()),
+            "max": float(sums.max())}
+
+
+def subtract(
+    reference,
+    science,
+    *,
+    stars=None,
+    mask=None,
+    inputs: KernelInputs | None = None,
+    options: KernelOptions | None = None,
+) -> KernelResult:
+    """Fit a spatially varying PSF-matching kernel on star stamps and subtract.
+
+    Parameters
+    ----------
+    reference, science : Image or array_like, shape (ny, nx)
+        Aligned, background-subtracted images on one pixel grid (data units;
+        NaN allowed). Images bring their ``mask`` and ``variance``.
+    stars : astropy.table.Table or array_like, shape (n, 2), optional
+        Star positions (x, y, pixels, 0-based) for the stamps, e.g. the
+        clean rows of :func:`astrid.find_stars` on the reference (its
+        ``flux`` orders them, ``saturated`` and ``masked`` rows are left
+        out). Default: :func:`astrid.find_stars` on the reference.
+    mask : array_like of bool, shape (ny, nx), optional
+        True where either image must not be used (with the Images' masks).
+        Bad pixels of the image that is convolved (its Image mask, NaN) are
+        dilated by the kernel half-width in the output mask; those of the
+        other image and of ``mask`` are not (pass Images with their own
+        masks rather than one combined ``mask`` to benefit).
+    inputs : KernelInputs, optional
+        What is known of the pair: variance maps, noise levels, PSFs and
+        their FWHMs, the registration error. Default: all measured.
+    options : KernelOptions, optional
+        How to fit (basis, spatial degrees, stamps, clipping, weights, noise
+        terms) and the outputs' precision and fill. Default
+        ``KernelOptions()``.
+
+    Returns
+    -------
+    KernelResult
+        The difference, its noise and significance, and the fitted kernel model.
+
+    Raises
+    ------
+    AstridInputError
+        Shapes differ, an option is out of range, or nothing is left unmasked.
+    AstridPSFError
+        Too few usable stars for the stamps (the message says how many were
+        usable and why the others were not).
+    """
+    started = time.perf_counter()
+    timings = {}
+    inputs, options = _check_types(inputs, options)
+    images, astrometric_sigma = _prepare(reference, science, mask, inputs, options.dtype)
+    shape, work, bad = images.shape, images.work, images.bad
+    ny, nx = shape
+
+    start = time.perf_counter()
+    plan = _plan(images, _positions(images, stars, options.min_snr), options)
+    timings["select"] = time.perf_counter() - start
+    with _single_threaded_blas():
+        start = time.perf_counter()
+        systems = _stamp_systems(images, plan, options.fit_weights)
+        timings["systems"] = time.perf_counter() - start
+        start = time.perf_counter()
+        fit = _fit(systems, plan, shape, options)
+    timings["solve"] = time.perf_counter() - start
+    model = KernelModel(basis=plan.basis, coefficients=fit.coef, degree=fit.degree,
+                        scale_degree=min(options.scale_degree, fit.degree),
+                        background_degree=options.background_degree, background=fit.bg, shape=shape,
+                        convolved=plan.convolve)
+
+    # --- apply: convolution, background, propagated variance
+    start = time.perf_counter()
+    applied = _apply(images, model, fit, astrometric_sigma, options)
+    diff, significance = applied.diff, applied.significance
+    timings["convolve"] = time.perf_counter() - start
+
+    # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
+    start = time.perf_counter()
+    detection, detection_epsilon, out_mask, radius = _detect(images, plan, fit, model, applied, inputs, options)
+    if plan.convolve == "science":
         # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
         significance = -significance
         detection = -detection
-        diff /= -_poly_map(coef[0], degree, shape, work)
+        diff /= -_poly_map(fit.coef[0], fit.degree, shape, work)
     timings["detect"] = time.perf_counter() - start
 
-    if repaired.any():
-        out_mask |= repaired
-    _check_mask_fraction(out_mask, bad, repaired, radius, "kernel.subtract")
-    diff[out_mask] = fill_value
-    significance[out_mask] = fill_value
-    detection[out_mask] = fill_value
+    if images.repaired.any():
+        out_mask |= images.repaired
+    _check_mask_fraction(out_mask, bad, images.repaired, radius, "kernel.subtract")
+    for image in (diff, significance, detection):
+        image[out_mask] = options.fill_value
 
-    gxs, gys = np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))
-    sums = model.kernel_sum(gxs, gys)
-    stamps = Table({"x": xs, "y": ys, "chi2": chi2, "npix": np.full(n_usable, npix), "chi2_per_pixel": per_pixel,
-                    "used": used, "rejected": np.where(used, "", "clipped")})
     timings["total"] = time.perf_counter() - started
+    dtype = options.dtype
     return KernelResult(
         D=diff.astype(dtype, copy=False),
         significance=significance.astype(dtype, copy=False),
         detection=detection.astype(dtype, copy=False),
         mask=out_mask,
         model=model,
-        stamps=stamps,
-        convolved=convolve,
+        stamps=_stamp_table(plan, fit, systems.npix),
+        convolved=plan.convolve,
         flux_ratio=float(model.flux_ratio(0.5 * (nx - 1), 0.5 * (ny - 1))),
-        kernel_sum={"centre": float(model.kernel_sum(0.5 * (nx - 1), 0.5 * (ny - 1))),
-                    "min": float(sums.min()), "max": float(sums.max())},
-        n_iterations=n_iter,
-        eiv_corrected=eiv,
-        eiv_capped=n_capped,
-        systematic=epsilon,
-        measured_systematic=measured_epsilon,
+        kernel_sum=_kernel_sums(model),
+        n_iterations=fit.n_iter,
+        eiv_corrected=fit.eiv,
+        eiv_capped=fit.n_capped,
+        systematic=fit.epsilon,
+        measured_systematic=fit.measured_epsilon,
         detection_systematic=detection_epsilon,
         mask_radius=radius,
         significance_std=robust_std(significance, out_mask),
         detection_std=robust_std(detection, out_mask),
-        n_stars_given=n_given,
-        skipped=skipped,
+        n_stars_given=plan.n_given,
+        skipped=plan.skipped,
         timings=timings,
     )

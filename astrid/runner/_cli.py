@@ -20,7 +20,18 @@ __all__ = ["configure_run_parser", "cmd_run", "configure_runs_parser", "cmd_runs
 
 
 def configure_run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``astrid run CONFIG.yaml`` to ``parser``."""
+    """Add the arguments of ``astrid run CONFIG.yaml`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The same parser.
+    """
     parser.add_argument("config", help="YAML run configuration (notebooks, parameters, grid, ...)")
     parser.add_argument("--run-id", help="run id (default: the configuration's, else the UTC start time); "
                         "an existing id resumes that run")
@@ -38,7 +49,18 @@ def _print_task(task) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a batch from parsed ``astrid run`` arguments; exit status 1 if a task failed."""
+    """Run a batch from parsed ``astrid run`` arguments; exit status 1 if a task failed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Arguments parsed by a :func:`configure_run_parser` parser.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every task succeeded, 1 if a task failed.
+    """
     from ._config import RunConfig
     from ._core import run
 
@@ -61,7 +83,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def configure_runs_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the arguments of ``astrid runs [RUN_ID] [--root papermill_runs]`` to ``parser``."""
+    """Add the arguments of ``astrid runs [RUN_ID] [--root papermill_runs]`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser to extend.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The same parser.
+    """
     parser.add_argument("run_id", nargs="?", help="show the tasks of this run instead of the list of runs")
     parser.add_argument("--root", default="papermill_runs", help="folder of the runs (default: papermill_runs)")
     parser.add_argument("--mlflow", action="store_true",
@@ -70,7 +103,18 @@ def configure_runs_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """Print the runs under ``--root`` (or the tasks of one run)."""
+    """Print the runs under ``--root`` (or the tasks of one run).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Arguments parsed by a :func:`configure_runs_parser` parser.
+
+    Returns
+    -------
+    int
+        Exit status 0.
+    """
     from ._runs import MLFLOW_COLUMNS, format_table, list_runs, run_tasks
 
     table = run_tasks(args.run_id, args.root) if args.run_id else list_runs(args.root)
@@ -92,10 +136,32 @@ def _cli(configure, command, prog: str, argv: list[str] | None) -> int:
 
 
 def cli_run(argv: list[str] | None = None) -> int:
-    """``astrid run`` as a function: parse ``argv`` and run; returns the exit status."""
+    """``astrid run`` as a function: parse ``argv`` and run; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every task succeeded, 1 if a task failed, 2 on an error.
+    """
     return _cli(configure_run_parser, cmd_run, "astrid run", argv)
 
 
 def cli_runs(argv: list[str] | None = None) -> int:
-    """``astrid runs`` as a function: parse ``argv`` and print; returns the exit status."""
+    """``astrid runs`` as a function: parse ``argv`` and print; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0, or 2 on an error.
+    """
     return _cli(configure_runs_parser, cmd_runs, "astrid runs", argv)

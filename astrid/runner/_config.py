@@ -29,7 +29,13 @@ TASK_DEFINING_KEYS = ("notebooks", "parameters", "grid")
 
 
 def default_run_id() -> str:
-    """A run id from the current UTC time, e.g. ``"20250301T142501Z"``."""
+    """A run id from the current UTC time, e.g. ``"20250301T142501Z"``.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -94,7 +100,8 @@ class ParameterSet:
     parameters: dict
 
 
-def _did_you_mean(name: str, allowed) -> str:
+def did_you_mean(name: str, allowed) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``allowed`` to ``name``, or an empty string."""
     close = difflib.get_close_matches(name, allowed, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -187,7 +194,7 @@ class RunConfig:
         allowed = [f.name for f in fields(cls)]
         unknown = [key for key in values if key not in allowed]
         if unknown:
-            hints = "; ".join(f"{key!r}{_did_you_mean(str(key), allowed)}" for key in unknown)
+            hints = "; ".join(f"{key!r}{did_you_mean(str(key), allowed)}" for key in unknown)
             raise AstridInputError(f"{source}: unknown setting(s) {hints}; allowed: {', '.join(allowed)}")
         if "notebooks" not in values:
             raise AstridInputError(f"{source}: 'notebooks' (a list of notebook paths) is required")

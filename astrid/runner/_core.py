@@ -19,7 +19,7 @@ from typing import Any
 from .._optional import require
 from ..errors import AstridFileError, AstridInputError
 from ..io import atomic_write
-from ._config import RunConfig, _did_you_mean
+from ._config import RunConfig, did_you_mean
 from ._kernel import kernel_manager_class
 from ._metrics import read_metrics
 
@@ -57,8 +57,10 @@ class TaskResult:
         ``"ok"``, ``"failed"`` (an error, a timeout or a dead kernel),
         ``"skipped"`` (an earlier notebook failed for these parameters) or
         ``"pending"`` (not run yet, or the runner was interrupted).
-    started, finished : str or None
-        ISO 8601 UTC times of the last execution.
+    started : str or None
+        ISO 8601 UTC time the last execution started.
+    finished : str or None
+        ISO 8601 UTC time the last execution finished.
     duration_s : float or None
         Wall time of the last execution in seconds.
     error : str or None
@@ -252,7 +254,7 @@ def _check_parameters_declared(config: RunConfig, declared: dict[Path, list[str]
         if name not in known:
             raise AstridInputError(
                 f"parameter {name!r} is declared by none of the notebooks' parameters cells"
-                f"{_did_you_mean(name, known)}; they declare {', '.join(known)}"
+                f"{did_you_mean(name, known)}; they declare {', '.join(known)}"
             )
 
 
@@ -563,6 +565,50 @@ def run(
         parameters or grid.
     """
     config = _coerce_config(config)
+    notebooks, declared = _resolve_notebooks(config)
+    run_dir = Path(config.output_root).resolve() / config.run_id
+    record = _RunRecord.open(config, run_dir, notebooks)
+    record.save()
+    stages = _stages(config, record.tasks, notebooks)
+    by_key = {task.key: task for task in record.tasks}
+    tracked: dict = {}  # task key -> its MLflow run while it executes
+    executor = None
+    try:
+        for stage_index, stage in enumerate(stages):
+            to_run = _runnable(config, stages, stage_index, by_key, record, on_task_done)
+            if not to_run:
+                continue
+            if executor is None:
+                executor = _make_executor(config, client, max(len(s) for s in stages))
+                record.invocation["executor"] = executor.description
+            specs = []
+            for task in to_run:
+                tracked[task.key], env = _start_tracking(task, config, track)
+                task.mlflow_run = tracked[task.key].run_id
+                notebook = notebooks[config.notebooks.index(task.notebook)]
+                specs.append((task.key, _task_spec(config, task, notebook, declared[notebook], env)))
+            for key, result in executor.map_unordered(specs):
+                task = by_key[key]
+                for name, value in result.items():
+                    setattr(task, name, value)
+                task.attempts += 1
+                record.invocation["n_executed"] += 1
+                _finish_tracking(tracked.pop(key), task)
+                record.save()
+                if on_task_done:
+                    on_task_done(task)
+    finally:
+        for leftover in tracked.values():  # interrupted: never finished
+            leftover.end("KILLED")
+        if executor is not None:
+            executor.close()
+        record.invocation["finished"] = _now()
+        record.save()
+    return RunResult(run_id=config.run_id, run_dir=run_dir, manifest_path=record.path, tasks=record.tasks)
+
+
+def _resolve_notebooks(config: RunConfig) -> tuple[list[Path], dict]:
+    """The notebooks' resolved paths and their declared parameters (checked against the config)."""
     notebooks = []
     for entry in config.notebooks:
         path = Path(entry).resolve()
@@ -573,25 +619,19 @@ def run(
     _check_parameters_declared(config, declared)
     if config.cwd is not None and not Path(config.cwd).is_dir():
         raise AstridFileError(f"'cwd' {config.cwd}: folder does not exist")
+    return notebooks, declared
 
-    run_dir = Path(config.output_root).resolve() / config.run_id
-    manifest_path = run_dir / MANIFEST_NAME
-    previous = _load_manifest(manifest_path)
-    if previous is not None and previous.get("task_definition") != config.task_definition():
-        raise AstridInputError(
-            f"{manifest_path}: run {config.run_id!r} exists with other notebooks, parameters or grid; "
-            "rerun it with the same settings to redo its failed tasks, or choose another run_id"
-        )
+
+def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: dict | None) -> list[TaskResult]:
+    """Every (notebook, parameter set) task; earlier successes whose output exists are kept."""
     old_records = {}
     if previous is not None:
-        for record in previous["tasks"]:
-            old = TaskResult.from_record(record, run_dir)
+        for entry in previous["tasks"]:
+            old = TaskResult.from_record(entry, run_dir)
             old_records[old.key] = old
-
-    parameter_sets = config.parameter_sets()
     tasks: list[TaskResult] = []
     for entry, path in zip(config.notebooks, notebooks):
-        for pset in parameter_sets:
+        for pset in config.parameter_sets():
             task = TaskResult(
                 notebook=entry, stem=path.stem, slug=pset.slug, parameters=pset.parameters,
                 output=run_dir / path.stem / f"{pset.slug}.ipynb",
@@ -603,96 +643,96 @@ def run(
                     task = old
                     task.reused = True
             tasks.append(task)
+    return tasks
 
-    commit, dirty = _git_state(notebooks[0].parent)
-    invocation = {"started": _now(), "finished": None, "host": platform.node(), "executor": None,
-                  "n_executed": 0, "n_kept": sum(t.reused for t in tasks)}
-    manifest = {
-        "astrid_run": MANIFEST_VERSION,
-        "run_id": config.run_id,
-        "created": previous.get("created") if previous else invocation["started"],
-        "updated": invocation["started"],
-        "config": config.to_dict(),
-        "task_definition": config.task_definition(),
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "versions": _package_versions(),
-        "invocations": [*(previous.get("invocations", []) if previous else []), invocation],
-        "tasks": [],
-    }
 
-    def save() -> None:
-        manifest["updated"] = _now()
-        manifest["tasks"] = [task.to_record(run_dir) for task in tasks]
-        _write_manifest(manifest_path, manifest)
+class _RunRecord:
+    """``run.json``: configuration, provenance, invocations and every task, rewritten atomically."""
 
-    save()
+    def __init__(self, path: Path, run_dir: Path, data: dict, invocation: dict, tasks: list[TaskResult]):
+        self.path = path
+        self.run_dir = run_dir
+        self.data = data
+        self.invocation = invocation
+        self.tasks = tasks
+
+    @classmethod
+    def open(cls, config: RunConfig, run_dir: Path, notebooks: list[Path]) -> _RunRecord:
+        """The record of this invocation, continuing an earlier one with the same tasks."""
+        path = run_dir / MANIFEST_NAME
+        previous = _load_manifest(path)
+        if previous is not None and previous.get("task_definition") != config.task_definition():
+            raise AstridInputError(
+                f"{path}: run {config.run_id!r} exists with other notebooks, parameters or grid; "
+                "rerun it with the same settings to redo its failed tasks, or choose another run_id"
+            )
+        tasks = _tasks(config, notebooks, run_dir, previous)
+        commit, dirty = _git_state(notebooks[0].parent)
+        invocation = {"started": _now(), "finished": None, "host": platform.node(), "executor": None,
+                      "n_executed": 0, "n_kept": sum(t.reused for t in tasks)}
+        data = {
+            "astrid_run": MANIFEST_VERSION,
+            "run_id": config.run_id,
+            "created": previous.get("created") if previous else invocation["started"],
+            "updated": invocation["started"],
+            "config": config.to_dict(),
+            "task_definition": config.task_definition(),
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "versions": _package_versions(),
+            "invocations": [*(previous.get("invocations", []) if previous else []), invocation],
+            "tasks": [],
+        }
+        return cls(path, run_dir, data, invocation, tasks)
+
+    def save(self) -> None:
+        self.data["updated"] = _now()
+        self.data["tasks"] = [task.to_record(self.run_dir) for task in self.tasks]
+        _write_manifest(self.path, self.data)
+
+
+def _stages(config: RunConfig, tasks: list[TaskResult], notebooks: list[Path]) -> list[list[TaskResult]]:
+    """One stage per notebook when they run in sequence, else one stage of every task."""
     if config.sequential_notebooks:
-        stages = [[t for t in tasks if t.stem == path.stem] for path in notebooks]
-    else:
-        stages = [tasks]
-    by_key = {task.key: task for task in tasks}
-    tracked: dict = {}  # task key -> its MLflow run while it executes
-    executor = None
-    try:
-        for stage_index, stage in enumerate(stages):
-            to_run = []
-            for task in stage:
-                if task.reused:
-                    continue
-                blocker = None
-                if config.sequential_notebooks:
-                    for earlier in stages[:stage_index]:
-                        before = by_key[(earlier[0].stem, task.slug)]
-                        if before.status != "ok":
-                            blocker = before
-                            break
-                if blocker is not None:
-                    task.status, task.error = "skipped", f"{blocker.stem} {blocker.status} for these parameters"
-                    task.started = task.finished = task.duration_s = task.kernel_log = task.mlflow_run = None
-                    task.metrics = {}
-                    save()
-                    if on_task_done:
-                        on_task_done(task)
-                    continue
-                to_run.append(task)
-            if not to_run:
-                continue
-            if executor is None:
-                executor = _make_executor(config, client, max(len(s) for s in stages))
-                invocation["executor"] = executor.description
-            specs = []
-            for task in to_run:
-                tracked[task.key], env = _start_tracking(task, config, track)
-                task.mlflow_run = tracked[task.key].run_id
-                notebook = notebooks[config.notebooks.index(task.notebook)]
-                names = declared[notebook]
-                specs.append((task.key, {
-                    "notebook": str(notebook),
-                    "output": str(task.output),
-                    "parameters": {key: value for key, value in task.parameters.items()
-                                   if names is None or key in names},
-                    "kernel_name": config.kernel_name,
-                    "cwd": str(Path(config.cwd).resolve()) if config.cwd else str(notebook.parent),
-                    "timeout": config.timeout,
-                    "start_timeout": config.start_timeout,
-                    "env": env,
-                }))
-            for key, result in executor.map_unordered(specs):
-                task = by_key[key]
-                for name, value in result.items():
-                    setattr(task, name, value)
-                task.attempts += 1
-                invocation["n_executed"] += 1
-                _finish_tracking(tracked.pop(key), task)
-                save()
-                if on_task_done:
-                    on_task_done(task)
-    finally:
-        for leftover in tracked.values():  # interrupted: never finished
-            leftover.end("KILLED")
-        if executor is not None:
-            executor.close()
-        invocation["finished"] = _now()
-        save()
-    return RunResult(run_id=config.run_id, run_dir=run_dir, manifest_path=manifest_path, tasks=tasks)
+        return [[t for t in tasks if t.stem == path.stem] for path in notebooks]
+    return [tasks]
+
+
+def _runnable(config: RunConfig, stages: list, stage_index: int, by_key: dict, record: _RunRecord,
+              on_task_done) -> list[TaskResult]:
+    """The stage's tasks to execute; one whose earlier notebook did not succeed is skipped."""
+    to_run = []
+    for task in stages[stage_index]:
+        if task.reused:
+            continue
+        blocker = None
+        if config.sequential_notebooks:
+            for earlier in stages[:stage_index]:
+                before = by_key[(earlier[0].stem, task.slug)]
+                if before.status != "ok":
+                    blocker = before
+                    break
+        if blocker is not None:
+            task.status, task.error = "skipped", f"{blocker.stem} {blocker.status} for these parameters"
+            task.started = task.finished = task.duration_s = task.kernel_log = task.mlflow_run = None
+            task.metrics = {}
+            record.save()
+            if on_task_done:
+                on_task_done(task)
+            continue
+        to_run.append(task)
+    return to_run
+
+
+def _task_spec(config: RunConfig, task: TaskResult, notebook: Path, names, env: dict) -> dict:
+    """What a worker needs to execute one task (plain values, pickled to it)."""
+    return {
+        "notebook": str(notebook),
+        "output": str(task.output),
+        "parameters": {key: value for key, value in task.parameters.items() if names is None or key in names},
+        "kernel_name": config.kernel_name,
+        "cwd": str(Path(config.cwd).resolve()) if config.cwd else str(notebook.parent),
+        "timeout": config.timeout,
+        "start_timeout": config.start_timeout,
+        "env": env,
+    }

@@ -101,7 +101,13 @@ def record_metrics(**metrics: Any) -> dict[str, Any]:
 
 
 def recorded_metrics() -> dict[str, Any]:
-    """Metrics recorded by :func:`record_metrics` in this process so far."""
+    """Metrics recorded by :func:`record_metrics` in this process so far.
+
+    Returns
+    -------
+    dict
+        A copy of the metrics, by name.
+    """
     return dict(_RECORDED)
 
 

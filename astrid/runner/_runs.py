@@ -45,6 +45,11 @@ def load_run(run_id: str | os.PathLike, root: str | os.PathLike = "papermill_run
     root : str or path, optional
         Folder holding the runs (default ``papermill_runs``).
 
+    Returns
+    -------
+    dict
+        The run record, as read from its JSON.
+
     Raises
     ------
     AstridFileError
@@ -175,9 +180,15 @@ def format_table(table: Table, columns: list[str] | tuple[str, ...] | None = Non
     Parameters
     ----------
     table : astropy.table.Table
+        The runs or tasks.
     columns : sequence of str, optional
         Show only these columns (those present), in this order; default all
         but ``mlflow_run``.
+
+    Returns
+    -------
+    str
+        The table as text, or ``"no runs"`` / ``"no tasks"`` when it is empty.
     """
     if len(table) == 0:
         return "no runs" if "run_id" in table.colnames else "no tasks"

@@ -51,6 +51,7 @@ def explained_mask(truth, shape, radius: float = 8.0, saturated_radius: float = 
     Returns
     -------
     numpy.ndarray of bool, shape ``shape``
+        True where an entry explains the pixel.
     """
     out = np.zeros(shape, dtype=bool)
     for row in truth:
@@ -62,7 +63,26 @@ def explained_mask(truth, shape, radius: float = 8.0, saturated_radius: float = 
 
 
 def near_stars_mask(stars, shape, max_mag: float = 16.0, radius: float = 15.0) -> np.ndarray:
-    """Pixels within ``radius`` of a star brighter than ``max_mag`` (``SimulatedPair.stars``, reference grid)."""
+    """Pixels within ``radius`` of a star brighter than ``max_mag``.
+
+    The stars are those of ``SimulatedPair.stars``, on the reference grid.
+
+    Parameters
+    ----------
+    stars : astropy.table.Table
+        ``SimulatedPair.stars``: ``mag``, ``x_ref``, ``y_ref``.
+    shape : tuple of int
+        Shape of the reference image, (ny, nx).
+    max_mag : float, optional
+        Only stars brighter (a smaller magnitude) than this.
+    radius : float, optional
+        Distance in pixels from a star's centre (strictly less).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape ``shape``
+        True near such a star.
+    """
     out = np.zeros(shape, dtype=bool)
     for row in stars[np.asarray(stars["mag"]) < max_mag]:
         # A strict "<" as before: the disc helper is inclusive, so shrink by a hair.
@@ -75,6 +95,20 @@ def source_free_mask(sim, shape, radius: int = 12) -> np.ndarray:
 
     Each star and galaxy blocks a square of ``2 radius + 1`` pixels; the
     truth entries block :func:`explained_mask`.
+
+    Parameters
+    ----------
+    sim : SimulatedPair
+        The pair (``truth``, ``stars``, ``galaxies``).
+    shape : tuple of int
+        Shape of the reference image, (ny, nx).
+    radius : int, optional
+        Half-side in pixels of the square blocked around each star and galaxy.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape ``shape``
+        True where no source or truth entry is near.
     """
     out = explained_mask(sim.truth, shape)
     for table in (sim.stars, sim.galaxies):
@@ -85,7 +119,28 @@ def source_free_mask(sim, shape, radius: int = 12) -> np.ndarray:
 
 
 def significant_peaks(significance, mask, threshold: float = 5.0, box: int = 5):
-    """(x, y) of the local maxima of |significance| (``box`` × ``box`` px) above ``threshold`` outside ``mask``."""
+    """(x, y) of the local maxima of |significance| above ``threshold`` outside ``mask``.
+
+    A local maximum is the largest value in its ``box`` × ``box`` px window.
+
+    Parameters
+    ----------
+    significance : numpy.ndarray, shape (ny, nx)
+        Significance image (e.g. ``S_corr``, sigma).
+    mask : numpy.ndarray of bool, shape (ny, nx)
+        Pixels to ignore (taken as 0).
+    threshold : float, optional
+        Peaks must exceed this in absolute value (sigma).
+    box : int, optional
+        Side in pixels of the local-maximum window.
+
+    Returns
+    -------
+    x : numpy.ndarray of int
+        Columns of the peaks.
+    y : numpy.ndarray of int
+        Rows of the peaks.
+    """
     a = np.abs(np.where(mask, 0.0, significance))
     y, x = np.nonzero((a == ndimage.maximum_filter(a, size=box)) & (a > threshold))
     return x, y

@@ -111,6 +111,8 @@ def _moffat_norm(fwhm, beta):
     return (beta - 1.0) / (math.pi * alpha * alpha)
 
 
+# A numba kernel: it takes the stamps as parallel flat arrays (14 of them) because njit code
+# cannot take a dataclass or a dict, and one prange over arrays is what makes it fast.
 @njit(parallel=True, cache=True)
 def render_moffat_stamps(buf, offsets, x, y, ix0, iy0, hh, ww, fwhm, flux, beta, q, theta, peaks):
     """Render Moffat point sources into a flat stamp buffer.

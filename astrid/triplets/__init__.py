@@ -10,19 +10,29 @@ The step between :func:`astrid.difference` and the real/bogus classifier::
     ds = load_triplets("triplets.zarr")                    # lazy (Dask)
 
 :func:`build_training_set` does all of it over many pairs with class
-balancing; :func:`split_by_field` / :func:`split_by_time` split without
+balancing; :func:`synthetic_difference` makes a small difference result with
+known sources for tests and benchmarks; :func:`split_by_field` / :func:`split_by_time` split without
 leaking a field; :func:`image_metrics` scores detection per image.
-Triplets follow the shared schema of :mod:`astrid._schema`, the same as ZTF
-alert cutouts read by :mod:`astrid.alerts`.
+Triplets follow one shared schema (:func:`validate_triplets`,
+:func:`new_triplet_dataset`, :data:`CHANNELS`, :data:`STAMP_SIZE`), the same as
+ZTF alert cutouts read by :mod:`astrid.alerts`.
 """
 
-from ._detect import CANDIDATE_COLUMNS, detect, measure_positions
+from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
+from ._detect import CANDIDATE_COLUMNS, DetectOptions, detect, measure_positions
 from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates
-from ._metrics import circle_iou, image_metrics
+from ._metrics import MetricsOptions, circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
-from ._store import load_triplets, write_triplets
+from ._store import COMMIT_ATTR, load_triplets, write_triplets
+from ._synthetic import (
+    SyntheticDifference,
+    SyntheticScene,
+    add_gaussian,
+    synthetic_difference,
+)
 from ._training import (
+    ExampleOptions,
     balance_classes,
     build_training_set,
     random_positions,
@@ -33,6 +43,7 @@ from ._training import (
 
 __all__ = [
     "detect",
+    "DetectOptions",
     "measure_positions",
     "reference_catalog",
     "label_candidates",
@@ -41,14 +52,25 @@ __all__ = [
     "write_triplets",
     "load_triplets",
     "build_training_set",
+    "ExampleOptions",
     "balance_classes",
     "random_positions",
     "split_by_field",
     "split_by_time",
     "split_by_survey",
     "image_metrics",
+    "MetricsOptions",
     "circle_iou",
+    "synthetic_difference",
+    "SyntheticScene",
+    "SyntheticDifference",
+    "add_gaussian",
     "CANDIDATE_COLUMNS",
+    "CHANNELS",
+    "STAMP_SIZE",
+    "COMMIT_ATTR",
+    "new_triplet_dataset",
+    "validate_triplets",
     "REAL_KINDS",
     "ARTIFACT_KINDS",
 ]

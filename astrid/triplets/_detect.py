@@ -3,18 +3,49 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from .._schema import STAMP_SIZE
+from ..schema import STAMP_SIZE
 from ..errors import AstridInputError
 from . import _kernels
 from ._sources import reference_catalog
 
-__all__ = ["detect", "measure_positions", "CANDIDATE_COLUMNS"]
+__all__ = ["DetectOptions", "detect", "measure_positions", "CANDIDATE_COLUMNS"]
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """Peak geometry and feature windows of :func:`detect` and :func:`measure_positions`.
+
+    Attributes
+    ----------
+    fwhm : float, optional
+        PSF FWHM of D in pixels; default the broader of
+        ``result.science_psf.fwhm`` and ``result.reference_psf.fwhm``.
+    min_separation : float, optional
+        Peaks closer than this (pixels) to a stronger peak are dropped.
+        Default: the FWHM. (:func:`detect` only.)
+    edge : int, optional
+        Peaks within this many pixels of the image border are dropped.
+        Default: ``ceil(FWHM)``, at least 3. (ZOGY also masks a band along
+        the edge; stamps that leave the image are NaN-padded, not refused.)
+        (:func:`detect` only.)
+    dipole_radius : float, optional
+        Radius (pixels) searched for an opposite-sign lobe; default 2 FWHM.
+    stamp_size : int
+        Side of the stamp over which ``masked_fraction`` is counted (63).
+    """
+
+    fwhm: float | None = None
+    min_separation: float | None = None
+    edge: int | None = None
+    dipole_radius: float | None = None
+    stamp_size: int = STAMP_SIZE
 
 #: Columns of :func:`detect`'s table: name -> (unit, description).
 CANDIDATE_COLUMNS: dict[str, tuple[str, str]] = {
@@ -127,15 +158,11 @@ def detect(
     threshold: float = 5.0,
     *,
     negative: bool = False,
-    min_separation: float | None = None,
-    edge: int | None = None,
-    fwhm: float | None = None,
     max_candidates: int | None = None,
     prefix: str | None = None,
     reference_sources: Table | bool | None = None,
     galaxies: Table | bool | None = None,
-    dipole_radius: float | None = None,
-    stamp_size: int = STAMP_SIZE,
+    options: DetectOptions | None = None,
 ) -> Table:
     """Find transient candidates: local peaks of S_corr, with their features.
 
@@ -151,16 +178,6 @@ def detect(
         Minimum ``|S_corr|`` of a peak, in sigma (default 5).
     negative : bool, optional
         Also find minima of S_corr (fading sources, ``sign = -1``).
-    min_separation : float, optional
-        Peaks closer than this (pixels) to a stronger peak are dropped.
-        Default: the FWHM.
-    edge : int, optional
-        Peaks within this many pixels of the image border are dropped.
-        Default: ``ceil(FWHM)``, at least 3. (ZOGY also masks a band along
-        the edge; stamps that leave the image are NaN-padded, not refused.)
-    fwhm : float, optional
-        PSF FWHM of D in pixels; default the broader of
-        ``result.science_psf.fwhm`` and ``result.reference_psf.fwhm``.
     max_candidates : int, optional
         Keep at most this many, strongest ``|score|`` first.
     prefix : str, optional
@@ -176,10 +193,9 @@ def detect(
         Possible hosts (columns as for ``reference_sources``), e.g. a
         galaxy catalogue. Default: the extended sources of the reference
         catalogue. False: NaN.
-    dipole_radius : float, optional
-        Radius (pixels) searched for an opposite-sign lobe; default 2 FWHM.
-    stamp_size : int, optional
-        Side of the stamp over which ``masked_fraction`` is counted (63).
+    options : DetectOptions, optional
+        ``fwhm``, ``min_separation``, ``edge``, ``dipole_radius`` and
+        ``stamp_size``; default ``DetectOptions()`` (all from the FWHM).
 
     Returns
     -------
@@ -204,7 +220,7 @@ def detect(
     within ``min_separation``; features come from small windows around each
     peak, so their cost grows with the number of candidates, not the image.
     """
-    settings = _settings(result, threshold, fwhm, min_separation, edge, dipole_radius, stamp_size)
+    settings = _settings(result, threshold, DetectOptions() if options is None else options)
     score, bad = settings["score"], settings["bad"]
     ny, nx = score.shape
     ys, xs, signs = _kernels.find_local_peaks(score, bad, float(threshold), bool(negative), settings["edge"])
@@ -221,8 +237,10 @@ def detect(
     return table
 
 
-def _settings(result, threshold, fwhm, min_separation, edge, dipole_radius, stamp_size) -> dict:
+def _settings(result, threshold, options: DetectOptions) -> dict:
     """Validated parameters and arrays shared by :func:`detect` and :func:`measure_positions`."""
+    fwhm, min_separation, edge = options.fwhm, options.min_separation, options.edge
+    dipole_radius, stamp_size = options.dipole_radius, options.stamp_size
     score = np.asarray(_attribute(result, "S_corr"))
     diff = np.asarray(_attribute(result, "D"))
     if score.ndim != 2:
@@ -237,7 +255,7 @@ def _settings(result, threshold, fwhm, min_separation, edge, dipole_radius, stam
         fwhm = result_fwhm(result)
         if fwhm is None:
             raise AstridInputError(
-                "the result's PSF models give no FWHM: pass fwhm=<pixels> to detect()"
+                "the result's PSF models give no FWHM: pass options=DetectOptions(fwhm=<pixels>) to detect()"
             )
     fwhm = float(fwhm)
     if not (np.isfinite(fwhm) and fwhm > 0):
@@ -274,24 +292,47 @@ def measure_positions(
     y,
     sign=1,
     *,
-    fwhm: float | None = None,
     prefix: str | None = None,
     reference_sources: Table | bool | None = None,
     galaxies: Table | bool | None = None,
-    dipole_radius: float | None = None,
-    stamp_size: int = STAMP_SIZE,
+    options: DetectOptions | None = None,
 ) -> Table:
     """The candidate table of :func:`detect` for given positions (no search).
 
     Used for random "nothing here" positions and forced photometry at known
     transients. ``x``, ``y`` (reference-grid pixels) are kept as given; the
-    features are measured around the nearest pixel.
+    features are measured around the nearest pixel, with ``options``'
+    ``fwhm``, ``dipole_radius`` and ``stamp_size`` (its ``min_separation``
+    and ``edge`` do not apply).
+
+    Parameters
+    ----------
+    result : DifferenceResult
+        Output of :func:`astrid.difference`, as for :func:`detect`.
+    x, y : array_like of float
+        Positions in reference-grid pixels (0-based), 1-D and of equal shape.
+    sign : int or array_like of int, optional
+        Sign of each candidate (+1 brightening, -1 fading), broadcast to ``x``.
+    prefix : str, optional
+        Prefix of ``candidate_id``, as for :func:`detect`.
+    reference_sources : astropy.table.Table or False, optional
+        Sources of the reference image, as for :func:`detect`.
+    galaxies : astropy.table.Table or False, optional
+        Possible hosts, as for :func:`detect`.
+    options : DetectOptions, optional
+        Feature settings; default ``DetectOptions()``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per position, with the columns of :func:`detect`.
     """
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))
     if x.shape != y.shape or x.ndim != 1:
         raise AstridInputError(f"x and y: need equal 1-D shapes, got {x.shape} and {y.shape}")
-    settings = _settings(result, 5.0, fwhm, 0.0, 0, dipole_radius, stamp_size)
+    options = DetectOptions() if options is None else options
+    settings = _settings(result, 5.0, replace(options, min_separation=0.0, edge=0))
     ny, nx = settings["score"].shape
     xi = np.floor(x + 0.5).astype(np.int64)
     yi = np.floor(y + 0.5).astype(np.int64)

@@ -11,8 +11,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# FWHM of a Gaussian over its standard deviation: 2 sqrt(2 ln 2).
-GAUSSIAN_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 
 
 @njit(cache=True, nogil=True)
@@ -146,6 +145,156 @@ def suppress_close_peaks(ys, xs, order, min_separation, ny, nx):
 
 
 @njit(cache=True, nogil=True)
+def _subpixel_peak(score, y, x, s, peak):
+    """(dx, dy): a parabola through the 3 pixels along each axis, within ±0.5 px."""
+    ny, nx = score.shape
+    dx = 0.0
+    dy = 0.0
+    if 0 < x < nx - 1:
+        left = s * score[y, x - 1]
+        right = s * score[y, x + 1]
+        curv = left - 2.0 * peak + right
+        if math.isfinite(curv) and curv < 0.0:
+            dx = min(max(0.5 * (left - right) / curv, -0.5), 0.5)
+    if 0 < y < ny - 1:
+        down = s * score[y - 1, x]
+        up = s * score[y + 1, x]
+        curv = down - 2.0 * peak + up
+        if math.isfinite(curv) and curv < 0.0:
+            dy = min(max(0.5 * (down - up) / curv, -0.5), 0.5)
+    return dx, dy
+
+
+@njit(cache=True, nogil=True)
+def _sharpness(diff, y, x, s):
+    """Brightest D pixel of the 3x3 core against its 8 neighbours (1 for a lone hot pixel or cosmic
+    ray, ~0.35 for a PSF of FWHM 3 px); NaN when not measurable."""
+    ny, nx = diff.shape
+    by = y
+    bx = x
+    best = -np.inf
+    for yy in range(max(y - 1, 0), min(y + 2, ny)):
+        for xx in range(max(x - 1, 0), min(x + 2, nx)):
+            v = s * diff[yy, xx]
+            if math.isfinite(v) and v > best:
+                best = v
+                by = yy
+                bx = xx
+    if best > 0.0:
+        total = 0.0
+        count = 0
+        for yy in range(by - 1, by + 2):
+            for xx in range(bx - 1, bx + 2):
+                if (yy == by and xx == bx) or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                    continue
+                v = diff[yy, xx]
+                if math.isfinite(v):
+                    total += s * v
+                    count += 1
+        if count > 0:
+            return (best - total / count) / best
+    return np.nan
+
+
+@njit(cache=True, nogil=True)
+def _windowed_moments(diff, y, x, s, cx, cy, sw2, half_w, row):
+    """Roundness, FWHM, elongation and orientation into ``row`` [3, 4, 5, 8].
+
+    Moments of the positive part of sign*D under a Gaussian window (variance ``sw2``) around the
+    sub-pixel peak (cx, cy); the window is divided out afterwards (exact for a Gaussian source),
+    so fwhm and elongation are those of the source.
+    """
+    ny, nx = diff.shape
+    sum_w = 0.0
+    sum_x = 0.0
+    sum_y = 0.0
+    for yy in range(max(y - half_w, 0), min(y + half_w + 1, ny)):
+        for xx in range(max(x - half_w, 0), min(x + half_w + 1, nx)):
+            v = s * diff[yy, xx]
+            if not math.isfinite(v) or v <= 0.0:
+                continue
+            r2 = (xx - cx) ** 2 + (yy - cy) ** 2
+            w = v * math.exp(-0.5 * r2 / sw2)
+            sum_w += w
+            sum_x += w * (xx - cx)
+            sum_y += w * (yy - cy)
+    if sum_w <= 0.0:
+        return
+    mx = cx + sum_x / sum_w
+    my = cy + sum_y / sum_w
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    sum_w = 0.0
+    for yy in range(max(y - half_w, 0), min(y + half_w + 1, ny)):
+        for xx in range(max(x - half_w, 0), min(x + half_w + 1, nx)):
+            v = s * diff[yy, xx]
+            if not math.isfinite(v) or v <= 0.0:
+                continue
+            r2 = (xx - cx) ** 2 + (yy - cy) ** 2
+            w = v * math.exp(-0.5 * r2 / sw2)
+            sum_w += w
+            sxx += w * (xx - mx) ** 2
+            syy += w * (yy - my) ** 2
+            sxy += w * (xx - mx) * (yy - my)
+    sxx /= sum_w
+    syy /= sum_w
+    sxy /= sum_w
+    if sxx + syy > 0.0:
+        row[3] = (sxx - syy) / (sxx + syy)
+    half_trace = 0.5 * (sxx + syy)
+    root = math.sqrt(max(0.25 * (sxx - syy) ** 2 + sxy * sxy, 0.0))
+    major = half_trace + root
+    minor = half_trace - root
+    cap = 0.95 * sw2
+    major = min(max(major, 1e-6), cap)
+    minor = min(max(minor, 1e-6), cap)
+    major = major * sw2 / (sw2 - major)
+    minor = minor * sw2 / (sw2 - minor)
+    row[4] = GAUSSIAN_SIGMA_TO_FWHM * math.sqrt(math.sqrt(major * minor))
+    row[5] = math.sqrt(major / minor)
+    row[8] = 0.5 * math.atan2(2.0 * sxy, sxx - syy)
+
+
+@njit(cache=True, nogil=True)
+def _deepest_opposite(score, y, x, s, dipole_radius):
+    """Deepest opposite-sign S_corr within ``dipole_radius`` px of (y, x) (0 when none)."""
+    ny, nx = score.shape
+    half_d = int(math.ceil(dipole_radius))
+    r_d2 = dipole_radius * dipole_radius
+    deepest = 0.0
+    for yy in range(max(y - half_d, 0), min(y + half_d + 1, ny)):
+        for xx in range(max(x - half_d, 0), min(x + half_d + 1, nx)):
+            if (yy - y) ** 2 + (xx - x) ** 2 > r_d2:
+                continue
+            v = s * score[yy, xx]
+            if math.isfinite(v) and -v > deepest:
+                deepest = -v
+    return deepest
+
+
+@njit(cache=True, nogil=True)
+def _masked_fraction(bad, y, x, stamp_size):
+    """Masked fraction of the ``stamp_size`` stamp centred on (y, x); pixels beyond the image count."""
+    ny, nx = bad.shape
+    half_s = stamp_size // 2
+    sx0 = x - half_s
+    sy0 = y - half_s
+    cx0 = max(sx0, 0)
+    cx1 = min(sx0 + stamp_size, nx)
+    cy0 = max(sy0, 0)
+    cy1 = min(sy0 + stamp_size, ny)
+    n_inside = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
+    n_bad = stamp_size * stamp_size - n_inside
+    for yy in range(cy0, cy1):
+        row_bad = 0
+        for xx in range(cx0, cx1):
+            row_bad += bad[yy, xx]
+        n_bad += row_bad
+    return n_bad / (stamp_size * stamp_size)
+
+
+@njit(cache=True, nogil=True)
 def candidate_features(score, diff, bad, ys, xs, signs, fwhm, dipole_radius, stamp_size):
     """Sub-pixel positions and shape features of each peak.
 
@@ -175,149 +324,30 @@ def candidate_features(score, diff, bad, ys, xs, signs, fwhm, dipole_radius, sta
         Columns x, y, sharpness, roundness, fwhm, elongation, dipole,
         masked_fraction, orientation (radians).
     """
-    ny, nx = score.shape
     n = ys.shape[0]
     out = np.full((n, 9), np.nan)
-    sigma_w = max(fwhm, 1.0) / GAUSSIAN_FWHM_PER_SIGMA * 1.5
+    sigma_w = max(fwhm, 1.0) / GAUSSIAN_SIGMA_TO_FWHM * 1.5
     sw2 = sigma_w * sigma_w
     half_w = int(math.ceil(3.0 * sigma_w))
-    half_d = int(math.ceil(dipole_radius))
-    r_d2 = dipole_radius * dipole_radius
-    half_s = stamp_size // 2
     for i in range(n):
         y = ys[i]
         x = xs[i]
         s = float(signs[i])
         peak = s * score[y, x]
-
-        # Sub-pixel peak: a parabola through the 3 pixels along each axis.
-        dx = 0.0
-        dy = 0.0
-        if 0 < x < nx - 1:
-            left = s * score[y, x - 1]
-            right = s * score[y, x + 1]
-            curv = left - 2.0 * peak + right
-            if math.isfinite(curv) and curv < 0.0:
-                dx = min(max(0.5 * (left - right) / curv, -0.5), 0.5)
-        if 0 < y < ny - 1:
-            down = s * score[y - 1, x]
-            up = s * score[y + 1, x]
-            curv = down - 2.0 * peak + up
-            if math.isfinite(curv) and curv < 0.0:
-                dy = min(max(0.5 * (down - up) / curv, -0.5), 0.5)
+        dx, dy = _subpixel_peak(score, y, x, s, peak)
         out[i, 0] = x + dx
         out[i, 1] = y + dy
-
-        # Sharpness: brightest D pixel of the 3x3 core against its 8 neighbours
-        # (1 for a lone hot pixel or cosmic ray, ~0.35 for a PSF of FWHM 3 px).
-        by = y
-        bx = x
-        best = -np.inf
-        for yy in range(max(y - 1, 0), min(y + 2, ny)):
-            for xx in range(max(x - 1, 0), min(x + 2, nx)):
-                v = s * diff[yy, xx]
-                if math.isfinite(v) and v > best:
-                    best = v
-                    by = yy
-                    bx = xx
-        if best > 0.0:
-            total = 0.0
-            count = 0
-            for yy in range(by - 1, by + 2):
-                for xx in range(bx - 1, bx + 2):
-                    if (yy == by and xx == bx) or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                        continue
-                    v = diff[yy, xx]
-                    if math.isfinite(v):
-                        total += s * v
-                        count += 1
-            if count > 0:
-                out[i, 2] = (best - total / count) / best
-
-        # Moments of the positive part of sign*D under a Gaussian window around
-        # the sub-pixel peak; the window is divided out afterwards (exact for a
-        # Gaussian source), so fwhm and elongation are those of the source.
-        cx = out[i, 0]
-        cy = out[i, 1]
-        sum_w = 0.0
-        sum_x = 0.0
-        sum_y = 0.0
-        for yy in range(max(y - half_w, 0), min(y + half_w + 1, ny)):
-            for xx in range(max(x - half_w, 0), min(x + half_w + 1, nx)):
-                v = s * diff[yy, xx]
-                if not math.isfinite(v) or v <= 0.0:
-                    continue
-                r2 = (xx - cx) ** 2 + (yy - cy) ** 2
-                w = v * math.exp(-0.5 * r2 / sw2)
-                sum_w += w
-                sum_x += w * (xx - cx)
-                sum_y += w * (yy - cy)
-        if sum_w > 0.0:
-            mx = cx + sum_x / sum_w
-            my = cy + sum_y / sum_w
-            sxx = 0.0
-            syy = 0.0
-            sxy = 0.0
-            sum_w = 0.0
-            for yy in range(max(y - half_w, 0), min(y + half_w + 1, ny)):
-                for xx in range(max(x - half_w, 0), min(x + half_w + 1, nx)):
-                    v = s * diff[yy, xx]
-                    if not math.isfinite(v) or v <= 0.0:
-                        continue
-                    r2 = (xx - cx) ** 2 + (yy - cy) ** 2
-                    w = v * math.exp(-0.5 * r2 / sw2)
-                    sum_w += w
-                    sxx += w * (xx - mx) ** 2
-                    syy += w * (yy - my) ** 2
-                    sxy += w * (xx - mx) * (yy - my)
-            sxx /= sum_w
-            syy /= sum_w
-            sxy /= sum_w
-            if sxx + syy > 0.0:
-                out[i, 3] = (sxx - syy) / (sxx + syy)
-            half_trace = 0.5 * (sxx + syy)
-            root = math.sqrt(max(0.25 * (sxx - syy) ** 2 + sxy * sxy, 0.0))
-            major = half_trace + root
-            minor = half_trace - root
-            cap = 0.95 * sw2
-            major = min(max(major, 1e-6), cap)
-            minor = min(max(minor, 1e-6), cap)
-            major = major * sw2 / (sw2 - major)
-            minor = minor * sw2 / (sw2 - minor)
-            out[i, 4] = GAUSSIAN_FWHM_PER_SIGMA * math.sqrt(math.sqrt(major * minor))
-            out[i, 5] = math.sqrt(major / minor)
-            out[i, 8] = 0.5 * math.atan2(2.0 * sxy, sxx - syy)
-
-        # Dipole: deepest opposite-sign S_corr within the radius over the peak.
-        deepest = 0.0
-        for yy in range(max(y - half_d, 0), min(y + half_d + 1, ny)):
-            for xx in range(max(x - half_d, 0), min(x + half_d + 1, nx)):
-                if (yy - y) ** 2 + (xx - x) ** 2 > r_d2:
-                    continue
-                v = s * score[yy, xx]
-                if math.isfinite(v) and -v > deepest:
-                    deepest = -v
+        out[i, 2] = _sharpness(diff, y, x, s)
+        _windowed_moments(diff, y, x, s, out[i, 0], out[i, 1], sw2, half_w, out[i])
+        deepest = _deepest_opposite(score, y, x, s, dipole_radius)
         if peak > 0.0:
             out[i, 6] = deepest / peak
-
-        # Masked fraction of the triplet stamp; pixels beyond the image count.
-        sx0 = x - half_s
-        sy0 = y - half_s
-        cx0 = max(sx0, 0)
-        cx1 = min(sx0 + stamp_size, nx)
-        cy0 = max(sy0, 0)
-        cy1 = min(sy0 + stamp_size, ny)
-        n_inside = max(cx1 - cx0, 0) * max(cy1 - cy0, 0)
-        n_bad = stamp_size * stamp_size - n_inside
-        for yy in range(cy0, cy1):
-            row_bad = 0
-            for xx in range(cx0, cx1):
-                row_bad += bad[yy, xx]
-            n_bad += row_bad
-        out[i, 7] = n_bad / (stamp_size * stamp_size)
+        out[i, 7] = _masked_fraction(bad, y, x, stamp_size)
     return out
 
 
+# 12 arguments: a numba kernel takes the three images, their masks and the output buffers as plain
+# arrays (no dataclasses).
 @njit(cache=True, nogil=True, parallel=True)
 def extract_triplets(science, reference, difference, bad_sci, footprint, bad_ref, bad_diff, ys, xs, size, stamps, valid):
     """Copy ``size`` x ``size`` stamps of three images centred on (ys, xs), in one pass.

@@ -87,8 +87,26 @@ def truth_positions(truth: Table, wcs=None, pixel_scale_arcsec: float | None = N
     return xy, direction, half_length
 
 
-def _distances(cand_xy, xy, direction, half_length, radius):
-    """Distance of each candidate to each nearby truth row (points or segments)."""
+def truth_distances(cand_xy, xy, direction, half_length, radius):
+    """Distance of each position to its nearest truth row (points or segments) within ``radius``.
+
+    Parameters
+    ----------
+    cand_xy : numpy.ndarray, shape (n, 2)
+        Positions (x, y), pixels.
+    xy, direction, half_length : numpy.ndarray
+        Truth rows as :func:`truth_positions` returns them: centres (m, 2),
+        unit directions (m, 2) and half-lengths (m,) in pixels (0 for points).
+    radius : float
+        Largest distance looked at, pixels.
+
+    Returns
+    -------
+    distance : numpy.ndarray, shape (n,)
+        Pixels; inf where no truth row is within ``radius``.
+    row : numpy.ndarray of int64, shape (n,)
+        The nearest truth row, -1 where none.
+    """
     best_dist = np.full(cand_xy.shape[0], np.inf)
     best_row = np.full(cand_xy.shape[0], -1, dtype=np.int64)
     finite = np.isfinite(xy).all(axis=1)
@@ -168,7 +186,7 @@ def label_candidates(
 
     xy, direction, half_length = truth_positions(truth, wcs=wcs)
     cand_xy = np.column_stack([np.asarray(candidates["x"], float), np.asarray(candidates["y"], float)])
-    dist, row = _distances(cand_xy, xy, direction, half_length, float(radius))
+    dist, row = truth_distances(cand_xy, xy, direction, half_length, float(radius))
     matched = row >= 0
 
     out = candidates.copy(copy_data=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
@@ -11,7 +12,34 @@ from astropy.table import Table
 from ..errors import AstridInputError
 from ._label import REAL_KINDS, label_candidates, truth_positions
 
-__all__ = ["image_metrics", "circle_iou"]
+__all__ = ["MetricsOptions", "image_metrics", "circle_iou"]
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """Which truth counts and how candidates match it, for :func:`image_metrics`.
+
+    Attributes
+    ----------
+    snr_min : float or None
+        Truth transients count towards recall only at ``snr_sci >= snr_min``;
+        None counts all.
+    real_kinds : sequence of str
+        Truth kinds to find (default supernova and variable).
+    radius : float
+        Matching radius (pixels) when labelling here.
+    fwhm : float, optional
+        Radius (pixels) of the circles of the IoU; default the candidates'
+        ``meta["fwhm"]``.
+    """
+
+    snr_min: float | None = 8.0
+    real_kinds: tuple = REAL_KINDS
+    radius: float = 2.0
+    fwhm: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "real_kinds", tuple(self.real_kinds))
 
 
 def circle_iou(distance, radius) -> np.ndarray:
@@ -40,7 +68,8 @@ def circle_iou(distance, radius) -> np.ndarray:
     return lens / (2.0 * math.pi * r * r - lens)
 
 
-def _one_image(candidates, truth, time_s, name, snr_min, real_kinds, radius, predicted, threshold, fwhm, wcs):
+def _one_image(candidates, truth, time_s, name, options: MetricsOptions, predicted, threshold, wcs):
+    snr_min, real_kinds, radius, fwhm = options.snr_min, options.real_kinds, options.radius, options.fwhm
     if "label" not in candidates.colnames or "truth_id" not in candidates.colnames:
         candidates = label_candidates(candidates, truth, radius=radius, real_kinds=real_kinds, wcs=wcs)
     meta = candidates.meta
@@ -96,13 +125,10 @@ def image_metrics(
     time_s=None,
     *,
     names=None,
-    snr_min: float | None = 8.0,
-    real_kinds=REAL_KINDS,
-    radius: float = 2.0,
     predicted: str | None = None,
     threshold: float = 0.5,
-    fwhm: float | None = None,
     wcs=None,
+    options: MetricsOptions | None = None,
 ) -> Table:
     """Detection metrics of one image, or of each image of a data set.
 
@@ -117,24 +143,18 @@ def image_metrics(
         Processing time per image (seconds), reported as is.
     names : sequence of str, optional
         Image names; default the candidates' ``meta["prefix"]`` or the index.
-    snr_min : float or None, optional
-        Truth transients count towards recall only at ``snr_sci >= snr_min``
-        (default 8); None counts all.
-    real_kinds : sequence of str, optional
-        Truth kinds to find (default supernova and variable).
-    radius : float, optional
-        Matching radius (pixels) when labelling here.
     predicted : str, optional
         Column of classifier scores: only candidates with ``score >=
         threshold`` count as predicted real. Default: every candidate (the
         detector's own precision).
     threshold : float, optional
         Score threshold for ``predicted`` (default 0.5).
-    fwhm : float, optional
-        Radius (pixels) of the circles of the IoU; default the candidates'
-        ``meta["fwhm"]``.
     wcs : astropy.wcs.WCS, optional
         Reference-grid WCS, for a truth table of ``ra``/``dec`` positions.
+    options : MetricsOptions, optional
+        Which truth counts (``snr_min``, default 8; ``real_kinds``), the
+        matching ``radius`` and the IoU's ``fwhm``; default
+        ``MetricsOptions()``.
 
     Returns
     -------
@@ -148,6 +168,7 @@ def image_metrics(
         FWHM around prediction and truth), ``time_s``. NaN where undefined
         (no candidates, no truth).
     """
+    options = MetricsOptions() if options is None else options
     single = isinstance(candidates_labelled, Table)
     cands = [candidates_labelled] if single else list(candidates_labelled)
     truths = [truth] if isinstance(truth, Table) else list(truth)
@@ -164,12 +185,13 @@ def image_metrics(
     elif isinstance(names, str) or not isinstance(names, Sequence) or len(names) != len(cands):
         raise AstridInputError(f"names: need one name per image ({len(cands)})")
     rows = [
-        _one_image(c, t, s, str(n), snr_min, tuple(real_kinds), radius, predicted, threshold, fwhm, wcs)
+        _one_image(c, t, s, str(n), options, predicted, threshold, wcs)
         for c, t, s, n in zip(cands, truths, times, names)
     ]
     table = Table(rows=rows, names=list(rows[0].keys())) if rows else Table()
     if rows:
         table["median_offset"].unit = "pix"
         table["time_s"].unit = "s"
-    table.meta.update({"snr_min": snr_min, "real_kinds": ",".join(real_kinds), "predicted": predicted or "", "threshold": threshold})
+    table.meta.update({"snr_min": options.snr_min, "real_kinds": ",".join(options.real_kinds),
+                       "predicted": predicted or "", "threshold": threshold})
     return table

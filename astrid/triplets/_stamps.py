@@ -10,7 +10,7 @@ import xarray as xr
 from astropy.table import Table
 from astropy.time import Time
 
-from .._schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
+from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from ..errors import AstridInputError
 from . import _kernels
 
@@ -76,6 +76,16 @@ def coords_to_table(ds: xr.Dataset) -> Table:
     """The per-candidate coordinates of a triplet dataset as an astropy Table.
 
     The inverse of :func:`table_to_coords`: ``xpos``/``ypos`` become ``x``/``y``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A triplet dataset.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per candidate, one column per ``candidate`` coordinate.
     """
     table = Table()
     for coord_name, coord in ds.coords.items():
@@ -158,7 +168,7 @@ def make_triplets(
     Returns
     -------
     xarray.Dataset
-        In the schema of :mod:`astrid._schema`: ``triplets`` (candidate, y,
+        In the schema of :mod:`astrid.schema`: ``triplets`` (candidate, y,
         x, channel) float32 with channels (science, reference, difference),
         centred on the candidate's nearest integer pixel (``stamp_x``,
         ``stamp_y``), holding the images' own pixel values and NaN beyond
@@ -181,39 +191,14 @@ def make_triplets(
         raise AstridInputError(f"candidates: expected an astropy Table, got {type(candidates).__name__}")
     if "x" not in candidates.colnames or "y" not in candidates.colnames:
         raise AstridInputError(f"candidates: needs columns x and y, has {candidates.colnames}")
-    diff = getattr(result, "D", None)
-    if diff is None:
-        raise AstridInputError("result.D: missing, make_triplets needs the difference image")
-    diff = np.ascontiguousarray(np.asarray(diff))
-    shape = diff.shape
-    science, science_mask = _image_array(getattr(result, "science", None), "science", shape)
-    reference, reference_mask = _image_array(getattr(result, "reference", None), "reference", shape)
-    footprint = getattr(result, "footprint", None)
-    footprint = None if footprint is None else np.asarray(footprint, dtype=bool)
-    diff_mask = getattr(result, "mask", None)
-    diff_mask = None if diff_mask is None else np.asarray(diff_mask, dtype=bool)
-
-    n = len(candidates)
-    xc, yc = stamp_centres(candidates["x"], candidates["y"])
-    stamps = np.empty((n, size, size, len(CHANNELS)), np.float32)
-    valid = np.empty((n, size, size, len(CHANNELS)), np.bool_)
-    masks = []
-    for name, mask in (
-        ("science mask", science_mask), ("footprint", footprint), ("reference mask", reference_mask), ("result.mask", diff_mask)
-    ):
-        if mask is None:
-            mask = np.zeros((1, 1), np.bool_)  # the kernel's "no mask"
-        elif mask.shape != shape:
-            raise AstridInputError(f"{name}: shape {mask.shape} differs from D {shape}")
-        masks.append(np.ascontiguousarray(mask))
-    _kernels.extract_triplets(science, reference, diff, *masks, yc, xc, size, stamps, valid)
-
+    stamps, valid, xc, yc = _cut_stamps(result, candidates, size)
     science_meta = getattr(getattr(result, "science", None), "meta", None)
     mission = getattr(science_meta, "telescope", None) or ""
     band = getattr(science_meta, "filter", None) or ""
     mjd = epoch_mjd(epoch, result)
     field = "" if field is None else str(field)
 
+    n = len(candidates)
     coords = table_to_coords(candidates)
     coords["stamp_x"] = ("candidate", xc, {"units": "pix", "description": "image column of the stamp's central pixel"})
     coords["stamp_y"] = ("candidate", yc, {"units": "pix", "description": "image row of the stamp's central pixel"})
@@ -248,6 +233,38 @@ def make_triplets(
     for name, (_, _, coord_attrs) in coords.items():
         ds[name].attrs.update(coord_attrs)
     return ds
+
+
+def _cut_stamps(result: Any, candidates: Table, size: int):
+    """(stamps, valid, stamp_x, stamp_y): the three images' stamps at the candidates, as
+    :func:`make_triplets` stores them."""
+    diff = getattr(result, "D", None)
+    if diff is None:
+        raise AstridInputError("result.D: missing, make_triplets needs the difference image")
+    diff = np.ascontiguousarray(np.asarray(diff))
+    shape = diff.shape
+    science, science_mask = _image_array(getattr(result, "science", None), "science", shape)
+    reference, reference_mask = _image_array(getattr(result, "reference", None), "reference", shape)
+    footprint = getattr(result, "footprint", None)
+    footprint = None if footprint is None else np.asarray(footprint, dtype=bool)
+    diff_mask = getattr(result, "mask", None)
+    diff_mask = None if diff_mask is None else np.asarray(diff_mask, dtype=bool)
+
+    n = len(candidates)
+    xc, yc = stamp_centres(candidates["x"], candidates["y"])
+    stamps = np.empty((n, size, size, len(CHANNELS)), np.float32)
+    valid = np.empty((n, size, size, len(CHANNELS)), np.bool_)
+    masks = []
+    for name, mask in (
+        ("science mask", science_mask), ("footprint", footprint), ("reference mask", reference_mask), ("result.mask", diff_mask)
+    ):
+        if mask is None:
+            mask = np.zeros((1, 1), np.bool_)  # the kernel's "no mask"
+        elif mask.shape != shape:
+            raise AstridInputError(f"{name}: shape {mask.shape} differs from D {shape}")
+        masks.append(np.ascontiguousarray(mask))
+    _kernels.extract_triplets(science, reference, diff, *masks, yc, xc, size, stamps, valid)
+    return stamps, valid, xc, yc
 
 
 def clean_attrs(attrs: dict) -> dict:

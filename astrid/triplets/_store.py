@@ -35,7 +35,7 @@ import xarray as xr
 
 from .._locks import store_lock
 from .._optional import require
-from .._schema import validate_triplets
+from ..schema import validate_triplets
 from ..errors import AstridError, AstridFileError, AstridInputError
 from ._stamps import clean_attrs
 

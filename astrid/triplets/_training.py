@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,13 +20,14 @@ import xarray as xr
 from astropy.table import Table, vstack
 
 from ..errors import AstridInputError
-from ._detect import detect, measure_positions, result_fwhm
-from ._label import REAL_KINDS, _distances, label_candidates, truth_positions
+from ._detect import DetectOptions, detect, measure_positions, result_fwhm
+from ._label import REAL_KINDS, label_candidates, truth_distances, truth_positions
 from ._sources import reference_catalog
 from ._stamps import make_triplets
 from ._store import load_triplets, write_triplets
 
 __all__ = [
+    "ExampleOptions",
     "balance_classes",
     "build_training_set",
     "random_positions",
@@ -36,6 +38,43 @@ __all__ = [
 
 #: ``origin`` of an example: a detection, a random position, or a forced truth position.
 ORIGINS = ("detection", "random", "truth")
+
+
+@dataclass(frozen=True)
+class ExampleOptions:
+    """How :func:`build_training_set` makes the examples of one image.
+
+    Attributes
+    ----------
+    threshold : float
+        Detection threshold in sigma.
+    radius : float
+        Matching radius to the truth, pixels.
+    real_kinds : sequence of str
+        Truth kinds labelled real (default supernova and variable).
+    random_bogus : int
+        Random good positions per image, away from detections and truth,
+        added as bogus ("nothing here") examples.
+    force_real_snr : float, optional
+        Also add stamps at real truth transients with ``snr_sci`` at least
+        this that no detection matched (origin ``"truth"``). Default: only
+        detections.
+    negative : bool
+        Detect fading (negative) candidates too.
+    """
+
+    threshold: float = 5.0
+    radius: float = 2.0
+    real_kinds: tuple = REAL_KINDS
+    random_bogus: int = 10
+    force_real_snr: float | None = None
+    negative: bool = False
+
+    def __post_init__(self):
+        if int(self.random_bogus) != self.random_bogus or self.random_bogus < 0:
+            raise AstridInputError(f"random_bogus: must be an integer >= 0, got {self.random_bogus!r}")
+        object.__setattr__(self, "random_bogus", int(self.random_bogus))
+        object.__setattr__(self, "real_kinds", tuple(self.real_kinds))
 
 
 def _label_columns(table: Table, label: int, kind, truth_id, offset, origin: str) -> Table:
@@ -69,9 +108,11 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
 
     Returns
     -------
-    x, y : numpy.ndarray of float
-        Integer-valued pixel positions (possibly fewer than ``n`` on a
+    x : numpy.ndarray of float
+        Integer-valued pixel columns (possibly fewer than ``n`` on a
         crowded or mostly masked image).
+    y : numpy.ndarray of float
+        Integer-valued pixel rows, as ``x``.
     """
     score = np.asarray(result.S_corr)
     ny, nx = score.shape
@@ -106,23 +147,24 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
     return xy[:, 0], xy[:, 1]
 
 
-def _examples_of_image(
-    result, truth, field, prefix, *, threshold, radius, real_kinds, random_bogus, force_real_snr,
-    negative, rng, detect_kwargs, galaxies=None,
-) -> xr.Dataset:
+def _examples_of_image(result, truth, field, prefix, *, options: ExampleOptions, rng,
+                       detect_options: DetectOptions, galaxies=None) -> xr.Dataset:
     """Labelled triplets of one differenced image."""
-    fwhm = detect_kwargs.get("fwhm") or result_fwhm(result)
+    threshold, negative, radius = options.threshold, options.negative, options.radius
+    real_kinds, force_real_snr, random_bogus = options.real_kinds, options.force_real_snr, options.random_bogus
+    fwhm = detect_options.fwhm or result_fwhm(result)
     reference = getattr(result, "reference", None)
     catalog = reference_catalog(reference, fwhm=fwhm) if reference is not None else False
     sources = {
         "reference_sources": catalog,
         "galaxies": galaxies if galaxies is not None else (catalog[catalog["extended"]] if catalog is not False else False),
     }
-    candidates = detect(result, threshold, negative=negative, prefix=prefix, **sources, **detect_kwargs)
+    candidates = detect(result, threshold, negative=negative, prefix=prefix, **sources, options=detect_options)
     labelled = label_candidates(candidates, truth, radius=radius, real_kinds=real_kinds, wcs=getattr(result, "wcs", None))
     labelled["origin"] = np.full(len(labelled), "detection", dtype="U9")
     parts = [labelled]
-    settings = {"fwhm": candidates.meta["fwhm"], "stamp_size": candidates.meta["stamp_size"], **sources}
+    measured = DetectOptions(fwhm=candidates.meta["fwhm"], stamp_size=candidates.meta["stamp_size"])
+    settings = {"options": measured, **sources}
 
     truth_xy, direction, half_length = truth_positions(truth, wcs=getattr(result, "wcs", None))
     if force_real_snr is not None and len(truth) and "kind" in truth.colnames:
@@ -147,7 +189,7 @@ def _examples_of_image(
         x, y = random_positions(result, int(random_bogus), rng, avoid, clearance, edge=candidates.meta["edge"])
         if len(x) and (half_length > 0).any():
             # Keep random "nothing here" stamps off tracks and trails too.
-            dist, _ = _distances(np.column_stack([x, y]), truth_xy, direction, half_length, clearance)
+            dist, _ = truth_distances(np.column_stack([x, y]), truth_xy, direction, half_length, clearance)
             x, y = x[~np.isfinite(dist)], y[~np.isfinite(dist)]
         if len(x):
             random_table = measure_positions(result, x, y, 1, prefix=f"{prefix}-r", **settings)
@@ -200,17 +242,12 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
 
 def build_training_set(
     inputs,
+    examples: ExampleOptions | None = None,
     *,
-    threshold: float = 5.0,
-    radius: float = 2.0,
-    real_kinds=REAL_KINDS,
-    random_bogus: int = 10,
-    force_real_snr: float | None = None,
     balance: float | None = 0.5,
-    negative: bool = False,
     seed: int = 0,
     path: str | os.PathLike | None = None,
-    detect_kwargs: dict | None = None,
+    detect_options: DetectOptions | None = None,
     difference_kwargs: dict | None = None,
     survey: str | Mapping[str, str] | None = None,
     test_surveys: Sequence[str] | str | None = None,
@@ -224,32 +261,23 @@ def build_training_set(
         (or ``(result, truth)``; or ``SimulatedPair`` objects, differenced
         here), or a survey folder / :class:`astrid.Manifest` whose pairs
         are read and differenced with :func:`astrid.difference`.
-    threshold : float, optional
-        Detection threshold in sigma (default 5).
-    radius : float, optional
-        Matching radius to the truth, pixels (default 2).
-    real_kinds : sequence of str, optional
-        Truth kinds labelled real (default supernova and variable).
-    random_bogus : int, optional
-        Random good positions per image, away from detections and truth,
-        added as bogus ("nothing here") examples (default 10).
-    force_real_snr : float, optional
-        Also add stamps at real truth transients with ``snr_sci`` at least
-        this that no detection matched (origin ``"truth"``). Default: only
-        detections.
+    examples : ExampleOptions, optional
+        Detection threshold, matching radius, real kinds, random bogus
+        positions, forced truth positions, fading candidates; default
+        ``ExampleOptions()``.
     balance : float or None, optional
         Fraction of real examples in the returned set (default 0.5): the
         majority class is randomly subsampled. None keeps every example.
-    negative : bool, optional
-        Detect fading (negative) candidates too.
     seed : int, optional
         Seed of the random positions and of the balancing.
     path : path-like, optional
         Stream each image's triplets into this Zarr/netCDF store (so the
         full set never sits in memory); the store keeps every example and
         the returned dataset is a lazy, balanced selection of it.
-    detect_kwargs, difference_kwargs : dict, optional
-        Passed to :func:`detect` and :func:`astrid.difference`.
+    detect_options : DetectOptions, optional
+        Passed to :func:`detect`.
+    difference_kwargs : dict, optional
+        Passed to :func:`astrid.difference`.
     survey : str or mapping of str to str, optional
         The survey (or simulated survey) the pairs come from, recorded in a
         ``survey`` coordinate: one name for all, or ``{field: survey}`` for
@@ -280,23 +308,21 @@ def build_training_set(
     """
     if balance is not None and not 0.0 < balance < 1.0:
         raise AstridInputError(f"balance: must be a fraction in (0, 1) or None, got {balance!r}")
-    if int(random_bogus) != random_bogus or random_bogus < 0:
-        raise AstridInputError(f"random_bogus: must be an integer >= 0, got {random_bogus!r}")
+    examples = ExampleOptions() if examples is None else examples
+    if not isinstance(examples, ExampleOptions):
+        raise AstridInputError(f"examples: expected an ExampleOptions, got {type(examples).__name__}")
     if test_surveys is not None and survey is None:
         raise AstridInputError("test_surveys: needs survey= (the survey of each input) to split by survey")
     if survey is not None and not isinstance(survey, (str, Mapping)):
         raise AstridInputError(f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}")
-    detect_kwargs = dict(detect_kwargs or {})
+    detect_options = DetectOptions() if detect_options is None else detect_options
     difference_kwargs = dict(difference_kwargs or {})
     rng = np.random.default_rng(seed)
     parts: list[xr.Dataset] = []
     n_images = 0
     for result, truth, field, prefix, galaxies in _iterate_inputs(inputs, difference_kwargs):
-        ds = _examples_of_image(
-            result, truth, field, prefix, threshold=threshold, radius=radius, real_kinds=tuple(real_kinds),
-            random_bogus=int(random_bogus), force_real_snr=force_real_snr, negative=negative, rng=rng,
-            detect_kwargs=detect_kwargs, galaxies=galaxies,
-        )
+        ds = _examples_of_image(result, truth, field, prefix, options=examples, rng=rng,
+                                detect_options=detect_options, galaxies=galaxies)
         if survey is not None:
             ds = ds.assign_coords(survey=("candidate", np.full(ds.sizes["candidate"], _survey_of(survey, field), dtype=object)))
         if path is not None:
@@ -407,9 +433,21 @@ def split_by_field(ds: xr.Dataset, test_fraction: float = 0.2, seed: int = 0) ->
     least ``test_fraction`` of the candidates (at least one field stays in
     training).
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets with a ``field`` coordinate.
+    test_fraction : float, optional
+        Smallest share of the candidates in the test set, in (0, 1).
+    seed : int, optional
+        Seed of the random order of the fields.
+
     Returns
     -------
-    train, test : xarray.Dataset
+    train : xarray.Dataset
+        The training triplets.
+    test : xarray.Dataset
+        The test triplets.
     """
     if not 0.0 < test_fraction < 1.0:
         raise AstridInputError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
@@ -430,9 +468,19 @@ def split_by_time(ds: xr.Dataset, test_fraction: float = 0.2) -> tuple[xr.Datase
     ``test_fraction`` of the candidates, so the model is tested on fields
     first observed after those it was trained on.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Triplets with ``field`` and ``epoch`` (MJD) coordinates.
+    test_fraction : float, optional
+        Smallest share of the candidates in the test set, in (0, 1).
+
     Returns
     -------
-    train, test : xarray.Dataset
+    train : xarray.Dataset
+        The training triplets.
+    test : xarray.Dataset
+        The test triplets.
     """
     if not 0.0 < test_fraction < 1.0:
         raise AstridInputError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
@@ -469,8 +517,10 @@ def split_by_survey(
 
     Returns
     -------
-    train, test : xarray.Dataset
-        Selections of ``ds`` in its original order.
+    train : xarray.Dataset
+        The training selection of ``ds``, in its original order.
+    test : xarray.Dataset
+        The test selection of ``ds``, in its original order.
 
     Raises
     ------

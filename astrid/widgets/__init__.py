@@ -11,7 +11,14 @@ Example::
 
 from ._inspector import KEYS, TripletInspector
 from ._labels import LABELS, LabelRecord, LabelStore, default_labeller, model_id
-from ._render import difference_limit, stamp_to_rgba, triplet_pngs, triplet_strip_png, zscale_limits
+from ._render import (
+    NO_DATA_RGBA,
+    difference_limit,
+    stamp_to_rgba,
+    triplet_pngs,
+    triplet_strip_png,
+    zscale_limits,
+)
 
 __all__ = [
     "TripletInspector",
@@ -26,4 +33,5 @@ __all__ = [
     "triplet_strip_png",
     "zscale_limits",
     "difference_limit",
+    "NO_DATA_RGBA",
 ]

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from .._schema import CHANNELS, validate_triplets
 from ..errors import AstridInputError
+from ..schema import CHANNELS, validate_triplets
 from ._labels import LABELS, LabelStore
 from ._render import triplet_pngs, triplet_strip_png
 
@@ -54,7 +54,7 @@ class TripletInspector:
     Parameters
     ----------
     dataset : xarray.Dataset
-        Triplets in the AstrID schema (:func:`astrid._schema.validate_triplets`):
+        Triplets in the AstrID schema (:func:`astrid.schema.validate_triplets`):
         ``triplets`` of dims ``(candidate, y, x, channel)`` and a unique
         ``candidate_id``; every other 1-D coordinate or variable along
         ``candidate`` is shown as a feature, and the numeric ones can sort and
@@ -89,6 +89,24 @@ class TripletInspector:
         The widget; a notebook displays the inspector itself, or this.
     order : numpy.ndarray of int
         Dataset positions of the candidates in the current sort and filter.
+    label_buttons : dict of str to ipywidgets.Button
+        Real, Bogus and Skip; ``previous_button``, ``next_button``,
+        ``page_previous_button``, ``page_next_button``, ``shortcut_box``,
+        ``sort_dropdown``, ``descending_box``, ``filter_dropdown``,
+        ``filter_min``, ``filter_max``, ``unlabelled_box`` and ``view_toggle``
+        are the other controls.
+    stamp_images : list of ipywidgets.Image
+        The PNG stamps of the one-by-one view, in :data:`astrid.schema.CHANNELS` order.
+    features_html, status_html, page_label : ipywidgets.HTML
+        The candidate's feature table, the status line (position, label
+        counts, label file or an input error) and the grid's page number.
+    single_view, grid_view : ipywidgets.VBox
+        The two views; the one not shown has ``layout.display == "none"``.
+    grid_cells : list of (ipywidgets.VBox, ipywidgets.Image, ipywidgets.Button)
+        The thumbnail slots of a grid page: frame (border in the label's
+        colour), thumbnail strip and the button that opens the candidate.
+    key_events : ipyevents.Event or None
+        Keyboard capture on the whole widget; None without ipyevents.
 
     Examples
     --------
@@ -436,7 +454,7 @@ class TripletInspector:
         width = int(self.dataset.sizes["x"]) * self.stamp_scale
         height = int(self.dataset.sizes["y"]) * self.stamp_scale
         # Fixed sizes everywhere: flex boxes would otherwise squeeze the stamps out of square.
-        self._stamp_images = [
+        self.stamp_images = [
             w.Image(format="png", width=str(width), height=str(height),
                     layout=layout(width=f"{width}px", height=f"{height}px", flex="none"))
             for _ in CHANNELS
@@ -444,9 +462,9 @@ class TripletInspector:
         stamps = w.HBox([
             w.VBox([w.HTML(f"<b>{name}</b>"), image],
                    layout=layout(align_items="center", margin="0 6px 0 0", flex="none"))
-            for name, image in zip(CHANNELS, self._stamp_images)
+            for name, image in zip(CHANNELS, self.stamp_images)
         ], layout=layout(flex="none"))
-        self._features_html = w.HTML(layout=layout(min_width="220px", margin="0 0 0 6px"))
+        self.features_html = w.HTML(layout=layout(min_width="220px", margin="0 0 0 6px"))
         self.label_buttons = {
             label: w.Button(description=label.capitalize(), tooltip=_BUTTON_HELP[label],
                             button_style=_BUTTON_STYLE[label], layout=layout(width="90px"))
@@ -467,29 +485,29 @@ class TripletInspector:
         self.shortcut_box.observe(self._on_shortcut_text, names="value")
         controls = w.HBox([self.previous_button, self.next_button, *self.label_buttons.values(), self.shortcut_box],
                           layout=layout(align_items="center", flex_flow="row wrap"))
-        self._single_view = w.VBox([w.HBox([stamps, self._features_html], layout=layout(flex_flow="row wrap")),
+        self.single_view = w.VBox([w.HBox([stamps, self.features_html], layout=layout(flex_flow="row wrap")),
                                     controls])
 
-        self._grid_cells = []
+        self.grid_cells = []
         for _ in range(self._per_page):
             image = w.Image(format="png")
             button = w.Button(layout=layout(width="auto"))
             button.on_click(self._on_thumbnail_click)
             box = w.VBox([image, button], layout=layout(border="3px solid #d0d0d0", padding="2px",
                                                         align_items="center", margin="0 6px 6px 0", flex="none"))
-            self._grid_cells.append((box, image, button))
+            self.grid_cells.append((box, image, button))
         # Thumbnails wrap to the width of the notebook; grid_shape sets how many make a page.
         self._grid = w.Box(
-            [cell[0] for cell in self._grid_cells],
+            [cell[0] for cell in self.grid_cells],
             layout=layout(display="flex", flex_flow="row wrap"),
         )
         self.page_previous_button = w.Button(description="Previous page", icon="arrow-left")
         self.page_next_button = w.Button(description="Next page", icon="arrow-right")
         self.page_previous_button.on_click(lambda _b: self._turn_page(-1))
         self.page_next_button.on_click(lambda _b: self._turn_page(+1))
-        self._page_label = w.HTML()
-        self._grid_view = w.VBox(
-            [w.HBox([self.page_previous_button, self.page_next_button, self._page_label],
+        self.page_label = w.HTML()
+        self.grid_view = w.VBox(
+            [w.HBox([self.page_previous_button, self.page_next_button, self.page_label],
                     layout=layout(align_items="center")), self._grid],
             layout=layout(display="none"),
         )
@@ -523,8 +541,8 @@ class TripletInspector:
             w.HBox([self.filter_dropdown, self.filter_min, self.filter_max, self.unlabelled_box],
                    layout=layout(align_items="center")),
         ])
-        self._status = w.HTML()
-        self.widget = w.VBox([header, self._status, self._single_view, self._grid_view])
+        self.status_html = w.HTML()
+        self.widget = w.VBox([header, self.status_html, self.single_view, self.grid_view])
         self.widget.add_class("astrid-triplet-inspector")
         self._attach_keyboard()
 
@@ -533,12 +551,21 @@ class TripletInspector:
         try:
             from ipyevents import Event
         except ImportError:
-            self._key_events = None
+            self.key_events = None
             return
-        self._key_events = Event(source=self.widget, watched_events=["keydown"], prevent_default_action=False)
-        self._key_events.on_dom_event(self._on_key_event)
+        self.key_events = Event(source=self.widget, watched_events=["keydown"], prevent_default_action=False)
+        self.key_events.on_dom_event(self.on_key_event)
 
-    def _on_key_event(self, event: dict) -> None:
+    def on_key_event(self, event: dict) -> None:
+        """The ipyevents callback: a plain ``keydown`` goes to :meth:`handle_key`.
+
+        Parameters
+        ----------
+        event : dict
+            The event as ipyevents reports it: ``type``, ``key`` and the
+            modifier flags ``ctrlKey``, ``altKey``, ``metaKey`` (a key with a
+            modifier is left to the browser).
+        """
         if event.get("type") == "keydown" and not (event.get("ctrlKey") or event.get("altKey") or event.get("metaKey")):
             self.handle_key(str(event.get("key", "")))
 
@@ -561,7 +588,7 @@ class TripletInspector:
             try:
                 bounds.append(float(text) if text else None)
             except ValueError:
-                self._status.value = f"<span style='color:#c62828'>{html.escape(text)!s} is not a number</span>"
+                self.status_html.value = f"<span style='color:#c62828'>{html.escape(text)!s} is not a number</span>"
                 return
         key = None if self.filter_dropdown.value == _NO_FILTER else self.filter_dropdown.value
         self._filter = (key, *bounds)
@@ -619,13 +646,13 @@ class TripletInspector:
         where = (f"candidate {self._cursor + 1} of {len(self.order)} shown"
                  + (f" ({self.n} in the dataset)" if len(self.order) != self.n else "")
                  if index is not None else "no candidate matches the filter")
-        self._status.value = (
+        self.status_html.value = (
             f"<span>{html.escape(where)} &middot; {n_real} real, {n_bogus} bogus labelled &middot; "
             f"labels saved to <code title='{html.escape(str(self.labels_path.resolve()), quote=True)}'>"
             f"{html.escape(self.labels_path.name)}</code></span>"
         )
-        self._single_view.layout.display = "none" if self._mode == "grid" else None
-        self._grid_view.layout.display = None if self._mode == "grid" else "none"
+        self.single_view.layout.display = "none" if self._mode == "grid" else None
+        self.grid_view.layout.display = None if self._mode == "grid" else "none"
         for button in (*self.label_buttons.values(), self.previous_button, self.next_button):
             button.disabled = index is None
         if self._mode == "grid":
@@ -635,11 +662,11 @@ class TripletInspector:
 
     def _refresh_single(self, index: int | None, labels: dict) -> None:
         if index is None:
-            for image in self._stamp_images:
+            for image in self.stamp_images:
                 image.value = b""
-            self._features_html.value = ""
+            self.features_html.value = ""
             return
-        for image, png in zip(self._stamp_images, triplet_pngs(
+        for image, png in zip(self.stamp_images, triplet_pngs(
                 self._stamp(index), CHANNELS, stretch=self.difference_stretch, scale=self.stamp_scale)):
             image.value = png
         cid = self.ids[index]
@@ -657,7 +684,7 @@ class TripletInspector:
             for k, v in rows
         )
         colour = _LABEL_COLOURS.get(label, _LABEL_COLOURS[None])
-        self._features_html.value = (
+        self.features_html.value = (
             f"<div style='border-left:6px solid {colour};padding-left:8px'>"
             f"<table class='astrid-candidate-table'>{body}</table></div>"
         )
@@ -667,8 +694,8 @@ class TripletInspector:
         self._page = min(self._page, n_pages - 1)
         start = self._page * self._per_page
         shown = self.order[start:start + self._per_page]
-        self._page_label.value = f"page {self._page + 1} of {n_pages}"
-        for slot, (box, image, button) in enumerate(self._grid_cells):
+        self.page_label.value = f"page {self._page + 1} of {n_pages}"
+        for slot, (box, image, button) in enumerate(self.grid_cells):
             if slot >= len(shown):
                 box.layout.display = "none"
                 button._astrid_candidate = None

@@ -61,7 +61,13 @@ class LabelRecord:
 
 
 def default_labeller() -> str:
-    """The login name of whoever runs Python (the default ``labeller``); ``"unknown"`` when there is none."""
+    """The login name of whoever runs Python (the default ``labeller``).
+
+    Returns
+    -------
+    str
+        The login name; ``"unknown"`` when there is none.
+    """
     import getpass
 
     try:
@@ -84,6 +90,7 @@ def model_id(model) -> str | None:
     Returns
     -------
     str or None
+        The identity, e.g. ``"<name> sha256:<16 hex digits>"``; None for a None model.
     """
     import hashlib
 
@@ -113,8 +120,8 @@ class LabelStore:
     reloads its labels.
 
     Several stores may share one file (two notebooks, a notebook and a
-    script): each append holds an inter-process lock (see
-    :mod:`astrid._locks`), and :attr:`labels`, :meth:`latest` and
+    script): each append holds an inter-process lock on the sibling file
+    ``.<name>.lock`` (the lock every AstrID store uses), and :attr:`labels`, :meth:`latest` and
     :attr:`history` first read what other writers appended since.
 
     Nothing is ever deleted or rewritten. A line that is not a label record

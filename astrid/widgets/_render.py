@@ -9,10 +9,14 @@ import numpy as np
 
 from ..errors import AstridInputError
 
-__all__ = ["zscale_limits", "difference_limit", "stamp_to_rgba", "triplet_pngs", "triplet_strip_png", "png_bytes"]
+__all__ = [
+    "NO_DATA_RGBA",
+    "zscale_limits", "difference_limit", "stamp_to_rgba", "triplet_pngs", "triplet_strip_png",
+    "png_bytes",
+]
 
-# Pixels without data (NaN padding of cut-outs at image edges) in a colour that
-# no grey level takes, so a truncated stamp is not mistaken for a dark sky.
+#: RGBA of pixels without data (NaN padding of cut-outs at image edges): a colour
+#: that no grey level takes, so a truncated stamp is not mistaken for a dark sky.
 NO_DATA_RGBA = (70, 40, 110, 255)
 _STRETCHES = ("asinh", "linear")
 
@@ -97,6 +101,7 @@ def stamp_to_rgba(
     Returns
     -------
     numpy.ndarray of uint8, shape (ny * scale, nx * scale, 4)
+        The RGBA pixels.
     """
     from matplotlib import colormaps
 
@@ -153,8 +158,10 @@ def triplet_pngs(
         Science, reference and difference stamps, channel last.
     channels : sequence of str, optional
         Kind of each channel, in order.
-    stretch, scale
-        As in :func:`stamp_to_rgba`.
+    stretch : {"asinh", "linear"}, optional
+        Stretch of the difference stamp, as in :func:`stamp_to_rgba`.
+    scale : int, optional
+        Screen pixels per stamp pixel (each way), as in :func:`stamp_to_rgba`.
 
     Returns
     -------
@@ -184,6 +191,12 @@ def triplet_strip_png(
     ----------
     triplet : numpy.ndarray, shape (ny, nx, 3)
         Science, reference and difference stamps, channel last.
+    channels : sequence of str, optional
+        Kind of each channel, in order.
+    stretch : {"asinh", "linear"}, optional
+        Stretch of the difference stamp, as in :func:`stamp_to_rgba`.
+    scale : int, optional
+        Screen pixels per stamp pixel (each way), as in :func:`stamp_to_rgba`.
     gap : int, optional
         White columns between stamps, in screen pixels.
 

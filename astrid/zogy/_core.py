@@ -18,16 +18,27 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from .. import _utils
 from .._inpaint import repair_isolated
 from ..errors import AstridInputError, AstridWarning
 from . import _kernels
 
-__all__ = ["ZogyResult", "subtract", "flux_at", "robust_std", "estimate_noise_acf"]
+__all__ = [
+    "MASK_WARN_FRACTION",
+    "ZogyImage",
+    "ZogyOptions",
+    "ZogyResult",
+    "estimate_noise_acf",
+    "flux_at",
+    "robust_std",
+    "subtract",
+]
 
 # Fraction of a matching kernel's energy (sum of squares) inside the radius
 # used to dilate masks and flag the image edge. Energy rather than absolute
@@ -98,8 +109,10 @@ class ZogyResult:
         pixels; close to 1 unless sources or artefacts dominate.
     flux_ratio : float
         F_n used.
-    science_sigma, reference_sigma : float
-        σ_n, σ_r used (data units).
+    science_sigma : float
+        σ_n used (data units).
+    reference_sigma : float
+        σ_r used (data units).
     astrometric_sigma : tuple of float
         (σ_x, σ_y) used, pixels.
     systematic_fraction : float
@@ -116,8 +129,10 @@ class ZogyResult:
         Wall-clock seconds: ``fft`` (all full-size FFTs), ``spectral`` (the
         fused spectral pass), ``assemble`` (crop, S_corr, flux, mask
         statistics) and ``total``.
-    science_noise_acf, reference_noise_acf : numpy.ndarray or None
-        The noise autocorrelations used (normalised, symmetrised).
+    science_noise_acf : numpy.ndarray or None
+        The science noise autocorrelation used (normalised, symmetrised).
+    reference_noise_acf : numpy.ndarray or None
+        The reference noise autocorrelation used (normalised, symmetrised).
     tiles : tuple
         With PSFs that vary over the field, ``(y0, y1, x0, x1, F_S)`` of each
         tile (``P_D`` and ``F_S`` above are those of the central tile);
@@ -199,7 +214,25 @@ def _check_psf(name: str, psf) -> np.ndarray:
     return psf
 
 
-def _check_positive(name: str, value) -> float:
+def check_positive(name: str, value) -> float:
+    """A finite, positive number (a noise σ, a flux ratio), or an error naming it.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    value : float-like
+        The value to check.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    AstridInputError
+        ``value`` is not a number, not finite or not > 0.
+    """
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
@@ -209,7 +242,24 @@ def _check_positive(name: str, value) -> float:
     return out
 
 
-def _check_astrometric(value) -> tuple[float, float]:
+def check_astrometric(value) -> tuple[float, float]:
+    """Registration noise ``(σ_x, σ_y)`` in pixels from a pair or one number for both axes.
+
+    Parameters
+    ----------
+    value : float or (float, float)
+        ``astrometric_sigma`` as given by the caller, pixels.
+
+    Returns
+    -------
+    (float, float)
+        σ_x and σ_y, pixels.
+
+    Raises
+    ------
+    AstridInputError
+        Not one or two finite numbers >= 0.
+    """
     values = np.atleast_1d(np.asarray(value, dtype=np.float64))
     if values.size == 1:
         values = np.repeat(values, 2)
@@ -220,7 +270,27 @@ def _check_astrometric(value) -> tuple[float, float]:
     return float(values[0]), float(values[1])
 
 
-def _check_map(name: str, array, shape) -> np.ndarray | None:
+def check_map(name: str, array, shape) -> np.ndarray | None:
+    """An optional per-pixel map (variance, mask) as an array of the image's shape.
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for the error message.
+    array : array_like or None
+        The map; None passes through.
+    shape : tuple of int
+        The image shape ``(ny, nx)`` it must have.
+
+    Returns
+    -------
+    numpy.ndarray or None
+
+    Raises
+    ------
+    AstridInputError
+        The shape differs.
+    """
     if array is None:
         return None
     out = np.asarray(array)
@@ -229,18 +299,51 @@ def _check_map(name: str, array, shape) -> np.ndarray | None:
     return out
 
 
-def _as_aligned_pair(science, reference) -> tuple[np.ndarray, np.ndarray]:
-    """Science and reference as validated 2-D arrays on the same grid."""
+def as_aligned_pair(*, reference, science) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and science as validated 2-D real arrays on the same grid.
+
+    Parameters
+    ----------
+    reference, science : array_like, shape (ny, nx)
+        The two images, by keyword (a positional call raises TypeError
+        rather than exchanging them).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(reference, science)``, not copied when already arrays.
+
+    Raises
+    ------
+    AstridInputError
+        Either is not a 2-D real image of at least 3×3 pixels, or their
+        shapes differ.
+    """
     N = _as_image("science", science)
     R = _as_image("reference", reference)
     if N.shape != R.shape:
         raise AstridInputError(
             f"science shape {N.shape} and reference shape {R.shape} differ: align them first"
         )
-    return N, R
+    return R, N
 
 
-def _check_dtype(dtype) -> np.dtype:
+def check_dtype(dtype) -> np.dtype:
+    """The storage and FFT precision of a subtraction: float32 or float64.
+
+    Parameters
+    ----------
+    dtype : numpy dtype-like
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    AstridInputError
+        Any other dtype.
+    """
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise AstridInputError(f"dtype: must be float32 or float64, got {dtype}")
@@ -400,8 +503,29 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _bad_pixels(N, R, mask, variances) -> np.ndarray:
-    """True where N, R or a variance map is not finite, or ``mask`` is set; raises if nothing is left."""
+def bad_pixels(N, R, mask, variances) -> np.ndarray:
+    """Pixels no subtraction may use: non-finite in either image or a variance map, or masked.
+
+    Symmetric in the two images (so their order does not matter).
+
+    Parameters
+    ----------
+    N, R : numpy.ndarray, shape (ny, nx)
+        The two images.
+    mask : array_like of bool, shape (ny, nx), or None
+        The caller's mask (True: do not use).
+    variances : iterable of numpy.ndarray or None
+        Variance maps of the images, shape (ny, nx); None entries are skipped.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (ny, nx)
+
+    Raises
+    ------
+    AstridInputError
+        No pixel is left.
+    """
     bad = ~np.isfinite(N)
     bad |= ~np.isfinite(R)
     if mask is not None:
@@ -414,8 +538,21 @@ def _bad_pixels(N, R, mask, variances) -> np.ndarray:
     return bad
 
 
-def _untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
-    """The output mask of a subtraction: ``bad`` dilated by ``radius`` and an edge band that wide."""
+def untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
+    """The output mask of a subtraction: ``bad`` dilated by ``radius`` and an edge band that wide.
+
+    Parameters
+    ----------
+    bad : numpy.ndarray of bool, shape (ny, nx)
+        Unusable input pixels (see :func:`bad_pixels`).
+    radius : int
+        Square (Chebyshev) dilation radius and edge-band width, pixels.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (ny, nx)
+        A new array; True where the result must not be trusted.
+    """
     out = _dilate(bad, radius)
     if radius > 0:
         out[:radius, :] = True
@@ -425,8 +562,37 @@ def _untrusted(bad: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
-    """Refuse a result with no trusted pixel; warn when more than ``MASK_WARN_FRACTION`` is masked."""
+def check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
+    """Refuse a result with no trusted pixel; warn when more than ``MASK_WARN_FRACTION`` is masked.
+
+    Parameters
+    ----------
+    out_mask : numpy.ndarray of bool, shape (ny, nx)
+        The output mask (see :func:`untrusted`).
+    bad, repaired : numpy.ndarray of bool, shape (ny, nx)
+        Unusable input pixels and isolated pixels filled from their
+        neighbours, to explain the fraction in the message.
+    radius : int
+        The dilation radius used, pixels.
+    caller : str
+        Name of the subtraction, e.g. ``"zogy.subtract"``, for the message.
+
+    Returns
+    -------
+    float
+        The masked fraction of the result.
+
+    Raises
+    ------
+    AstridInputError
+        Every pixel is masked.
+
+    Warns
+    -----
+    AstridWarning
+        More than :data:`MASK_WARN_FRACTION` is masked (attributed to the
+        caller of the subtraction, ``stacklevel=3``).
+    """
     fraction = float(out_mask.mean())
     if fraction < MASK_WARN_FRACTION:
         return fraction
@@ -449,10 +615,26 @@ def _check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
 
 
 def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """1.4826 × median absolute deviation of the finite, unmasked values.
+    """Robust σ (1.4826 × MAD) of the finite, unmasked values of an image, on a subsample.
 
-    Uses a regular subsample of at most about 250 000 pixels, enough for a
-    statistical error of about 0.25 %.
+    The image-level form of :func:`astropy.stats.mad_std` that ZOGY uses for
+    :attr:`ZogyResult.scorr_std` and the noise-correlation estimate: it takes
+    a mask, ignores non-finite values, and uses a regular subsample of at
+    most about 250 000 pixels, enough for a statistical error of about
+    0.25 %.
+
+    Parameters
+    ----------
+    values : array_like
+        Values of any shape (an image, data units).
+    mask : array_like of bool, optional
+        Same shape as ``values``; True where a value must be ignored.
+
+    Returns
+    -------
+    float
+        The robust standard deviation (units of ``values``), NaN when no
+        value is finite and unmasked.
     """
     values = np.asarray(values).ravel()
     # Subsample before selecting, so a 4096² image costs a quarter-million-pixel pass.
@@ -464,8 +646,7 @@ def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
     sample = sample[good]
     if sample.size == 0:
         return float("nan")
-    sample = sample.astype(np.float64)
-    return float(1.4826 * np.median(np.abs(sample - np.median(sample))))
+    return _utils.robust_std(sample.astype(np.float64))
 
 
 def _systematic_excess(SN_pad, SR_pad, Vsrc_pad, mask, offset, F_S, min_snr=50.0) -> np.ndarray:
@@ -511,7 +692,7 @@ def _systematic_from(excess: np.ndarray, min_stars: int = 5) -> tuple[float, int
     if excess.size < min_stars:
         return 0.0, int(excess.size)
     # At a static star S_N ≈ S_R, so the term there is 2 ε² S_N².
-    return float(1.4826 * np.median(excess) / math.sqrt(2.0)), int(excess.size)
+    return _utils.robust_std_about(excess) / math.sqrt(2.0), int(excess.size)
 
 
 def _tile_mosaic(data, mask, max_pixels, gap, tile=128):
@@ -563,8 +744,8 @@ def estimate_noise_acf(data, mask=None, size: int = 5, max_pixels: int = 512 * 5
     Returns
     -------
     numpy.ndarray, shape (size, size), or None
-        ρ(dy, dx) with ρ(0, 0) = 1, or None when fewer than 10 000 pixels
-        are free of sources and masks.
+        The autocorrelation ρ(dy, dx) with ρ(0, 0) = 1, or None when fewer
+        than 10 000 pixels are free of sources and masks.
 
     Notes
     -----
@@ -577,7 +758,7 @@ def estimate_noise_acf(data, mask=None, size: int = 5, max_pixels: int = 512 * 5
     if int(size) != size or size < 1 or size % 2 == 0:
         raise AstridInputError(f"size: must be an odd positive integer, got {size!r}")
     data = _as_image("data", data)
-    user_mask = None if mask is None else _check_map("mask", mask, data.shape).astype(bool)
+    user_mask = None if mask is None else check_map("mask", mask, data.shape).astype(bool)
     image, bad = _tile_mosaic(data, user_mask, int(max_pixels), gap=size + 4)
     sigma = robust_std(image, bad)
     if not sigma > 0:
@@ -622,6 +803,163 @@ def _pad_reflect(image: np.ndarray, pad: tuple[int, int, int, int], dtype) -> np
 # ----------------------------------------------------------------------------- subtract
 
 
+@dataclass(frozen=True, eq=False)
+class ZogyImage:
+    """One image of a ZOGY pair with its PSF and noise model.
+
+    :func:`subtract` takes one for the reference and one for the science
+    image, as keywords, so the two can never be exchanged by position.
+    Nothing is checked or copied here; :func:`subtract` validates every field
+    and names the image in its errors (``science_sigma``, ``reference_psf``...).
+
+    Attributes
+    ----------
+    data : array_like, shape (ny, nx)
+        Background-subtracted pixels in the image's own data units, on the
+        same grid as the other image. NaN and infinite pixels are allowed
+        (masked).
+    psf : array_like, shape (m, m), or callable
+        PSF: odd sizes, centred at ``[m // 2, m // 2]``, normalised to sum 1
+        (within 1e-3). For a PSF that varies over the field, a callable
+        ``psf(x, y) -> array`` (0-based pixel position, e.g.
+        :meth:`astrid.PSFModel.at`): the images are then processed in tiles
+        of about :attr:`ZogyOptions.tile_size` pixels, each with the PSFs at
+        its centre and with real data around it for the kernels' support.
+    sigma : float
+        Background noise σ (data units, > 0): the white noise of the paper.
+    variance : array_like, shape (ny, nx), optional
+        Full per-pixel variance (data units²). Its excess over σ², floored at
+        0, is the source noise V_N or V_R of eqs. 26–29.
+    noise_acf : array_like, shape (k, k), optional
+        Normalised autocorrelation of the background noise (lag 0 at the
+        centre, odd size; see :func:`estimate_noise_acf`) for an image whose
+        noise is correlated between pixels (drizzled, resampled or stacked).
+        σ² is then replaced by the noise power spectrum Φ(f) = σ² ρ̂(f) in
+        eqs. 13–17 and 28–29, which keeps D white and S_corr at unit
+        variance (no extra FFT: the spectrum is evaluated from the few lags
+        directly). The spectrum is floored at 1 % of σ², or 20 % for kernels
+        wider than 5×5 (noise resampled from a coarser grid, with almost no
+        power beyond that grid's Nyquist frequency).
+    """
+
+    data: Any
+    psf: Any
+    sigma: float
+    variance: Any = None
+    noise_acf: Any = None
+
+
+@dataclass(frozen=True)
+class ZogyOptions:
+    """Settings of :func:`subtract` that are not properties of either image.
+
+    Like :class:`ZogyImage`, nothing is checked here: :func:`subtract`
+    validates every field and names it in its errors.
+
+    Attributes
+    ----------
+    astrometric_sigma : (float, float) or float
+        Registration noise (σ_x, σ_y) in pixels (eqs. 30–33). Zero turns the
+        term off (and saves one FFT).
+    systematic_fraction : float or "auto"
+        Fractional systematic error ε of the PSF models and flux ratio: adds
+        2 ε² min(S_N², S_R²) to V(S), like the astrometric term, so that the
+        residuals of bright static sources (a PSF that varies over the field,
+        an imperfect PSF estimate) are not significant. The minimum is the
+        part of the signal common to both images: a new or vanished source
+        adds nothing, a transient on a bright galaxy core or star is
+        penalised only by the core's or star's signal. ``"auto"`` measures ε
+        on the image: at peaks that have S/N > 50 in both S_N and S_R
+        (static sources), the largest |S| within 1 px divided by S_N, minus
+        the expected noise in quadrature; ε is 1.4826 × the median over them,
+        divided by √2 (0 with fewer than 5). Default 0 (the paper's
+        statistic). Any non-zero value costs one FFT (S_N and S_R apart).
+    mask_radius : int or None
+        Dilation of the bad-pixel mask and width of the flagged edge band, in
+        pixels. None (default): one more than the radius enclosing 99.5 % of
+        the energy (Σ k²) of the matching kernels k_n and k_r (1.3–1.5 FWHM
+        of the broader PSF for Gaussian PSFs).
+    fill_value : float
+        Value of ``D``, ``S``, ``S_corr`` and ``flux`` in masked pixels
+        (0 keeps peak finders and CNN stamps free of NaN; use ``numpy.nan``
+        to make masked pixels explicit).
+    tile_size : int
+        Side of the tiles, in pixels, when a PSF is a callable (default 512;
+        at least 64). Ignored for fixed PSFs.
+    dtype : {numpy.float64, numpy.float32}
+        Storage and FFT precision. float32 halves memory and is about twice
+        as fast; spectral arithmetic is done in float64 either way.
+    workers : int or None
+        Threads for ``scipy.fft`` (default: all cores).
+    """
+
+    astrometric_sigma: Any = (0.0, 0.0)
+    systematic_fraction: Any = 0.0
+    mask_radius: int | None = None
+    fill_value: float = 0.0
+    tile_size: int = 512
+    dtype: Any = np.float64
+    workers: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """The validated inputs of :func:`subtract`, after the repair of isolated bad pixels."""
+
+    N: np.ndarray
+    R: np.ndarray
+    tiles: list                 # (y0, y1, x0, x1) of each tile; one for fixed PSFs
+    psfs: list                  # (P_n, P_r) of each tile
+    acf_n: np.ndarray | None
+    acf_r: np.ndarray | None
+    sigma_n: float
+    sigma_r: float
+    f_n: float
+    ast_x: float
+    ast_y: float
+    systematic: float           # 0 until measured when ``auto_systematic``
+    auto_systematic: bool
+    Vn: np.ndarray | None
+    Vr: np.ndarray | None
+    bad: np.ndarray             # masked or non-finite and not repaired
+    repaired: np.ndarray        # isolated pixels filled from their neighbours
+    mask_radius: int | None
+    dtype: np.dtype
+    workers: int
+    fill_value: float
+
+
+@dataclass(frozen=True, eq=False)
+class _Pass:
+    """What every FFT pass of one subtraction shares: the noise model and the grid."""
+
+    f_n: float
+    var_n: float
+    var_r: float
+    acf_n: np.ndarray | None
+    acf_r: np.ndarray | None
+    split: bool                 # S_N and S_R apart (astrometric or systematic term)
+    pad: int
+    grid: tuple[int, int]
+    dtype: np.dtype
+    workers: int
+    f_r: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class _Tile:
+    """The pixels of one pass (an image or a tile with its margin) and its PSFs and kernels."""
+
+    N: np.ndarray
+    R: np.ndarray
+    bad: np.ndarray
+    Pn: np.ndarray
+    Pr: np.ndarray
+    kernels: _SmallKernels
+    Vn: np.ndarray | None
+    Vr: np.ndarray | None
+
+
 @dataclass
 class _Planes:
     """Padded full-grid results of one ZOGY pass over an image or one tile of it."""
@@ -637,97 +975,115 @@ class _Planes:
     spectral_seconds: float
 
 
-def _planes(N, R, bad, Pn, Pr, kernels, Vn, Vr, var_n, var_r, f_n, acf_n, acf_r, split, pad, grid, dtype,
-            workers) -> _Planes:
-    """One ZOGY pass: D, S_N, S_R (or S) and the source-noise map on the padded grid.
+class _FFTs:
+    """Full-size FFTs of one pass, counted and timed."""
 
-    ``N`` and ``R`` (and the variance maps) are the image or tile to
-    process; it is zero-filled where ``bad`` and reflected into a border of
-    ``pad`` pixels on the FFT grid ``grid``.
-    """
-    f_r = 1.0
-    shape = N.shape
-    py, px = grid
-    padding = (pad, py - shape[0] - pad, pad, px - shape[1] - pad)
-    n_fft = 0
-    fft_seconds = 0.0
+    def __init__(self, grid: tuple[int, int], dtype, workers):
+        self.grid, self.dtype, self.workers = grid, dtype, workers
+        self.count = 0
+        self.seconds = 0.0
 
-    def counted(transform, *args, **kwargs):
-        """One full-size FFT, counted and timed."""
-        nonlocal n_fft, fft_seconds
+    def _counted(self, transform, *args, **kwargs):
         start = time.perf_counter()
         out = transform(*args, **kwargs)
-        fft_seconds += time.perf_counter() - start
-        n_fft += 1
+        self.seconds += time.perf_counter() - start
+        self.count += 1
         return out
 
-    def forward(array):
-        return counted(scipy.fft.rfft2, array, workers=workers)
+    def forward(self, array):
+        return self._counted(scipy.fft.rfft2, array, workers=self.workers)
 
-    def forward_stamp(stamp):
-        return counted(_stamp_rfft2, stamp.astype(dtype), grid, dtype, workers)
+    def forward_stamp(self, stamp):
+        return self._counted(_stamp_rfft2, stamp.astype(self.dtype), self.grid, self.dtype,
+                             self.workers)
 
-    def inverse(spectrum):
+    def inverse(self, spectrum):
         # Every spectrum is dead after its inverse: let pocketfft work in it.
-        return counted(scipy.fft.irfft2, spectrum, s=grid, workers=workers, overwrite_x=True)
+        return self._counted(scipy.fft.irfft2, spectrum, s=self.grid, workers=self.workers,
+                             overwrite_x=True)
+
+
+def _planes(tile: _Tile, run: _Pass) -> _Planes:
+    """One ZOGY pass: D, S_N, S_R (or S) and the source-noise map on the padded grid.
+
+    ``tile.N`` and ``tile.R`` (and the variance maps) are the image or tile to
+    process; it is zero-filled where ``tile.bad`` and reflected into a border
+    of ``run.pad`` pixels on the FFT grid ``run.grid``.
+    """
+    N, R, bad, dtype, pad = tile.N, tile.R, tile.bad, run.dtype, run.pad
+    shape = N.shape
+    py, px = run.grid
+    padding = (pad, py - shape[0] - pad, pad, px - shape[1] - pad)
+    ffts = _FFTs(run.grid, dtype, run.workers)
 
     any_bad = bool(bad.any())
-    N_hat = forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype))
-    R_hat = forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding, dtype))
-    Pn_hat = forward_stamp(Pn)
-    Pr_hat = forward_stamp(Pr)
+    # One zero-filled copy at a time: it is dead once its FFT is taken.
+    N_hat = ffts.forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding,
+                                      dtype))
+    R_hat = ffts.forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding,
+                                      dtype))
+    Pn_hat = ffts.forward_stamp(tile.Pn)
+    Pr_hat = ffts.forward_stamp(tile.Pr)
     psd_dummy = np.zeros((1, 1), dtype=dtype)
     psd_n = psd_dummy
     psd_r = psd_dummy
-    if acf_n is not None:
-        psd_n = _noise_psd(acf_n, var_n, grid, dtype)
-    if acf_r is not None:
-        psd_r = _noise_psd(acf_r, var_r, grid, dtype)
+    if run.acf_n is not None:
+        psd_n = _noise_psd(run.acf_n, run.var_n, run.grid, dtype)
+    if run.acf_r is not None:
+        psd_r = _noise_psd(run.acf_r, run.var_r, run.grid, dtype)
     last_col_weight = 1.0 if px % 2 == 0 else 2.0
     start = time.perf_counter()
-    fs_sum = _kernels.zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, var_r,
-                                   acf_n is not None, acf_r is not None, last_col_weight, split)
+    fs_sum = _kernels.zogy_spectra((N_hat, R_hat, Pn_hat, Pr_hat), (psd_n, psd_r),
+                                   (run.f_n, run.f_r, run.var_n, run.var_r),
+                                   (run.acf_n is not None, run.acf_r is not None), last_col_weight,
+                                   run.split)
     spectral_seconds = time.perf_counter() - start
     del psd_n, psd_r
     F_S = fs_sum / (py * px)                                                     # eq. 42
-    D_pad = inverse(N_hat)
+    D_pad = ffts.inverse(N_hat)
     del N_hat
-    if split:
-        SN_pad = inverse(Pn_hat)
-        SR_pad = inverse(Pr_hat)
+    if run.split:
+        SN_pad = ffts.inverse(Pn_hat)
+        SR_pad = ffts.inverse(Pr_hat)
     else:
-        SN_pad = inverse(R_hat)
+        SN_pad = ffts.inverse(R_hat)
         SR_pad = SN_pad
     del R_hat, Pn_hat, Pr_hat
 
-    # Source noise (eqs. 26-29): (V - σ²)+ ⊗ k², both terms through one inverse FFT.
-    has_source = Vn is not None or Vr is not None
+    has_source = tile.Vn is not None or tile.Vr is not None
     if has_source:
-        spectra = []
-        for V, var, k in ((Vn, var_n, kernels.k_n), (Vr, var_r, kernels.k_r)):
-            if V is None:
-                spectra.append((None, None))
-                continue
-            excess = np.asarray(V).astype(dtype)  # a copy, modified in place
-            excess -= dtype.type(var)
-            excess[bad | ~(excess > 0)] = 0
-            V_hat = forward(_pad_reflect(excess, padding, dtype))
-            del excess
-            k2_hat = forward_stamp(np.fft.fftshift(k * k))
-            spectra.append((V_hat, k2_hat))
-        (Vn_hat, kn2_hat), (Vr_hat, kr2_hat) = spectra
-        has_n, has_r = Vn_hat is not None, Vr_hat is not None
-        dummy = np.zeros((1, 1), dtype=np.complex64 if dtype == np.float32 else np.complex128)
-        _kernels.kernel_squares_product(
-            Vn_hat if has_n else dummy, kn2_hat if has_n else dummy,
-            Vr_hat if has_r else dummy, kr2_hat if has_r else dummy, has_n, has_r,
-        )
-        Vsrc_pad = inverse(Vn_hat if has_n else Vr_hat)
-        del spectra, Vn_hat, kn2_hat, Vr_hat, kr2_hat
+        Vsrc_pad = _source_variance(tile, run, padding, ffts)
     else:
         Vsrc_pad = np.zeros((1, 1), dtype=dtype)
-    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad, has_source=has_source, F_S=F_S,
-                   n_fft=n_fft, fft_seconds=fft_seconds, spectral_seconds=spectral_seconds)
+    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad,
+                   has_source=has_source, F_S=F_S, n_fft=ffts.count, fft_seconds=ffts.seconds,
+                   spectral_seconds=spectral_seconds)
+
+
+def _source_variance(tile: _Tile, run: _Pass, padding, ffts: _FFTs) -> np.ndarray:
+    """Source noise (eqs. 26-29): (V - σ²)+ ⊗ k² of both images through one inverse FFT."""
+    dtype = run.dtype
+    spectra = []
+    terms = ((tile.Vn, run.var_n, tile.kernels.k_n), (tile.Vr, run.var_r, tile.kernels.k_r))
+    for V, var, k in terms:
+        if V is None:
+            spectra.append((None, None))
+            continue
+        excess = np.asarray(V).astype(dtype)  # a copy, modified in place
+        excess -= dtype.type(var)
+        excess[tile.bad | ~(excess > 0)] = 0
+        V_hat = ffts.forward(_pad_reflect(excess, padding, dtype))
+        del excess
+        k2_hat = ffts.forward_stamp(np.fft.fftshift(k * k))
+        spectra.append((V_hat, k2_hat))
+    (Vn_hat, kn2_hat), (Vr_hat, kr2_hat) = spectra
+    has_n, has_r = Vn_hat is not None, Vr_hat is not None
+    dummy = np.zeros((1, 1), dtype=np.complex64 if dtype == np.float32 else np.complex128)
+    _kernels.kernel_squares_product(
+        Vn_hat if has_n else dummy, kn2_hat if has_n else dummy,
+        Vr_hat if has_r else dummy, kr2_hat if has_r else dummy, has_n, has_r,
+    )
+    return ffts.inverse(Vn_hat if has_n else Vr_hat)
 
 
 def _tile_bounds(shape, tile_size) -> list[tuple[int, int, int, int]]:
@@ -748,107 +1104,260 @@ def _psf_for_tile(name, psf, bounds):
     return _check_psf(name, psf)
 
 
+def _check_image_roles(reference, science) -> None:
+    """Refuse anything but a :class:`ZogyImage` for each role (an array passed the old way)."""
+    for role, value in (("reference", reference), ("science", science)):
+        if not isinstance(value, ZogyImage):
+            raise AstridInputError(
+                f"{role}: must be a zogy.ZogyImage(data, psf, sigma, ...), got "
+                f"{type(value).__name__}; call subtract(reference=ZogyImage(...), "
+                "science=ZogyImage(...))"
+            )
+
+
+def _check_systematic(value) -> tuple[float, bool]:
+    """ε and whether it is measured (``"auto"``; ε is then 0 until measured)."""
+    message = f"systematic_fraction: must be a number >= 0 or 'auto', got {value!r}"
+    if isinstance(value, str):
+        if value != "auto":
+            raise AstridInputError(message)
+        return 0.0, True
+    try:
+        systematic = float(value)
+    except (TypeError, ValueError) as exc:
+        raise AstridInputError(message) from exc
+    if not math.isfinite(systematic) or systematic < 0:
+        raise AstridInputError(message)
+    return systematic, False
+
+
+def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repaired,
+               options: ZogyOptions) -> _Inputs:
+    """Check every input of :func:`subtract` and repair isolated bad pixels (in that order)."""
+    _check_image_roles(reference, science)
+    dtype = check_dtype(options.dtype)
+    R, N = as_aligned_pair(reference=reference.data, science=science.data)
+    shape = N.shape
+    tile_size = options.tile_size
+    if int(tile_size) != tile_size or tile_size < 64:
+        raise AstridInputError(f"tile_size: must be an integer >= 64 pixels, got {tile_size!r}")
+    varying = callable(science.psf) or callable(reference.psf)
+    tiles = _tile_bounds(shape, int(tile_size)) if varying else [(0, shape[0], 0, shape[1])]
+    psfs = [(_psf_for_tile("science_psf", science.psf, b),
+             _psf_for_tile("reference_psf", reference.psf, b)) for b in tiles]
+    acf_n = _check_acf("science_noise_acf", science.noise_acf)
+    acf_r = _check_acf("reference_noise_acf", reference.noise_acf)
+    sigma_n = check_positive("science_sigma", science.sigma)
+    sigma_r = check_positive("reference_sigma", reference.sigma)
+    f_n = check_positive("flux_ratio", flux_ratio)
+    ast_x, ast_y = check_astrometric(options.astrometric_sigma)
+    systematic, auto_systematic = _check_systematic(options.systematic_fraction)
+    Vn = check_map("science_variance", science.variance, shape)
+    Vr = check_map("reference_variance", reference.variance, shape)
+    user_mask = check_map("mask", mask, shape)
+    mask_radius = options.mask_radius
+    if mask_radius is not None:
+        if int(mask_radius) != mask_radius or mask_radius < 0:
+            raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
+        mask_radius = int(mask_radius)
+
+    bad = bad_pixels(N, R, user_mask, (Vn, Vr))
+    # Isolated NaN pixels on smooth sky are filled from their neighbours and
+    # cost their own area, not a dilation by the kernel radius each.
+    (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
+    if filled.any():
+        bad &= ~filled
+    if repaired is not None:
+        # Pixels the caller (difference()) already filled the same way.
+        filled |= check_map("repaired", repaired, shape).astype(bool)
+    return _Inputs(
+        N=N, R=R, tiles=tiles, psfs=psfs, acf_n=acf_n, acf_r=acf_r, sigma_n=sigma_n,
+        sigma_r=sigma_r,
+        f_n=f_n, ast_x=ast_x, ast_y=ast_y, systematic=systematic, auto_systematic=auto_systematic,
+        Vn=Vn, Vr=Vr, bad=bad, repaired=filled, mask_radius=mask_radius, dtype=dtype,
+        workers=-1 if options.workers is None else int(options.workers),
+        fill_value=float(options.fill_value),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """How one subtraction is cut into FFT passes: kernels, padding, grid and regions."""
+
+    kernels: list               # _SmallKernels of each tile
+    radius: int                 # mask dilation and edge band
+    regions: list               # (y0, y1, x0, x1) of the data each tile's pass reads
+    run: _Pass
+    ring: int                   # radius of the ring of the systematic term (0: none)
+
+
+def _layout(inputs: _Inputs) -> _Layout:
+    """Kernels, padding, FFT grid and per-tile data regions of a subtraction."""
+    var_n, var_r = inputs.sigma_n**2, inputs.sigma_r**2
+    f_n, f_r = inputs.f_n, 1.0
+    kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, inputs.acf_n, inputs.acf_r)
+               for Pn, Pr in inputs.psfs]
+    kernel_radius = max(k.radius for k in kernels)
+    radius = kernel_radius if inputs.mask_radius is None else inputs.mask_radius
+    pad = 2 * kernel_radius + 2
+    # Each tile is processed with real data up to ``pad`` around it, so its own
+    # pixels see the full kernel support, as in a single pass.
+    tiles = inputs.tiles
+    margin = pad if len(tiles) > 1 else 0
+    ny, nx = inputs.N.shape
+    regions = [(max(y0 - margin, 0), min(y1 + margin, ny),
+                max(x0 - margin, 0), min(x1 + margin, nx)) for y0, y1, x0, x1 in tiles]
+    largest_psf = max(max(Pn.shape + Pr.shape) for Pn, Pr in inputs.psfs)
+    # The grid also holds the PSF stamps whole, so their spectra are exact.
+    height = max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf)
+    width = max(max(r[3] - r[2] for r in regions) + 2 * pad, largest_psf)
+    py = scipy.fft.next_fast_len(height, real=True)
+    px = scipy.fft.next_fast_len(width, real=True)
+    split = inputs.ast_x > 0 or inputs.ast_y > 0 or inputs.auto_systematic or inputs.systematic > 0
+    # The systematic term follows the compact part of the sources (see
+    # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
+    ring = 0
+    if split:
+        from .._psf import measure_fwhm
+
+        width = measure_fwhm(kernels[0].P_D)
+        ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
+    run = _Pass(f_n=f_n, var_n=var_n, var_r=var_r, acf_n=inputs.acf_n, acf_r=inputs.acf_r,
+                split=split, pad=pad, grid=(py, px), dtype=inputs.dtype, workers=inputs.workers,
+                f_r=f_r)
+    return _Layout(kernels=kernels, radius=radius, regions=regions, run=run, ring=ring)
+
+
+@dataclass(eq=False)
+class _Outputs:
+    """The full-size result images, filled tile by tile, and the step timings."""
+
+    mask: np.ndarray
+    D: np.ndarray
+    S: np.ndarray
+    S_corr: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    seconds: dict
+    n_fft: int = 0
+
+    @classmethod
+    def empty(cls, mask: np.ndarray, dtype) -> _Outputs:
+        shape = mask.shape
+        return cls(mask=mask, D=np.empty(shape, dtype=dtype), S=np.empty(shape, dtype=dtype),
+                   S_corr=np.empty(shape, dtype=dtype), flux=np.empty(shape, dtype=dtype),
+                   flux_err=np.empty(shape, dtype=dtype),
+                   seconds={"fft": 0.0, "spectral": 0.0, "assemble": 0.0})
+
+
+def _assemble_tile(out: _Outputs, inputs: _Inputs, layout: _Layout, bounds, offset, planes: _Planes,
+                   systematic: float, defer: bool = False) -> None:
+    """Crop one pass's padded planes into the result images (see :func:`_kernels.assemble`)."""
+    start = time.perf_counter()
+    view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
+    _kernels.assemble(
+        (planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad), out.mask[view], offset,
+        (planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2, systematic**2,
+         inputs.fill_value),
+        layout.run.split, planes.has_source,
+        (out.D[view], out.S[view], out.S_corr[view], out.flux[view], out.flux_err[view]),
+        layout.ring, defer,
+    )
+    out.seconds["assemble"] += time.perf_counter() - start
+
+
+def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, list]:
+    """Run the FFT pass of each tile and assemble it; returns each tile's F_S and star excesses.
+
+    With ``systematic_fraction="auto"`` the tiles are assembled without the
+    systematic term (deferred) and the excess residuals of their bright stars
+    are returned for :func:`_finish_systematic`.
+    """
+    excess, tile_fs = [], []
+    passes = zip(inputs.tiles, layout.regions, inputs.psfs, layout.kernels)
+    for bounds, region, (Pn, Pr), kern in passes:
+        sy0, sy1, sx0, sx1 = region
+        cut = (slice(sy0, sy1), slice(sx0, sx1))
+        tile = _Tile(N=inputs.N[cut], R=inputs.R[cut], bad=inputs.bad[cut], Pn=Pn, Pr=Pr,
+                     kernels=kern,
+                     Vn=None if inputs.Vn is None else inputs.Vn[cut],
+                     Vr=None if inputs.Vr is None else inputs.Vr[cut])
+        planes = _planes(tile, layout.run)
+        out.n_fft += planes.n_fft
+        out.seconds["fft"] += planes.fft_seconds
+        out.seconds["spectral"] += planes.spectral_seconds
+        tile_fs.append(planes.F_S)
+        pad = layout.run.pad
+        offset = (pad + bounds[0] - sy0, pad + bounds[2] - sx0)
+        if inputs.auto_systematic:
+            # ε comes from the bright stars of the whole image: each tile is assembled
+            # without it (its planes freed at once) and finished once ε is known.
+            excess.append(_systematic_excess(
+                planes.SN_pad, planes.SR_pad, planes.Vsrc_pad if planes.has_source else None,
+                out.mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
+            ))
+            _assemble_tile(out, inputs, layout, bounds, offset, planes, 0.0, defer=True)
+        else:
+            _assemble_tile(out, inputs, layout, bounds, offset, planes, inputs.systematic)
+        del planes
+    return tile_fs, excess
+
+
+def _finish_systematic(out: _Outputs, inputs: _Inputs, tile_fs: list,
+                       excess: list) -> tuple[float, int]:
+    """Measure ε from every tile's stars and add the deferred systematic term; (ε, stars used)."""
+    systematic, n_stars = _systematic_from(np.concatenate(excess))
+    start = time.perf_counter()
+    for bounds, tile_F_S in zip(inputs.tiles, tile_fs):
+        view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
+        _kernels.apply_systematic(out.S[view], out.mask[view], tile_F_S, inputs.f_n, systematic**2,
+                                  out.S_corr[view], out.flux_err[view])
+    out.seconds["assemble"] += time.perf_counter() - start
+    return systematic, n_stars
+
+
 def subtract(
-    science,
-    reference,
-    science_psf,
-    reference_psf,
-    science_sigma,
-    reference_sigma,
-    flux_ratio=1.0,
-    science_variance=None,
-    reference_variance=None,
-    astrometric_sigma=(0.0, 0.0),
-    mask=None,
-    dtype=np.float64,
-    workers=None,
     *,
-    systematic_fraction=0.0,
-    science_noise_acf=None,
-    reference_noise_acf=None,
-    mask_radius=None,
-    fill_value=0.0,
-    tile_size=512,
-    _filled=None,
+    reference: ZogyImage,
+    science: ZogyImage,
+    flux_ratio=1.0,
+    mask=None,
+    repaired=None,
+    options: ZogyOptions | None = None,
 ) -> ZogyResult:
     """ZOGY proper image subtraction of two aligned, background-subtracted images.
 
     Parameters
     ----------
-    science, reference : array_like, shape (ny, nx)
-        New image N and reference R, background subtracted, on the same grid,
-        in their own data units. NaN and infinite pixels are allowed (masked).
-    science_psf, reference_psf : array_like, shape (m, m), or callable
-        PSFs P_n and P_r: odd sizes, centred at ``[m // 2, m // 2]``,
-        normalised to sum 1 (within 1e-3). For a PSF that varies over the
-        field, a callable ``psf(x, y) -> array`` (0-based pixel position,
-        e.g. :meth:`astrid.PSFModel.at`): the images are then processed in
-        tiles of about ``tile_size`` pixels, each with the PSFs at its
-        centre and with real data around it for the kernels' support.
-    science_sigma, reference_sigma : float
-        Background noise σ_n, σ_r (data units, > 0): the white noise of the
-        paper.
+    reference, science : ZogyImage
+        Reference R and new image N with their PSFs P_r, P_n, background
+        noise σ_r, σ_n and optional variance maps and noise autocorrelations;
+        keyword-only, so the two cannot be exchanged by position (which would
+        negate ``D``).
     flux_ratio : float, optional
         F_n / F_r: science flux of a source divided by its reference flux.
-    science_variance, reference_variance : array_like, shape (ny, nx), optional
-        Full per-pixel variance (data units²). Their excess over σ², floored
-        at 0, is the source noise V_N, V_R of eqs. 26–29.
-    astrometric_sigma : (float, float) or float, optional
-        Registration noise (σ_x, σ_y) in pixels (eqs. 30–33). Zero turns the
-        term off (and saves one FFT).
     mask : array_like of bool, shape (ny, nx), optional
         True where either image must not be used.
-    dtype : {numpy.float64, numpy.float32}, optional
-        Storage and FFT precision. float32 halves memory and is about twice
-        as fast; spectral arithmetic is done in float64 either way.
-    workers : int, optional
-        Threads for ``scipy.fft`` (default: all cores).
-    systematic_fraction : float or "auto", optional
-        Fractional systematic error ε of the PSF models and flux ratio: adds
-        2 ε² min(S_N², S_R²) to V(S), like the astrometric term, so that the
-        residuals of bright static sources (a PSF that varies over the field,
-        an imperfect PSF estimate) are not significant. The minimum is the
-        part of the signal common to both images: a new or vanished source
-        adds nothing, a transient on a bright galaxy core or star is
-        penalised only by the core's or star's signal. ``"auto"`` measures ε
-        on the image: at peaks that have S/N > 50 in both S_N and S_R
-        (static sources), the largest |S| within 1 px divided by S_N, minus
-        the expected noise in quadrature; ε is 1.4826 × the median over them,
-        divided by √2 (0 with fewer than 5). Default 0 (the paper's
-        statistic). Any non-zero value costs one FFT (S_N and S_R apart).
-    science_noise_acf, reference_noise_acf : array_like, shape (k, k), optional
-        Normalised autocorrelation of each image's background noise (lag 0 at
-        the centre, odd size; see :func:`estimate_noise_acf`) for images
-        whose noise is correlated between pixels (drizzled, resampled or
-        stacked). σ² is then replaced by the noise power spectrum
-        Φ(f) = σ² ρ̂(f) in eqs. 13–17 and 28–29, which keeps D white and
-        S_corr at unit variance (no extra FFT: the spectrum is evaluated
-        from the few lags directly). The spectrum is floored at 1 % of σ²,
-        or 20 % for kernels wider than 5×5 (noise resampled from a coarser
-        grid, with almost no power beyond that grid's Nyquist frequency).
-    mask_radius : int, optional
-        Dilation of the bad-pixel mask and width of the flagged edge band, in
-        pixels. Default: one more than the radius enclosing 99.5 % of the
-        energy (Σ k²) of the matching kernels k_n and k_r (1.3–1.5 FWHM of the
-        broader PSF for Gaussian PSFs).
-    fill_value : float, optional
-        Value of ``D``, ``S``, ``S_corr`` and ``flux`` in masked pixels
-        (0 keeps peak finders and CNN stamps free of NaN; use ``numpy.nan``
-        to make masked pixels explicit).
-    tile_size : int, optional
-        Side of the tiles, in pixels, when a PSF is a callable (default 512;
-        at least 64). Ignored for fixed PSFs.
+    repaired : array_like of bool, shape (ny, nx), optional
+        Pixels the caller already filled from their neighbours (as
+        :func:`astrid.difference` does before alignment): flagged in
+        :attr:`ZogyResult.mask` on their own footprint, without dilation.
+    options : ZogyOptions, optional
+        Astrometric and systematic noise terms, mask dilation, fill value,
+        tile size, precision and threads (defaults: :class:`ZogyOptions`).
 
     Returns
     -------
     ZogyResult
+        The proper difference, its detection statistics, fluxes and mask.
 
     Raises
     ------
     AstridInputError
-        Shapes differ, a PSF is not 2-D, odd-sized, finite and normalised, a
-        sigma or the flux ratio is not finite and positive, or no pixel is
-        valid (none of the input, or none of the result after dilation).
+        ``reference`` or ``science`` is not a :class:`ZogyImage`, shapes
+        differ, a PSF is not 2-D, odd-sized, finite and normalised, a sigma
+        or the flux ratio is not finite and positive, or no pixel is valid
+        (none of the input, or none of the result after dilation).
 
     Warns
     -----
@@ -858,7 +1367,7 @@ def subtract(
     Notes
     -----
     Isolated non-finite pixels on smooth sky (at most one bad neighbour,
-    neighbours spanning at most 6 σ; see :mod:`astrid._inpaint`) are filled
+    neighbours spanning at most 6 σ; see :func:`astrid.difference`) are filled
     with the median of their neighbours and flagged in :attr:`ZogyResult.mask`
     without dilation. The other masked and non-finite pixels (of either image
     or variance map) are set to 0 (the background) in *both* images, so a masked star is removed
@@ -870,10 +1379,10 @@ def subtract(
     in both images; the band of ``mask_radius`` along the edge, where the
     matched filter sees the mirrored (correlated) noise, is flagged.
 
-    Symmetry: exchanging science and reference (with the PSFs, sigmas and
-    variances, and ``flux_ratio → 1 / flux_ratio``) gives ``D → −D``,
-    ``S_corr → −S_corr``, ``S → −S / flux_ratio`` and ``flux → −flux /
-    flux_ratio`` (the flux is then in the other image's units).
+    Symmetry: exchanging science and reference (and ``flux_ratio →
+    1 / flux_ratio``) gives ``D → −D``, ``S_corr → −S_corr``,
+    ``S → −S / flux_ratio`` and ``flux → −flux / flux_ratio`` (the flux is
+    then in the other image's units).
 
     With tiles, ε of the systematic term is measured over the stars of all
     tiles together, and every count below is per tile.
@@ -882,166 +1391,72 @@ def subtract(
     the astrometric or systematic term (S_N and S_R separately), plus 2 for
     each variance map and 1 more with any (V̂ and the FFT of the squared
     kernel, and one shared inverse): 12 with everything.
+
+    Examples
+    --------
+    >>> from astrid import zogy
+    >>> result = zogy.subtract(  # doctest: +SKIP
+    ...     reference=zogy.ZogyImage(R, psf_r, sigma_r),
+    ...     science=zogy.ZogyImage(N, psf_n, sigma_n),
+    ...     flux_ratio=1.2,
+    ...     options=zogy.ZogyOptions(systematic_fraction="auto"),
+    ... )
     """
     started = time.perf_counter()
-    dtype = _check_dtype(dtype)
-    N, R = _as_aligned_pair(science, reference)
-    shape = N.shape
-    if int(tile_size) != tile_size or tile_size < 64:
-        raise AstridInputError(f"tile_size: must be an integer >= 64 pixels, got {tile_size!r}")
-    varying = callable(science_psf) or callable(reference_psf)
-    tiles = _tile_bounds(shape, int(tile_size)) if varying else [(0, shape[0], 0, shape[1])]
-    psfs = [(_psf_for_tile("science_psf", science_psf, b), _psf_for_tile("reference_psf", reference_psf, b))
-            for b in tiles]
-    acf_n = _check_acf("science_noise_acf", science_noise_acf)
-    acf_r = _check_acf("reference_noise_acf", reference_noise_acf)
-    sigma_n = _check_positive("science_sigma", science_sigma)
-    sigma_r = _check_positive("reference_sigma", reference_sigma)
-    f_n = _check_positive("flux_ratio", flux_ratio)
-    f_r = 1.0
-    ast_x, ast_y = _check_astrometric(astrometric_sigma)
-    auto_systematic = isinstance(systematic_fraction, str)
-    if auto_systematic:
-        if systematic_fraction != "auto":
-            raise AstridInputError(f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic_fraction!r}")
-        systematic = 0.0
-    else:
-        try:
-            systematic = float(systematic_fraction)
-        except (TypeError, ValueError) as exc:
-            raise AstridInputError(f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic_fraction!r}") from exc
-        if not math.isfinite(systematic) or systematic < 0:
-            raise AstridInputError(f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic_fraction!r}")
-    Vn = _check_map("science_variance", science_variance, shape)
-    Vr = _check_map("reference_variance", reference_variance, shape)
-    user_mask = _check_map("mask", mask, shape)
-    var_n, var_r = sigma_n**2, sigma_r**2
-    if mask_radius is not None:
-        if int(mask_radius) != mask_radius or mask_radius < 0:
-            raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
-        mask_radius = int(mask_radius)
-
-    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
-    # Isolated NaN pixels on smooth sky are filled from their neighbours and
-    # cost their own area, not a dilation by the kernel radius each.
-    (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
-    if repaired.any():
-        bad &= ~repaired
-    if _filled is not None:
-        # Pixels the caller (difference()) already filled the same way.
-        repaired |= _check_map("_filled", _filled, shape).astype(bool)
-
-    kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n, acf_r) for Pn, Pr in psfs]
-    kernel_radius = max(k.radius for k in kernels)
-    radius = kernel_radius if mask_radius is None else mask_radius
-    pad = 2 * kernel_radius + 2
-    # Each tile is processed with real data up to ``pad`` around it, so its own
-    # pixels see the full kernel support, as in a single pass.
-    margin = pad if len(tiles) > 1 else 0
-    ny, nx = shape
-    regions = [(max(y0 - margin, 0), min(y1 + margin, ny), max(x0 - margin, 0), min(x1 + margin, nx))
-               for y0, y1, x0, x1 in tiles]
-    largest_psf = max(max(Pn.shape + Pr.shape) for Pn, Pr in psfs)
-    # The grid also holds the PSF stamps whole, so their spectra are exact.
-    py = scipy.fft.next_fast_len(max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf), real=True)
-    px = scipy.fft.next_fast_len(max(max(r[3] - r[2] for r in regions) + 2 * pad, largest_psf), real=True)
-    grid = (py, px)
-    workers = -1 if workers is None else int(workers)
-    split = ast_x > 0 or ast_y > 0 or auto_systematic or systematic > 0
-
-    out_mask = _untrusted(bad, radius)
-    if repaired.any():
-        out_mask |= repaired
-    _check_mask_fraction(out_mask, bad, repaired, radius, "zogy.subtract")
-
-    D = np.empty(shape, dtype=dtype)
-    S = np.empty(shape, dtype=dtype)
-    S_corr = np.empty(shape, dtype=dtype)
-    flux = np.empty(shape, dtype=dtype)
-    flux_err = np.empty(shape, dtype=dtype)
-    n_fft = 0
-    seconds = {"fft": 0.0, "spectral": 0.0, "assemble": 0.0}
-
-    def finish(bounds, offset, planes, systematic, defer=False):
-        start = time.perf_counter()
-        view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
-        _kernels.assemble(planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad, out_mask[view],
-                          offset[0], offset[1], planes.F_S, f_n, ast_x**2, ast_y**2, systematic**2, split,
-                          planes.has_source, float(fill_value),
-                          D[view], S[view], S_corr[view], flux[view], flux_err[view], ring, defer)
-        seconds["assemble"] += time.perf_counter() - start
-
-    # The systematic term follows the compact part of the sources (see
-    # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
-    ring = 0
-    if split:
-        from .._psf import measure_fwhm
-
-        width = measure_fwhm(kernels[0].P_D)
-        ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
-    excess = []
-    tile_fs = []
-    for bounds, region, (Pn, Pr), kern in zip(tiles, regions, psfs, kernels):
-        sy0, sy1, sx0, sx1 = region
-        cut = (slice(sy0, sy1), slice(sx0, sx1))
-        planes = _planes(N[cut], R[cut], bad[cut], Pn, Pr, kern, None if Vn is None else Vn[cut],
-                         None if Vr is None else Vr[cut], var_n, var_r, f_n, acf_n, acf_r, split, pad, grid,
-                         dtype, workers)
-        n_fft += planes.n_fft
-        seconds["fft"] += planes.fft_seconds
-        seconds["spectral"] += planes.spectral_seconds
-        tile_fs.append(planes.F_S)
-        offset = (pad + bounds[0] - sy0, pad + bounds[2] - sx0)
-        if auto_systematic:
-            # ε comes from the bright stars of the whole image: each tile is assembled
-            # without it (its planes freed at once) and finished once ε is known.
-            excess.append(_systematic_excess(
-                planes.SN_pad, planes.SR_pad, planes.Vsrc_pad if planes.has_source else None,
-                out_mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
-            ))
-            finish(bounds, offset, planes, 0.0, defer=True)
-        else:
-            finish(bounds, offset, planes, systematic)
-        del planes
-
-    n_systematic_stars = 0
-    if auto_systematic:
-        systematic, n_systematic_stars = _systematic_from(np.concatenate(excess))
-        start = time.perf_counter()
-        for bounds, tile_F_S in zip(tiles, tile_fs):
-            view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
-            _kernels.apply_systematic(S[view], out_mask[view], tile_F_S, f_n, systematic**2, S_corr[view],
-                                      flux_err[view])
-        seconds["assemble"] += time.perf_counter() - start
+    inputs = _validated(reference, science, flux_ratio, mask, repaired,
+                        ZogyOptions() if options is None else options)
+    layout = _layout(inputs)
+    out_mask = untrusted(inputs.bad, layout.radius)
+    if inputs.repaired.any():
+        out_mask |= inputs.repaired
+    check_mask_fraction(out_mask, inputs.bad, inputs.repaired, layout.radius, "zogy.subtract")
+    out = _Outputs.empty(out_mask, inputs.dtype)
+    tile_fs, excess = _run_tiles(out, inputs, layout)
+    systematic, n_systematic_stars = inputs.systematic, 0
+    if inputs.auto_systematic:
+        systematic, n_systematic_stars = _finish_systematic(out, inputs, tile_fs, excess)
     start = time.perf_counter()
-    scorr_std = robust_std(S_corr, out_mask)
-    seconds["assemble"] += time.perf_counter() - start
-    seconds["total"] = time.perf_counter() - started
+    scorr_std = robust_std(out.S_corr, out.mask)
+    out.seconds["assemble"] += time.perf_counter() - start
+    out.seconds["total"] = time.perf_counter() - started
+    return _result(out, inputs, layout, tile_fs, systematic, n_systematic_stars, scorr_std)
 
-    centre = min(range(len(tiles)), key=lambda i: abs(tiles[i][0] + tiles[i][1] - ny) + abs(tiles[i][2] + tiles[i][3] - nx))
+
+def _result(out: _Outputs, inputs: _Inputs, layout: _Layout, tile_fs: list, systematic: float,
+            n_systematic_stars: int, scorr_std: float) -> ZogyResult:
+    """The :class:`ZogyResult`, with ``P_D`` and ``F_S`` of the central tile."""
+    tiles = inputs.tiles
+    ny, nx = out.mask.shape
+    def distance(i):  # of tile i's centre from the image centre, in half pixels
+        y0, y1, x0, x1 = tiles[i]
+        return abs(y0 + y1 - ny) + abs(x0 + x1 - nx)
+
+    centre = min(range(len(tiles)), key=distance)
+    run = layout.run
+    # F_D is eq. 15; P_D and F_S are those of the central tile.
     return ZogyResult(
-        D=D,
-        P_D=kernels[centre].P_D.astype(dtype),
-        F_D=_flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r),               # eq. 15
-        S=S,
-        S_corr=S_corr,
-        flux=flux,
-        flux_err=flux_err,
+        D=out.D,
+        P_D=layout.kernels[centre].P_D.astype(inputs.dtype),
+        F_D=_flux_zero_point(run.f_n, run.f_r, run.var_n, run.var_r, run.acf_n, run.acf_r),
+        S=out.S,
+        S_corr=out.S_corr,
+        flux=out.flux,
+        flux_err=out.flux_err,
         F_S=tile_fs[centre],
-        mask=out_mask,
+        mask=out.mask,
         scorr_std=scorr_std,
-        flux_ratio=f_n,
-        science_sigma=sigma_n,
-        reference_sigma=sigma_r,
-        astrometric_sigma=(ast_x, ast_y),
+        flux_ratio=inputs.f_n,
+        science_sigma=inputs.sigma_n,
+        reference_sigma=inputs.sigma_r,
+        astrometric_sigma=(inputs.ast_x, inputs.ast_y),
         systematic_fraction=systematic,
         n_systematic_stars=n_systematic_stars,
-        mask_radius=radius,
-        padded_shape=grid,
-        n_fft=n_fft,
-        timings=seconds,
-        science_noise_acf=acf_n,
-        reference_noise_acf=acf_r,
+        mask_radius=layout.radius,
+        padded_shape=run.grid,
+        n_fft=out.n_fft,
+        timings=out.seconds,
+        science_noise_acf=inputs.acf_n,
+        reference_noise_acf=inputs.acf_r,
         tiles=tuple((*b, fs) for b, fs in zip(tiles, tile_fs)) if len(tiles) > 1 else (),
     )
 

@@ -3,6 +3,11 @@
 Both kernels are memory-bound single passes; they run in parallel over rows
 and compute in float64 whatever the storage precision, so the float32 mode
 loses precision only in storage and in the FFTs.
+
+Numba's ``njit`` functions take arrays, scalars and tuples, not dataclasses
+(a ``jitclass`` or ``structref`` holding the arrays would not be cacheable and
+costs compile time on every import), so related arguments travel as tuples:
+the four spectra or padded planes, the five output images, the scalar terms.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ _TINY_DENOMINATOR = 1e-300
 
 
 @njit(fastmath=True, cache=True)
-def _zogy_row(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, i, f_n, f_r, var_n, var_r,
-              has_psd_n, has_psd_r, last_col_weight, split):
+def _zogy_row(spectra, psds, i, noise, has_psd, last_col_weight, split):
     """One row of :func:`zogy_spectra`; returns the row's contribution to F_S."""
+    N_hat, R_hat, Pn_hat, Pr_hat = spectra
+    psd_n, psd_r = psds
+    f_n, f_r, var_n, var_r = noise
+    has_psd_n, has_psd_r = has_psd
     nxh = N_hat.shape[1]
     fnfr2 = f_n * f_r * f_r
     frfn2 = f_r * f_n * f_n
@@ -64,8 +72,7 @@ def _zogy_row(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, i, f_n, f_r, var_n, va
 
 
 @njit(parallel=True, cache=True)
-def zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, var_r,
-                 has_psd_n, has_psd_r, last_col_weight, split):
+def zogy_spectra(spectra, psds, noise, has_psd, last_col_weight, split):
     """One pass over the rfft2 half-spectra: D̂ (eq. 13) and Ŝ (eqs. 16, 28, 29).
 
     Results are written in place to save memory:
@@ -77,18 +84,18 @@ def zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, va
 
     Parameters
     ----------
-    N_hat, R_hat, Pn_hat, Pr_hat : complex ndarray, shape (ny, nx // 2 + 1)
-        Half-spectra of the new image, reference image and their PSFs (PSF
-        centres at pixel [0, 0], so P̂(0) = 1).
-    f_n, f_r : float
-        Flux zero points F_n and F_r.
-    psd_n, psd_r : real ndarray, shape (ny, nx // 2 + 1) or (1, 1)
-        Noise power spectra Φ_n, Φ_r (per-pixel units: σ² times the Fourier
-        transform of the normalised noise autocorrelation), used when
-        ``has_psd_n`` / ``has_psd_r``; they replace σ² in every formula.
-    var_n, var_r : float
-        Background variances σ_n² and σ_r² (white noise).
-    has_psd_n, has_psd_r : bool
+    spectra : tuple of 4 complex ndarray, shape (ny, nx // 2 + 1)
+        ``(N_hat, R_hat, Pn_hat, Pr_hat)``: half-spectra of the new image,
+        reference image and their PSFs (PSF centres at pixel [0, 0], so
+        P̂(0) = 1); overwritten as described above.
+    psds : tuple of 2 real ndarray, shape (ny, nx // 2 + 1) or (1, 1)
+        ``(psd_n, psd_r)``: noise power spectra Φ_n, Φ_r (per-pixel units: σ²
+        times the Fourier transform of the normalised noise autocorrelation),
+        used where ``has_psd`` says so; they replace σ² in every formula.
+    noise : tuple of 4 float
+        ``(f_n, f_r, var_n, var_r)``: flux zero points F_n and F_r and
+        background variances σ_n² and σ_r² (white noise).
+    has_psd : tuple of 2 bool
         Whether ``psd_n`` / ``psd_r`` are used.
     last_col_weight : float
         Weight of the last column in the sum over the full spectrum: 1 when
@@ -102,12 +109,11 @@ def zogy_spectra(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, f_n, f_r, var_n, va
         Σ over the full spectrum of F_n² F_r² |P̂_n|² |P̂_r|² / den (eq. 42 before
         division by the number of pixels).
     """
-    ny = N_hat.shape[0]
+    ny = spectra[0].shape[0]
     # Per-row partial sums rather than a prange reduction: deterministic.
     row_sums = np.zeros(ny)
     for i in prange(ny):
-        row_sums[i] = _zogy_row(N_hat, R_hat, Pn_hat, Pr_hat, psd_n, psd_r, i, f_n, f_r, var_n, var_r,
-                                has_psd_n, has_psd_r, last_col_weight, split)
+        row_sums[i] = _zogy_row(spectra, psds, i, noise, has_psd, last_col_weight, split)
     return row_sums.sum()
 
 
@@ -149,38 +155,39 @@ def _compact(S_pad, i, j, ring, diagonal):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x, var_ast_y,
-             systematic2, split, has_source_variance, fill_value,
-             D_out, S_out, Scorr_out, flux_out, flux_err_out, ring=0, defer=False):
+def assemble(planes, mask, offset, terms, split, has_source_variance, outputs, ring=0, defer=False):
     """Crop the padded results and form S, V(S), S_corr, flux and its error in one pass.
 
     Parameters
     ----------
-    D_pad : real ndarray, shape (py, px)
-        Padded D.
-    SN_pad, SR_pad : real ndarray, shape (py, px)
-        Padded S_N and S_R when ``split``; otherwise ``SN_pad`` is S and
-        ``SR_pad`` is ignored.
-    Vsrc_pad : real ndarray, shape (py, px)
-        Padded V_N ⊗ k_n² + V_R ⊗ k_r² (ignored unless ``has_source_variance``).
+    planes : tuple of 4 real ndarray, shape (py, px)
+        ``(D_pad, SN_pad, SR_pad, Vsrc_pad)``: padded D; padded S_N and S_R
+        when ``split`` (otherwise ``SN_pad`` is S and ``SR_pad`` is
+        ignored); padded V_N ⊗ k_n² + V_R ⊗ k_r² (ignored unless
+        ``has_source_variance``).
     mask : bool ndarray, shape (ny, nx)
         Untrusted pixels of the output grid; outputs there get ``fill_value``
         (``flux_err`` gets NaN).
-    y0, x0 : int
-        Offset of the output grid in the padded grid (≥ 1, so the central
-        differences of the gradients never leave the padded array).
-    F_S : float
-        Flux normalisation (eq. 42); also the background variance of S.
-    f_n : float
-        Science flux zero point: converts the paper's flux (reference units)
-        to science units.
-    var_ast_x, var_ast_y : float
-        Squared astrometric noise σ_x², σ_y² in pixels² (used when ``split``).
-    systematic2 : float
-        Squared fractional systematic error ε² (used when ``split``): adds
-        2 ε² min(C_N², C_R²) to V(S), where C is S_N or S_R less the lowest
-        of its values on a ring of radius ``ring`` (the compact part; S
-        itself when ``ring`` is 0).
+    offset : tuple of 2 int
+        ``(y0, x0)``: offset of the output grid in the padded grid (≥ 1, so
+        the central differences of the gradients never leave the padded
+        array).
+    terms : tuple of 6 float
+        ``(F_S, f_n, var_ast_x, var_ast_y, systematic2, fill_value)``: the
+        flux normalisation (eq. 42), also the background variance of S; the
+        science flux zero point, which converts the paper's flux (reference
+        units) to science units; the squared astrometric noise σ_x², σ_y² in
+        pixels² (used when ``split``); the squared fractional systematic
+        error ε² (used when ``split``), which adds 2 ε² min(C_N², C_R²) to
+        V(S), where C is S_N or S_R less the lowest of its values on a ring
+        of radius ``ring`` (the compact part; S itself when ``ring`` is 0);
+        and the value of masked output pixels.
+    split : bool
+        S_N and S_R are apart (astrometric or systematic term).
+    has_source_variance : bool
+        ``Vsrc_pad`` holds the source-noise map.
+    outputs : tuple of 5 real ndarray, shape (ny, nx)
+        ``(D_out, S_out, Scorr_out, flux_out, flux_err_out)``, filled in place.
     ring : int
         Radius of that ring in pixels (≤ the padding).
     defer : bool
@@ -190,6 +197,10 @@ def assemble(D_pad, SN_pad, SR_pad, Vsrc_pad, mask, y0, x0, F_S, f_n, var_ast_x,
         :func:`apply_systematic` to finish once ε is known. The padded
         planes can then be freed tile by tile.
     """
+    D_pad, SN_pad, SR_pad, Vsrc_pad = planes
+    y0, x0 = offset
+    F_S, f_n, var_ast_x, var_ast_y, systematic2, fill_value = terms
+    D_out, S_out, Scorr_out, flux_out, flux_err_out = outputs
     diagonal = int(round(ring / math.sqrt(2.0)))
     ny, nx = mask.shape
     inv_fs = 1.0 / F_S

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 from astrid.triplets import load_triplets, write_triplets
 from astrid.widgets import LabelRecord, LabelStore

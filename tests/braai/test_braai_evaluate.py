@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.braai import (
     binary_curves,
     calibration_curve,

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from astrid._schema import new_triplet_dataset
+from astrid.schema import new_triplet_dataset
 from astrid.braai import (
     DEFAULT_NORM,
     PAD_VALUE,

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from astrid._schema import new_triplet_dataset  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.braai import (  # noqa: E402
     TrainConfig,
     class_weights,

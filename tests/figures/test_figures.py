@@ -1,0 +1,261 @@
+"""astrid.figures: every paper figure draws from small synthetic inputs and saves as PDF and PNG.
+
+The numbers behind the figures are tested in test_evaluation.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from astropy.table import Table  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from astrid import evaluation, figures  # noqa: E402
+from astrid.errors import AstridInputError  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A small simulated difference (ZOGY planes and truth) with four transients."""
+    from astrid.triplets import SyntheticScene, synthetic_difference
+
+    return synthetic_difference(
+        (128, 128), SyntheticScene(n_transients=4, n_stars=8, n_galaxies=1), seed=3
+    )
+
+
+@pytest.fixture
+def completeness_inputs():
+    """Labelled candidates and truth of one image, small enough to count by hand."""
+    truth = Table(
+        {
+            "id": [0, 1, 2, 3, 4, 5, 6],
+            "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
+            "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
+            "masked": [False, False, False, False, False, False, True],
+        }
+    )
+    candidates = Table(
+        {
+            "truth_id": [1, 2, 3, 5, -1, 4],
+            "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
+        }
+    )
+    return candidates, truth
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _images(fig):
+    return [im for ax in fig.axes for im in ax.get_images()]
+
+
+def _triplet_dataset(n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    stamps = rng.normal(size=(n, 63, 63, 3)).astype(np.float32)
+    stamps[0, :5, :, :] = np.nan  # an edge cut-out
+    labels = np.array([1, 0] * (n // 2) + [0] * (n % 2), dtype=np.int8)
+    kinds = np.where(labels == 1, "supernova", "cosmic_ray")
+    return new_triplet_dataset(stamps, {"candidate_id": [f"c{i:02d}" for i in range(n)], "label": labels,
+                                        "kind": kinds.astype(str)})
+
+
+# --------------------------------------------------------------------------- save and style
+
+
+def test_save_writes_pdf_and_png(tmp_path):
+    fig = figures.plot_scorr_histogram(np.random.default_rng(0).normal(size=(64, 64)))
+    paths = figures.save(fig, "hist", tmp_path / "figs")
+    assert [p.suffix for p in paths] == [".pdf", ".png"]
+    assert paths[0].read_bytes().startswith(b"%PDF")
+    assert paths[1].read_bytes().startswith(b"\x89PNG")
+    width_px = plt.imread(paths[1]).shape[1]
+    assert width_px > 3.5 * 200 * 0.8  # 3.5-inch figure at the style's 200 dpi (tight bbox trims a little)
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["hist.pdf", "hist.png"]  # no temporaries
+    assert figures.save(fig, "hist", tmp_path / "figs") == paths  # saving again replaces the files
+    assert len(list((tmp_path / "figs").iterdir())) == 2
+
+
+def test_plot_pair_still_works():
+    import astrid
+
+    sim = astrid.simulate.pair(size=128, seed=2)
+    fig = figures.plot_pair(sim.reference, sim.science, truth=sim.truth)
+    assert isinstance(fig, Figure) and len(_images(fig)) == 2
+
+
+# --------------------------------------------------------------------------- differences
+
+
+def test_plot_difference_panels(synthetic):
+    fig = figures.plot_difference(synthetic, truth=synthetic.truth.copy(), title="pair")
+    assert isinstance(fig, Figure)
+    assert len(_images(fig)) == 4
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[0].startswith("science") and "S_" in titles[3]
+    # masked pixels are NaN in the displayed D, so they get the 'bad' colour
+    d_image = fig.axes[2].get_images()[0]
+    assert np.isnan(np.asarray(d_image.get_array().filled(np.nan))[synthetic.mask]).all()
+
+
+def test_plot_scorr_histogram_has_histogram_and_gaussian():
+    rng = np.random.default_rng(2)
+    fig = figures.plot_scorr_histogram(rng.normal(size=(128, 128)), bins=61)
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    assert len(ax.patches) == 1  # the histogram (stairs)
+    (gauss,) = ax.get_lines()
+    x, y = gauss.get_data()
+    assert y[np.argmin(np.abs(x))] == pytest.approx(1 / math.sqrt(2 * math.pi), rel=1e-3)
+    assert "robust std" in ax.texts[0].get_text()
+
+
+def test_plot_zogy_vs_classic(synthetic):
+    classic = evaluation.DifferencePlanes(
+        method="classic", science=synthetic.science.data, reference=synthetic.reference.data,
+        D=synthetic.D * 3, S_corr=synthetic.S_corr * 3, mask=synthetic.mask, footprint=synthetic.footprint,
+    )
+    positions = np.array([[40.0, 40.0], [90.0, 80.0], [2.0, 3.0]])  # the last one runs off the image
+    fig = figures.plot_zogy_vs_classic(synthetic, classic, positions, size=21)
+    assert len(_images(fig)) == 9
+    axes = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in axes[:3]][0] == "science"
+    labels = [t.get_text() for ax in axes for t in ax.texts]
+    assert len(labels) == 6 and all(label.startswith("max |S|") for label in labels)
+    # the classic map is 3x the ZOGY one: its labelled peak is 3x too
+    peak = [float(label.split()[-1]) for label in labels]
+    assert peak[0] == pytest.approx(3 * peak[1], rel=0.05)
+    edge = axes[6].get_images()[0].get_array()
+    assert np.ma.getmaskarray(edge).any() or np.isnan(np.asarray(edge)).any()  # NaN beyond the image
+    with pytest.raises(AstridInputError, match="no star"):
+        figures.plot_zogy_vs_classic(synthetic, classic, np.zeros((0, 2)))
+    with pytest.raises(AstridInputError, match="different grids"):
+        small = evaluation.DifferencePlanes("classic", np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8)),
+                                         np.zeros((8, 8)), np.zeros((8, 8), bool), np.ones((8, 8), bool))
+        figures.plot_zogy_vs_classic(synthetic, small, positions)
+
+
+# --------------------------------------------------------------------------- triplets
+
+
+def test_select_examples_balances_classes():
+    ds = _triplet_dataset(10)
+    chosen = figures.select_examples(ds, 4)
+    labels = ds["label"].values[chosen]
+    assert list(labels) == [1, 1, 0, 0]
+    only_bogus = ds.isel(candidate=np.flatnonzero(ds["label"].values == 0))
+    assert list(figures.select_examples(only_bogus, 3)) == [0, 1, 2]
+    random = figures.select_examples(ds, 4, seed=1)
+    assert sorted(ds["label"].values[random].tolist()) == [0, 0, 1, 1]
+    unlabelled = ds.drop_vars(["label"])
+    assert list(figures.select_examples(unlabelled, 3)) == [0, 1, 2]
+
+
+def test_plot_triplets_grid():
+    ds = _triplet_dataset(8)
+    scores = np.linspace(0, 1, 8)
+    fig = figures.plot_triplets(ds, n=4, scores=scores)
+    assert len(_images(fig)) == 12
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0].startswith("supernova") and "s=" in titles[0]
+    assert [ax.get_ylabel() for ax in fig.axes[::4]] == ["science", "reference", "difference"]
+    fig = figures.plot_triplets(ds, indices=[7])
+    assert len(_images(fig)) == 3
+    with pytest.raises(AstridInputError, match="indices"):
+        figures.plot_triplets(ds, indices=[99])
+
+
+# --------------------------------------------------------------------------- completeness
+
+
+def test_plot_completeness(completeness_inputs):
+    candidates, truth = completeness_inputs
+    fig = figures.plot_completeness(candidates, truth, snr_bins=[1, 3, 10, 100], threshold=5)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.texts] == ["1", "1", "3"]
+    assert ax.get_legend() is not None
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_plot_int8_vs_float():
+    a = np.linspace(0.02, 0.98, 50)  # no score within 1/512 of the threshold
+    b = np.round(a * 256) / 256  # int8 output steps
+    b[0], a[0] = 0.51, 0.49  # one decision flips
+    labels = (a > 0.5).astype(int)
+    fig = figures.plot_int8_vs_float(a, b, labels=labels)
+    scatter_ax, hist_ax = fig.axes
+    assert len(scatter_ax.collections) == 2
+    assert "flipped at 0.5: 1" in hist_ax.texts[0].get_text()
+    fig = figures.plot_int8_vs_float(a, b)
+    assert len(fig.axes[0].collections) == 1
+    with pytest.raises(AstridInputError, match="equally long"):
+        figures.plot_int8_vs_float(a, b[:3])
+    with pytest.raises(AstridInputError, match="NaN"):
+        figures.plot_int8_vs_float(np.array([np.nan]), np.array([0.1]))
+    with pytest.raises(AstridInputError, match="labels"):
+        figures.plot_int8_vs_float(a, b, labels=labels[:4])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_plot_training_history():
+    history = {"loss": [0.7, 0.5, 0.4], "val_loss": [0.72, 0.6, 0.55], "auc": [0.6, 0.8, 0.9],
+               "val_auc": [0.55, 0.75, 0.85]}
+    fig = figures.plot_training_history(history)
+    loss_ax, auc_ax = fig.axes
+    assert [len(line.get_xdata()) for line in loss_ax.get_lines()] == [3, 3]
+    assert auc_ax.get_ylabel() == "AUC"
+    fig = figures.plot_training_history({"loss": [0.7]})
+    assert len(fig.axes) == 1 and len(fig.axes[0].get_lines()) == 1
+    with pytest.raises(AstridInputError, match="loss"):
+        figures.plot_training_history({"val_loss": [1.0]})
+
+
+def test_pyplot_is_matplotlib_pyplot_without_a_gui_backend():
+    plt_module = figures.pyplot()
+    assert plt_module is plt
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_style_keeps_interactive_mode_switched_on_inside():
+    """Jupyter's inline backend turns interactive mode on at the first figure; leaving the style must keep it."""
+    was = matplotlib.is_interactive()
+    try:
+        matplotlib.interactive(False)
+        with figures.style():
+            assert plt.rcParams["xtick.direction"] == "in"
+            matplotlib.interactive(True)
+        assert matplotlib.is_interactive()
+        assert plt.rcParams["xtick.direction"] != "in" or matplotlib.rcParamsDefault["xtick.direction"] == "in"
+    finally:
+        matplotlib.interactive(was)
+
+
+def test_zogy_vs_classic_measures_the_residual_at_the_star_only():
+    shape = (64, 64)
+    zero = np.zeros(shape)
+    zogy_S, classic_S = zero.copy(), zero.copy()
+    classic_S[32, 34] = 9.0   # a ring residual 2 px from the star
+    classic_S[32, 50] = 99.0  # another source 18 px away, inside the cut-out
+    zogy_S[33, 32] = -2.0
+    planes = [evaluation.DifferencePlanes(m, zero, zero, S, S, np.zeros(shape, bool), np.ones(shape, bool))
+              for m, S in (("zogy", zogy_S), ("classic", classic_S))]
+    fig = figures.plot_zogy_vs_classic(planes[0], planes[1], [[32.0, 32.0]], size=41, residual_radius=6)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels == ["max |S| 9.0", "max |S| 2.0"]
