@@ -33,7 +33,14 @@ from ._archive import (
     get_archive,
     run,
 )
-from ._catalog import DEFAULT_VIZIER_CATALOG, gaia_stars, load_sn_catalog, parse_dec, parse_ra, select_targets
+from ._catalog import (
+    DEFAULT_VIZIER_CATALOG,
+    gaia_stars,
+    load_sn_catalog,
+    parse_dec,
+    parse_ra,
+    select_targets,
+)
 from ._config import ARCHIVES, AcquisitionConfig
 from ._download import (
     DownloadReport,

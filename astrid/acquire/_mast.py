@@ -253,8 +253,8 @@ def mast_products(obsids: Iterable[str], *, product_type: str = "SCIENCE") -> di
     if not obsids:
         return {}
     mast = require("astroquery.mast", "listing MAST products")
-    from astroquery.exceptions import NoResultsWarning, RemoteServiceError
     import requests
+    from astroquery.exceptions import NoResultsWarning, RemoteServiceError
 
     try:
         with warnings.catch_warnings():

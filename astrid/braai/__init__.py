@@ -13,19 +13,6 @@
 TensorFlow/Keras is imported only when a model is built or loaded.
 """
 
-from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
-from ._models import MODELS, build_model, three_block, vgg6
-from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
-from ._evaluate import (
-    binary_curves,
-    calibration_curve,
-    evaluate,
-    plot_calibration,
-    plot_roc_pr,
-    plot_score_histograms,
-    plot_triplet_gallery,
-    threshold_for_fnr,
-)
 from ._active import (
     FINE_TUNE_CONFIG,
     HUMAN_COORDS,
@@ -39,6 +26,19 @@ from ._active import (
     training_labels,
 )
 from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
+from ._evaluate import (
+    binary_curves,
+    calibration_curve,
+    evaluate,
+    plot_calibration,
+    plot_roc_pr,
+    plot_score_histograms,
+    plot_triplet_gallery,
+    threshold_for_fnr,
+)
+from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
+from ._models import MODELS, build_model, three_block, vgg6
+from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
 from ._retrospective import RetrospectiveResult, retrospective, target_mask
 from ._train import (
     SPLITS,

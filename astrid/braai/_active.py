@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ..schema import validate_triplets
 from ._train import TrainConfig, card_path
 
 __all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",

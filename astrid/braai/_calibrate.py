@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AstridInputError
-from ._evaluate import labels_of, calibration_curve
+from ._evaluate import calibration_curve, labels_of
 
 __all__ = ["Calibration", "fit_calibration", "CALIBRATION_METHODS", "CALIBRATION_FORMAT"]
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..schema import validate_triplets
 from ..errors import AstridInputError
+from ..schema import validate_triplets
 
 __all__ = ["retrospective", "target_mask", "RetrospectiveResult"]
 

@@ -44,12 +44,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..schema import validate_triplets
-from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
+from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..io import atomic_write
+from ..schema import validate_triplets
 from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
-from ._evaluate import check_both_classes, labels_of, evaluate
+from ._evaluate import check_both_classes, evaluate, labels_of
 from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
 from .runtime import (

@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid.schema import new_triplet_dataset
+from astrid.braai import (
+    TrainConfig,
+    apply_labels,
+    fine_tune,
+    label_conflicts,
+    query,
+    training_labels,
+)
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
+from astrid.schema import new_triplet_dataset
 from astrid.triplets import load_triplets, write_triplets
 from astrid.widgets import LabelRecord, LabelStore
-
-from astrid.braai import TrainConfig, apply_labels, fine_tune, label_conflicts, query, training_labels
 
 
 def tiny_triplets(n=24, seed=0, size=63):

@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.braai import (  # noqa: E402
     TrainConfig,
     class_weights,
@@ -27,6 +26,7 @@ from astrid.braai import (  # noqa: E402
 from astrid.braai.runtime import training_dataset  # noqa: E402
 from astrid.errors import AstridInputError, AstridWarning  # noqa: E402
 from astrid.paths import shared_data  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 
 
 def synthetic_triplets(n, seed=0, n_fields=5, real_fraction=0.5):

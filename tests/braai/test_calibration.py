@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from astrid.braai import calibration_curve
-from astrid.braai import Calibration, fit_calibration
+from astrid.braai import Calibration, calibration_curve, fit_calibration
 from astrid.errors import AstridInputError
 
 

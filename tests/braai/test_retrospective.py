@@ -7,11 +7,10 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from astrid.errors import AstridInputError  # noqa: E402
+from test_active import tiny_triplets  # noqa: E402
 
 from astrid.braai import retrospective, target_mask  # noqa: E402
-
-from test_active import tiny_triplets  # noqa: E402
+from astrid.errors import AstridInputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

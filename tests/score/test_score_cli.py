@@ -22,9 +22,9 @@ pytest.importorskip("zarr")
 
 from astropy.table import Table  # noqa: E402
 
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.cli import main  # noqa: E402
 from astrid.paths import shared_data  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.score import score  # noqa: E402
 from astrid.triplets import load_triplets, write_triplets  # noqa: E402
 
