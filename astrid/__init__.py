@@ -19,24 +19,26 @@ from .errors import AstridError, AstridInputError
 from .io import Image, ImageMeta, read_image, write_image
 from .manifest import Manifest, SurveyPair
 
-# Top-level functions, imported from their modules on first use.
+# Top-level functions, imported from their stage modules on first use.
 _LAZY_FUNCTIONS = {
-    "align": "._align",
-    "Alignment": "._align",
-    "estimate_background": "._background",
-    "estimate_backgrounds": "._background",
-    "Background": "._background",
-    "estimate_psf": "._psf",
-    "gaussian_psf": "._psf",
-    "psf_to_fft_origin": "._psf",
-    "PSFModel": "._psf",
-    "find_stars": "._stars",
-    "match_stars": "._stars",
-    "flux_ratio": "._photometry",
-    "FluxRatio": "._photometry",
-    "difference": "._difference",
-    "DifferenceResult": "._difference",
-    "classic_subtract": "._classic",
+    "align": ".diffim.alignment",
+    "Alignment": ".diffim.alignment",
+    "estimate_background": ".diffim.background",
+    "estimate_backgrounds": ".diffim.background",
+    "Background": ".diffim.background",
+    "estimate_psf": ".diffim.psf",
+    "gaussian_psf": ".diffim.psf",
+    "psf_to_fft_origin": ".diffim.psf",
+    "PSFModel": ".diffim.psf",
+    "find_stars": ".diffim.stars",
+    "match_stars": ".diffim.stars",
+    "flux_ratio": ".diffim.photometry",
+    "FluxRatio": ".diffim.photometry",
+    "difference": ".diffim.pipeline",
+    "DifferenceResult": ".diffim.pipeline",
+    "classic_subtract": ".diffim.classic",
+    "DifferenceOptions": ".diffim.options",
+    "as_image": ".diffim.image",
     "detect": ".triplets",
     "label_candidates": ".triplets",
     "make_triplets": ".triplets",
@@ -49,11 +51,14 @@ _LAZY_FUNCTIONS = {
     "evaluate_methods": ".anomaly",
 }
 
-# Subpackages loaded on first attribute access.
+# Subpackages loaded on first attribute access (``astrid.zogy`` is the short name of the ZOGY
+# stage, astrid.diffim.zogy).
+_SUBMODULE_ALIASES = {"zogy": "diffim.zogy"}
 _LAZY_SUBMODULES = {
-    "simulate", "errors", "io", "manifest", "zogy", "alerts", "braai", "acquire", "export",
+    *_SUBMODULE_ALIASES,
+    "simulate", "errors", "io", "manifest", "alerts", "braai", "acquire", "export",
     "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
-    "inject", "schema", "evaluation",
+    "inject", "schema", "evaluation", "diffim",
 }
 
 __all__ = [
@@ -75,5 +80,5 @@ def __getattr__(name):
     if name in _LAZY_FUNCTIONS:
         return getattr(import_module(_LAZY_FUNCTIONS[name], __name__), name)
     if name in _LAZY_SUBMODULES:
-        return import_module(f".{name}", __name__)
+        return import_module(f".{_SUBMODULE_ALIASES.get(name, name)}", __name__)
     raise AttributeError(f"module 'astrid' has no attribute {name!r}")

@@ -194,7 +194,7 @@ def _read_alerts(path: Path):
 
 
 def _pair_triplets(inp: _Input, threshold: float):
-    from ._difference import difference
+    from .diffim import difference
     from .triplets import detect, make_triplets
 
     result = difference(inp.reference, inp.science)

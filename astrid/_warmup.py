@@ -25,7 +25,7 @@ __all__ = ["warmup"]
 
 def _steps():
     from . import simulate
-    from ._difference import difference
+    from .diffim import difference
     from .braai import preprocess
     from .triplets import detect, make_triplets
 

@@ -90,7 +90,7 @@ def _as_image(image, name: str) -> Image:
 
 
 def _as_psf(psf, image: Image, background, name: str = "image"):
-    from ._psf import PSFModel, estimate_psf
+    from .diffim import PSFModel, estimate_psf
 
     if psf is None:
         with warnings.catch_warnings(record=True) as caught:
@@ -119,7 +119,7 @@ def _as_psf(psf, image: Image, background, name: str = "image"):
         raise AstridInputError(f"psf must be a square array of odd side, got shape {array.shape}")
     if not np.all(np.isfinite(array)) or array.sum() <= 0:
         raise AstridInputError("psf must be finite with a positive sum")
-    from ._psf import measure_fwhm
+    from .diffim import measure_fwhm
 
     array = array / array.sum()
     return PSFModel(psf=array, fwhm=float(measure_fwhm(array)), n_stars=0, method="given")
@@ -351,7 +351,7 @@ def inject_sources(
         a given position off the image or on masked pixels, no galaxies for
         a galaxy placement, or no room for ``n`` sources.
     """
-    from ._background import estimate_background
+    from .diffim import estimate_background
 
     img = _as_image(image, "image")
     if placement not in PLACEMENTS:
@@ -488,7 +488,7 @@ def match_injections(truth: Table, candidates: Table, radius: float | None = Non
                 measured[k] = row["flux"] if "flux" in candidates.colnames else np.nan
                 error[k] = row["flux_err"] if "flux_err" in candidates.colnames else np.nan
                 if result is not None and getattr(result, "S", None) is not None:
-                    from .zogy import flux_at
+                    from .diffim.zogy import flux_at
 
                     at = flux_at(result, float(tx[k]), float(ty[k]))
                     if not at["masked"]:

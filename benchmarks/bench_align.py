@@ -92,17 +92,18 @@ def main(argv=None) -> None:
     import numba
 
     from astrid import simulate
-    from astrid._align import _apply, _pixel_map, align
-    from astrid._background import estimate_background
-    from astrid._psf import estimate_psf, measure_fwhm
-    from astrid._stars import find_stars
+    from astrid.diffim import align
+    from astrid.diffim.alignment import apply_transform, pixel_map
+    from astrid.diffim import estimate_background
+    from astrid.diffim import estimate_psf, measure_fwhm
+    from astrid.diffim import find_stars
 
     print(f"# AstrID bench_align  python {platform.python_version()}  numpy {np.__version__}  "
           f"numba {numba.__version__} ({numba.get_num_threads()} threads)  cpus {os.cpu_count()}")
     warm = simulate.pair(256, seed=args.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        align(warm.science, warm.reference)
+        align(reference=warm.reference, science=warm.science)
         estimate_psf(warm.reference.data, warm.reference.mask)
 
     header = f"{'size':>6} {'step':<12} {'wall_s':>7} {'cpu_s':>7} {'peak_MiB':>9}  notes"
@@ -133,12 +134,12 @@ def main(argv=None) -> None:
               f"fwhm={psf.fwhm:.2f}px true={true_fwhm:.2f}px")
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            al, t, c, m = _timed(lambda: align(sci, ref), args.repeat)
+            al, t, c, m = _timed(lambda: align(reference=ref, science=sci), args.repeat)
         st = sim.stars
         sx, sy = np.asarray(st["x_sci"], float), np.asarray(st["y_sci"], float)
-        wx, wy = _pixel_map(wrong, ref.wcs, sx, sy)
-        fx, fy = _apply(al.transform, wx, wy)
-        tx, ty = _apply(sim.params["sci_to_ref"], sx, sy)
+        wx, wy = pixel_map(wrong, ref.wcs, sx, sy)
+        fx, fy = apply_transform(al.transform, wx, wy)
+        tx, ty = apply_transform(sim.params["sci_to_ref"], sx, sy)
         ok = (tx > 0) & (tx < size) & (ty > 0) & (ty < size)
         maperr = float(np.max(np.hypot(fx - tx, fy - ty)[ok]))
         print(f"{size:>6} {'align':<12} {t:7.2f} {c:7.2f} {m:9.1f}  {al.method} n={al.n_matched} "

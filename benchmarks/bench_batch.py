@@ -40,7 +40,7 @@ from pathlib import Path
 def _warm_worker() -> int:
     """Run on each worker: difference a small pair so imports and numba kernels are loaded."""
     import astrid
-    from astrid._difference import difference
+    from astrid.diffim import difference
     from astrid.triplets import detect
 
     with warnings.catch_warnings():

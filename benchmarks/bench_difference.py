@@ -42,18 +42,18 @@ def _pair(size: int, seed: int):
 
 def _zogy_against_floor(result, dtype, repeat):
     """Best standalone ZOGY time on ``result``'s inputs and best single rfft2, alternated."""
-    from astrid._difference import _tile_size, _zogy_psf
-    from astrid.zogy import ZogyImage, ZogyOptions, subtract
+    from astrid.diffim.pipeline import zogy_psf, zogy_tile_size
+    from astrid.diffim.zogy import ZogyImage, ZogyOptions, subtract
 
     raw = result.subtraction
     m = result.metrics
     # The same PSFs as difference() gave ZOGY: callables (tiles) when they vary over the field.
     regularise = bool(m.get("regularised_psf", True))
     kwargs = dict(
-        reference=ZogyImage(result.reference.data, _zogy_psf(result.reference_psf, regularise),
+        reference=ZogyImage(result.reference.data, zogy_psf(result.reference_psf, regularise),
                             m["sigma_ref"], variance=result.reference.variance,
                             noise_acf=raw.reference_noise_acf),
-        science=ZogyImage(result.science.data, _zogy_psf(result.science_psf, regularise),
+        science=ZogyImage(result.science.data, zogy_psf(result.science_psf, regularise),
                           m["sigma_sci"], variance=result.science.variance,
                           noise_acf=raw.science_noise_acf),
         flux_ratio=m["flux_ratio"],
@@ -62,7 +62,7 @@ def _zogy_against_floor(result, dtype, repeat):
             astrometric_sigma=raw.astrometric_sigma,
             dtype=dtype,
             systematic_fraction="auto" if raw.systematic_fraction > 0 else 0.0,
-            tile_size=_tile_size("auto", result.D.shape),
+            tile_size=zogy_tile_size("auto", result.D.shape),
         ),
     )
     x = np.random.default_rng(0).normal(size=raw.padded_shape).astype(dtype)
@@ -83,7 +83,7 @@ def _zogy_against_floor(result, dtype, repeat):
 
 
 def _run(sim, dtype, flux_ratio):
-    from astrid._difference import difference
+    from astrid.diffim import difference
 
     with warnings.catch_warnings():
         # PSF fallbacks and the like are reported in the metrics; keep the table clean.

@@ -58,7 +58,7 @@ def build_result(size: int, synthetic: bool, seed: int):
                                n_hot_pixels=int(60 * scale), n_fading=int(10 * scale))
         return synthetic_difference((size, size), scene, seed=seed), "synthetic (astrid.triplets.synthetic_difference)"
     import astrid.simulate
-    from astrid._difference import difference
+    from astrid.diffim import difference
 
     sim = astrid.simulate.pair(size=size, seed=seed)
     return difference(sim.reference, sim.science), "astrid.simulate.pair + astrid.difference (zogy)"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from astrid._difference import difference
+from astrid.diffim import difference
 from astrid.simulate import pair
 
 CLEAN = {"psf_variation": 0.0, "psf_ellipticity": 0.0, "artifacts": False, "n_variables": 0}

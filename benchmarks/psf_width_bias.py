@@ -4,7 +4,7 @@ For simulated pairs, compares the FWHM of the true PSF at the image centre
 (``SimulatedPair.psf``) with that of ``estimate_psf``'s stack of stars
 (``degree=0``), of the stack after the Wiener shrink alone, and after the
 whole regularisation that ``difference()`` applies (Wiener shrink and Moffat
-wings, ``_regularise_psf``). The FWHM is a measure of the core, which the
+wings, ``astrid.diffim.psf.regularise_psf``). The FWHM is a measure of the core, which the
 wings beyond 1.5 FWHM do not touch.
 
 Run::
@@ -21,13 +21,13 @@ import warnings
 
 import numpy as np
 
-from astrid._difference import _regularise_psf
-from astrid._psf import estimate_psf, measure_fwhm
+from astrid.diffim.psf import regularise_psf
+from astrid.diffim import estimate_psf, measure_fwhm
 from astrid.simulate import pair
 
 
 def wiener_only(psf: np.ndarray) -> np.ndarray:
-    """The Wiener shrink of ``_regularise_array`` without the Moffat wings."""
+    """The Wiener shrink of ``astrid.diffim.psf.regularise_psf_array`` without the Moffat wings."""
     c = psf.shape[0] // 2
     y, x = np.indices(psf.shape) - c
     outer = np.hypot(x, y) > 0.7 * c
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             if model.method != "empirical":
                 print(f"| {seed} | {epoch} | {true:.3f} | {model.n_usable} | ({model.method}) | | |")
                 continue
-            regularised, _ = _regularise_psf(model)
+            regularised, _ = regularise_psf(model)
             cells = [f"{100 * (fwhm / true - 1):+.1f} %" for fwhm in
                      (model.fwhm, measure_fwhm(wiener_only(model.psf)), regularised.fwhm)]
             print(f"| {seed} | {epoch} | {true:.3f} | {model.n_stars} | " + " | ".join(cells) + " |")

@@ -61,7 +61,7 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
     import xarray as xr
 
     from astrid import simulate
-    from astrid._difference import difference
+    from astrid.diffim import difference
     from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
 
     cache.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ def simulate_fields(args, cache: Path):
     import xarray as xr
 
     from astrid import simulate
-    from astrid._difference import difference
+    from astrid.diffim import difference
     from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
 
     real_kinds = tuple(args.real_kinds.split(","))

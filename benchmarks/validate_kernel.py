@@ -51,11 +51,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from validate_simulated import evaluate, parse_options
 
-from astrid import _difference
-from astrid._difference import difference
+from astrid.diffim import difference
+from astrid.diffim.pipeline import variance_map
 from astrid.kernel import KernelInputs, KernelOptions, subtract
 from astrid.simulate import explained_mask, near_stars_mask, source_free_mask
-from astrid.zogy import robust_std
+from astrid.diffim.zogy import robust_std
 
 
 class _KernelResult:
@@ -136,7 +136,7 @@ def _bright_residual(S, valid, stars, n=5, half=3):
 
 def _brightest_stars(image):
     """(x, y) of the unsaturated, unmasked stars of ``image`` (an Image on the output grid), brightest first."""
-    from astrid._stars import find_stars
+    from astrid.diffim import find_stars
 
     data = np.asarray(image.data, dtype=np.float64)
     mask = np.asarray(image.mask, bool) | ~np.isfinite(data)
@@ -231,11 +231,11 @@ def bench(size, repeat, kernel_options):
         warnings.simplefilter("ignore")
         base = difference(sim.reference, sim.science, method="classic")
     sci, ref = base.science, base.reference
-    sv, _ = _difference._variance(sci, base.science_background, sci.data, sci.mask, True)
-    rv, _ = _difference._variance(ref, base.reference_background, ref.data, ref.mask, True)
+    sv, _ = variance_map(sci, base.science_background, sci.data, sci.mask, True)
+    rv, _ = variance_map(ref, base.reference_background, ref.data, ref.mask, True)
     m = base.metrics
     # difference() passes the alignment's star list of the reference; found here once, untimed.
-    from astrid._stars import find_stars
+    from astrid.diffim import find_stars
 
     stars = find_stars(np.where(ref.mask, 0, np.nan_to_num(ref.data)), mask=ref.mask, background=0.0,
                        rms=m["sigma_ref"])

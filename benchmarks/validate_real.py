@@ -36,10 +36,10 @@ import numpy as np
 from astropy.io import fits
 
 from astrid import read_image
-from astrid._difference import difference
+from astrid.diffim import difference
 from astrid.paths import shared_data
 from astrid.simulate import significant_peaks
-from astrid.zogy import robust_std
+from astrid.diffim.zogy import robust_std
 
 THRESHOLD = 5.0
 PEAK_BOX = 5  # px: a peak is the maximum of |S_corr| in its 5×5 neighbourhood
@@ -55,7 +55,7 @@ def count_peaks(significance: np.ndarray, valid: np.ndarray, threshold: float = 
 
 def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> int:
     """5-sigma peaks of S_corr within 4 FWHM of a reference source with S/N above ``snr`` (residuals of bright stars)."""
-    from astrid._stars import find_stars
+    from astrid.diffim import find_stars
 
     xs, ys = significant_peaks(np.nan_to_num(result.S_corr), ~valid, THRESHOLD, PEAK_BOX)
     if len(xs) == 0:
@@ -78,7 +78,7 @@ def _injected_fwhm(psf: np.ndarray, shape, seed: int = 1) -> float:
     """The star finder's FWHM for 36 copies of ``psf`` (its 51² core) at random sub-pixel phases in faint noise."""
     from scipy.ndimage import shift
 
-    from astrid._stars import find_stars
+    from astrid.diffim import find_stars
 
     rng = np.random.default_rng(seed)
     img = rng.normal(0.0, 1e-4, shape)
@@ -151,7 +151,7 @@ def jwst(root) -> list[dict]:
             ratio = e["fwhm"][i] / webb_fwhm[i]
             print(f"# JWST target, {side} PSF FWHM within 10 % of WebbPSF's {webb_fwhm[i]:.3f} px: "
                   f"{e['fwhm'][i]:.3f} px ({100 * (ratio - 1):+.1f} %) -> {'met' if abs(ratio - 1) <= 0.1 else 'NOT met'}")
-        from astrid._stars import find_stars
+        from astrid.diffim import find_stars
 
         for name, label in ((JWST_SCI, "science"), (JWST_REF, "reference")):
             image = read_image(root / "input_data" / f"{name}.fits")

@@ -28,9 +28,9 @@ import warnings
 
 import numpy as np
 
-from astrid._difference import difference
+from astrid.diffim import difference
 from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
-from astrid.zogy import flux_at, robust_std
+from astrid.diffim.zogy import flux_at, robust_std
 
 
 def evaluate(sim, result, explained, bright_mask, free_mask):

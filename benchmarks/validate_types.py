@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 
 import astrid
-from astrid._difference import difference
+from astrid.diffim import difference
 from astrid.anomaly import (
     CLASSES,
     plot_confusion,

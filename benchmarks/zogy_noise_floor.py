@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from astrid.simulate import pair, significant_peaks
-from astrid.zogy import ZogyImage, ZogyOptions, robust_std, subtract
+from astrid.diffim.zogy import ZogyImage, ZogyOptions, robust_std, subtract
 
 THRESHOLDS = (4.0, 4.5, 5.0, 5.2, 5.5)
 EMPTY = dict(n_stars=0, n_galaxies=0, n_host_galaxies=0, n_supernovae=0, n_variables=0, n_asteroids=0,

@@ -155,7 +155,7 @@ class Field:
     @classmethod
     def from_pair(cls, pair, name: str, *, classic: bool = False) -> Field:
         """Difference a simulated pair (ZOGY, and classic when asked) and time it."""
-        from .._difference import difference
+        from ..diffim import difference
 
         started = time.perf_counter()
         result = difference(pair.reference, pair.science)

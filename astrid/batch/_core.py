@@ -270,7 +270,7 @@ def run_pair(task: PairTask) -> dict:
     """
     from astropy.table import Table as _Table
 
-    from .._difference import difference
+    from ..diffim import difference
     from ..triplets import detect, label_candidates, make_triplets, write_triplets
 
     pair, pair_dir = task.pair, Path(task.pair_dir)
@@ -443,14 +443,17 @@ def _pairs_of(source) -> tuple[list[SurveyPair], Path | None]:
 
 
 def _check_difference_options(options: dict) -> None:
-    from .._difference import _OPTIONS
+    from ..diffim import DifferenceOptions
+    from ..diffim.options import FLAT_NAMES
 
-    known = set(_OPTIONS) | set(_DIFFERENCE_KEYWORDS)
+    known = set(FLAT_NAMES) | set(_DIFFERENCE_KEYWORDS)
     unknown = sorted(set(options) - known)
     if unknown:
         raise AstridInputError(
             f"process_pairs: unknown difference option(s) {unknown}; known options are {sorted(known)}"
         )
+    # The values too, once, before any pair runs.
+    DifferenceOptions.from_mapping({k: v for k, v in options.items() if k in FLAT_NAMES}, caller="process_pairs")
 
 
 def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import AstridInputError
-from ..zogy import check_dtype as _check_dtype
-from ..zogy import check_positive as _check_positive
+from ..diffim.zogy import check_dtype as _check_dtype
+from ..diffim.zogy import check_positive as _check_positive
 from ._basis import HOTPANTS_DEGREES
 
 __all__ = ["MIN_STAMPS", "KernelInputs", "KernelOptions"]

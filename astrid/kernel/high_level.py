@@ -29,17 +29,17 @@ from scipy import ndimage
 from scipy.special import erfinv
 
 from .. import _utils
-from .._inpaint import repair_isolated
+from ..diffim.inpaint import repair_isolated
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
 from ..errors import AstridInputError, AstridPSFError
-from ..zogy import as_aligned_pair as _as_aligned_pair
-from ..zogy import bad_pixels as _bad_pixels
-from ..zogy import check_dtype as _check_dtype
-from ..zogy import check_map as _check_map
-from ..zogy import check_mask_fraction as _check_mask_fraction
-from ..zogy import check_positive as _check_positive
-from ..zogy import estimate_noise_acf, robust_std
-from ..zogy import untrusted as _untrusted
+from ..diffim.zogy import as_aligned_pair as _as_aligned_pair
+from ..diffim.zogy import bad_pixels as _bad_pixels
+from ..diffim.zogy import check_dtype as _check_dtype
+from ..diffim.zogy import check_map as _check_map
+from ..diffim.zogy import check_mask_fraction as _check_mask_fraction
+from ..diffim.zogy import check_positive as _check_positive
+from ..diffim.zogy import estimate_noise_acf, robust_std
+from ..diffim.zogy import untrusted as _untrusted
 from ._basis import (
     HOTPANTS_SIGMAS,
     alard_lupton_basis,
@@ -687,13 +687,12 @@ def _positions(images: _Images, stars, min_snr) -> _Positions:
     ny, nx = images.shape
     sig = images.sigma
     if stars is None:
-        from .._stars import find_stars
+        from ..diffim.stars import find_stars
 
         # Not only the isolated stars: the brightest have detections in their wings, and without
         # them the kernel is extrapolated exactly where its errors show most (the stamp selection
         # keeps one stamp per neighbourhood, the brightest).
-        stars = find_stars(images.reference, mask=images.bad, background=0.0, rms=sig["reference_sigma"],
-                           name="reference")
+        stars = find_stars(images.reference, mask=images.bad, background=0.0, rms=sig["reference_sigma"])
     x, y, flux, snr, flagged = _star_positions(stars)
     if snr is None:
         # The stars' S/N on the image to convolve: 5×5 px sums against the sky noise.
@@ -1033,7 +1032,7 @@ def _apply(images: _Images, model: KernelModel, fit: _Fit, astrometric_sigma, op
         # What the stamps' polynomial leaves of the two background maps' difference, from the
         # difference image itself (sigma-clipped boxes away from sources). The matched filter sums
         # a PSF's worth of pixels, so an offset of a few hundredths of σ would show in it.
-        from .._stars import quick_background
+        from ..diffim.stars import quick_background
 
         sources = bad | (np.abs(conv) > 3.0 * np.sqrt(var))
         residual_sky, _ = quick_background(np.where(sources, 0, diff), sources, box=options.background_box)

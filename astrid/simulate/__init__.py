@@ -22,6 +22,7 @@ from ._evaluate import (
 from ._params import EPOCHS, TRUTH_KINDS
 from ._presets import PRESETS
 from ._survey import survey
+from . import datasets  # small exact test images: tan_wcs, star_field, moffat_psf, ...
 
 __all__ = ["SimulatedPair", "pair", "survey", "PRESETS", "TRUTH_KINDS", "EPOCHS",
-           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks"]
+           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks", "datasets"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.table import Table
 
-from .._stars import find_stars
+from ..diffim import find_stars
 from ..errors import AstridInputError
 
 __all__ = ["reference_catalog"]
@@ -34,7 +34,7 @@ def reference_catalog(
         contributes its mask.
     fwhm : float, optional
         Stellar FWHM in pixels; by default measured by
-        :func:`astrid._stars.find_stars`.
+        :func:`astrid.find_stars`.
     threshold : float, optional
         Detection threshold (matched-filter S/N), default 5.
     extended_factor : float, optional
@@ -43,7 +43,7 @@ def reference_catalog(
     Returns
     -------
     astropy.table.Table
-        The columns of :func:`~astrid._stars.find_stars` (``x``, ``y``,
+        The columns of :func:`~astrid.find_stars` (``x``, ``y``,
         ``flux``, ``snr``, ``fwhm``, ...) plus ``extended`` (bool): a source
         at S/N >= 10, neither saturated nor masked, broader than a star or
         too broad for the measurement window (FWHM undefined).

@@ -206,7 +206,7 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
     if isinstance(inputs, (str, os.PathLike)):
         inputs = Manifest.load(inputs)
     if isinstance(inputs, Manifest):
-        from .._difference import difference
+        from ..diffim import difference
         from ..io import read_image
 
         for pair in inputs.pairs():
@@ -225,7 +225,7 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
         )
     for i, item in enumerate(inputs):
         if hasattr(item, "truth") and hasattr(item, "science") and not hasattr(item, "S_corr"):
-            from .._difference import difference
+            from ..diffim import difference
 
             result = difference(item.reference, item.science, **difference_kwargs)
             galaxies = getattr(item, "galaxies", None)

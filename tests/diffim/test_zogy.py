@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from astrid.errors import AstridInputError
-from astrid.zogy import (
+from astrid.diffim.zogy import (
     ZogyImage,
     ZogyOptions,
     ZogyResult,

@@ -14,7 +14,7 @@ from astrid.kernel import (
     delta_basis,
     subtract,
 )
-from astrid.zogy import robust_std
+from astrid.diffim.zogy import robust_std
 
 
 def _gaussian(sx, sy=None, theta=0.0, half=6):

@@ -6,7 +6,6 @@ elliptical galaxies of many sizes, on white noise.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -14,52 +13,21 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from astrid import Image
-from astrid._difference import _star_positions
-from astrid._psf import estimate_psf
-from astrid._stars import GAUSSIAN_SIGMA_TO_FWHM, find_stars
+from astrid.diffim import estimate_psf, find_stars
+from astrid.diffim.pipeline import star_positions
 from astrid.errors import AstridInputError, AstridWarning
 from astrid.io import header_meta
+from astrid.simulate import datasets
 
 STAR_FWHM = 2.5
 SIZE = 480
 
 
-def _blob(img, x, y, flux, fwhm_major, q, angle):
-    """Add an elliptical Gaussian (axis ratio q, position angle in radians) of total flux ``flux``."""
-    s_major = fwhm_major / GAUSSIAN_SIGMA_TO_FWHM
-    s_minor = s_major * q
-    r = int(math.ceil(5 * s_major)) + 1
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(float)
-    xi, yi = int(round(x)), int(round(y))
-    dx, dy = xx - (x - xi), yy - (y - yi)
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    prof = np.exp(-0.5 * ((u / s_major) ** 2 + (v / s_minor) ** 2))
-    img[yi - r : yi + r + 1, xi - r : xi + r + 1] += flux * prof / prof.sum()
-
-
 def _field(n_stars, n_galaxies, seed=0, star_fwhm=STAR_FWHM):
     """Image, star positions (n, 2) of a field of round stars among elliptical galaxies (noise sigma 1)."""
-    rng = np.random.default_rng(seed)
-    img = rng.normal(0.0, 1.0, (SIZE, SIZE))
-    # Sources on a jittered grid, so that most are isolated.
-    step = 40
-    cells = [(x, y) for y in range(step, SIZE - step + 1, step) for x in range(step, SIZE - step + 1, step)]
-    order = rng.permutation(len(cells))
-    assert n_stars + n_galaxies <= len(cells)
-    stars = []
-    for k, idx in enumerate(order[: n_stars + n_galaxies]):
-        x, y = np.asarray(cells[idx], float) + rng.uniform(-6, 6, 2)
-        if k < n_stars:
-            _blob(img, x, y, rng.uniform(2e3, 2e4), star_fwhm, 1.0, 0.0)
-            stars.append((x, y))
-        else:
-            _blob(img, x, y, rng.uniform(3e3, 3e4), rng.uniform(4.0, 11.0), rng.uniform(0.45, 0.85),
-                  rng.uniform(0, math.pi))
-    return img, np.array(stars).reshape(-1, 2)
+    return datasets.stars_among_galaxies(n_stars, n_galaxies, size=SIZE, star_fwhm=star_fwhm, seed=seed)
 
 
 def test_locus_of_stars_under_more_numerous_galaxies():
@@ -135,12 +103,7 @@ def test_seeing_must_be_positive(bad):
 
 
 def _wcs(scale_arcsec=0.5):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [150.0, 2.0]
-    wcs.wcs.crpix = [SIZE / 2, SIZE / 2]
-    wcs.wcs.cdelt = [-scale_arcsec / 3600.0, scale_arcsec / 3600.0]
-    return wcs
+    return datasets.tan_wcs((SIZE, SIZE), scale_arcsec=scale_arcsec, crpix=(SIZE / 2, SIZE / 2))
 
 
 def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
@@ -149,13 +112,13 @@ def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
     image = Image(data=img, wcs=wcs)
     sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
     for catalogue in (sky, Table({"RA_ICRS": sky.ra.deg, "DE_ICRS": sky.dec.deg}), Table({"x": xy[:, 0], "y": xy[:, 1]})):
-        assert np.allclose(_star_positions(catalogue, image), xy, atol=1e-6)
+        assert np.allclose(star_positions(catalogue, image), xy, atol=1e-6)
     with pytest.raises(AstridInputError, match="psf_stars"):
-        _star_positions(Table({"mag": [1.0]}), image)
+        star_positions(Table({"mag": [1.0]}), image)
     with pytest.raises(AstridInputError, match="psf_stars"):
-        _star_positions([1, 2], image)
+        star_positions([1, 2], image)
     with pytest.raises(AstridInputError, match="has none"):
-        _star_positions(SkyCoord([150.0], [2.0], unit="deg"), Image(data=img))
+        star_positions(SkyCoord([150.0], [2.0], unit="deg"), Image(data=img))
 
 
 @pytest.mark.parametrize(
@@ -188,7 +151,7 @@ def test_header_seeing_in_arcsec_without_wcs_uses_the_pixel_scale_key():
 
 
 def test_difference_with_a_gaia_shaped_catalogue_builds_the_psf_from_the_stars():
-    from astrid._difference import difference
+    from astrid.diffim import difference
 
     img, xy = _field(n_stars=4, n_galaxies=80, seed=4)
     wcs = _wcs()

@@ -7,15 +7,15 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import make_wcs
 from scipy import ndimage
+from test_zogy import add_source, gaussian, starfield
 
 from astrid import Image, ImageMeta, write_image
-from astrid._difference import DifferenceResult, difference
+from astrid.diffim import DifferenceResult, difference
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
 from astrid.simulate import significant_peaks as peaks
-from astrid.zogy import flux_at, robust_std
-from conftest import make_wcs
-from test_zogy import add_source, gaussian, starfield
+from astrid.diffim.zogy import flux_at, robust_std
 
 FWHM_N, FWHM_R = 3.5, 2.5
 

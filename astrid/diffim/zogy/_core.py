@@ -24,9 +24,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-from .. import _utils
-from .._inpaint import repair_isolated
-from ..errors import AstridInputError, AstridWarning
+from ... import _utils
+from ...errors import AstridInputError, AstridWarning
 from . import _kernels
 
 __all__ = [
@@ -1164,6 +1163,8 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
     bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # Isolated NaN pixels on smooth sky are filled from their neighbours and
     # cost their own area, not a dilation by the kernel radius each.
+    from ..inpaint import repair_isolated  # here, not at the top: astrid.diffim imports zogy
+
     (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
     if filled.any():
         bad &= ~filled
@@ -1218,7 +1219,7 @@ def _layout(inputs: _Inputs) -> _Layout:
     # _kernels.assemble): the lowest S on a ring of two FWHM of P_D is subtracted.
     ring = 0
     if split:
-        from .._psf import measure_fwhm
+        from ..psf import measure_fwhm
 
         width = measure_fwhm(kernels[0].P_D)
         ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0

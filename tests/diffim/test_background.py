@@ -1,13 +1,13 @@
-"""Tests of astrid._background.estimate_background."""
+"""Tests of astrid.estimate_background."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 
-import warnings
-
-from astrid._background import Background, estimate_background, estimate_backgrounds
+from astrid.diffim import Background, estimate_background, estimate_backgrounds
 from astrid.errors import AstridInputError
 
 

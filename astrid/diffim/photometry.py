@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ._stars import _clean, clipped_median_std, find_stars
-from .errors import AstridInputError
-from .io import Image
+from ..errors import AstridInputError
+from ..io import Image
+from .image import as_image
+from .stars import clean_stars, clipped_median_std, find_stars
 
 __all__ = ["FluxRatio", "flux_ratio"]
 
@@ -180,25 +181,48 @@ def _consensus(values, sigma):
 
 
 def _unpack(image, name):
-    """data, mask, zero point of an Image or an array."""
+    """data, mask, zero point and saturation level of any image input (see :func:`as_image`)."""
     if isinstance(image, Image):
         return image.data, image.mask, image.meta.zeropoint, image.meta.saturation
-    if image is None:
-        raise AstridInputError(f"{name}: got None, expected a 2-D array or an astrid.Image")
-    mask = None
-    if isinstance(image, np.ma.MaskedArray):
-        # The values under a numpy.ma mask are not pixels.
-        mask = np.ma.getmaskarray(image)
-        image = np.ma.getdata(image)
-    try:
-        arr = np.asarray(image)
-    except Exception as exc:  # ragged lists and the like
-        raise AstridInputError(f"{name}: cannot be read as an array ({exc})") from exc
-    if arr.ndim != 2:
-        raise AstridInputError(f"{name}: must be a 2-D array or an astrid.Image, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise AstridInputError(f"{name}: must be a real-valued image, got dtype {arr.dtype}")
-    return arr, mask, None, None
+    image = as_image(image, name)
+    return image.data, image.mask, None, None
+
+
+@dataclass
+class _Pair:
+    """The two images as arrays, their combined bad pixels, saturation levels and zero points."""
+
+    sci: np.ndarray
+    ref: np.ndarray
+    bad: np.ndarray
+    sci_sat: float | None
+    ref_sat: float | None
+    zp_n: float | None
+    zp_r: float | None
+
+    def fallback(self, why):
+        if self.zp_n is not None and self.zp_r is not None:
+            return _zeropoint_ratio(float(self.zp_n), float(self.zp_r))
+        raise AstridInputError(f"cannot measure the flux ratio: {why}, and no zero points are known for both images")
+
+
+def _pair(reference, science, mask, reference_zp, science_zp) -> _Pair:
+    sci, sci_mask, sci_zp_meta, sci_sat = _unpack(science, "science")
+    ref, ref_mask, ref_zp_meta, ref_sat = _unpack(reference, "reference")
+    if sci.shape != ref.shape:
+        raise AstridInputError(
+            f"science shape {sci.shape} differs from reference shape {ref.shape}: align the images first"
+        )
+    bad = ~np.isfinite(sci) | ~np.isfinite(ref)
+    for extra, label in ((sci_mask, "science mask"), (ref_mask, "reference mask"), (mask, "mask")):
+        if extra is not None:
+            extra = np.asarray(extra, dtype=bool)
+            if extra.shape != sci.shape:
+                raise AstridInputError(f"{label}: shape {extra.shape} does not match the images {sci.shape}")
+            bad |= extra
+    zp_n = science_zp if science_zp is not None else sci_zp_meta
+    zp_r = reference_zp if reference_zp is not None else ref_zp_meta
+    return _Pair(sci, ref, bad, sci_sat, ref_sat, zp_n, zp_r)
 
 
 def _centroid_offsets(sci, ref, bad, xy, radius) -> np.ndarray:
@@ -247,7 +271,7 @@ def _psf_fwhm_and_array(psf, name):
         # encircled energy would bias the correction by more than it fixes.
         trusted = getattr(psf, "method", "given") != "gaussian-fallback"
         return float(psf.fwhm), (np.asarray(psf.psf, dtype=float) if trusted else None)
-    from ._psf import PSFModel
+    from .psf import PSFModel
 
     model = PSFModel.from_array(psf, name=name)
     return model.fwhm, model.psf
@@ -277,25 +301,26 @@ def _zeropoint_ratio(zp_n, zp_r):
 
 
 def flux_ratio(
-    science,
+    *,
     reference,
-    science_psf=None,
+    science,
     reference_psf=None,
+    science_psf=None,
     mask=None,
     stars=None,
-    science_zp: float | None = None,
     reference_zp: float | None = None,
+    science_zp: float | None = None,
     max_stars: int | None = 2000,
 ) -> FluxRatio:
     """Flux ratio ``F_n / F_r`` of two aligned images.
 
     Parameters
     ----------
-    science, reference : Image or numpy.ndarray, shape (ny, nx)
+    reference, science : Image, (data, mask) tuple or numpy.ndarray, shape (ny, nx)
         The two images on the same pixel grid (the science image resampled
-        by :func:`~astrid.align`). Masks and zero points of :class:`Image`
-        inputs are used.
-    science_psf, reference_psf : PSFModel or numpy.ndarray, optional
+        by :func:`~astrid.align`), keyword-only (see :func:`astrid.as_image`).
+        Masks and zero points of :class:`Image` inputs are used.
+    reference_psf, science_psf : PSFModel or numpy.ndarray, optional
         PSFs of the two images: they set the aperture (2.5 FWHM of the
         broader one) and the aperture corrections (the fraction of each PSF
         inside it), which make the ratio that of total fluxes even when the
@@ -308,7 +333,7 @@ def flux_ratio(
         Positions to measure, a table with ``x`` and ``y`` columns (e.g. from
         :func:`~astrid.find_stars`) or an ``(n, 2)`` array of (x, y), 0-based.
         By default the isolated, unsaturated stars detected in the reference.
-    science_zp, reference_zp : float, optional
+    reference_zp, science_zp : float, optional
         Zero points (``mag = zp - 2.5 log10(flux)``). When both are given
         the ratio is ``10**(-0.4 * (reference_zp - science_zp))``.
     max_stars : int or None, optional
@@ -347,37 +372,46 @@ def flux_ratio(
     if max_stars is not None and not (isinstance(max_stars, (int, np.integer)) and max_stars >= _MIN_STARS):
         raise AstridInputError(f"max_stars: must be an integer >= {_MIN_STARS} or None, got {max_stars!r}")
 
-    sci, sci_mask, sci_zp_meta, sci_sat = _unpack(science, "science")
-    ref, ref_mask, ref_zp_meta, ref_sat = _unpack(reference, "reference")
-    if sci.shape != ref.shape:
-        raise AstridInputError(
-            f"science shape {sci.shape} differs from reference shape {ref.shape}: align the images first"
-        )
-    bad = ~np.isfinite(sci) | ~np.isfinite(ref)
-    for extra, label in ((sci_mask, "science mask"), (ref_mask, "reference mask"), (mask, "mask")):
-        if extra is not None:
-            extra = np.asarray(extra, dtype=bool)
-            if extra.shape != sci.shape:
-                raise AstridInputError(f"{label}: shape {extra.shape} does not match the images {sci.shape}")
-            bad |= extra
-    zp_n = science_zp if science_zp is not None else sci_zp_meta
-    zp_r = reference_zp if reference_zp is not None else ref_zp_meta
-
-    def fallback(why):
-        if zp_n is not None and zp_r is not None:
-            return _zeropoint_ratio(float(zp_n), float(zp_r))
-        raise AstridInputError(f"cannot measure the flux ratio: {why}, and no zero points are known for both images")
-
-    if bad.all():
-        return fallback("no pixel is finite and unmasked in both images")
+    pair = _pair(reference, science, mask, reference_zp, science_zp)
+    if pair.bad.all():
+        return pair.fallback("no pixel is finite and unmasked in both images")
 
     fwhm_n, psf_n = _psf_fwhm_and_array(science_psf, "science_psf")
     fwhm_r, psf_r = _psf_fwhm_and_array(reference_psf, "reference_psf")
 
+    xy, brightness, fwhm_n, fwhm_r = _star_positions(pair, stars, fwhm_n, fwhm_r)
+    radius = _APERTURE_FWHM * max(fwhm_n, fwhm_r)
+    xy = _measurable(xy, brightness, radius, pair.sci.shape, max_stars)
+    if len(xy) < _MIN_STARS:
+        return pair.fallback(f"only {len(xy)} stars lie far enough from the edges")
+    flagged, (f_n, e_n), (f_r, e_r), n_bad = _photometry(pair, xy, radius)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr_n = f_n / e_n
+        snr_r = f_r / e_r
+    usable = (n_bad == 0) & (snr_n >= _MIN_SNR) & (snr_r >= _MIN_SNR)
+    usable &= np.isfinite(f_n) & np.isfinite(f_r)
+    if usable.sum() < _MIN_STARS:
+        return pair.fallback(f"only {int(usable.sum())} stars have S/N >= {_MIN_SNR:g} in both images")
+
+    correction = 1.0
+    if psf_r is not None and psf_n is not None:
+        correction = _encircled(psf_r, radius) / _encircled(psf_n, radius)
+    ratio = f_n[usable] / f_r[usable] * correction
+    rel_err = np.sqrt((e_n[usable] / f_n[usable]) ** 2 + (e_r[usable] / f_r[usable]) ** 2 + 2 * _FLOOR**2)
+    positive = ratio > 0
+    if positive.sum() < _MIN_STARS:
+        return pair.fallback("fewer than 3 stars have positive fluxes in both images")
+    _check_aligned(pair, flagged, xy[usable], radius, max(fwhm_n, fwhm_r))
+    mean, error, n = _consensus(np.log(ratio[positive]), rel_err[positive])
+    return FluxRatio(ratio=mean, error=error, n_stars=n, method="stars")
+
+
+def _star_positions(pair: _Pair, stars, fwhm_n, fwhm_r):
+    """(x, y) of the stars to measure, their brightness (or None) and both FWHMs (measured when unknown)."""
     brightness = None
     if stars is None:
-        table = find_stars(ref, bad, saturation=ref_sat)
-        table = table[_clean(table)]
+        table = find_stars(pair.ref, pair.bad, saturation=pair.ref_sat)
+        table = table[clean_stars(table)]
         xy = np.column_stack([np.asarray(table["x"]), np.asarray(table["y"])])
         brightness = np.asarray(table["flux"], float)
         if fwhm_r is None:
@@ -391,34 +425,40 @@ def flux_ratio(
     if fwhm_r is None or fwhm_n is None:
         # The star finder's median FWHM stands in for a missing PSF.
         if fwhm_r is None:
-            fwhm_r = float(find_stars(ref, bad, saturation=ref_sat).meta["fwhm"])
+            fwhm_r = float(find_stars(pair.ref, pair.bad, saturation=pair.ref_sat).meta["fwhm"])
         if fwhm_n is None:
-            fwhm_n = float(find_stars(sci, bad, saturation=sci_sat).meta["fwhm"])
-    radius = _APERTURE_FWHM * max(fwhm_n, fwhm_r)
-    ny, nx = sci.shape
+            fwhm_n = float(find_stars(pair.sci, pair.bad, saturation=pair.sci_sat).meta["fwhm"])
+    return xy, brightness, fwhm_n, fwhm_r
+
+
+def _measurable(xy, brightness, radius, shape, max_stars):
+    """The stars whose apertures fit in the image, at most ``max_stars`` (the brightest, or evenly spaced)."""
+    ny, nx = shape
     inside = (
         np.isfinite(xy).all(axis=1)
         & (xy[:, 0] >= radius) & (xy[:, 0] <= nx - 1 - radius)
         & (xy[:, 1] >= radius) & (xy[:, 1] <= ny - 1 - radius)
     )
     xy = xy[inside]
-    if len(xy) < _MIN_STARS:
-        return fallback(f"only {len(xy)} stars lie far enough from the edges")
-    if max_stars is not None and len(xy) > max_stars:
+    if len(xy) >= _MIN_STARS and max_stars is not None and len(xy) > max_stars:
         if brightness is not None:
             order = np.argsort(-np.nan_to_num(brightness[inside], nan=-np.inf), kind="stable")
             xy = xy[np.sort(order[:max_stars])]
         else:
             xy = xy[np.linspace(0, len(xy) - 1, max_stars).round().astype(int)]
+    return xy
 
+
+def _photometry(pair: _Pair, xy, radius):
+    """Aperture fluxes and errors of the stars in both images, and the pixels they may not use."""
     # Saturated pixels count as masked: a star touching one is not used.
-    flagged = bad.copy()
-    for data, level in ((sci, sci_sat), (ref, ref_sat)):
+    flagged = pair.bad.copy()
+    for data, level in ((pair.sci, pair.sci_sat), (pair.ref, pair.ref_sat)):
         if level is not None:
             with np.errstate(invalid="ignore"):
                 flagged |= data >= level
     phot = []
-    for data in (sci, ref):
+    for data in (pair.sci, pair.ref):
         # The kernel never reads flagged (NaN, masked, saturated) pixels: no filled copy needed.
         data = np.ascontiguousarray(data) if data.dtype in (np.float32, np.float64) else data.astype(float)
         phot.append(
@@ -427,28 +467,15 @@ def flux_ratio(
     (f_n, e_n), (f_r, e_r) = [
         (p[:, 0], p[:, 3] * np.sqrt(p[:, 1] * (1.0 + p[:, 1] / np.maximum(p[:, 4], 1.0)))) for p in phot
     ]
-    n_bad = phot[0][:, 2] + phot[1][:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr_n = f_n / e_n
-        snr_r = f_r / e_r
-    usable = (n_bad == 0) & (snr_n >= _MIN_SNR) & (snr_r >= _MIN_SNR)
-    usable &= np.isfinite(f_n) & np.isfinite(f_r)
-    if usable.sum() < _MIN_STARS:
-        return fallback(f"only {int(usable.sum())} stars have S/N >= {_MIN_SNR:g} in both images")
+    return flagged, (f_n, e_n), (f_r, e_r), phot[0][:, 2] + phot[1][:, 2]
 
-    correction = 1.0
-    if psf_r is not None and psf_n is not None:
-        correction = _encircled(psf_r, radius) / _encircled(psf_n, radius)
-    ratio = f_n[usable] / f_r[usable] * correction
-    rel_err = np.sqrt((e_n[usable] / f_n[usable]) ** 2 + (e_r[usable] / f_r[usable]) ** 2 + 2 * _FLOOR**2)
-    positive = ratio > 0
-    if positive.sum() < _MIN_STARS:
-        return fallback("fewer than 3 stars have positive fluxes in both images")
-    # Images that are not on one grid give a confident but wrong ratio (the
-    # apertures catch part of each star): the stars' centroids tell.
-    offsets = _centroid_offsets(sci, ref, flagged, xy[usable], radius)
+
+def _check_aligned(pair: _Pair, flagged, xy, radius, fwhm) -> None:
+    """Refuse images that are not on one grid: they give a confident but wrong ratio (the
+    apertures catch part of each star); the stars' centroids tell."""
+    offsets = _centroid_offsets(pair.sci, pair.ref, flagged, xy, radius)
     offsets = offsets[np.isfinite(offsets)]
-    limit = max(_MAX_CENTROID_OFFSET_FWHM * max(fwhm_n, fwhm_r), _MAX_CENTROID_OFFSET_PX)
+    limit = max(_MAX_CENTROID_OFFSET_FWHM * fwhm, _MAX_CENTROID_OFFSET_PX)
     if offsets.size >= _MIN_STARS and float(np.median(offsets)) > limit:
         raise AstridInputError(
             f"science and reference do not look aligned: the centroids of {offsets.size} bright stars differ "
@@ -456,5 +483,3 @@ def flux_ratio(
             f"half the FWHM); resample the science image onto the reference grid first (astrid.align), "
             f"or give the zero points (science_zp=, reference_zp=)"
         )
-    mean, error, n = _consensus(np.log(ratio[positive]), rel_err[positive])
-    return FluxRatio(ratio=mean, error=error, n_stars=n, method="stars")

@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 
+from .._utils import neighbour_noise
+
 __all__ = ["repair_isolated", "pixel_noise"]
 
 # At most this many of a pixel's 8 neighbours may be bad for it to be repaired.
@@ -54,7 +56,7 @@ def pixel_noise(data: np.ndarray, bad: np.ndarray) -> float:
         return float("nan")
     step = max(1, diff.size // _NOISE_SAMPLE)
     diff = diff[::step]
-    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2.0))
+    return neighbour_noise(diff)
 
 
 def _neighbours(array: np.ndarray, ys: np.ndarray, xs: np.ndarray, fill) -> np.ndarray:

@@ -27,9 +27,11 @@ import numpy as np
 from astropy.table import Table
 from numba import njit, prange
 
-from ._stars import find_stars, match_stars
-from .errors import AstridInputError, AstridWarning, AstridWCSError
-from .io import Image
+from .._utils import fwhm_to_sigma, robust_std_about
+from ..errors import AstridInputError, AstridWarning, AstridWCSError
+from ..io import Image
+from .image import as_image
+from .stars import find_stars, match_stars
 
 __all__ = ["Alignment", "align"]
 
@@ -157,6 +159,7 @@ def _cubic_weights(t):
     return w0, w1, w2, w3
 
 
+# A numba kernel: it takes the arrays and scalars one by one (numba compiles no dataclasses).
 @njit(cache=True, parallel=True)
 def _resample(data, bad, var, has_var, gx, gy, step, ny, nx, order, out, out_var, out_mask, out_foot):
     """Resample ``data`` (and ``var``, ``bad``) at science coordinates interpolated from the node grids.
@@ -270,7 +273,7 @@ def _celestial(image: Image, role: str):
             f"keywords ({role} image)"
         ) from exc
     if wcs is None:
-        from .io import wcs_problem
+        from ..io import wcs_problem
 
         problem = wcs_problem(image.header)
         if problem:
@@ -304,7 +307,7 @@ def _frame(wcs):
         return None
 
 
-def _pixel_map(src_wcs, dst_wcs, x, y):
+def pixel_map(src_wcs, dst_wcs, x, y):
     """Pixel coordinates in ``dst_wcs`` of pixels ``(x, y)`` of ``src_wcs`` (0-based, NaN where undefined)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -327,7 +330,7 @@ def _pixel_map(src_wcs, dst_wcs, x, y):
     return np.asarray(px, dtype=float), np.asarray(py, dtype=float)
 
 
-def _apply(transform, x, y):
+def apply_transform(transform, x, y):
     return (
         transform[0, 0] * x + transform[0, 1] * y + transform[0, 2],
         transform[1, 0] * x + transform[1, 1] * y + transform[1, 2],
@@ -352,13 +355,13 @@ def _coarse_map(ref_wcs, sci_wcs, shape, inverse_transform):
         ngy = int(math.ceil((ny - 1) / step)) + 1
         ngx = int(math.ceil((nx - 1) / step)) + 1
         yy, xx = np.mgrid[0:ngy, 0:ngx].astype(float) * step
-        qx, qy = _apply(inverse_transform, xx, yy)
-        gx, gy = _pixel_map(ref_wcs, sci_wcs, qx, qy)
+        qx, qy = apply_transform(inverse_transform, xx, yy)
+        gx, gy = pixel_map(ref_wcs, sci_wcs, qx, qy)
         if step == 1:
             return gx, gy, step
         my, mx = np.mgrid[0 : ngy - 1, 0 : ngx - 1].astype(float) * step + step / 2
-        qx, qy = _apply(inverse_transform, mx, my)
-        ex, ey = _pixel_map(ref_wcs, sci_wcs, qx, qy)
+        qx, qy = apply_transform(inverse_transform, mx, my)
+        ex, ey = pixel_map(ref_wcs, sci_wcs, qx, qy)
         ix = 0.25 * (gx[:-1, :-1] + gx[1:, :-1] + gx[:-1, 1:] + gx[1:, 1:])
         iy = 0.25 * (gy[:-1, :-1] + gy[1:, :-1] + gy[:-1, 1:] + gy[1:, 1:])
         err = np.hypot(ix - ex, iy - ey)
@@ -387,7 +390,7 @@ def _affine_wcs(wcs, transform):
     return out
 
 
-def _pixel_area(wcs, shape) -> float:
+def pixel_area(wcs, shape) -> float:
     """Pixel area (square degrees) at the image centre, from the local Jacobian."""
     cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
     x = np.array([cx, cx + 1, cx])
@@ -459,7 +462,7 @@ def _fit_model(src, dst, weight, model, centre):
 
 
 def _chi2(transform, src, dst, weight):
-    px, py = _apply(transform, src[:, 0], src[:, 1])
+    px, py = apply_transform(transform, src[:, 0], src[:, 1])
     return float((weight * ((dst[:, 0] - px) ** 2 + (dst[:, 1] - py) ** 2)).sum())
 
 
@@ -485,9 +488,9 @@ def _fit(src, dst, sigma, centre):
         keep = np.ones(n, dtype=bool)
     for _ in range(5):
         transform = _fit_model(src[keep], dst[keep], weight[keep], flexible, centre)
-        px, py = _apply(transform, src[:, 0], src[:, 1])
+        px, py = apply_transform(transform, src[:, 0], src[:, 1])
         pull = np.hypot(dst[:, 0] - px, dst[:, 1] - py) / sigma
-        scale = 1.4826 * np.median(pull[keep]) / 1.1774  # median of a 2-D Rayleigh pull is 1.1774
+        scale = robust_std_about(pull[keep]) / 1.1774  # median of a 2-D Rayleigh pull is 1.1774
         new_keep = pull <= 4.0 * max(scale, 1e-3)
         if new_keep.sum() < _MIN_SHIFT_STARS or np.array_equal(new_keep, keep):
             break
@@ -537,7 +540,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
     sci_tab = _good_stars(sci_stars)
     if len(ref_tab) < _MIN_SHIFT_STARS or len(sci_tab) < _MIN_SHIFT_STARS:
         return nothing
-    sx, sy = _pixel_map(sci_wcs, ref_wcs, np.asarray(sci_tab["x"]), np.asarray(sci_tab["y"]))
+    sx, sy = pixel_map(sci_wcs, ref_wcs, np.asarray(sci_tab["x"]), np.asarray(sci_tab["y"]))
     src = np.column_stack([sx, sy])
     dst = np.column_stack([np.asarray(ref_tab["x"]), np.asarray(ref_tab["y"])])
     inside = np.isfinite(src).all(axis=1)
@@ -547,7 +550,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         return nothing
     fwhm_r = float(ref_tab.meta["fwhm"])
     # The science FWHM in reference pixels.
-    scale = math.sqrt(_pixel_area(sci_wcs, science.shape) / _pixel_area(ref_wcs, reference.shape))
+    scale = math.sqrt(pixel_area(sci_wcs, science.shape) / pixel_area(ref_wcs, reference.shape))
     fwhm_s = float(sci_tab.meta["fwhm"]) * scale
     fwhm = max(fwhm_r, fwhm_s, 1.0)
     # Coarse offset from the brightest stars, robust to WCS errors of many pixels.
@@ -558,14 +561,14 @@ def _refine(science, reference, sci_wcs, ref_wcs):
     radius = max(2.0, 0.7 * fwhm)
     result = nothing
     for _ in range(3):
-        px, py = _apply(transform, src[:, 0], src[:, 1])
+        px, py = apply_transform(transform, src[:, 0], src[:, 1])
         i1, i2 = match_stars(np.column_stack([px, py]), dst, radius=radius)
         if len(i1) < _MIN_SHIFT_STARS:
             break
         # Centroid error per axis ~ sigma_PSF * sqrt(2) / (S/N), per image, plus a floor.
         sig = np.sqrt(
-            (math.sqrt(2) * fwhm_r / 2.3548 / ref_snr[i2]) ** 2
-            + (math.sqrt(2) * fwhm_s / 2.3548 / sci_snr[i1]) ** 2
+            (math.sqrt(2) * fwhm_to_sigma(fwhm_r) / ref_snr[i2]) ** 2
+            + (math.sqrt(2) * fwhm_to_sigma(fwhm_s) / sci_snr[i1]) ** 2
             + _CENTROID_FLOOR**2
         )
         s, d = src[i1], dst[i2]
@@ -580,8 +583,8 @@ def _stars_on_reference(stars, sci_wcs, ref_wcs, transform, shape):
     """The science star table with x, y mapped onto the reference grid (refined), off-grid rows dropped."""
     if len(stars) == 0:
         return stars
-    px, py = _pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
-    px, py = _apply(transform, px, py)
+    px, py = pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
+    px, py = apply_transform(transform, px, py)
     ny, nx = shape
     inside = np.isfinite(px) & np.isfinite(py) & (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
     out = stars[inside]
@@ -618,21 +621,23 @@ def _residual_stats(res, snr, n_params):
 
 
 def align(
-    science: Image,
-    reference: Image,
+    *,
+    reference,
+    science,
     method: str = "interp",
     refine: bool = True,
     order: str = "bicubic",
-    *,
     surface_brightness: bool | None = None,
 ) -> Alignment:
-    """Resample ``science`` onto the pixel grid of ``reference``.
+    """Resample ``science`` onto the pixel grid of ``reference``: ``align(reference=..., science=...)``.
 
     Parameters
     ----------
-    science, reference : Image
-        Images with celestial WCS. Their masks are honoured: masked pixels
-        are neither used for star matching nor interpolated from.
+    reference, science : Image or path-like
+        Images with celestial WCS (keyword-only, so that a swap cannot go
+        unnoticed; paths are read with :func:`astrid.read_image`). Their masks
+        are honoured: masked pixels are neither used for star matching nor
+        interpolated from.
     method : {"interp", "adaptive", "exact"}, optional
         Resampling: ``"interp"`` (default) interpolates (see ``order``);
         ``"adaptive"`` is :func:`reproject.reproject_adaptive` (anti-aliased,
@@ -676,8 +681,8 @@ def align(
         ``refine`` was asked but fewer than 3 stars matched: the WCS mapping
         is used uncorrected.
     """
-    if not isinstance(science, Image) or not isinstance(reference, Image):
-        raise AstridInputError("align: science and reference must be astrid.Image objects (see astrid.read_image)")
+    reference = as_image(reference, "reference", arrays=False)
+    science = as_image(science, "science", arrays=False)
     if method not in _METHODS:
         raise AstridInputError(f"align: method must be one of {_METHODS}, got {method!r}")
     if order not in _ORDERS:
@@ -692,74 +697,22 @@ def align(
     if min(shape) < 2:
         raise AstridInputError(f"reference image: shape {shape} is too small to align onto")
 
-    # Quick overlap test on a coarse grid before any star finding.
-    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, identity)
-    area_ratio = _pixel_area(ref_wcs, shape) / _pixel_area(sci_wcs, science.shape)
-    margin = 1.5 * step * max(1.0, math.sqrt(area_ratio))
-    nsy, nsx = science.shape
-    near = (gx > -margin) & (gx < nsx + margin) & (gy > -margin) & (gy < nsy + margin)
-    if not near.any():
-        raise AstridInputError(
-            f"{sci_name}: does not overlap the reference image "
-            f"({reference.meta.path or 'reference'}) on the sky"
-        )
-
+    area_ratio = _check_overlap(reference, science, ref_wcs, sci_wcs, sci_name)
     scale_diff = abs(math.sqrt(area_ratio) - 1.0)
-    used_method = method
-    if method == "interp" and scale_diff > _SCALE_TOLERANCE:
-        used_method = "adaptive"
+    # Pixel scales that differ by more than 1 % need an anti-aliased resampling.
+    used_method = "adaptive" if method == "interp" and scale_diff > _SCALE_TOLERANCE else method
     if surface_brightness is None:
         surface_brightness = _is_surface_brightness(science.header)
     flux_scale = 1.0 if surface_brightness else float(area_ratio)
-    if abs(flux_scale - 1.0) < 1e-6:
-        flux_scale = 1.0
+    flux_scale = 1.0 if abs(flux_scale - 1.0) < 1e-6 else flux_scale
 
-    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
-    n_matched = len(src)
-    n_good = (len(_good_stars(sci_stars)), len(_good_stars(ref_stars)))
-    if n_matched < _MIN_SHIFT_STARS and refine:
-        hint = ""
-        if min(n_good) >= _MIN_AFFINE_STARS:
-            hint = (f" although {n_good[0]} science and {n_good[1]} reference stars are clean: the WCS of one "
-                    "image probably disagrees with its pixels (data flipped or rotated, or cropped without "
-                    "updating CRPIX), and the difference will be dominated by misaligned stars")
-        warnings.warn(
-            f"{sci_name}: only {n_matched} stars matched the reference{hint}; "
-            "alignment uses the WCS without astrometric refinement",
-            AstridWarning,
-            stacklevel=2,
-        )
-    if not refine:
-        # Report how well the WCS alone does, without correcting it.
-        transform = identity.copy()
-        model = "wcs"
-    fx, fy = _apply(transform, src[:, 0], src[:, 1])
-    residuals = np.column_stack([dst[:, 0] - fx, dst[:, 1] - fy])
-    rms, sigma = _residual_stats(residuals, snr, _N_PARAMS[model])
-    centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
-    cx, cy = _apply(transform, centre[0], centre[1])
-    shift = (float(cx - centre[0]), float(cy - centre[1]))
-    moved = math.hypot(*shift)
-    if refine and model != "wcs" and n_matched < _MIN_AFFINE_STARS and moved > _SUSPECT_SHIFT_PX:
-        warnings.warn(
-            f"{sci_name}: the WCS and the stars disagree by {moved:.1f} px (shift {shift[0]:+.1f}, "
-            f"{shift[1]:+.1f} px) and only {n_matched} of {n_good[0]} clean science stars support the "
-            f"correction (fewer than {_MIN_AFFINE_STARS}): a few chance matches can fit any shift, so the "
-            "alignment, and the difference, may be wrong; check the WCS (data flipped, or cropped without "
-            "updating CRPIX) or pass refine=False to use the WCS as it is",
-            AstridWarning,
-            stacklevel=2,
-        )
-
+    match = _match(science, reference, sci_wcs, ref_wcs, refine, sci_name)
+    transform = match.transform
     inverse = _inverse(transform)
     if used_method == "interp":
         gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, inverse)
-        data, mask, variance, footprint = _resample_interp(science, sci_bad, gx, gy, step, shape, _ORDERS[order])
-        if flux_scale != 1.0:
-            data *= flux_scale
-            if variance is not None:
-                variance *= flux_scale**2
+        data, mask, variance, footprint = _resample_interp(science, sci_bad, gx, gy, step, shape, _ORDERS[order],
+                                                           flux_scale)
     else:
         data, mask, variance, footprint = _resample_reproject(
             science, sci_bad, _affine_wcs(ref_wcs, inverse), shape, used_method, surface_brightness, area_ratio
@@ -769,10 +722,28 @@ def align(
             f"{sci_name}: does not overlap the reference image ({reference.meta.path or 'reference'}) on the sky"
         )
 
-    label = used_method
-    if used_method != method:
-        label += f" (pixel scales differ by {100 * scale_diff:.1f} %)"
-    label += f"+{model}"
+    label = (used_method + (f" (pixel scales differ by {100 * scale_diff:.1f} %)" if used_method != method else "")
+             + f"+{match.model}")
+    return Alignment(
+        image=_output_image(science, reference, (data, mask, variance), flux_scale),
+        footprint=footprint,
+        overlap=float(footprint.mean()),
+        rms=match.rms,
+        n_matched=int(match.n_matched),
+        shift=match.shift,
+        astrometric_sigma=match.sigma,
+        method=label,
+        transform=transform,
+        flux_scale=flux_scale,
+        reference_stars=match.ref_stars,
+        science_stars=_stars_on_reference(match.sci_stars, sci_wcs, ref_wcs, transform, shape)
+        if used_method == "interp" and flux_scale == 1.0 else None,
+    )
+
+
+def _output_image(science, reference, planes, flux_scale) -> Image:
+    """The resampled science image on the reference grid, its metadata rescaled with the fluxes."""
+    data, mask, variance = planes
     image = Image(
         data=data,
         wcs=copy.deepcopy(reference.wcs),
@@ -786,24 +757,86 @@ def align(
             image.meta.saturation *= flux_scale
         if image.meta.zeropoint is not None:
             image.meta.zeropoint += 2.5 * math.log10(flux_scale)
-    return Alignment(
-        image=image,
-        footprint=footprint,
-        overlap=float(footprint.mean()),
-        rms=rms,
-        n_matched=int(n_matched),
-        shift=shift,
-        astrometric_sigma=sigma,
-        method=label,
-        transform=transform,
-        flux_scale=flux_scale,
-        reference_stars=ref_stars,
-        science_stars=_stars_on_reference(sci_stars, sci_wcs, ref_wcs, transform, shape)
-        if used_method == "interp" and flux_scale == 1.0 else None,
-    )
+    return image
 
 
-def _resample_interp(science, bad, gx, gy, step, shape, order):
+def _check_overlap(reference, science, ref_wcs, sci_wcs, sci_name) -> float:
+    """Quick overlap test on a coarse grid before any star finding; returns the pixel-area ratio."""
+    shape = reference.shape
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, identity)
+    area_ratio = pixel_area(ref_wcs, shape) / pixel_area(sci_wcs, science.shape)
+    margin = 1.5 * step * max(1.0, math.sqrt(area_ratio))
+    nsy, nsx = science.shape
+    near = (gx > -margin) & (gx < nsx + margin) & (gy > -margin) & (gy < nsy + margin)
+    if not near.any():
+        raise AstridInputError(
+            f"{sci_name}: does not overlap the reference image "
+            f"({reference.meta.path or 'reference'}) on the sky"
+        )
+
+    return area_ratio
+
+
+@dataclass
+class _Match:
+    """The fitted science-to-reference transform and how well the matched stars support it."""
+
+    transform: np.ndarray
+    model: str
+    n_matched: int
+    rms: float
+    sigma: tuple
+    shift: tuple
+    ref_stars: object
+    sci_stars: object
+
+
+def _match(science, reference, sci_wcs, ref_wcs, refine, sci_name) -> _Match:
+    """Match stars, fit the transform (or keep the WCS), measure the residuals, warn when doubtful."""
+    shape = reference.shape
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
+    n_matched = len(src)
+    n_good = (len(_good_stars(sci_stars)), len(_good_stars(ref_stars)))
+    if n_matched < _MIN_SHIFT_STARS and refine:
+        hint = ""
+        if min(n_good) >= _MIN_AFFINE_STARS:
+            hint = (f" although {n_good[0]} science and {n_good[1]} reference stars are clean: the WCS of one "
+                    "image probably disagrees with its pixels (data flipped or rotated, or cropped without "
+                    "updating CRPIX), and the difference will be dominated by misaligned stars")
+        warnings.warn(
+            f"{sci_name}: only {n_matched} stars matched the reference{hint}; "
+            "alignment uses the WCS without astrometric refinement",
+            AstridWarning,
+            stacklevel=3,
+        )
+    if not refine:
+        # Report how well the WCS alone does, without correcting it.
+        transform = identity.copy()
+        model = "wcs"
+    fx, fy = apply_transform(transform, src[:, 0], src[:, 1])
+    residuals = np.column_stack([dst[:, 0] - fx, dst[:, 1] - fy])
+    rms, sigma = _residual_stats(residuals, snr, _N_PARAMS[model])
+    centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
+    cx, cy = apply_transform(transform, centre[0], centre[1])
+    shift = (float(cx - centre[0]), float(cy - centre[1]))
+    moved = math.hypot(*shift)
+    if refine and model != "wcs" and n_matched < _MIN_AFFINE_STARS and moved > _SUSPECT_SHIFT_PX:
+        warnings.warn(
+            f"{sci_name}: the WCS and the stars disagree by {moved:.1f} px (shift {shift[0]:+.1f}, "
+            f"{shift[1]:+.1f} px) and only {n_matched} of {n_good[0]} clean science stars support the "
+            f"correction (fewer than {_MIN_AFFINE_STARS}): a few chance matches can fit any shift, so the "
+            "alignment, and the difference, may be wrong; check the WCS (data flipped, or cropped without "
+            "updating CRPIX) or pass refine=False to use the WCS as it is",
+            AstridWarning,
+            stacklevel=3,
+        )
+
+    return _Match(transform, model, n_matched, rms, sigma, shift, ref_stars, sci_stars)
+
+
+def _resample_interp(science, bad, gx, gy, step, shape, order, flux_scale):
     ny, nx = shape
     dtype = science.data.dtype if science.data.dtype in (np.float32, np.float64) else np.float64
     data_in = np.ascontiguousarray(science.data, dtype=dtype)
@@ -817,6 +850,10 @@ def _resample_interp(science, bad, gx, gy, step, shape, order):
         data_in, np.ascontiguousarray(bad), var_in, has_var, np.ascontiguousarray(gx), np.ascontiguousarray(gy),
         float(step), ny, nx, order, out, out_var, out_mask, out_foot,
     )
+    if flux_scale != 1.0:
+        out *= flux_scale
+        if has_var:
+            out_var *= flux_scale**2
     return out, out_mask, (out_var if has_var else None), out_foot
 
 

@@ -1,4 +1,4 @@
-"""Tests of astrid._psf: empirical PSF, Gaussian PSF and the FFT-origin convention."""
+"""Tests of astrid.diffim.psf: empirical PSF, Gaussian PSF and the FFT-origin convention."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from astrid._psf import PSFModel, estimate_psf, gaussian_psf, measure_fwhm, psf_to_fft_origin
+from astrid.diffim import (
+    PSFModel,
+    estimate_psf,
+    gaussian_psf,
+    measure_fwhm,
+    psf_to_fft_origin,
+)
 from astrid.errors import AstridInputError, AstridPSFError, AstridWarning
 from astrid.paths import shared_data
 
@@ -175,7 +181,7 @@ def test_masked_and_nan_pixels_are_avoided():
 
 def test_background_and_rms_can_be_given():
     img, _, _ = _star_image(fwhm=3.0, seed=5, sky=250.0)
-    from astrid._background import estimate_background
+    from astrid.diffim import estimate_background
 
     bkg = estimate_background(img)
     by_object = estimate_psf(img, background=bkg)
@@ -293,7 +299,7 @@ def test_psf_width_varying_over_the_field():
 
 
 def test_stars_can_be_passed_in():
-    from astrid._stars import find_stars
+    from astrid.diffim import find_stars
 
     img = _varying_star_image()
     stars = find_stars(img, background=100.0, rms=5.0)

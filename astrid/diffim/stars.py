@@ -19,11 +19,16 @@ from astropy.table import Table
 from numba import njit, prange
 from scipy.spatial import cKDTree
 
-from .errors import AstridInputError
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM
+
+# Compiled code below cannot call robust_std, so it takes astropy's factor as a constant.
+from .._utils.stats import MAD_TO_SIGMA
+from ..errors import AstridInputError
+from ..io import Image
+from .image import as_image
 
 __all__ = ["find_stars", "match_stars"]
 
-GAUSSIAN_SIGMA_TO_FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 # Without a hint the detection kernel and the measurement window start at this
 # FWHM (pixels); the measured FWHM then replaces it.
@@ -270,7 +275,7 @@ def clipped_median_std(values, sigma, maxiters):
     """
     v = values.copy()
     centre = np.median(v)
-    sig = 1.4826 * np.median(np.abs(v - centre))
+    sig = MAD_TO_SIGMA * np.median(np.abs(v - centre))
     for _ in range(maxiters):
         if sig <= 0.0:
             break
@@ -279,7 +284,7 @@ def clipped_median_std(values, sigma, maxiters):
             break
         v = v[keep]
         centre = np.median(v)
-        sig = 1.4826 * np.median(np.abs(v - centre))
+        sig = MAD_TO_SIGMA * np.median(np.abs(v - centre))
     return centre, sig, v.size
 
 
@@ -311,7 +316,7 @@ def _mesh_stats(data, bad, box, stride):
 
 
 @njit(cache=True, parallel=True)
-def _upsample_mesh(mesh, box, ny, nx):
+def upsample_mesh(mesh, box, ny, nx):
     """Bilinear interpolation of cell-centre values to the full pixel grid."""
     my, mx = mesh.shape
     out = np.empty((ny, nx), np.float32)
@@ -378,7 +383,7 @@ def quick_background(data: np.ndarray, bad: np.ndarray, box: int = _MESH_BOX):
         raise AstridInputError("data: no finite, unmasked pixels to estimate a background from")
     if med.size == 1:
         return (np.full((1, 1), med[0, 0], np.float32), np.full((1, 1), rms[0, 0], np.float32))
-    return _upsample_mesh(med, box, ny, nx), _upsample_mesh(rms, box, ny, nx)
+    return upsample_mesh(med, box, ny, nx), upsample_mesh(rms, box, ny, nx)
 
 
 def _as_map(value, shape, name: str) -> np.ndarray:
@@ -391,20 +396,22 @@ def _as_map(value, shape, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _prepare(data, mask, name: str = "data", purpose: str = ""):
+def prepare_data(data, mask, name: str = "data", purpose: str = ""):
     """Validated float data and the combined bad-pixel mask (masked or non-finite).
+
+    ``data`` is an array (``numpy.ma`` masks count), an Image or a ``(data, mask)`` pair.
 
     ``purpose`` completes the error for an image with no usable pixel
     ("... pixels to estimate a PSF from").
     """
     if data is None:
         raise AstridInputError(f"{name}: got None, expected a 2-D array")
-    from .io import Image
-
-    if isinstance(data, Image):
-        # Its own mask counts.
-        mask = data.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(data.mask, dtype=bool)
-        data = data.data
+    if isinstance(data, (Image, tuple)):
+        # An Image or (data, mask) pair, through the one normaliser; its own mask counts. (Paths
+        # are not read here: these array-level functions refuse a string as before.)
+        image = as_image(data, name)
+        mask = image.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(image.mask, dtype=bool)
+        data = image.data
     ma_mask = None
     if isinstance(data, np.ma.MaskedArray):
         # The values under a numpy.ma mask are not pixels.
@@ -510,7 +517,7 @@ def _on_lines(meas: np.ndarray, roundness: np.ndarray, candidates: np.ndarray) -
     return out
 
 
-def _clean(stars) -> np.ndarray:
+def clean_stars(stars) -> np.ndarray:
     """True for the rows of a :func:`find_stars` table that are isolated, unsaturated and unmasked."""
     return np.asarray(stars["isolated"]) & ~np.asarray(stars["saturated"]) & ~np.asarray(stars["masked"])
 
@@ -637,6 +644,110 @@ def _run_once(sub, bad, sat, has_sat, noise_map, threshold, fwhm, border):
 # --------------------------------------------------------------------------
 
 
+def _noise_maps(data, bad, background, rms, name):
+    """Background and noise maps from what the caller gave (a Background, arrays, numbers) or a mesh."""
+    shape = data.shape
+    bkg_obj_rms = getattr(background, "rms", None)
+    if hasattr(background, "background"):
+        background = background.background
+    if rms is None and bkg_obj_rms is not None:
+        rms = bkg_obj_rms
+    rms_given = rms is not None
+    if background is None or rms is None:
+        mesh_bkg, mesh_rms = quick_background(data, bad)
+        if background is None:
+            background = mesh_bkg
+        if rms is None:
+            rms = mesh_rms
+    bkg_map = _as_map(background, shape, "background")
+    noise_map = _as_map(rms, shape, "rms")
+    if rms_given and not (np.all(np.isfinite(noise_map)) and noise_map.min() > 0):
+        n_bad = int(np.count_nonzero(~np.isfinite(noise_map)))
+        low = float(np.nanmin(noise_map)) if n_bad < noise_map.size else float("nan")
+        raise AstridInputError(
+            f"rms: the background noise of {name} must be finite and positive everywhere, but "
+            f"{n_bad} values are not finite and the smallest is {low:g}"
+            + (" (a constant or zero image has no noise)" if low == 0 else "")
+        )
+    if not rms_given and not noise_map.min() > 0:
+        # A noiseless (simulated or constant) sky: any positive signal is significant.
+        positive = noise_map[noise_map > 0]
+        floor = positive.min() if positive.size else 1e-6 * max(float(np.abs(data[~bad]).max()), 1e-30)
+        noise_map = np.maximum(noise_map, np.float32(floor))
+
+    return bkg_map, noise_map
+
+
+def _detect(arrays, threshold, fwhm, seeing):
+    """Detect and measure, re-detecting with the measured FWHM until it settles (at most 4 passes)."""
+    sub, bad, sat, has_sat, noise_map = arrays
+    guess = float(fwhm) if fwhm is not None else _DEFAULT_FWHM_GUESS
+    image_fwhm = guess
+    border = 1
+    for _ in range(4 if fwhm is None else 1):
+        meas, sigma_w, r_ap = _run_once(sub, bad, sat, has_sat, noise_map, threshold, guess, border)
+        star_fwhm = _moments_fwhm(meas[:, 7], meas[:, 8], sigma_w)
+        snr = meas[:, 2] / (meas[:, 10] * np.sqrt(np.maximum(meas[:, 4] - meas[:, 5], 1)))
+        roundness = _roundness(meas)
+        good = (
+            (snr > _FWHM_MIN_SNR) & (meas[:, 5] == 0) & (meas[:, 6] == 0)
+            & np.isfinite(star_fwhm) & (star_fwhm >= _MIN_STAR_FWHM)
+            # Satellite trails and bleeds break into many elongated "sources" of one width.
+            & (roundness < _MAX_FWHM_ROUNDNESS)
+            # A neighbour inside the window inflates the moments, and the wider
+            # window of the next pass would inflate them further.
+            & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
+        )
+        good &= ~_on_lines(meas, roundness, good)
+        locus = _stellar_locus(star_fwhm[good], roundness[good], seeing)
+        mode, n_fwhm = locus["fwhm"], locus["n"]
+        if n_fwhm >= 3:
+            image_fwhm = mode
+        if fwhm is not None:
+            break
+        # Converged, or no better information: stop re-detecting.
+        if good.sum() < 3 or abs(image_fwhm - guess) < 0.05 * guess:
+            break
+        guess = float(np.clip(image_fwhm, 1.0, 30.0))
+
+    return meas, r_ap, star_fwhm, snr, roundness, image_fwhm, locus
+
+
+def _table(meas, columns, image_fwhm, locus, max_stars, numbers):
+    """The find_stars table, brightest first, with the image's FWHM and stellar locus in ``meta``."""
+    snr, star_fwhm, roundness, isolated = columns
+    threshold, r_ap, isolation_radius = numbers
+    n_fwhm = locus["n"]
+    xy = meas[:, :2]
+    table = Table()
+    table["x"] = xy[:, 0]
+    table["y"] = xy[:, 1]
+    table["flux"] = meas[:, 2]
+    table["peak"] = meas[:, 3]
+    table["snr"] = snr
+    table["fwhm"] = star_fwhm
+    table["sharpness"] = star_fwhm / image_fwhm
+    table["roundness"] = roundness
+    table["isolated"] = isolated
+    table["saturated"] = meas[:, 6] > 0
+    table["masked"] = meas[:, 5] > 0
+    order = np.argsort(-np.nan_to_num(meas[:, 2], nan=-np.inf), kind="stable")
+    table = table[order]
+    if max_stars is not None:
+        table = table[: int(max_stars)]
+    table.meta["fwhm"] = image_fwhm
+    table.meta["fwhm_nstars"] = n_fwhm if n_fwhm >= 3 else 0
+    table.meta["fwhm_source"] = locus["source"] if n_fwhm >= 3 else "guess"
+    table.meta["locus_roundness"] = locus["roundness"]
+    table.meta["stellar_locus"] = bool(locus["stellar"] and n_fwhm >= 3)
+    table.meta["locus_reason"] = locus["reason"] if n_fwhm >= 3 else (
+        f"only {n_fwhm} clean sources with S/N > 20 share a width (need 3): the FWHM is the starting guess")
+    table.meta["threshold"] = threshold
+    table.meta["aperture_radius"] = r_ap
+    table.meta["isolation_radius"] = isolation_radius
+    return table
+
+
 def find_stars(
     data,
     mask=None,
@@ -648,15 +759,15 @@ def find_stars(
     *,
     saturation: float | None = None,
     isolation_radius: float | None = None,
-    name: str = "data",
     seeing: float | None = None,
 ) -> Table:
     """Detect and measure point-like sources.
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx)
-        Image in data units. Non-finite pixels are ignored.
+    data : numpy.ndarray, shape (ny, nx), Image or (data, mask) pair
+        Image in data units. Non-finite pixels are ignored. Images and pairs are read
+        with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used.
     background : float, numpy.ndarray or Background, optional
@@ -681,8 +792,6 @@ def find_stars(
     isolation_radius : float, optional
         A star is ``isolated`` when no other detection lies within this
         radius (pixels); default 3 FWHM.
-    name : str, optional
-        What to call the image in error messages (e.g. its file name).
     seeing : float, optional
         Expected FWHM in pixels (e.g. the header's seeing,
         :attr:`astrid.ImageMeta.seeing_fwhm_pix`): a prior that picks the
@@ -722,8 +831,9 @@ def find_stars(
     AstridInputError
         Data not 2-D, mismatched shapes, or no finite unmasked pixel.
     """
-    data, bad = _prepare(data, mask, name=name)
-    shape = data.shape
+    # Errors name the image by its file when it has one.
+    name = (getattr(getattr(data, "meta", None), "path", None) or "data")
+    data, bad = prepare_data(data, mask, name=name)
     if threshold <= 0:
         raise AstridInputError(f"threshold must be positive, got {threshold}")
     if fwhm is not None and not (np.isfinite(fwhm) and fwhm > 0):
@@ -731,34 +841,7 @@ def find_stars(
     if seeing is not None and not (np.isfinite(seeing) and seeing > 0):
         raise AstridInputError(f"seeing must be a positive number of pixels, got {seeing}")
 
-    bkg_obj_rms = getattr(background, "rms", None)
-    if hasattr(background, "background"):
-        background = background.background
-    if rms is None and bkg_obj_rms is not None:
-        rms = bkg_obj_rms
-    rms_given = rms is not None
-    if background is None or rms is None:
-        mesh_bkg, mesh_rms = quick_background(data, bad)
-        if background is None:
-            background = mesh_bkg
-        if rms is None:
-            rms = mesh_rms
-    bkg_map = _as_map(background, shape, "background")
-    noise_map = _as_map(rms, shape, "rms")
-    if rms_given and not (np.all(np.isfinite(noise_map)) and noise_map.min() > 0):
-        n_bad = int(np.count_nonzero(~np.isfinite(noise_map)))
-        low = float(np.nanmin(noise_map)) if n_bad < noise_map.size else float("nan")
-        raise AstridInputError(
-            f"rms: the background noise of {name} must be finite and positive everywhere, but "
-            f"{n_bad} values are not finite and the smallest is {low:g}"
-            + (" (a constant or zero image has no noise)" if low == 0 else "")
-        )
-    if not rms_given and not noise_map.min() > 0:
-        # A noiseless (simulated or constant) sky: any positive signal is significant.
-        positive = noise_map[noise_map > 0]
-        floor = positive.min() if positive.size else 1e-6 * max(float(np.abs(data[~bad]).max()), 1e-30)
-        noise_map = np.maximum(noise_map, np.float32(floor))
-
+    bkg_map, noise_map = _noise_maps(data, bad, background, rms, name)
     sub = (data - (bkg_map[0, 0] if bkg_map.size == 1 else bkg_map)).astype(np.float32, copy=False)
     sub[bad] = 0.0
     sat = np.zeros((1, 1), dtype=np.bool_)
@@ -767,67 +850,15 @@ def find_stars(
         with np.errstate(invalid="ignore"):
             sat = np.ascontiguousarray(np.asarray(data) >= saturation)
 
-    guess = float(fwhm) if fwhm is not None else _DEFAULT_FWHM_GUESS
-    image_fwhm = guess
-    border = 1
-    for _ in range(4 if fwhm is None else 1):
-        meas, sigma_w, r_ap = _run_once(sub, bad, sat, has_sat, noise_map, float(threshold), guess, border)
-        star_fwhm = _moments_fwhm(meas[:, 7], meas[:, 8], sigma_w)
-        snr = meas[:, 2] / (meas[:, 10] * np.sqrt(np.maximum(meas[:, 4] - meas[:, 5], 1)))
-        roundness = _roundness(meas)
-        good = (
-            (snr > _FWHM_MIN_SNR) & (meas[:, 5] == 0) & (meas[:, 6] == 0)
-            & np.isfinite(star_fwhm) & (star_fwhm >= _MIN_STAR_FWHM)
-            # Satellite trails and bleeds break into many elongated "sources" of one width.
-            & (roundness < _MAX_FWHM_ROUNDNESS)
-            # A neighbour inside the window inflates the moments, and the wider
-            # window of the next pass would inflate them further.
-            & _isolated(meas[:, :2], 4.0 * sigma_w + 2.0)
-        )
-        good &= ~_on_lines(meas, roundness, good)
-        locus = _stellar_locus(star_fwhm[good], roundness[good], seeing)
-        mode, n_fwhm = locus["fwhm"], locus["n"]
-        if n_fwhm >= 3:
-            image_fwhm = mode
-        if fwhm is not None:
-            break
-        # Converged, or no better information: stop re-detecting.
-        if good.sum() < 3 or abs(image_fwhm - guess) < 0.05 * guess:
-            break
-        guess = float(np.clip(image_fwhm, 1.0, 30.0))
-
+    meas, r_ap, star_fwhm, snr, roundness, image_fwhm, locus = _detect(
+        (sub, bad, sat, has_sat, noise_map), float(threshold), fwhm, seeing)
     xy = meas[:, :2]
     if isolation_radius is None:
         isolation_radius = 3.0 * image_fwhm
     isolated = _isolated(xy, isolation_radius)
 
-    table = Table()
-    table["x"] = xy[:, 0]
-    table["y"] = xy[:, 1]
-    table["flux"] = meas[:, 2]
-    table["peak"] = meas[:, 3]
-    table["snr"] = snr
-    table["fwhm"] = star_fwhm
-    table["sharpness"] = star_fwhm / image_fwhm
-    table["roundness"] = roundness
-    table["isolated"] = isolated
-    table["saturated"] = meas[:, 6] > 0
-    table["masked"] = meas[:, 5] > 0
-    order = np.argsort(-np.nan_to_num(meas[:, 2], nan=-np.inf), kind="stable")
-    table = table[order]
-    if max_stars is not None:
-        table = table[: int(max_stars)]
-    table.meta["fwhm"] = image_fwhm
-    table.meta["fwhm_nstars"] = n_fwhm if n_fwhm >= 3 else 0
-    table.meta["fwhm_source"] = locus["source"] if n_fwhm >= 3 else "guess"
-    table.meta["locus_roundness"] = locus["roundness"]
-    table.meta["stellar_locus"] = bool(locus["stellar"] and n_fwhm >= 3)
-    table.meta["locus_reason"] = locus["reason"] if n_fwhm >= 3 else (
-        f"only {n_fwhm} clean sources with S/N > 20 share a width (need 3): the FWHM is the starting guess")
-    table.meta["threshold"] = float(threshold)
-    table.meta["aperture_radius"] = float(r_ap)
-    table.meta["isolation_radius"] = float(isolation_radius)
-    return table
+    return _table(meas, (snr, star_fwhm, roundness, isolated), image_fwhm, locus, max_stars,
+                  (float(threshold), float(r_ap), float(isolation_radius)))
 
 
 def match_stars(xy1, xy2, radius: float = 2.0):

@@ -15,8 +15,8 @@ import numpy as np
 from astropy.stats import SigmaClip, sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
 
-from ._stars import _prepare, _upsample_mesh
-from .errors import AstridInputError
+from ..errors import AstridInputError
+from .stars import prepare_data, upsample_mesh
 
 __all__ = ["Background", "estimate_background", "estimate_backgrounds"]
 
@@ -61,8 +61,9 @@ def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 
 
     Parameters
     ----------
-    data : numpy.ndarray, shape (ny, nx)
-        Image in data units; NaN and inf pixels are ignored.
+    data : numpy.ndarray, shape (ny, nx), Image or (data, mask) pair
+        Image in data units; NaN and inf pixels are ignored. Images and pairs are read
+        with :func:`astrid.as_image` (their masks count).
     mask : numpy.ndarray of bool, shape (ny, nx), optional
         True where a pixel must not be used (stars may stay unmasked: the
         sigma clipping rejects them).
@@ -115,7 +116,7 @@ def estimate_backgrounds(images, box_size: int = 64, filter_size: int = 3, sigma
     from concurrent.futures import ThreadPoolExecutor
 
     _check_parameters(box_size, filter_size, sigma)
-    prepared = [_prepare(data, mask, purpose="to estimate a background from") for data, mask in images]
+    prepared = [prepare_data(data, mask, purpose="to estimate a background from") for data, mask in images]
     with warnings.catch_warnings():
         # Boxes skipped for masking are expected; the fallback covers the rest.
         warnings.simplefilter("ignore", AstropyUserWarning)
@@ -165,8 +166,8 @@ def _maps(data, bad, meshes, box_size, sigma) -> Background:
     if meshes is not None and np.isfinite(meshes[0]).all() and np.isfinite(meshes[1]).all():
         # Bilinear interpolation between box centres in numba: photutils'
         # spline zoom would dominate the run time on large images.
-        background = _upsample_mesh(meshes[0], box_size, ny, nx).astype(dtype, copy=False)
-        rms = _upsample_mesh(meshes[1], box_size, ny, nx).astype(dtype, copy=False)
+        background = upsample_mesh(meshes[0], box_size, ny, nx).astype(dtype, copy=False)
+        rms = upsample_mesh(meshes[1], box_size, ny, nx).astype(dtype, copy=False)
         step = max(1, bad.size // _MAX_STAT_PIXELS)
         good_rms = rms.ravel()[::step][~bad.ravel()[::step]]
         median_rms = float(np.median(good_rms)) if good_rms.size else float(np.median(rms))

@@ -1,4 +1,4 @@
-"""Tests of astrid._stars (find_stars, match_stars) and astrid._align (align)."""
+"""Tests of astrid.find_stars, astrid.match_stars and astrid.align."""
 
 from __future__ import annotations
 
@@ -8,43 +8,22 @@ import math
 import numpy as np
 import pytest
 from astropy.wcs import WCS
-from scipy.special import erf
 
-from astrid._align import Alignment, _apply, _pixel_map, align
-from astrid._stars import find_stars, match_stars
+from astrid.diffim import Alignment, align, find_stars, match_stars
+from astrid.diffim.alignment import apply_transform, pixel_map
 from astrid.errors import AstridInputError, AstridWarning, AstridWCSError
 from astrid.io import Image, ImageMeta
+from astrid.simulate import datasets
 
 
 def _tan_wcs(shape, ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0, crpix_offset=(0.0, 0.0)):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [shape[1] / 2 + 0.5 + crpix_offset[0], shape[0] / 2 + 0.5 + crpix_offset[1]]
-    t = math.radians(rotation_deg)
-    s = scale_arcsec / 3600.0
-    wcs.wcs.cd = s * np.array([[-math.cos(t), math.sin(t)], [math.sin(t), math.cos(t)]])
-    wcs.wcs.set()
-    return wcs
+    return datasets.tan_wcs(shape, ra=ra, dec=dec, scale_arcsec=scale_arcsec, rotation_deg=rotation_deg,
+                            crpix_offset=crpix_offset)
 
 
 def _render(shape, xy, flux, fwhm, sky=100.0, noise=5.0, seed=0):
     """Pixel-integrated Gaussian stars at 0-based (x, y) on a noisy sky."""
-    img = np.zeros(shape)
-    s = fwhm / (2 * math.sqrt(2 * math.log(2)))
-    r = int(math.ceil(5 * fwhm))
-    for (x, y), f in zip(xy, flux):
-        if not (-r < x < shape[1] + r and -r < y < shape[0] + r):
-            continue
-        xs = np.arange(max(int(x) - r, 0), min(int(x) + r + 1, shape[1]))
-        ys = np.arange(max(int(y) - r, 0), min(int(y) + r + 1, shape[0]))
-        if xs.size == 0 or ys.size == 0:
-            continue
-        gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
-        gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
-        img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
-    rng = np.random.default_rng(seed)
-    return (img + sky + rng.normal(0.0, noise, shape)).astype(np.float32)
+    return datasets.star_field(shape, xy, flux, fwhm, sky=sky, noise=noise, seed=seed)
 
 
 def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scale_ratio=1.0,
@@ -73,7 +52,7 @@ def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scal
     science = Image(sci_data, wcs=given)
 
     def sci_to_ref(x, y):
-        return _pixel_map(sci_true, ref_wcs, x, y)
+        return pixel_map(sci_true, ref_wcs, x, y)
 
     return science, reference, xy, flux, sci_to_ref
 
@@ -192,7 +171,7 @@ def test_match_stars_is_unique_and_mutual():
 
 def test_refinement_recovers_wcs_error():
     science, reference, xy, _, sci_to_ref = _pair(seed=0, wcs_rotation_error=0.02)
-    result = align(science, reference)
+    result = align(reference=reference, science=science)
     assert isinstance(result, Alignment)
     assert result.method == "interp+affine"
     assert result.n_matched >= 50
@@ -203,8 +182,8 @@ def test_refinement_recovers_wcs_error():
     assert result.shift[1] == pytest.approx(-0.3, abs=0.05)
     # The corrected mapping agrees with the true one over the whole science image.
     gx, gy = np.meshgrid(np.linspace(0, 383, 9), np.linspace(0, 383, 9))
-    wx, wy = _pixel_map(science.wcs, reference.wcs, gx.ravel(), gy.ravel())
-    fx, fy = _apply(result.transform, wx, wy)
+    wx, wy = pixel_map(science.wcs, reference.wcs, gx.ravel(), gy.ravel())
+    fx, fy = apply_transform(result.transform, wx, wy)
     tx, ty = sci_to_ref(gx.ravel(), gy.ravel())
     assert np.hypot(fx - tx, fy - ty).max() < 0.05
     # Stars of the resampled image sit on the reference positions.
@@ -217,7 +196,7 @@ def test_refinement_recovers_wcs_error():
 
 def test_no_refinement_reports_the_wcs_error():
     science, reference, _, _, _ = _pair(seed=1)
-    result = align(science, reference, refine=False)
+    result = align(reference=reference, science=science, refine=False)
     assert result.method == "interp+wcs"
     np.testing.assert_allclose(result.transform, [[1, 0, 0], [0, 1, 0]])
     assert result.shift == (0.0, 0.0)
@@ -229,7 +208,7 @@ def test_no_refinement_reports_the_wcs_error():
 
 def test_a_correct_wcs_is_left_alone():
     science, reference, _, _, _ = _pair(seed=2, wcs_error=(0.0, 0.0))
-    result = align(science, reference)
+    result = align(reference=reference, science=science)
     assert result.method == "interp+wcs"
     np.testing.assert_allclose(result.transform, [[1, 0, 0], [0, 1, 0]])
     assert result.rms < 0.05
@@ -246,7 +225,7 @@ def test_integer_shift_copies_pixels_exactly():
     science = Image(data, wcs=sci_wcs, mask=mask, variance=variance)
     reference = Image(np.zeros((n, n), np.float32), wcs=ref_wcs)
     with pytest.warns(AstridWarning, match="stars matched"):
-        result = align(science, reference)
+        result = align(reference=reference, science=science)
     out = result.image
     # Reference pixel (x, y) sees science pixel (x + 3, y - 2); the masked one has no value.
     expected = data[8:58, 13:63].copy()
@@ -274,13 +253,13 @@ def test_mask_grows_to_every_touched_pixel_and_nans_are_masked():
     reference = Image(np.zeros((n, n), np.float32), wcs=ref_wcs)
     for order, touched in (("bilinear", 4), ("bicubic", 16)):
         with pytest.warns(AstridWarning):
-            out = align(science, reference, order=order).image
+            out = align(reference=reference, science=science, order=order).image
         inner = out.mask[5:-5, 5:-5]
         # Each bad science pixel masks every output pixel whose interpolation touches it.
         assert inner.sum() == 2 * touched
         assert np.all(out.data[~out.mask] == pytest.approx(10.0))
     with pytest.warns(AstridWarning):
-        out = align(science, reference, order="nearest-neighbor").image
+        out = align(reference=reference, science=science, order="nearest-neighbor").image
     assert out.mask[5:-5, 5:-5].sum() == 2
 
 
@@ -290,7 +269,7 @@ def test_flux_is_conserved_when_pixel_scales_differ():
     for scale_ratio, method in ((1.25, "interp"), (0.8, "exact")):
         science, reference, xy, flux, _ = _pair(n=256, nstars=80, seed=3, scale_ratio=scale_ratio,
                                                  rotation_deg=0.0, wcs_error=(0.0, 0.0))
-        result = align(science, reference, method=method)
+        result = align(reference=reference, science=science, method=method)
         expected_method = "adaptive" if method == "interp" else "exact"
         assert result.method.startswith(expected_method)
         assert result.flux_scale == pytest.approx(1 / scale_ratio**2, rel=1e-3)
@@ -308,11 +287,11 @@ def test_flux_is_conserved_when_pixel_scales_differ():
 def test_surface_brightness_is_not_rescaled_and_metadata_follow():
     science, reference, _, _, _ = _pair(n=192, nstars=60, seed=4, scale_ratio=1.25, rotation_deg=0.0)
     science.meta = ImageMeta(zeropoint=25.0, saturation=50000.0)
-    counts = align(science, reference, method="exact")
+    counts = align(reference=reference, science=science, method="exact")
     assert counts.image.meta.zeropoint == pytest.approx(25.0 + 2.5 * math.log10(counts.flux_scale))
     assert counts.image.meta.saturation == pytest.approx(50000.0 * counts.flux_scale)
     science.header["BUNIT"] = "MJy/sr"
-    sb = align(science, reference, method="exact")
+    sb = align(reference=reference, science=science, method="exact")
     assert sb.flux_scale == 1.0
     assert np.nanmedian(sb.image.data) == pytest.approx(100.0, rel=0.02)
     # The header carries the reference grid's WCS, not the science one's.
@@ -326,9 +305,9 @@ def test_missing_wcs_names_the_image():
     science, reference, _, _, _ = _pair(n=64, nstars=10)
     no_wcs = Image(science.data, meta=ImageMeta(path="sci.fits"))
     with pytest.raises(AstridWCSError, match="sci.fits"):
-        align(no_wcs, reference)
+        align(reference=reference, science=no_wcs)
     with pytest.raises(AstridWCSError, match="reference"):
-        align(science, Image(reference.data))
+        align(reference=Image(reference.data), science=science)
 
 
 def test_no_overlap_raises():
@@ -336,29 +315,29 @@ def test_no_overlap_raises():
     reference = Image(np.zeros((n, n), np.float32), wcs=_tan_wcs((n, n)))
     far = Image(np.zeros((n, n), np.float32), wcs=_tan_wcs((n, n), ra=151.0))
     with pytest.raises(AstridInputError, match="does not overlap"):
-        align(far, reference)
+        align(reference=reference, science=far)
     opposite = Image(np.zeros((n, n), np.float32), wcs=_tan_wcs((n, n), ra=330.0, dec=-2.0))
     with pytest.raises(AstridInputError, match="does not overlap"):
-        align(opposite, reference)
+        align(reference=reference, science=opposite)
 
 
 def test_all_nan_and_bad_parameters_raise():
     science, reference, _, _, _ = _pair(n=64, nstars=10)
     empty = Image(np.full((64, 64), np.nan, np.float32), wcs=science.wcs)
     with pytest.raises(AstridInputError, match="no finite"):
-        align(empty, reference)
+        align(reference=reference, science=empty)
     with pytest.raises(AstridInputError, match="method"):
-        align(science, reference, method="drizzle")
+        align(reference=reference, science=science, method="drizzle")
     with pytest.raises(AstridInputError, match="order"):
-        align(science, reference, order="quintic")
+        align(reference=reference, science=science, order="quintic")
     with pytest.raises(AstridInputError, match="Image"):
-        align(science.data, reference)
+        align(reference=reference, science=science.data)
 
 
 def test_too_few_stars_warns_and_uses_the_wcs():
     science, reference, _, _, _ = _pair(n=128, nstars=2, seed=5)
     with pytest.warns(AstridWarning, match="stars matched"):
-        result = align(science, reference)
+        result = align(reference=reference, science=science)
     assert result.method == "interp+wcs"
     assert math.isnan(result.rms)
     assert result.n_matched < 3
@@ -375,15 +354,15 @@ def simulate():
 def _mapping_error(sim, result, science_wcs):
     size = sim.science.shape[0]
     gx, gy = np.meshgrid(np.linspace(0, size - 1, 9), np.linspace(0, size - 1, 9))
-    wx, wy = _pixel_map(science_wcs, sim.reference.wcs, gx.ravel(), gy.ravel())
-    fx, fy = _apply(result.transform, wx, wy)
-    tx, ty = _apply(sim.params["sci_to_ref"], gx.ravel(), gy.ravel())
+    wx, wy = pixel_map(science_wcs, sim.reference.wcs, gx.ravel(), gy.ravel())
+    fx, fy = apply_transform(result.transform, wx, wy)
+    tx, ty = apply_transform(sim.params["sci_to_ref"], gx.ravel(), gy.ravel())
     return float(np.hypot(fx - tx, fy - ty).max())
 
 
 def test_simulated_pair_residuals(simulate):
     sim = simulate.pair(512, seed=1, n_stars=400, exptime_science=120.0)
-    result = align(sim.science, sim.reference)
+    result = align(reference=sim.reference, science=sim.science)
     assert result.rms < 0.1
     assert result.n_matched >= 50
     assert _mapping_error(sim, result, sim.science.wcs) < 0.05
@@ -396,7 +375,7 @@ def test_simulated_pair_with_a_wrong_wcs(simulate):
     wrong.wcs.crpix = wrong.wcs.crpix + np.array([0.45, -0.3])
     wrong.wcs.set()
     science = sim.science.copy(wcs=wrong)
-    result = align(science, sim.reference)
+    result = align(reference=sim.reference, science=science)
     assert result.method in ("interp+shift", "interp+affine")
     # The default ZTF-like science image has few bright stars, yet the mapping is fixed.
     assert _mapping_error(sim, result, wrong) < 0.1
@@ -413,7 +392,7 @@ def test_jwst_pair_aligns():
         pytest.skip("shared JWST pair (images/sfft_jwst_nircam_a2744) is not present")
     reference = read_image(next(folder.glob("jw01324*_stamp.fits")))
     science = read_image(next(folder.glob("jw02561*_stamp.fits")))
-    result = align(science, reference)
+    result = align(reference=reference, science=science)
     # MJy/sr: a surface brightness, never rescaled.
     assert result.flux_scale == 1.0
     assert result.overlap > 0.95
@@ -422,11 +401,11 @@ def test_jwst_pair_aligns():
 
 
 def test_star_lists_are_handed_on_in_reference_pixels():
-    from astrid._stars import match_stars
+    from astrid.diffim import match_stars
     from astrid.simulate import pair
 
     sim = pair(512, seed=4)
-    result = align(sim.science, sim.reference)
+    result = align(reference=sim.reference, science=sim.science)
     ref, sci = result.reference_stars, result.science_stars
     assert ref is not None and sci is not None and len(sci) > 20
     ny, nx = sim.reference.shape

@@ -16,21 +16,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ._inpaint import repair_isolated
-from .errors import AstridInputError
-from .zogy import as_aligned_pair as _as_aligned_pair
-from .zogy import bad_pixels as _bad_pixels
-from .zogy import check_dtype as _check_dtype
-from .zogy import check_map as _check_map
-from .zogy import check_mask_fraction as _check_mask_fraction
-from .zogy import check_positive as _check_positive
-from .zogy import robust_std
-from .zogy import untrusted as _untrusted
+from .._utils import fwhm_to_sigma
+from ..errors import AstridInputError
+from .zogy import (
+    as_aligned_pair,
+    bad_pixels,
+    check_dtype,
+    check_map,
+    check_mask_fraction,
+    check_positive,
+    robust_std,
+    untrusted,
+)
+from .image import as_image
+from .inpaint import repair_isolated
 
-__all__ = ["ClassicResult", "classic_subtract", "FWHM_PER_SIGMA"]
+__all__ = ["ClassicResult", "classic_subtract"]
 
-# FWHM of a Gaussian in units of its standard deviation, 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Gaussian kernels are cut at this many standard deviations (scipy's default).
 _TRUNCATE = 4.0
 # The mask is dilated by this many FWHM of the broader PSF: the radius that
@@ -91,46 +93,79 @@ def _convolve(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return ndimage.convolve1d(out, weights, axis=1, mode="reflect")
 
 
+def _match(images, variances, bad, sigmas, fwhms, ratio):
+    """Zero the bad pixels, scale the reference, convolve the sharper image (and its variance)
+    to the broader PSF: both images, both variances, the kernel σ and which image was convolved."""
+    N, R = images
+    Vn, Vr = variances
+    sigma_n, sigma_r = sigmas
+    fwhm_n, fwhm_r = fwhms
+    n_img = np.where(bad, 0.0, N).astype(np.float64)
+    r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
+    # A repaired pixel whose variance is NaN too gets the sky variance.
+    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
+    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
+             if Vr is not None else sigma_r**2) * ratio**2
+
+    s_n, s_r = fwhm_to_sigma(fwhm_n), fwhm_to_sigma(fwhm_r)
+    kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
+    convolved = "none"
+    if kernel_sigma > 1e-3:
+        weights = _gaussian_weights(kernel_sigma)
+        squared = weights**2
+        if s_n < s_r:
+            convolved = "science"
+            n_img = _convolve(n_img, weights)
+            var_n = _convolve(var_n, squared) if np.ndim(var_n) else var_n * squared.sum() ** 2
+        else:
+            convolved = "reference"
+            r_img = _convolve(r_img, weights)
+            var_r = _convolve(var_r, squared) if np.ndim(var_r) else var_r * squared.sum() ** 2
+    else:
+        kernel_sigma = 0.0
+
+    return n_img, r_img, var_n, var_r, kernel_sigma, convolved
+
+
 def classic_subtract(
-    science,
-    reference,
-    science_fwhm,
-    reference_fwhm,
-    science_sigma,
-    reference_sigma,
-    flux_ratio=1.0,
-    science_variance=None,
-    reference_variance=None,
-    mask=None,
     *,
+    reference,
+    science,
+    reference_fwhm,
+    science_fwhm,
+    reference_sigma,
+    science_sigma,
+    flux_ratio=1.0,
     mask_radius=None,
     fill_value=0.0,
     dtype=np.float64,
-    _filled=None,
+    repaired=None,
 ) -> ClassicResult:
     """Gaussian PSF matching, flux scaling and direct subtraction.
 
     Parameters
     ----------
-    science, reference : array_like, shape (ny, nx)
-        Aligned, background-subtracted images (data units). NaN allowed.
-    science_fwhm, reference_fwhm : float
+    reference, science : Image, (data, mask) tuple or array_like, shape (ny, nx)
+        Aligned, background-subtracted images (data units; see
+        :func:`astrid.as_image`), keyword-only. NaN allowed. Their masks (True:
+        do not use) are combined; an :class:`~astrid.Image`'s ``variance``
+        (data units², the full per-pixel variance) is used instead of its
+        sigma for the noise of ``D``.
+    reference_fwhm, science_fwhm : float
         PSF FWHM of each image in pixels (> 0), treated as Gaussian.
-    science_sigma, reference_sigma : float
+    reference_sigma, science_sigma : float
         Background noise of each image (data units, > 0).
     flux_ratio : float, optional
         Science flux of a source divided by its reference flux; the reference
         is multiplied by it.
-    science_variance, reference_variance : array_like, shape (ny, nx), optional
-        Full per-pixel variance maps (data units²); used instead of the
-        sigmas for the noise of ``D`` when given.
-    mask : array_like of bool, shape (ny, nx), optional
-        True where either image must not be used.
     mask_radius : int, optional
         Dilation of the mask and width of the edge band (pixels). Default
         1.3 FWHM of the broader PSF (the 99 % flux radius of a Gaussian).
     fill_value : float, optional
         Value of ``D`` and ``significance`` in masked pixels.
+    repaired : array_like of bool, shape (ny, nx), optional
+        Pixels the caller already filled from their neighbours (as
+        :func:`astrid.difference` does): flagged in the mask without dilation.
     dtype : {numpy.float64, numpy.float32}, optional
         Output precision.
 
@@ -155,64 +190,42 @@ def classic_subtract(
     the other masked and non-finite pixels are set to 0 in both images before
     matching.
     """
-    dtype = _check_dtype(dtype)
-    R, N = _as_aligned_pair(reference=reference, science=science)
+    ref_image, sci_image = as_image(reference, "reference"), as_image(science, "science")
+    dtype = check_dtype(dtype)
+    R, N = as_aligned_pair(reference=ref_image.data, science=sci_image.data)
     shape = N.shape
-    fwhm_n = _check_positive("science_fwhm", science_fwhm)
-    fwhm_r = _check_positive("reference_fwhm", reference_fwhm)
-    sigma_n = _check_positive("science_sigma", science_sigma)
-    sigma_r = _check_positive("reference_sigma", reference_sigma)
-    ratio = _check_positive("flux_ratio", flux_ratio)
-    Vn = _check_map("science_variance", science_variance, shape)
-    Vr = _check_map("reference_variance", reference_variance, shape)
-    user_mask = _check_map("mask", mask, shape)
+    fwhm_n = check_positive("science_fwhm", science_fwhm)
+    fwhm_r = check_positive("reference_fwhm", reference_fwhm)
+    sigma_n = check_positive("science_sigma", science_sigma)
+    sigma_r = check_positive("reference_sigma", reference_sigma)
+    ratio = check_positive("flux_ratio", flux_ratio)
+    Vn, Vr = sci_image.variance, ref_image.variance
+    user_mask = sci_image.mask | ref_image.mask
     if mask_radius is None:
         mask_radius = int(math.ceil(_MASK_RADIUS_FWHM * max(fwhm_n, fwhm_r)))
     elif int(mask_radius) != mask_radius or mask_radius < 0:
         raise AstridInputError(f"mask_radius: must be an integer >= 0, got {mask_radius!r}")
     mask_radius = int(mask_radius)
 
-    bad = _bad_pixels(N, R, user_mask, (Vn, Vr))
+    bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # As in ZOGY: isolated NaN pixels on smooth sky are filled and cost their own area only.
-    (N, R), repaired = repair_isolated((N, R), bad, (sigma_n, sigma_r))
-    if repaired.any():
-        bad &= ~repaired
-    if _filled is not None:
+    (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
+    if filled.any():
+        bad &= ~filled
+    if repaired is not None:
         # Pixels the caller (difference()) already filled the same way.
-        repaired |= _check_map("_filled", _filled, shape).astype(bool)
+        filled |= check_map("repaired", repaired, shape).astype(bool)
 
-    n_img = np.where(bad, 0.0, N).astype(np.float64)
-    r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
-    # A repaired pixel whose variance is NaN too gets the sky variance.
-    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
-    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
-             if Vr is not None else sigma_r**2) * ratio**2
-
-    s_n, s_r = fwhm_n / FWHM_PER_SIGMA, fwhm_r / FWHM_PER_SIGMA
-    kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
-    convolved = "none"
-    if kernel_sigma > 1e-3:
-        weights = _gaussian_weights(kernel_sigma)
-        squared = weights**2
-        if s_n < s_r:
-            convolved = "science"
-            n_img = _convolve(n_img, weights)
-            var_n = _convolve(var_n, squared) if np.ndim(var_n) else var_n * squared.sum() ** 2
-        else:
-            convolved = "reference"
-            r_img = _convolve(r_img, weights)
-            var_r = _convolve(var_r, squared) if np.ndim(var_r) else var_r * squared.sum() ** 2
-    else:
-        kernel_sigma = 0.0
-
+    n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
+        (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio)
     D = n_img - r_img
     noise = np.sqrt(np.maximum(var_n + var_r, np.finfo(np.float64).tiny))
     significance = D / noise
 
-    out_mask = _untrusted(bad, mask_radius)
-    if repaired.any():
-        out_mask |= repaired
-    _check_mask_fraction(out_mask, bad, repaired, mask_radius, "classic_subtract")
+    out_mask = untrusted(bad, mask_radius)
+    if filled.any():
+        out_mask |= filled
+    check_mask_fraction(out_mask, bad, filled, mask_radius, "classic_subtract")
     D[out_mask] = fill_value
     significance[out_mask] = fill_value
     return ClassicResult(

@@ -15,16 +15,14 @@ from astropy.io import fits
 from test_star_selection import _field
 
 from astrid import Image, simulate
-from astrid._difference import difference
-from astrid._quality import (
+from astrid.diffim import Quality, assess, difference
+from astrid.diffim.quality import (
     ALIGN_RMS_FAIL,
     EPSILON_WARN,
     PSF_STARS_WARN,
     SCORR_STD_FAIL,
     SEEING_RATIO_FAIL,
     VALID_FAIL,
-    Quality,
-    assess,
     header_cards,
 )
 from astrid.errors import AstridWarning

@@ -15,15 +15,22 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from conftest import make_wcs
+from test_difference import given, synthetic_images
 
 import astrid
 from astrid import Image, ImageMeta, read_image, write_image
-from astrid._align import align
-from astrid._background import estimate_background
-from astrid._classic import classic_subtract
-from astrid._difference import FLUX_RATIO_RANGE, difference
-from astrid._photometry import flux_ratio
-from astrid._psf import PSFModel, estimate_psf, gaussian_psf
+from astrid.diffim import (
+    FLUX_RATIO_RANGE,
+    PSFModel,
+    align,
+    classic_subtract,
+    difference,
+    estimate_background,
+    estimate_psf,
+    flux_ratio,
+    gaussian_psf,
+)
 from astrid.errors import (
     AstridFileError,
     AstridInputError,
@@ -31,9 +38,7 @@ from astrid.errors import (
     AstridWarning,
     AstridWCSError,
 )
-from astrid.zogy import MASK_WARN_FRACTION, ZogyImage, subtract
-from conftest import make_wcs
-from test_difference import given, synthetic_images
+from astrid.diffim.zogy import MASK_WARN_FRACTION, ZogyImage, subtract
 
 SHAPE = (128, 128)
 
@@ -170,7 +175,7 @@ def test_read_image_singular_wcs_is_explained_when_required(files):
 def test_align_singular_header_wcs_is_explained(files, pair):
     science = read_image(files["singular"])
     with pytest.raises(AstridWCSError, match="singular.fits: the header's celestial WCS is unusable"):
-        align(science, pair[0])
+        align(reference=pair[0], science=science)
 
 
 # ----------------------------------------------------------------------------- write_image
@@ -285,49 +290,49 @@ def test_align_degenerate_wcs_is_refused_before_any_allocation(pair, change, mat
         reference = _with_wcs(reference, **change)
     started = time.perf_counter()
     with pytest.raises(AstridWCSError, match=f"{which} image.*{match}|{match}.*{which} image"):
-        align(science, reference)
+        align(reference=reference, science=science)
     assert time.perf_counter() - started < 5.0
 
 
 def test_align_needs_images(pair):
-    with pytest.raises(AstridInputError, match="astrid.Image objects"):
-        align(pair[1].data, pair[0])
+    with pytest.raises(AstridInputError, match="astrid.Image or a path"):
+        align(reference=pair[0], science=pair[1].data)
 
 
 def test_align_without_wcs(pair):
     with pytest.raises(AstridWCSError, match="no celestial WCS"):
-        align(pair[1].copy(wcs=None), pair[0])
+        align(reference=pair[0], science=pair[1].copy(wcs=None))
 
 
 def test_align_no_overlap(pair):
     reference, science = pair
     with pytest.raises(AstridInputError, match="does not overlap"):
-        align(science.copy(wcs=make_wcs(SHAPE, ra=30.0)), reference)
+        align(reference=reference, science=science.copy(wcs=make_wcs(SHAPE, ra=30.0)))
 
 
 def test_align_all_masked(pair):
     reference, science = pair
     with pytest.raises(AstridInputError, match="no finite, unmasked pixels"):
-        align(science.copy(mask=np.ones(SHAPE, bool)), reference)
+        align(reference=reference, science=science.copy(mask=np.ones(SHAPE, bool)))
 
 
 def test_align_flipped_data_warns_that_the_wcs_disagrees(sim):
     science = sim.image("science")
     flipped = science.copy(data=science.data[:, ::-1].copy(), mask=science.mask[:, ::-1].copy(), variance=None)
     with pytest.warns(AstridWarning, match=r"only 0 stars matched.*clean.*WCS of one image probably disagrees"):
-        align(flipped, sim.image("reference"))
+        align(reference=sim.image("reference"), science=flipped)
 
 
 def test_align_cropped_without_crpix_warns(sim):
     science = sim.image("science")
     crop = science.copy(data=science.data[60:, :].copy(), mask=science.mask[60:, :].copy(), variance=None)
     with pytest.warns(AstridWarning, match="cropped without updating CRPIX"):
-        align(crop, sim.image("reference"))
+        align(reference=sim.image("reference"), science=crop)
 
 
 def test_align_chance_shift_from_few_stars_warns(monkeypatch, sim):
     """A large WCS correction supported by fewer than 10 stars is reported with its numbers."""
-    import astrid._align as module
+    from astrid.diffim import alignment as module
 
     science, reference = sim.image("science"), sim.image("reference")
     real = module._refine
@@ -340,7 +345,7 @@ def test_align_chance_shift_from_few_stars_warns(monkeypatch, sim):
 
     monkeypatch.setattr(module, "_refine", few)
     with pytest.warns(AstridWarning, match=r"disagree by 13\.0 px .*only 4 of \d+ clean science stars"):
-        align(science, reference)
+        align(reference=reference, science=science)
 
 
 # ----------------------------------------------------------------------------- estimate_background
@@ -428,11 +433,12 @@ def test_estimate_psf_bad_data(data, match):
 def aligned_sim(sim):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstridWarning)
-        return align(sim.image("science"), sim.image("reference")).image, sim.image("reference")
+        return align(reference=sim.image("reference"), science=sim.image("science")).image, sim.image("reference")
 
 
 def test_flux_ratio_aligned_is_correct(aligned_sim, sim):
-    measured = flux_ratio(*aligned_sim)
+    science, reference = aligned_sim
+    measured = flux_ratio(reference=reference, science=science)
     assert measured.method == "stars"
     truth = sim.params["flux_ratio"]
     assert abs(measured.ratio - truth) < 3 * measured.error + 0.02 * truth
@@ -444,24 +450,30 @@ def test_flux_ratio_unaligned_is_refused(aligned_sim, shift):
     moved = science.copy(data=np.roll(science.data, shift, axis=1), mask=np.roll(science.mask, shift, axis=1),
                          variance=None)
     with pytest.raises(AstridInputError, match=r"do not look aligned: the centroids of \d+ bright stars"):
-        flux_ratio(moved, reference)
+        flux_ratio(reference=reference, science=moved)
 
 
 def test_flux_ratio_honours_numpy_ma(aligned_sim):
     science, reference = aligned_sim
-    plain = flux_ratio(science.data, reference.data, mask=science.mask | reference.mask)
+    plain = flux_ratio(reference=reference.data, science=science.data, mask=science.mask | reference.mask)
     sci_ma = np.ma.MaskedArray(science.data, mask=science.mask | ~np.isfinite(science.data))
     ref_ma = np.ma.MaskedArray(reference.data, mask=reference.mask)
-    assert flux_ratio(sci_ma, ref_ma).ratio == pytest.approx(plain.ratio)
+    assert flux_ratio(reference=ref_ma, science=sci_ma).ratio == pytest.approx(plain.ratio)
 
 
 @pytest.mark.parametrize(
     "science, match",
-    [(None, "science: got None"), ("x", "science: must be a 2-D array"), (np.zeros((5, 5)), "differs from")],
+    # (A string is a FITS path: see test_flux_ratio_reads_paths_through_as_image.)
+    [(None, "science: got None"), (3, "science: must be a 2-D array"), (np.zeros((5, 5)), "differs from")],
 )
 def test_flux_ratio_bad_inputs(aligned_sim, science, match):
     with pytest.raises(AstridInputError, match=match):
-        flux_ratio(science, aligned_sim[1])
+        flux_ratio(reference=aligned_sim[1], science=science)
+
+
+def test_flux_ratio_reads_paths_through_as_image(aligned_sim):
+    with pytest.raises(AstridInputError, match="x: file does not exist"):
+        flux_ratio(reference=aligned_sim[1], science="x")
 
 
 # ----------------------------------------------------------------------------- zogy.subtract / classic
@@ -504,8 +516,8 @@ def test_zogy_five_percent_nans_still_leave_most_of_the_image(noise_pair):
 
 def test_classic_scattered_nans_cost_their_own_area(noise_pair):
     N, R, _ = noise_pair
-    base = classic_subtract(N, R, 3.0, 3.0, 5.0, 3.0)
-    result = classic_subtract(_scattered_nan(N, 0.005), R, 3.0, 3.0, 5.0, 3.0)
+    base = classic_subtract(reference=R, science=N, reference_fwhm=3.0, science_fwhm=3.0, reference_sigma=3.0, science_sigma=5.0)
+    result = classic_subtract(reference=R, science=_scattered_nan(N, 0.005), reference_fwhm=3.0, science_fwhm=3.0, reference_sigma=3.0, science_sigma=5.0)
     assert result.mask.mean() - base.mask.mean() <= 0.05
 
 
