@@ -36,19 +36,19 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .braai._preprocess import no_data
+from .braai import card_path, no_data
 from .errors import AstridInputError, AstridWarning
-from .export._tflite import (
+from .export import (
     CONSTANT_OUTPUT_SPREAD,
     TFLiteRunner,
-    _n_candidates,
-    _take,
     convert_keras,
     load_keras_model,
     model_sha256,
+    n_candidates,
     preprocess,
     resolve_norm,
     sidecar_path,
+    take_candidates,
 )
 
 __all__ = ["score", "parity", "FAST_PATH_TOLERANCE", "NoDataWarning"]
@@ -164,7 +164,7 @@ def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None)
         stat = Path(model).stat()
         side = sidecar_path(model)
         if Path(model).suffix.lower() == ".keras":  # its card holds the norm and the calibration
-            side = Path(model).with_name(Path(model).name[: -len(".keras")] + ".card.json")
+            side = card_path(model)
         side_stamp = side.stat().st_mtime_ns if side.exists() else None
         key = (str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size, side_stamp, num_threads, interpreter)
         files = _thread_cache("files", OrderedDict)
@@ -295,7 +295,7 @@ def score(
     batch_size : int, optional
         Triplets read, preprocessed and scored at a time (default 256);
         bounds the memory in use. Within a batch a dynamic-batch TFLite
-        model is invoked :data:`astrid.export._tflite.INVOKE_BATCH` (16)
+        model is invoked :data:`astrid.export.INVOKE_BATCH` (16)
         triplets at a time, and a model with a static batch (the Edge
         TPU's 1) is looped over.
     num_threads : int, optional
@@ -374,7 +374,7 @@ def score(
     batch_size = int(batch_size)
     if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
         raise AstridInputError(f"num_threads={num_threads!r}: expected a positive integer or None")
-    n = _n_candidates(triplets)
+    n = n_candidates(triplets)
     predictor, model_norm, description = _resolve_model(model, num_threads, interpreter)
     norm = resolve_norm(norm, model_norm, description)
 
@@ -382,7 +382,7 @@ def score(
     empty = np.zeros(n, dtype=bool)
     with_inf = np.zeros(n, dtype=bool)
     for start, stop in _blocks(triplets, n, batch_size):
-        block = _take(triplets, slice(start, stop))
+        block = take_candidates(triplets, slice(start, stop))
         if hasattr(block, "load"):  # read a Dask-backed block once, not once per use
             block = block.load()
         if norm != "none":
@@ -428,7 +428,7 @@ def score(
 
 def _calibration_of(predictor: Any, description: str):
     """The model's score calibration (:class:`astrid.braai.Calibration`), or None."""
-    from .braai._calibrate import Calibration
+    from .braai import Calibration
 
     if isinstance(predictor, TFLiteRunner):
         data, where = (predictor.sidecar or {}).get("score_calibration"), f"{predictor.name} sidecar"
@@ -477,7 +477,7 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
         ``flipped`` (candidates whose call changes at ``threshold``),
         ``constant_int8`` (True when ``int8_scores`` are all one value
         while ``float_scores`` span more than
-        :data:`astrid.export._tflite.CONSTANT_OUTPUT_SPREAD`; also warned
+        :data:`astrid.export.CONSTANT_OUTPUT_SPREAD`; also warned
         about) and,
         with labels, ``auc_float``, ``auc_int8``, ``aucpr_float``,
         ``aucpr_int8``, ``fnr_float``, ``fnr_int8``, ``delta_fnr`` (int8 −

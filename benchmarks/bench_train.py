@@ -33,6 +33,7 @@ import time
 #: braai's tutorial: about 40 s per epoch for 10,000 triplets on a laptop.
 BRAAI_PER_S = 10_000 / 40.0
 
+# TrainConfig fields that differ from the default, per configuration.
 CONFIGS = {
     "default": {},
     "no-augment": {"augment": False},
@@ -69,14 +70,14 @@ def child(config: str, n: int, epochs: int) -> None:
 
     import numpy as np
 
-    from astrid.braai import preprocess, train
+    from astrid.braai import TrainConfig, preprocess, train
 
     ds = synthetic(n)
     t0 = time.perf_counter()
     preprocess(ds)
     prep = time.perf_counter() - t0
     # No validation: the number is training throughput; patience is then unused.
-    result = train(ds, epochs=epochs, split=None, seed=0, **CONFIGS[config])
+    result = train(ds, config=TrainConfig(epochs=epochs, split=None, seed=0, **CONFIGS[config]))
     seconds = result.history["epoch_seconds"]
     steady = seconds[1:] if len(seconds) > 1 else seconds
     epoch = float(np.median(steady))

@@ -93,8 +93,7 @@ def _train(labelled, epochs, seed, batch_size=64):
 
     keras.utils.set_random_seed(int(seed))  # the initial weights, as train() would seed them
     network = braai.vgg6(tuple(int(labelled.sizes[d]) for d in ("y", "x", "channel")))
-    return braai.train(labelled, network, split=None, epochs=epochs, seed=seed, batch_size=batch_size,
-                       track=False).model
+    return braai.train(labelled, network, config=braai.TrainConfig(split=None, epochs=epochs, seed=seed, batch_size=batch_size), track=False).model
 
 
 def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list[dict]:

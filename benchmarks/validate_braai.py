@@ -154,9 +154,7 @@ def run_simulated(args, out: Path, img: Path | None) -> dict:
     print(f"held-out test fields: {test_fields} ({test.sizes['candidate']} triplets)", flush=True)
 
     print(f"training VGG6 (up to {args.epochs} epochs) ...", flush=True)
-    result = braai.train(train_val, "vgg6", split="field", validation_fraction=0.2, epochs=args.epochs,
-                         patience=args.patience, seed=args.seed, out_dir=out / "models", name="vgg6_sim",
-                         verbose=2 if args.verbose else 0)
+    result = braai.train(train_val, "vgg6", config=braai.TrainConfig(split="field", validation_fraction=0.2, epochs=args.epochs, patience=args.patience, seed=args.seed), out_dir=out / "models", name="vgg6_sim", verbose=2 if args.verbose else 0)
     card = result.card
     print(f"  {card['training']['epochs_run']} epochs (best {card['training']['best_epoch']}) in "
           f"{card['training']['seconds']:.0f} s, {card['training']['triplets_per_second']:.0f} triplets/s", flush=True)
@@ -264,11 +262,8 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
     test_alerts = labelled.isel(candidate=test_index)
     print(f"  fine-tuning on {train_alerts.sizes['candidate']} alerts, testing on {test_alerts.sizes['candidate']} "
           f"alerts of {len(info['validation_groups'])} held-out objects", flush=True)
-    tuned = braai.train(train_alerts, split="object", validation_fraction=0.2, fine_tune_from=sim_model,
-                        learning_rate=args.fine_tune_lr, epochs=args.fine_tune_epochs, patience=5, seed=args.seed,
-                        out_dir=out / "models", name="vgg6_sim_ztf_finetuned")
-    scratch = braai.train(train_alerts, split="object", validation_fraction=0.2, epochs=args.fine_tune_epochs,
-                          patience=5, seed=args.seed, out_dir=out / "models", name="vgg6_ztf_only")
+    tuned = braai.train(train_alerts, config=braai.TrainConfig(split="object", validation_fraction=0.2, learning_rate=args.fine_tune_lr, epochs=args.fine_tune_epochs, patience=5, seed=args.seed), fine_tune_from=sim_model, out_dir=out / "models", name="vgg6_sim_ztf_finetuned")
+    scratch = braai.train(train_alerts, config=braai.TrainConfig(split="object", validation_fraction=0.2, epochs=args.fine_tune_epochs, patience=5, seed=args.seed), out_dir=out / "models", name="vgg6_ztf_only")
     test_labels = test_alerts["label"].values
     before = braai.evaluate(None, test_alerts, scores=braai.predict(sim_model, test_alerts))
     after = braai.evaluate(None, test_alerts, scores=braai.predict(tuned.model, test_alerts))

@@ -97,9 +97,7 @@ def main(argv=None) -> int:
           f"({test.sizes['candidate']} triplets, {int(test['label'].sum())} real)", flush=True)
 
     print(f"training VGG6 (up to {args.epochs} epochs) ...", flush=True)
-    result = braai.train(train_val, "vgg6", split="field", validation_fraction=0.2, epochs=args.epochs,
-                         patience=args.patience, seed=args.seed, out_dir=args.out / "models", name="vgg6_cal",
-                         track=False)
+    result = braai.train(train_val, "vgg6", config=braai.TrainConfig(split="field", validation_fraction=0.2, epochs=args.epochs, patience=args.patience, seed=args.seed), out_dir=args.out / "models", name="vgg6_cal", track=False)
     card = result.card
     print(f"  {card['training']['epochs_run']} epochs in {card['training']['seconds']:.0f} s; card calibration "
           f"T={card['calibration']['temperature']:.3f}", flush=True)

@@ -250,8 +250,7 @@ def main(argv=None) -> int:
                 backgrounds, train_set.sizes["candidate"], seed=args.seed)])
             validation = concat([validation, triplets_on_real_backgrounds(
                 backgrounds, validation.sizes["candidate"], seed=args.seed + 1)])
-        fit = braai.train(train_set, "vgg6", validation=validation, epochs=args.epochs, patience=args.patience,
-                          seed=0, out_dir=args.out, name=f"vgg6_{name}")
+        fit = braai.train(train_set, "vgg6", validation=validation, config=braai.TrainConfig(epochs=args.epochs, patience=args.patience, seed=0), out_dir=args.out, name=f"vgg6_{name}")
         val_scores = braai.predict(fit.model, validation)
         threshold = braai.threshold_for_fnr(validation["label"].values.astype(int), val_scores, 0.02)
         real = scores_against(real_labels, braai.predict(fit.model, alerts), threshold)

@@ -33,10 +33,18 @@ from ._archive import (
     get_archive,
     run,
 )
-from ._catalog import DEFAULT_VIZIER_CATALOG, gaia_stars, load_sn_catalog, parse_dec, parse_ra, select_targets
+from ._catalog import (
+    DEFAULT_VIZIER_CATALOG,
+    gaia_stars,
+    load_sn_catalog,
+    parse_dec,
+    parse_ra,
+    select_targets,
+)
 from ._config import ARCHIVES, AcquisitionConfig
 from ._download import (
     DownloadReport,
+    FetchOptions,
     FetchResult,
     QueryCheckpoint,
     destination_name,
@@ -69,6 +77,7 @@ __all__ = [
     "destination_name",
     "download",
     "fetch_file",
+    "FetchOptions",
     "find_pairs",
     "gaia_stars",
     "get_archive",

@@ -29,15 +29,24 @@ from astropy.table import Column, Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
+from .._utils import first_image_hdu
 from ..errors import AstridInputError
 from ..io import header_meta
 from ..manifest import MANIFEST_NAME, Manifest
 from ._catalog import load_sn_catalog, select_targets
 from ._config import ARCHIVES, AcquisitionConfig
-from ._download import DownloadReport, QueryCheckpoint, chunks, destination_name, download, safe_name
+from ._download import (
+    DownloadReport,
+    FetchOptions,
+    QueryCheckpoint,
+    chunks,
+    destination_name,
+    download,
+    safe_name,
+)
 from ._errors import AstridArchiveError
 from ._mast import MAST_URL, check_reachable, mast_products, query_mast
-from ._pairs import _rejected_table, find_pairs, stack_tables, standardise_observations
+from ._pairs import find_pairs, rejections_table, stack_tables, standardise_observations
 
 __all__ = [
     "Archive",
@@ -94,7 +103,7 @@ class Archive(ABC):
             )
             all_pairs.append(pairs)
             all_rejected.append(rejected)
-        return stack_tables(all_pairs, _empty_pairs()), stack_tables(all_rejected, _rejected_table([]))
+        return stack_tables(all_pairs, _empty_pairs()), stack_tables(all_rejected, rejections_table([]))
 
     @abstractmethod
     def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
@@ -115,13 +124,13 @@ def _empty_pairs() -> Table:
 
 def _download_options(config: AcquisitionConfig | None) -> dict:
     config = config or AcquisitionConfig()
-    return {
-        "decompress": config.decompress,
-        "max_file_size": config.max_file_size,
-        "retries": config.retries,
-        "backoff_s": config.backoff_s,
-        "timeout": config.timeout_s,
-    }
+    options = FetchOptions(
+        retries=config.retries,
+        backoff_s=config.backoff_s,
+        timeout=config.timeout_s,
+        max_bytes=config.max_file_size,
+    )
+    return {"decompress": config.decompress, "options": options}
 
 
 # --------------------------------------------------------------------------- #
@@ -190,7 +199,7 @@ class MastArchive(Archive):
                     lambda: query_mast(
                         row, missions=config.missions, days_before=config.lookback_days,
                         days_after=config.days_after, radius=config.radius_arcmin * u.arcmin,
-                        instruments=config.instruments, check=False,
+                        instruments=config.instruments, check_timeout=None,
                     ),
                     config,
                 )
@@ -266,28 +275,23 @@ def _scan(path: Path) -> dict | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=False) as hdul:
-                primary = hdul[0].header
-                for index, hdu in enumerate(hdul):
-                    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-                        continue
-                    header = hdu.header
-                    if header.get("NAXIS", 0) < 2:
-                        continue
-                    merged = header.copy()
-                    if index:  # TELESCOP, DATE-OBS, ... often live in the primary header only
-                        for card in primary.cards:
-                            if card.keyword and card.keyword not in merged and card.keyword not in _STRUCTURAL_KEYS:
-                                merged[card.keyword] = card.value
-                    try:
-                        wcs = WCS(merged, naxis=2)
-                        wcs = wcs if wcs.has_celestial else None
-                    except Exception:  # broken WCS keywords: no position, still usable by OBJECT
-                        wcs = None
-                    meta = header_meta(merged, path=str(path), hdu=index)
-                    return {"meta": meta, "wcs": wcs, "object": str(merged.get("OBJECT", "")).strip()}
+                index = first_image_hdu(hdul, skip=())
+                if index is None:
+                    return None
+                merged = hdul[index].header.copy()
+                if index:  # TELESCOP, DATE-OBS, ... often live in the primary header only
+                    for card in hdul[0].header.cards:
+                        if card.keyword and card.keyword not in merged and card.keyword not in _STRUCTURAL_KEYS:
+                            merged[card.keyword] = card.value
+                try:
+                    wcs = WCS(merged, naxis=2)
+                    wcs = wcs if wcs.has_celestial else None
+                except Exception:  # broken WCS keywords: no position, still usable by OBJECT
+                    wcs = None
+                meta = header_meta(merged, path=str(path), hdu=index)
+                return {"meta": meta, "wcs": wcs, "object": str(merged.get("OBJECT", "")).strip()}
     except (OSError, ValueError):
         return None
-    return None
 
 
 class LocalArchive(Archive):
@@ -403,14 +407,14 @@ class LocalArchive(Archive):
         if dated.any():
             pairs, rejected = super().pairs(observations, targets[dated], config)
         else:
-            pairs, rejected = _empty_pairs(), _rejected_table([])
+            pairs, rejected = _empty_pairs(), rejections_table([])
         undated_pairs, undated_rejected = [], []
         for row in targets[~dated]:
             p, r = _earliest_as_reference(observations[observations["target"] == str(row["name"])], str(row["name"]), config)
             undated_pairs.append(p)
             undated_rejected.append(r)
         return (stack_tables([pairs] + undated_pairs, _empty_pairs()),
-                stack_tables([rejected] + undated_rejected, _rejected_table([])))
+                stack_tables([rejected] + undated_rejected, rejections_table([])))
 
     def _survey_pairs(self, targets: Table) -> tuple[Table, Table]:
         manifest = Manifest.load(self.root)
@@ -434,7 +438,7 @@ class LocalArchive(Archive):
                 "sci_checksum": f"sha256:{sci['sha256']}" if sci.get("sha256") else "",
             })
         pairs = _rows_table(rows) if rows else _empty_pairs()
-        return pairs, _rejected_table([])
+        return pairs, rejections_table([])
 
     def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
               targets: Table | None = None) -> DownloadReport:
@@ -485,7 +489,7 @@ def _target_table(names, ra, dec, discovery_mjd) -> Table:
 def _earliest_as_reference(observations: Table, target: str, config: AcquisitionConfig) -> tuple[Table, Table]:
     """Pairs without a discovery date: in each mission/instrument/filter the earliest epoch is the reference."""
     if not len(observations):
-        return _empty_pairs(), _rejected_table([])
+        return _empty_pairs(), rejections_table([])
     obs = standardise_observations(observations, target=target)
     keys = [(m, i, f) if config.require_same_mission else ("", "", f)
             for m, i, f in zip(obs["mission"], obs["instrument"], obs["filter"])]
@@ -498,7 +502,7 @@ def _earliest_as_reference(observations: Table, target: str, config: Acquisition
             reason = ("no observation time" if not np.isfinite(times).any() else
                       f"no later epoch in the same mission/instrument/filter ({label}) to pair with "
                       "(no discovery date: the earliest epoch is the reference)")
-            all_rejected.append(_rejected_table([
+            all_rejected.append(rejections_table([
                 {"target": target, "obsid": str(o["obsid"]), "mission": str(o["mission"]), "instrument": str(o["instrument"]),
                  "filter": str(o["filter"]), "t_min": float(o["t_min"]), "role": "", "reason": reason} for o in group
             ]))
@@ -513,7 +517,7 @@ def _earliest_as_reference(observations: Table, target: str, config: Acquisition
         )
         all_pairs.append(pairs)
         all_rejected.append(rejected)
-    return stack_tables(all_pairs, _empty_pairs()), stack_tables(all_rejected, _rejected_table([]))
+    return stack_tables(all_pairs, _empty_pairs()), stack_tables(all_rejected, rejections_table([]))
 
 
 # --------------------------------------------------------------------------- #
@@ -593,7 +597,7 @@ class SimulatedArchive(Archive):
                  "filter": preset.get("filter", ""), "ref_obsid": f"{n}/reference", "sci_obsid": f"{n}/science",
                  "ref_url": "", "sci_url": ""}
                 for n in targets["name"]]
-        return (_rows_table(rows) if rows else _empty_pairs()), _rejected_table([])
+        return (_rows_table(rows) if rows else _empty_pairs()), rejections_table([])
 
     def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
               targets: Table | None = None) -> DownloadReport:
@@ -831,7 +835,7 @@ def run(
                           else ("downloaded" if r["path"] in report.downloaded else "present") for r in plan]
     return AcquisitionResult(
         config=config, targets=targets, observations=stack_tables(all_obs, Table()), pairs=pairs,
-        rejected=stack_tables(all_rejected, _rejected_table([])), plan=plan, report=report, dry_run=dry_run,
+        rejected=stack_tables(all_rejected, rejections_table([])), plan=plan, report=report, dry_run=dry_run,
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .._utils import is_image_hdu, json_safe
 from ..errors import AstridInputError
 from ..manifest import Manifest, sha256sum
 from ._errors import AstridDownloadError
@@ -181,8 +182,7 @@ def validate_fits(path: str | os.PathLike, *, require_image: bool = True) -> Non
                             f"{path.name}: truncated FITS file (HDU {index} needs {info['datLoc'] + span} bytes, "
                             f"the file has {length})"
                         )
-                    if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-                        has_image |= hdu.header.get("NAXIS", 0) >= 2
+                    has_image |= is_image_hdu(hdu)
         except AstridInputError:
             raise
         except (OSError, EOFError, zlib.error) as exc:
@@ -364,17 +364,63 @@ def _finish(part: Path, dest: Path) -> bool:
     return ready != part
 
 
+@dataclass(frozen=True)
+class FetchOptions:
+    """How :func:`fetch_file` and :func:`download` fetch: retries, back-off, timeout, size cap.
+
+    Attributes
+    ----------
+    retries : int
+        Further attempts after the first (default 4).
+    backoff_s, max_backoff_s : float
+        Wait ``backoff_s * 2**k`` seconds before retry ``k + 1``, at most
+        ``max_backoff_s`` (a server's ``Retry-After`` is honoured up to that cap).
+    timeout : float
+        Seconds to wait for the server to connect or send data.
+    max_bytes : int or None
+        Size cap per file in bytes; a larger file is refused without retry.
+    """
+
+    retries: int = 4
+    backoff_s: float = 2.0
+    max_backoff_s: float = 120.0
+    timeout: float = 60.0
+    max_bytes: int | None = None
+
+
+def _checked_destination(url: str, dest: str | os.PathLike) -> Path:
+    """``dest`` as a Path, its folder made; AstridDownloadError (no retry) where it cannot be."""
+    scheme = urlparse(str(url)).scheme.lower() if "://" in str(url) else ""
+    if scheme not in ("", "file", "http", "https"):
+        # Permanent: no retry can make requests speak FTP, S3, ...
+        raise AstridDownloadError(
+            f"{url}: cannot download {scheme}:// addresses; AstrID fetches http(s)://, file:// URLs and local paths",
+            url=str(url),
+            attempts=0,
+        )
+    dest = Path(dest)
+    if dest.is_dir():
+        raise AstridDownloadError(
+            f"{dest}: the download target is a folder; give a file name", url=str(url), attempts=0
+        )
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AstridDownloadError(
+            f"{dest}: cannot create the folder {dest.parent} ({exc.strerror or exc})",
+            url=str(url),
+            attempts=0,
+        ) from None
+    return dest
+
+
 def fetch_file(
     url: str,
     dest: str | os.PathLike,
     *,
     checksum: str | None = None,
     expected_size: int | None = None,
-    max_bytes: int | None = None,
-    retries: int = 4,
-    backoff_s: float = 2.0,
-    max_backoff_s: float = 120.0,
-    timeout: float = 60.0,
+    options: FetchOptions | None = None,
     validate: bool = True,
     session=None,
     sleep: Callable[[float], None] = time.sleep,
@@ -395,15 +441,8 @@ def fetch_file(
         Digests the server declares (``Content-MD5``, ``Digest``) are checked too.
     expected_size : int, optional
         Expected body size in bytes (from the archive's product list).
-    max_bytes : int, optional
-        Size cap; a larger file is refused without retry.
-    retries : int, optional
-        Further attempts after the first (default 4).
-    backoff_s, max_backoff_s : float, optional
-        Wait ``backoff_s * 2**k`` seconds before retry ``k + 1``, at most
-        ``max_backoff_s`` (a server's ``Retry-After`` is honoured up to that cap).
-    timeout : float, optional
-        Seconds to wait for the server to connect or send data.
+    options : FetchOptions, optional
+        Retries, back-off, timeout and size cap (default ``FetchOptions()``).
     validate : bool, optional
         Open the result with astropy and require image data (default True).
     session : requests.Session, optional
@@ -420,23 +459,7 @@ def fetch_file(
     AstridDownloadError
         All attempts failed, or a permanent failure (HTTP 4xx, over the cap).
     """
-    scheme = urlparse(str(url)).scheme.lower() if "://" in str(url) else ""
-    if scheme not in ("", "file", "http", "https"):
-        # Permanent: no retry can make requests speak FTP, S3, ...
-        raise AstridDownloadError(
-            f"{url}: cannot download {scheme}:// addresses; AstrID fetches http(s)://, file:// URLs and local paths",
-            url=str(url),
-            attempts=0,
-        )
-    dest = Path(dest)
-    if dest.is_dir():
-        raise AstridDownloadError(f"{dest}: the download target is a folder; give a file name", url=str(url), attempts=0)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AstridDownloadError(
-            f"{dest}: cannot create the folder {dest.parent} ({exc.strerror or exc})", url=str(url), attempts=0
-        ) from None
+    dest = _checked_destination(url, dest)
     part = dest.with_name(dest.name + ".part")
 
     def clean() -> None:
@@ -446,25 +469,39 @@ def fetch_file(
     clean()  # whatever a killed run left behind
     wanted = _parse_checksum(checksum)
     session = None if _local_source(url) is not None else _session(session)
+    options = FetchOptions() if options is None else options
+    retries, backoff_s, max_backoff_s = options.retries, options.backoff_s, options.max_backoff_s
     reason = ""
     attempts = 0
     for attempt in range(int(retries) + 1):
         attempts = attempt + 1
         try:
-            size, digests, headers = _stream_to(url, part, session=session, timeout=timeout, max_bytes=max_bytes,
-                                                algorithms=[wanted[0]] if wanted else ())
+            size, digests, headers = _stream_to(
+                url,
+                part,
+                session=session,
+                timeout=options.timeout,
+                max_bytes=options.max_bytes,
+                algorithms=[wanted[0]] if wanted else (),
+            )
             if expected_size is not None and expected_size >= 0 and size != expected_size:
                 raise _Retryable(f"size {size} bytes, the archive lists {expected_size}")
             declared = [] if headers.get("Content-Encoding") else _header_checksums(headers)
             for algo, digest in ([wanted] if wanted else []) + declared:
                 if digests.get(algo) != digest:
-                    raise _Retryable(f"{algo} checksum mismatch (got {digests.get(algo)}, expected {digest})")
+                    raise _Retryable(
+                        f"{algo} checksum mismatch (got {digests.get(algo)}, expected {digest})"
+                    )
             converted = _finish(part, dest) if validate else os.replace(part, dest)
             sha256 = sha256sum(dest) if converted else digests["sha256"]
-            return FetchResult(path=dest, size=dest.stat().st_size, sha256=sha256, attempts=attempts, url=url)
+            return FetchResult(
+                path=dest, size=dest.stat().st_size, sha256=sha256, attempts=attempts, url=url
+            )
         except _Permanent as exc:
             clean()
-            raise AstridDownloadError(f"{url}: {exc} (not retried)", url=url, attempts=attempts) from None
+            raise AstridDownloadError(
+                f"{url}: {exc} (not retried)", url=url, attempts=attempts
+            ) from None
         except _Retryable as exc:
             clean()
             reason = str(exc)
@@ -477,7 +514,9 @@ def fetch_file(
         except BaseException:
             clean()
             raise
-    raise AstridDownloadError(f"{url}: failed after {attempts} attempt(s): {reason}", url=url, attempts=attempts)
+    raise AstridDownloadError(
+        f"{url}: failed after {attempts} attempt(s): {reason}", url=url, attempts=attempts
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -575,17 +614,95 @@ def _recorded(manifest: Manifest, rel: str) -> dict | None:
     return None
 
 
+class _Fetcher:
+    """The files :func:`download` has landed so far, and how it fetches the next one."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        manifest: Manifest,
+        options: FetchOptions,
+        session,
+        sleep,
+        raise_on_error: bool,
+        progress: Callable[[str, str], None] | None,
+    ):
+        self.out_dir, self.manifest, self.options = out_dir, manifest, options
+        self.session, self.sleep = session, sleep
+        self.raise_on_error, self.progress = raise_on_error, progress
+        self.report = DownloadReport(out_dir=out_dir)
+        self.landed: dict[str, bool] = {}
+
+    def note(self, event: str, rel: str) -> None:
+        if self.progress is not None:
+            self.progress(event, rel)
+
+    def _done(self, rel: str, event: str) -> bool:
+        self.landed[rel] = True
+        (self.report.skipped if event == "skipped" else self.report.downloaded).append(rel)
+        self.note(event, rel)
+        return True
+
+    def ensure(self, spec: dict) -> bool:
+        """Whether the file of ``spec`` is in place: already recorded, adopted, or fetched now."""
+        report, manifest, landed = self.report, self.manifest, self.landed
+        rel = spec.get("rel")
+        if rel is None:
+            key = f"no-url:{spec['target']}/{spec['role']}/{spec['obsid']}"
+            if key not in landed:
+                report.failed.append({**_failure(spec), "reason": "no download URL"})
+                landed[key] = False
+            return False
+        if rel in landed:
+            return landed[rel]
+        dest = self.out_dir / rel
+        record = _recorded(manifest, rel)
+        if record is not None and manifest.has_file(rel):
+            return self._done(rel, "skipped")
+        if record is None and dest.exists():
+            # renamed into place by an interrupted run before the manifest was saved
+            try:
+                validate_fits(dest)
+                adopted = _matches_checksum(dest, spec.get("checksum"))
+            except AstridInputError:
+                adopted = False
+            if adopted:
+                _record(manifest, spec, dest)
+                manifest.save()
+                return self._done(rel, "skipped")
+        try:
+            # the archive's listed size is not enforced: MAST's product sizes are not always
+            # the bytes served; Content-Length, checksums and the FITS check catch damage
+            result = fetch_file(
+                spec["url"],
+                dest,
+                checksum=spec.get("checksum"),
+                options=self.options,
+                session=self.session,
+                sleep=self.sleep,
+            )
+        except AstridDownloadError as exc:
+            report.attempts += exc.attempts
+            report.failed.append({**_failure(spec), "reason": str(exc)})
+            landed[rel] = False
+            self.note("failed", rel)
+            if self.raise_on_error:
+                manifest.save()
+                raise
+            return False
+        report.attempts += result.attempts
+        _record(manifest, spec, dest)
+        manifest.save()
+        return self._done(rel, "downloaded")
+
+
 def download(
     pairs: Table,
     out_dir: str | os.PathLike,
     *,
     targets: Table | None = None,
     decompress: bool = False,
-    max_file_size: int | None = None,
-    retries: int = 4,
-    backoff_s: float = 2.0,
-    max_backoff_s: float = 120.0,
-    timeout: float = 60.0,
+    options: FetchOptions | None = None,
     session=None,
     sleep: Callable[[float], None] = time.sleep,
     source: str = "archive",
@@ -610,10 +727,8 @@ def download(
         ``host``) whose details are written into the manifest's targets.
     decompress : bool, optional
         Store gzipped sources decompressed as ``.fits`` (default: keep ``.fits.gz``).
-    max_file_size : int, optional
-        Size cap in bytes per file.
-    retries, backoff_s, max_backoff_s, timeout, session, sleep
-        Passed to :func:`fetch_file`.
+    options, session, sleep
+        Passed to :func:`fetch_file` (``options.max_bytes`` caps each file).
     source : str, optional
         Manifest ``source`` for a new manifest (``"mast"``, ``"local"``).
     raise_on_error : bool, optional
@@ -640,71 +755,19 @@ def download(
         if col not in pairs.colnames:
             raise AstridInputError(f"pairs table has no {col!r} column (columns: {pairs.colnames})")
     manifest = Manifest(out_dir, source=source)
-    report = DownloadReport(out_dir=out_dir)
-    session = _session(session)
-    landed: dict[str, bool] = {}
+    fetcher = _Fetcher(
+        out_dir,
+        manifest,
+        FetchOptions() if options is None else options,
+        _session(session),
+        sleep,
+        raise_on_error,
+        progress,
+    )
+    report = fetcher.report
     catalog = {}
     if targets is not None and len(targets):
         catalog = {str(r["name"]): r for r in targets}
-
-    def note(event: str, rel: str) -> None:
-        if progress is not None:
-            progress(event, rel)
-
-    def ensure(spec: dict) -> bool:
-        rel = spec.get("rel")
-        if rel is None:
-            key = f"no-url:{spec['target']}/{spec['role']}/{spec['obsid']}"
-            if key not in landed:
-                report.failed.append({**_failure(spec), "reason": "no download URL"})
-                landed[key] = False
-            return False
-        if rel in landed:
-            return landed[rel]
-        dest = out_dir / rel
-        record = _recorded(manifest, rel)
-        if record is not None and manifest.has_file(rel):
-            landed[rel] = True
-            report.skipped.append(rel)
-            note("skipped", rel)
-            return True
-        if record is None and dest.exists():
-            # renamed into place by an interrupted run before the manifest was saved
-            try:
-                validate_fits(dest)
-                adopted = _matches_checksum(dest, spec.get("checksum"))
-            except AstridInputError:
-                adopted = False
-            if adopted:
-                _record(manifest, spec, dest)
-                manifest.save()
-                landed[rel] = True
-                report.skipped.append(rel)
-                note("skipped", rel)
-                return True
-        try:
-            # the archive's listed size is not enforced: MAST's product sizes are not always
-            # the bytes served; Content-Length, checksums and the FITS check catch damage
-            result = fetch_file(
-                spec["url"], dest, checksum=spec.get("checksum"), max_bytes=max_file_size, retries=retries,
-                backoff_s=backoff_s, max_backoff_s=max_backoff_s, timeout=timeout, session=session, sleep=sleep,
-            )
-        except AstridDownloadError as exc:
-            report.attempts += exc.attempts
-            report.failed.append({**_failure(spec), "reason": str(exc)})
-            landed[rel] = False
-            note("failed", rel)
-            if raise_on_error:
-                manifest.save()
-                raise
-            return False
-        report.attempts += result.attempts
-        _record(manifest, spec, dest)
-        manifest.save()
-        landed[rel] = True
-        report.downloaded.append(rel)
-        note("downloaded", rel)
-        return True
 
     for row in pairs:
         target = str(row["target"])
@@ -712,12 +775,16 @@ def download(
         manifest.target(safe_name(target), **info)
         ref = _file_spec(row, "reference", decompress)
         sci = _file_spec(row, "science", decompress)
-        ok_ref = ensure(ref)
-        ok_sci = ensure(sci)
+        ok_ref = fetcher.ensure(ref)
+        ok_sci = fetcher.ensure(sci)
         if ok_ref and ok_sci:
             manifest.add_pair(
-                safe_name(target), ref["rel"], sci["rel"],
-                mission=_cell(row, "mission"), instrument=_cell(row, "instrument"), filter=_cell(row, "filter"),
+                safe_name(target),
+                ref["rel"],
+                sci["rel"],
+                mission=_cell(row, "mission"),
+                instrument=_cell(row, "instrument"),
+                filter=_cell(row, "filter"),
                 ref_days_before=_round(_cell(row, "ref_days_before")),
                 sci_days_after=_round(_cell(row, "sci_days_after")),
             )
@@ -785,23 +852,6 @@ def _target_info(cat_row, pair_row) -> dict:
 CHECKPOINT_SCHEMA = "astrid-acquire-checkpoint/1"
 
 
-def _jsonable(value):
-    value = _cell_value(value)
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _cell_value(value):
-    if value is np.ma.masked:
-        return None
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 class QueryCheckpoint:
     """Which targets were queried, with their observations, in an append-only JSON-lines file.
 
@@ -856,7 +906,7 @@ class QueryCheckpoint:
 
     def put(self, target: str, key: str, observations: Table) -> None:
         """Record the observations of ``target`` (appended and flushed at once)."""
-        rows = [{name: _jsonable(row[name]) for name in observations.colnames} for row in observations]
+        rows = [{name: json_safe(row[name]) for name in observations.colnames} for row in observations]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
         torn = False

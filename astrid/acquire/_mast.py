@@ -24,7 +24,7 @@ from astropy.time import Time
 
 from .._optional import require
 from ..errors import AstridInputError
-from ._download import destination_name, fetch_file, safe_name
+from ._download import FetchOptions, destination_name, fetch_file, safe_name
 from ._errors import AstridArchiveError
 from ._pairs import standardise_observations
 
@@ -124,8 +124,7 @@ def query_mast(
     discovery_time: Time | float | None = None,
     instruments: Iterable[str] | None = None,
     dataproduct_type: str | None = "image",
-    check: bool = True,
-    check_timeout: float = 3.0,
+    check_timeout: float | None = 3.0,
 ) -> Table:
     """Observations around a supernova in a time window about its discovery, from MAST.
 
@@ -154,10 +153,9 @@ def query_mast(
         MAST ``instrument_name`` values to keep.
     dataproduct_type : str or None, optional
         MAST ``dataproduct_type`` (default ``"image"``).
-    check : bool, optional
-        Probe MAST first (3 s) and fail fast when it is unreachable.
-    check_timeout : float, optional
-        Timeout of that probe in seconds.
+    check_timeout : float or None, optional
+        Probe MAST first, waiting at most this many seconds (default 3), and
+        fail fast when it is unreachable; None: no probe.
 
     Returns
     -------
@@ -183,7 +181,7 @@ def query_mast(
     mast = require("astroquery.mast", "querying MAST")
     from astroquery.exceptions import NoResultsWarning, RemoteServiceError
 
-    if check:
+    if check_timeout is not None:
         check_reachable(MAST_URL, name="MAST", timeout=check_timeout)
     criteria: dict[str, Any] = {
         "coordinates": coord,
@@ -255,8 +253,8 @@ def mast_products(obsids: Iterable[str], *, product_type: str = "SCIENCE") -> di
     if not obsids:
         return {}
     mast = require("astroquery.mast", "listing MAST products")
-    from astroquery.exceptions import NoResultsWarning, RemoteServiceError
     import requests
+    from astroquery.exceptions import NoResultsWarning, RemoteServiceError
 
     try:
         with warnings.catch_warnings():
@@ -363,5 +361,6 @@ def skyview_cutouts(
     kwargs = {"sleep": sleep} if sleep is not None else {}
     for url, survey_name in zip(urls, surveys):
         dest = Path(out_dir) / destination_name(url, f"{prefix}_{safe_name(survey_name)}.fits")
-        out.append(fetch_file(url, dest, retries=retries, session=session, **kwargs).path)
+        options = FetchOptions(retries=retries)
+        out.append(fetch_file(url, dest, options=options, session=session, **kwargs).path)
     return out

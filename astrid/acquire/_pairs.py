@@ -18,6 +18,7 @@ import numpy as np
 from astropy.table import Column, Table, vstack
 from astropy.time import Time
 
+from .._utils import json_safe
 from ..errors import AstridInputError
 from ._filters import normalise_filter, normalise_instrument, normalise_mission
 
@@ -50,25 +51,13 @@ _SOURCE_NAMES = {
 _EXTRA_COLUMNS = ("obs_id", "dataproduct_type", "calib_level", "s_ra", "s_dec", "target_name")
 
 
-def _plain(value: Any) -> Any:
-    if value is np.ma.masked or value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode(errors="replace")
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def _column_values(table: Table, names: Iterable[str]) -> list[Any] | None:
     lower = {c.lower(): c for c in table.colnames}
     for name in names:
         if name.lower() in lower:
             col = table[lower[name.lower()]]
             mask = np.ma.getmaskarray(col) if hasattr(col, "mask") else np.zeros(len(table), bool)
-            return [None if m else _plain(v) for v, m in zip(col, mask)]
+            return [None if m else json_safe(v) for v, m in zip(col, mask)]
     return None
 
 
@@ -251,21 +240,65 @@ def find_pairs(
     if target is not None:
         obs["target"] = target
     name = target if target is not None else (obs["target"][0] if len(obs) else "")
-    # plain lists: indexing table columns element by element is slow for long observation lists
-    col = {c: obs[c].tolist() for c in ("target", "obsid", "mission", "instrument", "filter", "filter_raw",
-                                        "t_min", "t_max", "exptime")}
-    products = obs["dataproduct_type"].tolist() if "dataproduct_type" in obs.colnames else None
+    pairing = _Pairing(
+        obs,
+        name,
+        t0,
+        reference_min_days_before,
+        science_max_days_after,
+        require_same_mission,
+        max_per_type,
+    )
+    refs, scis = pairing.groups(missions, instruments, filters)
+    rows = pairing.pair_rows(refs, scis)
 
-    wanted_missions = {normalise_mission(m) for m in missions} if missions else None
-    wanted_instruments = {normalise_instrument(i) for i in instruments} if instruments else None
-    wanted_filters = list(filters) if filters else None
+    pairs = _pairs_table(rows, obs)
+    rejected_table = rejections_table(pairing.rejected)
+    pairs.meta["target"] = name
+    rejected_table.meta["target"] = name
+    return pairs, rejected_table
 
-    rejected: list[dict] = []
 
-    def reject(i: int, role: str, reason: str) -> None:
-        rejected.append(
+class _Pairing:
+    """One target's observations on their way to pairs: columns, windows, rejections so far."""
+
+    def __init__(
+        self,
+        obs: Table,
+        name: str,
+        t0: float,
+        reference_min_days_before: float,
+        science_max_days_after: float,
+        require_same_mission: bool,
+        max_per_type: int | None,
+    ):
+        self.obs, self.name, self.t0 = obs, name, t0
+        self.reference_min_days_before = reference_min_days_before
+        self.science_max_days_after = science_max_days_after
+        self.require_same_mission = require_same_mission
+        self.max_per_type = max_per_type
+        # plain lists: indexing table columns element by element is slow for long observation lists
+        self.col = {
+            c: obs[c].tolist()
+            for c in (
+                "target",
+                "obsid",
+                "mission",
+                "instrument",
+                "filter",
+                "filter_raw",
+                "t_min",
+                "t_max",
+                "exptime",
+            )
+        }
+        self.rejected: list[dict] = []
+
+    def reject(self, i: int, role: str, reason: str) -> None:
+        col = self.col
+        self.rejected.append(
             {
-                "target": str(col["target"][i]) or name,
+                "target": str(col["target"][i]) or self.name,
                 "obsid": col["obsid"][i],
                 "mission": col["mission"][i],
                 "instrument": col["instrument"][i],
@@ -276,51 +309,105 @@ def find_pairs(
             }
         )
 
-    refs: dict[tuple, list[int]] = defaultdict(list)
-    scis: dict[tuple, list[int]] = defaultdict(list)
-    for i in range(len(obs)):
-        mission, instrument, filt = col["mission"][i], col["instrument"][i], col["filter"][i]
-        start, end = float(col["t_min"][i]), float(col["t_max"][i])
-        if products is not None and products[i] not in ("", "image"):
-            reject(i, "", f"not an image ({products[i]})")
-            continue
-        if wanted_missions is not None and mission not in wanted_missions:
-            reject(i, "", f"mission {mission or '?'} not requested ({', '.join(sorted(wanted_missions))})")
-            continue
-        if wanted_instruments is not None and instrument not in wanted_instruments:
-            reject(i, "", f"instrument {instrument or '?'} not requested ({', '.join(sorted(wanted_instruments))})")
-            continue
-        if not filt:
-            reject(i, "", "no filter recorded")
-            continue
-        if wanted_filters is not None:
-            allowed = {normalise_filter(f, mission, instrument) for f in wanted_filters}
-            if filt not in allowed:
-                reject(i, "", f"filter {filt} not requested ({', '.join(sorted(a for a in allowed if a))})")
+    def groups(
+        self, missions, instruments, filters
+    ) -> tuple[dict[tuple, list[int]], dict[tuple, list[int]]]:
+        """(references, science images) by mission/instrument/filter key; the rest rejected."""
+        col, obs = self.col, self.obs
+        products = obs["dataproduct_type"].tolist() if "dataproduct_type" in obs.colnames else None
+        wanted_missions = {normalise_mission(m) for m in missions} if missions else None
+        wanted_instruments = {normalise_instrument(i) for i in instruments} if instruments else None
+        wanted_filters = list(filters) if filters else None
+        refs: dict[tuple, list[int]] = defaultdict(list)
+        scis: dict[tuple, list[int]] = defaultdict(list)
+        for i in range(len(obs)):
+            mission, instrument, filt = col["mission"][i], col["instrument"][i], col["filter"][i]
+            start, end = float(col["t_min"][i]), float(col["t_max"][i])
+            if products is not None and products[i] not in ("", "image"):
+                self.reject(i, "", f"not an image ({products[i]})")
                 continue
-        if not np.isfinite(start):
-            reject(i, "", "no observation time")
-            continue
-        key = (mission, instrument, filt) if require_same_mission else (filt,)
-        if end <= t0 - reference_min_days_before:
+            if wanted_missions is not None and mission not in wanted_missions:
+                self.reject(
+                    i,
+                    "",
+                    f"mission {mission or '?'} not requested ({', '.join(sorted(wanted_missions))})",
+                )
+                continue
+            if wanted_instruments is not None and instrument not in wanted_instruments:
+                self.reject(
+                    i,
+                    "",
+                    f"instrument {instrument or '?'} not requested "
+                    f"({', '.join(sorted(wanted_instruments))})",
+                )
+                continue
+            if not filt:
+                self.reject(i, "", "no filter recorded")
+                continue
+            if wanted_filters is not None:
+                allowed = {normalise_filter(f, mission, instrument) for f in wanted_filters}
+                if filt not in allowed:
+                    self.reject(
+                        i,
+                        "",
+                        f"filter {filt} not requested ({', '.join(sorted(a for a in allowed if a))})",
+                    )
+                    continue
+            if not np.isfinite(start):
+                self.reject(i, "", "no observation time")
+                continue
+            key = (mission, instrument, filt) if self.require_same_mission else (filt,)
+            self._place(i, key, start, end, refs, scis)
+        return refs, scis
+
+    def _place(self, i: int, key: tuple, start: float, end: float, refs: dict, scis: dict) -> None:
+        """Observation ``i`` as a reference, a science image or rejected, by its time."""
+        t0, before_min, after_max = (
+            self.t0,
+            self.reference_min_days_before,
+            self.science_max_days_after,
+        )
+        if end <= t0 - before_min:
             refs[key].append(i)
         elif start < t0:
             before = t0 - end
             if before > 0:
-                reject(i, "reference", f"reference too close to discovery ({_days(before)} < {reference_min_days_before:g} d)")
+                self.reject(
+                    i,
+                    "reference",
+                    f"reference too close to discovery ({_days(before)} < {before_min:g} d)",
+                )
             else:
-                reject(i, "reference", f"spans the discovery date (starts {_days(t0 - start)} before it)")
-        elif start <= t0 + science_max_days_after:
+                self.reject(
+                    i,
+                    "reference",
+                    f"spans the discovery date (starts {_days(t0 - start)} before it)",
+                )
+        elif start <= t0 + after_max:
             scis[key].append(i)
         else:
-            reject(i, "science", f"science too late after discovery ({_days(start - t0)} > {science_max_days_after:g} d)")
+            self.reject(
+                i,
+                "science",
+                f"science too late after discovery ({_days(start - t0)} > {after_max:g} d)",
+            )
 
-    def partner_note(key: tuple, pool: dict[tuple, list[int]], kind: str) -> str:
+    def partner_note(self, key: tuple, pool: dict[tuple, list[int]], kind: str) -> str:
         """Why a group has no partner: the same filter elsewhere (cross-mission), another filter (cross-filter)."""
-        what = kind if kind == "science" else f"reference (>= {reference_min_days_before:g} d before discovery)"
-        if require_same_mission:
+        what = (
+            kind
+            if kind == "science"
+            else f"reference (>= {self.reference_min_days_before:g} d before discovery)"
+        )
+        if self.require_same_mission:
             filt = key[2]
-            same_filter = sorted({_group_label(k[:2]) for k, v in pool.items() if v and k[2] == filt and k[:2] != key[:2]})
+            same_filter = sorted(
+                {
+                    _group_label(k[:2])
+                    for k, v in pool.items()
+                    if v and k[2] == filt and k[:2] != key[:2]
+                }
+            )
             if same_filter:
                 return (
                     f"cross-mission: no {what} epoch in {_group_label(key)}; {kind} in {filt} only from "
@@ -330,7 +417,9 @@ def find_pairs(
             base = f"no {what} epoch in the same mission/instrument/filter ({filt})"
             if other_filters:
                 return f"{base}; {kind} only in {', '.join(other_filters)} (cross-filter pairs are not differenced)"
-            other_missions = sorted({_group_label(k[:2]) for k, v in pool.items() if v and k[:2] != key[:2]})
+            other_missions = sorted(
+                {_group_label(k[:2]) for k, v in pool.items() if v and k[:2] != key[:2]}
+            )
             if other_missions:
                 return f"cross-mission: {base}; {kind} only from {', '.join(other_missions)} (require_same_mission=True)"
             return base
@@ -339,54 +428,64 @@ def find_pairs(
         base = f"no {what} epoch in the same filter ({filt})"
         return f"{base}; {kind} only in {', '.join(other_filters)}" if other_filters else base
 
-    rows: list[dict] = []
-    for key in sorted(set(refs) | set(scis)):
-        ref_idx, sci_idx = refs.get(key, []), scis.get(key, [])
-        if not sci_idx:
-            reason = partner_note(key, scis, "science")
-            for i in ref_idx:
-                reject(i, "reference", reason)
-            continue
-        if not ref_idx:
-            reason = partner_note(key, refs, "reference")
-            for i in sci_idx:
-                reject(i, "science", reason)
-            continue
-        exptime = np.nan_to_num(np.asarray(col["exptime"], dtype=float), nan=0.0)
-        ref_idx = sorted(ref_idx, key=lambda i: (-exptime[i], t0 - float(col["t_max"][i])))
-        sci_idx = sorted(sci_idx, key=lambda i: float(col["t_min"][i]))
-        if max_per_type is not None:
-            limit = f"(max_per_type={max_per_type})"
-            for i in ref_idx[max_per_type:]:
-                reject(i, "reference", f"surplus reference: kept the {max_per_type} deepest of {len(ref_idx)} {limit}")
-            for i in sci_idx[max_per_type:]:
-                reject(i, "science", f"surplus science: kept the {max_per_type} earliest of {len(sci_idx)} {limit}")
-            ref_idx, sci_idx = ref_idx[:max_per_type], sci_idx[:max_per_type]
-        def joint(key: str, r: int, s: int) -> str:
+    def pair_rows(self, refs: dict[tuple, list[int]], scis: dict[tuple, list[int]]) -> list[dict]:
+        """Every kept reference with every kept science image, group by group; the rest rejected."""
+        col, t0, max_per_type = self.col, self.t0, self.max_per_type
+        rows: list[dict] = []
+        for key in sorted(set(refs) | set(scis)):
+            ref_idx, sci_idx = refs.get(key, []), scis.get(key, [])
+            if not sci_idx:
+                reason = self.partner_note(key, scis, "science")
+                for i in ref_idx:
+                    self.reject(i, "reference", reason)
+                continue
+            if not ref_idx:
+                reason = self.partner_note(key, refs, "reference")
+                for i in sci_idx:
+                    self.reject(i, "science", reason)
+                continue
+            exptime = np.nan_to_num(np.asarray(col["exptime"], dtype=float), nan=0.0)
+            ref_idx = sorted(ref_idx, key=lambda i: (-exptime[i], t0 - float(col["t_max"][i])))
+            sci_idx = sorted(sci_idx, key=lambda i: float(col["t_min"][i]))
+            if max_per_type is not None:
+                limit = f"(max_per_type={max_per_type})"
+                for i in ref_idx[max_per_type:]:
+                    self.reject(
+                        i,
+                        "reference",
+                        f"surplus reference: kept the {max_per_type} deepest of {len(ref_idx)} {limit}",
+                    )
+                for i in sci_idx[max_per_type:]:
+                    self.reject(
+                        i,
+                        "science",
+                        f"surplus science: kept the {max_per_type} earliest of {len(sci_idx)} {limit}",
+                    )
+                ref_idx, sci_idx = ref_idx[:max_per_type], sci_idx[:max_per_type]
+            rows += [self.pair_row(r, s) for r in ref_idx for s in sci_idx]
+        return rows
+
+    def pair_row(self, r: int, s: int) -> dict:
+        """The row of reference ``r`` paired with science image ``s``."""
+        col, t0 = self.col, self.t0
+
+        def joint(key: str) -> str:
             return col[key][r] if col[key][r] == col[key][s] else f"{col[key][r]}+{col[key][s]}"
 
-        for r in ref_idx:
-            for s in sci_idx:
-                row = {
-                    "target": str(col["target"][s]) or name,
-                    "mission": joint("mission", r, s),
-                    "instrument": joint("instrument", r, s),
-                    "filter": col["filter"][s],
-                    "discovery_mjd": t0,
-                    "ref_days_before": t0 - float(col["t_max"][r]),
-                    "sci_days_after": float(col["t_min"][s]) - t0,
-                }
-                for key in PAIR_FILE_COLUMNS:
-                    if key in obs.colnames:
-                        row[f"ref_{key}"] = _plain(obs[key][r])
-                        row[f"sci_{key}"] = _plain(obs[key][s])
-                rows.append(row)
-
-    pairs = _pairs_table(rows, obs)
-    rejected_table = _rejected_table(rejected)
-    pairs.meta["target"] = name
-    rejected_table.meta["target"] = name
-    return pairs, rejected_table
+        row = {
+            "target": str(col["target"][s]) or self.name,
+            "mission": joint("mission"),
+            "instrument": joint("instrument"),
+            "filter": col["filter"][s],
+            "discovery_mjd": t0,
+            "ref_days_before": t0 - float(col["t_max"][r]),
+            "sci_days_after": float(col["t_min"][s]) - t0,
+        }
+        for key in PAIR_FILE_COLUMNS:
+            if key in self.obs.colnames:
+                row[f"ref_{key}"] = json_safe(self.obs[key][r])
+                row[f"sci_{key}"] = json_safe(self.obs[key][s])
+        return row
 
 
 def _pairs_table(rows: list[dict], obs: Table) -> Table:
@@ -414,7 +513,12 @@ def _pairs_table(rows: list[dict], obs: Table) -> Table:
     return table
 
 
-def _rejected_table(rejected: list[dict]) -> Table:
+def rejections_table(rejected: list[dict]) -> Table:
+    """The table of rejected observations (one row per dict, an empty table for ``[]``).
+
+    Columns ``target``, ``obsid``, ``mission``, ``instrument``, ``filter``,
+    ``t_min`` (MJD, float), ``role`` and ``reason``; every dict must hold them.
+    """
     names = ("target", "obsid", "mission", "instrument", "filter", "t_min", "role", "reason")
     table = Table()
     for col in names:

@@ -201,7 +201,7 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
         ``class_counts``, ``triplets_per_second`` and ``mlflow`` (the run, or None).
     """
     from .. import tracking
-    from ..braai._train import EpochTimer, disable_determinism, enable_determinism
+    from ..braai.runtime import EpochTimer, disable_determinism, enable_determinism
     from .unet import keras_module, tf_module
 
     options = TypesTrainingOptions() if options is None else options
@@ -237,9 +237,9 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
 
         @tf.autograph.experimental.do_not_convert
         def gather(index, seed_pair):
-            from ..braai._train import augment_batch
+            from ..braai.runtime import augment_dihedral
 
-            return augment_batch(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
+            return augment_dihedral(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
 
         train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
         validation_data = None

@@ -603,7 +603,7 @@ def _tile_pairs(tiles, validation):
 
 def _fit_network(network, data, options: UNetTrainingOptions, run, verbose):
     """Compile and fit ``network`` on ``data`` (x, y, xv, yv); (keras History, epoch seconds)."""
-    from ..braai._train import EpochTimer
+    from ..braai.runtime import EpochTimer
 
     keras = keras_module()
     x, y, xv, yv = data
@@ -634,7 +634,7 @@ def _training_card(network, data, options: UNetTrainingOptions, fitted, about) -
     ``fitted``: (history, epoch seconds, seconds since the start); ``about``: (name, source, new),
     ``new`` whether the network was built here (its filters are then known).
     """
-    from ..braai._train import training_versions
+    from ..braai.runtime import training_versions
 
     x, y, xv, yv = data
     history, seconds, elapsed = fitted
@@ -681,7 +681,7 @@ def _training_card(network, data, options: UNetTrainingOptions, fitted, about) -
 def _save_trained(network, card, out_dir, name, run):
     """Save ``<name>.keras`` and its card (atomically) under ``out_dir`` and log both to ``run``;
     (model path, card path)."""
-    from ..braai._train import save_model
+    from ..braai.runtime import save_model
     from ..io import atomic_write
 
     out_dir = Path(out_dir)
@@ -759,7 +759,7 @@ def train_unet(
     data = _tile_pairs(tiles, validation)
     x, y, xv, _ = data
     from .. import tracking
-    from ..braai._train import disable_determinism, enable_determinism
+    from ..braai.runtime import disable_determinism, enable_determinism
 
     tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
     tf = tf_module()

@@ -6,25 +6,15 @@
   no usable data (scored NaN by :func:`astrid.score.score`);
 - :func:`load_braai`: ZTF's published Keras 2 models (``d6_m7``, the model
   behind the alerts' ``drb`` score, and ``braai_d6_m9``);
-- :func:`predict`: scores for a triplet dataset or array.
+- :func:`predict`: scores for a triplet dataset or array;
+- :func:`train` with a :class:`TrainConfig`: training with a model card
+  (:func:`card_path` says where it lies beside the ``.keras`` file).
 
 TensorFlow/Keras is imported only when a model is built or loaded.
 """
 
-from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
-from ._models import MODELS, build_model, three_block, vgg6
-from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
-from ._evaluate import (
-    binary_curves,
-    calibration_curve,
-    evaluate,
-    plot_calibration,
-    plot_roc_pr,
-    plot_score_histograms,
-    plot_triplet_gallery,
-    threshold_for_fnr,
-)
 from ._active import (
+    FINE_TUNE_CONFIG,
     HUMAN_COORDS,
     STRATEGIES,
     apply_labels,
@@ -36,8 +26,31 @@ from ._active import (
     training_labels,
 )
 from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
+from ._evaluate import (
+    binary_curves,
+    calibration_curve,
+    evaluate,
+    plot_calibration,
+    plot_roc_pr,
+    plot_score_histograms,
+    plot_triplet_gallery,
+    threshold_for_fnr,
+)
+from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
+from ._models import MODELS, build_model, three_block, vgg6
+from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
 from ._retrospective import RetrospectiveResult, retrospective, target_mask
-from ._train import SPLITS, TrainResult, class_weights, dataset_hash, load_trained, split_groups, train
+from ._train import (
+    SPLITS,
+    TrainConfig,
+    TrainResult,
+    card_path,
+    class_weights,
+    dataset_hash,
+    load_trained,
+    split_groups,
+    train,
+)
 
 __all__ = [
     "vgg6",
@@ -53,7 +66,9 @@ __all__ = [
     "norm_for_model",
     "DEFAULT_NORM",
     "train",
+    "TrainConfig",
     "TrainResult",
+    "card_path",
     "load_trained",
     "split_groups",
     "class_weights",
@@ -78,6 +93,7 @@ __all__ = [
     "STRATEGIES",
     "mc_dropout_scores",
     "fine_tune",
+    "FINE_TUNE_CONFIG",
     "HUMAN_COORDS",
     "retrospective",
     "RetrospectiveResult",

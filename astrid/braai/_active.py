@@ -50,10 +50,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..schema import validate_triplets
 from ..errors import AstridFileError, AstridInputError, AstridWarning
+from ..schema import validate_triplets
+from ._train import TrainConfig, card_path
 
 __all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",
+           "FINE_TUNE_CONFIG",
            "STRATEGIES", "HUMAN_COORDS", "labels_hash"]
 
 #: Coordinates :func:`apply_labels` adds.
@@ -62,6 +64,8 @@ HUMAN_COORDS = ("human_votes", "human_label", "human_label_by", "human_label_tim
 #: Query strategies of :func:`query`.
 STRATEGIES = ("uncertainty", "entropy", "bald", "diversity", "random")
 _DECISIONS = {"real": 1, "bogus": 0}
+#: :func:`fine_tune`'s default training: 5 epochs, no validation split off the few human labels.
+FINE_TUNE_CONFIG = TrainConfig(epochs=5, split=None)
 
 
 # --------------------------------------------------------------------------- #
@@ -453,6 +457,49 @@ def _k_center(features: np.ndarray, n: int, first: int) -> list[int]:
     return chosen
 
 
+def _member_scores(scores_or_model, ds: xr.Dataset, strategy: str, mc_samples: int, seed: int):
+    """(scores, shape (members, n_candidates); the model that made them or None) for query()."""
+    size = int(ds.sizes["candidate"])
+    model = None
+    if (
+        isinstance(scores_or_model, (list, tuple))
+        and scores_or_model
+        and all(_is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model)
+    ):
+        from ._load import predict
+
+        members = [_load_model(m) for m in scores_or_model]
+        model = members[0]
+        scores = np.stack([predict(m, ds) for m in members])
+    elif _is_model(scores_or_model) or isinstance(scores_or_model, (str, os.PathLike)):
+        from ._load import predict
+
+        model = _load_model(scores_or_model)
+        if strategy in ("entropy", "bald"):
+            scores = mc_dropout_scores(model, ds, mc_samples, seed=seed)
+        else:
+            scores = predict(model, ds)[None, :]
+    elif scores_or_model is None:
+        raise AstridInputError(
+            f"strategy={strategy!r} needs scores or a model (only 'random' works without)"
+        )
+    else:
+        try:
+            scores = np.asarray(scores_or_model, dtype=float)
+        except (TypeError, ValueError):
+            raise AstridInputError(
+                f"scores_or_model: expected scores, a model or a model path, "
+                f"got {type(scores_or_model).__name__}"
+            ) from None
+        if scores.ndim == 1:
+            scores = scores[None, :]
+        if scores.ndim != 2 or scores.shape[1] != size:
+            raise AstridInputError(
+                f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}"
+            )
+    return scores, model
+
+
 def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, seed: int = 0, exclude=None,
           pool_factor: int = 5, mc_samples: int = 10, embedding=None) -> np.ndarray:
     """Choose the ``n`` candidates whose labels should help the classifier most.
@@ -522,34 +569,7 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
         pool = np.flatnonzero(available)
         return rng.permutation(pool)[:int(n)]
 
-    model = None
-    if isinstance(scores_or_model, (list, tuple)) and scores_or_model and all(
-            _is_model(m) or isinstance(m, (str, os.PathLike)) for m in scores_or_model):
-        from ._load import predict
-
-        members = [_load_model(m) for m in scores_or_model]
-        model = members[0]
-        scores = np.stack([predict(m, ds) for m in members])
-    elif _is_model(scores_or_model) or isinstance(scores_or_model, (str, os.PathLike)):
-        from ._load import predict
-
-        model = _load_model(scores_or_model)
-        if strategy in ("entropy", "bald"):
-            scores = mc_dropout_scores(model, ds, mc_samples, seed=seed)
-        else:
-            scores = predict(model, ds)[None, :]
-    elif scores_or_model is None:
-        raise AstridInputError(f"strategy={strategy!r} needs scores or a model (only 'random' works without)")
-    else:
-        try:
-            scores = np.asarray(scores_or_model, dtype=float)
-        except (TypeError, ValueError):
-            raise AstridInputError(f"scores_or_model: expected scores, a model or a model path, "
-                                   f"got {type(scores_or_model).__name__}") from None
-        if scores.ndim == 1:
-            scores = scores[None, :]
-        if scores.ndim != 2 or scores.shape[1] != size:
-            raise AstridInputError(f"scores: expected shape ({size},) or (members, {size}), got {np.shape(scores_or_model)}")
+    scores, model = _member_scores(scores_or_model, ds, strategy, mc_samples, seed)
     finite = np.isfinite(scores)
     if (scores[finite] < 0).any() or (scores[finite] > 1).any():
         raise AstridInputError("scores: values outside [0, 1]; expected real/bogus probabilities")
@@ -591,7 +611,7 @@ def _parent(model) -> tuple[Any, dict]:
             raise AstridFileError(f"{path}: model file does not exist")
         parent: dict[str, Any] = {"name": path.name.removesuffix(".keras").removesuffix(".h5"), "path": str(path),
                                   "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        card = path.with_name(path.name.removesuffix(".keras") + ".card.json")
+        card = card_path(path)
         if card.exists():
             try:
                 values = json.loads(card.read_text())
@@ -610,9 +630,19 @@ def _parent(model) -> tuple[Any, dict]:
     raise AstridInputError(f"model: expected a .keras path or a keras.Model, got {type(model).__name__}")
 
 
-def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: xr.Dataset | None = None,
-              epochs: int = 5, learning_rate: float | None = None, batch_size: int = 64, seed: int = 0,
-              out_dir: str | os.PathLike | None = None, name: str | None = None, **train_kwargs):
+def fine_tune(
+    model,
+    triplets,
+    labels=None,
+    *,
+    use: str = "human",
+    validation: xr.Dataset | None = None,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    track: bool | None = None,
+    verbose: int = 0,
+):
     """Fine-tune a braai model on human labels; its card names the parent and the labels.
 
     Parameters
@@ -633,14 +663,16 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
     validation : xarray.Dataset, optional
         A labelled validation set (early stopping, calibration, metrics).
         Without it, all ``epochs`` run and the model is uncalibrated.
-    epochs, learning_rate, batch_size, seed : optional
-        As :func:`astrid.braai.train` (learning rate default 3e-5 when
-        fine-tuning).
+    config : astrid.braai.TrainConfig, optional
+        As :func:`astrid.braai.train`; default :data:`FINE_TUNE_CONFIG`
+        (``TrainConfig(epochs=5, split=None)``: 5 epochs, no validation
+        split off the few human labels; the learning rate defaults to 3e-5
+        when fine-tuning).
     out_dir, name : optional
         Save ``<name>.keras`` and its card (default name: the parent's
         name + ``"-ft"``).
-    **train_kwargs
-        More :func:`astrid.braai.train` options.
+    track, verbose : optional
+        As :func:`astrid.braai.train`.
 
     Returns
     -------
@@ -653,16 +685,18 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
     """
     from ._train import train
 
-    for key in ("fine_tune_from", "provenance"):
-        if key in train_kwargs:
-            raise AstridInputError(f"{key}= is set by fine_tune itself")
     source, parent = _parent(model)
     ds, _ = _open_triplets(triplets)
     merged = apply_labels(ds, labels) if labels is not None else _merged(ds, "triplets")
     training = training_labels(merged, use)
     human = np.asarray(training["human_label"].values)
-    used = [v for text, h in zip(training["human_votes"].values, human) if h >= 0
-            for v in json.loads(str(text)) if v["label"] in _DECISIONS]
+    used = [
+        v
+        for text, h in zip(training["human_votes"].values, human)
+        if h >= 0
+        for v in json.loads(str(text))
+        if v["label"] in _DECISIONS
+    ]
     ids = [str(c) for c, h in zip(training["candidate_id"].values, human) if h >= 0]
     provenance = {
         "kind": "fine_tune",
@@ -672,7 +706,9 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
             "n": len(ids),
             "n_real": int((human == 1).sum()),
             "n_bogus": int((human == 0).sum()),
-            "n_conflicts_left_out": int(np.asarray(merged["human_label_conflict"].values, dtype=bool).sum()),
+            "n_conflicts_left_out": int(
+                np.asarray(merged["human_label_conflict"].values, dtype=bool).sum()
+            ),
             "sha256": labels_hash(used),
             "labellers": sorted({v["labeller"] for v in used}),
             "sources": sorted({v["source"] for v in used}),
@@ -681,8 +717,14 @@ def fine_tune(model, triplets, labels=None, *, use: str = "human", validation: x
         },
         "n_train": int(training.sizes["candidate"]),
     }
-    if validation is None:
-        train_kwargs.setdefault("split", None)
-    return train(training, fine_tune_from=source, provenance=provenance, validation=validation, epochs=epochs,
-                 learning_rate=learning_rate, batch_size=batch_size, seed=seed, out_dir=out_dir,
-                 name=name or f"{parent['name']}-ft", **train_kwargs)
+    return train(
+        training,
+        fine_tune_from=source,
+        provenance=provenance,
+        validation=validation,
+        config=FINE_TUNE_CONFIG if config is None else config,
+        out_dir=out_dir,
+        name=name or f"{parent['name']}-ft",
+        track=track,
+        verbose=verbose,
+    )

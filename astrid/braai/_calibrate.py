@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AstridInputError
-from ._evaluate import _labels_of, calibration_curve
+from ._evaluate import calibration_curve, labels_of
 
 __all__ = ["Calibration", "fit_calibration", "CALIBRATION_METHODS", "CALIBRATION_FORMAT"]
 
@@ -283,7 +283,7 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
     """
     if method not in CALIBRATION_METHODS:
         raise AstridInputError(f"method={method!r} is not one of {CALIBRATION_METHODS}")
-    labels = _labels_of(np.asarray(getattr(labels, "values", labels)), "labels")
+    labels = labels_of(np.asarray(getattr(labels, "values", labels)), "labels")
     scores = np.asarray(getattr(scores, "values", scores), dtype=np.float64).reshape(-1)
     if scores.shape != labels.shape:
         raise AstridInputError(f"fit_calibration: {labels.size} labels but {scores.size} scores")

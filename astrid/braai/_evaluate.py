@@ -50,23 +50,51 @@ def _number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _labels_of(dataset, name: str = "dataset") -> np.ndarray:
+def labels_of(dataset, name: str = "dataset") -> np.ndarray:
+    """The 0/1 labels of a triplet set, a mapping with ``label`` or an array, checked.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset, mapping or array-like
+        Where the labels are: a ``label`` coordinate or variable, a
+        ``"label"`` entry, or the labels themselves (one per candidate).
+    name : str, optional
+        What to call ``dataset`` in error messages.
+
+    Returns
+    -------
+    numpy.ndarray of int8, shape (n_candidates,)
+        1 real, 0 bogus.
+
+    Raises
+    ------
+    AstridInputError
+        No labels, not one per candidate, or a value other than 0 and 1.
+    """
     if isinstance(dataset, xr.Dataset):
         if "label" not in dataset.coords and "label" not in dataset.data_vars:
-            raise AstridInputError(f"{name}: no 'label' coordinate (1 real, 0 bogus) to evaluate against")
+            raise AstridInputError(
+                f"{name}: no 'label' coordinate (1 real, 0 bogus) to evaluate against"
+            )
         labels = np.asarray(dataset["label"].values)
     elif isinstance(dataset, Mapping):
         if "label" not in dataset:
-            raise AstridInputError(f"{name}: no 'label' entry (1 real, 0 bogus) to evaluate against")
+            raise AstridInputError(
+                f"{name}: no 'label' entry (1 real, 0 bogus) to evaluate against"
+            )
         labels = np.asarray(dataset["label"])
     else:
         labels = np.asarray(dataset)
     if labels.ndim != 1:
-        raise AstridInputError(f"{name}: labels must be one value per candidate, got shape {labels.shape}")
+        raise AstridInputError(
+            f"{name}: labels must be one value per candidate, got shape {labels.shape}"
+        )
     if labels.dtype == bool:
         labels = labels.astype(np.int8)
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
-        raise AstridInputError(f"{name}: labels must be 0 (bogus) or 1 (real), got dtype {labels.dtype}")
+        raise AstridInputError(
+            f"{name}: labels must be 0 (bogus) or 1 (real), got dtype {labels.dtype}"
+        )
     bad = ~np.isin(labels, (0, 1))
     if bad.any():
         raise AstridInputError(
@@ -95,7 +123,8 @@ def _check_scores(scores, n: int, name: str = "scores") -> np.ndarray:
     return scores
 
 
-def _check_both_classes(labels: np.ndarray, name: str) -> None:
+def check_both_classes(labels: np.ndarray, name: str) -> None:
+    """Raise AstridInputError naming ``name`` unless ``labels`` (0/1, shape (n,)) hold both classes."""
     n_real = int(labels.sum())
     if n_real == 0 or n_real == labels.size:
         missing = "real (label 1)" if n_real == 0 else "bogus (label 0)"
@@ -397,32 +426,12 @@ def evaluate(
         wrong length or not finite, neither model nor scores given,
         triplets of the wrong shape.
     """
-    labels = _labels_of(dataset)
-    _check_both_classes(labels, "dataset")
-    if scores is None:
-        if model is None:
-            raise AstridInputError("evaluate: give a model or precomputed scores")
-        if not isinstance(dataset, xr.Dataset):
-            raise AstridInputError(
-                f"evaluate: running the model needs a triplet xarray.Dataset, got {type(dataset).__name__}"
-            )
-        from ._load import predict
-
-        scores = predict(model, dataset, norm=norm, batch_size=batch_size)
-    scores = _check_scores(scores, labels.size)
+    labels = labels_of(dataset)
+    check_both_classes(labels, "dataset")
+    scores = _scores_of(model, dataset, scores, norm, batch_size, labels.size)
     threshold = float(threshold)
     if not math.isfinite(threshold):
         raise AstridInputError(f"threshold={threshold!r} must be a finite number")
-
-    called = scores >= threshold
-    real = labels == 1
-    tp = int(np.sum(called & real))
-    fp = int(np.sum(called & ~real))
-    fn = int(np.sum(~called & real))
-    tn = int(np.sum(~called & ~real))
-    precision = tp / (tp + fp) if tp + fp else math.nan
-    recall = tp / (tp + fn)
-    f1 = 2 * tp / (2 * tp + fp + fn)
 
     curves = binary_curves(labels, scores)
     recall_steps = np.diff(np.r_[0.0, curves["recall"]])
@@ -436,17 +445,53 @@ def evaluate(
     in_unit = bool(scores.min() >= 0.0 and scores.max() <= 1.0)
     calibration = calibration_curve(labels, scores, n_calibration_bins) if in_unit else None
 
-    kind_name, kinds = _column(dataset, ("kind",))
-    _, surveys = _column(dataset, ("survey",))
-    snr_name, snr_values = _column(dataset, (snr,) if snr else SNR_COORDS)
-    if snr and snr_values is None:
-        raise AstridInputError(f"dataset: no coordinate {snr!r} for the S/N breakdown")
-    by_snr = None
-    if snr_values is not None:
-        by_snr = _by_snr(np.asarray(snr_values, dtype=float), labels, scores, threshold, snr_bins)
-
     roc_fpr, roc_tpr = _thin(curves["fpr"], curves["tpr"])
     pr_recall, pr_precision = _thin(np.r_[0.0, curves["recall"]], np.r_[1.0, curves["precision"]])
+    return {
+        **_at_threshold(labels, scores, threshold, target_fnr),
+        "aucpr": aucpr,
+        "roc_auc": roc_auc,
+        "threshold_at_target_fnr": target_threshold,
+        "fnr_at_target": fnr_target,
+        "fpr_at_target": fpr_target,
+        "eer_threshold": eer_threshold,
+        "eer": eer,
+        "calibration": calibration,
+        "ece": calibration["ece"] if calibration else None,
+        **_breakdowns(dataset, labels, scores, threshold, snr, snr_bins),
+        "roc": {"fpr": roc_fpr, "tpr": roc_tpr},
+        "pr": {"recall": pr_recall, "precision": pr_precision},
+    }
+
+
+def _scores_of(model, dataset, scores, norm: str | None, batch_size: int, n: int) -> np.ndarray:
+    """The given scores, checked, or the model's scores of ``dataset`` when none are given."""
+    if scores is None:
+        if model is None:
+            raise AstridInputError("evaluate: give a model or precomputed scores")
+        if not isinstance(dataset, xr.Dataset):
+            raise AstridInputError(
+                f"evaluate: running the model needs a triplet xarray.Dataset, got {type(dataset).__name__}"
+            )
+        from ._load import predict
+
+        scores = predict(model, dataset, norm=norm, batch_size=batch_size)
+    return _check_scores(scores, n)
+
+
+def _at_threshold(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, target_fnr: float
+) -> dict:
+    """Counts, the confusion matrix and the rates of the calls ``scores >= threshold``."""
+    called = scores >= threshold
+    real = labels == 1
+    tp = int(np.sum(called & real))
+    fp = int(np.sum(called & ~real))
+    fn = int(np.sum(~called & real))
+    tn = int(np.sum(~called & ~real))
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn)
+    f1 = 2 * tp / (2 * tp + fp + fn)
     return {
         "n": int(labels.size),
         "n_real": int(real.sum()),
@@ -460,22 +505,34 @@ def evaluate(
         "fnr": fn / (fn + tp),
         "accuracy": (tp + tn) / labels.size,
         "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": [[tn, fp], [fn, tp]]},
-        "aucpr": aucpr,
-        "roc_auc": roc_auc,
-        "threshold_at_target_fnr": target_threshold,
-        "fnr_at_target": fnr_target,
-        "fpr_at_target": fpr_target,
-        "eer_threshold": eer_threshold,
-        "eer": eer,
-        "calibration": calibration,
-        "ece": calibration["ece"] if calibration else None,
+    }
+
+
+def _breakdowns(
+    dataset,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    snr: str | None,
+    snr_bins: Sequence[float],
+) -> dict:
+    """The results by kind, by survey and by S/N bin, where ``dataset`` has those coordinates."""
+    kind_name, kinds = _column(dataset, ("kind",))
+    _, surveys = _column(dataset, ("survey",))
+    snr_name, snr_values = _column(dataset, (snr,) if snr else SNR_COORDS)
+    if snr and snr_values is None:
+        raise AstridInputError(f"dataset: no coordinate {snr!r} for the S/N breakdown")
+    by_snr = None
+    if snr_values is not None:
+        by_snr = _by_snr(np.asarray(snr_values, dtype=float), labels, scores, threshold, snr_bins)
+    return {
         "by_kind": _by_kind(kinds, labels, scores, threshold) if kinds is not None else None,
         "kind_coordinate": kind_name,
-        "by_survey": _by_survey(surveys, labels, scores, threshold) if surveys is not None else None,
+        "by_survey": _by_survey(surveys, labels, scores, threshold)
+        if surveys is not None
+        else None,
         "by_snr": by_snr,
         "snr_coordinate": snr_name,
-        "roc": {"fpr": roc_fpr, "tpr": roc_tpr},
-        "pr": {"recall": pr_recall, "precision": pr_precision},
     }
 
 
@@ -589,7 +646,7 @@ def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins
     """
     from ..figures import pyplot, style
 
-    labels = _labels_of(labels, "labels")
+    labels = labels_of(labels, "labels")
     scores = _check_scores(scores, labels.size)
     edges = np.linspace(min(0.0, scores.min()), max(1.0, scores.max()), int(bins) + 1)
     plt = pyplot()

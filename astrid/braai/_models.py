@@ -10,8 +10,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AstridInputError
 from .._optional import require
+from ..errors import AstridInputError
 from ..schema import CHANNELS, STAMP_SIZE
 
 __all__ = ["vgg6", "three_block", "build_model", "MODELS", "keras_module"]

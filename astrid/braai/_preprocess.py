@@ -23,8 +23,8 @@ import numba
 import numpy as np
 import xarray as xr
 
-from ..schema import CHANNELS, STAMP_SIZE, validate_triplets
 from ..errors import AstridInputError
+from ..schema import CHANNELS, STAMP_SIZE, validate_triplets
 
 __all__ = ["preprocess", "no_data", "NORMS", "PAD_VALUE"]
 

@@ -9,14 +9,14 @@ put it in front of a person.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ..schema import validate_triplets
 from ..errors import AstridInputError
+from ..schema import validate_triplets
 
 __all__ = ["retrospective", "target_mask", "RetrospectiveResult"]
 
@@ -171,7 +171,8 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
         Match radius of a positional target, arcsec.
     **train_kwargs
         More :func:`astrid.braai.train` options (``out_dir``, ``name``,
-        ``patience``, ``track``...).
+        ``track``...) and :class:`astrid.braai.TrainConfig` fields
+        (``patience``, ``batch_size``...).
 
     Returns
     -------
@@ -185,7 +186,9 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
         class only.
     """
     from ._load import predict
-    from ._train import split_groups, train
+    from ._train import TrainConfig, split_groups, train
+
+    config_fields = {f.name for f in fields(TrainConfig)}
 
     validate_triplets(dataset, "dataset")
     if candidates is not None:
@@ -198,7 +201,11 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
     rest = dataset.isel(candidate=np.flatnonzero(~excluded))
     train_index, validation_index, _ = split_groups(rest, split, validation_fraction, seed)
     training, validation = rest.isel(candidate=train_index), rest.isel(candidate=validation_index)
-    result = train(training, model, validation=validation, epochs=epochs, seed=seed, **train_kwargs)
+    options = {key: train_kwargs.pop(key) for key in config_fields & train_kwargs.keys()}
+    config = TrainConfig(
+        split=split, validation_fraction=validation_fraction, epochs=epochs, seed=seed, **options
+    )
+    result = train(training, model, validation=validation, config=config, **train_kwargs)
 
     if candidates is None:
         pool = xr.concat([dataset.isel(candidate=np.flatnonzero(excluded)).drop_indexes("candidate_id", errors="ignore"),

@@ -34,8 +34,6 @@ import hashlib
 import json
 import math
 import os
-import platform
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,15 +44,23 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .._optional import require
-from ..schema import validate_triplets
-from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..drift import score_distribution
+from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..io import atomic_write
+from ..schema import validate_triplets
 from ._calibrate import CALIBRATION_METHODS, Calibration, fit_calibration
-from ._evaluate import _check_both_classes, _labels_of, evaluate
+from ._evaluate import check_both_classes, evaluate, labels_of
 from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
+from .runtime import (
+    EpochTimer,
+    disable_determinism,
+    enable_determinism,
+    save_model,
+    tensorflow,
+    training_dataset,
+    training_versions,
+)
 
 __all__ = [
     "TrainResult",
@@ -63,6 +69,8 @@ __all__ = [
     "dataset_hash",
     "class_weights",
     "load_trained",
+    "TrainConfig",
+    "card_path",
     "SPLITS",
     "CARD_FORMAT",
 ]
@@ -103,7 +111,23 @@ class TrainResult:
     card_path : pathlib.Path or None
         The saved model card, ``<name>.card.json`` (None without ``out_dir``).
     card : dict
-        The model card (see :func:`train`).
+        The model card:
+        ``format``, ``created`` (UTC, ISO 8601), ``model`` (name,
+        architecture, parameters, input shape, ``fine_tuned_from``),
+        ``norm``, ``data`` (``sha256`` of the training stamps and labels,
+        ``sha256_validation``, ``n_train``, ``n_validation``, class counts,
+        the split and the validation groups), ``parameters`` (everything
+        that shaped the training, class weights resolved), ``training``
+        (epochs run, best epoch, seconds, triplets per second), ``metrics``
+        (:func:`~astrid.braai.evaluate` of the final model on the
+        validation set at threshold 0.5; empty without validation),
+        ``validation_scores`` (the model's score distribution on the
+        validation set, :func:`astrid.drift.score_distribution`: the
+        reference of the drift check of every later scoring run; None
+        without validation), ``provenance`` (as given, or None),
+        ``calibration`` (:meth:`Calibration.to_dict`, or None), ``mlflow``
+        (run id, experiment id and tracking URI, or None), ``history`` and
+        ``versions`` (astrid, tensorflow, keras, numpy, python).
     """
 
     model: Any
@@ -111,6 +135,118 @@ class TrainResult:
     model_path: Path | None = None
     card_path: Path | None = None
     card: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How :func:`train` trains: validation split, optimiser, augmentation, seeds, calibration.
+
+    Everything that shapes the weights, apart from the data, the starting
+    model and where the results go. Invalid values raise
+    :class:`~astrid.errors.AstridInputError` when the config is made.
+
+    Attributes
+    ----------
+    split : {"field", "object", "time"} or None
+        How to split a validation set off the training data when
+        :func:`train` gets no ``validation``: by whole groups
+        (:func:`split_groups`). None: train on everything without
+        validation and without early stopping.
+    validation_fraction : float
+        Fraction of candidates to put in the split-off validation set.
+    epochs : int
+        Most epochs to train (default 30).
+    batch_size : int
+        Triplets per training step (default 64, as braai).
+    learning_rate : float or None
+        Adam's learning rate; default (None) 3e-4 (braai's) from scratch and
+        3e-5 when fine-tuning, so the pretrained features are adjusted, not
+        overwritten.
+    class_weight : "balanced", dict or None
+        Per-class loss weights (:func:`class_weights`), computed on the
+        training part only.
+    augment : bool
+        Random flips and 90° rotations of each training stamp per epoch.
+    patience : int or None
+        Stop after this many epochs without a lower validation loss and
+        restore the best weights (default 5); None: run all epochs (the best
+        weights are still restored when there is a validation set).
+    seed : int
+        Seeds the weights' initialisation, dropout, shuffling, augmentation
+        and the split.
+    norm : {"rowwise", "l2"} or None
+        Preprocessing (:func:`~astrid.braai.preprocess`); default the
+        fine-tuned model's own, else ``"rowwise"`` (braai ``d6_m7``'s).
+    deterministic : bool
+        Turn on TensorFlow's deterministic ops while training (default):
+        the same seed then gives the same weights on the same machine. They
+        are turned off again afterwards unless they were on before.
+    jit_compile : bool
+        XLA compilation of the training step (default off: slower on the
+        CPUs measured by ``benchmarks/bench_train.py``). Needs
+        ``deterministic=False``: Keras does not compile with XLA while
+        deterministic ops are on.
+    calibration : {"temperature", "platt", "isotonic"} or None
+        Fit a score calibration (:func:`astrid.braai.fit_calibration`) on
+        the validation set when it holds both classes (default temperature
+        scaling; None: none). It is stored as the card's ``calibration``
+        and as ``model.astrid_calibration``, and :func:`astrid.score.score`
+        applies it by default; the card's ``metrics`` and
+        ``validation_scores`` are then of the calibrated scores (what
+        ``score()`` returns), and ``calibration["ece_before"]`` is the raw
+        scores' expected calibration error.
+    """
+
+    split: str | None = "field"
+    validation_fraction: float = 0.2
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float | None = None
+    class_weight: Any = "balanced"
+    augment: bool = True
+    patience: int | None = 5
+    seed: int = 0
+    norm: str | None = None
+    deterministic: bool = True
+    jit_compile: bool = False
+    calibration: str | None = "temperature"
+
+    def __post_init__(self):
+        for key, value, low in (
+            ("epochs", self.epochs, 1),
+            ("batch_size", self.batch_size, 1),
+            ("patience", self.patience, 0),
+        ):
+            if key == "patience" and value is None:
+                continue
+            if not _is_whole(value) or value < low:
+                raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
+        if self.norm is not None and self.norm not in NORMS:
+            raise AstridInputError(f"norm={self.norm!r} is not one of {NORMS}")
+        if self.jit_compile and self.deterministic:
+            raise AstridInputError(
+                "jit_compile=True needs deterministic=False: Keras does not compile with XLA while TensorFlow's "
+                "deterministic ops are on"
+            )
+        rate = self.learning_rate
+        if rate is not None and not (math.isfinite(float(rate)) and rate > 0):
+            raise AstridInputError(f"learning_rate={rate!r} must be a positive number")
+        if self.calibration is not None and self.calibration not in CALIBRATION_METHODS:
+            raise AstridInputError(
+                f"calibration={self.calibration!r} is not one of {CALIBRATION_METHODS} or None"
+            )
+
+    @property
+    def class_weight_rule(self) -> str | None:
+        """``class_weight`` as the card names it: the rule, or ``"given"`` for a dict."""
+        rule = self.class_weight
+        return rule if isinstance(rule, str) or rule is None else "given"
+
+    def split_fraction(self, split_info: dict) -> float | None:
+        """``validation_fraction`` when a validation set was split off by it, else None."""
+        return (
+            float(self.validation_fraction) if split_info.get("by") not in (None, "given") else None
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -136,7 +272,7 @@ def dataset_hash(dataset: xr.Dataset) -> str:
         64 hexadecimal digits.
     """
     validate_triplets(dataset, "dataset")
-    labels = _labels_of(dataset)
+    labels = labels_of(dataset)
     stamps = dataset["triplets"].transpose("candidate", "y", "x", "channel").values
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(stamps, dtype="<f4").tobytes())
@@ -245,13 +381,13 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
     -------
     dict of int to float
     """
-    labels = _labels_of(labels, "labels")
+    labels = labels_of(labels, "labels")
     if class_weight is None:
         return {0: 1.0, 1: 1.0}
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise AstridInputError(f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None")
-        _check_both_classes(labels, "training set")
+        check_both_classes(labels, "training set")
         n_real = int(labels.sum())
         n_bogus = labels.size - n_real
         return {0: labels.size / (2.0 * n_bogus), 1: labels.size / (2.0 * n_real)}
@@ -271,58 +407,6 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
 # --------------------------------------------------------------------------- #
 
 
-def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return require("tensorflow", "training the braai classifier")
-
-
-def _augment_batch(tf, x, seed_pair):
-    """Apply a random dihedral transform (rot90 ∘ optional flip) per stamp, all channels together."""
-    n = tf.shape(x)[0]
-    code = tf.random.stateless_uniform([n], seed=seed_pair, minval=0, maxval=8, dtype=tf.int32)
-    flipped = tf.where((code >= 4)[:, None, None, None], tf.reverse(x, axis=[2]), x)
-    rotations = tf.stack([tf.image.rot90(flipped, k) for k in range(4)], axis=0)
-    return tf.gather_nd(rotations, tf.stack([code % 4, tf.range(n)], axis=1))
-
-
-def _training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, batch_size: int, shuffle: bool,
-                      augment: bool, seed: int):
-    """A tf.data pipeline of (stamps, labels[, weights]) batches from preprocessed arrays.
-
-    Shuffling and batching act on indices; each batch is gathered from the
-    array in one op, which is much cheaper than a per-element pipeline.
-    Augmentation draws its random transforms from a seeded stream that
-    differs each epoch but is the same for every run with the same seed.
-    """
-    tf = _tf()
-    n = x.shape[0]
-    stamps = tf.constant(x)
-    labels = tf.constant(y.reshape(-1, 1).astype(np.float32))
-    weights = None if w is None else tf.constant(w.astype(np.float32))
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-
-    # Plain tensor code, no Python control flow: AutoGraph has nothing to convert.
-    @tf.autograph.experimental.do_not_convert
-    def gather_batch(index):
-        batch = (tf.gather(stamps, index), tf.gather(labels, index))
-        return batch if weights is None else (*batch, tf.gather(weights, index))
-
-    @tf.autograph.experimental.do_not_convert
-    def gather_augmented_batch(index, seed_pair):
-        stamps_out, *rest = gather_batch(index)
-        return (_augment_batch(tf, stamps_out, seed_pair), *rest)
-
-    if augment:
-        # two int64 per batch: the seed of a stateless random draw
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(gather_augmented_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                                  deterministic=True)
-    else:
-        ds = ds.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- #
@@ -330,8 +414,21 @@ def _training_dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, *, bat
 # --------------------------------------------------------------------------- #
 
 
-def _card_beside(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".keras") + ".card.json")
+def card_path(model_path: str | os.PathLike) -> Path:
+    """Where the model card of a ``.keras`` model lies: ``<name>.card.json`` beside it.
+
+    Parameters
+    ----------
+    model_path : path-like
+        The ``.keras`` file (from :func:`train`).
+
+    Returns
+    -------
+    pathlib.Path
+        ``<dir>/<name>.card.json`` for ``<dir>/<name>.keras``.
+    """
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name.removesuffix(".keras") + ".card.json")
 
 
 def load_trained(path: str | os.PathLike):
@@ -358,20 +455,20 @@ def load_trained(path: str | os.PathLike):
         raise AstridFileError(f"{path}: model file does not exist")
     if path.suffix != ".keras":
         raise AstridInputError(f"{path}: expected a .keras file saved by astrid.braai.train")
-    from ..export._tflite import load_keras_archive
+    from ..export import load_keras_archive
 
     model = load_keras_archive(path)
-    card_path = _card_beside(path)
-    if card_path.exists():
+    card_file = card_path(path)
+    if card_file.exists():
         try:
-            card = json.loads(card_path.read_text())
+            card = json.loads(card_file.read_text())
         except json.JSONDecodeError as exc:
-            raise AstridFileError(f"{card_path}: model card is not JSON ({exc})") from exc
+            raise AstridFileError(f"{card_file}: model card is not JSON ({exc})") from exc
         if card.get("norm") in NORMS:
             model.astrid_norm = card["norm"]
         if card.get("calibration") is not None:
             model.astrid_calibration = Calibration.from_dict(
-                card["calibration"], f"{card_path}: calibration").to_dict()
+                card["calibration"], f"{card_file}: calibration").to_dict()
     return model
 
 
@@ -410,61 +507,6 @@ def _start_model(model, fine_tune_from):
     return copy, description
 
 
-class _EpochTimer:
-    """Keras callback that records the wall time of each epoch."""
-
-    def __new__(cls):
-        keras = keras_module()
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return Timer()
-
-
-def _enable_determinism(tf) -> bool:
-    """Turn on TensorFlow's deterministic ops; return whether this call turned them on."""
-    try:
-        from tensorflow.python.framework import config as tf_config
-
-        if tf_config.is_op_determinism_enabled():
-            return False
-    except (ImportError, AttributeError):  # private API moved: the switch cannot be undone then
-        tf.config.experimental.enable_op_determinism()
-        return False
-    tf.config.experimental.enable_op_determinism()
-    return True
-
-
-def _disable_determinism() -> None:
-    from tensorflow.python.framework import config as tf_config
-
-    tf_config.disable_op_determinism()
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    from .. import __version__
-
-    return {
-        "astrid": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {"real": int(labels.sum()), "bogus": int(labels.size - labels.sum())}
 
@@ -491,30 +533,36 @@ def _json_provenance(provenance: dict | None) -> dict | None:
         raise AstridInputError(f"provenance is not JSON-serialisable: {exc}") from None
 
 
-def _tracked_parameters(network, norm, learning_rate, batch_size, epochs, patience, seed, class_weight, weights,
-                        augment, deterministic, jit_compile, split_info, validation_fraction, calibration,
-                        fine_tuned_from, train_labels, validation_labels) -> dict[str, Any]:
+def _tracked_parameters(
+    network,
+    config: TrainConfig,
+    norm: str,
+    learning_rate: float,
+    weights: dict[int, float],
+    data: _Split,
+    fine_tuned_from: str | None,
+) -> dict[str, Any]:
     """What MLflow records as the parameters of a braai training (the card has the rest)."""
     return {
         "architecture": network.name,
         "n_parameters": int(network.count_params()),
         "norm": norm,
         "learning_rate": float(learning_rate),
-        "batch_size": int(batch_size),
-        "epochs": int(epochs),
-        "patience": None if patience is None else int(patience),
-        "seed": int(seed),
-        "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
+        "batch_size": int(config.batch_size),
+        "epochs": int(config.epochs),
+        "patience": None if config.patience is None else int(config.patience),
+        "seed": int(config.seed),
+        "class_weight_rule": config.class_weight_rule,
         "class_weight": {str(k): round(float(v), 6) for k, v in weights.items()},
-        "augment": bool(augment),
-        "deterministic": bool(deterministic),
-        "jit_compile": bool(jit_compile),
-        "split": split_info.get("by"),
-        "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
-        "calibration": calibration,
+        "augment": bool(config.augment),
+        "deterministic": bool(config.deterministic),
+        "jit_compile": bool(config.jit_compile),
+        "split": data.split_info.get("by"),
+        "validation_fraction": config.split_fraction(data.split_info),
+        "calibration": config.calibration,
         "fine_tuned_from": fine_tuned_from,
-        "n_train": int(train_labels.size),
-        "n_validation": 0 if validation_labels is None else int(validation_labels.size),
+        "n_train": int(data.train_labels.size),
+        "n_validation": 0 if data.validation_labels is None else int(data.validation_labels.size),
     }
 
 
@@ -565,19 +613,319 @@ def _log_figures(run, results: dict[str, dict]) -> None:
         plt.close(figure)
 
 
-def _save_model(model, path: Path) -> None:
-    # Keras writes .keras archives only to a path ending in .keras: write one in a
-    # scratch folder, then move its bytes into place atomically.
-    with tempfile.TemporaryDirectory(prefix="astrid-train-") as scratch:
-        scratch_file = Path(scratch) / "model.keras"
-        model.save(scratch_file)
-        data = scratch_file.read_bytes()
-    atomic_write(path, lambda fh: fh.write(data))
-
-
 # --------------------------------------------------------------------------- #
 # train
 # --------------------------------------------------------------------------- #
+
+
+@dataclass
+class _Split:
+    """The training and validation parts of a training, with their checked labels."""
+
+    train_set: xr.Dataset
+    validation_set: xr.Dataset | None
+    train_labels: np.ndarray
+    validation_labels: np.ndarray | None
+    split_info: dict[str, Any]
+
+
+@dataclass
+class _Fitted:
+    """A network after ``fit``: how it was trained and what the run recorded."""
+
+    network: Any
+    norm: str
+    learning_rate: float
+    fine_tuned_from: str | None
+    history: dict[str, list[float]]  # Keras' per-epoch metrics and ``epoch_seconds``
+    run: Any
+    x_validation: np.ndarray | None
+
+
+def _split_data(
+    dataset: xr.Dataset, validation: xr.Dataset | None, labels: np.ndarray, config: TrainConfig
+) -> _Split:
+    """The training and validation parts: the given validation set, a group split, or none."""
+    split_info: dict[str, Any] = {"by": None}
+    if validation is not None:
+        validate_triplets(validation, "validation")
+        train_set, validation_set = dataset, validation
+        split_info = {"by": "given"}
+    elif config.split is not None:
+        train_index, validation_index, split_info = split_groups(
+            dataset, config.split, config.validation_fraction, config.seed
+        )
+        train_set = dataset.isel(candidate=train_index)
+        validation_set = dataset.isel(candidate=validation_index)
+    else:
+        train_set, validation_set = dataset, None
+    train_labels = labels if train_set is dataset else labels_of(train_set)
+    check_both_classes(train_labels, "training set")
+    validation_labels = None if validation_set is None else labels_of(validation_set, "validation")
+    if validation_labels is not None and validation_labels.size == 0:
+        raise AstridInputError("validation: the validation set has no candidates")
+    if validation_labels is not None and (validation_labels.min() == validation_labels.max()):
+        warnings.warn(
+            f"validation set ({validation_labels.size} candidates) holds only "
+            f"{'real' if validation_labels[0] else 'bogus'} examples: its AUC and precision are undefined; "
+            "use a larger validation_fraction or pass a validation set",
+            AstridWarning,
+            stacklevel=3,
+        )
+    return _Split(train_set, validation_set, train_labels, validation_labels, split_info)
+
+
+def _fit(
+    data: _Split,
+    model,
+    fine_tune_from,
+    config: TrainConfig,
+    weights: dict[int, float],
+    name: str | None,
+    track: bool | None,
+    verbose: int,
+) -> _Fitted:
+    """Build or copy the network, feed it the preprocessed data and run ``fit`` in an MLflow run."""
+    from .. import tracking
+
+    keras = keras_module()
+    network, fine_tuned_from = _start_model(model, fine_tune_from)
+    norm = config.norm or getattr(network, "astrid_norm", None) or "rowwise"
+    learning_rate = config.learning_rate
+    if learning_rate is None:
+        learning_rate = FINE_TUNE_LEARNING_RATE if fine_tuned_from else LEARNING_RATE
+    x_train = preprocess(data.train_set, norm=norm)
+    expected = tuple(network.input_shape[1:])
+    if x_train.shape[1:] != expected:
+        raise AstridInputError(
+            f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}"
+        )
+    sample_weights = np.where(data.train_labels == 1, weights[1], weights[0]).astype(np.float32)
+    train_data = training_dataset(
+        x_train,
+        data.train_labels,
+        sample_weights,
+        batch_size=int(config.batch_size),
+        shuffle=True,
+        augment=bool(config.augment),
+        seed=int(config.seed),
+    )
+    del x_train  # the pipeline holds its own copy; do not keep two in memory
+    validation_data = x_validation = None
+    if data.validation_set is not None:
+        x_validation = preprocess(data.validation_set, norm=norm)
+        validation_data = training_dataset(
+            x_validation,
+            data.validation_labels,
+            None,
+            batch_size=_VALIDATION_BATCH,
+            shuffle=False,
+            augment=False,
+            seed=int(config.seed),
+        )
+
+    network.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        jit_compile=bool(config.jit_compile),
+    )
+    timer = EpochTimer()
+    callbacks = [timer]
+    run_name = name or network.name.lower()
+    run = tracking.start_run(
+        run_name,
+        _tracked_parameters(network, config, norm, learning_rate, weights, data, fine_tuned_from),
+        tags={
+            "astrid.kind": "braai-train",
+            "astrid.model": run_name,
+            "astrid.architecture": network.name,
+            "data_sha256": dataset_hash(data.train_set),
+            "fine_tuned_from": fine_tuned_from,
+            **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+        },
+        track=track,
+    )
+    if run.active:
+        callbacks.append(run.epoch_callback())
+    if validation_data is not None:
+        patience = config.patience
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=int(patience) if patience is not None else int(config.epochs),
+                restore_best_weights=True,
+                verbose=0,
+            )
+        )
+    try:
+        fit = network.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=int(config.epochs),
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
+    except BaseException as exc:
+        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    history["epoch_seconds"] = [float(s) for s in timer.seconds]
+    return _Fitted(network, norm, float(learning_rate), fine_tuned_from, history, run, x_validation)
+
+
+@dataclass
+class _Report:
+    """What a training found on its validation set."""
+
+    metrics: dict[str, Any]
+    validation_scores: dict | None
+    calibration: Calibration | None
+    results: dict[str, dict]
+
+
+def _validation_report(fitted: _Fitted, data: _Split, calibration: str | None) -> _Report:
+    """Metrics, score distribution, fitted calibration and evaluate() results on validation."""
+    metrics: dict[str, Any] = {}
+    validation_scores = None
+    calibrated: Calibration | None = None
+    results: dict[str, dict] = {}
+    if data.validation_set is None:
+        return _Report(metrics, validation_scores, calibrated, results)
+    labels = data.validation_labels
+    scores = fitted.network.predict(
+        fitted.x_validation, batch_size=_VALIDATION_BATCH, verbose=0
+    ).reshape(-1)
+    both = labels.min() != labels.max()
+    source = f"validation set ({scores.size} candidates)"
+    if calibration is not None and both:
+        calibrated = fit_calibration(labels, scores, method=calibration)
+        if fitted.run.active:  # the raw curves, for the run's figures
+            results["raw"] = evaluate(None, data.validation_set, scores=scores)
+        scores = calibrated.apply(scores)
+        source = f"calibrated scores ({calibrated.method}) of the {source}"
+    # The reference of every later scoring run's drift check (astrid.drift): the scores
+    # score() returns by default, so calibrated ones for a calibrated model.
+    validation_scores = score_distribution(scores, source=source)
+    if both:
+        key = "calibrated" if calibrated is not None else "raw"
+        results[key] = evaluate(None, data.validation_set, scores=scores)
+        metrics = _summary(results[key])
+        metrics["calibrated"] = calibrated is not None
+    return _Report(metrics, validation_scores, calibrated, results)
+
+
+def _card_data(
+    dataset: xr.Dataset, validation: xr.Dataset | None, data: _Split, config: TrainConfig
+) -> dict:
+    """The card's ``data``: hashes, sizes, class counts and the split."""
+    split_info, validation_labels = data.split_info, data.validation_labels
+    n_given = int(validation.sizes["candidate"]) if validation is not None else 0
+    return {
+        "sha256": dataset_hash(data.train_set),
+        "sha256_validation": dataset_hash(data.validation_set)
+        if data.validation_set is not None
+        else None,
+        "n_total": int(dataset.sizes["candidate"]) + n_given,
+        "n_train": int(data.train_labels.size),
+        "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
+        "train_class_counts": _class_counts(data.train_labels),
+        "validation_class_counts": _class_counts(validation_labels)
+        if validation_labels is not None
+        else None,
+        "split": split_info.get("by"),
+        "split_coordinate": split_info.get("coordinate"),
+        "validation_fraction": config.split_fraction(split_info),
+        "n_validation_groups": len(split_info.get("validation_groups", [])),
+        "validation_groups": split_info.get("validation_groups", [])[:_MAX_LISTED_GROUPS],
+        "source": str(dataset.attrs.get("source", "")),
+    }
+
+
+def _card_parameters(config: TrainConfig, fitted: _Fitted, weights: dict[int, float]) -> dict:
+    """The card's ``parameters``: everything that shaped the training, class weights resolved."""
+    return {
+        "epochs": int(config.epochs),
+        "batch_size": int(config.batch_size),
+        "optimizer": "Adam",
+        "learning_rate": float(fitted.learning_rate),
+        "loss": "binary_crossentropy",
+        "class_weight": {str(k): float(v) for k, v in weights.items()},
+        "class_weight_rule": config.class_weight_rule,
+        "augment": "dihedral (flips and 90-degree rotations)" if config.augment else None,
+        "patience": None if config.patience is None else int(config.patience),
+        "seed": int(config.seed),
+        "deterministic": bool(config.deterministic),
+        "jit_compile": bool(config.jit_compile),
+    }
+
+
+def _card_training(fitted: _Fitted, data: _Split, config: TrainConfig, started: float) -> dict:
+    """The card's ``training``: epochs run, best epoch, seconds, triplets per second."""
+    seconds = fitted.history["epoch_seconds"]
+    epochs_run = len(seconds)
+    history = fitted.history
+    best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
+    per_second = [data.train_labels.size / s for s in seconds if s > 0]
+    return {
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "stopped_early": epochs_run < int(config.epochs),
+        "seconds": round(time.perf_counter() - started, 3),
+        "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
+    }
+
+
+def _model_card(
+    dataset: xr.Dataset,
+    validation: xr.Dataset | None,
+    data: _Split,
+    config: TrainConfig,
+    fitted: _Fitted,
+    weights: dict[int, float],
+    report: _Report,
+    provenance: dict | None,
+    name: str | None,
+    started: float,
+) -> dict:
+    """The model card (see :func:`train`), before the saved file's name and hash are added."""
+    network = fitted.network
+    calibration = report.calibration.to_dict() if report.calibration is not None else None
+    return {
+        "format": CARD_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": name or network.name.lower(),
+            "architecture": network.name,
+            "n_parameters": int(network.count_params()),
+            "input_shape": [int(s) for s in network.input_shape[1:]],
+            "fine_tuned_from": fitted.fine_tuned_from,
+        },
+        "norm": fitted.norm,
+        "data": _card_data(dataset, validation, data, config),
+        "parameters": _card_parameters(config, fitted, weights),
+        "training": _card_training(fitted, data, config, started),
+        "metrics": report.metrics,
+        "validation_scores": report.validation_scores,
+        "provenance": provenance,
+        "calibration": calibration,
+        "mlflow": fitted.run.info(),
+        "history": fitted.history,
+        "versions": training_versions(),
+    }
+
+
+def _save_with_card(network, card: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<name>.keras`` and its card into ``out_dir`` atomically; the card gains its hash."""
+    model_path = Path(out_dir) / f"{card['model']['name']}.keras"
+    card_file = card_path(model_path)
+    save_model(network, model_path)
+    card["model_file"] = model_path.name
+    card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    text = json.dumps(card, indent=2, sort_keys=False) + "\n"
+    atomic_write(card_file, lambda fh: fh.write(text), mode="w")
+    return model_path, card_file
 
 
 def train(
@@ -585,23 +933,11 @@ def train(
     model="vgg6",
     *,
     validation: xr.Dataset | None = None,
-    split: str | None = "field",
-    validation_fraction: float = 0.2,
-    epochs: int = 30,
-    batch_size: int = 64,
-    learning_rate: float | None = None,
-    class_weight="balanced",
-    augment: bool = True,
-    patience: int | None = 5,
-    seed: int = 0,
-    norm: str | None = None,
+    config: TrainConfig | None = None,
     fine_tune_from=None,
     out_dir: str | os.PathLike | None = None,
     name: str | None = None,
-    deterministic: bool = True,
-    jit_compile: bool = False,
     provenance: dict | None = None,
-    calibration: str | None = "temperature",
     track: bool | None = None,
     verbose: int = 0,
 ) -> TrainResult:
@@ -619,36 +955,12 @@ def train(
         braai's network, or ``"three_block"``) or a Keras model to train in
         place. Ignored when ``fine_tune_from`` is given.
     validation : xarray.Dataset, optional
-        A labelled validation set; then ``split`` is ignored.
-    split : {"field", "object", "time"} or None, optional
-        How to split a validation set off ``dataset`` when ``validation`` is
-        None: by whole groups (:func:`split_groups`). None: train on
-        everything without validation and without early stopping.
-    validation_fraction : float, optional
-        Fraction of candidates to put in the split-off validation set.
-    epochs : int, optional
-        Most epochs to train (default 30).
-    batch_size : int, optional
-        Triplets per training step (default 64, as braai).
-    learning_rate : float, optional
-        Adam's learning rate; default 3e-4 (braai's) from scratch and 3e-5
-        when fine-tuning, so the pretrained features are adjusted, not
-        overwritten.
-    class_weight : "balanced", dict or None, optional
-        Per-class loss weights (:func:`class_weights`), computed on the
-        training part only.
-    augment : bool, optional
-        Random flips and 90° rotations of each training stamp per epoch.
-    patience : int or None, optional
-        Stop after this many epochs without a lower validation loss and
-        restore the best weights (default 5); None: run all epochs (the best
-        weights are still restored when there is a validation set).
-    seed : int, optional
-        Seeds the weights' initialisation, dropout, shuffling, augmentation
-        and the split.
-    norm : {"rowwise", "l2"}, optional
-        Preprocessing (:func:`~astrid.braai.preprocess`); default the
-        fine-tuned model's own, else ``"rowwise"`` (braai ``d6_m7``'s).
+        A labelled validation set; then ``config.split`` is ignored.
+    config : TrainConfig, optional
+        The split, epochs, batch size, learning rate, class weights,
+        augmentation, patience, seed, preprocessing, determinism, XLA and
+        calibration (:class:`TrainConfig`; default ``TrainConfig()``:
+        braai's recipe, 30 epochs, split by field).
     fine_tune_from : keras.Model or path-like, optional
         Start from this model's architecture and weights (a Keras model, a
         ``.keras`` file from :func:`train`, or a published braai ``.h5`` such
@@ -658,29 +970,11 @@ def train(
     name : str, optional
         File stem of the saved files; default the architecture in lower
         case (``"vgg6"``).
-    deterministic : bool, optional
-        Turn on TensorFlow's deterministic ops while training (default):
-        the same seed then gives the same weights on the same machine. They
-        are turned off again afterwards unless they were on before.
-    jit_compile : bool, optional
-        XLA compilation of the training step (default off: slower on the
-        CPUs measured by ``benchmarks/bench_train.py``). Needs
-        ``deterministic=False``: Keras does not compile with XLA while
-        deterministic ops are on.
     provenance : dict, optional
         Where the training data came from beyond the stamps themselves, kept
         verbatim (JSON-safe) as the card's ``provenance``: e.g. the human
         labels a fine-tuning used and their hash
         (:func:`astrid.braai.fine_tune`).
-    calibration : {"temperature", "platt", "isotonic"} or None, optional
-        Fit a score calibration (:func:`astrid.braai.fit_calibration`) on
-        the validation set when it holds both classes (default temperature
-        scaling; None: none). It is stored as the card's ``calibration``
-        and as ``model.astrid_calibration``, and :func:`astrid.score.score`
-        applies it by default; the card's ``metrics`` and
-        ``validation_scores`` are then of the calibrated scores (what
-        ``score()`` returns), and ``calibration["ece_before"]`` is the raw
-        scores' expected calibration error.
     track : bool, optional
         Log the training to MLflow (:mod:`astrid.tracking`): parameters,
         per-epoch metrics, data hashes, versions, the model file, its card and
@@ -693,23 +987,8 @@ def train(
     Returns
     -------
     TrainResult
-        ``model``, ``history``, ``model_path``, ``card_path`` and ``card``:
-        ``format``, ``created`` (UTC, ISO 8601), ``model`` (name,
-        architecture, parameters, input shape, ``fine_tuned_from``),
-        ``norm``, ``data`` (``sha256`` of the training stamps and labels,
-        ``sha256_validation``, ``n_train``, ``n_validation``, class counts,
-        the split and the validation groups), ``parameters`` (everything
-        that shaped the training, class weights resolved), ``training``
-        (epochs run, best epoch, seconds, triplets per second), ``metrics``
-        (:func:`~astrid.braai.evaluate` of the final model on the
-        validation set at threshold 0.5; empty without validation),
-        ``validation_scores`` (the model's score distribution on the
-        validation set, :func:`astrid.drift.score_distribution`: the
-        reference of the drift check of every later scoring run; None
-        without validation), ``provenance`` (as given, or None),
-        ``calibration`` (:meth:`Calibration.to_dict`, or None), ``mlflow``
-        (run id, experiment id and tracking URI, or None), ``history`` and
-        ``versions`` (astrid, tensorflow, keras, numpy, python).
+        ``model``, ``history``, ``model_path``, ``card_path`` and the model
+        ``card`` (its entries: :class:`TrainResult`).
 
     Raises
     ------
@@ -718,222 +997,49 @@ def train(
         the training part, no coordinate to split by, bad parameters.
     """
     started = time.perf_counter()
-    validate_triplets(dataset, "dataset")
-    labels = _labels_of(dataset)
-    for key, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 0)):
-        if key == "patience" and value is None:
-            continue
-        if not _is_whole(value) or value < low:
-            raise AstridInputError(f"{key}={value!r} must be an integer >= {low}")
-    if norm is not None and norm not in NORMS:
-        raise AstridInputError(f"norm={norm!r} is not one of {NORMS}")
-    if jit_compile and deterministic:
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
         raise AstridInputError(
-            "jit_compile=True needs deterministic=False: Keras does not compile with XLA while TensorFlow's "
-            "deterministic ops are on"
+            f"config: expected an astrid.braai.TrainConfig, got {type(config).__name__}"
         )
-    if learning_rate is not None and not (math.isfinite(float(learning_rate)) and learning_rate > 0):
-        raise AstridInputError(f"learning_rate={learning_rate!r} must be a positive number")
+    validate_triplets(dataset, "dataset")
+    labels = labels_of(dataset)
     provenance = _json_provenance(provenance)
-    if calibration is not None and calibration not in CALIBRATION_METHODS:
-        raise AstridInputError(f"calibration={calibration!r} is not one of {CALIBRATION_METHODS} or None")
     from .. import tracking
 
-    tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
+    tracking.tracking_enabled(
+        track
+    )  # an explicit track=True without MLflow fails here, before any work
+    data = _split_data(dataset, validation, labels, config)
+    weights = class_weights(data.train_labels, config.class_weight)
 
-    split_info: dict[str, Any] = {"by": None}
-    if validation is not None:
-        validate_triplets(validation, "validation")
-        train_set, validation_set = dataset, validation
-        split_info = {"by": "given"}
-    elif split is not None:
-        train_index, validation_index, split_info = split_groups(dataset, split, validation_fraction, seed)
-        train_set = dataset.isel(candidate=train_index)
-        validation_set = dataset.isel(candidate=validation_index)
-    else:
-        train_set, validation_set = dataset, None
-    train_labels = labels if train_set is dataset else _labels_of(train_set)
-    _check_both_classes(train_labels, "training set")
-    validation_labels = None if validation_set is None else _labels_of(validation_set, "validation")
-    if validation_labels is not None and validation_labels.size == 0:
-        raise AstridInputError("validation: the validation set has no candidates")
-    if validation_labels is not None and (validation_labels.min() == validation_labels.max()):
-        warnings.warn(
-            f"validation set ({validation_labels.size} candidates) holds only "
-            f"{'real' if validation_labels[0] else 'bogus'} examples: its AUC and precision are undefined; "
-            "use a larger validation_fraction or pass a validation set",
-            AstridWarning,
-            stacklevel=2,
-        )
-    weights = class_weights(train_labels, class_weight)
-
-    tf = _tf()
-    keras = keras_module()
-    keras.utils.set_random_seed(int(seed))
-    switched_on = _enable_determinism(tf) if deterministic else False
+    tf = tensorflow()
+    keras_module().utils.set_random_seed(int(config.seed))
+    switched_on = enable_determinism(tf) if config.deterministic else False
     try:
-        network, fine_tuned_from = _start_model(model, fine_tune_from)
-        norm = norm or getattr(network, "astrid_norm", None) or "rowwise"
-        if learning_rate is None:
-            learning_rate = FINE_TUNE_LEARNING_RATE if fine_tuned_from else LEARNING_RATE
-        x_train = preprocess(train_set, norm=norm)
-        expected = tuple(network.input_shape[1:])
-        if x_train.shape[1:] != expected:
-            raise AstridInputError(f"triplets of shape {x_train.shape[1:]} do not fit the model input {expected}")
-        sample_weights = np.where(train_labels == 1, weights[1], weights[0]).astype(np.float32)
-        train_data = _training_dataset(x_train, train_labels, sample_weights, batch_size=int(batch_size),
-                                       shuffle=True, augment=bool(augment), seed=int(seed))
-        del x_train  # the pipeline holds its own copy; do not keep two in memory
-        validation_data = None
-        if validation_set is not None:
-            x_validation = preprocess(validation_set, norm=norm)
-            validation_data = _training_dataset(x_validation, validation_labels, None, batch_size=_VALIDATION_BATCH,
-                                                shuffle=False, augment=False, seed=int(seed))
-
-        network.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
-            loss=keras.losses.BinaryCrossentropy(),
-            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-            jit_compile=bool(jit_compile),
-        )
-        timer = _EpochTimer()
-        callbacks = [timer]
-        run_name = name or network.name.lower()
-        run = tracking.start_run(run_name, _tracked_parameters(
-            network, norm, learning_rate, batch_size, epochs, patience, seed, class_weight, weights, augment,
-            deterministic, jit_compile, split_info, validation_fraction, calibration, fine_tuned_from,
-            train_labels, validation_labels), tags={
-            "astrid.kind": "braai-train", "astrid.model": run_name, "astrid.architecture": network.name,
-            "data_sha256": dataset_hash(train_set), "fine_tuned_from": fine_tuned_from,
-            **{f"version.{k}": v for k, v in tracking.library_versions().items()}}, track=track)
-        if run.active:
-            callbacks.append(run.epoch_callback())
-        if validation_data is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(patience) if patience is not None else int(epochs),
-                restore_best_weights=True, verbose=0,
-            ))
-        try:
-            fit = network.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
-                              verbose=verbose, shuffle=False)
-        except BaseException as exc:
-            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-            raise
+        fitted = _fit(data, model, fine_tune_from, config, weights, name, track, verbose)
     finally:
         if switched_on:
-            _disable_determinism()
+            disable_determinism()
+    run = fitted.run
     try:  # a failure from here on (a full disk, ...) closes the MLflow run as FAILED
-        network.astrid_norm = norm
-
-        history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-        history["epoch_seconds"] = [float(s) for s in timer.seconds]
-        epochs_run = len(timer.seconds)
-        best_epoch = int(np.argmin(history["val_loss"])) + 1 if "val_loss" in history else epochs_run
-
-        metrics: dict[str, Any] = {}
-        validation_scores = None
-        fitted: Calibration | None = None
-        results: dict[str, dict] = {}
-        if validation_set is not None:
-            scores = network.predict(x_validation, batch_size=_VALIDATION_BATCH, verbose=0).reshape(-1)
-            both = validation_labels.min() != validation_labels.max()
-            source = f"validation set ({scores.size} candidates)"
-            if calibration is not None and both:
-                fitted = fit_calibration(validation_labels, scores, method=calibration)
-                if run.active:  # the raw curves, for the run's figures
-                    results["raw"] = evaluate(None, validation_set, scores=scores)
-                scores = fitted.apply(scores)
-                source = f"calibrated scores ({fitted.method}) of the {source}"
-            # The reference of every later scoring run's drift check (astrid.drift): the scores
-            # score() returns by default, so calibrated ones for a calibrated model.
-            validation_scores = score_distribution(scores, source=source)
-            if both:
-                results["calibrated" if fitted is not None else "raw"] = evaluate(None, validation_set, scores=scores)
-                metrics = _summary(results["calibrated" if fitted is not None else "raw"])
-                metrics["calibrated"] = fitted is not None
-        network.astrid_calibration = fitted.to_dict() if fitted is not None else None
-        per_second = [train_labels.size / s for s in timer.seconds if s > 0]
-
-        architecture = network.name
-        name = name or architecture.lower()
-        card = {
-            "format": CARD_FORMAT,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": {
-                "name": name,
-                "architecture": architecture,
-                "n_parameters": int(network.count_params()),
-                "input_shape": [int(s) for s in network.input_shape[1:]],
-                "fine_tuned_from": fine_tuned_from,
-            },
-            "norm": norm,
-            "data": {
-                "sha256": dataset_hash(train_set),
-                "sha256_validation": dataset_hash(validation_set) if validation_set is not None else None,
-                "n_total": int(dataset.sizes["candidate"]) + (int(validation.sizes["candidate"]) if validation is not None else 0),
-                "n_train": int(train_labels.size),
-                "n_validation": int(validation_labels.size) if validation_labels is not None else 0,
-                "train_class_counts": _class_counts(train_labels),
-                "validation_class_counts": _class_counts(validation_labels) if validation_labels is not None else None,
-                "split": split_info.get("by"),
-                "split_coordinate": split_info.get("coordinate"),
-                "validation_fraction": float(validation_fraction) if split_info.get("by") not in (None, "given") else None,
-                "n_validation_groups": len(split_info.get("validation_groups", [])),
-                "validation_groups": split_info.get("validation_groups", [])[:_MAX_LISTED_GROUPS],
-                "source": str(dataset.attrs.get("source", "")),
-            },
-            "parameters": {
-                "epochs": int(epochs),
-                "batch_size": int(batch_size),
-                "optimizer": "Adam",
-                "learning_rate": float(learning_rate),
-                "loss": "binary_crossentropy",
-                "class_weight": {str(k): float(v) for k, v in weights.items()},
-                "class_weight_rule": class_weight if isinstance(class_weight, str) or class_weight is None else "given",
-                "augment": "dihedral (flips and 90-degree rotations)" if augment else None,
-                "patience": None if patience is None else int(patience),
-                "seed": int(seed),
-                "deterministic": bool(deterministic),
-                "jit_compile": bool(jit_compile),
-            },
-            "training": {
-                "epochs_run": epochs_run,
-                "best_epoch": best_epoch,
-                "stopped_early": epochs_run < int(epochs),
-                "seconds": round(time.perf_counter() - started, 3),
-                "triplets_per_second": round(float(np.median(per_second)), 1) if per_second else None,
-            },
-            "metrics": metrics,
-            "validation_scores": validation_scores,
-            "provenance": provenance,
-            "calibration": fitted.to_dict() if fitted is not None else None,
-            "mlflow": run.info(),
-            "history": history,
-            "versions": _versions(),
-        }
-
-        model_path = card_path = None
+        network = fitted.network
+        network.astrid_norm = fitted.norm
+        history = fitted.history
+        report = _validation_report(fitted, data, config.calibration)
+        network.astrid_calibration = (
+            report.calibration.to_dict() if report.calibration is not None else None
+        )
+        card = _model_card(
+            dataset, validation, data, config, fitted, weights, report, provenance, name, started
+        )
+        model_path = card_file = None
         if out_dir is not None:
-            out_dir = Path(out_dir)
-            model_path = out_dir / f"{name}.keras"
-            card_path = _card_beside(model_path)
-            _save_model(network, model_path)
-            card["model_file"] = model_path.name
-            card["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-            text = json.dumps(card, indent=2, sort_keys=False) + "\n"
-            atomic_write(card_path, lambda fh: fh.write(text), mode="w")
-        _log_training(run, card, metrics, model_path, card_path, results)
+            model_path, card_file = _save_with_card(network, card, out_dir)
+        _log_training(run, card, report.metrics, model_path, card_file, report.results)
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    return TrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
-
-
-# Temporary public names for astrid.anomaly (issue #15, helper H4): the owner of astrid.braai
-# decides the final names; drop these aliases then.
-EpochTimer = _EpochTimer
-enable_determinism = _enable_determinism
-disable_determinism = _disable_determinism
-training_versions = _versions
-save_model = _save_model
-augment_batch = _augment_batch
+    return TrainResult(
+        model=network, history=history, model_path=model_path, card_path=card_file, card=card
+    )

@@ -142,7 +142,9 @@ def _with_card(model, path: Path):
     says how the model was trained: its preprocessing and the score
     calibration fitted on its validation set.
     """
-    card_path = path.with_name(path.name[: -len(".keras")] + ".card.json")
+    from ..braai import card_path as card_beside
+
+    card_path = card_beside(path)
     if not card_path.is_file():
         return model
     try:
@@ -154,7 +156,7 @@ def _with_card(model, path: Path):
     if card.get("norm") in NORMS[:2]:
         model.astrid_norm = card["norm"]
     if card.get("calibration") is not None:
-        from ..braai._calibrate import Calibration
+        from ..braai import Calibration
 
         model.astrid_calibration = Calibration.from_dict(card["calibration"], f"{card_path}: calibration").to_dict()
     return model
@@ -289,7 +291,8 @@ def preprocess(triplets: Any, norm: str) -> np.ndarray:
     return np.asarray(braai_preprocess(triplets, norm=norm), dtype=np.float32)
 
 
-def _n_candidates(triplets: Any) -> int:
+def n_candidates(triplets: Any) -> int:
+    """Number of candidates of a triplet Dataset or (n, 63, 63, 3) array; else AstridInputError."""
     if hasattr(triplets, "data_vars"):
         if "triplets" not in triplets.data_vars:
             raise AstridInputError("triplets: the Dataset has no 'triplets' variable")
@@ -303,7 +306,7 @@ def _n_candidates(triplets: Any) -> int:
     return int(shape[0])
 
 
-def _take(triplets: Any, index) -> Any:
+def take_candidates(triplets: Any, index) -> Any:
     """Rows ``index`` (a slice or integer array) of a Dataset, DataArray or array."""
     if hasattr(triplets, "data_vars"):
         return triplets.isel(candidate=index)
@@ -701,14 +704,14 @@ def _nonfinite_kind(raw: np.ndarray) -> str:
 def _calibration_inputs(representative: Any, norm: str, num: int, shape: tuple[int, ...],
                         seed: int = 0) -> np.ndarray:
     """Preprocessed calibration triplets, refused when int8 ranges calibrated on them would be degenerate."""
-    from ..braai._preprocess import no_data
+    from ..braai import no_data
 
-    n = _n_candidates(representative)
+    n = n_candidates(representative)
     if n == 0:
         raise AstridInputError("representative: no triplets to calibrate on")
     if n > num:
         index = np.sort(np.random.default_rng(seed).choice(n, size=num, replace=False))
-        representative = _take(representative, index)
+        representative = take_candidates(representative, index)
     m = min(n, num)
     if hasattr(representative, "load"):
         representative = representative.load()
@@ -732,7 +735,7 @@ def _calibration_inputs(representative: Any, norm: str, num: int, shape: tuple[i
                 AstridWarning,
                 stacklevel=3,
             )
-            representative = _take(representative, np.flatnonzero(~empty))
+            representative = take_candidates(representative, np.flatnonzero(~empty))
     x = preprocess(representative, norm)
     if not np.all(np.isfinite(x)):
         raise AstridInputError("representative: preprocessed triplets contain NaN/inf")
@@ -789,6 +792,85 @@ def _check_not_constant(tflite_scores: np.ndarray, keras_scores: np.ndarray, ste
             f"on the {num_calibration} representative triplets do not cover real inputs. "
             "Calibrate on real triplets"
         )
+
+
+def _checked_options(
+    path, quantize, batch_size, norm, num_calibration, io_dtype
+) -> tuple[str | None, Path]:
+    """(quantize, ``"float32"`` as None; the output path) after checking to_tflite's options."""
+    if quantize == "float32":
+        quantize = None
+    if quantize not in _QUANTIZE:
+        raise AstridInputError(f"quantize={quantize!r}: expected 'int8', 'float16' or None")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+        raise AstridInputError(f"batch_size={batch_size!r}: expected a positive integer or None")
+    if io_dtype not in ("int8", "uint8"):
+        raise AstridInputError(f"io_dtype={io_dtype!r}: expected 'int8' or 'uint8'")
+    if norm is not None:
+        _check_norm(norm)
+    if int(num_calibration) < 1:
+        raise AstridInputError(f"num_calibration={num_calibration!r}: expected at least 1")
+    path = Path(path)
+    if path.suffix.lower() != ".tflite":
+        raise AstridInputError(f"{path}: the output file must end in .tflite")
+    return quantize, path
+
+
+def _int8_calibration(keras_model, representative, norm: str, num_calibration: int) -> np.ndarray:
+    """The preprocessed triplets int8 quantisation calibrates on (at least MIN_CALIBRATION)."""
+    if representative is None:
+        raise AstridInputError(
+            "representative: int8 quantisation needs real triplets to calibrate on "
+            "(a triplet Dataset or an (n, 63, 63, 3) array)"
+        )
+    if int(num_calibration) < MIN_CALIBRATION:
+        raise AstridInputError(
+            f"num_calibration={num_calibration!r}: int8 calibration needs at least {MIN_CALIBRATION} "
+            "triplets (default 200)"
+        )
+    return _calibration_inputs(
+        representative, norm, int(num_calibration), _input_shape(keras_model)
+    )
+
+
+def _compare_with_keras(
+    content: bytes, keras_model, calibration: np.ndarray, norm: str, name: str
+) -> float:
+    """Largest |TFLite - Keras| score on the calibration triplets; refuses a constant int8 model."""
+    runner = TFLiteRunner(content, name=name)
+    probes = _probe_inputs(calibration, norm)
+    tflite_scores = runner(probes)
+    keras_scores = np.asarray(keras_model(probes, training=False), dtype=np.float32).reshape(
+        len(probes), -1
+    )[:, 0]
+    n_cal = len(calibration)
+    max_diff = float(np.max(np.abs(tflite_scores[:n_cal] - keras_scores[:n_cal])))
+    step = runner.output.scale if runner.output.quantized else 0.0
+    _check_not_constant(tflite_scores, keras_scores, float(step), name, n_cal)
+    return max_diff
+
+
+def _sidecar(report: ExportReport, source: str, score_calibration: dict | None) -> dict:
+    """The ``.tflite.json`` sidecar: how to feed the model and where it came from."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "norm": report.norm,
+        "quantize": report.quantize,
+        "batch_size": report.batch_size,
+        "input": asdict(report.input),
+        "output": asdict(report.output),
+        "source_model": {"name": source, "weights_sha256": report.source_sha256},
+        "calibration": {
+            "num_triplets": report.num_calibration,
+            "max_abs_diff_vs_keras": report.calibration_max_abs_diff,
+        },
+        # the model's score calibration (astrid.braai.fit_calibration), applied by astrid.score.score
+        "score_calibration": score_calibration,
+        "edgetpu_static_check": None if report.edgetpu is None else report.edgetpu.passed,
+        "astrid_version": __version__,
+        "tensorflow_version": report.tensorflow_version,
+        "created_utc": report.created_utc,
+    }
 
 
 def to_tflite(
@@ -870,55 +952,22 @@ def to_tflite(
     >>> report = export.to_tflite(model, "d6_m7_int8.tflite", representative=ds)  # doctest: +SKIP
     >>> print(report.edgetpu)                                # doctest: +SKIP
     """
-    if quantize == "float32":
-        quantize = None
-    if quantize not in _QUANTIZE:
-        raise AstridInputError(f"quantize={quantize!r}: expected 'int8', 'float16' or None")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
-        raise AstridInputError(f"batch_size={batch_size!r}: expected a positive integer or None")
-    if io_dtype not in ("int8", "uint8"):
-        raise AstridInputError(f"io_dtype={io_dtype!r}: expected 'int8' or 'uint8'")
-    if norm is not None:
-        _check_norm(norm)
-    if int(num_calibration) < 1:
-        raise AstridInputError(f"num_calibration={num_calibration!r}: expected at least 1")
-    path = Path(path)
-    if path.suffix.lower() != ".tflite":
-        raise AstridInputError(f"{path}: the output file must end in .tflite")
-
+    quantize, path = _checked_options(path, quantize, batch_size, norm, num_calibration, io_dtype)
     keras_model = load_keras_model(model)
     norm = resolve_norm(norm, getattr(keras_model, "astrid_norm", None), str(path))
     calibration = None
     if quantize == "int8":
-        if representative is None:
-            raise AstridInputError(
-                "representative: int8 quantisation needs real triplets to calibrate on "
-                "(a triplet Dataset or an (n, 63, 63, 3) array)"
-            )
-        if int(num_calibration) < MIN_CALIBRATION:
-            raise AstridInputError(
-                f"num_calibration={num_calibration!r}: int8 calibration needs at least {MIN_CALIBRATION} "
-                "triplets (default 200)"
-            )
-        calibration = _calibration_inputs(representative, norm, int(num_calibration),
-                                          _input_shape(keras_model))
+        calibration = _int8_calibration(keras_model, representative, norm, num_calibration)
 
     tf = require("tensorflow", "Converting a Keras model to TFLite")
     content = convert_keras(keras_model, quantize, batch_size, calibration, io_dtype)
     inputs, outputs = read_io_details(content, str(path))
-
     max_diff = None
     if calibration is not None:
-        runner = TFLiteRunner(content, name=str(path))
-        probes = _probe_inputs(calibration, norm)
-        tflite_scores = runner(probes)
-        keras_scores = np.asarray(keras_model(probes, training=False), dtype=np.float32).reshape(len(probes), -1)[:, 0]
-        n_cal = len(calibration)
-        max_diff = float(np.max(np.abs(tflite_scores[:n_cal] - keras_scores[:n_cal])))
-        step = runner.output.scale if runner.output.quantized else 0.0
-        _check_not_constant(tflite_scores, keras_scores, float(step), str(path), n_cal)
+        max_diff = _compare_with_keras(content, keras_model, calibration, norm, str(path))
 
-    source = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
+    named = isinstance(model, (str, os.PathLike))
+    source = str(model) if named else getattr(keras_model, "name", "")
     sha = model_sha256(keras_model)
     score_calibration = getattr(keras_model, "astrid_calibration", None)
     atomic_write(path, lambda fh: fh.write(content))
@@ -940,21 +989,6 @@ def to_tflite(
         tensorflow_version=tf.__version__,
         io_dtype=inputs[0].dtype,
     )
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "norm": norm,
-        "quantize": quantize,
-        "batch_size": report.batch_size,
-        "input": asdict(report.input),
-        "output": asdict(report.output),
-        "source_model": {"name": source, "weights_sha256": sha},
-        "calibration": {"num_triplets": report.num_calibration, "max_abs_diff_vs_keras": max_diff},
-        # the model's score calibration (astrid.braai.fit_calibration), applied by astrid.score.score
-        "score_calibration": score_calibration,
-        "edgetpu_static_check": None if edgetpu is None else edgetpu.passed,
-        "astrid_version": __version__,
-        "tensorflow_version": tf.__version__,
-        "created_utc": report.created_utc,
-    }
-    atomic_write(report.sidecar, lambda fh: fh.write(json.dumps(sidecar, indent=2) + "\n"), mode="w")
+    text = json.dumps(_sidecar(report, source, score_calibration), indent=2) + "\n"
+    atomic_write(report.sidecar, lambda fh: fh.write(text), mode="w")
     return report

@@ -148,7 +148,7 @@ def _stamps(n, seed, real_fraction=0.5, noise=1.0):
 def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(tmp_path):
     pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
     from astrid.schema import new_triplet_dataset
     from astrid.score import score
 
@@ -164,8 +164,7 @@ def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(t
     net = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden), name="small")
     training, _ = dataset(256, 0)
     validation, _ = dataset(300, 1)
-    result = train(training, net, validation=validation, epochs=4, learning_rate=3e-3, patience=None, seed=0,
-                   out_dir=tmp_path, name="small")
+    result = train(training, net, validation=validation, config=TrainConfig(epochs=4, learning_rate=3e-3, patience=None, seed=0), out_dir=tmp_path, name="small")
     recorded = result.card["validation_scores"]
     assert recorded["n"] == 300 and len(recorded["values"]) == 300
     assert json.loads(result.card_path.read_text())["validation_scores"] == recorded

@@ -96,11 +96,10 @@ def tiny_triplets(n=40, seed=0):
 
 @pytest.fixture
 def tracked_training(store, tmp_path):
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
 
     ds = tiny_triplets()
-    result = train(ds, "three_block", epochs=2, batch_size=16, seed=0, out_dir=tmp_path / "model", name="tiny",
-                   patience=None)
+    result = train(ds, "three_block", config=TrainConfig(epochs=2, batch_size=16, seed=0, patience=None), out_dir=tmp_path / "model", name="tiny")
     return ds, result
 
 
@@ -146,14 +145,14 @@ def test_train_logs_params_metrics_artifacts(tracked_training):
 
 
 def test_train_untracked_writes_nothing(store, tmp_path):
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
 
-    result = train(tiny_triplets(24, seed=1), "three_block", epochs=1, seed=0, track=False)
+    result = train(tiny_triplets(24, seed=1), "three_block", config=TrainConfig(epochs=1, seed=0), track=False)
     assert result.card["mlflow"] is None and not store.exists()
 
 
 def test_tracking_failure_keeps_the_model(store, tmp_path, monkeypatch):
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
 
     def broken(self, *args, **kwargs):
         raise OSError("disk full")
@@ -162,8 +161,7 @@ def test_tracking_failure_keeps_the_model(store, tmp_path, monkeypatch):
     monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", broken)
     with warnings.catch_warnings(record=True) as caught:  # (pytest.warns would re-raise Keras' own warnings)
         warnings.simplefilter("always")
-        result = train(tiny_triplets(24, seed=2), "three_block", epochs=1, seed=0, out_dir=tmp_path / "m",
-                       name="kept")
+        result = train(tiny_triplets(24, seed=2), "three_block", config=TrainConfig(epochs=1, seed=0), out_dir=tmp_path / "m", name="kept")
     assert [str(w.message) for w in caught if issubclass(w.category, AstridWarning) and "disk full" in str(w.message)]
     assert result.model_path.is_file() and result.card_path.is_file()
     assert result.card["mlflow"]["run_id"]

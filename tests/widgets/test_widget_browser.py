@@ -71,7 +71,7 @@ retrain_status = widgets.HTML("not retrained")
 
 def retrain(_button=None):
     merged = braai.apply_labels(ds, LABELS_PATH)
-    result = braai.fine_tune(braai.vgg6(), merged, epochs=1, track=False)
+    result = braai.fine_tune(braai.vgg6(), merged, config=braai.TrainConfig(epochs=1, split=None), track=False)
     labels = result.card["provenance"]["labels"]
     retrain_status.value = (f"fine-tuned on {labels['n']} labels ({labels['n_real']} real) "
                             f"by {','.join(labels['labellers'])}")

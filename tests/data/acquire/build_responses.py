@@ -1,4 +1,4 @@
-"""Write the hand-built archive answers used by tests/test_acquire_*.py.
+"""Write the hand-built archive answers used by tests/acquire/test_acquire_*.py.
 
 The answers follow the formats of the real services (MAST's Mashup JSON with
 ``fields``/``data``/``paging``, MAST's columns-config JSON, VizieR VOTables,

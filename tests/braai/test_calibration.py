@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from astrid.braai import calibration_curve
-from astrid.braai._calibrate import Calibration, fit_calibration
+from astrid.braai import Calibration, calibration_curve, fit_calibration
 from astrid.errors import AstridInputError
 
 
@@ -107,11 +106,11 @@ tf = pytest.importorskip("tensorflow")
 def trained(tmp_path_factory):
     from test_braai_train import synthetic_triplets
 
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
 
     ds = synthetic_triplets(96, seed=5)
     out = tmp_path_factory.mktemp("calibrated")
-    result = train(ds, "three_block", epochs=2, seed=0, out_dir=out, name="cal", track=False)
+    result = train(ds, "three_block", config=TrainConfig(epochs=2, seed=0), out_dir=out, name="cal", track=False)
     return ds, result
 
 
@@ -149,11 +148,11 @@ def test_score_applies_the_card_calibration_by_default(trained):
 
 
 def test_model_without_calibration_scores_as_before(trained, tmp_path):
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
     from astrid.score import score
 
     ds, _ = trained
-    result = train(ds, "three_block", epochs=1, seed=0, out_dir=tmp_path, name="raw", calibration=None, track=False)
+    result = train(ds, "three_block", config=TrainConfig(epochs=1, seed=0, calibration=None), out_dir=tmp_path, name="raw", track=False)
     assert result.card["calibration"] is None and result.card["metrics"]["calibrated"] is False
     a = score(ds, result.model_path)
     b = score(ds, result.model_path, calibrated=False)
@@ -179,11 +178,11 @@ def test_tflite_sidecar_carries_the_calibration(trained, tmp_path):
 
 
 def test_isotonic_in_training(trained, tmp_path):
-    from astrid.braai import train
+    from astrid.braai import TrainConfig, train
 
     ds, _ = trained
-    result = train(ds, "three_block", epochs=1, seed=0, calibration="isotonic", track=False)
+    result = train(ds, "three_block", config=TrainConfig(epochs=1, seed=0, calibration="isotonic"), track=False)
     assert result.card["calibration"]["method"] == "isotonic"
     assert result.model.astrid_calibration["method"] == "isotonic"
     with pytest.raises(AstridInputError, match="calibration="):
-        train(ds, "three_block", epochs=1, calibration="beta", track=False)
+        train(ds, "three_block", config=TrainConfig(epochs=1, calibration="beta"), track=False)

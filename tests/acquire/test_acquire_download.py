@@ -20,6 +20,7 @@ from astropy.time import Time
 
 from astrid.acquire import (
     AstridDownloadError,
+    FetchOptions,
     destination_name,
     download,
     fetch_file,
@@ -27,12 +28,12 @@ from astrid.acquire import (
     skyview_cutouts,
     validate_fits,
 )
-from astrid.acquire._replay import ReplayServer, Reply
+from astrid.acquire.replay import ReplayServer, Reply
 from astrid.errors import AstridInputError
 from astrid.io import read_image
 from astrid.manifest import Manifest, sha256sum
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 URL = "https://archive.example.org/data/sw00031234001uuu_sk.img.gz"
 
 
@@ -64,7 +65,7 @@ def test_retry_with_exponential_backoff_then_success(tmp_path):
         Reply(body=fits_bytes(gz=True)),
     )
     with server:
-        result = fetch_file(URL, tmp_path / "sw.fits.gz", retries=4, backoff_s=2.0, sleep=sleeps)
+        result = fetch_file(URL, tmp_path / "sw.fits.gz", options=FetchOptions(retries=4, backoff_s=2.0), sleep=sleeps)
     assert result.attempts == 4
     assert sleeps == [2.0, 4.0, 8.0]            # 2 s doubled each time; Retry-After 7 s < 8 s
     assert server.count(URL, method="GET") == 4
@@ -77,7 +78,7 @@ def test_retry_with_exponential_backoff_then_success(tmp_path):
 def test_retry_after_longer_than_backoff_is_honoured(tmp_path):
     sleeps = Sleeps()
     with ReplayServer().add(URL, Reply(status=429, headers={"Retry-After": "30"}), Reply(body=fits_bytes())):
-        fetch_file(URL, tmp_path / "a.fits", backoff_s=1.0, max_backoff_s=20.0, sleep=sleeps)
+        fetch_file(URL, tmp_path / "a.fits", options=FetchOptions(backoff_s=1.0, max_backoff_s=20.0), sleep=sleeps)
     assert sleeps == [20.0]  # the server's 30 s, capped
 
 
@@ -99,7 +100,7 @@ def test_corrupt_download_is_detected_and_retried(tmp_path):
 def test_persistently_corrupt_download_is_reported(tmp_path):
     truncated = fits_bytes()[:4000]
     with ReplayServer().add(URL, Reply(body=truncated)), pytest.raises(AstridDownloadError, match=r"failed after 3 attempt\(s\): corrupt download") as info:
-        fetch_file(URL, tmp_path / "sw.fits", retries=2, sleep=Sleeps())
+        fetch_file(URL, tmp_path / "sw.fits", options=FetchOptions(retries=2), sleep=Sleeps())
     assert info.value.attempts == 3 and info.value.url == URL
     assert list(tmp_path.iterdir()) == []   # neither a half file nor a .part is left
 
@@ -122,7 +123,7 @@ def test_checksums_from_archive_and_server(tmp_path):
         result = fetch_file(URL, tmp_path / "a.fits", checksum=f"sha256:{sha256}", sleep=Sleeps())
     assert result.attempts == 2
     with ReplayServer().add(URL, Reply(body=body)), pytest.raises(AstridDownloadError, match="md5 checksum mismatch"):
-        fetch_file(URL, tmp_path / "b.fits", checksum="0" * 32, retries=1, sleep=Sleeps())
+        fetch_file(URL, tmp_path / "b.fits", checksum="0" * 32, options=FetchOptions(retries=1), sleep=Sleeps())
     with pytest.raises(AstridInputError, match="checksum"):
         fetch_file(URL, tmp_path / "c.fits", checksum="crc32:abc")
 
@@ -130,13 +131,13 @@ def test_checksums_from_archive_and_server(tmp_path):
 def test_size_cap_and_missing_files_are_not_retried(tmp_path):
     sleeps = Sleeps()
     with ReplayServer().add(URL, Reply(body=fits_bytes())) as server, pytest.raises(AstridDownloadError, match="size cap.*not retried"):
-        fetch_file(URL, tmp_path / "a.fits", max_bytes=1000, sleep=sleeps)
+        fetch_file(URL, tmp_path / "a.fits", options=FetchOptions(max_bytes=1000), sleep=sleeps)
     assert server.count(URL) == 1 and sleeps == []
     with ReplayServer().add(URL, Reply(status=404)) as server, pytest.raises(AstridDownloadError, match="HTTP 404"):
         fetch_file(URL, tmp_path / "a.fits", sleep=sleeps)
     assert server.count(URL) == 1 and sleeps == []
     with ReplayServer().add(URL, Reply(body=fits_bytes())), pytest.raises(AstridDownloadError, match="the archive lists 99"):
-        fetch_file(URL, tmp_path / "a.fits", expected_size=99, retries=0)
+        fetch_file(URL, tmp_path / "a.fits", expected_size=99, options=FetchOptions(retries=0))
 
 
 def test_compression_follows_the_destination_name(tmp_path):
@@ -187,7 +188,7 @@ def test_local_files_are_copied_with_the_same_checks(tmp_path):
     broken = tmp_path / "broken.fits"
     broken.write_bytes(fits_bytes()[:3000])
     with pytest.raises(AstridDownloadError, match="truncated|corrupt"):
-        fetch_file(broken.as_uri(), tmp_path / "out" / "b.fits", retries=0)
+        fetch_file(broken.as_uri(), tmp_path / "out" / "b.fits", options=FetchOptions(retries=0))
     with pytest.raises(AstridDownloadError, match="does not exist"):
         fetch_file(str(tmp_path / "nope.fits"), tmp_path / "out" / "c.fits")
 

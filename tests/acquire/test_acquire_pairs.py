@@ -25,10 +25,10 @@ from astrid.acquire import (
     select_targets,
     standardise_observations,
 )
-from astrid.acquire._replay import ReplayServer, Reply, add_mast
+from astrid.acquire.replay import ReplayServer, Reply, add_mast
 from astrid.errors import AstridInputError
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 T0 = Time("2014-01-21")
 
 
@@ -206,7 +206,7 @@ def test_query_mast_from_a_position_and_nothing_found():
     with pytest.raises(AstridInputError, match="discovery"):
         query_mast(SkyCoord(10 * u.deg, -40 * u.deg))
     with pytest.raises(AstridInputError, match="radius"):
-        query_mast(SkyCoord(10 * u.deg, -40 * u.deg), discovery_time=55000.0, radius=-1 * u.arcmin, check=False)
+        query_mast(SkyCoord(10 * u.deg, -40 * u.deg), discovery_time=55000.0, radius=-1 * u.arcmin, check_timeout=None)
 
 
 def test_mast_products_pick_the_science_image():

@@ -27,10 +27,10 @@ keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
 from astrid import braai  # noqa: E402
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.braai import load_braai, preprocess  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.export import TFLiteRunner, edgetpu_report, to_tflite  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.score import NoDataWarning, parity, score  # noqa: E402
 
 

@@ -10,9 +10,9 @@ keras = pytest.importorskip("keras")
 xr = pytest.importorskip("xarray")
 
 from astrid import braai  # noqa: E402
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.export import TFLiteRunner, to_tflite  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.score import FAST_PATH_TOLERANCE, parity, score  # noqa: E402
 
 

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from astrid.schema import new_triplet_dataset
+from astrid.braai import (
+    TrainConfig,
+    apply_labels,
+    fine_tune,
+    label_conflicts,
+    query,
+    training_labels,
+)
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
+from astrid.schema import new_triplet_dataset
 from astrid.triplets import load_triplets, write_triplets
 from astrid.widgets import LabelRecord, LabelStore
-
-try:  # the public names (astrid.braai exports them)
-    from astrid.braai import apply_labels, fine_tune, label_conflicts, query, training_labels
-except ImportError:  # pragma: no cover - until astrid/braai/__init__.py exports them
-    from astrid.braai._active import apply_labels, fine_tune, label_conflicts, query, training_labels
 
 
 def tiny_triplets(n=24, seed=0, size=63):
@@ -218,7 +221,7 @@ def parent(tmp_path_factory):
     from astrid.braai import train
 
     out = tmp_path_factory.mktemp("parent")
-    result = train(tiny_triplets(48, seed=1), "vgg6", split=None, epochs=1, out_dir=out, name="parent", track=False)
+    result = train(tiny_triplets(48, seed=1), "vgg6", config=TrainConfig(split=None, epochs=1), out_dir=out, name="parent", track=False)
     return result.model_path
 
 
@@ -231,7 +234,7 @@ def test_fine_tuned_card_names_parent_and_labels(ds, parent, tmp_path):
     store = LabelStore(tmp_path / "l.jsonl", labeller="ann", model=parent)
     for i in range(8):
         store.add(ids[i], "real" if i % 2 else "bogus")
-    result = fine_tune(parent, ds, store, epochs=1, out_dir=tmp_path, track=False)
+    result = fine_tune(parent, ds, store, config=TrainConfig(epochs=1, split=None), out_dir=tmp_path, track=False)
     provenance = json.loads(result.card_path.read_text())["provenance"]
     assert provenance["kind"] == "fine_tune"
     assert provenance["parent"]["name"] == "parent"
@@ -245,14 +248,14 @@ def test_fine_tuned_card_names_parent_and_labels(ds, parent, tmp_path):
     load_trained(result.model_path)
     # The same labels merged first give the same label hash.
     merged = apply_labels(ds, store)
-    again = fine_tune(parent, merged, epochs=1, track=False)
+    again = fine_tune(parent, merged, config=TrainConfig(epochs=1, split=None), track=False)
     assert again.card["provenance"]["labels"]["sha256"] == labels["sha256"]
 
 
 def test_fine_tune_bad_inputs(ds, parent, tmp_path):
     with pytest.raises(AstridInputError, match="no candidate has a human label"):
-        fine_tune(parent, apply_labels(ds, []), epochs=1, track=False)
+        fine_tune(parent, apply_labels(ds, []), config=TrainConfig(epochs=1, split=None), track=False)
     with pytest.raises(AstridFileError, match="does not exist"):
-        fine_tune(tmp_path / "none.keras", ds, [], epochs=1)
-    with pytest.raises(AstridInputError, match="set by fine_tune"):
+        fine_tune(tmp_path / "none.keras", ds, [], config=TrainConfig(epochs=1, split=None))
+    with pytest.raises(TypeError, match="provenance"):  # fine_tune sets the provenance itself
         fine_tune(parent, ds, [], provenance={})

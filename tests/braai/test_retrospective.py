@@ -7,14 +7,10 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from astrid.errors import AstridInputError  # noqa: E402
-
-try:
-    from astrid.braai import retrospective, target_mask
-except ImportError:  # pragma: no cover - until astrid/braai/__init__.py exports them
-    from astrid.braai._retrospective import retrospective, target_mask
-
 from test_active import tiny_triplets  # noqa: E402
+
+from astrid.braai import retrospective, target_mask  # noqa: E402
+from astrid.errors import AstridInputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +37,16 @@ def test_target_mask_forms(ds):
         target_mask(ds, np.zeros(3))
 
 
-def test_retrospective_excludes_every_triplet_of_the_target(ds, monkeypatch):
-    from astrid.braai import _train
+def test_retrospective_excludes_every_triplet_of_the_target(ds):
+    from astrid.braai import dataset_hash, split_groups
 
-    seen = []
-    real_train = _train.train
-
-    def spy(dataset, *args, **kwargs):
-        seen.append({str(c) for c in dataset["candidate_id"].values})
-        seen.append({str(c) for c in kwargs["validation"]["candidate_id"].values})
-        return real_train(dataset, *args, **kwargs)
-
-    monkeypatch.setattr(_train, "train", spy)
     result = retrospective(ds, {"kind": "asteroid"}, epochs=1, split="field", track=False)
+    # The card's data hashes are those of the target-free training and validation parts.
+    rest = ds.isel(candidate=[i for i in range(ds.sizes["candidate"]) if i not in (1, 9, 17)])
+    train_index, validation_index, _ = split_groups(rest, "field", 0.2, 0)
+    seen = [{str(c) for c in rest["candidate_id"].values[index]} for index in (train_index, validation_index)]
+    assert result.card["data"]["sha256"] == dataset_hash(rest.isel(candidate=train_index))
+    assert result.card["data"]["sha256_validation"] == dataset_hash(rest.isel(candidate=validation_index))
     asteroids = {str(ds["candidate_id"].values[i]) for i in (1, 9, 17)}
     assert not (seen[0] | seen[1]) & asteroids  # neither trained nor validated on
     assert result.n_excluded == 3 and result.n_train + result.n_validation == 45

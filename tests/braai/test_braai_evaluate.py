@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from astrid.schema import new_triplet_dataset
 from astrid.braai import (
     binary_curves,
     calibration_curve,
@@ -20,6 +19,7 @@ from astrid.braai import (
     threshold_for_fnr,
 )
 from astrid.errors import AstridInputError
+from astrid.schema import new_triplet_dataset
 
 metrics = pytest.importorskip("sklearn.metrics")
 

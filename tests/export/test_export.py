@@ -13,8 +13,13 @@ keras = pytest.importorskip("keras")
 
 from astrid import braai  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError  # noqa: E402
-from astrid.export import EDGETPU_OPS, edgetpu_report, read_sidecar, to_tflite  # noqa: E402
-from astrid.export._tflite import model_sha256  # noqa: E402
+from astrid.export import (  # noqa: E402
+    EDGETPU_OPS,
+    edgetpu_report,
+    model_sha256,  # noqa: E402
+    read_sidecar,
+    to_tflite,
+)
 from astrid.score import parity, score  # noqa: E402
 
 

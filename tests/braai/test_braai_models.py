@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from astrid.schema import new_triplet_dataset
 from astrid.braai import (
     DEFAULT_NORM,
     PAD_VALUE,
@@ -23,6 +22,7 @@ from astrid.braai import (
 )
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.paths import shared_data
+from astrid.schema import new_triplet_dataset
 
 h5py = pytest.importorskip("h5py")
 

@@ -30,12 +30,12 @@ from astrid.acquire import (
     get_archive,
     run,
 )
-from astrid.acquire._replay import ReplayServer, Reply, add_mast
+from astrid.acquire.replay import ReplayServer, Reply, add_mast
 from astrid.errors import AstridFileError, AstridInputError
 from astrid.manifest import Manifest, sha256sum
 
-DATA = Path(__file__).parent / "data" / "acquire"
-DOCS = Path(__file__).parent.parent / "docs" / "acquisition.md"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
+DOCS = Path(__file__).parents[2] / "docs" / "acquisition.md"
 SN2011FE = (210.774208, 54.273722)
 
 

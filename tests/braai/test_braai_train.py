@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.braai import (  # noqa: E402
+    TrainConfig,
     class_weights,
     dataset_hash,
     evaluate,
@@ -23,9 +23,10 @@ from astrid.braai import (  # noqa: E402
     train,
     vgg6,
 )
-from astrid.braai._train import _training_dataset  # noqa: E402
+from astrid.braai.runtime import training_dataset  # noqa: E402
 from astrid.errors import AstridInputError, AstridWarning  # noqa: E402
 from astrid.paths import shared_data  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 
 
 def synthetic_triplets(n, seed=0, n_fields=5, real_fraction=0.5):
@@ -74,7 +75,7 @@ def quick(tmp_path_factory):
     noise = synthetic_triplets(64, seed=12)
     noise = noise.assign_coords(label=("candidate", np.random.default_rng(0).permutation(noise["label"].values)))
     out = tmp_path_factory.mktemp("model")
-    result = train(ds, validation=noise, epochs=3, learning_rate=3e-3, patience=None, seed=0, out_dir=out, name="toy")
+    result = train(ds, validation=noise, config=TrainConfig(epochs=3, learning_rate=3e-3, patience=None, seed=0), out_dir=out, name="toy")
     return ds, noise, result
 
 
@@ -85,7 +86,7 @@ def quick(tmp_path_factory):
 
 @pytest.mark.slow
 def test_learns_a_separable_set(data):
-    trained = train(data, epochs=8, learning_rate=1e-3, patience=3, seed=0)
+    trained = train(data, config=TrainConfig(epochs=8, learning_rate=1e-3, patience=3, seed=0))
     history = trained.history
     assert history["loss"][-1] < history["loss"][0]
     groups = trained.card["data"]["validation_groups"]
@@ -164,8 +165,8 @@ def test_dataset_hash_changes_with_labels_and_pixels(data):
 
 def test_same_seed_same_weights_and_history():
     ds = synthetic_triplets(128, seed=5)
-    first = train(ds, epochs=1, seed=3, batch_size=32)
-    second = train(ds, epochs=1, seed=3, batch_size=32)
+    first = train(ds, config=TrainConfig(epochs=1, seed=3, batch_size=32))
+    second = train(ds, config=TrainConfig(epochs=1, seed=3, batch_size=32))
     timing = "epoch_seconds"
     assert {k: v for k, v in first.history.items() if k != timing} == {
         k: v for k, v in second.history.items() if k != timing
@@ -219,7 +220,7 @@ def test_validation_of_one_class_warns():
     labels[validation_index] = 0  # the split depends on the fields only, not the labels
     ds = ds.assign_coords(label=("candidate", labels))
     with pytest.warns(AstridWarning, match="only bogus"):
-        result = train(ds, epochs=1, split="field", validation_fraction=0.4, seed=0)
+        result = train(ds, config=TrainConfig(epochs=1, split="field", validation_fraction=0.4, seed=0))
     assert result.card["metrics"] == {}
 
 
@@ -245,7 +246,7 @@ def test_training_batches_carry_the_class_weights():
     x = np.zeros((6, 63, 63, 3), np.float32)
     y = np.array([1, 0, 0, 1, 0, 0], np.int8)
     w = np.where(y == 1, 2.0, 0.5).astype(np.float32)
-    batches = list(_training_dataset(x, y, w, batch_size=4, shuffle=True, augment=True, seed=0))
+    batches = list(training_dataset(x, y, w, batch_size=4, shuffle=True, augment=True, seed=0))
     labels = np.concatenate([b[1].numpy().ravel() for b in batches])
     weights = np.concatenate([b[2].numpy() for b in batches])
     np.testing.assert_array_equal(weights, np.where(labels == 1, 2.0, 0.5))
@@ -272,7 +273,7 @@ def test_augmentation_preserves_labels_and_shapes():
             labels.append(yb.numpy().ravel())
         return np.concatenate(stamps), np.concatenate(labels).astype(int)
 
-    pipeline = _training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
+    pipeline = training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
     stamps, labels = one_epoch(pipeline)
     again, labels_again = one_epoch(pipeline)
     assert stamps.shape == x.shape and stamps.dtype == np.float32
@@ -286,7 +287,7 @@ def test_augmentation_preserves_labels_and_shapes():
     # A new epoch draws new transforms (and a new order) ...
     assert not (np.array_equal(labels, labels_again) and np.array_equal(stamps, again))
     # ... but the same seed gives the same sequence.
-    fresh = _training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
+    fresh = training_dataset(x, tags, None, batch_size=8, shuffle=True, augment=True, seed=7)
     stamps_fresh, labels_fresh = one_epoch(fresh)
     np.testing.assert_array_equal(labels_fresh, labels)
     np.testing.assert_array_equal(stamps_fresh, stamps)
@@ -294,7 +295,7 @@ def test_augmentation_preserves_labels_and_shapes():
 
 def test_no_augmentation_no_shuffle_is_the_identity():
     x = np.random.default_rng(1).normal(size=(10, 63, 63, 3)).astype(np.float32)
-    batches = list(_training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0))
+    batches = list(training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0))
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), x)
 
 
@@ -308,7 +309,7 @@ def test_fine_tuning_starts_from_the_given_weights():
     keras.utils.set_random_seed(123)
     source = vgg6()
     before = [w.copy() for w in source.get_weights()]
-    result = train(ds, epochs=1, split=None, fine_tune_from=source, learning_rate=1e-9, seed=0)
+    result = train(ds, config=TrainConfig(epochs=1, split=None, learning_rate=1e-9, seed=0), fine_tune_from=source)
     after = result.model.get_weights()
     for a, b in zip(before, after):
         np.testing.assert_allclose(b, a, atol=1e-6)
@@ -323,7 +324,7 @@ def test_fine_tuning_starts_from_the_given_weights():
 
 def test_fine_tuning_defaults_to_a_lower_learning_rate(quick):
     ds, _, first = quick
-    tuned = train(ds.isel(candidate=slice(0, 64)), epochs=1, split=None, seed=0, fine_tune_from=first.model_path)
+    tuned = train(ds.isel(candidate=slice(0, 64)), config=TrainConfig(epochs=1, split=None, seed=0), fine_tune_from=first.model_path)
     assert tuned.card["parameters"]["learning_rate"] == 3e-5
     assert tuned.card["model"]["fine_tuned_from"] == str(first.model_path)
     # one Adam step of at most ~3e-5 away from the saved weights
@@ -338,7 +339,7 @@ def test_fine_tuning_from_ztf_d6_m7():
         pytest.skip("shared braai models (../shared/data/braai) are not present")
     ds = synthetic_triplets(48, seed=6)
     published = load_braai(path)
-    result = train(ds, epochs=1, split=None, fine_tune_from=path, learning_rate=1e-9)
+    result = train(ds, config=TrainConfig(epochs=1, split=None, learning_rate=1e-9), fine_tune_from=path)
     assert result.card["norm"] == "rowwise" and result.model.astrid_norm == "rowwise"
     np.testing.assert_allclose(predict(result.model, ds), predict(published, ds), atol=1e-4)
 
@@ -351,23 +352,23 @@ def test_fine_tuning_from_ztf_d6_m7():
 def test_bad_input(data):
     small = data.isel(candidate=slice(0, 40))
     with pytest.raises(AstridInputError, match="label"):
-        train(small.drop_vars("label"), epochs=1)
+        train(small.drop_vars("label"), config=TrainConfig(epochs=1))
     with pytest.raises(AstridInputError, match="0 \\(bogus\\) or 1 \\(real\\)"):
-        train(small.assign_coords(label=("candidate", np.full(40, 2))), epochs=1)
+        train(small.assign_coords(label=("candidate", np.full(40, 2))), config=TrainConfig(epochs=1))
     all_real = small.assign_coords(label=("candidate", np.ones(40, np.int8)))
     with pytest.raises(AstridInputError, match="no bogus"):
-        train(all_real, epochs=1, split=None)
+        train(all_real, config=TrainConfig(epochs=1, split=None))
     with pytest.raises(AstridInputError, match="xarray.Dataset"):
-        train(np.zeros((4, 63, 63, 3)), epochs=1)
+        train(np.zeros((4, 63, 63, 3)), config=TrainConfig(epochs=1))
     with pytest.raises(AstridInputError, match="stamps are 32x32"):
-        train(small.isel(y=slice(0, 32), x=slice(0, 32)), epochs=1)
+        train(small.isel(y=slice(0, 32), x=slice(0, 32)), config=TrainConfig(epochs=1))
     with pytest.raises(AstridInputError, match="epochs"):
-        train(small, epochs=0)
+        train(small, config=TrainConfig(epochs=0))
     with pytest.raises(AstridInputError, match="norm"):
-        train(small, norm="zscore")
+        train(small, config=TrainConfig(norm="zscore"))
     with pytest.raises(AstridInputError, match="unknown braai model"):
-        train(small, model="resnet", split=None, epochs=1)
+        train(small, model="resnet", config=TrainConfig(split=None, epochs=1))
     with pytest.raises(AstridInputError, match="deterministic=False"):
-        train(small, jit_compile=True)
+        train(small, config=TrainConfig(jit_compile=True))
     with pytest.raises(AstridInputError, match="fine_tune_from"):
-        train(small, fine_tune_from=42, split=None, epochs=1)
+        train(small, fine_tune_from=42, config=TrainConfig(split=None, epochs=1))

@@ -22,9 +22,9 @@ pytest.importorskip("zarr")
 
 from astropy.table import Table  # noqa: E402
 
-from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.cli import main  # noqa: E402
 from astrid.paths import shared_data  # noqa: E402
+from astrid.schema import new_triplet_dataset  # noqa: E402
 from astrid.score import score  # noqa: E402
 from astrid.triplets import load_triplets, write_triplets  # noqa: E402
 
@@ -180,14 +180,12 @@ def test_a_crash_between_the_table_and_the_state_file_scores_nothing_twice(tmp_p
 
 
 def test_ctrl_c_while_watching_keeps_what_was_scored(tmp_path, model_file, capsys, monkeypatch):
-    import astrid._score_cli as score_cli
-
     _drop_store(tmp_path / "in", "a.zarr", 7, 70, old=True)
 
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(score_cli.time, "sleep", interrupt)
+    monkeypatch.setattr(time, "sleep", interrupt)  # the --watch loop's wait
     out = tmp_path / "scores.ecsv"
     rc, _, stderr = _run(capsys, tmp_path / "in", "--model", model_file, "-o", out, "--watch")
     assert rc == 130 and "interrupted" in stderr and "Traceback" not in stderr

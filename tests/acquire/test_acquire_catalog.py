@@ -19,11 +19,11 @@ from astrid.acquire import (
     parse_ra,
     select_targets,
 )
-from astrid.acquire._replay import ReplayServer, Reply
+from astrid.acquire.replay import ReplayServer, Reply
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning
 from astrid.paths import shared_data
 
-DATA = Path(__file__).parent / "data" / "acquire"
+DATA = Path(__file__).parents[1] / "data" / "acquire"
 
 # SN 2014J in M82 (Fossey et al., CBET 3792): 09h55m42.14s +69d40m26.0s
 SN2014J = SkyCoord("09h55m42.14s", "+69d40m26.0s")
