@@ -20,6 +20,26 @@ more than :data:`FAST_PATH_TOLERANCE` the Keras path is used instead (with
 an :class:`~astrid.errors.AstridWarning`). ``interpreter="keras"`` forces
 Keras. The fastest CPU path by far is an int8 model (see
 :func:`astrid.export.to_tflite`), at the cost that :func:`parity` measures.
+
+Unusable data and caching
+-------------------------
+A candidate has no usable data, and gets a NaN score instead of the one
+score every blank input would share, when its stamps hold no finite
+pixel, or when one channel is entirely NaN/inf where the Dataset's
+``valid`` says it holds data (for an array: anywhere in the stamp);
+:func:`astrid.braai.no_data` has the details. A channel
+that ``valid`` marks as empty (an alert without a reference) is scored
+as braai does, with that channel blank. NaN pixels among data are set
+to 0 as in braai; ±inf pixels too (braai's ``np.nan_to_num`` would make
+them ±3.4e38, which swamps the normalisation), with a warning, since
+they usually mean a broken producer. With ``norm="none"`` the triplets
+are already preprocessed and NaN/inf in them is an error.
+
+Loaded model files (keyed by path, modification time and size) and the
+in-memory conversions of Keras models (keyed by the model object and a
+hash of its weights) are cached per thread, so repeated calls skip the
+set-up; TFLite interpreters are not thread-safe, and each thread gets
+its own.
 """
 
 from __future__ import annotations
@@ -344,40 +364,52 @@ def score(
 
     Notes
     -----
-    A candidate has no usable data, and gets a NaN score instead of the one
-    score every blank input would share, when its stamps hold no finite
-    pixel, or when one channel is entirely NaN/inf where the Dataset's
-    ``valid`` says it holds data (for an array: anywhere in the stamp);
-    :func:`astrid.braai.no_data` has the details. A channel
-    that ``valid`` marks as empty (an alert without a reference) is scored
-    as braai does, with that channel blank. NaN pixels among data are set
-    to 0 as in braai; ±inf pixels too (braai's ``np.nan_to_num`` would make
-    them ±3.4e38, which swamps the normalisation), with a warning, since
-    they usually mean a broken producer. With ``norm="none"`` the triplets
-    are already preprocessed and NaN/inf in them is an error.
-
-    Loaded model files (keyed by path, modification time and size) and the
-    in-memory conversions of Keras models (keyed by the model object and a
-    hash of its weights) are cached per thread, so repeated calls skip the
-    set-up; TFLite interpreters are not thread-safe, and each thread gets
-    its own.
+    Candidates without usable data and the caching of loaded models are
+    described in the module's notes (:mod:`astrid.score`).
 
     Examples
     --------
     >>> from astrid import alerts, score                     # doctest: +SKIP
     >>> ds = alerts.read_ztf("ztf_alerts/")                  # doctest: +SKIP
     >>> s = score.score(ds, "d6_m7_int8.tflite")             # doctest: +SKIP
-    >>> s.sel(candidate_id="714287740515015072")              # doctest: +SKIP
     """
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise AstridInputError(f"batch_size={batch_size!r}: expected a positive integer")
-    batch_size = int(batch_size)
-    if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
-        raise AstridInputError(f"num_threads={num_threads!r}: expected a positive integer or None")
+    batch_size = _check_counts(batch_size, num_threads)
     n = n_candidates(triplets)
     predictor, model_norm, description = _resolve_model(model, num_threads, interpreter)
     norm = resolve_norm(norm, model_norm, description)
 
+    scores, empty, with_inf = _score_blocks(triplets, n, batch_size, predictor, norm)
+    calibration = _calibration_of(predictor, description) if calibrated else None
+    if calibration is not None:
+        scores = calibration.apply(scores).astype(np.float32, copy=False)
+    n_empty, n_inf = int(empty.sum()), int((with_inf & ~empty).sum())
+    _warn_unusable(n, n_empty, n_inf)
+    backend = getattr(predictor, "backend", "keras")
+    attrs = {
+        "long_name": "real/bogus score",
+        "model": description,
+        "norm": norm,
+        "backend": str(backend),
+        "astrid_version": __version__,
+        "n_no_data": n_empty,
+        "n_with_inf": n_inf,
+        "calibrated": int(calibration is not None),
+        "calibration": _describe(calibration),
+    }
+    return _result_array(triplets, scores, attrs)
+
+
+def _check_counts(batch_size, num_threads) -> int:
+    """``batch_size`` as an int, after checking it and ``num_threads``."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise AstridInputError(f"batch_size={batch_size!r}: expected a positive integer")
+    if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
+        raise AstridInputError(f"num_threads={num_threads!r}: expected a positive integer or None")
+    return int(batch_size)
+
+
+def _score_blocks(triplets, n: int, batch_size: int, predictor, norm: str):
+    """Raw scores (NaN without usable data), and which candidates had none or had ±inf pixels."""
     scores = np.empty(n, dtype=np.float32)
     empty = np.zeros(n, dtype=bool)
     with_inf = np.zeros(n, dtype=bool)
@@ -392,38 +424,25 @@ def score(
             predictor = _KerasPredictor(predictor.model)
         scores[start:stop] = predictor(x)
     scores[empty] = np.nan
-    calibration = _calibration_of(predictor, description) if calibrated else None
-    if calibration is not None:
-        scores = calibration.apply(scores).astype(np.float32, copy=False)
+    return scores, empty, with_inf
 
-    n_empty, n_inf = int(empty.sum()), int((with_inf & ~empty).sum())
+
+def _warn_unusable(n: int, n_empty: int, n_inf: int) -> None:
+    """Say how many candidates had no usable data, or ±inf pixels (warnings point at the caller)."""
     if n_empty:
         warnings.warn(
             f"triplets: {n_empty} of {n} candidate(s) have no usable stamp data (no finite pixel, "
             "or a channel that 'valid' says holds data is all NaN/inf); their score is NaN",
             NoDataWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if n_inf:
         warnings.warn(
             f"triplets: {n_inf} of {n} candidate(s) have ±inf pixels; these were treated as "
             "missing (0), like NaN",
             AstridWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    backend = getattr(predictor, "backend", "keras")
-    attrs = {
-        "long_name": "real/bogus score",
-        "model": description,
-        "norm": norm,
-        "backend": str(backend),
-        "astrid_version": __version__,
-        "n_no_data": n_empty,
-        "n_with_inf": n_inf,
-        "calibrated": int(calibration is not None),
-        "calibration": _describe(calibration),
-    }
-    return _result_array(triplets, scores, attrs)
 
 
 def _calibration_of(predictor: Any, description: str):

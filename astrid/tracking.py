@@ -329,7 +329,7 @@ class TrackedRun:
         Also records each epoch's wall time as ``epoch_seconds``. A no-op
         callback when the run is inactive.
         """
-        from .braai._models import keras_module
+        from .braai.runtime import keras_module
 
         keras = keras_module()
         run = self

@@ -814,7 +814,7 @@ def load_unet(path: str | os.PathLike):
         raise AstridFileError(f"{path}: model file does not exist")
     if path.suffix != ".keras":
         raise AstridInputError(f"{path}: expected a .keras file saved by astrid.anomaly.train_unet")
-    from ..export._tflite import load_keras_archive
+    from ..export import load_keras_archive
 
     model = load_keras_archive(path)
     model.astrid_levels = _levels_of(model)
