@@ -57,9 +57,28 @@ _LAZY_FUNCTIONS = {
 _SUBMODULE_ALIASES = {"zogy": "diffim.zogy"}
 _LAZY_SUBMODULES = {
     *_SUBMODULE_ALIASES,
-    "simulate", "errors", "io", "manifest", "alerts", "braai", "acquire", "export",
-    "batch", "widgets", "figures", "triplets", "runner", "score", "paths", "anomaly", "drift", "kernel",
-    "inject", "schema", "evaluation", "diffim",
+    "simulate",
+    "errors",
+    "io",
+    "manifest",
+    "alerts",
+    "braai",
+    "acquire",
+    "export",
+    "batch",
+    "widgets",
+    "figures",
+    "triplets",
+    "runner",
+    "score",
+    "paths",
+    "anomaly",
+    "drift",
+    "kernel",
+    "inject",
+    "schema",
+    "evaluation",
+    "diffim",
 }
 
 __all__ = [

@@ -69,7 +69,9 @@ def store_lock(path: str | os.PathLike, timeout: float | None = None, *, reading
         if reading:
             yield
             return
-        raise AstridFileError(f"{path}: cannot create the writer lock {target} ({exc.strerror or exc})") from None
+        raise AstridFileError(
+            f"{path}: cannot create the writer lock {target} ({exc.strerror or exc})"
+        ) from None
     try:
         yield
     finally:

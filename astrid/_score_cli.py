@@ -85,28 +85,64 @@ class _Input:
 
 def configure_score_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``astrid score``."""
-    parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help="alert files (.avro, .parquet, .json), triplet stores (.zarr, .nc) or folders of them")
+    parser.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="alert files (.avro, .parquet, .json), triplet stores (.zarr, .nc) or folders of them",
+    )
     parser.add_argument("--model", required=True, help="model file: .tflite, .keras or braai .h5")
-    parser.add_argument("-o", "--output", default="scores.ecsv",
-                        help="scores table, .ecsv or .parquet (default scores.ecsv); rows are appended on reruns")
-    parser.add_argument("--pairs", default=None, metavar="CSV",
-                        help="FITS image pairs to difference and score: a CSV with columns reference, science "
-                             "and optionally name (paths relative to the CSV)")
-    parser.add_argument("--reference-scores", default=None, metavar="FILE",
-                        help="reference score distribution of the drift check (a model card, a .json "
-                             "distribution, a .npy/.txt of scores or a table with a 'score' column); default "
-                             "the card beside the model")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="scores.ecsv",
+        help="scores table, .ecsv or .parquet (default scores.ecsv); rows are appended on reruns",
+    )
+    parser.add_argument(
+        "--pairs",
+        default=None,
+        metavar="CSV",
+        help="FITS image pairs to difference and score: a CSV with columns reference, science "
+        "and optionally name (paths relative to the CSV)",
+    )
+    parser.add_argument(
+        "--reference-scores",
+        default=None,
+        metavar="FILE",
+        help="reference score distribution of the drift check (a model card, a .json "
+        "distribution, a .npy/.txt of scores or a table with a 'score' column); default "
+        "the card beside the model",
+    )
     parser.add_argument("--state", default=None, help="state file (default <output>.state.json)")
-    parser.add_argument("--watch", action="store_true", help="keep polling the paths and score new inputs")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between polls with --watch (default 10)")
-    parser.add_argument("--max-polls", type=int, default=None, help="stop after this many polls (default: never)")
-    parser.add_argument("--threshold", type=float, default=5.0, help="detection threshold of --pairs, sigma")
-    parser.add_argument("--batch-size", type=int, default=256, help="triplets scored at a time (default 256)")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
-    parser.add_argument("--fail-on-drift", action="store_true",
-                        help=f"exit with status {EXIT_DRIFT} when the scores drift from the reference")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    parser.add_argument(
+        "--watch", action="store_true", help="keep polling the paths and score new inputs"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        help="seconds between polls with --watch (default 10)",
+    )
+    parser.add_argument(
+        "--max-polls", type=int, default=None, help="stop after this many polls (default: never)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=5.0, help="detection threshold of --pairs, sigma"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="triplets scored at a time (default 256)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="interpreter threads (default: all cores)"
+    )
+    parser.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help=f"exit with status {EXIT_DRIFT} when the scores drift from the reference",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary line"
+    )
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -125,10 +161,14 @@ def _classify(path: Path, explicit: bool) -> _Input | None:
         return _Input(str(path), "alerts", path)
     if explicit:
         if suffix in (".fits", ".fz", ".gz", ".fit"):
-            raise AstridInputError(f"{path}: FITS images are scored as pairs: list them in a --pairs CSV "
-                                   "(columns reference, science)")
-        raise AstridInputError(f"{path}: not an input astrid score reads (expected {ALERT_SUFFIXES + STORE_SUFFIXES} "
-                               "or a folder of them)")
+            raise AstridInputError(
+                f"{path}: FITS images are scored as pairs: list them in a --pairs CSV "
+                "(columns reference, science)"
+            )
+        raise AstridInputError(
+            f"{path}: not an input astrid score reads (expected {ALERT_SUFFIXES + STORE_SUFFIXES} "
+            "or a folder of them)"
+        )
     return None
 
 
@@ -171,8 +211,10 @@ def _read_pairs(csv: Path) -> list[_Input]:
         raise AstridFileError(f"{csv}: not a readable CSV ({exc})") from exc
     missing = [c for c in ("reference", "science") if c not in table.colnames]
     if missing:
-        raise AstridInputError(f"{csv}: a pairs file needs columns reference and science, missing {missing} "
-                               f"(found {table.colnames})")
+        raise AstridInputError(
+            f"{csv}: a pairs file needs columns reference and science, missing {missing} "
+            f"(found {table.colnames})"
+        )
     out = []
     for i, row in enumerate(table):
         reference, science = (csv.parent / str(row[c]) for c in ("reference", "science"))
@@ -239,8 +281,15 @@ class _Run:
         from ._scoring import TABLE_SUFFIXES, empty_scores, read_scores
 
         if output.suffix.lower() not in TABLE_SUFFIXES:
-            raise AstridInputError(f"--output {output}: expected a {' or '.join(TABLE_SUFFIXES)} file")
-        self.output, self.state_path, self.identity, self.reference = output, state_path, identity, reference
+            raise AstridInputError(
+                f"--output {output}: expected a {' or '.join(TABLE_SUFFIXES)} file"
+            )
+        self.output, self.state_path, self.identity, self.reference = (
+            output,
+            state_path,
+            identity,
+            reference,
+        )
         self.table = empty_scores()
         self.pending: list = []
         self.drift = None
@@ -258,13 +307,17 @@ class _Run:
             try:
                 state = json.loads(state_path.read_text())
             except (OSError, ValueError) as exc:
-                raise AstridFileError(f"{state_path}: unreadable state file ({exc}); delete it to rebuild it "
-                                      "from the output table") from exc
+                raise AstridFileError(
+                    f"{state_path}: unreadable state file ({exc}); delete it to rebuild it "
+                    "from the output table"
+                ) from exc
             if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
                 raise AstridFileError(f"{state_path}: not an astrid score state file")
             if state.get("model_sha256") != identity["model_sha256"]:
-                raise AstridInputError(f"{state_path}: lists inputs scored with another model; use a new --output "
-                                       "(or --state)")
+                raise AstridInputError(
+                    f"{state_path}: lists inputs scored with another model; use a new --output "
+                    "(or --state)"
+                )
             self.inputs = dict(state.get("inputs") or {})
         # The table decides what was scored (see the module docstring).
         in_table = {}
@@ -288,8 +341,12 @@ class _Run:
 
     def scored(self, inp: _Input, rows, n_nan: int) -> None:
         self.pending.append(rows)
-        self.inputs[inp.key] = {"status": "scored", "n": len(rows), "n_no_data": n_nan,
-                                "stat": list(inp.stat() or ())}
+        self.inputs[inp.key] = {
+            "status": "scored",
+            "n": len(rows),
+            "n_no_data": n_nan,
+            "stat": list(inp.stat() or ()),
+        }
 
     def failed(self, inp: _Input, error: str) -> None:
         self.inputs[inp.key] = {"status": "failed", "error": error, "stat": list(inp.stat() or ())}
@@ -308,14 +365,20 @@ class _Run:
         if self.reference is not None and np.isfinite(scores).any():
             self.drift = compare(scores, self.reference, warn=False)
         self.table.meta["astrid_scores"] = table_meta(
-            self.identity, None if self.drift is None else self.drift.to_dict(),
+            self.identity,
+            None if self.drift is None else self.drift.to_dict(),
             None if self.reference is None else str(self.reference.get("source") or "given"),
             n_inputs=sum(1 for r in self.inputs.values() if r.get("status") == "scored"),
         )
         write_scores(self.output, self.table)
         # After the table: a crash in between leaves rows the table vouches for (see __init__).
-        state = {"format": STATE_FORMAT, "output": str(self.output), "model": self.identity["model"],
-                 "model_sha256": self.identity["model_sha256"], "inputs": self.inputs}
+        state = {
+            "format": STATE_FORMAT,
+            "output": str(self.output),
+            "model": self.identity["model"],
+            "model_sha256": self.identity["model_sha256"],
+            "inputs": self.inputs,
+        }
         text = json.dumps(state, indent=1, sort_keys=True)
         atomic_write(self.state_path, lambda fh: fh.write(text), mode="w")
         self.last_flush = time.monotonic()
@@ -345,7 +408,9 @@ def cmd_score(args) -> int:
     from .score import score
 
     if not args.paths and args.pairs is None:
-        raise AstridInputError("astrid score: give alert files, triplet stores or folders (PATH...) or --pairs CSV")
+        raise AstridInputError(
+            "astrid score: give alert files, triplet stores or folders (PATH...) or --pairs CSV"
+        )
     if args.interval <= 0 or not np.isfinite(args.interval):
         raise AstridInputError(f"--interval {args.interval}: must be a positive number of seconds")
     if args.max_polls is not None and args.max_polls < 1:
@@ -353,13 +418,21 @@ def cmd_score(args) -> int:
     output = Path(args.output)
     state_path = Path(args.state) if args.state else output.with_name(output.name + ".state.json")
     identity = model_identity(args.model)
-    reference = (load_reference(args.reference_scores, "--reference-scores") if args.reference_scores
-                 else reference_for_model(args.model))
+    reference = (
+        load_reference(args.reference_scores, "--reference-scores")
+        if args.reference_scores
+        else reference_for_model(args.model)
+    )
     run = _Run(output, state_path, identity, reference)
     # A model that cannot score fails here, once, rather than on every input.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        score(np.zeros((1, 63, 63, 3), dtype=np.float32), args.model, batch_size=1, num_threads=args.threads)
+        score(
+            np.zeros((1, 63, 63, 3), dtype=np.float32),
+            args.model,
+            batch_size=1,
+            num_threads=args.threads,
+        )
 
     exclude = {output.resolve(), state_path.resolve()}
     _discover(args.paths, args.pairs, exclude)  # bad paths fail before anything is written
@@ -384,7 +457,10 @@ def cmd_score(args) -> int:
                 run.flush(force=True)
             polls += 1
             if run.drift is not None and run.drift.drifted and not drift_reported and args.watch:
-                print(f"astrid: warning: DriftWarning: {output}: {run.drift.summary()}", file=sys.stderr)
+                print(
+                    f"astrid: warning: DriftWarning: {output}: {run.drift.summary()}",
+                    file=sys.stderr,
+                )
                 drift_reported = True
             if not args.watch or (args.max_polls is not None and polls >= args.max_polls):
                 break
@@ -405,8 +481,10 @@ def cmd_score(args) -> int:
         else:
             drift_text = "drift not checked: no finite scores"
         extra = f", {totals['no_data']} without stamp data (score NaN)" if totals["no_data"] else ""
-        print(f"astrid score: {totals['rows']} candidate(s) from {totals['inputs']} new input(s) "
-              f"({totals['failed']} failed{extra}) -> {output} ({len(run.table)} rows); {drift_text}")
+        print(
+            f"astrid score: {totals['rows']} candidate(s) from {totals['inputs']} new input(s) "
+            f"({totals['failed']} failed{extra}) -> {output} ({len(run.table)} rows); {drift_text}"
+        )
     if interrupted:
         return EXIT_INTERRUPTED
     if args.fail_on_drift and drift is not None and drift.drifted:
@@ -414,17 +492,27 @@ def cmd_score(args) -> int:
     return EXIT_INPUT_FAILED if totals["failed"] else 0
 
 
-def _score_all(todo: list[_Input], run: _Run, args, identity: dict, totals: dict, progress_off: bool) -> None:
+def _score_all(
+    todo: list[_Input], run: _Run, args, identity: dict, totals: dict, progress_off: bool
+) -> None:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), desc="scoring", unit="input", file=sys.stderr, disable=progress_off or not todo)
+    bar = tqdm(
+        total=len(todo),
+        desc="scoring",
+        unit="input",
+        file=sys.stderr,
+        disable=progress_off or not todo,
+    )
     try:
         for inp in todo:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
                     rows, n_nan = _score_input(inp, args, identity)
-                except Exception as exc:  # one bad input must not stop a watch; it is recorded and reported
+                except (
+                    Exception
+                ) as exc:  # one bad input must not stop a watch; it is recorded and reported
                     error = f"{type(exc).__name__}: {exc}"
                     run.failed(inp, error)
                     totals["failed"] += 1

@@ -24,12 +24,25 @@ from ._version import __version__
 from .errors import AstridFileError, AstridInputError
 from .io import atomic_write
 
-__all__ = ["model_identity", "scores_table", "write_scores", "read_scores", "SCORES_FORMAT", "TABLE_SUFFIXES"]
+__all__ = [
+    "model_identity",
+    "scores_table",
+    "write_scores",
+    "read_scores",
+    "SCORES_FORMAT",
+    "TABLE_SUFFIXES",
+]
 
 SCORES_FORMAT = "astrid-scores/1"
 TABLE_SUFFIXES = (".ecsv", ".parquet")
 # Per-candidate values of the inputs worth keeping beside the score, and their "absent" values.
-_EXTRA = {"candid": np.int64(-1), "objectId": "", "drb": np.float32(np.nan), "survey": "", "pair": ""}
+_EXTRA = {
+    "candid": np.int64(-1),
+    "objectId": "",
+    "drb": np.float32(np.nan),
+    "survey": "",
+    "pair": "",
+}
 _COLUMNS = ["candidate_id", "score", "input", "model", "model_sha256", *_EXTRA]
 
 
@@ -98,8 +111,11 @@ def model_identity(model) -> dict[str, Any]:
                 card = {}
             if isinstance(card, dict):
                 version = card.get("created") or card.get("created_utc")
-                found = card.get("calibration") if card_path.name.endswith(".card.json") else card.get(
-                    "score_calibration")
+                found = (
+                    card.get("calibration")
+                    if card_path.name.endswith(".card.json")
+                    else card.get("score_calibration")
+                )
                 calibration = found.get("method") if isinstance(found, dict) else None
             break
     return {
@@ -148,7 +164,11 @@ def concat(tables: list[Table]) -> Table:
     tables = [t for t in tables if len(t)]
     if not tables:
         return empty_scores()
-    out = vstack([t[_COLUMNS] for t in tables], metadata_conflicts="silent") if len(tables) > 1 else tables[0][_COLUMNS]
+    out = (
+        vstack([t[_COLUMNS] for t in tables], metadata_conflicts="silent")
+        if len(tables) > 1
+        else tables[0][_COLUMNS]
+    )
     return Table(out, copy=False)
 
 
@@ -171,16 +191,22 @@ def write_scores(path, table: Table) -> Path:
         finally:
             tmp.unlink(missing_ok=True)
         return path
-    raise AstridInputError(f"{path}: a scores table is written as {' or '.join(TABLE_SUFFIXES)}, not {suffix!r}")
+    raise AstridInputError(
+        f"{path}: a scores table is written as {' or '.join(TABLE_SUFFIXES)}, not {suffix!r}"
+    )
 
 
 def read_scores(path) -> Table:
     """Read a scores table written by :func:`write_scores`."""
     path = Path(path)
     try:
-        table = Table.read(path, format="ascii.ecsv" if path.suffix.lower() == ".ecsv" else "parquet")
+        table = Table.read(
+            path, format="ascii.ecsv" if path.suffix.lower() == ".ecsv" else "parquet"
+        )
     except (OSError, ValueError, TypeError) as exc:
-        raise AstridFileError(f"{path}: not a readable scores table ({type(exc).__name__}: {exc})") from exc
+        raise AstridFileError(
+            f"{path}: not a readable scores table ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [c for c in ("candidate_id", "score", "input") if c not in table.colnames]
     if missing:
         raise AstridFileError(f"{path}: not an AstrID scores table (no column(s) {missing})")

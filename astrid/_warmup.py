@@ -25,8 +25,8 @@ __all__ = ["warmup"]
 
 def _steps():
     from . import simulate
-    from .diffim import difference
     from .braai import preprocess
+    from .diffim import difference
     from .triplets import detect, make_triplets
 
     state: dict = {}

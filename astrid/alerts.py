@@ -114,11 +114,37 @@ _ALERT_SUFFIXES = _FOLDER_SUFFIXES + (".json",)
 _HISTORY_COLUMNS = ("prv_candidates", "fp_hists", "sources", "prvDiaSources")
 # Top-level columns any survey's adapter or the detection reads; broker
 # exports add dozens of others (cross-matches, light-curve features).
-_READ_COLUMNS = frozenset((
-    "candid", "objectId", "objectid", "objectID", "alertid", "alertId", "candidate", "publisher", "schemavsn",
-    *("cutoutScience", "cutoutTemplate", "cutoutDifference"), "triggersource",
-    "ra", "dec", "RA", "Dec", "mag", "Mag", "dmag", "Dmag", "x", "X", "y", "Y", "mjd", "MJD", "jd", "filter",
-))
+_READ_COLUMNS = frozenset(
+    (
+        "candid",
+        "objectId",
+        "objectid",
+        "objectID",
+        "alertid",
+        "alertId",
+        "candidate",
+        "publisher",
+        "schemavsn",
+        *("cutoutScience", "cutoutTemplate", "cutoutDifference"),
+        "triggersource",
+        "ra",
+        "dec",
+        "RA",
+        "Dec",
+        "mag",
+        "Mag",
+        "dmag",
+        "Dmag",
+        "x",
+        "X",
+        "y",
+        "Y",
+        "mjd",
+        "MJD",
+        "jd",
+        "filter",
+    )
+)
 # A "cutout" this large is a whole image, not a stamp.
 _MAX_NATIVE = 1024
 _MJD_TO_JD = 2400000.5
@@ -127,17 +153,40 @@ _MJD_TO_JD = 2400000.5
 # lacks them (older schema versions, a broker copy without `candidate`, or
 # a survey that does not measure them).
 _FLOAT_FIELDS = (
-    "jd", "ra", "dec", "magpsf", "sigmapsf", "diffmaglim", "magzpsci",
-    "rb", "drb", "fwhm", "elong", "classtar", "scorr", "xpos", "ypos",
-    "distnr", "magnr", "sgscore1", "distpsnr1", "ssdistnr", "ssmagnr", "jdstarthist",
+    "jd",
+    "ra",
+    "dec",
+    "magpsf",
+    "sigmapsf",
+    "diffmaglim",
+    "magzpsci",
+    "rb",
+    "drb",
+    "fwhm",
+    "elong",
+    "classtar",
+    "scorr",
+    "xpos",
+    "ypos",
+    "distnr",
+    "magnr",
+    "sgscore1",
+    "distpsnr1",
+    "ssdistnr",
+    "ssmagnr",
+    "jdstarthist",
 )
 _INT_FIELDS = ("fid", "nbad", "programid", "field", "rcid", "ndethist", "ncovhist")
 _STR_FIELDS = ("isdiffpos", "rbversion", "drbversion", "ssnamenr", "band")
 _INT_FILL = -1
 
 _SURVEY_TOKENS = (
-    ("pgir", "PGIR"), ("gattini", "PGIR"), ("winter", "WINTER"), ("decat", "DECAT"),
-    ("atlas", "ATLAS"), ("ztf", "ZTF"),
+    ("pgir", "PGIR"),
+    ("gattini", "PGIR"),
+    ("winter", "WINTER"),
+    ("decat", "DECAT"),
+    ("atlas", "ATLAS"),
+    ("ztf", "ZTF"),
 )
 _OBJECT_PREFIXES = (("ZTF", "ZTF"), ("WNTR", "WINTER"), ("PGIR", "PGIR"))
 
@@ -249,7 +298,9 @@ def _read_plain_float_fits(raw: bytes) -> np.ndarray | None:
             end = start + _FITS_CARD
             break
         if card[8:10] == b"= ":
-            cards[key.decode("ascii", "replace")] = card[10:].split(b"/")[0].strip().decode("ascii", "replace")
+            cards[key.decode("ascii", "replace")] = (
+                card[10:].split(b"/")[0].strip().decode("ascii", "replace")
+            )
     if end < 0:
         return None
     try:
@@ -291,7 +342,9 @@ def _fit_stamp(data: np.ndarray) -> np.ndarray:
     for axis, n in enumerate(data.shape):
         if n > STAMP_SIZE:
             start = n // 2 - STAMP_SIZE // 2
-            out = out[start : start + STAMP_SIZE] if axis == 0 else out[:, start : start + STAMP_SIZE]
+            out = (
+                out[start : start + STAMP_SIZE] if axis == 0 else out[:, start : start + STAMP_SIZE]
+            )
     return out
 
 
@@ -299,7 +352,9 @@ def _fit_stamp(data: np.ndarray) -> np.ndarray:
 # files and records
 
 
-def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike], caller: str) -> list[Path]:
+def _expand_paths(
+    paths: str | os.PathLike | Iterable[str | os.PathLike], caller: str
+) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
@@ -309,8 +364,11 @@ def _expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike], caller
             raise AstridFileError(f"{path}: no such file or folder")
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in _FOLDER_SUFFIXES and not p.name.startswith(".")
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in _FOLDER_SUFFIXES
+                and not p.name.startswith(".")
             )
             if not found:
                 raise AstridInputError(f"{path}: folder holds no .avro or .parquet alert files")
@@ -344,8 +402,14 @@ def _check_codec(path: Path, codec: str) -> None:
         except (ImportError, ValueError):
             missing = True
     if missing:
-        need = f"the package '{package}': install it with  pip install {package}" if package else "a newer fastavro"
-        raise AstridFileError(f"{path}: the alerts are compressed with the Avro codec {codec!r}, which needs {need}")
+        need = (
+            f"the package '{package}': install it with  pip install {package}"
+            if package
+            else "a newer fastavro"
+        )
+        raise AstridFileError(
+            f"{path}: the alerts are compressed with the Avro codec {codec!r}, which needs {need}"
+        )
 
 
 class _Source:
@@ -385,7 +449,9 @@ class _Source:
                 ) from exc
             _check_codec(self.path, str(reader.codec))
             schema = reader.writer_schema if isinstance(reader.writer_schema, dict) else {}
-            self.schema_names = tuple(str(schema.get(k, "")) for k in ("name", "namespace") if schema.get(k))
+            self.schema_names = tuple(
+                str(schema.get(k, "")) for k in ("name", "namespace") if schema.get(k)
+            )
             fields = schema.get("fields") if isinstance(schema.get("fields"), list) else []
             self.schema_fields = tuple(str(f.get("name")) for f in fields if isinstance(f, dict))
             iterator = iter(reader)
@@ -394,7 +460,9 @@ class _Source:
                     record = next(iterator)
                 except StopIteration:
                     return
-                except Exception as exc:  # truncated or corrupt blocks surface as many exception types
+                except (
+                    Exception
+                ) as exc:  # truncated or corrupt blocks surface as many exception types
                     raise AstridFileError(
                         f"{self.path}: not a readable Avro alert file: truncated or corrupt{self._after()} "
                         f"({type(exc).__name__}: {exc})"
@@ -409,7 +477,9 @@ class _Source:
         try:
             table_file = pq.ParquetFile(self.path)
             names = table_file.schema_arrow.names
-            columns = [c for c in names if c in _READ_COLUMNS] or [c for c in names if c not in _HISTORY_COLUMNS]
+            columns = [c for c in names if c in _READ_COLUMNS] or [
+                c for c in names if c not in _HISTORY_COLUMNS
+            ]
             for batch in table_file.iter_batches(columns=columns, batch_size=256):
                 yield from batch.to_pylist()
         except (OSError, pa.ArrowException, ValueError) as exc:
@@ -485,7 +555,9 @@ def _detect(record: Any, schema_names: tuple[str, ...] = ()) -> str | None:
         if "boardid" in candidate or "fieldid" in candidate:
             return "WINTER"
         # The ZTF layout without a telling name (a broker's re-export).
-        if ("candid" in record or "candid" in candidate) and any(k in record for k in _CUTOUT_FIELDS):
+        if ("candid" in record or "candid" in candidate) and any(
+            k in record for k in _CUTOUT_FIELDS
+        ):
             return "ZTF"
     return None
 
@@ -569,9 +641,14 @@ def _ztf_like(record: dict, path: Path, band_of: Callable[[dict], str]) -> _Pack
         candid = candidate.get("candid")
     candid = _integer_id(_require_id(candid, path, "'candid'", record), path)
     object_id = record.get("objectId", record.get("objectid"))
-    fields = _candidate_fields(candidate, band_of(candidate)) if isinstance(candidate, dict) else None
+    fields = (
+        _candidate_fields(candidate, band_of(candidate)) if isinstance(candidate, dict) else None
+    )
     return _Packet(
-        candid=candid, ident=str(candid), object_id=_text(object_id), fields=fields,
+        candid=candid,
+        ident=str(candid),
+        object_id=_text(object_id),
+        fields=fields,
         blobs=[_cutout(record, key) for key in _CUTOUT_FIELDS],
     )
 
@@ -607,24 +684,32 @@ def _winter(record: dict, path: Path) -> _Packet:
 def _decat(record: dict, path: Path) -> _Packet:
     source = record.get("triggersource")
     if not isinstance(source, dict):
-        raise AstridInputError(f"{path}: a DECam record has no 'triggersource' (keys: {sorted(record)[:12]})")
+        raise AstridInputError(
+            f"{path}: a DECam record has no 'triggersource' (keys: {sorted(record)[:12]})"
+        )
     ident = _require_id(source.get("sourceid"), path, "'triggersource.sourceid'", record)
     mjd = _float(source.get("mjd"))
     band = _text(source.get("filter")).split(" ")[0]
-    fields = _candidate_fields({
-        "jd": mjd + _MJD_TO_JD,
-        "ra": source.get("ra", record.get("ra")),
-        "dec": source.get("dec", record.get("dec")),
-        "magpsf": source.get("mag"),
-        "sigmapsf": source.get("magerr"),
-        "diffmaglim": source.get("limmag"),
-        "magzpsci": source.get("magzp"),
-        "rb": source.get("rb"),
-        "fwhm": source.get("fwhm"),
-    }, band)
+    fields = _candidate_fields(
+        {
+            "jd": mjd + _MJD_TO_JD,
+            "ra": source.get("ra", record.get("ra")),
+            "dec": source.get("dec", record.get("dec")),
+            "magpsf": source.get("mag"),
+            "sigmapsf": source.get("magerr"),
+            "diffmaglim": source.get("limmag"),
+            "magzpsci": source.get("magzp"),
+            "rb": source.get("rb"),
+            "fwhm": source.get("fwhm"),
+        },
+        band,
+    )
     return _Packet(
-        candid=_int(ident), ident=str(ident), object_id=_text(record.get("objectid", record.get("objectId"))),
-        fields=fields, blobs=[source.get(key) for key in _DECAT_CUTOUTS],
+        candid=_int(ident),
+        ident=str(ident),
+        object_id=_text(record.get("objectid", record.get("objectId"))),
+        fields=fields,
+        blobs=[source.get(key) for key in _DECAT_CUTOUTS],
     )
 
 
@@ -641,36 +726,50 @@ def _atlas(record: dict, path: Path) -> _Packet:
     ident = _require_id(_first(values, "candid", "alertId"), path, "'candid'", record)
     mjd = _float(_first(values, "mjd", "MJD"))
     jd = _float(values.get("jd"))
-    fields = _candidate_fields({
-        "jd": jd if np.isfinite(jd) else mjd + _MJD_TO_JD,
-        "ra": _first(values, "RA", "ra"),
-        "dec": _first(values, "Dec", "dec"),
-        "magpsf": _first(values, "mag", "Mag"),
-        "sigmapsf": _first(values, "dmag", "Dmag"),
-        "xpos": _first(values, "x", "X"),
-        "ypos": _first(values, "y", "Y"),
-    }, _text(values.get("filter")))
+    fields = _candidate_fields(
+        {
+            "jd": jd if np.isfinite(jd) else mjd + _MJD_TO_JD,
+            "ra": _first(values, "RA", "ra"),
+            "dec": _first(values, "Dec", "dec"),
+            "magpsf": _first(values, "mag", "Mag"),
+            "sigmapsf": _first(values, "dmag", "Dmag"),
+            "xpos": _first(values, "x", "X"),
+            "ypos": _first(values, "y", "Y"),
+        },
+        _text(values.get("filter")),
+    )
     blobs = [_cutout(record, key) for key in _CUTOUT_FIELDS]
     # ATLAS sends no template cutout; an old packet that carries one is read.
     return _Packet(
-        candid=_int(ident) if str(ident).isdigit() else _INT_FILL, ident=str(ident),
-        object_id=_text(_first(record, "objectId", "objectID", "objectid")), fields=fields, blobs=blobs,
+        candid=_int(ident) if str(ident).isdigit() else _INT_FILL,
+        ident=str(ident),
+        object_id=_text(_first(record, "objectId", "objectID", "objectid")),
+        fields=fields,
+        blobs=blobs,
         expected=(True, blobs[1] is not None, True),
     )
 
 
 _ADAPTERS: dict[str, Callable[[dict, Path], _Packet]] = {
-    "ZTF": _ztf, "PGIR": _pgir, "WINTER": _winter, "DECAT": _decat, "ATLAS": _atlas,
+    "ZTF": _ztf,
+    "PGIR": _pgir,
+    "WINTER": _winter,
+    "DECAT": _decat,
+    "ATLAS": _atlas,
 }
 
 
 def _survey_argument(survey: str) -> str | None:
     if not isinstance(survey, str):
-        raise AstridInputError(f"survey: expected 'auto' or one of {list(SURVEYS)}, got {type(survey).__name__}")
+        raise AstridInputError(
+            f"survey: expected 'auto' or one of {list(SURVEYS)}, got {type(survey).__name__}"
+        )
     if survey.lower() == "auto":
         return None
     for name in SURVEYS:
-        if survey.upper() == name or (name == "PGIR" and survey.lower() in ("gattini", "gattini-ir")):
+        if survey.upper() == name or (
+            name == "PGIR" and survey.lower() in ("gattini", "gattini-ir")
+        ):
             return name
     if survey.upper() == "DECAM":
         return "DECAT"
@@ -783,7 +882,9 @@ def read_alerts(
         ``on_error="warn"``.
     """
     wanted = _survey_argument(survey)
-    return _read(paths, wanted, require_stamps=require_stamps, on_error=on_error, caller="read_alerts")
+    return _read(
+        paths, wanted, require_stamps=require_stamps, on_error=on_error, caller="read_alerts"
+    )
 
 
 def read_ztf(
@@ -840,7 +941,9 @@ def read_ztf(
     return _read(paths, "ZTF", require_stamps=require_stamps, on_error=on_error, caller="read_ztf")
 
 
-def _read(paths, wanted: str | None, *, require_stamps: bool, on_error: str, caller: str) -> xr.Dataset:
+def _read(
+    paths, wanted: str | None, *, require_stamps: bool, on_error: str, caller: str
+) -> xr.Dataset:
     if on_error not in ("raise", "warn"):
         raise AstridInputError(f"on_error={on_error!r} is not 'raise' or 'warn'")
     files = _expand_paths(paths, caller)
@@ -856,8 +959,11 @@ def _read(paths, wanted: str | None, *, require_stamps: bool, on_error: str, cal
                 raise
             n_packets += source.n_read
             bad_files.append(str(path))
-            warnings.warn(f"{exc}; file skipped, {source.n_read} records read from it kept", AstridWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{exc}; file skipped, {source.n_read} records read from it kept",
+                AstridWarning,
+                stacklevel=3,
+            )
 
     n_corrupt = sum(1 for a in alerts.values() if a.corrupt and not a.complete)
     kept = [a for a in alerts.values() if not (a.corrupt and not a.complete)]
@@ -869,7 +975,10 @@ def _read(paths, wanted: str | None, *, require_stamps: bool, on_error: str, cal
     if n_without:
         log.info(
             "%s: %d of %d distinct alerts lack one or more cutouts%s",
-            caller, n_without, len(alerts), " and were dropped" if require_stamps else "",
+            caller,
+            n_without,
+            len(alerts),
+            " and were dropped" if require_stamps else "",
         )
     attrs: dict[str, Any] = {
         "n_files": len(files),
@@ -898,11 +1007,19 @@ def _read_file(source: _Source, alerts: dict[str, _Alert], wanted: str | None, c
         if adapter is None:
             detected = _detect(record, source.schema_names)
             if wanted is not None and detected is not None and detected != wanted:
-                hint = " (use astrid.alerts.read_alerts(..., survey='auto'))" if caller == "read_ztf" else ""
-                raise AstridInputError(f"{path}: holds {detected} alerts, not {wanted} alerts{hint}")
+                hint = (
+                    " (use astrid.alerts.read_alerts(..., survey='auto'))"
+                    if caller == "read_ztf"
+                    else ""
+                )
+                raise AstridInputError(
+                    f"{path}: holds {detected} alerts, not {wanted} alerts{hint}"
+                )
             survey = wanted or detected
             if survey is None:
-                schema = f" (Avro schema {'/'.join(source.schema_names)})" if source.schema_names else ""
+                schema = (
+                    f" (Avro schema {'/'.join(source.schema_names)})" if source.schema_names else ""
+                )
                 raise AstridFileError(
                     f"{path}: not an alert file of a known survey{schema}: cannot tell ZTF, PGIR, WINTER, "
                     f"DECAT or ATLAS from its records (top-level keys: {sorted(record)[:20]}); "
@@ -923,16 +1040,29 @@ def _read_file(source: _Source, alerts: dict[str, _Alert], wanted: str | None, c
 
 #: Top-level fields of which every known alert schema has at least one.
 _ALERT_ID_FIELDS = frozenset(
-    {"candid", "candidate", "objectId", "objectid", "triggersource", "alertId", "diaSource", *_CUTOUT_FIELDS}
+    {
+        "candid",
+        "candidate",
+        "objectId",
+        "objectid",
+        "triggersource",
+        "alertId",
+        "diaSource",
+        *_CUTOUT_FIELDS,
+    }
 )
 
 
-def _merge_record(alerts: dict[str, _Alert], packet: _Packet, record: dict, survey: str, path: Path) -> None:
+def _merge_record(
+    alerts: dict[str, _Alert], packet: _Packet, record: dict, survey: str, path: Path
+) -> None:
     key = _key(survey, packet.ident)
     alert = alerts.get(key)
     if alert is None:
         alert = alerts[key] = _Alert(
-            key=key, survey=survey, candid=packet.candid if packet.candid is not None else _INT_FILL,
+            key=key,
+            survey=survey,
+            candid=packet.candid if packet.candid is not None else _INT_FILL,
             expected=packet.expected,
         )
     else:

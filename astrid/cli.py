@@ -13,7 +13,9 @@ from .errors import AstridError
 def _cmd_simulate(args) -> int:
     from . import simulate
 
-    manifest = simulate.survey(args.out, n_fields=args.n_fields, preset=args.preset, seed=args.seed, size=args.size)
+    manifest = simulate.survey(
+        args.out, n_fields=args.n_fields, preset=args.preset, seed=args.seed, size=args.size
+    )
     n_pairs = sum(1 for _ in manifest.pairs())
     print(f"simulated {len(manifest.targets)} field(s), {n_pairs} pair(s) under {args.out}")
     return 0
@@ -29,7 +31,9 @@ def _cmd_demo(args) -> int:
         error = f" - {task.error}" if task.error else ""
         print(f"{task.stem}: {task.status} ({took}){error}", flush=True)
 
-    result = run_main_job(args.config, small=args.small, root=args.root, run_id=args.run_id, on_task_done=progress)
+    result = run_main_job(
+        args.config, small=args.small, root=args.root, run_id=args.run_id, on_task_done=progress
+    )
     print(result.summary())
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0 if result.ok else 1
@@ -54,13 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the main job: run notebooks 01-06 on the simulated survey, figures into figures/",
     )
-    demo.add_argument("--config", default=None, help="runner YAML (default: configs/main_job.yaml settings)")
+    demo.add_argument(
+        "--config", default=None, help="runner YAML (default: configs/main_job.yaml settings)"
+    )
     demo.add_argument("--small", action="store_true", help="tiny parameters (the CI configuration)")
-    demo.add_argument("--root", default=None, help="repository root the notebooks write under (default: this checkout)")
+    demo.add_argument(
+        "--root",
+        default=None,
+        help="repository root the notebooks write under (default: this checkout)",
+    )
     demo.add_argument("--run-id", default=None, help="papermill_runs/<run-id> (default: a new one)")
     demo.set_defaults(func=_cmd_demo)
 
-    sim = sub.add_parser("simulate", help="write a simulated survey (FITS pairs, truth tables, manifest)")
+    sim = sub.add_parser(
+        "simulate", help="write a simulated survey (FITS pairs, truth tables, manifest)"
+    )
     sim.add_argument("out", help="output folder")
     sim.add_argument("--n-fields", type=int, default=4)
     sim.add_argument("--size", type=int, default=1024)
@@ -77,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import runner
 
-    run = sub.add_parser("run", help="execute notebooks for every parameter set (papermill on Dask)")
+    run = sub.add_parser(
+        "run", help="execute notebooks for every parameter set (papermill on Dask)"
+    )
     runner.configure_run_parser(run)
     run.set_defaults(func=runner.cmd_run)
     runs = sub.add_parser("runs", help="list batch runs and their metrics")
@@ -90,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="real/bogus scores of alert files, triplet stores or FITS pairs into a table (with --watch)",
         description="Score alert files (.avro, .parquet, .json), triplet stores (.zarr, .nc), folders of them "
-                    "or FITS pairs (--pairs) with a model; write an ECSV or Parquet table with the model's "
-                    "identity and a drift check. Reruns and --watch score only new inputs.",
+        "or FITS pairs (--pairs) with a model; write an ECSV or Parquet table with the model's "
+        "identity and a drift check. Reruns and --watch score only new inputs.",
     )
     configure_score_parser(score)
     score.set_defaults(func=cmd_score)

@@ -132,9 +132,11 @@ class DriftResult:
     def summary(self) -> str:
         """One line for a log or a terminal."""
         verdict = "DRIFT" if self.drifted else "no drift"
-        text = (f"drift check: PSI {self.psi:.3f} (warn > {self.level:g}), KS {self.ks:.3f} "
-                f"(5% critical {self.ks_critical:.3f}) on {self.n} scores vs {self.n_reference} of "
-                f"{self.reference}: {verdict}")
+        text = (
+            f"drift check: PSI {self.psi:.3f} (warn > {self.level:g}), KS {self.ks:.3f} "
+            f"(5% critical {self.ks_critical:.3f}) on {self.n} scores vs {self.n_reference} of "
+            f"{self.reference}: {verdict}"
+        )
         return text + (f" ({self.note})" if self.note else "")
 
 
@@ -181,7 +183,10 @@ def score_distribution(scores, source: str = "") -> dict[str, Any]:
         "n": int(values.size),
         "n_nan": n_nan,
         "values": [float(v) for v in kept.astype(np.float32)],
-        "quantiles": {f"{q:g}": (round(float(v), 6) if values.size else None) for q, v in zip(_QUANTILES, quantiles)},
+        "quantiles": {
+            f"{q:g}": (round(float(v), 6) if values.size else None)
+            for q, v in zip(_QUANTILES, quantiles)
+        },
         "mean": round(float(values.mean()), 6) if values.size else None,
         "std": round(float(values.std()), 6) if values.size else None,
         "source": str(source),
@@ -192,11 +197,19 @@ def _values_of(distribution: dict, what: str) -> np.ndarray:
     try:
         values = np.sort(np.asarray(distribution.get("values", []), dtype=np.float64).ravel())
     except (TypeError, ValueError) as exc:
-        raise AstridInputError(f"{what}: the 'values' of a score distribution must be numbers ({exc})") from exc
-    if not np.all(np.isfinite(values)) or (values.size and (values[0] < -_SLACK or values[-1] > 1 + _SLACK)):
-        raise AstridInputError(f"{what}: the 'values' of a score distribution must be finite scores in [0, 1]")
+        raise AstridInputError(
+            f"{what}: the 'values' of a score distribution must be numbers ({exc})"
+        ) from exc
+    if not np.all(np.isfinite(values)) or (
+        values.size and (values[0] < -_SLACK or values[-1] > 1 + _SLACK)
+    ):
+        raise AstridInputError(
+            f"{what}: the 'values' of a score distribution must be finite scores in [0, 1]"
+        )
     if values.size == 0 and int(distribution.get("n", 0)) > 0:
-        raise AstridInputError(f"{what}: a score distribution of {distribution.get('n')} scores lists no 'values'")
+        raise AstridInputError(
+            f"{what}: a score distribution of {distribution.get('n')} scores lists no 'values'"
+        )
     return values
 
 
@@ -269,7 +282,9 @@ def _load_file(path: Path) -> dict:
             if isinstance(data, list):
                 return score_distribution(data, source=str(path))
             if not isinstance(data, dict):
-                raise AstridInputError(f"{path}: expected a model card, a score distribution or a list of scores")
+                raise AstridInputError(
+                    f"{path}: expected a model card, a score distribution or a list of scores"
+                )
             out = dict(_from_mapping(data, str(path)))
             if not out.get("source"):
                 out["source"] = str(path)
@@ -278,7 +293,9 @@ def _load_file(path: Path) -> dict:
             return score_distribution(np.load(path, allow_pickle=False), source=str(path))
         if suffix in (".txt", ".csv", ".dat"):
             try:
-                values = np.loadtxt(path, dtype=np.float64, delimiter="," if suffix == ".csv" else None, ndmin=1)
+                values = np.loadtxt(
+                    path, dtype=np.float64, delimiter="," if suffix == ".csv" else None, ndmin=1
+                )
             except ValueError:
                 values = None
             if values is not None and values.ndim == 1:
@@ -289,9 +306,13 @@ def _load_file(path: Path) -> dict:
     except AstridInputError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise AstridFileError(f"{path}: cannot read reference scores ({type(exc).__name__}: {exc})") from exc
+        raise AstridFileError(
+            f"{path}: cannot read reference scores ({type(exc).__name__}: {exc})"
+        ) from exc
     if "score" not in table.colnames:
-        raise AstridInputError(f"{path}: a reference-scores table needs a 'score' column, found {table.colnames[:8]}")
+        raise AstridInputError(
+            f"{path}: a reference-scores table needs a 'score' column, found {table.colnames[:8]}"
+        )
     return score_distribution(np.asarray(table["score"], dtype=np.float64), source=str(path))
 
 
@@ -365,7 +386,9 @@ def _ks(run: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(below_run - below_ref)))
 
 
-def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, what: str = "scores") -> DriftResult:
+def compare(
+    scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, what: str = "scores"
+) -> DriftResult:
     """Compare a run's scores with a reference distribution.
 
     Parameters
@@ -393,7 +416,9 @@ def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, w
         Scores outside [0, 1], an unusable reference, a non-positive level.
     """
     if not (np.isfinite(level) and level > 0):
-        raise AstridInputError(f"level: the PSI warning level must be a positive number, got {level!r}")
+        raise AstridInputError(
+            f"level: the PSI warning level must be a positive number, got {level!r}"
+        )
     ref = load_reference(reference)
     if ref is None:
         raise AstridInputError("reference: compare() needs a reference distribution, got None")
@@ -402,17 +427,34 @@ def compare(scores, reference, *, level: float = PSI_LEVEL, warn: bool = True, w
     ref_values = _values_of(ref, "reference")
     n, m = int(values.size), int(ref.get("n", ref_values.size))
     if n == 0 or ref_values.size == 0:
-        return DriftResult(psi=math.nan, ks=math.nan, ks_critical=math.nan, n=0, n_reference=m, level=float(level),
-                           drifted=False, reference=str(ref.get("source") or "reference"), note="no finite scores")
+        return DriftResult(
+            psi=math.nan,
+            ks=math.nan,
+            ks_critical=math.nan,
+            n=0,
+            n_reference=m,
+            level=float(level),
+            drifted=False,
+            reference=str(ref.get("source") or "reference"),
+            note="no finite scores",
+        )
     psi = _psi(values, ref_values, m)
     ks = _ks(values, ref_values)
     ks_critical = 1.36 * math.sqrt(1.0 / n + 1.0 / m)
     enough = n >= MIN_SCORES and m >= MIN_SCORES
     result = DriftResult(
-        psi=psi, ks=ks, ks_critical=ks_critical, n=n, n_reference=m, level=float(level),
-        drifted=bool(enough and psi > level), reference=str(ref.get("source") or "reference"),
-        note="" if enough else f"fewer than {MIN_SCORES} scores in the run or the reference: figures reported, "
-                               "no verdict",
+        psi=psi,
+        ks=ks,
+        ks_critical=ks_critical,
+        n=n,
+        n_reference=m,
+        level=float(level),
+        drifted=bool(enough and psi > level),
+        reference=str(ref.get("source") or "reference"),
+        note=""
+        if enough
+        else f"fewer than {MIN_SCORES} scores in the run or the reference: figures reported, "
+        "no verdict",
     )
     if warn and result.drifted:
         warnings.warn(f"{what}: {result.summary()}", DriftWarning, stacklevel=2)

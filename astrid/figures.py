@@ -111,7 +111,9 @@ def _in_notebook() -> bool:
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
-def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", "png")) -> list[Path]:
+def save(
+    fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", "png")
+) -> list[Path]:
     """Save ``fig`` as ``folder/name.<fmt>`` for each format; return the paths.
 
     Files are written in AstrID's style (200 dpi, tight bounding box) and
@@ -144,7 +146,12 @@ def save(fig, name: str, folder: str | os.PathLike = "figures", formats=("pdf", 
         for fmt in formats:
             path = folder / f"{name}.{fmt}"
             metadata = {"CreationDate": None} if fmt == "pdf" else None
-            atomic_write(path, lambda fh, fmt=fmt, metadata=metadata: fig.savefig(fh, format=fmt, metadata=metadata))
+            atomic_write(
+                path,
+                lambda fh, fmt=fmt, metadata=metadata: fig.savefig(
+                    fh, format=fmt, metadata=metadata
+                ),
+            )
             paths.append(path)
     return paths
 
@@ -206,7 +213,9 @@ def plot_pair(reference, science, titles=("reference", "science"), truth=None, c
         axes[0].set_ylabel("y [pix]")
         if truth is not None and "kind" in truth.colnames:
             sn = truth[truth["kind"] == "supernova"]
-            axes[1].scatter(sn["x_sci"], sn["y_sci"], s=80, facecolors="none", edgecolors="tab:red", lw=0.8)
+            axes[1].scatter(
+                sn["x_sci"], sn["y_sci"], s=80, facecolors="none", edgecolors="tab:red", lw=0.8
+            )
     return fig
 
 
@@ -239,7 +248,15 @@ def _truth_circles(ax, truth, kinds=("supernova",), x="x_ref", y="y_ref") -> Non
         return
     rows = truth[np.isin(np.asarray(truth["kind"], dtype=str), kinds)]
     if len(rows):
-        ax.scatter(rows[x], rows[y], s=90, facecolors="none", edgecolors="gold", lw=0.8, label="injected SN")
+        ax.scatter(
+            rows[x],
+            rows[y],
+            s=90,
+            facecolors="none",
+            edgecolors="gold",
+            lw=0.8,
+            label="injected SN",
+        )
 
 
 # --------------------------------------------------------------------------- differences
@@ -272,8 +289,12 @@ def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = 
     mask = np.asarray(result.mask, dtype=bool)
     method = str(getattr(result, "method", ""))
     with style():
-        fig, axes = plt.subplots(1, 4, figsize=(7.2, 2.3), constrained_layout=True, sharex=True, sharey=True)
-        for ax, image, name in zip(axes[:2], (result.science, result.reference), ("science (aligned)", "reference")):
+        fig, axes = plt.subplots(
+            1, 4, figsize=(7.2, 2.3), constrained_layout=True, sharex=True, sharey=True
+        )
+        for ax, image, name in zip(
+            axes[:2], (result.science, result.reference), ("science (aligned)", "reference")
+        ):
             data = _array(image)
             vmin, vmax = zscale_limits(data)
             ax.imshow(data, cmap="gray", vmin=vmin, vmax=vmax)
@@ -286,7 +307,9 @@ def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = 
             d_lim = limit
         axes[2].imshow(D, cmap=_cmap(_DIFF_CMAP), vmin=-d_lim, vmax=d_lim)
         axes[2].set_title(f"D ({method})" if method else "D")
-        image = axes[3].imshow(_masked(_array(result.S_corr), mask), cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit)
+        image = axes[3].imshow(
+            _masked(_array(result.S_corr), mask), cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit
+        )
         axes[3].set_title(r"$S_\mathrm{corr}$")
         fig.colorbar(image, ax=axes[3], shrink=0.8, label=r"$\sigma$")
         for ax in axes:
@@ -298,7 +321,9 @@ def plot_difference(result, truth=None, limit: float = 5.0, title: str | None = 
     return fig
 
 
-def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0, label: str | None = None):
+def plot_scorr_histogram(
+    S_corr, mask=None, bins: int = 121, limit: float = 8.0, label: str | None = None
+):
     """Histogram of ``S_corr`` over the good pixels against a unit Gaussian.
 
     ZOGY's promise is that ``S_corr`` is N(0, 1) wherever nothing changed,
@@ -338,8 +363,14 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
     with style():
         fig, ax = plt.subplots(figsize=(3.5, 2.8), constrained_layout=True)
         ax.stairs(density, edges, color="k", lw=1.0, label=label or r"$S_\mathrm{corr}$")
-        ax.plot(centres, np.exp(-0.5 * centres**2) / math.sqrt(2 * math.pi), color="tab:red", lw=1.0,
-                ls="--", label="N(0, 1)")
+        ax.plot(
+            centres,
+            np.exp(-0.5 * centres**2) / math.sqrt(2 * math.pi),
+            color="tab:red",
+            lw=1.0,
+            ls="--",
+            label="N(0, 1)",
+        )
         ax.set_yscale("log")
         floor = 0.5 / (v.size * (edges[1] - edges[0]))
         ax.set_ylim(floor, 1.0)
@@ -347,10 +378,17 @@ def plot_scorr_histogram(S_corr, mask=None, bins: int = 121, limit: float = 8.0,
         ax.set_xlabel(r"$S_\mathrm{corr}$ [$\sigma$]")
         ax.set_ylabel("density")
         ax.legend(loc="upper right", frameon=False)
-        ax.text(0.03, 0.97, f"robust std {stats['robust_std']:.3f}\n"
-                f"std {stats['std']:.3f}\n"
-                f"|S|>5: {stats['fraction_above_5']:.1e}\n(Gaussian {stats['gaussian_fraction_above_5']:.1e})",
-                transform=ax.transAxes, va="top", ha="left", fontsize=7)
+        ax.text(
+            0.03,
+            0.97,
+            f"robust std {stats['robust_std']:.3f}\n"
+            f"std {stats['std']:.3f}\n"
+            f"|S|>5: {stats['fraction_above_5']:.1e}\n(Gaussian {stats['gaussian_fraction_above_5']:.1e})",
+            transform=ax.transAxes,
+            va="top",
+            ha="left",
+            fontsize=7,
+        )
     return fig
 
 
@@ -362,11 +400,17 @@ def _positions_xy(positions) -> np.ndarray:
     if isinstance(positions, Table):
         for x, y in (("x_ref", "y_ref"), ("x", "y"), ("xpos", "ypos")):
             if x in positions.colnames and y in positions.colnames:
-                return np.column_stack([np.asarray(positions[x], float), np.asarray(positions[y], float)])
-        raise AstridInputError(f"positions: table needs x_ref/y_ref or x/y columns; has {', '.join(positions.colnames)}")
+                return np.column_stack(
+                    [np.asarray(positions[x], float), np.asarray(positions[y], float)]
+                )
+        raise AstridInputError(
+            f"positions: table needs x_ref/y_ref or x/y columns; has {', '.join(positions.colnames)}"
+        )
     xy = np.asarray(positions, dtype=float)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise AstridInputError(f"positions: expected (n, 2) pixel positions (x, y), got shape {xy.shape}")
+        raise AstridInputError(
+            f"positions: expected (n, 2) pixel positions (x, y), got shape {xy.shape}"
+        )
     return xy
 
 
@@ -378,12 +422,21 @@ def _cutout(image: np.ndarray, x: float, y: float, half: int) -> np.ndarray:
     y0, y1 = max(cy - half, 0), min(cy + half + 1, ny)
     x0, x1 = max(cx - half, 0), min(cx + half + 1, nx)
     if y0 < y1 and x0 < x1:
-        out[y0 - (cy - half): y1 - (cy - half), x0 - (cx - half): x1 - (cx - half)] = image[y0:y1, x0:x1]
+        out[y0 - (cy - half) : y1 - (cy - half), x0 - (cx - half) : x1 - (cx - half)] = image[
+            y0:y1, x0:x1
+        ]
     return out
 
 
-def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41, limit: float = 5.0,
-                         max_rows: int = 4, residual_radius: float = 6.0):
+def plot_zogy_vs_classic(
+    zogy_result,
+    classic_result,
+    positions,
+    size: int = 41,
+    limit: float = 5.0,
+    max_rows: int = 4,
+    residual_radius: float = 6.0,
+):
     """Subtraction residuals around bright stars: classic matching against ZOGY.
 
     Both significance maps are in sigma, so the same colour range compares
@@ -429,7 +482,9 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
         raise AstridInputError("positions: no star to show")
     zogy_S, classic_S = _array(zogy_result.S_corr), _array(classic_result.S_corr)
     if zogy_S.shape != classic_S.shape:
-        raise AstridInputError(f"zogy_result {zogy_S.shape} and classic_result {classic_S.shape} are on different grids")
+        raise AstridInputError(
+            f"zogy_result {zogy_S.shape} and classic_result {classic_S.shape} are on different grids"
+        )
     half = int(size) // 2
     offsets = np.arange(-half, half + 1)
     within = np.hypot(offsets[:, None], offsets[None, :]) <= residual_radius
@@ -441,8 +496,9 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
     ]
     plt = pyplot()
     with style():
-        fig, axes = plt.subplots(len(xy), 3, figsize=(5.0, 1.65 * len(xy) + 0.4), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(xy), 3, figsize=(5.0, 1.65 * len(xy) + 0.4), constrained_layout=True, squeeze=False
+        )
         image = None
         for row, (x, y) in enumerate(xy):
             for col, (name, plane, mask) in enumerate(columns):
@@ -456,8 +512,15 @@ def plot_zogy_vs_classic(zogy_result, classic_result, positions, size: int = 41,
                     image = ax.imshow(stamp, cmap=_cmap(_DIFF_CMAP), vmin=-limit, vmax=limit)
                     near = np.abs(stamp[within])
                     peak = np.nanmax(near) if np.isfinite(near).any() else np.nan
-                    ax.text(0.04, 0.04, f"max |S| {peak:.1f}", transform=ax.transAxes, fontsize=7,
-                            color="k", bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1})
+                    ax.text(
+                        0.04,
+                        0.04,
+                        f"max |S| {peak:.1f}",
+                        transform=ax.transAxes,
+                        fontsize=7,
+                        color="k",
+                        bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1},
+                    )
                 if row == 0:
                     ax.set_title(name)
                 ax.set_xticks([])
@@ -541,11 +604,20 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
         raise AstridInputError(f"indices: must be in [0, {total}), got {chosen.tolist()}")
     subset = ds.isel(candidate=chosen).load()
     stamps = np.asarray(subset["triplets"].values, dtype=float)
-    score_values = None if scores is None else np.asarray(getattr(scores, "values", scores), dtype=float)[chosen]
+    score_values = (
+        None
+        if scores is None
+        else np.asarray(getattr(scores, "values", scores), dtype=float)[chosen]
+    )
     plt = pyplot()
     with style():
-        fig, axes = plt.subplots(3, len(chosen), figsize=(1.2 * len(chosen) + 0.5, 3.9), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            3,
+            len(chosen),
+            figsize=(1.2 * len(chosen) + 0.5, 3.9),
+            constrained_layout=True,
+            squeeze=False,
+        )
         for col in range(len(chosen)):
             for row, name in enumerate(("science", "reference", "difference")):
                 ax = axes[row, col]
@@ -568,16 +640,23 @@ def plot_triplets(ds, n: int = 6, indices=None, scores=None, seed: int | None = 
                 title.append({1: "real", 0: "bogus"}.get(int(subset["label"].values[col]), "?"))
             if score_values is not None:
                 title.append(f"s={score_values[col]:.2f}")
-            axes[0, col].set_title("\n".join(title) if title else str(subset["candidate_id"].values[col]),
-                                   fontsize=7)
+            axes[0, col].set_title(
+                "\n".join(title) if title else str(subset["candidate_id"].values[col]), fontsize=7
+            )
     return fig
 
 
 # --------------------------------------------------------------------------- completeness
 
 
-def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), snr_column: str = "snr_sci",
-                      threshold: float | None = None):
+def plot_completeness(
+    candidates,
+    truth,
+    snr_bins=None,
+    kinds=("supernova",),
+    snr_column: str = "snr_sci",
+    threshold: float | None = None,
+):
     """Completeness against injected S/N (see :func:`astrid.evaluation.completeness`).
 
     Parameters
@@ -609,13 +688,23 @@ def plot_completeness(candidates, truth, snr_bins=None, kinds=("supernova",), sn
         fig, ax = plt.subplots(figsize=(3.5, 2.6), constrained_layout=True)
         frac = np.asarray(table["completeness"])
         err = np.vstack([frac - np.asarray(table["lower"]), np.asarray(table["upper"]) - frac])
-        ax.errorbar(centre[good], frac[good], yerr=err[:, good],
-                    xerr=np.vstack([centre - table["snr_lo"], table["snr_hi"] - centre])[:, good],
-                    fmt="o", ms=3, color="k", lw=0.8, capsize=0)
+        ax.errorbar(
+            centre[good],
+            frac[good],
+            yerr=err[:, good],
+            xerr=np.vstack([centre - table["snr_lo"], table["snr_hi"] - centre])[:, good],
+            fmt="o",
+            ms=3,
+            color="k",
+            lw=0.8,
+            capsize=0,
+        )
         for c, f, n in zip(centre[good], frac[good], np.asarray(table["n_injected"])[good]):
             ax.annotate(str(int(n)), (c, min(f + 0.06, 1.08)), ha="center", fontsize=6, color="0.4")
         if threshold is not None:
-            ax.axvline(threshold, color="tab:red", ls="--", lw=0.8, label=f"threshold {threshold:g}σ")
+            ax.axvline(
+                threshold, color="tab:red", ls="--", lw=0.8, label=f"threshold {threshold:g}σ"
+            )
             ax.legend(loc="lower right", frameon=False)
         ax.set_xscale("log")
         ax.set_ylim(-0.05, 1.15)
@@ -657,7 +746,9 @@ def plot_int8_vs_float(float_scores, int8_scores, labels=None, threshold: float 
     a = np.asarray(getattr(float_scores, "values", float_scores), dtype=float).ravel()
     b = np.asarray(getattr(int8_scores, "values", int8_scores), dtype=float).ravel()
     if a.shape != b.shape or a.size == 0:
-        raise AstridInputError(f"float_scores ({a.size}) and int8_scores ({b.size}) must be equally long and non-empty")
+        raise AstridInputError(
+            f"float_scores ({a.size}) and int8_scores ({b.size}) must be equally long and non-empty"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise AstridInputError("float_scores and int8_scores must not hold NaN")
     diff = b - a
@@ -673,7 +764,15 @@ def plot_int8_vs_float(float_scores, int8_scores, labels=None, threshold: float 
                 raise AstridInputError(f"labels: {lab.size} values for {a.size} scores")
             for value, colour, name in ((0, "tab:blue", "bogus"), (1, "tab:red", "real")):
                 sel = lab == value
-                ax.scatter(a[sel], b[sel], s=6, color=colour, alpha=0.6, lw=0, label=f"{name} ({int(sel.sum())})")
+                ax.scatter(
+                    a[sel],
+                    b[sel],
+                    s=6,
+                    color=colour,
+                    alpha=0.6,
+                    lw=0,
+                    label=f"{name} ({int(sel.sum())})",
+                )
             ax.legend(loc="upper left", frameon=False, markerscale=2)
         ax.plot([0, 1], [0, 1], color="0.5", lw=0.7)
         ax.axvline(threshold, color="0.7", lw=0.6, ls=":")
@@ -687,8 +786,14 @@ def plot_int8_vs_float(float_scores, int8_scores, labels=None, threshold: float 
         hx.hist(diff, bins=np.linspace(-span, span, 41), color="k", histtype="step")
         hx.set_xlabel("int8 − float")
         hx.set_ylabel("triplets")
-        hx.text(0.03, 0.97, f"n = {a.size}\nmax |Δ| = {np.abs(diff).max():.4f}\nflipped at {threshold:g}: {flipped}",
-                transform=hx.transAxes, va="top", fontsize=7)
+        hx.text(
+            0.03,
+            0.97,
+            f"n = {a.size}\nmax |Δ| = {np.abs(diff).max():.4f}\nflipped at {threshold:g}: {flipped}",
+            transform=hx.transAxes,
+            va="top",
+            fontsize=7,
+        )
     return fig
 
 
@@ -724,12 +829,19 @@ def plot_training_history(history: dict):
     epochs = np.arange(1, len(loss) + 1)
     plt = pyplot()
     with style():
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.5), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(3.4 * len(panels), 2.5), constrained_layout=True, squeeze=False
+        )
         for ax, (key, label) in zip(axes[0], panels):
             ax.plot(epochs, history[key], "o-", ms=3, label="training")
             if history.get(f"val_{key}"):
-                ax.plot(epochs[: len(history[f"val_{key}"])], history[f"val_{key}"], "s-", ms=3, label="validation")
+                ax.plot(
+                    epochs[: len(history[f"val_{key}"])],
+                    history[f"val_{key}"],
+                    "s-",
+                    ms=3,
+                    label="validation",
+                )
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.legend(frameon=False)

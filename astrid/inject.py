@@ -32,8 +32,15 @@ from ._utils import robust_std
 from .errors import AstridInputError, AstridWarning
 from .io import Image, read_image
 
-__all__ = ["PLACEMENTS", "BACKGROUND_KINDS", "Injection", "inject_sources", "match_injections", "inject_into_stamps",
-           "triplets_on_real_backgrounds"]
+__all__ = [
+    "PLACEMENTS",
+    "BACKGROUND_KINDS",
+    "Injection",
+    "inject_sources",
+    "match_injections",
+    "inject_into_stamps",
+    "triplets_on_real_backgrounds",
+]
 
 #: Where :func:`inject_sources` puts its sources.
 PLACEMENTS = ("random", "galaxies", "cores")
@@ -86,7 +93,9 @@ def _as_image(image, name: str) -> Image:
         return image
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
-    raise AstridInputError(f"{name} must be an astrid.Image or a FITS path, not {type(image).__name__}")
+    raise AstridInputError(
+        f"{name} must be an astrid.Image or a FITS path, not {type(image).__name__}"
+    )
 
 
 def _as_psf(psf, image: Image, background, name: str = "image"):
@@ -96,8 +105,13 @@ def _as_psf(psf, image: Image, background, name: str = "image"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                model = estimate_psf(image.data, image.mask, background=background,
-                                     saturation=image.meta.saturation, seeing=image.meta.seeing_fwhm_pix)
+                model = estimate_psf(
+                    image.data,
+                    image.mask,
+                    background=background,
+                    saturation=image.meta.saturation,
+                    seeing=image.meta.seeing_fwhm_pix,
+                )
             except AstridInputError as exc:
                 raise AstridInputError(
                     f"{name}{_named(image)}: no PSF stars to inject with ({exc}); pass psf= (an array or "
@@ -105,7 +119,9 @@ def _as_psf(psf, image: Image, background, name: str = "image"):
                 ) from None
         if model.method == "empirical":
             for warning in caught:  # not about a fallback that is refused below
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+                warnings.warn_explicit(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
         else:
             raise AstridInputError(
                 f"{name}{_named(image)}: no PSF stars to inject with: {model.n_usable} usable stars, at least "
@@ -132,7 +148,9 @@ def _named(image: Image) -> str:
 def _snr_range(snr) -> tuple[float, float]:
     low, high = (float(snr), float(snr)) if np.ndim(snr) == 0 else tuple(float(v) for v in snr)
     if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-        raise AstridInputError(f"snr={snr!r} must be a positive number or a range (low, high) with low <= high")
+        raise AstridInputError(
+            f"snr={snr!r} must be a positive number or a range (low, high) with low <= high"
+        )
     return low, high
 
 
@@ -179,14 +197,21 @@ def find_galaxies(data: np.ndarray, mask: np.ndarray, background, psf_fwhm: floa
             attribute = attribute(*args) if args else attribute
             return np.asarray(getattr(attribute, "value", attribute), dtype=float)
 
-        a, b = values("semimajor_axis", "semimajor_sigma"), values("semiminor_axis", "semiminor_sigma")
+        a, b = (
+            values("semimajor_axis", "semimajor_sigma"),
+            values("semiminor_axis", "semiminor_sigma"),
+        )
         r_half = values("flux_radius", "fluxfrac_radius", 0.5)
         width = 2.0 * np.sqrt(2.0 * np.log(2.0)) * np.sqrt(a * b)
         keep = np.isfinite(width) & (width > 1.5 * psf_fwhm) & np.isfinite(r_half)
         columns = {
-            "x": values("x_centroid", "xcentroid")[keep], "y": values("y_centroid", "ycentroid")[keep],
-            "a": a[keep], "b": b[keep], "theta": np.deg2rad(values("orientation", "orientation"))[keep],
-            "r_half": r_half[keep], "flux": values("segment_flux", "segment_flux")[keep],
+            "x": values("x_centroid", "xcentroid")[keep],
+            "y": values("y_centroid", "ycentroid")[keep],
+            "a": a[keep],
+            "b": b[keep],
+            "theta": np.deg2rad(values("orientation", "orientation"))[keep],
+            "r_half": r_half[keep],
+            "flux": values("segment_flux", "segment_flux")[keep],
         }
     table = Table({key: np.asarray(value, dtype=float) for key, value in columns.items()})
     table.sort("flux", reverse=True)
@@ -199,7 +224,7 @@ def _usable(x: float, y: float, mask: np.ndarray, edge: int, clear: float) -> bo
         return False
     r = int(math.ceil(clear))
     ix, iy = int(round(x)), int(round(y))
-    return not mask[max(iy - r, 0):iy + r + 1, max(ix - r, 0):ix + r + 1].any()
+    return not mask[max(iy - r, 0) : iy + r + 1, max(ix - r, 0) : ix + r + 1].any()
 
 
 def _draw_positions(rng, n, placement, mask, edge, fwhm, galaxies):
@@ -245,16 +270,22 @@ def _draw_positions(rng, n, placement, mask, edge, fwhm, galaxies):
 def _given_positions(positions, mask, edge, fwhm):
     array = np.asarray(positions, dtype=float)
     if array.ndim != 2 or array.shape[1] != 2:
-        raise AstridInputError(f"positions must have shape (n, 2) of (x, y) pixels, got {array.shape}")
+        raise AstridInputError(
+            f"positions must have shape (n, 2) of (x, y) pixels, got {array.shape}"
+        )
     ny, nx = mask.shape
     for k, (x, y) in enumerate(array):
-        if not (np.isfinite(x) and np.isfinite(y) and edge <= x < nx - edge and edge <= y < ny - edge):
+        if not (
+            np.isfinite(x) and np.isfinite(y) and edge <= x < nx - edge and edge <= y < ny - edge
+        ):
             raise AstridInputError(
                 f"positions[{k}] = ({x:g}, {y:g}) is off the image or within {edge} px of its edge "
                 f"(image {nx} x {ny} px)"
             )
         if not _usable(x, y, mask, 0, fwhm):
-            raise AstridInputError(f"positions[{k}] = ({x:g}, {y:g}) is on or next to masked pixels")
+            raise AstridInputError(
+                f"positions[{k}] = ({x:g}, {y:g}) is on or next to masked pixels"
+            )
     return array[:, 0], array[:, 1]
 
 
@@ -278,11 +309,16 @@ def _cutout(shape, x: float, y: float, half: int):
     ix, iy = int(round(x)), int(round(y))
     y0, y1, x0, x1 = iy - half, iy + half + 1, ix - half, ix + half + 1
     image = (slice(max(y0, 0), min(y1, ny)), slice(max(x0, 0), min(x1, nx)))
-    stamp = (slice(image[0].start - y0, image[0].stop - y0), slice(image[1].start - x0, image[1].stop - x0))
+    stamp = (
+        slice(image[0].start - y0, image[0].stop - y0),
+        slice(image[1].start - x0, image[1].stop - x0),
+    )
     return image, stamp
 
 
-def _flux_for_snr(profile: np.ndarray, variance: np.ndarray, snr: float, gain: float | None) -> float:
+def _flux_for_snr(
+    profile: np.ndarray, variance: np.ndarray, snr: float, gain: float | None
+) -> float:
     """Flux whose optimal (PSF-weighted) S/N on this variance is ``snr``, its own photon noise included."""
     flux = snr / math.sqrt(float(np.sum(profile**2 / variance)))
     if gain:
@@ -363,8 +399,11 @@ def inject_sources(
     x, y, hosts, offsets, galaxies, placement = _injection_positions(
         rng, img, background, fwhm, edge, n, placement, positions
     )
-    target = (np.exp(rng.uniform(math.log(low), math.log(high), x.size)) if high > low
-              else np.full(x.size, low))
+    target = (
+        np.exp(rng.uniform(math.log(low), math.log(high), x.size))
+        if high > low
+        else np.full(x.size, low)
+    )
     data, flux, peak = _add_point_sources(rng, img, background, psf_model, x, y, target, gain)
 
     truth = Table()
@@ -377,17 +416,27 @@ def inject_sources(
     truth["placement"] = [placement] * x.size
     truth["host_id"], truth["host_offset"] = hosts, offsets
     truth["kind"] = ["injected"] * x.size
-    truth.meta.update({
-        "seed": int(seed), "psf_method": psf_model.method, "psf_fwhm": fwhm,
-        "psf_n_stars": int(psf_model.n_stars), "gain": None if gain is None else float(gain),
-        "poisson_noise": bool(gain), "snr_range": [low, high], "source": img.meta.path,
-    })
+    truth.meta.update(
+        {
+            "seed": int(seed),
+            "psf_method": psf_model.method,
+            "psf_fwhm": fwhm,
+            "psf_n_stars": int(psf_model.n_stars),
+            "gain": None if gain is None else float(gain),
+            "poisson_noise": bool(gain),
+            "snr_range": [low, high],
+            "source": img.meta.path,
+        }
+    )
 
     header = img.header.copy()
-    header.add_history(f"AstrID inject_sources: {x.size} point sources ({placement}), "
-                       f"S/N {low:g}-{high:g}, seed {seed}")
-    out = replace(img, data=data.astype(img.data.dtype, copy=False), mask=img.mask.copy(),
-                  header=header)
+    header.add_history(
+        f"AstrID inject_sources: {x.size} point sources ({placement}), "
+        f"S/N {low:g}-{high:g}, seed {seed}"
+    )
+    out = replace(
+        img, data=data.astype(img.data.dtype, copy=False), mask=img.mask.copy(), header=header
+    )
     return Injection(image=out, truth=truth, psf=psf_model, galaxies=galaxies)
 
 
@@ -407,7 +456,8 @@ def _check_injection(img, n, snr, placement, positions, gain):
         warnings.warn(
             f"image{_named(img)}: no gain (GAIN header key or gain=): the injected sources carry "
             "no Poisson noise of their own, so the bright ones are less noisy than real sources",
-            AstridWarning, stacklevel=3,
+            AstridWarning,
+            stacklevel=3,
         )
     return low, high, gain
 
@@ -454,7 +504,9 @@ def _add_point_sources(rng, img, background, psf_model, x, y, target, gain):
     return data, flux, peak
 
 
-def match_injections(truth: Table, candidates: Table, radius: float | None = None, *, wcs=None, result=None) -> Table:
+def match_injections(
+    truth: Table, candidates: Table, radius: float | None = None, *, wcs=None, result=None
+) -> Table:
     """Which injected sources the pipeline found, and the flux it measured.
 
     Parameters
@@ -488,7 +540,9 @@ def match_injections(truth: Table, candidates: Table, radius: float | None = Non
     if wcs is None and result is not None:
         wcs = getattr(result, "wcs", None)
     if wcs is not None and "ra" in truth.colnames:
-        tx, ty = wcs.celestial.world_to_pixel_values(np.asarray(truth["ra"]), np.asarray(truth["dec"]))
+        tx, ty = wcs.celestial.world_to_pixel_values(
+            np.asarray(truth["ra"]), np.asarray(truth["dec"])
+        )
     else:
         tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
     out = truth.copy()
@@ -586,16 +640,23 @@ def inject_into_stamps(
     else:
         raise AstridInputError("triplets have no 'fwhm' coordinate: pass fwhm= (pixels)")
     if not np.all(np.isfinite(widths) & (widths > 0)):
-        raise AstridInputError("triplets: some 'fwhm' values are missing or not positive; pass fwhm= for them")
+        raise AstridInputError(
+            "triplets: some 'fwhm' values are missing or not positive; pass fwhm= for them"
+        )
     if gain is None:
-        warnings.warn("inject_into_stamps: no gain: the injected sources carry no Poisson noise of their own",
-                      AstridWarning, stacklevel=2)
+        warnings.warn(
+            "inject_into_stamps: no gain: the injected sources carry no Poisson noise of their own",
+            AstridWarning,
+            stacklevel=2,
+        )
     rng = np.random.default_rng(seed)
     stamps = np.array(triplets["triplets"].values, dtype=np.float64, copy=True)
     channels = [str(c) for c in triplets["channel"].values]
     science, difference = channels.index("science"), channels.index("difference")
     size_y, size_x = stamps.shape[1:3]
-    target = np.exp(rng.uniform(math.log(low), math.log(high), n)) if high > low else np.full(n, low)
+    target = (
+        np.exp(rng.uniform(math.log(low), math.log(high), n)) if high > low else np.full(n, low)
+    )
     radius = rng.uniform(0.0, max_offset, n) if max_offset > 0 else np.zeros(n)
     angle = rng.uniform(0.0, 2.0 * np.pi, n)
     cx = (size_x - 1) / 2 + radius * np.cos(angle)
@@ -616,15 +677,25 @@ def inject_into_stamps(
         for channel in (science, difference):
             stamps[k, :, :, channel] += model  # NaN stays NaN
     out = triplets.copy()
-    out["triplets"] = (triplets["triplets"].dims, stamps.astype(triplets["triplets"].dtype, copy=False))
+    out["triplets"] = (
+        triplets["triplets"].dims,
+        stamps.astype(triplets["triplets"].dtype, copy=False),
+    )
     out = out.assign_coords(
-        label=("candidate", np.ones(n, dtype=triplets["label"].dtype if "label" in triplets.coords else np.int8)),
+        label=(
+            "candidate",
+            np.ones(n, dtype=triplets["label"].dtype if "label" in triplets.coords else np.int8),
+        ),
         kind=("candidate", np.full(n, "injected")),
-        injected_flux=("candidate", flux), injected_snr=("candidate", target),
-        injected_x=("candidate", cx), injected_y=("candidate", cy),
+        injected_flux=("candidate", flux),
+        injected_snr=("candidate", target),
+        injected_x=("candidate", cx),
+        injected_y=("candidate", cy),
     )
     out.attrs = dict(triplets.attrs)
-    out.attrs["injection"] = f"inject_into_stamps: S/N {low:g}-{high:g}, max offset {max_offset:g} px, seed {seed}"
+    out.attrs["injection"] = (
+        f"inject_into_stamps: S/N {low:g}-{high:g}, max offset {max_offset:g} px, seed {seed}"
+    )
     return out
 
 
@@ -633,12 +704,20 @@ def inject_into_stamps(
 # --------------------------------------------------------------------------- #
 
 #: Kinds made by :func:`triplets_on_real_backgrounds`: the first two are real, the rest bogus.
-BACKGROUND_KINDS = ("brightening", "fading", "dipole", "psf_mismatch", "cosmic_ray", "hot_pixel",
-                    "bad_column", "nothing")
+BACKGROUND_KINDS = (
+    "brightening",
+    "fading",
+    "dipole",
+    "psf_mismatch",
+    "cosmic_ray",
+    "hot_pixel",
+    "bad_column",
+    "nothing",
+)
 
 
 def _gaussian(shape, x0: float, y0: float, fwhm: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
     g = np.exp(-0.5 * ((xx - x0) ** 2 + (yy - y0) ** 2) / sigma**2)
     return g / g.sum()
@@ -728,8 +807,9 @@ def triplets_on_real_backgrounds(
         # NaN, and the float32-maximum fill some ZTF cutouts carry where there is no data.
         holes = ~np.isfinite(ref) | (np.abs(ref) > 1e30)
         clean = np.where(holes, np.median(ref[~holes]), ref)
-        fwhm = (widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0
-                else rng.uniform(1.7, 3.0))
+        fwhm = (
+            widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0 else rng.uniform(1.7, 3.0)
+        )
         kind, planes = _background_triplet(
             rng, clean, noise[b] / rng.uniform(*noise_ratio), fwhm, (low, high), real_fraction
         )
@@ -754,15 +834,19 @@ def _reference_stamps(backgrounds):
     from .realism import stamp_noise
 
     channels = [str(c) for c in backgrounds["channel"].values]
-    refs = np.asarray(backgrounds["triplets"].values[..., channels.index("reference")],
-                      dtype=np.float64)
+    refs = np.asarray(
+        backgrounds["triplets"].values[..., channels.index("reference")], dtype=np.float64
+    )
     refs = np.where(np.abs(refs) > 1e30, np.nan, refs)
     noise = np.array([stamp_noise(r) for r in refs])
     usable = np.flatnonzero(np.isfinite(noise) & (noise > 0))
     if usable.size == 0:
         raise AstridInputError("backgrounds: no reference stamp with a measurable noise")
-    widths = (np.asarray(backgrounds["fwhm"].values, dtype=float) if "fwhm" in backgrounds.coords
-              else np.full(refs.shape[0], np.nan))
+    widths = (
+        np.asarray(backgrounds["fwhm"].values, dtype=float)
+        if "fwhm" in backgrounds.coords
+        else np.full(refs.shape[0], np.nan)
+    )
     return refs, noise, widths, usable
 
 
@@ -774,8 +858,11 @@ def _background_triplet(rng, clean, sigma_sci, fwhm, snr_range, real_fraction):
     noise_sci = rng.normal(0.0, sigma_sci, clean.shape)
     x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
     profile = _gaussian(clean.shape, x0, y0, fwhm)
-    amplitude = (math.exp(rng.uniform(math.log(low), math.log(high))) * sigma_sci
-                 / math.sqrt(float(np.sum(profile**2))))
+    amplitude = (
+        math.exp(rng.uniform(math.log(low), math.log(high)))
+        * sigma_sci
+        / math.sqrt(float(np.sum(profile**2)))
+    )
     if rng.uniform() < real_fraction:
         kind = "brightening" if rng.uniform() < 0.7 else "fading"
     else:
@@ -791,8 +878,9 @@ def _background_triplet(rng, clean, sigma_sci, fwhm, snr_range, real_fraction):
         science = _shift(clean, step * math.cos(angle), step * math.sin(angle)) + noise_sci
     elif kind == "psf_mismatch":
         blurred = _blur(clean, rng.uniform(0.5, 1.5))
-        science = ((blurred + noise_sci) if rng.uniform() < 0.5
-                   else (2.0 * clean - blurred + noise_sci))
+        science = (
+            (blurred + noise_sci) if rng.uniform() < 0.5 else (2.0 * clean - blurred + noise_sci)
+        )
     elif kind != "nothing":
         science = science + _artefact(rng, kind, clean.shape, (x0, y0), amplitude, sigma_sci)
     difference = science - reference

@@ -132,9 +132,14 @@ class Image:
         data, masked = _unmask(self.data, "Image data")
         if data.ndim != 2:
             raise AstridInputError(f"Image data must be 2-D, got shape {data.shape}")
-        if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)
-                or data.dtype == np.bool_):
-            raise AstridInputError(f"Image data must be a real-valued array, got dtype {data.dtype}")
+        if not (
+            np.issubdtype(data.dtype, np.floating)
+            or np.issubdtype(data.dtype, np.integer)
+            or data.dtype == np.bool_
+        ):
+            raise AstridInputError(
+                f"Image data must be a real-valued array, got dtype {data.dtype}"
+            )
         if not np.issubdtype(data.dtype, np.floating):
             data = data.astype(np.float32 if data.dtype.itemsize <= 2 else np.float64)
         self.data = data
@@ -182,7 +187,9 @@ class Image:
                 raise AstridWCSError(
                     f"{self._name()}: the header's celestial WCS is unusable ({problem}), but one is required"
                 )
-            raise AstridWCSError(f"{self._name()}: no celestial WCS in the header, but one is required")
+            raise AstridWCSError(
+                f"{self._name()}: no celestial WCS in the header, but one is required"
+            )
         return self.wcs
 
     def copy(self, **changes: Any) -> "Image":
@@ -297,7 +304,9 @@ def _seeing_pix(header: fits.Header) -> float | None:
     return None
 
 
-def header_meta(header: fits.Header, path: str | None = None, hdu: int | str | None = None) -> ImageMeta:
+def header_meta(
+    header: fits.Header, path: str | None = None, hdu: int | str | None = None
+) -> ImageMeta:
     """Normalised :class:`ImageMeta` from a FITS header (and a primary header's fallback)."""
     telescope = _first(header, _TELESCOPE_KEYS)
     instrument = _first(header, _INSTRUMENT_KEYS)
@@ -355,7 +364,9 @@ def _wcs_from_header(header: fits.Header) -> WCS | None:
 
 def _as_path(path, name: str = "path") -> Path:
     if path is None or not isinstance(path, (str, os.PathLike)):
-        raise AstridInputError(f"{name}: must be a path to a FITS file (str or os.PathLike), got {path!r}")
+        raise AstridInputError(
+            f"{name}: must be a path to a FITS file (str or os.PathLike), got {path!r}"
+        )
     text = os.fspath(path)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
@@ -484,7 +495,11 @@ def read_image(
             # Keywords such as TELESCOP or DATE-OBS often live only in the primary header.
             primary = hdul[0].header
             for key in primary:
-                if key and key not in header and key not in ("SIMPLE", "EXTEND", "NAXIS", "BITPIX", "COMMENT", "HISTORY", ""):
+                if (
+                    key
+                    and key not in header
+                    and key not in ("SIMPLE", "EXTEND", "NAXIS", "BITPIX", "COMMENT", "HISTORY", "")
+                ):
                     header[key] = primary[key]
         mask_ext = variance_ext = None
         names = [h.name for h in hdul]
@@ -497,7 +512,9 @@ def read_image(
     data = np.array(data, dtype=dtype)  # a native-endian copy, detached from the file
     finite = np.isfinite(data)
     if not finite.any():
-        raise AstridInputError(f"{path}: HDU {index} has no finite pixels (all {data.size} are NaN or inf)")
+        raise AstridInputError(
+            f"{path}: HDU {index} has no finite pixels (all {data.size} are NaN or inf)"
+        )
 
     meta = header_meta(header, path=str(path), hdu=index)
     if saturation is not None:
@@ -561,7 +578,9 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
     return path
 
 
-def provenance_cards(step: str | None = None, parameters: dict | None = None) -> list[tuple[str, Any, str]]:
+def provenance_cards(
+    step: str | None = None, parameters: dict | None = None
+) -> list[tuple[str, Any, str]]:
     """Header cards that record which AstrID version and step made a file."""
     from . import __version__
 
@@ -613,7 +632,9 @@ def write_image(
             f"image: must be an astrid.Image (wrap an array with astrid.Image(data)), got {type(image).__name__}"
         )
     if path.is_dir():
-        raise AstridFileError(f"{path}: is a folder; give a file name such as {path / 'image.fits'}")
+        raise AstridFileError(
+            f"{path}: is a folder; give a file name such as {path / 'image.fits'}"
+        )
     if path.exists() and not overwrite:
         raise AstridFileError(f"{path}: exists and overwrite=False")
     parent = path.parent
@@ -629,7 +650,18 @@ def write_image(
         mask = data_masked if mask is None else mask | data_masked
     variance = None if image.variance is None else _unmask(image.variance, "image.variance")[0]
     header = image.header.copy() if image.header is not None else fits.Header()
-    for key in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT"):
+    for key in (
+        "SIMPLE",
+        "BITPIX",
+        "NAXIS",
+        "NAXIS1",
+        "NAXIS2",
+        "NAXIS3",
+        "EXTEND",
+        "XTENSION",
+        "PCOUNT",
+        "GCOUNT",
+    ):
         header.remove(key, ignore_missing=True, remove_all=True)
     if image.wcs is not None:
         with warnings.catch_warnings():

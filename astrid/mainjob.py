@@ -24,7 +24,14 @@ from pathlib import Path
 
 from .errors import AstridFileError, AstridInputError
 
-__all__ = ["run_main_job", "main_job_config", "REPO_ROOT", "MAIN_JOB_CONFIG", "CI_SMALL_CONFIG", "NOTEBOOKS"]
+__all__ = [
+    "run_main_job",
+    "main_job_config",
+    "REPO_ROOT",
+    "MAIN_JOB_CONFIG",
+    "CI_SMALL_CONFIG",
+    "NOTEBOOKS",
+]
 
 #: The repository holding the notebooks and configurations (AstrID is installed editable).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +64,9 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise AstridInputError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
-        raise AstridInputError(f"{path}: must hold a mapping of run settings, got {type(values).__name__}")
+        raise AstridInputError(
+            f"{path}: must hold a mapping of run settings, got {type(values).__name__}"
+        )
     return values
 
 
@@ -116,7 +125,9 @@ def main_job_config(
     elif isinstance(config, (str, os.PathLike)):
         values, source = _read_yaml(Path(config)), str(config)
     else:
-        raise AstridInputError(f"main job: config must be a YAML path or a dict, got {type(config).__name__}")
+        raise AstridInputError(
+            f"main job: config must be a YAML path or a dict, got {type(config).__name__}"
+        )
 
     notebooks = []
     for entry in values.get("notebooks", NOTEBOOKS):
@@ -187,6 +198,7 @@ def run_main_job(
     """
     from .runner import run
 
-    run_config = main_job_config(config, small, root=root, run_id=run_id, output_root=output_root,
-                                 scheduler=scheduler)
+    run_config = main_job_config(
+        config, small, root=root, run_id=run_id, output_root=output_root, scheduler=scheduler
+    )
     return run(run_config, client=client, on_task_done=on_task_done)

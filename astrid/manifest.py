@@ -108,16 +108,26 @@ class Manifest:
         Recorded as the ``source`` of a new empty manifest.
     """
 
-    def __init__(self, root: str | os.PathLike, data: dict | None = None, *, source: str = "unknown"):
+    def __init__(
+        self, root: str | os.PathLike, data: dict | None = None, *, source: str = "unknown"
+    ):
         self.root = Path(root)
         if data is None:
             path = self.root / MANIFEST_NAME
             if path.exists():
                 data = self._read(path)
             else:
-                data = {"schema": SCHEMA, "source": source, "created": _now(), "parameters": {}, "targets": {}}
+                data = {
+                    "schema": SCHEMA,
+                    "source": source,
+                    "created": _now(),
+                    "parameters": {},
+                    "targets": {},
+                }
         if data.get("schema") != SCHEMA:
-            raise AstridInputError(f"{self.root / MANIFEST_NAME}: unknown manifest schema {data.get('schema')!r}")
+            raise AstridInputError(
+                f"{self.root / MANIFEST_NAME}: unknown manifest schema {data.get('schema')!r}"
+            )
         self.data = data
 
     @staticmethod
@@ -147,7 +157,9 @@ class Manifest:
         entry.update({k: v for k, v in info.items() if v is not None})
         return entry
 
-    def add_file(self, target: str, path: str | os.PathLike, role: str, *, checksum: bool = True, **info: Any) -> dict:
+    def add_file(
+        self, target: str, path: str | os.PathLike, role: str, *, checksum: bool = True, **info: Any
+    ) -> dict:
         """Record a file that landed under ``root`` (replaces an entry with the same path)."""
         if role not in ("reference", "science"):
             raise AstridInputError(f"role must be 'reference' or 'science', got {role!r}")
@@ -163,13 +175,29 @@ class Manifest:
         entry["files"] = [f for f in entry["files"] if f["path"] != rel] + [record]
         return record
 
-    def add_pair(self, target: str, reference: str | os.PathLike, science: str | os.PathLike, **info: Any) -> dict:
+    def add_pair(
+        self, target: str, reference: str | os.PathLike, science: str | os.PathLike, **info: Any
+    ) -> dict:
         """Record a reference/science pair of files already added."""
-        ref = Path(reference).as_posix() if not Path(reference).is_absolute() else Path(reference).relative_to(self.root).as_posix()
-        sci = Path(science).as_posix() if not Path(science).is_absolute() else Path(science).relative_to(self.root).as_posix()
-        record = {"reference": ref, "science": sci, **{k: v for k, v in info.items() if v is not None}}
+        ref = (
+            Path(reference).as_posix()
+            if not Path(reference).is_absolute()
+            else Path(reference).relative_to(self.root).as_posix()
+        )
+        sci = (
+            Path(science).as_posix()
+            if not Path(science).is_absolute()
+            else Path(science).relative_to(self.root).as_posix()
+        )
+        record = {
+            "reference": ref,
+            "science": sci,
+            **{k: v for k, v in info.items() if v is not None},
+        }
         entry = self.target(target)
-        entry["pairs"] = [p for p in entry["pairs"] if (p["reference"], p["science"]) != (ref, sci)] + [record]
+        entry["pairs"] = [
+            p for p in entry["pairs"] if (p["reference"], p["science"]) != (ref, sci)
+        ] + [record]
         return record
 
     def pairs(self) -> Iterator[SurveyPair]:
@@ -195,7 +223,9 @@ class Manifest:
                     if not verify:
                         return True
                     full = self.root / rel_path
-                    if not full.exists() or full.stat().st_size != record.get("size", full.stat().st_size):
+                    if not full.exists() or full.stat().st_size != record.get(
+                        "size", full.stat().st_size
+                    ):
                         return False
                     return "sha256" not in record or sha256sum(full) == record["sha256"]
         return False

@@ -19,7 +19,13 @@ from astropy.table import Table
 from ._utils import neighbour_noise
 from .schema import CHANNELS, validate_triplets
 
-__all__ = ["STATISTICS", "stamp_noise", "stamp_statistics", "compare_statistics", "normalised_pixels"]
+__all__ = [
+    "STATISTICS",
+    "stamp_noise",
+    "stamp_statistics",
+    "compare_statistics",
+    "normalised_pixels",
+]
 
 #: The per-triplet statistics of :func:`stamp_statistics`, with what they measure.
 STATISTICS = {
@@ -61,7 +67,7 @@ def _central_fwhm(stamp: np.ndarray, noise: float) -> float:
     from scipy import ndimage
 
     c = stamp.shape[0] // 2
-    box = np.nan_to_num(stamp[c - 7:c + 8, c - 7:c + 8], nan=0.0)
+    box = np.nan_to_num(stamp[c - 7 : c + 8, c - 7 : c + 8], nan=0.0)
     box = box - np.median(np.nan_to_num(stamp, nan=0.0))
     peak = box[5:10, 5:10].max()
     if not (np.isfinite(noise) and peak > 5.0 * noise):
@@ -129,13 +135,15 @@ def stamp_statistics(triplets) -> Table:
         rows["nan_fraction"].append(1.0 - float(finite.mean()))
         rows["nan_edge"].append(_nan_edge(finite.all(axis=-1)))
         c = d.shape[0] // 2
-        core = d[c - 2:c + 3, c - 2:c + 3]
+        core = d[c - 2 : c + 3, c - 2 : c + 3]
         centre = np.nanmax(core) - np.nanmedian(d) if np.isfinite(core).any() else np.nan
         rows["centre_sigma_difference"].append(centre / nd if nd > 0 else np.nan)
     return Table({name: np.asarray(values, dtype=float) for name, values in rows.items()})
 
 
-def normalised_pixels(triplets, norm: str = "rowwise", max_pixels: int = 200_000, seed: int = 0) -> dict[str, np.ndarray]:
+def normalised_pixels(
+    triplets, norm: str = "rowwise", max_pixels: int = 200_000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Pixel values per channel after braai's normalisation, subsampled.
 
     Parameters
@@ -193,6 +201,16 @@ def compare_statistics(real: Table, simulated: Table) -> Table:
         if a.size == 0 or b.size == 0:
             continue
         qa, qb = np.percentile(a, [25, 50, 75]), np.percentile(b, [25, 50, 75])
-        rows.append((name, qa[1], f"{qa[0]:.3g}–{qa[2]:.3g}", qb[1], f"{qb[0]:.3g}–{qb[2]:.3g}",
-                     float(ks_2samp(a, b).statistic)))
-    return Table(rows=rows, names=("statistic", "real_median", "real_iqr", "sim_median", "sim_iqr", "ks"))
+        rows.append(
+            (
+                name,
+                qa[1],
+                f"{qa[0]:.3g}–{qa[2]:.3g}",
+                qb[1],
+                f"{qb[0]:.3g}–{qb[2]:.3g}",
+                float(ks_2samp(a, b).statistic),
+            )
+        )
+    return Table(
+        rows=rows, names=("statistic", "real_median", "real_iqr", "sim_median", "sim_iqr", "ks")
+    )

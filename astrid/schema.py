@@ -126,9 +126,7 @@ def new_triplet_dataset(
             dims, data = ("candidate",), value
         data = np.asarray(data)
         if data.ndim != len(dims):
-            raise AstridInputError(
-                f"coordinate {name!r}: {data.ndim}-D array for dims {dims}"
-            )
+            raise AstridInputError(f"coordinate {name!r}: {data.ndim}-D array for dims {dims}")
         if dims[0] != "candidate" or data.shape[0] != n:
             raise AstridInputError(
                 f"coordinate {name!r}: expected {n} values along 'candidate' "
@@ -136,7 +134,10 @@ def new_triplet_dataset(
             )
         coord_vars[name] = (dims, data)
     if "candidate_id" not in coord_vars:
-        coord_vars["candidate_id"] = ("candidate", np.array([str(i) for i in range(n)], dtype=object))
+        coord_vars["candidate_id"] = (
+            "candidate",
+            np.array([str(i) for i in range(n)], dtype=object),
+        )
     else:
         dims, data = coord_vars["candidate_id"]
         coord_vars["candidate_id"] = (dims, np.array([str(v) for v in data], dtype=object))

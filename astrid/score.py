@@ -149,8 +149,12 @@ def _fast_keras(model, num_threads, interpreter) -> _FastKeras:
         per_model = {}
     if key not in per_model:
         content = convert_keras(model, quantize=None, batch_size=None)
-        runner = TFLiteRunner(content, num_threads=num_threads, interpreter=interpreter,
-                              name=f"{getattr(model, 'name', 'model')} (in-memory TFLite)")
+        runner = TFLiteRunner(
+            content,
+            num_threads=num_threads,
+            interpreter=interpreter,
+            name=f"{getattr(model, 'name', 'model')} (in-memory TFLite)",
+        )
         per_model[key] = _FastKeras(model, runner)
     return per_model[key]
 
@@ -176,7 +180,9 @@ def _check_fast(fast: _FastKeras, x: np.ndarray) -> bool:
 def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None):
     """(predictor, model norm or None, description); model files are cached per thread."""
     if interpreter is not None and interpreter not in _INTERPRETERS:
-        raise AstridInputError(f"interpreter={interpreter!r}: expected one of {_INTERPRETERS} or None")
+        raise AstridInputError(
+            f"interpreter={interpreter!r}: expected one of {_INTERPRETERS} or None"
+        )
     if isinstance(model, TFLiteRunner):
         _check_runner_ends(model)
         return model, model.norm, model.name
@@ -186,7 +192,14 @@ def _resolve_model(model: Any, num_threads: int | None, interpreter: str | None)
         if Path(model).suffix.lower() == ".keras":  # its card holds the norm and the calibration
             side = card_path(model)
         side_stamp = side.stat().st_mtime_ns if side.exists() else None
-        key = (str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size, side_stamp, num_threads, interpreter)
+        key = (
+            str(Path(model).resolve()),
+            stat.st_mtime_ns,
+            stat.st_size,
+            side_stamp,
+            num_threads,
+            interpreter,
+        )
         files = _thread_cache("files", OrderedDict)
         if key in files:
             files.move_to_end(key)
@@ -208,7 +221,9 @@ def _load_model(model: Any, num_threads: int | None, interpreter: str | None):
     keras_model = load_keras_model(model)
     _check_keras_ends(keras_model, model)
     norm = getattr(keras_model, "astrid_norm", None)
-    description = str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
+    description = (
+        str(model) if isinstance(model, (str, os.PathLike)) else getattr(keras_model, "name", "")
+    )
     if interpreter == "keras":
         return _KerasPredictor(keras_model), norm, description
     try:
@@ -230,10 +245,16 @@ def _check_runner_ends(runner: TFLiteRunner) -> None:
 
 def _check_keras_ends(keras_model, source: Any) -> None:
     """Refuse, before any scoring, a Keras model that does not take (63, 63, 3) and give one score."""
-    what = str(source) if isinstance(source, (str, os.PathLike)) else f"model {getattr(keras_model, 'name', '?')!r}"
+    what = (
+        str(source)
+        if isinstance(source, (str, os.PathLike))
+        else f"model {getattr(keras_model, 'name', '?')!r}"
+    )
     inputs = getattr(keras_model, "inputs", None) or []
     if len(inputs) != 1:
-        raise AstridInputError(f"{what}: expected a model with one input tensor, it has {len(inputs)}")
+        raise AstridInputError(
+            f"{what}: expected a model with one input tensor, it has {len(inputs)}"
+        )
     found = tuple(inputs[0].shape[1:])
     if found != _TRIPLET_SHAPE:
         raise AstridInputError(
@@ -270,9 +291,11 @@ def _result_array(triplets: Any, scores: np.ndarray, attrs: dict):
         coords = triplets.drop_dims(others).coords
     elif isinstance(triplets, xr.DataArray):
         dim = triplets.dims[0]
-        coords = triplets.to_dataset(name="triplets").drop_dims(
-            [d for d in triplets.dims if d != dim]
-        ).coords
+        coords = (
+            triplets.to_dataset(name="triplets")
+            .drop_dims([d for d in triplets.dims if d != dim])
+            .coords
+        )
     else:
         return scores
     dim = "candidate" if hasattr(triplets, "data_vars") else triplets.dims[0]
@@ -450,9 +473,15 @@ def _calibration_of(predictor: Any, description: str):
     from .braai import Calibration
 
     if isinstance(predictor, TFLiteRunner):
-        data, where = (predictor.sidecar or {}).get("score_calibration"), f"{predictor.name} sidecar"
+        data, where = (
+            (predictor.sidecar or {}).get("score_calibration"),
+            f"{predictor.name} sidecar",
+        )
     else:
-        data, where = getattr(getattr(predictor, "model", None), "astrid_calibration", None), description
+        data, where = (
+            getattr(getattr(predictor, "model", None), "astrid_calibration", None),
+            description,
+        )
     if data is None:
         return None
     return Calibration.from_dict(data, f"{where}: score calibration")
@@ -567,7 +596,5 @@ def parity(float_scores, int8_scores, labels=None, threshold: float = 0.5) -> di
         called = s >= threshold
         out[f"fnr_{name}"] = float(np.mean(~called[y])) if y.any() else None
         out[f"fpr_{name}"] = float(np.mean(called[~y])) if (~y).any() else None
-    out["delta_fnr"] = (
-        None if out["fnr_float"] is None else out["fnr_int8"] - out["fnr_float"]
-    )
+    out["delta_fnr"] = None if out["fnr_float"] is None else out["fnr_int8"] - out["fnr_float"]
     return out

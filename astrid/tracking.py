@@ -68,7 +68,17 @@ _OFF = {"off", "0", "false", "no"}
 _ON = {"on", "1", "true", "yes"}
 _DB_NAME = "mlflow.db"
 _ARTIFACTS = "artifacts"
-_VERSIONED = ("astrid", "numpy", "scipy", "astropy", "xarray", "tensorflow", "keras", "mlflow", "mlflow-skinny")
+_VERSIONED = (
+    "astrid",
+    "numpy",
+    "scipy",
+    "astropy",
+    "xarray",
+    "tensorflow",
+    "keras",
+    "mlflow",
+    "mlflow-skinny",
+)
 # MLflow limits: a parameter value is at most 6000 characters; a batch at most 100 params / 1000 metrics.
 _MAX_PARAM = 6000
 
@@ -117,7 +127,9 @@ def tracking_uri(uri: str | os.PathLike | None = None) -> str:
         returned unchanged.
     """
     if uri is None:
-        uri = os.environ.get("ASTRID_MLFLOW_URI") or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+        uri = (
+            os.environ.get("ASTRID_MLFLOW_URI") or os.environ.get("MLFLOW_TRACKING_URI") or "mlruns"
+        )
     uri = os.fspath(uri)
     if _is_folder_uri(uri):
         folder = Path(uri).expanduser().absolute()
@@ -129,7 +141,7 @@ def _local_folder(uri: str) -> Path | None:
     """The folder of a local SQLite store made by :func:`tracking_uri`, else None."""
     prefix = "sqlite:///"
     if uri.startswith(prefix):
-        path = Path(uri[len(prefix):])
+        path = Path(uri[len(prefix) :])
         if path.name == _DB_NAME:
             return path.parent if path.is_absolute() else path.absolute().parent
     return None
@@ -161,8 +173,12 @@ def tracking_enabled(track: bool | None = None) -> bool:
             return False
         if env not in _ON:
             if env:
-                warnings.warn(f"ASTRID_TRACKING={env!r} is neither on nor off; tracking stays on when MLflow "
-                              "is installed", AstridWarning, stacklevel=2)
+                warnings.warn(
+                    f"ASTRID_TRACKING={env!r} is neither on nor off; tracking stays on when MLflow "
+                    "is installed",
+                    AstridWarning,
+                    stacklevel=2,
+                )
             return _has_mlflow()
     elif not track:
         return False
@@ -230,8 +246,14 @@ class TrackedRun:
         Whether calls still log.
     """
 
-    def __init__(self, client=None, run_id: str | None = None, experiment_id: str | None = None,
-                 uri: str | None = None, name: str = ""):
+    def __init__(
+        self,
+        client=None,
+        run_id: str | None = None,
+        experiment_id: str | None = None,
+        uri: str | None = None,
+        name: str = "",
+    ):
         self.client = client
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -267,7 +289,11 @@ class TrackedRun:
         """``{"run_id", "experiment_id", "tracking_uri"}`` for a model card, or None when inactive."""
         if self.run_id is None:
             return None
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri}
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": self.uri,
+        }
 
     def log_params(self, params: dict) -> bool:
         """Log parameters; nested dicts become dotted names, other values JSON text."""
@@ -279,7 +305,9 @@ class TrackedRun:
 
         def call():
             for start in range(0, len(items), 100):
-                self.client.log_batch(self.run_id, params=items[start:start + 100], synchronous=True)
+                self.client.log_batch(
+                    self.run_id, params=items[start : start + 100], synchronous=True
+                )
 
         return self._guard("logging parameters", call) if items else True
 
@@ -290,10 +318,19 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step or 0)) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
-        return self._guard("logging metrics", lambda: self.client.log_batch(
-            self.run_id, metrics=items, synchronous=True)) if items else True
+        items = [
+            Metric(str(k), float(v), now, int(step or 0))
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        ]
+        return (
+            self._guard(
+                "logging metrics",
+                lambda: self.client.log_batch(self.run_id, metrics=items, synchronous=True),
+            )
+            if items
+            else True
+        )
 
     def set_tags(self, tags: dict) -> bool:
         """Set tags (values as text)."""
@@ -302,26 +339,42 @@ class TrackedRun:
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), _param_text(v)) for k, v in tags.items() if v is not None]
-        return self._guard("setting tags", lambda: self.client.log_batch(
-            self.run_id, tags=items, synchronous=True)) if items else True
+        return (
+            self._guard(
+                "setting tags",
+                lambda: self.client.log_batch(self.run_id, tags=items, synchronous=True),
+            )
+            if items
+            else True
+        )
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> bool:
         """Copy a file (or a folder) into the run's artefacts."""
         path = Path(path)
         if path.is_dir():
-            return self._guard(f"logging {path}", lambda: self.client.log_artifacts(
-                self.run_id, str(path), artifact_path))
-        return self._guard(f"logging {path}", lambda: self.client.log_artifact(
-            self.run_id, str(path), artifact_path))
+            return self._guard(
+                f"logging {path}",
+                lambda: self.client.log_artifacts(self.run_id, str(path), artifact_path),
+            )
+        return self._guard(
+            f"logging {path}",
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path),
+        )
 
     def log_dict(self, data: dict, name: str) -> bool:
         """Store ``data`` as the JSON artefact ``name``."""
-        return self._guard(f"logging {name}", lambda: self.client.log_text(
-            self.run_id, json.dumps(data, indent=2, default=str) + "\n", name))
+        return self._guard(
+            f"logging {name}",
+            lambda: self.client.log_text(
+                self.run_id, json.dumps(data, indent=2, default=str) + "\n", name
+            ),
+        )
 
     def log_figure(self, figure, name: str) -> bool:
         """Store a Matplotlib figure as the image artefact ``name`` (e.g. ``"figures/roc.png"``)."""
-        return self._guard(f"logging {name}", lambda: self.client.log_figure(self.run_id, figure, name))
+        return self._guard(
+            f"logging {name}", lambda: self.client.log_figure(self.run_id, figure, name)
+        )
 
     def epoch_callback(self):
         """A Keras callback that logs each epoch's ``logs`` as metrics (step = epoch number from 1).
@@ -358,11 +411,11 @@ def _client_for(uri: str):
     folder = _local_folder(uri)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        from ._locks import store_lock
-
         # The first use creates the database's tables: one process at a time, without
         # MLflow's INFO lines about it in every notebook and terminal.
         import logging
+
+        from ._locks import store_lock
 
         db_log = logging.getLogger("mlflow.store.db.utils")
         level = db_log.level
@@ -393,9 +446,15 @@ def _experiment_id(client, name: str, folder: Path | None) -> str:
             return found.experiment_id
 
 
-def start_run(name: str, params: dict | None = None, tags: dict | None = None, *,
-              experiment: str | None = None, track: bool | None = None,
-              uri: str | os.PathLike | None = None) -> TrackedRun:
+def start_run(
+    name: str,
+    params: dict | None = None,
+    tags: dict | None = None,
+    *,
+    experiment: str | None = None,
+    track: bool | None = None,
+    uri: str | os.PathLike | None = None,
+) -> TrackedRun:
     """Start a tracked run (or an inactive one); close it with :meth:`TrackedRun.end`.
 
     Parameters
@@ -438,9 +497,15 @@ def start_run(name: str, params: dict | None = None, tags: dict | None = None, *
 
 
 @contextmanager
-def training_run(name: str, params: dict | None = None, tags: dict | None = None, *,
-                 experiment: str | None = None, track: bool | None = None,
-                 uri: str | os.PathLike | None = None):
+def training_run(
+    name: str,
+    params: dict | None = None,
+    tags: dict | None = None,
+    *,
+    experiment: str | None = None,
+    track: bool | None = None,
+    uri: str | os.PathLike | None = None,
+):
     """A tracked MLflow run around a block of code.
 
     Parameters

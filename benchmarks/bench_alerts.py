@@ -31,7 +31,9 @@ from astrid.paths import shared_data
 
 
 def _writable(codec: str) -> bool:
-    schema = fastavro.parse_schema({"type": "record", "name": "probe", "fields": [{"name": "x", "type": "int"}]})
+    schema = fastavro.parse_schema(
+        {"type": "record", "name": "probe", "fields": [{"name": "x", "type": "int"}]}
+    )
     try:
         fastavro.writer(io.BytesIO(), schema, [{"x": 1}], codec=codec)
     except ValueError:  # the codec's package is not installed
@@ -73,7 +75,9 @@ def main() -> None:
     args = parser.parse_args()
     folder = shared_data("ztf_alerts")
     if folder is None:
-        raise SystemExit("shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present")
+        raise SystemExit(
+            "shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present"
+        )
     everything = sorted(p for p in folder.rglob("*") if p.suffix in (".avro", ".parquet"))
     avro = [p for p in everything if p.suffix == ".avro"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +89,9 @@ def main() -> None:
         for codec in AVRO_CODECS:
             if codec != "null" and _writable(codec):
                 copies = _reencode(avro, codec, Path(tmp) / codec)
-                rows.append((f"shared Avro re-encoded, {codec}", lambda c=copies: read_ztf(c), copies))
+                rows.append(
+                    (f"shared Avro re-encoded, {codec}", lambda c=copies: read_ztf(c), copies)
+                )
         results = [func() for _, func, _ in rows]  # warm-up (imports, page cache)
         times: list[list[float]] = [[] for _ in rows]
         cpu: list[list[float]] = [[] for _ in rows]
@@ -96,8 +102,10 @@ def main() -> None:
                 func()
                 times[i].append(time.perf_counter() - start)
                 cpu[i].append(time.process_time() - start_cpu)
-        print(f"{'input':<34s} {'files':>6s} {'records':>8s} {'distinct':>9s} {'MiB':>8s} "
-              f"{'median s (min-max)':>19s} {'records/s':>10s} {'CPU s':>7s} {'rec/CPU-s':>10s}")
+        print(
+            f"{'input':<34s} {'files':>6s} {'records':>8s} {'distinct':>9s} {'MiB':>8s} "
+            f"{'median s (min-max)':>19s} {'records/s':>10s} {'CPU s':>7s} {'rec/CPU-s':>10s}"
+        )
         for (label, _, paths), ds, row_times, row_cpu in zip(rows, results, times, cpu):
             _report(label, ds, paths, row_times, row_cpu)
 

@@ -85,21 +85,22 @@ def _timed(fn, repeat):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[1024, 2048, 4096])
-    parser.add_argument("--repeat", type=int, default=2, help="runs per step; the best time is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per step; the best time is reported"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
     import numba
 
     from astrid import simulate
-    from astrid.diffim import align
+    from astrid.diffim import align, estimate_background, estimate_psf, find_stars, measure_fwhm
     from astrid.diffim.alignment import apply_transform, pixel_map
-    from astrid.diffim import estimate_background
-    from astrid.diffim import estimate_psf, measure_fwhm
-    from astrid.diffim import find_stars
 
-    print(f"# AstrID bench_align  python {platform.python_version()}  numpy {np.__version__}  "
-          f"numba {numba.__version__} ({numba.get_num_threads()} threads)  cpus {os.cpu_count()}")
+    print(
+        f"# AstrID bench_align  python {platform.python_version()}  numpy {np.__version__}  "
+        f"numba {numba.__version__} ({numba.get_num_threads()} threads)  cpus {os.cpu_count()}"
+    )
     warm = simulate.pair(256, seed=args.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -119,19 +120,26 @@ def main(argv=None) -> None:
         wrong.wcs.set()
         sci = sim.science.copy(wcs=wrong)
         bkg, t, c, m = _timed(lambda: estimate_background(ref.data, ref.mask), args.repeat)
-        print(f"{size:>6} {'background':<12} {t:7.2f} {c:7.2f} {m:9.1f}  method={bkg.method} median_rms={bkg.median_rms:.2f}")
+        print(
+            f"{size:>6} {'background':<12} {t:7.2f} {c:7.2f} {m:9.1f}  method={bkg.method} median_rms={bkg.median_rms:.2f}"
+        )
         stars, t, c, m = _timed(
             lambda: find_stars(ref.data, ref.mask, bkg, saturation=ref.meta.saturation), args.repeat
         )
-        print(f"{size:>6} {'find_stars':<12} {t:7.2f} {c:7.2f} {m:9.1f}  n={len(stars)} fwhm={stars.meta['fwhm']:.2f}px")
+        print(
+            f"{size:>6} {'find_stars':<12} {t:7.2f} {c:7.2f} {m:9.1f}  n={len(stars)} fwhm={stars.meta['fwhm']:.2f}px"
+        )
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
             psf, t, c, m = _timed(
-                lambda: estimate_psf(ref.data, ref.mask, bkg, saturation=ref.meta.saturation), args.repeat
+                lambda: estimate_psf(ref.data, ref.mask, bkg, saturation=ref.meta.saturation),
+                args.repeat,
             )
         true_fwhm = measure_fwhm(sim.psf("reference"))
-        print(f"{size:>6} {'estimate_psf':<12} {t:7.2f} {c:7.2f} {m:9.1f}  {psf.method} n={psf.n_stars} "
-              f"fwhm={psf.fwhm:.2f}px true={true_fwhm:.2f}px")
+        print(
+            f"{size:>6} {'estimate_psf':<12} {t:7.2f} {c:7.2f} {m:9.1f}  {psf.method} n={psf.n_stars} "
+            f"fwhm={psf.fwhm:.2f}px true={true_fwhm:.2f}px"
+        )
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
             al, t, c, m = _timed(lambda: align(reference=ref, science=sci), args.repeat)
@@ -142,8 +150,10 @@ def main(argv=None) -> None:
         tx, ty = apply_transform(sim.params["sci_to_ref"], sx, sy)
         ok = (tx > 0) & (tx < size) & (ty > 0) & (ty < size)
         maperr = float(np.max(np.hypot(fx - tx, fy - ty)[ok]))
-        print(f"{size:>6} {'align':<12} {t:7.2f} {c:7.2f} {m:9.1f}  {al.method} n={al.n_matched} "
-              f"rms={al.rms:.3f}px max_map_err={maperr:.3f}px overlap={al.overlap:.3f}")
+        print(
+            f"{size:>6} {'align':<12} {t:7.2f} {c:7.2f} {m:9.1f}  {al.method} n={al.n_matched} "
+            f"rms={al.rms:.3f}px max_map_err={maperr:.3f}px overlap={al.overlap:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def main():
     if folder is None:
         print("shared data absent: alert and model rows skipped")
         return
-    ds = measure("read_ztf shared alerts (1,044 triplets)", lambda: alerts.read_ztf(folder), repeat=1)
+    ds = measure(
+        "read_ztf shared alerts (1,044 triplets)", lambda: alerts.read_ztf(folder), repeat=1
+    )
     import fastavro
 
     raws = []
@@ -78,8 +80,10 @@ def main():
     sel = ds.isel(candidate=np.flatnonzero(keep))
     scores = measure(f"predict d6_m7 on {int(keep.sum())} alerts", lambda: predict(model, sel))
     delta = np.abs(scores - sel["drb"].values)
-    print(f"\nd6_m7 vs alert drb: {np.mean(delta < 1e-3):.2%} within 1e-3, "
-          f"median |d| {np.median(delta):.2e}, max |d| {delta.max():.3f}")
+    print(
+        f"\nd6_m7 vs alert drb: {np.mean(delta < 1e-3):.2%} within 1e-3, "
+        f"median |d| {np.median(delta):.2e}, max |d| {delta.max():.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ print("TIMES" + json.dumps(times))
 
 def _child(cache: str) -> dict:
     env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-    done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
+    )
     line = next(line for line in done.stdout.splitlines() if line.startswith("TIMES"))
     return json.loads(line[5:])
 
@@ -71,10 +73,14 @@ def main() -> None:
             warmups.append(_warmup(cache))
             for key, value in _child(cache).items():
                 rows["after warmup"].setdefault(key, []).append(value)
-    print(f"# cold start, {args.repeat} runs each; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"astrid warmup on an empty cache: median {statistics.median(warmups):.1f} s "
-          f"(min {min(warmups):.1f}, max {max(warmups):.1f})")
+    print(
+        f"# cold start, {args.repeat} runs each; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"astrid warmup on an empty cache: median {statistics.median(warmups):.1f} s "
+        f"(min {min(warmups):.1f}, max {max(warmups):.1f})"
+    )
     keys = list(rows["cold"])
     print(f"| step | {' | '.join(rows)} |")
     print("|---|" + "---|" * len(rows))

@@ -50,12 +50,20 @@ def _zogy_against_floor(result, dtype, repeat):
     # The same PSFs as difference() gave ZOGY: callables (tiles) when they vary over the field.
     regularise = bool(m.get("regularised_psf", True))
     kwargs = dict(
-        reference=ZogyImage(result.reference.data, zogy_psf(result.reference_psf, regularise),
-                            m["sigma_ref"], variance=result.reference.variance,
-                            noise_acf=raw.reference_noise_acf),
-        science=ZogyImage(result.science.data, zogy_psf(result.science_psf, regularise),
-                          m["sigma_sci"], variance=result.science.variance,
-                          noise_acf=raw.science_noise_acf),
+        reference=ZogyImage(
+            result.reference.data,
+            zogy_psf(result.reference_psf, regularise),
+            m["sigma_ref"],
+            variance=result.reference.variance,
+            noise_acf=raw.reference_noise_acf,
+        ),
+        science=ZogyImage(
+            result.science.data,
+            zogy_psf(result.science_psf, regularise),
+            m["sigma_sci"],
+            variance=result.science.variance,
+            noise_acf=raw.science_noise_acf,
+        ),
         flux_ratio=m["flux_ratio"],
         mask=result.science.mask | result.reference.mask,
         options=ZogyOptions(
@@ -97,19 +105,30 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--zogy-repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--float64", action="store_true", help="subtract in float64 (default float32)")
-    parser.add_argument("--true-flux-ratio", action="store_true",
-                        help="pass the simulated flux ratio instead of measuring it")
+    parser.add_argument(
+        "--float64", action="store_true", help="subtract in float64 (default float32)"
+    )
+    parser.add_argument(
+        "--true-flux-ratio",
+        action="store_true",
+        help="pass the simulated flux ratio instead of measuring it",
+    )
     args = parser.parse_args(argv)
     dtype = np.float64 if args.float64 else np.float32
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}, scipy {scipy.__version__}, dtype {np.dtype(dtype).name}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, dtype {np.dtype(dtype).name}"
+    )
     print(f"# load average at start: {os.getloadavg()[0]:.2f}")
-    _run(_pair(256, args.seed), dtype, None if not args.true_flux_ratio else 1.0)  # numba compile/cache load
+    _run(
+        _pair(256, args.seed), dtype, None if not args.true_flux_ratio else 1.0
+    )  # numba compile/cache load
 
-    header = (f"{'size':>6} {'align':>7} {'bkg':>7} {'psf':>7} {'fratio':>7} {'zogy':>7} {'total':>7} "
-              f"{'zogy1':>7} {'tiles':>5} {'n_fft':>5} {'fft1':>7} {'floor':>7} {'z1/fl':>7} {'peakMB':>7}")
+    header = (
+        f"{'size':>6} {'align':>7} {'bkg':>7} {'psf':>7} {'fratio':>7} {'zogy':>7} {'total':>7} "
+        f"{'zogy1':>7} {'tiles':>5} {'n_fft':>5} {'fft1':>7} {'floor':>7} {'z1/fl':>7} {'peakMB':>7}"
+    )
     print(header)
     print("-" * len(header))
     for size in args.sizes:
@@ -140,16 +159,21 @@ def main(argv=None) -> None:
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         floor = fft1 * n_fft
-        print(f"{size:>6} {best['align']:7.2f} {best['background']:7.2f} {best['psf']:7.2f} "
-              f"{best['flux_ratio']:7.2f} {best['zogy']:7.2f} {best['total']:7.2f} {zogy_alone:7.2f} {n_tiles:>5} {n_fft:>5} "
-              f"{fft1:7.3f} {floor:7.2f} {zogy_alone / floor:7.2f} {peak:7.0f}   "
-              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        print(
+            f"{size:>6} {best['align']:7.2f} {best['background']:7.2f} {best['psf']:7.2f} "
+            f"{best['flux_ratio']:7.2f} {best['zogy']:7.2f} {best['total']:7.2f} {zogy_alone:7.2f} {n_tiles:>5} {n_fft:>5} "
+            f"{fft1:7.3f} {floor:7.2f} {zogy_alone / floor:7.2f} {peak:7.0f}   "
+            f"(load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
         del sim
         gc.collect()
-    print("# times in seconds, best of --repeat; zogy: the ZOGY step inside difference() (its own "
-          "timer); zogy1: ZOGY rerun alone, best of --zogy-repeat; fft1: one rfft2 of the padded image, "
-          "best of the same alternation; tiles: ZOGY tiles (PSF varying over the field); floor = fft1 × n_fft; peakMB: tracemalloc peak of one "
-          "difference() call; load: 1-minute load average after the size")
+    print(
+        "# times in seconds, best of --repeat; zogy: the ZOGY step inside difference() (its own "
+        "timer); zogy1: ZOGY rerun alone, best of --zogy-repeat; fft1: one rfft2 of the padded image, "
+        "best of the same alternation; tiles: ZOGY tiles (PSF varying over the field); floor = fft1 × n_fft; peakMB: tracemalloc peak of one "
+        "difference() call; load: 1-minute load average after the size"
+    )
 
 
 if __name__ == "__main__":

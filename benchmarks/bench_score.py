@@ -54,14 +54,31 @@ ROWS = [
     ("Keras predict_on_batch", "keras_pob", 256, (1, 2), "TF intra-op threads"),
     ("Keras model.predict", "keras_predict", 256, (1, 2), "TF intra-op threads"),
     ("TFLite float32, dynamic batch", "tflite:f32_dynamic", 1, (1, 2), "XNNPACK"),
-    ("TFLite float32, dynamic batch", "tflite:f32_dynamic", 16, (1, 2), "XNNPACK; score()'s invoke batch"),
+    (
+        "TFLite float32, dynamic batch",
+        "tflite:f32_dynamic",
+        16,
+        (1, 2),
+        "XNNPACK; score()'s invoke batch",
+    ),
     ("TFLite float32, dynamic batch", "tflite:f32_dynamic", 256, (1, 2), "XNNPACK"),
     ("TFLite int8, Edge TPU model", "tflite:int8_b1", 1, (1, 2), "static batch 1"),
     ("TFLite int8, dynamic batch", "tflite:int8_dynamic", 16, (1, 2), ""),
     ("TFLite int8, dynamic batch", "tflite:int8_dynamic", 256, (1, 2), ""),
-    ("score(), Keras model (default path)", "score_keras", 256, (1, 2),
-     "raw stamps in; float32 TFLite in memory"),
-    ("score(), Keras model, interpreter='keras'", "score_keras_forced", 256, (1, 2), "raw stamps in"),
+    (
+        "score(), Keras model (default path)",
+        "score_keras",
+        256,
+        (1, 2),
+        "raw stamps in; float32 TFLite in memory",
+    ),
+    (
+        "score(), Keras model, interpreter='keras'",
+        "score_keras_forced",
+        256,
+        (1, 2),
+        "raw stamps in",
+    ),
     ("score(), int8 Edge TPU .tflite", "score:int8_b1", 256, (1, 2), "raw stamps in"),
     ("score(), int8 dynamic .tflite", "score:int8_dynamic", 256, (1, 2), "raw stamps in"),
     ("braai.preprocess only (rowwise)", "preprocess", 256, (1,), "numba, single-threaded"),
@@ -139,8 +156,9 @@ def run_row(kind: str, batch: int, threads: int, workdir: Path, n: int, repeats:
     if kind.startswith("tflite:"):
         from astrid.export import TFLiteRunner
 
-        runner = TFLiteRunner(workdir / f"{kind.split(':')[1]}.tflite", num_threads=threads,
-                              invoke_batch=batch)
+        runner = TFLiteRunner(
+            workdir / f"{kind.split(':')[1]}.tflite", num_threads=threads, invoke_batch=batch
+        )
 
         def fn(data):
             for start in range(0, len(data), 256):
@@ -173,13 +191,17 @@ def run_row(kind: str, batch: int, threads: int, workdir: Path, n: int, repeats:
 
         model = keras.saving.load_model(workdir / "model.keras", compile=False)
         if kind == "keras_pob":
+
             def fn(data):
                 for start in range(0, len(data), batch):
                     model.predict_on_batch(data[start : start + batch])
+
             data = x
         elif kind == "keras_predict":
+
             def fn(data):
                 model.predict(data, batch_size=batch, verbose=0)
+
             data = x
         else:
             from astrid.score import score
@@ -187,12 +209,19 @@ def run_row(kind: str, batch: int, threads: int, workdir: Path, n: int, repeats:
             interpreter = "keras" if kind == "score_keras_forced" else None
 
             def fn(data):
-                return score(data, model, batch_size=batch, num_threads=threads, interpreter=interpreter)
+                return score(
+                    data, model, batch_size=batch, num_threads=threads, interpreter=interpreter
+                )
 
             data = raw
     wall, cpu = _time(fn, data, repeats)
-    return {"rate": len(data) / wall, "cpu_rate": len(data) / cpu, "seconds": wall,
-            "count": len(data), "peak_rss_mib": _peak_rss_mib()}
+    return {
+        "rate": len(data) / wall,
+        "cpu_rate": len(data) / cpu,
+        "seconds": wall,
+        "count": len(data),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -255,43 +284,77 @@ def main(argv: list[str] | None = None) -> int:
         import tensorflow as tf
 
         vnni = sorted(f for f in cpu["flags"] if "vnni" in f)
-        print(f"machine: {cpu['model']}, {cpu['cores']} cores; AVX-512: {'avx512f' in cpu['flags']}; "
-              f"VNNI: {', '.join(vnni) if vnni else 'no'}")
-        print(f"software: Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-              f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}, numpy {np.__version__}")
+        print(
+            f"machine: {cpu['model']}, {cpu['cores']} cores; AVX-512: {'avx512f' in cpu['flags']}; "
+            f"VNNI: {', '.join(vnni) if vnni else 'no'}"
+        )
+        print(
+            f"software: Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+            f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}, numpy {np.__version__}"
+        )
         try:
             load = os.getloadavg()
-            print(f"load average at start: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) on {cpu['cores']} cores")
+            print(
+                f"load average at start: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) on {cpu['cores']} cores"
+            )
         except OSError:
             pass
-        print(f"model: braai VGG6, {source}; {args.n} triplets per run, best of {args.repeats} runs; "
-              f"models prepared in {t_prepare:.1f} s")
-        print("\nVGG6 cost per 63x63x3 triplet: " + ", ".join(f"{name} {f / 1e6:.2f}" for name, f in per_layer)
-              + f" → {flops / 1e6:.1f} MFLOP")
+        print(
+            f"model: braai VGG6, {source}; {args.n} triplets per run, best of {args.repeats} runs; "
+            f"models prepared in {t_prepare:.1f} s"
+        )
+        print(
+            "\nVGG6 cost per 63x63x3 triplet: "
+            + ", ".join(f"{name} {f / 1e6:.2f}" for name, f in per_layer)
+            + f" → {flops / 1e6:.1f} MFLOP"
+        )
         per_core = args.peak_gflops * 1e9 / flops
-        print(f"floor at {args.peak_gflops:.0f} GFLOP/s per core: {per_core:,.0f} triplets/s per core "
-              f"({flops / (args.peak_gflops * 1e9) * 1e6:.0f} µs per triplet per core)\n")
+        print(
+            f"floor at {args.peak_gflops:.0f} GFLOP/s per core: {per_core:,.0f} triplets/s per core "
+            f"({flops / (args.peak_gflops * 1e9) * 1e6:.0f} µs per triplet per core)\n"
+        )
 
-        print("| path | batch | threads | triplets/s (wall) | triplets per CPU-s | CPU-s vs floor "
-              "| peak RSS (MiB) | note |")
+        print(
+            "| path | batch | threads | triplets/s (wall) | triplets per CPU-s | CPU-s vs floor "
+            "| peak RSS (MiB) | note |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---|")
         results = []
         for name, kind, batch, thread_counts, note in ROWS:
             for threads in thread_counts:
                 if threads not in args.threads:
                     continue
-                cmd = [sys.executable, __file__, "--row", kind, "--batch", str(batch), "--threads", str(threads),
-                       "--workdir", str(workdir), "--n", str(args.n), "--repeats", str(args.repeats)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--row",
+                    kind,
+                    "--batch",
+                    str(batch),
+                    "--threads",
+                    str(threads),
+                    "--workdir",
+                    str(workdir),
+                    "--n",
+                    str(args.n),
+                    "--repeats",
+                    str(args.repeats),
+                ]
                 env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not lines:
-                    print(f"| {name} | {batch} | {threads} | failed | | | | {proc.stderr.strip()[-200:]} |")
+                    print(
+                        f"| {name} | {batch} | {threads} | failed | | | | {proc.stderr.strip()[-200:]} |"
+                    )
                     continue
                 r = json.loads(lines[-1][7:])
                 results.append((name, batch, threads, r))
-                print(f"| {name} | {batch} | {threads} | {r['rate']:,.0f} | {r['cpu_rate']:,.0f} "
-                      f"| {100 * r['cpu_rate'] / per_core:.0f}% | {r['peak_rss_mib']:,.0f} | {note} |", flush=True)
+                print(
+                    f"| {name} | {batch} | {threads} | {r['rate']:,.0f} | {r['cpu_rate']:,.0f} "
+                    f"| {100 * r['cpu_rate'] / per_core:.0f}% | {r['peak_rss_mib']:,.0f} | {note} |",
+                    flush=True,
+                )
         try:
             load = os.getloadavg()
             print(f"\nload average at end: {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)")
@@ -302,12 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     if models:
         for label, key in (("wall clock", "rate"), ("per CPU-second", "cpu_rate")):
             best = max(models, key=lambda item: item[3][key])
-            print(f"fastest ({label}): {best[0]}, batch {best[1]}, {best[2]} thread(s): "
-                  f"{best[3][key]:,.0f} triplets/s")
+            print(
+                f"fastest ({label}): {best[0]}, batch {best[1]}, {best[2]} thread(s): "
+                f"{best[3][key]:,.0f} triplets/s"
+            )
         for name, _, threads, r in models:
             if name.startswith("score(), Keras model (default"):
-                print(f"score() default for a Keras model, {threads} thread(s): {r['rate']:,.0f} triplets/s wall, "
-                      f"{r['cpu_rate']:,.0f} per CPU-second")
+                print(
+                    f"score() default for a Keras model, {threads} thread(s): {r['rate']:,.0f} triplets/s wall, "
+                    f"{r['cpu_rate']:,.0f} per CPU-second"
+                )
     return 0
 
 

@@ -67,7 +67,9 @@ def _load() -> float:
 def run(size: int, repeat: int, preset: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(size), str(repeat), preset],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -75,7 +77,9 @@ def run(size: int, repeat: int, preset: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
-    parser.add_argument("--repeat", type=int, default=2, help="timed runs per size (best is reported)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="timed runs per size (best is reported)"
+    )
     parser.add_argument("--preset", default="ztf")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -83,28 +87,38 @@ def main(argv=None) -> int:
     load_before = _load()
     rows = [run(size, args.repeat, args.preset) for size in args.sizes]
     load = _load()
-    print(f"# astrid.simulate.pair, preset {args.preset!r}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, numba threads {rows[0]['threads']}, "
-          f"1-min load average {load_before:.1f} before, {load:.1f} after")
+    print(
+        f"# astrid.simulate.pair, preset {args.preset!r}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, numba threads {rows[0]['threads']}, "
+        f"1-min load average {load_before:.1f} before, {load:.1f} after"
+    )
     print("# wall time depends on what else runs; CPU time (all threads) is what the work costs")
     print()
-    print("| size | best wall (s) | all runs (s) | CPU of best (s) | render (s) | noise (s) | tracemalloc peak (MiB) "
-          "| max RSS (MiB) | RSS before (MiB) | stars | galaxies | truth rows |")
+    print(
+        "| size | best wall (s) | all runs (s) | CPU of best (s) | render (s) | noise (s) | tracemalloc peak (MiB) "
+        "| max RSS (MiB) | RSS before (MiB) | stars | galaxies | truth rows |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         st = r["stages_s"]
         render = st.get("render_static", 0) + st.get("render_transients", 0)
         runs = ", ".join(f"{t:.2f}" for t in r["times_s"])
-        print(f"| {r['size']}² | {r['best_s']:.2f} | {runs} | {r['cpu_s']:.2f} | {render:.2f} | {st.get('noise', 0):.2f} "
-              f"| {r['tracemalloc_peak_mib']:.0f} | {r['maxrss_mib']:.0f} | {r['baseline_rss_mib']:.0f} "
-              f"| {r['n_stars']} | {r['n_galaxies']} | {r['n_truth']} |")
+        print(
+            f"| {r['size']}² | {r['best_s']:.2f} | {runs} | {r['cpu_s']:.2f} | {render:.2f} | {st.get('noise', 0):.2f} "
+            f"| {r['tracemalloc_peak_mib']:.0f} | {r['maxrss_mib']:.0f} | {r['baseline_rss_mib']:.0f} "
+            f"| {r['n_stars']} | {r['n_galaxies']} | {r['n_truth']} |"
+        )
     print()
     print("Stages of the last timed run (s):")
     for r in rows:
         print(f"  {r['size']}²: " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items()))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"preset": args.preset, "load_average": [load_before, load], "rows": rows}, fh, indent=1)
+            json.dump(
+                {"preset": args.preset, "load_average": [load_before, load], "rows": rows},
+                fh,
+                indent=1,
+            )
     return 0
 
 

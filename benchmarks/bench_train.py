@@ -39,7 +39,10 @@ CONFIGS = {
     "no-augment": {"augment": False},
     "not-deterministic": {"deterministic": False},
     "batch-128": {"batch_size": 128},
-    "jit_compile": {"jit_compile": True, "deterministic": False},  # Keras skips XLA under determinism
+    "jit_compile": {
+        "jit_compile": True,
+        "deterministic": False,
+    },  # Keras skips XLA under determinism
 }
 
 
@@ -82,13 +85,27 @@ def child(config: str, n: int, epochs: int) -> None:
     steady = seconds[1:] if len(seconds) > 1 else seconds
     epoch = float(np.median(steady))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"config": config, "first_epoch_s": seconds[0], "epoch_s": epoch, "per_s": n / epoch,
-                      "preprocess_s": prep, "peak_mib": peak}))
+    print(
+        json.dumps(
+            {
+                "config": config,
+                "first_epoch_s": seconds[0],
+                "epoch_s": epoch,
+                "per_s": n / epoch,
+                "preprocess_s": prep,
+                "peak_mib": peak,
+            }
+        )
+    )
 
 
 def _run(config: str, n: int, epochs: int) -> dict | None:
-    out = subprocess.run([sys.executable, __file__, "--child", config, "--n", str(n), "--epochs", str(epochs)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", config, "--n", str(n), "--epochs", str(epochs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode or not lines:
         print(f"# {config} failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -100,11 +117,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="rounds over all configurations, interleaved, so that a burst of load from other "
-                             "processes does not land on one configuration only")
-    parser.add_argument("--configs", default="default,no-augment,not-deterministic",
-                        help=f"comma-separated, from {list(CONFIGS)}")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="rounds over all configurations, interleaved, so that a burst of load from other "
+        "processes does not land on one configuration only",
+    )
+    parser.add_argument(
+        "--configs",
+        default="default,no-augment,not-deterministic",
+        help=f"comma-separated, from {list(CONFIGS)}",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -121,11 +145,17 @@ def main(argv=None) -> int:
 
     import astrid
 
-    print(f"# braai VGG6 training throughput: {args.n} synthetic 63x63x3 triplets, {args.epochs} epochs, "
-          f"{args.repeat} interleaved rounds")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, astrid {astrid.__version__}, "
-          f"TensorFlow {tf.__version__}")
-    print(f"# braai tutorial reference: ~40 s per epoch for 10k triplets on a laptop = {BRAAI_PER_S:.0f} triplets/s")
+    print(
+        f"# braai VGG6 training throughput: {args.n} synthetic 63x63x3 triplets, {args.epochs} epochs, "
+        f"{args.repeat} interleaved rounds"
+    )
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, astrid {astrid.__version__}, "
+        f"TensorFlow {tf.__version__}"
+    )
+    print(
+        f"# braai tutorial reference: ~40 s per epoch for 10k triplets on a laptop = {BRAAI_PER_S:.0f} triplets/s"
+    )
     rows: dict[str, list[dict]] = {c: [] for c in configs}
     for round_ in range(args.repeat):
         for config in configs:
@@ -134,10 +164,14 @@ def main(argv=None) -> int:
             if row is not None:
                 row["load"] = load
                 rows[config].append(row)
-                print(f"# round {round_ + 1} {config}: {row['epoch_s']:.1f} s per epoch (load average {load:.1f})",
-                      flush=True)
-    header = (f"{'configuration':<18} {'epoch s':>8} {'range s':>11} {'triplets/s':>11} {'vs braai':>8} "
-              f"{'10k epoch s':>11} {'1st epoch s':>11} {'preprocess s':>12} {'peak MiB':>9}")
+                print(
+                    f"# round {round_ + 1} {config}: {row['epoch_s']:.1f} s per epoch (load average {load:.1f})",
+                    flush=True,
+                )
+    header = (
+        f"{'configuration':<18} {'epoch s':>8} {'range s':>11} {'triplets/s':>11} {'vs braai':>8} "
+        f"{'10k epoch s':>11} {'1st epoch s':>11} {'preprocess s':>12} {'peak MiB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for config, runs in rows.items():
@@ -147,12 +181,16 @@ def main(argv=None) -> int:
         epoch = float(np.median([r["epoch_s"] for r in runs]))
         low, high = min(r["epoch_s"] for r in runs), max(r["epoch_s"] for r in runs)
         per_s = args.n / epoch
-        print(f"{config:<18} {epoch:>8.1f} {low:>5.1f}–{high:<5.1f} {per_s:>11.0f} {per_s / BRAAI_PER_S:>7.1f}x "
-              f"{10_000 / per_s:>11.1f} {np.median([r['first_epoch_s'] for r in runs]):>11.1f} "
-              f"{np.median([r['preprocess_s'] for r in runs]):>12.2f} {max(r['peak_mib'] for r in runs):>9.0f}")
+        print(
+            f"{config:<18} {epoch:>8.1f} {low:>5.1f}–{high:<5.1f} {per_s:>11.0f} {per_s / BRAAI_PER_S:>7.1f}x "
+            f"{10_000 / per_s:>11.1f} {np.median([r['first_epoch_s'] for r in runs]):>11.1f} "
+            f"{np.median([r['preprocess_s'] for r in runs]):>12.2f} {max(r['peak_mib'] for r in runs):>9.0f}"
+        )
     loads = [r["load"] for runs in rows.values() for r in runs]
-    print(f"# load average during the runs: {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} CPUs "
-          "(other processes share these cores; compare rows of one run only)")
+    print(
+        f"# load average during the runs: {min(loads):.1f}–{max(loads):.1f} on {os.cpu_count()} CPUs "
+        "(other processes share these cores; compare rows of one run only)"
+    )
     return 0
 
 

@@ -54,9 +54,16 @@ def build_result(size: int, synthetic: bool, seed: int):
         from astrid.triplets import SyntheticScene, synthetic_difference
 
         scale = (size / 1024) ** 2
-        scene = SyntheticScene(n_transients=int(80 * scale), n_stars=int(250 * scale), n_galaxies=int(20 * scale),
-                               n_hot_pixels=int(60 * scale), n_fading=int(10 * scale))
-        return synthetic_difference((size, size), scene, seed=seed), "synthetic (astrid.triplets.synthetic_difference)"
+        scene = SyntheticScene(
+            n_transients=int(80 * scale),
+            n_stars=int(250 * scale),
+            n_galaxies=int(20 * scale),
+            n_hot_pixels=int(60 * scale),
+            n_fading=int(10 * scale),
+        )
+        return synthetic_difference(
+            (size, size), scene, seed=seed
+        ), "synthetic (astrid.triplets.synthetic_difference)"
     import astrid.simulate
     from astrid.diffim import difference
 
@@ -65,16 +72,34 @@ def build_result(size: int, synthetic: bool, seed: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=4096, help="image side in pixels (default 4096)")
-    parser.add_argument("--synthetic", action="store_true", help="use a synthetic result instead of simulate+difference")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", type=int, default=4096, help="image side in pixels (default 4096)"
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use a synthetic result instead of simulate+difference",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per step (default 3)")
-    parser.add_argument("--n-triplets", type=int, default=1000, help="triplets to cut (default 1000)")
+    parser.add_argument(
+        "--n-triplets", type=int, default=1000, help="triplets to cut (default 1000)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--store", action="store_true", help="also time Zarr and netCDF write/read of the triplets")
+    parser.add_argument(
+        "--store", action="store_true", help="also time Zarr and netCDF write/read of the triplets"
+    )
     args = parser.parse_args(argv)
 
-    from astrid.triplets import detect, load_triplets, make_triplets, reference_catalog, write_triplets
+    from astrid.triplets import (
+        detect,
+        load_triplets,
+        make_triplets,
+        reference_catalog,
+        write_triplets,
+    )
     from astrid.triplets._detect import _psf_fwhm
 
     start = time.perf_counter()
@@ -105,20 +130,44 @@ def main(argv=None) -> int:
         return make_triplets(result, found[: args.n_triplets], field="bench")
 
     def run_target_capped():
-        found = detect(result, negative=True, max_candidates=args.n_triplets, reference_sources=catalog, galaxies=galaxies)
+        found = detect(
+            result,
+            negative=True,
+            max_candidates=args.n_triplets,
+            reference_sources=catalog,
+            galaxies=galaxies,
+        )
         return make_triplets(result, found, field="bench")
 
     rows = []
     t = measure(run_catalog, args.repeat)
-    rows.append(("reference_catalog (once per reference image)", *t[:4], f"{len(t[4])} sources, {int(t[4]['extended'].sum())} extended"))
+    rows.append(
+        (
+            "reference_catalog (once per reference image)",
+            *t[:4],
+            f"{len(t[4])} sources, {int(t[4]['extended'].sum())} extended",
+        )
+    )
     t = measure(run_detect, args.repeat)
-    rows.append(("detect: peaks + features, all candidates", *t[:4], f"{len(t[4])} candidates (+/-, 5 sigma)"))
+    rows.append(
+        (
+            "detect: peaks + features, all candidates",
+            *t[:4],
+            f"{len(t[4])} candidates (+/-, 5 sigma)",
+        )
+    )
     t = measure(run_triplets, args.repeat)
     rows.append((f"make_triplets: {n} stamps", *t[:4], f"{t[4].nbytes / 2**20:.0f} MB dataset"))
     t = measure(run_target, args.repeat)
     rows.append((f"TARGET detect all + {n} triplets", *t[:4], "target < 1 s"))
     t = measure(run_target_capped, args.repeat)
-    rows.append((f"detect (max_candidates={args.n_triplets}) + triplets", *t[:4], "features only for the kept"))
+    rows.append(
+        (
+            f"detect (max_candidates={args.n_triplets}) + triplets",
+            *t[:4],
+            "features only for the kept",
+        )
+    )
     t = measure(lambda: detect(result, negative=True), 1)
     rows.append(("detect with its own reference catalogue", *t[:4], "catalogue not reused"))
 
@@ -128,15 +177,19 @@ def main(argv=None) -> int:
             for name in ("bench.zarr", "bench.nc"):
                 path = Path(tmp) / name
                 t = measure(lambda: write_triplets(ds, path), args.repeat)
-                rows.append((f"write_triplets {name} ({n})", *t[:4], f"{_size_mb(path):.0f} MB on disk"))
+                rows.append(
+                    (f"write_triplets {name} ({n})", *t[:4], f"{_size_mb(path):.0f} MB on disk")
+                )
                 t = measure(lambda: load_triplets(path).load(), args.repeat)
                 rows.append((f"load_triplets {name} + load ({n})", *t[:4], ""))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# bench_triplets: {args.size}x{args.size}, {source}")
-    print(f"setup (simulate/difference, not timed below): {setup_s:.1f} s; "
-          f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load:.1f}; "
-          f"repeat {args.repeat}")
+    print(
+        f"setup (simulate/difference, not timed below): {setup_s:.1f} s; "
+        f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load:.1f}; "
+        f"repeat {args.repeat}"
+    )
     print()
     print("| step | median s | best s | CPU s | peak MB | notes |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")

@@ -55,7 +55,9 @@ def load() -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--fields", type=int, default=2)
     parser.add_argument("--tiles-per-field", type=int, default=192)
     parser.add_argument("--epochs", type=int, default=4)
@@ -65,7 +67,14 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import astrid
-    from astrid.anomaly import Field, UNetTrainingOptions, anomaly_map, sample_tiles, train_unet, unet_inputs
+    from astrid.anomaly import (
+        Field,
+        UNetTrainingOptions,
+        anomaly_map,
+        sample_tiles,
+        train_unet,
+        unet_inputs,
+    )
 
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; 1-minute load {load():.1f} at the start")
     started = time.perf_counter()
@@ -77,22 +86,35 @@ def main(argv=None) -> dict:
             fields.append(Field.from_pair(pair, name=f"SIM{seed}"))
     tiles = sample_tiles(fields, tile=64, n_per_field=args.tiles_per_field, seed=args.seed)
     n = tiles[0].shape[0]
-    print(f"{n} training tiles of 64² from {args.fields} simulated 1024² fields ({time.perf_counter() - started:.0f} s)")
+    print(
+        f"{n} training tiles of 64² from {args.fields} simulated 1024² fields ({time.perf_counter() - started:.0f} s)"
+    )
 
     rates, model = [], None
     for run in range(args.repeat):
-        result = train_unet(tiles, UNetTrainingOptions(epochs=args.epochs, patience=None, seed=args.seed + run))
+        result = train_unet(
+            tiles, UNetTrainingOptions(epochs=args.epochs, patience=None, seed=args.seed + run)
+        )
         seconds = result.history["epoch_seconds"][1:]
         rates.extend(n / s for s in seconds)
         model = result.model
-        print(f"  run {run + 1}: epochs {', '.join(f'{s:.2f}' for s in result.history['epoch_seconds'])} s "
-              f"(first: tracing)")
+        print(
+            f"  run {run + 1}: epochs {', '.join(f'{s:.2f}' for s in result.history['epoch_seconds'])} s "
+            f"(first: tracing)"
+        )
     rates = np.asarray(rates)
-    train = {"tiles_per_s": float(np.median(rates)), "mpx_per_s": float(np.median(rates)) * 64 * 64 / 1e6,
-             "min": float(rates.min()), "max": float(rates.max()), "n_epochs": int(rates.size)}
-    print(f"training: median {train['tiles_per_s']:.0f} tiles/s of 64² = {train['mpx_per_s']:.2f} Mpx/s "
-          f"(range {train['min']:.0f}-{train['max']:.0f} tiles/s over {train['n_epochs']} epochs, batch 16, "
-          f"augmentation, deterministic ops)")
+    train = {
+        "tiles_per_s": float(np.median(rates)),
+        "mpx_per_s": float(np.median(rates)) * 64 * 64 / 1e6,
+        "min": float(rates.min()),
+        "max": float(rates.max()),
+        "n_epochs": int(rates.size),
+    }
+    print(
+        f"training: median {train['tiles_per_s']:.0f} tiles/s of 64² = {train['mpx_per_s']:.2f} Mpx/s "
+        f"(range {train['min']:.0f}-{train['max']:.0f} tiles/s over {train['n_epochs']} epochs, batch 16, "
+        f"augmentation, deterministic ops)"
+    )
 
     planes = unet_inputs(fields[0].result)
     inference = {}
@@ -105,9 +127,16 @@ def main(argv=None) -> dict:
             times.append(time.perf_counter() - t)
         median = float(np.median(times))
         pixels = image.shape[0] * image.shape[1]
-        inference[name] = {"seconds": median, "mpx_per_s": pixels / median / 1e6, "min": min(times), "max": max(times)}
-        print(f"inference {name}: median {median:.2f} s = {pixels / median / 1e6:.2f} Mpx/s "
-              f"(range {min(times):.2f}-{max(times):.2f} s over {args.repeat_map} calls; tiles 512 + 32 overlap, batch 4)")
+        inference[name] = {
+            "seconds": median,
+            "mpx_per_s": pixels / median / 1e6,
+            "min": min(times),
+            "max": max(times),
+        }
+        print(
+            f"inference {name}: median {median:.2f} s = {pixels / median / 1e6:.2f} Mpx/s "
+            f"(range {min(times):.2f}-{max(times):.2f} s over {args.repeat_map} calls; tiles 512 + 32 overlap, batch 4)"
+        )
     print(f"1-minute load {load():.1f} at the end; total {time.perf_counter() - started:.0f} s")
     return {"train": train, "inference": inference}
 

@@ -57,9 +57,17 @@ def main(argv=None) -> None:
             sim = sims[key]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                res = difference(sim.reference, sim.science, method="kernel", kernel=kernel_options, **diff_options)
+                res = difference(
+                    sim.reference,
+                    sim.science,
+                    method="kernel",
+                    kernel=kernel_options,
+                    **diff_options,
+                )
             k = res.subtraction
-            cells.append(f"{100 * (k.flux_ratio / sim.params['flux_ratio'] - 1):+.2f} % ({k.n_stamps_used})")
+            cells.append(
+                f"{100 * (k.flux_ratio / sim.params['flux_ratio'] - 1):+.2f} % ({k.n_stamps_used})"
+            )
         sim = sims[()]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -21,8 +21,8 @@ import warnings
 
 import numpy as np
 
-from astrid.diffim.psf import regularise_psf
 from astrid.diffim import estimate_psf, measure_fwhm
+from astrid.diffim.psf import regularise_psf
 from astrid.simulate import pair
 
 
@@ -56,12 +56,18 @@ def main(argv=None) -> int:
                 warnings.simplefilter("ignore")
                 model = estimate_psf(image.data, image.mask)
             if model.method != "empirical":
-                print(f"| {seed} | {epoch} | {true:.3f} | {model.n_usable} | ({model.method}) | | |")
+                print(
+                    f"| {seed} | {epoch} | {true:.3f} | {model.n_usable} | ({model.method}) | | |"
+                )
                 continue
             regularised, _ = regularise_psf(model)
-            cells = [f"{100 * (fwhm / true - 1):+.1f} %" for fwhm in
-                     (model.fwhm, measure_fwhm(wiener_only(model.psf)), regularised.fwhm)]
-            print(f"| {seed} | {epoch} | {true:.3f} | {model.n_stars} | " + " | ".join(cells) + " |")
+            cells = [
+                f"{100 * (fwhm / true - 1):+.1f} %"
+                for fwhm in (model.fwhm, measure_fwhm(wiener_only(model.psf)), regularised.fwhm)
+            ]
+            print(
+                f"| {seed} | {epoch} | {true:.3f} | {model.n_stars} | " + " | ".join(cells) + " |"
+            )
     return 0
 
 

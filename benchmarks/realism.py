@@ -25,7 +25,10 @@ def simulated_triplets(fields: int, size: int, seed: int, preset: str, overrides
     import astrid
     from astrid.triplets import ExampleOptions, build_training_set
 
-    pairs = [astrid.simulate.pair(size=size, seed=seed + i, preset=preset, **overrides) for i in range(fields)]
+    pairs = [
+        astrid.simulate.pair(size=size, seed=seed + i, preset=preset, **overrides)
+        for i in range(fields)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build_training_set(pairs, ExampleOptions(random_bogus=20), balance=None, seed=seed)
@@ -37,11 +40,17 @@ def report(real, simulated, label_real="real ZTF alerts", label_sim="simulated")
     from astrid.realism import STATISTICS, compare_statistics, normalised_pixels, stamp_statistics
 
     table = compare_statistics(stamp_statistics(real), stamp_statistics(simulated))
-    lines = [f"{real.sizes['candidate']} {label_real}, {simulated.sizes['candidate']} {label_sim} triplets", "",
-             "| statistic | real median (IQR) | simulated median (IQR) | KS |", "|---|---|---|---:|"]
+    lines = [
+        f"{real.sizes['candidate']} {label_real}, {simulated.sizes['candidate']} {label_sim} triplets",
+        "",
+        "| statistic | real median (IQR) | simulated median (IQR) | KS |",
+        "|---|---|---|---:|",
+    ]
     for row in table:
-        lines.append(f"| {row['statistic']} | {row['real_median']:.3g} ({row['real_iqr']}) | "
-                     f"{row['sim_median']:.3g} ({row['sim_iqr']}) | {row['ks']:.2f} |")
+        lines.append(
+            f"| {row['statistic']} | {row['real_median']:.3g} ({row['real_iqr']}) | "
+            f"{row['sim_median']:.3g} ({row['sim_iqr']}) | {row['ks']:.2f} |"
+        )
     lines += ["", "braai-normalised (rowwise) pixel values, KS distance per channel:", ""]
     a, b = normalised_pixels(real), normalised_pixels(simulated)
     lines.append("| channel | KS |")
@@ -64,7 +73,9 @@ def gallery(real, simulated, path, n: int = 6, seed: int = 0) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--fields", type=int, default=4)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=7000)
@@ -82,7 +93,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     real = read_ztf(folder)
     simulated = simulated_triplets(args.fields, args.size, args.seed, args.preset, {})
-    print(report(real, simulated, label_sim=f"simulated ({args.preset} preset, {args.fields} fields of {args.size}²)"))
+    print(
+        report(
+            real,
+            simulated,
+            label_sim=f"simulated ({args.preset} preset, {args.fields} fields of {args.size}²)",
+        )
+    )
     if args.figure:
         gallery(real, simulated, args.figure)
     print(f"\n({time.perf_counter() - started:.0f} s)")

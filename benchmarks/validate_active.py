@@ -79,10 +79,20 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
         ds = build_training_set([(result, sim.truth, field)], examples, balance=None, seed=seed)
         write_triplets(ds, store)
         parts.append(ds.drop_indexes("candidate_id"))
-        print(f"  {field}: {ds.sizes['candidate']} candidates ({int(ds['label'].sum())} real) "
-              f"in {time.perf_counter() - t0:.1f} s", flush=True)
-    ds = xr.concat(parts, dim="candidate", data_vars="all", coords="different", compat="equals", join="outer",
-                   combine_attrs="drop_conflicts")
+        print(
+            f"  {field}: {ds.sizes['candidate']} candidates ({int(ds['label'].sum())} real) "
+            f"in {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+    ds = xr.concat(
+        parts,
+        dim="candidate",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
     return ds.set_xindex("candidate_id")
 
 
@@ -93,7 +103,12 @@ def _train(labelled, epochs, seed, batch_size=64):
 
     keras.utils.set_random_seed(int(seed))  # the initial weights, as train() would seed them
     network = braai.vgg6(tuple(int(labelled.sizes[d]) for d in ("y", "x", "channel")))
-    return braai.train(labelled, network, config=braai.TrainConfig(split=None, epochs=epochs, seed=seed, batch_size=batch_size), track=False).model
+    return braai.train(
+        labelled,
+        network,
+        config=braai.TrainConfig(split=None, epochs=epochs, seed=seed, batch_size=batch_size),
+        track=False,
+    ).model
 
 
 def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list[dict]:
@@ -116,17 +131,32 @@ def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list
         model = _train(labelled, args.epochs, seed, args.train_batch)
         scores = braai.predict(model, test)
         result = braai.evaluate(None, {"label": test_labels}, scores=scores)
-        curve.append({"labels": int(labelled.sizes["candidate"]), "n_real": int(labelled["label"].sum()),
-                      "aucpr": float(result["aucpr"]), "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"    {strategy:12s} seed {seed} round {round_}: {curve[-1]['labels']} labels "
-              f"({curve[-1]['n_real']} real) AUCPR {curve[-1]['aucpr']:.4f}", flush=True)
+        curve.append(
+            {
+                "labels": int(labelled.sizes["candidate"]),
+                "n_real": int(labelled["label"].sum()),
+                "aucpr": float(result["aucpr"]),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(
+            f"    {strategy:12s} seed {seed} round {round_}: {curve[-1]['labels']} labels "
+            f"({curve[-1]['n_real']} real) AUCPR {curve[-1]['aucpr']:.4f}",
+            flush=True,
+        )
         if round_ == args.rounds:
             break
         if strategy == "random":
             picked = query(None, merged, args.batch, strategy="random", seed=1000 * seed + round_)
         elif strategy == "bald":
-            picked = query(model, merged, args.batch, strategy="bald", mc_samples=args.mc_samples,
-                                 seed=1000 * seed + round_)
+            picked = query(
+                model,
+                merged,
+                args.batch,
+                strategy="bald",
+                mc_samples=args.mc_samples,
+                seed=1000 * seed + round_,
+            )
         else:
             picked = query(model, merged, args.batch, strategy=strategy, seed=1000 * seed + round_)
         for i in picked:
@@ -154,20 +184,40 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--mc-samples", type=int, default=4)
-    parser.add_argument("--train-batch", type=int, default=16, help="training batch size (braai: 64; few labels need more steps)")
+    parser.add_argument(
+        "--train-batch",
+        type=int,
+        default=16,
+        help="training batch size (braai: 64; few labels need more steps)",
+    )
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--strategies", default="bald,diversity,uncertainty,random")
     parser.add_argument("--levels", default="0.9,0.95,0.98")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "validate_active")
-    parser.add_argument("--img", default=str(REPO / "docs" / "img"), help="figure folder, or 'none'")
-    parser.add_argument("--quick", action="store_true", help="4+2 fields, 2 rounds, 2 epochs, one seed")
-    parser.add_argument("--plot-only", type=Path, default=None, help="draw the figure from a results.json and stop")
+    parser.add_argument(
+        "--img", default=str(REPO / "docs" / "img"), help="figure folder, or 'none'"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="4+2 fields, 2 rounds, 2 epochs, one seed"
+    )
+    parser.add_argument(
+        "--plot-only", type=Path, default=None, help="draw the figure from a results.json and stop"
+    )
     args = parser.parse_args(argv)
     if args.plot_only is not None:
-        saved = json.loads(args.plot_only.read_text())  # results.json, or partial.json (the curves only)
-        curves = {k: {int(s): v for s, v in c.items()} for k, c in saved.get("curves", saved).items()}
-        _figure(curves, list(curves), sorted(next(iter(curves.values()))), saved.get("all_pool_labels_aucpr"),
-                Path(args.img))
+        saved = json.loads(
+            args.plot_only.read_text()
+        )  # results.json, or partial.json (the curves only)
+        curves = {
+            k: {int(s): v for s, v in c.items()} for k, c in saved.get("curves", saved).items()
+        }
+        _figure(
+            curves,
+            list(curves),
+            sorted(next(iter(curves.values()))),
+            saved.get("all_pool_labels_aucpr"),
+            Path(args.img),
+        )
         return 0
     if args.quick:
         args.pool_fields, args.test_fields, args.rounds, args.epochs, args.seeds = 4, 2, 2, 2, "0"
@@ -175,11 +225,19 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     print("simulating the pool and the test fields", flush=True)
-    sim = dict(size=args.size, supernovae=args.supernovae, random_bogus=args.random_bogus, cache=args.out / "fields")
+    sim = dict(
+        size=args.size,
+        supernovae=args.supernovae,
+        random_bogus=args.random_bogus,
+        cache=args.out / "fields",
+    )
     pool = simulate_fields(range(args.pool_fields), prefix="pool", **sim)
     test = simulate_fields(range(5000, 5000 + args.test_fields), prefix="test", **sim)
-    print(f"pool: {pool.sizes['candidate']} candidates ({int(pool['label'].sum())} real); "
-          f"test: {test.sizes['candidate']} ({int(test['label'].sum())} real)", flush=True)
+    print(
+        f"pool: {pool.sizes['candidate']} candidates ({int(pool['label'].sum())} real); "
+        f"test: {test.sizes['candidate']} ({int(test['label'].sum())} real)",
+        flush=True,
+    )
 
     seeds = [int(s) for s in args.seeds.split(",")]
     strategies = args.strategies.split(",")
@@ -196,15 +254,25 @@ def main(argv=None) -> int:
             if chosen.sum() >= 2 and (chosen == 0).sum() >= 2:
                 break
         for strategy in strategies:
-            curves[strategy][seed] = run_strategy(strategy, pool, test, seed_ids.tolist(), args, seed, args.out)
-            (args.out / "partial.json").write_text(json.dumps(curves, indent=1))  # survives an interrupted run
+            curves[strategy][seed] = run_strategy(
+                strategy, pool, test, seed_ids.tolist(), args, seed, args.out
+            )
+            (args.out / "partial.json").write_text(
+                json.dumps(curves, indent=1)
+            )  # survives an interrupted run
 
     full_t0 = time.perf_counter()
     from astrid import braai
 
     full_model = _train(pool, args.epochs, seeds[0], args.train_batch)
-    full = float(braai.evaluate(None, {"label": test["label"].values}, scores=braai.predict(full_model, test))["aucpr"])
-    print(f"all {pool.sizes['candidate']} pool labels: AUCPR {full:.4f} ({time.perf_counter() - full_t0:.0f} s)")
+    full = float(
+        braai.evaluate(
+            None, {"label": test["label"].values}, scores=braai.predict(full_model, test)
+        )["aucpr"]
+    )
+    print(
+        f"all {pool.sizes['candidate']} pool labels: AUCPR {full:.4f} ({time.perf_counter() - full_t0:.0f} s)"
+    )
 
     header = ["strategy"] + [str(p["labels"]) for p in curves[strategies[0]][seeds[0]]]
     rows = []
@@ -215,16 +283,28 @@ def main(argv=None) -> int:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    reach = {strategy: {str(level): [labels_to_reach(curves[strategy][s], level) for s in seeds] for level in levels}
-             for strategy in strategies}
+    reach = {
+        strategy: {
+            str(level): [labels_to_reach(curves[strategy][s], level) for s in seeds]
+            for level in levels
+        }
+        for strategy in strategies
+    }
     print("\nLabels needed to reach an AUCPR (per seed; None: not reached within the budget)")
     for strategy in strategies:
-        print(f"  {strategy:12s} " + "  ".join(f"{level}: {reach[strategy][str(level)]}" for level in levels))
+        print(
+            f"  {strategy:12s} "
+            + "  ".join(f"{level}: {reach[strategy][str(level)]}" for level in levels)
+        )
     elapsed = time.perf_counter() - started
     results = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {"cpu": _cpu(), "load_1min": os.getloadavg()[0], "python": platform.python_version()},
+        "machine": {
+            "cpu": _cpu(),
+            "load_1min": os.getloadavg()[0],
+            "python": platform.python_version(),
+        },
         "pool": {"n": int(pool.sizes["candidate"]), "real": int(pool["label"].sum())},
         "test": {"n": int(test.sizes["candidate"]), "real": int(test["label"].sum())},
         "curves": curves,
@@ -233,8 +313,10 @@ def main(argv=None) -> int:
         "seconds": round(elapsed, 1),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"\nresults: {args.out / 'results.json'}; {elapsed / 60:.1f} min on {_cpu()} "
-          f"(load {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nresults: {args.out / 'results.json'}; {elapsed / 60:.1f} min on {_cpu()} "
+        f"(load {os.getloadavg()[0]:.1f})"
+    )
     if args.img != "none":
         _figure(curves, strategies, seeds, full, Path(args.img))
     return 0

@@ -95,8 +95,20 @@ def simulate_fields(args, cache: Path):
     engine = hashlib.sha256()
     for source in sorted(Path(simulate.__file__).parents[1].rglob("*.py")):
         engine.update(source.read_bytes())
-    key = hashlib.sha256(json.dumps([args.size, args.supernovae, args.variables, args.random_bogus,
-                                     args.seed, args.radius, real_kinds, engine.hexdigest()]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                args.size,
+                args.supernovae,
+                args.variables,
+                args.random_bogus,
+                args.seed,
+                args.radius,
+                real_kinds,
+                engine.hexdigest(),
+            ]
+        ).encode()
+    ).hexdigest()[:12]
     cache = cache / f"fields-{key}"
     cache.mkdir(parents=True, exist_ok=True)
     parts, timing = [], {"simulate": 0.0, "difference": 0.0, "triplets": 0.0, "cached": 0}
@@ -108,13 +120,21 @@ def simulate_fields(args, cache: Path):
             timing["cached"] += 1
             continue
         t0 = time.perf_counter()
-        sim = simulate.pair(size=args.size, seed=args.seed + i, n_supernovae=args.supernovae,
-                            n_variables=args.variables)
+        sim = simulate.pair(
+            size=args.size,
+            seed=args.seed + i,
+            n_supernovae=args.supernovae,
+            n_variables=args.variables,
+        )
         t1 = time.perf_counter()
         result = difference(sim.reference, sim.science)
         t2 = time.perf_counter()
-        examples = ExampleOptions(random_bogus=args.random_bogus, radius=args.radius, real_kinds=real_kinds)
-        ds = build_training_set([(result, sim.truth, field)], examples, balance=None, seed=args.seed + i)
+        examples = ExampleOptions(
+            random_bogus=args.random_bogus, radius=args.radius, real_kinds=real_kinds
+        )
+        ds = build_training_set(
+            [(result, sim.truth, field)], examples, balance=None, seed=args.seed + i
+        )
         ds = _attach_snr(ds, sim.truth)
         t3 = time.perf_counter()
         timing["simulate"] += t1 - t0
@@ -122,18 +142,30 @@ def simulate_fields(args, cache: Path):
         timing["triplets"] += t3 - t2
         write_triplets(ds, store)
         parts.append(ds.drop_indexes("candidate_id"))
-        print(f"  {field}: {ds.sizes['candidate']} candidates ({int(ds['label'].sum())} real) "
-              f"in {t3 - t0:.1f} s", flush=True)
-    ds = xr.concat(parts, dim="candidate", data_vars="all", coords="different", compat="equals", join="outer",
-                   combine_attrs="drop_conflicts")
+        print(
+            f"  {field}: {ds.sizes['candidate']} candidates ({int(ds['label'].sum())} real) "
+            f"in {t3 - t0:.1f} s",
+            flush=True,
+        )
+    ds = xr.concat(
+        parts,
+        dim="candidate",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
     return ds.set_xindex("candidate_id"), timing
 
 
 def _class_kind_counts(ds) -> dict:
     kinds = np.array([str(k) for k in ds["kind"].values])
     labels = ds["label"].values
-    return {kind: {"n": int((kinds == kind).sum()), "real": int(labels[kinds == kind].sum())}
-            for kind in np.unique(kinds)}
+    return {
+        kind: {"n": int((kinds == kind).sum()), "real": int(labels[kinds == kind].sum())}
+        for kind in np.unique(kinds)
+    }
 
 
 def run_simulated(args, out: Path, img: Path | None) -> dict:
@@ -146,35 +178,64 @@ def run_simulated(args, out: Path, img: Path | None) -> dict:
     ds, timing = simulate_fields(args, out / "cache")
     timing["total"] = time.perf_counter() - t0
     labels = ds["label"].values
-    print(f"  {ds.sizes['candidate']} triplets, {int(labels.sum())} real, {int((labels == 0).sum())} bogus "
-          f"({timing['total']:.0f} s, {timing['cached']} fields from cache)", flush=True)
+    print(
+        f"  {ds.sizes['candidate']} triplets, {int(labels.sum())} real, {int((labels == 0).sum())} bogus "
+        f"({timing['total']:.0f} s, {timing['cached']} fields from cache)",
+        flush=True,
+    )
 
     train_val, test = split_by_field(ds, test_fraction=args.test_fraction, seed=args.seed)
     test_fields = sorted(set(str(f) for f in test["field"].values))
     print(f"held-out test fields: {test_fields} ({test.sizes['candidate']} triplets)", flush=True)
 
     print(f"training VGG6 (up to {args.epochs} epochs) ...", flush=True)
-    result = braai.train(train_val, "vgg6", config=braai.TrainConfig(split="field", validation_fraction=0.2, epochs=args.epochs, patience=args.patience, seed=args.seed), out_dir=out / "models", name="vgg6_sim", verbose=2 if args.verbose else 0)
+    result = braai.train(
+        train_val,
+        "vgg6",
+        config=braai.TrainConfig(
+            split="field",
+            validation_fraction=0.2,
+            epochs=args.epochs,
+            patience=args.patience,
+            seed=args.seed,
+        ),
+        out_dir=out / "models",
+        name="vgg6_sim",
+        verbose=2 if args.verbose else 0,
+    )
     card = result.card
-    print(f"  {card['training']['epochs_run']} epochs (best {card['training']['best_epoch']}) in "
-          f"{card['training']['seconds']:.0f} s, {card['training']['triplets_per_second']:.0f} triplets/s", flush=True)
+    print(
+        f"  {card['training']['epochs_run']} epochs (best {card['training']['best_epoch']}) in "
+        f"{card['training']['seconds']:.0f} s, {card['training']['triplets_per_second']:.0f} triplets/s",
+        flush=True,
+    )
 
     validation_fields = card["data"]["validation_groups"]
-    validation = train_val.isel(candidate=np.flatnonzero(np.isin(train_val["field"].values, validation_fields)))
+    validation = train_val.isel(
+        candidate=np.flatnonzero(np.isin(train_val["field"].values, validation_fields))
+    )
     validation_scores = braai.predict(result.model, validation)
     chosen = braai.threshold_for_fnr(validation["label"].values, validation_scores, args.target_fnr)
 
     test_scores = braai.predict(result.model, test)
-    at_half = braai.evaluate(None, test, scores=test_scores, threshold=0.5, target_fnr=args.target_fnr)
-    at_chosen = braai.evaluate(None, test, scores=test_scores, threshold=chosen, target_fnr=args.target_fnr)
-    on_validation = braai.evaluate(None, validation, scores=validation_scores, threshold=chosen,
-                                   target_fnr=args.target_fnr)
+    at_half = braai.evaluate(
+        None, test, scores=test_scores, threshold=0.5, target_fnr=args.target_fnr
+    )
+    at_chosen = braai.evaluate(
+        None, test, scores=test_scores, threshold=chosen, target_fnr=args.target_fnr
+    )
+    on_validation = braai.evaluate(
+        None, validation, scores=validation_scores, threshold=chosen, target_fnr=args.target_fnr
+    )
 
     if img is not None:
         figures = {
-            "braai_sim_roc_pr": braai.plot_roc_pr(at_half, labels=["VGG6, held-out simulated fields"]),
-            "braai_sim_scores": braai.plot_score_histograms(test_scores, test["label"].values, threshold=0.5,
-                                                            kinds=test["kind"].values),
+            "braai_sim_roc_pr": braai.plot_roc_pr(
+                at_half, labels=["VGG6, held-out simulated fields"]
+            ),
+            "braai_sim_scores": braai.plot_score_histograms(
+                test_scores, test["label"].values, threshold=0.5, kinds=test["kind"].values
+            ),
             "braai_sim_calibration": braai.plot_calibration(at_half, labels=["held-out fields"]),
         }
         # The test candidates that fool the model most: bogus with the highest scores, real with the lowest.
@@ -182,8 +243,10 @@ def run_simulated(args, out: Path, img: Path | None) -> dict:
         worst_bogus = np.argsort(-np.where(test_labels == 0, test_scores, -1))[:4]
         worst_real = np.argsort(np.where(test_labels == 1, test_scores, 2))[:4]
         index = np.r_[worst_bogus, worst_real]
-        titles = [f"{'real' if test_labels[i] else 'bogus'} {test['kind'].values[i]}\nscore {test_scores[i]:.3f}"
-                  for i in index]
+        titles = [
+            f"{'real' if test_labels[i] else 'bogus'} {test['kind'].values[i]}\nscore {test_scores[i]:.3f}"
+            for i in index
+        ]
         figures["braai_sim_worst"] = braai.plot_triplet_gallery(test, index=index, titles=titles)
         for name, fig in figures.items():
             save(fig, name, img, formats=("png",))
@@ -239,42 +302,96 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
     drb = labelled["drb"].values.astype(float)
     labels = (drb >= 0.5).astype(np.int8)
     labelled = labelled.assign_coords(label=("candidate", labels))
-    print(f"ZTF alerts: {alerts.sizes['candidate']} with stamps, {labelled.sizes['candidate']} with drb "
-          f"({int(labels.sum())} at drb >= 0.5)", flush=True)
+    print(
+        f"ZTF alerts: {alerts.sizes['candidate']} with stamps, {labelled.sizes['candidate']} with drb "
+        f"({int(labels.sum())} at drb >= 0.5)",
+        flush=True,
+    )
 
     ours = braai.predict(sim_model, labelled)
     sim_eval = braai.evaluate(None, labelled, scores=ours, target_fnr=args.target_fnr)
     rb = labelled["rb"].values.astype(float)
     has_rb = np.isfinite(rb)
-    rb_eval = braai.evaluate(None, {"label": labels[has_rb]}, scores=rb[has_rb]) if has_rb.sum() > 10 else None
+    rb_eval = (
+        braai.evaluate(None, {"label": labels[has_rb]}, scores=rb[has_rb])
+        if has_rb.sum() > 10
+        else None
+    )
     correlation = float(np.corrcoef(ours, drb)[0, 1])
 
     gap = np.abs(ours - drb)
     top = np.argsort(-gap)[:8]
     if img is not None:
-        titles = [f"{labelled['objectId'].values[i]}\ndrb {drb[i]:.2f} ours {ours[i]:.2f}" for i in top]
-        save(braai.plot_triplet_gallery(labelled, index=top, titles=titles), "braai_ztf_disagreements", img,
-             formats=("png",))
+        titles = [
+            f"{labelled['objectId'].values[i]}\ndrb {drb[i]:.2f} ours {ours[i]:.2f}" for i in top
+        ]
+        save(
+            braai.plot_triplet_gallery(labelled, index=top, titles=titles),
+            "braai_ztf_disagreements",
+            img,
+            formats=("png",),
+        )
 
     # Fine-tune on real alerts, holding out whole objects for the test.
-    train_index, test_index, info = braai.split_groups(labelled, "object", fraction=0.3, seed=args.seed)
+    train_index, test_index, info = braai.split_groups(
+        labelled, "object", fraction=0.3, seed=args.seed
+    )
     train_alerts = labelled.isel(candidate=train_index)
     test_alerts = labelled.isel(candidate=test_index)
-    print(f"  fine-tuning on {train_alerts.sizes['candidate']} alerts, testing on {test_alerts.sizes['candidate']} "
-          f"alerts of {len(info['validation_groups'])} held-out objects", flush=True)
-    tuned = braai.train(train_alerts, config=braai.TrainConfig(split="object", validation_fraction=0.2, learning_rate=args.fine_tune_lr, epochs=args.fine_tune_epochs, patience=5, seed=args.seed), fine_tune_from=sim_model, out_dir=out / "models", name="vgg6_sim_ztf_finetuned")
-    scratch = braai.train(train_alerts, config=braai.TrainConfig(split="object", validation_fraction=0.2, epochs=args.fine_tune_epochs, patience=5, seed=args.seed), out_dir=out / "models", name="vgg6_ztf_only")
+    print(
+        f"  fine-tuning on {train_alerts.sizes['candidate']} alerts, testing on {test_alerts.sizes['candidate']} "
+        f"alerts of {len(info['validation_groups'])} held-out objects",
+        flush=True,
+    )
+    tuned = braai.train(
+        train_alerts,
+        config=braai.TrainConfig(
+            split="object",
+            validation_fraction=0.2,
+            learning_rate=args.fine_tune_lr,
+            epochs=args.fine_tune_epochs,
+            patience=5,
+            seed=args.seed,
+        ),
+        fine_tune_from=sim_model,
+        out_dir=out / "models",
+        name="vgg6_sim_ztf_finetuned",
+    )
+    scratch = braai.train(
+        train_alerts,
+        config=braai.TrainConfig(
+            split="object",
+            validation_fraction=0.2,
+            epochs=args.fine_tune_epochs,
+            patience=5,
+            seed=args.seed,
+        ),
+        out_dir=out / "models",
+        name="vgg6_ztf_only",
+    )
     test_labels = test_alerts["label"].values
     before = braai.evaluate(None, test_alerts, scores=braai.predict(sim_model, test_alerts))
     after = braai.evaluate(None, test_alerts, scores=braai.predict(tuned.model, test_alerts))
     only = braai.evaluate(None, test_alerts, scores=braai.predict(scratch.model, test_alerts))
     test_rb = test_alerts["rb"].values.astype(float)
     finite = np.isfinite(test_rb)
-    rb_test = braai.evaluate(None, {"label": test_labels[finite]}, scores=test_rb[finite]) if finite.sum() > 10 else None
+    rb_test = (
+        braai.evaluate(None, {"label": test_labels[finite]}, scores=test_rb[finite])
+        if finite.sum() > 10
+        else None
+    )
     if img is not None:
-        save(braai.plot_roc_pr(before, after, only, labels=["simulation only", "fine-tuned on alerts",
-                                                           "alerts only"]),
-             "braai_ztf_roc_pr", img, formats=("png",))
+        save(
+            braai.plot_roc_pr(
+                before,
+                after,
+                only,
+                labels=["simulation only", "fine-tuned on alerts", "alerts only"],
+            ),
+            "braai_ztf_roc_pr",
+            img,
+            formats=("png",),
+        )
         import matplotlib.pyplot as plt
 
         plt.close("all")
@@ -285,15 +402,23 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
         "sim_all": sim_eval,
         "rb_all": rb_eval,
         "pearson_ours_drb": correlation,
-        "disagreements": [{"objectId": str(labelled["objectId"].values[i]),
-                           "candid": int(labelled["candid"].values[i]), "drb": float(drb[i]),
-                           "ours": float(ours[i])} for i in top],
+        "disagreements": [
+            {
+                "objectId": str(labelled["objectId"].values[i]),
+                "candid": int(labelled["candid"].values[i]),
+                "drb": float(drb[i]),
+                "ours": float(ours[i]),
+            }
+            for i in top
+        ],
         "n_train_alerts": int(train_alerts.sizes["candidate"]),
         "n_test_alerts": int(test_alerts.sizes["candidate"]),
         "n_test_objects": len(info["validation_groups"]),
         "test_real": int(test_labels.sum()),
-        "fine_tune": {"epochs_run": tuned.card["training"]["epochs_run"],
-                      "learning_rate": tuned.card["parameters"]["learning_rate"]},
+        "fine_tune": {
+            "epochs_run": tuned.card["training"]["epochs_run"],
+            "learning_rate": tuned.card["parameters"]["learning_rate"],
+        },
         "scratch": {"epochs_run": scratch.card["training"]["epochs_run"]},
         "test_before": before,
         "test_after": after,
@@ -310,12 +435,38 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
 def _operating_rows(sim: dict) -> list[list]:
     half, chosen = sim["test_at_half"], sim["test_at_chosen"]
     return [
-        ["0.5 (fixed)", _fmt(0.5), _pct(half["fnr"]), _pct(half["fpr"]), _fmt(half["precision"]), _fmt(half["recall"])],
-        [f"FNR ≤ {_pct(chosen['target_fnr'])} on the validation fields", _fmt(sim["threshold_from_validation"]),
-         _pct(chosen["fnr"]), _pct(chosen["fpr"]), _fmt(chosen["precision"]), _fmt(chosen["recall"])],
-        [f"FNR ≤ {_pct(chosen['target_fnr'])} on the test fields (oracle)", _fmt(chosen["threshold_at_target_fnr"]),
-         _pct(chosen["fnr_at_target"]), _pct(chosen["fpr_at_target"]), "", ""],
-        ["equal error (test fields)", _fmt(chosen["eer_threshold"]), _pct(chosen["eer"]), _pct(chosen["eer"]), "", ""],
+        [
+            "0.5 (fixed)",
+            _fmt(0.5),
+            _pct(half["fnr"]),
+            _pct(half["fpr"]),
+            _fmt(half["precision"]),
+            _fmt(half["recall"]),
+        ],
+        [
+            f"FNR ≤ {_pct(chosen['target_fnr'])} on the validation fields",
+            _fmt(sim["threshold_from_validation"]),
+            _pct(chosen["fnr"]),
+            _pct(chosen["fpr"]),
+            _fmt(chosen["precision"]),
+            _fmt(chosen["recall"]),
+        ],
+        [
+            f"FNR ≤ {_pct(chosen['target_fnr'])} on the test fields (oracle)",
+            _fmt(chosen["threshold_at_target_fnr"]),
+            _pct(chosen["fnr_at_target"]),
+            _pct(chosen["fpr_at_target"]),
+            "",
+            "",
+        ],
+        [
+            "equal error (test fields)",
+            _fmt(chosen["eer_threshold"]),
+            _pct(chosen["eer"]),
+            _pct(chosen["eer"]),
+            "",
+            "",
+        ],
     ]
 
 
@@ -339,10 +490,13 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         f"Generated by `{cmd.strip()}` on {datetime.now(timezone.utc).date()} "
         f"({platform.machine()}, {platform.python_version()}, astrid {versions['astrid']}, "
         f"TensorFlow {versions['tensorflow']}, Keras {versions['keras']}; {elapsed / 60:.1f} min in all"
-        + (f", with {sim['timing']['cached']} of {sim['n_fields']} fields' triplets read from the cache of an "
-           "earlier run" if sim["timing"]["cached"] else
-           f", of which {sim['timing']['simulate'] + sim['timing']['difference'] + sim['timing']['triplets']:.0f} s "
-           "simulating, differencing and cutting triplets")
+        + (
+            f", with {sim['timing']['cached']} of {sim['n_fields']} fields' triplets read from the cache of an "
+            "earlier run"
+            if sim["timing"]["cached"]
+            else f", of which {sim['timing']['simulate'] + sim['timing']['difference'] + sim['timing']['triplets']:.0f} s "
+            "simulating, differencing and cutting triplets"
+        )
         + "). "
         "Every number below is printed by that script; rerun it to refresh this section.",
         "",
@@ -361,8 +515,13 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         "transient bogus although its stamp shows the transient). Classes are kept at their natural ratio and "
         "balanced in the loss by class weights.",
         "",
-        _table(["kind", "triplets", "real"],
-               [[k, v["n"], v["real"]] for k, v in sorted(sim["counts_by_kind"].items(), key=lambda kv: -kv[1]["n"])]),
+        _table(
+            ["kind", "triplets", "real"],
+            [
+                [k, v["n"], v["real"]]
+                for k, v in sorted(sim["counts_by_kind"].items(), key=lambda kv: -kv[1]["n"])
+            ],
+        ),
         "",
         f"Test fields (never seen in training or validation): {', '.join(sim['test_fields'])} — "
         f"{sim['n_test']} triplets ({sim['test_counts']['real']} real, {sim['test_counts']['bogus']} bogus). "
@@ -378,7 +537,10 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         "",
         "Operating points on the test fields:",
         "",
-        _table(["threshold rule", "threshold", "FNR", "FPR", "precision", "recall"], _operating_rows(sim)),
+        _table(
+            ["threshold rule", "threshold", "FNR", "FPR", "precision", "recall"],
+            _operating_rows(sim),
+        ),
         "",
         f"Threshold-free: AUCPR (average precision) **{_fmt(chosen['aucpr'])}**, ROC AUC {_fmt(chosen['roc_auc'])}, "
         f"expected calibration error {_fmt(chosen['ece'])}.",
@@ -398,17 +560,43 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         "What fools the model (test fields): fraction of each kind scored real — recall for real kinds, "
         "false-positive rate for artifacts.",
         "",
-        _table(["kind", "triplets", "real", "scored real @0.5", f"scored real @{threshold}", "median score"],
-               [[k, v["n"], v["n_real"], _pct(v["fraction_above_threshold"]),
-                 _pct(chosen["by_kind"][k]["fraction_above_threshold"]), _fmt(v["median_score"])]
-                for k, v in sorted(half["by_kind"].items(), key=lambda kv: -kv[1]["n"])]),
+        _table(
+            [
+                "kind",
+                "triplets",
+                "real",
+                "scored real @0.5",
+                f"scored real @{threshold}",
+                "median score",
+            ],
+            [
+                [
+                    k,
+                    v["n"],
+                    v["n_real"],
+                    _pct(v["fraction_above_threshold"]),
+                    _pct(chosen["by_kind"][k]["fraction_above_threshold"]),
+                    _fmt(v["median_score"]),
+                ]
+                for k, v in sorted(half["by_kind"].items(), key=lambda kv: -kv[1]["n"])
+            ],
+        ),
         "",
         "Recall of real test transients by their true S/N in the science image (`snr_sci` of the truth):",
         "",
-        _table(["S/N", "real triplets", "recall @0.5", f"recall @{threshold}", "median score"],
-               [[f"{_fmt(r['lo'], 0)}–{_fmt(r['hi'], 0) if r['hi'] is not None else '∞'}", r["n"],
-                 _pct(r["recall"]), _pct(c["recall"]), _fmt(r["median_score"])]
-                for r, c in zip(half["by_snr"], chosen["by_snr"])]),
+        _table(
+            ["S/N", "real triplets", "recall @0.5", f"recall @{threshold}", "median score"],
+            [
+                [
+                    f"{_fmt(r['lo'], 0)}–{_fmt(r['hi'], 0) if r['hi'] is not None else '∞'}",
+                    r["n"],
+                    _pct(r["recall"]),
+                    _pct(c["recall"]),
+                    _fmt(r["median_score"]),
+                ]
+                for r, c in zip(half["by_snr"], chosen["by_snr"])
+            ],
+        ),
         "",
         "![ROC and precision-recall, held-out fields](img/braai_sim_roc_pr.png)",
         "![Scores by class and by artifact kind](img/braai_sim_scores.png)",
@@ -419,7 +607,13 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
     if ztf is None:
         lines += ["### Real ZTF alerts", "", "Skipped: the shared alerts were not found.", ""]
         return "\n".join(lines)
-    s, b, a, o, r = ztf["sim_all"], ztf["test_before"], ztf["test_after"], ztf["test_scratch"], ztf["test_rb"]
+    s, b, a, o, r = (
+        ztf["sim_all"],
+        ztf["test_before"],
+        ztf["test_after"],
+        ztf["test_scratch"],
+        ztf["test_rb"],
+    )
     lines += [
         "### Real ZTF alerts: domain shift",
         "",
@@ -432,8 +626,12 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         f"drb labels **{_fmt(s['roc_auc'])}**, AUCPR {_fmt(s['aucpr'])}; at threshold 0.5 recall "
         f"{_fmt(s['recall'])}, FPR {_pct(s['fpr'])}; Pearson correlation of the scores with drb "
         f"{_fmt(ztf['pearson_ours_drb'])}"
-        + (f". For reference, ZTF's random-forest `rb` reaches ROC AUC {_fmt(ztf['rb_all']['roc_auc'])} "
-           "against the same labels." if ztf["rb_all"] else "."),
+        + (
+            f". For reference, ZTF's random-forest `rb` reaches ROC AUC {_fmt(ztf['rb_all']['roc_auc'])} "
+            "against the same labels."
+            if ztf["rb_all"]
+            else "."
+        ),
         "",
         f"Fine-tuning on real alerts, split by `objectId`: {ztf['n_train_alerts']} alerts to train (of which 20 % "
         f"of the objects for early stopping), {ztf['n_test_alerts']} alerts of {ztf['n_test_objects']} other "
@@ -441,13 +639,45 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         f"{ztf['fine_tune']['learning_rate']:g} ({ztf['fine_tune']['epochs_run']} epochs); for comparison, VGG6 "
         f"trained on the alerts alone ({ztf['scratch']['epochs_run']} epochs).",
         "",
-        _table(["model (held-out objects)", "ROC AUC", "AUCPR", "recall @0.5", "FPR @0.5"],
-               [["simulation only", _fmt(b["roc_auc"]), _fmt(b["aucpr"]), _fmt(b["recall"]), _pct(b["fpr"])],
-                ["simulation, fine-tuned on alerts", _fmt(a["roc_auc"]), _fmt(a["aucpr"]), _fmt(a["recall"]),
-                 _pct(a["fpr"])],
-                ["alerts only", _fmt(o["roc_auc"]), _fmt(o["aucpr"]), _fmt(o["recall"]), _pct(o["fpr"])]]
-               + ([["ZTF rb (random forest)", _fmt(r["roc_auc"]), _fmt(r["aucpr"]), _fmt(r["recall"]), _pct(r["fpr"])]]
-                  if r else [])),
+        _table(
+            ["model (held-out objects)", "ROC AUC", "AUCPR", "recall @0.5", "FPR @0.5"],
+            [
+                [
+                    "simulation only",
+                    _fmt(b["roc_auc"]),
+                    _fmt(b["aucpr"]),
+                    _fmt(b["recall"]),
+                    _pct(b["fpr"]),
+                ],
+                [
+                    "simulation, fine-tuned on alerts",
+                    _fmt(a["roc_auc"]),
+                    _fmt(a["aucpr"]),
+                    _fmt(a["recall"]),
+                    _pct(a["fpr"]),
+                ],
+                [
+                    "alerts only",
+                    _fmt(o["roc_auc"]),
+                    _fmt(o["aucpr"]),
+                    _fmt(o["recall"]),
+                    _pct(o["fpr"]),
+                ],
+            ]
+            + (
+                [
+                    [
+                        "ZTF rb (random forest)",
+                        _fmt(r["roc_auc"]),
+                        _fmt(r["aucpr"]),
+                        _fmt(r["recall"]),
+                        _pct(r["fpr"]),
+                    ]
+                ]
+                if r
+                else []
+            ),
+        ),
         "",
         "The domain-shift gap (ROC AUC of the simulation-only model against drb) is a number we track, not a "
         "requirement: the simulator's stamps differ from ZTF's (PSF, depth, artifact population, "
@@ -456,8 +686,13 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         "![ROC and precision-recall on held-out ZTF objects](img/braai_ztf_roc_pr.png)",
         "![Largest disagreements with drb](img/braai_ztf_disagreements.png)",
         "",
-        _table(["objectId", "candid", "drb", "ours"],
-               [[d["objectId"], d["candid"], _fmt(d["drb"], 3), _fmt(d["ours"], 3)] for d in ztf["disagreements"]]),
+        _table(
+            ["objectId", "candid", "drb", "ours"],
+            [
+                [d["objectId"], d["candid"], _fmt(d["drb"], 3), _fmt(d["ours"], 3)]
+                for d in ztf["disagreements"]
+            ],
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -469,10 +704,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--supernovae", type=int, default=120, help="injected supernovae per field")
     parser.add_argument("--variables", type=int, default=15, help="variable stars per field")
-    parser.add_argument("--random-bogus", type=int, default=50, help="random blank stamps per field")
+    parser.add_argument(
+        "--random-bogus", type=int, default=50, help="random blank stamps per field"
+    )
     parser.add_argument("--radius", type=float, default=3.0, help="truth matching radius, pixels")
-    parser.add_argument("--real-kinds", default="supernova,variable,asteroid",
-                        help="truth kinds labelled real (braai: every astrophysical source)")
+    parser.add_argument(
+        "--real-kinds",
+        default="supernova,variable,asteroid",
+        help="truth kinds labelled real (braai: every astrophysical source)",
+    )
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
@@ -480,18 +720,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine-tune-lr", type=float, default=1e-4)
     parser.add_argument("--fine-tune-epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "build" / "validate_braai",
-                        help="models, cached triplets and results.json")
-    parser.add_argument("--img", default=str(REPO / "docs" / "img"), help="figure folder, or 'none'")
-    parser.add_argument("--doc", default=str(REPO / "docs" / "validation_braai.md"), help="markdown output, or 'none'")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "build" / "validate_braai",
+        help="models, cached triplets and results.json",
+    )
+    parser.add_argument(
+        "--img", default=str(REPO / "docs" / "img"), help="figure folder, or 'none'"
+    )
+    parser.add_argument(
+        "--doc",
+        default=str(REPO / "docs" / "validation_braai.md"),
+        help="markdown output, or 'none'",
+    )
     parser.add_argument("--no-ztf", action="store_true", help="skip the real ZTF alerts")
-    parser.add_argument("--quick", action="store_true", help="4 fields of 512 px, 3 epochs: a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="4 fields of 512 px, 3 epochs: a smoke test"
+    )
     parser.add_argument("--verbose", action="store_true")
     raw = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(raw)
     args.argv = raw
     if args.quick:
-        args.fields, args.size, args.supernovae, args.epochs, args.fine_tune_epochs = 4, 512, 40, 3, 2
+        args.fields, args.size, args.supernovae, args.epochs, args.fine_tune_epochs = (
+            4,
+            512,
+            40,
+            3,
+            2,
+        )
     started = time.perf_counter()
     img = None if args.img == "none" else Path(args.img)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -499,33 +757,65 @@ def main(argv: list[str] | None = None) -> int:
     sim = run_simulated(args, args.out, img)
     chosen = sim["test_at_chosen"]
     print("\nheld-out simulated fields")
-    print(_table(["threshold rule", "threshold", "FNR", "FPR", "precision", "recall"], _operating_rows(sim)))
-    print(f"AUCPR {_fmt(chosen['aucpr'])}  ROC AUC {_fmt(chosen['roc_auc'])}  ECE {_fmt(chosen['ece'])}")
-    print(_table(["kind", "n", "scored real"], [[k, v["n"], _pct(v["fraction_above_threshold"])]
-                                                 for k, v in chosen["by_kind"].items()]))
-    print(_table(["S/N lo", "S/N hi", "n", "recall"], [[r["lo"], r["hi"], r["n"], _pct(r["recall"])]
-                                                      for r in chosen["by_snr"]]))
+    print(
+        _table(
+            ["threshold rule", "threshold", "FNR", "FPR", "precision", "recall"],
+            _operating_rows(sim),
+        )
+    )
+    print(
+        f"AUCPR {_fmt(chosen['aucpr'])}  ROC AUC {_fmt(chosen['roc_auc'])}  ECE {_fmt(chosen['ece'])}"
+    )
+    print(
+        _table(
+            ["kind", "n", "scored real"],
+            [
+                [k, v["n"], _pct(v["fraction_above_threshold"])]
+                for k, v in chosen["by_kind"].items()
+            ],
+        )
+    )
+    print(
+        _table(
+            ["S/N lo", "S/N hi", "n", "recall"],
+            [[r["lo"], r["hi"], r["n"], _pct(r["recall"])] for r in chosen["by_snr"]],
+        )
+    )
 
     ztf = None if args.no_ztf else run_ztf(args, sim["model"], args.out, img)
     if ztf is not None:
         print("\nreal ZTF alerts (labels drb >= 0.5)")
-        print(f"simulation-only model, all alerts: ROC AUC {_fmt(ztf['sim_all']['roc_auc'])}, "
-              f"AUCPR {_fmt(ztf['sim_all']['aucpr'])}, Pearson r with drb {_fmt(ztf['pearson_ours_drb'])}")
+        print(
+            f"simulation-only model, all alerts: ROC AUC {_fmt(ztf['sim_all']['roc_auc'])}, "
+            f"AUCPR {_fmt(ztf['sim_all']['aucpr'])}, Pearson r with drb {_fmt(ztf['pearson_ours_drb'])}"
+        )
         for name in ("test_before", "test_after", "test_scratch", "test_rb"):
             if ztf[name] is not None:
-                print(f"  held-out objects, {name}: ROC AUC {_fmt(ztf[name]['roc_auc'])}, "
-                      f"AUCPR {_fmt(ztf[name]['aucpr'])}")
+                print(
+                    f"  held-out objects, {name}: ROC AUC {_fmt(ztf[name]['roc_auc'])}, "
+                    f"AUCPR {_fmt(ztf[name]['aucpr'])}"
+                )
     elapsed = time.perf_counter() - started
     sim.pop("model")
-    (args.out / "results.json").write_text(json.dumps({"simulated": sim, "ztf": ztf}, indent=1, default=str))
+    (args.out / "results.json").write_text(
+        json.dumps({"simulated": sim, "ztf": ztf}, indent=1, default=str)
+    )
     text = report(args, sim, ztf, elapsed)
     if args.doc != "none":
         # Keep the sections other scripts write into the same page (validate_calibration.py's).
         doc = Path(args.doc)
         old = doc.read_text() if doc.exists() else ""
-        start, end = "<!-- calibration: written by benchmarks/validate_calibration.py -->", "<!-- end of calibration section -->"
+        start, end = (
+            "<!-- calibration: written by benchmarks/validate_calibration.py -->",
+            "<!-- end of calibration section -->",
+        )
         if start in old and end in old:
-            text = text.rstrip("\n") + "\n\n" + old[old.index(start):old.index(end) + len(end)] + "\n"
+            text = (
+                text.rstrip("\n")
+                + "\n\n"
+                + old[old.index(start) : old.index(end) + len(end)]
+                + "\n"
+            )
         doc.write_text(text)
         print(f"\nwrote {args.doc}")
     print(f"total {elapsed / 60:.1f} min")

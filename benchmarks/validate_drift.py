@@ -34,8 +34,7 @@ from astrid.alerts import read_alerts
 from astrid.drift import compare
 from astrid.paths import shared_data
 from astrid.score import score
-from astrid.triplets import detect, make_triplets
-from astrid.triplets import SyntheticScene, synthetic_difference
+from astrid.triplets import SyntheticScene, detect, make_triplets, synthetic_difference
 
 
 def main() -> None:
@@ -51,14 +50,17 @@ def main() -> None:
     alerts = read_alerts(sorted(glob.glob(str(folder / "*.avro"))))
     alerts = alerts.isel(candidate=np.flatnonzero(alerts["drbversion"].values == "d6_m7"))
     held_out = alerts.isel(candidate=slice(0, args.held_out)).load()
-    reference = alerts["drb"].values[args.held_out:]
+    reference = alerts["drb"].values[args.held_out :]
 
     runs = {"held-out real alerts": held_out}
     parts = []
     for seed in range(args.seeds):
-        result = synthetic_difference((256, 256),
-            SyntheticScene(n_stars=40, n_transients=30), seed=seed)
-        candidates = detect(result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-")
+        result = synthetic_difference(
+            (256, 256), SyntheticScene(n_stars=40, n_transients=30), seed=seed
+        )
+        candidates = detect(
+            result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-"
+        )
         parts.append(make_triplets(result, candidates))
     runs["simulated stamps"] = xr.concat(parts, dim="candidate")
     swapped = held_out.copy(deep=True)
@@ -73,8 +75,10 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = compare(score(ds, model).values, reference, warn=False)
-        print(f"{name:28s} n={result.n:4d}  PSI {result.psi:6.3f}  KS {result.ks:.3f} "
-              f"(5% critical {result.ks_critical:.3f})  {'DRIFT' if result.drifted else 'no drift'}")
+        print(
+            f"{name:28s} n={result.n:4d}  PSI {result.psi:6.3f}  KS {result.ks:.3f} "
+            f"(5% critical {result.ks_critical:.3f})  {'DRIFT' if result.drifted else 'no drift'}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def _row(name: str, result: dict, keys: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="folder for the .tflite files (default: temporary)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the .tflite files (default: temporary)"
+    )
     parser.add_argument("--num-calibration", type=int, default=200)
     args = parser.parse_args(argv)
 
@@ -53,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     weights = shared_data("braai", "d6_m7.h5")
     alerts = shared_data("ztf_alerts")
     if weights is None or alerts is None:
-        print("shared data (braai/d6_m7.h5, ztf_alerts/) not found: set ASTRID_SHARED_DATA", file=sys.stderr)
+        print(
+            "shared data (braai/d6_m7.h5, ztf_alerts/) not found: set ASTRID_SHARED_DATA",
+            file=sys.stderr,
+        )
         return 2
 
     import tensorflow as tf
@@ -66,13 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     drb = ds["drb"].values.astype(np.float64)
     labels = drb >= 0.5
     n = ds.sizes["candidate"]
-    print(f"alerts with stamps and a d6_m7 drb: {n} ({labels.sum()} with drb >= 0.5, {(~labels).sum()} below)")
+    print(
+        f"alerts with stamps and a d6_m7 drb: {n} ({labels.sum()} with drb >= 0.5, {(~labels).sum()} below)"
+    )
 
     out = args.out or Path(tempfile.mkdtemp(prefix="astrid-validate-export-"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    report = to_tflite(model, out / "d6_m7_int8.tflite", representative=ds,
-                       num_calibration=args.num_calibration)
+    report = to_tflite(
+        model, out / "d6_m7_int8.tflite", representative=ds, num_calibration=args.num_calibration
+    )
     t_export = time.perf_counter() - t0
     print(f"\nint8 export in {t_export:.1f} s:")
     print(report)
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     # Which alerts calibrated the int8 ranges (same draw as to_tflite's).
     calibrated = np.zeros(n, bool)
     if n > args.num_calibration:
-        calibrated[np.random.default_rng(0).choice(n, size=args.num_calibration, replace=False)] = True
+        calibrated[np.random.default_rng(0).choice(n, size=args.num_calibration, replace=False)] = (
+            True
+        )
     else:
         calibrated[:] = True
     held_out = ~calibrated
@@ -91,34 +101,62 @@ def main(argv: list[str] | None = None) -> int:
     float_fast = score(ds, model).values
     int8 = score(ds, report.path).values
     x = preprocess(ds, "rowwise")
-    print(f"\npreprocessed input range: [{x.min():.3g}, {x.max():.3g}]; int8 input scale "
-          f"{report.input.scale:.4g} covers [{(-128 - report.input.zero_point) * report.input.scale:.3g}, "
-          f"{(127 - report.input.zero_point) * report.input.scale:.3g}]")
+    print(
+        f"\npreprocessed input range: [{x.min():.3g}, {x.max():.3g}]; int8 input scale "
+        f"{report.input.scale:.4g} covers [{(-128 - report.input.zero_point) * report.input.scale:.3g}, "
+        f"{(127 - report.input.zero_point) * report.input.scale:.3g}]"
+    )
 
-    keys = ["n", "max_abs_diff", "p99_abs_diff", "mean_abs_diff", "flipped",
-            "auc_int8", "aucpr_int8", "fnr_int8", "fpr_int8"]
+    keys = [
+        "n",
+        "max_abs_diff",
+        "p99_abs_diff",
+        "mean_abs_diff",
+        "flipped",
+        "auc_int8",
+        "aucpr_int8",
+        "fnr_int8",
+        "fpr_int8",
+    ]
     print("\n| comparison | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     # 'int8' columns hold the second argument's metrics (the model under test).
     print(_row("float Keras vs drb (all)", parity(drb, float_keras, labels=labels), keys))
-    print(_row("float TFLite (score default) vs Keras (all)", parity(float_keras, float_fast), keys))
+    print(
+        _row("float TFLite (score default) vs Keras (all)", parity(float_keras, float_fast), keys)
+    )
     print(_row("int8 vs drb (all)", parity(drb, int8, labels=labels), keys))
-    print(_row("int8 vs drb (held out)", parity(drb[held_out], int8[held_out], labels=labels[held_out]), keys))
+    print(
+        _row(
+            "int8 vs drb (held out)",
+            parity(drb[held_out], int8[held_out], labels=labels[held_out]),
+            keys,
+        )
+    )
     print(_row("int8 vs float Keras (all)", parity(float_keras, int8, labels=labels), keys))
-    print(_row("int8 vs float Keras (held out)",
-               parity(float_keras[held_out], int8[held_out], labels=labels[held_out]), keys))
+    print(
+        _row(
+            "int8 vs float Keras (held out)",
+            parity(float_keras[held_out], int8[held_out], labels=labels[held_out]),
+            keys,
+        )
+    )
 
     vs_float = parity(float_keras, int8, labels=labels)
-    print(f"\nagainst drb >= 0.5 labels: AUC float {vs_float['auc_float']:.4f} → int8 "
-          f"{vs_float['auc_int8']:.4f}; AUCPR {vs_float['aucpr_float']:.4f} → {vs_float['aucpr_int8']:.4f}; "
-          f"FNR at 0.5 {vs_float['fnr_float']:.4f} → {vs_float['fnr_int8']:.4f} "
-          f"(Δ {vs_float['delta_fnr']:+.4f})")
+    print(
+        f"\nagainst drb >= 0.5 labels: AUC float {vs_float['auc_float']:.4f} → int8 "
+        f"{vs_float['auc_int8']:.4f}; AUCPR {vs_float['aucpr_float']:.4f} → {vs_float['aucpr_int8']:.4f}; "
+        f"FNR at 0.5 {vs_float['fnr_float']:.4f} → {vs_float['fnr_int8']:.4f} "
+        f"(Δ {vs_float['delta_fnr']:+.4f})"
+    )
     print("(drb itself gives FNR 0 and AUC 1 against these labels by construction.)")
     for label, scores in (("float Keras", float_keras), ("int8", int8)):
         worst = int(np.argmax(np.abs(scores - drb)))
-        print(f"largest |{label} - drb|: candid {int(ds['candid'].values[worst])} "
-              f"(stamp {ds['stamp_shape'].values[worst]}): drb {drb[worst]:.4f}, float {float_keras[worst]:.4f}, "
-              f"int8 {int8[worst]:.4f}")
+        print(
+            f"largest |{label} - drb|: candid {int(ds['candid'].values[worst])} "
+            f"(stamp {ds['stamp_shape'].values[worst]}): drb {drb[worst]:.4f}, float {float_keras[worst]:.4f}, "
+            f"int8 {int8[worst]:.4f}"
+        )
     print(f"\nfiles in {out}")
     return 0
 

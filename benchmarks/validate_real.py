@@ -37,9 +37,9 @@ from astropy.io import fits
 
 from astrid import read_image
 from astrid.diffim import difference
+from astrid.diffim.zogy import robust_std
 from astrid.paths import shared_data
 from astrid.simulate import significant_peaks
-from astrid.diffim.zogy import robust_std
 
 THRESHOLD = 5.0
 PEAK_BOX = 5  # px: a peak is the maximum of |S_corr| in its 5×5 neighbourhood
@@ -65,7 +65,10 @@ def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> in
     if len(bright) == 0:
         return 0
     radius = 4.0 * float(result.metrics["fwhm_ref"])
-    d = np.hypot(np.asarray(bright["x"])[None, :] - xs[:, None], np.asarray(bright["y"])[None, :] - ys[:, None])
+    d = np.hypot(
+        np.asarray(bright["x"])[None, :] - xs[:, None],
+        np.asarray(bright["y"])[None, :] - ys[:, None],
+    )
     return int(np.count_nonzero(d.min(axis=1) <= radius))
 
 
@@ -93,11 +96,17 @@ def _injected_fwhm(psf: np.ndarray, shape, seed: int = 1) -> float:
 def jwst(root) -> list[dict]:
     science = read_image(root / "input_data" / f"{JWST_SCI}.fits")
     reference = read_image(root / "input_data" / f"{JWST_REF}.fits")
-    science.variance = fits.getdata(root / "auxiliary" / f"{JWST_SCI}.noise.fits").astype(np.float64) ** 2
-    reference.variance = fits.getdata(root / "auxiliary" / f"{JWST_REF}.noise.fits").astype(np.float64) ** 2
+    science.variance = (
+        fits.getdata(root / "auxiliary" / f"{JWST_SCI}.noise.fits").astype(np.float64) ** 2
+    )
+    reference.variance = (
+        fits.getdata(root / "auxiliary" / f"{JWST_REF}.noise.fits").astype(np.float64) ** 2
+    )
     psf_sci = fits.getdata(root / "auxiliary" / f"{JWST_SCI}.WebbPSF.fits").astype(np.float64)
     psf_ref = fits.getdata(root / "auxiliary" / f"{JWST_REF}.WebbPSF.fits").astype(np.float64)
-    sfft = fits.getdata(root / "4check" / f"{JWST_SCI}.crossConvd.sfftdiff.DeCorrelated.SNR.fits").astype(np.float64)
+    sfft = fits.getdata(
+        root / "4check" / f"{JWST_SCI}.crossConvd.sfftdiff.DeCorrelated.SNR.fits"
+    ).astype(np.float64)
     sfft_valid = np.isfinite(sfft) & (sfft != 0)  # sfft writes 0 where it has no result
 
     rows = []
@@ -120,54 +129,70 @@ def jwst(root) -> list[dict]:
                 continue
         elapsed = time.perf_counter() - start
         valid = ~result.mask & sfft_valid
-        rows.append({
-            "data": "JWST",
-            "run": label,
-            "scorr_std": robust_std(result.S_corr, ~valid),
-            "peaks": count_peaks(result.S_corr, valid),
-            "peaks_bright": peaks_at_bright_sources(result, valid),
-            "sfft_std": robust_std(sfft, ~valid),
-            "sfft_peaks": count_peaks(sfft, valid),
-            "valid_fraction": float(valid.mean()),
-            "flux_ratio": result.metrics["flux_ratio"],
-            "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
-            "psf": f"{result.metrics['psf_method_sci']}/{result.metrics['psf_method_ref']}",
-            "quality": _quality(result),
-            "seconds": elapsed,
-            "warnings": len(caught),
-        })
+        rows.append(
+            {
+                "data": "JWST",
+                "run": label,
+                "scorr_std": robust_std(result.S_corr, ~valid),
+                "peaks": count_peaks(result.S_corr, valid),
+                "peaks_bright": peaks_at_bright_sources(result, valid),
+                "sfft_std": robust_std(sfft, ~valid),
+                "sfft_peaks": count_peaks(sfft, valid),
+                "valid_fraction": float(valid.mean()),
+                "flux_ratio": result.metrics["flux_ratio"],
+                "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
+                "psf": f"{result.metrics['psf_method_sci']}/{result.metrics['psf_method_ref']}",
+                "quality": _quality(result),
+                "seconds": elapsed,
+                "warnings": len(caught),
+            }
+        )
     webb = [r for r in rows if r["run"].startswith("WebbPSF") and "error" not in r]
     est = [r for r in rows if r["run"].startswith("estimated") and "error" not in r]
     if webb and est:
         e = est[0]
         webb_fwhm = webb[0]["fwhm"]
         std_ok = abs(e["scorr_std"] - 1.0) <= 0.1
-        print(f"# JWST target, S_corr robust std 1 +- 0.1: {e['scorr_std']:.3f} -> {'met' if std_ok else 'NOT met'}")
+        print(
+            f"# JWST target, S_corr robust std 1 +- 0.1: {e['scorr_std']:.3f} -> {'met' if std_ok else 'NOT met'}"
+        )
         for w in webb:
             ratio = e["peaks"] / max(w["peaks"], 1)
-            print(f"# JWST target, 5-sigma peaks <= 1.5 x WebbPSF run '{w['run']}' ({w['peaks']}): {e['peaks']} "
-                  f"({ratio:.2f} x) -> {'met' if ratio <= 1.5 else 'NOT met'}")
+            print(
+                f"# JWST target, 5-sigma peaks <= 1.5 x WebbPSF run '{w['run']}' ({w['peaks']}): {e['peaks']} "
+                f"({ratio:.2f} x) -> {'met' if ratio <= 1.5 else 'NOT met'}"
+            )
         for i, side in enumerate(("science", "reference")):
             ratio = e["fwhm"][i] / webb_fwhm[i]
-            print(f"# JWST target, {side} PSF FWHM within 10 % of WebbPSF's {webb_fwhm[i]:.3f} px: "
-                  f"{e['fwhm'][i]:.3f} px ({100 * (ratio - 1):+.1f} %) -> {'met' if abs(ratio - 1) <= 0.1 else 'NOT met'}")
+            print(
+                f"# JWST target, {side} PSF FWHM within 10 % of WebbPSF's {webb_fwhm[i]:.3f} px: "
+                f"{e['fwhm'][i]:.3f} px ({100 * (ratio - 1):+.1f} %) -> {'met' if abs(ratio - 1) <= 0.1 else 'NOT met'}"
+            )
         from astrid.diffim import find_stars
 
         for name, label in ((JWST_SCI, "science"), (JWST_REF, "reference")):
             image = read_image(root / "input_data" / f"{name}.fits")
             psf = fits.getdata(root / "auxiliary" / f"{name}.WebbPSF.fits").astype(np.float64)
             stars = find_stars(image.data, image.mask)
-            print(f"# JWST {label}: star finder FWHM of WebbPSF copies injected in noise "
-                  f"{_injected_fwhm(psf, image.shape):.2f} px; of the image's stellar locus {stars.meta['fwhm']:.2f} px "
-                  f"({stars.meta['fwhm_nstars']} sources, median roundness {stars.meta['locus_roundness']:.3f}, "
-                  f"chosen as '{stars.meta['fwhm_source']}')")
+            print(
+                f"# JWST {label}: star finder FWHM of WebbPSF copies injected in noise "
+                f"{_injected_fwhm(psf, image.shape):.2f} px; of the image's stellar locus {stars.meta['fwhm']:.2f} px "
+                f"({stars.meta['fwhm_nstars']} sources, median roundness {stars.meta['locus_roundness']:.3f}, "
+                f"chosen as '{stars.meta['fwhm_source']}')"
+            )
     return rows
 
 
 def decam(root) -> list[dict]:
     rows = []
-    pairs = [(f"input_data/DEC-OBS04{c}.mini.fits", f"input_data/DEC-OBS18{c}.mini.fits", f"OBS04{c} vs OBS18{c}")
-             for c in "abcde"]
+    pairs = [
+        (
+            f"input_data/DEC-OBS04{c}.mini.fits",
+            f"input_data/DEC-OBS18{c}.mini.fits",
+            f"OBS04{c} vs OBS18{c}",
+        )
+        for c in "abcde"
+    ]
     pairs.append(("4check/Stack-DEC-OBS04.fits", "4check/Stack-DEC-OBS18.fits", "stacks"))
     for ref_name, sci_name, label in pairs:
         reference = read_image(root / ref_name)
@@ -178,30 +203,41 @@ def decam(root) -> list[dict]:
             try:
                 result = difference(reference, science, align=True, dtype=np.float64)
             except Exception as exc:
-                rows.append({"data": "DECam", "run": label, "error": f"{type(exc).__name__}: {exc}"})
+                rows.append(
+                    {"data": "DECam", "run": label, "error": f"{type(exc).__name__}: {exc}"}
+                )
                 continue
         valid = ~result.mask
-        rows.append({
-            "data": "DECam",
-            "run": label,
-            "scorr_std": robust_std(result.S_corr, result.mask),
-            "peaks": count_peaks(result.S_corr, valid),
-            "peaks_bright": peaks_at_bright_sources(result, valid),
-            "valid_fraction": float(valid.mean()),
-            "flux_ratio": result.metrics["flux_ratio"],
-            "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
-            "header_fwhm": (science.header.get("FWHM"), reference.header.get("FWHM")),
-            "align_rms": result.metrics["align_rms"],
-            "quality": _quality(result),
-            "seconds": time.perf_counter() - start,
-            "warnings": len(caught),
-        })
+        rows.append(
+            {
+                "data": "DECam",
+                "run": label,
+                "scorr_std": robust_std(result.S_corr, result.mask),
+                "peaks": count_peaks(result.S_corr, valid),
+                "peaks_bright": peaks_at_bright_sources(result, valid),
+                "valid_fraction": float(valid.mean()),
+                "flux_ratio": result.metrics["flux_ratio"],
+                "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
+                "header_fwhm": (science.header.get("FWHM"), reference.header.get("FWHM")),
+                "align_rms": result.metrics["align_rms"],
+                "quality": _quality(result),
+                "seconds": time.perf_counter() - start,
+                "warnings": len(caught),
+            }
+        )
     # sfft's own decorrelated difference of the stacks, in units of its robust noise.
     sfft = fits.getdata(root / "4check" / "FinalDifference.DeCorr.fits").astype(np.float64)
     sigma = robust_std(sfft)
     valid = np.ones(sfft.shape, bool)
-    rows.append({"data": "DECam", "run": "sfft stacks (DeCorr / robust std)", "scorr_std": 1.0,
-                 "peaks": count_peaks(sfft / sigma, valid), "valid_fraction": 1.0})
+    rows.append(
+        {
+            "data": "DECam",
+            "run": "sfft stacks (DeCorr / robust std)",
+            "scorr_std": 1.0,
+            "peaks": count_peaks(sfft / sigma, valid),
+            "valid_fraction": 1.0,
+        }
+    )
     return rows
 
 
@@ -232,8 +268,25 @@ def main(argv=None) -> int:
         print("# DECam epochs not found (shared data absent): skipped")
     else:
         rows += decam(root)
-    columns = ["data", "run", "scorr_std", "peaks", "peaks_bright", "sfft_std", "sfft_peaks", "valid_fraction",
-               "flux_ratio", "fwhm", "header_fwhm", "psf", "align_rms", "seconds", "warnings", "quality", "error"]
+    columns = [
+        "data",
+        "run",
+        "scorr_std",
+        "peaks",
+        "peaks_bright",
+        "sfft_std",
+        "sfft_peaks",
+        "valid_fraction",
+        "flux_ratio",
+        "fwhm",
+        "header_fwhm",
+        "psf",
+        "align_rms",
+        "seconds",
+        "warnings",
+        "quality",
+        "error",
+    ]
     columns = [c for c in columns if any(c in row for row in rows)]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

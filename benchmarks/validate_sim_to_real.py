@@ -36,13 +36,35 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 RECIPES = {
-    "sim": {"preset": "ztf", "n_supernovae": 120, "n_variables": 15, "negative": False, "flip": False},
-    "alert": {"preset": "ztf_alert", "n_supernovae": 80, "n_variables": 40, "negative": True, "flip": True},
-    "alert+realbg": {"preset": "ztf_alert", "n_supernovae": 80, "n_variables": 40, "negative": True, "flip": True,
-                     "real_backgrounds": True},
+    "sim": {
+        "preset": "ztf",
+        "n_supernovae": 120,
+        "n_variables": 15,
+        "negative": False,
+        "flip": False,
+    },
+    "alert": {
+        "preset": "ztf_alert",
+        "n_supernovae": 80,
+        "n_variables": 40,
+        "negative": True,
+        "flip": True,
+    },
+    "alert+realbg": {
+        "preset": "ztf_alert",
+        "n_supernovae": 80,
+        "n_variables": 40,
+        "negative": True,
+        "flip": True,
+        "real_backgrounds": True,
+    },
 }
 ZTF_BAD_BITS = 0xFFFF & ~0b10  # every ZTF mask bit but 2 ("source detected") marks unusable pixels
-REAL_KINDS = ("supernova", "variable", "asteroid")  # braai's convention: every astrophysical source is real
+REAL_KINDS = (
+    "supernova",
+    "variable",
+    "asteroid",
+)  # braai's convention: every astrophysical source is real
 
 
 def flip_fading(ds):
@@ -63,20 +85,34 @@ def build(recipe: dict, fields: int, size: int, seed: int, label: str):
     parts = []
     for i in range(fields):
         t0 = time.perf_counter()
-        pair = astrid.simulate.pair(size=size, seed=seed + i, preset=recipe["preset"],
-                                    n_supernovae=recipe["n_supernovae"], n_variables=recipe["n_variables"])
+        pair = astrid.simulate.pair(
+            size=size,
+            seed=seed + i,
+            preset=recipe["preset"],
+            n_supernovae=recipe["n_supernovae"],
+            n_variables=recipe["n_variables"],
+        )
         result = astrid.difference(pair.reference, pair.science)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            examples = ExampleOptions(random_bogus=50, radius=3.0, real_kinds=REAL_KINDS, negative=recipe["negative"])
-            ds = build_training_set([(result, pair.truth, f"{label}{i:02d}")], examples, balance=None, seed=seed + i)
+            examples = ExampleOptions(
+                random_bogus=50, radius=3.0, real_kinds=REAL_KINDS, negative=recipe["negative"]
+            )
+            ds = build_training_set(
+                [(result, pair.truth, f"{label}{i:02d}")], examples, balance=None, seed=seed + i
+            )
         if recipe["flip"]:
             ds = flip_fading(ds)
         keep = [name for name in ds.coords if ds[name].dims in (("candidate",), ("channel",))]
-        ds = ds.reset_coords([c for c in ds.coords if c not in keep and c not in ds.dims], drop=True)
+        ds = ds.reset_coords(
+            [c for c in ds.coords if c not in keep and c not in ds.dims], drop=True
+        )
         parts.append(ds)
-        print(f"  {label}{i:02d}: {ds.sizes['candidate']} triplets ({int(ds['label'].sum())} real), "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"  {label}{i:02d}: {ds.sizes['candidate']} triplets ({int(ds['label'].sum())} real), "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
     return concat(parts)
 
 
@@ -98,14 +134,31 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
     decam = shared_data("images", "sfft_decam_decorr")
     if decam is not None:
         for c in "abcde":
-            cases.append(("DECam", f"OBS04{c}/OBS18{c}", decam / f"input_data/DEC-OBS04{c}.mini.fits",
-                          decam / f"input_data/DEC-OBS18{c}.mini.fits", None))
+            cases.append(
+                (
+                    "DECam",
+                    f"OBS04{c}/OBS18{c}",
+                    decam / f"input_data/DEC-OBS04{c}.mini.fits",
+                    decam / f"input_data/DEC-OBS18{c}.mini.fits",
+                    None,
+                )
+            )
     jwst = shared_data("images", "sfft_jwst_nircam_a2744")
     if jwst is not None:
         names = sorted(p.name.replace(".fits", "") for p in (jwst / "input_data").glob("*.fits"))
         ref_name, sci_name = names[0], names[-1]
-        cases.append(("JWST", "A2744", jwst / "input_data" / f"{ref_name}.fits", jwst / "input_data" / f"{sci_name}.fits",
-                      (jwst / "auxiliary" / f"{ref_name}.WebbPSF.fits", jwst / "auxiliary" / f"{sci_name}.WebbPSF.fits")))
+        cases.append(
+            (
+                "JWST",
+                "A2744",
+                jwst / "input_data" / f"{ref_name}.fits",
+                jwst / "input_data" / f"{sci_name}.fits",
+                (
+                    jwst / "auxiliary" / f"{ref_name}.WebbPSF.fits",
+                    jwst / "auxiliary" / f"{sci_name}.WebbPSF.fits",
+                ),
+            )
+        )
     parts = {}
     for k, (survey, label, ref_path, sci_path, psfs) in enumerate(cases):
         reference, science = astrid.read_image(ref_path), astrid.read_image(sci_path)
@@ -113,24 +166,41 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
             warnings.simplefilter("ignore")
             if psfs is None:
                 psf = astrid.gaussian_psf(float(science.header["FWHM"]))
-                injection = inject_sources(science, n=n_sources, snr=(8.0, 60.0), psf=psf, seed=seed + k)
+                injection = inject_sources(
+                    science, n=n_sources, snr=(8.0, 60.0), psf=psf, seed=seed + k
+                )
                 result = astrid.difference(reference, injection.image, dtype=np.float64)
             else:
                 psf_ref, psf_sci = (fits.getdata(p).astype(np.float64) for p in psfs)
-                injection = inject_sources(science, n=n_sources, snr=(8.0, 60.0), psf=psf_sci, seed=seed + k)
-                result = astrid.difference(reference, injection.image, align=False, dtype=np.float64,
-                                           science_psf=psf_sci, reference_psf=psf_ref, flux_ratio=1.0)
+                injection = inject_sources(
+                    science, n=n_sources, snr=(8.0, 60.0), psf=psf_sci, seed=seed + k
+                )
+                result = astrid.difference(
+                    reference,
+                    injection.image,
+                    align=False,
+                    dtype=np.float64,
+                    science_psf=psf_sci,
+                    reference_psf=psf_ref,
+                    flux_ratio=1.0,
+                )
             candidates = astrid.detect(result, threshold=5.0)
-            labelled = label_candidates(candidates, injection.truth, radius=3.0, real_kinds=("injected",),
-                                        wcs=result.wcs)
+            labelled = label_candidates(
+                candidates, injection.truth, radius=3.0, real_kinds=("injected",), wcs=result.wcs
+            )
             ds = make_triplets(result, labelled, field=f"{survey}-{label}")
         parts.setdefault(survey, []).append(ds)
-        print(f"  {survey} {label}: {ds.sizes['candidate']} detections, {int(ds['label'].sum())} recovered "
-              f"injections of {n_sources}", flush=True)
+        print(
+            f"  {survey} {label}: {ds.sizes['candidate']} detections, {int(ds['label'].sum())} recovered "
+            f"injections of {n_sources}",
+            flush=True,
+        )
     out = {}
     for survey, sets in parts.items():
         ds = concat(sets).drop_indexes("candidate_id")
-        out[survey] = ds.assign_coords(candidate_id=("candidate", [f"{survey}-{i}" for i in range(ds.sizes["candidate"])]))
+        out[survey] = ds.assign_coords(
+            candidate_id=("candidate", [f"{survey}-{i}" for i in range(ds.sizes["candidate"])])
+        )
     return out
 
 
@@ -143,11 +213,19 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
     from astropy.io import fits
     from scipy import ndimage
 
-    from astrid.schema import new_triplet_dataset
     from astrid.paths import shared_data
+    from astrid.schema import new_triplet_dataset
 
-    parts = [alerts_without_drb.reset_coords([c for c in alerts_without_drb.coords
-                                              if c not in ("candidate_id", "fwhm", "objectId", "channel")], drop=True)]
+    parts = [
+        alerts_without_drb.reset_coords(
+            [
+                c
+                for c in alerts_without_drb.coords
+                if c not in ("candidate_id", "fwhm", "objectId", "channel")
+            ],
+            drop=True,
+        )
+    ]
     folder = shared_data("images", "ztf_quadrant")
     if folder is not None:
         data = fits.getdata(next(folder.glob("*_sciimg.fits"))).astype(np.float64)
@@ -162,24 +240,48 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
         ys, xs = list(ys[pick] + 40), list(xs[pick] + 40)
         ys += list(rng.integers(40, data.shape[0] - 40, n_quadrant - len(pick)))
         xs += list(rng.integers(40, data.shape[1] - 40, n_quadrant - len(pick)))
-        stamps = np.stack([data[y - 31:y + 32, x - 31:x + 32] for y, x in zip(ys, xs)])
-        quadrant = new_triplet_dataset(np.repeat(stamps[..., None], 3, axis=-1).astype(np.float32), coords={
-            "candidate_id": [f"quadrant-{k}" for k in range(len(ys))],
-            "objectId": [f"quadrant-{k // 50}" for k in range(len(ys))],  # neighbouring cutouts grouped
-            "fwhm": np.full(len(ys), np.nan)})
+        stamps = np.stack([data[y - 31 : y + 32, x - 31 : x + 32] for y, x in zip(ys, xs)])
+        quadrant = new_triplet_dataset(
+            np.repeat(stamps[..., None], 3, axis=-1).astype(np.float32),
+            coords={
+                "candidate_id": [f"quadrant-{k}" for k in range(len(ys))],
+                "objectId": [
+                    f"quadrant-{k // 50}" for k in range(len(ys))
+                ],  # neighbouring cutouts grouped
+                "fwhm": np.full(len(ys), np.nan),
+            },
+        )
         parts.append(quadrant)
-    return xr.concat([p.drop_indexes("candidate_id") for p in parts], dim="candidate", data_vars="all",
-                     coords="different", compat="equals", join="outer", combine_attrs="drop_conflicts")
+    return xr.concat(
+        [p.drop_indexes("candidate_id") for p in parts],
+        dim="candidate",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
 
 
 def concat(sets):
     import xarray as xr
 
     common = set.intersection(*(set(p.coords) for p in sets))
-    sets = [p.reset_coords([c for c in p.coords if c not in common and c not in p.dims], drop=True)
-            .drop_indexes("candidate_id") for p in sets]
-    return xr.concat(sets, dim="candidate", data_vars="all", coords="different", compat="equals", join="outer",
-                     combine_attrs="drop_conflicts").set_xindex("candidate_id")
+    sets = [
+        p.reset_coords(
+            [c for c in p.coords if c not in common and c not in p.dims], drop=True
+        ).drop_indexes("candidate_id")
+        for p in sets
+    ]
+    return xr.concat(
+        sets,
+        dim="candidate",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    ).set_xindex("candidate_id")
 
 
 def scores_against(labels, scores, threshold):
@@ -193,14 +295,27 @@ def scores_against(labels, scores, threshold):
 
     fnr05, fpr05 = rates(0.5)
     fnr_t, fpr_t = rates(threshold)
-    return {"roc_auc": float(roc_auc_score(labels, scores)), "aucpr": float(average_precision_score(labels, scores)),
-            "fnr_05": fnr05, "fpr_05": fpr05, "threshold": float(threshold), "fnr_t": fnr_t, "fpr_t": fpr_t}
+    return {
+        "roc_auc": float(roc_auc_score(labels, scores)),
+        "aucpr": float(average_precision_score(labels, scores)),
+        "fnr_05": fnr05,
+        "fpr_05": fpr05,
+        "threshold": float(threshold),
+        "fnr_t": fnr_t,
+        "fpr_t": fpr_t,
+    }
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fields", type=int, default=12, help="training fields per recipe (+ 1/3 validation)")
-    parser.add_argument("--test-fields", type=int, default=4, help="held-out ztf-preset fields (home domain)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--fields", type=int, default=12, help="training fields per recipe (+ 1/3 validation)"
+    )
+    parser.add_argument(
+        "--test-fields", type=int, default=4, help="held-out ztf-preset fields (home domain)"
+    )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=4)
@@ -215,19 +330,28 @@ def main(argv=None) -> int:
 
     folder = shared_data("ztf_alerts")
     if folder is None:
-        print("shared ZTF alerts not found (../shared/data/ztf_alerts): nothing to validate against")
+        print(
+            "shared ZTF alerts not found (../shared/data/ztf_alerts): nothing to validate against"
+        )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     alerts = read_ztf(folder)
     drb = alerts["drb"].values.astype(float)
     backgrounds = None
     if any(RECIPES[name].get("real_backgrounds") for name in args.recipes.split(",")):
-        backgrounds = real_backgrounds(alerts.isel(candidate=np.flatnonzero(~np.isfinite(drb))), seed=args.seed)
-        print(f"real backgrounds: {backgrounds.sizes['candidate']} reference stamps (alerts without drb, "
-              "ZTF quadrant cutouts)", flush=True)
+        backgrounds = real_backgrounds(
+            alerts.isel(candidate=np.flatnonzero(~np.isfinite(drb))), seed=args.seed
+        )
+        print(
+            f"real backgrounds: {backgrounds.sizes['candidate']} reference stamps (alerts without drb, "
+            "ZTF quadrant cutouts)",
+            flush=True,
+        )
     alerts = alerts.isel(candidate=np.flatnonzero(np.isfinite(drb)))
     real_labels = (alerts["drb"].values.astype(float) >= 0.5).astype(int)
-    print(f"{alerts.sizes['candidate']} shared ZTF alerts with stamps and drb ({real_labels.sum()} at drb >= 0.5)")
+    print(
+        f"{alerts.sizes['candidate']} shared ZTF alerts with stamps and drb ({real_labels.sum()} at drb >= 0.5)"
+    )
 
     print("second domain: injections into the shared DECam and JWST pairs", flush=True)
     domains = injected_real_pairs()
@@ -246,13 +370,34 @@ def main(argv=None) -> int:
         if recipe.get("real_backgrounds"):
             from astrid.inject import triplets_on_real_backgrounds
 
-            train_set = concat([train_set, triplets_on_real_backgrounds(
-                backgrounds, train_set.sizes["candidate"], seed=args.seed)])
-            validation = concat([validation, triplets_on_real_backgrounds(
-                backgrounds, validation.sizes["candidate"], seed=args.seed + 1)])
-        fit = braai.train(train_set, "vgg6", validation=validation, config=braai.TrainConfig(epochs=args.epochs, patience=args.patience, seed=0), out_dir=args.out, name=f"vgg6_{name}")
+            train_set = concat(
+                [
+                    train_set,
+                    triplets_on_real_backgrounds(
+                        backgrounds, train_set.sizes["candidate"], seed=args.seed
+                    ),
+                ]
+            )
+            validation = concat(
+                [
+                    validation,
+                    triplets_on_real_backgrounds(
+                        backgrounds, validation.sizes["candidate"], seed=args.seed + 1
+                    ),
+                ]
+            )
+        fit = braai.train(
+            train_set,
+            "vgg6",
+            validation=validation,
+            config=braai.TrainConfig(epochs=args.epochs, patience=args.patience, seed=0),
+            out_dir=args.out,
+            name=f"vgg6_{name}",
+        )
         val_scores = braai.predict(fit.model, validation)
-        threshold = braai.threshold_for_fnr(validation["label"].values.astype(int), val_scores, 0.02)
+        threshold = braai.threshold_for_fnr(
+            validation["label"].values.astype(int), val_scores, 0.02
+        )
         real = scores_against(real_labels, braai.predict(fit.model, alerts), threshold)
         home_scores = braai.predict(fit.model, home)
         injected = {}
@@ -260,22 +405,34 @@ def main(argv=None) -> int:
             labels = ds["label"].values.astype(int)
             if labels.min() != labels.max():
                 injected[survey] = scores_against(labels, braai.predict(fit.model, ds), threshold)
-        rows[name] = {"injected": injected, "recipe": recipe, "n_train": int(train_set.sizes["candidate"]),
-                      "n_validation": int(validation.sizes["candidate"]), "ztf_drb": real,
-                      "home_aucpr": scores_against(home_labels, home_scores, 0.5)["aucpr"],
-                      "epochs": fit.card["training"]["epochs_run"], "seconds": round(time.perf_counter() - started)}
+        rows[name] = {
+            "injected": injected,
+            "recipe": recipe,
+            "n_train": int(train_set.sizes["candidate"]),
+            "n_validation": int(validation.sizes["candidate"]),
+            "ztf_drb": real,
+            "home_aucpr": scores_against(home_labels, home_scores, 0.5)["aucpr"],
+            "epochs": fit.card["training"]["epochs_run"],
+            "seconds": round(time.perf_counter() - started),
+        }
         print(json.dumps(rows[name], indent=1), flush=True)
         (args.out / "results.json").write_text(json.dumps(rows, indent=1))
 
-    print("\n| recipe | train triplets | ROC AUC vs drb | AUCPR vs drb | FNR / FPR at 0.5 | threshold (sim FNR 2 %) "
-          "| FNR / FPR there | home AUCPR |")
+    print(
+        "\n| recipe | train triplets | ROC AUC vs drb | AUCPR vs drb | FNR / FPR at 0.5 | threshold (sim FNR 2 %) "
+        "| FNR / FPR there | home AUCPR |"
+    )
     print("|---|---:|---:|---:|---|---:|---|---:|")
     for name, row in rows.items():
         r = row["ztf_drb"]
-        print(f"| {name} | {row['n_train']} | {r['roc_auc']:.3f} | {r['aucpr']:.3f} | {r['fnr_05']:.1%} / "
-              f"{r['fpr_05']:.1%} | {r['threshold']:.3f} | {r['fnr_t']:.1%} / {r['fpr_t']:.1%} | "
-              f"{row['home_aucpr']:.4f} |")
-    print("\nsecond domain, injections into real pairs (recovered injections real, other detections bogus):")
+        print(
+            f"| {name} | {row['n_train']} | {r['roc_auc']:.3f} | {r['aucpr']:.3f} | {r['fnr_05']:.1%} / "
+            f"{r['fpr_05']:.1%} | {r['threshold']:.3f} | {r['fnr_t']:.1%} / {r['fpr_t']:.1%} | "
+            f"{row['home_aucpr']:.4f} |"
+        )
+    print(
+        "\nsecond domain, injections into real pairs (recovered injections real, other detections bogus):"
+    )
     print("| recipe | " + " | ".join(f"{s} ROC AUC | {s} AUCPR" for s in domains) + " |")
     print("|---|" + "---:|---:|" * len(domains))
     for name, row in rows.items():

@@ -29,8 +29,8 @@ import warnings
 import numpy as np
 
 from astrid.diffim import difference
-from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 from astrid.diffim.zogy import flux_at, robust_std
+from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 
 
 def evaluate(sim, result, explained, bright_mask, free_mask):
@@ -47,8 +47,13 @@ def evaluate(sim, result, explained, bright_mask, free_mask):
             found.append(np.abs(result.S_corr[iy - 2 : iy + 3, ix - 2 : ix + 3]).max() > 5)
         if result.method == "zogy" and row["snr_diff"] >= 20:
             measured = flux_at(result.subtraction, row["x_ref"], row["y_ref"])
-            ratios.append((measured["flux"] / row["flux_diff"], row["snr_diff"],
-                           (measured["flux"] - row["flux_diff"]) / measured["flux_err"]))
+            ratios.append(
+                (
+                    measured["flux"] / row["flux_diff"],
+                    row["snr_diff"],
+                    (measured["flux"] - row["flux_diff"]) / measured["flux_err"],
+                )
+            )
     return {
         "std": robust_std(result.S_corr, result.mask | ~free_mask),
         "recovered": int(sum(found)),
@@ -75,14 +80,21 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 6, 8, 9])
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--methods", nargs="+", default=["zogy", "classic"], choices=["zogy", "classic"])
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="option of difference() for ZOGY, e.g. psf_degree=0 (value read as YAML)")
+    parser.add_argument(
+        "--methods", nargs="+", default=["zogy", "classic"], choices=["zogy", "classic"]
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of difference() for ZOGY, e.g. psf_degree=0 (value read as YAML)",
+    )
     args = parser.parse_args(argv)
     zogy_options = parse_options(args.option)
     from astrid.simulate import pair
 
-    print(f"| seed | method | std | recovered | FP | FP bright | flux median [10–90 %] | s |")
+    print("| seed | method | std | recovered | FP | FP bright | flux median [10–90 %] | s |")
     print("|---|---|---|---|---|---|---|---|")
     totals = {method: [] for method in args.methods}
     for seed in args.seeds:
@@ -94,37 +106,56 @@ def main(argv=None) -> None:
         for method in args.methods:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = difference(sim.reference, sim.science, method=method,
-                                    **(zogy_options if method == "zogy" else {}))
+                result = difference(
+                    sim.reference,
+                    sim.science,
+                    method=method,
+                    **(zogy_options if method == "zogy" else {}),
+                )
             stats = evaluate(sim, result, ex, bright, free)
             totals[method].append(stats)
             flux = ""
             if stats["ratios"]:
                 q = np.percentile([r[0] for r in stats["ratios"]], [10, 50, 90])
                 flux = f"{q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}]"
-            print(f"| {seed} | {method} | {stats['std']:.3f} | {stats['recovered']}/{stats['n']} | {stats['fp']} | "
-                  f"{stats['fp_bright']} | {flux} | {stats['time']:.1f} |", flush=True)
+            print(
+                f"| {seed} | {method} | {stats['std']:.3f} | {stats['recovered']}/{stats['n']} | {stats['fp']} | "
+                f"{stats['fp_bright']} | {flux} | {stats['time']:.1f} |",
+                flush=True,
+            )
     for method, rows in totals.items():
         measured = np.array([r for s in rows for r in s["ratios"]]).reshape(-1, 3)
         ratios, snr, pulls = measured.T
         q = np.percentile(ratios, [10, 50, 90]) if ratios.size else [np.nan] * 3
         within = np.mean(np.abs(ratios - 1) < 0.05) if ratios.size else np.nan
-        print(f"| all | {method} | {np.mean([s['std'] for s in rows]):.3f} (mean) | "
-              f"{sum(s['recovered'] for s in rows)}/{sum(s['n'] for s in rows)} | {sum(s['fp'] for s in rows)} | "
-              f"{sum(s['fp_bright'] for s in rows)} | "
-              + (f"{q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}], {100 * within:.0f} % within 5 %" if ratios.size else "")
-              + " | |")
+        print(
+            f"| all | {method} | {np.mean([s['std'] for s in rows]):.3f} (mean) | "
+            f"{sum(s['recovered'] for s in rows)}/{sum(s['n'] for s in rows)} | {sum(s['fp'] for s in rows)} | "
+            f"{sum(s['fp_bright'] for s in rows)} | "
+            + (
+                f"{q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}], {100 * within:.0f} % within 5 %"
+                if ratios.size
+                else ""
+            )
+            + " | |"
+        )
         if ratios.size:
             bright = snr >= 50
-            print(f"# {method} fluxes: {ratios.size} transients with S/N >= 20, {100 * within:.0f} % within 5 %; "
-                  f"{int(bright.sum())} with S/N >= 50, "
-                  f"{100 * np.mean(np.abs(ratios[bright] - 1) < 0.05) if bright.any() else np.nan:.0f} % within 5 %; "
-                  f"(measured - true) / flux_err: median {np.median(pulls):+.2f}, robust std "
-                  f"{1.4826 * np.median(np.abs(pulls - np.median(pulls))):.2f}, "
-                  f"{100 * np.mean(np.abs(pulls) < 2):.0f} % within 2 sigma")
-    print(f"# {len(args.seeds)} pairs of {args.size}² px; FP scaled to 2048²: "
-          + ", ".join(f"{m} {sum(s['fp'] for s in rows) * (2048 / args.size) ** 2 / len(rows):.1f}"
-                      for m, rows in totals.items()))
+            print(
+                f"# {method} fluxes: {ratios.size} transients with S/N >= 20, {100 * within:.0f} % within 5 %; "
+                f"{int(bright.sum())} with S/N >= 50, "
+                f"{100 * np.mean(np.abs(ratios[bright] - 1) < 0.05) if bright.any() else np.nan:.0f} % within 5 %; "
+                f"(measured - true) / flux_err: median {np.median(pulls):+.2f}, robust std "
+                f"{1.4826 * np.median(np.abs(pulls - np.median(pulls))):.2f}, "
+                f"{100 * np.mean(np.abs(pulls) < 2):.0f} % within 2 sigma"
+            )
+    print(
+        f"# {len(args.seeds)} pairs of {args.size}² px; FP scaled to 2048²: "
+        + ", ".join(
+            f"{m} {sum(s['fp'] for s in rows) * (2048 / args.size) ** 2 / len(rows):.1f}"
+            for m, rows in totals.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,19 @@ import math
 
 import numpy as np
 
-from astrid.simulate import pair, significant_peaks
 from astrid.diffim.zogy import ZogyImage, ZogyOptions, robust_std, subtract
+from astrid.simulate import pair, significant_peaks
 
 THRESHOLDS = (4.0, 4.5, 5.0, 5.2, 5.5)
-EMPTY = dict(n_stars=0, n_galaxies=0, n_host_galaxies=0, n_supernovae=0, n_variables=0, n_asteroids=0,
-             artifacts=False)
+EMPTY = dict(
+    n_stars=0,
+    n_galaxies=0,
+    n_host_galaxies=0,
+    n_supernovae=0,
+    n_variables=0,
+    n_asteroids=0,
+    artifacts=False,
+)
 
 
 def peaks_above(significance, mask, thresholds):
@@ -44,6 +51,7 @@ def peaks_above(significance, mask, thresholds):
 
 def expected_peaks(psf_n, psf_r, sigma_n, sigma_r, flux_ratio, thresholds, area, grid=256):
     """Expected |S| > u peak count over ``area`` pixels for a continuous Gaussian field with S's spectrum."""
+
     def spectrum(psf):
         padded = np.zeros((grid, grid))
         h = psf.shape[0] // 2
@@ -55,8 +63,15 @@ def expected_peaks(psf_n, psf_r, sigma_n, sigma_r, flux_ratio, thresholds, area,
     fy, fx = np.meshgrid(np.fft.fftfreq(grid), np.fft.fftfreq(grid), indexing="ij")
     wy, wx = 2 * np.pi * fy, 2 * np.pi * fx
     total = power.sum()
-    lam = np.array([[(wx * wx * power).sum(), (wx * wy * power).sum()],
-                    [(wx * wy * power).sum(), (wy * wy * power).sum()]]) / total
+    lam = (
+        np.array(
+            [
+                [(wx * wx * power).sum(), (wx * wy * power).sum()],
+                [(wx * wy * power).sum(), (wy * wy * power).sum()],
+            ]
+        )
+        / total
+    )
     density = math.sqrt(np.linalg.det(lam)) / (2 * math.pi) ** 1.5
     return [2 * area * density * u * math.exp(-u * u / 2) for u in thresholds]
 
@@ -74,25 +89,45 @@ def main(argv=None) -> None:
         sim = pair(args.size, seed=seed, **EMPTY)
         p = sim.params
         # Background noise per pixel of the simulated epochs (sky Poisson plus read noise, in ADU).
-        sigma = [math.sqrt(p[f"sky_{e}"] / p["gain"] + (p["read_noise"] / p["gain"]) ** 2)
-                 for e in ("science", "reference")]
+        sigma = [
+            math.sqrt(p[f"sky_{e}"] / p["gain"] + (p["read_noise"] / p["gain"]) ** 2)
+            for e in ("science", "reference")
+        ]
         rng = np.random.default_rng(seed)
         N = rng.normal(0.0, sigma[0], (args.size, args.size)).astype(np.float32)
         R = rng.normal(0.0, sigma[1], (args.size, args.size)).astype(np.float32)
-        result = subtract(reference=ZogyImage(R, p["psf_reference"], sigma[1]),
-                          science=ZogyImage(N, p["psf_science"], sigma[0]),
-                          flux_ratio=p["flux_ratio"], options=ZogyOptions(dtype=np.float32))
+        result = subtract(
+            reference=ZogyImage(R, p["psf_reference"], sigma[1]),
+            science=ZogyImage(N, p["psf_science"], sigma[0]),
+            flux_ratio=p["flux_ratio"],
+            options=ZogyOptions(dtype=np.float32),
+        )
         counts = peaks_above(result.S_corr, result.mask, THRESHOLDS)
         total += counts
-        expected += expected_peaks(p["psf_science"], p["psf_reference"], sigma[0], sigma[1], p["flux_ratio"],
-                                   THRESHOLDS, float(np.count_nonzero(~result.mask)))
-        print(f"| {seed} | {robust_std(result.S_corr, result.mask):.3f} | " + " | ".join(map(str, counts)) + " |",
-              flush=True)
+        expected += expected_peaks(
+            p["psf_science"],
+            p["psf_reference"],
+            sigma[0],
+            sigma[1],
+            p["flux_ratio"],
+            THRESHOLDS,
+            float(np.count_nonzero(~result.mask)),
+        )
+        print(
+            f"| {seed} | {robust_std(result.S_corr, result.mask):.3f} | "
+            + " | ".join(map(str, counts))
+            + " |",
+            flush=True,
+        )
     scale = (2048 / args.size) ** 2 / len(args.seeds)
     print(f"| all ({len(args.seeds)} × {args.size}²) | | " + " | ".join(map(str, total)) + " |")
-    print("# per 2048²: " + ", ".join(f"> {t:g}: {n * scale:.2f}" for t, n in zip(THRESHOLDS, total)))
-    print("# continuous Gaussian field with the same spectrum, per 2048²: "
-          + ", ".join(f"> {t:g}: {n * scale:.2f}" for t, n in zip(THRESHOLDS, expected)))
+    print(
+        "# per 2048²: " + ", ".join(f"> {t:g}: {n * scale:.2f}" for t, n in zip(THRESHOLDS, total))
+    )
+    print(
+        "# continuous Gaussian field with the same spectrum, per 2048²: "
+        + ", ".join(f"> {t:g}: {n * scale:.2f}" for t, n in zip(THRESHOLDS, expected))
+    )
 
 
 if __name__ == "__main__":

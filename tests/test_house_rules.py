@@ -60,18 +60,32 @@ def _private_import_violations(path: Path) -> list[str]:
                 continue
             for alias in node.names:
                 name = alias.name
-                is_module = (PACKAGE.parent.joinpath(*target, name).with_suffix(".py").exists()
-                             or PACKAGE.parent.joinpath(*target, name).is_dir())
+                is_module = (
+                    PACKAGE.parent.joinpath(*target, name).with_suffix(".py").exists()
+                    or PACKAGE.parent.joinpath(*target, name).is_dir()
+                )
                 full = target + [name] if is_module else target
                 if name.startswith("_") and not name.startswith("__") and not is_module:
-                    out.append(f"{path.relative_to(ROOT)}:{node.lineno} imports private name {name!r}")
+                    out.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno} imports private name {name!r}"
+                    )
                     continue
                 for depth, part in enumerate(full[1:], start=1):
-                    if part.startswith("_") and not part.startswith("__") and part not in SHARED_INTERNALS:
+                    if (
+                        part.startswith("_")
+                        and not part.startswith("__")
+                        and part not in SHARED_INTERNALS
+                    ):
                         owner = full[:depth]
-                        if full[:2] != importer_package and len(owner) >= 1 and owner != importer_package[:depth]:
-                            out.append(f"{path.relative_to(ROOT)}:{node.lineno} imports "
-                                       f"{'.'.join(full)} (another package's private module)")
+                        if (
+                            full[:2] != importer_package
+                            and len(owner) >= 1
+                            and owner != importer_package[:depth]
+                        ):
+                            out.append(
+                                f"{path.relative_to(ROOT)}:{node.lineno} imports "
+                                f"{'.'.join(full)} (another package's private module)"
+                            )
                         break
     return out
 
@@ -82,7 +96,9 @@ def test_no_private_imports_across_modules():
 
 
 def test_tests_use_the_public_api():
-    pattern = re.compile(r"(?:from|import)\s+astrid(?:\.\w+)*\._(?!_)\w*|from\s+astrid(?:\.\w+)*\s+import\s+_(?!_)")
+    pattern = re.compile(
+        r"(?:from|import)\s+astrid(?:\.\w+)*\._(?!_)\w*|from\s+astrid(?:\.\w+)*\s+import\s+_(?!_)"
+    )
     violations = []
     for path in sorted((ROOT / "tests").rglob("*.py")):
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -113,8 +129,11 @@ def _functions():
 
 
 def test_no_long_functions():
-    long = [f"{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
-            for p, n in _functions() if n.end_lineno - n.lineno + 1 > MAX_LINES]
+    long = [
+        f"{p.relative_to(ROOT)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for p, n in _functions()
+        if n.end_lineno - n.lineno + 1 > MAX_LINES
+    ]
     assert not long, "\n".join(long)
 
 

@@ -73,7 +73,9 @@ class Archive(ABC):
     def targets(self, config: AcquisitionConfig) -> Table:
         """The catalogue rows to process (``config.catalog`` filtered by ``targets``, ``years``, ``types``)."""
         if config.catalog is None:
-            raise AstridInputError(f"archive '{self.name}' needs config 'catalog' to know the targets")
+            raise AstridInputError(
+                f"archive '{self.name}' needs config 'catalog' to know the targets"
+            )
         catalog = load_sn_catalog(config.catalog)
         return select_targets(catalog, config.targets, years=config.years, types=config.types)
 
@@ -81,12 +83,16 @@ class Archive(ABC):
     def query(self, targets: Table, config: AcquisitionConfig) -> Table:
         """Observations of ``targets`` (standard columns with ``target``)."""
 
-    def pairs(self, observations: Table, targets: Table, config: AcquisitionConfig) -> tuple[Table, Table]:
+    def pairs(
+        self, observations: Table, targets: Table, config: AcquisitionConfig
+    ) -> tuple[Table, Table]:
         """Pairs worth differencing and rejected observations, for all ``targets``."""
         all_pairs, all_rejected = [], []
         for row in targets:
             name = str(row["name"])
-            mine = observations[observations["target"] == name] if len(observations) else observations
+            mine = (
+                observations[observations["target"] == name] if len(observations) else observations
+            )
             if not len(mine):
                 continue
             pairs, rejected = find_pairs(
@@ -103,11 +109,18 @@ class Archive(ABC):
             )
             all_pairs.append(pairs)
             all_rejected.append(rejected)
-        return stack_tables(all_pairs, _empty_pairs()), stack_tables(all_rejected, rejections_table([]))
+        return stack_tables(all_pairs, _empty_pairs()), stack_tables(
+            all_rejected, rejections_table([])
+        )
 
     @abstractmethod
-    def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
-              targets: Table | None = None) -> DownloadReport:
+    def fetch(
+        self,
+        pairs: Table,
+        out_dir: str | os.PathLike,
+        config: AcquisitionConfig | None = None,
+        targets: Table | None = None,
+    ) -> DownloadReport:
         """Put the files of ``pairs`` into the survey layout under ``out_dir``.
 
         ``targets`` (catalogue rows) adds position, discovery date, type and
@@ -119,7 +132,9 @@ class Archive(ABC):
 
 
 def _empty_pairs() -> Table:
-    return Table(names=("target", "mission", "instrument", "filter", "ref_url", "sci_url"), dtype=(str,) * 6)
+    return Table(
+        names=("target", "mission", "instrument", "filter", "ref_url", "sci_url"), dtype=(str,) * 6
+    )
 
 
 def _download_options(config: AcquisitionConfig | None) -> dict:
@@ -159,8 +174,15 @@ class MastArchive(Archive):
 
     name = "mast"
 
-    def __init__(self, *, check: bool = True, check_timeout: float = 3.0, session=None,
-                 sleep: Callable[[float], None] = time.sleep, checkpoint: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        *,
+        check: bool = True,
+        check_timeout: float = 3.0,
+        session=None,
+        sleep: Callable[[float], None] = time.sleep,
+        checkpoint: str | os.PathLike | None = None,
+    ):
         self.session = session
         self.sleep = sleep
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else None
@@ -181,7 +203,9 @@ class MastArchive(Archive):
                 return call()
             except AstridArchiveError as exc:
                 if attempt >= config.retries or "refused" in str(exc):
-                    raise AstridArchiveError(f"{what}: gave up after {attempt + 1} attempt(s): {exc}") from exc
+                    raise AstridArchiveError(
+                        f"{what}: gave up after {attempt + 1} attempt(s): {exc}"
+                    ) from exc
                 self.sleep(min(120.0, config.backoff_s * 2**attempt))
         raise AssertionError("unreachable")
 
@@ -197,9 +221,13 @@ class MastArchive(Archive):
                 cached = self._with_retries(
                     f"MAST query for {name}",
                     lambda: query_mast(
-                        row, missions=config.missions, days_before=config.lookback_days,
-                        days_after=config.days_after, radius=config.radius_arcmin * u.arcmin,
-                        instruments=config.instruments, check_timeout=None,
+                        row,
+                        missions=config.missions,
+                        days_before=config.lookback_days,
+                        days_after=config.days_after,
+                        radius=config.radius_arcmin * u.arcmin,
+                        instruments=config.instruments,
+                        check_timeout=None,
                     ),
                     config,
                 )
@@ -210,7 +238,9 @@ class MastArchive(Archive):
                 tables.append(table)
         return stack_tables(tables, standardise_observations(Table(), target=""))
 
-    def pairs(self, observations: Table, targets: Table, config: AcquisitionConfig) -> tuple[Table, Table]:
+    def pairs(
+        self, observations: Table, targets: Table, config: AcquisitionConfig
+    ) -> tuple[Table, Table]:
         """Pairs by :func:`find_pairs`, then (``resolve_products``) each file's science product URL and size."""
         pairs, rejected = super().pairs(observations, targets, config)
         if config.resolve_products and len(pairs):
@@ -240,7 +270,11 @@ class MastArchive(Archive):
         for prefix in ("ref_", "sci_"):
             for col in ("url", "filename", "checksum", "size"):
                 name = prefix + col
-                values = list(pairs[name]) if name in pairs.colnames else [-1 if col == "size" else ""] * len(pairs)
+                values = (
+                    list(pairs[name])
+                    if name in pairs.colnames
+                    else [-1 if col == "size" else ""] * len(pairs)
+                )
                 for i, obsid in enumerate(pairs[prefix + "obsid"]):
                     info = products.get(str(obsid))
                     if info and info.get(col) not in (None, ""):
@@ -251,11 +285,23 @@ class MastArchive(Archive):
                     pairs[name] = Column([str(v) for v in values], dtype=str)
         return pairs
 
-    def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
-              targets: Table | None = None) -> DownloadReport:
+    def fetch(
+        self,
+        pairs: Table,
+        out_dir: str | os.PathLike,
+        config: AcquisitionConfig | None = None,
+        targets: Table | None = None,
+    ) -> DownloadReport:
         """Download the pairs' files (verified, resumable) into the survey layout."""
-        return download(pairs, out_dir, targets=targets, session=self.session, sleep=self.sleep, source="mast",
-                        **_download_options(config))
+        return download(
+            pairs,
+            out_dir,
+            targets=targets,
+            session=self.session,
+            sleep=self.sleep,
+            source="mast",
+            **_download_options(config),
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -281,7 +327,11 @@ def _scan(path: Path) -> dict | None:
                 merged = hdul[index].header.copy()
                 if index:  # TELESCOP, DATE-OBS, ... often live in the primary header only
                     for card in hdul[0].header.cards:
-                        if card.keyword and card.keyword not in merged and card.keyword not in _STRUCTURAL_KEYS:
+                        if (
+                            card.keyword
+                            and card.keyword not in merged
+                            and card.keyword not in _STRUCTURAL_KEYS
+                        ):
                             merged[card.keyword] = card.value
                 try:
                     wcs = WCS(merged, naxis=2)
@@ -334,7 +384,11 @@ class LocalArchive(Archive):
         if self._files is None:
             found = []
             for path in sorted(self.root.rglob("*")):
-                if path.is_file() and path.name.lower().endswith(_FITS_SUFFIXES) and not path.name.startswith("."):
+                if (
+                    path.is_file()
+                    and path.name.lower().endswith(_FITS_SUFFIXES)
+                    and not path.name.startswith(".")
+                ):
                     info = _scan(path)
                     if info is not None:
                         info["path"] = path
@@ -348,7 +402,9 @@ class LocalArchive(Archive):
             names = list(manifest.targets)
             if config.targets:
                 wanted = set(config.targets) | {safe_name(t) for t in config.targets}
-                names = [n for n in names if n in wanted or manifest.targets[n].get("object") in wanted]
+                names = [
+                    n for n in names if n in wanted or manifest.targets[n].get("object") in wanted
+                ]
             return _target_table(
                 names,
                 [manifest.targets[n].get("ra") for n in names],
@@ -360,7 +416,9 @@ class LocalArchive(Archive):
         objects = sorted({f["object"] for f in self.files() if f["object"]})
         if config.targets:
             objects = [o for o in objects if o in set(config.targets)]
-        return _target_table(objects, [None] * len(objects), [None] * len(objects), [None] * len(objects))
+        return _target_table(
+            objects, [None] * len(objects), [None] * len(objects), [None] * len(objects)
+        )
 
     def query(self, targets: Table, config: AcquisitionConfig) -> Table:
         """One observation row per file that shows a target (URL = the file's path)."""
@@ -369,16 +427,26 @@ class LocalArchive(Archive):
             rows = []
             for name in targets["name"]:
                 for record in manifest.targets.get(str(name), {}).get("files", []):
-                    rows.append({
-                        "target": str(name), "obsid": record["path"], "obs_collection": record.get("mission", ""),
-                        "instrument_name": record.get("instrument", ""), "filters": record.get("filter", ""),
-                        "t_min": record.get("mjd"), "t_exptime": record.get("exptime"),
-                        "url": str(self.root / record["path"]), "role": record["role"],
-                    })
+                    rows.append(
+                        {
+                            "target": str(name),
+                            "obsid": record["path"],
+                            "obs_collection": record.get("mission", ""),
+                            "instrument_name": record.get("instrument", ""),
+                            "filters": record.get("filter", ""),
+                            "t_min": record.get("mjd"),
+                            "t_exptime": record.get("exptime"),
+                            "url": str(self.root / record["path"]),
+                            "role": record["role"],
+                        }
+                    )
             return standardise_observations(_rows_table(rows))
         coords = None
         if len(targets) and np.all(np.isfinite(np.asarray(targets["ra"], dtype=float))):
-            coords = SkyCoord(np.asarray(targets["ra"], dtype=float) * u.deg, np.asarray(targets["dec"], dtype=float) * u.deg)
+            coords = SkyCoord(
+                np.asarray(targets["ra"], dtype=float) * u.deg,
+                np.asarray(targets["dec"], dtype=float) * u.deg,
+            )
         rows = []
         names = [str(n) for n in targets["name"]]
         for info in self.files():
@@ -386,21 +454,31 @@ class LocalArchive(Archive):
             if coords is not None:
                 if info["wcs"] is None:
                     continue
-                inside = np.atleast_1d(info["wcs"].footprint_contains(coords))  # all targets at once
+                inside = np.atleast_1d(
+                    info["wcs"].footprint_contains(coords)
+                )  # all targets at once
                 shown = [n for n, hit in zip(names, inside) if hit]
             else:
                 shown = [n for n in names if n == info["object"]]
             for name in shown:
-                rows.append({
-                    "target": str(name), "obsid": str(info["path"].relative_to(self.root)),
-                    "obs_collection": meta.telescope or "", "instrument_name": meta.instrument or "",
-                    "filters": meta.filter or "", "t_min": meta.obs_time.mjd if meta.obs_time is not None else None,
-                    "t_exptime": meta.exptime, "url": str(info["path"]),
-                    "filename": info["path"].name,
-                })
+                rows.append(
+                    {
+                        "target": str(name),
+                        "obsid": str(info["path"].relative_to(self.root)),
+                        "obs_collection": meta.telescope or "",
+                        "instrument_name": meta.instrument or "",
+                        "filters": meta.filter or "",
+                        "t_min": meta.obs_time.mjd if meta.obs_time is not None else None,
+                        "t_exptime": meta.exptime,
+                        "url": str(info["path"]),
+                        "filename": info["path"].name,
+                    }
+                )
         return standardise_observations(_rows_table(rows))
 
-    def pairs(self, observations: Table, targets: Table, config: AcquisitionConfig) -> tuple[Table, Table]:
+    def pairs(
+        self, observations: Table, targets: Table, config: AcquisitionConfig
+    ) -> tuple[Table, Table]:
         if self.is_survey:
             return self._survey_pairs(targets)
         dated = ~np.asarray(targets["discovery"].mask) if len(targets) else np.zeros(0, bool)
@@ -410,11 +488,15 @@ class LocalArchive(Archive):
             pairs, rejected = _empty_pairs(), rejections_table([])
         undated_pairs, undated_rejected = [], []
         for row in targets[~dated]:
-            p, r = _earliest_as_reference(observations[observations["target"] == str(row["name"])], str(row["name"]), config)
+            p, r = _earliest_as_reference(
+                observations[observations["target"] == str(row["name"])], str(row["name"]), config
+            )
             undated_pairs.append(p)
             undated_rejected.append(r)
-        return (stack_tables([pairs] + undated_pairs, _empty_pairs()),
-                stack_tables([rejected] + undated_rejected, rejections_table([])))
+        return (
+            stack_tables([pairs] + undated_pairs, _empty_pairs()),
+            stack_tables([rejected] + undated_rejected, rejections_table([])),
+        )
 
     def _survey_pairs(self, targets: Table) -> tuple[Table, Table]:
         manifest = Manifest.load(self.root)
@@ -427,21 +509,36 @@ class LocalArchive(Archive):
             ref_rel = pair.reference.relative_to(self.root).as_posix()
             sci_rel = pair.science.relative_to(self.root).as_posix()
             ref, sci = records.get(ref_rel, {}), records.get(sci_rel, {})
-            rows.append({
-                "target": pair.target, "mission": pair.mission or ref.get("mission", ""),
-                "instrument": pair.instrument or ref.get("instrument", ""), "filter": pair.filter or ref.get("filter", ""),
-                "ref_obsid": ref_rel, "sci_obsid": sci_rel, "ref_url": str(pair.reference), "sci_url": str(pair.science),
-                "ref_filename": pair.reference.name, "sci_filename": pair.science.name,
-                "ref_t_min": ref.get("mjd", np.nan), "sci_t_min": sci.get("mjd", np.nan),
-                "ref_size": ref.get("size", -1), "sci_size": sci.get("size", -1),
-                "ref_checksum": f"sha256:{ref['sha256']}" if ref.get("sha256") else "",
-                "sci_checksum": f"sha256:{sci['sha256']}" if sci.get("sha256") else "",
-            })
+            rows.append(
+                {
+                    "target": pair.target,
+                    "mission": pair.mission or ref.get("mission", ""),
+                    "instrument": pair.instrument or ref.get("instrument", ""),
+                    "filter": pair.filter or ref.get("filter", ""),
+                    "ref_obsid": ref_rel,
+                    "sci_obsid": sci_rel,
+                    "ref_url": str(pair.reference),
+                    "sci_url": str(pair.science),
+                    "ref_filename": pair.reference.name,
+                    "sci_filename": pair.science.name,
+                    "ref_t_min": ref.get("mjd", np.nan),
+                    "sci_t_min": sci.get("mjd", np.nan),
+                    "ref_size": ref.get("size", -1),
+                    "sci_size": sci.get("size", -1),
+                    "ref_checksum": f"sha256:{ref['sha256']}" if ref.get("sha256") else "",
+                    "sci_checksum": f"sha256:{sci['sha256']}" if sci.get("sha256") else "",
+                }
+            )
         pairs = _rows_table(rows) if rows else _empty_pairs()
         return pairs, rejections_table([])
 
-    def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
-              targets: Table | None = None) -> DownloadReport:
+    def fetch(
+        self,
+        pairs: Table,
+        out_dir: str | os.PathLike,
+        config: AcquisitionConfig | None = None,
+        targets: Table | None = None,
+    ) -> DownloadReport:
         """Copy the pairs' files into the survey layout under ``out_dir`` (verified, resumable).
 
         When ``out_dir`` is the survey folder itself, nothing is copied.
@@ -455,7 +552,14 @@ class LocalArchive(Archive):
                         report.skipped.append(str(row[col]))
             report.pairs = len(pairs)
             return report
-        return download(pairs, out_dir, targets=targets, source="local", sleep=lambda s: None, **_download_options(config))
+        return download(
+            pairs,
+            out_dir,
+            targets=targets,
+            source="local",
+            sleep=lambda s: None,
+            **_download_options(config),
+        )
 
 
 def _rows_table(rows: list[dict]) -> Table:
@@ -465,7 +569,10 @@ def _rows_table(rows: list[dict]) -> Table:
     table = Table()
     for name in names:
         values = [r.get(name) for r in rows]
-        if all(v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)) for v in values):
+        if all(
+            v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+            for v in values
+        ):
             table[name] = np.array([np.nan if v is None else float(v) for v in values])
         else:
             table[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
@@ -486,34 +593,59 @@ def _target_table(names, ra, dec, discovery_mjd) -> Table:
     return table
 
 
-def _earliest_as_reference(observations: Table, target: str, config: AcquisitionConfig) -> tuple[Table, Table]:
+def _earliest_as_reference(
+    observations: Table, target: str, config: AcquisitionConfig
+) -> tuple[Table, Table]:
     """Pairs without a discovery date: in each mission/instrument/filter the earliest epoch is the reference."""
     if not len(observations):
         return _empty_pairs(), rejections_table([])
     obs = standardise_observations(observations, target=target)
-    keys = [(m, i, f) if config.require_same_mission else ("", "", f)
-            for m, i, f in zip(obs["mission"], obs["instrument"], obs["filter"])]
+    keys = [
+        (m, i, f) if config.require_same_mission else ("", "", f)
+        for m, i, f in zip(obs["mission"], obs["instrument"], obs["filter"])
+    ]
     all_pairs, all_rejected = [], []
     for key in sorted(set(keys)):
         group = obs[np.array([k == key for k in keys])]
         times = np.asarray(group["t_min"], dtype=float)
         if not np.isfinite(times).any() or len(group) < 2:
             label = "/".join(k for k in key if k) or "?"
-            reason = ("no observation time" if not np.isfinite(times).any() else
-                      f"no later epoch in the same mission/instrument/filter ({label}) to pair with "
-                      "(no discovery date: the earliest epoch is the reference)")
-            all_rejected.append(rejections_table([
-                {"target": target, "obsid": str(o["obsid"]), "mission": str(o["mission"]), "instrument": str(o["instrument"]),
-                 "filter": str(o["filter"]), "t_min": float(o["t_min"]), "role": "", "reason": reason} for o in group
-            ]))
+            reason = (
+                "no observation time"
+                if not np.isfinite(times).any()
+                else f"no later epoch in the same mission/instrument/filter ({label}) to pair with "
+                "(no discovery date: the earliest epoch is the reference)"
+            )
+            all_rejected.append(
+                rejections_table(
+                    [
+                        {
+                            "target": target,
+                            "obsid": str(o["obsid"]),
+                            "mission": str(o["mission"]),
+                            "instrument": str(o["instrument"]),
+                            "filter": str(o["filter"]),
+                            "t_min": float(o["t_min"]),
+                            "role": "",
+                            "reason": reason,
+                        }
+                        for o in group
+                    ]
+                )
+            )
             continue
         # a "discovery" just after the earliest end makes that epoch the reference of every later one
         first = int(np.nanargmin(times))
         t0 = float(group["t_max"][first]) + 1e-6
         pairs, rejected = find_pairs(
-            group, t0, reference_min_days_before=0.0, science_max_days_after=1e9,
-            require_same_mission=config.require_same_mission, max_per_type=None,
-            filters=config.filters, target=target,
+            group,
+            t0,
+            reference_min_days_before=0.0,
+            science_max_days_after=1e9,
+            require_same_mission=config.require_same_mission,
+            max_per_type=None,
+            filters=config.filters,
+            target=target,
         )
         all_pairs.append(pairs)
         all_rejected.append(rejected)
@@ -545,19 +677,28 @@ class SimulatedArchive(Archive):
 
     name = "simulated"
 
-    def __init__(self, n_fields: int | None = None, preset: str | None = None, seed: int | None = None,
-                 size: int | None = None):
+    def __init__(
+        self,
+        n_fields: int | None = None,
+        preset: str | None = None,
+        seed: int | None = None,
+        size: int | None = None,
+    ):
         self.n_fields, self.preset, self.seed, self.size = n_fields, preset, seed, size
 
     def __repr__(self) -> str:
-        return f"SimulatedArchive(n_fields={self.n_fields}, preset={self.preset!r}, seed={self.seed})"
+        return (
+            f"SimulatedArchive(n_fields={self.n_fields}, preset={self.preset!r}, seed={self.seed})"
+        )
 
     @staticmethod
     def _simulate():
         try:
             from .. import simulate
         except ImportError as exc:
-            raise AstridArchiveError(f"archive 'simulated' needs astrid.simulate, which cannot be imported ({exc})") from exc
+            raise AstridArchiveError(
+                f"archive 'simulated' needs astrid.simulate, which cannot be imported ({exc})"
+            ) from exc
         return simulate
 
     def _params(self, config: AcquisitionConfig | None) -> dict:
@@ -573,7 +714,9 @@ class SimulatedArchive(Archive):
         name = self._params(config)["preset"]
         presets = getattr(self._simulate(), "PRESETS", {})
         if presets and name not in presets:
-            raise AstridInputError(f"unknown simulator preset {name!r}; choose one of {', '.join(presets)}")
+            raise AstridInputError(
+                f"unknown simulator preset {name!r}; choose one of {', '.join(presets)}"
+            )
         return presets.get(name, {})
 
     def targets(self, config: AcquisitionConfig) -> Table:
@@ -586,21 +729,46 @@ class SimulatedArchive(Archive):
         rows = []
         for name in targets["name"]:
             for role in ("reference", "science"):
-                rows.append({"target": str(name), "obsid": f"{name}/{role}", "obs_collection": preset.get("mission", "SIMULATED"),
-                             "instrument_name": preset.get("instrument", ""), "filters": preset.get("filter", ""),
-                             "t_exptime": preset.get(f"exptime_{role}"), "url": "", "role": role})
+                rows.append(
+                    {
+                        "target": str(name),
+                        "obsid": f"{name}/{role}",
+                        "obs_collection": preset.get("mission", "SIMULATED"),
+                        "instrument_name": preset.get("instrument", ""),
+                        "filters": preset.get("filter", ""),
+                        "t_exptime": preset.get(f"exptime_{role}"),
+                        "url": "",
+                        "role": role,
+                    }
+                )
         return standardise_observations(_rows_table(rows))
 
-    def pairs(self, observations: Table, targets: Table, config: AcquisitionConfig) -> tuple[Table, Table]:
+    def pairs(
+        self, observations: Table, targets: Table, config: AcquisitionConfig
+    ) -> tuple[Table, Table]:
         preset = self._preset(config)
-        rows = [{"target": str(n), "mission": preset.get("mission", "SIMULATED"), "instrument": preset.get("instrument", ""),
-                 "filter": preset.get("filter", ""), "ref_obsid": f"{n}/reference", "sci_obsid": f"{n}/science",
-                 "ref_url": "", "sci_url": ""}
-                for n in targets["name"]]
+        rows = [
+            {
+                "target": str(n),
+                "mission": preset.get("mission", "SIMULATED"),
+                "instrument": preset.get("instrument", ""),
+                "filter": preset.get("filter", ""),
+                "ref_obsid": f"{n}/reference",
+                "sci_obsid": f"{n}/science",
+                "ref_url": "",
+                "sci_url": "",
+            }
+            for n in targets["name"]
+        ]
         return (_rows_table(rows) if rows else _empty_pairs()), rejections_table([])
 
-    def fetch(self, pairs: Table, out_dir: str | os.PathLike, config: AcquisitionConfig | None = None,
-              targets: Table | None = None) -> DownloadReport:
+    def fetch(
+        self,
+        pairs: Table,
+        out_dir: str | os.PathLike,
+        config: AcquisitionConfig | None = None,
+        targets: Table | None = None,
+    ) -> DownloadReport:
         """Simulate the survey into ``out_dir``; fields already there with intact files are kept."""
         params = self._params(config)
         out_dir = Path(out_dir)
@@ -608,10 +776,19 @@ class SimulatedArchive(Archive):
         before: dict[str, str] = {}
         if (out_dir / MANIFEST_NAME).is_file():
             old = Manifest.load(out_dir)
-            before = {r["path"]: r.get("sha256") for e in old.targets.values() for r in e.get("files", [])
-                      if old.has_file(r["path"])}
-        manifest = self._simulate().survey(out_dir, n_fields=params["n_fields"], preset=params["preset"],
-                                           seed=params["seed"], size=params["size"])
+            before = {
+                r["path"]: r.get("sha256")
+                for e in old.targets.values()
+                for r in e.get("files", [])
+                if old.has_file(r["path"])
+            }
+        manifest = self._simulate().survey(
+            out_dir,
+            n_fields=params["n_fields"],
+            preset=params["preset"],
+            seed=params["seed"],
+            size=params["size"],
+        )
         if not isinstance(manifest, Manifest):
             manifest = Manifest.load(out_dir)
         for entry in manifest.targets.values():
@@ -655,7 +832,9 @@ def get_archive(name: str = "simulated", **kwargs) -> Archive:
         return MastArchive(**kwargs)
     if key == "local":
         if "root" not in kwargs:
-            raise AstridInputError("get_archive('local') needs root=<folder of FITS files or a survey folder>")
+            raise AstridInputError(
+                "get_archive('local') needs root=<folder of FITS files or a survey folder>"
+            )
         return LocalArchive(**kwargs)
     raise AstridInputError(f"unknown archive {name!r}; choose one of {', '.join(ARCHIVES)}")
 
@@ -706,8 +885,14 @@ class AcquisitionResult:
     def summary(self) -> Table:
         """Per target: observations found, pairs kept, observations rejected, and whether it is usable."""
         names = [str(n) for n in self.targets["name"]]
+
         def count(table, name):
-            return int(np.sum(table["target"] == name)) if len(table) and "target" in table.colnames else 0
+            return (
+                int(np.sum(table["target"] == name))
+                if len(table) and "target" in table.colnames
+                else 0
+            )
+
         out = Table()
         out["target"] = Column(names, dtype=str)
         out["observations"] = [count(self.observations, n) for n in names]
@@ -718,8 +903,10 @@ class AcquisitionResult:
 
     def __str__(self) -> str:
         usable = int(np.sum(self.summary()["usable"])) if len(self.targets) else 0
-        head = (f"{'dry run' if self.dry_run else 'run'} on {self.config.archive}: {len(self.targets)} target(s), "
-                f"{usable} with usable pairs, {len(self.pairs)} pair(s), {len(self.rejected)} observation(s) rejected")
+        head = (
+            f"{'dry run' if self.dry_run else 'run'} on {self.config.archive}: {len(self.targets)} target(s), "
+            f"{usable} with usable pairs, {len(self.pairs)} pair(s), {len(self.rejected)} observation(s) rejected"
+        )
         return head + ("" if self.report is None else f"; {self.report}")
 
 
@@ -733,24 +920,52 @@ def _plan(pairs: Table, out_dir: Path, decompress: bool) -> Table:
             obsid = str(row[prefix + "obsid"]) if prefix + "obsid" in row.colnames else ""
             filename = str(row[prefix + "filename"]) if prefix + "filename" in row.colnames else ""
             fallback = f"{role}_{safe_name(obsid)}"
-            name = destination_name(url, filename or None, decompress=decompress, fallback=fallback) if url else ""
+            name = (
+                destination_name(url, filename or None, decompress=decompress, fallback=fallback)
+                if url
+                else ""
+            )
             rel = f"{safe_name(target)}/{role}/{name}" if url else ""
             if (target, role, obsid) in seen:
                 continue
             seen.add((target, role, obsid))
             present = bool(rel) and manifest is not None and manifest.has_file(rel)
+
             def value(col, default):
                 return row[prefix + col] if prefix + col in row.colnames else default
 
-            rows.append({
-                "target": target, "role": role, "mission": str(value("mission", row["mission"])),
-                "instrument": str(value("instrument", row["instrument"])), "filter": str(row["filter"]), "obsid": obsid,
-                "t_min": float(value("t_min", np.nan)), "size": int(value("size", -1)),
-                "url": url, "path": rel, "status": "present" if present else "to fetch",
-            })
-    names = ("target", "role", "mission", "instrument", "filter", "obsid", "t_min", "size", "url", "path", "status")
+            rows.append(
+                {
+                    "target": target,
+                    "role": role,
+                    "mission": str(value("mission", row["mission"])),
+                    "instrument": str(value("instrument", row["instrument"])),
+                    "filter": str(row["filter"]),
+                    "obsid": obsid,
+                    "t_min": float(value("t_min", np.nan)),
+                    "size": int(value("size", -1)),
+                    "url": url,
+                    "path": rel,
+                    "status": "present" if present else "to fetch",
+                }
+            )
+    names = (
+        "target",
+        "role",
+        "mission",
+        "instrument",
+        "filter",
+        "obsid",
+        "t_min",
+        "size",
+        "url",
+        "path",
+        "status",
+    )
     if not rows:
-        return Table(names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str))
+        return Table(
+            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
+        )
     table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
     table["size"].unit = "byte"
     return table
@@ -800,7 +1015,9 @@ def run(
     elif isinstance(config, dict):
         config = AcquisitionConfig.from_dict(config)
     elif not isinstance(config, AcquisitionConfig):
-        raise AstridInputError(f"config must be an AcquisitionConfig, a YAML path or a dict, got {type(config).__name__}")
+        raise AstridInputError(
+            f"config must be an AcquisitionConfig, a YAML path or a dict, got {type(config).__name__}"
+        )
     archive = archive or _archive_for(config, sleep, session)
     targets = archive.targets(config)
     all_obs, all_pairs, all_rejected = [], [], []
@@ -818,8 +1035,10 @@ def run(
             chunk_report = archive.fetch(pairs, config.out_dir, config, targets=subset)
             _merge(report, chunk_report)
         if progress is not None:
-            progress(f"chunk {number}/{n_chunks}: {len(subset)} target(s), {len(observations)} observation(s), "
-                     f"{len(pairs)} pair(s)")
+            progress(
+                f"chunk {number}/{n_chunks}: {len(subset)} target(s), {len(observations)} observation(s), "
+                f"{len(pairs)} pair(s)"
+            )
         if number < n_chunks and config.chunk_pause_s > 0:
             sleep(config.chunk_pause_s)
     pairs = stack_tables(all_pairs, _empty_pairs())
@@ -830,12 +1049,22 @@ def run(
         plan = _plan(pairs, config.out_dir, config.decompress)
     if report is not None and len(plan) and not simulated:
         failed = {(f.get("target"), f.get("role"), str(f.get("obsid"))) for f in report.failed}
-        plan["status"] = ["failed" if (r["target"], r["role"], r["obsid"]) in failed or
-                          (safe_name(r["target"]), r["role"], r["obsid"]) in failed
-                          else ("downloaded" if r["path"] in report.downloaded else "present") for r in plan]
+        plan["status"] = [
+            "failed"
+            if (r["target"], r["role"], r["obsid"]) in failed
+            or (safe_name(r["target"]), r["role"], r["obsid"]) in failed
+            else ("downloaded" if r["path"] in report.downloaded else "present")
+            for r in plan
+        ]
     return AcquisitionResult(
-        config=config, targets=targets, observations=stack_tables(all_obs, Table()), pairs=pairs,
-        rejected=stack_tables(all_rejected, rejections_table([])), plan=plan, report=report, dry_run=dry_run,
+        config=config,
+        targets=targets,
+        observations=stack_tables(all_obs, Table()),
+        pairs=pairs,
+        rejected=stack_tables(all_rejected, rejections_table([])),
+        plan=plan,
+        report=report,
+        dry_run=dry_run,
     )
 
 
@@ -843,29 +1072,81 @@ def _simulated_plan(pairs: Table) -> Table:
     rows = []
     for row in pairs:
         for role in ("reference", "science"):
-            rows.append([str(row["target"]), role, str(row["mission"]), str(row["instrument"]), str(row["filter"]),
-                         f"{row['target']}/{role}", np.nan, -1, "", f"{row['target']}/{role}/", "to simulate"])
-    names = ("target", "role", "mission", "instrument", "filter", "obsid", "t_min", "size", "url", "path", "status")
+            rows.append(
+                [
+                    str(row["target"]),
+                    role,
+                    str(row["mission"]),
+                    str(row["instrument"]),
+                    str(row["filter"]),
+                    f"{row['target']}/{role}",
+                    np.nan,
+                    -1,
+                    "",
+                    f"{row['target']}/{role}/",
+                    "to simulate",
+                ]
+            )
+    names = (
+        "target",
+        "role",
+        "mission",
+        "instrument",
+        "filter",
+        "obsid",
+        "t_min",
+        "size",
+        "url",
+        "path",
+        "status",
+    )
     if not rows:
-        return Table(names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str))
+        return Table(
+            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
+        )
     return Table(rows=rows, names=names)
 
 
 def _manifest_plan(out_dir: Path, report: DownloadReport) -> Table:
     """The plan of a finished simulated run: every file of the survey's manifest."""
-    names = ("target", "role", "mission", "instrument", "filter", "obsid", "t_min", "size", "url", "path", "status")
+    names = (
+        "target",
+        "role",
+        "mission",
+        "instrument",
+        "filter",
+        "obsid",
+        "t_min",
+        "size",
+        "url",
+        "path",
+        "status",
+    )
     rows = []
     if (out_dir / MANIFEST_NAME).is_file():
         manifest = Manifest.load(out_dir)
         downloaded = set(report.downloaded)
         for target, entry in manifest.targets.items():
             for record in entry.get("files", []):
-                rows.append([target, record["role"], str(record.get("mission", "")), str(record.get("instrument", "")),
-                             str(record.get("filter", "")), record["path"], float(record.get("mjd") or np.nan),
-                             int(record.get("size", -1)), "", record["path"],
-                             "downloaded" if record["path"] in downloaded else "present"])
+                rows.append(
+                    [
+                        target,
+                        record["role"],
+                        str(record.get("mission", "")),
+                        str(record.get("instrument", "")),
+                        str(record.get("filter", "")),
+                        record["path"],
+                        float(record.get("mjd") or np.nan),
+                        int(record.get("size", -1)),
+                        "",
+                        record["path"],
+                        "downloaded" if record["path"] in downloaded else "present",
+                    ]
+                )
     if not rows:
-        return Table(names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str))
+        return Table(
+            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
+        )
     return Table(rows=rows, names=names)
 
 

@@ -29,7 +29,14 @@ from .._optional import require
 from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ._errors import AstridArchiveError
 
-__all__ = ["load_sn_catalog", "select_targets", "gaia_stars", "parse_ra", "parse_dec", "DEFAULT_VIZIER_CATALOG"]
+__all__ = [
+    "load_sn_catalog",
+    "select_targets",
+    "gaia_stars",
+    "parse_ra",
+    "parse_dec",
+    "DEFAULT_VIZIER_CATALOG",
+]
 
 #: VizieR catalogue read by ``load_sn_catalog("vizier")``: the Asiago Supernova Catalogue.
 DEFAULT_VIZIER_CATALOG = "B/sn"
@@ -40,10 +47,29 @@ GAIA_DR3_CATALOG = "I/355/gaiadr3"
 _ALIASES: dict[str, tuple[str, ...]] = {
     "name": ("name", "sn_name", "sn", "snname", "object", "objname", "object_name", "id"),
     "ra": ("ra", "sn_ra", "raj2000", "ra_icrs", "_raj2000", "ra_deg", "radeg", "ra_j2000"),
-    "dec": ("dec", "sn_dec", "dej2000", "de_icrs", "_dej2000", "dec_deg", "de_deg", "dedeg", "decl", "dec_j2000"),
+    "dec": (
+        "dec",
+        "sn_dec",
+        "dej2000",
+        "de_icrs",
+        "_dej2000",
+        "dec_deg",
+        "de_deg",
+        "dedeg",
+        "decl",
+        "dec_j2000",
+    ),
     "discovery": (
-        "discovery", "discovery_date", "disc_date", "discdate", "date", "discoverydate",
-        "t_disc", "disc_mjd", "mjd_disc", "discovery_mjd",
+        "discovery",
+        "discovery_date",
+        "disc_date",
+        "discdate",
+        "date",
+        "discoverydate",
+        "t_disc",
+        "disc_mjd",
+        "mjd_disc",
+        "discovery_mjd",
     ),
     "type": ("type", "sn_type", "sntype", "class", "claimedtype", "classification"),
     "host": ("host", "gal_name", "galaxy", "host_name", "hostname", "gal", "host_galaxy"),
@@ -237,7 +263,9 @@ def _read_pipe_table(path: Path) -> tuple[Table, list[dict]]:
         fields = [f.strip() for f in line.split("|")]
         if len(fields) != len(names):
             reason = f"expected {len(names)} fields, found {len(fields)}"
-            malformed.append({"line": number, "name": fields[0] if fields else "", "reason": reason})
+            malformed.append(
+                {"line": number, "name": fields[0] if fields else "", "reason": reason}
+            )
             continue
         rows.append(fields)
         line_numbers.append(number)
@@ -332,12 +360,18 @@ def _standardise(
 
     if found["discovery"] is not None:
         col = table[found["discovery"]]
-        values = [] if isinstance(col, Time) else [v.decode() if isinstance(v, bytes) else v for v in col]
+        values = (
+            []
+            if isinstance(col, Time)
+            else [v.decode() if isinstance(v, bytes) else v for v in col]
+        )
         mjd, date_mask, problems = _discovery_mjd(values, col)
     else:
         mjd, date_mask, problems = np.zeros(len(table)), np.ones(len(table), bool), []
     date_problems = [
-        {"line": int(lines[i]), "name": names[i], "value": value} for i, value in problems if keep_row[i]
+        {"line": int(lines[i]), "name": names[i], "value": value}
+        for i, value in problems
+        if keep_row[i]
     ]
 
     out = Table()
@@ -345,9 +379,15 @@ def _standardise(
     out["ra"] = Column(ra[keep_row], unit=u.deg, description="ICRS right ascension (J2000)")
     out["dec"] = Column(dec[keep_row], unit=u.deg, description="ICRS declination (J2000)")
     out["discovery"] = _time_column(mjd[keep_row], date_mask[keep_row])
-    out["type"] = Column([t for t, k in zip(_strings(table, found["type"]), keep_row) if k], dtype=str)
-    out["host"] = Column([h for h, k in zip(_strings(table, found["host"]), keep_row) if k], dtype=str)
-    out["line"] = Column(np.asarray(lines)[keep_row].astype(int), description="line (or row) in the source")
+    out["type"] = Column(
+        [t for t, k in zip(_strings(table, found["type"]), keep_row) if k], dtype=str
+    )
+    out["host"] = Column(
+        [h for h, k in zip(_strings(table, found["host"]), keep_row) if k], dtype=str
+    )
+    out["line"] = Column(
+        np.asarray(lines)[keep_row].astype(int), description="line (or row) in the source"
+    )
     for name in keep:
         if name in table.colnames and name not in out.colnames:
             out[name] = table[name][keep_row]
@@ -386,7 +426,9 @@ def _network_error_types() -> tuple[type, ...]:
     return (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
-def _load_vizier(catalog: str, *, cache: bool | None, row_limit: int, columns: dict[str, str] | None) -> Table:
+def _load_vizier(
+    catalog: str, *, cache: bool | None, row_limit: int, columns: dict[str, str] | None
+) -> Table:
     vizier = require("astroquery.vizier", "loading a supernova catalogue from VizieR")
     query = vizier.Vizier(columns=["**"], row_limit=row_limit)
     try:
@@ -484,7 +526,9 @@ def load_sn_catalog(
     text = str(source)
     if text.lower() == "vizier" or text.lower().startswith("vizier:"):
         catalog = text.split(":", 1)[1].strip() if ":" in text else DEFAULT_VIZIER_CATALOG
-        return _load_vizier(catalog or DEFAULT_VIZIER_CATALOG, cache=cache, row_limit=row_limit, columns=columns)
+        return _load_vizier(
+            catalog or DEFAULT_VIZIER_CATALOG, cache=cache, row_limit=row_limit, columns=columns
+        )
 
     path = Path(source)
     if not path.exists():
@@ -509,7 +553,9 @@ def load_sn_catalog(
             table = Table.read(path, format="ascii.ecsv" if format == "ecsv" else "ascii.csv")
         except Exception as exc:  # astropy raises many types for malformed text tables
             raise AstridFileError(f"{path}: not a readable {format.upper()} table ({exc})") from exc
-        table["line"] = np.arange(2, len(table) + 2) if format == "csv" else np.arange(1, len(table) + 1)
+        table["line"] = (
+            np.arange(2, len(table) + 2) if format == "csv" else np.arange(1, len(table) + 1)
+        )
         return _standardise(table, str(path), columns)
     raise AstridInputError(f"format must be 'pipe', 'csv' or 'ecsv', got {format!r}")
 
@@ -588,7 +634,9 @@ def select_targets(
         keep &= known & (year >= lo) & (year <= hi)
     if types is not None:
         prefixes = tuple(str(t).strip().lower() for t in types)
-        keep &= np.array([str(t).lower().startswith(prefixes) and bool(t) for t in table["type"]], dtype=bool)
+        keep &= np.array(
+            [str(t).lower().startswith(prefixes) and bool(t) for t in table["type"]], dtype=bool
+        )
     out = table[keep]
     out.meta = dict(catalog.meta)
     return out
@@ -642,22 +690,46 @@ def gaia_stars(
     )
     try:
         with _astroquery_cache(cache):
-            use_cache = cache if cache is not None else bool(require("astroquery", "querying VizieR").cache_conf.cache_active)
-            tables = query.query_region(position, radius=radius, catalog=GAIA_DR3_CATALOG, cache=use_cache)
+            use_cache = (
+                cache
+                if cache is not None
+                else bool(require("astroquery", "querying VizieR").cache_conf.cache_active)
+            )
+            tables = query.query_region(
+                position, radius=radius, catalog=GAIA_DR3_CATALOG, cache=use_cache
+            )
     except _network_error_types() as exc:
         raise AstridArchiveError(f"VizieR is not reachable for Gaia DR3 ({exc})") from exc
     out = Table()
-    names = {"source_id": "Source", "ra": "RA_ICRS", "dec": "DE_ICRS", "g_mag": "Gmag",
-             "pmra": "pmRA", "pmdec": "pmDE", "parallax": "Plx"}
-    units = {"ra": u.deg, "dec": u.deg, "g_mag": u.mag, "pmra": u.mas / u.yr, "pmdec": u.mas / u.yr, "parallax": u.mas}
+    names = {
+        "source_id": "Source",
+        "ra": "RA_ICRS",
+        "dec": "DE_ICRS",
+        "g_mag": "Gmag",
+        "pmra": "pmRA",
+        "pmdec": "pmDE",
+        "parallax": "Plx",
+    }
+    units = {
+        "ra": u.deg,
+        "dec": u.deg,
+        "g_mag": u.mag,
+        "pmra": u.mas / u.yr,
+        "pmdec": u.mas / u.yr,
+        "parallax": u.mas,
+    }
     if tables is None or len(tables) == 0:
         for name in names:
-            out[name] = Column([], dtype=np.int64 if name == "source_id" else float, unit=units.get(name))
+            out[name] = Column(
+                [], dtype=np.int64 if name == "source_id" else float, unit=units.get(name)
+            )
         return out
     table = tables[0]
     for name, src in names.items():
         if src in table.colnames:
             col = table[src]
-            out[name] = MaskedColumn(np.ma.getdata(col), mask=np.ma.getmaskarray(col), unit=units.get(name))
+            out[name] = MaskedColumn(
+                np.ma.getdata(col), mask=np.ma.getmaskarray(col), unit=units.get(name)
+            )
     out.meta["catalog"] = GAIA_DR3_CATALOG
     return out

@@ -24,15 +24,26 @@ def _as_list(value: Any, key: str) -> list[str] | None:
         return None
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, int, float)) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (str, int, float)) for v in value
+    ):
         raise AstridInputError(f"config '{key}' must be a list of names, got {value!r}")
     out = [str(v).strip() for v in value]
     if not out or any(not v for v in out):
-        raise AstridInputError(f"config '{key}' must be a non-empty list of non-empty names, got {value!r}")
+        raise AstridInputError(
+            f"config '{key}' must be a non-empty list of non-empty names, got {value!r}"
+        )
     return out
 
 
-def _number(value: Any, key: str, *, minimum: float | None = None, integer: bool = False, allow_zero: bool = True):
+def _number(
+    value: Any,
+    key: str,
+    *,
+    minimum: float | None = None,
+    integer: bool = False,
+    allow_zero: bool = True,
+):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AstridInputError(f"config '{key}' must be a number, got {value!r}")
     if integer and int(value) != value:
@@ -155,7 +166,9 @@ class AcquisitionConfig:
     def validate(self) -> "AcquisitionConfig":
         """Check every value; raise :class:`~astrid.errors.AstridInputError` naming the key."""
         if not isinstance(self.archive, str) or self.archive.strip().lower() not in ARCHIVES:
-            raise AstridInputError(f"config 'archive' must be one of {', '.join(ARCHIVES)}, got {self.archive!r}")
+            raise AstridInputError(
+                f"config 'archive' must be one of {', '.join(ARCHIVES)}, got {self.archive!r}"
+            )
         self.archive = self.archive.strip().lower()
         if not isinstance(self.out_dir, (str, os.PathLike)) or not str(self.out_dir).strip():
             raise AstridInputError(f"config 'out_dir' must be a folder path, got {self.out_dir!r}")
@@ -167,7 +180,9 @@ class AcquisitionConfig:
                     raise AstridInputError(f"config '{key}' must be a path, got {value!r}")
                 setattr(self, key, Path(value))
         if self.catalog is not None and not isinstance(self.catalog, (str, os.PathLike)):
-            raise AstridInputError(f"config 'catalog' must be a file path or 'vizier:<catalogue>', got {self.catalog!r}")
+            raise AstridInputError(
+                f"config 'catalog' must be a file path or 'vizier:<catalogue>', got {self.catalog!r}"
+            )
         if self.catalog is not None:
             self.catalog = str(self.catalog)
         for key in ("targets", "types", "missions", "instruments", "filters"):
@@ -177,10 +192,14 @@ class AcquisitionConfig:
             if isinstance(years, int) and not isinstance(years, bool):
                 years = (years, years)
             if (
-                not isinstance(years, (list, tuple)) or len(years) != 2
-                or not all(isinstance(y, int) and not isinstance(y, bool) for y in years) or years[0] > years[1]
+                not isinstance(years, (list, tuple))
+                or len(years) != 2
+                or not all(isinstance(y, int) and not isinstance(y, bool) for y in years)
+                or years[0] > years[1]
             ):
-                raise AstridInputError(f"config 'years' must be [first, last] with first <= last, got {self.years!r}")
+                raise AstridInputError(
+                    f"config 'years' must be [first, last] with first <= last, got {self.years!r}"
+                )
             self.years = (int(years[0]), int(years[1]))
         for key in ("days_before", "days_after", "lookback_days", "chunk_pause_s", "backoff_s"):
             setattr(self, key, _number(getattr(self, key), key, minimum=0))
@@ -192,25 +211,33 @@ class AcquisitionConfig:
                 "otherwise no reference can ever be found"
             )
         if self.max_file_size_mb is not None:
-            self.max_file_size_mb = _number(self.max_file_size_mb, "max_file_size_mb", minimum=0, allow_zero=False)
+            self.max_file_size_mb = _number(
+                self.max_file_size_mb, "max_file_size_mb", minimum=0, allow_zero=False
+            )
         for key in ("max_per_type", "chunk_size", "n_fields", "size"):
             setattr(self, key, _number(getattr(self, key), key, minimum=1, integer=True))
         for key in ("retries", "seed"):
             setattr(self, key, _number(getattr(self, key), key, minimum=0, integer=True))
         for key in ("require_same_mission", "decompress", "resolve_products"):
             if not isinstance(getattr(self, key), bool):
-                raise AstridInputError(f"config '{key}' must be true or false, got {getattr(self, key)!r}")
+                raise AstridInputError(
+                    f"config '{key}' must be true or false, got {getattr(self, key)!r}"
+                )
         if not isinstance(self.preset, str) or not self.preset.strip():
             raise AstridInputError(f"config 'preset' must be a preset name, got {self.preset!r}")
         if self.archive == "mast" and self.catalog is None:
-            raise AstridInputError("config 'catalog' is required with archive: mast (a catalogue file or 'vizier:B/sn')")
+            raise AstridInputError(
+                "config 'catalog' is required with archive: mast (a catalogue file or 'vizier:B/sn')"
+            )
         if self.archive == "local" and self.local_dir is None:
             raise AstridInputError("config 'local_dir' is required with archive: local")
         return self
 
     # ------------------------------------------------------------------ #
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | os.PathLike | None = None) -> "AcquisitionConfig":
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base_dir: str | os.PathLike | None = None
+    ) -> "AcquisitionConfig":
         """Build from a mapping (a parsed YAML file), refusing unknown keys.
 
         Parameters
@@ -230,7 +257,9 @@ class AcquisitionConfig:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise AstridInputError(f"acquisition config must be a mapping of keys to values, got {type(data).__name__}")
+            raise AstridInputError(
+                f"acquisition config must be a mapping of keys to values, got {type(data).__name__}"
+            )
         if "acquire" in data and isinstance(data["acquire"], Mapping):
             data = data["acquire"]
         known = [f.name for f in dataclasses.fields(cls)]
@@ -240,15 +269,24 @@ class AcquisitionConfig:
             for key in unknown:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise AstridInputError(f"unknown acquisition config key(s): {', '.join(hints)}; known keys: {', '.join(known)}")
+            raise AstridInputError(
+                f"unknown acquisition config key(s): {', '.join(hints)}; known keys: {', '.join(known)}"
+            )
         values = dict(data)
         if base_dir is not None:
             base = Path(base_dir)
             for key in ("out_dir", "checkpoint", "local_dir"):
-                if isinstance(values.get(key), (str, os.PathLike)) and not Path(values[key]).is_absolute():
+                if (
+                    isinstance(values.get(key), (str, os.PathLike))
+                    and not Path(values[key]).is_absolute()
+                ):
                     values[key] = base / values[key]
             catalog = values.get("catalog")
-            if isinstance(catalog, str) and not catalog.lower().startswith("vizier") and not Path(catalog).is_absolute():
+            if (
+                isinstance(catalog, str)
+                and not catalog.lower().startswith("vizier")
+                and not Path(catalog).is_absolute()
+            ):
                 values["catalog"] = str(base / catalog)
         return cls(**values)
 
@@ -267,7 +305,9 @@ class AcquisitionConfig:
 
         path = Path(path)
         if path.is_dir():
-            raise AstridFileError(f"{path}: is a folder; give the acquisition configuration's YAML file")
+            raise AstridFileError(
+                f"{path}: is a folder; give the acquisition configuration's YAML file"
+            )
         if not path.is_file():
             raise AstridFileError(f"{path}: configuration file does not exist")
         try:
@@ -294,7 +334,11 @@ class AcquisitionConfig:
     @property
     def checkpoint_path(self) -> Path:
         """The query checkpoint file."""
-        return self.checkpoint if self.checkpoint is not None else self.out_dir / "acquire_checkpoint.jsonl"
+        return (
+            self.checkpoint
+            if self.checkpoint is not None
+            else self.out_dir / "acquire_checkpoint.jsonl"
+        )
 
     @property
     def max_file_size(self) -> int | None:
@@ -306,7 +350,9 @@ class AcquisitionConfig:
         parts = {
             "archive": self.archive,
             "missions": sorted(m.upper() for m in self.missions) if self.missions else None,
-            "instruments": sorted(i.upper() for i in self.instruments) if self.instruments else None,
+            "instruments": sorted(i.upper() for i in self.instruments)
+            if self.instruments
+            else None,
             "lookback_days": self.lookback_days,
             "days_after": self.days_after,
             "radius_arcmin": self.radius_arcmin,

@@ -188,7 +188,9 @@ def validate_fits(path: str | os.PathLike, *, require_image: bool = True) -> Non
         except (OSError, EOFError, zlib.error) as exc:
             raise AstridInputError(f"{path.name}: not a readable FITS file ({exc})") from exc
         except Exception as exc:  # astropy raises many types for damaged headers
-            raise AstridInputError(f"{path.name}: corrupt FITS file ({type(exc).__name__}: {exc})") from exc
+            raise AstridInputError(
+                f"{path.name}: corrupt FITS file ({type(exc).__name__}: {exc})"
+            ) from exc
     for warning in caught:
         text = str(warning.message)
         if "truncat" in text.lower() or "corrupt" in text.lower():
@@ -209,7 +211,9 @@ def _parse_checksum(text: str | None) -> tuple[str, str] | None:
         digest = text
         algo = {32: "md5", 40: "sha1", 64: "sha256"}.get(len(text), "")
     if algo not in ("md5", "sha1", "sha256") or not re.fullmatch(r"[0-9a-fA-F]+", digest):
-        raise AstridInputError(f"checksum {text!r} is not 'md5:<hex>', 'sha1:<hex>' or 'sha256:<hex>'")
+        raise AstridInputError(
+            f"checksum {text!r} is not 'md5:<hex>', 'sha1:<hex>' or 'sha256:<hex>'"
+        )
     return algo, digest.lower()
 
 
@@ -261,8 +265,15 @@ def _local_source(url: str) -> Path | None:
     return None
 
 
-def _stream_to(url: str, part: Path, *, session, timeout: float, max_bytes: int | None,
-               algorithms: Iterable[str] = ()) -> tuple[int, dict, Any]:
+def _stream_to(
+    url: str,
+    part: Path,
+    *,
+    session,
+    timeout: float,
+    max_bytes: int | None,
+    algorithms: Iterable[str] = (),
+) -> tuple[int, dict, Any]:
     """Stream ``url`` into ``part``; return (bytes written, hex digests, response headers).
 
     SHA-256 is always computed (the manifest records it), other digests
@@ -297,7 +308,9 @@ def _stream_to(url: str, part: Path, *, session, timeout: float, max_bytes: int 
         if not local.is_file():
             raise _Permanent(f"local file {local} does not exist")
         if max_bytes is not None and local.stat().st_size > max_bytes:
-            raise _Permanent(f"{local.stat().st_size} bytes, over the size cap of {max_bytes} bytes")
+            raise _Permanent(
+                f"{local.stat().st_size} bytes, over the size cap of {max_bytes} bytes"
+            )
         with open(local, "rb") as src:
             consume(iter(lambda: src.read(_CHUNK), b""))
         return written, {k: d.hexdigest() for k, d in digests.items()}, {}
@@ -306,14 +319,20 @@ def _stream_to(url: str, part: Path, *, session, timeout: float, max_bytes: int 
 
     try:
         response = session.request("GET", url, stream=True, timeout=timeout, allow_redirects=True)
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+    except (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
     with response:
         status = response.status_code
         if status in _RETRY_STATUS:
             retry_after = response.headers.get("Retry-After")
             error = _Retryable(f"HTTP {status} {response.reason or ''}".strip())
-            error.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else None
+            error.retry_after = (
+                float(retry_after) if retry_after and retry_after.isdigit() else None
+            )
             raise error
         if status >= 400:
             raise _Permanent(f"HTTP {status} {response.reason or ''}".strip())
@@ -321,7 +340,9 @@ def _stream_to(url: str, part: Path, *, session, timeout: float, max_bytes: int 
         encoded = bool(response.headers.get("Content-Encoding"))
         if length and length.isdigit() and max_bytes is not None and int(length) > max_bytes:
             raise _Permanent(f"{int(length)} bytes, over the size cap of {max_bytes} bytes")
-        if not encoded:  # a declared digest is of the encoded body, not of the bytes requests hands over
+        if (
+            not encoded
+        ):  # a declared digest is of the encoded body, not of the bytes requests hands over
             want(algo for algo, _ in _header_checksums(response.headers))
         try:
             consume(response.iter_content(_CHUNK))
@@ -541,7 +562,9 @@ def _source_filename(url: str, filename: str | None = None) -> str:
     return Path(unquote(parsed.path)).name
 
 
-def destination_name(url: str, filename: str | None = None, *, decompress: bool = False, fallback: str = "image") -> str:
+def destination_name(
+    url: str, filename: str | None = None, *, decompress: bool = False, fallback: str = "image"
+) -> str:
     """The name a download gets in the survey layout: ``<stem>.fits`` or ``<stem>.fits.gz``.
 
     ``.img``/``.fit``/``.fts`` become ``.fits``; a gzipped source keeps
@@ -601,7 +624,9 @@ def _file_spec(row, role: str, decompress: bool) -> dict:
         "exptime": _cell(row, prefix + "exptime"),
     }
     if url:
-        name = destination_name(url, filename, decompress=decompress, fallback=f"{role}_{safe_name(obsid)}")
+        name = destination_name(
+            url, filename, decompress=decompress, fallback=f"{role}_{safe_name(obsid)}"
+        )
         spec["rel"] = f"{safe_name(target)}/{role}/{name}"
     return spec
 
@@ -822,9 +847,16 @@ def _failure(spec: dict) -> dict:
 
 def _record(manifest: Manifest, spec: dict, dest: Path) -> None:
     manifest.add_file(
-        safe_name(spec["target"]), dest, spec["role"],
-        mission=spec.get("mission"), instrument=spec.get("instrument"), filter=spec.get("filter"),
-        mjd=spec.get("mjd"), exptime=spec.get("exptime"), obsid=spec.get("obsid") or None, url=spec.get("url"),
+        safe_name(spec["target"]),
+        dest,
+        spec["role"],
+        mission=spec.get("mission"),
+        instrument=spec.get("instrument"),
+        filter=spec.get("filter"),
+        mjd=spec.get("mjd"),
+        exptime=spec.get("exptime"),
+        obsid=spec.get("obsid") or None,
+        url=spec.get("url"),
     )
 
 
@@ -885,7 +917,9 @@ class QueryCheckpoint:
                     continue  # a line torn by a crash while it was written: that query is redone
                 if record.get("schema") == CHECKPOINT_SCHEMA or "target" not in record:
                     continue
-                self._entries[(record["target"], record.get("key", ""))] = record.get("observations", [])
+                self._entries[(record["target"], record.get("key", ""))] = record.get(
+                    "observations", []
+                )
 
     def __contains__(self, item: tuple[str, str]) -> bool:
         return tuple(item) in self._entries
@@ -906,7 +940,9 @@ class QueryCheckpoint:
 
     def put(self, target: str, key: str, observations: Table) -> None:
         """Record the observations of ``target`` (appended and flushed at once)."""
-        rows = [{name: json_safe(row[name]) for name in observations.colnames} for row in observations]
+        rows = [
+            {name: json_safe(row[name]) for name in observations.colnames} for row in observations
+        ]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
         torn = False
@@ -939,7 +975,9 @@ def _table_from_rows(rows: list[dict]) -> Table:
     names = list(dict.fromkeys(name for row in rows for name in row))
     for name in names:
         values = [row.get(name) for row in rows]
-        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+        numeric = all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+        )
         if numeric and any(v is not None for v in values):
             if all(isinstance(v, int) for v in values):
                 table[name] = np.array(values, dtype=np.int64)

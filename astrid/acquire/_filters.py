@@ -17,13 +17,28 @@ SWIFT_UVOT_FILTERS = ("UVW2", "UVM2", "UVW1", "U", "B", "V", "WHITE")
 # Every spelling seen in UVOT headers, MAST's ``filters`` column and UVOT
 # file names (sw<obsid>uw1_sk.img.gz), keyed after removing case and spacing.
 _UVOT_ALIASES = {
-    "U": "U", "UU": "U", "UUU": "U",
-    "B": "B", "UBB": "B", "BB": "B",
-    "V": "V", "UVV": "V", "VV": "V",
-    "UVW1": "UVW1", "UW1": "UVW1", "W1": "UVW1",
-    "UVM2": "UVM2", "UM2": "UVM2", "M2": "UVM2",
-    "UVW2": "UVW2", "UW2": "UVW2", "W2": "UVW2",
-    "WHITE": "WHITE", "WH": "WHITE", "UWH": "WHITE", "WHITELIGHT": "WHITE",
+    "U": "U",
+    "UU": "U",
+    "UUU": "U",
+    "B": "B",
+    "UBB": "B",
+    "BB": "B",
+    "V": "V",
+    "UVV": "V",
+    "VV": "V",
+    "UVW1": "UVW1",
+    "UW1": "UVW1",
+    "W1": "UVW1",
+    "UVM2": "UVM2",
+    "UM2": "UVM2",
+    "M2": "UVM2",
+    "UVW2": "UVW2",
+    "UW2": "UVW2",
+    "W2": "UVW2",
+    "WHITE": "WHITE",
+    "WH": "WHITE",
+    "UWH": "WHITE",
+    "WHITELIGHT": "WHITE",
 }
 
 # Parts of a multi-valued filter string that name no band (HST's CLEAR1L, ...).

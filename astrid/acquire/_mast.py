@@ -43,7 +43,9 @@ _PREFERRED_SUBGROUPS = {
 _IMAGE_EXTENSIONS = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".img", ".img.gz")
 
 
-def check_reachable(url: str = MAST_URL, *, name: str = "MAST", timeout: float = 3.0, session=None) -> None:
+def check_reachable(
+    url: str = MAST_URL, *, name: str = "MAST", timeout: float = 3.0, session=None
+) -> None:
     """Fail fast when an archive cannot be reached.
 
     One ``HEAD`` request with a short timeout; any HTTP answer below 500
@@ -94,14 +96,18 @@ def _target_fields(target, discovery_time) -> tuple[str, SkyCoord, float]:
             name = str(target["name"])
             coord = SkyCoord(float(target["ra"]) * u.deg, float(target["dec"]) * u.deg)
         except KeyError as exc:
-            raise AstridInputError(f"target row needs 'name', 'ra' and 'dec' columns ({exc})") from exc
+            raise AstridInputError(
+                f"target row needs 'name', 'ra' and 'dec' columns ({exc})"
+            ) from exc
         if discovery_time is None and "discovery" in target.colnames:
             discovery_time = target["discovery"]
     elif isinstance(target, SkyCoord):
         name = target.to_string("hmsdms", precision=0).replace(" ", "")
         coord = target
     else:
-        raise AstridInputError(f"target must be a catalogue row or a SkyCoord, got {type(target).__name__}")
+        raise AstridInputError(
+            f"target must be a catalogue row or a SkyCoord, got {type(target).__name__}"
+        )
     if discovery_time is None:
         raise AstridInputError(f"target {name}: no discovery time (pass discovery_time=)")
     if isinstance(discovery_time, Time):
@@ -177,7 +183,9 @@ def query_mast(
     if not radius.unit.is_equivalent(u.deg) or radius <= 0:
         raise AstridInputError(f"radius must be a positive angle, got {radius}")
     if days_before < 0 or days_after < 0:
-        raise AstridInputError(f"days_before and days_after must be >= 0, got {days_before}, {days_after}")
+        raise AstridInputError(
+            f"days_before and days_after must be >= 0, got {days_before}, {days_after}"
+        )
     mast = require("astroquery.mast", "querying MAST")
     from astroquery.exceptions import NoResultsWarning, RemoteServiceError
 
@@ -201,7 +209,9 @@ def query_mast(
             warnings.simplefilter("ignore", NoResultsWarning)
             raw = mast.Observations.query_criteria(**criteria)
     except (requests.exceptions.RequestException, TimeoutError) as exc:
-        raise AstridArchiveError(f"MAST query for {name} failed ({type(exc).__name__}: {_short(exc)})") from exc
+        raise AstridArchiveError(
+            f"MAST query for {name} failed ({type(exc).__name__}: {_short(exc)})"
+        ) from exc
     except RemoteServiceError as exc:
         raise AstridArchiveError(f"MAST refused the query for {name}: {_short(exc)}") from exc
     table = standardise_observations(raw if raw is not None else Table(), target=name)
@@ -214,9 +224,14 @@ def query_mast(
         ]
         table = table[np.asarray(keep, dtype=bool)] if len(table) else table
     table.meta["query"] = {
-        "target": name, "ra": coord.ra.deg, "dec": coord.dec.deg, "discovery_mjd": t0,
-        "missions": list(missions) if missions else None, "days_before": days_before,
-        "days_after": days_after, "radius_deg": float(radius.to_value(u.deg)),
+        "target": name,
+        "ra": coord.ra.deg,
+        "dec": coord.dec.deg,
+        "discovery_mjd": t0,
+        "missions": list(missions) if missions else None,
+        "days_before": days_before,
+        "days_after": days_after,
+        "radius_deg": float(radius.to_value(u.deg)),
     }
     return table
 
@@ -261,7 +276,9 @@ def mast_products(obsids: Iterable[str], *, product_type: str = "SCIENCE") -> di
             warnings.simplefilter("ignore", NoResultsWarning)
             products = mast.Observations.get_product_list(obsids)
     except (requests.exceptions.RequestException, TimeoutError) as exc:
-        raise AstridArchiveError(f"MAST product list failed ({type(exc).__name__}: {_short(exc)})") from exc
+        raise AstridArchiveError(
+            f"MAST product list failed ({type(exc).__name__}: {_short(exc)})"
+        ) from exc
     except RemoteServiceError as exc:
         raise AstridArchiveError(f"MAST refused the product list: {_short(exc)}") from exc
     parent_col = "parent_obsid" if "parent_obsid" in products.colnames else "obsID"
@@ -271,14 +288,26 @@ def mast_products(obsids: Iterable[str], *, product_type: str = "SCIENCE") -> di
         uri = str(row["dataURI"]) if "dataURI" in row.colnames else ""
         if not uri or not filename.lower().endswith(_IMAGE_EXTENSIONS):
             continue
-        if product_type and "productType" in row.colnames and str(row["productType"]).upper() != product_type.upper():
+        if (
+            product_type
+            and "productType" in row.colnames
+            and str(row["productType"]).upper() != product_type.upper()
+        ):
             continue
         parent = str(row[parent_col])
         mission = str(row["obs_collection"]).upper() if "obs_collection" in row.colnames else ""
-        subgroup = str(row["productSubGroupDescription"]).upper() if "productSubGroupDescription" in row.colnames else ""
+        subgroup = (
+            str(row["productSubGroupDescription"]).upper()
+            if "productSubGroupDescription" in row.colnames
+            else ""
+        )
         preferred = _PREFERRED_SUBGROUPS.get(mission, ())
         rank_subgroup = preferred.index(subgroup) if subgroup in preferred else len(preferred)
-        level = row["calib_level"] if "calib_level" in row.colnames and row["calib_level"] is not np.ma.masked else 0
+        level = (
+            row["calib_level"]
+            if "calib_level" in row.colnames and row["calib_level"] is not np.ma.masked
+            else 0
+        )
         size = row["size"] if "size" in row.colnames and row["size"] is not np.ma.masked else -1
         checksum = ""
         for key in ("sha256", "md5", "checksum"):
@@ -288,7 +317,15 @@ def mast_products(obsids: Iterable[str], *, product_type: str = "SCIENCE") -> di
                 break
         rank = (rank_subgroup, -int(level), filename)
         if parent not in best or rank < best[parent][0]:
-            best[parent] = (rank, {"url": _download_url(uri), "filename": filename, "size": int(size), "checksum": checksum})
+            best[parent] = (
+                rank,
+                {
+                    "url": _download_url(uri),
+                    "filename": filename,
+                    "size": int(size),
+                    "checksum": checksum,
+                },
+            )
     return {obsid: info for obsid, (_, info) in best.items() if obsid in set(obsids)}
 
 
@@ -351,11 +388,15 @@ def skyview_cutouts(
             position=position, survey=surveys, pixels=str(int(pixels)), radius=radius, cache=False
         )
     except requests.exceptions.RequestException as exc:
-        raise AstridArchiveError(f"SkyView is not reachable ({type(exc).__name__}: {_short(exc)})") from exc
+        raise AstridArchiveError(
+            f"SkyView is not reachable ({type(exc).__name__}: {_short(exc)})"
+        ) from exc
     except ValueError as exc:
         raise AstridInputError(f"SkyView: {exc}") from exc
     if len(urls) != len(surveys):
-        raise AstridArchiveError(f"SkyView returned {len(urls)} image(s) for {len(surveys)} survey(s) {surveys}")
+        raise AstridArchiveError(
+            f"SkyView returned {len(urls)} image(s) for {len(surveys)} survey(s) {surveys}"
+        )
     prefix = safe_name(name or position.to_string("decimal", precision=4).replace(" ", "_"))
     out = []
     kwargs = {"sleep": sleep} if sleep is not None else {}

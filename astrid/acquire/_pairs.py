@@ -26,14 +26,38 @@ __all__ = ["find_pairs", "standardise_observations", "OBSERVATION_COLUMNS", "PAI
 
 #: Columns of a standard observation table, in order (extra columns are kept after them).
 OBSERVATION_COLUMNS = (
-    "target", "obsid", "mission", "instrument", "filter", "filter_raw",
-    "t_min", "t_max", "exptime", "url", "filename", "size", "checksum",
+    "target",
+    "obsid",
+    "mission",
+    "instrument",
+    "filter",
+    "filter_raw",
+    "t_min",
+    "t_max",
+    "exptime",
+    "url",
+    "filename",
+    "size",
+    "checksum",
 )
 
 #: Observation columns copied into a pair with a ``ref_``/``sci_`` prefix.
 PAIR_FILE_COLUMNS = (
-    "obsid", "mission", "instrument", "filter_raw", "t_min", "t_max", "exptime",
-    "url", "filename", "size", "checksum", "obs_id", "dataproduct_type", "s_ra", "s_dec",
+    "obsid",
+    "mission",
+    "instrument",
+    "filter_raw",
+    "t_min",
+    "t_max",
+    "exptime",
+    "url",
+    "filename",
+    "size",
+    "checksum",
+    "obs_id",
+    "dataproduct_type",
+    "s_ra",
+    "s_dec",
 )
 
 # Archive column names of each standard column (MAST first).
@@ -114,12 +138,14 @@ def standardise_observations(observations: Table, target: str | None = None) -> 
     out["mission"] = Column([m or "" for m in missions], dtype=str)
     out["instrument"] = Column([i or "" for i in instruments], dtype=str)
     out["filter"] = Column(
-        [normalise_filter(f, m, i) or "" for f, m, i in zip(raw_filters, missions, instruments)], dtype=str
+        [normalise_filter(f, m, i) or "" for f, m, i in zip(raw_filters, missions, instruments)],
+        dtype=str,
     )
     out["filter_raw"] = Column(raw_filters, dtype=str)
     out["t_min"] = Column(t_min, unit="d", description="start, MJD")
     out["t_max"] = Column(t_max, unit="d", description="end, MJD")
     out["exptime"] = Column(_float_column(get("exptime"), n), unit="s")
+
     def text(values: list[Any] | None) -> Column:
         return Column([str(v) if v else "" for v in (values or [None] * n)], dtype=str)
 
@@ -143,12 +169,16 @@ def _mjd(value) -> float:
         if np.ndim(value) != 0:
             raise AstridInputError("discovery_time must be a single time, not an array")
         if getattr(value, "masked", False) and np.all(value.mask):
-            raise AstridInputError("discovery_time is masked (unknown); pairing needs a discovery date")
+            raise AstridInputError(
+                "discovery_time is masked (unknown); pairing needs a discovery date"
+            )
         return float(value.mjd)
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
-        raise AstridInputError(f"discovery_time must be an astropy Time or an MJD, got {value!r}") from exc
+        raise AstridInputError(
+            f"discovery_time must be an astropy Time or an MJD, got {value!r}"
+        ) from exc
     if not np.isfinite(out):
         raise AstridInputError("discovery_time is not finite")
     return out
@@ -489,7 +519,15 @@ class _Pairing:
 
 
 def _pairs_table(rows: list[dict], obs: Table) -> Table:
-    columns = ["target", "mission", "instrument", "filter", "discovery_mjd", "ref_days_before", "sci_days_after"]
+    columns = [
+        "target",
+        "mission",
+        "instrument",
+        "filter",
+        "discovery_mjd",
+        "ref_days_before",
+        "sci_days_after",
+    ]
     for col in PAIR_FILE_COLUMNS:
         if col in obs.colnames:
             columns += [f"ref_{col}", f"sci_{col}"]

@@ -46,7 +46,11 @@ class Request:
             body = body.decode(errors="replace")
         if isinstance(body, dict):
             body = json.dumps(body)
-        parts = [self.url, json.dumps(self.params or {}, default=str), unquote_plus(str(body or ""))]
+        parts = [
+            self.url,
+            json.dumps(self.params or {}, default=str),
+            unquote_plus(str(body or "")),
+        ]
         return "\n".join(parts)
 
     def form(self) -> dict:
@@ -171,20 +175,30 @@ class ReplayServer:
     def count(self, pattern: str = "", method: str | None = None) -> int:
         """How many logged requests contain ``pattern`` (and use ``method``)."""
         return sum(
-            1 for r in self.log if pattern in r.text and (method is None or r.method == method.upper())
+            1
+            for r in self.log
+            if pattern in r.text and (method is None or r.method == method.upper())
         )
 
-    def _answer(self, method: str, url: str, params=None, data=None, headers=None, stream=False, **kwargs):
+    def _answer(
+        self, method: str, url: str, params=None, data=None, headers=None, stream=False, **kwargs
+    ):
         import requests
 
-        request = Request(method.upper(), url, params=params, data=data, headers=dict(headers or {}))
+        request = Request(
+            method.upper(), url, params=params, data=data, headers=dict(headers or {})
+        )
         self.log.append(request)
         for route in self._routes:
             if route.method and route.method != request.method:
                 continue
             if not route.replies or not route.match(request):
                 continue
-            reply = route.replies[0] if len(route.replies) == 1 and route.repeat_last else route.replies.pop(0)
+            reply = (
+                route.replies[0]
+                if len(route.replies) == 1 and route.repeat_last
+                else route.replies.pop(0)
+            )
             if callable(reply) and not isinstance(reply, Reply):
                 reply = reply(request)
             if not isinstance(reply, Reply):
@@ -230,8 +244,13 @@ def _response(request: Request, reply: Reply):
     prepared = requests.Request(request.method, request.url, params=request.params).prepare()
     response = requests.Response()
     response.status_code = reply.status
-    response.reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-                       503: "Service Unavailable"}.get(reply.status, "")
+    response.reason = {
+        200: "OK",
+        404: "Not Found",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(reply.status, "")
     headers = CaseInsensitiveDict(reply.headers)
     headers.setdefault("Content-Length", str(len(body)))
     response.headers = headers
@@ -256,9 +275,18 @@ MAST_SERVER = "https://mast.stsci.edu"
 
 def _mashup(rows: list[dict], fields: list[dict]) -> dict:
     return {
-        "status": "COMPLETE", "msg": "", "fields": fields, "data": rows,
-        "paging": {"page": 1, "pageSize": 50000, "pagesFiltered": 1, "rows": len(rows),
-                   "rowsFiltered": len(rows), "rowsTotal": len(rows)},
+        "status": "COMPLETE",
+        "msg": "",
+        "fields": fields,
+        "data": rows,
+        "paging": {
+            "page": 1,
+            "pageSize": 50000,
+            "pagesFiltered": 1,
+            "rows": len(rows),
+            "rowsFiltered": len(rows),
+            "rowsTotal": len(rows),
+        },
     }
 
 
@@ -273,8 +301,14 @@ def _passes(row: dict, entry: dict) -> bool:
     return False
 
 
-def add_mast(server: ReplayServer, observations: dict, products: dict | None = None, *,
-             columns_config: dict | None = None, products_config: dict | None = None) -> ReplayServer:
+def add_mast(
+    server: ReplayServer,
+    observations: dict,
+    products: dict | None = None,
+    *,
+    columns_config: dict | None = None,
+    products_config: dict | None = None,
+) -> ReplayServer:
     """Answer MAST Portal (Mashup) requests from recorded tables, as the real service would.
 
     ``Mast.Caom.Filtered.Position`` queries are answered with the rows of
@@ -297,7 +331,9 @@ def add_mast(server: ReplayServer, observations: dict, products: dict | None = N
     def columnsconfig(request: Request) -> Reply:
         form = request.form()
         wanted = form.get("colConfigId", "")
-        return Reply(body=(products_config if "Products" in wanted else columns_config) or {"_": {}})
+        return Reply(
+            body=(products_config if "Products" in wanted else columns_config) or {"_": {}}
+        )
 
     def invoke(request: Request) -> Reply:
         payload = json.loads(request.form()["request"])
@@ -317,11 +353,15 @@ def add_mast(server: ReplayServer, observations: dict, products: dict | None = N
             return Reply(body=_mashup(rows, observations["fields"]))
         if service == "Mast.Caom.Products" and products is not None:
             wanted = set(str(params["obsid"]).split(","))
-            rows = [r for r in products["data"] if str(r.get("parent_obsid", r.get("obsID"))) in wanted]
+            rows = [
+                r for r in products["data"] if str(r.get("parent_obsid", r.get("obsID"))) in wanted
+            ]
             return Reply(body=_mashup(rows, products["fields"]))
         return Reply(body={"status": "ERROR", "msg": f"replay: service {service} not recorded"})
 
-    server.add(f"{MAST_SERVER}/portal/Mashup/Mashup.asmx/columnsconfig", columnsconfig, method="POST")
+    server.add(
+        f"{MAST_SERVER}/portal/Mashup/Mashup.asmx/columnsconfig", columnsconfig, method="POST"
+    )
     server.add(f"{MAST_SERVER}/api/v0/invoke", invoke, method="POST")
     server.add(MAST_SERVER, Reply(body=b""), method="HEAD")
     return server

@@ -105,8 +105,12 @@ class MatchOptions:
 
     def keywords(self) -> dict:
         """The options as :func:`match_predictions` keywords."""
-        return {"match_radius": float(self.match_radius), "snr_min": self.snr_min, "real_kinds": self.real_kinds,
-                "edge": float(self.edge)}
+        return {
+            "match_radius": float(self.match_radius),
+            "snr_min": self.snr_min,
+            "real_kinds": self.real_kinds,
+            "edge": float(self.edge),
+        }
 
 
 @dataclass
@@ -146,11 +150,22 @@ class Field:
         """A field from a ZOGY difference result (shape and FWHM taken from it)."""
         shape = tuple(int(s) for s in np.shape(result.S_corr))
         seconds = dict(seconds or {})
-        seconds.setdefault("zogy", float((getattr(result, "metrics", None) or {}).get("time_total", 0.0)))
+        seconds.setdefault(
+            "zogy", float((getattr(result, "metrics", None) or {}).get("time_total", 0.0))
+        )
         if classic is not None:
-            seconds.setdefault("classic", float((getattr(classic, "metrics", None) or {}).get("time_total", 0.0)))
-        return cls(name=str(name), truth=truth, shape=shape, fwhm=field_fwhm(result), result=result,
-                   classic=classic, seconds=seconds)
+            seconds.setdefault(
+                "classic", float((getattr(classic, "metrics", None) or {}).get("time_total", 0.0))
+            )
+        return cls(
+            name=str(name),
+            truth=truth,
+            shape=shape,
+            fwhm=field_fwhm(result),
+            result=result,
+            classic=classic,
+            seconds=seconds,
+        )
 
     @classmethod
     def from_pair(cls, pair, name: str, *, classic: bool = False) -> Field:
@@ -227,8 +242,15 @@ def _truth_sets(field: Field, snr_min, real_kinds, edge):
     return xy, wanted[real]
 
 
-def match_predictions(predictions, field: Field, *, match_radius: float = 3.0, snr_min: float | None = 8.0,
-                      real_kinds=REAL_KINDS, edge: float = 4.0) -> dict:
+def match_predictions(
+    predictions,
+    field: Field,
+    *,
+    match_radius: float = 3.0,
+    snr_min: float | None = 8.0,
+    real_kinds=REAL_KINDS,
+    edge: float = 4.0,
+) -> dict:
     """Match one image's predictions (all scores) to its truth.
 
     Parameters
@@ -263,9 +285,13 @@ def match_predictions(predictions, field: Field, *, match_radius: float = 3.0, s
         predictions, labels = predictions
         labels = np.asarray(labels)
         if labels.shape != tuple(field.shape):
-            raise AstridInputError(f"predictions: label image of shape {labels.shape}, field {field.name!r} is {field.shape}")
+            raise AstridInputError(
+                f"predictions: label image of shape {labels.shape}, field {field.name!r} is {field.shape}"
+            )
     if not isinstance(predictions, Table):
-        raise AstridInputError(f"predictions: expected an astropy Table, got {type(predictions).__name__}")
+        raise AstridInputError(
+            f"predictions: expected an astropy Table, got {type(predictions).__name__}"
+        )
     for col in ("x", "y", "score") + (("id",) if labels is not None else ()):
         if col not in predictions.colnames:
             raise AstridInputError(f"predictions of field {field.name!r}: no column {col!r}")
@@ -332,7 +358,9 @@ def recall_lower_bound(n_found: int, n_true: int, confidence: float = 0.95) -> f
         raise AstridInputError(f"confidence={confidence!r} must be in (0, 1)")
     n_found, n_true = int(n_found), int(n_true)
     if n_true <= 0 or not 0 <= n_found <= n_true:
-        raise AstridInputError(f"n_found={n_found}, n_true={n_true}: need 0 <= n_found <= n_true and n_true > 0")
+        raise AstridInputError(
+            f"n_found={n_found}, n_true={n_true}: need 0 <= n_found <= n_true and n_true > 0"
+        )
     if n_found == 0:
         return 0.0
     from scipy.stats import beta
@@ -340,8 +368,9 @@ def recall_lower_bound(n_found: int, n_true: int, confidence: float = 0.95) -> f
     return float(beta.ppf(1.0 - float(confidence), n_found, n_true - n_found + 1))
 
 
-def choose_threshold(matches: list[dict], target_recall: float = 0.9, confidence: float | None = None
-                     ) -> tuple[float, str]:
+def choose_threshold(
+    matches: list[dict], target_recall: float = 0.9, confidence: float | None = None
+) -> tuple[float, str]:
     """The highest score threshold whose recall over ``matches`` is at least ``target_recall``.
 
     Parameters
@@ -380,10 +409,18 @@ def choose_threshold(matches: list[dict], target_recall: float = 0.9, confidence
         wanted = f"validation recall >= {target_recall:g}"
     else:
         # The lower bound grows with the count found: the smallest count whose bound reaches the target.
-        k = next((j for j in range(1, found.size + 1)
-                  if recall_lower_bound(j, found.size, confidence) >= float(target_recall)), found.size + 1)
-        wanted = (f"validation recall's {100 * float(confidence):g}% lower bound (Clopper-Pearson, "
-                  f"{found.size} to find) >= {target_recall:g}")
+        k = next(
+            (
+                j
+                for j in range(1, found.size + 1)
+                if recall_lower_bound(j, found.size, confidence) >= float(target_recall)
+            ),
+            found.size + 1,
+        )
+        wanted = (
+            f"validation recall's {100 * float(confidence):g}% lower bound (Clopper-Pearson, "
+            f"{found.size} to find) >= {target_recall:g}"
+        )
         if k <= found.size:
             wanted += f", i.e. validation recall >= {k}/{found.size} = {k / found.size:.3f}"
     if k <= found.size and np.isfinite(found[k - 1]):
@@ -436,7 +473,11 @@ def _run(method, fields):
         predictions = method(f)
         elapsed = time.perf_counter() - started
         table = predictions[0] if isinstance(predictions, tuple) else predictions
-        shared = float(getattr(table, "meta", {}).get("shared_seconds", 0.0)) if isinstance(table, Table) else 0.0
+        shared = (
+            float(getattr(table, "meta", {}).get("shared_seconds", 0.0))
+            if isinstance(table, Table)
+            else 0.0
+        )
         seconds.append(elapsed + shared + (float(f.seconds.get(uses, 0.0)) if uses else 0.0))
         out.append(predictions)
     return out, seconds
@@ -456,11 +497,15 @@ def _check_evaluation(methods, validation, test, thresholds):
             raise AstridInputError(f"{label}: no fields")
         for i, f in enumerate(fields):
             if not isinstance(f, Field):
-                raise AstridInputError(f"{label}[{i}]: expected an astrid.anomaly.Field, got {type(f).__name__}")
+                raise AstridInputError(
+                    f"{label}[{i}]: expected an astrid.anomaly.Field, got {type(f).__name__}"
+                )
     names_val = {f.name for f in validation}
     overlap = names_val & {f.name for f in test}
     if overlap:
-        raise AstridInputError(f"test: fields {sorted(overlap)} are also validation fields; thresholds must not see test data")
+        raise AstridInputError(
+            f"test: fields {sorted(overlap)} are also validation fields; thresholds must not see test data"
+        )
     thresholds = dict(thresholds or {})
     unknown = set(thresholds) - set(methods)
     if unknown:
@@ -481,7 +526,9 @@ def _method_row(name, method, fields, rule, match: MatchOptions) -> dict:
         val_matches = None
     else:
         val_predictions, _ = _run(method, validation)
-        val_matches = [match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)]
+        val_matches = [
+            match_predictions(p, f, **kwargs) for p, f in zip(val_predictions, validation)
+        ]
         threshold, rule_name = choose_threshold(val_matches, target_recall, confidence)
     test_predictions, seconds = _run(method, test)
     matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
@@ -562,28 +609,45 @@ def evaluate_methods(
     """
     match = MatchOptions() if match is None else match
     validation, test, thresholds = _check_evaluation(methods, validation, test, thresholds)
-    rows = [_method_row(name, method, (validation, test), (thresholds.get(name), target_recall, confidence), match)
-            for name, method in methods.items()]
+    rows = [
+        _method_row(
+            name,
+            method,
+            (validation, test),
+            (thresholds.get(name), target_recall, confidence),
+            match,
+        )
+        for name, method in methods.items()
+    ]
     table = Table(rows=rows, names=list(rows[0]))
     table["seconds_per_image"].unit = "s"
-    for col in ("precision", "recall", "iou_median", "false_alarms_per_image", "val_recall", "val_false_alarms_per_image"):
+    for col in (
+        "precision",
+        "recall",
+        "iou_median",
+        "false_alarms_per_image",
+        "val_recall",
+        "val_false_alarms_per_image",
+    ):
         table[col].format = ".3f"
     table["seconds_per_image"].format = ".3f"
     table["threshold"].format = ".4g"
-    table.meta.update({
-        "dataset": dataset,
-        "n_validation": len(validation),
-        "n_test": len(test),
-        "shapes": sorted({tuple(f.shape) for f in test}),
-        "target_recall": float(target_recall),
-        "confidence": None if confidence is None else float(confidence),
-        "snr_min": match.snr_min,
-        "match_radius": float(match.match_radius),
-        "real_kinds": ",".join(match.real_kinds),
-        "iou_convention": "map methods: footprint IoU of the region with the truth disc of radius FWHM; "
-                          "point methods: IoU of circles of radius FWHM around prediction and truth",
-        "threshold_convention": "chosen on validation fields only",
-    })
+    table.meta.update(
+        {
+            "dataset": dataset,
+            "n_validation": len(validation),
+            "n_test": len(test),
+            "shapes": sorted({tuple(f.shape) for f in test}),
+            "target_recall": float(target_recall),
+            "confidence": None if confidence is None else float(confidence),
+            "snr_min": match.snr_min,
+            "match_radius": float(match.match_radius),
+            "real_kinds": ",".join(match.real_kinds),
+            "iou_convention": "map methods: footprint IoU of the region with the truth disc of radius FWHM; "
+            "point methods: IoU of circles of radius FWHM around prediction and truth",
+            "threshold_convention": "chosen on validation fields only",
+        }
+    )
     return table
 
 
@@ -602,8 +666,12 @@ def _detections(f: Field, which: str, threshold: float, negative: bool, neighbou
         if result is None:
             raise AstridInputError(f"field {f.name!r}: has no {which} difference result")
         started = time.perf_counter()
-        table = detect(result, threshold=threshold, negative=negative,
-                       **({} if neighbours else {"reference_sources": False}))
+        table = detect(
+            result,
+            threshold=threshold,
+            negative=negative,
+            **({} if neighbours else {"reference_sources": False}),
+        )
         f.cache[key] = (table, time.perf_counter() - started)
         return table, 0.0
     table, seconds = f.cache[key]
@@ -693,7 +761,9 @@ def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size
     def method(f: Field):
         if f.result is None:
             raise AstridInputError(f"field {f.name!r}: has no ZOGY difference result for the U-Net")
-        logit = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size, output="logit")
+        logit = result_anomaly_map(
+            model, f.result, tile=tile, batch_size=batch_size, output="logit"
+        )
         with np.errstate(over="ignore"):
             probability = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
         return map_regions(probability, level=level, logit=logit, return_labels=True)
@@ -702,9 +772,18 @@ def unet_method(model, *, level: float = 0.5, tile: int | None = 512, batch_size
     return method
 
 
-def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, tile: int | None = 512,
-                        batch_size: int = 4, match_radius: float = 3.0, snr_min: float | None = 8.0,
-                        real_kinds=REAL_KINDS, edge: float = 4.0) -> tuple[float, Table]:
+def choose_region_level(
+    model,
+    fields,
+    levels=(0.5, 0.7, 0.9, 0.95, 0.98),
+    *,
+    tile: int | None = 512,
+    batch_size: int = 4,
+    match_radius: float = 3.0,
+    snr_min: float | None = 8.0,
+    real_kinds=REAL_KINDS,
+    edge: float = 4.0,
+) -> tuple[float, Table]:
     """The U-Net's region level (:func:`unet_method`'s ``level``) that localises best on validation fields.
 
     The map is computed once per field; for each probability ``level`` the
@@ -744,21 +823,35 @@ def choose_region_level(model, fields, levels=(0.5, 0.7, 0.9, 0.95, 0.98), *, ti
     fields = list(fields)
     if not fields:
         raise AstridInputError("fields: no fields")
-    kwargs = {"match_radius": float(match_radius), "snr_min": snr_min, "real_kinds": tuple(real_kinds), "edge": float(edge)}
+    kwargs = {
+        "match_radius": float(match_radius),
+        "snr_min": snr_min,
+        "real_kinds": tuple(real_kinds),
+        "edge": float(edge),
+    }
     matches = {v: [] for v in levels}
     for i, f in enumerate(fields):
         if not isinstance(f, Field) or f.result is None:
-            raise AstridInputError(f"fields[{i}]: expected an astrid.anomaly.Field with a ZOGY result")
-        logit = result_anomaly_map(model, f.result, tile=tile, batch_size=batch_size, output="logit")
+            raise AstridInputError(
+                f"fields[{i}]: expected an astrid.anomaly.Field with a ZOGY result"
+            )
+        logit = result_anomaly_map(
+            model, f.result, tile=tile, batch_size=batch_size, output="logit"
+        )
         with np.errstate(over="ignore"):
             probability = (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
         for v in levels:
-            matches[v].append(match_predictions(map_regions(probability, level=v, logit=logit, return_labels=True),
-                                                f, **kwargs))
+            matches[v].append(
+                match_predictions(
+                    map_regions(probability, level=v, logit=logit, return_labels=True), f, **kwargs
+                )
+            )
     rows = []
     for v in levels:
         summary = _summarise(matches[v], -math.inf)
-        rows.append((v, summary["iou_median"], summary["n_found"], summary["n_true"], summary["n_selected"]))
+        rows.append(
+            (v, summary["iou_median"], summary["n_found"], summary["n_true"], summary["n_selected"])
+        )
     table = Table(rows=rows, names=("level", "iou_median", "n_found", "n_true", "n_regions"))
     table["iou_median"].format = ".3f"
     iou = np.where(np.isfinite(table["iou_median"]), table["iou_median"], -np.inf)
@@ -843,14 +936,24 @@ def plot_methods(table: Table, title: str | None = None):
 
     for col in ("method", "precision", "recall", "iou_median", "false_alarms_per_image"):
         if col not in table.colnames:
-            raise AstridInputError(f"table: no column {col!r}; pass the table of evaluate_methods()")
+            raise AstridInputError(
+                f"table: no column {col!r}; pass the table of evaluate_methods()"
+            )
     names = [str(m) for m in table["method"]]
     y = np.arange(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 0.45 * len(names) + 2.0), sharey=True,
-                                      gridspec_kw={"width_ratios": [1.4, 1]})
-    for k, (col, label) in enumerate((("precision", "precision"), ("recall", "recall"),
-                                      ("iou_median", "IoU (median)"))):
-        left.barh(y + (k - 1) * 0.27, np.nan_to_num(np.asarray(table[col], float)), 0.27, label=label)
+    fig, (left, right) = plt.subplots(
+        1,
+        2,
+        figsize=(10.0, 0.45 * len(names) + 2.0),
+        sharey=True,
+        gridspec_kw={"width_ratios": [1.4, 1]},
+    )
+    for k, (col, label) in enumerate(
+        (("precision", "precision"), ("recall", "recall"), ("iou_median", "IoU (median)"))
+    ):
+        left.barh(
+            y + (k - 1) * 0.27, np.nan_to_num(np.asarray(table[col], float)), 0.27, label=label
+        )
     left.set_yticks(y, names)
     left.invert_yaxis()
     left.set_xlim(0, 1.0)

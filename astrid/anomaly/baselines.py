@@ -73,7 +73,9 @@ def _feature_spec(features) -> tuple[tuple[str, str], ...]:
     for item in features:
         name, transform = (item, "identity") if isinstance(item, str) else tuple(item)
         if transform not in _TRANSFORMS:
-            raise AstridInputError(f"features: transform {transform!r} of {name!r} is not one of {sorted(_TRANSFORMS)}")
+            raise AstridInputError(
+                f"features: transform {transform!r} of {name!r} is not one of {sorted(_TRANSFORMS)}"
+            )
         spec.append((str(name), transform))
     if not spec:
         raise AstridInputError("features: no feature columns given")
@@ -102,12 +104,16 @@ def feature_matrix(candidates, features=None, *, name: str = "candidates") -> np
     if isinstance(candidates, np.ndarray):
         matrix = np.asarray(candidates, dtype=float)
         if matrix.ndim != 2:
-            raise AstridInputError(f"{name}: expected a 2-D feature matrix, got shape {matrix.shape}")
+            raise AstridInputError(
+                f"{name}: expected a 2-D feature matrix, got shape {matrix.shape}"
+            )
         if np.isinf(matrix).any():
             raise AstridInputError(f"{name}: infinite feature values")
         return matrix
     if not isinstance(candidates, Table):
-        raise AstridInputError(f"{name}: expected an astropy Table of candidates or a 2-D array, got {type(candidates).__name__}")
+        raise AstridInputError(
+            f"{name}: expected an astropy Table of candidates or a 2-D array, got {type(candidates).__name__}"
+        )
     spec = _feature_spec(features)
     missing = [col for col, _ in spec if col not in candidates.colnames]
     if missing:
@@ -119,7 +125,9 @@ def feature_matrix(candidates, features=None, *, name: str = "candidates") -> np
             columns.append(_TRANSFORMS[transform](values))
     matrix = np.stack(columns, axis=1) if columns else np.empty((len(candidates), 0))
     if np.isinf(matrix).any():
-        raise AstridInputError(f"{name}: infinite values in feature columns {[c for (c, _), bad in zip(spec, np.isinf(matrix).any(0)) if bad]}")
+        raise AstridInputError(
+            f"{name}: infinite values in feature columns {[c for (c, _), bad in zip(spec, np.isinf(matrix).any(0)) if bad]}"
+        )
     return matrix
 
 
@@ -155,12 +163,17 @@ class FeatureAnomalyModel:
     def _prepare(self, candidates, name: str) -> np.ndarray:
         matrix = feature_matrix(candidates, self.features, name=name)
         if self.center_ is not None and matrix.shape[1] != self.center_.size:
-            raise AstridInputError(f"{name}: {matrix.shape[1]} features, the model was fitted on {self.center_.size}")
+            raise AstridInputError(
+                f"{name}: {matrix.shape[1]} features, the model was fitted on {self.center_.size}"
+            )
         missing = np.isnan(matrix)
         if missing.any():
             if self.nan_policy == "raise":
                 rows = np.flatnonzero(missing.any(1))
-                cols = [self.feature_names[j] if j < len(self.feature_names) else j for j in np.flatnonzero(missing.any(0))]
+                cols = [
+                    self.feature_names[j] if j < len(self.feature_names) else j
+                    for j in np.flatnonzero(missing.any(0))
+                ]
                 raise AstridInputError(
                     f"{name}: NaN features in {rows.size} rows (first {rows[:5].tolist()}), columns {cols}; "
                     "use nan_policy='median' to replace them by the training medians"
@@ -189,17 +202,24 @@ class FeatureAnomalyModel:
         if labels is not None:
             labels = np.asarray(labels)
             if labels.shape != (matrix.shape[0],):
-                raise AstridInputError(f"labels: {labels.shape} values for {matrix.shape[0]} candidates")
+                raise AstridInputError(
+                    f"labels: {labels.shape} values for {matrix.shape[0]} candidates"
+                )
             matrix = matrix[labels == 0]
         if matrix.shape[0] < 2:
-            raise AstridInputError(f"candidates: need at least 2 rows to fit, got {matrix.shape[0]}")
+            raise AstridInputError(
+                f"candidates: need at least 2 rows to fit, got {matrix.shape[0]}"
+            )
         if self.nan_policy == "raise":
             self.center_ = None
             matrix = self._prepare(matrix, "candidates")
         all_nan = np.isnan(matrix).all(0)
         if all_nan.any():
-            cols = [self.feature_names[j] for j in np.flatnonzero(all_nan)] if len(self.feature_names) == matrix.shape[1] \
+            cols = (
+                [self.feature_names[j] for j in np.flatnonzero(all_nan)]
+                if len(self.feature_names) == matrix.shape[1]
                 else np.flatnonzero(all_nan).tolist()
+            )
             raise AstridInputError(f"candidates: features {cols} are NaN in every training row")
         self.center_ = np.nanmedian(matrix, axis=0)
         matrix = np.where(np.isnan(matrix), self.center_[None, :], matrix)
@@ -271,7 +291,14 @@ class OneClassSVMBaseline(FeatureAnomalyModel):
 
     name = "One-Class SVM"
 
-    def __init__(self, nu: float = 0.05, gamma="scale", max_train: int = 5000, features=None, nan_policy: str = "median"):
+    def __init__(
+        self,
+        nu: float = 0.05,
+        gamma="scale",
+        max_train: int = 5000,
+        features=None,
+        nan_policy: str = "median",
+    ):
         super().__init__(features, nan_policy)
         if not 0.0 < float(nu) <= 1.0:
             raise AstridInputError(f"nu={nu!r} must be in (0, 1]")

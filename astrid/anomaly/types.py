@@ -135,7 +135,9 @@ def _stamps(triplets, name):
 
 def _classes_of(dataset, name):
     if "kind" not in dataset.coords and "kind" not in getattr(dataset, "data_vars", {}):
-        raise AstridInputError(f"{name}: no 'kind' coordinate; label the candidates with label_candidates()")
+        raise AstridInputError(
+            f"{name}: no 'kind' coordinate; label the candidates with label_candidates()"
+        )
     return type_labels(dataset["kind"].values)
 
 
@@ -171,8 +173,14 @@ class TypesTrainingOptions:
     seed: int = 0
 
 
-def train_types(dataset, options: TypesTrainingOptions | None = None, *, validation=None, track: bool | None = None,
-                verbose: int = 0) -> tuple[Any, dict]:
+def train_types(
+    dataset,
+    options: TypesTrainingOptions | None = None,
+    *,
+    validation=None,
+    track: bool | None = None,
+    verbose: int = 0,
+) -> tuple[Any, dict]:
     """Train the type CNN on triplets with a ``kind`` coordinate.
 
     Parameters
@@ -206,32 +214,56 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
 
     options = TypesTrainingOptions() if options is None else options
     epochs, batch_size, learning_rate = options.epochs, options.batch_size, options.learning_rate
-    dropout, patience, max_class_weight, seed = options.dropout, options.patience, options.max_class_weight, options.seed
+    dropout, patience, max_class_weight, seed = (
+        options.dropout,
+        options.patience,
+        options.max_class_weight,
+        options.seed,
+    )
     x = _stamps(dataset, "dataset")
     y = _classes_of(dataset, "dataset")
     counts = np.bincount(y, minlength=len(CLASSES))
     present = counts > 0
     if present.sum() < 2:
-        raise AstridInputError(f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}")
+        raise AstridInputError(
+            f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}"
+        )
     # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
-    weights = np.where(present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0)
+    weights = np.where(
+        present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0
+    )
     tracking.tracking_enabled(track)
     tf = tf_module()
     keras = keras_module()
     keras.utils.set_random_seed(int(seed))
-    run = tracking.start_run("transient_types", {
-        "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-        "dropout": float(dropout), "patience": int(patience), "seed": int(seed), "n_train": int(x.shape[0]),
-        "classes": list(CLASSES), "class_counts": counts.tolist(),
-    }, tags={"astrid.kind": "types-train"}, track=track)
+    run = tracking.start_run(
+        "transient_types",
+        {
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
+            "learning_rate": float(learning_rate),
+            "dropout": float(dropout),
+            "patience": int(patience),
+            "seed": int(seed),
+            "n_train": int(x.shape[0]),
+            "classes": list(CLASSES),
+            "class_counts": counts.tolist(),
+        },
+        tags={"astrid.kind": "types-train"},
+        track=track,
+    )
     switched_on = enable_determinism(tf)
     try:
         model = build_type_model(x.shape[1:], dropout=dropout)
-        model.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
-                      loss=keras.losses.SparseCategoricalCrossentropy())
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(learning_rate)),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+        )
         xs, ys = tf.constant(x), tf.constant(y)
         ws = tf.constant(weights[y].astype(np.float32))
-        ds = tf.data.Dataset.range(x.shape[0]).shuffle(x.shape[0], seed=int(seed), reshuffle_each_iteration=True)
+        ds = tf.data.Dataset.range(x.shape[0]).shuffle(
+            x.shape[0], seed=int(seed), reshuffle_each_iteration=True
+        )
         ds = ds.batch(int(batch_size))
         seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
 
@@ -239,7 +271,11 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
         def gather(index, seed_pair):
             from ..braai.runtime import augment_dihedral
 
-            return augment_dihedral(tf, tf.gather(xs, index), seed_pair), tf.gather(ys, index), tf.gather(ws, index)
+            return (
+                augment_dihedral(tf, tf.gather(xs, index), seed_pair),
+                tf.gather(ys, index),
+                tf.gather(ws, index),
+            )
 
         train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
         validation_data = None
@@ -249,11 +285,23 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
         if run.active:
             callbacks.append(run.epoch_callback())
         if validation is not None:
-            validation_data = (_stamps(validation, "validation"), _classes_of(validation, "validation"))
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
-                                                           restore_best_weights=True))
-        fit = model.fit(train_data, validation_data=validation_data, epochs=int(epochs), callbacks=callbacks,
-                        verbose=verbose, shuffle=False)
+            validation_data = (
+                _stamps(validation, "validation"),
+                _classes_of(validation, "validation"),
+            )
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=int(patience), restore_best_weights=True
+                )
+            )
+        fit = model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=int(epochs),
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
@@ -262,18 +310,24 @@ def train_types(dataset, options: TypesTrainingOptions | None = None, *, validat
             disable_determinism()
     seconds = timer.seconds
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    history.update({
-        "epoch_seconds": seconds,
-        "class_weight": dict(zip(CLASSES, weights.round(4).tolist())),
-        "class_counts": dict(zip(CLASSES, counts.tolist())),
-        "triplets_per_second": float(np.median([x.shape[0] / s for s in seconds])) if seconds else math.nan,
-        "mlflow": run.info(),
-    })
+    history.update(
+        {
+            "epoch_seconds": seconds,
+            "class_weight": dict(zip(CLASSES, weights.round(4).tolist())),
+            "class_counts": dict(zip(CLASSES, counts.tolist())),
+            "triplets_per_second": float(np.median([x.shape[0] / s for s in seconds]))
+            if seconds
+            else math.nan,
+            "mlflow": run.info(),
+        }
+    )
     run.end()
     return model, history
 
 
-def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_size: int = 512) -> dict:
+def predict_types(
+    model, triplets, *, n_samples: int = 20, seed: int = 0, batch_size: int = 512
+) -> dict:
     """Class probabilities with Monte-Carlo-dropout uncertainty.
 
     Parameters
@@ -306,7 +360,10 @@ def predict_types(model, triplets, *, n_samples: int = 20, seed: int = 0, batch_
     keras.utils.set_random_seed(int(seed))
     passes = []
     for _ in range(int(n_samples)):
-        out = [np.asarray(model(x[i:i + batch_size], training=n_samples > 1)) for i in range(0, x.shape[0], batch_size)]
+        out = [
+            np.asarray(model(x[i : i + batch_size], training=n_samples > 1))
+            for i in range(0, x.shape[0], batch_size)
+        ]
         passes.append(np.concatenate(out) if out else np.empty((0, len(CLASSES)), np.float32))
     stack = np.stack(passes).astype(np.float64)
     mean = stack.mean(0)
@@ -338,9 +395,13 @@ def type_report(true, predicted) -> dict:
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
     if true.shape != predicted.shape or true.ndim != 1:
-        raise AstridInputError(f"true and predicted: need two 1-D arrays of one length, got {true.shape} and {predicted.shape}")
+        raise AstridInputError(
+            f"true and predicted: need two 1-D arrays of one length, got {true.shape} and {predicted.shape}"
+        )
     k = len(CLASSES)
-    if true.size and (min(true.min(), predicted.min()) < 0 or max(true.max(), predicted.max()) >= k):
+    if true.size and (
+        min(true.min(), predicted.min()) < 0 or max(true.max(), predicted.max()) >= k
+    ):
         raise AstridInputError(f"true/predicted: class indices must be in 0..{k - 1}")
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (true, predicted), 1)
@@ -391,8 +452,15 @@ def plot_confusion(report: dict, title: str = ""):
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(confusion[i, j])}", ha="center", va="center",
-                    color="white" if normalised[i, j] > 0.6 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{int(confusion[i, j])}",
+                ha="center",
+                va="center",
+                color="white" if normalised[i, j] > 0.6 else "black",
+                fontsize=9,
+            )
     ax.set_title(title or f"accuracy {report['accuracy']:.3f}")
     xs = np.arange(len(classes))
     precision = [report["per_class"][c]["precision"] for c in classes]

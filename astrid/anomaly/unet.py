@@ -145,9 +145,13 @@ def build_unet(channels: int = 4, filters=(16, 32, 64), name: str = "unet_anomal
     try:
         filters = tuple(int(f) for f in filters)
     except (TypeError, ValueError):
-        raise AstridInputError(f"filters={filters!r} must be a sequence of positive integers") from None
+        raise AstridInputError(
+            f"filters={filters!r} must be a sequence of positive integers"
+        ) from None
     if len(filters) < 2 or min(filters) < 1:
-        raise AstridInputError(f"filters={filters!r}: need at least two levels of positive filter counts")
+        raise AstridInputError(
+            f"filters={filters!r}: need at least two levels of positive filter counts"
+        )
     keras = keras_module()
     layers = keras.layers
 
@@ -219,7 +223,9 @@ def unet_inputs(result) -> np.ndarray:
     """
     for attr in ("science", "reference", "D", "S_corr", "mask"):
         if not hasattr(result, attr):
-            raise AstridInputError(f"result: has no attribute {attr!r}; expected an astrid.difference() result")
+            raise AstridInputError(
+                f"result: has no attribute {attr!r}; expected an astrid.difference() result"
+            )
     s_corr = np.asarray(result.S_corr, dtype=np.float32)
     if s_corr.ndim != 2:
         raise AstridInputError(f"result.S_corr: expected a 2-D image, got shape {s_corr.shape}")
@@ -232,7 +238,9 @@ def unet_inputs(result) -> np.ndarray:
     mask = np.asarray(result.mask, dtype=bool)
     for name, plane in (*planes.items(), ("result.mask", mask)):
         if plane.shape != s_corr.shape:
-            raise AstridInputError(f"{name}: shape {plane.shape} differs from result.S_corr's {s_corr.shape}")
+            raise AstridInputError(
+                f"{name}: shape {plane.shape} differs from result.S_corr's {s_corr.shape}"
+            )
     bad = mask.copy()
     for plane in planes.values():
         bad |= ~np.isfinite(plane)
@@ -265,8 +273,15 @@ def truth_kinds(truth) -> np.ndarray:
     return np.array([str(k).strip() for k in truth["kind"]])
 
 
-def transient_mask(truth, shape, radius: float, *, real_kinds=_REAL_KINDS, snr_min: float | None = None,
-                   snr_column: str = "snr_diff") -> np.ndarray:
+def transient_mask(
+    truth,
+    shape,
+    radius: float,
+    *,
+    real_kinds=_REAL_KINDS,
+    snr_min: float | None = None,
+    snr_column: str = "snr_diff",
+) -> np.ndarray:
     """Discs of ``radius`` pixels around the truth transients, on the reference grid.
 
     Parameters
@@ -328,14 +343,29 @@ def field_fwhm(result) -> float:
 
 
 def _check_tile(tile) -> int:
-    if not isinstance(tile, (int, np.integer)) or isinstance(tile, bool) or tile < _MIN_SIZE or tile % 4:
-        raise AstridInputError(f"tile={tile!r} must be an integer >= {_MIN_SIZE} and a multiple of 4")
+    if (
+        not isinstance(tile, (int, np.integer))
+        or isinstance(tile, bool)
+        or tile < _MIN_SIZE
+        or tile % 4
+    ):
+        raise AstridInputError(
+            f"tile={tile!r} must be an integer >= {_MIN_SIZE} and a multiple of 4"
+        )
     return int(tile)
 
 
-def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.5, 0.25, 0.25),
-                 real_kinds=_REAL_KINDS, ignore_below: float = 5.0, positive_weight: float = 20.0,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_tiles(
+    fields,
+    *,
+    tile: int = 64,
+    n_per_field: int = 96,
+    fractions=(0.5, 0.25, 0.25),
+    real_kinds=_REAL_KINDS,
+    ignore_below: float = 5.0,
+    positive_weight: float = 20.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Training tiles and their weighted targets from fields with a truth table.
 
     Parameters
@@ -374,7 +404,9 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
     tile = _check_tile(tile)
     fractions = np.asarray(fractions, float)
     if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
-        raise AstridInputError(f"fractions={tuple(fractions.tolist())}: need three non-negative shares")
+        raise AstridInputError(
+            f"fractions={tuple(fractions.tolist())}: need three non-negative shares"
+        )
     fractions = fractions / fractions.sum()
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -388,8 +420,14 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
         radius = field_fwhm(result)
         # Truth without an S/N column (a positions table): every entry is a target.
         snr_column = next((c for c in ("snr_diff", "snr_sci") if c in truth.colnames), None)
-        target = transient_mask(truth, (ny, nx), radius, real_kinds=real_kinds,
-                                snr_min=ignore_below if snr_column else None, snr_column=snr_column or "snr_diff")
+        target = transient_mask(
+            truth,
+            (ny, nx),
+            radius,
+            real_kinds=real_kinds,
+            snr_min=ignore_below if snr_column else None,
+            snr_column=snr_column or "snr_diff",
+        )
         faint = transient_mask(truth, (ny, nx), radius + 2.0, real_kinds=real_kinds) & ~target
         weight = np.where(target, np.float32(positive_weight), np.float32(1.0)).astype(np.float32)
         weight[faint] = 0.0
@@ -398,7 +436,9 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
         kinds = truth_kinds(truth) if len(truth) else np.empty(0, str)
         is_target = np.isin(kinds, list(real_kinds) + ["known_transient"])
         if len(truth) and snr_column:
-            is_target &= np.nan_to_num(np.asarray(truth[snr_column], float), nan=-np.inf) >= ignore_below
+            is_target &= (
+                np.nan_to_num(np.asarray(truth[snr_column], float), nan=-np.inf) >= ignore_below
+            )
         targets = np.flatnonzero(is_target)
         others = np.flatnonzero(~np.isin(kinds, list(real_kinds) + ["known_transient"]))
         counts = rng.multinomial(int(n_per_field), fractions)
@@ -408,15 +448,26 @@ def sample_tiles(fields, *, tile: int = 64, n_per_field: int = 96, fractions=(0.
                 counts[2] += counts[k]
                 continue
             chosen = rng.choice(pool, counts[k])
-            jitter = rng.uniform(-half + 8, half - 8, size=(counts[k], 2)) if k == 0 else rng.uniform(-4, 4, (counts[k], 2))
+            jitter = (
+                rng.uniform(-half + 8, half - 8, size=(counts[k], 2))
+                if k == 0
+                else rng.uniform(-4, 4, (counts[k], 2))
+            )
             centres += [(tx[c] + j[0], ty[c] + j[1]) for c, j in zip(chosen, jitter)]
         centres += [(rng.uniform(0, nx), rng.uniform(0, ny)) for _ in range(counts[2])]
         for cx, cy in centres:
             x0 = int(np.clip(round(cx) - half, 0, nx - tile))
             y0 = int(np.clip(round(cy) - half, 0, ny - tile))
-            xs.append(planes[y0:y0 + tile, x0:x0 + tile])
-            ys.append(np.stack([target[y0:y0 + tile, x0:x0 + tile].astype(np.float32),
-                                weight[y0:y0 + tile, x0:x0 + tile]], axis=-1))
+            xs.append(planes[y0 : y0 + tile, x0 : x0 + tile])
+            ys.append(
+                np.stack(
+                    [
+                        target[y0 : y0 + tile, x0 : x0 + tile].astype(np.float32),
+                        weight[y0 : y0 + tile, x0 : x0 + tile],
+                    ],
+                    axis=-1,
+                )
+            )
     if not xs:
         raise AstridInputError("fields: no fields given")
     return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
@@ -518,7 +569,9 @@ def _check_tiles(x, y, name: str) -> tuple[np.ndarray, np.ndarray]:
     if x.shape[0] == 0:
         raise AstridInputError(f"{name}: no tiles")
     if x.shape[1] % 4 or x.shape[2] % 4 or min(x.shape[1:3]) < _MIN_SIZE:
-        raise AstridInputError(f"{name}: tiles of {x.shape[1]}x{x.shape[2]} px; need >= {_MIN_SIZE} and multiples of 4")
+        raise AstridInputError(
+            f"{name}: tiles of {x.shape[1]}x{x.shape[2]} px; need >= {_MIN_SIZE} and multiples of 4"
+        )
     if not np.isfinite(x).all() or not np.isfinite(y).all():
         raise AstridInputError(f"{name}: tiles or targets hold NaN or infinite values")
     return x, y
@@ -569,9 +622,15 @@ class UNetTrainingOptions:
 
     def run_parameters(self) -> dict:
         """The options as the tracking run's parameters."""
-        return {"epochs": int(self.epochs), "batch_size": int(self.batch_size),
-                "learning_rate": float(self.learning_rate), "augment": bool(self.augment),
-                "patience": self.patience, "seed": int(self.seed), "filters": list(self.filters)}
+        return {
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "learning_rate": float(self.learning_rate),
+            "augment": bool(self.augment),
+            "patience": self.patience,
+            "seed": int(self.seed),
+            "filters": list(self.filters),
+        }
 
     def card_parameters(self) -> dict:
         """The options as the model card's ``parameters``."""
@@ -608,10 +667,13 @@ def _fit_network(network, data, options: UNetTrainingOptions, run, verbose):
     keras = keras_module()
     x, y, xv, yv = data
     seed = int(options.seed)
-    network.compile(optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
-                    loss=_weighted_bce(keras))
-    train_data = _pipeline(x, y, batch_size=int(options.batch_size), shuffle=True, augment=options.augment,
-                           seed=seed)
+    network.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(options.learning_rate)),
+        loss=_weighted_bce(keras),
+    )
+    train_data = _pipeline(
+        x, y, batch_size=int(options.batch_size), shuffle=True, augment=options.augment, seed=seed
+    )
     validation_data = None
     timer = EpochTimer()
     callbacks = [timer]
@@ -620,11 +682,21 @@ def _fit_network(network, data, options: UNetTrainingOptions, run, verbose):
     if xv is not None:
         validation_data = _pipeline(xv, yv, batch_size=64, shuffle=False, augment=False, seed=seed)
         patience = options.patience
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=int(patience) if patience is not None else int(options.epochs),
-            restore_best_weights=True))
-    fit = network.fit(train_data, validation_data=validation_data, epochs=int(options.epochs), callbacks=callbacks,
-                      verbose=verbose, shuffle=False)
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=int(patience) if patience is not None else int(options.epochs),
+                restore_best_weights=True,
+            )
+        )
+    fit = network.fit(
+        train_data,
+        validation_data=validation_data,
+        epochs=int(options.epochs),
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,
+    )
     return fit, timer.seconds
 
 
@@ -671,7 +743,9 @@ def _training_card(network, data, options: UNetTrainingOptions, fitted, about) -
             "stopped_early": len(seconds) < int(options.epochs),
             "seconds": round(elapsed, 3),
             "tiles_per_second": round(float(np.median(per_second)), 1) if per_second else None,
-            "pixels_per_second": round(float(np.median(per_second)) * x.shape[1] * x.shape[2], 0) if per_second else None,
+            "pixels_per_second": round(float(np.median(per_second)) * x.shape[1] * x.shape[2], 0)
+            if per_second
+            else None,
         },
         "history": history,
         "versions": training_versions(),
@@ -755,24 +829,39 @@ def train_unet(
     started = time.perf_counter()
     options = UNetTrainingOptions() if options is None else options
     if not isinstance(options, UNetTrainingOptions):
-        raise AstridInputError(f"options: expected a UNetTrainingOptions, got {type(options).__name__}")
+        raise AstridInputError(
+            f"options: expected a UNetTrainingOptions, got {type(options).__name__}"
+        )
     data = _tile_pairs(tiles, validation)
     x, y, xv, _ = data
     from .. import tracking
     from ..braai.runtime import disable_determinism, enable_determinism
 
-    tracking.tracking_enabled(track)  # an explicit track=True without MLflow fails here, before any work
+    tracking.tracking_enabled(
+        track
+    )  # an explicit track=True without MLflow fails here, before any work
     tf = tf_module()
     keras_module().utils.set_random_seed(int(options.seed))
-    run = tracking.start_run(name, {
-        **options.run_parameters(), "n_train": int(x.shape[0]), "n_validation": int(xv.shape[0]) if xv is not None else 0,
-        "tile": list(x.shape[1:3]),
-    }, tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)}, track=track)
+    run = tracking.start_run(
+        name,
+        {
+            **options.run_parameters(),
+            "n_train": int(x.shape[0]),
+            "n_validation": int(xv.shape[0]) if xv is not None else 0,
+            "tile": list(x.shape[1:3]),
+        },
+        tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)},
+        track=track,
+    )
     switched_on = enable_determinism(tf) if options.deterministic else False
     try:
-        network = model if model is not None else build_unet(x.shape[-1], options.filters, name=name)
+        network = (
+            model if model is not None else build_unet(x.shape[-1], options.filters, name=name)
+        )
         if int(network.input_shape[-1]) != x.shape[-1]:
-            raise AstridInputError(f"tiles: {x.shape[-1]} channels, the model takes {network.input_shape[-1]}")
+            raise AstridInputError(
+                f"tiles: {x.shape[-1]} channels, the model takes {network.input_shape[-1]}"
+            )
         fit, seconds = _fit_network(network, data, options, run, verbose)
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -783,17 +872,26 @@ def train_unet(
     network.astrid_levels = _levels_of(network)
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     history["epoch_seconds"] = [float(s) for s in seconds]
-    card = _training_card(network, data, options, (history, seconds, time.perf_counter() - started),
-                          (name, source, model is None))
+    card = _training_card(
+        network,
+        data,
+        options,
+        (history, seconds, time.perf_counter() - started),
+        (name, source, model is None),
+    )
     card["mlflow"] = run.info()
     model_path = card_path = None
     if out_dir is not None:
         model_path, card_path = _save_trained(network, card, out_dir, name, run)
     else:
         run.log_dict(card, "model/card.json")
-    run.log_metrics({"best_epoch": card["training"]["best_epoch"], "seconds": card["training"]["seconds"]})
+    run.log_metrics(
+        {"best_epoch": card["training"]["best_epoch"], "seconds": card["training"]["seconds"]}
+    )
     run.end()
-    return UNetTrainResult(model=network, history=history, model_path=model_path, card_path=card_path, card=card)
+    return UNetTrainResult(
+        model=network, history=history, model_path=model_path, card_path=card_path, card=card
+    )
 
 
 def load_unet(path: str | os.PathLike):
@@ -839,7 +937,9 @@ def _check_image(image, model) -> np.ndarray:
             f"({', '.join(CHANNELS) if channels == len(CHANNELS) else 'see its card'}); use unet_inputs(result)"
         )
     if min(image.shape[:2]) < _MIN_SIZE:
-        raise AstridInputError(f"image: {image.shape[0]}x{image.shape[1]} px is too small; need at least {_MIN_SIZE} px a side")
+        raise AstridInputError(
+            f"image: {image.shape[0]}x{image.shape[1]} px is too small; need at least {_MIN_SIZE} px a side"
+        )
     if not np.issubdtype(image.dtype, np.number):
         raise AstridInputError(f"image: expected numbers, got dtype {image.dtype}")
     image = image.astype(np.float32, copy=False)
@@ -864,8 +964,12 @@ def _logit_head(model):
     last = model.layers[-1]
     head = None
     config = last.get_config() if hasattr(last, "get_config") else {}
-    if (last.__class__.__name__ == "Conv2D" and tuple(config.get("kernel_size", ())) == (1, 1)
-            and config.get("activation") == "sigmoid" and config.get("use_bias", True)):
+    if (
+        last.__class__.__name__ == "Conv2D"
+        and tuple(config.get("kernel_size", ())) == (1, 1)
+        and config.get("activation") == "sigmoid"
+        and config.get("use_bias", True)
+    ):
         features = keras.Model(model.input, model.layers[-2].output)
         kernel, bias = (np.asarray(w, dtype=np.float32) for w in last.get_weights())
         head = (features, kernel[0, 0], bias)
@@ -882,11 +986,20 @@ def _forward(model, batch: np.ndarray, output: str) -> np.ndarray:
         with np.errstate(divide="ignore"):
             return np.log(p) - np.log1p(-p)
     features, kernel, bias = head
-    return (np.asarray(features(batch, training=False), dtype=np.float32) @ kernel)[..., 0] + bias[0]
+    return (np.asarray(features(batch, training=False), dtype=np.float32) @ kernel)[..., 0] + bias[
+        0
+    ]
 
 
-def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIVE_RADIUS, batch_size: int = 4,
-                output: str = "probability") -> np.ndarray:
+def anomaly_map(
+    model,
+    image,
+    *,
+    tile: int | None = 512,
+    overlap: int = RECEPTIVE_RADIUS,
+    batch_size: int = 4,
+    output: str = "probability",
+) -> np.ndarray:
     """Per-pixel anomaly probability (or log-odds) of a whole image, by overlapping tiles in batches.
 
     Parameters
@@ -927,10 +1040,16 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
     if tile is not None:
         tile = _check_tile(tile)
         if tile % grid:
-            raise AstridInputError(f"tile={tile} must be a multiple of {grid} (the network's pooling grid)")
+            raise AstridInputError(
+                f"tile={tile} must be a multiple of {grid} (the network's pooling grid)"
+            )
     if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0:
         raise AstridInputError(f"overlap={overlap!r} must be a non-negative integer")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+    if (
+        not isinstance(batch_size, (int, np.integer))
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
         raise AstridInputError(f"batch_size={batch_size!r} must be a positive integer")
     margin = -(-int(overlap) // grid) * grid
     ny, nx, channels = image.shape
@@ -940,16 +1059,25 @@ def anomaly_map(model, image, *, tile: int | None = 512, overlap: int = RECEPTIV
     else:
         step_y = step_x = tile
         ty, tx = -(-ny // tile), -(-nx // tile)
-    padded = np.zeros((ty * step_y + 2 * margin, tx * step_x + 2 * margin, channels), dtype=np.float32)
-    padded[margin:margin + ny, margin:margin + nx] = image
+    padded = np.zeros(
+        (ty * step_y + 2 * margin, tx * step_x + 2 * margin, channels), dtype=np.float32
+    )
+    padded[margin : margin + ny, margin : margin + nx] = image
     out = np.empty((ty * step_y, tx * step_x), dtype=np.float32)
     origins = [(i * step_y, j * step_x) for i in range(ty) for j in range(tx)]
     for start in range(0, len(origins), int(batch_size)):
-        chunk = origins[start:start + int(batch_size)]
-        batch = np.stack([padded[y0:y0 + step_y + 2 * margin, x0:x0 + step_x + 2 * margin] for y0, x0 in chunk])
+        chunk = origins[start : start + int(batch_size)]
+        batch = np.stack(
+            [
+                padded[y0 : y0 + step_y + 2 * margin, x0 : x0 + step_x + 2 * margin]
+                for y0, x0 in chunk
+            ]
+        )
         probs = _forward(model, batch, output)
         for (y0, x0), p in zip(chunk, probs):
-            out[y0:y0 + step_y, x0:x0 + step_x] = p[margin:margin + step_y, margin:margin + step_x]
+            out[y0 : y0 + step_y, x0 : x0 + step_x] = p[
+                margin : margin + step_y, margin : margin + step_x
+            ]
     return out[:ny, :nx]
 
 
@@ -980,7 +1108,9 @@ def result_anomaly_map(model, result, **kwargs) -> np.ndarray:
     return values
 
 
-def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=None, return_labels: bool = False):
+def map_regions(
+    probability, *, level: float = 0.5, min_area: int = 1, logit=None, return_labels: bool = False
+):
     """Candidate regions of an anomaly map: connected pixels at or above ``level``.
 
     Parameters
@@ -1020,7 +1150,9 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=Non
     if logit is not None:
         logit = np.asarray(logit, dtype=np.float64)
         if logit.shape != p.shape:
-            raise AstridInputError(f"logit: shape {logit.shape} differs from probability's {p.shape}")
+            raise AstridInputError(
+                f"logit: shape {logit.shape} differs from probability's {p.shape}"
+            )
     labels, n = ndimage.label(p >= level, structure=np.ones((3, 3), bool))
     labels = labels.astype(np.int32)
     index = np.arange(1, n + 1)
@@ -1050,7 +1182,11 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=Non
     table["y"] = np.asarray(cy, float)[keep][order]
     table["area"] = np.asarray(area, float)[keep][order].astype(np.int64)
     table["peak"] = peak[keep][order]
-    table["mean"] = (np.asarray(total, float) / np.maximum(np.asarray(area, float), 1))[keep][order] if n else np.empty(0)
+    table["mean"] = (
+        (np.asarray(total, float) / np.maximum(np.asarray(area, float), 1))[keep][order]
+        if n
+        else np.empty(0)
+    )
     if logit is not None:
         table["peak_logit"] = np.asarray(peak_logit, float)[keep][order]
     table["score"] = table["peak_logit"] if logit is not None else table["peak"]
@@ -1063,8 +1199,18 @@ def map_regions(probability, *, level: float = 0.5, min_area: int = 1, logit=Non
     return (table, labels) if return_labels else table
 
 
-def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold: float | None = None,
-                     center=None, size: int = 96, limit: float = 5.0, title: str | None = None):
+def plot_anomaly_map(
+    result,
+    probability,
+    *,
+    regions=None,
+    truth=None,
+    threshold: float | None = None,
+    center=None,
+    size: int = 96,
+    limit: float = 5.0,
+    title: str | None = None,
+):
     """A cut-out of ``S_corr`` beside the U-Net's anomaly map, with its regions and the truth.
 
     Parameters
@@ -1124,16 +1270,26 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
     plt = pyplot()
     with style():
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), sharex=True, sharey=True)
-        im0 = axes[0].imshow(shown_s, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, origin="upper")
+        im0 = axes[0].imshow(
+            shown_s, cmap="RdBu_r", vmin=-limit, vmax=limit, extent=extent, origin="upper"
+        )
         axes[0].set_title(r"ZOGY $S_{corr}$ ($\sigma$)")
         fig.colorbar(im0, ax=axes[0], fraction=0.046, pad=0.04)
-        im1 = axes[1].imshow(p[y0:y1, x0:x1], cmap="magma", vmin=0.0, vmax=1.0, extent=extent, origin="upper")
+        im1 = axes[1].imshow(
+            p[y0:y1, x0:x1], cmap="magma", vmin=0.0, vmax=1.0, extent=extent, origin="upper"
+        )
         axes[1].set_title("U-Net anomaly probability")
         fig.colorbar(im1, ax=axes[1], fraction=0.046, pad=0.04)
         level = regions.meta.get("level") if regions is not None else None
-        if level is not None and (p[y0:y1, x0:x1] >= level).any() and (p[y0:y1, x0:x1] < level).any():
+        if (
+            level is not None
+            and (p[y0:y1, x0:x1] >= level).any()
+            and (p[y0:y1, x0:x1] < level).any()
+        ):
             yy, xx = np.mgrid[y0:y1, x0:x1]
-            axes[1].contour(xx, yy, p[y0:y1, x0:x1], levels=[float(level)], colors="w", linewidths=0.6)
+            axes[1].contour(
+                xx, yy, p[y0:y1, x0:x1], levels=[float(level)], colors="w", linewidths=0.6
+            )
 
         def inside(x, y):
             return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
@@ -1141,26 +1297,56 @@ def plot_anomaly_map(result, probability, *, regions=None, truth=None, threshold
         if truth is not None and len(truth):
             tx, ty = truth_xy(truth)
             real = np.isin(truth_kinds(truth), _REAL_KINDS)
-            for sel, marker, label in ((real, "s", "truth: supernova / variable"), (~real, "x", "truth: other")):
+            for sel, marker, label in (
+                (real, "s", "truth: supernova / variable"),
+                (~real, "x", "truth: other"),
+            ):
                 sel = sel & inside(tx, ty)
                 if sel.any():
                     for ax in axes:
                         if marker == "s":
-                            ax.scatter(tx[sel], ty[sel], s=160, marker="s", facecolors="none", edgecolors="c",
-                                       linewidths=1.0, label=label if ax is axes[1] else None)
+                            ax.scatter(
+                                tx[sel],
+                                ty[sel],
+                                s=160,
+                                marker="s",
+                                facecolors="none",
+                                edgecolors="c",
+                                linewidths=1.0,
+                                label=label if ax is axes[1] else None,
+                            )
                         else:
-                            ax.scatter(tx[sel], ty[sel], s=60, marker="x", color="c", linewidths=1.0,
-                                       label=label if ax is axes[1] else None)
+                            ax.scatter(
+                                tx[sel],
+                                ty[sel],
+                                s=60,
+                                marker="x",
+                                color="c",
+                                linewidths=1.0,
+                                label=label if ax is axes[1] else None,
+                            )
         if regions is not None and len(regions):
             rx, ry = np.asarray(regions["x"], float), np.asarray(regions["y"], float)
             score = np.asarray(regions["score"], float)
             chosen = score >= threshold if threshold is not None else np.ones(rx.size, bool)
-            for sel, style_, label in ((chosen, "-", "region (selected)"), (~chosen, ":", "region (below threshold)")):
+            for sel, style_, label in (
+                (chosen, "-", "region (selected)"),
+                (~chosen, ":", "region (below threshold)"),
+            ):
                 sel = sel & inside(rx, ry)
                 for k, i in enumerate(np.flatnonzero(sel)):
                     for ax in axes:
-                        ax.add_patch(plt.Circle((rx[i], ry[i]), 6.0, fill=False, color="lime", ls=style_, lw=1.2,
-                                                label=label if (ax is axes[1] and k == 0) else None))
+                        ax.add_patch(
+                            plt.Circle(
+                                (rx[i], ry[i]),
+                                6.0,
+                                fill=False,
+                                color="lime",
+                                ls=style_,
+                                lw=1.2,
+                                label=label if (ax is axes[1] and k == 0) else None,
+                            )
+                        )
         handles, labels = axes[1].get_legend_handles_labels()
         if handles:
             axes[1].legend(handles, labels, loc="lower right", fontsize=7, framealpha=0.8)

@@ -31,7 +31,14 @@ from typing import Any
 from .._optional import require
 from ..errors import AstridInputError, AstridWarning
 
-__all__ = ["get_client", "default_layout", "thread_env", "thread_limits", "cluster_threads", "ThreadLimits"]
+__all__ = [
+    "get_client",
+    "default_layout",
+    "thread_env",
+    "thread_limits",
+    "cluster_threads",
+    "ThreadLimits",
+]
 
 #: Environment variables that size the thread pools of a worker process.
 THREAD_VARIABLES = (
@@ -52,7 +59,12 @@ def available_cores() -> int:
 
         return max(int(CPU_COUNT), 1)
     except ImportError:  # pragma: no cover - distributed is needed anyway
-        return max(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 1)
+        return max(
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+            1,
+        )
 
 
 def positive_int(value: Any, name: str) -> int | None:
@@ -63,8 +75,9 @@ def positive_int(value: Any, name: str) -> int | None:
     return int(value)
 
 
-def default_layout(n_workers: int | None = None, threads_per_worker: int | None = None,
-                   cores: int | None = None) -> tuple[int, int]:
+def default_layout(
+    n_workers: int | None = None, threads_per_worker: int | None = None, cores: int | None = None
+) -> tuple[int, int]:
     """Workers and threads per worker whose product is about the number of cores.
 
     Parameters
@@ -205,7 +218,9 @@ def _worker_layout(dask_worker=None) -> dict:
         "host": socket.gethostname(),
         "cores": available_cores(),
         "nthreads": int(dask_worker.state.nthreads),
-        "astrid_threads": int(astrid_threads) if astrid_threads and astrid_threads.isdigit() else None,
+        "astrid_threads": int(astrid_threads)
+        if astrid_threads and astrid_threads.isdigit()
+        else None,
     }
 
 
@@ -237,7 +252,10 @@ def cluster_threads(client) -> int:
     for info in layouts.values():
         per_host.setdefault(info["host"], []).append(info)
     shares = [
-        max(min(info["cores"] for info in infos) // max(sum(info["nthreads"] for info in infos), 1), 1)
+        max(
+            min(info["cores"] for info in infos) // max(sum(info["nthreads"] for info in infos), 1),
+            1,
+        )
         for infos in per_host.values()
     ]
     return min(shares)
@@ -306,7 +324,9 @@ def get_client(
         try:
             client = distributed.Client(scheduler, timeout=timeout)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise AstridInputError(f"scheduler: cannot connect to a Dask scheduler at {scheduler!r} ({exc})") from None
+            raise AstridInputError(
+                f"scheduler: cannot connect to a Dask scheduler at {scheduler!r} ({exc})"
+            ) from None
         if threads_per_worker is not None:
             client.register_plugin(ThreadLimits(threads_per_worker))
         return client

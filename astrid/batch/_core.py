@@ -63,7 +63,15 @@ _MANIFEST_INTERVAL_S = 2.0
 _COMMIT_GROUP = 32
 _COMMIT_CANDIDATES = 4096
 # Options of difference() besides the stage options it validates itself.
-_DIFFERENCE_KEYWORDS = ("method", "align", "flux_ratio", "allow_mismatch", "dtype", "science_psf", "reference_psf")
+_DIFFERENCE_KEYWORDS = (
+    "method",
+    "align",
+    "flux_ratio",
+    "allow_mismatch",
+    "dtype",
+    "science_psf",
+    "reference_psf",
+)
 
 
 @dataclass
@@ -345,7 +353,9 @@ def _score_pair_triplets(task: PairTask, record: dict) -> dict:
         table = _scoring.empty_scores()
     table.meta["astrid_scores"] = _scoring.table_meta(identity, None, None, pair=task.pair.name)
     _scoring.write_scores(pair_dir / _outputs.SCORES_NAME, table)
-    outputs = [name for name in record["outputs"] if name != _outputs.SCORES_NAME] + [_outputs.SCORES_NAME]
+    outputs = [name for name in record["outputs"] if name != _outputs.SCORES_NAME] + [
+        _outputs.SCORES_NAME
+    ]
     timings = {**record.get("timings", {}), "score_s": time.perf_counter() - start}
     scored = {**identity, "scored_unix": time.time()}
     return {"outputs": outputs, "timings": json_safe(timings), "model": scored}
@@ -359,7 +369,11 @@ def score_pair(task: PairTask) -> dict:
         raise AstridInputError(f"{pair_dir}: no valid {_outputs.MARKER_NAME} to add scores to")
     # The old marker must not vouch for a scores file that is about to be replaced.
     (pair_dir / _outputs.MARKER_NAME).unlink(missing_ok=True)
-    record = {key: marker[key] for key in ("pair", "n_candidates", "n_real", "timings", "metrics") if key in marker}
+    record = {
+        key: marker[key]
+        for key in ("pair", "n_candidates", "n_real", "timings", "metrics")
+        if key in marker
+    }
     record["outputs"] = list(marker.get("outputs", {}))
     record.update(_score_pair_triplets(task, record))
     return record
@@ -396,8 +410,12 @@ def _run_task(task: PairTask, process: Callable[[PairTask], dict]) -> dict:
     finished = time.time()
     # CPU time of the worker process (all its threads) while the pair ran: on
     # a shared machine, elapsed time alone does not say how much work a pair is.
-    record.update(finished=_iso(finished), finished_unix=finished, elapsed_s=finished - started,
-                  cpu_s=time.process_time() - cpu_started)
+    record.update(
+        finished=_iso(finished),
+        finished_unix=finished,
+        elapsed_s=finished - started,
+        cpu_s=time.process_time() - cpu_started,
+    )
     if outcome is None:
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=trace)
         return record
@@ -434,7 +452,9 @@ def _pairs_of(source) -> tuple[list[SurveyPair], Path | None]:
         pairs = list(source)
         bad = [type(p).__name__ for p in pairs if not isinstance(p, SurveyPair)]
         if bad:
-            raise AstridInputError(f"manifest_or_dir: a list must hold SurveyPair objects, found {bad[0]}")
+            raise AstridInputError(
+                f"manifest_or_dir: a list must hold SurveyPair objects, found {bad[0]}"
+            )
         return pairs, None
     raise AstridInputError(
         "manifest_or_dir: expected a survey folder, its manifest.json, an astrid.Manifest or a list of "
@@ -453,16 +473,20 @@ def _check_difference_options(options: dict) -> None:
             f"process_pairs: unknown difference option(s) {unknown}; known options are {sorted(known)}"
         )
     # The values too, once, before any pair runs.
-    DifferenceOptions.from_mapping({k: v for k, v in options.items() if k in FLAT_NAMES}, caller="process_pairs")
+    DifferenceOptions.from_mapping(
+        {k: v for k, v in options.items() if k in FLAT_NAMES}, caller="process_pairs"
+    )
 
 
 def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:
     """A stable hash of the options that decide a pair's outputs (not the thread count)."""
-    described = json_safe({
-        "threshold": float(threshold),
-        "label_radius": float(label_radius),
-        "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
-    })
+    described = json_safe(
+        {
+            "threshold": float(threshold),
+            "label_radius": float(label_radius),
+            "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
+        }
+    )
     text = json.dumps(described, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], described
 
@@ -521,7 +545,9 @@ class _Progress:
 
 
 def _error_text(exc: BaseException, tb=None) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
+    return "".join(
+        traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
+    )
 
 
 @dataclass(frozen=True)
@@ -643,7 +669,9 @@ def process_pairs(
         raise AstridInputError("process_pairs: pass either client or scheduler, not both")
     options = BatchOptions() if options is None else options
     if not isinstance(options, BatchOptions):
-        raise AstridInputError(f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}")
+        raise AstridInputError(
+            f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}"
+        )
     _check_run_arguments(options.verify, options.retries, threshold)
     n_workers = positive_int(n_workers, "n_workers")
     threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
@@ -651,13 +679,19 @@ def process_pairs(
     if process is None:
         _check_difference_options(difference_options)
     scoring = _scoring_setup(model, options.reference)
-    plan = _plan(manifest_or_dir, out_dir, options, threshold, difference_options, scoring, started_wall)
+    plan = _plan(
+        manifest_or_dir, out_dir, options, threshold, difference_options, scoring, started_wall
+    )
     n_workers_used = threads_used = None
     compute_s = 0.0
     if plan.todo:
         cluster = _ClusterRequest(client, scheduler, n_workers, threads_per_worker)
-        run = _RunOptions(process=process or run_pair, retries=options.retries, progress=progress,
-                          on_result=hooks.on_result)
+        run = _RunOptions(
+            process=process or run_pair,
+            retries=options.retries,
+            progress=progress,
+            on_result=hooks.on_result,
+        )
         compute_s, n_workers_used, threads_used = _execute(plan, cluster, run)
     return _report(plan, scoring, started, compute_s, n_workers_used, threads_used)
 
@@ -683,7 +717,9 @@ class _Scoring:
 def _scoring_setup(model, reference) -> _Scoring:
     if model is None:
         if reference is not None:
-            raise AstridInputError("reference: a drift reference needs a model to score with (model=...)")
+            raise AstridInputError(
+                "reference: a drift reference needs a model to score with (model=...)"
+            )
         return _Scoring()
     from .._scoring import model_identity
     from ..drift import load_reference, reference_for_model
@@ -691,7 +727,9 @@ def _scoring_setup(model, reference) -> _Scoring:
     identity = model_identity(model)
     if Path(model).suffix.lower() not in (".tflite", ".keras", ".h5", ".hdf5"):
         raise AstridInputError(f"model: {model}: expected a .tflite, .keras or .h5 file")
-    distribution = load_reference(reference) if reference is not None else reference_for_model(model)
+    distribution = (
+        load_reference(reference) if reference is not None else reference_for_model(model)
+    )
     return _Scoring(model=str(model), identity=identity, reference=distribution)
 
 
@@ -710,17 +748,28 @@ class _Ledger:
         elapsed = record.get("elapsed_s")
         cpu = record.get("cpu_s")
         self.rows[pair.name] = {
-            "pair": pair.name, "target": pair.target, "status": status,
+            "pair": pair.name,
+            "target": pair.target,
+            "status": status,
             # the difference's quality verdict (pass/warn/fail): a bad pair is flagged in the table
             "quality": str((record.get("metrics") or {}).get("quality") or ""),
             "n_candidates": -1 if n_candidates is None else int(n_candidates),
             "elapsed_s": np.nan if elapsed is None else float(elapsed),
             "cpu_s": np.nan if cpu is None else float(cpu),
-            "worker": str(record.get("worker") or ""), "reason": reason,
+            "worker": str(record.get("worker") or ""),
+            "reason": reason,
             "error": error.splitlines()[-1] if error else "",
         }
-        self.manifest.record(pair.name, {**record, "status": status, "reason": reason, "target": pair.target,
-                                         "out_dir": str(self.out_dir / pair.name)})
+        self.manifest.record(
+            pair.name,
+            {
+                **record,
+                "status": status,
+                "reason": reason,
+                "target": pair.target,
+                "out_dir": str(self.out_dir / pair.name),
+            },
+        )
 
 
 @dataclass
@@ -749,11 +798,18 @@ class _BatchPlan:
         return self.ledger.manifest
 
     def task(self, pair: SurveyPair, threads: int) -> PairTask:
-        return PairTask(pair=pair, pair_dir=self.out_dir / pair.name, threshold=float(self.threshold),
-                        difference_options=dict(self.difference_options), threads=int(threads),
-                        fingerprint=self.fingerprint, label_radius=float(self.label_radius),
-                        model=self.scoring.model, model_identity=self.scoring.identity,
-                        score_only=pair.name in self.score_only)
+        return PairTask(
+            pair=pair,
+            pair_dir=self.out_dir / pair.name,
+            threshold=float(self.threshold),
+            difference_options=dict(self.difference_options),
+            threads=int(threads),
+            fingerprint=self.fingerprint,
+            label_radius=float(self.label_radius),
+            model=self.scoring.model,
+            model_identity=self.scoring.identity,
+            score_only=pair.name in self.score_only,
+        )
 
 
 @dataclass(frozen=True)
@@ -791,29 +847,52 @@ def _open_store(out_dir, triplet_store, fingerprint: str, described: dict) -> tu
     return store, committed
 
 
-def _plan(manifest_or_dir, out_dir, options: BatchOptions, threshold: float, difference_options: dict,
-          scoring: _Scoring, started_wall: float) -> _BatchPlan:
+def _plan(
+    manifest_or_dir,
+    out_dir,
+    options: BatchOptions,
+    threshold: float,
+    difference_options: dict,
+    scoring: _Scoring,
+    started_wall: float,
+) -> _BatchPlan:
     """Step 1: read the survey and what earlier runs left; commit their finished outputs."""
     pairs, survey_root = _pairs_of(manifest_or_dir)
     duplicates = sorted(name for name, count in Counter(p.name for p in pairs).items() if count > 1)
     if duplicates:
-        raise AstridInputError(f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}")
+        raise AstridInputError(
+            f"manifest_or_dir: pair names must be unique, repeated: {duplicates[:5]}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_radius = options.label_radius
     fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
     store, committed = _open_store(out_dir, options.triplet_store, fingerprint, described)
-    manifest = _BatchManifest(out_dir / BATCH_MANIFEST_NAME, {
-        "survey": None if survey_root is None else str(survey_root),
-        "out_dir": str(out_dir),
-        "triplet_store": str(store),
-        "options": described,
-        "fingerprint": fingerprint,
-        "started": _iso(started_wall),
-    })
-    plan = _BatchPlan(pairs=pairs, out_dir=out_dir, store=store, committed=committed, fingerprint=fingerprint,
-                      threshold=threshold, label_radius=label_radius, difference_options=difference_options,
-                      scoring=scoring, ledger=_Ledger(out_dir, manifest), todo=[], score_only=set())
+    manifest = _BatchManifest(
+        out_dir / BATCH_MANIFEST_NAME,
+        {
+            "survey": None if survey_root is None else str(survey_root),
+            "out_dir": str(out_dir),
+            "triplet_store": str(store),
+            "options": described,
+            "fingerprint": fingerprint,
+            "started": _iso(started_wall),
+        },
+    )
+    plan = _BatchPlan(
+        pairs=pairs,
+        out_dir=out_dir,
+        store=store,
+        committed=committed,
+        fingerprint=fingerprint,
+        threshold=threshold,
+        label_radius=label_radius,
+        difference_options=difference_options,
+        scoring=scoring,
+        ledger=_Ledger(out_dir, manifest),
+        todo=[],
+        score_only=set(),
+    )
     resumable = _triage(plan, options.verify, described)
     _resume(plan, resumable)
     manifest.save()
@@ -827,8 +906,9 @@ def _triage(plan: _BatchPlan, verify: str, described: dict) -> list[tuple[Survey
     conflicts = []
     stale_committed = []
     for pair in plan.pairs:
-        ok, reason, marker = _outputs.verify_pair_outputs(plan.out_dir / pair.name, pair.name,
-                                                          checksum=verify == "checksum")
+        ok, reason, marker = _outputs.verify_pair_outputs(
+            plan.out_dir / pair.name, pair.name, checksum=verify == "checksum"
+        )
         changed = _outputs.changed_inputs(marker, pair) if ok else []
         if ok and marker.get("fingerprint") != plan.fingerprint:
             conflicts.append(pair.name)
@@ -838,9 +918,19 @@ def _triage(plan: _BatchPlan, verify: str, described: dict) -> list[tuple[Survey
             stale_committed.append(f"{pair.name} ({', '.join(changed)})")
         elif changed:
             plan.todo.append((pair, f"inputs changed since the earlier run: {', '.join(changed)}"))
-        elif identity is not None and (marker.get("model") or {}).get("model_sha256") != identity["model_sha256"]:
+        elif (
+            identity is not None
+            and (marker.get("model") or {}).get("model_sha256") != identity["model_sha256"]
+        ):
             scored_by = (marker.get("model") or {}).get("model")
-            plan.todo.append((pair, "not scored yet" if scored_by is None else f"scored by another model ({scored_by})"))
+            plan.todo.append(
+                (
+                    pair,
+                    "not scored yet"
+                    if scored_by is None
+                    else f"scored by another model ({scored_by})",
+                )
+            )
             plan.score_only.add(pair.name)
         elif pair.name in plan.committed:
             plan.ledger.row(pair, "skipped", "complete and in the triplet store", marker)
@@ -862,15 +952,21 @@ def _triage(plan: _BatchPlan, verify: str, described: dict) -> list[tuple[Survey
 def _resume(plan: _BatchPlan, resumable: list[tuple[SurveyPair, dict]]) -> None:
     """Commit valid outputs of an earlier run that the store does not hold yet."""
     items = [(pair, int(marker.get("n_candidates", 0)), marker) for pair, marker in resumable]
-    for pair, marker, error in commit_in_groups(plan.store, plan.committed, plan.fingerprint, plan.out_dir, items):
+    for pair, marker, error in commit_in_groups(
+        plan.store, plan.committed, plan.fingerprint, plan.out_dir, items
+    ):
         if error is None:
-            plan.ledger.row(pair, "resumed", "complete outputs of an earlier run, committed now", marker)
+            plan.ledger.row(
+                pair, "resumed", "complete outputs of an earlier run, committed now", marker
+            )
         else:  # damaged per-pair triplets: compute the pair again
             plan.todo.append((pair, f"outputs complete but not committable ({error})"))
     _outputs.repair_store_attrs(plan.store, plan.committed, plan.fingerprint)
 
 
-def _execute(plan: _BatchPlan, cluster: _ClusterRequest, run: _RunOptions) -> tuple[float, int, int]:
+def _execute(
+    plan: _BatchPlan, cluster: _ClusterRequest, run: _RunOptions
+) -> tuple[float, int, int]:
     """Step 2: run the pairs left on a client; (compute time s, workers, threads per task)."""
     client, owned, threads_used = _connect(cluster, len(plan.todo))
     try:
@@ -904,13 +1000,30 @@ def _connect(cluster: _ClusterRequest, n_todo: int):
     return client, client, layout_threads
 
 
-def _report(plan: _BatchPlan, scoring: _Scoring, started: float, compute_s: float, n_workers_used,
-            threads_used) -> BatchReport:
+def _report(
+    plan: _BatchPlan,
+    scoring: _Scoring,
+    started: float,
+    compute_s: float,
+    n_workers_used,
+    threads_used,
+) -> BatchReport:
     """Step 3: the status table, the gathered scores and their drift check, the last save."""
     rows = plan.ledger.rows
     table = Table(
         rows=[rows[p.name] for p in plan.pairs if p.name in rows],
-        names=["pair", "target", "status", "quality", "n_candidates", "elapsed_s", "cpu_s", "worker", "reason", "error"],
+        names=[
+            "pair",
+            "target",
+            "status",
+            "quality",
+            "n_candidates",
+            "elapsed_s",
+            "cpu_s",
+            "worker",
+            "reason",
+            "error",
+        ],
         dtype=[str, str, str, str, np.int64, np.float64, np.float64, str, str, str],
     )
     table["elapsed_s"].unit = "s"
@@ -921,16 +1034,30 @@ def _report(plan: _BatchPlan, scoring: _Scoring, started: float, compute_s: floa
     if scoring.identity is not None:
         statuses = dict(zip(table["pair"], np.asarray(table["status"], dtype=str)))
         n_scored = sum(status == "done" for status in statuses.values())
-        scores_path, drift = _gather_scores(plan.out_dir, [p for p in plan.pairs if statuses.get(p.name) != "failed"],
-                                            scoring.identity, scoring.reference)
+        scores_path, drift = _gather_scores(
+            plan.out_dir,
+            [p for p in plan.pairs if statuses.get(p.name) != "failed"],
+            scoring.identity,
+            scoring.reference,
+        )
         manifest.data["drift"] = None if drift is None else drift.to_dict()
     elapsed = time.perf_counter() - started
     manifest.data["finished"] = _iso(time.time())
     manifest.data["elapsed_s"] = elapsed
     manifest.save()
-    return BatchReport(table=table, out_dir=plan.out_dir, triplet_store=plan.store, manifest_path=manifest.path,
-                       elapsed_s=elapsed, compute_s=compute_s, n_workers=n_workers_used,
-                       threads_per_worker=threads_used, scores_path=scores_path, drift=drift, n_scored=n_scored)
+    return BatchReport(
+        table=table,
+        out_dir=plan.out_dir,
+        triplet_store=plan.store,
+        manifest_path=manifest.path,
+        elapsed_s=elapsed,
+        compute_s=compute_s,
+        n_workers=n_workers_used,
+        threads_per_worker=threads_used,
+        scores_path=scores_path,
+        drift=drift,
+        n_scored=n_scored,
+    )
 
 
 #: The batch's gathered scores, in ``out_dir``.
@@ -952,13 +1079,16 @@ def _gather_scores(out_dir: Path, pairs: list[SurveyPair], identity: dict, refer
     if reference is not None:
         drift = compare(np.asarray(combined["score"], dtype=np.float64), reference, warn=False)
     combined.meta["astrid_scores"] = _scoring.table_meta(
-        identity, None if drift is None else drift.to_dict(),
+        identity,
+        None if drift is None else drift.to_dict(),
         None if reference is None else str(reference.get("source") or "given"),
         n_pairs=len(tables),
     )
     path = _scoring.write_scores(out_dir / BATCH_SCORES_NAME, combined)
     if drift is not None and drift.drifted:
-        warnings.warn(f"process_pairs: scores in {path}: {drift.summary()}", DriftWarning, stacklevel=3)
+        warnings.warn(
+            f"process_pairs: scores in {path}: {drift.summary()}", DriftWarning, stacklevel=3
+        )
     return path, drift
 
 
@@ -980,7 +1110,9 @@ def commit_in_groups(store, committed, fingerprint, out_dir, items):
         groups.append(group)
     for group in groups:
         try:
-            _outputs.commit_pairs(store, [(p.name, out_dir / p.name, n) for p, n, _ in group], committed, fingerprint)
+            _outputs.commit_pairs(
+                store, [(p.name, out_dir / p.name, n) for p, n, _ in group], committed, fingerprint
+            )
         except Exception:
             if len(group) == 1:
                 pair, _, record = group[0]
@@ -988,7 +1120,9 @@ def commit_in_groups(store, committed, fingerprint, out_dir, items):
                 continue
             for pair, n, record in group:
                 try:
-                    _outputs.commit_pairs(store, [(pair.name, out_dir / pair.name, n)], committed, fingerprint)
+                    _outputs.commit_pairs(
+                        store, [(pair.name, out_dir / pair.name, n)], committed, fingerprint
+                    )
                 except Exception:  # reported per pair; the others are committed
                     yield pair, record, _one_line_error()
                 else:
@@ -1013,7 +1147,9 @@ def _run_on_client(client, plan: _BatchPlan, run: _RunOptions, threads: int) -> 
     for pair, reason in plan.todo:
         task = plan.task(pair, threads)
         key = f"astrid-pair-{pair.name}-{uuid.uuid4().hex[:8]}"
-        futures[client.submit(_run_task, task, run.process, key=key, pure=False, retries=run.retries)] = pair
+        futures[
+            client.submit(_run_task, task, run.process, key=key, pure=False, retries=run.retries)
+        ] = pair
         reasons[pair.name] = reason
     bar = _Progress(len(futures), run.progress)
     n_failed = 0
@@ -1027,7 +1163,10 @@ def _run_on_client(client, plan: _BatchPlan, run: _RunOptions, threads: int) -> 
                     record = future.result()
                 except Exception as exc:  # retries spent, KilledWorker, cancelled
                     tb = future.traceback() if future.status == "error" else None
-                    record = {"error": f"{type(exc).__name__}: {exc}", "traceback": _error_text(exc, tb)}
+                    record = {
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "traceback": _error_text(exc, tb),
+                    }
                 future.release()
                 finished.append((pair, record))
             done = []
@@ -1041,7 +1180,9 @@ def _run_on_client(client, plan: _BatchPlan, run: _RunOptions, threads: int) -> 
                     reason += "; already in the triplet store, not appended again"
                 reasons[pair.name] = reason
                 done.append((pair, int(record.get("n_candidates", 0)), record))
-            for pair, record, error in commit_in_groups(plan.store, plan.committed, plan.fingerprint, plan.out_dir, done):
+            for pair, record, error in commit_in_groups(
+                plan.store, plan.committed, plan.fingerprint, plan.out_dir, done
+            ):
                 if error is None:
                     outcomes.append((pair, "done", reasons[pair.name], record))
                 else:  # the pair's outputs stay valid: a rerun commits them

@@ -115,7 +115,11 @@ def input_identity(pair) -> dict:
         except OSError:
             out[role] = {"path": str(path), "missing": True}
             continue
-        out[role] = {"path": str(path), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+        out[role] = {
+            "path": str(path),
+            "size": int(stat.st_size),
+            "mtime_ns": int(stat.st_mtime_ns),
+        }
     return out
 
 
@@ -154,7 +158,9 @@ def read_marker(pair_dir: Path) -> dict | None:
     return marker
 
 
-def verify_pair_outputs(pair_dir, pair_name: str | None = None, *, checksum: bool = True) -> tuple[bool, str, dict | None]:
+def verify_pair_outputs(
+    pair_dir, pair_name: str | None = None, *, checksum: bool = True
+) -> tuple[bool, str, dict | None]:
     """Whether a pair's folder holds complete outputs, as vouched for by its ``done.json``.
 
     Parameters
@@ -236,7 +242,9 @@ def store_pairs(store: Path) -> set[str]:
         raise AstridFileError(f"{store}: not a readable Zarr store ({exc})") from exc
     committed = group.attrs.get(COMMIT_ATTR)
     if committed is None:
-        raise AstridFileError(f"{store}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)")
+        raise AstridFileError(
+            f"{store}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)"
+        )
     names = {str(name) for name in group.attrs.get(STORE_PAIRS_ATTR, [])}
     if int(committed) > 0:
         if "pair" not in group:
@@ -258,7 +266,9 @@ def store_options(store: Path) -> str | None:
     return zarr.open_group(store, mode="r").attrs.get(STORE_OPTIONS_ATTR)
 
 
-def commit_pairs(store: Path, items: list[tuple[str, Path, int]], committed: set[str], fingerprint: str) -> None:
+def commit_pairs(
+    store: Path, items: list[tuple[str, Path, int]], committed: set[str], fingerprint: str
+) -> None:
     """Append the triplets of finished pairs to the shared store in one append, then list them.
 
     Runs on the client, the store's only writer. One append for several
@@ -313,9 +323,18 @@ def commit_pairs(store: Path, items: list[tuple[str, Path, int]], committed: set
             finally:
                 ds.close()
         if parts:
-            combined = parts[0] if len(parts) == 1 else xr.concat(
-                parts, dim="candidate", data_vars="all", coords="different", compat="equals", join="exact",
-                combine_attrs="drop_conflicts",
+            combined = (
+                parts[0]
+                if len(parts) == 1
+                else xr.concat(
+                    parts,
+                    dim="candidate",
+                    data_vars="all",
+                    coords="different",
+                    compat="equals",
+                    join="exact",
+                    combine_attrs="drop_conflicts",
+                )
             )
             write_triplets(combined, store, mode="a")
     committed.update(name for name, _, _ in new)
@@ -338,7 +357,10 @@ def repair_store_attrs(store: Path, committed: set[str], fingerprint: str) -> bo
     if not store.exists():
         return False
     attrs = zarr.open_group(store, mode="r").attrs
-    if set(attrs.get(STORE_PAIRS_ATTR, [])) == committed and attrs.get(STORE_OPTIONS_ATTR) == fingerprint:
+    if (
+        set(attrs.get(STORE_PAIRS_ATTR, [])) == committed
+        and attrs.get(STORE_OPTIONS_ATTR) == fingerprint
+    ):
         return False
     _write_store_attrs(store, committed, fingerprint)
     return True

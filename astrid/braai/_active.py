@@ -54,13 +54,28 @@ from ..errors import AstridFileError, AstridInputError, AstridWarning
 from ..schema import validate_triplets
 from ._train import TrainConfig, card_path
 
-__all__ = ["apply_labels", "label_conflicts", "training_labels", "query", "mc_dropout_scores", "fine_tune",
-           "FINE_TUNE_CONFIG",
-           "STRATEGIES", "HUMAN_COORDS", "labels_hash"]
+__all__ = [
+    "apply_labels",
+    "label_conflicts",
+    "training_labels",
+    "query",
+    "mc_dropout_scores",
+    "fine_tune",
+    "FINE_TUNE_CONFIG",
+    "STRATEGIES",
+    "HUMAN_COORDS",
+    "labels_hash",
+]
 
 #: Coordinates :func:`apply_labels` adds.
-HUMAN_COORDS = ("human_votes", "human_label", "human_label_by", "human_label_time", "human_label_model",
-                "human_label_conflict")
+HUMAN_COORDS = (
+    "human_votes",
+    "human_label",
+    "human_label_by",
+    "human_label_time",
+    "human_label_model",
+    "human_label_conflict",
+)
 #: Query strategies of :func:`query`.
 STRATEGIES = ("uncertainty", "entropy", "bald", "diversity", "random")
 _DECISIONS = {"real": 1, "bogus": 0}
@@ -80,15 +95,24 @@ def _open_triplets(triplets, name: str = "triplets") -> tuple[xr.Dataset, Path |
         path = Path(triplets)
         return load_triplets(path), path
     if not isinstance(triplets, xr.Dataset):
-        raise AstridInputError(f"{name}: expected a triplet xarray.Dataset or a store path, got {type(triplets).__name__}")
+        raise AstridInputError(
+            f"{name}: expected a triplet xarray.Dataset or a store path, got {type(triplets).__name__}"
+        )
     return validate_triplets(triplets, name), None
 
 
 def _vote(candidate_id, label, time, labeller, model, score, source) -> dict:
-    return {"candidate_id": str(candidate_id), "label": str(label), "time": str(time),
-            "labeller": str(labeller), "model": None if model in (None, "") else str(model),
-            "score": None if score is None or (isinstance(score, float) and not np.isfinite(score)) else float(score),
-            "source": str(source)}
+    return {
+        "candidate_id": str(candidate_id),
+        "label": str(label),
+        "time": str(time),
+        "labeller": str(labeller),
+        "model": None if model in (None, "") else str(model),
+        "score": None
+        if score is None or (isinstance(score, float) and not np.isfinite(score))
+        else float(score),
+        "source": str(source),
+    }
 
 
 def _votes_of(labels, source: str = "records") -> list[dict]:
@@ -100,8 +124,12 @@ def _votes_of(labels, source: str = "records") -> list[dict]:
 
     if isinstance(labels, LabelStore):
         src = labels.path.name
-        return [_vote(r.candidate_id, r.label, r.time, r.labeller or unnamed(src), r.model, r.score, src)
-                for r in labels.history]
+        return [
+            _vote(
+                r.candidate_id, r.label, r.time, r.labeller or unnamed(src), r.model, r.score, src
+            )
+            for r in labels.history
+        ]
     if isinstance(labels, (str, os.PathLike)):
         path = Path(labels)
         if not path.exists():
@@ -109,34 +137,77 @@ def _votes_of(labels, source: str = "records") -> list[dict]:
         if path.suffix.lower() in (".csv", ".ecsv"):
             from astropy.table import Table
 
-            table = Table.read(path, format="ascii.ecsv" if path.suffix.lower() == ".ecsv" else "ascii.csv")
+            table = Table.read(
+                path, format="ascii.ecsv" if path.suffix.lower() == ".ecsv" else "ascii.csv"
+            )
             missing = {"candidate_id", "label", "time"} - set(table.colnames)
             if missing:
-                raise AstridFileError(f"{path}: a label table needs columns candidate_id, label, time; missing {sorted(missing)}")
+                raise AstridFileError(
+                    f"{path}: a label table needs columns candidate_id, label, time; missing {sorted(missing)}"
+                )
             votes = []
             for row in table:
                 label = str(row["label"])
                 if label not in LABELS:
-                    raise AstridFileError(f"{path}: label {label!r} of {row['candidate_id']} is not one of {LABELS}")
-                labeller = str(row["labeller"]) if "labeller" in table.colnames and str(row["labeller"]).strip() else None
-                model = str(row["model"]) if "model" in table.colnames and str(row["model"]).strip() else None
+                    raise AstridFileError(
+                        f"{path}: label {label!r} of {row['candidate_id']} is not one of {LABELS}"
+                    )
+                labeller = (
+                    str(row["labeller"])
+                    if "labeller" in table.colnames and str(row["labeller"]).strip()
+                    else None
+                )
+                model = (
+                    str(row["model"])
+                    if "model" in table.colnames and str(row["model"]).strip()
+                    else None
+                )
                 score = float(row["score"]) if "score" in table.colnames else None
-                votes.append(_vote(row["candidate_id"], label, row["time"], labeller or unnamed(path.name), model,
-                                   score, path.name))
+                votes.append(
+                    _vote(
+                        row["candidate_id"],
+                        label,
+                        row["time"],
+                        labeller or unnamed(path.name),
+                        model,
+                        score,
+                        path.name,
+                    )
+                )
             return votes
         return _votes_of(LabelStore(path), path.name)
     if isinstance(labels, LabelRecord):
-        return [_vote(labels.candidate_id, labels.label, labels.time, labels.labeller or unnamed(source),
-                      labels.model, labels.score, source)]
+        return [
+            _vote(
+                labels.candidate_id,
+                labels.label,
+                labels.time,
+                labels.labeller or unnamed(source),
+                labels.model,
+                labels.score,
+                source,
+            )
+        ]
     if isinstance(labels, Mapping):
         try:
             label = str(labels["label"])
-            vote = _vote(labels["candidate_id"], label, labels["time"], labels.get("labeller") or unnamed(source),
-                         labels.get("model"), labels.get("score"), labels.get("source", source))
+            vote = _vote(
+                labels["candidate_id"],
+                label,
+                labels["time"],
+                labels.get("labeller") or unnamed(source),
+                labels.get("model"),
+                labels.get("score"),
+                labels.get("source", source),
+            )
         except KeyError as exc:
-            raise AstridInputError(f"labels: a label record needs candidate_id, label and time; missing {exc}") from None
+            raise AstridInputError(
+                f"labels: a label record needs candidate_id, label and time; missing {exc}"
+            ) from None
         if label not in LABELS:
-            raise AstridInputError(f"labels: label {label!r} of {vote['candidate_id']} is not one of {LABELS}")
+            raise AstridInputError(
+                f"labels: label {label!r} of {vote['candidate_id']} is not one of {LABELS}"
+            )
         return [vote]
     if isinstance(labels, Iterable) and not isinstance(labels, (bytes, xr.Dataset)):
         votes = []
@@ -174,11 +245,15 @@ def labels_hash(votes: Iterable[dict]) -> str:
 
     Hashes the sorted lines ``candidate_id<TAB>label<TAB>labeller<TAB>time``.
     """
-    lines = sorted("\t".join((v["candidate_id"], v["label"], v["labeller"], v["time"])) for v in votes)
+    lines = sorted(
+        "\t".join((v["candidate_id"], v["label"], v["labeller"], v["time"])) for v in votes
+    )
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def apply_labels(triplets, labels, *, out: str | os.PathLike | None = None, warn: bool = True) -> xr.Dataset:
+def apply_labels(
+    triplets, labels, *, out: str | os.PathLike | None = None, warn: bool = True
+) -> xr.Dataset:
     """Merge human labels into a triplet dataset, keeping every label and the original ``label``.
 
     Parameters
@@ -257,7 +332,9 @@ def apply_labels(triplets, labels, *, out: str | os.PathLike | None = None, warn
         human_label_model=("candidate", model),
         human_label_conflict=("candidate", conflict),
     )
-    merged["human_label"].attrs["description"] = "1 real, 0 bogus, -1 none (unlabelled, skipped or conflicting)"
+    merged["human_label"].attrs["description"] = (
+        "1 real, 0 bogus, -1 none (unlabelled, skipped or conflicting)"
+    )
     all_votes = [v for vs in per_candidate for v in vs]
     summary = {
         "n_votes": len(all_votes),
@@ -285,15 +362,19 @@ def apply_labels(triplets, labels, *, out: str | os.PathLike | None = None, warn
 
         out = Path(out)
         if source_path is not None and out.resolve() == source_path.resolve():
-            raise AstridInputError(f"out={str(out)!r} is the store the triplets come from; stores are append-only: "
-                                   "give a new path")
+            raise AstridInputError(
+                f"out={str(out)!r} is the store the triplets come from; stores are append-only: "
+                "give a new path"
+            )
         write_triplets(merged, out, mode="w")
     return merged
 
 
 def _merged(ds: xr.Dataset, name: str) -> xr.Dataset:
     if "human_votes" not in ds.variables:
-        raise AstridInputError(f"{name}: no human labels; merge them first with astrid.braai.apply_labels")
+        raise AstridInputError(
+            f"{name}: no human labels; merge them first with astrid.braai.apply_labels"
+        )
     return ds
 
 
@@ -318,11 +399,15 @@ def label_conflicts(merged: xr.Dataset):
     ids = [str(v) for v in merged["candidate_id"].values]
     for i in np.flatnonzero(np.asarray(merged["human_label_conflict"].values, dtype=bool)):
         newest: dict[str, dict] = {}
-        for vote in sorted(json.loads(str(merged["human_votes"].values[i])), key=lambda v: v["time"]):
+        for vote in sorted(
+            json.loads(str(merged["human_votes"].values[i])), key=lambda v: v["time"]
+        ):
             newest[vote["labeller"]] = vote
         for vote in newest.values():
             if vote["label"] in _DECISIONS:
-                rows.append((ids[i], vote["labeller"], vote["label"], vote["time"], vote["model"] or ""))
+                rows.append(
+                    (ids[i], vote["labeller"], vote["label"], vote["time"], vote["model"] or "")
+                )
     names = ("candidate_id", "labeller", "label", "time", "model")
     if not rows:
         return Table(names=names, dtype=(str, str, str, str, str))
@@ -352,14 +437,19 @@ def training_labels(merged: xr.Dataset, use: str = "human") -> xr.Dataset:
         raise AstridInputError(f"use={use!r}: expected 'human' or 'all'")
     human = np.asarray(merged["human_label"].values, dtype=np.int8)
     has_original = "label" in merged.variables
-    original = (np.asarray(merged["label"].values).astype(np.int8) if has_original
-                else np.full(human.shape, -1, dtype=np.int8))
+    original = (
+        np.asarray(merged["label"].values).astype(np.int8)
+        if has_original
+        else np.full(human.shape, -1, dtype=np.int8)
+    )
     if use == "all" and not has_original:
         raise AstridInputError("use='all': the triplets have no 'label' coordinate to fall back on")
     new = np.where(human >= 0, human, original).astype(np.int8)
     keep = np.flatnonzero(human >= 0) if use == "human" else np.arange(human.size)
     if keep.size == 0:
-        raise AstridInputError("triplets: no candidate has a human label (real or bogus) to train on")
+        raise AstridInputError(
+            "triplets: no candidate has a human label (real or bogus) to train on"
+        )
     out = merged.assign_coords(label=("candidate", new), original_label=("candidate", original))
     return out.isel(candidate=keep)
 
@@ -381,7 +471,9 @@ def _load_model(model):
     return model
 
 
-def mc_dropout_scores(model, triplets, n_samples: int = 10, *, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+def mc_dropout_scores(
+    model, triplets, n_samples: int = 10, *, seed: int = 0, batch_size: int = 256
+) -> np.ndarray:
     """Scores with dropout left on: ``n_samples`` draws of an approximate posterior (Gal & Ghahramani 2016).
 
     Parameters
@@ -411,7 +503,9 @@ def mc_dropout_scores(model, triplets, n_samples: int = 10, *, seed: int = 0, ba
     out = np.empty((int(n_samples), x.shape[0]), dtype=np.float32)
     for k in range(int(n_samples)):
         for start in range(0, x.shape[0], int(batch_size)):
-            out[k, start:start + batch_size] = np.asarray(model(x[start:start + batch_size], training=True)).reshape(-1)
+            out[k, start : start + batch_size] = np.asarray(
+                model(x[start : start + batch_size], training=True)
+            ).reshape(-1)
     return out
 
 
@@ -424,7 +518,9 @@ def _embedding(model, ds: xr.Dataset, index: np.ndarray, embedding) -> np.ndarra
     if embedding is not None and not isinstance(embedding, str):
         values = np.asarray(embedding, dtype=float)
         if values.ndim != 2 or values.shape[0] != ds.sizes["candidate"]:
-            raise AstridInputError(f"embedding: expected shape ({ds.sizes['candidate']}, features), got {values.shape}")
+            raise AstridInputError(
+                f"embedding: expected shape ({ds.sizes['candidate']}, features), got {values.shape}"
+            )
         return values[index]
     from ._preprocess import preprocess
 
@@ -441,7 +537,12 @@ def _embedding(model, ds: xr.Dataset, index: np.ndarray, embedding) -> np.ndarra
     # The difference stamp, 4x4-binned and L2-normalised: the artefact's shape, not its brightness.
     x = preprocess(subset, norm="l2")[..., -1]
     h, w = (x.shape[1] // 4) * 4, (x.shape[2] // 4) * 4
-    binned = x[:, :h, :w].reshape(len(index), h // 4, 4, w // 4, 4).mean(axis=(2, 4)).reshape(len(index), -1)
+    binned = (
+        x[:, :h, :w]
+        .reshape(len(index), h // 4, 4, w // 4, 4)
+        .mean(axis=(2, 4))
+        .reshape(len(index), -1)
+    )
     norms = np.linalg.norm(binned, axis=1, keepdims=True)
     return binned / np.where(norms > 0, norms, 1)
 
@@ -500,8 +601,18 @@ def _member_scores(scores_or_model, ds: xr.Dataset, strategy: str, mc_samples: i
     return scores, model
 
 
-def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, seed: int = 0, exclude=None,
-          pool_factor: int = 5, mc_samples: int = 10, embedding=None) -> np.ndarray:
+def query(
+    scores_or_model,
+    triplets,
+    n: int,
+    strategy: str = "uncertainty",
+    *,
+    seed: int = 0,
+    exclude=None,
+    pool_factor: int = 5,
+    mc_samples: int = 10,
+    embedding=None,
+) -> np.ndarray:
     """Choose the ``n`` candidates whose labels should help the classifier most.
 
     Parameters
@@ -558,7 +669,9 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
     available = np.ones(size, dtype=bool)
     if "human_label" in ds.variables:
         available &= np.asarray(ds["human_label"].values) < 0
-        available &= ~np.asarray(ds["human_label_conflict"].values, dtype=bool)  # asked already: people disagree
+        available &= ~np.asarray(
+            ds["human_label_conflict"].values, dtype=bool
+        )  # asked already: people disagree
     if exclude is not None:
         if isinstance(exclude, str):
             exclude = [exclude]
@@ -567,7 +680,7 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
     tiebreak = rng.random(size)
     if strategy == "random":
         pool = np.flatnonzero(available)
-        return rng.permutation(pool)[:int(n)]
+        return rng.permutation(pool)[: int(n)]
 
     scores, model = _member_scores(scores_or_model, ds, strategy, mc_samples, seed)
     finite = np.isfinite(scores)
@@ -579,7 +692,9 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
         return np.array([], dtype=int)
     mean = scores[:, pool].mean(axis=0)
     if strategy == "bald" and scores.shape[0] < 2:
-        raise AstridInputError("strategy='bald' needs several members: give (members, n) scores, models or a model")
+        raise AstridInputError(
+            "strategy='bald' needs several members: give (members, n) scores, models or a model"
+        )
     if strategy == "uncertainty" or strategy == "diversity":
         badness = np.abs(mean - 0.5)
     elif strategy == "entropy":
@@ -588,10 +703,10 @@ def query(scores_or_model, triplets, n: int, strategy: str = "uncertainty", *, s
         badness = -(_entropy(mean) - _entropy(scores[:, pool]).mean(axis=0))
     ranked = pool[np.lexsort((tiebreak[pool], badness))]
     if strategy != "diversity":
-        return ranked[:int(n)]
+        return ranked[: int(n)]
     if int(pool_factor) < 1:
         raise AstridInputError(f"pool_factor={pool_factor!r}: expected a positive integer")
-    candidates = ranked[:int(n) * int(pool_factor)]
+    candidates = ranked[: int(n) * int(pool_factor)]
     if candidates.size <= n:
         return candidates
     features = _embedding(model, ds, candidates, embedding)
@@ -609,8 +724,11 @@ def _parent(model) -> tuple[Any, dict]:
         path = Path(model)
         if not path.is_file():
             raise AstridFileError(f"{path}: model file does not exist")
-        parent: dict[str, Any] = {"name": path.name.removesuffix(".keras").removesuffix(".h5"), "path": str(path),
-                                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        parent: dict[str, Any] = {
+            "name": path.name.removesuffix(".keras").removesuffix(".h5"),
+            "path": str(path),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
         card = card_path(path)
         if card.exists():
             try:
@@ -625,9 +743,15 @@ def _parent(model) -> tuple[Any, dict]:
         digest = hashlib.sha256()
         for weights in model.get_weights():
             digest.update(np.ascontiguousarray(weights, dtype=np.float32).tobytes())
-        return model, {"name": model.name, "path": None, "weights_sha256": digest.hexdigest(),
-                       "sha256": getattr(model, "astrid_sha256", None)}
-    raise AstridInputError(f"model: expected a .keras path or a keras.Model, got {type(model).__name__}")
+        return model, {
+            "name": model.name,
+            "path": None,
+            "weights_sha256": digest.hexdigest(),
+            "sha256": getattr(model, "astrid_sha256", None),
+        }
+    raise AstridInputError(
+        f"model: expected a .keras path or a keras.Model, got {type(model).__name__}"
+    )
 
 
 def fine_tune(

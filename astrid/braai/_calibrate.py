@@ -102,9 +102,15 @@ class Calibration:
 
     def __post_init__(self):
         if self.method not in CALIBRATION_METHODS:
-            raise AstridInputError(f"calibration method={self.method!r} is not one of {CALIBRATION_METHODS}")
-        if self.method == "platt" and not (isinstance(self.bias, (int, float)) and math.isfinite(self.bias)):
-            raise AstridInputError(f"calibration: bias={self.bias!r} of Platt scaling must be a finite number")
+            raise AstridInputError(
+                f"calibration method={self.method!r} is not one of {CALIBRATION_METHODS}"
+            )
+        if self.method == "platt" and not (
+            isinstance(self.bias, (int, float)) and math.isfinite(self.bias)
+        ):
+            raise AstridInputError(
+                f"calibration: bias={self.bias!r} of Platt scaling must be a finite number"
+            )
         if self.method in ("temperature", "platt"):
             t = self.temperature
             if t is None or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
@@ -112,7 +118,9 @@ class Calibration:
         else:
             x, y = np.asarray(self.x, dtype=float), np.asarray(self.y, dtype=float)
             if x.ndim != 1 or x.size < 1 or x.shape != y.shape:
-                raise AstridInputError("calibration: isotonic breakpoints x and y must be equal-length, non-empty lists")
+                raise AstridInputError(
+                    "calibration: isotonic breakpoints x and y must be equal-length, non-empty lists"
+                )
             if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
                 raise AstridInputError("calibration: isotonic breakpoints must be finite")
             if np.any(np.diff(x) < 0) or np.any(np.diff(y) < 0) or y.min() < 0 or y.max() > 1:
@@ -175,8 +183,10 @@ class Calibration:
             return data
         if not isinstance(data, dict) or data.get("method") not in CALIBRATION_METHODS:
             method = data.get("method") if isinstance(data, dict) else type(data).__name__
-            raise AstridInputError(f"{what}: not a score calibration (method {method!r}, expected one of "
-                                   f"{CALIBRATION_METHODS})")
+            raise AstridInputError(
+                f"{what}: not a score calibration (method {method!r}, expected one of "
+                f"{CALIBRATION_METHODS})"
+            )
         try:
             return cls(
                 method=data["method"],
@@ -220,16 +230,21 @@ def _fit_platt(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
         a, b = theta
         s = a * z + b
         residual = _sigmoid(s) - y
-        return float(np.mean(np.logaddexp(0.0, s) - y * s)), np.array([np.mean(residual * z), np.mean(residual)])
+        return float(np.mean(np.logaddexp(0.0, s) - y * s)), np.array(
+            [np.mean(residual * z), np.mean(residual)]
+        )
 
     start = np.array([1.0 / _fit_temperature(labels, scores), 0.0])
-    result = minimize(nll_and_gradient, start, jac=True, method="L-BFGS-B",
-                      bounds=[(1e-3, 1e3), (-50.0, 50.0)])
+    result = minimize(
+        nll_and_gradient, start, jac=True, method="L-BFGS-B", bounds=[(1e-3, 1e3), (-50.0, 50.0)]
+    )
     a, b = (float(v) for v in result.x)
     return 1.0 / a, b
 
 
-def _fit_isotonic(labels: np.ndarray, scores: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _fit_isotonic(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     from .._optional import require
 
     isotonic = require("sklearn.isotonic", "isotonic calibration")
@@ -289,7 +304,9 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
         raise AstridInputError(f"fit_calibration: {labels.size} labels but {scores.size} scores")
     keep = ~np.isnan(scores)
     labels, scores = labels[keep], scores[keep]
-    if scores.size and (scores.min() < 0.0 or scores.max() > 1.0 or not np.all(np.isfinite(scores))):
+    if scores.size and (
+        scores.min() < 0.0 or scores.max() > 1.0 or not np.all(np.isfinite(scores))
+    ):
         raise AstridInputError("scores: calibration needs raw scores in [0, 1] (sigmoid outputs)")
     n_real = int(labels.sum())
     if n_real == 0 or n_real == labels.size:
@@ -299,7 +316,9 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
         )
     before = calibration_curve(labels, scores, n_bins)["ece"]
     if method == "temperature":
-        fitted = Calibration(method, temperature=_fit_temperature(labels, scores), n=int(labels.size))
+        fitted = Calibration(
+            method, temperature=_fit_temperature(labels, scores), n=int(labels.size)
+        )
     elif method == "platt":
         temperature, bias = _fit_platt(labels, scores)
         fitted = Calibration(method, temperature=temperature, bias=bias, n=int(labels.size))
@@ -307,5 +326,13 @@ def fit_calibration(labels, scores, method: str = "temperature", n_bins: int = 1
         x, y = _fit_isotonic(labels, scores)
         fitted = Calibration(method, x=x, y=y, n=int(labels.size))
     after = calibration_curve(labels, fitted.apply(scores), n_bins)["ece"]
-    return Calibration(fitted.method, fitted.temperature, fitted.bias, fitted.x, fitted.y, fitted.n, float(before),
-                       float(after))
+    return Calibration(
+        fitted.method,
+        fitted.temperature,
+        fitted.bias,
+        fitted.x,
+        fitted.y,
+        fitted.n,
+        float(before),
+        float(after),
+    )

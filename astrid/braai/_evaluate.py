@@ -105,7 +105,9 @@ def labels_of(dataset, name: str = "dataset") -> np.ndarray:
 
 def _column(dataset, names: Sequence[str]) -> tuple[str | None, np.ndarray | None]:
     for name in names:
-        if isinstance(dataset, xr.Dataset) and (name in dataset.coords or name in dataset.data_vars):
+        if isinstance(dataset, xr.Dataset) and (
+            name in dataset.coords or name in dataset.data_vars
+        ):
             return name, np.asarray(dataset[name].values)
         if isinstance(dataset, Mapping) and name in dataset:
             return name, np.asarray(dataset[name])
@@ -117,9 +119,13 @@ def _check_scores(scores, n: int, name: str = "scores") -> np.ndarray:
     if scores.ndim == 2 and scores.shape[1] == 1:
         scores = scores[:, 0]
     if scores.ndim != 1 or scores.size != n:
-        raise AstridInputError(f"{name}: expected {n} scores (one per candidate), got shape {scores.shape}")
+        raise AstridInputError(
+            f"{name}: expected {n} scores (one per candidate), got shape {scores.shape}"
+        )
     if not np.isfinite(scores).all():
-        raise AstridInputError(f"{name}: {int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
+        raise AstridInputError(
+            f"{name}: {int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite"
+        )
     return scores
 
 
@@ -201,7 +207,9 @@ def threshold_for_fnr(labels, scores, target_fnr: float = 0.02) -> float:
     labels = np.asarray(labels)
     real = np.sort(np.asarray(scores, dtype=float)[labels == 1])
     if real.size == 0:
-        raise AstridInputError("labels: no real (label 1) candidates to set a false-negative rate on")
+        raise AstridInputError(
+            "labels: no real (label 1) candidates to set a false-negative rate on"
+        )
     # A small tolerance so that e.g. 0.02 * 50 counts as exactly one allowed miss.
     allowed = int(math.floor(float(target_fnr) * real.size + 1e-9))
     return float(real[min(allowed, real.size - 1)])
@@ -261,7 +269,9 @@ def calibration_curve(labels, scores, n_bins: int = 10) -> dict[str, Any]:
     filled = count > 0
     mean_score = np.where(filled, score_sum / np.maximum(count, 1), np.nan)
     fraction_real = np.where(filled, real_sum / np.maximum(count, 1), np.nan)
-    ece = float(np.sum(count[filled] / scores.size * np.abs(fraction_real[filled] - mean_score[filled])))
+    ece = float(
+        np.sum(count[filled] / scores.size * np.abs(fraction_real[filled] - mean_score[filled]))
+    )
     return {
         "edges": [float(e) for e in edges],
         "count": [int(c) for c in count],
@@ -280,7 +290,9 @@ def _thin(*arrays: np.ndarray, max_points: int = _MAX_CURVE_POINTS) -> list[list
     return [[_number(v) for v in a[keep]] for a in arrays]
 
 
-def _by_kind(kinds: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict]:
+def _by_kind(
+    kinds: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float
+) -> dict[str, dict]:
     out: dict[str, dict] = {}
     kinds = np.array([str(k).strip() for k in kinds.tolist()])
     for kind in np.unique(kinds):
@@ -297,7 +309,9 @@ def _by_kind(kinds: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshol
     return out
 
 
-def _by_survey(surveys: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, dict]:
+def _by_survey(
+    surveys: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float
+) -> dict[str, dict]:
     """Per-survey figures, for models trained on one survey and tested on another."""
     out: dict[str, dict] = {}
     surveys = np.array([str(s) for s in surveys.tolist()])
@@ -319,14 +333,18 @@ def _by_survey(surveys: np.ndarray, labels: np.ndarray, scores: np.ndarray, thre
             "recall": tp / n_real if n_real else None,
             "fpr": fp / n_bogus if n_bogus else None,
             "precision": tp / (tp + fp) if tp + fp else None,
-            "aucpr": float(np.sum(np.diff(np.r_[0.0, curves["recall"]]) * curves["precision"])) if both else None,
+            "aucpr": float(np.sum(np.diff(np.r_[0.0, curves["recall"]]) * curves["precision"]))
+            if both
+            else None,
             "roc_auc": float(np.trapezoid(curves["tpr"], curves["fpr"])) if both else None,
             "median_score": float(np.median(sc)),
         }
     return out
 
 
-def _by_snr(snr: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float, edges) -> list[dict]:
+def _by_snr(
+    snr: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: float, edges
+) -> list[dict]:
     edges = np.asarray(edges, dtype=float)
     if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise AstridInputError(f"snr_bins={list(edges)} must be at least two increasing edges")
@@ -335,13 +353,15 @@ def _by_snr(snr: np.ndarray, labels: np.ndarray, scores: np.ndarray, threshold: 
     for lo, hi in zip(edges[:-1], edges[1:]):
         here = real & (snr >= lo) & (snr < hi)
         n = int(here.sum())
-        rows.append({
-            "lo": _number(lo),
-            "hi": _number(hi),
-            "n": n,
-            "recall": float((scores[here] >= threshold).mean()) if n else None,
-            "median_score": float(np.median(scores[here])) if n else None,
-        })
+        rows.append(
+            {
+                "lo": _number(lo),
+                "hi": _number(hi),
+                "n": n,
+                "recall": float((scores[here] >= threshold).mean()) if n else None,
+                "median_score": float(np.median(scores[here])) if n else None,
+            }
+        )
     return rows
 
 
@@ -598,19 +618,37 @@ def plot_roc_pr(*results, labels: Sequence[str] | None = None, log_fpr: bool = T
             floor = 0.5 / max(result["n_bogus"], 1)
             x = np.maximum(fpr, floor) if log_fpr else fpr
             ax_roc.plot(x, tpr, color=color, lw=1.2, label=f"{name} (AUC {result['roc_auc']:.4f})")
-            ax_roc.plot(max(result["fpr"], floor) if log_fpr else result["fpr"], 1 - result["fnr"], "o",
-                        color=color, ms=4)
-            ax_roc.plot(max(result["fpr_at_target"], floor) if log_fpr else result["fpr_at_target"],
-                        1 - result["fnr_at_target"], "s", color=color, ms=4, mfc="none")
-            ax_pr.plot(result["pr"]["recall"], result["pr"]["precision"], color=color, lw=1.2,
-                       label=f"{name} (AP {result['aucpr']:.4f})")
+            ax_roc.plot(
+                max(result["fpr"], floor) if log_fpr else result["fpr"],
+                1 - result["fnr"],
+                "o",
+                color=color,
+                ms=4,
+            )
+            ax_roc.plot(
+                max(result["fpr_at_target"], floor) if log_fpr else result["fpr_at_target"],
+                1 - result["fnr_at_target"],
+                "s",
+                color=color,
+                ms=4,
+                mfc="none",
+            )
+            ax_pr.plot(
+                result["pr"]["recall"],
+                result["pr"]["precision"],
+                color=color,
+                lw=1.2,
+                label=f"{name} (AP {result['aucpr']:.4f})",
+            )
             if result["precision"] is not None:
                 ax_pr.plot(result["recall"], result["precision"], "o", color=color, ms=4)
         if log_fpr:
             ax_roc.set_xscale("log")
         ax_roc.set_xlabel("false-positive rate")
         ax_roc.set_ylabel("recall (true-positive rate)")
-        ax_roc.set_title(f"ROC (o: threshold {results[0]['threshold']:g}; □: FNR ≤ {results[0]['target_fnr']:g})")
+        ax_roc.set_title(
+            f"ROC (o: threshold {results[0]['threshold']:g}; □: FNR ≤ {results[0]['target_fnr']:g})"
+        )
         ax_roc.legend(loc="lower right")
         ax_pr.set_xlabel("recall")
         ax_pr.set_ylabel("precision")
@@ -621,8 +659,9 @@ def plot_roc_pr(*results, labels: Sequence[str] | None = None, log_fpr: bool = T
     return fig
 
 
-def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins: int = 40, kinds=None,
-                          log: bool = True):
+def plot_score_histograms(
+    scores, labels, *, threshold: float | None = 0.5, bins: int = 40, kinds=None, log: bool = True
+):
     """Score histograms by class (and, optionally, by bogus kind).
 
     Parameters
@@ -652,12 +691,26 @@ def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins
     plt = pyplot()
     with style():
         ncols = 2 if kinds is not None else 1
-        fig, axes = plt.subplots(1, ncols, figsize=(3.6 * ncols, 3.0), constrained_layout=True, squeeze=False)
+        fig, axes = plt.subplots(
+            1, ncols, figsize=(3.6 * ncols, 3.0), constrained_layout=True, squeeze=False
+        )
         ax = axes[0, 0]
-        ax.hist(scores[labels == 0], bins=edges, histtype="step", lw=1.2, color="C3",
-                label=f"bogus (n={int((labels == 0).sum())})")
-        ax.hist(scores[labels == 1], bins=edges, histtype="step", lw=1.2, color="C0",
-                label=f"real (n={int((labels == 1).sum())})")
+        ax.hist(
+            scores[labels == 0],
+            bins=edges,
+            histtype="step",
+            lw=1.2,
+            color="C3",
+            label=f"bogus (n={int((labels == 0).sum())})",
+        )
+        ax.hist(
+            scores[labels == 1],
+            bins=edges,
+            histtype="step",
+            lw=1.2,
+            color="C0",
+            label=f"real (n={int((labels == 1).sum())})",
+        )
         ax.set_title("scores by class")
         if kinds is not None:
             kinds = np.array([str(k).strip() for k in np.asarray(kinds).tolist()])
@@ -667,8 +720,14 @@ def plot_score_histograms(scores, labels, *, threshold: float | None = 0.5, bins
             bogus_kinds = [k for k in np.unique(kinds[labels == 0])]
             for j, kind in enumerate(bogus_kinds):
                 here = (kinds == kind) & (labels == 0)
-                axk.hist(scores[here], bins=edges, histtype="step", lw=1.0, color=f"C{j % 10}",
-                         label=f"{kind} ({int(here.sum())})")
+                axk.hist(
+                    scores[here],
+                    bins=edges,
+                    histtype="step",
+                    lw=1.0,
+                    color=f"C{j % 10}",
+                    label=f"{kind} ({int(here.sum())})",
+                )
             axk.set_title("bogus scores by kind")
         for ax in axes[0]:
             if threshold is not None:
@@ -697,19 +756,34 @@ def plot_calibration(*results, labels: Sequence[str] | None = None):
     results = _as_results(results)
     names = _names(results, labels)
     if any(r.get("calibration") is None for r in results):
-        raise AstridInputError("plot_calibration: a result has no calibration (scores outside [0, 1])")
+        raise AstridInputError(
+            "plot_calibration: a result has no calibration (scores outside [0, 1])"
+        )
     plt = pyplot()
     with style():
-        fig, (ax, axn) = plt.subplots(2, 1, figsize=(3.6, 4.4), sharex=True, constrained_layout=True,
-                                      gridspec_kw={"height_ratios": (3, 1)})
+        fig, (ax, axn) = plt.subplots(
+            2,
+            1,
+            figsize=(3.6, 4.4),
+            sharex=True,
+            constrained_layout=True,
+            gridspec_kw={"height_ratios": (3, 1)},
+        )
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
         for i, (result, name) in enumerate(zip(results, names)):
             cal = result["calibration"]
             mean = np.array([np.nan if v is None else v for v in cal["mean_score"]])
             frac = np.array([np.nan if v is None else v for v in cal["fraction_real"]])
             good = np.isfinite(mean)
-            ax.plot(mean[good], frac[good], "o-", color=f"C{i}", ms=3, lw=1.0,
-                    label=f"{name} (ECE {cal['ece']:.3f})")
+            ax.plot(
+                mean[good],
+                frac[good],
+                "o-",
+                color=f"C{i}",
+                ms=3,
+                lw=1.0,
+                label=f"{name} (ECE {cal['ece']:.3f})",
+            )
             edges = np.asarray(cal["edges"])
             axn.stairs(cal["count"], edges, color=f"C{i}")
         ax.set_ylabel("fraction real")
@@ -723,8 +797,12 @@ def plot_calibration(*results, labels: Sequence[str] | None = None):
     return fig
 
 
-def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: Sequence[str] | None = None,
-                         max_rows: int = 12):
+def plot_triplet_gallery(
+    triplets,
+    index: Sequence[int] | None = None,
+    titles: Sequence[str] | None = None,
+    max_rows: int = 12,
+):
     """Science, reference and difference stamps of chosen candidates, one row each.
 
     Parameters
@@ -761,8 +839,13 @@ def plot_triplet_gallery(triplets, index: Sequence[int] | None = None, titles: S
         raise AstridInputError(f"titles: {len(titles)} titles for {len(index)} rows")
     plt = pyplot()
     with style():
-        fig, axes = plt.subplots(len(index), 3, figsize=(4.6, 1.5 * len(index) + 0.3), squeeze=False,
-                                 constrained_layout=True)
+        fig, axes = plt.subplots(
+            len(index),
+            3,
+            figsize=(4.6, 1.5 * len(index) + 0.3),
+            squeeze=False,
+            constrained_layout=True,
+        )
         for row, i in enumerate(index):
             stamp = np.asarray(stamps[i], dtype=float)
             for col, channel in enumerate(("science", "reference", "difference")):

@@ -33,7 +33,15 @@ DEFAULT_NORM = "rowwise"
 # Keras 2 layer classes that braai's Sequential models use, and the config
 # keys that carry over unchanged to Keras 3.
 _LAYER_KEYS = {
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "dilation_rate", "activation", "use_bias"),
+    "Conv2D": (
+        "filters",
+        "kernel_size",
+        "strides",
+        "padding",
+        "dilation_rate",
+        "activation",
+        "use_bias",
+    ),
     "MaxPooling2D": ("pool_size", "strides", "padding"),
     "AveragePooling2D": ("pool_size", "strides", "padding"),
     "Dropout": ("rate",),
@@ -83,7 +91,9 @@ def _read_json(path: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AstridInputError(f"{path}: not a Keras architecture JSON file ({exc})") from exc
     if not isinstance(config, dict):
-        raise AstridInputError(f"{path}: not a Keras architecture JSON file (top level is not an object)")
+        raise AstridInputError(
+            f"{path}: not a Keras architecture JSON file (top level is not an object)"
+        )
     return config
 
 
@@ -112,7 +122,9 @@ def _model_from_keras2_config(config: dict, source: str):
     first = layer_configs[0].get("config", {})
     input_shape = first.get("batch_input_shape") or first.get("batch_shape")
     if not input_shape or len(input_shape) != 4:
-        raise AstridInputError(f"{source}: first layer has no (batch, height, width, channels) input shape")
+        raise AstridInputError(
+            f"{source}: first layer has no (batch, height, width, channels) input shape"
+        )
     layers = [keras.Input(shape=tuple(input_shape[1:]), name="triplet")]
     for entry in layer_configs:
         cls = entry.get("class_name")
@@ -152,7 +164,8 @@ def _weights_root(h5file, path: Path):
 def _copy_weights(model, root, path: Path) -> None:
     file_layers = [_text(n) for n in root.attrs.get("layer_names", [])]
     weighted_in_file = {
-        name for name in file_layers
+        name
+        for name in file_layers
         if name in root and len(root[name].attrs.get("weight_names", [])) > 0
     }
     weighted_in_model = {layer.name for layer in model.layers if layer.weights}
@@ -169,9 +182,14 @@ def _copy_weights(model, root, path: Path) -> None:
         group = root[layer.name]
         names = [_text(n) for n in group.attrs["weight_names"]]
         try:
-            stored = {name.split("/")[-1].split(":")[0]: np.asarray(group[name], dtype=np.float32) for name in names}
+            stored = {
+                name.split("/")[-1].split(":")[0]: np.asarray(group[name], dtype=np.float32)
+                for name in names
+            }
         except KeyError as exc:
-            raise AstridInputError(f"{path}: layer {layer.name!r} lists a weight that is missing ({exc})") from exc
+            raise AstridInputError(
+                f"{path}: layer {layer.name!r} lists a weight that is missing ({exc})"
+            ) from exc
         wanted = [w.name.split("/")[-1] for w in layer.weights]
         # Match weights by name (kernel, bias), not by their order in the file.
         if sorted(stored) == sorted(wanted):
@@ -268,7 +286,9 @@ def _load_h5(h5py, path: Path, architecture_json, norm: str | None):
             try:
                 config = json.loads(_text(h5file.attrs["model_config"]))
             except json.JSONDecodeError as exc:
-                raise AstridInputError(f"{path}: model_config attribute is not JSON ({exc})") from exc
+                raise AstridInputError(
+                    f"{path}: model_config attribute is not JSON ({exc})"
+                ) from exc
         elif (sibling := _sibling_architecture(path)) is not None:
             source = str(sibling)
             config = _read_json(sibling)
@@ -312,7 +332,9 @@ def predict(model, triplets, *, norm: str | None = None, batch_size: int = 256) 
     x = preprocess(triplets, norm=norm)
     expected = tuple(model.input_shape[1:])
     if x.shape[1:] != expected:
-        raise AstridInputError(f"triplets of shape {x.shape[1:]} do not fit the model input {expected}")
+        raise AstridInputError(
+            f"triplets of shape {x.shape[1:]} do not fit the model input {expected}"
+        )
     if x.shape[0] == 0:
         return np.empty(0, dtype=np.float32)
     if x.shape[0] <= int(batch_size):

@@ -33,9 +33,13 @@ def _check_shape(input_shape: Any) -> tuple[int, int, int]:
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):
-        raise AstridInputError(f"input_shape={input_shape!r} is not a (height, width, channels) tuple") from None
+        raise AstridInputError(
+            f"input_shape={input_shape!r} is not a (height, width, channels) tuple"
+        ) from None
     if len(shape) != 3 or min(shape) < 1:
-        raise AstridInputError(f"input_shape={input_shape!r} is not a (height, width, channels) tuple")
+        raise AstridInputError(
+            f"input_shape={input_shape!r} is not a (height, width, channels) tuple"
+        )
     return shape
 
 

@@ -97,7 +97,9 @@ def _stamp_extent(ds: xr.Dataset, n: int) -> tuple[np.ndarray, np.ndarray]:
                     "expected ('candidate',) or ('candidate', 'channel')"
                 )
             if np.any(values < 0) or np.any(values > STAMP_SIZE):
-                raise AstridInputError(f"triplets: coordinate {name!r} has values outside 0..{STAMP_SIZE}")
+                raise AstridInputError(
+                    f"triplets: coordinate {name!r} has values outside 0..{STAMP_SIZE}"
+                )
             extents.append(np.ascontiguousarray(values, dtype=np.int64))
         return extents[0], extents[1]
     full = np.full((n, len(CHANNELS)), STAMP_SIZE, dtype=np.int64)

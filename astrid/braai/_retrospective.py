@@ -76,7 +76,10 @@ def _describe(target) -> str:
 def _sky_match(ds: xr.Dataset, ra: float, dec: float, radius_arcsec: float) -> np.ndarray:
     if "ra" not in ds.variables or "dec" not in ds.variables:
         return np.zeros(ds.sizes["candidate"], dtype=bool)
-    r1, d1 = np.radians(np.asarray(ds["ra"].values, dtype=float)), np.radians(np.asarray(ds["dec"].values, dtype=float))
+    r1, d1 = (
+        np.radians(np.asarray(ds["ra"].values, dtype=float)),
+        np.radians(np.asarray(ds["dec"].values, dtype=float)),
+    )
     r0, d0 = np.radians(float(ra)), np.radians(float(dec))
     cos = np.sin(d1) * np.sin(d0) + np.cos(d1) * np.cos(d0) * np.cos(r1 - r0)
     separation = np.degrees(np.arccos(np.clip(cos, -1, 1))) * 3600
@@ -106,11 +109,15 @@ def target_mask(dataset: xr.Dataset, target, *, radius: float = 2.0) -> np.ndarr
         A coordinate the dataset lacks matches nothing.
     """
     n = int(dataset.sizes["candidate"])
-    if hasattr(target, "ra") and hasattr(target, "dec") and not isinstance(target, Mapping):  # SkyCoord
+    if (
+        hasattr(target, "ra") and hasattr(target, "dec") and not isinstance(target, Mapping)
+    ):  # SkyCoord
         return _sky_match(dataset, target.ra.deg, target.dec.deg, radius)
     if isinstance(target, Mapping):
         if not target:
-            raise AstridInputError("target: an empty mapping matches everything; name a kind, an object or a position")
+            raise AstridInputError(
+                "target: an empty mapping matches everything; name a kind, an object or a position"
+            )
         if "ra" in target and "dec" in target:
             return _sky_match(dataset, target["ra"], target["dec"], target.get("radius", radius))
         mask = np.ones(n, dtype=bool)
@@ -132,8 +139,10 @@ def target_mask(dataset: xr.Dataset, target, *, radius: float = 2.0) -> np.ndarr
         return np.zeros(n, dtype=bool)
     mask = np.asarray(target)
     if mask.dtype != bool or mask.shape != (n,):
-        raise AstridInputError(f"target: expected a kind, an object id, a mapping, a position or a boolean mask of "
-                               f"{n} candidates, got {type(target).__name__}")
+        raise AstridInputError(
+            f"target: expected a kind, an object id, a mapping, a position or a boolean mask of "
+            f"{n} candidates, got {type(target).__name__}"
+        )
     return mask
 
 
@@ -145,9 +154,19 @@ def _ranks(scores: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ranks, percentile
 
 
-def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None = None, model="vgg6",
-                  split: str = "field", validation_fraction: float = 0.2, epochs: int = 10, seed: int = 0,
-                  radius: float = 2.0, **train_kwargs) -> RetrospectiveResult:
+def retrospective(
+    dataset: xr.Dataset,
+    target,
+    *,
+    candidates: xr.Dataset | None = None,
+    model="vgg6",
+    split: str = "field",
+    validation_fraction: float = 0.2,
+    epochs: int = 10,
+    seed: int = 0,
+    radius: float = 2.0,
+    **train_kwargs,
+) -> RetrospectiveResult:
     """Train without every triplet of a known transient, then score and rank it.
 
     Parameters
@@ -194,7 +213,9 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
     if candidates is not None:
         validate_triplets(candidates, "candidates")
     if "validation" in train_kwargs:
-        raise AstridInputError("validation=: retrospective splits its own validation set (give split=)")
+        raise AstridInputError(
+            "validation=: retrospective splits its own validation set (give split=)"
+        )
     excluded = target_mask(dataset, target, radius=radius)
     if candidates is None and not excluded.any():
         raise AstridInputError(f"target {_describe(target)!r}: matches no candidate of the dataset")
@@ -208,19 +229,33 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
     result = train(training, model, validation=validation, config=config, **train_kwargs)
 
     if candidates is None:
-        pool = xr.concat([dataset.isel(candidate=np.flatnonzero(excluded)).drop_indexes("candidate_id", errors="ignore"),
-                          validation.drop_indexes("candidate_id", errors="ignore")],
-                         dim="candidate", data_vars="all", coords="minimal", compat="override", join="inner",
-                         combine_attrs="drop_conflicts")
+        pool = xr.concat(
+            [
+                dataset.isel(candidate=np.flatnonzero(excluded)).drop_indexes(
+                    "candidate_id", errors="ignore"
+                ),
+                validation.drop_indexes("candidate_id", errors="ignore"),
+            ],
+            dim="candidate",
+            data_vars="all",
+            coords="minimal",
+            compat="override",
+            join="inner",
+            combine_attrs="drop_conflicts",
+        )
         hit = np.zeros(pool.sizes["candidate"], dtype=bool)
-        hit[:int(excluded.sum())] = True
-        description = f"the target's {int(excluded.sum())} triplet(s) and the {validation.sizes['candidate']} " \
-                      f"validation triplets (held-out {split}s)"
+        hit[: int(excluded.sum())] = True
+        description = (
+            f"the target's {int(excluded.sum())} triplet(s) and the {validation.sizes['candidate']} "
+            f"validation triplets (held-out {split}s)"
+        )
     else:
         pool = candidates
         hit = target_mask(candidates, target, radius=radius)
         if not hit.any():
-            raise AstridInputError(f"target {_describe(target)!r}: matches no candidate of candidates")
+            raise AstridInputError(
+                f"target {_describe(target)!r}: matches no candidate of candidates"
+            )
         description = f"all {candidates.sizes['candidate']} candidates given"
     scores = np.asarray(predict(result.model, pool), dtype=float)
     if result.model.astrid_calibration:
@@ -229,18 +264,25 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
         scores = Calibration.from_dict(result.model.astrid_calibration).apply(scores)
     index = np.flatnonzero(hit)
     ranks, percentile = _ranks(scores, index)
-    labels = (np.asarray(pool["label"].values).astype(int) if "label" in pool.variables
-              else np.full(pool.sizes["candidate"], -1))
+    labels = (
+        np.asarray(pool["label"].values).astype(int)
+        if "label" in pool.variables
+        else np.full(pool.sizes["candidate"], -1)
+    )
 
     from astropy.table import Table
 
-    table = Table({
-        "candidate_id": np.array([str(v) for v in pool["candidate_id"].values[index]], dtype=str),
-        "score": scores[index],
-        "rank": ranks,
-        "percentile": percentile,
-        "label": labels[index],
-    })
+    table = Table(
+        {
+            "candidate_id": np.array(
+                [str(v) for v in pool["candidate_id"].values[index]], dtype=str
+            ),
+            "score": scores[index],
+            "rank": ranks,
+            "percentile": percentile,
+            "label": labels[index],
+        }
+    )
     summary = {
         "best_rank": int(ranks.min()),
         "median_rank": float(np.median(ranks)),
@@ -252,7 +294,14 @@ def retrospective(dataset: xr.Dataset, target, *, candidates: xr.Dataset | None 
         "pool_fraction_above_0.5": float((scores[np.isfinite(scores)] >= 0.5).mean()),
     }
     return RetrospectiveResult(
-        target=_describe(target), n_excluded=int(excluded.sum()), n_train=int(training.sizes["candidate"]),
-        n_validation=int(validation.sizes["candidate"]), table=table, n_ranked=int(np.isfinite(scores).sum()),
-        pool=description, summary=summary, model=result.model, card=result.card,
+        target=_describe(target),
+        n_excluded=int(excluded.sum()),
+        n_train=int(training.sizes["candidate"]),
+        n_validation=int(validation.sizes["candidate"]),
+        table=table,
+        n_ranked=int(np.isfinite(scores).sum()),
+        pool=description,
+        summary=summary,
+        model=result.model,
+        card=result.card,
     )

@@ -289,7 +289,9 @@ def _group_values(dataset: xr.Dataset, by: str) -> tuple[str, np.ndarray]:
             if by == "time":
                 values = values.astype(float)
                 if not np.isfinite(values).all():
-                    raise AstridInputError(f"dataset: coordinate {name!r} has NaN times; cannot split by time")
+                    raise AstridInputError(
+                        f"dataset: coordinate {name!r} has NaN times; cannot split by time"
+                    )
             else:
                 values = np.array([str(v) for v in values.tolist()])
             return name, values
@@ -386,7 +388,9 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
         return {0: 1.0, 1: 1.0}
     if isinstance(class_weight, str):
         if class_weight != "balanced":
-            raise AstridInputError(f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None")
+            raise AstridInputError(
+                f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None"
+            )
         check_both_classes(labels, "training set")
         n_real = int(labels.sum())
         n_bogus = labels.size - n_real
@@ -395,18 +399,22 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
         try:
             weights = {int(k): float(v) for k, v in class_weight.items()}
         except (TypeError, ValueError):
-            raise AstridInputError(f"class_weight={class_weight!r}: keys must be 0 and 1, values numbers") from None
+            raise AstridInputError(
+                f"class_weight={class_weight!r}: keys must be 0 and 1, values numbers"
+            ) from None
         if set(weights) != {0, 1} or not all(math.isfinite(w) and w > 0 for w in weights.values()):
-            raise AstridInputError(f"class_weight={class_weight!r}: need positive finite weights for exactly 0 and 1")
+            raise AstridInputError(
+                f"class_weight={class_weight!r}: need positive finite weights for exactly 0 and 1"
+            )
         return weights
-    raise AstridInputError(f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None")
+    raise AstridInputError(
+        f"class_weight={class_weight!r}: use 'balanced', a dict {{0: w, 1: w}} or None"
+    )
 
 
 # --------------------------------------------------------------------------- #
 # tf.data pipeline
 # --------------------------------------------------------------------------- #
-
-
 
 
 # --------------------------------------------------------------------------- #
@@ -468,7 +476,8 @@ def load_trained(path: str | os.PathLike):
             model.astrid_norm = card["norm"]
         if card.get("calibration") is not None:
             model.astrid_calibration = Calibration.from_dict(
-                card["calibration"], f"{card_file}: calibration").to_dict()
+                card["calibration"], f"{card_file}: calibration"
+            ).to_dict()
     return model
 
 
@@ -480,7 +489,9 @@ def _start_model(model, fine_tune_from):
             return build_model(model), None
         if isinstance(model, keras.Model):
             return model, None
-        raise AstridInputError(f"model={model!r}: give an architecture name ('vgg6', 'three_block') or a keras.Model")
+        raise AstridInputError(
+            f"model={model!r}: give an architecture name ('vgg6', 'three_block') or a keras.Model"
+        )
     if isinstance(fine_tune_from, (str, os.PathLike)):
         path = Path(fine_tune_from)
         if path.suffix == ".keras":
@@ -490,7 +501,9 @@ def _start_model(model, fine_tune_from):
 
             source = load_braai(path)
         else:
-            raise AstridInputError(f"fine_tune_from={str(path)!r}: expected a .keras or braai .h5 file")
+            raise AstridInputError(
+                f"fine_tune_from={str(path)!r}: expected a .keras or braai .h5 file"
+            )
         description = str(path)
     elif isinstance(fine_tune_from, keras.Model):
         source = fine_tune_from
@@ -512,13 +525,33 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
 
 
 def _is_whole(value) -> bool:
-    return isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value) and int(value) == value
+    return (
+        isinstance(value, (int, np.integer, float, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and int(value) == value
+    )
 
 
 def _summary(result: dict) -> dict[str, Any]:
-    keys = ("n", "threshold", "precision", "recall", "f1", "fpr", "fnr", "aucpr", "roc_auc",
-            "threshold_at_target_fnr", "target_fnr", "fnr_at_target", "fpr_at_target", "eer", "eer_threshold", "ece")
+    keys = (
+        "n",
+        "threshold",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+        "fnr",
+        "aucpr",
+        "roc_auc",
+        "threshold_at_target_fnr",
+        "target_fnr",
+        "fnr_at_target",
+        "fpr_at_target",
+        "eer",
+        "eer_threshold",
+        "ece",
+    )
     return {key: result[key] for key in keys}
 
 
@@ -566,8 +599,14 @@ def _tracked_parameters(
     }
 
 
-def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_path: Path | None,
-                  results: dict[str, dict]) -> None:
+def _log_training(
+    run,
+    card: dict,
+    metrics: dict,
+    model_path: Path | None,
+    card_path: Path | None,
+    results: dict[str, dict],
+) -> None:
     """Final metrics, calibration, the model file and its card into the MLflow run; then close it."""
     if not run.active:
         run.end()
@@ -578,11 +617,20 @@ def _log_training(run, card: dict, metrics: dict, model_path: Path | None, card_
     final["train_seconds"] = card["training"]["seconds"]
     calibration = card.get("calibration")
     if calibration:
-        final.update({f"calibration_{k}": calibration[k] for k in ("ece_before", "ece_after", "temperature")
-                      if calibration.get(k) is not None})
+        final.update(
+            {
+                f"calibration_{k}": calibration[k]
+                for k in ("ece_before", "ece_after", "temperature")
+                if calibration.get(k) is not None
+            }
+        )
     run.log_metrics(final, step=card["training"]["epochs_run"])
-    run.set_tags({"data_sha256_validation": card["data"]["sha256_validation"],
-                  "model_sha256": card.get("model_sha256")})
+    run.set_tags(
+        {
+            "data_sha256_validation": card["data"]["sha256_validation"],
+            "model_sha256": card.get("model_sha256"),
+        }
+    )
     if model_path is not None:
         run.log_artifact(model_path, "model")
         run.log_artifact(card_path, "model")
@@ -602,12 +650,18 @@ def _log_figures(run, results: dict[str, dict]) -> None:
 
     plt = pyplot()
     names = list(results)
-    for file_name, plot in (("figures/roc_pr.png", plot_roc_pr), ("figures/reliability.png", plot_calibration)):
+    for file_name, plot in (
+        ("figures/roc_pr.png", plot_roc_pr),
+        ("figures/reliability.png", plot_calibration),
+    ):
         try:
             figure = plot(*[results[n] for n in names], labels=[f"validation, {n}" for n in names])
         except Exception as exc:  # a figure is not worth a failed training
-            warnings.warn(f"MLflow: could not draw {file_name} ({type(exc).__name__}: {exc})", AstridWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"MLflow: could not draw {file_name} ({type(exc).__name__}: {exc})",
+                AstridWarning,
+                stacklevel=3,
+            )
             continue
         run.log_figure(figure, file_name)
         plt.close(figure)

@@ -161,7 +161,9 @@ def _cubic_weights(t):
 
 # A numba kernel: it takes the arrays and scalars one by one (numba compiles no dataclasses).
 @njit(cache=True, parallel=True)
-def _resample(data, bad, var, has_var, gx, gy, step, ny, nx, order, out, out_var, out_mask, out_foot):
+def _resample(
+    data, bad, var, has_var, gx, gy, step, ny, nx, order, out, out_var, out_mask, out_foot
+):
     """Resample ``data`` (and ``var``, ``bad``) at science coordinates interpolated from the node grids.
 
     ``gx``, ``gy`` hold the science pixel coordinates of reference pixels
@@ -266,7 +268,9 @@ def _celestial(image: Image, role: str):
     try:
         has_celestial = image.wcs is not None and image.wcs.has_celestial
         wcs = image.wcs.celestial if has_celestial else None
-    except Exception as exc:  # wcslib refuses to set up a singular matrix (SingularMatrixError, ...)
+    except (
+        Exception
+    ) as exc:  # wcslib refuses to set up a singular matrix (SingularMatrixError, ...)
         raise AstridWCSError(
             f"{name}: the WCS cannot be used ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
             f"the pixel-scale matrix (CD, or PC times CDELT) is probably singular; fix the CD/PC/CDELT "
@@ -286,8 +290,12 @@ def _celestial(image: Image, role: str):
     try:
         matrix = np.asarray(wcs.pixel_scale_matrix, dtype=float)
     except Exception as exc:  # astropy raises several types for broken matrices
-        raise AstridWCSError(f"{name}: the WCS pixel-scale matrix cannot be computed ({exc}) ({role} image)") from exc
-    scale = float(np.abs(matrix).max()) if matrix.size and np.all(np.isfinite(matrix)) else float("nan")
+        raise AstridWCSError(
+            f"{name}: the WCS pixel-scale matrix cannot be computed ({exc}) ({role} image)"
+        ) from exc
+    scale = (
+        float(np.abs(matrix).max()) if matrix.size and np.all(np.isfinite(matrix)) else float("nan")
+    )
     det = float(np.linalg.det(matrix)) if np.isfinite(scale) else float("nan")
     if not (scale > 0 and abs(det) > _SINGULAR_TOLERANCE * scale**2):
         raise AstridWCSError(
@@ -408,7 +416,10 @@ def pixel_area(wcs, shape) -> float:
 
 def _is_surface_brightness(header) -> bool:
     unit = str(header.get("BUNIT", "") if header is not None else "").lower().replace(" ", "")
-    return any(tag in unit for tag in ("/sr", "sr-1", "sr**-1", "/arcsec", "arcsec-2", "arcsec**-2", "/deg2"))
+    return any(
+        tag in unit
+        for tag in ("/sr", "sr-1", "sr**-1", "/arcsec", "arcsec-2", "arcsec**-2", "/deg2")
+    )
 
 
 # --------------------------------------------------------------------------
@@ -516,7 +527,8 @@ def _good_stars(table):
         & np.isfinite(np.asarray(table["x"]))
         & np.isfinite(np.asarray(table["snr"]))
         # Point-like only: cosmic rays, hot pixels and galaxies centroid badly or not at all.
-        & (sharp > 0.6) & (sharp < 1.6)
+        & (sharp > 0.6)
+        & (sharp < 1.6)
     )
     return table[good]
 
@@ -535,7 +547,15 @@ def _refine(science, reference, sci_wcs, ref_wcs):
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     ref_stars = find_stars(reference.data, reference.mask, saturation=reference.meta.saturation)
     sci_stars = find_stars(science.data, science.mask, saturation=science.meta.saturation)
-    nothing = (identity, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), "wcs", ref_stars, sci_stars)
+    nothing = (
+        identity,
+        np.zeros((0, 2)),
+        np.zeros((0, 2)),
+        np.zeros(0),
+        "wcs",
+        ref_stars,
+        sci_stars,
+    )
     ref_tab = _good_stars(ref_stars)
     sci_tab = _good_stars(sci_stars)
     if len(ref_tab) < _MIN_SHIFT_STARS or len(sci_tab) < _MIN_SHIFT_STARS:
@@ -583,10 +603,14 @@ def _stars_on_reference(stars, sci_wcs, ref_wcs, transform, shape):
     """The science star table with x, y mapped onto the reference grid (refined), off-grid rows dropped."""
     if len(stars) == 0:
         return stars
-    px, py = pixel_map(sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float))
+    px, py = pixel_map(
+        sci_wcs, ref_wcs, np.asarray(stars["x"], float), np.asarray(stars["y"], float)
+    )
     px, py = apply_transform(transform, px, py)
     ny, nx = shape
-    inside = np.isfinite(px) & np.isfinite(py) & (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
+    inside = (
+        np.isfinite(px) & np.isfinite(py) & (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
+    )
     out = stars[inside]
     out["x"] = px[inside]
     out["y"] = py[inside]
@@ -686,7 +710,9 @@ def align(
     if method not in _METHODS:
         raise AstridInputError(f"align: method must be one of {_METHODS}, got {method!r}")
     if order not in _ORDERS:
-        raise AstridInputError(f"align: order must be 'bicubic', 'bilinear' or 'nearest-neighbor', got {order!r}")
+        raise AstridInputError(
+            f"align: order must be 'bicubic', 'bilinear' or 'nearest-neighbor', got {order!r}"
+        )
     ref_wcs = _celestial(reference, "reference")
     sci_wcs = _celestial(science, "science")
     sci_name = science.meta.path or "science image"
@@ -711,19 +737,29 @@ def align(
     inverse = _inverse(transform)
     if used_method == "interp":
         gx, gy, step = _coarse_map(ref_wcs, sci_wcs, shape, inverse)
-        data, mask, variance, footprint = _resample_interp(science, sci_bad, gx, gy, step, shape, _ORDERS[order],
-                                                           flux_scale)
+        data, mask, variance, footprint = _resample_interp(
+            science, sci_bad, gx, gy, step, shape, _ORDERS[order], flux_scale
+        )
     else:
         data, mask, variance, footprint = _resample_reproject(
-            science, sci_bad, _affine_wcs(ref_wcs, inverse), shape, used_method, surface_brightness, area_ratio
+            science,
+            sci_bad,
+            _affine_wcs(ref_wcs, inverse),
+            shape,
+            used_method,
+            surface_brightness,
+            area_ratio,
         )
     if not footprint.any():
         raise AstridInputError(
             f"{sci_name}: does not overlap the reference image ({reference.meta.path or 'reference'}) on the sky"
         )
 
-    label = (used_method + (f" (pixel scales differ by {100 * scale_diff:.1f} %)" if used_method != method else "")
-             + f"+{match.model}")
+    label = (
+        used_method
+        + (f" (pixel scales differ by {100 * scale_diff:.1f} %)" if used_method != method else "")
+        + f"+{match.model}"
+    )
     return Alignment(
         image=_output_image(science, reference, (data, mask, variance), flux_scale),
         footprint=footprint,
@@ -737,7 +773,8 @@ def align(
         flux_scale=flux_scale,
         reference_stars=match.ref_stars,
         science_stars=_stars_on_reference(match.sci_stars, sci_wcs, ref_wcs, transform, shape)
-        if used_method == "interp" and flux_scale == 1.0 else None,
+        if used_method == "interp" and flux_scale == 1.0
+        else None,
     )
 
 
@@ -796,15 +833,19 @@ def _match(science, reference, sci_wcs, ref_wcs, refine, sci_name) -> _Match:
     """Match stars, fit the transform (or keep the WCS), measure the residuals, warn when doubtful."""
     shape = reference.shape
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(science, reference, sci_wcs, ref_wcs)
+    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(
+        science, reference, sci_wcs, ref_wcs
+    )
     n_matched = len(src)
     n_good = (len(_good_stars(sci_stars)), len(_good_stars(ref_stars)))
     if n_matched < _MIN_SHIFT_STARS and refine:
         hint = ""
         if min(n_good) >= _MIN_AFFINE_STARS:
-            hint = (f" although {n_good[0]} science and {n_good[1]} reference stars are clean: the WCS of one "
-                    "image probably disagrees with its pixels (data flipped or rotated, or cropped without "
-                    "updating CRPIX), and the difference will be dominated by misaligned stars")
+            hint = (
+                f" although {n_good[0]} science and {n_good[1]} reference stars are clean: the WCS of one "
+                "image probably disagrees with its pixels (data flipped or rotated, or cropped without "
+                "updating CRPIX), and the difference will be dominated by misaligned stars"
+            )
         warnings.warn(
             f"{sci_name}: only {n_matched} stars matched the reference{hint}; "
             "alignment uses the WCS without astrometric refinement",
@@ -841,14 +882,28 @@ def _resample_interp(science, bad, gx, gy, step, shape, order, flux_scale):
     dtype = science.data.dtype if science.data.dtype in (np.float32, np.float64) else np.float64
     data_in = np.ascontiguousarray(science.data, dtype=dtype)
     has_var = science.variance is not None
-    var_in = np.ascontiguousarray(science.variance, dtype=dtype) if has_var else np.zeros((1, 1), dtype)
+    var_in = (
+        np.ascontiguousarray(science.variance, dtype=dtype) if has_var else np.zeros((1, 1), dtype)
+    )
     out = np.empty(shape, dtype=dtype)
     out_var = np.empty(shape, dtype=dtype) if has_var else np.zeros((1, 1), dtype)
     out_mask = np.empty(shape, dtype=np.bool_)
     out_foot = np.empty(shape, dtype=np.bool_)
     _resample(
-        data_in, np.ascontiguousarray(bad), var_in, has_var, np.ascontiguousarray(gx), np.ascontiguousarray(gy),
-        float(step), ny, nx, order, out, out_var, out_mask, out_foot,
+        data_in,
+        np.ascontiguousarray(bad),
+        var_in,
+        has_var,
+        np.ascontiguousarray(gx),
+        np.ascontiguousarray(gy),
+        float(step),
+        ny,
+        nx,
+        order,
+        out,
+        out_var,
+        out_mask,
+        out_foot,
     )
     if flux_scale != 1.0:
         out *= flux_scale
@@ -866,8 +921,12 @@ def _resample_reproject(science, bad, target_wcs, shape, method, surface_brightn
 
         def run(values, conserve):
             return reproject_adaptive(
-                (values, sci_wcs), target_wcs, shape_out=shape, conserve_flux=conserve,
-                bad_value_mode="ignore", boundary_mode="strict",
+                (values, sci_wcs),
+                target_wcs,
+                shape_out=shape,
+                conserve_flux=conserve,
+                bad_value_mode="ignore",
+                boundary_mode="strict",
             )
 
         out, foot = run(data, not surface_brightness)
@@ -883,7 +942,9 @@ def _resample_reproject(science, bad, target_wcs, shape, method, surface_brightn
         variance = None
         if science.variance is not None:
             variance, _ = reproject_exact(
-                (np.where(bad, np.nan, science.variance).astype(float), sci_wcs), target_wcs, shape_out=shape
+                (np.where(bad, np.nan, science.variance).astype(float), sci_wcs),
+                target_wcs,
+                shape_out=shape,
             )
         if not surface_brightness:
             out = out * area_ratio

@@ -56,7 +56,9 @@ def _clipped_stats(values: np.ndarray, sigma: float) -> tuple[float, float]:
     return float(median), float(std)
 
 
-def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0) -> Background:
+def estimate_background(
+    data, mask=None, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0
+) -> Background:
     """Estimate the sky background and its noise.
 
     Parameters
@@ -90,7 +92,9 @@ def estimate_background(data, mask=None, box_size: int = 64, filter_size: int = 
     return estimate_backgrounds([(data, mask)], box_size, filter_size, sigma)[0]
 
 
-def estimate_backgrounds(images, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0) -> list[Background]:
+def estimate_backgrounds(
+    images, box_size: int = 64, filter_size: int = 3, sigma: float = 3.0
+) -> list[Background]:
     """:func:`estimate_background` of several images, their box statistics in two threads.
 
     Much of ``Background2D``'s time is spent in compiled code that releases
@@ -116,7 +120,9 @@ def estimate_backgrounds(images, box_size: int = 64, filter_size: int = 3, sigma
     from concurrent.futures import ThreadPoolExecutor
 
     _check_parameters(box_size, filter_size, sigma)
-    prepared = [prepare_data(data, mask, purpose="to estimate a background from") for data, mask in images]
+    prepared = [
+        prepare_data(data, mask, purpose="to estimate a background from") for data, mask in images
+    ]
     with warnings.catch_warnings():
         # Boxes skipped for masking are expected; the fallback covers the rest.
         warnings.simplefilter("ignore", AstropyUserWarning)
@@ -124,9 +130,14 @@ def estimate_backgrounds(images, box_size: int = 64, filter_size: int = 3, sigma
             meshes = [_meshes(data, bad, box_size, filter_size, sigma) for data, bad in prepared]
         else:
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="astrid-background") as pool:
-                futures = [pool.submit(_meshes, data, bad, box_size, filter_size, sigma) for data, bad in prepared]
+                futures = [
+                    pool.submit(_meshes, data, bad, box_size, filter_size, sigma)
+                    for data, bad in prepared
+                ]
                 meshes = [future.result() for future in futures]
-        return [_maps(data, bad, mesh, box_size, sigma) for (data, bad), mesh in zip(prepared, meshes)]
+        return [
+            _maps(data, bad, mesh, box_size, sigma) for (data, bad), mesh in zip(prepared, meshes)
+        ]
 
 
 def _check_parameters(box_size, filter_size, sigma) -> None:

@@ -18,6 +18,8 @@ from scipy import ndimage
 
 from .._utils import fwhm_to_sigma
 from ..errors import AstridInputError
+from .image import as_image
+from .inpaint import repair_isolated
 from .zogy import (
     as_aligned_pair,
     bad_pixels,
@@ -28,8 +30,6 @@ from .zogy import (
     robust_std,
     untrusted,
 )
-from .image import as_image
-from .inpaint import repair_isolated
 
 __all__ = ["ClassicOptions", "ClassicResult", "classic_subtract"]
 
@@ -103,9 +103,16 @@ def _match(images, variances, bad, sigmas, fwhms, ratio):
     n_img = np.where(bad, 0.0, N).astype(np.float64)
     r_img = np.where(bad, 0.0, R).astype(np.float64) * ratio
     # A repaired pixel whose variance is NaN too gets the sky variance.
-    var_n = np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64) if Vn is not None else sigma_n**2
-    var_r = (np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
-             if Vr is not None else sigma_r**2) * ratio**2
+    var_n = (
+        np.where(bad, 0.0, np.nan_to_num(Vn, nan=sigma_n**2)).astype(np.float64)
+        if Vn is not None
+        else sigma_n**2
+    )
+    var_r = (
+        np.where(bad, 0.0, np.nan_to_num(Vr, nan=sigma_r**2)).astype(np.float64)
+        if Vr is not None
+        else sigma_r**2
+    ) * ratio**2
 
     s_n, s_r = fwhm_to_sigma(fwhm_n), fwhm_to_sigma(fwhm_r)
     kernel_sigma = math.sqrt(abs(s_n**2 - s_r**2))
@@ -235,7 +242,8 @@ def classic_subtract(
         filled |= check_map("repaired", repaired, shape).astype(bool)
 
     n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
-        (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio)
+        (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio
+    )
     D = n_img - r_img
     noise = np.sqrt(np.maximum(var_n + var_r, np.finfo(np.float64).tiny))
     significance = D / noise

@@ -47,7 +47,9 @@ def as_image(image, role: str = "image", *, arrays: bool = True) -> Image:
             f"{role}: must be an astrid.Image or a path to a FITS file, got {type(image).__name__}"
         )
     if image is None:
-        raise AstridInputError(f"{role}: got None, expected an astrid.Image, a FITS path or a 2-D array")
+        raise AstridInputError(
+            f"{role}: got None, expected an astrid.Image, a FITS path or a 2-D array"
+        )
     mask = None
     if isinstance(image, tuple) and len(image) == 2:
         image, mask = image

@@ -51,7 +51,7 @@ def pixel_noise(data: np.ndarray, bad: np.ndarray) -> float:
     """
     a, b = data[:, 1:], data[:, :-1]
     ok = ~(bad[:, 1:] | bad[:, :-1])
-    diff = (a[ok].astype(np.float64) - b[ok])
+    diff = a[ok].astype(np.float64) - b[ok]
     if diff.size == 0:
         return float("nan")
     step = max(1, diff.size // _NOISE_SAMPLE)
@@ -110,7 +110,9 @@ def repair_isolated(images, bad: np.ndarray, sigmas) -> tuple[list[np.ndarray], 
         near = _neighbours(image, ys, xs, np.nan).astype(np.float64)
         near[neighbour_bad] = np.nan
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows are rejected by ``ok`` already
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # all-NaN rows are rejected by ``ok`` already
             spread = np.nanmax(near, axis=1) - np.nanmin(near, axis=1)
             median = np.nanmedian(near, axis=1)
         limit = _MAX_RANGE_SIGMA * sigma if (sigma is not None and math.isfinite(sigma)) else 0.0

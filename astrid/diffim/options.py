@@ -120,11 +120,25 @@ FLAT_NAMES = {
 
 # Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
 # its stages.
-_KERNEL_FROM_DIFFERENCE = frozenset({
-    "stars", "science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
-    "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma", "dtype", "filled", "mask_radius",
-    "fill_value", "mask",
-})
+_KERNEL_FROM_DIFFERENCE = frozenset(
+    {
+        "stars",
+        "science_variance",
+        "reference_variance",
+        "science_sigma",
+        "reference_sigma",
+        "science_fwhm",
+        "reference_fwhm",
+        "science_psf",
+        "reference_psf",
+        "astrometric_sigma",
+        "dtype",
+        "filled",
+        "mask_radius",
+        "fill_value",
+        "mask",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -218,10 +232,14 @@ class DifferenceOptions:
         """
         unknown = sorted(set(options) - set(FLAT_NAMES))
         if unknown:
-            hints = [f"{name!r}: did you mean {close[0]!r}?" for name in unknown
-                     if (close := difflib.get_close_matches(name, FLAT_NAMES, n=1))]
+            hints = [
+                f"{name!r}: did you mean {close[0]!r}?"
+                for name in unknown
+                if (close := difflib.get_close_matches(name, FLAT_NAMES, n=1))
+            ]
             raise AstridInputError(
-                f"{caller}: unknown option(s) {unknown}" + (f" ({'; '.join(hints)})" if hints else "")
+                f"{caller}: unknown option(s) {unknown}"
+                + (f" ({'; '.join(hints)})" if hints else "")
                 + f"; known options are {sorted(FLAT_NAMES)}"
             )
         stages: dict[str, dict] = {}
@@ -229,13 +247,21 @@ class DifferenceOptions:
             stage, attribute = FLAT_NAMES[name]
             stages.setdefault(stage, {})[attribute] = value
         default = cls()
-        made = cls(**{stage: replace(getattr(default, stage), **values) for stage, values in stages.items()})
+        made = cls(
+            **{
+                stage: replace(getattr(default, stage), **values)
+                for stage, values in stages.items()
+            }
+        )
         made.validate()
         return made
 
     def to_mapping(self) -> dict[str, Any]:
         """The options under their flat names (inverse of :meth:`from_mapping`)."""
-        return {name: getattr(getattr(self, stage), attribute) for name, (stage, attribute) in FLAT_NAMES.items()}
+        return {
+            name: getattr(getattr(self, stage), attribute)
+            for name, (stage, attribute) in FLAT_NAMES.items()
+        }
 
     def validate(self) -> None:
         """Check every option's value; cheap, so run before any stage.
@@ -251,36 +277,55 @@ class DifferenceOptions:
         _check_kernel_options(flat["kernel"])
         correlation = flat["noise_correlation"]
         if isinstance(correlation, np.ndarray) or correlation not in ("auto", True, False):
-            raise AstridInputError(f"noise_correlation: must be 'auto', True or False, got {correlation!r}")
+            raise AstridInputError(
+                f"noise_correlation: must be 'auto', True or False, got {correlation!r}"
+            )
         if flat["astrometric_sigma"] is not None:
             check_astrometric(flat["astrometric_sigma"])
-        for key, minimum in (("box_size", 4), ("filter_size", 1), ("min_stars", 1), ("max_stars", 1),
-                             ("psf_size", 3), ("mask_radius", 0)):
+        for key, minimum in (
+            ("box_size", 4),
+            ("filter_size", 1),
+            ("min_stars", 1),
+            ("max_stars", 1),
+            ("psf_size", 3),
+            ("mask_radius", 0),
+        ):
             _check_integer(key, flat[key], minimum)
         tile = flat["tile_size"]
-        if tile != "auto" and (isinstance(tile, (bool, np.bool_)) or not isinstance(tile, (int, np.integer))
-                               or tile < 64):
-            raise AstridInputError(f"tile_size: must be 'auto' or an integer >= 64 pixels, got {tile!r}")
+        if tile != "auto" and (
+            isinstance(tile, (bool, np.bool_))
+            or not isinstance(tile, (int, np.integer))
+            or tile < 64
+        ):
+            raise AstridInputError(
+                f"tile_size: must be 'auto' or an integer >= 64 pixels, got {tile!r}"
+            )
         degree = flat["psf_degree"]
         if degree not in (0, 1, 2, "auto") or isinstance(degree, (bool, np.bool_)):
             raise AstridInputError(f"psf_degree: must be 0, 1, 2 or 'auto', got {degree!r}")
         systematic = flat["systematic_fraction"]
         if systematic != "auto" and not _finite_number(systematic, minimum=0.0):
-            raise AstridInputError(f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic!r}")
+            raise AstridInputError(
+                f"systematic_fraction: must be a number >= 0 or 'auto', got {systematic!r}"
+            )
         if flat["align_method"] not in ("interp", "adaptive", "exact"):
             raise AstridInputError(
                 f"align_method: must be 'interp', 'adaptive' or 'exact', got {flat['align_method']!r}"
             )
         for key in ("science_zp", "reference_zp"):
             if flat[key] is not None and not _finite_number(flat[key]):
-                raise AstridInputError(f"{key}: must be a finite zero point (magnitudes), got {flat[key]!r}")
+                raise AstridInputError(
+                    f"{key}: must be a finite zero point (magnitudes), got {flat[key]!r}"
+                )
 
 
 def _check_kernel_options(kernel_options) -> None:
     if kernel_options is None:
         return
     if not isinstance(kernel_options, dict):
-        raise AstridInputError(f"kernel: must be a dict of astrid.kernel.subtract options, got {kernel_options!r}")
+        raise AstridInputError(
+            f"kernel: must be a dict of astrid.kernel.subtract options, got {kernel_options!r}"
+        )
     # difference() passes these itself, from its own stages and options.
     taken = sorted(set(kernel_options) & _KERNEL_FROM_DIFFERENCE)
     if taken:
@@ -299,8 +344,13 @@ def _check_kernel_options(kernel_options) -> None:
 def _check_integer(key: str, value, minimum: int) -> None:
     if value is None:
         return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
-            or not math.isfinite(value) or int(value) != value or value < minimum:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer, float, np.floating))
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < minimum
+    ):
         raise AstridInputError(f"{key}: must be an integer >= {minimum}, got {value!r}")
 
 
@@ -309,5 +359,3 @@ def _finite_number(value, minimum: float = -math.inf) -> bool:
         return math.isfinite(float(value)) and float(value) >= minimum
     except (TypeError, ValueError):
         return False
-
-

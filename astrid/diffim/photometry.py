@@ -203,7 +203,9 @@ class _Pair:
     def fallback(self, why):
         if self.zp_n is not None and self.zp_r is not None:
             return _zeropoint_ratio(float(self.zp_n), float(self.zp_r))
-        raise AstridInputError(f"cannot measure the flux ratio: {why}, and no zero points are known for both images")
+        raise AstridInputError(
+            f"cannot measure the flux ratio: {why}, and no zero points are known for both images"
+        )
 
 
 def _pair(reference, science, mask, reference_zp, science_zp) -> _Pair:
@@ -218,7 +220,9 @@ def _pair(reference, science, mask, reference_zp, science_zp) -> _Pair:
         if extra is not None:
             extra = np.asarray(extra, dtype=bool)
             if extra.shape != sci.shape:
-                raise AstridInputError(f"{label}: shape {extra.shape} does not match the images {sci.shape}")
+                raise AstridInputError(
+                    f"{label}: shape {extra.shape} does not match the images {sci.shape}"
+                )
             bad |= extra
     zp_n = science_zp if science_zp is not None else sci_zp_meta
     zp_r = reference_zp if reference_zp is not None else ref_zp_meta
@@ -297,7 +301,9 @@ def _encircled(psf, radius):
 
 
 def _zeropoint_ratio(zp_n, zp_r):
-    return FluxRatio(ratio=float(10 ** (-0.4 * (zp_r - zp_n))), error=float("nan"), n_stars=0, method="zeropoint")
+    return FluxRatio(
+        ratio=float(10 ** (-0.4 * (zp_r - zp_n))), error=float("nan"), n_stars=0, method="zeropoint"
+    )
 
 
 def flux_ratio(
@@ -369,8 +375,12 @@ def flux_ratio(
     """
     if science_zp is not None and reference_zp is not None:
         return _zeropoint_ratio(float(science_zp), float(reference_zp))
-    if max_stars is not None and not (isinstance(max_stars, (int, np.integer)) and max_stars >= _MIN_STARS):
-        raise AstridInputError(f"max_stars: must be an integer >= {_MIN_STARS} or None, got {max_stars!r}")
+    if max_stars is not None and not (
+        isinstance(max_stars, (int, np.integer)) and max_stars >= _MIN_STARS
+    ):
+        raise AstridInputError(
+            f"max_stars: must be an integer >= {_MIN_STARS} or None, got {max_stars!r}"
+        )
 
     pair = _pair(reference, science, mask, reference_zp, science_zp)
     if pair.bad.all():
@@ -391,13 +401,17 @@ def flux_ratio(
     usable = (n_bad == 0) & (snr_n >= _MIN_SNR) & (snr_r >= _MIN_SNR)
     usable &= np.isfinite(f_n) & np.isfinite(f_r)
     if usable.sum() < _MIN_STARS:
-        return pair.fallback(f"only {int(usable.sum())} stars have S/N >= {_MIN_SNR:g} in both images")
+        return pair.fallback(
+            f"only {int(usable.sum())} stars have S/N >= {_MIN_SNR:g} in both images"
+        )
 
     correction = 1.0
     if psf_r is not None and psf_n is not None:
         correction = _encircled(psf_r, radius) / _encircled(psf_n, radius)
     ratio = f_n[usable] / f_r[usable] * correction
-    rel_err = np.sqrt((e_n[usable] / f_n[usable]) ** 2 + (e_r[usable] / f_r[usable]) ** 2 + 2 * _FLOOR**2)
+    rel_err = np.sqrt(
+        (e_n[usable] / f_n[usable]) ** 2 + (e_r[usable] / f_r[usable]) ** 2 + 2 * _FLOOR**2
+    )
     positive = ratio > 0
     if positive.sum() < _MIN_STARS:
         return pair.fallback("fewer than 3 stars have positive fluxes in both images")
@@ -436,8 +450,10 @@ def _measurable(xy, brightness, radius, shape, max_stars):
     ny, nx = shape
     inside = (
         np.isfinite(xy).all(axis=1)
-        & (xy[:, 0] >= radius) & (xy[:, 0] <= nx - 1 - radius)
-        & (xy[:, 1] >= radius) & (xy[:, 1] <= ny - 1 - radius)
+        & (xy[:, 0] >= radius)
+        & (xy[:, 0] <= nx - 1 - radius)
+        & (xy[:, 1] >= radius)
+        & (xy[:, 1] <= ny - 1 - radius)
     )
     xy = xy[inside]
     if len(xy) >= _MIN_STARS and max_stars is not None and len(xy) > max_stars:
@@ -460,12 +476,19 @@ def _photometry(pair: _Pair, xy, radius):
     phot = []
     for data in (pair.sci, pair.ref):
         # The kernel never reads flagged (NaN, masked, saturated) pixels: no filled copy needed.
-        data = np.ascontiguousarray(data) if data.dtype in (np.float32, np.float64) else data.astype(float)
+        data = (
+            np.ascontiguousarray(data)
+            if data.dtype in (np.float32, np.float64)
+            else data.astype(float)
+        )
         phot.append(
-            _aperture_photometry(data, flagged, xy[:, 0].copy(), xy[:, 1].copy(), radius, 2.0 * radius, 3.0 * radius)
+            _aperture_photometry(
+                data, flagged, xy[:, 0].copy(), xy[:, 1].copy(), radius, 2.0 * radius, 3.0 * radius
+            )
         )
     (f_n, e_n), (f_r, e_r) = [
-        (p[:, 0], p[:, 3] * np.sqrt(p[:, 1] * (1.0 + p[:, 1] / np.maximum(p[:, 4], 1.0)))) for p in phot
+        (p[:, 0], p[:, 3] * np.sqrt(p[:, 1] * (1.0 + p[:, 1] / np.maximum(p[:, 4], 1.0))))
+        for p in phot
     ]
     return flagged, (f_n, e_n), (f_r, e_r), phot[0][:, 2] + phot[1][:, 2]
 

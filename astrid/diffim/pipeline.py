@@ -187,8 +187,13 @@ class DifferenceResult:
                 primary[key] = (value, comment)
         for key, metric, comment in _FITS_METRICS:
             value = self.metrics.get(metric)
-            if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
-                primary[key] = (float(value) if isinstance(value, (float, np.floating)) else int(value), comment)
+            if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(
+                float(value)
+            ):
+                primary[key] = (
+                    float(value) if isinstance(value, (float, np.floating)) else int(value),
+                    comment,
+                )
         for key, value, comment in provenance_cards("difference", json_safe(self.metrics)):
             if key == "HISTORY":
                 primary.add_history(value)
@@ -202,7 +207,11 @@ class DifferenceResult:
         hdus = [fits.PrimaryHDU(header=primary)]
         for name, data in self._planes():
             hdus.append(fits.ImageHDU(data=np.asarray(data), header=wcs_header.copy(), name=name))
-        for name, psf in (("PSFSCI", self.science_psf.psf), ("PSFREF", self.reference_psf.psf), ("PD", self.P_D)):
+        for name, psf in (
+            ("PSFSCI", self.science_psf.psf),
+            ("PSFREF", self.reference_psf.psf),
+            ("PD", self.P_D),
+        ):
             if psf is not None:
                 hdus.append(fits.ImageHDU(data=np.asarray(psf), name=name))
         hdul = fits.HDUList(hdus)
@@ -219,8 +228,17 @@ class DifferenceResult:
         """
         import xarray as xr
 
-        names = {"SCIENCE": "science", "REFERENCE": "reference", "D": "D", "S": "S", "SCORR": "S_corr",
-                 "FLUX": "flux", "FLUXERR": "flux_err", "MASK": "mask", "FOOTPRNT": "footprint"}
+        names = {
+            "SCIENCE": "science",
+            "REFERENCE": "reference",
+            "D": "D",
+            "S": "S",
+            "SCORR": "S_corr",
+            "FLUX": "flux",
+            "FLUXERR": "flux_err",
+            "MASK": "mask",
+            "FOOTPRNT": "footprint",
+        }
         ny, nx = self.D.shape
         data_vars = {}
         for name, data in self._planes():
@@ -228,8 +246,11 @@ class DifferenceResult:
             if var in ("mask", "footprint"):
                 data = np.asarray(data, dtype=bool)
             data_vars[var] = (("y", "x"), np.asarray(data))
-        for var, psf in (("science_psf", self.science_psf.psf), ("reference_psf", self.reference_psf.psf),
-                         ("P_D", self.P_D)):
+        for var, psf in (
+            ("science_psf", self.science_psf.psf),
+            ("reference_psf", self.reference_psf.psf),
+            ("P_D", self.P_D),
+        ):
             if psf is not None:
                 data_vars[var] = ((f"{var}_y", f"{var}_x"), np.asarray(psf))
         attrs = {"method": self.method}
@@ -299,7 +320,9 @@ def _check_compatible(reference: Image, science: Image, allow_mismatch: bool) ->
             "pass allow_mismatch=True to difference them anyway"
         )
     # Called by _prepare_inputs, called by difference: the warning points at difference's caller.
-    warnings.warn(message + " (allow_mismatch=True: differencing anyway)", AstridWarning, stacklevel=4)
+    warnings.warn(
+        message + " (allow_mismatch=True: differencing anyway)", AstridWarning, stacklevel=4
+    )
 
 
 def _as_psf_model(psf, role: str):
@@ -349,10 +372,14 @@ def _repair_image(image: Image, role: str) -> tuple[Image, np.ndarray]:
     variance = image.variance
     if variance is not None:
         variance = fill_from_neighbours(np.asarray(variance), repaired)
-    return image.copy(data=fixed, mask=np.asarray(image.mask, bool) & ~repaired, variance=variance), repaired
+    return image.copy(
+        data=fixed, mask=np.asarray(image.mask, bool) & ~repaired, variance=variance
+    ), repaired
 
 
-def _repaired_on_reference(repaired: np.ndarray, science: Image, reference: Image, alignment) -> np.ndarray:
+def _repaired_on_reference(
+    repaired: np.ndarray, science: Image, reference: Image, alignment
+) -> np.ndarray:
     """The reference-grid pixels covered by repaired science pixels (their footprint there)."""
     out = np.zeros(reference.shape, dtype=bool)
     ys, xs = np.nonzero(repaired)
@@ -404,8 +431,9 @@ def _seeing_on_grid(science: Image, reference: Image, align: bool) -> float | No
     if seeing is None or not align or science.wcs is None or reference.wcs is None:
         return seeing
     try:
-        ratio = pixel_area(science.wcs.celestial, science.shape) / pixel_area(reference.wcs.celestial,
-                                                                             reference.shape)
+        ratio = pixel_area(science.wcs.celestial, science.shape) / pixel_area(
+            reference.wcs.celestial, reference.shape
+        )
     except Exception:  # a WCS that cannot be evaluated at the centre: the alignment reports it
         return seeing
     return seeing * math.sqrt(ratio) if math.isfinite(ratio) and ratio > 0 else seeing
@@ -424,24 +452,34 @@ def star_positions(catalog, reference: Image):
     if isinstance(catalog, Table):
         names = {c.lower(): c for c in catalog.colnames}
         ra = next((names[k] for k in ("ra", "raj2000", "ra_icrs") if k in names), None)
-        dec = next((names[k] for k in ("dec", "dej2000", "de_icrs", "decj2000") if k in names), None)
+        dec = next(
+            (names[k] for k in ("dec", "dej2000", "de_icrs", "decj2000") if k in names), None
+        )
         if ra is None or dec is None:
             raise AstridInputError(
                 f"psf_stars: a table needs x and y (reference pixels) or ra and dec (degrees) columns, "
-                f"got {catalog.colnames}")
-        coords = SkyCoord(np.asarray(catalog[ra], float), np.asarray(catalog[dec], float), unit="deg")
+                f"got {catalog.colnames}"
+            )
+        coords = SkyCoord(
+            np.asarray(catalog[ra], float), np.asarray(catalog[dec], float), unit="deg"
+        )
     if not isinstance(coords, SkyCoord):
         raise AstridInputError(
-            f"psf_stars: must be an astropy Table (x, y or ra, dec columns) or a SkyCoord, got {type(catalog).__name__}")
+            f"psf_stars: must be an astropy Table (x, y or ra, dec columns) or a SkyCoord, got {type(catalog).__name__}"
+        )
     if reference.wcs is None:
-        raise AstridInputError(f"psf_stars: sky positions need a WCS, and {_name(reference, 'reference')} has none")
+        raise AstridInputError(
+            f"psf_stars: sky positions need a WCS, and {_name(reference, 'reference')} has none"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x, y = reference.wcs.celestial.world_to_pixel(coords)
     return np.column_stack([np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)])
 
 
-def variance_map(image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool):
+def variance_map(
+    image: Image, background, residual: np.ndarray, mask: np.ndarray, use_variance: bool
+):
     """Variance map for ZOGY's source-noise term, and where it came from.
 
     ZOGY takes the excess of the map over σ² as source noise. The map's own
@@ -532,7 +570,14 @@ def _noise_acf(residual: np.ndarray, mask: np.ndarray, mode):
 
 def _outer_ring(acf: np.ndarray) -> float:
     """Largest |value| on the border of an autocorrelation kernel."""
-    return float(max(np.abs(acf[0]).max(), np.abs(acf[-1]).max(), np.abs(acf[:, 0]).max(), np.abs(acf[:, -1]).max()))
+    return float(
+        max(
+            np.abs(acf[0]).max(),
+            np.abs(acf[-1]).max(),
+            np.abs(acf[:, 0]).max(),
+            np.abs(acf[:, -1]).max(),
+        )
+    )
 
 
 def _check_calibration(metrics: dict) -> None:
@@ -544,10 +589,15 @@ def _check_calibration(metrics: dict) -> None:
         return
     hints = []
     if metrics.get("noise_correlated_sci") or metrics.get("noise_correlated_ref"):
-        hints.append(f"the noise is correlated between pixels (lag-1 ACF science "
-                     f"{metrics.get('noise_acf_lag1_sci', float('nan')):.2f}, reference "
-                     f"{metrics.get('noise_acf_lag1_ref', float('nan')):.2f}), as after resampling a coarser image")
-    if metrics.get("psf_method_sci") == "gaussian-fallback" or metrics.get("psf_method_ref") == "gaussian-fallback":
+        hints.append(
+            f"the noise is correlated between pixels (lag-1 ACF science "
+            f"{metrics.get('noise_acf_lag1_sci', float('nan')):.2f}, reference "
+            f"{metrics.get('noise_acf_lag1_ref', float('nan')):.2f}), as after resampling a coarser image"
+        )
+    if (
+        metrics.get("psf_method_sci") == "gaussian-fallback"
+        or metrics.get("psf_method_ref") == "gaussian-fallback"
+    ):
         hints.append("a PSF is a Gaussian fallback")
     warnings.warn(
         f"difference: the robust standard deviation of S_corr is {std:.2f} (expected 1 within a factor "
@@ -640,7 +690,9 @@ def _resolve_options(method, options, flat_options: dict, dtype) -> DifferenceOp
     if options is None:
         options = DifferenceOptions()
     elif not isinstance(options, DifferenceOptions):
-        raise AstridInputError(f"options: must be an astrid.DifferenceOptions, got {type(options).__name__}")
+        raise AstridInputError(
+            f"options: must be an astrid.DifferenceOptions, got {type(options).__name__}"
+        )
     if flat_options:  # the flat keywords override single fields (and are validated with the rest)
         options = DifferenceOptions.from_mapping({**options.to_mapping(), **flat_options})
     else:
@@ -658,7 +710,9 @@ def _prepare_inputs(reference, science, allow_mismatch: bool, psf_stars) -> _Inp
     reference, ref_repaired = _repair_image(reference, "reference")
     repaired_science, sci_repaired = _repair_image(science, "science")
     metrics = dict(n_repaired_sci=int(sci_repaired.sum()), n_repaired_ref=int(ref_repaired.sum()))
-    return _Inputs(reference, repaired_science, science, ref_repaired, sci_repaired, positions, metrics)
+    return _Inputs(
+        reference, repaired_science, science, ref_repaired, sci_repaired, positions, metrics
+    )
 
 
 def _align_stage(inputs: _Inputs, do_align: bool, options: DifferenceOptions) -> _Aligned:
@@ -671,66 +725,144 @@ def _align_stage(inputs: _Inputs, do_align: bool, options: DifferenceOptions) ->
                 f"has {reference.shape}: use align=True to resample it onto the reference grid"
             )
         footprint = ~(np.asarray(science.mask, bool) | ~np.isfinite(science.data))
-        metrics = dict(overlap=float(footprint.mean()), align_rms=float("nan"), n_matched=0, align_method="none")
+        metrics = dict(
+            overlap=float(footprint.mean()),
+            align_rms=float("nan"),
+            n_matched=0,
+            align_method="none",
+        )
         sigma = options.subtract.astrometric_sigma
-        return _Aligned(science, footprint, None, None, (0.0, 0.0) if sigma is None else sigma,
-                        inputs.ref_repaired | inputs.sci_repaired, metrics)
-    alignment = align_images(reference=reference, science=science, method=options.align.method,
-                             refine=options.align.refine)
-    metrics = dict(overlap=alignment.overlap, align_rms=alignment.rms, n_matched=alignment.n_matched,
-                   align_method=alignment.method, align_shift=float(math.hypot(*alignment.shift)))
+        return _Aligned(
+            science,
+            footprint,
+            None,
+            None,
+            (0.0, 0.0) if sigma is None else sigma,
+            inputs.ref_repaired | inputs.sci_repaired,
+            metrics,
+        )
+    alignment = align_images(
+        reference=reference,
+        science=science,
+        method=options.align.method,
+        refine=options.align.refine,
+    )
+    metrics = dict(
+        overlap=alignment.overlap,
+        align_rms=alignment.rms,
+        n_matched=alignment.n_matched,
+        align_method=alignment.method,
+        align_shift=float(math.hypot(*alignment.shift)),
+    )
     sigma = tuple(float(s) for s in alignment.astrometric_sigma)
     if not all(math.isfinite(s) for s in sigma):
         sigma = (0.0, 0.0)
     if options.subtract.astrometric_sigma is not None:
         sigma = options.subtract.astrometric_sigma
-    repaired = inputs.ref_repaired | _repaired_on_reference(inputs.sci_repaired, inputs.original_science,
-                                                            reference, alignment)
-    return _Aligned(alignment.image, alignment.footprint, alignment.reference_stars, alignment.science_stars,
-                    sigma, repaired, metrics)
+    repaired = inputs.ref_repaired | _repaired_on_reference(
+        inputs.sci_repaired, inputs.original_science, reference, alignment
+    )
+    return _Aligned(
+        alignment.image,
+        alignment.footprint,
+        alignment.reference_stars,
+        alignment.science_stars,
+        sigma,
+        repaired,
+        metrics,
+    )
 
 
-def _background_stage(inputs: _Inputs, aligned: _Aligned, options: DifferenceOptions, dtype) -> _Backgrounds:
+def _background_stage(
+    inputs: _Inputs, aligned: _Aligned, options: DifferenceOptions, dtype
+) -> _Backgrounds:
     """Estimate both backgrounds and subtract them."""
     reference = inputs.reference
     sci_mask = np.asarray(aligned.image.mask, bool) | ~aligned.footprint
     ref_mask = np.asarray(reference.mask, bool)
-    sci_bg, ref_bg = estimate_backgrounds([(aligned.image.data, sci_mask), (reference.data, ref_mask)],
-                                          box_size=options.background.box_size,
-                                          filter_size=options.background.filter_size)
+    sci_bg, ref_bg = estimate_backgrounds(
+        [(aligned.image.data, sci_mask), (reference.data, ref_mask)],
+        box_size=options.background.box_size,
+        filter_size=options.background.filter_size,
+    )
     _check_noise(sci_bg, inputs.science, "science")
     _check_noise(ref_bg, reference, "reference")
     N = (aligned.image.data - sci_bg.background).astype(dtype, copy=False)
     R = (reference.data - ref_bg.background).astype(dtype, copy=False)
-    metrics = dict(sigma_sci=float(sci_bg.median_rms), sigma_ref=float(ref_bg.median_rms),
-                   background_method_sci=sci_bg.method, background_method_ref=ref_bg.method)
-    return _Backgrounds(sci_bg, ref_bg, sci_mask, ref_mask, aligned.image.copy(data=N, mask=sci_mask),
-                        reference.copy(data=R, mask=ref_mask), metrics)
+    metrics = dict(
+        sigma_sci=float(sci_bg.median_rms),
+        sigma_ref=float(ref_bg.median_rms),
+        background_method_sci=sci_bg.method,
+        background_method_ref=ref_bg.method,
+    )
+    return _Backgrounds(
+        sci_bg,
+        ref_bg,
+        sci_mask,
+        ref_mask,
+        aligned.image.copy(data=N, mask=sci_mask),
+        reference.copy(data=R, mask=ref_mask),
+        metrics,
+    )
 
 
-def _psf_stage(inputs: _Inputs, aligned: _Aligned, backgrounds: _Backgrounds, options: DifferenceOptions,
-               given: tuple, do_align: bool) -> _PSFs:
+def _psf_stage(
+    inputs: _Inputs,
+    aligned: _Aligned,
+    backgrounds: _Backgrounds,
+    options: DifferenceOptions,
+    given: tuple,
+    do_align: bool,
+) -> _PSFs:
     """The PSF of each image: given, or estimated from its stars (and regularised)."""
     psf_options = options.psf
-    kwargs = {"request": PSFRequest(psf_options.size, psf_options.min_stars, psf_options.max_stars,
-                                    psf_options.degree)}
+    kwargs = {
+        "request": PSFRequest(
+            psf_options.size, psf_options.min_stars, psf_options.max_stars, psf_options.degree
+        )
+    }
     if inputs.psf_stars is not None:
         kwargs["star_positions"] = inputs.psf_stars
     science, reference = inputs.science, inputs.reference
-    seeing = {"sci": _seeing_on_grid(science, reference, do_align), "ref": reference.meta.seeing_fwhm_pix}
+    seeing = {
+        "sci": _seeing_on_grid(science, reference, do_align),
+        "ref": reference.meta.seeing_fwhm_pix,
+    }
     # The alignment measured the science stars on their own grid and moved them onto this one (their
     # S/N is not inflated by the resampling's correlated noise); it detected the reference's already.
-    sides = {"sci": ("science", aligned.image, backgrounds.science_mask, backgrounds.science,
-                     aligned.science_stars, given[0]),
-             "ref": ("reference", reference, backgrounds.reference_mask, backgrounds.reference,
-                     aligned.reference_stars, given[1])}
+    sides = {
+        "sci": (
+            "science",
+            aligned.image,
+            backgrounds.science_mask,
+            backgrounds.science,
+            aligned.science_stars,
+            given[0],
+        ),
+        "ref": (
+            "reference",
+            reference,
+            backgrounds.reference_mask,
+            backgrounds.reference,
+            aligned.reference_stars,
+            given[1],
+        ),
+    }
     models, noise = {}, {"sci": float("nan"), "ref": float("nan")}
     for side, (role, image, mask, background, stars, model) in sides.items():
         if model is None:
-            model = _estimate_psf_named(estimate_psf, science if side == "sci" else reference, role,
-                                        data=image.data, mask=mask, background=background,
-                                        saturation=image.meta.saturation, stars=stars, seeing=seeing[side],
-                                        **kwargs)
+            model = _estimate_psf_named(
+                estimate_psf,
+                science if side == "sci" else reference,
+                role,
+                data=image.data,
+                mask=mask,
+                background=background,
+                saturation=image.meta.saturation,
+                stars=stars,
+                seeing=seeing[side],
+                **kwargs,
+            )
             if psf_options.regularise and model.method == "empirical":
                 model, noise[side] = regularise_psf(model)
         models[side] = model
@@ -740,12 +872,18 @@ def _psf_stage(inputs: _Inputs, aligned: _Aligned, backgrounds: _Backgrounds, op
 def _psf_metrics(models: dict, noise: dict, seeing: dict) -> dict:
     sci, ref = models["sci"], models["ref"]
     metrics = dict(psf_noise_sci=noise["sci"], psf_noise_ref=noise["ref"])
-    metrics.update(fwhm_sci=float(sci.fwhm), fwhm_ref=float(ref.fwhm),
-                   psf_method_sci=sci.method, psf_method_ref=ref.method,
-                   psf_degree_sci=int(sci.degree), psf_degree_ref=int(ref.degree),
-                   n_psf_stars_sci=int(sci.n_stars), n_psf_stars_ref=int(ref.n_stars),
-                   seeing_sci=float("nan") if seeing["sci"] is None else float(seeing["sci"]),
-                   seeing_ref=float("nan") if seeing["ref"] is None else float(seeing["ref"]))
+    metrics.update(
+        fwhm_sci=float(sci.fwhm),
+        fwhm_ref=float(ref.fwhm),
+        psf_method_sci=sci.method,
+        psf_method_ref=ref.method,
+        psf_degree_sci=int(sci.degree),
+        psf_degree_ref=int(ref.degree),
+        n_psf_stars_sci=int(sci.n_stars),
+        n_psf_stars_ref=int(ref.n_stars),
+        seeing_sci=float("nan") if seeing["sci"] is None else float(seeing["sci"]),
+        seeing_ref=float("nan") if seeing["ref"] is None else float(seeing["ref"]),
+    )
     for side, model in models.items():
         metrics[f"psf_n_usable_{side}"] = int(getattr(model, "n_usable", model.n_stars))
         metrics[f"stellar_locus_{side}"] = getattr(model, "stellar_locus", None)
@@ -753,39 +891,79 @@ def _psf_metrics(models: dict, noise: dict, seeing: dict) -> dict:
     return metrics
 
 
-def _flux_ratio_stage(aligned: _Aligned, backgrounds: _Backgrounds, psfs: _PSFs, options: DifferenceOptions,
-                      given) -> _Ratio:
+def _flux_ratio_stage(
+    aligned: _Aligned, backgrounds: _Backgrounds, psfs: _PSFs, options: DifferenceOptions, given
+) -> _Ratio:
     """Science flux of a source over its reference flux: given, or measured on the matched stars."""
     if given is not None:
-        return _Ratio(given, dict(flux_ratio_error=0.0, flux_ratio_method="given", n_flux_ratio_stars=0,
-                                  flux_ratio=given))
+        return _Ratio(
+            given,
+            dict(
+                flux_ratio_error=0.0,
+                flux_ratio_method="given",
+                n_flux_ratio_stars=0,
+                flux_ratio=given,
+            ),
+        )
     stars = aligned.reference_stars
     stars = None if stars is None else stars[clean_stars(stars)]
     # Images rather than arrays: their zero points are the fallback when too few stars are usable.
     measured = measure_flux_ratio(
-        reference=backgrounds.reference_out, science=backgrounds.science_out, science_psf=psfs.science,
-        reference_psf=psfs.reference, mask=backgrounds.science_mask | backgrounds.reference_mask, stars=stars,
-        science_zp=options.flux_ratio.science_zp, reference_zp=options.flux_ratio.reference_zp,
+        reference=backgrounds.reference_out,
+        science=backgrounds.science_out,
+        science_psf=psfs.science,
+        reference_psf=psfs.reference,
+        mask=backgrounds.science_mask | backgrounds.reference_mask,
+        stars=stars,
+        science_zp=options.flux_ratio.science_zp,
+        reference_zp=options.flux_ratio.reference_zp,
     )
     ratio = float(measured.ratio)
-    return _Ratio(ratio, dict(flux_ratio_error=float(measured.error), flux_ratio_method=measured.method,
-                              n_flux_ratio_stars=int(measured.n_stars), flux_ratio=ratio))
+    return _Ratio(
+        ratio,
+        dict(
+            flux_ratio_error=float(measured.error),
+            flux_ratio_method=measured.method,
+            n_flux_ratio_stars=int(measured.n_stars),
+            flux_ratio=ratio,
+        ),
+    )
 
 
-def _subtract_stage(method: str, aligned: _Aligned, backgrounds: _Backgrounds, psfs: _PSFs, ratio: _Ratio,
-                    options: DifferenceOptions, dtype) -> _Subtraction:
+def _subtract_stage(
+    method: str,
+    aligned: _Aligned,
+    backgrounds: _Backgrounds,
+    psfs: _PSFs,
+    ratio: _Ratio,
+    options: DifferenceOptions,
+    dtype,
+) -> _Subtraction:
     """Variance maps, then the subtraction of ``method``."""
     sub = options.subtract
     sci_out, ref_out = backgrounds.science_out, backgrounds.reference_out
-    sci_var, variance_source = variance_map(aligned.image, backgrounds.science, sci_out.data,
-                                         backgrounds.science_mask, sub.use_variance)
-    ref_var, _ = variance_map(ref_out, backgrounds.reference, ref_out.data, backgrounds.reference_mask,
-                           sub.use_variance)
-    common = {k: v for k, v in (("mask_radius", sub.mask_radius), ("fill_value", sub.fill_value)) if v is not None}
-    subtract = {"zogy": _subtract_zogy, "kernel": _subtract_kernel, "classic": _subtract_classic}[method]
-    result = subtract(aligned, backgrounds, psfs, ratio.ratio, (sci_var, ref_var), options, dtype, common)
-    result.metrics = {"variance_source": variance_source, **result.metrics,
-                      "mask_fraction": float(result.mask.mean())}
+    sci_var, variance_source = variance_map(
+        aligned.image, backgrounds.science, sci_out.data, backgrounds.science_mask, sub.use_variance
+    )
+    ref_var, _ = variance_map(
+        ref_out, backgrounds.reference, ref_out.data, backgrounds.reference_mask, sub.use_variance
+    )
+    common = {
+        k: v
+        for k, v in (("mask_radius", sub.mask_radius), ("fill_value", sub.fill_value))
+        if v is not None
+    }
+    subtract = {"zogy": _subtract_zogy, "kernel": _subtract_kernel, "classic": _subtract_classic}[
+        method
+    ]
+    result = subtract(
+        aligned, backgrounds, psfs, ratio.ratio, (sci_var, ref_var), options, dtype, common
+    )
+    result.metrics = {
+        "variance_source": variance_source,
+        **result.metrics,
+        "mask_fraction": float(result.mask.mean()),
+    }
     return result
 
 
@@ -793,7 +971,9 @@ def _filled(aligned: _Aligned):
     return aligned.repaired if aligned.repaired.any() else None
 
 
-def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
+def _subtract_zogy(
+    aligned, backgrounds, psfs, ratio, variances, options, dtype, common
+) -> _Subtraction:
     from .zogy import ZogyImage, ZogyOptions, subtract
 
     sub, regularise = options.subtract, bool(options.psf.regularise)
@@ -801,68 +981,135 @@ def _subtract_zogy(aligned, backgrounds, psfs, ratio, variances, options, dtype,
     sci_acf, sci_lag1 = _noise_acf(N, backgrounds.science_mask, sub.noise_correlation)
     ref_acf, ref_lag1 = _noise_acf(R, backgrounds.reference_mask, sub.noise_correlation)
     raw = subtract(
-        reference=ZogyImage(R, zogy_psf(psfs.reference, regularise), backgrounds.reference.median_rms,
-                            variance=variances[1], noise_acf=ref_acf),
-        science=ZogyImage(N, zogy_psf(psfs.science, regularise), backgrounds.science.median_rms,
-                          variance=variances[0], noise_acf=sci_acf),
-        flux_ratio=ratio, mask=backgrounds.science_mask | backgrounds.reference_mask, repaired=_filled(aligned),
-        options=ZogyOptions(astrometric_sigma=aligned.astrometric_sigma, dtype=dtype, workers=sub.workers,
-                            systematic_fraction=sub.systematic_fraction,
-                            tile_size=zogy_tile_size(sub.tile_size, N.shape), **common),
+        reference=ZogyImage(
+            R,
+            zogy_psf(psfs.reference, regularise),
+            backgrounds.reference.median_rms,
+            variance=variances[1],
+            noise_acf=ref_acf,
+        ),
+        science=ZogyImage(
+            N,
+            zogy_psf(psfs.science, regularise),
+            backgrounds.science.median_rms,
+            variance=variances[0],
+            noise_acf=sci_acf,
+        ),
+        flux_ratio=ratio,
+        mask=backgrounds.science_mask | backgrounds.reference_mask,
+        repaired=_filled(aligned),
+        options=ZogyOptions(
+            astrometric_sigma=aligned.astrometric_sigma,
+            dtype=dtype,
+            workers=sub.workers,
+            systematic_fraction=sub.systematic_fraction,
+            tile_size=zogy_tile_size(sub.tile_size, N.shape),
+            **common,
+        ),
     )
-    metrics = dict(noise_acf_lag1_sci=sci_lag1, noise_acf_lag1_ref=ref_lag1,
-                   noise_correlated_sci=sci_acf is not None, noise_correlated_ref=ref_acf is not None,
-                   scorr_robust_std=raw.scorr_std, n_fft=raw.n_fft, mask_radius=raw.mask_radius,
-                   systematic_fraction=raw.systematic_fraction, n_systematic_stars=raw.n_systematic_stars,
-                   astrometric_sigma_x=raw.astrometric_sigma[0], astrometric_sigma_y=raw.astrometric_sigma[1],
-                   n_tiles=max(len(raw.tiles), 1), regularised_psf=regularise)
-    return _Subtraction(raw, raw.D, raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D, raw.mask, metrics)
+    metrics = dict(
+        noise_acf_lag1_sci=sci_lag1,
+        noise_acf_lag1_ref=ref_lag1,
+        noise_correlated_sci=sci_acf is not None,
+        noise_correlated_ref=ref_acf is not None,
+        scorr_robust_std=raw.scorr_std,
+        n_fft=raw.n_fft,
+        mask_radius=raw.mask_radius,
+        systematic_fraction=raw.systematic_fraction,
+        n_systematic_stars=raw.n_systematic_stars,
+        astrometric_sigma_x=raw.astrometric_sigma[0],
+        astrometric_sigma_y=raw.astrometric_sigma[1],
+        n_tiles=max(len(raw.tiles), 1),
+        regularised_psf=regularise,
+    )
+    return _Subtraction(
+        raw, raw.D, raw.S, raw.S_corr, raw.flux, raw.flux_err, raw.P_D, raw.mask, metrics
+    )
 
 
-def _subtract_kernel(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
+def _subtract_kernel(
+    aligned, backgrounds, psfs, ratio, variances, options, dtype, common
+) -> _Subtraction:
     from ..kernel import KernelInputs, KernelOptions
     from ..kernel import subtract as kernel_subtract
 
     # Images with their own masks: the convolved image's bad pixels spread over the kernel, the
     # other's do not. (The flux ratio is the kernel's own fit.)
     measured = KernelInputs(
-        science_variance=variances[0], reference_variance=variances[1],
-        science_sigma=backgrounds.science.median_rms, reference_sigma=backgrounds.reference.median_rms,
-        science_fwhm=psfs.science.fwhm, reference_fwhm=psfs.reference.fwhm,
-        science_psf=psfs.science.psf, reference_psf=psfs.reference.psf,
-        astrometric_sigma=aligned.astrometric_sigma, filled=_filled(aligned),
+        science_variance=variances[0],
+        reference_variance=variances[1],
+        science_sigma=backgrounds.science.median_rms,
+        reference_sigma=backgrounds.reference.median_rms,
+        science_fwhm=psfs.science.fwhm,
+        reference_fwhm=psfs.reference.fwhm,
+        science_psf=psfs.science.psf,
+        reference_psf=psfs.reference.psf,
+        astrometric_sigma=aligned.astrometric_sigma,
+        filled=_filled(aligned),
     )
-    raw = kernel_subtract(backgrounds.reference_out, backgrounds.science_out, stars=aligned.reference_stars,
-                          inputs=measured,
-                          options=KernelOptions(**(options.subtract.kernel or {}), dtype=dtype, **common))
-    metrics = dict(scorr_robust_std=raw.detection_std, mask_radius=raw.mask_radius, convolved=raw.convolved,
-                   kernel_flux_ratio=raw.flux_ratio, kernel_degree=raw.model.degree,
-                   kernel_half_width=raw.model.half_width, n_stamps_used=raw.n_stamps_used,
-                   n_stamps_rejected=raw.n_stamps_rejected, systematic_fraction=raw.detection_systematic,
-                   time_kernel_fit=raw.timings["select"] + raw.timings["systems"] + raw.timings["solve"])
+    raw = kernel_subtract(
+        backgrounds.reference_out,
+        backgrounds.science_out,
+        stars=aligned.reference_stars,
+        inputs=measured,
+        options=KernelOptions(**(options.subtract.kernel or {}), dtype=dtype, **common),
+    )
+    metrics = dict(
+        scorr_robust_std=raw.detection_std,
+        mask_radius=raw.mask_radius,
+        convolved=raw.convolved,
+        kernel_flux_ratio=raw.flux_ratio,
+        kernel_degree=raw.model.degree,
+        kernel_half_width=raw.model.half_width,
+        n_stamps_used=raw.n_stamps_used,
+        n_stamps_rejected=raw.n_stamps_rejected,
+        systematic_fraction=raw.detection_systematic,
+        time_kernel_fit=raw.timings["select"] + raw.timings["systems"] + raw.timings["solve"],
+    )
     return _Subtraction(raw, raw.D, None, raw.detection, None, None, None, raw.mask, metrics)
 
 
-def _subtract_classic(aligned, backgrounds, psfs, ratio, variances, options, dtype, common) -> _Subtraction:
+def _subtract_classic(
+    aligned, backgrounds, psfs, ratio, variances, options, dtype, common
+) -> _Subtraction:
     # The images carry their masks (combined inside) and the variance maps made for the subtraction.
     raw = classic_subtract(
         reference=backgrounds.reference_out.copy(variance=variances[1]),
         science=backgrounds.science_out.copy(variance=variances[0]),
-        reference_fwhm=psfs.reference.fwhm, science_fwhm=psfs.science.fwhm,
-        reference_sigma=backgrounds.reference.median_rms, science_sigma=backgrounds.science.median_rms,
-        flux_ratio=ratio, options=ClassicOptions(dtype=dtype, **common), repaired=_filled(aligned),
+        reference_fwhm=psfs.reference.fwhm,
+        science_fwhm=psfs.science.fwhm,
+        reference_sigma=backgrounds.reference.median_rms,
+        science_sigma=backgrounds.science.median_rms,
+        flux_ratio=ratio,
+        options=ClassicOptions(dtype=dtype, **common),
+        repaired=_filled(aligned),
     )
-    metrics = dict(scorr_robust_std=raw.significance_std, mask_radius=raw.mask_radius,
-                   kernel_sigma=raw.kernel_sigma, convolved=raw.convolved)
+    metrics = dict(
+        scorr_robust_std=raw.significance_std,
+        mask_radius=raw.mask_radius,
+        kernel_sigma=raw.kernel_sigma,
+        convolved=raw.convolved,
+    )
     return _Subtraction(raw, raw.D, None, raw.significance, None, None, None, raw.mask, metrics)
 
 
 # ----------------------------------------------------------------------------- difference
 
 
-def difference(reference, science, method: str = "zogy", *, align: bool = True, science_psf=None,
-               reference_psf=None, flux_ratio=None, allow_mismatch: bool = False, dtype=np.float32,
-               options: DifferenceOptions | None = None, **flat_options) -> DifferenceResult:
+def difference(
+    reference,
+    science,
+    method: str = "zogy",
+    *,
+    align: bool = True,
+    science_psf=None,
+    reference_psf=None,
+    flux_ratio=None,
+    allow_mismatch: bool = False,
+    dtype=np.float32,
+    options: DifferenceOptions | None = None,
+    **flat_options,
+) -> DifferenceResult:
     """Difference two images in one call: align, background, PSF, flux ratio, subtract.
 
     Parameters
@@ -906,16 +1153,37 @@ def difference(reference, science, method: str = "zogy", *, align: bool = True, 
     aligned = _timed(metrics, "align", _align_stage, inputs, align, opts)
     backgrounds = _timed(metrics, "background", _background_stage, inputs, aligned, opts, dtype)
     psfs = _timed(metrics, "psf", _psf_stage, inputs, aligned, backgrounds, opts, given_psfs, align)
-    ratio = _timed(metrics, "flux_ratio", _flux_ratio_stage, aligned, backgrounds, psfs, opts, flux_ratio)
-    sub = _timed(metrics, "subtract", _subtract_stage, method, aligned, backgrounds, psfs, ratio, opts, dtype)
+    ratio = _timed(
+        metrics, "flux_ratio", _flux_ratio_stage, aligned, backgrounds, psfs, opts, flux_ratio
+    )
+    sub = _timed(
+        metrics, "subtract", _subtract_stage, method, aligned, backgrounds, psfs, ratio, opts, dtype
+    )
     _check_calibration(metrics)
     quality = assess(metrics)
-    metrics.update(quality=quality.verdict, quality_reasons=quality.summary(),
-                   time_total=time.perf_counter() - started)
+    metrics.update(
+        quality=quality.verdict,
+        quality_reasons=quality.summary(),
+        time_total=time.perf_counter() - started,
+    )
     return DifferenceResult(
-        method=method, science=backgrounds.science_out, reference=backgrounds.reference_out, D=sub.D, S=sub.S,
-        S_corr=sub.S_corr, flux=sub.flux, flux_err=sub.flux_err, P_D=sub.P_D, science_psf=psfs.science,
-        reference_psf=psfs.reference, science_background=backgrounds.science,
-        reference_background=backgrounds.reference, mask=sub.mask, footprint=aligned.footprint,
-        wcs=inputs.reference.wcs, metrics=metrics, subtraction=sub.raw, quality=quality,
+        method=method,
+        science=backgrounds.science_out,
+        reference=backgrounds.reference_out,
+        D=sub.D,
+        S=sub.S,
+        S_corr=sub.S_corr,
+        flux=sub.flux,
+        flux_err=sub.flux_err,
+        P_D=sub.P_D,
+        science_psf=psfs.science,
+        reference_psf=psfs.reference,
+        science_background=backgrounds.science,
+        reference_background=backgrounds.reference,
+        mask=sub.mask,
+        footprint=aligned.footprint,
+        wcs=inputs.reference.wcs,
+        metrics=metrics,
+        subtraction=sub.raw,
+        quality=quality,
     )

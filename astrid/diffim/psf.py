@@ -38,8 +38,15 @@ from ..errors import AstridInputError, AstridPSFError, AstridWarning
 from .background import estimate_background
 from .stars import find_stars, prepare_data
 
-__all__ = ["PSFModel", "estimate_psf", "gaussian_psf", "psf_to_fft_origin", "measure_fwhm", "regularise_psf",
-           "regularise_psf_array"]
+__all__ = [
+    "PSFModel",
+    "estimate_psf",
+    "gaussian_psf",
+    "psf_to_fft_origin",
+    "measure_fwhm",
+    "regularise_psf",
+    "regularise_psf_array",
+]
 
 _MIN_SIZE = 25
 _PSF_SNR = 20.0
@@ -137,7 +144,10 @@ class PSFModel:
         """Fractional change of the PSF's width at pixel ``(x, y)`` against the stack of all stars (0: constant PSF)."""
         if not self.varies:
             return 0.0
-        return float(_basis(*_field_coordinates(x, y, self.image_shape), self.degree) @ self.width_coefficients)
+        return float(
+            _basis(*_field_coordinates(x, y, self.image_shape), self.degree)
+            @ self.width_coefficients
+        )
 
     @classmethod
     def from_array(cls, psf, name: str = "psf") -> "PSFModel":
@@ -162,11 +172,17 @@ class PSFModel:
         try:
             arr = np.asarray(psf, dtype=float)
         except (TypeError, ValueError) as exc:
-            raise AstridPSFError(f"{name}: a PSF must be a 2-D array of numbers, got {type(psf).__name__} ({exc})") from exc
+            raise AstridPSFError(
+                f"{name}: a PSF must be a 2-D array of numbers, got {type(psf).__name__} ({exc})"
+            ) from exc
         if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] % 2 == 0:
-            raise AstridPSFError(f"{name}: a PSF must be a square array of odd size, got shape {arr.shape}")
+            raise AstridPSFError(
+                f"{name}: a PSF must be a square array of odd size, got shape {arr.shape}"
+            )
         if not np.isfinite(arr).all():
-            raise AstridPSFError(f"{name}: the PSF has {int((~np.isfinite(arr)).sum())} non-finite (or masked) values")
+            raise AstridPSFError(
+                f"{name}: the PSF has {int((~np.isfinite(arr)).sum())} non-finite (or masked) values"
+            )
         total = arr.sum()
         if not total > 0:
             raise AstridPSFError(f"{name}: the PSF sums to {total}, it must be positive")
@@ -375,20 +391,27 @@ def _recentre(psf: np.ndarray, fwhm: float) -> np.ndarray:
         if abs(dx) < 1e-3 and abs(dy) < 1e-3:
             break
         padded = np.pad(psf, pad)[None]
-        psf = _fourier_shift(padded, np.array([dx]), np.array([dy]))[0, pad : pad + n, pad : pad + n]
+        psf = _fourier_shift(padded, np.array([dx]), np.array([dy]))[
+            0, pad : pad + n, pad : pad + n
+        ]
     return psf
 
 
 def _field_coordinates(x, y, shape):
     """Pixel positions scaled to [-1, 1] over an image of ``shape``."""
     ny, nx = shape
-    return (2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0, 2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0)
+    return (
+        2.0 * np.asarray(x, float) / max(nx - 1, 1) - 1.0,
+        2.0 * np.asarray(y, float) / max(ny - 1, 1) - 1.0,
+    )
 
 
 def _basis(u, v, degree):
     """Polynomial terms u^i v^j, i + j <= degree, along the last axis (1, u, v, u², uv, v², ...)."""
     u, v = np.asarray(u, float), np.asarray(v, float)
-    return np.stack([u**i * v ** (d - i) for d in range(degree + 1) for i in range(d, -1, -1)], axis=-1)
+    return np.stack(
+        [u**i * v ** (d - i) for d in range(degree + 1) for i in range(d, -1, -1)], axis=-1
+    )
 
 
 def _width_template(psf: np.ndarray) -> np.ndarray:
@@ -453,7 +476,9 @@ def _as_array(value, shape, name):
     if arr.ndim == 0:
         return arr
     if arr.shape != tuple(shape):
-        raise AstridInputError(f"{name}: shape {arr.shape} does not match data shape {tuple(shape)}")
+        raise AstridInputError(
+            f"{name}: shape {arr.shape} does not match data shape {tuple(shape)}"
+        )
     return arr
 
 
@@ -607,8 +632,16 @@ def estimate_psf(
     request = request if request is not None else PSFRequest()
     if not isinstance(request, PSFRequest):
         raise AstridInputError(f"request must be a PSFRequest, got {type(request).__name__}")
-    request = _Request(request.size, request.min_stars, request.max_stars, saturation, fwhm,
-                       request.degree, seeing, star_positions)
+    request = _Request(
+        request.size,
+        request.min_stars,
+        request.max_stars,
+        saturation,
+        fwhm,
+        request.degree,
+        seeing,
+        star_positions,
+    )
     model = _estimate_psf(data, mask, background, rms, stars, request, info)
     if not info.get("annotated"):
         model.n_usable = int(info.get("n_usable", model.n_stars))
@@ -638,7 +671,8 @@ class _Request:
             size = int(size) + 1 - int(size) % 2
         if self.min_stars < 1 or self.max_stars < 1:
             raise AstridInputError(
-                f"min_stars and max_stars must be positive, got {self.min_stars}, {self.max_stars}")
+                f"min_stars and max_stars must be positive, got {self.min_stars}, {self.max_stars}"
+            )
         if self.degree not in (0, 1, 2, "auto"):
             raise AstridInputError(f"degree: must be 0, 1, 2 or 'auto', got {self.degree!r}")
         if seeing is not None:
@@ -647,7 +681,9 @@ class _Request:
             except (TypeError, ValueError):
                 seeing = float("nan")
             if not (math.isfinite(seeing) and seeing > 0):
-                raise AstridInputError(f"seeing: must be a positive number of pixels, got {seeing!r}")
+                raise AstridInputError(
+                    f"seeing: must be a positive number of pixels, got {seeing!r}"
+                )
         if positions is not None:
             positions = np.asarray(positions, dtype=float).reshape(-1, 2)
         return replace(self, size=size, seeing=seeing, star_positions=positions)
@@ -674,10 +710,18 @@ def _given_stars(stars, req: _Request):
     """A caller's star table, or None when it must be searched again (with the seeing prior)."""
     if stars is None:
         return None
-    if not {"x", "y", "snr", "fwhm", "roundness", "saturated", "masked", "isolated"} <= set(stars.colnames):
+    if not {"x", "y", "snr", "fwhm", "roundness", "saturated", "masked", "isolated"} <= set(
+        stars.colnames
+    ):
         raise AstridInputError("stars: must be a table from astrid.find_stars")
-    if req.fwhm is None and req.seeing is not None and stars.meta.get("stellar_locus") is False and not (
-            1.0 / _PRIOR_TOLERANCE <= float(stars.meta["fwhm"]) / req.seeing <= _PRIOR_TOLERANCE):
+    if (
+        req.fwhm is None
+        and req.seeing is not None
+        and stars.meta.get("stellar_locus") is False
+        and not (
+            1.0 / _PRIOR_TOLERANCE <= float(stars.meta["fwhm"]) / req.seeing <= _PRIOR_TOLERANCE
+        )
+    ):
         # Found without the prior (by the alignment), on sources that are no stars and a width
         # far from the header's: search again with the prior.
         return None
@@ -707,25 +751,48 @@ def _estimate_psf(data, mask, background, rms, stars, req: _Request, info) -> PS
     background, rms = _sky(data, bad, background, rms)
     stars = _given_stars(stars, req)
     if stars is None:
-        stars = find_stars(data, bad, background=background, rms=rms, fwhm=req.fwhm, saturation=req.saturation,
-                           seeing=req.seeing)
+        stars = find_stars(
+            data,
+            bad,
+            background=background,
+            rms=rms,
+            fwhm=req.fwhm,
+            saturation=req.saturation,
+            seeing=req.seeing,
+        )
 
         def fallback(*args):
             return _fallback(*args, stacklevel=5)
     else:
+
         def fallback(*args):
             # Too few usable PSF stars in the given list (measured elsewhere, e.g. on the
             # science image's own grid, where the S/N is not inflated by resampling):
             # search this image before falling back to a Gaussian.
             info["annotated"] = True
-            return estimate_psf(data, bad, background, rms,
-                                request=PSFRequest(req.size, req.min_stars, req.max_stars, req.degree),
-                                saturation=req.saturation, fwhm=req.fwhm, seeing=req.seeing,
-                                star_positions=req.star_positions)
+            return estimate_psf(
+                data,
+                bad,
+                background,
+                rms,
+                request=PSFRequest(req.size, req.min_stars, req.max_stars, req.degree),
+                saturation=req.saturation,
+                fwhm=req.fwhm,
+                seeing=req.seeing,
+                star_positions=req.star_positions,
+            )
+
     size, min_stars = req.size, req.min_stars
     fwhm_known, pixelized = _image_fwhm(stars, req, info)
     if len(stars) == 0 or fwhm_known is None:
-        return fallback(fwhm_known, size, 0, min_stars, f"{len(stars)} stars detected, none measurable", pixelized)
+        return fallback(
+            fwhm_known,
+            size,
+            0,
+            min_stars,
+            f"{len(stars)} stars detected, none measurable",
+            pixelized,
+        )
 
     n = size if size is not None else default_size(fwhm_known)
     idx, fwhm_known = _psf_stars(bad, stars, n, fwhm_known, req, info)
@@ -736,7 +803,9 @@ def _estimate_psf(data, mask, background, rms, stars, req: _Request, info) -> PS
 
     norm_radius = max(_NORM_RADIUS_FWHM * fwhm_known, 2.0)
     x, y = np.asarray(stars["x"]), np.asarray(stars["y"])
-    stamps, norms = _cut_stamps(data, background, x[idx].astype(float), y[idx].astype(float), n, norm_radius)
+    stamps, norms = _cut_stamps(
+        data, background, x[idx].astype(float), y[idx].astype(float), n, norm_radius
+    )
     stamps = stamps[norms > 0]
     psf = None
     if len(stamps) >= _MIN_FWHM_STARS:
@@ -770,7 +839,10 @@ def _psf_stars(bad, stars, n, fwhm_known, req: _Request, info):
         & ~np.asarray(stars["saturated"])
         & ~np.asarray(stars["masked"])
         & np.asarray(stars["isolated"])
-        & (x >= margin) & (x <= nx - 1 - margin) & (y >= margin) & (y <= ny - 1 - margin)
+        & (x >= margin)
+        & (x <= nx - 1 - margin)
+        & (y >= margin)
+        & (y <= ny - 1 - margin)
         & np.isfinite(np.asarray(stars["fwhm"]))
         & np.isfinite(np.asarray(stars["roundness"]))
     )
@@ -788,8 +860,9 @@ def _psf_stars(bad, stars, n, fwhm_known, req: _Request, info):
         positions = req.star_positions
         ok = np.isfinite(positions).all(axis=1)
         if ok.any():
-            dist, _ = cKDTree(positions[ok]).query(np.column_stack([x, y]),
-                                                   distance_upper_bound=max(2.0, 0.5 * fwhm_known))
+            dist, _ = cKDTree(positions[ok]).query(
+                np.column_stack([x, y]), distance_upper_bound=max(2.0, 0.5 * fwhm_known)
+            )
             cand &= np.isfinite(dist)
         else:
             cand[:] = False
@@ -801,11 +874,14 @@ def _psf_stars(bad, stars, n, fwhm_known, req: _Request, info):
         warnings.warn(
             f"estimate_psf: {info['note']}; the PSF built from them is probably a galaxy's, not the stars' "
             f"(FWHM {fwhm_known:.2f} px): pass fwhm= or seeing= (pixels), star_positions=, or a PSF of your own",
-            AstridWarning, stacklevel=4,
+            AstridWarning,
+            stacklevel=4,
         )
     # Shape cuts around the image's FWHM (the star finder's cluster of widths, which
     # cosmic rays, trails and galaxies do not pull): only point sources stay.
-    cand &= (np.abs(widths / fwhm_known - 1.0) <= _MAX_WIDTH_DEVIATION) & (roundness <= _MAX_ROUNDNESS)
+    cand &= (np.abs(widths / fwhm_known - 1.0) <= _MAX_WIDTH_DEVIATION) & (
+        roundness <= _MAX_ROUNDNESS
+    )
     if cand.sum() >= 5:
         for v, floor, one_sided in ((widths, 0.1 * fwhm_known, False), (roundness, 0.05, True)):
             med = np.median(v[cand])
@@ -813,7 +889,9 @@ def _psf_stars(bad, stars, n, fwhm_known, req: _Request, info):
             tol = max(3.0 * mad, floor)
             cand &= (v <= med + tol) if one_sided else (np.abs(v - med) <= tol)
     idx = np.flatnonzero(cand)
-    return idx[np.argsort(-np.asarray(stars["snr"])[idx], kind="stable")][:req.max_stars], fwhm_known
+    return idx[np.argsort(-np.asarray(stars["snr"])[idx], kind="stable")][
+        : req.max_stars
+    ], fwhm_known
 
 
 def _with_varying_width(model: PSFModel, shape, xy, stamps, norm_radius, degree) -> PSFModel:
@@ -864,7 +942,9 @@ def regularise_psf(model):
     clean, sigma = regularise_psf_array(psf)
     if clean is psf:  # nothing to measure the noise on: unchanged
         return model, sigma
-    return replace(model, psf=clean, fwhm=measure_fwhm(clean), method=f"{model.method}+regularised"), sigma
+    return replace(
+        model, psf=clean, fwhm=measure_fwhm(clean), method=f"{model.method}+regularised"
+    ), sigma
 
 
 def moffat_wings(psf: np.ndarray, r: np.ndarray, fwhm: float):
@@ -887,7 +967,7 @@ def moffat_wings(psf: np.ndarray, r: np.ndarray, fwhm: float):
     x, y, w = radii[use], profile[use], counts[use]  # ring-mean noise ∝ 1/√pixels: weights ∝ pixels
     alpha = np.geomspace(0.25 * max(fwhm, 0.5), 4.0 * max(fwhm, 0.5), 60)[:, None, None]
     beta = np.linspace(1.05, 8.0, 70)[None, :, None]
-    shape = (1.0 + (x / alpha) ** 2) ** (-beta)                          # (60, 70, n_r)
+    shape = (1.0 + (x / alpha) ** 2) ** (-beta)  # (60, 70, n_r)
     sw, swy = w.sum(), (w * y).sum()
     swb, swbb, swby = (w * shape).sum(-1), (w * shape * shape).sum(-1), (w * shape * y).sum(-1)
     det = swbb * sw - swb**2

@@ -130,9 +130,13 @@ def _two_sided(check, value, warn, fail, what) -> QualityReason:
     """A ratio that should be near 1: warn or fail beyond a factor either way."""
     off = max(value, 1.0 / value) if value > 0 else math.inf
     if off > fail:
-        return QualityReason(check, "fail", float(value), fail, f"{what} is {value:.2f} (beyond a factor {fail:g})")
+        return QualityReason(
+            check, "fail", float(value), fail, f"{what} is {value:.2f} (beyond a factor {fail:g})"
+        )
     if off > warn:
-        return QualityReason(check, "warn", float(value), warn, f"{what} is {value:.2f} (beyond a factor {warn:g})")
+        return QualityReason(
+            check, "warn", float(value), warn, f"{what} is {value:.2f} (beyond a factor {warn:g})"
+        )
     return QualityReason(check, "pass", float(value), warn, f"{what} is {value:.2f}")
 
 
@@ -140,7 +144,13 @@ def _above(check, value, warn, fail, what, unit="") -> QualityReason:
     """A value that should be small: warn above ``warn``, fail above ``fail``."""
     for level, limit in (("fail", fail), ("warn", warn)):
         if value > limit:
-            return QualityReason(check, level, float(value), limit, f"{what} is {value:.3g}{unit} (above {limit:g}{unit})")
+            return QualityReason(
+                check,
+                level,
+                float(value),
+                limit,
+                f"{what} is {value:.3g}{unit} (above {limit:g}{unit})",
+            )
     return QualityReason(check, "pass", float(value), warn, f"{what} is {value:.3g}{unit}")
 
 
@@ -148,7 +158,9 @@ def _below(check, value, warn, fail, what) -> QualityReason:
     """A value that should be large: warn below ``warn``, fail below ``fail``."""
     for level, limit in (("fail", fail), ("warn", warn)):
         if value < limit:
-            return QualityReason(check, level, float(value), limit, f"{what} is {value:.3g} (below {limit:g})")
+            return QualityReason(
+                check, level, float(value), limit, f"{what} is {value:.3g} (below {limit:g})"
+            )
     return QualityReason(check, "pass", float(value), warn, f"{what} is {value:.3g}")
 
 
@@ -175,23 +187,50 @@ def assess(metrics: dict) -> Quality:
     if aligned:
         n_matched = int(metrics.get("n_matched", 0) or 0)
         if n_matched < ALIGN_MIN_MATCHED:
-            checks.append(QualityReason(
-                "align_matched", "fail", float(n_matched), ALIGN_MIN_MATCHED,
-                f"the alignment matched {n_matched} stars (fewer than {ALIGN_MIN_MATCHED}): the WCS was used "
-                "unchecked, and a wrong WCS leaves every star as a dipole"))
+            checks.append(
+                QualityReason(
+                    "align_matched",
+                    "fail",
+                    float(n_matched),
+                    ALIGN_MIN_MATCHED,
+                    f"the alignment matched {n_matched} stars (fewer than {ALIGN_MIN_MATCHED}): the WCS was used "
+                    "unchecked, and a wrong WCS leaves every star as a dipole",
+                )
+            )
         else:
-            checks.append(QualityReason("align_matched", "pass", float(n_matched), ALIGN_MIN_MATCHED,
-                                        f"the alignment matched {n_matched} stars"))
+            checks.append(
+                QualityReason(
+                    "align_matched",
+                    "pass",
+                    float(n_matched),
+                    ALIGN_MIN_MATCHED,
+                    f"the alignment matched {n_matched} stars",
+                )
+            )
         shift = metrics.get("align_shift")
         if _finite(shift) and shift > ALIGN_SUSPECT_SHIFT and n_matched < ALIGN_SUSPECT_STARS:
-            checks.append(QualityReason(
-                "align_shift", "warn", float(shift), ALIGN_SUSPECT_SHIFT,
-                f"the alignment corrected the WCS by {shift:.1f} px on only {n_matched} stars (fewer than "
-                f"{ALIGN_SUSPECT_STARS}): chance matches can fit any shift"))
+            checks.append(
+                QualityReason(
+                    "align_shift",
+                    "warn",
+                    float(shift),
+                    ALIGN_SUSPECT_SHIFT,
+                    f"the alignment corrected the WCS by {shift:.1f} px on only {n_matched} stars (fewer than "
+                    f"{ALIGN_SUSPECT_STARS}): chance matches can fit any shift",
+                )
+            )
         rms = metrics.get("align_rms")
         if _finite(rms):
-            checks.append(_above("align_rms", float(rms), ALIGN_RMS_WARN, ALIGN_RMS_FAIL,
-                                 "the RMS of the matched stars' residuals", " px"))
+            checks.append(
+                _above(
+                    "align_rms",
+                    float(rms),
+                    ALIGN_RMS_WARN,
+                    ALIGN_RMS_FAIL,
+                    "the RMS of the matched stars' residuals",
+                    " px",
+                )
+            )
     for side, name in (("sci", "science"), ("ref", "reference")):
         method = str(metrics.get(f"psf_method_{side}", "given"))
         if method.startswith("given"):
@@ -199,43 +238,97 @@ def assess(metrics: dict) -> Quality:
         locus = metrics.get(f"stellar_locus_{side}")
         note = str(metrics.get(f"psf_note_{side}", "") or "")
         if locus is False:
-            checks.append(QualityReason(
-                f"stellar_locus_{side}", "fail", 0.0, None,
-                f"the {name} PSF: {note or 'no stellar locus'}; it is probably a galaxy's"))
+            checks.append(
+                QualityReason(
+                    f"stellar_locus_{side}",
+                    "fail",
+                    0.0,
+                    None,
+                    f"the {name} PSF: {note or 'no stellar locus'}; it is probably a galaxy's",
+                )
+            )
         n_usable = metrics.get(f"psf_n_usable_{side}")
         if _finite(n_usable):
             n_usable = int(n_usable)
             if n_usable < PSF_STARS_FAIL:
-                checks.append(QualityReason(
-                    f"psf_stars_{side}", "fail", float(n_usable), PSF_STARS_FAIL,
-                    f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_FAIL}): its width is a "
-                    "guess or a few sources'"))
+                checks.append(
+                    QualityReason(
+                        f"psf_stars_{side}",
+                        "fail",
+                        float(n_usable),
+                        PSF_STARS_FAIL,
+                        f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_FAIL}): its width is a "
+                        "guess or a few sources'",
+                    )
+                )
             elif n_usable < PSF_STARS_WARN:
-                checks.append(QualityReason(
-                    f"psf_stars_{side}", "warn", float(n_usable), PSF_STARS_WARN,
-                    f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_WARN}): "
-                    f"{'a Gaussian of their width' if 'fallback' in method else 'a noisy stack'}"))
+                checks.append(
+                    QualityReason(
+                        f"psf_stars_{side}",
+                        "warn",
+                        float(n_usable),
+                        PSF_STARS_WARN,
+                        f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_WARN}): "
+                        f"{'a Gaussian of their width' if 'fallback' in method else 'a noisy stack'}",
+                    )
+                )
             else:
-                checks.append(QualityReason(f"psf_stars_{side}", "pass", float(n_usable), PSF_STARS_WARN,
-                                            f"the {name} PSF rests on {n_usable} stars"))
+                checks.append(
+                    QualityReason(
+                        f"psf_stars_{side}",
+                        "pass",
+                        float(n_usable),
+                        PSF_STARS_WARN,
+                        f"the {name} PSF rests on {n_usable} stars",
+                    )
+                )
         fwhm, seeing = metrics.get(f"fwhm_{side}"), metrics.get(f"seeing_{side}")
         if _finite(fwhm) and _finite(seeing) and seeing > 0:
-            checks.append(_two_sided(
-                f"fwhm_vs_seeing_{side}", float(fwhm) / float(seeing), SEEING_RATIO_WARN, SEEING_RATIO_FAIL,
-                f"the {name} PSF's FWHM ({float(fwhm):.2f} px) over the header's seeing ({float(seeing):.2f} px)"))
+            checks.append(
+                _two_sided(
+                    f"fwhm_vs_seeing_{side}",
+                    float(fwhm) / float(seeing),
+                    SEEING_RATIO_WARN,
+                    SEEING_RATIO_FAIL,
+                    f"the {name} PSF's FWHM ({float(fwhm):.2f} px) over the header's seeing ({float(seeing):.2f} px)",
+                )
+            )
     std = metrics.get("scorr_robust_std")
     if _finite(std):
-        checks.append(_two_sided("scorr_std", float(std), SCORR_STD_WARN, SCORR_STD_FAIL,
-                                 "the robust standard deviation of S_corr"))
+        checks.append(
+            _two_sided(
+                "scorr_std",
+                float(std),
+                SCORR_STD_WARN,
+                SCORR_STD_FAIL,
+                "the robust standard deviation of S_corr",
+            )
+        )
     epsilon = metrics.get("systematic_fraction")
     if _finite(epsilon):
-        checks.append(_above("epsilon", float(epsilon), EPSILON_WARN, EPSILON_FAIL,
-                             "the systematic fraction ε (the PSFs' relative error on bright stars)"))
+        checks.append(
+            _above(
+                "epsilon",
+                float(epsilon),
+                EPSILON_WARN,
+                EPSILON_FAIL,
+                "the systematic fraction ε (the PSFs' relative error on bright stars)",
+            )
+        )
     mask_fraction = metrics.get("mask_fraction")
     if _finite(mask_fraction):
-        checks.append(_below("valid_fraction", 1.0 - float(mask_fraction), VALID_WARN, VALID_FAIL,
-                             "the unmasked fraction of the result"))
-    reasons = sorted((c for c in checks if c.level != "pass"), key=lambda c: -_LEVELS.index(c.level))
+        checks.append(
+            _below(
+                "valid_fraction",
+                1.0 - float(mask_fraction),
+                VALID_WARN,
+                VALID_FAIL,
+                "the unmasked fraction of the result",
+            )
+        )
+    reasons = sorted(
+        (c for c in checks if c.level != "pass"), key=lambda c: -_LEVELS.index(c.level)
+    )
     verdict = reasons[0].level if reasons else "pass"
     return Quality(verdict=verdict, reasons=reasons, checks=checks)
 

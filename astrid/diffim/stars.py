@@ -330,9 +330,8 @@ def upsample_mesh(mesh, box, ny, nx):
             ix = min(max(int(math.floor(gx)), 0), max(mx - 2, 0))
             fx = min(max(gx - ix, 0.0), 1.0) if mx > 1 else 0.0
             ix1 = min(ix + 1, mx - 1)
-            out[i, j] = (
-                (1 - fy) * ((1 - fx) * mesh[iy, ix] + fx * mesh[iy, ix1])
-                + fy * ((1 - fx) * mesh[iy1, ix] + fx * mesh[iy1, ix1])
+            out[i, j] = (1 - fy) * ((1 - fx) * mesh[iy, ix] + fx * mesh[iy, ix1]) + fy * (
+                (1 - fx) * mesh[iy1, ix] + fx * mesh[iy1, ix1]
             )
     return out
 
@@ -349,6 +348,7 @@ def _fill_mesh(mesh: np.ndarray) -> np.ndarray:
     mesh = mesh.copy()
     if not np.isfinite(mesh).any():
         return mesh
+
     def finite_median(values):
         values = values[np.isfinite(values)]
         return np.median(values) if values.size else np.nan
@@ -392,7 +392,9 @@ def _as_map(value, shape, name: str) -> np.ndarray:
     if arr.ndim == 0:
         return arr.reshape(1, 1)
     if arr.shape != tuple(shape):
-        raise AstridInputError(f"{name}: shape {arr.shape} does not match data shape {tuple(shape)}")
+        raise AstridInputError(
+            f"{name}: shape {arr.shape} does not match data shape {tuple(shape)}"
+        )
     return np.ascontiguousarray(arr)
 
 
@@ -410,7 +412,11 @@ def prepare_data(data, mask, name: str = "data", purpose: str = ""):
         # An Image or (data, mask) pair, through the one normaliser; its own mask counts. (Paths
         # are not read here: these array-level functions refuse a string as before.)
         image = as_image(data, name)
-        mask = image.mask if mask is None else np.asarray(mask, dtype=bool) | np.asarray(image.mask, dtype=bool)
+        mask = (
+            image.mask
+            if mask is None
+            else np.asarray(mask, dtype=bool) | np.asarray(image.mask, dtype=bool)
+        )
         data = image.data
     ma_mask = None
     if isinstance(data, np.ma.MaskedArray):
@@ -423,8 +429,11 @@ def prepare_data(data, mask, name: str = "data", purpose: str = ""):
         raise AstridInputError(f"{name}: cannot be read as an array ({exc})") from exc
     if data.ndim != 2:
         raise AstridInputError(f"{name}: must be a 2-D array, got shape {data.shape}")
-    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)
-            or data.dtype == np.bool_):
+    if not (
+        np.issubdtype(data.dtype, np.floating)
+        or np.issubdtype(data.dtype, np.integer)
+        or data.dtype == np.bool_
+    ):
         raise AstridInputError(f"{name}: must be a real-valued array, got dtype {data.dtype}")
     if not np.issubdtype(data.dtype, np.floating):
         data = data.astype(np.float32)
@@ -435,18 +444,24 @@ def prepare_data(data, mask, name: str = "data", purpose: str = ""):
             mask = np.ma.getdata(mask) | np.ma.getmaskarray(mask)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != data.shape:
-            raise AstridInputError(f"mask: shape {mask.shape} does not match {name} shape {data.shape}")
+            raise AstridInputError(
+                f"mask: shape {mask.shape} does not match {name} shape {data.shape}"
+            )
         bad |= mask
     if ma_mask is not None:
         bad |= ma_mask
     if bad.all():
         n_finite = int(finite.sum())
         if n_finite:
-            why = (f"{100.0 * n_finite / data.size:.1f} % of its pixels are finite, "
-                   "but every one of them is masked (mask, numpy.ma mask or saturation)")
+            why = (
+                f"{100.0 * n_finite / data.size:.1f} % of its pixels are finite, "
+                "but every one of them is masked (mask, numpy.ma mask or saturation)"
+            )
         else:
             why = f"all {data.size} pixels are NaN or inf"
-        raise AstridInputError(f"{name}: no finite, unmasked pixels{' ' + purpose if purpose else ''} ({why})")
+        raise AstridInputError(
+            f"{name}: no finite, unmasked pixels{' ' + purpose if purpose else ''} ({why})"
+        )
     return data, bad
 
 
@@ -519,7 +534,11 @@ def _on_lines(meas: np.ndarray, roundness: np.ndarray, candidates: np.ndarray) -
 
 def clean_stars(stars) -> np.ndarray:
     """True for the rows of a :func:`find_stars` table that are isolated, unsaturated and unmasked."""
-    return np.asarray(stars["isolated"]) & ~np.asarray(stars["saturated"]) & ~np.asarray(stars["masked"])
+    return (
+        np.asarray(stars["isolated"])
+        & ~np.asarray(stars["saturated"])
+        & ~np.asarray(stars["masked"])
+    )
 
 
 def _roundness(meas: np.ndarray) -> np.ndarray:
@@ -571,8 +590,14 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
     order = np.argsort(widths[finite], kind="stable")
     v = widths[finite][order]
     rnd = np.nan_to_num(roundness[finite][order], nan=1.0)
-    out = {"fwhm": float("nan"), "n": 0, "source": "densest", "roundness": float("nan"), "stellar": False,
-           "reason": "no clean source with S/N > 20 to measure the stars' width on"}
+    out = {
+        "fwhm": float("nan"),
+        "n": 0,
+        "source": "densest",
+        "roundness": float("nan"),
+        "stellar": False,
+        "reason": "no clean source with S/N > 20 to measure the stars' width on",
+    }
     if v.size == 0:
         return out
     ends, counts = _clusters(v)
@@ -580,8 +605,14 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
 
     def describe(i, source):
         members = slice(i, ends[i])
-        return {"fwhm": float(np.median(v[members])), "n": int(counts[i]), "source": source,
-                "roundness": float(np.median(rnd[members])), "stellar": True, "reason": ""}
+        return {
+            "fwhm": float(np.median(v[members])),
+            "n": int(counts[i]),
+            "source": source,
+            "roundness": float(np.median(rnd[members])),
+            "stellar": True,
+            "reason": "",
+        }
 
     chosen = describe(best, "densest")
     need = max(_LOCUS_MIN_STARS, int(math.ceil(_LOCUS_MIN_FRACTION * counts[best])))
@@ -593,36 +624,49 @@ def _stellar_locus(widths: np.ndarray, roundness: np.ndarray, prior: float | Non
         span = [i for i in narrower if v[i] <= v[i0] * _FWHM_CLUSTER]
         i = max(span, key=lambda k: counts[k])
         locus = describe(i, "locus")
-        if locus["fwhm"] * _FWHM_CLUSTER < chosen["fwhm"] and locus["roundness"] < chosen["roundness"] \
-                and locus["roundness"] <= _LOCUS_MAX_ROUNDNESS:
+        if (
+            locus["fwhm"] * _FWHM_CLUSTER < chosen["fwhm"]
+            and locus["roundness"] < chosen["roundness"]
+            and locus["roundness"] <= _LOCUS_MAX_ROUNDNESS
+        ):
             chosen = locus
     if prior is not None and np.isfinite(prior) and prior > 0:
         if not (1.0 / _PRIOR_TOLERANCE <= chosen["fwhm"] / prior <= _PRIOR_TOLERANCE):
             # A round sequence of stars outranks a header (which can be wrong); sources too
             # elongated to be stars do not, and the cluster at the prior's width replaces them.
-            near = [k for k in range(v.size) if counts[k] >= 3
-                    and 1.0 / _PRIOR_TOLERANCE <= np.median(v[k:ends[k]]) / prior <= _PRIOR_TOLERANCE
-                    and np.median(rnd[k:ends[k]]) <= _LOCUS_MAX_ROUNDNESS]
+            near = [
+                k
+                for k in range(v.size)
+                if counts[k] >= 3
+                and 1.0 / _PRIOR_TOLERANCE <= np.median(v[k : ends[k]]) / prior <= _PRIOR_TOLERANCE
+                and np.median(rnd[k : ends[k]]) <= _LOCUS_MAX_ROUNDNESS
+            ]
             if near and chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
                 chosen = describe(max(near, key=lambda k: counts[k]), "prior")
             else:
-                chosen["reason"] = (f"the stars' width {chosen['fwhm']:.2f} px disagrees with the expected "
-                                    f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}")
+                chosen["reason"] = (
+                    f"the stars' width {chosen['fwhm']:.2f} px disagrees with the expected "
+                    f"(header) FWHM {prior:.2f} px by more than a factor {_PRIOR_TOLERANCE}"
+                )
     rel = v / chosen["fwhm"]
     n_near = int(np.count_nonzero(np.abs(rel - 1.0) <= _LOCUS_NEAR))
     n_around = int(np.count_nonzero(np.abs(rel - 1.0) <= _LOCUS_AROUND))
     if chosen["roundness"] > _LOCUS_MAX_ROUNDNESS:
         chosen["stellar"] = False
-        chosen["reason"] = (f"no stellar locus: the most common width ({chosen['fwhm']:.2f} px, {chosen['n']} "
-                            f"sources) belongs to sources of median roundness {chosen['roundness']:.2f} "
-                            f"(above {_LOCUS_MAX_ROUNDNESS}: galaxies or trails, not stars), and no rounder, "
-                            "narrower sequence was found")
+        chosen["reason"] = (
+            f"no stellar locus: the most common width ({chosen['fwhm']:.2f} px, {chosen['n']} "
+            f"sources) belongs to sources of median roundness {chosen['roundness']:.2f} "
+            f"(above {_LOCUS_MAX_ROUNDNESS}: galaxies or trails, not stars), and no rounder, "
+            "narrower sequence was found"
+        )
     elif n_around >= _LOCUS_MIN_JUDGE and n_near < _LOCUS_MIN_PILEUP * n_around:
         chosen["stellar"] = False
-        chosen["reason"] = (f"no stellar locus: the widths do not pile up at {chosen['fwhm']:.2f} px as stars' do "
-                            f"({n_near} of the {n_around} sources within {100 * _LOCUS_AROUND:.0f} % of it lie "
-                            f"within {100 * _LOCUS_NEAR:.0f} %, fewer than {100 * _LOCUS_MIN_PILEUP:.0f} %): "
-                            "a smooth spread of sizes, as of galaxies")
+        chosen["reason"] = (
+            f"no stellar locus: the widths do not pile up at {chosen['fwhm']:.2f} px as stars' do "
+            f"({n_near} of the {n_around} sources within {100 * _LOCUS_AROUND:.0f} % of it lie "
+            f"within {100 * _LOCUS_NEAR:.0f} %, fewer than {100 * _LOCUS_MIN_PILEUP:.0f} %): "
+            "a smooth spread of sizes, as of galaxies"
+        )
     return chosen
 
 
@@ -632,7 +676,9 @@ def _run_once(sub, bad, sat, has_sat, noise_map, threshold, fwhm, border):
     # White noise smoothed by a normalised kernel k drops by sqrt(sum k^2) (separable: squared).
     noise_factor = float(np.sum(kernel.astype(np.float64) ** 2))
     radius = max(2, int(round(0.8 * fwhm)))
-    ys, xs = _local_maxima(smooth, noise_map, noise_map.size == 1, threshold * noise_factor, radius, border)
+    ys, xs = _local_maxima(
+        smooth, noise_map, noise_map.size == 1, threshold * noise_factor, radius, border
+    )
     sigma_w = fwhm / GAUSSIAN_SIGMA_TO_FWHM
     r_ap = max(1.5 * fwhm, 2.0)
     meas = _measure(sub, bad, sat, has_sat, noise_map, noise_map.size == 1, ys, xs, sigma_w, r_ap)
@@ -672,7 +718,9 @@ def _noise_maps(data, bad, background, rms, name):
     if not rms_given and not noise_map.min() > 0:
         # A noiseless (simulated or constant) sky: any positive signal is significant.
         positive = noise_map[noise_map > 0]
-        floor = positive.min() if positive.size else 1e-6 * max(float(np.abs(data[~bad]).max()), 1e-30)
+        floor = (
+            positive.min() if positive.size else 1e-6 * max(float(np.abs(data[~bad]).max()), 1e-30)
+        )
         noise_map = np.maximum(noise_map, np.float32(floor))
 
     return bkg_map, noise_map
@@ -690,8 +738,11 @@ def _detect(arrays, threshold, fwhm, seeing):
         snr = meas[:, 2] / (meas[:, 10] * np.sqrt(np.maximum(meas[:, 4] - meas[:, 5], 1)))
         roundness = _roundness(meas)
         good = (
-            (snr > _FWHM_MIN_SNR) & (meas[:, 5] == 0) & (meas[:, 6] == 0)
-            & np.isfinite(star_fwhm) & (star_fwhm >= _MIN_STAR_FWHM)
+            (snr > _FWHM_MIN_SNR)
+            & (meas[:, 5] == 0)
+            & (meas[:, 6] == 0)
+            & np.isfinite(star_fwhm)
+            & (star_fwhm >= _MIN_STAR_FWHM)
             # Satellite trails and bleeds break into many elongated "sources" of one width.
             & (roundness < _MAX_FWHM_ROUNDNESS)
             # A neighbour inside the window inflates the moments, and the wider
@@ -740,8 +791,13 @@ def _table(meas, columns, image_fwhm, locus, max_stars, numbers):
     table.meta["fwhm_source"] = locus["source"] if n_fwhm >= 3 else "guess"
     table.meta["locus_roundness"] = locus["roundness"]
     table.meta["stellar_locus"] = bool(locus["stellar"] and n_fwhm >= 3)
-    table.meta["locus_reason"] = locus["reason"] if n_fwhm >= 3 else (
-        f"only {n_fwhm} clean sources with S/N > 20 share a width (need 3): the FWHM is the starting guess")
+    table.meta["locus_reason"] = (
+        locus["reason"]
+        if n_fwhm >= 3
+        else (
+            f"only {n_fwhm} clean sources with S/N > 20 share a width (need 3): the FWHM is the starting guess"
+        )
+    )
     table.meta["threshold"] = threshold
     table.meta["aperture_radius"] = r_ap
     table.meta["isolation_radius"] = isolation_radius
@@ -832,7 +888,7 @@ def find_stars(
         Data not 2-D, mismatched shapes, or no finite unmasked pixel.
     """
     # Errors name the image by its file when it has one.
-    name = (getattr(getattr(data, "meta", None), "path", None) or "data")
+    name = getattr(getattr(data, "meta", None), "path", None) or "data"
     data, bad = prepare_data(data, mask, name=name)
     if threshold <= 0:
         raise AstridInputError(f"threshold must be positive, got {threshold}")
@@ -851,14 +907,21 @@ def find_stars(
             sat = np.ascontiguousarray(np.asarray(data) >= saturation)
 
     meas, r_ap, star_fwhm, snr, roundness, image_fwhm, locus = _detect(
-        (sub, bad, sat, has_sat, noise_map), float(threshold), fwhm, seeing)
+        (sub, bad, sat, has_sat, noise_map), float(threshold), fwhm, seeing
+    )
     xy = meas[:, :2]
     if isolation_radius is None:
         isolation_radius = 3.0 * image_fwhm
     isolated = _isolated(xy, isolation_radius)
 
-    return _table(meas, (snr, star_fwhm, roundness, isolated), image_fwhm, locus, max_stars,
-                  (float(threshold), float(r_ap), float(isolation_radius)))
+    return _table(
+        meas,
+        (snr, star_fwhm, roundness, isolated),
+        image_fwhm,
+        locus,
+        max_stars,
+        (float(threshold), float(r_ap), float(isolation_radius)),
+    )
 
 
 def match_stars(xy1, xy2, radius: float = 2.0):

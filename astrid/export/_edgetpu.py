@@ -224,10 +224,10 @@ class EdgeTPUReport:
         lines = [
             f"Edge TPU static check of {self.path}: {verdict}",
             f"  operators: {len(self.ops)} ({n_tpu} on the Edge TPU, {len(self.cpu_ops)} on the CPU)",
-            "  graph: " + " -> ".join(
-                op.name + ("" if op.device == "edgetpu" else "[cpu]") for op in self.ops
-            ),
-            "  tensor types: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.tensor_types.items())),
+            "  graph: "
+            + " -> ".join(op.name + ("" if op.device == "edgetpu" else "[cpu]") for op in self.ops),
+            "  tensor types: "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(self.tensor_types.items())),
         ]
         for label, tensors in (("input", self.inputs), ("output", self.outputs)):
             for t in tensors:
@@ -289,7 +289,9 @@ class _Flatbuffer:
             self.subgraph = self.model.Subgraphs(0)
             self._op_names = _enum_names(tflite.BuiltinOperator)
             self._type_names = _enum_names(tflite.TensorType)
-            self.codes = [self.model.OperatorCodes(i) for i in range(self.model.OperatorCodesLength())]
+            self.codes = [
+                self.model.OperatorCodes(i) for i in range(self.model.OperatorCodesLength())
+            ]
             self.n_tensors = self.subgraph.TensorsLength()
             self.n_ops = self.subgraph.OperatorsLength()
         except AstridFileError:
@@ -335,7 +337,9 @@ class _Flatbuffer:
         q = self.tensor(i).Quantization()
         if q is None or q.ScaleIsNone() or q.ScaleLength() == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        return q.ScaleAsNumpy(), q.ZeroPointAsNumpy() if not q.ZeroPointIsNone() else np.zeros(0, np.int64)
+        return q.ScaleAsNumpy(), q.ZeroPointAsNumpy() if not q.ZeroPointIsNone() else np.zeros(
+            0, np.int64
+        )
 
     def tensor_name(self, i: int) -> str:
         name = self.tensor(i).Name()
@@ -353,10 +357,16 @@ class _Flatbuffer:
         )
 
     def inputs(self) -> list[int]:
-        return [int(v) for v in self.subgraph.InputsAsNumpy()] if self.subgraph.InputsLength() else []
+        return (
+            [int(v) for v in self.subgraph.InputsAsNumpy()] if self.subgraph.InputsLength() else []
+        )
 
     def outputs(self) -> list[int]:
-        return [int(v) for v in self.subgraph.OutputsAsNumpy()] if self.subgraph.OutputsLength() else []
+        return (
+            [int(v) for v in self.subgraph.OutputsAsNumpy()]
+            if self.subgraph.OutputsLength()
+            else []
+        )
 
     # operators -----------------------------------------------------------
     def op(self, j: int):
@@ -401,7 +411,9 @@ def _read(path: str | Path) -> tuple[Path, bytes]:
     return path, path.read_bytes()
 
 
-def read_io_details(model: str | Path | bytes, name: str | None = None) -> tuple[list[TensorInfo], list[TensorInfo]]:
+def read_io_details(
+    model: str | Path | bytes, name: str | None = None
+) -> tuple[list[TensorInfo], list[TensorInfo]]:
     """Inputs and outputs of a TFLite model, with their quantisation.
 
     Parameters
@@ -437,7 +449,9 @@ def _corrupt_as_file_error(name: str):
     except AstridFileError:
         raise
     except Exception as exc:
-        raise AstridFileError(f"{name}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})") from exc
+        raise AstridFileError(
+            f"{name}: damaged TFLite flatbuffer ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- #
@@ -556,24 +570,29 @@ def _static_checks(fb: _Flatbuffer) -> tuple[list[OpInfo], list[str], list[str],
     if bad_type:
         problems.append(
             f"{len(bad_type)} tensor(s) not int8/uint8 (nor int32 constants): "
-            + ", ".join(bad_type[:6]) + (" ..." if len(bad_type) > 6 else "")
+            + ", ".join(bad_type[:6])
+            + (" ..." if len(bad_type) > 6 else "")
         )
     if dynamic:
         problems.append(
             f"{len(dynamic)} tensor(s) with a dynamic size (-1 in the shape signature; the Edge TPU "
             "needs static shapes, export with batch_size=1): "
-            + ", ".join(dynamic[:4]) + (" ..." if len(dynamic) > 4 else "")
+            + ", ".join(dynamic[:4])
+            + (" ..." if len(dynamic) > 4 else "")
         )
     if big_rank:
         problems.append(
             f"{len(big_rank)} tensor(s) of more than 3 dimensions with a size other than 1 outside "
-            "the 3 innermost (batch must be 1): " + ", ".join(big_rank[:4])
+            "the 3 innermost (batch must be 1): "
+            + ", ".join(big_rank[:4])
             + (" ..." if len(big_rank) > 4 else "")
         )
     for i in graph_inputs:
         sig = fb.shape_signature(i)
         if sig and sig[0] != 1 and not any(s < 0 for s in sig):
-            problems.append(f"input {fb.tensor_name(i)!r} has batch {sig[0]}; the Edge TPU needs batch 1")
+            problems.append(
+                f"input {fb.tensor_name(i)!r} has batch {sig[0]}; the Edge TPU needs batch 1"
+            )
     return ops, problems, notes, tensor_types
 
 

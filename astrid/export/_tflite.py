@@ -158,7 +158,9 @@ def _with_card(model, path: Path):
     if card.get("calibration") is not None:
         from ..braai import Calibration
 
-        model.astrid_calibration = Calibration.from_dict(card["calibration"], f"{card_path}: calibration").to_dict()
+        model.astrid_calibration = Calibration.from_dict(
+            card["calibration"], f"{card_path}: calibration"
+        ).to_dict()
     return model
 
 
@@ -178,7 +180,9 @@ def load_keras_archive(path: Path):
     try:
         return _keras().saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises ValueError/OSError/zipfile errors alike
-        raise AstridFileError(f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from exc
+        raise AstridFileError(
+            f"{path}: cannot load the Keras model ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _check_keras_archive(path: Path) -> None:
@@ -192,13 +196,22 @@ def _check_keras_archive(path: Path) -> None:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         head = path.read_bytes()[:4]
-        kind = "an HDF5 file (load it with astrid.braai.load_braai or rename it .h5)" if head == b"\x89HDF" else (
-            "empty" if size == 0 else "truncated or not a zip archive")
-        raise AstridFileError(f"{path}: not a readable .keras archive: {kind} ({size} bytes; {exc})") from exc
+        kind = (
+            "an HDF5 file (load it with astrid.braai.load_braai or rename it .h5)"
+            if head == b"\x89HDF"
+            else ("empty" if size == 0 else "truncated or not a zip archive")
+        )
+        raise AstridFileError(
+            f"{path}: not a readable .keras archive: {kind} ({size} bytes; {exc})"
+        ) from exc
     except Exception as exc:  # zlib/CRC errors inside members
-        raise AstridFileError(f"{path}: damaged .keras archive ({size} bytes; {type(exc).__name__}: {exc})") from exc
+        raise AstridFileError(
+            f"{path}: damaged .keras archive ({size} bytes; {type(exc).__name__}: {exc})"
+        ) from exc
     if damaged is not None:
-        raise AstridFileError(f"{path}: damaged .keras archive (member {damaged!r} fails its CRC check)")
+        raise AstridFileError(
+            f"{path}: damaged .keras archive (member {damaged!r} fails its CRC check)"
+        )
     if "config.json" not in names:
         raise AstridFileError(
             f"{path}: not a complete .keras archive (missing ['config.json']; has {sorted(names)[:5]})"
@@ -463,9 +476,14 @@ class TFLiteRunner:
         Missing, corrupt or unloadable model.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None,
-                 interpreter: str | None = None, name: str | None = None,
-                 invoke_batch: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        num_threads: int | None = None,
+        interpreter: str | None = None,
+        name: str | None = None,
+        invoke_batch: int | None = None,
+    ):
         self.sidecar = None
         if isinstance(model, (bytes, bytearray)):
             self.name = name or "TFLite model (in memory)"
@@ -496,7 +514,9 @@ class TFLiteRunner:
             self.interpreter = cls(num_threads=self.num_threads, **kwargs)
             self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise AstridFileError(f"{self.name}: the TFLite interpreter cannot load it ({exc})") from exc
+            raise AstridFileError(
+                f"{self.name}: the TFLite interpreter cannot load it ({exc})"
+            ) from exc
         self.input = inputs[0]
         self.output = outputs[0]
         self._in_index = self.interpreter.get_input_details()[0]["index"]
@@ -520,7 +540,9 @@ class TFLiteRunner:
 
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
         if self.output.quantized and np.dtype(self.output.dtype).kind in "iu":
-            return ((y.astype(np.float32) - self.output.zero_point) * self.output.scale).astype(np.float32)
+            return ((y.astype(np.float32) - self.output.zero_point) * self.output.scale).astype(
+                np.float32
+            )
         return y.astype(np.float32, copy=False)
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
@@ -555,10 +577,12 @@ class TFLiteRunner:
         q = self._quantize(x)
         if self.dynamic_batch:
             step = self.invoke_batch
-            out = np.concatenate([
-                self._invoke(q[start : start + step]).reshape(min(step, n - start), -1)
-                for start in range(0, n, step)
-            ])
+            out = np.concatenate(
+                [
+                    self._invoke(q[start : start + step]).reshape(min(step, n - start), -1)
+                    for start in range(0, n, step)
+                ]
+            )
         else:
             b = self._batch
             pieces = []
@@ -664,7 +688,9 @@ class ExportReport:
     astrid_version: str = __version__
     tensorflow_version: str = ""
     io_dtype: str = "float32"
-    created_utc: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created_utc: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (the Edge TPU report nested as a dict)."""
@@ -684,11 +710,15 @@ class ExportReport:
         if self.num_calibration:
             lines.append(f"  calibrated on {self.num_calibration} triplets")
         if self.calibration_max_abs_diff is not None:
-            lines.append(f"  max |TFLite - Keras| on those triplets: {self.calibration_max_abs_diff:.3g}")
+            lines.append(
+                f"  max |TFLite - Keras| on those triplets: {self.calibration_max_abs_diff:.3g}"
+            )
         if self.edgetpu is not None:
             verdict = "passes" if self.edgetpu.passed else "fails"
-            lines.append(f"  Edge TPU static check {verdict}"
-                         + ("" if self.edgetpu.passed else ": " + "; ".join(self.edgetpu.problems[:3])))
+            lines.append(
+                f"  Edge TPU static check {verdict}"
+                + ("" if self.edgetpu.passed else ": " + "; ".join(self.edgetpu.problems[:3]))
+            )
         lines.append(f"  sidecar: {self.sidecar}")
         return "\n".join(lines)
 
@@ -701,8 +731,9 @@ def _nonfinite_kind(raw: np.ndarray) -> str:
     return "NaN/inf"
 
 
-def _calibration_inputs(representative: Any, norm: str, num: int, shape: tuple[int, ...],
-                        seed: int = 0) -> np.ndarray:
+def _calibration_inputs(
+    representative: Any, norm: str, num: int, shape: tuple[int, ...], seed: int = 0
+) -> np.ndarray:
     """Preprocessed calibration triplets, refused when int8 ranges calibrated on them would be degenerate."""
     from ..braai import no_data
 
@@ -716,8 +747,11 @@ def _calibration_inputs(representative: Any, norm: str, num: int, shape: tuple[i
     if hasattr(representative, "load"):
         representative = representative.load()
     if norm != "none":
-        raw = representative if hasattr(representative, "data_vars") else np.asarray(
-            getattr(representative, "values", representative))
+        raw = (
+            representative
+            if hasattr(representative, "data_vars")
+            else np.asarray(getattr(representative, "values", representative))
+        )
         empty, _ = no_data(raw)
         if empty.all():
             values = raw["triplets"].values if hasattr(raw, "data_vars") else raw
@@ -776,12 +810,19 @@ def _probe_inputs(calibration: np.ndarray, norm: str, n: int = 32, seed: int = 1
         synthetic = preprocess(raw, "rowwise" if norm == "none" else norm)
     else:
         spread = float(calibration.std()) or 1.0
-        synthetic = rng.normal(float(calibration.mean()), spread, size=(n, *shape)).astype(np.float32)
+        synthetic = rng.normal(float(calibration.mean()), spread, size=(n, *shape)).astype(
+            np.float32
+        )
     return np.concatenate([calibration, synthetic])
 
 
-def _check_not_constant(tflite_scores: np.ndarray, keras_scores: np.ndarray, step: float,
-                        name: str, num_calibration: int) -> None:
+def _check_not_constant(
+    tflite_scores: np.ndarray,
+    keras_scores: np.ndarray,
+    step: float,
+    name: str,
+    num_calibration: int,
+) -> None:
     """Refuse an int8 model that gives one score to inputs the Keras model tells apart."""
     keras_spread = float(np.ptp(keras_scores))
     if np.ptp(tflite_scores) == 0 and keras_spread > max(4 * step, CONSTANT_OUTPUT_SPREAD):

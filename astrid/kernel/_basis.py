@@ -15,7 +15,15 @@ import numpy as np
 
 from ..errors import AstridInputError
 
-__all__ = ["HOTPANTS_DEGREES", "HOTPANTS_SIGMAS", "Basis", "alard_lupton_basis", "delta_basis", "n_spatial", "spatial_terms"]
+__all__ = [
+    "HOTPANTS_DEGREES",
+    "HOTPANTS_SIGMAS",
+    "Basis",
+    "alard_lupton_basis",
+    "delta_basis",
+    "n_spatial",
+    "spatial_terms",
+]
 
 # HOTPANTS's default Gaussians (``-ng 3 6 0.70 4 1.50 2 3.00``): widths in pixels and the
 # degree of the polynomial in kernel coordinates that multiplies each.
@@ -111,14 +119,23 @@ def _build(kind, half_width, fy, fx, raw_y, raw_x) -> Basis:
     raw = [np.outer(fy[a], fx[b]) for a, b in zip(raw_y, raw_x)]
     transform = _normalised(raw)
     images = np.tensordot(transform, np.asarray(raw), axes=1)
-    return Basis(kind, int(half_width), images, np.ascontiguousarray(fy, dtype=np.float64),
-                 np.ascontiguousarray(fx, dtype=np.float64), np.asarray(raw_y, dtype=np.int64),
-                 np.asarray(raw_x, dtype=np.int64), transform)
+    return Basis(
+        kind,
+        int(half_width),
+        images,
+        np.ascontiguousarray(fy, dtype=np.float64),
+        np.ascontiguousarray(fx, dtype=np.float64),
+        np.asarray(raw_y, dtype=np.int64),
+        np.asarray(raw_x, dtype=np.int64),
+        transform,
+    )
 
 
 def _check_half_width(half_width) -> int:
     if int(half_width) != half_width or half_width < 1:
-        raise AstridInputError(f"half_width: the kernel needs an integer half-width of at least 1 px, got {half_width!r}")
+        raise AstridInputError(
+            f"half_width: the kernel needs an integer half-width of at least 1 px, got {half_width!r}"
+        )
     return int(half_width)
 
 
@@ -145,9 +162,13 @@ def alard_lupton_basis(half_width: int, sigmas=HOTPANTS_SIGMAS, degrees=HOTPANTS
     sigmas = [float(s) for s in np.atleast_1d(sigmas)]
     degrees = [int(d) for d in np.atleast_1d(degrees)]
     if len(sigmas) != len(degrees) or not sigmas:
-        raise AstridInputError(f"sigmas and degrees: need one degree per Gaussian, got {sigmas} and {degrees}")
+        raise AstridInputError(
+            f"sigmas and degrees: need one degree per Gaussian, got {sigmas} and {degrees}"
+        )
     if not all(math.isfinite(s) and s > 0 for s in sigmas) or min(degrees) < 0:
-        raise AstridInputError(f"sigmas must be positive and degrees >= 0, got {sigmas} and {degrees}")
+        raise AstridInputError(
+            f"sigmas must be positive and degrees >= 0, got {sigmas} and {degrees}"
+        )
     u = np.arange(-half_width, half_width + 1, dtype=np.float64)
     factors, raw_y, raw_x = [], [], []
     for sigma, degree in zip(sigmas, degrees):
@@ -180,6 +201,9 @@ def delta_basis(half_width: int) -> Basis:
     half_width = _check_half_width(half_width)
     size = 2 * half_width + 1
     deltas = np.eye(size)
-    pixels = [(half_width, half_width)] + [(iy, ix) for iy in range(size) for ix in range(size)
-                                           if (iy, ix) != (half_width, half_width)]
-    return _build("delta", half_width, deltas, deltas, [p[0] for p in pixels], [p[1] for p in pixels])
+    pixels = [(half_width, half_width)] + [
+        (iy, ix) for iy in range(size) for ix in range(size) if (iy, ix) != (half_width, half_width)
+    ]
+    return _build(
+        "delta", half_width, deltas, deltas, [p[0] for p in pixels], [p[1] for p in pixels]
+    )

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import AstridInputError
 from ..diffim.zogy import check_dtype as _check_dtype
 from ..diffim.zogy import check_positive as _check_positive
+from ..errors import AstridInputError
 from ._basis import HOTPANTS_DEGREES
 
 __all__ = ["MIN_STAMPS", "KernelInputs", "KernelOptions"]
@@ -38,8 +38,13 @@ def check_int(name, value, minimum, allow_auto=False):
     """``value`` as an int >= ``minimum`` (or "auto" where allowed); else an error naming ``name``."""
     if allow_auto and value == "auto":
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or int(value) != value or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < minimum
+    ):
         also = " or 'auto'" if allow_auto else ""
         raise AstridInputError(f"{name}: must be an integer >= {minimum}{also}, got {value!r}")
     return int(value)
@@ -188,15 +193,22 @@ class KernelOptions:
             object.__setattr__(self, name, value)
 
         put("dtype", _check_dtype(self.dtype))
-        for name, choices in (("basis", ("alard-lupton", "delta")), ("convolve", ("auto", "reference", "science")),
-                              ("fit_weights", ("sky", "full")), ("fit_region", ("stars", "image")),
-                              ("convolution", ("fft", "direct"))):
+        for name, choices in (
+            ("basis", ("alard-lupton", "delta")),
+            ("convolve", ("auto", "reference", "science")),
+            ("fit_weights", ("sky", "full")),
+            ("fit_region", ("stars", "image")),
+            ("convolution", ("fft", "direct")),
+        ):
             _check_choice(name, getattr(self, name), choices)
         put("degree", _check_degree("degree", self.degree, allow_auto=True))
         put("scale_degree", _check_degree("scale_degree", self.scale_degree))
         put("background_degree", _check_degree("background_degree", self.background_degree))
         put("half_width", check_int("half_width", self.half_width, 1, allow_auto=True))
-        put("stamp_half_width", check_int("stamp_half_width", self.stamp_half_width, 1, allow_auto=True))
+        put(
+            "stamp_half_width",
+            check_int("stamp_half_width", self.stamp_half_width, 1, allow_auto=True),
+        )
         put("max_stamps", check_int("max_stamps", self.max_stamps, MIN_STAMPS))
         put("max_iterations", check_int("max_iterations", self.max_iterations, 1))
         put("tile", check_int("tile", self.tile, 1))
@@ -206,18 +218,29 @@ class KernelOptions:
         if self.mask_radius is not None:
             put("mask_radius", check_int("mask_radius", self.mask_radius, 0))
         min_snr = self.min_snr
-        if isinstance(min_snr, bool) or not isinstance(min_snr, (int, float, np.integer, np.floating)) \
-                or not min_snr >= 0:
+        if (
+            isinstance(min_snr, bool)
+            or not isinstance(min_snr, (int, float, np.integer, np.floating))
+            or not min_snr >= 0
+        ):
             raise AstridInputError(f"min_snr: must be a number >= 0, got {min_snr!r}")
         systematic = self.systematic
-        if systematic != "auto" and (isinstance(systematic, (bool, str)) or not isinstance(
-                systematic, (int, float, np.integer, np.floating)) or not 0 <= systematic < 1):
-            raise AstridInputError(f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}")
+        if systematic != "auto" and (
+            isinstance(systematic, (bool, str))
+            or not isinstance(systematic, (int, float, np.integer, np.floating))
+            or not 0 <= systematic < 1
+        ):
+            raise AstridInputError(
+                f"systematic: must be 'auto' or a fraction in [0, 1), got {systematic!r}"
+            )
         if self.noise_correlation not in ("auto", True, False):
             raise AstridInputError(
-                f"noise_correlation: must be 'auto', True or False, got {self.noise_correlation!r}")
+                f"noise_correlation: must be 'auto', True or False, got {self.noise_correlation!r}"
+            )
         if isinstance(self.sigmas, str) and self.sigmas != "auto":
-            raise AstridInputError(f"sigmas: must be a sequence of widths or 'auto', got {self.sigmas!r}")
+            raise AstridInputError(
+                f"sigmas: must be a sequence of widths or 'auto', got {self.sigmas!r}"
+            )
 
 
 @dataclass(frozen=True, eq=False)

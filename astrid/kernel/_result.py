@@ -75,7 +75,9 @@ class KernelModel:
 
     def background_at(self, x, y) -> np.ndarray:
         """Differential background (in the target image's units) at pixel positions."""
-        return np.tensordot(self.background, spatial_terms(x, y, self.background_degree, self.shape), axes=1)
+        return np.tensordot(
+            self.background, spatial_terms(x, y, self.background_degree, self.shape), axes=1
+        )
 
     def grid(self, n: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Kernels on an ``n`` × ``n`` grid over the field: (xs, ys, kernels (n, n, 2r + 1, 2r + 1))."""

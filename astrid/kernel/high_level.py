@@ -29,17 +29,16 @@ from scipy import ndimage
 from scipy.special import erfinv
 
 from .. import _utils
-from ..diffim.inpaint import repair_isolated
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
-from ..errors import AstridInputError, AstridPSFError
+from ..diffim.inpaint import repair_isolated
 from ..diffim.zogy import as_aligned_pair as _as_aligned_pair
 from ..diffim.zogy import bad_pixels as _bad_pixels
-from ..diffim.zogy import check_dtype as _check_dtype
 from ..diffim.zogy import check_map as _check_map
 from ..diffim.zogy import check_mask_fraction as _check_mask_fraction
 from ..diffim.zogy import check_positive as _check_positive
 from ..diffim.zogy import estimate_noise_acf, robust_std
 from ..diffim.zogy import untrusted as _untrusted
+from ..errors import AstridInputError, AstridPSFError
 from ._basis import (
     HOTPANTS_SIGMAS,
     alard_lupton_basis,
@@ -96,7 +95,11 @@ def _noise_acf(image, bad, mode):
 def _unpack(image, role: str):
     """(data, mask, variance) of an Image or an array."""
     if hasattr(image, "data") and hasattr(image, "mask"):
-        return np.asarray(image.data), np.asarray(image.mask, bool), getattr(image, "variance", None)
+        return (
+            np.asarray(image.data),
+            np.asarray(image.mask, bool),
+            getattr(image, "variance", None),
+        )
     return image, None, None
 
 
@@ -109,7 +112,9 @@ def _star_positions(stars, role: str = "stars"):
     """
     if isinstance(stars, Table) or hasattr(stars, "colnames"):
         if "x" not in stars.colnames or "y" not in stars.colnames:
-            raise AstridInputError(f"{role}: a star table needs columns 'x' and 'y', got {stars.colnames}")
+            raise AstridInputError(
+                f"{role}: a star table needs columns 'x' and 'y', got {stars.colnames}"
+            )
         x = np.asarray(stars["x"], dtype=np.float64)
         y = np.asarray(stars["y"], dtype=np.float64)
         flux = np.asarray(stars["flux"], dtype=np.float64) if "flux" in stars.colnames else None
@@ -124,7 +129,9 @@ def _star_positions(stars, role: str = "stars"):
         return x, y, flux, snr, flagged
     xy = np.asarray(stars, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise AstridInputError(f"{role}: expected a star table or an (n, 2) array of x, y, got shape {xy.shape}")
+        raise AstridInputError(
+            f"{role}: expected a star table or an (n, 2) array of x, y, got shape {xy.shape}"
+        )
     return xy[:, 0], xy[:, 1], None, None, np.zeros(len(xy), bool)
 
 
@@ -152,8 +159,16 @@ def _select(stars: _Positions, bad, margin, half_check, spacing, max_stamps):
     skipped["edge"] = int(np.count_nonzero(ok & ~inside))
     idx = np.flatnonzero(inside)
     # Slices at the candidates: cheaper than a summed-area table of the whole image at 4096².
-    clean = np.array([not bad[yi[i] - half_check : yi[i] + half_check + 1,
-                              xi[i] - half_check : xi[i] + half_check + 1].any() for i in idx], dtype=bool)
+    clean = np.array(
+        [
+            not bad[
+                yi[i] - half_check : yi[i] + half_check + 1,
+                xi[i] - half_check : xi[i] + half_check + 1,
+            ].any()
+            for i in idx
+        ],
+        dtype=bool,
+    )
     skipped["bad_pixels"] = int(np.count_nonzero(~clean))
     idx = idx[clean]
     # Brightest first (given order when no flux is known), then drop stamps overlapping a brighter one.
@@ -162,7 +177,11 @@ def _select(stars: _Positions, bad, margin, half_check, spacing, max_stamps):
     kept = []
     taken = np.zeros((0, 2))
     for i in idx:
-        if taken.size and np.min(np.maximum(np.abs(taken[:, 0] - xi[i]), np.abs(taken[:, 1] - yi[i]))) < spacing:
+        if (
+            taken.size
+            and np.min(np.maximum(np.abs(taken[:, 0] - xi[i]), np.abs(taken[:, 1] - yi[i])))
+            < spacing
+        ):
             continue
         kept.append(i)
         taken = np.vstack([taken, [xi[i], yi[i]]])
@@ -205,20 +224,36 @@ def _image_stamps(T, sigma, bad, hs, r, min_snr, max_stamps):
     gx = np.arange(margin, nx - margin, step, dtype=np.int64)
     yy, xx = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
     skipped = {"bad_pixels": 0, "faint": 0}
-    clean = np.array([not bad[y - hs - r : y + hs + r + 1, x - hs - r : x + hs + r + 1].any() for y, x in zip(yy, xx)],
-                     dtype=bool)
+    clean = np.array(
+        [
+            not bad[y - hs - r : y + hs + r + 1, x - hs - r : x + hs + r + 1].any()
+            for y, x in zip(yy, xx)
+        ],
+        dtype=bool,
+    )
     skipped["bad_pixels"] = int(np.count_nonzero(~clean))
     yy, xx = yy[clean], xx[clean]
     npix = step * step
-    power = np.array([float(np.sum(np.square(T[y - hs : y + hs + 1, x - hs : x + hs + 1], dtype=np.float64)))
-                      for y, x in zip(yy, xx)]) / sigma**2
+    power = (
+        np.array(
+            [
+                float(
+                    np.sum(np.square(T[y - hs : y + hs + 1, x - hs : x + hs + 1], dtype=np.float64))
+                )
+                for y, x in zip(yy, xx)
+            ]
+        )
+        / sigma**2
+    )
     snr = np.sqrt(np.maximum(power - npix, 0.0))
     signal = snr >= min_snr
     skipped["faint"] = int(np.count_nonzero(~signal))
     yy, xx, snr = yy[signal], xx[signal], snr[signal]
     # _select keeps the most significant, round-robin over cells of the field, beyond max_stamps.
     none = np.zeros(len(yy), bool)
-    grid = _Positions(x=xx.astype(np.float64), y=yy.astype(np.float64), flux=snr, flagged=none, faint=none)
+    grid = _Positions(
+        x=xx.astype(np.float64), y=yy.astype(np.float64), flux=snr, flagged=none, faint=none
+    )
     ys, xs, more = _select(grid, bad, margin, 0, 1, max_stamps)
     skipped["beyond_max_stamps"] = more.get("beyond_max_stamps", 0)
     return ys, xs, skipped
@@ -227,10 +262,12 @@ def _image_stamps(T, sigma, bad, hs, r, min_snr, max_stamps):
 def _too_few(n_usable, need, degree, n_given, skipped, stamp, margin) -> str:
     """The message of the AstridPSFError for too few usable stars."""
     why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
-    return (f"kernel.subtract: {n_usable} stars usable for kernel stamps, at least {need} needed for a kernel of "
-            f"spatial degree {degree}; of {n_given} star positions given or found"
-            + (f", dropped: {why}" if why else "")
-            + f" (stamps of {stamp} px need {margin} px of clean pixels around the star)")
+    return (
+        f"kernel.subtract: {n_usable} stars usable for kernel stamps, at least {need} needed for a kernel of "
+        f"spatial degree {degree}; of {n_given} star positions given or found"
+        + (f", dropped: {why}" if why else "")
+        + f" (stamps of {stamp} px need {margin} px of clean pixels around the star)"
+    )
 
 
 def _stamp_width(image, ys, xs, half=_MEASURE_HALF_WIDTH) -> float:
@@ -334,7 +371,7 @@ def _poly_map(coefficients, degree, shape, dtype):
             t += 1
     U = u[:, None] ** np.arange(degree + 1)
     V = v[:, None] ** np.arange(degree + 1)
-    return ((V @ C).astype(dtype) @ U.T.astype(dtype))
+    return (V @ C).astype(dtype) @ U.T.astype(dtype)
 
 
 def _correlated_factor(kernels, acf):
@@ -380,10 +417,17 @@ def _target_psf(psf, sigma, name):
         out = np.outer(g, g)
     else:
         out = np.asarray(psf, dtype=np.float64)
-        if out.ndim != 2 or out.shape[0] != out.shape[1] or out.shape[0] % 2 == 0 or not np.isfinite(out).all() \
-                or not out.sum() > 0:
-            raise AstridInputError(f"{name}: must be a square, odd-sized, finite array with a positive sum, got "
-                                   f"shape {out.shape}")
+        if (
+            out.ndim != 2
+            or out.shape[0] != out.shape[1]
+            or out.shape[0] % 2 == 0
+            or not np.isfinite(out).all()
+            or not out.sum() > 0
+        ):
+            raise AstridInputError(
+                f"{name}: must be a square, odd-sized, finite array with a positive sum, got "
+                f"shape {out.shape}"
+            )
     return out / out.sum()
 
 
@@ -429,12 +473,20 @@ def _detection(num, var, model, P, systematic, stars, work, astrometric=(0.0, 0.
     near = ndimage.maximum_filter(np.abs(model), size=2 * half + 1)
     if systematic == "auto":
         ys, xs = stars
-        inside = (ys >= half) & (ys < num.shape[0] - half) & (xs >= half) & (xs < num.shape[1] - half)
+        inside = (
+            (ys >= half) & (ys < num.shape[0] - half) & (xs >= half) & (xs < num.shape[1] - half)
+        )
         ys, xs = ys[inside], xs[inside]
         sd = np.sqrt(np.maximum(var[ys, xs], np.finfo(work).tiny))
         offsets = range(-half, half + 1)
-        resid = np.max([np.abs(num[ys + dy, xs + dx]) / np.sqrt(np.maximum(var[ys + dy, xs + dx], 1e-30))
-                        for dy in offsets for dx in offsets], axis=0)
+        resid = np.max(
+            [
+                np.abs(num[ys + dy, xs + dx]) / np.sqrt(np.maximum(var[ys + dy, xs + dx], 1e-30))
+                for dy in offsets
+                for dx in offsets
+            ],
+            axis=0,
+        )
         flux = near[ys, xs] / sd
         epsilon = 0.0
         for floor in (_SYSTEMATIC_SNR, 20.0):
@@ -464,7 +516,10 @@ def _filter(kernel, shape, work):
     ny, nx = shape
     k = kernel.shape[-1]
     half = k // 2
-    fshape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    fshape = (
+        scipy.fft.next_fast_len(ny + k - 1, real=True),
+        scipy.fft.next_fast_len(nx + k - 1, real=True),
+    )
     G = scipy.fft.rfft2(np.asarray(kernel, dtype=work), s=fshape, workers=-1)
 
     def apply(image):
@@ -482,7 +537,10 @@ def _fft_same(image, kernels, work):
     ny, nx = image.shape
     k = kernels.shape[-1]
     half = k // 2
-    shape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    shape = (
+        scipy.fft.next_fast_len(ny + k - 1, real=True),
+        scipy.fft.next_fast_len(nx + k - 1, real=True),
+    )
     F = scipy.fft.rfft2(image, s=shape, workers=-1)
     out = np.empty((len(kernels), ny, nx), dtype=work)
     for i, kernel in enumerate(kernels):
@@ -503,7 +561,10 @@ def _convolve_terms(image, term_kernels, degree, work):
     ny, nx = image.shape
     k = term_kernels.shape[-1]
     half = k // 2
-    shape = (scipy.fft.next_fast_len(ny + k - 1, real=True), scipy.fft.next_fast_len(nx + k - 1, real=True))
+    shape = (
+        scipy.fft.next_fast_len(ny + k - 1, real=True),
+        scipy.fft.next_fast_len(nx + k - 1, real=True),
+    )
     F = scipy.fft.rfft2(image, s=shape, workers=-1)
     u = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(work)
     v = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(work)
@@ -611,8 +672,12 @@ def _check_inputs(inputs: KernelInputs, shape, maps):
         astrometric_sigma = tuple(float(v) for v in given_astrometric)
     except (TypeError, ValueError):
         astrometric_sigma = ()
-    if len(astrometric_sigma) != 2 or not all(math.isfinite(v) and v >= 0 for v in astrometric_sigma):
-        raise AstridInputError(f"astrometric_sigma: must be two finite numbers >= 0 (px), got {given_astrometric!r}")
+    if len(astrometric_sigma) != 2 or not all(
+        math.isfinite(v) and v >= 0 for v in astrometric_sigma
+    ):
+        raise AstridInputError(
+            f"astrometric_sigma: must be two finite numbers >= 0 (px), got {given_astrometric!r}"
+        )
     for name in ("science_psf", "reference_psf"):
         if getattr(inputs, name) is not None:
             _target_psf(getattr(inputs, name), 1.0, name)  # checked before the fit, used after it
@@ -621,7 +686,9 @@ def _check_inputs(inputs: KernelInputs, shape, maps):
     Vr = inputs.reference_variance if inputs.reference_variance is not None else r_var
     Vn = _check_map("science_variance", Vn, shape)
     Vr = _check_map("reference_variance", Vr, shape)
-    filled = None if inputs.filled is None else _check_map("filled", inputs.filled, shape).astype(bool)
+    filled = (
+        None if inputs.filled is None else _check_map("filled", inputs.filled, shape).astype(bool)
+    )
     return Vn, Vr, filled, astrometric_sigma
 
 
@@ -658,8 +725,10 @@ def _prepare(reference, science, mask, inputs: KernelInputs, dtype) -> tuple[_Im
         if value is None:
             value = robust_std(image, bad)
             if not (math.isfinite(value) and value > 0):
-                raise AstridInputError(f"{name}: the unmasked pixels have no measurable noise (robust std {value}); "
-                                       "pass it explicitly")
+                raise AstridInputError(
+                    f"{name}: the unmasked pixels have no measurable noise (robust std {value}); "
+                    "pass it explicitly"
+                )
         sig[name] = _check_positive(name, value)
     (N, R), repaired = repair_isolated((N, R), bad, (sig["science_sigma"], sig["reference_sigma"]))
     if repaired.any():
@@ -672,12 +741,30 @@ def _prepare(reference, science, mask, inputs: KernelInputs, dtype) -> tuple[_Im
     n_img = np.where(bad, 0, N).astype(work, copy=False)
     r_img = np.where(bad, 0, R).astype(work, copy=False)
     del N, R
-    var_n = (np.where(bad, 0, np.nan_to_num(Vn, nan=sig["science_sigma"] ** 2)).astype(work, copy=False)
-             if Vn is not None else None)
-    var_r = (np.where(bad, 0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(work, copy=False)
-             if Vr is not None else None)
-    images = _Images(science=n_img, reference=r_img, science_variance=var_n, reference_variance=var_r, sigma=sig,
-                     bad=bad, own=own, repaired=repaired, fwhm_given=fwhm_given, work=work)
+    var_n = (
+        np.where(bad, 0, np.nan_to_num(Vn, nan=sig["science_sigma"] ** 2)).astype(work, copy=False)
+        if Vn is not None
+        else None
+    )
+    var_r = (
+        np.where(bad, 0, np.nan_to_num(Vr, nan=sig["reference_sigma"] ** 2)).astype(
+            work, copy=False
+        )
+        if Vr is not None
+        else None
+    )
+    images = _Images(
+        science=n_img,
+        reference=r_img,
+        science_variance=var_n,
+        reference_variance=var_r,
+        sigma=sig,
+        bad=bad,
+        own=own,
+        repaired=repaired,
+        fwhm_given=fwhm_given,
+        work=work,
+    )
     return images, astrometric_sigma
 
 
@@ -692,18 +779,30 @@ def _positions(images: _Images, stars, min_snr) -> _Positions:
         # Not only the isolated stars: the brightest have detections in their wings, and without
         # them the kernel is extrapolated exactly where its errors show most (the stamp selection
         # keeps one stamp per neighbourhood, the brightest).
-        stars = find_stars(images.reference, mask=images.bad, background=0.0, rms=sig["reference_sigma"])
+        stars = find_stars(
+            images.reference, mask=images.bad, background=0.0, rms=sig["reference_sigma"]
+        )
     x, y, flux, snr, flagged = _star_positions(stars)
     if snr is None:
         # The stars' S/N on the image to convolve: 5×5 px sums against the sky noise.
-        inside = (np.isfinite(x) & np.isfinite(y) & (np.round(x) >= 2) & (np.round(x) < nx - 2)
-                  & (np.round(y) >= 2) & (np.round(y) < ny - 2))
+        inside = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (np.round(x) >= 2)
+            & (np.round(x) < nx - 2)
+            & (np.round(y) >= 2)
+            & (np.round(y) < ny - 2)
+        )
         xi = np.round(np.where(inside, x, 2)).astype(np.int64)
         yi = np.round(np.where(inside, y, 2)).astype(np.int64)
         # The S/N cut only needs an order of magnitude; both images' light counts.
         both = images.reference + images.science
-        sums = both[yi[:, None, None] + np.arange(-2, 3)[:, None], xi[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
-        snr = np.where(inside, sums / (5.0 * math.hypot(sig["science_sigma"], sig["reference_sigma"])), 0.0)
+        sums = both[
+            yi[:, None, None] + np.arange(-2, 3)[:, None], xi[:, None, None] + np.arange(-2, 3)
+        ].sum(axis=(1, 2))
+        snr = np.where(
+            inside, sums / (5.0 * math.hypot(sig["science_sigma"], sig["reference_sigma"])), 0.0
+        )
     faint = ~flagged & ~(snr >= min_snr)
     return _Positions(x=x, y=y, flux=flux, flagged=flagged | faint, faint=faint)
 
@@ -714,16 +813,36 @@ def _size_kernel(images: _Images, stars: _Positions, options: KernelOptions):
     n_given = len(stars.x)
     fwhm_given = images.fwhm_given
     # Widths first (a fixed box), to size the kernel and choose the image to convolve.
-    ys0, xs0, skipped0 = _select(stars, images.bad, _MEASURE_HALF_WIDTH + 1, _MEASURE_HALF_WIDTH,
-                                 _MEASURE_HALF_WIDTH, options.max_stamps)
+    ys0, xs0, skipped0 = _select(
+        stars,
+        images.bad,
+        _MEASURE_HALF_WIDTH + 1,
+        _MEASURE_HALF_WIDTH,
+        _MEASURE_HALF_WIDTH,
+        options.max_stamps,
+    )
     # Fitting on the whole image needs the stars only to size the kernel, and not even that with both widths given.
-    if len(ys0) < (MIN_STAMPS if options.fit_region == "stars" else 0 if len(fwhm_given) == 2 else 1):
-        raise AstridPSFError(_too_few(len(ys0), MIN_STAMPS, 0, n_given, skipped0, 2 * _MEASURE_HALF_WIDTH + 1,
-                                      _MEASURE_HALF_WIDTH))
+    if len(ys0) < (
+        MIN_STAMPS if options.fit_region == "stars" else 0 if len(fwhm_given) == 2 else 1
+    ):
+        raise AstridPSFError(
+            _too_few(
+                len(ys0),
+                MIN_STAMPS,
+                0,
+                n_given,
+                skipped0,
+                2 * _MEASURE_HALF_WIDTH + 1,
+                _MEASURE_HALF_WIDTH,
+            )
+        )
     width = {}
     for name, image in (("science_fwhm", images.science), ("reference_fwhm", images.reference)):
-        width[name] = (fwhm_given[name] / GAUSSIAN_SIGMA_TO_FWHM if name in fwhm_given
-                       else _stamp_width(image, ys0, xs0))
+        width[name] = (
+            fwhm_given[name] / GAUSSIAN_SIGMA_TO_FWHM
+            if name in fwhm_given
+            else _stamp_width(image, ys0, xs0)
+        )
     s_sci, s_ref = width["science_fwhm"], width["reference_fwhm"]
     if not (math.isfinite(s_sci) and math.isfinite(s_ref)):
         raise AstridPSFError(
@@ -739,7 +858,11 @@ def _size_kernel(images: _Images, stars: _Positions, options: KernelOptions):
     r = options.half_width
     if r == "auto":
         r = int(np.clip(math.ceil(_KERNEL_FWHM * fwhm_broad), 4, 15))
-    hs = options.stamp_half_width if options.stamp_half_width != "auto" else r + math.ceil(fwhm_broad)
+    hs = (
+        options.stamp_half_width
+        if options.stamp_half_width != "auto"
+        else r + math.ceil(fwhm_broad)
+    )
     if options.basis == "delta":
         kbasis = delta_basis(r)
     else:
@@ -759,7 +882,9 @@ def _plan(images: _Images, stars: _Positions, options: KernelOptions) -> _Plan:
         detection_stars = None
     else:
         T, _, _, _, sT, _ = images.roles(convolve)
-        ys, xs, skipped = _image_stamps(T, sT, images.bad, hs, r, options.min_snr, options.max_stamps)
+        ys, xs, skipped = _image_stamps(
+            T, sT, images.bad, hs, r, options.min_snr, options.max_stamps
+        )
         n_given = len(ys) + sum(skipped.values())
         # The stars (any S/N) are still where ε, the kernel's systematic error, is measured.
         x, y = stars.x, stars.y
@@ -769,18 +894,38 @@ def _plan(images: _Images, stars: _Positions, options: KernelOptions) -> _Plan:
     degree = options.degree
     auto_degree = degree == "auto"
     if auto_degree:
-        degree = 2 if n_usable >= _AUTO_DEGREE_STAMPS[0] else 1 if n_usable >= _AUTO_DEGREE_STAMPS[1] else 0
+        degree = (
+            2
+            if n_usable >= _AUTO_DEGREE_STAMPS[0]
+            else 1
+            if n_usable >= _AUTO_DEGREE_STAMPS[1]
+            else 0
+        )
     need = MIN_STAMPS * n_spatial(degree)
     if n_usable < need and options.fit_region == "image":
         why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
-        raise AstridPSFError(f"kernel.subtract: {n_usable} stamps with signal (S/N >= {options.min_snr:g}) on the "
-                             f"image grid, at least {need} needed for a kernel of spatial degree {degree}; of "
-                             f"{n_given} grid stamps of {2 * hs + 1} px, dropped: {why or 'none'}")
+        raise AstridPSFError(
+            f"kernel.subtract: {n_usable} stamps with signal (S/N >= {options.min_snr:g}) on the "
+            f"image grid, at least {need} needed for a kernel of spatial degree {degree}; of "
+            f"{n_given} grid stamps of {2 * hs + 1} px, dropped: {why or 'none'}"
+        )
     if n_usable < need:
         raise AstridPSFError(_too_few(n_usable, need, degree, n_given, skipped, 2 * hs + 1, hs + r))
-    return _Plan(convolve=convolve, r=r, hs=hs, basis=kbasis, s_sci=s_sci, s_ref=s_ref, ys=ys, xs=xs,
-                 skipped=skipped, detection_stars=detection_stars, n_given=n_given, degree=degree,
-                 auto_degree=auto_degree)
+    return _Plan(
+        convolve=convolve,
+        r=r,
+        hs=hs,
+        basis=kbasis,
+        s_sci=s_sci,
+        s_ref=s_ref,
+        ys=ys,
+        xs=xs,
+        skipped=skipped,
+        detection_stars=detection_stars,
+        n_given=n_given,
+        degree=degree,
+        auto_degree=auto_degree,
+    )
 
 
 def _stamp_systems(images: _Images, plan: _Plan, fit_weights) -> _Systems:
@@ -791,8 +936,12 @@ def _stamp_systems(images: _Images, plan: _Plan, fit_weights) -> _Systems:
     shape = images.shape
     n_usable = len(ys)
     kw = 2 * r + 1
-    core = J[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
-    core_t = T[ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)].sum(axis=(1, 2))
+    core = J[
+        ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)
+    ].sum(axis=(1, 2))
+    core_t = T[
+        ys[:, None, None] + np.arange(-2, 3)[:, None], xs[:, None, None] + np.arange(-2, 3)
+    ].sum(axis=(1, 2))
     positive = core_t > 0
     # A first guess of the scale for the weights: the stars' flux ratio in their cores.
     scale0 = float(np.median(core[positive] / core_t[positive])) if positive.any() else 1.0
@@ -804,7 +953,10 @@ def _stamp_systems(images: _Images, plan: _Plan, fit_weights) -> _Systems:
     VT_map = VT if VT is not None else np.broadcast_to(np.float64(sT**2), shape)
     VJ_map = VJ if VJ is not None else np.broadcast_to(np.float64(sJ**2), shape)
     if fit_weights == "sky":
-        VT_w, VJ_w = np.broadcast_to(np.float64(sT**2), shape), np.broadcast_to(np.float64(sJ**2), shape)
+        VT_w, VJ_w = (
+            np.broadcast_to(np.float64(sT**2), shape),
+            np.broadcast_to(np.float64(sJ**2), shape),
+        )
     else:
         VT_w, VJ_w = VT_map, VJ_map
     nb = kbasis.size
@@ -822,8 +974,23 @@ def _stamp_systems(images: _Images, plan: _Plan, fit_weights) -> _Systems:
     chunk = max(1, int(64e6 // (8 * npix * (M1.shape[1] + nb + 2))))
     for c0 in range(0, n_usable, chunk):
         sl = slice(c0, min(c0 + chunk, n_usable))
-        C, jw, Q[sl], expected[sl] = stamp_design(T, J, VT_w, VJ_w, VT_map, VJ_map, ys[sl], xs[sl], hs, r,
-                                                  kbasis.fy, kbasis.fx, kbasis.raw_y, kbasis.raw_x, ksq[sl])
+        C, jw, Q[sl], expected[sl] = stamp_design(
+            T,
+            J,
+            VT_w,
+            VJ_w,
+            VT_map,
+            VJ_map,
+            ys[sl],
+            xs[sl],
+            hs,
+            r,
+            kbasis.fy,
+            kbasis.fx,
+            kbasis.raw_y,
+            kbasis.raw_x,
+            ksq[sl],
+        )
         m = C.shape[0]
         Cn = M1 @ np.ascontiguousarray(C.transpose(1, 0, 2)).reshape(C.shape[1], -1)
         # Contiguous stamps, or matmul leaves BLAS for a loop ten times slower.
@@ -849,8 +1016,13 @@ def _without_local_background(systems: _Systems, nb):
     Gfit = Gn[:, :nb, :nb] - g_kb[:, :, None] * g_kb[:, None, :] / g_bb[:, None, None]
     hfit = hn[:, :nb] - g_kb * (hn[:, nb] / g_bb)[:, None]
     jfit = jj - hn[:, nb] ** 2 / g_bb
-    Gfit = np.concatenate([np.concatenate([Gfit, np.zeros((n_usable, nb, 1))], axis=2),
-                           np.zeros((n_usable, 1, nb + 1))], axis=1)
+    Gfit = np.concatenate(
+        [
+            np.concatenate([Gfit, np.zeros((n_usable, nb, 1))], axis=2),
+            np.zeros((n_usable, 1, nb + 1)),
+        ],
+        axis=1,
+    )
     hfit = np.concatenate([hfit, np.zeros((n_usable, 1))], axis=1)
     return Gfit, hfit, jfit
 
@@ -866,7 +1038,9 @@ def _odd_stamps(local, Gfit, hfit, chi2, expected, used, npix, clip_sigma):
     """
     nb = local.shape[1] - 1
     kernel_part = local[:, :nb]
-    signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+    signal = np.einsum(
+        "sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part
+    )
     signal = np.maximum(signal, 1e-300)
     lam = np.einsum("sk,sk->s", kernel_part, hfit[:, :nb]) / signal
     lam_err = 1.0 / np.sqrt(signal)
@@ -905,10 +1079,15 @@ def _fit(systems: _Systems, plan: _Plan, shape, options: KernelOptions) -> _Fit:
         nsp = n_spatial(degree)
         P = P_all[:, :nsp]
         keep = np.ones(nb * nsp + Pfit.shape[1], bool)
-        keep[n_spatial(min(options.scale_degree, degree)) : nsp] = False  # the scale's terms beyond scale_degree
+        keep[n_spatial(min(options.scale_degree, degree)) : nsp] = (
+            False  # the scale's terms beyond scale_degree
+        )
         A, b = _assemble(Gfit[used], hfit[used], P[used], Pfit[used], nb)
-        noise = (_assemble(systems.Om[used], hfit[used], P[used], Pfit[used], nb)[0][np.ix_(keep, keep)]
-                 if eiv else None)
+        noise = (
+            _assemble(systems.Om[used], hfit[used], P[used], Pfit[used], nb)[0][np.ix_(keep, keep)]
+            if eiv
+            else None
+        )
         theta, n_capped = _solve(A[np.ix_(keep, keep)], b[keep], noise)
         if theta is None:
             theta = scipy.linalg.lstsq(A[np.ix_(keep, keep)], b[keep], check_finite=False)[0]
@@ -916,8 +1095,11 @@ def _fit(systems: _Systems, plan: _Plan, shape, options: KernelOptions) -> _Fit:
         full[keep] = theta
         coef = full[: nb * nsp].reshape(nb, nsp)
         local = np.concatenate([P @ coef.T, (Pfit @ full[nb * nsp :])[:, None]], axis=1)
-        chi2 = (jfit - 2.0 * np.einsum("sk,sk->s", local, hfit)
-                + np.einsum("sk,sk->s", np.matmul(Gfit, local[:, :, None])[:, :, 0], local))
+        chi2 = (
+            jfit
+            - 2.0 * np.einsum("sk,sk->s", local, hfit)
+            + np.einsum("sk,sk->s", np.matmul(Gfit, local[:, :, None])[:, :, 0], local)
+        )
         per_pixel = chi2 / npix
         if n_iter >= options.max_iterations:
             break
@@ -933,10 +1115,14 @@ def _fit(systems: _Systems, plan: _Plan, shape, options: KernelOptions) -> _Fit:
             degree = max(d for d in range(degree + 1) if MIN_STAMPS * n_spatial(d) <= left)
         used &= ~reject
     kernel_part = local[:, :nb]
-    signal = np.einsum("sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part)
+    signal = np.einsum(
+        "sk,sk->s", np.matmul(Gfit[:, :nb, :nb], kernel_part[:, :, None])[:, :, 0], kernel_part
+    )
     # The stamps' residual power beyond the noise, as a fraction of their signal: the kernel's
     # systematic error ε² (dominated by the bright stamps, whose residuals are above the noise).
-    measured_epsilon = math.sqrt(max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0))
+    measured_epsilon = math.sqrt(
+        max(float(np.sum((chi2 - expected)[used]) / np.sum(signal[used])), 0.0)
+    )
     epsilon = measured_epsilon if options.systematic == "auto" else float(options.systematic)
     if options.local_background:
         # The field's background: a polynomial through the stamps' constants, weighted by their precision.
@@ -946,8 +1132,19 @@ def _fit(systems: _Systems, plan: _Plan, shape, options: KernelOptions) -> _Fit:
         bg = np.linalg.lstsq(Pb[used] * wb[:, None], constants[used] * wb, rcond=None)[0]
     else:
         bg = full[nb * nsp :]
-    return _Fit(coef=coef, bg=bg, degree=degree, used=used, chi2=chi2, per_pixel=per_pixel, n_iter=n_iter,
-                eiv=eiv, n_capped=n_capped, epsilon=epsilon, measured_epsilon=measured_epsilon)
+    return _Fit(
+        coef=coef,
+        bg=bg,
+        degree=degree,
+        used=used,
+        chi2=chi2,
+        per_pixel=per_pixel,
+        n_iter=n_iter,
+        eiv=eiv,
+        n_capped=n_capped,
+        epsilon=epsilon,
+        measured_epsilon=measured_epsilon,
+    )
 
 
 def _tile_kernels(model: KernelModel, tile):
@@ -959,7 +1156,9 @@ def _tile_kernels(model: KernelModel, tile):
     gx, gy = np.meshgrid(cx, cy)
     terms = spatial_terms(gx, gy, model.degree, model.shape)
     local_tiles = np.tensordot(model.coefficients, terms, axes=1)  # (nb, nty, ntx)
-    kernels = np.tensordot(np.moveaxis(local_tiles, 0, -1), model.basis.images, axes=1)  # (nty, ntx, kw, kw)
+    kernels = np.tensordot(
+        np.moveaxis(local_tiles, 0, -1), model.basis.images, axes=1
+    )  # (nty, ntx, kw, kw)
     return kernels, terms
 
 
@@ -981,8 +1180,12 @@ def _matched_model(T, VT, sT, model: KernelModel, acf, options: KernelOptions):
         conv = _convolve_terms(T.astype(work, copy=False), term_kernels, degree, work)
     factor = _correlated_factor(kernels, acf)
     if VT is not None and options.convolution == "direct":
-        var = convolve_tiles(np.pad(VT.astype(work, copy=False), r), (kernels * kernels).astype(work), tile,
-                             np.empty(shape, work))
+        var = convolve_tiles(
+            np.pad(VT.astype(work, copy=False), r),
+            (kernels * kernels).astype(work),
+            tile,
+            np.empty(shape, work),
+        )
         if acf is not None:
             var *= _tiles_to_map(factor.astype(work), tile, shape)
     elif VT is not None:
@@ -991,11 +1194,15 @@ def _matched_model(T, VT, sT, model: KernelModel, acf, options: KernelOptions):
         centre_kernel = model.at(0.5 * (nx - 1), 0.5 * (ny - 1))
         sq_c = float(np.sum(centre_kernel**2))
         # FFT round-off leaves tiny negative values where the variance is 0 (masked pixels).
-        var = np.maximum(_fft_same(VT.astype(work, copy=False), (centre_kernel**2)[None], work)[0], 0)
+        var = np.maximum(
+            _fft_same(VT.astype(work, copy=False), (centre_kernel**2)[None], work)[0], 0
+        )
         scale_tiles = np.sum(kernels * kernels, axis=(-2, -1)) / sq_c * factor
         var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
-        var = _tiles_to_map((sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape)
+        var = _tiles_to_map(
+            (sT**2 * np.sum(kernels * kernels, axis=(-2, -1)) * factor).astype(work), tile, shape
+        )
     return conv, var
 
 
@@ -1012,7 +1219,9 @@ class _Applied:
     astrometric_sigma: tuple
 
 
-def _apply(images: _Images, model: KernelModel, fit: _Fit, astrometric_sigma, options: KernelOptions) -> _Applied:
+def _apply(
+    images: _Images, model: KernelModel, fit: _Fit, astrometric_sigma, options: KernelOptions
+) -> _Applied:
     """Convolve with the fitted kernel, subtract, and propagate the variance."""
     T, J, VT, VJ, sT, sJ = images.roles(model.convolved)
     shape, work, bad = images.shape, images.work, images.bad
@@ -1035,12 +1244,20 @@ def _apply(images: _Images, model: KernelModel, fit: _Fit, astrometric_sigma, op
         from ..diffim.stars import quick_background
 
         sources = bad | (np.abs(conv) > 3.0 * np.sqrt(var))
-        residual_sky, _ = quick_background(np.where(sources, 0, diff), sources, box=options.background_box)
+        residual_sky, _ = quick_background(
+            np.where(sources, 0, diff), sources, box=options.background_box
+        )
         diff -= residual_sky
         del residual_sky, sources
     significance = diff / np.sqrt(np.maximum(var, np.finfo(work).tiny))
-    return _Applied(diff=diff, significance=significance, conv=conv, VJ_full=VJ_full, acf=acf,
-                    astrometric_sigma=astrometric_sigma)
+    return _Applied(
+        diff=diff,
+        significance=significance,
+        conv=conv,
+        VJ_full=VJ_full,
+        acf=acf,
+        astrometric_sigma=astrometric_sigma,
+    )
 
 
 def _detection_filter(plan: _Plan, inputs: KernelInputs):
@@ -1051,7 +1268,9 @@ def _detection_filter(plan: _Plan, inputs: KernelInputs):
         P = _target_psf(inputs.reference_psf, plan.s_ref, "reference_psf")
     # The filter within 2 FWHM: the wings of a given PSF (boxes of 10 FWHM) add little S/N but would
     # widen the mask and the systematic term's reach by their whole box.
-    crop = math.ceil(2.0 * GAUSSIAN_SIGMA_TO_FWHM * (plan.s_sci if plan.convolve == "reference" else plan.s_ref))
+    crop = math.ceil(
+        2.0 * GAUSSIAN_SIGMA_TO_FWHM * (plan.s_sci if plan.convolve == "reference" else plan.s_ref)
+    )
     if P.shape[0] > 2 * crop + 1:
         c = P.shape[0] // 2
         P = P[c - crop : c + crop + 1, c - crop : c + crop + 1]
@@ -1069,8 +1288,10 @@ def _measuring_stars(plan: _Plan, fit: _Fit, keep_px, half):
     sy, sx = plan.detection_stars
     inside = (sy >= half) & (sy < ny - half) & (sx >= half) & (sx < nx - half)
     sy, sx = sy[inside], sx[inside]
-    clean = np.array([keep_px[a - half : a + half + 1, b - half : b + half + 1].all() for a, b in zip(sy, sx)],
-                     dtype=bool)
+    clean = np.array(
+        [keep_px[a - half : a + half + 1, b - half : b + half + 1].all() for a, b in zip(sy, sx)],
+        dtype=bool,
+    )
     return sy[clean], sx[clean]
 
 
@@ -1099,16 +1320,27 @@ def _detection_image(diff, conv, VJ_full, out_mask, images, model, P, acfs, opti
     by_p = _filter(P[::-1, ::-1], shape, work)
     by_p2 = _filter(P * P, shape, work)
     num = by_p(np.where(keep_px, diff, 0))
-    var_d = np.maximum(by_p2(np.where(keep_px, VJ_full, 0)), 0)  # round-off leaves tiny negatives at zeros
+    var_d = np.maximum(
+        by_p2(np.where(keep_px, VJ_full, 0)), 0
+    )  # round-off leaves tiny negatives at zeros
     var_d *= work(_correlated_factor(P[None], acf_j)[0])
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf)
-    var_d += np.maximum(by_p2(np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work, copy=False)),
-                        0) * _tiles_to_map(ratio.astype(work), tile, shape)
+    var_d += np.maximum(
+        by_p2(np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work, copy=False)),
+        0,
+    ) * _tiles_to_map(ratio.astype(work), tile, shape)
     return num, var_d, by_p(conv)
 
 
-def _detect(images: _Images, plan: _Plan, fit: _Fit, model: KernelModel, applied: _Applied,
-            inputs: KernelInputs, options: KernelOptions):
+def _detect(
+    images: _Images,
+    plan: _Plan,
+    fit: _Fit,
+    model: KernelModel,
+    applied: _Applied,
+    inputs: KernelInputs,
+    options: KernelOptions,
+):
     """The matched-filter detection image, the ε it used, the output mask and its dilation radius.
 
     Frees ``applied.conv`` and ``applied.VJ_full`` once filtered (image-sized maps).
@@ -1121,12 +1353,29 @@ def _detect(images: _Images, plan: _Plan, fit: _Fit, model: KernelModel, applied
     # Bad pixels of the convolved image spoil T ⊗ K within the kernel; the given mask (which may
     # combine both images') and the other image's bad pixels only their own pixels.
     out_mask = _untrusted(images.own[plan.convolve] & images.bad, radius) | images.bad
-    num, var_d, model_filtered = _detection_image(applied.diff, applied.conv, applied.VJ_full, out_mask, images,
-                                                  model, P, (applied.acf, acf_j), options)
+    num, var_d, model_filtered = _detection_image(
+        applied.diff,
+        applied.conv,
+        applied.VJ_full,
+        out_mask,
+        images,
+        model,
+        P,
+        (applied.acf, acf_j),
+        options,
+    )
     applied.conv = applied.VJ_full = None
     stars = _measuring_stars(plan, fit, ~out_mask, P.shape[0] // 2)
-    detection, epsilon = _detection(num, var_d, model_filtered, P, options.systematic, stars, images.work,
-                                    applied.astrometric_sigma)
+    detection, epsilon = _detection(
+        num,
+        var_d,
+        model_filtered,
+        P,
+        options.systematic,
+        stars,
+        images.work,
+        applied.astrometric_sigma,
+    )
     return detection, epsilon, out_mask, radius
 
 
@@ -1135,15 +1384,26 @@ def _check_types(inputs, options):
     inputs = KernelInputs() if inputs is None else inputs
     options = KernelOptions() if options is None else options
     if not isinstance(inputs, KernelInputs) or not isinstance(options, KernelOptions):
-        raise AstridInputError("kernel.subtract: inputs must be a KernelInputs and options a KernelOptions, got "
-                               f"{type(inputs).__name__} and {type(options).__name__}")
+        raise AstridInputError(
+            "kernel.subtract: inputs must be a KernelInputs and options a KernelOptions, got "
+            f"{type(inputs).__name__} and {type(options).__name__}"
+        )
     return inputs, options
 
 
 def _stamp_table(plan: _Plan, fit: _Fit, npix) -> Table:
     """One row per stamp: centre, χ², pixels, and whether the clipping kept it."""
-    return Table({"x": plan.xs, "y": plan.ys, "chi2": fit.chi2, "npix": np.full(len(plan.ys), npix),
-                  "chi2_per_pixel": fit.per_pixel, "used": fit.used, "rejected": np.where(fit.used, "", "clipped")})
+    return Table(
+        {
+            "x": plan.xs,
+            "y": plan.ys,
+            "chi2": fit.chi2,
+            "npix": np.full(len(plan.ys), npix),
+            "chi2_per_pixel": fit.per_pixel,
+            "used": fit.used,
+            "rejected": np.where(fit.used, "", "clipped"),
+        }
+    )
 
 
 def _kernel_sums(model: KernelModel) -> dict:
@@ -1151,8 +1411,11 @@ def _kernel_sums(model: KernelModel) -> dict:
     ny, nx = model.shape
     gxs, gys = np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))
     sums = model.kernel_sum(gxs, gys)
-    return {"centre": float(model.kernel_sum(0.5 * (nx - 1), 0.5 * (ny - 1))), "min": float(sums.min()),
-            "max": float(sums.max())}
+    return {
+        "centre": float(model.kernel_sum(0.5 * (nx - 1), 0.5 * (ny - 1))),
+        "min": float(sums.min()),
+        "max": float(sums.max()),
+    }
 
 
 def subtract(
@@ -1220,10 +1483,16 @@ def subtract(
         start = time.perf_counter()
         fit = _fit(systems, plan, shape, options)
     timings["solve"] = time.perf_counter() - start
-    model = KernelModel(basis=plan.basis, coefficients=fit.coef, degree=fit.degree,
-                        scale_degree=min(options.scale_degree, fit.degree),
-                        background_degree=options.background_degree, background=fit.bg, shape=shape,
-                        convolved=plan.convolve)
+    model = KernelModel(
+        basis=plan.basis,
+        coefficients=fit.coef,
+        degree=fit.degree,
+        scale_degree=min(options.scale_degree, fit.degree),
+        background_degree=options.background_degree,
+        background=fit.bg,
+        shape=shape,
+        convolved=plan.convolve,
+    )
 
     # --- apply: convolution, background, propagated variance
     start = time.perf_counter()
@@ -1233,7 +1502,9 @@ def subtract(
 
     # --- detection: the difference filtered with the PSF of J (a point source's profile in it)
     start = time.perf_counter()
-    detection, detection_epsilon, out_mask, radius = _detect(images, plan, fit, model, applied, inputs, options)
+    detection, detection_epsilon, out_mask, radius = _detect(
+        images, plan, fit, model, applied, inputs, options
+    )
     if plan.convolve == "science":
         # Target minus model is reference − science ⊗ K: flip the sign, and express D in science units.
         significance = -significance

@@ -16,7 +16,14 @@ import sys
 
 from ..errors import AstridError
 
-__all__ = ["configure_run_parser", "cmd_run", "configure_runs_parser", "cmd_runs", "cli_run", "cli_runs"]
+__all__ = [
+    "configure_run_parser",
+    "cmd_run",
+    "configure_runs_parser",
+    "cmd_runs",
+    "cli_run",
+    "cli_runs",
+]
 
 
 def configure_run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -33,11 +40,19 @@ def configure_run_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         The same parser.
     """
     parser.add_argument("config", help="YAML run configuration (notebooks, parameters, grid, ...)")
-    parser.add_argument("--run-id", help="run id (default: the configuration's, else the UTC start time); "
-                        "an existing id resumes that run")
-    parser.add_argument("--output-root", help="folder of the runs (default: the configuration's, else papermill_runs)")
-    parser.add_argument("--scheduler", help="'sync' (in process), a Dask scheduler address, "
-                        "or leave out for a local Dask cluster")
+    parser.add_argument(
+        "--run-id",
+        help="run id (default: the configuration's, else the UTC start time); "
+        "an existing id resumes that run",
+    )
+    parser.add_argument(
+        "--output-root",
+        help="folder of the runs (default: the configuration's, else papermill_runs)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        help="'sync' (in process), a Dask scheduler address, or leave out for a local Dask cluster",
+    )
     parser.add_argument("--n-workers", type=int, help="workers of the local Dask cluster")
     return parser
 
@@ -76,7 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except AstridError as exc:
             raise type(exc)(f"{args.config} with command-line options: {exc}") from None
     n_tasks = len(config.notebooks) * len(config.parameter_sets())
-    print(f"run {config.run_id}: {n_tasks} task(s) -> {config.output_root}/{config.run_id}", flush=True)
+    print(
+        f"run {config.run_id}: {n_tasks} task(s) -> {config.output_root}/{config.run_id}",
+        flush=True,
+    )
     result = run(config, on_task_done=_print_task)
     print(result.summary())
     return 0 if result.ok else 1
@@ -95,10 +113,17 @@ def configure_runs_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     argparse.ArgumentParser
         The same parser.
     """
-    parser.add_argument("run_id", nargs="?", help="show the tasks of this run instead of the list of runs")
-    parser.add_argument("--root", default="papermill_runs", help="folder of the runs (default: papermill_runs)")
-    parser.add_argument("--mlflow", action="store_true",
-                        help="with RUN_ID: show each task's MLflow run id (notebook, slug, status, duration, run)")
+    parser.add_argument(
+        "run_id", nargs="?", help="show the tasks of this run instead of the list of runs"
+    )
+    parser.add_argument(
+        "--root", default="papermill_runs", help="folder of the runs (default: papermill_runs)"
+    )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="with RUN_ID: show each task's MLflow run id (notebook, slug, status, duration, run)",
+    )
     return parser
 
 
@@ -118,7 +143,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from ._runs import MLFLOW_COLUMNS, format_table, list_runs, run_tasks
 
     table = run_tasks(args.run_id, args.root) if args.run_id else list_runs(args.root)
-    text = format_table(table, MLFLOW_COLUMNS if getattr(args, "mlflow", False) and args.run_id else None)
+    text = format_table(
+        table, MLFLOW_COLUMNS if getattr(args, "mlflow", False) and args.run_id else None
+    )
     if len(table) == 0 and not args.run_id:
         text = f"no runs under {args.root}"
     print(text)

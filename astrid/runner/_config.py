@@ -75,7 +75,10 @@ def params_slug(values: dict[str, Any], max_length: int = _MAX_SLUG) -> str:
     """
     if not values:
         return "default"
-    slug = "_".join(f"{_SAFE.sub('-', str(name)).strip('-') or 'x'}={_slug_value(v)}" for name, v in values.items())
+    slug = "_".join(
+        f"{_SAFE.sub('-', str(name)).strip('-') or 'x'}={_slug_value(v)}"
+        for name, v in values.items()
+    )
     if len(slug) > max_length:
         slug = f"{slug[: max_length - 11].rstrip('_=-')}_{_hash(values)}"
     return slug
@@ -190,12 +193,16 @@ class RunConfig:
             or has a value of the wrong type.
         """
         if not isinstance(values, dict):
-            raise AstridInputError(f"{source}: must be a mapping of settings, got {type(values).__name__}")
+            raise AstridInputError(
+                f"{source}: must be a mapping of settings, got {type(values).__name__}"
+            )
         allowed = [f.name for f in fields(cls)]
         unknown = [key for key in values if key not in allowed]
         if unknown:
             hints = "; ".join(f"{key!r}{did_you_mean(str(key), allowed)}" for key in unknown)
-            raise AstridInputError(f"{source}: unknown setting(s) {hints}; allowed: {', '.join(allowed)}")
+            raise AstridInputError(
+                f"{source}: unknown setting(s) {hints}; allowed: {', '.join(allowed)}"
+            )
         if "notebooks" not in values:
             raise AstridInputError(f"{source}: 'notebooks' (a list of notebook paths) is required")
         kwargs = dict(values)
@@ -248,7 +255,9 @@ class RunConfig:
         clean = []
         for item in notebooks:
             if not isinstance(item, (str, os.PathLike)) or not str(item).endswith(".ipynb"):
-                raise AstridInputError(f"'notebooks' entry {item!r} is not a path to an .ipynb file")
+                raise AstridInputError(
+                    f"'notebooks' entry {item!r} is not a path to an .ipynb file"
+                )
             clean.append(os.fspath(item))
         stems = [Path(p).stem for p in clean]
         repeated = sorted({s for s in stems if stems.count(s) > 1})
@@ -262,7 +271,9 @@ class RunConfig:
         if self.parameters is None:
             self.parameters = {}
         if not isinstance(self.parameters, dict):
-            raise AstridInputError(f"'parameters' must be a mapping of name to value, got {self.parameters!r}")
+            raise AstridInputError(
+                f"'parameters' must be a mapping of name to value, got {self.parameters!r}"
+            )
         for name, value in self.parameters.items():
             self._check_name(name, "parameters")
             _check_json(value, f"parameters[{name!r}]")
@@ -270,18 +281,24 @@ class RunConfig:
         if self.grid is None:
             self.grid = {}
         if not isinstance(self.grid, dict):
-            raise AstridInputError(f"'grid' must be a mapping of name to a list of values, got {self.grid!r}")
+            raise AstridInputError(
+                f"'grid' must be a mapping of name to a list of values, got {self.grid!r}"
+            )
         for name, values in self.grid.items():
             self._check_name(name, "grid")
             if not isinstance(values, (list, tuple)) or len(values) == 0:
-                raise AstridInputError(f"grid[{name!r}] must be a non-empty list of values, got {values!r}")
+                raise AstridInputError(
+                    f"grid[{name!r}] must be a non-empty list of values, got {values!r}"
+                )
             self.grid[name] = list(values)
             _check_json(self.grid[name], f"grid[{name!r}]")
             if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
                 raise AstridInputError(f"grid[{name!r}] repeats a value: {values!r}")
         both = sorted(set(self.parameters) & set(self.grid))
         if both:
-            raise AstridInputError(f"{', '.join(map(repr, both))} given both in 'parameters' and in 'grid'")
+            raise AstridInputError(
+                f"{', '.join(map(repr, both))} given both in 'parameters' and in 'grid'"
+            )
 
         if not isinstance(self.run_id, str) or not _RUN_ID.match(self.run_id):
             raise AstridInputError(
@@ -297,20 +314,34 @@ class RunConfig:
             if not isinstance(self.cwd, (str, os.PathLike)) or not str(self.cwd):
                 raise AstridInputError(f"'cwd' must be a folder path or null, got {self.cwd!r}")
             self.cwd = os.fspath(self.cwd)
-        if self.kernel_name is not None and (not isinstance(self.kernel_name, str) or not self.kernel_name):
-            raise AstridInputError(f"'kernel_name' must be a kernel name or null, got {self.kernel_name!r}")
+        if self.kernel_name is not None and (
+            not isinstance(self.kernel_name, str) or not self.kernel_name
+        ):
+            raise AstridInputError(
+                f"'kernel_name' must be a kernel name or null, got {self.kernel_name!r}"
+            )
         self.timeout = self._positive_number(self.timeout, "timeout", allow_none=True)
-        self.start_timeout = self._positive_number(self.start_timeout, "start_timeout", allow_none=False)
-        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler.strip()):
+        self.start_timeout = self._positive_number(
+            self.start_timeout, "start_timeout", allow_none=False
+        )
+        if self.scheduler is not None and (
+            not isinstance(self.scheduler, str) or not self.scheduler.strip()
+        ):
             raise AstridInputError(
                 f"'scheduler' must be null (local cluster), 'sync' or a Dask scheduler address, got {self.scheduler!r}"
             )
         if self.n_workers is not None and (
-            isinstance(self.n_workers, bool) or not isinstance(self.n_workers, int) or self.n_workers < 1
+            isinstance(self.n_workers, bool)
+            or not isinstance(self.n_workers, int)
+            or self.n_workers < 1
         ):
-            raise AstridInputError(f"'n_workers' must be a positive integer or null, got {self.n_workers!r}")
+            raise AstridInputError(
+                f"'n_workers' must be a positive integer or null, got {self.n_workers!r}"
+            )
         if not isinstance(self.sequential_notebooks, bool):
-            raise AstridInputError(f"'sequential_notebooks' must be true or false, got {self.sequential_notebooks!r}")
+            raise AstridInputError(
+                f"'sequential_notebooks' must be true or false, got {self.sequential_notebooks!r}"
+            )
 
     @staticmethod
     def _check_name(name: Any, where: str) -> None:
@@ -321,9 +352,16 @@ class RunConfig:
     def _positive_number(value: Any, name: str, allow_none: bool) -> float | None:
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             extra = " or null" if allow_none else ""
-            raise AstridInputError(f"'{name}' must be a positive number of seconds{extra}, got {value!r}")
+            raise AstridInputError(
+                f"'{name}' must be a positive number of seconds{extra}, got {value!r}"
+            )
         return float(value)
 
     # -- expansion ---------------------------------------------------------
@@ -339,7 +377,9 @@ class RunConfig:
             # Different values that clean to the same text ("a/b" and "a-b"):
             # a hash keeps every output file apart.
             sets = [
-                ParameterSet(f"{s.slug[: _MAX_SLUG - 11]}_{_hash(s.varying)}", s.varying, s.parameters)
+                ParameterSet(
+                    f"{s.slug[: _MAX_SLUG - 11]}_{_hash(s.varying)}", s.varying, s.parameters
+                )
                 if slugs.count(s.slug) > 1
                 else s
                 for s in sets

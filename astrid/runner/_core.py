@@ -28,8 +28,20 @@ __all__ = ["TaskResult", "RunResult", "run", "execute_task", "MANIFEST_NAME"]
 MANIFEST_NAME = "run.json"
 MANIFEST_VERSION = 1
 _VERSIONED_PACKAGES = (
-    "astrid", "numpy", "scipy", "astropy", "photutils", "xarray", "papermill", "nbclient",
-    "ipykernel", "jupyter_client", "dask", "distributed", "tensorflow", "keras",
+    "astrid",
+    "numpy",
+    "scipy",
+    "astropy",
+    "photutils",
+    "xarray",
+    "papermill",
+    "nbclient",
+    "ipykernel",
+    "jupyter_client",
+    "dask",
+    "distributed",
+    "tensorflow",
+    "keras",
 )
 
 
@@ -239,8 +251,13 @@ def declared_parameters(path: Path) -> list[str] | None:
                 return None
             names = set()
             for node in tree.body:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
-                    node, ast.AnnAssign) else []
+                targets = (
+                    node.targets
+                    if isinstance(node, ast.Assign)
+                    else [node.target]
+                    if isinstance(node, ast.AnnAssign)
+                    else []
+                )
                 names.update(t.id for t in targets if isinstance(t, ast.Name))
             return sorted(names)
     return None
@@ -278,11 +295,18 @@ def _start_tracking(task: "TaskResult", config: RunConfig, track: bool | None):
     from .. import tracking
 
     run = tracking.start_run(
-        f"{task.stem}/{task.slug}", {"notebook": task.notebook, **task.parameters},
-        tags={"astrid.kind": "papermill", "astrid.run_id": config.run_id, "astrid.notebook": task.stem,
-              "astrid.slug": task.slug, "astrid.attempt": task.attempts + 1,
-              **{f"version.{k}": v for k, v in tracking.library_versions().items()}},
-        track=track)
+        f"{task.stem}/{task.slug}",
+        {"notebook": task.notebook, **task.parameters},
+        tags={
+            "astrid.kind": "papermill",
+            "astrid.run_id": config.run_id,
+            "astrid.notebook": task.stem,
+            "astrid.slug": task.slug,
+            "astrid.attempt": task.attempts + 1,
+            **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+        },
+        track=track,
+    )
     env = {tracking.PARENT_RUN_ENV: run.run_id, "ASTRID_MLFLOW_URI": run.uri} if run.active else {}
     return run, env
 
@@ -290,7 +314,11 @@ def _start_tracking(task: "TaskResult", config: RunConfig, track: bool | None):
 def _finish_tracking(run, task: "TaskResult") -> None:
     if not run.active:
         return
-    numeric = {k: v for k, v in (task.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {
+        k: v
+        for k, v in (task.metrics or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     if task.duration_s is not None:
         numeric["duration_s"] = task.duration_s
     run.log_metrics(numeric)
@@ -446,7 +474,9 @@ class _DaskExecutor:
 
         futures = {}
         for key, spec in specs:
-            future = self.client.submit(execute_task, spec, pure=False, key=f"astrid-notebook-{os.urandom(6).hex()}")
+            future = self.client.submit(
+                execute_task, spec, pure=False, key=f"astrid-notebook-{os.urandom(6).hex()}"
+            )
             futures[future] = (key, spec)
         try:
             for future in as_completed(list(futures)):
@@ -456,8 +486,13 @@ class _DaskExecutor:
                 except Exception as exc:  # a worker died (KilledWorker) or the task was lost
                     now = _now()
                     result = {
-                        "status": "failed", "kernel_log": None, "started": None, "finished": now, "duration_s": None,
-                        "error": f"Dask could not run the task: {_error_text(exc)}", "metrics": {},
+                        "status": "failed",
+                        "kernel_log": None,
+                        "started": None,
+                        "finished": now,
+                        "duration_s": None,
+                        "error": f"Dask could not run the task: {_error_text(exc)}",
+                        "metrics": {},
                     }
                 yield key, result
         finally:
@@ -586,7 +621,9 @@ def run(
                 tracked[task.key], env = _start_tracking(task, config, track)
                 task.mlflow_run = tracked[task.key].run_id
                 notebook = notebooks[config.notebooks.index(task.notebook)]
-                specs.append((task.key, _task_spec(config, task, notebook, declared[notebook], env)))
+                specs.append(
+                    (task.key, _task_spec(config, task, notebook, declared[notebook], env))
+                )
             for key, result in executor.map_unordered(specs):
                 task = by_key[key]
                 for name, value in result.items():
@@ -604,7 +641,9 @@ def run(
             executor.close()
         record.invocation["finished"] = _now()
         record.save()
-    return RunResult(run_id=config.run_id, run_dir=run_dir, manifest_path=record.path, tasks=record.tasks)
+    return RunResult(
+        run_id=config.run_id, run_dir=run_dir, manifest_path=record.path, tasks=record.tasks
+    )
 
 
 def _resolve_notebooks(config: RunConfig) -> tuple[list[Path], dict]:
@@ -622,7 +661,9 @@ def _resolve_notebooks(config: RunConfig) -> tuple[list[Path], dict]:
     return notebooks, declared
 
 
-def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: dict | None) -> list[TaskResult]:
+def _tasks(
+    config: RunConfig, notebooks: list[Path], run_dir: Path, previous: dict | None
+) -> list[TaskResult]:
     """Every (notebook, parameter set) task; earlier successes whose output exists are kept."""
     old_records = {}
     if previous is not None:
@@ -633,7 +674,10 @@ def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: di
     for entry, path in zip(config.notebooks, notebooks):
         for pset in config.parameter_sets():
             task = TaskResult(
-                notebook=entry, stem=path.stem, slug=pset.slug, parameters=pset.parameters,
+                notebook=entry,
+                stem=path.stem,
+                slug=pset.slug,
+                parameters=pset.parameters,
                 output=run_dir / path.stem / f"{pset.slug}.ipynb",
             )
             old = old_records.get(task.key)
@@ -649,7 +693,9 @@ def _tasks(config: RunConfig, notebooks: list[Path], run_dir: Path, previous: di
 class _RunRecord:
     """``run.json``: configuration, provenance, invocations and every task, rewritten atomically."""
 
-    def __init__(self, path: Path, run_dir: Path, data: dict, invocation: dict, tasks: list[TaskResult]):
+    def __init__(
+        self, path: Path, run_dir: Path, data: dict, invocation: dict, tasks: list[TaskResult]
+    ):
         self.path = path
         self.run_dir = run_dir
         self.data = data
@@ -668,8 +714,14 @@ class _RunRecord:
             )
         tasks = _tasks(config, notebooks, run_dir, previous)
         commit, dirty = _git_state(notebooks[0].parent)
-        invocation = {"started": _now(), "finished": None, "host": platform.node(), "executor": None,
-                      "n_executed": 0, "n_kept": sum(t.reused for t in tasks)}
+        invocation = {
+            "started": _now(),
+            "finished": None,
+            "host": platform.node(),
+            "executor": None,
+            "n_executed": 0,
+            "n_kept": sum(t.reused for t in tasks),
+        }
         data = {
             "astrid_run": MANIFEST_VERSION,
             "run_id": config.run_id,
@@ -691,15 +743,23 @@ class _RunRecord:
         _write_manifest(self.path, self.data)
 
 
-def _stages(config: RunConfig, tasks: list[TaskResult], notebooks: list[Path]) -> list[list[TaskResult]]:
+def _stages(
+    config: RunConfig, tasks: list[TaskResult], notebooks: list[Path]
+) -> list[list[TaskResult]]:
     """One stage per notebook when they run in sequence, else one stage of every task."""
     if config.sequential_notebooks:
         return [[t for t in tasks if t.stem == path.stem] for path in notebooks]
     return [tasks]
 
 
-def _runnable(config: RunConfig, stages: list, stage_index: int, by_key: dict, record: _RunRecord,
-              on_task_done) -> list[TaskResult]:
+def _runnable(
+    config: RunConfig,
+    stages: list,
+    stage_index: int,
+    by_key: dict,
+    record: _RunRecord,
+    on_task_done,
+) -> list[TaskResult]:
     """The stage's tasks to execute; one whose earlier notebook did not succeed is skipped."""
     to_run = []
     for task in stages[stage_index]:
@@ -713,8 +773,13 @@ def _runnable(config: RunConfig, stages: list, stage_index: int, by_key: dict, r
                     blocker = before
                     break
         if blocker is not None:
-            task.status, task.error = "skipped", f"{blocker.stem} {blocker.status} for these parameters"
-            task.started = task.finished = task.duration_s = task.kernel_log = task.mlflow_run = None
+            task.status, task.error = (
+                "skipped",
+                f"{blocker.stem} {blocker.status} for these parameters",
+            )
+            task.started = task.finished = task.duration_s = task.kernel_log = task.mlflow_run = (
+                None
+            )
             task.metrics = {}
             record.save()
             if on_task_done:
@@ -729,7 +794,9 @@ def _task_spec(config: RunConfig, task: TaskResult, notebook: Path, names, env: 
     return {
         "notebook": str(notebook),
         "output": str(task.output),
-        "parameters": {key: value for key, value in task.parameters.items() if names is None or key in names},
+        "parameters": {
+            key: value for key, value in task.parameters.items() if names is None or key in names
+        },
         "kernel_name": config.kernel_name,
         "cwd": str(Path(config.cwd).resolve()) if config.cwd else str(notebook.parent),
         "timeout": config.timeout,

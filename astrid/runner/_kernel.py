@@ -36,7 +36,9 @@ def _current_spec_dict() -> dict:
     return spec
 
 
-def kernel_manager_class(current_interpreter: bool, log_path: str | os.PathLike | None = None) -> type:
+def kernel_manager_class(
+    current_interpreter: bool, log_path: str | os.PathLike | None = None
+) -> type:
     """Kernel manager class to pass to papermill as ``kernel_manager_class``.
 
     Parameters
@@ -72,8 +74,14 @@ def kernel_manager_class(current_interpreter: bool, log_path: str | os.PathLike 
             lambda self: CurrentInterpreterSpecManager(parent=self)
         )
         curve = "curve" in spec_values.get("metadata", {}).get("supported_encryption", [])
-        if "transport_encryption" in AsyncKernelManager.class_trait_names() and curve and zmq.has("curve"):
-            namespace["_transport_encryption_default"] = default("transport_encryption")(lambda self: "auto")
+        if (
+            "transport_encryption" in AsyncKernelManager.class_trait_names()
+            and curve
+            and zmq.has("curve")
+        ):
+            namespace["_transport_encryption_default"] = default("transport_encryption")(
+                lambda self: "auto"
+            )
 
     if log_path is not None:
         log_path = Path(log_path)

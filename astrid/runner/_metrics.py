@@ -88,7 +88,9 @@ def record_metrics(**metrics: Any) -> dict[str, Any]:
         A value that cannot be stored as JSON (an image, an object, ...).
     """
     if not metrics:
-        raise AstridInputError("record_metrics: give at least one metric, e.g. record_metrics(n_candidates=12)")
+        raise AstridInputError(
+            "record_metrics: give at least one metric, e.g. record_metrics(n_candidates=12)"
+        )
     clean = {name: _plain(value, name) for name, value in metrics.items()}
     json.dumps(clean)  # anything _plain let through must serialise
     _RECORDED.update(clean)
@@ -139,7 +141,9 @@ def read_metrics(notebook: str | os.PathLike | Any) -> dict[str, Any]:
         except FileNotFoundError:
             raise AstridFileError(f"{path}: notebook does not exist") from None
         except Exception as exc:  # nbformat raises JSON, validation and reader errors
-            raise AstridFileError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
+            raise AstridFileError(
+                f"{path}: not a readable notebook ({type(exc).__name__}: {exc})"
+            ) from None
     else:
         nb = notebook
     metrics: dict[str, Any] = {}

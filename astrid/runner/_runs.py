@@ -94,25 +94,43 @@ def list_runs(root: str | os.PathLike = "papermill_runs") -> Table:
             tasks = record["tasks"]
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
             continue
-        counts = {status: sum(t.get("status") == status for t in tasks) for status in ("ok", "failed", "skipped", "pending")}
+        counts = {
+            status: sum(t.get("status") == status for t in tasks)
+            for status in ("ok", "failed", "skipped", "pending")
+        }
         stems = list(dict.fromkeys(t.get("stem", "") for t in tasks))
         metrics: dict[str, list[float]] = {}
         for task in tasks:
             for name, value in (task.get("metrics") or {}).items():
                 if _numeric(value) and math.isfinite(value):
                     metrics.setdefault(name, []).append(float(value))
-        rows.append({
-            "run_id": record.get("run_id", path.parent.name),
-            "started": _short_time(record.get("created")),
-            "updated": _short_time(record.get("updated")),
-            "n_tasks": len(tasks),
-            **{f"n_{status}": n for status, n in counts.items()},
-            "notebooks": ",".join(stems),
-            "git_commit": (record.get("git_commit") or "")[:12],
-            "metrics": {f"{name}_mean": float(np.mean(values)) for name, values in metrics.items()},
-        })
+        rows.append(
+            {
+                "run_id": record.get("run_id", path.parent.name),
+                "started": _short_time(record.get("created")),
+                "updated": _short_time(record.get("updated")),
+                "n_tasks": len(tasks),
+                **{f"n_{status}": n for status, n in counts.items()},
+                "notebooks": ",".join(stems),
+                "git_commit": (record.get("git_commit") or "")[:12],
+                "metrics": {
+                    f"{name}_mean": float(np.mean(values)) for name, values in metrics.items()
+                },
+            }
+        )
     rows.sort(key=lambda row: (row["started"], row["run_id"]))  # ISO text sorts by time
-    names = ["run_id", "started", "updated", "n_tasks", "n_ok", "n_failed", "n_skipped", "n_pending", "notebooks", "git_commit"]
+    names = [
+        "run_id",
+        "started",
+        "updated",
+        "n_tasks",
+        "n_ok",
+        "n_failed",
+        "n_skipped",
+        "n_pending",
+        "notebooks",
+        "git_commit",
+    ]
     dtypes = [str, str, str, int, int, int, int, int, str, str]
     table = Table([[row[n] for row in rows] for n in names], names=names, dtype=dtypes)
     metric_names = sorted({name for row in rows for name in row["metrics"]})
@@ -151,20 +169,32 @@ def run_tasks(run_id: str | os.PathLike, root: str | os.PathLike = "papermill_ru
     for t in tasks:
         duration = t.get("duration_s")
         table.add_row(
-            [t.get("stem", ""), t.get("slug", ""), t.get("status", ""),
-             np.nan if duration is None else float(duration), t.get("error") or "", t.get("output", ""),
-             t.get("mlflow_run") or ""],
+            [
+                t.get("stem", ""),
+                t.get("slug", ""),
+                t.get("status", ""),
+                np.nan if duration is None else float(duration),
+                t.get("error") or "",
+                t.get("output", ""),
+                t.get("mlflow_run") or "",
+            ],
             mask=[False, False, False, duration is None, False, False, False],
         )
-    metric_names = sorted({name for t in tasks for name in (t.get("metrics") or {})} - set(grid) - set(base_names))
+    metric_names = sorted(
+        {name for t in tasks for name in (t.get("metrics") or {})} - set(grid) - set(base_names)
+    )
     for name in grid + metric_names:
         source = "parameters" if name in grid else "metrics"
         values = [(t.get(source) or {}).get(name) for t in tasks]
         present = [v for v in values if v is not None]
         if present and all(_numeric(v) for v in present):
-            table[name] = np.ma.masked_invalid(np.array([np.nan if v is None else float(v) for v in values]))
+            table[name] = np.ma.masked_invalid(
+                np.array([np.nan if v is None else float(v) for v in values])
+            )
         else:
-            text = [v if isinstance(v, str) else ("" if v is None else json.dumps(v)) for v in values]
+            text = [
+                v if isinstance(v, str) else ("" if v is None else json.dumps(v)) for v in values
+            ]
             table[name] = np.ma.array(np.array(text, dtype=str), mask=[v is None for v in values])
     table.meta["run_id"] = record.get("run_id")
     return table

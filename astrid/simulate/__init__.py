@@ -12,17 +12,28 @@ positions and fluxes are known.
 >>> astrid.simulate.survey("data/survey", n_fields=4)     # doctest: +SKIP
 """
 
+from . import datasets  # small exact test images: tan_wcs, star_field, moffat_psf, ...
 from ._core import SimulatedPair, pair
 from ._evaluate import (
-           explained_mask,
-           near_stars_mask,
-           significant_peaks,
-           source_free_mask,
+    explained_mask,
+    near_stars_mask,
+    significant_peaks,
+    source_free_mask,
 )
 from ._params import EPOCHS, TRUTH_KINDS
 from ._presets import PRESETS
 from ._survey import survey
-from . import datasets  # small exact test images: tan_wcs, star_field, moffat_psf, ...
 
-__all__ = ["SimulatedPair", "pair", "survey", "PRESETS", "TRUTH_KINDS", "EPOCHS",
-           "explained_mask", "near_stars_mask", "source_free_mask", "significant_peaks", "datasets"]
+__all__ = [
+    "SimulatedPair",
+    "pair",
+    "survey",
+    "PRESETS",
+    "TRUTH_KINDS",
+    "EPOCHS",
+    "explained_mask",
+    "near_stars_mask",
+    "source_free_mask",
+    "significant_peaks",
+    "datasets",
+]

@@ -29,7 +29,8 @@ def draw_artifacts(p: SimParams, ep: Epoch, rng: np.random.Generator):
     n_cr = count(p.cosmic_ray_density) if on and not clipped else 0
     track = rng.uniform(size=n_cr) < 0.5
     out["cr"] = {
-        "x": rng.uniform(-0.5, nx - 0.5, n_cr), "y": rng.uniform(-0.5, ny - 0.5, n_cr),
+        "x": rng.uniform(-0.5, nx - 0.5, n_cr),
+        "y": rng.uniform(-0.5, ny - 0.5, n_cr),
         "angle": rng.uniform(0.0, np.pi, n_cr),
         # Half are compact hits, half glancing tracks of a few to 20 pixels.
         "length": np.where(track, rng.uniform(2.0, 20.0, n_cr), rng.uniform(0.0, 1.2, n_cr)),
@@ -38,7 +39,8 @@ def draw_artifacts(p: SimParams, ep: Epoch, rng: np.random.Generator):
     }
     n_hot = count(p.hot_pixel_density) if on and not clipped else 0
     out["hot"] = {
-        "x": rng.integers(0, nx, n_hot), "y": rng.integers(0, ny, n_hot),
+        "x": rng.integers(0, nx, n_hot),
+        "y": rng.integers(0, ny, n_hot),
         "level": np.exp(rng.uniform(*np.log(p.hot_pixel_level), n_hot)),
         "masked": rng.uniform(size=n_hot) < p.hot_pixel_masked_fraction,
     }
@@ -50,9 +52,14 @@ def draw_artifacts(p: SimParams, ep: Epoch, rng: np.random.Generator):
     y1 = np.where(full, ny, np.where(from_bottom, ny - start, ny))
     hot = rng.uniform(size=n_col) < 0.6
     out["columns"] = {
-        "x": rng.integers(0, nx, n_col), "y0": y0, "y1": y1, "hot": hot,
+        "x": rng.integers(0, nx, n_col),
+        "y0": y0,
+        "y1": y1,
+        "hot": hot,
         # A hot column adds a constant charge; a dead one keeps a few per cent of the signal.
-        "level": np.where(hot, rng.uniform(5.0, 50.0, n_col) * ep.sky_sigma, rng.uniform(0.0, 0.1, n_col)),
+        "level": np.where(
+            hot, rng.uniform(5.0, 50.0, n_col) * ep.sky_sigma, rng.uniform(0.0, 0.1, n_col)
+        ),
     }
     return out
 
@@ -68,9 +75,22 @@ def draw_satellites(p: SimParams, eps, rng):
         y0 = rng.uniform(0.2, 0.8) * ny
         angle = rng.uniform(0.0, np.pi)
         # Most trails cross the whole frame; some start or end inside it.
-        half = 2.0 * math.hypot(nx, ny) if rng.uniform() < 0.7 else rng.uniform(0.15, 0.4) * math.hypot(nx, ny)
+        half = (
+            2.0 * math.hypot(nx, ny)
+            if rng.uniform() < 0.7
+            else rng.uniform(0.15, 0.4) * math.hypot(nx, ny)
+        )
         peak = rng.uniform(2.0, 30.0) * ep.sky_sigma
         width = ep.fwhm0 * rng.uniform(1.0, 1.6)  # out of focus: the satellite is not at infinity
-        trails.append({"epoch": epoch, "x": x0, "y": y0, "angle": angle, "half_length": half,
-                       "surface": peak * width * 1.1, "fwhm": width})
+        trails.append(
+            {
+                "epoch": epoch,
+                "x": x0,
+                "y": y0,
+                "angle": angle,
+                "half_length": half,
+                "surface": peak * width * 1.1,
+                "fwhm": width,
+            }
+        )
     return trails

@@ -39,8 +39,14 @@ def draw_stars(p: SimParams, eps, rngs: Streams) -> dict:
         n = int(rng.poisson(p.star_density * area))
     mags = _power_law_mags(rng, n, *p.star_mag_range, p.star_count_slope)
     ra, dec = ref.world(rng.uniform(box[0], box[1], n), rng.uniform(box[2], box[3], n))
-    stars = {"ra": ra, "dec": dec, "mag": mags, "mag_sci": mags.copy(), "variable": np.zeros(n, bool),
-             "forced_saturated": np.zeros(n, bool)}
+    stars = {
+        "ra": ra,
+        "dec": dec,
+        "mag": mags,
+        "mag_sci": mags.copy(),
+        "variable": np.zeros(n, bool),
+        "forced_saturated": np.zeros(n, bool),
+    }
 
     # Bright stars that saturate in the science epoch, always present (their
     # bleeds and ringing cores are a main source of bogus detections).
@@ -51,7 +57,11 @@ def draw_stars(p: SimParams, eps, rngs: Streams) -> dict:
     # 1.5 to 8 times the saturation level at the peak: about 0.5 to 2.3 mag brighter than saturation.
     over = np.exp(rng.uniform(np.log(1.5), np.log(8.0), n_sat))
     side = 2 * sci.psf_radius(sci.fwhm0) + 1
-    peak_fraction = float(_render.psf_stamp(side, 0.0, 0.0, sci.fwhm0, sci.beta, sci.psf_q, sci.psf_theta, False).max())
+    peak_fraction = float(
+        _render.psf_stamp(
+            side, 0.0, 0.0, sci.fwhm0, sci.beta, sci.psf_q, sci.psf_theta, False
+        ).max()
+    )
     flux = over * max(sci.saturation - sci.sky0, sci.saturation * 0.5) / peak_fraction
     mag_s = sci.zp - 2.5 * np.log10(flux)
 
@@ -67,9 +77,14 @@ def draw_stars(p: SimParams, eps, rngs: Streams) -> dict:
     mag_v = rng.uniform(*p.variable_mag_range, n_var)
     dmag = rng.uniform(*p.variable_amplitude, n_var) * rng.choice([-1.0, 1.0], n_var)
 
-    for key, values in (("ra", (ra_s, ra_v)), ("dec", (dec_s, dec_v)), ("mag", (mag_s, mag_v)),
-                        ("mag_sci", (mag_s, mag_v + dmag)), ("variable", (np.zeros(n_sat, bool), np.ones(n_var, bool))),
-                        ("forced_saturated", (np.ones(n_sat, bool), np.zeros(n_var, bool)))):
+    for key, values in (
+        ("ra", (ra_s, ra_v)),
+        ("dec", (dec_s, dec_v)),
+        ("mag", (mag_s, mag_v)),
+        ("mag_sci", (mag_s, mag_v + dmag)),
+        ("variable", (np.zeros(n_sat, bool), np.ones(n_var, bool))),
+        ("forced_saturated", (np.ones(n_sat, bool), np.zeros(n_var, bool))),
+    ):
         stars[key] = np.concatenate([stars[key], *values])
     return stars
 
@@ -100,10 +115,17 @@ def draw_galaxies(p: SimParams, eps, rngs: Streams) -> dict:
     # Half-light radius shrinks with magnitude (angular size-flux relation), with scatter.
     r_eff = 10 ** (np.log10(1.2) - 0.18 * (mags - 20.0) + shape_rng.normal(0.0, 0.15, n_all))
     disk = shape_rng.uniform(size=n_all) < 0.6
-    sersic_n = np.where(disk, shape_rng.uniform(0.6, 1.5, n_all), shape_rng.uniform(2.0, 4.5, n_all))
+    sersic_n = np.where(
+        disk, shape_rng.uniform(0.6, 1.5, n_all), shape_rng.uniform(2.0, 4.5, n_all)
+    )
     return {
-        "ra": ra, "dec": dec, "mag": mags, "r_eff_arcsec": r_eff, "sersic_n": sersic_n,
-        "axis_ratio": shape_rng.uniform(0.3, 1.0, n_all), "pa_deg": shape_rng.uniform(0.0, 180.0, n_all),
+        "ra": ra,
+        "dec": dec,
+        "mag": mags,
+        "r_eff_arcsec": r_eff,
+        "sersic_n": sersic_n,
+        "axis_ratio": shape_rng.uniform(0.3, 1.0, n_all),
+        "pa_deg": shape_rng.uniform(0.0, 180.0, n_all),
         "host_candidate": np.concatenate([np.zeros(n, bool), np.ones(n_h, bool)]),
     }
 
@@ -127,10 +149,12 @@ def draw_supernovae(p: SimParams, eps, gal, rngs: Streams, taken: list, saturate
     n = p.n_supernovae
     sci, ref = eps["science"], eps["reference"]
     n_faint = int(round(n * p.sn_faint_fraction))
-    snr = np.concatenate([
-        np.exp(rng.uniform(*np.log(p.sn_snr_bright), n - n_faint)),
-        np.exp(rng.uniform(*np.log(p.sn_snr_faint), n_faint)),
-    ])
+    snr = np.concatenate(
+        [
+            np.exp(rng.uniform(*np.log(p.sn_snr_bright), n - n_faint)),
+            np.exp(rng.uniform(*np.log(p.sn_snr_faint), n_faint)),
+        ]
+    )
     snr = snr[rng.permutation(n)]
     hostless = rng.uniform(size=n) < p.sn_hostless_fraction
     on_core = rng.uniform(size=n) < p.sn_core_fraction
@@ -231,4 +255,11 @@ def draw_asteroids(p: SimParams, eps, rngs: Streams, taken: list, saturated: tup
                 break
         else:
             in_ref[k] = False
-    return {"ra": ra, "dec": dec, "snr_target": snr, "in_ref": in_ref, "ra_ref": ra_r, "dec_ref": dec_r}
+    return {
+        "ra": ra,
+        "dec": dec,
+        "snr_target": snr,
+        "in_ref": in_ref,
+        "ra_ref": ra_r,
+        "dec_ref": dec_r,
+    }

@@ -140,17 +140,27 @@ class SimulatedPair:
     _epochs: dict = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
-        kinds, counts = np.unique(np.asarray(self.truth["kind"]), return_counts=True) if len(self.truth) else ([], [])
+        kinds, counts = (
+            np.unique(np.asarray(self.truth["kind"]), return_counts=True)
+            if len(self.truth)
+            else ([], [])
+        )
         rows = ", ".join(f"{n} {k}" for k, n in zip(kinds, counts))
-        return (f"SimulatedPair(preset={self.params.get('preset')!r}, seed={self.params.get('seed')}, "
-                f"shape={self.science.shape}, truth: {rows})")
+        return (
+            f"SimulatedPair(preset={self.params.get('preset')!r}, seed={self.params.get('seed')}, "
+            f"shape={self.science.shape}, truth: {rows})"
+        )
 
     def image(self, epoch: str) -> Image:
         """The :class:`~astrid.Image` of ``epoch`` (``"reference"`` or ``"science"``)."""
         return {"reference": self.reference, "science": self.science}[check_epoch(epoch)]
 
     def psf(
-        self, epoch: str = "science", x: float | None = None, y: float | None = None, size: int | None = None
+        self,
+        epoch: str = "science",
+        x: float | None = None,
+        y: float | None = None,
+        size: int | None = None,
     ) -> np.ndarray:
         """The true PSF of an epoch at a pixel position.
 
@@ -181,8 +191,16 @@ class SimulatedPair:
         return _render.psf_stamp(size, 0.0, 0.0, fwhm, ep.beta, ep.psf_q, ep.psf_theta, True)
 
     def render_source(
-        self, epoch: str, x: float, y: float, flux: float, *, r_eff_arcsec: float | None = None,
-        sersic_n: float = 1.0, axis_ratio: float = 1.0, pa_deg: float = 0.0,
+        self,
+        epoch: str,
+        x: float,
+        y: float,
+        flux: float,
+        *,
+        r_eff_arcsec: float | None = None,
+        sersic_n: float = 1.0,
+        axis_ratio: float = 1.0,
+        pa_deg: float = 0.0,
     ) -> np.ndarray:
         """One noiseless source rendered exactly as the simulation renders it, on an empty image.
 
@@ -207,12 +225,19 @@ class SimulatedPair:
         ep = self._epochs[check_epoch(epoch)]
         image = np.zeros(ep.shape, np.float32)
         if r_eff_arcsec is None:
-            render_points(image, ep, np.array([float(x)]), np.array([float(y)]), np.array([float(flux)]))
+            render_points(
+                image, ep, np.array([float(x)]), np.array([float(y)]), np.array([float(flux)])
+            )
             return image
         ra, dec = ep.world(np.array([float(x)]), np.array([float(y)]))
-        galaxy = {"ra": ra, "dec": dec, "r_eff_arcsec": np.array([float(r_eff_arcsec)]),
-                  "sersic_n": np.array([float(sersic_n)]), "axis_ratio": np.array([float(axis_ratio)]),
-                  "pa_deg": np.array([float(pa_deg)])}
+        galaxy = {
+            "ra": ra,
+            "dec": dec,
+            "r_eff_arcsec": np.array([float(r_eff_arcsec)]),
+            "sersic_n": np.array([float(sersic_n)]),
+            "axis_ratio": np.array([float(axis_ratio)]),
+            "pa_deg": np.array([float(pa_deg)]),
+        }
         render_galaxies(image, ep, galaxy, np.array([float(flux)]))
         return image
 
@@ -387,12 +412,16 @@ def _draw_scene(p: SimParams, eps: dict[str, Epoch], rngs: Streams) -> Scene:
     # supernovae, so removing supernovae moves nothing else.
     xv, yv = sci.pix(stars["ra"][stars["variable"]], stars["dec"][stars["variable"]])
     taken = list(zip(xv.tolist(), yv.tolist()))
-    forced = sci.pix(stars["ra"][stars["forced_saturated"]], stars["dec"][stars["forced_saturated"]])
+    forced = sci.pix(
+        stars["ra"][stars["forced_saturated"]], stars["dec"][stars["forced_saturated"]]
+    )
     ast = draw_asteroids(p, eps, rngs, taken, forced)
     sne = draw_supernovae(p, eps, gal, rngs, taken, forced)
     art = {name: draw_artifacts(p, eps[name], rngs(f"artifacts_{name}")) for name in EPOCHS}
     trails = draw_satellites(p, eps, rngs("satellites"))
-    return Scene(stars=stars, galaxies=gal, supernovae=sne, asteroids=ast, artifacts=art, trails=trails)
+    return Scene(
+        stars=stars, galaxies=gal, supernovae=sne, asteroids=ast, artifacts=art, trails=trails
+    )
 
 
 def _render_static(eps: dict[str, Epoch], scene: Scene) -> tuple[dict, dict]:
@@ -403,8 +432,14 @@ def _render_static(eps: dict[str, Epoch], scene: Scene) -> tuple[dict, dict]:
     return models, saturated
 
 
-def _render_transients(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict,
-                       flux_ratio: float) -> None:
+def _render_transients(
+    p: SimParams,
+    eps: dict[str, Epoch],
+    scene: Scene,
+    models: dict,
+    saturated: dict,
+    flux_ratio: float,
+) -> None:
     """Add transients (flux from their S/N on the static scene), trails, streaks to ``models``."""
     ref, sci = eps["reference"], eps["science"]
     sne, ast, stars = scene.supernovae, scene.asteroids, scene.stars
@@ -417,24 +452,51 @@ def _render_transients(p: SimParams, eps: dict[str, Epoch], scene: Scene, models
     # In the reference the asteroid has the same magnitude, in reference units.
     ast["flux_ref"] = np.where(ast["in_ref"], ast["flux"] / flux_ratio, 0.0)
     k_ref = np.flatnonzero(ast["in_ref"])
-    render_points(models["reference"], ref, *ref.pix(ast["ra_ref"][k_ref], ast["dec_ref"][k_ref]),
-                  ast["flux_ref"][k_ref])
+    render_points(
+        models["reference"],
+        ref,
+        *ref.pix(ast["ra_ref"][k_ref], ast["dec_ref"][k_ref]),
+        ast["flux_ref"][k_ref],
+    )
     for trail in scene.trails:
         ep = eps[trail["epoch"]]
-        trail["flux"] = _render.render_line(models[trail["epoch"]], trail["x"], trail["y"], trail["angle"],
-                                            trail["half_length"], trail["surface"], trail["fwhm"], ep.beta)
+        trail["flux"] = _render.render_line(
+            models[trail["epoch"]],
+            trail["x"],
+            trail["y"],
+            trail["angle"],
+            trail["half_length"],
+            trail["surface"],
+            trail["fwhm"],
+            ep.beta,
+        )
     if p.readout_streaks:
         for name in EPOCHS:
             ep = eps[name]
             x, _ = ep.pix(stars["ra"], stars["dec"])
             flux = stars["flux_ref" if name == "reference" else "flux_sci"]
             for k in np.flatnonzero(saturated[name]):
-                _render.render_line(models[name], float(x[k]), ep.cy, math.pi / 2, ep.shape[0] / 2.0 + 1.0,
-                                    STREAK_FRACTION * flux[k] / ep.shape[0], 1.2, ep.beta)
+                _render.render_line(
+                    models[name],
+                    float(x[k]),
+                    ep.cy,
+                    math.pi / 2,
+                    ep.shape[0] / 2.0 + 1.0,
+                    STREAK_FRACTION * flux[k] / ep.shape[0],
+                    1.2,
+                    ep.beta,
+                )
 
 
-def _expose(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, saturated: dict, rngs: Streams,
-            clock: _Clock) -> Exposures:
+def _expose(
+    p: SimParams,
+    eps: dict[str, Epoch],
+    scene: Scene,
+    models: dict,
+    saturated: dict,
+    rngs: Streams,
+    clock: _Clock,
+) -> Exposures:
     """Noise, then the detector: cosmic rays, bleeds, hot pixels, bad columns, saturation.
 
     ``models`` is consumed (its arrays become the data).
@@ -452,15 +514,18 @@ def _expose(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, sat
         clock.lap("noise")
         art = scene.artifacts[name]
         cr = art["cr"]
-        exposures.landed[name] = _render.deposit_tracks(data, cr["x"], cr["y"], cr["angle"], cr["length"],
-                                                        cr["charge"], cr["width"])
+        exposures.landed[name] = _render.deposit_tracks(
+            data, cr["x"], cr["y"], cr["angle"], cr["length"], cr["charge"], cr["width"]
+        )
         mask = np.zeros(ep.shape, dtype=bool)
         _render.bleed_columns(data, np.float32(ep.saturation), bool(p.bleed_trails), mask)
         hot = art["hot"]
         np.add.at(data, (hot["y"], hot["x"]), hot["level"].astype(np.float32))
         mask[hot["y"][hot["masked"]], hot["x"][hot["masked"]]] = True
         cols = art["columns"]
-        for x, y0, y1, is_hot, level in zip(cols["x"], cols["y0"], cols["y1"], cols["hot"], cols["level"]):
+        for x, y0, y1, is_hot, level in zip(
+            cols["x"], cols["y0"], cols["y1"], cols["hot"], cols["level"]
+        ):
             if is_hot:
                 data[y0:y1, x] += np.float32(level)
             else:
@@ -473,36 +538,71 @@ def _expose(p: SimParams, eps: dict[str, Epoch], scene: Scene, models: dict, sat
     return exposures
 
 
-def _assemble(p: SimParams, eps: dict[str, Epoch], geo: dict, scene: Scene, exposures: Exposures, truth: Table,
-              seed: int, shape: tuple[int, int], flux_ratio: float) -> SimulatedPair:
+def _assemble(
+    p: SimParams,
+    eps: dict[str, Epoch],
+    geo: dict,
+    scene: Scene,
+    exposures: Exposures,
+    truth: Table,
+    seed: int,
+    shape: tuple[int, int],
+    flux_ratio: float,
+) -> SimulatedPair:
     """The :class:`SimulatedPair`: images with headers, catalogues, and every parameter used."""
     out_images = {}
     for name in EPOCHS:
         ep = eps[name]
         header = _header(p, ep, seed, None)
         out_images[name] = Image(
-            data=exposures.images[name], wcs=ep.wcs.deepcopy(), mask=exposures.masks[name],
-            variance=exposures.variances[name], header=header, meta=header_meta(header),
+            data=exposures.images[name],
+            wcs=ep.wcs.deepcopy(),
+            mask=exposures.masks[name],
+            variance=exposures.variances[name],
+            header=header,
+            meta=header_meta(header),
         )
     stars = star_table(scene.stars, eps, exposures.saturated, p.bunit)
     galaxies = galaxy_table(scene.galaxies, eps, scene.supernovae["host"], p.bunit)
     params = {k: v for k, v in p.as_dict().items() if k != "filters"}
-    params.update({
-        "seed": seed, "shape": shape, "ra": geo["ra"], "dec": geo["dec"], "shift_px": geo["shift_px"],
-        "rotation_deg": geo["rotation_deg"], "pixel_scale_ratio": geo["pixel_scale_ratio"],
-        "sci_to_ref": geo["sci_to_ref"], "flux_ratio": float(flux_ratio), "psf_beta": float(p.psf_beta),
-    })
+    params.update(
+        {
+            "seed": seed,
+            "shape": shape,
+            "ra": geo["ra"],
+            "dec": geo["dec"],
+            "shift_px": geo["shift_px"],
+            "rotation_deg": geo["rotation_deg"],
+            "pixel_scale_ratio": geo["pixel_scale_ratio"],
+            "sci_to_ref": geo["sci_to_ref"],
+            "flux_ratio": float(flux_ratio),
+            "psf_beta": float(p.psf_beta),
+        }
+    )
     for name in EPOCHS:
         ep = eps[name]
-        params.update({
-            f"fwhm_{name}": ep.fwhm0, f"zp_{name}": ep.zp, f"sky_{name}": ep.sky0, f"sky_mag_{name}": ep.sky_mag,
-            f"mjd_{name}": ep.mjd, f"saturation_{name}": ep.saturation, f"exptime_{name}": ep.exptime,
-            f"psf_axis_ratio_{name}": ep.psf_q, f"psf_angle_deg_{name}": float(np.rad2deg(ep.psf_theta)),
-            f"pixel_scale_{name}": ep.pixel_scale,
-        })
+        params.update(
+            {
+                f"fwhm_{name}": ep.fwhm0,
+                f"zp_{name}": ep.zp,
+                f"sky_{name}": ep.sky0,
+                f"sky_mag_{name}": ep.sky_mag,
+                f"mjd_{name}": ep.mjd,
+                f"saturation_{name}": ep.saturation,
+                f"exptime_{name}": ep.exptime,
+                f"psf_axis_ratio_{name}": ep.psf_q,
+                f"psf_angle_deg_{name}": float(np.rad2deg(ep.psf_theta)),
+                f"pixel_scale_{name}": ep.pixel_scale,
+            }
+        )
     result = SimulatedPair(
-        reference=out_images["reference"], science=out_images["science"], truth=truth,
-        stars=stars, galaxies=galaxies, params=params, _epochs=eps,
+        reference=out_images["reference"],
+        science=out_images["science"],
+        truth=truth,
+        stars=stars,
+        galaxies=galaxies,
+        params=params,
+        _epochs=eps,
     )
     params["psf_reference"] = result.psf("reference")
     params["psf_science"] = result.psf("science")

@@ -105,7 +105,12 @@ class Epoch:
         ny, nx = self.shape
         x = np.asarray(x)
         y = np.asarray(y)
-        return (x >= margin - 0.5) & (x <= nx - 0.5 - margin) & (y >= margin - 0.5) & (y <= ny - 0.5 - margin)
+        return (
+            (x >= margin - 0.5)
+            & (x <= nx - 0.5 - margin)
+            & (y >= margin - 0.5)
+            & (y <= ny - 0.5 - margin)
+        )
 
 
 def _rotation(theta_rad: float) -> np.ndarray:
@@ -159,9 +164,14 @@ def draw_geometry(p: SimParams, shape, rng: np.random.Generator) -> dict:
     wcs_sci = _tan_wcs(shape, (ra, dec), cd_ref @ m, centre - np.linalg.solve(m, shift))
     sci_to_ref = np.hstack([m, (centre + shift - m @ centre)[:, None]])
     return {
-        "ra": float(ra) % 360.0, "dec": float(dec), "shift_px": (float(shift[0]), float(shift[1])),
-        "rotation_deg": float(rotation), "pixel_scale_ratio": ratio, "wcs_reference": wcs_ref,
-        "wcs_science": wcs_sci, "sci_to_ref": sci_to_ref,
+        "ra": float(ra) % 360.0,
+        "dec": float(dec),
+        "shift_px": (float(shift[0]), float(shift[1])),
+        "rotation_deg": float(rotation),
+        "pixel_scale_ratio": ratio,
+        "wcs_reference": wcs_ref,
+        "wcs_science": wcs_sci,
+        "sci_to_ref": sci_to_ref,
     }
 
 
@@ -217,12 +227,24 @@ def make_epochs(p: SimParams, shape, geo: dict, rng: np.random.Generator) -> dic
         if saturation is None:
             saturation = p.saturation_rate * exptime
         epochs[name] = Epoch(
-            name=name, shape=shape, wcs=geo[f"wcs_{name}"], pixel_scale=scale, fwhm0=float(fwhm),
-            beta=float(p.psf_beta), psf_q=float(draws["q"][i]), psf_theta=float(draws["theta"][i]),
-            psf_coef=draws["psf_coef"][i], zp=float(zp), exptime=exptime, gain=float(p.gain) * stack,
-            read_noise=float(p.read_noise) * math.sqrt(stack), saturation=float(saturation),
-            sky0=float(scale**2 * 10 ** (-0.4 * (sky_mag - zp))), sky_coef=draws["sky_coef"][i],
-            mjd=mjd_ref if name == "reference" else mjd_sci, sky_mag=float(sky_mag),
+            name=name,
+            shape=shape,
+            wcs=geo[f"wcs_{name}"],
+            pixel_scale=scale,
+            fwhm0=float(fwhm),
+            beta=float(p.psf_beta),
+            psf_q=float(draws["q"][i]),
+            psf_theta=float(draws["theta"][i]),
+            psf_coef=draws["psf_coef"][i],
+            zp=float(zp),
+            exptime=exptime,
+            gain=float(p.gain) * stack,
+            read_noise=float(p.read_noise) * math.sqrt(stack),
+            saturation=float(saturation),
+            sky0=float(scale**2 * 10 ** (-0.4 * (sky_mag - zp))),
+            sky_coef=draws["sky_coef"][i],
+            mjd=mjd_ref if name == "reference" else mjd_sci,
+            sky_mag=float(sky_mag),
         )
     return epochs
 
@@ -298,7 +320,14 @@ def clip_segment(x0, y0, angle, half_length, shape):
 def sky_positions(eps, ra, dec) -> dict:
     xs, ys = eps["science"].pix(ra, dec)
     xr, yr = eps["reference"].pix(ra, dec)
-    return {"ra": np.asarray(ra, float), "dec": np.asarray(dec, float), "x_sci": xs, "y_sci": ys, "x_ref": xr, "y_ref": yr}
+    return {
+        "ra": np.asarray(ra, float),
+        "dec": np.asarray(dec, float),
+        "x_sci": xs,
+        "y_sci": ys,
+        "x_ref": xr,
+        "y_ref": yr,
+    }
 
 
 def pixel_angle_deg(ep, eps, name, angle):

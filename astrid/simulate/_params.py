@@ -28,9 +28,20 @@ EPOCHS = ("reference", "science")
 # Independent random streams, so that changing one ingredient (say the number
 # of supernovae) leaves every other pixel of the image unchanged.
 _STREAMS = {
-    "geometry": 1, "epochs": 2, "stars": 3, "galaxies": 4, "hosts": 5, "saturated": 6,
-    "variables": 7, "supernovae": 8, "asteroids": 9, "artifacts_reference": 10,
-    "artifacts_science": 11, "noise_reference": 12, "noise_science": 13, "satellites": 14,
+    "geometry": 1,
+    "epochs": 2,
+    "stars": 3,
+    "galaxies": 4,
+    "hosts": 5,
+    "saturated": 6,
+    "variables": 7,
+    "supernovae": 8,
+    "asteroids": 9,
+    "artifacts_reference": 10,
+    "artifacts_science": 11,
+    "noise_reference": 12,
+    "noise_science": 13,
+    "satellites": 14,
 }
 
 
@@ -139,7 +150,9 @@ def resolve_params(preset: str, overrides: dict) -> SimParams:
         if key not in params or key == "filters":
             close = difflib.get_close_matches(key, [k for k in params if k != "filters"], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise AstridInputError(f"unknown simulation parameter {key!r} for preset {preset!r}{hint}")
+            raise AstridInputError(
+                f"unknown simulation parameter {key!r} for preset {preset!r}{hint}"
+            )
         params[key] = value
     params["preset"] = preset
     if params["filter"] not in params["filters"]:
@@ -150,49 +163,90 @@ def resolve_params(preset: str, overrides: dict) -> SimParams:
     for key in ("n_stars", "n_galaxies"):
         if params[key] is not None:
             _check_count(params, key)
-    for key in ("n_host_galaxies", "n_supernovae", "n_variables", "n_asteroids", "n_saturated_stars",
-                "n_bad_columns", "n_satellite_trails"):
+    for key in (
+        "n_host_galaxies",
+        "n_supernovae",
+        "n_variables",
+        "n_asteroids",
+        "n_saturated_stars",
+        "n_bad_columns",
+        "n_satellite_trails",
+    ):
         _check_count(params, key)
-    if not isinstance(params["reference_stack"], (int, np.integer)) or params["reference_stack"] < 1:
+    if (
+        not isinstance(params["reference_stack"], (int, np.integer))
+        or params["reference_stack"] < 1
+    ):
         raise AstridInputError(
             f"reference_stack must be a whole number of exposures >= 1, got {params['reference_stack']!r}"
         )
-    for key in ("pixel_scale", "pixel_scale_ratio", "exptime_reference", "exptime_science", "gain", "psf_beta"):
+    for key in (
+        "pixel_scale",
+        "pixel_scale_ratio",
+        "exptime_reference",
+        "exptime_science",
+        "gain",
+        "psf_beta",
+    ):
         value = params[key]
         if not _is_number(value) or not value > 0:
-            raise AstridInputError(f"simulation parameter {key!r} must be a positive number, got {value!r}")
+            raise AstridInputError(
+                f"simulation parameter {key!r} must be a positive number, got {value!r}"
+            )
     if params["psf_beta"] <= 1.5:
         raise AstridInputError(
             f"psf_beta must be > 1.5 (a Moffat profile with finite flux and width), got {params['psf_beta']}"
         )
     if not 0.5 <= params["pixel_scale_ratio"] <= 2.0:
-        raise AstridInputError(f"pixel_scale_ratio must be within [0.5, 2], got {params['pixel_scale_ratio']}")
+        raise AstridInputError(
+            f"pixel_scale_ratio must be within [0.5, 2], got {params['pixel_scale_ratio']}"
+        )
     if not _is_number(params["read_noise"]) or params["read_noise"] < 0:
         raise AstridInputError(f"read_noise must be >= 0 electrons, got {params['read_noise']!r}")
     for key in ("fwhm_reference", "fwhm_science"):
         value = params[key]
         if value is not None and (not _is_number(value) or not 0.8 <= value <= 30):
-            raise AstridInputError(f"{key} must be a FWHM in pixels within [0.8, 30], got {value!r}")
+            raise AstridInputError(
+                f"{key} must be a FWHM in pixels within [0.8, 30], got {value!r}"
+            )
     if params["shift_px"] is not None:
         shift = np.asarray(params["shift_px"], dtype=float)
         if shift.shape != (2,) or not np.all(np.isfinite(shift)):
-            raise AstridInputError(f"shift_px must be a pair (dx, dy) of finite numbers, got {params['shift_px']!r}")
-    for key in ("psf_variation", "psf_ellipticity", "sky_gradient", "sn_faint_fraction", "sn_core_fraction",
-                "sn_hostless_fraction", "asteroid_in_reference", "hot_pixel_masked_fraction"):
+            raise AstridInputError(
+                f"shift_px must be a pair (dx, dy) of finite numbers, got {params['shift_px']!r}"
+            )
+    for key in (
+        "psf_variation",
+        "psf_ellipticity",
+        "sky_gradient",
+        "sn_faint_fraction",
+        "sn_core_fraction",
+        "sn_hostless_fraction",
+        "asteroid_in_reference",
+        "hot_pixel_masked_fraction",
+    ):
         value = params[key]
         if not _is_number(value) or not 0 <= value <= 1:
-            raise AstridInputError(f"simulation parameter {key!r} must be within [0, 1], got {value!r}")
+            raise AstridInputError(
+                f"simulation parameter {key!r} must be within [0, 1], got {value!r}"
+            )
     return SimParams(**params)
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _check_count(params: dict, key: str) -> None:
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise AstridInputError(f"simulation parameter {key!r} must be a non-negative integer, got {value!r}")
+        raise AstridInputError(
+            f"simulation parameter {key!r} must be a non-negative integer, got {value!r}"
+        )
 
 
 def parse_size(size) -> tuple[int, int]:
@@ -205,9 +259,13 @@ def parse_size(size) -> tuple[int, int]:
             if shape != (ny, nx):
                 raise TypeError
         except (TypeError, ValueError):
-            raise AstridInputError(f"size must be an int or a pair (ny, nx) of ints, got {size!r}") from None
+            raise AstridInputError(
+                f"size must be an int or a pair (ny, nx) of ints, got {size!r}"
+            ) from None
     if min(shape) < _MIN_SIZE:
-        raise AstridInputError(f"size must be at least {_MIN_SIZE} pixels on each side, got {shape}")
+        raise AstridInputError(
+            f"size must be at least {_MIN_SIZE} pixels on each side, got {shape}"
+        )
     return shape
 
 

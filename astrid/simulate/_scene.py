@@ -79,7 +79,9 @@ def _point_stamps(ep: Epoch, x, y, flux):
     ratio = np.maximum(np.abs(flux) * peak_per_flux / threshold, 1.0)
     r_flux = alpha_major * np.sqrt(np.maximum(ratio ** (1.0 / ep.beta) - 1.0, 0.0))
     r_psf = _render.moffat_radius(fwhm, ep.beta, ep.psf_q)
-    radius = np.ceil(np.clip(np.maximum(r_psf, r_flux), 1.0, _MAX_STAMP_RADIUS)).astype(np.int64) + 1
+    radius = (
+        np.ceil(np.clip(np.maximum(r_psf, r_flux), 1.0, _MAX_STAMP_RADIUS)).astype(np.int64) + 1
+    )
     ix = np.floor(x + 0.5).astype(np.int64)
     iy = np.floor(y + 0.5).astype(np.int64)
     return fwhm, ix - radius, iy - radius, 2 * radius + 1
@@ -104,8 +106,20 @@ def render_points(image: np.ndarray, ep: Epoch, x, y, flux) -> np.ndarray:
     buf = np.empty(int(sizes.sum()), dtype=np.float32)
     sub_peaks = np.zeros(idx.size)
     _render.render_moffat_stamps(
-        buf, offsets, x[idx], y[idx], ix0[idx], iy0[idx], side[idx], side[idx], fwhm[idx], flux[idx],
-        ep.beta, ep.psf_q, ep.psf_theta, sub_peaks,
+        buf,
+        offsets,
+        x[idx],
+        y[idx],
+        ix0[idx],
+        iy0[idx],
+        side[idx],
+        side[idx],
+        fwhm[idx],
+        flux[idx],
+        ep.beta,
+        ep.psf_q,
+        ep.psf_theta,
+        sub_peaks,
     )
     _render.add_stamps(image, buf, offsets, ix0[idx], iy0[idx], side[idx], side[idx], 64)
     peaks[idx] = sub_peaks
@@ -149,17 +163,38 @@ def render_galaxies(image: np.ndarray, ep: Epoch, gal: dict, flux: np.ndarray) -
         members = np.flatnonzero(touches & (side == s))
         chunk = max(1, _FFT_CHUNK_PIXELS // (s * s))
         for start in range(0, members.size, chunk):
-            k = members[start:start + chunk]
+            k = members[start : start + chunk]
             zero = np.zeros(k.size)
             cube = np.empty((k.size, s, s), dtype=np.float32)
-            _render.render_sersic_stamps(cube, zero, zero, r_eff[k], n_s[k], gal["axis_ratio"][k], theta[k],
-                                         r_trunc[k], flux[k])
+            _render.render_sersic_stamps(
+                cube,
+                zero,
+                zero,
+                r_eff[k],
+                n_s[k],
+                gal["axis_ratio"][k],
+                theta[k],
+                r_trunc[k],
+                flux[k],
+            )
             kernels = np.empty((k.size, s, s), dtype=np.float32)
-            _render.render_psf_kernels(kernels, x[k] - ix[k], y[k] - iy[k], fwhm[k], int(r_psf), ep.beta, ep.psf_q,
-                                       ep.psf_theta)
+            _render.render_psf_kernels(
+                kernels,
+                x[k] - ix[k],
+                y[k] - iy[k],
+                fwhm[k],
+                int(r_psf),
+                ep.beta,
+                ep.psf_q,
+                ep.psf_theta,
+            )
             spec = scipy.fft.rfft2(cube, workers=-1)
             spec *= scipy.fft.rfft2(kernels, workers=-1)
-            stamps.append(scipy.fft.irfft2(spec, s=(s, s), workers=-1).astype(np.float32, copy=False).reshape(-1))
+            stamps.append(
+                scipy.fft.irfft2(spec, s=(s, s), workers=-1)
+                .astype(np.float32, copy=False)
+                .reshape(-1)
+            )
             offsets.append(used + np.arange(k.size, dtype=np.int64) * s * s)
             index.append(k)
             used += k.size * s * s
@@ -167,8 +202,16 @@ def render_galaxies(image: np.ndarray, ep: Epoch, gal: dict, flux: np.ndarray) -
         return
     # One pass adds every galaxy: few parallel launches, whatever the number of stamp sizes.
     k = np.concatenate(index)
-    _render.add_stamps(image, np.concatenate(stamps), np.concatenate(offsets), ix0[k], iy0[k], side[k].astype(np.int64),
-                       side[k].astype(np.int64), 64)
+    _render.add_stamps(
+        image,
+        np.concatenate(stamps),
+        np.concatenate(offsets),
+        ix0[k],
+        iy0[k],
+        side[k].astype(np.int64),
+        side[k].astype(np.int64),
+        64,
+    )
 
 
 def _flux_sigma(ep: Epoch, variance: np.ndarray, x, y) -> np.ndarray:
@@ -191,7 +234,10 @@ def snr_columns(eps, variances, flux_ratio, pos, flux_diff) -> dict:
     sigma_sci = _flux_sigma(eps["science"], variances["science"], pos["x_sci"], pos["y_sci"])
     sigma_ref = _flux_sigma(eps["reference"], variances["reference"], pos["x_ref"], pos["y_ref"])
     flux_diff = np.abs(np.asarray(flux_diff, float))
-    return {"snr_sci": flux_diff / sigma_sci, "snr_diff": flux_diff / np.hypot(sigma_sci, flux_ratio * sigma_ref)}
+    return {
+        "snr_sci": flux_diff / sigma_sci,
+        "snr_diff": flux_diff / np.hypot(sigma_sci, flux_ratio * sigma_ref),
+    }
 
 
 def _psf_cutout(ep: Epoch, x, y):
@@ -202,7 +248,11 @@ def _psf_cutout(ep: Epoch, x, y):
     ny, nx = ep.shape
     y0, y1 = max(iy - r, 0), min(iy + r + 1, ny)
     x0, x1 = max(ix - r, 0), min(ix + r + 1, nx)
-    return p, (slice(y0, y1), slice(x0, x1)), (slice(y0 - iy + r, y1 - iy + r), slice(x0 - ix + r, x1 - ix + r))
+    return (
+        p,
+        (slice(y0, y1), slice(x0, x1)),
+        (slice(y0 - iy + r, y1 - iy + r), slice(x0 - ix + r, x1 - ix + r)),
+    )
 
 
 def flux_for_snr(ep: Epoch, model: np.ndarray, x, y, snr) -> np.ndarray:

@@ -33,7 +33,9 @@ def _mask_at(ep: Epoch, mask: np.ndarray, x, y) -> np.ndarray:
     return out
 
 
-def truth_table(p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float) -> Table:
+def truth_table(
+    p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float
+) -> Table:
     """One row per injected transient or artifact appearance (columns: :class:`SimulatedPair`)."""
     stars, sne, ast = scene.stars, scene.supernovae, scene.asteroids
     art, trails = scene.artifacts, scene.trails
@@ -46,7 +48,11 @@ def truth_table(p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flu
         n = np.size(ra)
         if n == 0:
             return
-        block = {"kind": np.full(n, kind), "epoch": np.broadcast_to(np.asarray(epoch), n).copy(), **sky_positions(eps, ra, dec)}
+        block = {
+            "kind": np.full(n, kind),
+            "epoch": np.broadcast_to(np.asarray(epoch), n).copy(),
+            **sky_positions(eps, ra, dec),
+        }
         for key, value in cols.items():
             block[key] = np.broadcast_to(np.asarray(value), n).copy()
         rows.append(block)
@@ -54,34 +60,75 @@ def truth_table(p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flu
     nan = np.nan
     # Supernovae
     pos = sky_positions(eps, sne["ra"], sne["dec"])
-    add("supernova", "science", sne["ra"], sne["dec"], flux_sci=sne["flux"], flux_ref=0.0, flux_diff=sne["flux"],
-        mag=_mag(sne["flux"], sci.zp), mag_ref=nan,
+    add(
+        "supernova",
+        "science",
+        sne["ra"],
+        sne["dec"],
+        flux_sci=sne["flux"],
+        flux_ref=0.0,
+        flux_diff=sne["flux"],
+        mag=_mag(sne["flux"], sci.zp),
+        mag_ref=nan,
         **snr_columns(eps, variances, flux_ratio, pos, sne["flux"]),
-        host_id=sne["host"], host_offset_arcsec=sne["offset"], is_real=True,
-        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]))
+        host_id=sne["host"],
+        host_offset_arcsec=sne["offset"],
+        is_real=True,
+        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]),
+    )
     # Variables
     var = np.flatnonzero(stars["variable"])
     pos = sky_positions(eps, stars["ra"][var], stars["dec"][var])
     diff = stars["flux_sci"][var] - flux_ratio * stars["flux_ref"][var]
-    add("variable", "both", stars["ra"][var], stars["dec"][var], flux_sci=stars["flux_sci"][var],
-        flux_ref=stars["flux_ref"][var], flux_diff=diff, mag=stars["mag_sci"][var], mag_ref=stars["mag"][var],
-        **snr_columns(eps, variances, flux_ratio, pos, diff), star_id=var, is_real=True,
-        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]))
+    add(
+        "variable",
+        "both",
+        stars["ra"][var],
+        stars["dec"][var],
+        flux_sci=stars["flux_sci"][var],
+        flux_ref=stars["flux_ref"][var],
+        flux_diff=diff,
+        mag=stars["mag_sci"][var],
+        mag_ref=stars["mag"][var],
+        **snr_columns(eps, variances, flux_ratio, pos, diff),
+        star_id=var,
+        is_real=True,
+        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]),
+    )
     # Asteroids: one row per appearance.
     first_id = sum(len(r["kind"]) for r in rows)
     pos = sky_positions(eps, ast["ra"], ast["dec"])
-    add("asteroid", "science", ast["ra"], ast["dec"], flux_sci=ast["flux"], flux_ref=0.0, flux_diff=ast["flux"],
-        mag=_mag(ast["flux"], sci.zp), mag_ref=nan,
-        **snr_columns(eps, variances, flux_ratio, pos, ast["flux"]), is_real=True,
-        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]))
+    add(
+        "asteroid",
+        "science",
+        ast["ra"],
+        ast["dec"],
+        flux_sci=ast["flux"],
+        flux_ref=0.0,
+        flux_diff=ast["flux"],
+        mag=_mag(ast["flux"], sci.zp),
+        mag_ref=nan,
+        **snr_columns(eps, variances, flux_ratio, pos, ast["flux"]),
+        is_real=True,
+        masked=_mask_at(sci, masks["science"], pos["x_sci"], pos["y_sci"]),
+    )
     k_ref = np.flatnonzero(ast["in_ref"])
     pos = sky_positions(eps, ast["ra_ref"][k_ref], ast["dec_ref"][k_ref])
-    add("asteroid", "reference", ast["ra_ref"][k_ref], ast["dec_ref"][k_ref], flux_sci=0.0,
-        flux_ref=ast["flux_ref"][k_ref], flux_diff=-flux_ratio * ast["flux_ref"][k_ref],
-        mag=_mag(ast["flux_ref"][k_ref], ref.zp), mag_ref=_mag(ast["flux_ref"][k_ref], ref.zp),
+    add(
+        "asteroid",
+        "reference",
+        ast["ra_ref"][k_ref],
+        ast["dec_ref"][k_ref],
+        flux_sci=0.0,
+        flux_ref=ast["flux_ref"][k_ref],
+        flux_diff=-flux_ratio * ast["flux_ref"][k_ref],
+        mag=_mag(ast["flux_ref"][k_ref], ref.zp),
+        mag_ref=_mag(ast["flux_ref"][k_ref], ref.zp),
         **snr_columns(eps, variances, flux_ratio, pos, flux_ratio * ast["flux_ref"][k_ref]),
-        parent_id=first_id + k_ref, is_real=True,
-        masked=_mask_at(ref, masks["reference"], pos["x_ref"], pos["y_ref"]))
+        parent_id=first_id + k_ref,
+        is_real=True,
+        masked=_mask_at(ref, masks["reference"], pos["x_ref"], pos["y_ref"]),
+    )
     # Detector artifacts of each epoch
     for name in EPOCHS:
         ep = eps[name]
@@ -90,63 +137,150 @@ def truth_table(p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flu
         other = "flux_ref" if name == "science" else "flux_sci"
         sign = 1.0 if name == "science" else -flux_ratio
         ra, dec = ep.world(a["cr"]["x"], a["cr"]["y"])
-        add("cosmic_ray", name, ra, dec, **{fkey: landed[name], other: 0.0}, flux_diff=sign * landed[name],
-            length_px=a["cr"]["length"], angle_deg=pixel_angle_deg(ep, eps, name, a["cr"]["angle"]), masked=False)
+        add(
+            "cosmic_ray",
+            name,
+            ra,
+            dec,
+            **{fkey: landed[name], other: 0.0},
+            flux_diff=sign * landed[name],
+            length_px=a["cr"]["length"],
+            angle_deg=pixel_angle_deg(ep, eps, name, a["cr"]["angle"]),
+            masked=False,
+        )
         ra, dec = ep.world(a["hot"]["x"], a["hot"]["y"])
-        add("hot_pixel", name, ra, dec, **{fkey: a["hot"]["level"], other: 0.0}, flux_diff=sign * a["hot"]["level"],
-            masked=a["hot"]["masked"])
+        add(
+            "hot_pixel",
+            name,
+            ra,
+            dec,
+            **{fkey: a["hot"]["level"], other: 0.0},
+            flux_diff=sign * a["hot"]["level"],
+            masked=a["hot"]["masked"],
+        )
         c = a["columns"]
         if c["x"].size:
             ymid = 0.5 * (c["y0"] + c["y1"] - 1)
             ra, dec = ep.world(c["x"], ymid)
             excess = np.where(c["hot"], c["level"] * (c["y1"] - c["y0"]), np.nan)
-            add("bad_column", name, ra, dec, **{fkey: excess, other: 0.0}, flux_diff=sign * excess,
+            add(
+                "bad_column",
+                name,
+                ra,
+                dec,
+                **{fkey: excess, other: 0.0},
+                flux_diff=sign * excess,
                 length_px=(c["y1"] - c["y0"]).astype(float),
                 angle_deg=pixel_angle_deg(ep, eps, name, np.full(c["x"].size, np.pi / 2)),
-                masked=True)
+                masked=True,
+            )
     for trail in trails:
         name = trail["epoch"]
         ep = eps[name]
-        length, xm, ym = clip_segment(trail["x"], trail["y"], trail["angle"], trail["half_length"], ep.shape)
+        length, xm, ym = clip_segment(
+            trail["x"], trail["y"], trail["angle"], trail["half_length"], ep.shape
+        )
         ra, dec = ep.world(np.array([xm]), np.array([ym]))
         fkey = "flux_sci" if name == "science" else "flux_ref"
         other = "flux_ref" if name == "science" else "flux_sci"
         sign = 1.0 if name == "science" else -flux_ratio
-        add("satellite_trail", name, ra, dec, **{fkey: trail["flux"], other: 0.0}, flux_diff=sign * trail["flux"],
-            length_px=length, angle_deg=pixel_angle_deg(ep, eps, name, np.array([trail["angle"]])), masked=False)
+        add(
+            "satellite_trail",
+            name,
+            ra,
+            dec,
+            **{fkey: trail["flux"], other: 0.0},
+            flux_diff=sign * trail["flux"],
+            length_px=length,
+            angle_deg=pixel_angle_deg(ep, eps, name, np.array([trail["angle"]])),
+            masked=False,
+        )
     # Saturated stars (forced and natural)
     sat = np.flatnonzero(saturated["reference"] | saturated["science"])
-    epoch = np.where(saturated["reference"][sat] & saturated["science"][sat], "both",
-                     np.where(saturated["science"][sat], "science", "reference"))
-    add("saturated_star", epoch, stars["ra"][sat], stars["dec"][sat], flux_sci=stars["flux_sci"][sat],
-        flux_ref=stars["flux_ref"][sat], flux_diff=stars["flux_sci"][sat] - flux_ratio * stars["flux_ref"][sat],
-        mag=stars["mag_sci"][sat], mag_ref=stars["mag"][sat], star_id=sat, masked=True)
+    epoch = np.where(
+        saturated["reference"][sat] & saturated["science"][sat],
+        "both",
+        np.where(saturated["science"][sat], "science", "reference"),
+    )
+    add(
+        "saturated_star",
+        epoch,
+        stars["ra"][sat],
+        stars["dec"][sat],
+        flux_sci=stars["flux_sci"][sat],
+        flux_ref=stars["flux_ref"][sat],
+        flux_diff=stars["flux_sci"][sat] - flux_ratio * stars["flux_ref"][sat],
+        mag=stars["mag_sci"][sat],
+        mag_ref=stars["mag"][sat],
+        star_id=sat,
+        masked=True,
+    )
 
     columns = {
-        "kind": str, "epoch": str, "ra": float, "dec": float, "x_sci": float, "y_sci": float, "x_ref": float,
-        "y_ref": float, "flux_sci": float, "flux_ref": float, "flux_diff": float, "mag": float, "mag_ref": float,
-        "snr_sci": float, "snr_diff": float, "host_id": int, "host_offset_arcsec": float, "star_id": int, "parent_id": int,
-        "is_real": bool, "masked": bool, "length_px": float, "angle_deg": float,
+        "kind": str,
+        "epoch": str,
+        "ra": float,
+        "dec": float,
+        "x_sci": float,
+        "y_sci": float,
+        "x_ref": float,
+        "y_ref": float,
+        "flux_sci": float,
+        "flux_ref": float,
+        "flux_diff": float,
+        "mag": float,
+        "mag_ref": float,
+        "snr_sci": float,
+        "snr_diff": float,
+        "host_id": int,
+        "host_offset_arcsec": float,
+        "star_id": int,
+        "parent_id": int,
+        "is_real": bool,
+        "masked": bool,
+        "length_px": float,
+        "angle_deg": float,
     }
     defaults = {float: np.nan, int: -1, bool: False, str: ""}
     data = {}
     total = sum(len(r["kind"]) for r in rows)
     for name, kind in columns.items():
-        parts = [np.asarray(r[name]) if name in r else np.full(len(r["kind"]), defaults[kind]) for r in rows]
+        parts = [
+            np.asarray(r[name]) if name in r else np.full(len(r["kind"]), defaults[kind])
+            for r in rows
+        ]
         values = np.concatenate(parts) if parts else np.array([], dtype=kind)
         data[name] = values.astype(kind) if kind is not str else values.astype("U16")
-    units = {"ra": "deg", "dec": "deg", "x_sci": "pix", "y_sci": "pix", "x_ref": "pix", "y_ref": "pix",
-             "flux_sci": p.bunit, "flux_ref": p.bunit, "flux_diff": p.bunit, "mag": "mag",
-             "mag_ref": "mag", "host_offset_arcsec": "arcsec", "length_px": "pix", "angle_deg": "deg"}
+    units = {
+        "ra": "deg",
+        "dec": "deg",
+        "x_sci": "pix",
+        "y_sci": "pix",
+        "x_ref": "pix",
+        "y_ref": "pix",
+        "flux_sci": p.bunit,
+        "flux_ref": p.bunit,
+        "flux_diff": p.bunit,
+        "mag": "mag",
+        "mag_ref": "mag",
+        "host_offset_arcsec": "arcsec",
+        "length_px": "pix",
+        "angle_deg": "deg",
+    }
     table = Table()
     table["id"] = np.arange(total, dtype=np.int64)
     for name in columns:
         table[name] = Column(data[name], unit=units.get(name))
-    table.meta.update({
-        "preset": p.preset, "filter": p.filter, "flux_ratio": float(flux_ratio),
-        "zp_reference": ref.zp, "zp_science": sci.zp,
-        "description": "astrid.simulate truth: one row per injected transient or artifact appearance",
-    })
+    table.meta.update(
+        {
+            "preset": p.preset,
+            "filter": p.filter,
+            "flux_ratio": float(flux_ratio),
+            "zp_reference": ref.zp,
+            "zp_science": sci.zp,
+            "description": "astrid.simulate truth: one row per injected transient or artifact appearance",
+        }
+    )
     return table
 
 

@@ -23,8 +23,16 @@ from .._utils import fwhm_to_sigma
 __all__ = ["add_elliptical_gaussian", "moffat_psf", "star_field", "stars_among_galaxies", "tan_wcs"]
 
 
-def tan_wcs(shape, *, ra: float = 150.0, dec: float = 2.0, scale_arcsec: float = 1.0,
-            rotation_deg: float = 0.0, crpix_offset=(0.0, 0.0), crpix=None) -> WCS:
+def tan_wcs(
+    shape,
+    *,
+    ra: float = 150.0,
+    dec: float = 2.0,
+    scale_arcsec: float = 1.0,
+    rotation_deg: float = 0.0,
+    crpix_offset=(0.0, 0.0),
+    crpix=None,
+) -> WCS:
     """A gnomonic (TAN) celestial WCS, north up and east left before rotation.
 
     Parameters
@@ -66,8 +74,17 @@ def tan_wcs(shape, *, ra: float = 150.0, dec: float = 2.0, scale_arcsec: float =
     return wcs
 
 
-def star_field(shape, xy, flux, fwhm: float | None = None, *, psf=None, sky: float = 100.0,
-               noise: float = 5.0, seed: int = 0) -> np.ndarray:
+def star_field(
+    shape,
+    xy,
+    flux,
+    fwhm: float | None = None,
+    *,
+    psf=None,
+    sky: float = 100.0,
+    noise: float = 5.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Stars at known positions on a flat sky with Gaussian noise.
 
     Parameters
@@ -117,8 +134,12 @@ def _add_gaussians(img, xy, flux, fwhm) -> None:
         ys = np.arange(max(int(y) - r, 0), min(int(y) + r + 1, shape[0]))
         if xs.size == 0 or ys.size == 0:
             continue
-        gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
-        gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
+        gx = 0.5 * (
+            erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s))
+        )
+        gy = 0.5 * (
+            erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s))
+        )
         img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
 
 
@@ -154,13 +175,22 @@ def moffat_psf(fwhm: float, beta: float = 2.8, size: int | None = None) -> np.nd
     sub = (np.arange(5) + 0.5) / 5 - 0.5
     yy, xx = np.mgrid[0:n, 0:n] - n // 2
     alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
-    r2 = (xx[..., None, None] + sub[None, None, None, :]) ** 2 + (yy[..., None, None] + sub[None, None, :, None]) ** 2
+    r2 = (xx[..., None, None] + sub[None, None, None, :]) ** 2 + (
+        yy[..., None, None] + sub[None, None, :, None]
+    ) ** 2
     prof = (beta - 1) / (math.pi * alpha**2) * (1 + r2 / alpha**2) ** (-beta)
     return prof.mean(axis=(2, 3))
 
 
-def add_elliptical_gaussian(img: np.ndarray, x: float, y: float, flux: float, fwhm_major: float,
-                            axis_ratio: float = 1.0, angle: float = 0.0) -> None:
+def add_elliptical_gaussian(
+    img: np.ndarray,
+    x: float,
+    y: float,
+    flux: float,
+    fwhm_major: float,
+    axis_ratio: float = 1.0,
+    angle: float = 0.0,
+) -> None:
     """Add (in place) an elliptical Gaussian of total ``flux`` at ``(x, y)``.
 
     Parameters
@@ -190,8 +220,15 @@ def add_elliptical_gaussian(img: np.ndarray, x: float, y: float, flux: float, fw
     img[yi - r : yi + r + 1, xi - r : xi + r + 1] += flux * prof / prof.sum()
 
 
-def stars_among_galaxies(n_stars: int, n_galaxies: int, *, size: int = 480, star_fwhm: float = 2.5,
-                         seed: int = 0, step: int = 40):
+def stars_among_galaxies(
+    n_stars: int,
+    n_galaxies: int,
+    *,
+    size: int = 480,
+    star_fwhm: float = 2.5,
+    seed: int = 0,
+    step: int = 40,
+):
     """Round Gaussian stars of one width among elliptical galaxies of many sizes, on unit white noise.
 
     Sources sit on a jittered grid of ``step`` pixels, so most are isolated;
@@ -219,10 +256,16 @@ def stars_among_galaxies(n_stars: int, n_galaxies: int, *, size: int = 480, star
     """
     rng = np.random.default_rng(seed)
     img = rng.normal(0.0, 1.0, (size, size))
-    cells = [(x, y) for y in range(step, size - step + 1, step) for x in range(step, size - step + 1, step)]
+    cells = [
+        (x, y)
+        for y in range(step, size - step + 1, step)
+        for x in range(step, size - step + 1, step)
+    ]
     order = rng.permutation(len(cells))
     if n_stars + n_galaxies > len(cells):
-        raise ValueError(f"stars_among_galaxies: {n_stars + n_galaxies} sources do not fit {len(cells)} cells")
+        raise ValueError(
+            f"stars_among_galaxies: {n_stars + n_galaxies} sources do not fit {len(cells)} cells"
+        )
     stars = []
     for k, idx in enumerate(order[: n_stars + n_galaxies]):
         x, y = np.asarray(cells[idx], float) + rng.uniform(-6, 6, 2)
@@ -230,6 +273,13 @@ def stars_among_galaxies(n_stars: int, n_galaxies: int, *, size: int = 480, star
             add_elliptical_gaussian(img, x, y, rng.uniform(2e3, 2e4), star_fwhm, 1.0, 0.0)
             stars.append((x, y))
         else:
-            add_elliptical_gaussian(img, x, y, rng.uniform(3e3, 3e4), rng.uniform(4.0, 11.0),
-                                    rng.uniform(0.45, 0.85), rng.uniform(0, math.pi))
+            add_elliptical_gaussian(
+                img,
+                x,
+                y,
+                rng.uniform(3e3, 3e4),
+                rng.uniform(4.0, 11.0),
+                rng.uniform(0.45, 0.85),
+                rng.uniform(0, math.pi),
+            )
     return img, np.array(stars).reshape(-1, 2)

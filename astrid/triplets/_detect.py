@@ -10,8 +10,8 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from ..schema import STAMP_SIZE
 from ..errors import AstridInputError
+from ..schema import STAMP_SIZE
 from . import _kernels
 from ._sources import reference_catalog
 
@@ -47,6 +47,7 @@ class DetectOptions:
     dipole_radius: float | None = None
     stamp_size: int = STAMP_SIZE
 
+
 #: Columns of :func:`detect`'s table: name -> (unit, description).
 CANDIDATE_COLUMNS: dict[str, tuple[str, str]] = {
     "id": ("", "running number, brightest |score| first"),
@@ -59,7 +60,10 @@ CANDIDATE_COLUMNS: dict[str, tuple[str, str]] = {
     "score": ("", "S_corr at the peak pixel (signed, in sigma)"),
     "flux": ("", "PSF flux of the difference at the peak, science units"),
     "flux_err": ("", "1-sigma error of flux"),
-    "sharpness": ("", "(brightest D pixel - mean of its 8 neighbours) / brightest; 1 for a single hot pixel"),
+    "sharpness": (
+        "",
+        "(brightest D pixel - mean of its 8 neighbours) / brightest; 1 for a single hot pixel",
+    ),
     "roundness": ("", "(Mxx - Myy) / (Mxx + Myy) of sign*D; +-1 along a detector axis, 0 round"),
     "fwhm": ("pix", "FWHM of sign*D from window-corrected second moments"),
     "elongation": ("", "major / minor axis of sign*D (>= 1)"),
@@ -112,7 +116,9 @@ def _bad_pixels(result: Any, score: np.ndarray) -> np.ndarray:
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != score.shape:
-            raise AstridInputError(f"result.mask: shape {mask.shape} differs from S_corr {score.shape}")
+            raise AstridInputError(
+                f"result.mask: shape {mask.shape} differs from S_corr {score.shape}"
+            )
         bad |= mask
     footprint = getattr(result, "footprint", None)
     if footprint is not None:
@@ -133,11 +139,15 @@ def _source_positions(sources, wcs, name: str) -> np.ndarray:
     if {"x", "y"} <= names:
         xy = np.column_stack([np.asarray(sources["x"], float), np.asarray(sources["y"], float)])
     elif {"x_ref", "y_ref"} <= names:
-        xy = np.column_stack([np.asarray(sources["x_ref"], float), np.asarray(sources["y_ref"], float)])
+        xy = np.column_stack(
+            [np.asarray(sources["x_ref"], float), np.asarray(sources["y_ref"], float)]
+        )
     elif {"ra", "dec"} <= names:
         if wcs is None:
             raise AstridInputError(f"{name}: has ra/dec but the result has no WCS to place them")
-        x, y = wcs.celestial.world_to_pixel_values(np.asarray(sources["ra"], float), np.asarray(sources["dec"], float))
+        x, y = wcs.celestial.world_to_pixel_values(
+            np.asarray(sources["ra"], float), np.asarray(sources["dec"], float)
+        )
         xy = np.column_stack([x, y])
     else:
         raise AstridInputError(
@@ -223,15 +233,23 @@ def detect(
     settings = _settings(result, threshold, DetectOptions() if options is None else options)
     score, bad = settings["score"], settings["bad"]
     ny, nx = score.shape
-    ys, xs, signs = _kernels.find_local_peaks(score, bad, float(threshold), bool(negative), settings["edge"])
+    ys, xs, signs = _kernels.find_local_peaks(
+        score, bad, float(threshold), bool(negative), settings["edge"]
+    )
     strength = np.abs(score[ys, xs])
     order = np.argsort(-strength, kind="stable")
     keep = _kernels.suppress_close_peaks(ys, xs, order, settings["min_separation"], ny, nx)
     if max_candidates is not None:
         keep = keep[: int(max_candidates)]
     table = candidate_table(
-        result, ys[keep], xs[keep], signs[keep], settings,
-        prefix=prefix, reference_sources=reference_sources, galaxies=galaxies,
+        result,
+        ys[keep],
+        xs[keep],
+        signs[keep],
+        settings,
+        prefix=prefix,
+        reference_sources=reference_sources,
+        galaxies=galaxies,
     )
     table.meta["negative"] = bool(negative)
     return table
@@ -247,7 +265,9 @@ def _settings(result, threshold, options: DetectOptions) -> dict:
         raise AstridInputError(f"result.S_corr: must be 2-D, got shape {score.shape}")
     if diff.shape != score.shape:
         raise AstridInputError(f"result.D: shape {diff.shape} differs from S_corr {score.shape}")
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.integer | np.floating):
+    if isinstance(threshold, bool) or not isinstance(
+        threshold, int | float | np.integer | np.floating
+    ):
         raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
     if not (np.isfinite(threshold) and threshold > 0):
         raise AstridInputError(f"threshold: must be a positive number of sigma, got {threshold!r}")
@@ -340,14 +360,30 @@ def measure_positions(
         raise AstridInputError(f"positions: some lie outside the {ny}x{nx} image")
     signs = np.broadcast_to(np.asarray(sign, dtype=np.int8), x.shape).copy()
     table = candidate_table(
-        result, yi, xi, signs, settings, prefix=prefix,
-        reference_sources=reference_sources, galaxies=galaxies, positions=(x, y),
+        result,
+        yi,
+        xi,
+        signs,
+        settings,
+        prefix=prefix,
+        reference_sources=reference_sources,
+        galaxies=galaxies,
+        positions=(x, y),
     )
     return table
 
 
 def candidate_table(
-    result, ys, xs, signs, settings, *, prefix=None, reference_sources=None, galaxies=None, positions=None
+    result,
+    ys,
+    xs,
+    signs,
+    settings,
+    *,
+    prefix=None,
+    reference_sources=None,
+    galaxies=None,
+    positions=None,
 ) -> Table:
     """Features of peaks at integer (ys, xs) as the table that :func:`detect` returns."""
     score, diff, bad = settings["score"], settings["diff"], settings["bad"]
@@ -377,19 +413,25 @@ def candidate_table(
             return np.full(n, np.nan)
         array = np.asarray(array)
         if array.shape != score.shape:
-            raise AstridInputError(f"result.{name}: shape {array.shape} differs from S_corr {score.shape}")
+            raise AstridInputError(
+                f"result.{name}: shape {array.shape} differs from S_corr {score.shape}"
+            )
         return array[ys, xs].astype(float)
 
     ref_distance = np.full(n, np.nan)
     ref_flux = np.full(n, np.nan)
     host_distance = np.full(n, np.nan)
     catalog = None
-    if (reference_sources is None or galaxies is None) and n and (
-        reference_sources is not False or galaxies is not False
+    if (
+        (reference_sources is None or galaxies is None)
+        and n
+        and (reference_sources is not False or galaxies is not False)
     ):
         reference = getattr(result, "reference", None)
         if reference is not None:
-            catalog = reference_catalog(reference, fwhm=_psf_fwhm(getattr(result, "reference_psf", None)))
+            catalog = reference_catalog(
+                reference, fwhm=_psf_fwhm(getattr(result, "reference_psf", None))
+            )
     if reference_sources is None:
         reference_sources = catalog
     if galaxies is None and catalog is not None:
@@ -398,7 +440,11 @@ def candidate_table(
     if reference_sources is not False and reference_sources is not None:
         source_xy = _source_positions(reference_sources, wcs, "reference_sources")
         ref_distance, index = _nearest(source_xy, xy)
-        if "flux" in reference_sources.colnames and source_xy.shape[0] == len(reference_sources) and len(reference_sources):
+        if (
+            "flux" in reference_sources.colnames
+            and source_xy.shape[0] == len(reference_sources)
+            and len(reference_sources)
+        ):
             fluxes = np.asarray(reference_sources["flux"], float)
             ref_flux = np.where(index >= 0, fluxes[np.clip(index, 0, len(fluxes) - 1)], np.nan)
     if galaxies is not False and galaxies is not None:

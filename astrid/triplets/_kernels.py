@@ -349,7 +349,20 @@ def candidate_features(score, diff, bad, ys, xs, signs, fwhm, dipole_radius, sta
 # 12 arguments: a numba kernel takes the three images, their masks and the output buffers as plain
 # arrays (no dataclasses).
 @njit(cache=True, nogil=True, parallel=True)
-def extract_triplets(science, reference, difference, bad_sci, footprint, bad_ref, bad_diff, ys, xs, size, stamps, valid):
+def extract_triplets(
+    science,
+    reference,
+    difference,
+    bad_sci,
+    footprint,
+    bad_ref,
+    bad_diff,
+    ys,
+    xs,
+    size,
+    stamps,
+    valid,
+):
     """Copy ``size`` x ``size`` stamps of three images centred on (ys, xs), in one pass.
 
     ``stamps`` (n, size, size, 3) gets the images' own values inside them
@@ -379,7 +392,9 @@ def extract_triplets(science, reference, difference, bad_sci, footprint, bad_ref
                     stamps[i, j, k, 1] = b
                     stamps[i, j, k, 2] = c
                     valid[i, j, k, 0] = (
-                        math.isfinite(a) and not (m_sci and bad_sci[yy, xx]) and not (m_foot and not footprint[yy, xx])
+                        math.isfinite(a)
+                        and not (m_sci and bad_sci[yy, xx])
+                        and not (m_foot and not footprint[yy, xx])
                     )
                     valid[i, j, k, 1] = math.isfinite(b) and not (m_ref and bad_ref[yy, xx])
                     valid[i, j, k, 2] = math.isfinite(c) and not (m_diff and bad_diff[yy, xx])

@@ -17,7 +17,11 @@ __all__ = ["label_candidates", "REAL_KINDS", "ARTIFACT_KINDS", "truth_positions"
 REAL_KINDS: tuple[str, ...] = ("supernova", "variable")
 #: Truth kinds of detector and processing artifacts (always bogus).
 ARTIFACT_KINDS: tuple[str, ...] = (
-    "cosmic_ray", "hot_pixel", "bad_column", "satellite_trail", "saturated_star",
+    "cosmic_ray",
+    "hot_pixel",
+    "bad_column",
+    "satellite_trail",
+    "saturated_star",
 )
 #: kind of a candidate that matches no truth row.
 UNMATCHED = "unmatched"
@@ -64,10 +68,14 @@ def truth_positions(truth: Table, wcs=None, pixel_scale_arcsec: float | None = N
             raise AstridInputError(
                 "truth: has only ra/dec; pass wcs= (the difference result's) to place them on the reference grid"
             )
-        x, y = wcs.celestial.world_to_pixel_values(np.asarray(truth["ra"], float), np.asarray(truth["dec"], float))
+        x, y = wcs.celestial.world_to_pixel_values(
+            np.asarray(truth["ra"], float), np.asarray(truth["dec"], float)
+        )
         xy = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
     else:
-        raise AstridInputError(f"truth: needs x_ref, y_ref or x, y (pixels) or ra, dec (degrees); has {truth.colnames}")
+        raise AstridInputError(
+            f"truth: needs x_ref, y_ref or x, y (pixels) or ra, dec (degrees); has {truth.colnames}"
+        )
 
     direction = np.zeros((n, 2))
     half_length = np.zeros(n)
@@ -174,7 +182,9 @@ def label_candidates(
     if not (np.isfinite(radius) and radius > 0):
         raise AstridInputError(f"radius: must be a positive number of pixels, got {radius!r}")
     if kind_column is None:
-        kind_column = "kind" if "kind" in truth.colnames else ("type" if "type" in truth.colnames else None)
+        kind_column = (
+            "kind" if "kind" in truth.colnames else ("type" if "type" in truth.colnames else None)
+        )
     elif kind_column not in truth.colnames:
         raise AstridInputError(f"truth: no column {kind_column!r}")
     if kind_column is None:
@@ -182,10 +192,14 @@ def label_candidates(
         real_kinds = tuple(real_kinds) + (KNOWN_TRANSIENT,)
     else:
         kinds = np.array([str(k).strip() for k in truth[kind_column]], dtype=object)
-    truth_ids = np.asarray(truth["id"], dtype=np.int64) if "id" in truth.colnames else np.arange(len(truth))
+    truth_ids = (
+        np.asarray(truth["id"], dtype=np.int64) if "id" in truth.colnames else np.arange(len(truth))
+    )
 
     xy, direction, half_length = truth_positions(truth, wcs=wcs)
-    cand_xy = np.column_stack([np.asarray(candidates["x"], float), np.asarray(candidates["y"], float)])
+    cand_xy = np.column_stack(
+        [np.asarray(candidates["x"], float), np.asarray(candidates["y"], float)]
+    )
     dist, row = truth_distances(cand_xy, xy, direction, half_length, float(radius))
     matched = row >= 0
 
@@ -197,7 +211,9 @@ def label_candidates(
     out["label"].description = "1 real (matched a transient of a real kind), 0 bogus"
     out["kind"] = kind.astype(str) if len(out) else np.array([], dtype="U16")
     out["kind"].description = "kind of the matched truth row, or 'unmatched'"
-    out["truth_id"] = np.where(matched, truth_ids[np.clip(row, 0, None)] if len(truth) else -1, -1).astype(np.int64)
+    out["truth_id"] = np.where(
+        matched, truth_ids[np.clip(row, 0, None)] if len(truth) else -1, -1
+    ).astype(np.int64)
     out["truth_id"].description = "id of the matched truth row, -1 if none"
     out["offset"] = np.where(matched, dist, np.nan)
     out["offset"].unit = "pix"

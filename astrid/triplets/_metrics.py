@@ -63,21 +63,34 @@ def circle_iou(distance, radius) -> np.ndarray:
         raise AstridInputError(f"radius: must be positive, got {radius!r}")
     ratio = np.clip(d / (2.0 * r), 0.0, 1.0)
     # Area of the lens where two circles overlap.
-    lens = 2.0 * r * r * np.arccos(ratio) - 0.5 * d * np.sqrt(np.clip(4.0 * r * r - d * d, 0.0, None))
+    lens = 2.0 * r * r * np.arccos(ratio) - 0.5 * d * np.sqrt(
+        np.clip(4.0 * r * r - d * d, 0.0, None)
+    )
     lens = np.where(d >= 2.0 * r, 0.0, lens)
     return lens / (2.0 * math.pi * r * r - lens)
 
 
 def _one_image(candidates, truth, time_s, name, options: MetricsOptions, predicted, threshold, wcs):
-    snr_min, real_kinds, radius, fwhm = options.snr_min, options.real_kinds, options.radius, options.fwhm
+    snr_min, real_kinds, radius, fwhm = (
+        options.snr_min,
+        options.real_kinds,
+        options.radius,
+        options.fwhm,
+    )
     if "label" not in candidates.colnames or "truth_id" not in candidates.colnames:
-        candidates = label_candidates(candidates, truth, radius=radius, real_kinds=real_kinds, wcs=wcs)
+        candidates = label_candidates(
+            candidates, truth, radius=radius, real_kinds=real_kinds, wcs=wcs
+        )
     meta = candidates.meta
     fwhm = float(fwhm if fwhm is not None else meta.get("fwhm", float("nan")))
 
     # Truth transients that the detector should find: real kinds, bright
     # enough, and on the image (inside the edge band the detector skips).
-    kinds = np.array([str(k).strip() for k in truth["kind"]]) if "kind" in truth.colnames else np.full(len(truth), "known_transient")
+    kinds = (
+        np.array([str(k).strip() for k in truth["kind"]])
+        if "kind" in truth.colnames
+        else np.full(len(truth), "known_transient")
+    )
     wanted = np.isin(kinds, list(real_kinds) + ["known_transient"])
     if "snr_sci" in truth.colnames and snr_min is not None:
         wanted &= np.nan_to_num(np.asarray(truth["snr_sci"], float), nan=-np.inf) >= snr_min
@@ -87,8 +100,15 @@ def _one_image(candidates, truth, time_s, name, options: MetricsOptions, predict
     if shape is not None and len(truth):
         xy, _, _ = truth_positions(truth, wcs=wcs)
         edge = float(meta.get("edge", 0))
-        wanted &= (xy[:, 0] >= edge) & (xy[:, 0] <= shape[1] - 1 - edge) & (xy[:, 1] >= edge) & (xy[:, 1] <= shape[0] - 1 - edge)
-    truth_ids = np.asarray(truth["id"], dtype=np.int64) if "id" in truth.colnames else np.arange(len(truth))
+        wanted &= (
+            (xy[:, 0] >= edge)
+            & (xy[:, 0] <= shape[1] - 1 - edge)
+            & (xy[:, 1] >= edge)
+            & (xy[:, 1] <= shape[0] - 1 - edge)
+        )
+    truth_ids = (
+        np.asarray(truth["id"], dtype=np.int64) if "id" in truth.colnames else np.arange(len(truth))
+    )
     wanted_ids = set(truth_ids[wanted].tolist())
 
     selected = np.ones(len(candidates), dtype=bool)
@@ -113,7 +133,9 @@ def _one_image(candidates, truth, time_s, name, options: MetricsOptions, predict
         "recall": len(found) / len(wanted_ids) if wanted_ids else math.nan,
         "false_alarms": int((selected & (label == 0)).sum()),
         "median_offset": float(np.median(offsets)) if offsets.size else math.nan,
-        "median_iou": float(np.median(circle_iou(offsets, fwhm))) if offsets.size and fwhm > 0 else math.nan,
+        "median_iou": float(np.median(circle_iou(offsets, fwhm)))
+        if offsets.size and fwhm > 0
+        else math.nan,
         "time_s": math.nan if time_s is None else float(time_s),
     }
     return row
@@ -192,6 +214,12 @@ def image_metrics(
     if rows:
         table["median_offset"].unit = "pix"
         table["time_s"].unit = "s"
-    table.meta.update({"snr_min": options.snr_min, "real_kinds": ",".join(options.real_kinds),
-                       "predicted": predicted or "", "threshold": threshold})
+    table.meta.update(
+        {
+            "snr_min": options.snr_min,
+            "real_kinds": ",".join(options.real_kinds),
+            "predicted": predicted or "",
+            "threshold": threshold,
+        }
+    )
     return table

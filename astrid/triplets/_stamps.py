@@ -10,8 +10,8 @@ import xarray as xr
 from astropy.table import Table
 from astropy.time import Time
 
-from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from ..errors import AstridInputError
+from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset
 from . import _kernels
 
 __all__ = ["make_triplets", "table_to_coords", "coords_to_table", "stamp_centres"]
@@ -35,7 +35,9 @@ def _column_values(column) -> np.ndarray:
         values = values.filled(fill)
     values = np.asarray(values)
     if values.dtype.kind in "USO":
-        values = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel()], dtype=object).reshape(values.shape)
+        values = np.array(
+            [v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel()], dtype=object
+        ).reshape(values.shape)
     elif values.dtype.kind == "b":
         values = values.astype(bool)
     return values
@@ -59,7 +61,9 @@ def table_to_coords(table: Table) -> dict[str, tuple]:
     coords: dict[str, tuple] = {}
     for name in table.colnames:
         if name in _RESERVED:
-            raise AstridInputError(f"candidates: column {name!r} clashes with a triplet dataset name; rename it")
+            raise AstridInputError(
+                f"candidates: column {name!r} clashes with a triplet dataset name; rename it"
+            )
         column = table[name]
         if column.ndim != 1:
             continue
@@ -116,13 +120,17 @@ def epoch_mjd(epoch: Any, result: Any = None) -> float:
     try:
         return float(Time(str(epoch), scale="utc").mjd)
     except ValueError as exc:
-        raise AstridInputError(f"epoch: {epoch!r} is neither an MJD nor a date astropy can parse") from exc
+        raise AstridInputError(
+            f"epoch: {epoch!r} is neither an MJD nor a date astropy can parse"
+        ) from exc
 
 
 def _image_array(obj: Any, name: str, shape) -> tuple[np.ndarray, np.ndarray | None]:
     data = getattr(obj, "data", obj)
     if data is None:
-        raise AstridInputError(f"result.{name}: missing, make_triplets needs it for the {name} channel")
+        raise AstridInputError(
+            f"result.{name}: missing, make_triplets needs it for the {name} channel"
+        )
     data = np.asarray(data)
     if data.shape != shape:
         raise AstridInputError(f"result.{name}: shape {data.shape} differs from D {shape}")
@@ -186,9 +194,13 @@ def make_triplets(
         than the schema's.
     """
     if size != STAMP_SIZE:
-        raise AstridInputError(f"size: the triplet schema fixes stamps at {STAMP_SIZE} px, got {size}")
+        raise AstridInputError(
+            f"size: the triplet schema fixes stamps at {STAMP_SIZE} px, got {size}"
+        )
     if not isinstance(candidates, Table):
-        raise AstridInputError(f"candidates: expected an astropy Table, got {type(candidates).__name__}")
+        raise AstridInputError(
+            f"candidates: expected an astropy Table, got {type(candidates).__name__}"
+        )
     if "x" not in candidates.colnames or "y" not in candidates.colnames:
         raise AstridInputError(f"candidates: needs columns x and y, has {candidates.colnames}")
     stamps, valid, xc, yc = _cut_stamps(result, candidates, size)
@@ -200,8 +212,16 @@ def make_triplets(
 
     n = len(candidates)
     coords = table_to_coords(candidates)
-    coords["stamp_x"] = ("candidate", xc, {"units": "pix", "description": "image column of the stamp's central pixel"})
-    coords["stamp_y"] = ("candidate", yc, {"units": "pix", "description": "image row of the stamp's central pixel"})
+    coords["stamp_x"] = (
+        "candidate",
+        xc,
+        {"units": "pix", "description": "image column of the stamp's central pixel"},
+    )
+    coords["stamp_y"] = (
+        "candidate",
+        yc,
+        {"units": "pix", "description": "image row of the stamp's central pixel"},
+    )
     per_image = {
         "field": (np.full(n, field, dtype=object), "field (target) name"),
         "epoch": (np.full(n, mjd), "MJD of the science image"),
@@ -256,7 +276,10 @@ def _cut_stamps(result: Any, candidates: Table, size: int):
     valid = np.empty((n, size, size, len(CHANNELS)), np.bool_)
     masks = []
     for name, mask in (
-        ("science mask", science_mask), ("footprint", footprint), ("reference mask", reference_mask), ("result.mask", diff_mask)
+        ("science mask", science_mask),
+        ("footprint", footprint),
+        ("reference mask", reference_mask),
+        ("result.mask", diff_mask),
     ):
         if mask is None:
             mask = np.zeros((1, 1), np.bool_)  # the kernel's "no mask"

@@ -35,8 +35,8 @@ import xarray as xr
 
 from .._locks import store_lock
 from .._optional import require
-from ..schema import validate_triplets
 from ..errors import AstridError, AstridFileError, AstridInputError
+from ..schema import validate_triplets
 from ._stamps import clean_attrs
 
 __all__ = ["write_triplets", "load_triplets", "COMMIT_ATTR"]
@@ -73,7 +73,9 @@ def _prepare(ds: xr.Dataset) -> xr.Dataset:
     ds = ds.copy()
     if "candidate_id" in ds.xindexes:
         ds = ds.drop_indexes("candidate_id")
-    ds.attrs = clean_attrs({k: v for k, v in ds.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)})
+    ds.attrs = clean_attrs(
+        {k: v for k, v in ds.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)}
+    )
     fixed_width = {
         name: (var.dims, _string_objects(var.values), var.attrs)
         for name, var in ds.variables.items()
@@ -90,7 +92,9 @@ def _prepare(ds: xr.Dataset) -> xr.Dataset:
         if var.dtype == object:
             values = np.asarray(var.values)
             if not all(isinstance(v, str) for v in values.ravel()):
-                raise AstridInputError(f"variable {name!r}: object array with non-string values cannot be stored")
+                raise AstridInputError(
+                    f"variable {name!r}: object array with non-string values cannot be stored"
+                )
     return ds
 
 
@@ -98,7 +102,10 @@ def _encoding(ds: xr.Dataset, chunk: int) -> dict:
     encoding = {}
     for name, var in ds.variables.items():
         if "candidate" in var.dims and var.dims[0] == "candidate":
-            chunks = tuple(min(chunk, max(ds.sizes["candidate"], 1)) if d == "candidate" else ds.sizes[d] for d in var.dims)
+            chunks = tuple(
+                min(chunk, max(ds.sizes["candidate"], 1)) if d == "candidate" else ds.sizes[d]
+                for d in var.dims
+            )
             encoding[name] = {"chunks": chunks}
     return encoding
 
@@ -139,7 +146,12 @@ def _write_zarr_new(ds: xr.Dataset, path: Path, chunk: int) -> None:
         # Lazy input (e.g. a balanced selection of a store): Dask chunks must match the store's.
         ds = _rechunk_data(ds, chunk)
         ds.to_zarr(
-            tmp, mode="w", consolidated=False, encoding=_encoding(ds, chunk), zarr_format=3, write_empty_chunks=True
+            tmp,
+            mode="w",
+            consolidated=False,
+            encoding=_encoding(ds, chunk),
+            zarr_format=3,
+            write_empty_chunks=True,
         )
         _replace_directory(tmp, path)
     except BaseException:
@@ -159,7 +171,9 @@ def _check_appendable(existing: xr.Dataset, ds: xr.Dataset, path: Path, committe
     old_ids = set(_string_objects(existing["candidate_id"].values[:committed]))
     clash = [i for i in _string_objects(ds["candidate_id"].values) if i in old_ids]
     if clash:
-        raise AstridInputError(f"{path}: candidate_id already stored, e.g. {clash[:3]}; ids must be unique")
+        raise AstridInputError(
+            f"{path}: candidate_id already stored, e.g. {clash[:3]}; ids must be unique"
+        )
 
 
 def _committed_length(group, path: Path) -> int:
@@ -175,7 +189,10 @@ def _merged_attrs(old: dict, new: dict) -> dict:
     for key, value in old.items():
         if key in new:
             same = value == new[key] or (
-                isinstance(value, float) and isinstance(new[key], float) and np.isnan(value) and np.isnan(new[key])
+                isinstance(value, float)
+                and isinstance(new[key], float)
+                and np.isnan(value)
+                and np.isnan(new[key])
             )
             if same:
                 merged[key] = value
@@ -198,7 +215,9 @@ def _append_zarr(ds: xr.Dataset, path: Path, chunk: int) -> None:
         existing.close()
 
     ds = ds.copy()
-    attrs = _merged_attrs({k: v for k, v in group.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)}, ds.attrs)
+    attrs = _merged_attrs(
+        {k: v for k, v in group.attrs.items() if k not in (COMMIT_ATTR, CHUNKS_ATTR)}, ds.attrs
+    )
     attrs[COMMIT_ATTR] = committed  # unchanged until every row is written
     if group.attrs.get(CHUNKS_ATTR):
         attrs[CHUNKS_ATTR] = True
@@ -208,7 +227,9 @@ def _append_zarr(ds: xr.Dataset, path: Path, chunk: int) -> None:
         store_chunk = group["triplets"].chunks[0]
         first = store_chunk - committed % store_chunk
         n = ds.sizes["candidate"]
-        sizes = [min(first, n)] + [store_chunk] * ((max(n - first, 0) + store_chunk - 1) // store_chunk)
+        sizes = [min(first, n)] + [store_chunk] * (
+            (max(n - first, 0) + store_chunk - 1) // store_chunk
+        )
         if sum(sizes) > n:
             sizes[-1] -= sum(sizes) - n
         ds = _rechunk_data(ds, tuple(s for s in sizes if s > 0))
@@ -227,7 +248,15 @@ def _write_netcdf(ds: xr.Dataset, path: Path, mode: str) -> None:
             old.close()
             raise
         attrs = _merged_attrs(old.attrs, ds.attrs)
-        combined = xr.concat([_prepare(old), ds], dim="candidate", data_vars="all", coords="different", compat="equals", join="exact", combine_attrs="drop")
+        combined = xr.concat(
+            [_prepare(old), ds],
+            dim="candidate",
+            data_vars="all",
+            coords="different",
+            compat="equals",
+            join="exact",
+            combine_attrs="drop",
+        )
         combined.attrs = attrs
         ds = combined
     else:
@@ -235,7 +264,11 @@ def _write_netcdf(ds: xr.Dataset, path: Path, mode: str) -> None:
     ds.attrs[COMMIT_ATTR] = int(ds.sizes["candidate"])
     n = max(int(ds.sizes["candidate"]), 1)
     encoding = {
-        name: {"zlib": True, "complevel": 1, "chunksizes": (min(DEFAULT_CHUNK, n),) + ds[name].shape[1:]}
+        name: {
+            "zlib": True,
+            "complevel": 1,
+            "chunksizes": (min(DEFAULT_CHUNK, n),) + ds[name].shape[1:],
+        }
         for name in ("triplets", "valid")
     }
     try:
@@ -323,13 +356,17 @@ def write_triplets(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise AstridFileError(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})") from None
+        raise AstridFileError(
+            f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})"
+        ) from None
     netcdf = _is_netcdf(path, format)
     if netcdf:
         if path.is_dir():
             raise AstridFileError(f"{path}: is a folder; a netCDF triplet store is a file")
     elif path.exists() and not path.is_dir():
-        raise AstridFileError(f"{path}: is a file; a Zarr triplet store is a folder (give a .nc path for netCDF)")
+        raise AstridFileError(
+            f"{path}: is a file; a Zarr triplet store is a folder (give a .nc path for netCDF)"
+        )
     ds = _prepare(ds)
     require("h5netcdf" if netcdf else "zarr", "Writing triplets")
     # One writer at a time: an append reads the committed length, writes rows
@@ -390,7 +427,12 @@ def _committed_view(path: Path, committed: int):
                 return buffer
             meta = json.loads(buffer.to_bytes())
             names = meta.get("dimension_names") or []
-            if meta.get("node_type") == "array" and names and names[0] == "candidate" and meta["shape"][0] > self._n_committed:
+            if (
+                meta.get("node_type") == "array"
+                and names
+                and names[0] == "candidate"
+                and meta["shape"][0] > self._n_committed
+            ):
                 meta["shape"][0] = self._n_committed
                 buffer = prototype.buffer.from_bytes(json.dumps(meta).encode())
             return buffer
@@ -411,7 +453,12 @@ def _missing_chunks(path: Path, committed: int) -> list[str]:
     missing = []
     for name, array in group.arrays():
         dims = array.metadata.dimension_names or ()
-        if not dims or dims[0] != "candidate" or (not every and name != "triplets") or committed == 0:
+        if (
+            not dims
+            or dims[0] != "candidate"
+            or (not every and name != "triplets")
+            or committed == 0
+        ):
             continue
         shape = (committed,) + tuple(array.shape[1:])
         grid = [-(-n // c) for n, c in zip(shape, array.chunks)]
@@ -466,7 +513,9 @@ def _checked_dask(ds: xr.Dataset, path: Path) -> xr.Dataset:
     return ds
 
 
-def load_triplets(path: str | os.PathLike, *, chunks: dict | str | None = None, format: str | None = None) -> xr.Dataset:
+def load_triplets(
+    path: str | os.PathLike, *, chunks: dict | str | None = None, format: str | None = None
+) -> xr.Dataset:
     """Open a triplet store lazily (Dask arrays), as written by :func:`write_triplets`.
 
     Parameters
@@ -508,7 +557,9 @@ def load_triplets(path: str | os.PathLike, *, chunks: dict | str | None = None, 
         except (OSError, ValueError, KeyError) as exc:
             raise AstridFileError(f"{path}: not a readable Zarr store ({exc})") from exc
         if committed is None:
-            raise AstridFileError(f"{path}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)")
+            raise AstridFileError(
+                f"{path}: not an AstrID triplet store (no {COMMIT_ATTR!r} attribute)"
+            )
         missing = _missing_chunks(path, int(committed))
         if missing:
             raise AstridFileError(
@@ -516,7 +567,9 @@ def load_triplets(path: str | os.PathLike, *, chunks: dict | str | None = None, 
                 "the store has lost data (reading it would give fill values as if they were stamps)"
             )
         try:
-            ds = xr.open_zarr(_committed_view(path, int(committed)), consolidated=False, chunks=None)
+            ds = xr.open_zarr(
+                _committed_view(path, int(committed)), consolidated=False, chunks=None
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise AstridFileError(f"{path}: not a readable Zarr store ({exc})") from exc
         ds = _checked_dask(ds, path)

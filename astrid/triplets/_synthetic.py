@@ -20,8 +20,13 @@ from scipy import ndimage
 from .._utils import fwhm_to_sigma
 from ..io import Image, ImageMeta
 
-__all__ = ["GaussianPSF", "SyntheticDifference", "SyntheticScene", "add_gaussian", "synthetic_difference"]
-
+__all__ = [
+    "GaussianPSF",
+    "SyntheticDifference",
+    "SyntheticScene",
+    "add_gaussian",
+    "synthetic_difference",
+]
 
 
 @dataclass
@@ -240,8 +245,11 @@ def _changes(rng, reference, science, scene: SyntheticScene, psf_sigma, sigma_d,
 def _truth_table(rows, bad, galaxies) -> Table:
     """The injected sources as a table (with ``id`` and ``masked``)."""
     ny, nx = bad.shape
-    truth = (Table(rows=rows, names=_TRUTH_NAMES, dtype=_TRUTH_DTYPES) if rows
-             else Table(names=_TRUTH_NAMES, dtype=_TRUTH_DTYPES))
+    truth = (
+        Table(rows=rows, names=_TRUTH_NAMES, dtype=_TRUTH_DTYPES)
+        if rows
+        else Table(names=_TRUTH_NAMES, dtype=_TRUTH_DTYPES)
+    )
     truth.add_column(np.arange(len(truth), dtype=np.int64), name="id", index=0)
     xi = np.clip(np.round(np.asarray(truth["x_ref"], float)).astype(int), 0, nx - 1)
     yi = np.clip(np.round(np.asarray(truth["y_ref"], float)).astype(int), 0, ny - 1)
@@ -306,7 +314,12 @@ def synthetic_difference(
 
     D = (science - reference) / sigma_d
     D_filled = np.where(np.isfinite(D), D, 0.0)
-    S = ndimage.correlate1d(ndimage.correlate1d(D_filled, kernel, axis=0, mode="constant"), kernel, axis=1, mode="constant")
+    S = ndimage.correlate1d(
+        ndimage.correlate1d(D_filled, kernel, axis=0, mode="constant"),
+        kernel,
+        axis=1,
+        mode="constant",
+    )
     S_corr = S / np.sqrt(sum_p2)
     flux = S * sigma_d / sum_p2
     flux_err = np.full(shape, sigma_d / np.sqrt(sum_p2))
@@ -314,8 +327,13 @@ def synthetic_difference(
     wcs = _tan_wcs(shape)
     meta = ImageMeta(telescope="SYNTH", filter="r", obs_time=Time(mjd, format="mjd", scale="utc"))
     science_image = Image(science.astype(np.float32), wcs=wcs, mask=~footprint, meta=meta)
-    reference_image = Image(reference.astype(np.float32), wcs=wcs,
-                            meta=ImageMeta(telescope="SYNTH", filter="r", obs_time=Time(mjd - 400, format="mjd", scale="utc")))
+    reference_image = Image(
+        reference.astype(np.float32),
+        wcs=wcs,
+        meta=ImageMeta(
+            telescope="SYNTH", filter="r", obs_time=Time(mjd - 400, format="mjd", scale="utc")
+        ),
+    )
     truth = _truth_table(rows, bad, galaxies)
 
     model = GaussianPSF(psf=psf, fwhm=float(fwhm))

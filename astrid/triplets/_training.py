@@ -72,7 +72,9 @@ class ExampleOptions:
 
     def __post_init__(self):
         if int(self.random_bogus) != self.random_bogus or self.random_bogus < 0:
-            raise AstridInputError(f"random_bogus: must be an integer >= 0, got {self.random_bogus!r}")
+            raise AstridInputError(
+                f"random_bogus: must be an integer >= 0, got {self.random_bogus!r}"
+            )
         object.__setattr__(self, "random_bogus", int(self.random_bogus))
         object.__setattr__(self, "real_kinds", tuple(self.real_kinds))
 
@@ -88,7 +90,14 @@ def _label_columns(table: Table, label: int, kind, truth_id, offset, origin: str
     return table
 
 
-def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=None, clearance: float = 6.0, edge: int = 3):
+def random_positions(
+    result: Any,
+    n: int,
+    rng: np.random.Generator,
+    avoid_xy=None,
+    clearance: float = 6.0,
+    edge: int = 3,
+):
     """Up to ``n`` random good pixels (unmasked, in the footprint) away from ``avoid_xy``.
 
     Parameters
@@ -136,7 +145,10 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
         for xi, yi in zip(x, y):
             if bad[yi, xi]:
                 continue
-            if tree is not None and tree.query_ball_point((xi, yi), clearance, return_length=True) > 0:
+            if (
+                tree is not None
+                and tree.query_ball_point((xi, yi), clearance, return_length=True) > 0
+            ):
                 continue
             if any((xi - a) ** 2 + (yi - b) ** 2 < clearance**2 for a, b in chosen):
                 continue
@@ -147,20 +159,39 @@ def random_positions(result: Any, n: int, rng: np.random.Generator, avoid_xy=Non
     return xy[:, 0], xy[:, 1]
 
 
-def _examples_of_image(result, truth, field, prefix, *, options: ExampleOptions, rng,
-                       detect_options: DetectOptions, galaxies=None) -> xr.Dataset:
+def _examples_of_image(
+    result,
+    truth,
+    field,
+    prefix,
+    *,
+    options: ExampleOptions,
+    rng,
+    detect_options: DetectOptions,
+    galaxies=None,
+) -> xr.Dataset:
     """Labelled triplets of one differenced image."""
     threshold, negative, radius = options.threshold, options.negative, options.radius
-    real_kinds, force_real_snr, random_bogus = options.real_kinds, options.force_real_snr, options.random_bogus
+    real_kinds, force_real_snr, random_bogus = (
+        options.real_kinds,
+        options.force_real_snr,
+        options.random_bogus,
+    )
     fwhm = detect_options.fwhm or result_fwhm(result)
     reference = getattr(result, "reference", None)
     catalog = reference_catalog(reference, fwhm=fwhm) if reference is not None else False
     sources = {
         "reference_sources": catalog,
-        "galaxies": galaxies if galaxies is not None else (catalog[catalog["extended"]] if catalog is not False else False),
+        "galaxies": galaxies
+        if galaxies is not None
+        else (catalog[catalog["extended"]] if catalog is not False else False),
     }
-    candidates = detect(result, threshold, negative=negative, prefix=prefix, **sources, options=detect_options)
-    labelled = label_candidates(candidates, truth, radius=radius, real_kinds=real_kinds, wcs=getattr(result, "wcs", None))
+    candidates = detect(
+        result, threshold, negative=negative, prefix=prefix, **sources, options=detect_options
+    )
+    labelled = label_candidates(
+        candidates, truth, radius=radius, real_kinds=real_kinds, wcs=getattr(result, "wcs", None)
+    )
     labelled["origin"] = np.full(len(labelled), "detection", dtype="U9")
     parts = [labelled]
     measured = DetectOptions(fwhm=candidates.meta["fwhm"], stamp_size=candidates.meta["stamp_size"])
@@ -169,27 +200,56 @@ def _examples_of_image(result, truth, field, prefix, *, options: ExampleOptions,
     truth_xy, direction, half_length = truth_positions(truth, wcs=getattr(result, "wcs", None))
     if force_real_snr is not None and len(truth) and "kind" in truth.colnames:
         kinds = np.array([str(k).strip() for k in truth["kind"]])
-        snr = np.asarray(truth["snr_sci"], float) if "snr_sci" in truth.colnames else np.full(len(truth), np.inf)
+        snr = (
+            np.asarray(truth["snr_sci"], float)
+            if "snr_sci" in truth.colnames
+            else np.full(len(truth), np.inf)
+        )
         ids = np.asarray(truth["id"], np.int64) if "id" in truth.colnames else np.arange(len(truth))
         found = set(np.asarray(labelled["truth_id"])[np.asarray(labelled["label"]) == 1].tolist())
         ny, nx = np.shape(result.S_corr)
-        inside = (truth_xy[:, 0] >= 0) & (truth_xy[:, 0] <= nx - 1) & (truth_xy[:, 1] >= 0) & (truth_xy[:, 1] <= ny - 1)
-        want = np.isin(kinds, list(real_kinds)) & (np.nan_to_num(snr, nan=-np.inf) >= force_real_snr) & inside
+        inside = (
+            (truth_xy[:, 0] >= 0)
+            & (truth_xy[:, 0] <= nx - 1)
+            & (truth_xy[:, 1] >= 0)
+            & (truth_xy[:, 1] <= ny - 1)
+        )
+        want = (
+            np.isin(kinds, list(real_kinds))
+            & (np.nan_to_num(snr, nan=-np.inf) >= force_real_snr)
+            & inside
+        )
         want &= ~np.isin(ids, list(found))
         if want.any():
-            sign = np.where(np.asarray(truth["flux_diff"], float)[want] < 0, -1, 1) if "flux_diff" in truth.colnames else 1
-            forced = measure_positions(result, truth_xy[want, 0], truth_xy[want, 1], sign, prefix=f"{prefix}-t", **settings)
+            sign = (
+                np.where(np.asarray(truth["flux_diff"], float)[want] < 0, -1, 1)
+                if "flux_diff" in truth.colnames
+                else 1
+            )
+            forced = measure_positions(
+                result, truth_xy[want, 0], truth_xy[want, 1], sign, prefix=f"{prefix}-t", **settings
+            )
             parts.append(_label_columns(forced, 1, kinds[want], ids[want], 0.0, "truth"))
 
     if random_bogus:
         fwhm_px = candidates.meta["fwhm"]
         clearance = max(2.0 * radius, 2.0 * fwhm_px)
-        avoid = np.vstack([np.column_stack([np.asarray(labelled["x"]), np.asarray(labelled["y"])]).reshape(-1, 2),
-                           truth_xy[half_length == 0]])
-        x, y = random_positions(result, int(random_bogus), rng, avoid, clearance, edge=candidates.meta["edge"])
+        avoid = np.vstack(
+            [
+                np.column_stack([np.asarray(labelled["x"]), np.asarray(labelled["y"])]).reshape(
+                    -1, 2
+                ),
+                truth_xy[half_length == 0],
+            ]
+        )
+        x, y = random_positions(
+            result, int(random_bogus), rng, avoid, clearance, edge=candidates.meta["edge"]
+        )
         if len(x) and (half_length > 0).any():
             # Keep random "nothing here" stamps off tracks and trails too.
-            dist, _ = truth_distances(np.column_stack([x, y]), truth_xy, direction, half_length, clearance)
+            dist, _ = truth_distances(
+                np.column_stack([x, y]), truth_xy, direction, half_length, clearance
+            )
             x, y = x[~np.isfinite(dist)], y[~np.isfinite(dist)]
         if len(x):
             random_table = measure_positions(result, x, y, 1, prefix=f"{prefix}-r", **settings)
@@ -211,12 +271,18 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
 
         for pair in inputs.pairs():
             if pair.truth is None:
-                raise AstridInputError(f"{pair.name}: the survey has no truth table for target {pair.target!r}")
+                raise AstridInputError(
+                    f"{pair.name}: the survey has no truth table for target {pair.target!r}"
+                )
             truth = Table.read(pair.truth, format="ascii.ecsv")
             # Simulated fields keep their galaxy catalogue beside the truth: the true hosts.
             galaxy_file = pair.truth.parent / "galaxies.ecsv"
-            galaxies = Table.read(galaxy_file, format="ascii.ecsv") if galaxy_file.exists() else None
-            result = difference(read_image(pair.reference), read_image(pair.science), **difference_kwargs)
+            galaxies = (
+                Table.read(galaxy_file, format="ascii.ecsv") if galaxy_file.exists() else None
+            )
+            result = difference(
+                read_image(pair.reference), read_image(pair.science), **difference_kwargs
+            )
             yield result, truth, pair.target, pair.name, galaxies
         return
     if not isinstance(inputs, Iterable):
@@ -232,11 +298,15 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
             yield result, item.truth, f"sim{i:04d}", f"sim{i:04d}", galaxies
             continue
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise AstridInputError(f"inputs[{i}]: expected (result, truth) or (result, truth, field), got {type(item).__name__}")
+            raise AstridInputError(
+                f"inputs[{i}]: expected (result, truth) or (result, truth, field), got {type(item).__name__}"
+            )
         result, truth = item[0], item[1]
         field = str(item[2]) if len(item) == 3 else f"field{i:04d}"
         if not isinstance(truth, Table):
-            raise AstridInputError(f"inputs[{i}]: truth must be an astropy Table, got {type(truth).__name__}")
+            raise AstridInputError(
+                f"inputs[{i}]: truth must be an astropy Table, got {type(truth).__name__}"
+            )
         yield result, truth, field, f"{field}-{i:04d}", None
 
 
@@ -310,21 +380,40 @@ def build_training_set(
         raise AstridInputError(f"balance: must be a fraction in (0, 1) or None, got {balance!r}")
     examples = ExampleOptions() if examples is None else examples
     if not isinstance(examples, ExampleOptions):
-        raise AstridInputError(f"examples: expected an ExampleOptions, got {type(examples).__name__}")
+        raise AstridInputError(
+            f"examples: expected an ExampleOptions, got {type(examples).__name__}"
+        )
     if test_surveys is not None and survey is None:
-        raise AstridInputError("test_surveys: needs survey= (the survey of each input) to split by survey")
+        raise AstridInputError(
+            "test_surveys: needs survey= (the survey of each input) to split by survey"
+        )
     if survey is not None and not isinstance(survey, (str, Mapping)):
-        raise AstridInputError(f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}")
+        raise AstridInputError(
+            f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}"
+        )
     detect_options = DetectOptions() if detect_options is None else detect_options
     difference_kwargs = dict(difference_kwargs or {})
     rng = np.random.default_rng(seed)
     parts: list[xr.Dataset] = []
     n_images = 0
     for result, truth, field, prefix, galaxies in _iterate_inputs(inputs, difference_kwargs):
-        ds = _examples_of_image(result, truth, field, prefix, options=examples, rng=rng,
-                                detect_options=detect_options, galaxies=galaxies)
+        ds = _examples_of_image(
+            result,
+            truth,
+            field,
+            prefix,
+            options=examples,
+            rng=rng,
+            detect_options=detect_options,
+            galaxies=galaxies,
+        )
         if survey is not None:
-            ds = ds.assign_coords(survey=("candidate", np.full(ds.sizes["candidate"], _survey_of(survey, field), dtype=object)))
+            ds = ds.assign_coords(
+                survey=(
+                    "candidate",
+                    np.full(ds.sizes["candidate"], _survey_of(survey, field), dtype=object),
+                )
+            )
         if path is not None:
             write_triplets(ds, path, mode="w" if n_images == 0 else "a")
         else:
@@ -335,8 +424,15 @@ def build_training_set(
     if path is not None:
         dataset = load_triplets(path)
     else:
-        dataset = xr.concat(parts, dim="candidate", data_vars="all", coords="different", compat="equals",
-                            join="exact", combine_attrs="drop_conflicts")
+        dataset = xr.concat(
+            parts,
+            dim="candidate",
+            data_vars="all",
+            coords="different",
+            compat="equals",
+            join="exact",
+            combine_attrs="drop_conflicts",
+        )
         dataset = dataset.set_xindex("candidate_id")
     dataset.attrs["n_images"] = n_images
     if test_surveys is not None:
@@ -349,7 +445,9 @@ def _survey_of(survey: str | Mapping[str, str], field: str) -> str:
     if isinstance(survey, str):
         return survey
     if field not in survey:
-        raise AstridInputError(f"survey: field {field!r} is not in the survey mapping (has {sorted(survey)[:10]})")
+        raise AstridInputError(
+            f"survey: field {field!r} is not in the survey mapping (has {sorted(survey)[:10]})"
+        )
     return str(survey[field])
 
 
@@ -357,12 +455,14 @@ def _finish(dataset: xr.Dataset, balance: float | None, seed: int) -> xr.Dataset
     if balance is not None:
         dataset = balance_classes(dataset, balance, seed=seed)
     labels = np.asarray(dataset["label"].values)
-    dataset.attrs.update({
-        "n_real": int((labels == 1).sum()),
-        "n_bogus": int((labels == 0).sum()),
-        "real_fraction": float((labels == 1).mean()) if labels.size else math.nan,
-        "seed": int(seed),
-    })
+    dataset.attrs.update(
+        {
+            "n_real": int((labels == 1).sum()),
+            "n_bogus": int((labels == 0).sum()),
+            "real_fraction": float((labels == 1).mean()) if labels.size else math.nan,
+            "seed": int(seed),
+        }
+    )
     return dataset
 
 
@@ -406,7 +506,9 @@ def balance_classes(ds: xr.Dataset, real_fraction: float = 0.5, *, seed: int = 0
 
 def _field_values(ds: xr.Dataset) -> np.ndarray:
     if "field" not in ds.coords:
-        raise AstridInputError("triplets: no 'field' coordinate; build them with make_triplets(..., field=...)")
+        raise AstridInputError(
+            "triplets: no 'field' coordinate; build them with make_triplets(..., field=...)"
+        )
     return np.array([str(v) for v in np.asarray(ds["field"].values).tolist()])
 
 
@@ -426,7 +528,9 @@ def _choose_test_fields(ordered, counts, test_fraction, total):
     return test
 
 
-def split_by_field(ds: xr.Dataset, test_fraction: float = 0.2, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset]:
+def split_by_field(
+    ds: xr.Dataset, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[xr.Dataset, xr.Dataset]:
     """Split triplets into train and test sets with no field in both.
 
     Whole fields, in random order, go to the test set until it holds at
@@ -454,9 +558,13 @@ def split_by_field(ds: xr.Dataset, test_fraction: float = 0.2, seed: int = 0) ->
     fields = _field_values(ds)
     names, counts = np.unique(fields, return_counts=True)
     if names.size < 2:
-        raise AstridInputError(f"triplets: need at least two fields to split by field, found {names.size}")
+        raise AstridInputError(
+            f"triplets: need at least two fields to split by field, found {names.size}"
+        )
     order = np.random.default_rng(seed).permutation(names.size)
-    test = _choose_test_fields([str(names[i]) for i in order], dict(zip(names, counts)), test_fraction, fields.size)
+    test = _choose_test_fields(
+        [str(names[i]) for i in order], dict(zip(names, counts)), test_fraction, fields.size
+    )
     return _split(ds, fields, test)
 
 
@@ -490,10 +598,21 @@ def split_by_time(ds: xr.Dataset, test_fraction: float = 0.2) -> tuple[xr.Datase
     epochs = np.asarray(ds["epoch"].values, float)
     names, counts = np.unique(fields, return_counts=True)
     if names.size < 2:
-        raise AstridInputError(f"triplets: need at least two fields to split by time, found {names.size}")
-    first = np.array([np.nanmin(epochs[fields == name]) if np.isfinite(epochs[fields == name]).any() else -np.inf for name in names])
+        raise AstridInputError(
+            f"triplets: need at least two fields to split by time, found {names.size}"
+        )
+    first = np.array(
+        [
+            np.nanmin(epochs[fields == name])
+            if np.isfinite(epochs[fields == name]).any()
+            else -np.inf
+            for name in names
+        ]
+    )
     order = np.argsort(-first, kind="stable")
-    test = _choose_test_fields([str(names[i]) for i in order], dict(zip(names, counts)), test_fraction, fields.size)
+    test = _choose_test_fields(
+        [str(names[i]) for i in order], dict(zip(names, counts)), test_fraction, fields.size
+    )
     return _split(ds, fields, test)
 
 
@@ -550,17 +669,25 @@ def split_by_survey(
         out = []
         for name in names:
             if str(name).upper() not in by_upper:
-                raise AstridInputError(f"{what}: survey {name!r} is not in the triplets (they hold {held})")
+                raise AstridInputError(
+                    f"{what}: survey {name!r} is not in the triplets (they hold {held})"
+                )
             out.append(by_upper[str(name).upper()])
         return out
 
     test = resolve(test_surveys, "test_surveys")
-    train = resolve(train_surveys, "train_surveys") if train_surveys is not None else [s for s in held if s not in test]
+    train = (
+        resolve(train_surveys, "train_surveys")
+        if train_surveys is not None
+        else [s for s in held if s not in test]
+    )
     both = sorted(set(train) & set(test))
     if both:
         raise AstridInputError(f"train_surveys and test_surveys both name {both}")
     if not train:
-        raise AstridInputError(f"test_surveys={test}: no survey left to train on (the triplets hold {held})")
+        raise AstridInputError(
+            f"test_surveys={test}: no survey left to train on (the triplets hold {held})"
+        )
     in_test = np.isin(surveys, test)
     in_train = np.isin(surveys, train)
     return ds.isel(candidate=np.flatnonzero(in_train)), ds.isel(candidate=np.flatnonzero(in_test))

@@ -20,9 +20,15 @@ __all__ = ["TripletInspector", "KEYS"]
 #: Keyboard shortcuts: key -> action. Arrow keys need ``ipyevents``; the
 #: letters also work typed into the inspector's shortcut box.
 KEYS = {
-    "r": "real", "b": "bogus", "s": "skip",
-    "ArrowRight": "next", "n": "next", ".": "next",
-    "ArrowLeft": "previous", "p": "previous", ",": "previous",
+    "r": "real",
+    "b": "bogus",
+    "s": "skip",
+    "ArrowRight": "next",
+    "n": "next",
+    ".": "next",
+    "ArrowLeft": "previous",
+    "p": "previous",
+    ",": "previous",
 }
 #: Orders that are not a feature name.
 ORDER_INDEX, ORDER_SCORE, ORDER_UNCERTAIN = "dataset order", "score", "uncertain first"
@@ -140,9 +146,13 @@ class TripletInspector:
         self.scores = self._resolve_scores(scores)
         self.features = self._collect_features()
         if difference_stretch not in ("asinh", "linear"):
-            raise AstridInputError(f"difference_stretch {difference_stretch!r}: expected 'asinh' or 'linear'")
+            raise AstridInputError(
+                f"difference_stretch {difference_stretch!r}: expected 'asinh' or 'linear'"
+            )
         if len(grid_shape) != 2 or min(grid_shape) < 1:
-            raise AstridInputError(f"grid_shape {grid_shape!r}: expected (rows, columns), both >= 1")
+            raise AstridInputError(
+                f"grid_shape {grid_shape!r}: expected (rows, columns), both >= 1"
+            )
         for name, value in (("stamp_scale", stamp_scale), ("thumbnail_scale", thumbnail_scale)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise AstridInputError(f"{name} {value!r}: expected a positive integer")
@@ -173,7 +183,9 @@ class TripletInspector:
         if isinstance(scores, str):
             if scores not in ds.variables or ds[scores].dims != ("candidate",):
                 along = sorted(str(k) for k in ds.variables if ds[k].dims == ("candidate",))
-                raise AstridInputError(f"scores {scores!r}: no 1-D variable of that name along 'candidate' (has {along})")
+                raise AstridInputError(
+                    f"scores {scores!r}: no 1-D variable of that name along 'candidate' (has {along})"
+                )
             values = np.asarray(ds[scores].values, dtype=float)
             name = f"dataset[{scores!r}]"
         elif hasattr(scores, "dims") and "candidate_id" in getattr(scores, "coords", {}):
@@ -181,14 +193,18 @@ class TripletInspector:
             by_id = dict(zip(ids, np.asarray(scores.values, dtype=float).ravel()))
             missing = [cid for cid in self.ids if cid not in by_id]
             if missing:
-                raise AstridInputError(f"scores: no score for {len(missing)} candidate(s), e.g. {missing[:3]}")
+                raise AstridInputError(
+                    f"scores: no score for {len(missing)} candidate(s), e.g. {missing[:3]}"
+                )
             values = np.array([by_id[cid] for cid in self.ids], dtype=float)
             name = "scores"
         else:
             try:
                 values = np.asarray(scores, dtype=float).ravel()
             except (TypeError, ValueError):
-                raise AstridInputError(f"scores: expected numbers, got {type(scores).__name__}") from None
+                raise AstridInputError(
+                    f"scores: expected numbers, got {type(scores).__name__}"
+                ) from None
             name = "scores"
         if values.shape != (self.n,):
             raise AstridInputError(f"{name}: {values.size} value(s) for {self.n} candidates")
@@ -213,7 +229,8 @@ class TripletInspector:
     def numeric_features(self) -> list[str]:
         """Names of the features that can sort and filter (numbers, not booleans)."""
         return [
-            name for name, values in self.features.items()
+            name
+            for name, values in self.features.items()
             if values.dtype.kind in "iuf" and values.dtype != bool
         ]
 
@@ -224,14 +241,22 @@ class TripletInspector:
             return self.scores
         if key == ORDER_UNCERTAIN:
             if self.scores is None:
-                raise AstridInputError("'uncertain first' needs scores: TripletInspector(dataset, scores=...)")
+                raise AstridInputError(
+                    "'uncertain first' needs scores: TripletInspector(dataset, scores=...)"
+                )
             return np.abs(self.scores - 0.5)
         if key in self.features:
             values = self.features[key]
             if values.dtype.kind not in "iuf" or values.dtype == bool:
-                raise AstridInputError(f"feature {key!r} is not numeric; numeric ones: {self.numeric_features}")
+                raise AstridInputError(
+                    f"feature {key!r} is not numeric; numeric ones: {self.numeric_features}"
+                )
             return values.astype(float)
-        choices = [ORDER_INDEX] + ([ORDER_SCORE, ORDER_UNCERTAIN] if self.scores is not None else []) + self.numeric_features
+        choices = (
+            [ORDER_INDEX]
+            + ([ORDER_SCORE, ORDER_UNCERTAIN] if self.scores is not None else [])
+            + self.numeric_features
+        )
         raise AstridInputError(f"{key!r}: cannot sort or filter by it; choose one of {choices}")
 
     # -- order and filter ------------------------------------------------------
@@ -259,8 +284,13 @@ class TripletInspector:
         """Scores closest to 0.5 first: the candidates a label helps the classifier most."""
         return self.sort_by(ORDER_UNCERTAIN)
 
-    def filter(self, key: str | None = None, min: float | None = None, max: float | None = None,
-               unlabelled_only: bool | None = None) -> np.ndarray:
+    def filter(
+        self,
+        key: str | None = None,
+        min: float | None = None,
+        max: float | None = None,
+        unlabelled_only: bool | None = None,
+    ) -> np.ndarray:
         """Keep the candidates with ``min <= key <= max`` (and, optionally, no label yet).
 
         Parameters
@@ -303,12 +333,16 @@ class TripletInspector:
         for candidate in candidates:
             if isinstance(candidate, (int, np.integer)) and not isinstance(candidate, bool):
                 if not 0 <= int(candidate) < self.n:
-                    raise AstridInputError(f"candidates: position {candidate} outside 0..{self.n - 1}")
+                    raise AstridInputError(
+                        f"candidates: position {candidate} outside 0..{self.n - 1}"
+                    )
                 positions.append(int(candidate))
             elif str(candidate) in self._position_of:
                 positions.append(self._position_of[str(candidate)])
             else:
-                raise AstridInputError(f"candidates: candidate_id {candidate!r} is not in the dataset")
+                raise AstridInputError(
+                    f"candidates: candidate_id {candidate!r} is not in the dataset"
+                )
         if not positions:
             raise AstridInputError("candidates: none given")
         self.order = np.array(list(dict.fromkeys(positions)), dtype=int)
@@ -373,7 +407,9 @@ class TripletInspector:
             self._cursor = int(hits[0])
         else:
             if not 0 <= int(candidate) < len(self.order):
-                raise AstridInputError(f"position {candidate}: the current order has {len(self.order)} candidates")
+                raise AstridInputError(
+                    f"position {candidate}: the current order has {len(self.order)} candidates"
+                )
             self._cursor = int(candidate)
         self._refresh()
 
@@ -455,46 +491,85 @@ class TripletInspector:
         height = int(self.dataset.sizes["y"]) * self.stamp_scale
         # Fixed sizes everywhere: flex boxes would otherwise squeeze the stamps out of square.
         self.stamp_images = [
-            w.Image(format="png", width=str(width), height=str(height),
-                    layout=layout(width=f"{width}px", height=f"{height}px", flex="none"))
+            w.Image(
+                format="png",
+                width=str(width),
+                height=str(height),
+                layout=layout(width=f"{width}px", height=f"{height}px", flex="none"),
+            )
             for _ in CHANNELS
         ]
-        stamps = w.HBox([
-            w.VBox([w.HTML(f"<b>{name}</b>"), image],
-                   layout=layout(align_items="center", margin="0 6px 0 0", flex="none"))
-            for name, image in zip(CHANNELS, self.stamp_images)
-        ], layout=layout(flex="none"))
+        stamps = w.HBox(
+            [
+                w.VBox(
+                    [w.HTML(f"<b>{name}</b>"), image],
+                    layout=layout(align_items="center", margin="0 6px 0 0", flex="none"),
+                )
+                for name, image in zip(CHANNELS, self.stamp_images)
+            ],
+            layout=layout(flex="none"),
+        )
         self.features_html = w.HTML(layout=layout(min_width="220px", margin="0 0 0 6px"))
         self.label_buttons = {
-            label: w.Button(description=label.capitalize(), tooltip=_BUTTON_HELP[label],
-                            button_style=_BUTTON_STYLE[label], layout=layout(width="90px"))
+            label: w.Button(
+                description=label.capitalize(),
+                tooltip=_BUTTON_HELP[label],
+                button_style=_BUTTON_STYLE[label],
+                layout=layout(width="90px"),
+            )
             for label in LABELS
         }
         for label, button in self.label_buttons.items():
             button.on_click(lambda _button, label=label: self.label(label))
-        self.previous_button = w.Button(description="Previous", icon="arrow-left", tooltip="Previous candidate (key p)",
-                                        layout=layout(width="110px"))
-        self.next_button = w.Button(description="Next", icon="arrow-right", tooltip="Next candidate (key n)",
-                                    layout=layout(width="110px"))
+        self.previous_button = w.Button(
+            description="Previous",
+            icon="arrow-left",
+            tooltip="Previous candidate (key p)",
+            layout=layout(width="110px"),
+        )
+        self.next_button = w.Button(
+            description="Next",
+            icon="arrow-right",
+            tooltip="Next candidate (key n)",
+            layout=layout(width="110px"),
+        )
         self.previous_button.on_click(lambda _b: self.previous())
         self.next_button.on_click(lambda _b: self.next())
         self.shortcut_box = w.Text(
-            placeholder="keys: r b s, n p", continuous_update=True, layout=layout(width="130px"),
+            placeholder="keys: r b s, n p",
+            continuous_update=True,
+            layout=layout(width="130px"),
             tooltip="Click here, then type r (real), b (bogus), s (skip), n (next) or p (previous)",
         )
         self.shortcut_box.observe(self._on_shortcut_text, names="value")
-        controls = w.HBox([self.previous_button, self.next_button, *self.label_buttons.values(), self.shortcut_box],
-                          layout=layout(align_items="center", flex_flow="row wrap"))
-        self.single_view = w.VBox([w.HBox([stamps, self.features_html], layout=layout(flex_flow="row wrap")),
-                                    controls])
+        controls = w.HBox(
+            [
+                self.previous_button,
+                self.next_button,
+                *self.label_buttons.values(),
+                self.shortcut_box,
+            ],
+            layout=layout(align_items="center", flex_flow="row wrap"),
+        )
+        self.single_view = w.VBox(
+            [w.HBox([stamps, self.features_html], layout=layout(flex_flow="row wrap")), controls]
+        )
 
         self.grid_cells = []
         for _ in range(self._per_page):
             image = w.Image(format="png")
             button = w.Button(layout=layout(width="auto"))
             button.on_click(self._on_thumbnail_click)
-            box = w.VBox([image, button], layout=layout(border="3px solid #d0d0d0", padding="2px",
-                                                        align_items="center", margin="0 6px 6px 0", flex="none"))
+            box = w.VBox(
+                [image, button],
+                layout=layout(
+                    border="3px solid #d0d0d0",
+                    padding="2px",
+                    align_items="center",
+                    margin="0 6px 6px 0",
+                    flex="none",
+                ),
+            )
             self.grid_cells.append((box, image, button))
         # Thumbnails wrap to the width of the notebook; grid_shape sets how many make a page.
         self._grid = w.Box(
@@ -507,40 +582,81 @@ class TripletInspector:
         self.page_next_button.on_click(lambda _b: self._turn_page(+1))
         self.page_label = w.HTML()
         self.grid_view = w.VBox(
-            [w.HBox([self.page_previous_button, self.page_next_button, self.page_label],
-                    layout=layout(align_items="center")), self._grid],
+            [
+                w.HBox(
+                    [self.page_previous_button, self.page_next_button, self.page_label],
+                    layout=layout(align_items="center"),
+                ),
+                self._grid,
+            ],
             layout=layout(display="none"),
         )
 
-        sort_options = [ORDER_INDEX] + ([ORDER_UNCERTAIN, ORDER_SCORE] if self.scores is not None else [])
+        sort_options = [ORDER_INDEX] + (
+            [ORDER_UNCERTAIN, ORDER_SCORE] if self.scores is not None else []
+        )
         sort_options += [name for name in self.numeric_features if name not in sort_options]
-        self.sort_dropdown = w.Dropdown(options=sort_options, value=ORDER_INDEX, description="Sort",
-                                        layout=layout(width="230px"))
-        self.descending_box = w.Checkbox(value=False, description="largest first", indent=False,
-                                         layout=layout(width="120px"))
+        self.sort_dropdown = w.Dropdown(
+            options=sort_options,
+            value=ORDER_INDEX,
+            description="Sort",
+            layout=layout(width="230px"),
+        )
+        self.descending_box = w.Checkbox(
+            value=False, description="largest first", indent=False, layout=layout(width="120px")
+        )
         filter_options = [("no filter", _NO_FILTER)] + [
             (name, name) for name in sort_options if name not in (ORDER_INDEX, ORDER_UNCERTAIN)
         ]
-        self.filter_dropdown = w.Dropdown(options=filter_options, value=_NO_FILTER, description="Filter",
-                                          layout=layout(width="230px"))
+        self.filter_dropdown = w.Dropdown(
+            options=filter_options,
+            value=_NO_FILTER,
+            description="Filter",
+            layout=layout(width="230px"),
+        )
         # Text rather than FloatText: an empty box means "open", which FloatText cannot hold.
-        self.filter_min = w.Text(value="", placeholder="open", description="min", continuous_update=False,
-                                 layout=layout(width="150px"))
-        self.filter_max = w.Text(value="", placeholder="open", description="max", continuous_update=False,
-                                 layout=layout(width="150px"))
-        self.unlabelled_box = w.Checkbox(value=False, description="unlabelled only", indent=False,
-                                         layout=layout(width="130px"))
-        self.view_toggle = w.ToggleButtons(options=["One by one", "Grid"], value="One by one",
-                                           style={"button_width": "100px"})
-        for control in (self.sort_dropdown, self.descending_box, self.filter_dropdown, self.filter_min,
-                        self.filter_max, self.unlabelled_box):
+        self.filter_min = w.Text(
+            value="",
+            placeholder="open",
+            description="min",
+            continuous_update=False,
+            layout=layout(width="150px"),
+        )
+        self.filter_max = w.Text(
+            value="",
+            placeholder="open",
+            description="max",
+            continuous_update=False,
+            layout=layout(width="150px"),
+        )
+        self.unlabelled_box = w.Checkbox(
+            value=False, description="unlabelled only", indent=False, layout=layout(width="130px")
+        )
+        self.view_toggle = w.ToggleButtons(
+            options=["One by one", "Grid"], value="One by one", style={"button_width": "100px"}
+        )
+        for control in (
+            self.sort_dropdown,
+            self.descending_box,
+            self.filter_dropdown,
+            self.filter_min,
+            self.filter_max,
+            self.unlabelled_box,
+        ):
             control.observe(self._on_controls, names="value")
         self.view_toggle.observe(self._on_view, names="value")
-        header = w.VBox([
-            w.HBox([self.view_toggle, self.sort_dropdown, self.descending_box], layout=layout(align_items="center")),
-            w.HBox([self.filter_dropdown, self.filter_min, self.filter_max, self.unlabelled_box],
-                   layout=layout(align_items="center")),
-        ])
+        header = w.VBox(
+            [
+                w.HBox(
+                    [self.view_toggle, self.sort_dropdown, self.descending_box],
+                    layout=layout(align_items="center"),
+                ),
+                w.HBox(
+                    [self.filter_dropdown, self.filter_min, self.filter_max, self.unlabelled_box],
+                    layout=layout(align_items="center"),
+                ),
+            ]
+        )
         self.status_html = w.HTML()
         self.widget = w.VBox([header, self.status_html, self.single_view, self.grid_view])
         self.widget.add_class("astrid-triplet-inspector")
@@ -553,7 +669,9 @@ class TripletInspector:
         except ImportError:
             self.key_events = None
             return
-        self.key_events = Event(source=self.widget, watched_events=["keydown"], prevent_default_action=False)
+        self.key_events = Event(
+            source=self.widget, watched_events=["keydown"], prevent_default_action=False
+        )
         self.key_events.on_dom_event(self.on_key_event)
 
     def on_key_event(self, event: dict) -> None:
@@ -566,7 +684,9 @@ class TripletInspector:
             modifier flags ``ctrlKey``, ``altKey``, ``metaKey`` (a key with a
             modifier is left to the browser).
         """
-        if event.get("type") == "keydown" and not (event.get("ctrlKey") or event.get("altKey") or event.get("metaKey")):
+        if event.get("type") == "keydown" and not (
+            event.get("ctrlKey") or event.get("altKey") or event.get("metaKey")
+        ):
             self.handle_key(str(event.get("key", "")))
 
     def _on_shortcut_text(self, change) -> None:
@@ -581,14 +701,19 @@ class TripletInspector:
         if self._syncing:
             return
         key = self.sort_dropdown.value
-        self._sort_key, self._ascending = key, (not self.descending_box.value) or key == ORDER_UNCERTAIN
+        self._sort_key, self._ascending = (
+            key,
+            (not self.descending_box.value) or key == ORDER_UNCERTAIN,
+        )
         bounds = []
         for box in (self.filter_min, self.filter_max):
             text = box.value.strip()
             try:
                 bounds.append(float(text) if text else None)
             except ValueError:
-                self.status_html.value = f"<span style='color:#c62828'>{html.escape(text)!s} is not a number</span>"
+                self.status_html.value = (
+                    f"<span style='color:#c62828'>{html.escape(text)!s} is not a number</span>"
+                )
                 return
         key = None if self.filter_dropdown.value == _NO_FILTER else self.filter_dropdown.value
         self._filter = (key, *bounds)
@@ -629,10 +754,14 @@ class TripletInspector:
             return
         self._syncing = True
         try:
-            self.sort_dropdown.value = self._sort_key if self._sort_key in self.sort_dropdown.options else ORDER_INDEX
+            self.sort_dropdown.value = (
+                self._sort_key if self._sort_key in self.sort_dropdown.options else ORDER_INDEX
+            )
             self.descending_box.value = not self._ascending
             key, low, high = self._filter
-            self.filter_dropdown.value = key if key in dict(self.filter_dropdown.options).values() else _NO_FILTER
+            self.filter_dropdown.value = (
+                key if key in dict(self.filter_dropdown.options).values() else _NO_FILTER
+            )
             self.filter_min.value = "" if low is None else f"{low:g}"
             self.filter_max.value = "" if high is None else f"{high:g}"
             self.unlabelled_box.value = self._unlabelled_only
@@ -643,9 +772,12 @@ class TripletInspector:
         n_real = sum(v == "real" for v in labels.values())
         n_bogus = sum(v == "bogus" for v in labels.values())
         index = self.current_index
-        where = (f"candidate {self._cursor + 1} of {len(self.order)} shown"
-                 + (f" ({self.n} in the dataset)" if len(self.order) != self.n else "")
-                 if index is not None else "no candidate matches the filter")
+        where = (
+            f"candidate {self._cursor + 1} of {len(self.order)} shown"
+            + (f" ({self.n} in the dataset)" if len(self.order) != self.n else "")
+            if index is not None
+            else "no candidate matches the filter"
+        )
         self.status_html.value = (
             f"<span>{html.escape(where)} &middot; {n_real} real, {n_bogus} bogus labelled &middot; "
             f"labels saved to <code title='{html.escape(str(self.labels_path.resolve()), quote=True)}'>"
@@ -666,8 +798,15 @@ class TripletInspector:
                 image.value = b""
             self.features_html.value = ""
             return
-        for image, png in zip(self.stamp_images, triplet_pngs(
-                self._stamp(index), CHANNELS, stretch=self.difference_stretch, scale=self.stamp_scale)):
+        for image, png in zip(
+            self.stamp_images,
+            triplet_pngs(
+                self._stamp(index),
+                CHANNELS,
+                stretch=self.difference_stretch,
+                scale=self.stamp_scale,
+            ),
+        ):
             image.value = png
         cid = self.ids[index]
         label = labels.get(cid)
@@ -693,7 +832,7 @@ class TripletInspector:
         n_pages = max(1, -(-len(self.order) // self._per_page))
         self._page = min(self._page, n_pages - 1)
         start = self._page * self._per_page
-        shown = self.order[start:start + self._per_page]
+        shown = self.order[start : start + self._per_page]
         self.page_label.value = f"page {self._page + 1} of {n_pages}"
         for slot, (box, image, button) in enumerate(self.grid_cells):
             if slot >= len(shown):
@@ -703,8 +842,12 @@ class TripletInspector:
             index = int(shown[slot])
             cid = self.ids[index]
             label = labels.get(cid)
-            image.value = triplet_strip_png(self._stamp(index), CHANNELS, stretch=self.difference_stretch,
-                                            scale=self.thumbnail_scale)
+            image.value = triplet_strip_png(
+                self._stamp(index),
+                CHANNELS,
+                stretch=self.difference_stretch,
+                scale=self.thumbnail_scale,
+            )
             score = "" if self.scores is None else f" · {_format_value(self.scores[index])}"
             button.description = f"{cid}{score}"
             button.tooltip = f"Open candidate {cid}" + (f" (labelled {label})" if label else "")
@@ -722,5 +865,7 @@ class TripletInspector:
         display(self.widget)
 
     def __repr__(self) -> str:
-        return (f"<TripletInspector {self.n} candidates, {len(self.labels)} labelled, "
-                f"labels in {str(self.labels_path)!r}>")
+        return (
+            f"<TripletInspector {self.n} candidates, {len(self.labels)} labelled, "
+            f"labels in {str(self.labels_path)!r}>"
+        )

@@ -96,7 +96,9 @@ def model_id(model) -> str | None:
 
     if model is None:
         return None
-    if isinstance(model, os.PathLike) or (isinstance(model, str) and Path(model).suffix in (".keras", ".h5", ".hdf5")):
+    if isinstance(model, os.PathLike) or (
+        isinstance(model, str) and Path(model).suffix in (".keras", ".h5", ".hdf5")
+    ):
         path = Path(model)
         if not path.is_file():
             raise AstridFileError(f"{path}: model file does not exist")
@@ -106,7 +108,9 @@ def model_id(model) -> str | None:
         return model
     name = getattr(model, "name", None)
     if name is None:
-        raise AstridInputError(f"model: expected a path, a name or a Keras model, got {type(model).__name__}")
+        raise AstridInputError(
+            f"model: expected a path, a name or a Keras model, got {type(model).__name__}"
+        )
     digest = getattr(model, "astrid_sha256", None)
     return f"{name} sha256:{digest[:16]}" if digest else str(name)
 
@@ -190,7 +194,9 @@ class LabelStore:
         """
         if not self.path.exists():
             return 0
-        with store_lock(self.path, reading=True):  # a writer holds it while writing: read only whole lines
+        with store_lock(
+            self.path, reading=True
+        ):  # a writer holds it while writing: read only whole lines
             return self._read_new()
 
     def _read_new(self) -> int:
@@ -235,7 +241,9 @@ class LabelStore:
         kept = self.quarantine_path
         seen = set(kept.read_bytes().splitlines()) if kept.exists() else set()
         entries = [
-            json.dumps({"file": str(self.path), "line": number, "text": line.decode("utf-8", "replace")}).encode()
+            json.dumps(
+                {"file": str(self.path), "line": number, "text": line.decode("utf-8", "replace")}
+            ).encode()
             for number, line, _ in bad
         ]
         new = [entry for entry in entries if entry not in seen]
@@ -273,9 +281,15 @@ class LabelStore:
                 "a label file holds one JSON object per line with candidate_id, label and time"
             ) from None
         if record.label not in LABELS:
-            raise AstridFileError(f"{self.path}: line {number} has label {record.label!r}, expected one of {LABELS}")
-        if record.score is not None and (isinstance(record.score, bool) or not isinstance(record.score, int | float)):
-            raise AstridFileError(f"{self.path}: line {number} has score {record.score!r}, expected a number or null")
+            raise AstridFileError(
+                f"{self.path}: line {number} has label {record.label!r}, expected one of {LABELS}"
+            )
+        if record.score is not None and (
+            isinstance(record.score, bool) or not isinstance(record.score, int | float)
+        ):
+            raise AstridFileError(
+                f"{self.path}: line {number} has score {record.score!r}, expected a number or null"
+            )
         return record
 
     @property
@@ -287,8 +301,15 @@ class LabelStore:
         """The newest record of each labelled candidate."""
         return {record.candidate_id: record for record in self.history}
 
-    def add(self, candidate_id: str, label: str, score: float | None = None, *,
-            labeller: str | None = None, model=None) -> LabelRecord:
+    def add(
+        self,
+        candidate_id: str,
+        label: str,
+        score: float | None = None,
+        *,
+        labeller: str | None = None,
+        model=None,
+    ) -> LabelRecord:
         """Append a label and force it to disk before returning.
 
         Parameters
@@ -316,11 +337,15 @@ class LabelStore:
             if score != score:  # NaN: the classifier gave no score
                 score = None
             elif not math.isfinite(score):
-                raise AstridInputError(f"score: {score} is not a finite classifier score (give None when there is none)")
+                raise AstridInputError(
+                    f"score: {score} is not a finite classifier score (give None when there is none)"
+                )
         record = LabelRecord(
             candidate_id=str(candidate_id),
             label=label,
-            time=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            time=datetime.now(timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             score=None if score is None else float(score),
             labeller=self.labeller if labeller is None else str(labeller),
             model=self.model if model is None else model_id(model),
@@ -343,7 +368,9 @@ class LabelStore:
                 self._offset += len(line)
                 self._line += line.count(b"\n")
         except OSError as exc:
-            raise AstridFileError(f"{self.path}: cannot write the label ({exc.strerror or exc})") from None
+            raise AstridFileError(
+                f"{self.path}: cannot write the label ({exc.strerror or exc})"
+            ) from None
         self._history.append(record)
         return record
 
@@ -381,11 +408,15 @@ class LabelStore:
                 "candidate_id": np.array([r.candidate_id for r in latest], dtype=str),
                 "label": np.array([r.label for r in latest], dtype=str),
                 "time": np.array([r.time for r in latest], dtype=str),
-                "score": np.array([np.nan if r.score is None else r.score for r in latest], dtype=float),
+                "score": np.array(
+                    [np.nan if r.score is None else r.score for r in latest], dtype=float
+                ),
                 "labeller": np.array([r.labeller or "" for r in latest], dtype=str),
                 "model": np.array([r.model or "" for r in latest], dtype=str),
             }
         )
         table.meta["labels_file"] = str(self.path)
-        atomic_write(path, lambda fh: table.write(fh, format=formats[path.suffix.lower()]), mode="w")
+        atomic_write(
+            path, lambda fh: table.write(fh, format=formats[path.suffix.lower()]), mode="w"
+        )
         return path

@@ -11,7 +11,11 @@ from ..errors import AstridInputError
 
 __all__ = [
     "NO_DATA_RGBA",
-    "zscale_limits", "difference_limit", "stamp_to_rgba", "triplet_pngs", "triplet_strip_png",
+    "zscale_limits",
+    "difference_limit",
+    "stamp_to_rgba",
+    "triplet_pngs",
+    "triplet_strip_png",
     "png_bytes",
 ]
 
@@ -139,7 +143,9 @@ def png_bytes(rgba: np.ndarray) -> bytes:
     from PIL import Image as PILImage
 
     buffer = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    PILImage.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8)).save(
+        buffer, format="PNG", compress_level=1
+    )
     return buffer.getvalue()
 
 
@@ -170,7 +176,9 @@ def triplet_pngs(
     """
     triplet = np.asarray(triplet)
     if triplet.ndim != 3 or triplet.shape[-1] != len(channels):
-        raise AstridInputError(f"triplet: expected shape (ny, nx, {len(channels)}), got {triplet.shape}")
+        raise AstridInputError(
+            f"triplet: expected shape (ny, nx, {len(channels)}), got {triplet.shape}"
+        )
     return [
         png_bytes(stamp_to_rgba(triplet[..., i], kind, stretch=stretch, scale=scale))
         for i, kind in enumerate(channels)
@@ -207,8 +215,13 @@ def triplet_strip_png(
     """
     triplet = np.asarray(triplet)
     if triplet.ndim != 3 or triplet.shape[-1] != len(channels):
-        raise AstridInputError(f"triplet: expected shape (ny, nx, {len(channels)}), got {triplet.shape}")
-    parts = [stamp_to_rgba(triplet[..., i], kind, stretch=stretch, scale=scale) for i, kind in enumerate(channels)]
+        raise AstridInputError(
+            f"triplet: expected shape (ny, nx, {len(channels)}), got {triplet.shape}"
+        )
+    parts = [
+        stamp_to_rgba(triplet[..., i], kind, stretch=stretch, scale=scale)
+        for i, kind in enumerate(channels)
+    ]
     spacer = np.full((parts[0].shape[0], gap, 4), 255, dtype=np.uint8)
     row = [parts[0]]
     for part in parts[1:]:

@@ -43,7 +43,9 @@ def no_astroquery_cache():
 def shared_catalog():
     path = shared_data("catalogs", "sncat_compiled.txt")
     if path is None:
-        pytest.skip("shared catalogue catalogs/sncat_compiled.txt is not present ($ASTRID_SHARED_DATA)")
+        pytest.skip(
+            "shared catalogue catalogs/sncat_compiled.txt is not present ($ASTRID_SHARED_DATA)"
+        )
     return load_sn_catalog(path)
 
 
@@ -54,7 +56,12 @@ def test_shared_catalogue_counts_and_known_supernovae(shared_catalog):
     assert len(cat) == 6539
     assert cat.meta["n_read"] == 6539 and cat.meta["rejected"] == []
     assert cat.meta["columns"] == {
-        "name": "sn_name", "ra": "sn_ra", "dec": "sn_dec", "discovery": "disc_date", "type": "sn_type", "host": "gal_name"
+        "name": "sn_name",
+        "ra": "sn_ra",
+        "dec": "sn_dec",
+        "discovery": "disc_date",
+        "type": "sn_type",
+        "host": "gal_name",
     }
     assert cat.meta["undated"] == 86 and int(np.sum(cat["discovery"].mask)) == 86
     assert len(set(cat["name"])) == len(cat)
@@ -66,7 +73,10 @@ def test_shared_catalogue_counts_and_known_supernovae(shared_catalog):
     assert coords[1].separation(SN2011FE) < 1 * u.arcsec
     assert list(sn["host"]) == ["NGC3034", "NGC5457"]  # M82, M101
     assert list(sn["type"]) == ["Ia", "Ia"]
-    assert str(sn["discovery"][0].iso)[:10] == "2014-01-21" and str(sn["discovery"][1].iso)[:10] == "2011-08-24"
+    assert (
+        str(sn["discovery"][0].iso)[:10] == "2014-01-21"
+        and str(sn["discovery"][1].iso)[:10] == "2011-08-24"
+    )
     assert abs(float(sn["discovery"][0].mjd) - Time("2014-01-21").mjd) < 1e-6
 
     # a southern position with the catalogue's space after the sign ("- 8 49 37.0")
@@ -118,12 +128,16 @@ def test_csv_with_mixed_coordinate_and_date_forms():
 
 
 def test_ecsv_roundtrip_and_explicit_columns(tmp_path):
-    table = Table({"ident": ["a", "b"], "alpha": [10.0, 20.0], "delta": [-5.0, 5.0], "t0": [59000.0, np.nan]})
+    table = Table(
+        {"ident": ["a", "b"], "alpha": [10.0, 20.0], "delta": [-5.0, 5.0], "t0": [59000.0, np.nan]}
+    )
     path = tmp_path / "mine.ecsv"
     table.write(path)
     with pytest.raises(AstridInputError, match="no column for name, ra, dec"):
         load_sn_catalog(path)
-    cat = load_sn_catalog(path, columns={"name": "ident", "ra": "alpha", "dec": "delta", "discovery": "t0"})
+    cat = load_sn_catalog(
+        path, columns={"name": "ident", "ra": "alpha", "dec": "delta", "discovery": "t0"}
+    )
     assert list(cat["name"]) == ["a", "b"] and list(cat["discovery"].mask) == [False, True]
     out = tmp_path / "standard.ecsv"
     cat.write(out)
@@ -147,7 +161,13 @@ def test_missing_and_bad_files(tmp_path):
 
 @pytest.mark.parametrize(
     "text, degrees",
-    [("09 55 42.15", 148.925625), ("09:55:42.15", 148.925625), ("9h55m42.15s", 148.925625), ("148.925625", 148.925625), (148.925625, 148.925625)],
+    [
+        ("09 55 42.15", 148.925625),
+        ("09:55:42.15", 148.925625),
+        ("9h55m42.15s", 148.925625),
+        ("148.925625", 148.925625),
+        (148.925625, 148.925625),
+    ],
 )
 def test_parse_ra_forms(text, degrees):
     assert parse_ra(text) == pytest.approx(degrees)
@@ -155,7 +175,12 @@ def test_parse_ra_forms(text, degrees):
 
 @pytest.mark.parametrize(
     "text, degrees",
-    [("+69 40 25.9", 69.67386111), ("- 0 32 47.1", -(32 / 60 + 47.1 / 3600)), ("-69:16:11.8", -69.26994444), ("-12.5", -12.5)],
+    [
+        ("+69 40 25.9", 69.67386111),
+        ("- 0 32 47.1", -(32 / 60 + 47.1 / 3600)),
+        ("-69:16:11.8", -69.26994444),
+        ("-12.5", -12.5),
+    ],
 )
 def test_parse_dec_forms(text, degrees):
     assert parse_dec(text) == pytest.approx(degrees)
@@ -169,7 +194,9 @@ def test_parse_ra_rejects(bad):
 
 def test_vizier_catalogue_through_astroquery():
     """load_sn_catalog('vizier:B/sn') runs astroquery.vizier's real request and VOTable parsing."""
-    server = ReplayServer().add("-source=B/sn", Reply(body=(DATA / "vizier_bsn.xml").read_bytes()), method="POST")
+    server = ReplayServer().add(
+        "-source=B/sn", Reply(body=(DATA / "vizier_bsn.xml").read_bytes()), method="POST"
+    )
     with server, pytest.warns(AstridWarning, match=r"2 row\(s\)"):
         cat = load_sn_catalog("vizier:B/sn")
     assert server.count("vizier.cds.unistra.fr/viz-bin/votable") == 1
@@ -188,7 +215,9 @@ def test_vizier_unreachable_is_a_clear_error():
 
 
 def test_gaia_stars_through_astroquery():
-    server = ReplayServer().add("-source=I/355/gaiadr3", Reply(body=(DATA / "vizier_gaiadr3.xml").read_bytes()))
+    server = ReplayServer().add(
+        "-source=I/355/gaiadr3", Reply(body=(DATA / "vizier_gaiadr3.xml").read_bytes())
+    )
     with server:
         stars = gaia_stars(SN2011FE, 2 * u.arcmin, mag_limit=19)
     request = server.log[0].text

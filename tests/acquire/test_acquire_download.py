@@ -40,8 +40,15 @@ URL = "https://archive.example.org/data/sw00031234001uuu_sk.img.gz"
 def fits_bytes(filt: str = "U", mjd: float = 55000.0, *, gz: bool = False, seed: int = 0) -> bytes:
     """A small Swift-UVOT-like sky image: empty primary HDU and one image extension."""
     rng = np.random.default_rng(seed)
-    header = fits.Header({"TELESCOP": "SWIFT", "INSTRUME": "UVOT", "FILTER": filt, "MJD-OBS": mjd, "EXPOSURE": 500.0})
-    hdul = fits.HDUList([fits.PrimaryHDU(header=header), fits.ImageHDU(rng.normal(100, 5, (32, 32)).astype(np.float32), name="SKY")])
+    header = fits.Header(
+        {"TELESCOP": "SWIFT", "INSTRUME": "UVOT", "FILTER": filt, "MJD-OBS": mjd, "EXPOSURE": 500.0}
+    )
+    hdul = fits.HDUList(
+        [
+            fits.PrimaryHDU(header=header),
+            fits.ImageHDU(rng.normal(100, 5, (32, 32)).astype(np.float32), name="SKY"),
+        ]
+    )
     buffer = io.BytesIO()
     hdul.writeto(buffer)
     data = buffer.getvalue()
@@ -65,11 +72,16 @@ def test_retry_with_exponential_backoff_then_success(tmp_path):
         Reply(body=fits_bytes(gz=True)),
     )
     with server:
-        result = fetch_file(URL, tmp_path / "sw.fits.gz", options=FetchOptions(retries=4, backoff_s=2.0), sleep=sleeps)
+        result = fetch_file(
+            URL,
+            tmp_path / "sw.fits.gz",
+            options=FetchOptions(retries=4, backoff_s=2.0),
+            sleep=sleeps,
+        )
     assert result.attempts == 4
-    assert sleeps == [2.0, 4.0, 8.0]            # 2 s doubled each time; Retry-After 7 s < 8 s
+    assert sleeps == [2.0, 4.0, 8.0]  # 2 s doubled each time; Retry-After 7 s < 8 s
     assert server.count(URL, method="GET") == 4
-    assert result.path.read_bytes()[:2] == b"\x1f\x8b"   # kept gzipped, as the name says
+    assert result.path.read_bytes()[:2] == b"\x1f\x8b"  # kept gzipped, as the name says
     assert result.sha256 == sha256sum(result.path) and result.size == result.path.stat().st_size
     assert read_image(result.path).meta.filter == "U"
     assert not list(tmp_path.glob("*.part*"))
@@ -77,32 +89,46 @@ def test_retry_with_exponential_backoff_then_success(tmp_path):
 
 def test_retry_after_longer_than_backoff_is_honoured(tmp_path):
     sleeps = Sleeps()
-    with ReplayServer().add(URL, Reply(status=429, headers={"Retry-After": "30"}), Reply(body=fits_bytes())):
-        fetch_file(URL, tmp_path / "a.fits", options=FetchOptions(backoff_s=1.0, max_backoff_s=20.0), sleep=sleeps)
+    with ReplayServer().add(
+        URL, Reply(status=429, headers={"Retry-After": "30"}), Reply(body=fits_bytes())
+    ):
+        fetch_file(
+            URL,
+            tmp_path / "a.fits",
+            options=FetchOptions(backoff_s=1.0, max_backoff_s=20.0),
+            sleep=sleeps,
+        )
     assert sleeps == [20.0]  # the server's 30 s, capped
 
 
 def test_corrupt_download_is_detected_and_retried(tmp_path):
     good = fits_bytes(gz=True)
     plain = fits_bytes()
-    truncated_fits = plain[: len(plain) - 2880]                       # whole transfer, but a short file
+    truncated_fits = plain[: len(plain) - 2880]  # whole transfer, but a short file
     bad_crc = bytearray(good)
-    bad_crc[-8] ^= 0xFF                                                # gzip stream with a wrong CRC
+    bad_crc[-8] ^= 0xFF  # gzip stream with a wrong CRC
     sleeps = Sleeps()
-    server = ReplayServer().add(URL, Reply(body=truncated_fits), Reply(body=bytes(bad_crc)), Reply(body=good))
+    server = ReplayServer().add(
+        URL, Reply(body=truncated_fits), Reply(body=bytes(bad_crc)), Reply(body=good)
+    )
     with server:
         result = fetch_file(URL, tmp_path / "sw.fits", sleep=sleeps)
     assert result.attempts == 3 and len(sleeps) == 2
     validate_fits(result.path)
-    assert result.path.read_bytes()[:6] == b"SIMPLE"                   # decompressed, as the name says
+    assert result.path.read_bytes()[:6] == b"SIMPLE"  # decompressed, as the name says
 
 
 def test_persistently_corrupt_download_is_reported(tmp_path):
     truncated = fits_bytes()[:4000]
-    with ReplayServer().add(URL, Reply(body=truncated)), pytest.raises(AstridDownloadError, match=r"failed after 3 attempt\(s\): corrupt download") as info:
+    with (
+        ReplayServer().add(URL, Reply(body=truncated)),
+        pytest.raises(
+            AstridDownloadError, match=r"failed after 3 attempt\(s\): corrupt download"
+        ) as info,
+    ):
         fetch_file(URL, tmp_path / "sw.fits", options=FetchOptions(retries=2), sleep=Sleeps())
     assert info.value.attempts == 3 and info.value.url == URL
-    assert list(tmp_path.iterdir()) == []   # neither a half file nor a .part is left
+    assert list(tmp_path.iterdir()) == []  # neither a half file nor a .part is left
 
 
 def test_transfer_cut_midway_is_retried(tmp_path):
@@ -119,24 +145,44 @@ def test_checksums_from_archive_and_server(tmp_path):
     sha256 = hashlib.sha256(body).hexdigest()
     good_header = {"Content-MD5": base64.b64encode(md5).decode()}
     bad_header = {"Content-MD5": base64.b64encode(b"0" * 16).decode()}
-    with ReplayServer().add(URL, Reply(body=body, headers=bad_header), Reply(body=body, headers=good_header)):
+    with ReplayServer().add(
+        URL, Reply(body=body, headers=bad_header), Reply(body=body, headers=good_header)
+    ):
         result = fetch_file(URL, tmp_path / "a.fits", checksum=f"sha256:{sha256}", sleep=Sleeps())
     assert result.attempts == 2
-    with ReplayServer().add(URL, Reply(body=body)), pytest.raises(AstridDownloadError, match="md5 checksum mismatch"):
-        fetch_file(URL, tmp_path / "b.fits", checksum="0" * 32, options=FetchOptions(retries=1), sleep=Sleeps())
+    with (
+        ReplayServer().add(URL, Reply(body=body)),
+        pytest.raises(AstridDownloadError, match="md5 checksum mismatch"),
+    ):
+        fetch_file(
+            URL,
+            tmp_path / "b.fits",
+            checksum="0" * 32,
+            options=FetchOptions(retries=1),
+            sleep=Sleeps(),
+        )
     with pytest.raises(AstridInputError, match="checksum"):
         fetch_file(URL, tmp_path / "c.fits", checksum="crc32:abc")
 
 
 def test_size_cap_and_missing_files_are_not_retried(tmp_path):
     sleeps = Sleeps()
-    with ReplayServer().add(URL, Reply(body=fits_bytes())) as server, pytest.raises(AstridDownloadError, match="size cap.*not retried"):
+    with (
+        ReplayServer().add(URL, Reply(body=fits_bytes())) as server,
+        pytest.raises(AstridDownloadError, match="size cap.*not retried"),
+    ):
         fetch_file(URL, tmp_path / "a.fits", options=FetchOptions(max_bytes=1000), sleep=sleeps)
     assert server.count(URL) == 1 and sleeps == []
-    with ReplayServer().add(URL, Reply(status=404)) as server, pytest.raises(AstridDownloadError, match="HTTP 404"):
+    with (
+        ReplayServer().add(URL, Reply(status=404)) as server,
+        pytest.raises(AstridDownloadError, match="HTTP 404"),
+    ):
         fetch_file(URL, tmp_path / "a.fits", sleep=sleeps)
     assert server.count(URL) == 1 and sleeps == []
-    with ReplayServer().add(URL, Reply(body=fits_bytes())), pytest.raises(AstridDownloadError, match="the archive lists 99"):
+    with (
+        ReplayServer().add(URL, Reply(body=fits_bytes())),
+        pytest.raises(AstridDownloadError, match="the archive lists 99"),
+    ):
         fetch_file(URL, tmp_path / "a.fits", expected_size=99, options=FetchOptions(retries=0))
 
 
@@ -146,7 +192,7 @@ def test_compression_follows_the_destination_name(tmp_path):
     assert gz.read_bytes()[:2] == b"\x1f\x8b" and read_image(gz).shape == (32, 32)
     with ReplayServer().add(URL, Reply(body=fits_bytes(gz=True))):
         plain = fetch_file(URL, tmp_path / "gz_to.fits")
-    assert plain.sha256 == sha256sum(plain.path)    # the digest of the file kept, not of the body
+    assert plain.sha256 == sha256sum(plain.path)  # the digest of the file kept, not of the body
     assert destination_name(URL) == "sw00031234001uuu_sk.fits.gz"
     assert destination_name(URL, decompress=True) == "sw00031234001uuu_sk.fits"
     mast = "https://mast.stsci.edu/api/v0.1/Download/file?uri=mast:SWIFT/product/sw0003_sk.img.gz"
@@ -209,7 +255,19 @@ def swift_pairs(n_ref: int = 2, n_sci: int = 2) -> tuple[Table, dict[str, bytes]
         url = f"https://mast.stsci.edu/api/v0.1/Download/file?uri=mast:SWIFT/product/sw0003{obsid}001uuu_sk.img.gz"
         bodies[url] = fits_bytes("U", mjd, gz=True, seed=i)
         rows.append((obsid, "SWIFT", "UVOT", "U", mjd, mjd + 0.01, 500.0 + i, url))
-    obs = Table(rows=rows, names=["obsid", "obs_collection", "instrument_name", "filters", "t_min", "t_max", "t_exptime", "dataURL"])
+    obs = Table(
+        rows=rows,
+        names=[
+            "obsid",
+            "obs_collection",
+            "instrument_name",
+            "filters",
+            "t_min",
+            "t_max",
+            "t_exptime",
+            "dataURL",
+        ],
+    )
     pairs, _ = find_pairs(obs, T0, target="SN 2011fe")
     return pairs, bodies
 
@@ -225,9 +283,13 @@ def test_download_writes_the_survey_layout_and_manifest(tmp_path):
     pairs, bodies = swift_pairs()
     events = []
     with serve(bodies) as server:
-        report = download(pairs, tmp_path, sleep=Sleeps(), source="mast", progress=lambda e, p: events.append(e))
+        report = download(
+            pairs, tmp_path, sleep=Sleeps(), source="mast", progress=lambda e, p: events.append(e)
+        )
     assert len(report.downloaded) == 4 and report.pairs == 4 and report.failed == []
-    assert server.count("Download/file", method="GET") == 4      # each file once, though each is in two pairs
+    assert (
+        server.count("Download/file", method="GET") == 4
+    )  # each file once, though each is in two pairs
     assert events == ["downloaded"] * 4
     manifest = Manifest.load(tmp_path)
     assert manifest.data["source"] == "mast"
@@ -236,11 +298,17 @@ def test_download_writes_the_survey_layout_and_manifest(tmp_path):
     roles = sorted(Path(f["path"]).parts[1] for f in target["files"])
     assert roles == ["reference", "reference", "science", "science"]
     record = target["files"][0]
-    assert record["mission"] == "SWIFT" and record["instrument"] == "UVOT" and record["filter"] == "U"
+    assert (
+        record["mission"] == "SWIFT" and record["instrument"] == "UVOT" and record["filter"] == "U"
+    )
     assert record["sha256"] and record["size"] == (tmp_path / record["path"]).stat().st_size
-    assert record["path"].endswith(".fits.gz") and record["url"].startswith("https://mast.stsci.edu")
+    assert record["path"].endswith(".fits.gz") and record["url"].startswith(
+        "https://mast.stsci.edu"
+    )
     survey_pairs = list(manifest.pairs())
-    assert len(survey_pairs) == 4 and all(p.reference.exists() and p.science.exists() for p in survey_pairs)
+    assert len(survey_pairs) == 4 and all(
+        p.reference.exists() and p.science.exists() for p in survey_pairs
+    )
     assert all(p.filter == "U" and p.mission == "SWIFT" for p in survey_pairs)
     assert read_image(survey_pairs[0].science).meta.telescope == "SWIFT"
 
@@ -301,11 +369,17 @@ def test_skyview_cutout_through_astroquery(tmp_path):
     )
     position = SkyCoord(210.774208 * u.deg, 54.273722 * u.deg)
     with astroquery.cache_conf.set_temp("cache_active", False), server:
-        paths = skyview_cutouts(position, "DSS2 Red", tmp_path, pixels=256, name="SN 2011fe", sleep=Sleeps())
+        paths = skyview_cutouts(
+            position, "DSS2 Red", tmp_path, pixels=256, name="SN 2011fe", sleep=Sleeps()
+        )
     assert [p.name for p in paths] == ["SN_2011fe_DSS2_Red.fits"]
     validate_fits(paths[0])
     query = next(r for r in server.log if "runquery.pl" in r.url)
     assert query.params["survey"] == ["DSS2 Red"] and query.params["pixels"] == "256"
     assert query.params["Position"].startswith("210.77")
-    with astroquery.cache_conf.set_temp("cache_active", False), server, pytest.raises(AstridInputError, match="Survey is not among"):
+    with (
+        astroquery.cache_conf.set_temp("cache_active", False),
+        server,
+        pytest.raises(AstridInputError, match="Survey is not among"),
+    ):
         skyview_cutouts(position, "No Such Survey", tmp_path)

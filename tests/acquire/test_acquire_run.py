@@ -51,23 +51,43 @@ class Sleeps(list):
         self.append(seconds)
 
 
-def image_bytes(filt: str, mjd: float, *, ra: float = SN2011FE[0], dec: float = SN2011FE[1], telescope: str = "SWIFT",
-                instrument: str = "UVOT", obj: str = "M101", gz: bool = True, seed: int = 0) -> bytes:
+def image_bytes(
+    filt: str,
+    mjd: float,
+    *,
+    ra: float = SN2011FE[0],
+    dec: float = SN2011FE[1],
+    telescope: str = "SWIFT",
+    instrument: str = "UVOT",
+    obj: str = "M101",
+    gz: bool = True,
+    seed: int = 0,
+) -> bytes:
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = [ra, dec]
     wcs.wcs.crpix = [16.5, 16.5]
     wcs.wcs.cdelt = [-1 / 3600, 1 / 3600]
     header = wcs.to_header()
-    header.update({"TELESCOP": telescope, "INSTRUME": instrument, "FILTER": filt, "MJD-OBS": mjd,
-                   "EXPTIME": 500.0, "OBJECT": obj})
+    header.update(
+        {
+            "TELESCOP": telescope,
+            "INSTRUME": instrument,
+            "FILTER": filt,
+            "MJD-OBS": mjd,
+            "EXPTIME": 500.0,
+            "OBJECT": obj,
+        }
+    )
     data = np.random.default_rng(seed).normal(100, 5, (32, 32)).astype(np.float32)
     buffer = io.BytesIO()
     fits.PrimaryHDU(data, header).writeto(buffer)
     return gzip.compress(buffer.getvalue(), mtime=0) if gz else buffer.getvalue()
 
 
-def mast_server(interrupt_at: str | None = None, flaky: str | None = None, failures: int = 2) -> ReplayServer:
+def mast_server(
+    interrupt_at: str | None = None, flaky: str | None = None, failures: int = 2
+) -> ReplayServer:
     """MAST answers from the recorded tables; files made on request.
 
     ``interrupt_at``: a file whose request raises KeyboardInterrupt (the run is killed);
@@ -80,7 +100,9 @@ def mast_server(interrupt_at: str | None = None, flaky: str | None = None, failu
         columns_config=json.loads((DATA / "mast_columnsconfig_caom.json").read_text()),
         products_config=json.loads((DATA / "mast_columnsconfig_products.json").read_text()),
     )
-    rows = {r["obsid"]: r for r in json.loads((DATA / "mast_observations.json").read_text())["data"]}
+    rows = {
+        r["obsid"]: r for r in json.loads((DATA / "mast_observations.json").read_text())["data"]
+    }
     failed = {"n": 0}
 
     def serve_file(request):
@@ -101,9 +123,16 @@ def mast_server(interrupt_at: str | None = None, flaky: str | None = None, failu
 
 def mast_config(tmp_path, **changes) -> AcquisitionConfig:
     values = dict(
-        archive="mast", catalog=str(DATA / "targets.csv"), out_dir=tmp_path / "survey",
-        missions=["SWIFT", "PS1", "GALEX"], days_before=365, days_after=60, max_per_type=3,
-        chunk_size=2, retries=2, backoff_s=0.5,
+        archive="mast",
+        catalog=str(DATA / "targets.csv"),
+        out_dir=tmp_path / "survey",
+        missions=["SWIFT", "PS1", "GALEX"],
+        days_before=365,
+        days_after=60,
+        max_per_type=3,
+        chunk_size=2,
+        retries=2,
+        backoff_s=0.5,
     )
     values.update(changes)
     return AcquisitionConfig(**values)
@@ -127,7 +156,7 @@ def test_documented_yaml_example_is_valid(tmp_path):
     config = AcquisitionConfig.from_yaml(path)
     assert config.archive == "mast" and config.missions == ["SWIFT"] and config.filters == ["U"]
     assert config.days_before == 365 and config.days_after == 60
-    assert config.out_dir == tmp_path / "data" / "swift_u"        # relative to the YAML file
+    assert config.out_dir == tmp_path / "data" / "swift_u"  # relative to the YAML file
     assert config.checkpoint_path == tmp_path / "data" / "swift_u" / "acquire_checkpoint.jsonl"
     assert AcquisitionConfig.from_dict(config.to_dict()) == config
 
@@ -135,7 +164,10 @@ def test_documented_yaml_example_is_valid(tmp_path):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"mision": ["SWIFT"]}, r"unknown acquisition config key\(s\): 'mision' \(did you mean 'missions'\?\)"),
+        (
+            {"mision": ["SWIFT"]},
+            r"unknown acquisition config key\(s\): 'mision' \(did you mean 'missions'\?\)",
+        ),
         ({"archive": "ftp"}, "'archive' must be one of simulated, mast, local"),
         ({"days_before": -1}, "'days_before' must be >= 0"),
         ({"chunk_size": 0}, "'chunk_size' must be >= 1"),
@@ -163,7 +195,10 @@ def test_yaml_file_errors(tmp_path):
         AcquisitionConfig.from_yaml(broken)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("acquire:\n  chunk_sise: 3\n")
-    with pytest.raises(AstridInputError, match=r"wrong.yaml: unknown .*'chunk_sise' \(did you mean 'chunk_size'\?\)"):
+    with pytest.raises(
+        AstridInputError,
+        match=r"wrong.yaml: unknown .*'chunk_sise' \(did you mean 'chunk_size'\?\)",
+    ):
         AcquisitionConfig.from_yaml(wrong)
 
 
@@ -174,11 +209,17 @@ def test_yaml_file_errors(tmp_path):
 
 def test_mast_unreachable_fails_fast(tmp_path):
     start = time.perf_counter()
-    with ReplayServer() as server, pytest.raises(AstridArchiveError, match=r"MAST is not reachable \(ConnectionError"):
+    with (
+        ReplayServer() as server,
+        pytest.raises(AstridArchiveError, match=r"MAST is not reachable \(ConnectionError"),
+    ):
         run(mast_config(tmp_path))
     assert time.perf_counter() - start < 2
-    assert [r.method for r in server.log] == ["HEAD"]          # no query was attempted
-    with ReplayServer(), pytest.raises(AstridArchiveError, match="use archive='simulated' or 'local'"):
+    assert [r.method for r in server.log] == ["HEAD"]  # no query was attempted
+    with (
+        ReplayServer(),
+        pytest.raises(AstridArchiveError, match="use archive='simulated' or 'local'"),
+    ):
         get_archive("mast")
     with pytest.raises(AstridInputError, match="unknown archive 'ftp'"):
         get_archive("ftp")
@@ -187,7 +228,7 @@ def test_mast_unreachable_fails_fast(tmp_path):
 def test_dry_run_reports_what_would_be_fetched(tmp_path):
     config = mast_config(tmp_path)
     with mast_server() as server:
-        assert isinstance(get_archive("mast"), MastArchive)    # the probe answers: MAST can be chosen
+        assert isinstance(get_archive("mast"), MastArchive)  # the probe answers: MAST can be chosen
         result = run(config, dry_run=True, sleep=Sleeps())
     assert server.count("Download/file") == 0 and not (config.out_dir / "manifest.json").exists()
     assert result.report is None and result.dry_run
@@ -196,12 +237,17 @@ def test_dry_run_reports_what_would_be_fetched(tmp_path):
     plan = result.plan
     assert len(plan) == 8 and set(plan["status"]) == {"to fetch"}
     assert set(plan[plan["target"] == "SN 2014J"]["filter"]) == {"U", "UVW1"}
-    assert plan["path"][0].startswith("SN_2011fe/reference/") and plan["path"][0].endswith(".fits.gz")
+    assert plan["path"][0].startswith("SN_2011fe/reference/") and plan["path"][0].endswith(
+        ".fits.gz"
+    )
     assert "dry run on mast: 3 target(s), 2 with usable pairs, 6 pair(s)" in str(result)
     # the real run reuses the checkpointed queries and product lists
     with mast_server() as server:
         real = run(config, sleep=Sleeps())
-    assert server.count("Mast.Caom.Filtered.Position") == 0 and server.count('"service": "Mast.Caom.Products"') == 0
+    assert (
+        server.count("Mast.Caom.Filtered.Position") == 0
+        and server.count('"service": "Mast.Caom.Products"') == 0
+    )
     assert server.count("Download/file") == 8 and set(real.plan["status"]) == {"downloaded"}
     with mast_server() as server:
         again = run(config, dry_run=True, sleep=Sleeps())
@@ -217,24 +263,35 @@ def test_interrupted_run_resumes_without_fetching_anything_twice(tmp_path):
     completed = {r.url for r in first.log if "Download/file" in r.url and "9104" not in r.url}
     assert completed and not list(config.out_dir.rglob("*.part"))
     queried_first = first.count("Mast.Caom.Filtered.Position")
-    assert queried_first == 2                        # both targets of the first chunk, before its downloads
+    assert queried_first == 2  # both targets of the first chunk, before its downloads
 
     second = mast_server()
     with second:
         result = run(config, sleep=Sleeps())
     refetched = {r.url for r in second.log if "Download/file" in r.url} & completed
-    assert refetched == set()                        # nothing downloaded twice
-    assert second.count("Mast.Caom.Filtered.Position") == 1   # only SN 2012aw, the second chunk
+    assert refetched == set()  # nothing downloaded twice
+    assert second.count("Mast.Caom.Filtered.Position") == 1  # only SN 2012aw, the second chunk
     assert second.count('"service": "Mast.Caom.Products"') == 0
-    assert len(result.report.skipped) == len(completed) and len(result.report.downloaded) == 8 - len(completed)
+    assert len(result.report.skipped) == len(completed) and len(
+        result.report.downloaded
+    ) == 8 - len(completed)
 
     manifest = Manifest.load(config.out_dir)
     files = [f for entry in manifest.targets.values() for f in entry["files"]]
-    assert len(files) == 8 and all(sha256sum(config.out_dir / f["path"]) == f["sha256"] for f in files)
+    assert len(files) == 8 and all(
+        sha256sum(config.out_dir / f["path"]) == f["sha256"] for f in files
+    )
     pairs = list(manifest.pairs())
     assert len(pairs) == 6 and all(p.reference.exists() and p.science.exists() for p in pairs)
-    assert {(p.target, p.filter) for p in pairs} == {("SN_2011fe", "U"), ("SN_2014J", "U"), ("SN_2014J", "UVW1")}
-    assert manifest.targets["SN_2014J"]["discovery"] == "2014-01-21" and manifest.targets["SN_2014J"]["type"] == "Ia"
+    assert {(p.target, p.filter) for p in pairs} == {
+        ("SN_2011fe", "U"),
+        ("SN_2014J", "U"),
+        ("SN_2014J", "UVW1"),
+    }
+    assert (
+        manifest.targets["SN_2014J"]["discovery"] == "2014-01-21"
+        and manifest.targets["SN_2014J"]["type"] == "Ia"
+    )
     checkpoint = config.checkpoint_path.read_text().splitlines()
     assert json.loads(checkpoint[0]) == {"schema": "astrid-acquire-checkpoint/1"}
     assert sum('"target": "SN 2011fe"' in line for line in checkpoint) == 1
@@ -248,7 +305,7 @@ def test_failed_download_is_retried_with_backoff_within_a_run(tmp_path):
     with server:
         result = run(config, sleep=sleeps)
     assert result.report.failed == [] and result.report.pairs == 2
-    assert sleeps == [0.5, 1.0]                      # backoff_s, doubled
+    assert sleeps == [0.5, 1.0]  # backoff_s, doubled
     assert server.count(flaky) == 3
 
 
@@ -260,24 +317,40 @@ def test_checkpoint_survives_a_line_torn_by_a_crash(tmp_path):
     checkpoint.put("SN A", "k1", Table({"obsid": ["1", "2"], "t_min": [1.0, np.nan]}))
     checkpoint.put("SN B", "k1", Table())
     with open(path, "a") as fh:
-        fh.write('{"target": "SN C", "key": "k1", "observ')     # the process died here
+        fh.write('{"target": "SN C", "key": "k1", "observ')  # the process died here
     again = QueryCheckpoint(path)
     assert again.targets("k1") == {"SN A", "SN B"} and again.get("SN C", "k1") is None
     table = again.get("SN A", "k1")
-    assert list(table["obsid"]) == ["1", "2"] and np.isnan(table["t_min"][1]) and len(again.get("SN B", "k1")) == 0
-    assert again.get("SN A", "k2") is None                     # other query parameters: not reused
+    assert (
+        list(table["obsid"]) == ["1", "2"]
+        and np.isnan(table["t_min"][1])
+        and len(again.get("SN B", "k1")) == 0
+    )
+    assert again.get("SN A", "k2") is None  # other query parameters: not reused
     again.put("SN C", "k1", Table({"obsid": ["3"]}))
     assert QueryCheckpoint(path).targets("k1") == {"SN A", "SN B", "SN C"}
 
 
 def test_a_rate_limited_query_is_retried(tmp_path):
     config = mast_config(tmp_path, targets=["SN 2011fe"])
-    server = mast_server().add("Mast.Caom.Filtered.Position", Reply(status=429), method="POST", repeat_last=False, first=True)
+    server = mast_server().add(
+        "Mast.Caom.Filtered.Position",
+        Reply(status=429),
+        method="POST",
+        repeat_last=False,
+        first=True,
+    )
     sleeps = Sleeps()
     with server:
         result = run(config, dry_run=True, sleep=sleeps)
-    assert sleeps == [0.5] and server.count("Mast.Caom.Filtered.Position") == 2 and len(result.pairs) == 4
-    refusing = mast_server().add("Mast.Caom.Filtered.Position", Reply(status=503), method="POST", first=True)
+    assert (
+        sleeps == [0.5]
+        and server.count("Mast.Caom.Filtered.Position") == 2
+        and len(result.pairs) == 4
+    )
+    refusing = mast_server().add(
+        "Mast.Caom.Filtered.Position", Reply(status=503), method="POST", first=True
+    )
     with refusing, pytest.raises(AstridArchiveError, match=r"gave up after 3 attempt\(s\).*503"):
         run(mast_config(tmp_path / "other", targets=["SN 2011fe"]), dry_run=True, sleep=Sleeps())
 
@@ -288,7 +361,11 @@ def test_chunk_pause_between_chunks(tmp_path):
     messages = []
     with mast_server():
         run(config, dry_run=True, sleep=sleeps, progress=messages.append)
-    assert sleeps == [5.0, 5.0] and len(messages) == 3 and messages[0].startswith("chunk 1/3: 1 target(s)")
+    assert (
+        sleeps == [5.0, 5.0]
+        and len(messages) == 3
+        and messages[0].startswith("chunk 1/3: 1 target(s)")
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -299,13 +376,23 @@ def test_chunk_pause_between_chunks(tmp_path):
 def write_local_folder(root: Path) -> dict[str, float]:
     t0 = Time("2011-08-24").mjd
     epochs = {
-        "old_u.fits": ("U", t0 - 500), "new_u.fits.gz": ("U", t0 + 5), "new_u2.fits": ("U", t0 + 9),
-        "old_w1.fits": ("UVW1", t0 - 600), "elsewhere.fits": ("U", t0 + 5),
+        "old_u.fits": ("U", t0 - 500),
+        "new_u.fits.gz": ("U", t0 + 5),
+        "new_u2.fits": ("U", t0 + 9),
+        "old_w1.fits": ("UVW1", t0 - 600),
+        "elsewhere.fits": ("U", t0 + 5),
     }
     root.mkdir(parents=True, exist_ok=True)
     for i, (name, (filt, mjd)) in enumerate(epochs.items()):
         ra = SN2011FE[0] + (1.0 if name == "elsewhere.fits" else 0.0)  # an unrelated field
-        body = image_bytes(filt, mjd, ra=ra, gz=name.endswith(".gz"), seed=i, obj="M101" if ra == SN2011FE[0] else "OTHER")
+        body = image_bytes(
+            filt,
+            mjd,
+            ra=ra,
+            gz=name.endswith(".gz"),
+            seed=i,
+            obj="M101" if ra == SN2011FE[0] else "OTHER",
+        )
         (root / name).write_bytes(body)
     (root / "notes.txt").write_text("not a FITS file")
     return epochs
@@ -313,12 +400,27 @@ def write_local_folder(root: Path) -> dict[str, float]:
 
 def test_local_folder_with_a_catalogue(tmp_path):
     write_local_folder(tmp_path / "mine")
-    config = AcquisitionConfig(archive="local", local_dir=tmp_path / "mine", catalog=str(DATA / "targets.csv"),
-                               targets=["SN 2011fe"], out_dir=tmp_path / "survey")
+    config = AcquisitionConfig(
+        archive="local",
+        local_dir=tmp_path / "mine",
+        catalog=str(DATA / "targets.csv"),
+        targets=["SN 2011fe"],
+        out_dir=tmp_path / "survey",
+    )
     result = run(config)
-    assert sorted(zip(result.pairs["ref_obsid"], result.pairs["sci_obsid"])) == [("old_u.fits", "new_u.fits.gz"), ("old_u.fits", "new_u2.fits")]
-    assert set(result.observations["obsid"]) == {"old_u.fits", "new_u.fits.gz", "new_u2.fits", "old_w1.fits"}
-    assert result.rejected["reason"][0].startswith("no science epoch in the same mission/instrument/filter (UVW1)")
+    assert sorted(zip(result.pairs["ref_obsid"], result.pairs["sci_obsid"])) == [
+        ("old_u.fits", "new_u.fits.gz"),
+        ("old_u.fits", "new_u2.fits"),
+    ]
+    assert set(result.observations["obsid"]) == {
+        "old_u.fits",
+        "new_u.fits.gz",
+        "new_u2.fits",
+        "old_w1.fits",
+    }
+    assert result.rejected["reason"][0].startswith(
+        "no science epoch in the same mission/instrument/filter (UVW1)"
+    )
     assert result.report.pairs == 2 and len(result.report.downloaded) == 3
     manifest = Manifest.load(config.out_dir)
     assert manifest.data["source"] == "local" and len(list(manifest.pairs())) == 2
@@ -327,24 +429,35 @@ def test_local_folder_with_a_catalogue(tmp_path):
 
     # the survey folder itself is a local archive: its pairs are used as they are
     survey = LocalArchive(config.out_dir)
-    survey_config = AcquisitionConfig(archive="local", local_dir=config.out_dir, out_dir=config.out_dir)
+    survey_config = AcquisitionConfig(
+        archive="local", local_dir=config.out_dir, out_dir=config.out_dir
+    )
     same = run(survey_config, archive=survey)
     assert len(same.pairs) == 2 and same.report.downloaded == [] and same.report.pairs == 2
-    copied = run(AcquisitionConfig(archive="local", local_dir=config.out_dir, out_dir=tmp_path / "copy"))
+    copied = run(
+        AcquisitionConfig(archive="local", local_dir=config.out_dir, out_dir=tmp_path / "copy")
+    )
     assert copied.report.pairs == 2 and len(copied.report.downloaded) == 3
 
 
 def test_local_folder_without_a_catalogue_pairs_by_object_and_epoch(tmp_path):
     write_local_folder(tmp_path / "mine")
     archive = get_archive("local", root=tmp_path / "mine")
-    config = AcquisitionConfig(archive="local", local_dir=tmp_path / "mine", out_dir=tmp_path / "survey")
+    config = AcquisitionConfig(
+        archive="local", local_dir=tmp_path / "mine", out_dir=tmp_path / "survey"
+    )
     targets = archive.targets(config)
     assert list(targets["name"]) == ["M101", "OTHER"] and np.all(targets["discovery"].mask)
     observations = archive.query(targets, config)
     pairs, rejected = archive.pairs(observations, targets, config)
-    assert sorted(zip(pairs["ref_obsid"], pairs["sci_obsid"])) == [("old_u.fits", "new_u.fits.gz"), ("old_u.fits", "new_u2.fits")]
+    assert sorted(zip(pairs["ref_obsid"], pairs["sci_obsid"])) == [
+        ("old_u.fits", "new_u.fits.gz"),
+        ("old_u.fits", "new_u2.fits"),
+    ]
     why = {str(r["obsid"]): str(r["reason"]) for r in rejected}
-    assert why["old_w1.fits"].startswith("no later epoch in the same mission/instrument/filter (SWIFT/UVOT/UVW1)")
+    assert why["old_w1.fits"].startswith(
+        "no later epoch in the same mission/instrument/filter (SWIFT/UVOT/UVW1)"
+    )
     assert set(why) == {"old_w1.fits", "elsewhere.fits"}
     with pytest.raises(AstridInputError, match="does not exist"):
         LocalArchive(tmp_path / "nowhere")
@@ -366,11 +479,18 @@ def fake_simulate_module(calls: list):
                 if not path.exists():
                     fits.PrimaryHDU(np.full((8, 8), i, np.float32)).writeto(path)
                 manifest.add_file(name, path, role, mission="ZTF", filter="r")
-            manifest.add_pair(name, f"{name}/reference/{name}_reference.fits", f"{name}/science/{name}_science.fits")
+            manifest.add_pair(
+                name,
+                f"{name}/reference/{name}_reference.fits",
+                f"{name}/science/{name}_science.fits",
+            )
         manifest.save()
         return manifest
 
-    return types.SimpleNamespace(survey=survey, PRESETS={"ztf": {"mission": "ZTF", "instrument": "ZTF/MOSAIC", "filter": "r"}})
+    return types.SimpleNamespace(
+        survey=survey,
+        PRESETS={"ztf": {"mission": "ZTF", "instrument": "ZTF/MOSAIC", "filter": "r"}},
+    )
 
 
 def test_simulated_archive_calls_the_simulator(tmp_path, monkeypatch):
@@ -381,7 +501,9 @@ def test_simulated_archive_calls_the_simulator(tmp_path, monkeypatch):
     config = AcquisitionConfig(out_dir=tmp_path / "sim", n_fields=2, seed=3, size=64)
     dry = run(config, dry_run=True)
     assert calls == [] and list(dry.plan["status"]) == ["to simulate"] * 4
-    assert list(dry.targets["name"]) == ["SIM0000", "SIM0001"] and set(dry.plan["mission"]) == {"ZTF"}
+    assert list(dry.targets["name"]) == ["SIM0000", "SIM0001"] and set(dry.plan["mission"]) == {
+        "ZTF"
+    }
     result = run(config)
     assert calls == [{"n_fields": 2, "preset": "ztf", "seed": 3, "size": 64}]
     assert result.report.pairs == 2 and len(result.report.downloaded) == 4

@@ -43,7 +43,9 @@ def _stamps(seed: int, shape=(STAMP_SIZE, STAMP_SIZE)) -> list[np.ndarray]:
 
 def _alert(candid: int, stamps=None, *, drb=None, rb=0.5, object_id="ZTF24aaaaaaa") -> dict:
     cutouts = {}
-    for key, stamp in zip(("cutoutScience", "cutoutTemplate", "cutoutDifference"), stamps or [None] * 3):
+    for key, stamp in zip(
+        ("cutoutScience", "cutoutTemplate", "cutoutDifference"), stamps or [None] * 3
+    ):
         if stamp is None:
             cutouts[key] = None
         elif isinstance(stamp, bytes):
@@ -294,7 +296,9 @@ def test_no_alert_with_stamps_gives_an_empty_dataset(tmp_path):
 def shared_alerts():
     folder = shared_data("ztf_alerts")
     if folder is None:
-        pytest.skip("shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present")
+        pytest.skip(
+            "shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present"
+        )
     return read_ztf(folder)
 
 
@@ -329,8 +333,12 @@ def test_shared_alerts_match_manifest(shared_alerts, manifest):
     with_triplet = {c for c, row in manifest.items() if row["has_triplet"] == "True"}
     assert set(ds["candid"].values.tolist()) == with_triplet
     rows = [manifest[int(c)] for c in ds["candid"].values]
-    np.testing.assert_allclose(ds["rb"].values, [_float(r["rb"]) for r in rows], rtol=1e-6, equal_nan=True)
-    np.testing.assert_allclose(ds["drb"].values, [_float(r["drb"]) for r in rows], rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(
+        ds["rb"].values, [_float(r["rb"]) for r in rows], rtol=1e-6, equal_nan=True
+    )
+    np.testing.assert_allclose(
+        ds["drb"].values, [_float(r["drb"]) for r in rows], rtol=1e-6, equal_nan=True
+    )
     assert list(ds["objectId"].values) == [r["objectId"] for r in rows]
     assert list(ds["stamp_shape"].values) == [r["stamp_shape"] for r in rows]
     assert list(ds["drbversion"].values) == [r["drbversion"] for r in rows]
@@ -346,8 +354,8 @@ def test_shared_alerts_padding_follows_stamp_shape(shared_alerts):
         for c in range(3):
             block = ds["triplets"].values[i, :, :, c]
             valid = ds["valid"].values[i, :, :, c]
-            assert np.isnan(block[ny[i, c]:, :]).all() and np.isnan(block[:, nx[i, c]:]).all()
-            assert not valid[ny[i, c]:, :].any() and not valid[:, nx[i, c]:].any()
+            assert np.isnan(block[ny[i, c] :, :]).all() and np.isnan(block[:, nx[i, c] :]).all()
+            assert not valid[ny[i, c] :, :].any() and not valid[:, nx[i, c] :].any()
             assert valid[: ny[i, c], : nx[i, c]].mean() > 0.5
 
 
@@ -361,7 +369,9 @@ def test_shared_alerts_every_manifest_candid_is_read(manifest):
     assert set(ds["survey"].values.tolist()) == {"ZTF"}
     complete = ds["stamp_present"].values.all(axis=1)
     listed = np.isin(ds["candid"].values, list(manifest))
-    with_triplet = np.array([manifest[int(c)]["has_triplet"] == "True" for c in ds["candid"].values[listed]])
+    with_triplet = np.array(
+        [manifest[int(c)]["has_triplet"] == "True" for c in ds["candid"].values[listed]]
+    )
     np.testing.assert_array_equal(complete[listed], with_triplet)
     # the few alerts the manifest does not list come without a full set of stamps
     assert not complete[~listed].any()
@@ -371,7 +381,9 @@ def test_shared_alerts_every_manifest_candid_is_read(manifest):
 def _shared_avro_sample(n_files: int):
     folder = shared_data("ztf_alerts")
     if folder is None:
-        pytest.skip("shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present")
+        pytest.skip(
+            "shared ZTF alerts (../shared/data/ztf_alerts or $ASTRID_SHARED_DATA) are not present"
+        )
     files = sorted(folder.rglob("*.avro"))
     # both writers of the shared files: ZTF's own schema and Spark's re-export
     picked: dict[str, list] = {}
@@ -405,9 +417,16 @@ def test_shared_alerts_reencoded_read_identically(tmp_path, codec):
 
 
 def test_read_ztf_names_what_a_non_alert_avro_file_holds(tmp_path):
-    schema = {"type": "record", "name": "reading", "fields": [{"name": "station", "type": "string"}]}
+    schema = {
+        "type": "record",
+        "name": "reading",
+        "fields": [{"name": "station", "type": "string"}],
+    }
     path = tmp_path / "weather.avro"
     with open(path, "wb") as fh:
         fastavro.writer(fh, fastavro.parse_schema(schema), [{"station": "a"}])
-    with pytest.raises(AstridInputError, match=r"weather\.avro: a record has no 'candid' \(top-level keys: \['station'\]\)"):
+    with pytest.raises(
+        AstridInputError,
+        match=r"weather\.avro: a record has no 'candid' \(top-level keys: \['station'\]\)",
+    ):
         read_ztf(path)

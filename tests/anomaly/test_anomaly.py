@@ -67,7 +67,9 @@ def test_unet_overfits_a_tiny_set_and_peaks_on_the_source(tmp_path):
     x, y, centres = _blob_tiles()
     # the 8 tiles four times over: several steps per epoch cost less than many epochs
     tiles = (np.concatenate([x] * 4), np.concatenate([y] * 4))
-    options = UNetTrainingOptions(filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1)
+    options = UNetTrainingOptions(
+        filters=SMALL, epochs=12, batch_size=8, learning_rate=3e-3, seed=1
+    )
     result = train_unet(tiles, options, out_dir=tmp_path, name="tiny")
     loss = result.history["loss"]
     assert loss[-1] < 0.5 * loss[0]
@@ -133,8 +135,10 @@ def test_anomaly_map_refuses_bad_images(image, message):
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("kwargs, name", [({"tile": 30}, "tile"), ({"overlap": -1}, "overlap"),
-                                          ({"batch_size": 0}, "batch_size")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"tile": 30}, "tile"), ({"overlap": -1}, "overlap"), ({"batch_size": 0}, "batch_size")],
+)
 def test_anomaly_map_refuses_bad_settings(kwargs, name):
     model = build_unet(len(CHANNELS), SMALL)
     with pytest.raises(AstridInputError, match=name):
@@ -154,8 +158,9 @@ def test_train_unet_refuses_bad_tiles():
 
 
 def test_unet_inputs_planes_masks_and_nans():
-    result = synthetic_difference((96, 96),
-        SyntheticScene(n_transients=2, masked_box=(10, 20, 10, 20)), seed=3)
+    result = synthetic_difference(
+        (96, 96), SyntheticScene(n_transients=2, masked_box=(10, 20, 10, 20)), seed=3
+    )
     result.D[50, 50] = np.nan
     planes = unet_inputs(result)
     assert planes.shape == (96, 96, len(CHANNELS)) and planes.dtype == np.float32
@@ -219,7 +224,11 @@ def test_map_regions_centroids_areas_peaks():
     assert first["peak"] == pytest.approx(0.9) and first["area"] == 9
     assert first["x"] == pytest.approx(21.0) and first["y"] == pytest.approx(11.0)
     assert (first["x_peak"], first["y_peak"]) == (21, 11)
-    assert second["area"] == 5 and second["x"] == pytest.approx(42.0) and second["y"] == pytest.approx(30.0)
+    assert (
+        second["area"] == 5
+        and second["x"] == pytest.approx(42.0)
+        and second["y"] == pytest.approx(30.0)
+    )
     assert (labels == first["id"]).sum() == 9
     assert len(map_regions(p, level=0.5, min_area=6)) == 1
     # with log-odds the score is the region's highest log-odds, and ranks by it
@@ -282,7 +291,10 @@ def test_baseline_nan_policies():
     scores = model.score(table)
     assert np.isfinite(scores).all() and int(np.argmax(scores)) == 17
     strict = IsolationForestBaseline(nan_policy="raise")
-    with pytest.raises(AstridInputError, match=r"candidates: NaN features in 2 rows \(first \[3, 4\]\), columns \['ref_source_distance'\]"):
+    with pytest.raises(
+        AstridInputError,
+        match=r"candidates: NaN features in 2 rows \(first \[3, 4\]\), columns \['ref_source_distance'\]",
+    ):
         strict.fit(table)
     table["host_distance"] = np.nan
     with pytest.raises(AstridInputError, match="host_distance.*NaN in every training row"):
@@ -325,24 +337,55 @@ def _points(rows):
 @pytest.fixture
 def toy():
     """Hand-counted fields: one validation, one test, 100x100 px, FWHM 2."""
-    validation = Field("V", _truth([
-        ("supernova", 20.0, 20.0, 20.0, False),   # to find
-        ("supernova", 60.0, 60.0, 10.0, False),   # to find
-        ("supernova", 80.0, 20.0, 3.0, False),    # real but too faint to count
-        ("cosmic_ray", 40.0, 80.0, np.nan, False),
-    ]), (100, 100), 2.0)
-    test = Field("T", _truth([
-        ("supernova", 30.0, 30.0, 50.0, False),   # to find
-        ("supernova", 70.0, 70.0, 9.0, False),    # to find
-        ("variable", 50.0, 10.0, 15.0, False),    # to find
-        ("asteroid", 10.0, 50.0, 20.0, False),    # not a transient of the search
-        ("supernova", 2.0, 50.0, 30.0, False),    # in the edge band: not counted
-        ("supernova", 50.0, 90.0, 30.0, True),    # masked: not counted
-    ]), (100, 100), 2.0, seconds={"zogy": 1.5})
+    validation = Field(
+        "V",
+        _truth(
+            [
+                ("supernova", 20.0, 20.0, 20.0, False),  # to find
+                ("supernova", 60.0, 60.0, 10.0, False),  # to find
+                ("supernova", 80.0, 20.0, 3.0, False),  # real but too faint to count
+                ("cosmic_ray", 40.0, 80.0, np.nan, False),
+            ]
+        ),
+        (100, 100),
+        2.0,
+    )
+    test = Field(
+        "T",
+        _truth(
+            [
+                ("supernova", 30.0, 30.0, 50.0, False),  # to find
+                ("supernova", 70.0, 70.0, 9.0, False),  # to find
+                ("variable", 50.0, 10.0, 15.0, False),  # to find
+                ("asteroid", 10.0, 50.0, 20.0, False),  # not a transient of the search
+                ("supernova", 2.0, 50.0, 30.0, False),  # in the edge band: not counted
+                ("supernova", 50.0, 90.0, 30.0, True),  # masked: not counted
+            ]
+        ),
+        (100, 100),
+        2.0,
+        seconds={"zogy": 1.5},
+    )
     predictions = {
-        "V": _points([(20.5, 20.0, 9.0), (60.0, 61.0, 6.0), (80.0, 20.0, 4.0), (40.0, 80.0, 7.0), (10.0, 90.0, 2.0)]),
-        "T": _points([(30.0, 31.0, 8.0), (70.0, 70.0, 5.0), (50.0, 10.0, 6.5), (10.0, 50.0, 7.0), (2.0, 50.0, 10.0),
-                      (90.0, 90.0, 6.0)]),
+        "V": _points(
+            [
+                (20.5, 20.0, 9.0),
+                (60.0, 61.0, 6.0),
+                (80.0, 20.0, 4.0),
+                (40.0, 80.0, 7.0),
+                (10.0, 90.0, 2.0),
+            ]
+        ),
+        "T": _points(
+            [
+                (30.0, 31.0, 8.0),
+                (70.0, 70.0, 5.0),
+                (50.0, 10.0, 6.5),
+                (10.0, 50.0, 7.0),
+                (2.0, 50.0, 10.0),
+                (90.0, 90.0, 6.0),
+            ]
+        ),
     }
 
     def points(field):
@@ -355,7 +398,9 @@ def toy():
 
     def regions(field):
         if field.name == "V":
-            raise AssertionError("a method with a given threshold must not run on validation fields")
+            raise AssertionError(
+                "a method with a given threshold must not run on validation fields"
+            )
         return Table({"id": [1], "x": [30.0], "y": [30.0], "score": [0.9]}), labels
 
     return validation, test, points, regions
@@ -363,8 +408,13 @@ def toy():
 
 def test_metrics_table_matches_a_hand_count(toy):
     validation, test, points, regions = toy
-    table = evaluate_methods({"points": points, "map": regions}, [validation], [test], target_recall=0.9,
-                             thresholds={"map": 0.5})
+    table = evaluate_methods(
+        {"points": points, "map": regions},
+        [validation],
+        [test],
+        target_recall=0.9,
+        thresholds={"map": 0.5},
+    )
     p = table[table["method"] == "points"][0]
     # validation: scores of the two transients to find are 9 and 6; recall >= 0.9 needs both: threshold 6
     assert p["threshold"] == 6.0 and p["threshold_rule"].startswith("highest score")
@@ -381,7 +431,12 @@ def test_metrics_table_matches_a_hand_count(toy):
     assert m["threshold_rule"] == "given" and m["threshold"] == 0.5 and np.isnan(m["val_recall"])
     # a 5x5 square against the 13-pixel disc of radius 2: IoU 13/25
     assert m["iou_median"] == pytest.approx(13 / 25)
-    assert (m["precision"], m["n_found"], m["false_alarms_per_image"], m["kind"]) == (1.0, 1, 0.0, "map")
+    assert (m["precision"], m["n_found"], m["false_alarms_per_image"], m["kind"]) == (
+        1.0,
+        1,
+        0.0,
+        "map",
+    )
     assert "footprint IoU" in table.meta["iou_convention"] and table.meta["target_recall"] == 0.9
 
 
@@ -394,8 +449,13 @@ def test_plot_methods(toy):
     from astrid.anomaly import plot_methods
 
     validation, test, points, regions = toy
-    table = evaluate_methods({"points": points, "map": regions}, [validation], [test], thresholds={"map": 0.5},
-                             dataset="toy")
+    table = evaluate_methods(
+        {"points": points, "map": regions},
+        [validation],
+        [test],
+        thresholds={"map": 0.5},
+        dataset="toy",
+    )
     fig = plot_methods(table)
     left, right = fig.axes
     assert [t.get_text() for t in left.get_yticklabels()] == ["points", "map"]
@@ -422,11 +482,13 @@ def test_recall_lower_bound_is_the_clopper_pearson_bound():
     from scipy.stats import binom
 
     # all found: P(X >= n | p) = p^n = 0.05  ->  p = 0.05^(1/n)
-    assert recall_lower_bound(10, 10, 0.95) == pytest.approx(0.05 ** 0.1)
+    assert recall_lower_bound(10, 10, 0.95) == pytest.approx(0.05**0.1)
     assert recall_lower_bound(0, 10) == 0.0
     for k, n in ((45, 50), (170, 180), (3, 7)):
         low = recall_lower_bound(k, n, 0.95)
-        assert binom.sf(k - 1, n, low) == pytest.approx(0.05, rel=1e-6)  # k or more found at p = low: 5 %
+        assert binom.sf(k - 1, n, low) == pytest.approx(
+            0.05, rel=1e-6
+        )  # k or more found at p = low: 5 %
         assert low < k / n
     with pytest.raises(AstridInputError, match="confidence"):
         recall_lower_bound(5, 10, 1.0)
@@ -438,7 +500,9 @@ def _many_transients(n, name="M"):
     """A field with ``n`` bright supernovae on a grid, and point predictions scoring them n..1."""
     xs = 10.0 + 10.0 * (np.arange(n) % 20)
     ys = 10.0 + 10.0 * (np.arange(n) // 20)
-    field = Field(name, _truth([("supernova", x, y, 20.0, False) for x, y in zip(xs, ys)]), (220, 220), 2.0)
+    field = Field(
+        name, _truth([("supernova", x, y, 20.0, False) for x, y in zip(xs, ys)]), (220, 220), 2.0
+    )
     predictions = _points([(x, y, float(n - i)) for i, (x, y) in enumerate(zip(xs, ys))])
     return field, predictions
 
@@ -456,7 +520,9 @@ def test_threshold_rule_with_a_binomial_margin():
     assert "95% lower bound" in rule and f"{k}/100" in rule
     # 20 transients cannot give a 95 % bound of 0.9 (0.05^(1/20) = 0.86): the most recall instead
     small, small_predictions = _many_transients(20, "S")
-    threshold, rule = choose_threshold([match_predictions(small_predictions, small)], 0.9, confidence=0.95)
+    threshold, rule = choose_threshold(
+        [match_predictions(small_predictions, small)], 0.9, confidence=0.95
+    )
     assert threshold == 1.0 and "not reachable" in rule
     with pytest.raises(AstridInputError, match="confidence"):
         choose_threshold(matches, 0.9, confidence=0.0)
@@ -474,15 +540,22 @@ def test_evaluate_methods_with_a_margin(toy):
     assert table["val_recall"][0] > 0.9
     plain = evaluate_methods({"p": method}, [field], [test])
     assert plain.meta["confidence"] is None and plain["val_recall"][0] == 0.9
-    assert table["threshold"][0] < plain["threshold"][0]  # the margin asks for more validation recall
+    assert (
+        table["threshold"][0] < plain["threshold"][0]
+    )  # the margin asks for more validation recall
 
 
 def test_choose_region_level_prefers_the_footprint_matching_the_truth(monkeypatch):
     """A hand-made map: log-odds 5 on the truth disc (radius FWHM = 2), 1 on a ring out to 4 px."""
     import astrid.anomaly.unet as unet_module
 
-    field = Field("L", _truth([("supernova", 20.0, 20.0, 30.0, False), ("supernova", 50.0, 40.0, 30.0, False)]),
-                  (64, 64), 2.0, result=object())
+    field = Field(
+        "L",
+        _truth([("supernova", 20.0, 20.0, 30.0, False), ("supernova", 50.0, 40.0, 30.0, False)]),
+        (64, 64),
+        2.0,
+        result=object(),
+    )
     yy, xx = np.mgrid[:64, :64]
     logit = np.full((64, 64), -8.0, np.float32)
     for x, y in ((20.0, 20.0), (50.0, 40.0)):
@@ -492,7 +565,9 @@ def test_choose_region_level_prefers_the_footprint_matching_the_truth(monkeypatc
     monkeypatch.setattr(unet_module, "result_anomaly_map", lambda model, result, **kw: logit.copy())
     level, table = choose_region_level(None, [field], levels=(0.5, 0.9, 0.99))
     assert level == 0.9  # 0.99 gives the same footprint: the tie goes to the lower level
-    assert list(table["iou_median"]) == pytest.approx([13 / 49, 1.0, 1.0])  # disc of 13 px in a 49 px region
+    assert list(table["iou_median"]) == pytest.approx(
+        [13 / 49, 1.0, 1.0]
+    )  # disc of 13 px in a 49 px region
     assert list(table["n_found"]) == [2, 2, 2] and list(table["n_regions"]) == [2, 2, 2]
     with pytest.raises(AstridInputError, match="levels"):
         choose_region_level(None, [field], levels=(0.5, 1.0))
@@ -512,11 +587,15 @@ def test_plot_anomaly_map():
     yy, xx = np.mgrid[:96, :96]
     probability[np.hypot(xx - tx, yy - ty) <= 3] = 0.9
     regions = map_regions(probability, level=0.5)
-    fig = plot_anomaly_map(result, probability, regions=regions, truth=result.truth, threshold=0.5, size=48)
+    fig = plot_anomaly_map(
+        result, probability, regions=regions, truth=result.truth, threshold=0.5, size=48
+    )
     s_corr, prob = fig.axes[:2]
     assert prob.get_title() == "U-Net anomaly probability"
     assert prob.get_xlim()[0] <= tx <= prob.get_xlim()[1]  # centred on the strongest region
-    assert len(prob.patches) == 1 and prob.collections  # its circle; truth markers and the footprint contour
+    assert (
+        len(prob.patches) == 1 and prob.collections
+    )  # its circle; truth markers and the footprint contour
     plt.close(fig)
     with pytest.raises(AstridInputError, match="probability: shape"):
         plot_anomaly_map(result, probability[:10])
@@ -547,16 +626,20 @@ def test_project_methods_on_a_synthetic_result():
     """ZOGY + threshold and a baseline run end to end through Field and evaluate_methods."""
     fields = []
     for seed in (5, 6):
-        result = synthetic_difference((160, 160),
-            SyntheticScene(n_transients=4, n_hot_pixels=3), seed=seed)
+        result = synthetic_difference(
+            (160, 160), SyntheticScene(n_transients=4, n_hot_pixels=3), seed=seed
+        )
         truth = result.truth.copy()
         truth["snr_sci"] = 20.0
         fields.append(Field.from_result(result, truth, f"S{seed}"))
     from astrid.triplets import detect
 
     baseline = IsolationForestBaseline(n_estimators=50).fit(detect(fields[0].result, threshold=5.0))
-    table = evaluate_methods({"zogy": zogy_threshold_method(), "forest": baseline_method(baseline)},
-                             fields[:1], fields[1:])
+    table = evaluate_methods(
+        {"zogy": zogy_threshold_method(), "forest": baseline_method(baseline)},
+        fields[:1],
+        fields[1:],
+    )
     zogy = table[table["method"] == "zogy"][0]
     assert zogy["n_true"] == 4 and zogy["recall"] >= 0.75 and zogy["threshold"] >= 5.0
     assert table["seconds_per_image"].min() > 0
@@ -570,7 +653,9 @@ def test_project_methods_on_a_synthetic_result():
 def test_type_labels_and_report_hand_count():
     from astrid.anomaly import CLASSES, type_labels, type_report
 
-    labels = type_labels(["supernova", "variable", "asteroid", "cosmic_ray", "unmatched", "random", " supernova"])
+    labels = type_labels(
+        ["supernova", "variable", "asteroid", "cosmic_ray", "unmatched", "random", " supernova"]
+    )
     assert labels.tolist() == [0, 1, 2, 3, 3, 3, 0] and CLASSES[3] == "bogus"
     true = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3]
     predicted = [0, 0, 3, 1, 0, 2, 3, 3, 3, 1]
@@ -578,7 +663,11 @@ def test_type_labels_and_report_hand_count():
     assert report["confusion"][0] == [2, 0, 0, 1] and report["confusion"][3] == [0, 1, 0, 3]
     assert report["accuracy"] == pytest.approx(7 / 10)
     sn = report["per_class"]["supernova"]
-    assert (sn["precision"], sn["recall"], sn["support"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 3)
+    assert (sn["precision"], sn["recall"], sn["support"]) == (
+        pytest.approx(2 / 3),
+        pytest.approx(2 / 3),
+        3,
+    )
     assert report["per_class"]["variable"]["precision"] == pytest.approx(1 / 2)
     assert report["per_class"]["bogus"]["recall"] == pytest.approx(3 / 4)
     with pytest.raises(AstridInputError, match="class indices"):
@@ -610,9 +699,12 @@ def test_train_types_on_synthetic_triplets():
     from astrid.anomaly import TypesTrainingOptions, train_types
     from astrid.triplets import detect, label_candidates, make_triplets
 
-    result = synthetic_difference((256, 256),
-        SyntheticScene(n_transients=8, n_hot_pixels=8), seed=7)
-    candidates = label_candidates(detect(result, threshold=5.0, reference_sources=False), result.truth)
+    result = synthetic_difference(
+        (256, 256), SyntheticScene(n_transients=8, n_hot_pixels=8), seed=7
+    )
+    candidates = label_candidates(
+        detect(result, threshold=5.0, reference_sources=False), result.truth
+    )
     ds = make_triplets(result, candidates, field="SYN")
     _, history = train_types(ds, TypesTrainingOptions(epochs=2, batch_size=8))
     assert len(history["loss"]) == 2 and history["class_counts"]["supernova"] >= 6

@@ -50,8 +50,16 @@ def survey_dir(tmp_path_factory) -> Path:
     pair = next(manifest.pairs())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstridWarning)
-        run_pair(PairTask(pair=pair, pair_dir=root.parent / "warm" / pair.name, threshold=5.0,
-                          difference_options={}, threads=1, fingerprint="warm-up"))
+        run_pair(
+            PairTask(
+                pair=pair,
+                pair_dir=root.parent / "warm" / pair.name,
+                threshold=5.0,
+                difference_options={},
+                threads=1,
+                fingerprint="warm-up",
+            )
+        )
     return root
 
 
@@ -93,7 +101,11 @@ def _check_complete(report, out: Path) -> None:
         ok, reason, marker = verify_pair_outputs(out / row["pair"], row["pair"])
         assert ok, f"{row['pair']}: {reason}"
         assert counts.get(row["pair"], 0) == marker["n_candidates"] == row["n_candidates"]
-        assert row["quality"] == marker["metrics"]["quality"] and row["quality"] in ("pass", "warn", "fail")
+        assert row["quality"] == marker["metrics"]["quality"] and row["quality"] in (
+            "pass",
+            "warn",
+            "fail",
+        )
     assert set(counts) <= set(report.table["pair"])
 
 
@@ -121,11 +133,17 @@ def test_batch_survives_a_killed_worker_and_a_rerun_does_nothing(survey_dir, cli
         report = process_pairs(survey_dir, out, client, progress=False)
 
     assert killed, "the hook never ran"
-    assert report.counts == {"done": N_FIELDS, "resumed": 0, "skipped": 0, "failed": 0}, report.table
+    assert report.counts == {"done": N_FIELDS, "resumed": 0, "skipped": 0, "failed": 0}, (
+        report.table
+    )
     _check_complete(report, out)
     # The pair that the killed worker held was rerun by another worker process
     # (unless it had finished in the instant before the kill).
-    lost = [row["pair"] for row in report.table if any(row["pair"] in str(key) for key in killed["keys"])]
+    lost = [
+        row["pair"]
+        for row in report.table
+        if any(row["pair"] in str(key) for key in killed["keys"])
+    ]
     assert lost
     for name in lost:
         marker = json.loads((out / name / "done.json").read_text())
@@ -199,7 +217,10 @@ def test_failing_pair_is_recorded_and_the_others_complete(survey_dir, client, tm
     assert str(bad.science) in failed["error"][0] and "AstridFileError" in failed["error"][0]
     record = json.loads(report.manifest_path.read_text())["pairs"][bad.name]
     assert record["status"] == "failed"
-    assert "Traceback (most recent call last)" in record["traceback"] and "read_image" in record["traceback"]
+    assert (
+        "Traceback (most recent call last)" in record["traceback"]
+        and "read_image" in record["traceback"]
+    )
     counts = _store_counts(report.triplet_store)
     assert bad.name not in counts and len(counts) == 2
     assert not (out / bad.name / "done.json").exists()
@@ -213,15 +234,24 @@ def test_failing_pair_is_recorded_and_the_others_complete(survey_dir, client, tm
 @pytest.mark.slow
 def test_scheduler_address(survey_dir, tmp_path):
     pair = list(Manifest.load(survey_dir).pairs())[3]
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  scheduler_kwargs={"dashboard_address": ":0"}) as cluster:
-        report = process_pairs([pair], tmp_path / "run", scheduler=cluster.scheduler_address, progress=False)
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": ":0"},
+    ) as cluster:
+        report = process_pairs(
+            [pair], tmp_path / "run", scheduler=cluster.scheduler_address, progress=False
+        )
         assert report.counts["done"] == 1, report.table
         assert report.n_workers == 1 and report.threads_per_worker >= 1
         # The client was closed, the cluster it connected to was not.
         with get_client(cluster, threads_per_worker=1) as client:  # a cluster object works too
             assert len(client.scheduler_info()["workers"]) == 1
-            assert client.run(os.getenv, "ASTRID_THREADS") == {address: "1" for address in client.scheduler_info()["workers"]}
+            assert client.run(os.getenv, "ASTRID_THREADS") == {
+                address: "1" for address in client.scheduler_info()["workers"]
+            }
     _check_complete(report, tmp_path / "run")
 
 
@@ -275,8 +305,12 @@ def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_
     # The second pair claims one candidate more than its triplets hold.
     items = [(pair, before[pair.name] + (i == 1), {}) for i, pair in enumerate(pairs)]
     committed: set[str] = set()
-    outcome = {pair.name: error for pair, _, error in testing.commit_in_groups(
-        out / "triplets.zarr", committed, "fp", out, items)}
+    outcome = {
+        pair.name: error
+        for pair, _, error in testing.commit_in_groups(
+            out / "triplets.zarr", committed, "fp", out, items
+        )
+    }
     assert outcome[pairs[0].name] is None and outcome[pairs[2].name] is None
     assert "records" in outcome[pairs[1].name]
     assert committed == {pairs[0].name, pairs[2].name}
@@ -353,7 +387,9 @@ def test_foreign_triplet_store_is_refused(survey_dir, tmp_path):
     out = tmp_path / "run"
     (out / "empty.zarr").mkdir(parents=True)
     with pytest.raises(AstridFileError, match="not a readable Zarr store"):
-        process_pairs(survey_dir, out, options=BatchOptions(triplet_store="empty.zarr"), progress=False)
+        process_pairs(
+            survey_dir, out, options=BatchOptions(triplet_store="empty.zarr"), progress=False
+        )
     # Triplets written by hand carry no pair coordinate: which pairs they hold is unknown.
     pair = next(Manifest.load(survey_dir).pairs())
     with warnings.catch_warnings():
@@ -446,11 +482,15 @@ def _wait_until_idle(client, timeout: float = 120.0) -> None:
 
 
 def _scored_at(out: Path, names) -> dict[str, float]:
-    return {name: json.loads((out / name / "done.json").read_text())["model"]["scored_unix"] for name in names}
+    return {
+        name: json.loads((out / name / "done.json").read_text())["model"]["scored_unix"]
+        for name in names
+    }
 
 
 def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_each_candidate_once(
-        survey_dir, client, tiny_model, tmp_path):
+    survey_dir, client, tiny_model, tmp_path
+):
     from astrid.drift import DriftWarning
     from astrid.score import score
 
@@ -462,13 +502,18 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
 
     with pytest.raises(_Interrupted), testing.on_result(die_after_first):
         process_pairs(pairs, out, client, progress=False, model=tiny_model)
-    _wait_until_idle(client)  # a cancelled task already running finishes on its worker, as after a real crash
+    _wait_until_idle(
+        client
+    )  # a cancelled task already running finishes on its worker, as after a real crash
     first = {p.name for p in pairs if (out / p.name / "done.json").exists()}
     assert first, "no pair finished before the interruption"
     scored_before = _scored_at(out, first)
 
     report = process_pairs(pairs, out, client, progress=False, model=tiny_model)
-    assert report.ok and report.counts["done"] + report.counts["resumed"] + report.counts["skipped"] == 3
+    assert (
+        report.ok
+        and report.counts["done"] + report.counts["resumed"] + report.counts["skipped"] == 3
+    )
     # Pairs scored before the restart were not scored again.
     assert _scored_at(out, first) == scored_before
     # Each pair is scored by exactly one run: pairs that finished before the restart were not
@@ -480,7 +525,9 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     assert len(ids) == len(set(ids)) == sum(counts.values())  # every candidate scored exactly once
     meta = table.meta["astrid_scores"]
     assert meta["model"]["model_sha256"] == table["model_sha256"][0]
-    assert meta["model"]["model"] == "tiny" and meta["drift"] is None  # no card beside the model: no reference
+    assert (
+        meta["model"]["model"] == "tiny" and meta["drift"] is None
+    )  # no card beside the model: no reference
 
     # The same scores as scoring the store's triplets afterwards.
     ds = load_triplets(report.triplet_store)
@@ -492,33 +539,55 @@ def test_scores_on_the_workers_equal_scoring_afterwards_and_a_restart_scores_eac
     np.testing.assert_allclose(np.asarray(table["score"]), [by_id[i] for i in ids], atol=1e-6)
 
     # Nothing left to do: no pair scored again, the scores are the same.
-    again = process_pairs(pairs, out, client, progress=False, model=tiny_model,
-                          options=BatchOptions(reference=np.asarray(table["score"])))
+    again = process_pairs(
+        pairs,
+        out,
+        client,
+        progress=False,
+        model=tiny_model,
+        options=BatchOptions(reference=np.asarray(table["score"])),
+    )
     assert again.counts["skipped"] == 3 and again.n_scored == 0
     assert again.scores["candidate_id"].tolist() == ids
     # Compared with its own scores the batch does not drift ...
     assert again.drift.psi < 0.01 and not again.drift.drifted
-    assert again.scores.meta["astrid_scores"]["drift"]["psi"] == pytest.approx(again.drift.psi, abs=1e-6)
+    assert again.scores.meta["astrid_scores"]["drift"]["psi"] == pytest.approx(
+        again.drift.psi, abs=1e-6
+    )
     # ... compared with a distribution it does not share, it does.
     shifted = np.clip(np.asarray(table["score"]) + 0.3, 0, 1)
     with pytest.warns(DriftWarning, match="PSI"):
-        drifted = process_pairs(pairs, out, client, progress=False, model=tiny_model,
-                                options=BatchOptions(reference=shifted))
+        drifted = process_pairs(
+            pairs,
+            out,
+            client,
+            progress=False,
+            model=tiny_model,
+            options=BatchOptions(reference=shifted),
+        )
     assert drifted.drift.drifted and drifted.drift.psi > 0.25
 
 
-def test_a_model_added_later_scores_without_differencing_again(finished, survey_dir, client, tiny_model, tmp_path):
+def test_a_model_added_later_scores_without_differencing_again(
+    finished, survey_dir, client, tiny_model, tmp_path
+):
     out = _copy(finished, tmp_path / "run")
     before = _store_counts(out / "triplets.zarr")
-    timings = {name: json.loads((out / name / "done.json").read_text())["timings"] for name in before}
+    timings = {
+        name: json.loads((out / name / "done.json").read_text())["timings"] for name in before
+    }
     pairs = [p for p in Manifest.load(survey_dir).pairs() if p.name in before]
     report = process_pairs(pairs, out, client, progress=False, model=tiny_model)
     assert report.counts["done"] == len(before) and report.n_scored == len(before)
-    assert set(report.table["reason"]) == {"not scored yet; already in the triplet store, not appended again"}
+    assert set(report.table["reason"]) == {
+        "not scored yet; already in the triplet store, not appended again"
+    }
     for name in before:
         marker = json.loads((out / name / "done.json").read_text())
         assert "scores.ecsv" in marker["outputs"] and marker["model"]["model"] == "tiny"
-        assert marker["timings"]["difference_s"] == timings[name]["difference_s"]  # not differenced again
+        assert (
+            marker["timings"]["difference_s"] == timings[name]["difference_s"]
+        )  # not differenced again
         assert verify_pair_outputs(out / name, name)[0]
     assert _store_counts(out / "triplets.zarr") == before
     assert len(report.scores) == sum(before.values())

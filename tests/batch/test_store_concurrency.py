@@ -127,7 +127,9 @@ def test_label_store_killed_at_random_moments_keeps_every_returned_label(tmp_pat
         start = max(done) + 2  # the next writer starts past a possibly half-written label
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        store = LabelStore(path)  # a label torn by the kill is quarantined with a warning, never fatal
+        store = LabelStore(
+            path
+        )  # a label torn by the kill is quarantined with a warning, never fatal
     assert all(issubclass(w.category, AstridWarning) for w in record)
     labels = store.labels
     missing = {k: v for k, v in promised.items() if labels.get(k) != v}

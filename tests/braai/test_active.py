@@ -59,7 +59,9 @@ def _ids(ds):
 
 def test_old_label_files_still_read(tmp_path):
     path = tmp_path / "old.jsonl"
-    path.write_text('{"candidate_id": "a", "label": "real", "time": "2026-01-01T00:00:00.000Z", "score": 0.4}\n')
+    path.write_text(
+        '{"candidate_id": "a", "label": "real", "time": "2026-01-01T00:00:00.000Z", "score": 0.4}\n'
+    )
     store = LabelStore(path, labeller="ann", model="vgg6 sha256:00")
     assert store.history[0].labeller is None and store.history[0].model is None
     store.add("b", "bogus", score=0.6)
@@ -74,8 +76,13 @@ def test_inspector_labels_appear_in_merged_triplets_with_provenance(ds, tmp_path
     from astrid.widgets import TripletInspector
 
     scores = np.linspace(0.05, 0.95, ds.sizes["candidate"])
-    inspector = TripletInspector(ds, scores=scores, labels_path=tmp_path / "l.jsonl", labeller="ann",
-                                 model="vgg6-sim sha256:abcd")
+    inspector = TripletInspector(
+        ds,
+        scores=scores,
+        labels_path=tmp_path / "l.jsonl",
+        labeller="ann",
+        model="vgg6-sim sha256:abcd",
+    )
     ids = _ids(ds)
     inspector.label("real", ids[1])
     inspector.label("bogus", ids[2])
@@ -124,7 +131,9 @@ def test_conflicting_labels_kept_and_reported(ds, tmp_path):
     assert sorted(table["labeller"]) == ["ann", "bob"] and set(table["candidate_id"]) == {ids[4]}
     assert set(training_labels(merged)["candidate_id"].values) == {ids[5]}
     # The conflicting candidate is not proposed again by query.
-    assert ids[4] not in {ids[i] for i in query(np.full(len(ids), 0.5), merged, 30, strategy="uncertainty")}
+    assert ids[4] not in {
+        ids[i] for i in query(np.full(len(ids), 0.5), merged, 30, strategy="uncertainty")
+    }
 
 
 def test_merged_store_written_to_a_new_store(ds, tmp_path):
@@ -178,7 +187,9 @@ def test_diversity_spreads_over_artefacts():
     ds = tiny_triplets(40)
     # Twenty near-copies of one artefact at the most uncertain scores, then the other candidates.
     stamps = ds["triplets"].values.copy()
-    stamps[:20] = stamps[0] + np.random.default_rng(1).normal(0, 0.01, stamps[:20].shape).astype(np.float32)
+    stamps[:20] = stamps[0] + np.random.default_rng(1).normal(0, 0.01, stamps[:20].shape).astype(
+        np.float32
+    )
     ds = ds.copy(data={"triplets": stamps, "valid": ds["valid"].values})
     scores = np.r_[np.full(20, 0.5), np.linspace(0.3, 0.45, 20)]
     uncertain = query(scores, ds, 5, strategy="uncertainty")
@@ -221,7 +232,14 @@ def parent(tmp_path_factory):
     from astrid.braai import train
 
     out = tmp_path_factory.mktemp("parent")
-    result = train(tiny_triplets(48, seed=1), "vgg6", config=TrainConfig(split=None, epochs=1), out_dir=out, name="parent", track=False)
+    result = train(
+        tiny_triplets(48, seed=1),
+        "vgg6",
+        config=TrainConfig(split=None, epochs=1),
+        out_dir=out,
+        name="parent",
+        track=False,
+    )
     return result.model_path
 
 
@@ -234,7 +252,9 @@ def test_fine_tuned_card_names_parent_and_labels(ds, parent, tmp_path):
     store = LabelStore(tmp_path / "l.jsonl", labeller="ann", model=parent)
     for i in range(8):
         store.add(ids[i], "real" if i % 2 else "bogus")
-    result = fine_tune(parent, ds, store, config=TrainConfig(epochs=1, split=None), out_dir=tmp_path, track=False)
+    result = fine_tune(
+        parent, ds, store, config=TrainConfig(epochs=1, split=None), out_dir=tmp_path, track=False
+    )
     provenance = json.loads(result.card_path.read_text())["provenance"]
     assert provenance["kind"] == "fine_tune"
     assert provenance["parent"]["name"] == "parent"
@@ -254,7 +274,9 @@ def test_fine_tuned_card_names_parent_and_labels(ds, parent, tmp_path):
 
 def test_fine_tune_bad_inputs(ds, parent, tmp_path):
     with pytest.raises(AstridInputError, match="no candidate has a human label"):
-        fine_tune(parent, apply_labels(ds, []), config=TrainConfig(epochs=1, split=None), track=False)
+        fine_tune(
+            parent, apply_labels(ds, []), config=TrainConfig(epochs=1, split=None), track=False
+        )
     with pytest.raises(AstridFileError, match="does not exist"):
         fine_tune(tmp_path / "none.keras", ds, [], config=TrainConfig(epochs=1, split=None))
     with pytest.raises(TypeError, match="provenance"):  # fine_tune sets the provenance itself

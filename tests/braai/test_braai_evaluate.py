@@ -29,9 +29,17 @@ def scored():
     """Hand-made scores with ties, for 300 real and 700 bogus candidates."""
     rng = np.random.default_rng(42)
     labels = np.r_[np.ones(300, int), np.zeros(700, int)]
-    scores = np.clip(np.where(labels == 1, rng.normal(0.75, 0.2, labels.size), rng.normal(0.3, 0.2, labels.size)), 0, 1)
+    scores = np.clip(
+        np.where(
+            labels == 1, rng.normal(0.75, 0.2, labels.size), rng.normal(0.3, 0.2, labels.size)
+        ),
+        0,
+        1,
+    )
     scores = np.round(scores, 2)  # many ties
-    kinds = np.where(labels == 1, "supernova", rng.choice(["cosmic_ray", "hot_pixel", "random"], labels.size))
+    kinds = np.where(
+        labels == 1, "supernova", rng.choice(["cosmic_ray", "hot_pixel", "random"], labels.size)
+    )
     snr = rng.uniform(3, 60, labels.size)
     return {"label": labels, "scores": scores, "kind": kinds, "snr": snr}
 
@@ -44,10 +52,18 @@ def test_metrics_match_sklearn(scored):
     assert result["recall"] == pytest.approx(metrics.recall_score(labels, predicted))
     assert result["f1"] == pytest.approx(metrics.f1_score(labels, predicted))
     assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
-    assert result["aucpr"] == pytest.approx(metrics.average_precision_score(labels, scores), abs=1e-12)
+    assert result["aucpr"] == pytest.approx(
+        metrics.average_precision_score(labels, scores), abs=1e-12
+    )
     assert result["roc_auc"] == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
     tn, fp, fn, tp = metrics.confusion_matrix(labels, predicted).ravel()
-    assert result["confusion"] == {"tn": tn, "fp": fp, "fn": fn, "tp": tp, "matrix": [[tn, fp], [fn, tp]]}
+    assert result["confusion"] == {
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+        "matrix": [[tn, fp], [fn, tp]],
+    }
     assert result["fpr"] == pytest.approx(fp / (fp + tn))
     assert result["fnr"] == pytest.approx(fn / (fn + tp))
     assert (result["n"], result["n_real"], result["n_bogus"]) == (1000, 300, 700)
@@ -112,7 +128,13 @@ def test_calibration_and_ece_by_hand():
     cal = calibration_curve(labels, scores, n_bins=10)
     assert cal["count"] == [1, 2, 0, 0, 0, 1, 1, 0, 0, 4]
     # ECE = sum_b n_b/n |fraction_real_b - mean_score_b|
-    expected = (1 * abs(0 - 0.05) + 2 * abs(0.5 - 0.15) + 1 * abs(1 - 0.55) + 1 * abs(0 - 0.65) + 4 * abs(0.75 - 0.95)) / 9
+    expected = (
+        1 * abs(0 - 0.05)
+        + 2 * abs(0.5 - 0.15)
+        + 1 * abs(1 - 0.55)
+        + 1 * abs(0 - 0.65)
+        + 4 * abs(0.75 - 0.95)
+    ) / 9
     assert cal["ece"] == pytest.approx(expected)
     assert cal["fraction_real"][2] is None and cal["mean_score"][2] is None
     calibration = pytest.importorskip("sklearn.calibration")
@@ -138,7 +160,9 @@ def test_breakdown_by_kind_and_snr_by_hand(scored):
         assert row["fraction_above_threshold"] == pytest.approx(np.mean(scores[here] >= 0.5))
         assert row["mean_score"] == pytest.approx(scores[here].mean())
     # recall of the one real kind is the overall recall
-    assert result["by_kind"]["supernova"]["fraction_above_threshold"] == pytest.approx(result["recall"])
+    assert result["by_kind"]["supernova"]["fraction_above_threshold"] == pytest.approx(
+        result["recall"]
+    )
     rows = result["by_snr"]
     assert [(r["lo"], r["hi"]) for r in rows] == [(0, 10), (10, 30), (30, None)]
     for row, (lo, hi) in zip(rows, [(0, 10), (10, 30), (30, np.inf)]):
@@ -151,13 +175,19 @@ def test_breakdown_by_kind_and_snr_by_hand(scored):
 def test_dataset_coordinates_and_json(scored):
     n = scored["label"].size
     stamps = np.zeros((n, 63, 63, 3), np.float32)
-    ds = new_triplet_dataset(stamps, {"label": scored["label"], "kind": scored["kind"], "score": scored["snr"]})
+    ds = new_triplet_dataset(
+        stamps, {"label": scored["label"], "kind": scored["kind"], "score": scored["snr"]}
+    )
     result = evaluate(None, ds, scores=scored["scores"])
     # With no 'snr' coordinate the detection score stands in for the S/N.
     assert result["snr_coordinate"] == "score"
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text)["aucpr"] == result["aucpr"]
-    assert len(result["roc"]["fpr"]) <= 402 and result["roc"]["fpr"][0] == 0.0 and result["roc"]["tpr"][-1] == 1.0
+    assert (
+        len(result["roc"]["fpr"]) <= 402
+        and result["roc"]["fpr"][0] == 0.0
+        and result["roc"]["tpr"][-1] == 1.0
+    )
     with pytest.raises(AstridInputError, match="no coordinate 'truth_snr'"):
         evaluate(None, ds, scores=scored["scores"], snr="truth_snr")
 
@@ -216,8 +246,11 @@ def test_figures(scored, tmp_path):
         "roc_pr": plot_roc_pr(first, second, labels=["a", "b"]),
         "hist": plot_score_histograms(scores, labels, kinds=scored["kind"]),
         "calibration": plot_calibration([first, second]),
-        "gallery": plot_triplet_gallery(np.random.default_rng(0).normal(size=(5, 63, 63, 3)), index=[4, 0],
-                                        titles=["one", "two"]),
+        "gallery": plot_triplet_gallery(
+            np.random.default_rng(0).normal(size=(5, 63, 63, 3)),
+            index=[4, 0],
+            titles=["one", "two"],
+        ),
     }
     assert len(figures["roc_pr"].axes) == 2
     assert len(figures["gallery"].axes) == 6

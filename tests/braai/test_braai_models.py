@@ -58,7 +58,9 @@ def _braai_reference(stamps: list[np.ndarray], norm: str) -> np.ndarray:
         else:
             stamp = stamp / np.linalg.norm(stamp)
         ny, nx = stamp.shape
-        out.append(np.pad(stamp, [(0, 63 - ny), (0, 63 - nx)], mode="constant", constant_values=1e-9))
+        out.append(
+            np.pad(stamp, [(0, 63 - ny), (0, 63 - nx)], mode="constant", constant_values=1e-9)
+        )
     return np.stack(out, axis=-1)
 
 
@@ -82,7 +84,9 @@ def test_preprocess_matches_braai_make_triplet(norm, shape):
     assert got.shape == (4, 63, 63, 3) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-9)
     if shape != (63, 63):
-        assert (got[:, shape[0]:] == PAD_VALUE).all() and (got[:, :, shape[1]:] == PAD_VALUE).all()
+        assert (got[:, shape[0] :] == PAD_VALUE).all() and (
+            got[:, :, shape[1] :] == PAD_VALUE
+        ).all()
 
 
 def test_preprocess_row_norms():
@@ -92,7 +96,9 @@ def test_preprocess_row_norms():
     assert zero_rows[0, 5, 1] and zero_rows[0, 7, 2]
     np.testing.assert_allclose(norms[~zero_rows], 1.0, rtol=1e-5)
     whole = preprocess(_random_stamps(2, 3), norm="l2")
-    np.testing.assert_allclose(np.sqrt((whole.astype(np.float64) ** 2).sum(axis=(1, 2))), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.sqrt((whole.astype(np.float64) ** 2).sum(axis=(1, 2))), 1.0, rtol=1e-5
+    )
 
 
 def test_preprocess_dataset_uses_stamp_extent():
@@ -137,7 +143,9 @@ def test_import_astrid_braai_does_not_import_tensorflow():
         "bad = [m for m in ('tensorflow', 'keras') if m in sys.modules]; "
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr + result.stdout
 
 
@@ -147,8 +155,18 @@ def test_vgg6_is_braai():
     assert model.count_params() == 312_081
     assert model.output_shape == (None, 1)
     assert [layer.name for layer in model.layers] == [
-        "conv1", "conv2", "max_pooling2d", "dropout", "conv3", "conv4",
-        "max_pooling2d_1", "dropout_1", "flatten", "fc_1", "dropout_2", "fc_out",
+        "conv1",
+        "conv2",
+        "max_pooling2d",
+        "dropout",
+        "conv3",
+        "conv4",
+        "max_pooling2d_1",
+        "dropout_1",
+        "flatten",
+        "fc_1",
+        "dropout_2",
+        "fc_out",
     ]
     assert model.get_layer("flatten").output.shape[-1] == 6 * 6 * 32
 
@@ -162,10 +180,21 @@ def test_vgg6_matches_published_architecture_json():
     for layer, entry in zip(model.layers, layers):
         assert type(layer).__name__ == entry["class_name"]
         cfg = layer.get_config()
-        for key in ("filters", "kernel_size", "padding", "activation", "pool_size", "rate", "units"):
+        for key in (
+            "filters",
+            "kernel_size",
+            "padding",
+            "activation",
+            "pool_size",
+            "rate",
+            "units",
+        ):
             if key in entry["config"] and key in cfg:
                 want = entry["config"][key]
-                assert (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]) == want, (layer.name, key)
+                assert (list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]) == want, (
+                    layer.name,
+                    key,
+                )
 
 
 def _count_dense_conv_params(model) -> int:
@@ -188,8 +217,16 @@ def test_three_block():
     assert all(c.kernel_size == (3, 3) and c.get_config()["activation"] == "relu" for c in convs)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == [
-        "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D",
-        "Flatten", "Dense", "Dropout", "Dense",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
     ]
     assert model.get_layer("fc_1").units == 256 and model.get_layer("dropout").rate == 0.5
     assert model.get_layer("fc_out").get_config()["activation"] == "sigmoid"
@@ -227,7 +264,9 @@ def _write_keras2_weights(path, model, *, full_model=False, mutate=None, drop=No
                     value = value[:-1]
                 group.create_dataset(f"{layer.name}/{short}", data=value)
                 weight_names.append(f"{layer.name}/{short}".encode())
-            group.attrs["weight_names"] = np.array(weight_names) if weight_names else np.array([], dtype=float)
+            group.attrs["weight_names"] = (
+                np.array(weight_names) if weight_names else np.array([], dtype=float)
+            )
     return path
 
 
@@ -273,8 +312,15 @@ def test_load_rejects_untranslatable_architecture(tmp_path):
         "config": {
             "name": "odd",
             "layers": [
-                {"class_name": "Conv2D", "config": {"name": "conv1", "batch_input_shape": [None, 63, 63, 3],
-                                                    "filters": 16, "kernel_size": [3, 3]}},
+                {
+                    "class_name": "Conv2D",
+                    "config": {
+                        "name": "conv1",
+                        "batch_input_shape": [None, 63, 63, 3],
+                        "filters": 16,
+                        "kernel_size": [3, 3],
+                    },
+                },
                 {"class_name": "BatchNormalization", "config": {"name": "bn"}},
             ],
         },

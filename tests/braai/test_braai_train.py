@@ -55,11 +55,20 @@ def synthetic_triplets(n, seed=0, n_fields=5, real_fraction=0.5):
             kinds[i] = "random"
     stamps[..., :2] += 50.0  # sky in the science and reference stamps
     fields = np.array([f"field{i % n_fields}" for i in range(n)], dtype=object)
-    objects = np.array([f"obj{i // 3:04d}" for i in range(n)], dtype=object)  # three detections per object
+    objects = np.array(
+        [f"obj{i // 3:04d}" for i in range(n)], dtype=object
+    )  # three detections per object
     epochs = 59000.0 + 5.0 * (np.arange(n) % 7)
     return new_triplet_dataset(
         stamps,
-        {"label": labels, "kind": kinds, "snr": snr, "field": fields, "objectId": objects, "epoch": epochs},
+        {
+            "label": labels,
+            "kind": kinds,
+            "snr": snr,
+            "field": fields,
+            "objectId": objects,
+            "epoch": epochs,
+        },
     )
 
 
@@ -73,9 +82,17 @@ def quick(tmp_path_factory):
     """A few epochs on a small set, validated on stamps with shuffled labels (so the loss wanders)."""
     ds = synthetic_triplets(128, seed=11)
     noise = synthetic_triplets(64, seed=12)
-    noise = noise.assign_coords(label=("candidate", np.random.default_rng(0).permutation(noise["label"].values)))
+    noise = noise.assign_coords(
+        label=("candidate", np.random.default_rng(0).permutation(noise["label"].values))
+    )
     out = tmp_path_factory.mktemp("model")
-    result = train(ds, validation=noise, config=TrainConfig(epochs=3, learning_rate=3e-3, patience=None, seed=0), out_dir=out, name="toy")
+    result = train(
+        ds,
+        validation=noise,
+        config=TrainConfig(epochs=3, learning_rate=3e-3, patience=None, seed=0),
+        out_dir=out,
+        name="toy",
+    )
     return ds, noise, result
 
 
@@ -132,7 +149,10 @@ def test_model_card_and_files(quick):
     assert data_card["n_validation"] == validation.sizes["candidate"]
     assert data_card["n_total"] == ds.sizes["candidate"] + validation.sizes["candidate"]
     labels = ds["label"].values
-    assert data_card["train_class_counts"] == {"real": int(labels.sum()), "bogus": int((labels == 0).sum())}
+    assert data_card["train_class_counts"] == {
+        "real": int(labels.sum()),
+        "bogus": int((labels == 0).sum()),
+    }
     assert data_card["validation_class_counts"]["bogus"] == int((validation["label"] == 0).sum())
     params = card["parameters"]
     assert params["batch_size"] == 64 and params["learning_rate"] == 3e-3 and params["seed"] == 0
@@ -202,7 +222,9 @@ def test_time_split_holds_out_the_latest_epochs(data):
 
 
 def test_split_errors(data):
-    one_field = data.assign_coords(field=("candidate", np.full(data.sizes["candidate"], "f0", dtype=object)))
+    one_field = data.assign_coords(
+        field=("candidate", np.full(data.sizes["candidate"], "f0", dtype=object))
+    )
     with pytest.raises(AstridInputError, match="only one field"):
         split_groups(one_field, "field")
     with pytest.raises(AstridInputError, match="no coordinate to split by object"):
@@ -220,7 +242,9 @@ def test_validation_of_one_class_warns():
     labels[validation_index] = 0  # the split depends on the fields only, not the labels
     ds = ds.assign_coords(label=("candidate", labels))
     with pytest.warns(AstridWarning, match="only bogus"):
-        result = train(ds, config=TrainConfig(epochs=1, split="field", validation_fraction=0.4, seed=0))
+        result = train(
+            ds, config=TrainConfig(epochs=1, split="field", validation_fraction=0.4, seed=0)
+        )
     assert result.card["metrics"] == {}
 
 
@@ -281,7 +305,9 @@ def test_augmentation_preserves_labels_and_shapes():
     used = set()
     for stamp, tag in zip(stamps, labels):
         matches = [k for k, t in enumerate(_dihedral(x[tag])) if np.array_equal(stamp, t)]
-        assert matches, "each augmented stamp is a rotation/flip of its own original, all channels together"
+        assert matches, (
+            "each augmented stamp is a rotation/flip of its own original, all channels together"
+        )
         used.add(matches[0])
     assert len(used) >= 4
     # A new epoch draws new transforms (and a new order) ...
@@ -295,7 +321,9 @@ def test_augmentation_preserves_labels_and_shapes():
 
 def test_no_augmentation_no_shuffle_is_the_identity():
     x = np.random.default_rng(1).normal(size=(10, 63, 63, 3)).astype(np.float32)
-    batches = list(training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0))
+    batches = list(
+        training_dataset(x, np.arange(10), None, batch_size=4, shuffle=False, augment=False, seed=0)
+    )
     np.testing.assert_array_equal(np.concatenate([b[0].numpy() for b in batches]), x)
 
 
@@ -309,7 +337,11 @@ def test_fine_tuning_starts_from_the_given_weights():
     keras.utils.set_random_seed(123)
     source = vgg6()
     before = [w.copy() for w in source.get_weights()]
-    result = train(ds, config=TrainConfig(epochs=1, split=None, learning_rate=1e-9, seed=0), fine_tune_from=source)
+    result = train(
+        ds,
+        config=TrainConfig(epochs=1, split=None, learning_rate=1e-9, seed=0),
+        fine_tune_from=source,
+    )
     after = result.model.get_weights()
     for a, b in zip(before, after):
         np.testing.assert_allclose(b, a, atol=1e-6)
@@ -324,7 +356,11 @@ def test_fine_tuning_starts_from_the_given_weights():
 
 def test_fine_tuning_defaults_to_a_lower_learning_rate(quick):
     ds, _, first = quick
-    tuned = train(ds.isel(candidate=slice(0, 64)), config=TrainConfig(epochs=1, split=None, seed=0), fine_tune_from=first.model_path)
+    tuned = train(
+        ds.isel(candidate=slice(0, 64)),
+        config=TrainConfig(epochs=1, split=None, seed=0),
+        fine_tune_from=first.model_path,
+    )
     assert tuned.card["parameters"]["learning_rate"] == 3e-5
     assert tuned.card["model"]["fine_tuned_from"] == str(first.model_path)
     # one Adam step of at most ~3e-5 away from the saved weights
@@ -339,7 +375,9 @@ def test_fine_tuning_from_ztf_d6_m7():
         pytest.skip("shared braai models (../shared/data/braai) are not present")
     ds = synthetic_triplets(48, seed=6)
     published = load_braai(path)
-    result = train(ds, config=TrainConfig(epochs=1, split=None, learning_rate=1e-9), fine_tune_from=path)
+    result = train(
+        ds, config=TrainConfig(epochs=1, split=None, learning_rate=1e-9), fine_tune_from=path
+    )
     assert result.card["norm"] == "rowwise" and result.model.astrid_norm == "rowwise"
     np.testing.assert_allclose(predict(result.model, ds), predict(published, ds), atol=1e-4)
 
@@ -354,7 +392,9 @@ def test_bad_input(data):
     with pytest.raises(AstridInputError, match="label"):
         train(small.drop_vars("label"), config=TrainConfig(epochs=1))
     with pytest.raises(AstridInputError, match="0 \\(bogus\\) or 1 \\(real\\)"):
-        train(small.assign_coords(label=("candidate", np.full(40, 2))), config=TrainConfig(epochs=1))
+        train(
+            small.assign_coords(label=("candidate", np.full(40, 2))), config=TrainConfig(epochs=1)
+        )
     all_real = small.assign_coords(label=("candidate", np.ones(40, np.int8)))
     with pytest.raises(AstridInputError, match="no bogus"):
         train(all_real, config=TrainConfig(epochs=1, split=None))

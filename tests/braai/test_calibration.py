@@ -36,14 +36,20 @@ def test_temperature_recovers_the_sharpening_and_lowers_ece():
 
 def test_platt_corrects_a_shift_that_temperature_cannot():
     labels, scores = overconfident(sharpen=1.0)
-    shifted = 1.0 / (1.0 + np.exp(-(np.log(scores) - np.log1p(-scores) + 2.0)))  # every logit moved by +2
+    shifted = 1.0 / (
+        1.0 + np.exp(-(np.log(scores) - np.log1p(-scores) + 2.0))
+    )  # every logit moved by +2
     temperature = fit_calibration(labels, shifted, "temperature")
     platt = fit_calibration(labels, shifted, "platt")
-    assert platt.bias == pytest.approx(-2.0, abs=0.3) and platt.temperature == pytest.approx(1.0, rel=0.15)
+    assert platt.bias == pytest.approx(-2.0, abs=0.3) and platt.temperature == pytest.approx(
+        1.0, rel=0.15
+    )
     held_labels, held = overconfident(seed=3, sharpen=1.0)
     held = 1.0 / (1.0 + np.exp(-(np.log(held) - np.log1p(-held) + 2.0)))
-    assert calibration_curve(held_labels, platt.apply(held))["ece"] < calibration_curve(
-        held_labels, temperature.apply(held))["ece"]
+    assert (
+        calibration_curve(held_labels, platt.apply(held))["ece"]
+        < calibration_curve(held_labels, temperature.apply(held))["ece"]
+    )
 
 
 def test_isotonic_lowers_ece_and_stays_in_unit_interval():
@@ -54,8 +60,10 @@ def test_isotonic_lowers_ece_and_stays_in_unit_interval():
     out = cal.apply(np.linspace(0, 1, 101))
     assert out.min() >= 0 and out.max() <= 1 and np.all(np.diff(out) >= 0)
     held_labels, held_scores = overconfident(seed=2, sharpen=0.3)
-    assert calibration_curve(held_labels, cal.apply(held_scores))["ece"] < calibration_curve(
-        held_labels, held_scores)["ece"]
+    assert (
+        calibration_curve(held_labels, cal.apply(held_scores))["ece"]
+        < calibration_curve(held_labels, held_scores)["ece"]
+    )
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
@@ -90,7 +98,9 @@ def test_bad_inputs_are_named():
     with pytest.raises(AstridInputError, match="2 labels but 3 scores"):
         fit_calibration([0, 1], [0.2, 0.8, 0.9])
     with pytest.raises(AstridInputError, match="card.json: calibration"):
-        Calibration.from_dict({"method": "temperature", "temperature": -1}, "card.json: calibration")
+        Calibration.from_dict(
+            {"method": "temperature", "temperature": -1}, "card.json: calibration"
+        )
     with pytest.raises(AstridInputError, match="not a score calibration"):
         Calibration.from_dict({"method": "magic"})
 
@@ -110,7 +120,14 @@ def trained(tmp_path_factory):
 
     ds = synthetic_triplets(96, seed=5)
     out = tmp_path_factory.mktemp("calibrated")
-    result = train(ds, "three_block", config=TrainConfig(epochs=2, seed=0), out_dir=out, name="cal", track=False)
+    result = train(
+        ds,
+        "three_block",
+        config=TrainConfig(epochs=2, seed=0),
+        out_dir=out,
+        name="cal",
+        track=False,
+    )
     return ds, result
 
 
@@ -122,7 +139,9 @@ def test_train_stores_calibration_and_consistent_reference(trained):
     cal = card["calibration"]
     assert cal["method"] == "temperature" and cal["temperature"] > 0
     assert cal["n"] == card["data"]["n_validation"]
-    assert cal["ece_before"] >= 0 and cal["ece_after"] >= 0  # in-sample; a 2-epoch network need not improve
+    assert (
+        cal["ece_before"] >= 0 and cal["ece_after"] >= 0
+    )  # in-sample; a 2-epoch network need not improve
     assert card["metrics"]["calibrated"] is True
     assert card["metrics"]["ece"] == pytest.approx(cal["ece_after"], abs=1e-6)
     assert card["mlflow"] is None  # track=False
@@ -140,11 +159,15 @@ def test_score_applies_the_card_calibration_by_default(trained):
     raw = score(ds, result.model_path, calibrated=False)
     calibrated = score(ds, result.model_path)
     assert raw.attrs["calibrated"] == 0 and raw.attrs["calibration"] == "none"
-    assert calibrated.attrs["calibrated"] == 1 and calibrated.attrs["calibration"].startswith("temperature T=")
+    assert calibrated.attrs["calibrated"] == 1 and calibrated.attrs["calibration"].startswith(
+        "temperature T="
+    )
     np.testing.assert_allclose(calibrated.values, cal.apply(raw.values), atol=1e-6)
     # the same for the Keras object returned by train() and by load_trained()
     np.testing.assert_allclose(score(ds, result.model).values, calibrated.values, atol=1e-5)
-    np.testing.assert_allclose(score(ds, load_trained(result.model_path)).values, calibrated.values, atol=1e-5)
+    np.testing.assert_allclose(
+        score(ds, load_trained(result.model_path)).values, calibrated.values, atol=1e-5
+    )
 
 
 def test_model_without_calibration_scores_as_before(trained, tmp_path):
@@ -152,7 +175,14 @@ def test_model_without_calibration_scores_as_before(trained, tmp_path):
     from astrid.score import score
 
     ds, _ = trained
-    result = train(ds, "three_block", config=TrainConfig(epochs=1, seed=0, calibration=None), out_dir=tmp_path, name="raw", track=False)
+    result = train(
+        ds,
+        "three_block",
+        config=TrainConfig(epochs=1, seed=0, calibration=None),
+        out_dir=tmp_path,
+        name="raw",
+        track=False,
+    )
     assert result.card["calibration"] is None and result.card["metrics"]["calibrated"] is False
     a = score(ds, result.model_path)
     b = score(ds, result.model_path, calibrated=False)
@@ -172,8 +202,11 @@ def test_tflite_sidecar_carries_the_calibration(trained, tmp_path):
     calibrated = score(ds, path)
     raw = score(ds, path, calibrated=False)
     assert calibrated.attrs["calibrated"] == 1
-    np.testing.assert_allclose(calibrated.values, Calibration.from_dict(side["score_calibration"]).apply(raw.values),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        calibrated.values,
+        Calibration.from_dict(side["score_calibration"]).apply(raw.values),
+        atol=1e-6,
+    )
     np.testing.assert_allclose(calibrated.values, score(ds, result.model_path).values, atol=1e-4)
 
 
@@ -181,7 +214,9 @@ def test_isotonic_in_training(trained, tmp_path):
     from astrid.braai import TrainConfig, train
 
     ds, _ = trained
-    result = train(ds, "three_block", config=TrainConfig(epochs=1, seed=0, calibration="isotonic"), track=False)
+    result = train(
+        ds, "three_block", config=TrainConfig(epochs=1, seed=0, calibration="isotonic"), track=False
+    )
     assert result.card["calibration"]["method"] == "isotonic"
     assert result.model.astrid_calibration["method"] == "isotonic"
     with pytest.raises(AstridInputError, match="calibration="):

@@ -63,12 +63,19 @@ def ctx(tmp_path_factory):
     model = _tiny_model()
     raw = _stamps(40, seed=1)
     int8 = to_tflite(model, tmp / "tiny_int8.tflite", representative=raw, num_calibration=40)
-    small = to_tflite(_tiny_model((32, 32, 3), seed=2), tmp / "small_input.tflite", quantize=None,
-                      batch_size=None)
+    small = to_tflite(
+        _tiny_model((32, 32, 3), seed=2), tmp / "small_input.tflite", quantize=None, batch_size=None
+    )
     keras_file = tmp / "tiny.keras"
     model.save(keras_file)
-    c = SimpleNamespace(tmp=tmp, model=model, raw=raw, int8=Path(int8.path), small=Path(small.path),
-                        keras_file=keras_file)
+    c = SimpleNamespace(
+        tmp=tmp,
+        model=model,
+        raw=raw,
+        int8=Path(int8.path),
+        small=Path(small.path),
+        keras_file=keras_file,
+    )
 
     def write(name, data):
         path = tmp / name
@@ -206,7 +213,11 @@ def _ztf_like_missing_stamps(c):
     stamps[1] = np.nan
     ny = np.full((4, 3), 63)
     ny[1] = 0
-    return _dataset(stamps, stamp_ny=(("candidate", "channel"), ny), stamp_nx=(("candidate", "channel"), ny.copy()))
+    return _dataset(
+        stamps,
+        stamp_ny=(("candidate", "channel"), ny),
+        stamp_nx=(("candidate", "channel"), ny.copy()),
+    )
 
 
 def _lost_chunk(c):
@@ -247,232 +258,501 @@ def _some_empty(c):
 
 CASES = [
     # ---- load_braai: files ----
-    pytest.param(lambda c: load_braai(c.tmp / "absent.h5"),
-                 raises(AstridFileError, r"absent\.h5: file does not exist"), id="load_braai-missing"),
-    pytest.param(lambda c: load_braai(c.tmp),
-                 raises(AstridFileError, r"is a folder, not an HDF5 model file"), id="load_braai-folder"),
-    pytest.param(lambda c: load_braai(c.write("empty.h5", b"")),
-                 raises(AstridFileError, r"empty\.h5: not an HDF5 file \(the file is empty\)"), id="load_braai-empty"),
-    pytest.param(lambda c: load_braai(c.write("text.h5", b"weights go here\n")),
-                 raises(AstridFileError, r"text\.h5: not an HDF5 file \(16 bytes"), id="load_braai-text"),
-    pytest.param(lambda c: load_braai(c.write("zip.h5", c.keras_file.read_bytes())),
-                 raises(AstridFileError, r"zip\.h5: not an HDF5 file .*zip archive.*\.keras"),
-                 id="load_braai-keras-zip-named-h5"),
-    pytest.param(lambda c: load_braai(_truncated(c, _keras2_file(c, "whole.h5"), "cut_d6_m7.h5")),
-                 raises(AstridFileError, r"cut_d6_m7\.h5: truncated or damaged HDF5 file \(\d+ bytes"),
-                 id="load_braai-truncated-h5"),
-    pytest.param(lambda c: load_braai(_truncated(c, _keras2_file(c, "whole2.h5"), "cut_head.h5", keep=0.02)),
-                 raises(AstridFileError, r"cut_head\.h5: truncated or damaged HDF5 file"),
-                 id="load_braai-truncated-h5-head"),
-    pytest.param(lambda c: load_braai(_keras2_file(c, "w.h5"), c.tmp),
-                 raises(AstridFileError, r"is a folder, not an architecture JSON file"),
-                 id="load_braai-architecture-folder"),
-    pytest.param(lambda c: load_braai(_keras2_file(c, "w2.h5"), c.write("arch.json", b"{not json")),
-                 raises(AstridInputError, r"arch\.json: not a Keras architecture JSON"),
-                 id="load_braai-architecture-not-json"),
-    pytest.param(lambda c: load_braai(_keras2_file(c, "w3.h5"), norm="zscore"),
-                 raises(AstridInputError, r"norm='zscore'"), id="load_braai-bad-norm"),
+    pytest.param(
+        lambda c: load_braai(c.tmp / "absent.h5"),
+        raises(AstridFileError, r"absent\.h5: file does not exist"),
+        id="load_braai-missing",
+    ),
+    pytest.param(
+        lambda c: load_braai(c.tmp),
+        raises(AstridFileError, r"is a folder, not an HDF5 model file"),
+        id="load_braai-folder",
+    ),
+    pytest.param(
+        lambda c: load_braai(c.write("empty.h5", b"")),
+        raises(AstridFileError, r"empty\.h5: not an HDF5 file \(the file is empty\)"),
+        id="load_braai-empty",
+    ),
+    pytest.param(
+        lambda c: load_braai(c.write("text.h5", b"weights go here\n")),
+        raises(AstridFileError, r"text\.h5: not an HDF5 file \(16 bytes"),
+        id="load_braai-text",
+    ),
+    pytest.param(
+        lambda c: load_braai(c.write("zip.h5", c.keras_file.read_bytes())),
+        raises(AstridFileError, r"zip\.h5: not an HDF5 file .*zip archive.*\.keras"),
+        id="load_braai-keras-zip-named-h5",
+    ),
+    pytest.param(
+        lambda c: load_braai(_truncated(c, _keras2_file(c, "whole.h5"), "cut_d6_m7.h5")),
+        raises(AstridFileError, r"cut_d6_m7\.h5: truncated or damaged HDF5 file \(\d+ bytes"),
+        id="load_braai-truncated-h5",
+    ),
+    pytest.param(
+        lambda c: load_braai(_truncated(c, _keras2_file(c, "whole2.h5"), "cut_head.h5", keep=0.02)),
+        raises(AstridFileError, r"cut_head\.h5: truncated or damaged HDF5 file"),
+        id="load_braai-truncated-h5-head",
+    ),
+    pytest.param(
+        lambda c: load_braai(_keras2_file(c, "w.h5"), c.tmp),
+        raises(AstridFileError, r"is a folder, not an architecture JSON file"),
+        id="load_braai-architecture-folder",
+    ),
+    pytest.param(
+        lambda c: load_braai(_keras2_file(c, "w2.h5"), c.write("arch.json", b"{not json")),
+        raises(AstridInputError, r"arch\.json: not a Keras architecture JSON"),
+        id="load_braai-architecture-not-json",
+    ),
+    pytest.param(
+        lambda c: load_braai(_keras2_file(c, "w3.h5"), norm="zscore"),
+        raises(AstridInputError, r"norm='zscore'"),
+        id="load_braai-bad-norm",
+    ),
     # ---- model files through score() ----
-    pytest.param(lambda c: score(c.raw, c.tmp / "absent.keras"),
-                 raises(AstridFileError, r"absent\.keras: no such model file"), id="model-missing-keras"),
-    pytest.param(lambda c: score(c.raw, c.tmp),
-                 raises(AstridFileError, r"is a folder, not a model file"), id="model-folder"),
-    pytest.param(lambda c: score(c.raw, (c.tmp / "dir.tflite").mkdir(exist_ok=True) or c.tmp / "dir.tflite"),
-                 raises(AstridFileError, r"dir\.tflite: is a folder, not a TFLite model file"),
-                 id="model-folder-named-tflite"),
-    pytest.param(lambda c: score(c.raw, c.write("empty.keras", b"")),
-                 raises(AstridFileError, r"empty\.keras: not a readable \.keras archive: empty"),
-                 id="model-keras-empty"),
-    pytest.param(lambda c: score(c.raw, _truncated(c, c.keras_file, "cut.keras")),
-                 raises(AstridFileError, r"cut\.keras: not a readable \.keras archive: truncated"),
-                 id="model-keras-truncated"),
-    pytest.param(lambda c: score(c.raw, c.write("noise.keras", np.random.default_rng(0).bytes(3000))),
-                 raises(AstridFileError, r"noise\.keras: not a readable \.keras archive"),
-                 id="model-keras-random-bytes"),
-    pytest.param(lambda c: score(c.raw, c.write("h5.keras", _keras2_file(c, "w4.h5").read_bytes())),
-                 raises(AstridFileError, r"h5\.keras: .*an HDF5 file"), id="model-keras-is-hdf5"),
-    pytest.param(lambda c: score(c.raw, _zip_without_config(c)),
-                 raises(AstridFileError, r"noconfig\.keras: not a complete \.keras archive \(missing \['config.json'"),
-                 id="model-keras-zip-without-config"),
-    pytest.param(lambda c: score(c.raw, _truncated(c, _keras2_file(c, "w5.h5"), "cut5.h5")),
-                 raises(AstridFileError, r"cut5\.h5: truncated or damaged HDF5"), id="model-h5-truncated"),
-    pytest.param(lambda c: score(c.raw, _truncated(c, c.int8, "cut.tflite")),
-                 raises(AstridFileError, r"cut\.tflite"), id="model-tflite-truncated"),
-    pytest.param(lambda c: score(c.raw, c.write("empty.tflite", b"")),
-                 raises(AstridFileError, r"empty\.tflite"), id="model-tflite-empty"),
-    pytest.param(lambda c: score(c.raw, c.write("noise.tflite", np.random.default_rng(1).bytes(5000))),
-                 raises(AstridFileError, r"noise\.tflite"), id="model-tflite-random-bytes"),
-    pytest.param(lambda c: score(c.raw, c.write("model.onnx", b"\0")),
-                 raises(AstridInputError, r"model\.onnx: unknown model file type '\.onnx'"), id="model-unknown-suffix"),
-    pytest.param(lambda c: score(c.raw, {"weights": 1}),
-                 raises(AstridInputError, r"expected a keras\.Model or a \.keras/\.h5 path, got dict"),
-                 id="model-not-a-model"),
-    pytest.param(lambda c: score(c.raw, _tiny_model((32, 32, 3), seed=4)),
-                 raises(AstridInputError, r"input shape \(32, 32, 3\), expected \(63, 63, 3\)"),
-                 id="model-keras-wrong-input-size"),
-    pytest.param(lambda c: score(c.raw, _tiny_model((63, 63, 1), seed=5)),
-                 raises(AstridInputError, r"input shape \(63, 63, 1\), expected \(63, 63, 3\)"),
-                 id="model-keras-one-channel"),
-    pytest.param(lambda c: score(c.raw, _tiny_model(outputs=2, seed=6), interpreter="keras"),
-                 raises(AstridInputError, r"one score per triplet, found output shape\(s\) \[\(2,\)\]"),
-                 id="model-keras-two-outputs"),
-    pytest.param(lambda c: score(c.raw, c.small),
-                 raises(AstridInputError, r"small_input\.tflite: input shape \(32, 32, 3\), expected \(63, 63, 3\)"),
-                 id="model-tflite-wrong-input-size"),
-    pytest.param(lambda c: score(c.raw, TFLiteRunner(c.small)),
-                 raises(AstridInputError, r"input shape \(32, 32, 3\)"), id="model-runner-wrong-input-size"),
+    pytest.param(
+        lambda c: score(c.raw, c.tmp / "absent.keras"),
+        raises(AstridFileError, r"absent\.keras: no such model file"),
+        id="model-missing-keras",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.tmp),
+        raises(AstridFileError, r"is a folder, not a model file"),
+        id="model-folder",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, (c.tmp / "dir.tflite").mkdir(exist_ok=True) or c.tmp / "dir.tflite"),
+        raises(AstridFileError, r"dir\.tflite: is a folder, not a TFLite model file"),
+        id="model-folder-named-tflite",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("empty.keras", b"")),
+        raises(AstridFileError, r"empty\.keras: not a readable \.keras archive: empty"),
+        id="model-keras-empty",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _truncated(c, c.keras_file, "cut.keras")),
+        raises(AstridFileError, r"cut\.keras: not a readable \.keras archive: truncated"),
+        id="model-keras-truncated",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("noise.keras", np.random.default_rng(0).bytes(3000))),
+        raises(AstridFileError, r"noise\.keras: not a readable \.keras archive"),
+        id="model-keras-random-bytes",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("h5.keras", _keras2_file(c, "w4.h5").read_bytes())),
+        raises(AstridFileError, r"h5\.keras: .*an HDF5 file"),
+        id="model-keras-is-hdf5",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _zip_without_config(c)),
+        raises(
+            AstridFileError,
+            r"noconfig\.keras: not a complete \.keras archive \(missing \['config.json'",
+        ),
+        id="model-keras-zip-without-config",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _truncated(c, _keras2_file(c, "w5.h5"), "cut5.h5")),
+        raises(AstridFileError, r"cut5\.h5: truncated or damaged HDF5"),
+        id="model-h5-truncated",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _truncated(c, c.int8, "cut.tflite")),
+        raises(AstridFileError, r"cut\.tflite"),
+        id="model-tflite-truncated",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("empty.tflite", b"")),
+        raises(AstridFileError, r"empty\.tflite"),
+        id="model-tflite-empty",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("noise.tflite", np.random.default_rng(1).bytes(5000))),
+        raises(AstridFileError, r"noise\.tflite"),
+        id="model-tflite-random-bytes",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.write("model.onnx", b"\0")),
+        raises(AstridInputError, r"model\.onnx: unknown model file type '\.onnx'"),
+        id="model-unknown-suffix",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, {"weights": 1}),
+        raises(AstridInputError, r"expected a keras\.Model or a \.keras/\.h5 path, got dict"),
+        id="model-not-a-model",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _tiny_model((32, 32, 3), seed=4)),
+        raises(AstridInputError, r"input shape \(32, 32, 3\), expected \(63, 63, 3\)"),
+        id="model-keras-wrong-input-size",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _tiny_model((63, 63, 1), seed=5)),
+        raises(AstridInputError, r"input shape \(63, 63, 1\), expected \(63, 63, 3\)"),
+        id="model-keras-one-channel",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, _tiny_model(outputs=2, seed=6), interpreter="keras"),
+        raises(AstridInputError, r"one score per triplet, found output shape\(s\) \[\(2,\)\]"),
+        id="model-keras-two-outputs",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.small),
+        raises(
+            AstridInputError,
+            r"small_input\.tflite: input shape \(32, 32, 3\), expected \(63, 63, 3\)",
+        ),
+        id="model-tflite-wrong-input-size",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, TFLiteRunner(c.small)),
+        raises(AstridInputError, r"input shape \(32, 32, 3\)"),
+        id="model-runner-wrong-input-size",
+    ),
     # ---- braai.preprocess ----
-    pytest.param(lambda c: preprocess(c.raw[..., :2]),
-                 raises(AstridInputError, r"triplets: expected an array of shape \(n, h, w, 3\)"),
-                 id="preprocess-two-channels"),
-    pytest.param(lambda c: preprocess(np.zeros((2, 64, 64, 3), np.float32)),
-                 raises(AstridInputError, r"stamps of 64x64 pixels"), id="preprocess-too-large"),
-    pytest.param(lambda c: preprocess(np.full((1, 5, 5, 3), "a")),
-                 raises(AstridInputError, r"numeric array, got dtype <U1"), id="preprocess-strings"),
-    pytest.param(lambda c: preprocess(c.raw, norm="zscore"),
-                 raises(AstridInputError, r"norm='zscore'"), id="preprocess-bad-norm"),
-    pytest.param(lambda c: preprocess(_dataset(c.raw[:2]).drop_vars("valid")),
-                 raises(AstridInputError, r"no bool data variable 'valid'"), id="preprocess-dataset-no-valid"),
-    pytest.param(lambda c: preprocess(np.full((1, 63, 63, 3), np.nan, np.float32)),
-                 ok(_zero_stamps), id="preprocess-all-nan-is-zero"),
-    pytest.param(lambda c: preprocess(np.full((1, 63, 63, 3), np.inf, np.float32)),
-                 ok(_zero_stamps), id="preprocess-all-inf-is-zero"),
-    pytest.param(lambda c: preprocess(_inf_rows(c.raw[:2])),
-                 ok(_same_as_nan), id="preprocess-inf-like-nan"),
+    pytest.param(
+        lambda c: preprocess(c.raw[..., :2]),
+        raises(AstridInputError, r"triplets: expected an array of shape \(n, h, w, 3\)"),
+        id="preprocess-two-channels",
+    ),
+    pytest.param(
+        lambda c: preprocess(np.zeros((2, 64, 64, 3), np.float32)),
+        raises(AstridInputError, r"stamps of 64x64 pixels"),
+        id="preprocess-too-large",
+    ),
+    pytest.param(
+        lambda c: preprocess(np.full((1, 5, 5, 3), "a")),
+        raises(AstridInputError, r"numeric array, got dtype <U1"),
+        id="preprocess-strings",
+    ),
+    pytest.param(
+        lambda c: preprocess(c.raw, norm="zscore"),
+        raises(AstridInputError, r"norm='zscore'"),
+        id="preprocess-bad-norm",
+    ),
+    pytest.param(
+        lambda c: preprocess(_dataset(c.raw[:2]).drop_vars("valid")),
+        raises(AstridInputError, r"no bool data variable 'valid'"),
+        id="preprocess-dataset-no-valid",
+    ),
+    pytest.param(
+        lambda c: preprocess(np.full((1, 63, 63, 3), np.nan, np.float32)),
+        ok(_zero_stamps),
+        id="preprocess-all-nan-is-zero",
+    ),
+    pytest.param(
+        lambda c: preprocess(np.full((1, 63, 63, 3), np.inf, np.float32)),
+        ok(_zero_stamps),
+        id="preprocess-all-inf-is-zero",
+    ),
+    pytest.param(
+        lambda c: preprocess(_inf_rows(c.raw[:2])), ok(_same_as_nan), id="preprocess-inf-like-nan"
+    ),
     # ---- score: stamps without data ----
-    pytest.param(lambda c: score(_nan_raw(c, 0), c.model),
-                 warns(NoDataWarning, r"1 of 6 candidate\(s\) have no usable stamp data", _nan_at(0)),
-                 id="score-all-nan-candidate"),
-    pytest.param(lambda c: score(_inf_raw(c, np.inf), c.model),
-                 warns(NoDataWarning, r"1 of 6 candidate", _nan_at(2)), id="score-all-inf-candidate"),
-    pytest.param(lambda c: score(_inf_raw(c, -np.inf), c.model),
-                 warns(NoDataWarning, r"1 of 6 candidate", _nan_at(2)), id="score-all-minus-inf-candidate"),
-    pytest.param(lambda c: score(_nan_raw(c, (slice(1, 3), slice(None), slice(None), 2)), c.model),
-                 warns(NoDataWarning, r"2 of 6 candidate", _nan_at(1, 2)), id="score-array-channel-all-nan"),
-    pytest.param(lambda c: score(np.full((5, 63, 63, 3), np.nan, np.float32), c.model),
-                 warns(NoDataWarning, r"5 of 5 candidate", _nan_at(0, 1, 2, 3, 4)), id="score-all-candidates-nan"),
-    pytest.param(lambda c: score(_lost_chunk(c), c.model),
-                 warns(NoDataWarning, r"1 of 4", _nan_at(2)), id="score-dataset-lost-chunk"),
-    pytest.param(lambda c: score(_lost_reference(c), c.model),
-                 warns(NoDataWarning, r"1 of 4", _nan_at(3)), id="score-dataset-promised-channel-nan"),
-    pytest.param(lambda c: score(_ztf_like_missing_stamps(c), c.model),
-                 warns(NoDataWarning, r"1 of 4", _nan_at(1)), id="score-dataset-no-stamps"),
-    pytest.param(lambda c: score(_lost_chunk_2d_valid(c), c.model),
-                 warns(NoDataWarning, r"1 of 4", _nan_at(0)), id="score-dataset-2d-valid-lost-chunk"),
-    pytest.param(lambda c: score(_lost_chunk(c).chunk({"candidate": 2}), c.model, batch_size=3),
-                 warns(NoDataWarning, r"1 of 4", _nan_at(2)), id="score-dask-dataset-lost-chunk"),
-    pytest.param(lambda c: score(_nan_raw(c, 5).astype(">f4"), c.model),
-                 warns(NoDataWarning, r"1 of 6", _nan_at(5)), id="score-big-endian-nan-candidate"),
-    pytest.param(lambda c: score(np.rint(c.raw[:4] * 100).astype(np.int16), c.model),
-                 ok(_all_finite), id="score-integer-stamps"),
-    pytest.param(lambda c: score(_missing_reference(c), c.model),
-                 ok(_all_finite), id="score-dataset-declared-missing-reference"),
-    pytest.param(lambda c: score(_scattered_nan(c), c.model),
-                 ok(_all_finite), id="score-scattered-nan"),
-    pytest.param(lambda c: score(_dataset(_nan_raw(c, 4)), c.model),
-                 warns(NoDataWarning, r"1 of 6", _attr_counts(1, 0)),
-                 id="score-attrs-count-no-data"),
-    pytest.param(lambda c: score(_dataset(_inf_rows(c.raw[:2])), c.model),
-                 warns(AstridWarning, r"2 of 2 candidate\(s\) have ±inf pixels", _attr_counts(0, 2)),
-                 id="score-inf-pixels-warned"),
-    pytest.param(lambda c: score(np.zeros((0, 63, 63, 3), np.float32), c.model),
-                 ok(_empty_scores), id="score-no-candidates"),
-    pytest.param(lambda c: score(np.full((2, 63, 63, 3), np.nan, np.float32), c.model, norm="none"),
-                 raises(AstridInputError, r"norm='none' means already preprocessed, but the array has NaN/inf"),
-                 id="score-none-norm-with-nan"),
-    pytest.param(lambda c: score(c.raw[0], c.model),
-                 raises(AstridInputError, r"\(n, 63, 63, 3\)"), id="score-single-stamp"),
-    pytest.param(lambda c: score(c.raw, c.model, batch_size=0),
-                 raises(AstridInputError, r"batch_size=0"), id="score-batch-size-zero"),
-    pytest.param(lambda c: score(c.raw, c.model, num_threads=-1),
-                 raises(AstridInputError, r"num_threads=-1"), id="score-num-threads-negative"),
+    pytest.param(
+        lambda c: score(_nan_raw(c, 0), c.model),
+        warns(NoDataWarning, r"1 of 6 candidate\(s\) have no usable stamp data", _nan_at(0)),
+        id="score-all-nan-candidate",
+    ),
+    pytest.param(
+        lambda c: score(_inf_raw(c, np.inf), c.model),
+        warns(NoDataWarning, r"1 of 6 candidate", _nan_at(2)),
+        id="score-all-inf-candidate",
+    ),
+    pytest.param(
+        lambda c: score(_inf_raw(c, -np.inf), c.model),
+        warns(NoDataWarning, r"1 of 6 candidate", _nan_at(2)),
+        id="score-all-minus-inf-candidate",
+    ),
+    pytest.param(
+        lambda c: score(_nan_raw(c, (slice(1, 3), slice(None), slice(None), 2)), c.model),
+        warns(NoDataWarning, r"2 of 6 candidate", _nan_at(1, 2)),
+        id="score-array-channel-all-nan",
+    ),
+    pytest.param(
+        lambda c: score(np.full((5, 63, 63, 3), np.nan, np.float32), c.model),
+        warns(NoDataWarning, r"5 of 5 candidate", _nan_at(0, 1, 2, 3, 4)),
+        id="score-all-candidates-nan",
+    ),
+    pytest.param(
+        lambda c: score(_lost_chunk(c), c.model),
+        warns(NoDataWarning, r"1 of 4", _nan_at(2)),
+        id="score-dataset-lost-chunk",
+    ),
+    pytest.param(
+        lambda c: score(_lost_reference(c), c.model),
+        warns(NoDataWarning, r"1 of 4", _nan_at(3)),
+        id="score-dataset-promised-channel-nan",
+    ),
+    pytest.param(
+        lambda c: score(_ztf_like_missing_stamps(c), c.model),
+        warns(NoDataWarning, r"1 of 4", _nan_at(1)),
+        id="score-dataset-no-stamps",
+    ),
+    pytest.param(
+        lambda c: score(_lost_chunk_2d_valid(c), c.model),
+        warns(NoDataWarning, r"1 of 4", _nan_at(0)),
+        id="score-dataset-2d-valid-lost-chunk",
+    ),
+    pytest.param(
+        lambda c: score(_lost_chunk(c).chunk({"candidate": 2}), c.model, batch_size=3),
+        warns(NoDataWarning, r"1 of 4", _nan_at(2)),
+        id="score-dask-dataset-lost-chunk",
+    ),
+    pytest.param(
+        lambda c: score(_nan_raw(c, 5).astype(">f4"), c.model),
+        warns(NoDataWarning, r"1 of 6", _nan_at(5)),
+        id="score-big-endian-nan-candidate",
+    ),
+    pytest.param(
+        lambda c: score(np.rint(c.raw[:4] * 100).astype(np.int16), c.model),
+        ok(_all_finite),
+        id="score-integer-stamps",
+    ),
+    pytest.param(
+        lambda c: score(_missing_reference(c), c.model),
+        ok(_all_finite),
+        id="score-dataset-declared-missing-reference",
+    ),
+    pytest.param(
+        lambda c: score(_scattered_nan(c), c.model), ok(_all_finite), id="score-scattered-nan"
+    ),
+    pytest.param(
+        lambda c: score(_dataset(_nan_raw(c, 4)), c.model),
+        warns(NoDataWarning, r"1 of 6", _attr_counts(1, 0)),
+        id="score-attrs-count-no-data",
+    ),
+    pytest.param(
+        lambda c: score(_dataset(_inf_rows(c.raw[:2])), c.model),
+        warns(AstridWarning, r"2 of 2 candidate\(s\) have ±inf pixels", _attr_counts(0, 2)),
+        id="score-inf-pixels-warned",
+    ),
+    pytest.param(
+        lambda c: score(np.zeros((0, 63, 63, 3), np.float32), c.model),
+        ok(_empty_scores),
+        id="score-no-candidates",
+    ),
+    pytest.param(
+        lambda c: score(np.full((2, 63, 63, 3), np.nan, np.float32), c.model, norm="none"),
+        raises(
+            AstridInputError, r"norm='none' means already preprocessed, but the array has NaN/inf"
+        ),
+        id="score-none-norm-with-nan",
+    ),
+    pytest.param(
+        lambda c: score(c.raw[0], c.model),
+        raises(AstridInputError, r"\(n, 63, 63, 3\)"),
+        id="score-single-stamp",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.model, batch_size=0),
+        raises(AstridInputError, r"batch_size=0"),
+        id="score-batch-size-zero",
+    ),
+    pytest.param(
+        lambda c: score(c.raw, c.model, num_threads=-1),
+        raises(AstridInputError, r"num_threads=-1"),
+        id="score-num-threads-negative",
+    ),
     # ---- parity ----
-    pytest.param(lambda c: parity(np.ones(3), np.ones(4)),
-                 raises(AstridInputError, r"float_scores has 3 values, int8_scores 4"), id="parity-lengths"),
-    pytest.param(lambda c: parity([], []), raises(AstridInputError, r"no scores"), id="parity-empty"),
-    pytest.param(lambda c: parity([0.1, np.nan, 0.3], [0.1, 0.2, 0.3]),
-                 raises(AstridInputError, r"float_scores has 1 NaN/inf value"), id="parity-nan-float"),
-    pytest.param(lambda c: parity([0.1, 0.2, 0.3], [0.1, np.inf, 0.3]),
-                 raises(AstridInputError, r"int8_scores has 1 NaN/inf value"), id="parity-inf-int8"),
-    pytest.param(lambda c: parity([0.1, 0.2], [0.1, 0.2], labels=[0, 2]),
-                 raises(AstridInputError, r"labels must be bool or 0/1"), id="parity-labels-not-binary"),
-    pytest.param(lambda c: parity([0.1, 0.2], [0.1, 0.2], labels=[0, 1, 1]),
-                 raises(AstridInputError, r"labels has 3 values for 2 scores"), id="parity-labels-length"),
-    pytest.param(lambda c: parity([0.1, 0.5, 0.9], [0.5, 0.5, 0.5]),
-                 warns(AstridWarning, r"int8_scores: all 3 scores are 0\.5.*same score", _constant_flag),
-                 id="parity-constant-int8"),
-    pytest.param(lambda c: parity([0.500, 0.501, 0.502], [0.5, 0.5, 0.5]),
-                 ok(_not_constant_flag),
-                 id="parity-constant-int8-within-quantisation"),
+    pytest.param(
+        lambda c: parity(np.ones(3), np.ones(4)),
+        raises(AstridInputError, r"float_scores has 3 values, int8_scores 4"),
+        id="parity-lengths",
+    ),
+    pytest.param(
+        lambda c: parity([], []), raises(AstridInputError, r"no scores"), id="parity-empty"
+    ),
+    pytest.param(
+        lambda c: parity([0.1, np.nan, 0.3], [0.1, 0.2, 0.3]),
+        raises(AstridInputError, r"float_scores has 1 NaN/inf value"),
+        id="parity-nan-float",
+    ),
+    pytest.param(
+        lambda c: parity([0.1, 0.2, 0.3], [0.1, np.inf, 0.3]),
+        raises(AstridInputError, r"int8_scores has 1 NaN/inf value"),
+        id="parity-inf-int8",
+    ),
+    pytest.param(
+        lambda c: parity([0.1, 0.2], [0.1, 0.2], labels=[0, 2]),
+        raises(AstridInputError, r"labels must be bool or 0/1"),
+        id="parity-labels-not-binary",
+    ),
+    pytest.param(
+        lambda c: parity([0.1, 0.2], [0.1, 0.2], labels=[0, 1, 1]),
+        raises(AstridInputError, r"labels has 3 values for 2 scores"),
+        id="parity-labels-length",
+    ),
+    pytest.param(
+        lambda c: parity([0.1, 0.5, 0.9], [0.5, 0.5, 0.5]),
+        warns(AstridWarning, r"int8_scores: all 3 scores are 0\.5.*same score", _constant_flag),
+        id="parity-constant-int8",
+    ),
+    pytest.param(
+        lambda c: parity([0.500, 0.501, 0.502], [0.5, 0.5, 0.5]),
+        ok(_not_constant_flag),
+        id="parity-constant-int8-within-quantisation",
+    ),
     # ---- to_tflite: degenerate int8 calibration ----
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite",
-                                     representative=np.full((32, 63, 63, 3), np.nan, np.float32)),
-                 raises(AstridInputError, r"representative: all 32 representative triplets .*NaN"),
-                 id="export-representative-all-nan"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite",
-                                     representative=np.full((32, 63, 63, 3), -np.inf, np.float32)),
-                 raises(AstridInputError, r"representative: all 32 representative triplets .*±inf"),
-                 id="export-representative-all-inf"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite",
-                                     representative=_dataset(np.full((20, 63, 63, 3), np.nan, np.float32))),
-                 raises(AstridInputError, r"representative: all 20 representative triplets"),
-                 id="export-representative-dataset-all-nan"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.zeros((32, 63, 63, 3))),
-                 raises(AstridInputError, r"representative: all 32 representative triplets are all zero"),
-                 id="export-representative-all-zero"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.full((32, 63, 63, 3), 7.0)),
-                 raises(AstridInputError, r"representative: all 32 .* each one constant value"),
-                 id="export-representative-constant"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw[:5]),
-                 raises(AstridInputError, r"representative: only 5 usable .* at least 16"),
-                 id="export-representative-too-few"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.repeat(c.raw[:1], 30, axis=0)),
-                 raises(AstridInputError, r"representative: only 1 distinct of 30"),
-                 id="export-representative-one-triplet-repeated"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw, num_calibration=4),
-                 raises(AstridInputError, r"num_calibration=4: .* at least 16"), id="export-num-calibration-small"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=_tiny_range(c), norm="none"),
-                 raises(AstridInputError, r"x\.tflite: the int8 model gives all \d+ varied test inputs the same score"),
-                 id="export-int8-constant-output"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "partly.tflite", representative=_some_empty(c)),
-                 warns(AstridWarning, r"representative: 3 of 40 representative triplets have no usable data",
-                       _export_ok),
-                 id="export-representative-some-nan"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "partly_ds.tflite", representative=_dataset(_some_empty(c))),
-                 warns(AstridWarning, r"representative: 3 of 40", _export_ok),
-                 id="export-representative-dataset-some-nan"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.zeros((0, 63, 63, 3))),
-                 raises(AstridInputError, r"representative: no triplets"), id="export-representative-empty"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw[..., :2]),
-                 raises(AstridInputError, r"expected an array of shape \(n, h, w, 3\)"),
-                 id="export-representative-two-channels"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite",
-                                     representative=np.full((20, 63, 63, 3), np.nan, np.float32), norm="none"),
-                 raises(AstridInputError, r"norm='none' means already preprocessed"),
-                 id="export-representative-none-norm-nan"),
-    pytest.param(lambda c: to_tflite(_tiny_model((32, 32, 3), seed=7), c.tmp / "x.tflite", representative=c.raw),
-                 raises(AstridInputError, r"representative: triplets of shape \(63, 63, 3\) .* model's input is \(32, 32, 3\)"),
-                 id="export-model-input-mismatch"),
-    pytest.param(lambda c: to_tflite(c.tmp / "absent.keras", c.tmp / "x.tflite", representative=c.raw),
-                 raises(AstridFileError, r"absent\.keras: no such model file"), id="export-model-missing"),
-    pytest.param(lambda c: to_tflite(_truncated(c, c.keras_file, "cut2.keras"), c.tmp / "x.tflite", quantize=None),
-                 raises(AstridFileError, r"cut2\.keras: not a readable \.keras archive"), id="export-model-truncated"),
-    pytest.param(lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=None),
-                 raises(AstridInputError, r"representative: int8 quantisation needs real triplets"),
-                 id="export-representative-none"),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model, c.tmp / "x.tflite", representative=np.full((32, 63, 63, 3), np.nan, np.float32)
+        ),
+        raises(AstridInputError, r"representative: all 32 representative triplets .*NaN"),
+        id="export-representative-all-nan",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model,
+            c.tmp / "x.tflite",
+            representative=np.full((32, 63, 63, 3), -np.inf, np.float32),
+        ),
+        raises(AstridInputError, r"representative: all 32 representative triplets .*±inf"),
+        id="export-representative-all-inf",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model,
+            c.tmp / "x.tflite",
+            representative=_dataset(np.full((20, 63, 63, 3), np.nan, np.float32)),
+        ),
+        raises(AstridInputError, r"representative: all 20 representative triplets"),
+        id="export-representative-dataset-all-nan",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.zeros((32, 63, 63, 3))),
+        raises(AstridInputError, r"representative: all 32 representative triplets are all zero"),
+        id="export-representative-all-zero",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model, c.tmp / "x.tflite", representative=np.full((32, 63, 63, 3), 7.0)
+        ),
+        raises(AstridInputError, r"representative: all 32 .* each one constant value"),
+        id="export-representative-constant",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw[:5]),
+        raises(AstridInputError, r"representative: only 5 usable .* at least 16"),
+        id="export-representative-too-few",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model, c.tmp / "x.tflite", representative=np.repeat(c.raw[:1], 30, axis=0)
+        ),
+        raises(AstridInputError, r"representative: only 1 distinct of 30"),
+        id="export-representative-one-triplet-repeated",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw, num_calibration=4),
+        raises(AstridInputError, r"num_calibration=4: .* at least 16"),
+        id="export-num-calibration-small",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model, c.tmp / "x.tflite", representative=_tiny_range(c), norm="none"
+        ),
+        raises(
+            AstridInputError,
+            r"x\.tflite: the int8 model gives all \d+ varied test inputs the same score",
+        ),
+        id="export-int8-constant-output",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "partly.tflite", representative=_some_empty(c)),
+        warns(
+            AstridWarning,
+            r"representative: 3 of 40 representative triplets have no usable data",
+            _export_ok,
+        ),
+        id="export-representative-some-nan",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model, c.tmp / "partly_ds.tflite", representative=_dataset(_some_empty(c))
+        ),
+        warns(AstridWarning, r"representative: 3 of 40", _export_ok),
+        id="export-representative-dataset-some-nan",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=np.zeros((0, 63, 63, 3))),
+        raises(AstridInputError, r"representative: no triplets"),
+        id="export-representative-empty",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=c.raw[..., :2]),
+        raises(AstridInputError, r"expected an array of shape \(n, h, w, 3\)"),
+        id="export-representative-two-channels",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            c.model,
+            c.tmp / "x.tflite",
+            representative=np.full((20, 63, 63, 3), np.nan, np.float32),
+            norm="none",
+        ),
+        raises(AstridInputError, r"norm='none' means already preprocessed"),
+        id="export-representative-none-norm-nan",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            _tiny_model((32, 32, 3), seed=7), c.tmp / "x.tflite", representative=c.raw
+        ),
+        raises(
+            AstridInputError,
+            r"representative: triplets of shape \(63, 63, 3\) .* model's input is \(32, 32, 3\)",
+        ),
+        id="export-model-input-mismatch",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.tmp / "absent.keras", c.tmp / "x.tflite", representative=c.raw),
+        raises(AstridFileError, r"absent\.keras: no such model file"),
+        id="export-model-missing",
+    ),
+    pytest.param(
+        lambda c: to_tflite(
+            _truncated(c, c.keras_file, "cut2.keras"), c.tmp / "x.tflite", quantize=None
+        ),
+        raises(AstridFileError, r"cut2\.keras: not a readable \.keras archive"),
+        id="export-model-truncated",
+    ),
+    pytest.param(
+        lambda c: to_tflite(c.model, c.tmp / "x.tflite", representative=None),
+        raises(AstridInputError, r"representative: int8 quantisation needs real triplets"),
+        id="export-representative-none",
+    ),
     # ---- edgetpu_report ----
-    pytest.param(lambda c: edgetpu_report(c.tmp / "absent.tflite"),
-                 raises(AstridFileError, r"absent\.tflite: no such TFLite model file"), id="edgetpu-missing"),
-    pytest.param(lambda c: edgetpu_report(c.tmp),
-                 raises(AstridFileError, r"is a folder, not a TFLite model file"), id="edgetpu-folder"),
-    pytest.param(lambda c: edgetpu_report(c.write("text.tflite", b"not a flatbuffer at all" * 20)),
-                 raises(AstridFileError, r"text\.tflite: .*not a TFLite flatbuffer"), id="edgetpu-text"),
-    pytest.param(lambda c: edgetpu_report(_truncated(c, c.int8, "cut3.tflite", keep=0.3)),
-                 raises(AstridFileError, r"cut3\.tflite"), id="edgetpu-truncated"),
-    pytest.param(lambda c: edgetpu_report(c.int8, run_compiler=False),
-                 ok(_edgetpu_passes), id="edgetpu-int8-passes"),
-    pytest.param(lambda c: edgetpu_report(c.small, run_compiler=False),
-                 ok(_edgetpu_fails_float), id="edgetpu-float-fails"),
+    pytest.param(
+        lambda c: edgetpu_report(c.tmp / "absent.tflite"),
+        raises(AstridFileError, r"absent\.tflite: no such TFLite model file"),
+        id="edgetpu-missing",
+    ),
+    pytest.param(
+        lambda c: edgetpu_report(c.tmp),
+        raises(AstridFileError, r"is a folder, not a TFLite model file"),
+        id="edgetpu-folder",
+    ),
+    pytest.param(
+        lambda c: edgetpu_report(c.write("text.tflite", b"not a flatbuffer at all" * 20)),
+        raises(AstridFileError, r"text\.tflite: .*not a TFLite flatbuffer"),
+        id="edgetpu-text",
+    ),
+    pytest.param(
+        lambda c: edgetpu_report(_truncated(c, c.int8, "cut3.tflite", keep=0.3)),
+        raises(AstridFileError, r"cut3\.tflite"),
+        id="edgetpu-truncated",
+    ),
+    pytest.param(
+        lambda c: edgetpu_report(c.int8, run_compiler=False),
+        ok(_edgetpu_passes),
+        id="edgetpu-int8-passes",
+    ),
+    pytest.param(
+        lambda c: edgetpu_report(c.small, run_compiler=False),
+        ok(_edgetpu_fails_float),
+        id="edgetpu-float-fails",
+    ),
 ]
 
 

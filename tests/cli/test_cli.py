@@ -20,7 +20,9 @@ def test_help_lists_commands(capsys):
 
 
 def test_console_script_runs():
-    result = subprocess.run([sys.executable, "-m", "astrid", "--version"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "astrid", "--version"], capture_output=True, text=True, check=True
+    )
     assert result.stdout.startswith("astrid ")
 
 
@@ -65,7 +67,9 @@ def test_os_errors_of_any_command_are_one_line_naming_the_path(monkeypatch, caps
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders"
+)
 def test_simulate_into_an_unwritable_folder(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()

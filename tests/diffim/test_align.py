@@ -17,8 +17,14 @@ from astrid.simulate import datasets
 
 
 def _tan_wcs(shape, ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0, crpix_offset=(0.0, 0.0)):
-    return datasets.tan_wcs(shape, ra=ra, dec=dec, scale_arcsec=scale_arcsec, rotation_deg=rotation_deg,
-                            crpix_offset=crpix_offset)
+    return datasets.tan_wcs(
+        shape,
+        ra=ra,
+        dec=dec,
+        scale_arcsec=scale_arcsec,
+        rotation_deg=rotation_deg,
+        crpix_offset=crpix_offset,
+    )
 
 
 def _render(shape, xy, flux, fwhm, sky=100.0, noise=5.0, seed=0):
@@ -26,8 +32,19 @@ def _render(shape, xy, flux, fwhm, sky=100.0, noise=5.0, seed=0):
     return datasets.star_field(shape, xy, flux, fwhm, sky=sky, noise=noise, seed=seed)
 
 
-def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scale_ratio=1.0,
-          wcs_error=(0.45, -0.3), wcs_rotation_error=0.0, fwhm_ref=2.5, fwhm_sci=3.2, ratio=1.0):
+def _pair(
+    n=384,
+    nstars=200,
+    seed=0,
+    rotation_deg=0.25,
+    offset=(2.3, -1.6),
+    scale_ratio=1.0,
+    wcs_error=(0.45, -0.3),
+    wcs_rotation_error=0.0,
+    fwhm_ref=2.5,
+    fwhm_sci=3.2,
+    ratio=1.0,
+):
     """A reference/science pair of one star field with a known true mapping.
 
     The science image is rendered with its true WCS and then given a WCS that
@@ -40,15 +57,23 @@ def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scal
     ref_wcs = _tan_wcs(shape)
     ns = int(round(n / scale_ratio))
     sci_shape = (ns, ns)
-    sci_true = _tan_wcs(sci_shape, scale_arcsec=scale_ratio, rotation_deg=rotation_deg, crpix_offset=offset)
+    sci_true = _tan_wcs(
+        sci_shape, scale_arcsec=scale_ratio, rotation_deg=rotation_deg, crpix_offset=offset
+    )
     xy = rng.uniform(4, n - 4, (nstars, 2))
     flux = np.exp(rng.uniform(np.log(800.0), np.log(60000.0), nstars))
     ra, dec = ref_wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
     sx, sy = sci_true.all_world2pix(ra, dec, 0)
     reference = Image(_render(shape, xy, flux, fwhm_ref, seed=seed + 1), wcs=ref_wcs)
-    sci_data = _render(sci_shape, np.column_stack([sx, sy]), flux * ratio, fwhm_sci / scale_ratio, seed=seed + 2)
-    given = _tan_wcs(sci_shape, scale_arcsec=scale_ratio, rotation_deg=rotation_deg + wcs_rotation_error,
-                     crpix_offset=(offset[0] + wcs_error[0], offset[1] + wcs_error[1]))
+    sci_data = _render(
+        sci_shape, np.column_stack([sx, sy]), flux * ratio, fwhm_sci / scale_ratio, seed=seed + 2
+    )
+    given = _tan_wcs(
+        sci_shape,
+        scale_arcsec=scale_ratio,
+        rotation_deg=rotation_deg + wcs_rotation_error,
+        crpix_offset=(offset[0] + wcs_error[0], offset[1] + wcs_error[1]),
+    )
     science = Image(sci_data, wcs=given)
 
     def sci_to_ref(x, y):
@@ -59,7 +84,11 @@ def _pair(n=384, nstars=200, seed=0, rotation_deg=0.25, offset=(2.3, -1.6), scal
 
 def _measured_positions(image, min_snr=50):
     tab = find_stars(image.data, image.mask)
-    keep = (np.asarray(tab["snr"]) > min_snr) & np.asarray(tab["isolated"]) & ~np.asarray(tab["masked"])
+    keep = (
+        (np.asarray(tab["snr"]) > min_snr)
+        & np.asarray(tab["isolated"])
+        & ~np.asarray(tab["masked"])
+    )
     return np.column_stack([np.asarray(tab["x"])[keep], np.asarray(tab["y"])[keep]])
 
 
@@ -73,7 +102,19 @@ def test_find_stars_positions_flux_and_width():
     flux = np.full(60, 20000.0)
     img = _render((n, n), xy, flux, fwhm=3.0, seed=2)
     tab = find_stars(img)
-    expected_cols = {"x", "y", "flux", "peak", "snr", "fwhm", "sharpness", "roundness", "isolated", "saturated", "masked"}
+    expected_cols = {
+        "x",
+        "y",
+        "flux",
+        "peak",
+        "snr",
+        "fwhm",
+        "sharpness",
+        "roundness",
+        "isolated",
+        "saturated",
+        "masked",
+    }
     assert expected_cols <= set(tab.colnames)
     i1, i2 = match_stars(np.column_stack([tab["x"], tab["y"]]), xy, radius=1.0)
     iso = np.asarray(tab["isolated"])[i1]
@@ -129,13 +170,21 @@ def test_a_satellite_trail_does_not_set_the_fwhm():
     angle = math.radians(33.0)
     across = -(xx - 250.0) * math.sin(angle) + (yy - 260.0) * math.cos(angle)
     trail_sigma = 6.0 / (2 * math.sqrt(2 * math.log(2)))
-    img += (400.0 * np.exp(-0.5 * (across / trail_sigma) ** 2)
-            * (1 + 0.5 * np.sin(np.hypot(xx, yy) / 3.0))).astype(np.float32)  # lumpy: many local maxima
+    img += (
+        400.0
+        * np.exp(-0.5 * (across / trail_sigma) ** 2)
+        * (1 + 0.5 * np.sin(np.hypot(xx, yy) / 3.0))
+    ).astype(np.float32)  # lumpy: many local maxima
     tab = find_stars(img)
     assert tab.meta["fwhm"] == pytest.approx(math.sqrt(9 + 8 * math.log(2) / 12), rel=0.05)
     # The trail's pieces are found, but they are not what the FWHM came from.
-    on_trail = np.abs(-(np.asarray(tab["x"]) - 250.0) * math.sin(angle)
-                      + (np.asarray(tab["y"]) - 260.0) * math.cos(angle)) < 3
+    on_trail = (
+        np.abs(
+            -(np.asarray(tab["x"]) - 250.0) * math.sin(angle)
+            + (np.asarray(tab["y"]) - 260.0) * math.cos(angle)
+        )
+        < 3
+    )
     assert on_trail.sum() > 2 * 12
 
 
@@ -267,8 +316,14 @@ def test_flux_is_conserved_when_pixel_scales_differ():
     from photutils.aperture import CircularAperture, aperture_photometry
 
     for scale_ratio, method in ((1.25, "interp"), (0.8, "exact")):
-        science, reference, xy, flux, _ = _pair(n=256, nstars=80, seed=3, scale_ratio=scale_ratio,
-                                                 rotation_deg=0.0, wcs_error=(0.0, 0.0))
+        science, reference, xy, flux, _ = _pair(
+            n=256,
+            nstars=80,
+            seed=3,
+            scale_ratio=scale_ratio,
+            rotation_deg=0.0,
+            wcs_error=(0.0, 0.0),
+        )
         result = align(reference=reference, science=science, method=method)
         expected_method = "adaptive" if method == "interp" else "exact"
         assert result.method.startswith(expected_method)
@@ -278,14 +333,18 @@ def test_flux_is_conserved_when_pixel_scales_differ():
         i1, i2 = match_stars(measured, xy, radius=1.0)
         assert len(i1) >= 10
         ap = CircularAperture(measured[i1], r=10.0)
-        phot = aperture_photometry(np.nan_to_num(result.image.data - sky), ap, mask=result.image.mask)
+        phot = aperture_photometry(
+            np.nan_to_num(result.image.data - sky), ap, mask=result.image.mask
+        )
         ok = np.isfinite(phot["aperture_sum"]) & (np.asarray(phot["aperture_sum"]) > 0)
         ratio = np.asarray(phot["aperture_sum"])[ok] / flux[i2][ok]
         assert np.median(ratio) == pytest.approx(1.0, abs=0.01)
 
 
 def test_surface_brightness_is_not_rescaled_and_metadata_follow():
-    science, reference, _, _, _ = _pair(n=192, nstars=60, seed=4, scale_ratio=1.25, rotation_deg=0.0)
+    science, reference, _, _, _ = _pair(
+        n=192, nstars=60, seed=4, scale_ratio=1.25, rotation_deg=0.0
+    )
     science.meta = ImageMeta(zeropoint=25.0, saturation=50000.0)
     counts = align(reference=reference, science=science, method="exact")
     assert counts.image.meta.zeropoint == pytest.approx(25.0 + 2.5 * math.log10(counts.flux_scale))
@@ -412,8 +471,14 @@ def test_star_lists_are_handed_on_in_reference_pixels():
     assert np.all((sci["x"] >= 0) & (sci["x"] <= nx - 1) & (sci["y"] >= 0) & (sci["y"] <= ny - 1))
     # Transients, cosmic rays and saturated stars have no counterpart: compare the stars that match.
     bright = sci[(sci["snr"] > 20) & ~sci["saturated"]]
-    i1, i2 = match_stars(np.column_stack([bright["x"], bright["y"]]), np.column_stack([ref["x"], ref["y"]]), radius=1.5)
+    i1, i2 = match_stars(
+        np.column_stack([bright["x"], bright["y"]]),
+        np.column_stack([ref["x"], ref["y"]]),
+        radius=1.5,
+    )
     assert len(i1) >= 20
-    offsets = np.hypot(np.asarray(bright["x"])[i1] - np.asarray(ref["x"])[i2],
-                       np.asarray(bright["y"])[i1] - np.asarray(ref["y"])[i2])
+    offsets = np.hypot(
+        np.asarray(bright["x"])[i1] - np.asarray(ref["x"])[i2],
+        np.asarray(bright["y"])[i1] - np.asarray(ref["y"])[i2],
+    )
     assert np.median(offsets) < 0.2

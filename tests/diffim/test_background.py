@@ -56,7 +56,9 @@ def test_stars_do_not_bias_the_sky():
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:256, 0:256]
     for x, y in rng.uniform(10, 246, (60, 2)):
-        data += (2000.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))).astype(np.float32)
+        data += (2000.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))).astype(
+            np.float32
+        )
     bkg = estimate_background(data)
     # Sigma clipping rejects the stars: the level stays within ~0.2 sigma.
     assert np.median(bkg.background) == pytest.approx(100.0, abs=1.0)

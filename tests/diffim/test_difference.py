@@ -13,9 +13,9 @@ from test_zogy import add_source, gaussian, starfield
 
 from astrid import Image, ImageMeta, write_image
 from astrid.diffim import DifferenceResult, difference
+from astrid.diffim.zogy import flux_at, robust_std
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
 from astrid.simulate import significant_peaks as peaks
-from astrid.diffim.zogy import flux_at, robust_std
 
 FWHM_N, FWHM_R = 3.5, 2.5
 
@@ -27,8 +27,12 @@ def synthetic_images(shape=(256, 256), seed=1, transient=(130.0, 120.0, 3000.0),
     if transient is not None:
         add_source(N, *transient, FWHM_N)
     wcs = make_wcs(shape)
-    ref_meta = ImageMeta(telescope=meta.get("telescope_ref", "P48"), filter=meta.get("filter_ref", "r"))
-    sci_meta = ImageMeta(telescope=meta.get("telescope_sci", "P48"), filter=meta.get("filter_sci", "r"))
+    ref_meta = ImageMeta(
+        telescope=meta.get("telescope_ref", "P48"), filter=meta.get("filter_ref", "r")
+    )
+    sci_meta = ImageMeta(
+        telescope=meta.get("telescope_sci", "P48"), filter=meta.get("filter_sci", "r")
+    )
     reference = Image(data=R.astype(np.float32), wcs=wcs, variance=Vr, meta=ref_meta)
     science = Image(data=N.astype(np.float32), wcs=wcs, variance=Vn, meta=sci_meta)
     return reference, science
@@ -36,7 +40,9 @@ def synthetic_images(shape=(256, 256), seed=1, transient=(130.0, 120.0, 3000.0),
 
 def given(**kwargs):
     """Arguments that skip alignment and PSF / flux-ratio estimation."""
-    out = dict(align=False, science_psf=gaussian(FWHM_N), reference_psf=gaussian(FWHM_R), flux_ratio=1.0)
+    out = dict(
+        align=False, science_psf=gaussian(FWHM_N), reference_psf=gaussian(FWHM_R), flux_ratio=1.0
+    )
     out.update(kwargs)
     return out
 
@@ -52,11 +58,29 @@ def test_zogy_on_aligned_synthetic_pair_finds_the_transient():
     assert result.S_corr.dtype == np.float32
     assert result.P_D is not None and result.P_D.sum() == pytest.approx(1.0, abs=1e-5)
     m = result.metrics
-    for key in ("overlap", "align_rms", "n_matched", "fwhm_sci", "fwhm_ref", "flux_ratio", "sigma_sci",
-                "sigma_ref", "scorr_robust_std", "time_align", "time_background", "time_psf",
-                "time_flux_ratio", "time_subtract", "time_total"):
+    for key in (
+        "overlap",
+        "align_rms",
+        "n_matched",
+        "fwhm_sci",
+        "fwhm_ref",
+        "flux_ratio",
+        "sigma_sci",
+        "sigma_ref",
+        "scorr_robust_std",
+        "time_align",
+        "time_background",
+        "time_psf",
+        "time_flux_ratio",
+        "time_subtract",
+        "time_total",
+    ):
         assert key in m, key
-    assert m["overlap"] == 1.0 and m["flux_ratio_method"] == "given" and m["variance_source"] == "image"
+    assert (
+        m["overlap"] == 1.0
+        and m["flux_ratio_method"] == "given"
+        and m["variance_source"] == "image"
+    )
     assert m["fwhm_sci"] == pytest.approx(FWHM_N, rel=0.05)
     assert abs(m["scorr_robust_std"] - 1.0) < 0.05
     x, y = peaks(result.S_corr, result.mask)
@@ -69,7 +93,12 @@ def test_zogy_on_aligned_synthetic_pair_finds_the_transient():
 def test_classic_method_and_difference_between_methods():
     reference, science = synthetic_images(seed=2)
     result = difference(reference, science, method="classic", **given())
-    assert result.method == "classic" and result.S is None and result.flux is None and result.P_D is None
+    assert (
+        result.method == "classic"
+        and result.S is None
+        and result.flux is None
+        and result.P_D is None
+    )
     assert result.metrics["convolved"] == "reference"
     x, y = peaks(result.S_corr, result.mask)
     assert any(abs(xi - 130) <= 1 and abs(yi - 120) <= 1 for xi, yi in zip(x, y))
@@ -91,8 +120,20 @@ def test_to_fits_writes_all_planes_with_provenance(tmp_path):
     assert path.exists() and not list(path.parent.glob(".*.part"))
     with fits.open(path) as hdul:
         names = [hdu.name for hdu in hdul]
-        for name in ("SCIENCE", "REFERENCE", "D", "S", "SCORR", "FLUX", "FLUXERR", "MASK", "FOOTPRNT",
-                     "PSFSCI", "PSFREF", "PD"):
+        for name in (
+            "SCIENCE",
+            "REFERENCE",
+            "D",
+            "S",
+            "SCORR",
+            "FLUX",
+            "FLUXERR",
+            "MASK",
+            "FOOTPRNT",
+            "PSFSCI",
+            "PSFREF",
+            "PD",
+        ):
             assert name in names, name
         header = hdul[0].header
         assert header["ASTRSTEP"] == "difference" and header["METHOD"] == "zogy"
@@ -116,8 +157,20 @@ def test_to_xarray_holds_images_psfs_and_metrics(tmp_path):
     ds.to_netcdf(tmp_path / "diff.nc", engine="h5netcdf")  # attributes and dtypes are serialisable
     assert ds["S_corr"].dims == ("y", "x") and ds["S_corr"].shape == reference.shape
     assert ds["mask"].dtype == bool
-    assert set(ds.data_vars) >= {"science", "reference", "D", "S", "S_corr", "flux", "flux_err", "mask",
-                                 "footprint", "science_psf", "reference_psf", "P_D"}
+    assert set(ds.data_vars) >= {
+        "science",
+        "reference",
+        "D",
+        "S",
+        "S_corr",
+        "flux",
+        "flux_err",
+        "mask",
+        "footprint",
+        "science_psf",
+        "reference_psf",
+        "P_D",
+    }
     assert ds.attrs["method"] == "zogy" and "RA---TAN" in ds.attrs["wcs"]
     assert ds.attrs["flux_ratio"] == pytest.approx(1.0)
     np.testing.assert_array_equal(ds["S_corr"].values, result.S_corr)
@@ -203,7 +256,11 @@ def _evaluate(sim, result):
         if row["snr_diff"] >= 8:
             window = np.abs(result.S_corr[iy - 2 : iy + 3, ix - 2 : ix + 3])
             found.append(window.max() > 5)
-        if result.subtraction is not None and hasattr(result.subtraction, "flux") and row["snr_diff"] >= 20:
+        if (
+            result.subtraction is not None
+            and hasattr(result.subtraction, "flux")
+            and row["snr_diff"] >= 20
+        ):
             measured = flux_at(result.subtraction, row["x_ref"], row["y_ref"])
             fluxes.append((measured["flux"] / row["flux_diff"], row["snr_diff"]))
     return {
@@ -278,8 +335,10 @@ def test_simulated_false_positives_zogy_beats_classic(simulated_runs):
     classic_fp = sum(c["false_positives"] for _, _, c in simulated_runs)
     zogy_bright = sum(z["false_positives_bright"] for _, z, _ in simulated_runs)
     classic_bright = sum(c["false_positives_bright"] for _, _, c in simulated_runs)
-    print(f"false positives on 2 × 1024²: ZOGY {zogy_fp} ({zogy_bright} near stars < 16 mag), "
-          f"classic {classic_fp} ({classic_bright})")
+    print(
+        f"false positives on 2 × 1024²: ZOGY {zogy_fp} ({zogy_bright} near stars < 16 mag), "
+        f"classic {classic_fp} ({classic_bright})"
+    )
     # About 2 per 1024² remain, mostly at 5.0–5.5 sigma far from any source.
     assert zogy_fp <= 3 * len(simulated_runs)
     assert zogy_fp < classic_fp

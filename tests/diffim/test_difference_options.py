@@ -13,8 +13,15 @@ from astrid.errors import AstridInputError
 
 
 def test_from_mapping_reads_the_flat_names():
-    options = DifferenceOptions.from_mapping({"box_size": 32, "psf_degree": 0, "science_zp": 25.0,
-                                              "align_method": "exact", "tile_size": 256})
+    options = DifferenceOptions.from_mapping(
+        {
+            "box_size": 32,
+            "psf_degree": 0,
+            "science_zp": 25.0,
+            "align_method": "exact",
+            "tile_size": 256,
+        }
+    )
     assert options.background.box_size == 32 and options.background.filter_size == 3
     assert options.psf.degree == 0 and options.flux_ratio.science_zp == 25.0
     assert options.align.method == "exact" and options.subtract.tile_size == 256
@@ -24,13 +31,21 @@ def test_from_mapping_reads_the_flat_names():
 
 
 def test_unknown_names_suggest_the_closest():
-    with pytest.raises(AstridInputError, match=r"unknown option\(s\) \['box_sise'\].*did you mean 'box_size'"):
+    with pytest.raises(
+        AstridInputError, match=r"unknown option\(s\) \['box_sise'\].*did you mean 'box_size'"
+    ):
         DifferenceOptions.from_mapping({"box_sise": 32})
 
 
-@pytest.mark.parametrize("flat, message", [({"box_size": 2}, "box_size"), ({"psf_degree": 3}, "psf_degree"),
-                                           ({"noise_correlation": "x"}, "noise_correlation"),
-                                           ({"kernel": {"dtype": "f4"}}, "kernel")])
+@pytest.mark.parametrize(
+    "flat, message",
+    [
+        ({"box_size": 2}, "box_size"),
+        ({"psf_degree": 3}, "psf_degree"),
+        ({"noise_correlation": "x"}, "noise_correlation"),
+        ({"kernel": {"dtype": "f4"}}, "kernel"),
+    ],
+)
 def test_bad_values_are_refused(flat, message):
     with pytest.raises(AstridInputError, match=message):
         DifferenceOptions.from_mapping(flat)
@@ -46,8 +61,12 @@ def test_difference_refuses_bad_options_before_reading_images():
     with pytest.raises(AstridInputError, match="options"):
         astrid.difference("missing_ref.fits", "missing_sci.fits", options={"box_size": 32})
     with pytest.raises(AstridInputError, match="box_size"):
-        astrid.difference("missing_ref.fits", "missing_sci.fits",
-                          options=DifferenceOptions.from_mapping({"box_size": 32}), box_size=1)
+        astrid.difference(
+            "missing_ref.fits",
+            "missing_sci.fits",
+            options=DifferenceOptions.from_mapping({"box_size": 32}),
+            box_size=1,
+        )
 
 
 def test_as_image_accepts_images_pairs_and_arrays():

@@ -35,7 +35,12 @@ def _pair(ratio=0.6, fwhm_ref=2.5, fwhm_sci=3.5, nstars=120, seed=0, psfs=None):
 
 def test_ratio_from_stars_with_different_psfs():
     science, reference, _, psf_n, psf_r = _pair(ratio=0.6)
-    fr = flux_ratio(reference=reference, science=science, reference_psf=PSFModel.from_array(psf_r), science_psf=PSFModel.from_array(psf_n))
+    fr = flux_ratio(
+        reference=reference,
+        science=science,
+        reference_psf=PSFModel.from_array(psf_r),
+        science_psf=PSFModel.from_array(psf_n),
+    )
     assert isinstance(fr, FluxRatio)
     assert fr.method == "stars"
     assert fr.n_stars >= 40
@@ -47,7 +52,12 @@ def test_ratio_from_stars_with_different_psfs():
 def test_aperture_correction_removes_the_psf_bias():
     # Very different Moffat PSFs: 2.5 FWHM of the broader one misses ~2 % of its flux.
     science, reference, _, psf_n, psf_r = _pair(ratio=1.0, fwhm_ref=2.0, fwhm_sci=4.0, seed=3)
-    corrected = flux_ratio(reference=reference, science=science, reference_psf=psf_r[8:-8, 8:-8], science_psf=psf_n[8:-8, 8:-8])
+    corrected = flux_ratio(
+        reference=reference,
+        science=science,
+        reference_psf=psf_r[8:-8, 8:-8],
+        science_psf=psf_n[8:-8, 8:-8],
+    )
     uncorrected = flux_ratio(reference=reference, science=science)
     assert corrected.ratio == pytest.approx(1.0, abs=0.01)
     assert abs(corrected.ratio - 1.0) < abs(uncorrected.ratio - 1.0)
@@ -55,11 +65,15 @@ def test_aperture_correction_removes_the_psf_bias():
 
 def test_zero_points_convention():
     # mag = zp - 2.5 log10(flux): one magnitude more of zero point is 2.512 times the counts.
-    fr = flux_ratio(reference=np.zeros((8, 8)), science=np.zeros((8, 8)), science_zp=26.0, reference_zp=25.0)
+    fr = flux_ratio(
+        reference=np.zeros((8, 8)), science=np.zeros((8, 8)), science_zp=26.0, reference_zp=25.0
+    )
     assert fr.method == "zeropoint"
     assert fr.ratio == pytest.approx(10**0.4)
     assert fr.n_stars == 0 and math.isnan(fr.error)
-    assert flux_ratio(reference=np.zeros((8, 8)), science=np.zeros((8, 8)), science_zp=25.0, reference_zp=26.0).ratio == pytest.approx(10**-0.4)
+    assert flux_ratio(
+        reference=np.zeros((8, 8)), science=np.zeros((8, 8)), science_zp=25.0, reference_zp=26.0
+    ).ratio == pytest.approx(10**-0.4)
 
 
 def test_header_zero_points_are_the_fallback_without_stars():
@@ -86,7 +100,9 @@ def test_given_positions_and_mask_are_honoured():
     science, reference, xy, _, _ = _pair(ratio=0.8, seed=5)
     some = xy[:30]
     by_array = flux_ratio(reference=reference, science=science, stars=some)
-    by_table = flux_ratio(reference=reference, science=science, stars=Table({"x": some[:, 0], "y": some[:, 1]}))
+    by_table = flux_ratio(
+        reference=reference, science=science, stars=Table({"x": some[:, 0], "y": some[:, 1]})
+    )
     assert by_array.n_stars <= 30
     assert by_array.ratio == pytest.approx(by_table.ratio)
     assert by_array.ratio == pytest.approx(0.8, rel=0.03)
@@ -112,7 +128,9 @@ def test_max_stars_keeps_the_brightest_or_an_even_subset():
         assert fr.ratio == pytest.approx(0.8, rel=0.03)
     # The subset by flux is the 20 largest: dropping the others changes nothing.
     top = np.argsort(-flux)[:20]
-    assert brightest.ratio == pytest.approx(flux_ratio(reference=reference, science=science, stars=table[np.sort(top)]).ratio)
+    assert brightest.ratio == pytest.approx(
+        flux_ratio(reference=reference, science=science, stars=table[np.sort(top)]).ratio
+    )
     with pytest.raises(AstridInputError, match="max_stars"):
         flux_ratio(reference=reference, science=science, max_stars=1)
 
@@ -120,7 +138,9 @@ def test_max_stars_keeps_the_brightest_or_an_even_subset():
 def test_saturated_and_nan_stars_are_dropped():
     science, reference, xy, _, _ = _pair(ratio=0.7, fwhm_sci=2.5, seed=6)
     clipped = np.minimum(science, 600.0)  # flattens the cores of most science stars
-    fr = flux_ratio(reference=Image(reference), science=Image(clipped, meta=ImageMeta(saturation=600.0)))
+    fr = flux_ratio(
+        reference=Image(reference), science=Image(clipped, meta=ImageMeta(saturation=600.0))
+    )
     naive = flux_ratio(reference=reference, science=clipped)
     assert fr.n_stars < naive.n_stars
     assert fr.ratio == pytest.approx(0.7, rel=0.02)
@@ -148,7 +168,9 @@ def test_shape_mismatch_raises():
     with pytest.raises(AstridInputError, match="align"):
         flux_ratio(reference=np.zeros((12, 10)), science=np.zeros((10, 10)))
     with pytest.raises(AstridInputError, match="mask"):
-        flux_ratio(reference=np.zeros((10, 10)), science=np.zeros((10, 10)), mask=np.zeros((3, 3), bool))
+        flux_ratio(
+            reference=np.zeros((10, 10)), science=np.zeros((10, 10)), mask=np.zeros((3, 3), bool)
+        )
     with pytest.raises(AstridInputError, match="2-D"):
         flux_ratio(reference=np.zeros(10), science=np.zeros(10))
 
@@ -156,7 +178,12 @@ def test_shape_mismatch_raises():
 def test_gaussian_fallback_psf_gets_no_aperture_correction():
     science, reference, _, psf_n, psf_r = _pair(ratio=0.6, seed=8)
     fallback = PSFModel(gaussian_psf(3.5), 3.6, 0, "gaussian-fallback")
-    with_fallback = flux_ratio(reference=reference, science=science, reference_psf=PSFModel.from_array(psf_r), science_psf=fallback)
+    with_fallback = flux_ratio(
+        reference=reference,
+        science=science,
+        reference_psf=PSFModel.from_array(psf_r),
+        science_psf=fallback,
+    )
     without = flux_ratio(reference=reference, science=science, science_psf=None, reference_psf=None)
     # Same aperture size class and no correction: close to the PSF-less estimate.
     assert with_fallback.ratio == pytest.approx(without.ratio, rel=0.01)
@@ -177,10 +204,16 @@ def test_simulated_pair_flux_ratio(seed):
     for image in (aligned, reference):
         bkg = estimate_background(image.data, image.mask)
         psfs.append(estimate_psf(image.data, image.mask, bkg, saturation=image.meta.saturation))
-    fr = flux_ratio(reference=reference, science=aligned, science_psf=psfs[0], reference_psf=psfs[1])
+    fr = flux_ratio(
+        reference=reference, science=aligned, science_psf=psfs[0], reference_psf=psfs[1]
+    )
     assert fr.method == "stars"
     # The truth comes from the zero points the simulator wrote in the headers.
     assert fr.ratio == pytest.approx(sim.params["flux_ratio"], rel=0.02)
-    from_headers = flux_ratio(reference=reference, science=aligned, science_zp=aligned.meta.zeropoint,
-                              reference_zp=reference.meta.zeropoint)
+    from_headers = flux_ratio(
+        reference=reference,
+        science=aligned,
+        science_zp=aligned.meta.zeropoint,
+        reference_zp=reference.meta.zeropoint,
+    )
     assert from_headers.ratio == pytest.approx(sim.params["flux_ratio"], rel=1e-6)

@@ -22,8 +22,17 @@ from astrid.paths import shared_data
 PIXEL_FWHM2 = 8 * math.log(2) / 12  # FWHM^2 that pixel integration adds to a Gaussian
 
 
-def _star_image(n=384, nstars=120, fwhm=3.0, beta=None, seed=0, sky=100.0, noise=5.0,
-                fluxes=(2000.0, 60000.0), margin=12):
+def _star_image(
+    n=384,
+    nstars=120,
+    fwhm=3.0,
+    beta=None,
+    seed=0,
+    sky=100.0,
+    noise=5.0,
+    fluxes=(2000.0, 60000.0),
+    margin=12,
+):
     """Pixel-integrated Gaussian (or Moffat, sub-sampled 5x5) stars on a noisy sky."""
     rng = np.random.default_rng(seed)
     xy = rng.uniform(margin, n - margin, (nstars, 2))
@@ -36,8 +45,12 @@ def _star_image(n=384, nstars=120, fwhm=3.0, beta=None, seed=0, sky=100.0, noise
         xs = np.arange(max(int(x) - r, 0), min(int(x) + r + 1, n))
         ys = np.arange(max(int(y) - r, 0), min(int(y) + r + 1, n))
         if beta is None:
-            gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
-            gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
+            gx = 0.5 * (
+                erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s))
+            )
+            gy = 0.5 * (
+                erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s))
+            )
             img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
         else:
             alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
@@ -145,7 +158,9 @@ def test_empirical_psf_of_moffat_stars():
     sub = (np.arange(5) + 0.5) / 5 - 0.5
     yy, xx = np.mgrid[0:n, 0:n] - n // 2
     alpha = 3.5 / (2 * math.sqrt(2 ** (1 / 2.8) - 1))
-    r2 = (xx[..., None, None] + sub[None, None, None, :]) ** 2 + (yy[..., None, None] + sub[None, None, :, None]) ** 2
+    r2 = (xx[..., None, None] + sub[None, None, None, :]) ** 2 + (
+        yy[..., None, None] + sub[None, None, :, None]
+    ) ** 2
     truth = ((1 + r2 / alpha**2) ** -2.8).mean(axis=(2, 3))
     assert model.fwhm == pytest.approx(measure_fwhm(truth / truth.sum()), rel=0.05)
 
@@ -273,8 +288,12 @@ def _varying_star_image(n=512, nstars=150, seed=3):
         f = math.exp(rng.uniform(math.log(5000.0), math.log(60000.0)))
         s = (2.6 + 0.8 * x / n) / (2 * math.sqrt(2 * math.log(2)))
         xs, ys = np.arange(int(x) - 15, int(x) + 16), np.arange(int(y) - 15, int(y) + 16)
-        gx = 0.5 * (erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s)))
-        gy = 0.5 * (erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s)))
+        gx = 0.5 * (
+            erf((xs + 0.5 - x) / (math.sqrt(2) * s)) - erf((xs - 0.5 - x) / (math.sqrt(2) * s))
+        )
+        gy = 0.5 * (
+            erf((ys + 0.5 - y) / (math.sqrt(2) * s)) - erf((ys - 0.5 - y) / (math.sqrt(2) * s))
+        )
         img[np.ix_(ys, xs)] += f * np.outer(gy, gx)
     return img + 100.0 + rng.normal(0.0, 5.0, img.shape)
 
@@ -292,7 +311,9 @@ def test_psf_width_varying_over_the_field():
         assert measure_fwhm(psf) == pytest.approx(true, rel=0.03)
     # Across the field the model follows a 27 % change of width that one PSF cannot.
     assert measure_fwhm(varying.at(470.0, 256.0)) / measure_fwhm(varying.at(40.0, 256.0)) > 1.18
-    assert abs(varying.width_at(256.0, 40.0) - varying.width_at(256.0, 470.0)) < 0.03  # no change along y
+    assert (
+        abs(varying.width_at(256.0, 40.0) - varying.width_at(256.0, 470.0)) < 0.03
+    )  # no change along y
     linear = estimate_psf(img, background=100.0, rms=5.0, request=PSFRequest(degree=1))
     assert linear.degree == 1 and linear.width_coefficients.shape == (3,)
     with pytest.raises(AstridInputError, match="degree"):

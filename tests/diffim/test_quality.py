@@ -31,11 +31,25 @@ from astrid.errors import AstridWarning
 def _metrics(**changes):
     """Metrics of a good difference (as difference() writes them), with ``changes``."""
     metrics = dict(
-        align_method="interp+affine", n_matched=60, align_rms=0.02, align_shift=0.4,
-        psf_method_sci="empirical+regularised", psf_method_ref="empirical+regularised",
-        psf_n_usable_sci=30, psf_n_usable_ref=50, stellar_locus_sci=True, stellar_locus_ref=True,
-        psf_note_sci="", psf_note_ref="", fwhm_sci=2.8, fwhm_ref=2.5, seeing_sci=2.4, seeing_ref=2.1,
-        scorr_robust_std=1.04, systematic_fraction=0.02, mask_fraction=0.07,
+        align_method="interp+affine",
+        n_matched=60,
+        align_rms=0.02,
+        align_shift=0.4,
+        psf_method_sci="empirical+regularised",
+        psf_method_ref="empirical+regularised",
+        psf_n_usable_sci=30,
+        psf_n_usable_ref=50,
+        stellar_locus_sci=True,
+        stellar_locus_ref=True,
+        psf_note_sci="",
+        psf_note_ref="",
+        fwhm_sci=2.8,
+        fwhm_ref=2.5,
+        seeing_sci=2.4,
+        seeing_ref=2.1,
+        scorr_robust_std=1.04,
+        systematic_fraction=0.02,
+        mask_fraction=0.07,
     )
     metrics.update(changes)
     return metrics
@@ -50,8 +64,16 @@ def test_good_metrics_pass_every_check():
     assert quality.verdict == "pass"
     assert quality.reasons == []
     assert {c.check for c in quality.checks} == {
-        "align_matched", "align_rms", "psf_stars_sci", "psf_stars_ref", "fwhm_vs_seeing_sci",
-        "fwhm_vs_seeing_ref", "scorr_std", "epsilon", "valid_fraction"}
+        "align_matched",
+        "align_rms",
+        "psf_stars_sci",
+        "psf_stars_ref",
+        "fwhm_vs_seeing_sci",
+        "fwhm_vs_seeing_ref",
+        "scorr_std",
+        "epsilon",
+        "valid_fraction",
+    }
     assert all(c.level == "pass" for c in quality.checks)
 
 
@@ -63,8 +85,16 @@ def test_good_metrics_pass_every_check():
         (dict(n_matched=1, align_rms=float("nan")), "align_matched", "fail"),
         (dict(n_matched=5, align_shift=12.0), "align_shift", "warn"),
         (dict(psf_n_usable_sci=2, psf_method_sci="gaussian-fallback"), "psf_stars_sci", "fail"),
-        (dict(psf_n_usable_ref=PSF_STARS_WARN - 4, psf_method_ref="gaussian-fallback"), "psf_stars_ref", "warn"),
-        (dict(stellar_locus_ref=False, psf_note_ref="no stellar locus: ..."), "stellar_locus_ref", "fail"),
+        (
+            dict(psf_n_usable_ref=PSF_STARS_WARN - 4, psf_method_ref="gaussian-fallback"),
+            "psf_stars_ref",
+            "warn",
+        ),
+        (
+            dict(stellar_locus_ref=False, psf_note_ref="no stellar locus: ..."),
+            "stellar_locus_ref",
+            "fail",
+        ),
         (dict(fwhm_sci=2.4 * SEEING_RATIO_FAIL * 1.1), "fwhm_vs_seeing_sci", "fail"),
         (dict(fwhm_ref=2.1 / 1.5), "fwhm_vs_seeing_ref", "warn"),
         (dict(scorr_robust_std=0.84), "scorr_std", "warn"),
@@ -84,8 +114,17 @@ def test_each_check_reports_its_value_and_threshold(changes, check, level):
 
 
 def test_given_psfs_and_no_alignment_are_not_judged():
-    quality = assess(_metrics(psf_method_sci="given", psf_method_ref="given", psf_n_usable_sci=0,
-                              psf_n_usable_ref=0, align_method="none", n_matched=0, align_rms=float("nan")))
+    quality = assess(
+        _metrics(
+            psf_method_sci="given",
+            psf_method_ref="given",
+            psf_n_usable_sci=0,
+            psf_n_usable_ref=0,
+            align_method="none",
+            n_matched=0,
+            align_rms=float("nan"),
+        )
+    )
     assert quality.verdict == "pass"
     assert not any(c.check.startswith(("psf_", "align", "fwhm_vs")) for c in quality.checks)
 
@@ -108,15 +147,28 @@ def test_worst_reason_first_and_header_cards():
 
 
 def test_every_reason_fits_a_fits_card():
-    quality = assess(_metrics(n_matched=1, align_rms=5.0, align_shift=20.0, psf_method_sci="gaussian-fallback",
-                              psf_n_usable_sci=1, stellar_locus_sci=False, fwhm_sci=20.0, scorr_robust_std=3.33333,
-                              systematic_fraction=0.77777, mask_fraction=0.9))
+    quality = assess(
+        _metrics(
+            n_matched=1,
+            align_rms=5.0,
+            align_shift=20.0,
+            psf_method_sci="gaussian-fallback",
+            psf_n_usable_sci=1,
+            stellar_locus_sci=False,
+            fwhm_sci=20.0,
+            scorr_robust_std=3.33333,
+            systematic_fraction=0.77777,
+            mask_fraction=0.9,
+        )
+    )
     assert len(quality.reasons) == 9
     header = fits.Header()
     for key, value, comment in header_cards(quality):
         header[key] = (value, comment)
     assert all(len(card.image) == 80 for card in header.cards)
-    assert [header[f"QREASON{i}"].split()[0] for i in range(1, 10)] == [r.check for r in quality.reasons]
+    assert [header[f"QREASON{i}"].split()[0] for i in range(1, 10)] == [
+        r.check for r in quality.reasons
+    ]
 
 
 # ----------------------------------------------------------------------------- whole differences
@@ -157,7 +209,9 @@ def test_too_few_stars():
     sim = simulate.pair(512, seed=3, n_stars=4)
     result, _ = _difference(sim.reference, sim.science)
     assert result.quality.verdict in ("warn", "fail")
-    assert any(check.startswith("psf_stars") for check in _reasons(result.quality)), result.quality.summary()
+    assert any(check.startswith("psf_stars") for check in _reasons(result.quality)), (
+        result.quality.summary()
+    )
 
 
 def test_wrong_header_seeing(ordinary):
@@ -179,7 +233,9 @@ def test_misaligned_wcs(ordinary):
     science.wcs.wcs.crpix = science.wcs.wcs.crpix + np.array([1.0, -0.8])
     result, _ = _difference(sim.reference, science, refine=False)
     reasons = _reasons(result.quality)
-    assert reasons.get("align_rms") == "fail" or reasons.get("align_matched") == "fail", result.quality.summary()
+    assert reasons.get("align_rms") == "fail" or reasons.get("align_matched") == "fail", (
+        result.quality.summary()
+    )
     assert result.quality.verdict == "fail"
 
 
@@ -190,7 +246,8 @@ def test_galaxies_only():
     reference, science = Image(data=img_ref), Image(data=img_sci)
     result, caught = _difference(reference, science, align=False)
     reasons = _reasons(result.quality)
-    assert reasons.get("stellar_locus_sci") == "fail" and reasons.get("stellar_locus_ref") == "fail", \
-        result.quality.summary()
+    assert (
+        reasons.get("stellar_locus_sci") == "fail" and reasons.get("stellar_locus_ref") == "fail"
+    ), result.quality.summary()
     assert result.quality.verdict == "fail"
     assert any("no stellar locus" in message for message in caught)

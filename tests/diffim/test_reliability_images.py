@@ -31,6 +31,7 @@ from astrid.diffim import (
     flux_ratio,
     gaussian_psf,
 )
+from astrid.diffim.zogy import MASK_WARN_FRACTION, ZogyImage, subtract
 from astrid.errors import (
     AstridFileError,
     AstridInputError,
@@ -38,7 +39,6 @@ from astrid.errors import (
     AstridWarning,
     AstridWCSError,
 )
-from astrid.diffim.zogy import MASK_WARN_FRACTION, ZogyImage, subtract
 
 SHAPE = (128, 128)
 
@@ -87,7 +87,9 @@ def files(tmp_path_factory):
     partial[: int(0.6 * SHAPE[0])] = np.nan  # 40 % finite
     fits.PrimaryHDU(partial).writeto(root / "partial.fits")
     out["partial"] = root / "partial.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(root / "table.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1, 2]}))]).writeto(
+        root / "table.fits"
+    )
     out["table"] = root / "table.fits"
     fits.PrimaryHDU(np.stack([good, good])).writeto(root / "cube.fits")
     out["cube"] = root / "cube.fits"
@@ -129,7 +131,11 @@ def _scattered_nan(data, fraction, seed=0):
         ("empty", AstridFileError, "empty.fits: file is empty"),
         ("text", AstridFileError, "text.fits"),
         ("truncated", AstridFileError, "truncated.fits"),
-        ("allnan", AstridInputError, r"allnan.fits: HDU 0 has no finite pixels \(all 16384 are NaN"),
+        (
+            "allnan",
+            AstridInputError,
+            r"allnan.fits: HDU 0 has no finite pixels \(all 16384 are NaN",
+        ),
         ("table", AstridInputError, "table.fits: no HDU holds 2-D image data"),
     ],
 )
@@ -168,13 +174,17 @@ def test_read_image_gzip(files):
 def test_read_image_singular_wcs_is_explained_when_required(files):
     image = read_image(files["singular"])
     assert image.wcs is None
-    with pytest.raises(AstridWCSError, match="singular.fits: the header's celestial WCS is unusable.*singular"):
+    with pytest.raises(
+        AstridWCSError, match="singular.fits: the header's celestial WCS is unusable.*singular"
+    ):
         read_image(files["singular"], require_wcs=True)
 
 
 def test_align_singular_header_wcs_is_explained(files, pair):
     science = read_image(files["singular"])
-    with pytest.raises(AstridWCSError, match="singular.fits: the header's celestial WCS is unusable"):
+    with pytest.raises(
+        AstridWCSError, match="singular.fits: the header's celestial WCS is unusable"
+    ):
         align(reference=pair[0], science=science)
 
 
@@ -318,14 +328,20 @@ def test_align_all_masked(pair):
 
 def test_align_flipped_data_warns_that_the_wcs_disagrees(sim):
     science = sim.image("science")
-    flipped = science.copy(data=science.data[:, ::-1].copy(), mask=science.mask[:, ::-1].copy(), variance=None)
-    with pytest.warns(AstridWarning, match=r"only 0 stars matched.*clean.*WCS of one image probably disagrees"):
+    flipped = science.copy(
+        data=science.data[:, ::-1].copy(), mask=science.mask[:, ::-1].copy(), variance=None
+    )
+    with pytest.warns(
+        AstridWarning, match=r"only 0 stars matched.*clean.*WCS of one image probably disagrees"
+    ):
         align(reference=sim.image("reference"), science=flipped)
 
 
 def test_align_cropped_without_crpix_warns(sim):
     science = sim.image("science")
-    crop = science.copy(data=science.data[60:, :].copy(), mask=science.mask[60:, :].copy(), variance=None)
+    crop = science.copy(
+        data=science.data[60:, :].copy(), mask=science.mask[60:, :].copy(), variance=None
+    )
     with pytest.warns(AstridWarning, match="cropped without updating CRPIX"):
         align(reference=sim.image("reference"), science=crop)
 
@@ -344,7 +360,9 @@ def test_align_chance_shift_from_few_stars_warns(monkeypatch, sim):
         return transform, src[:4], dst[:4] + (12.0, -5.0), snr[:4], "shift", ref_stars, sci_stars
 
     monkeypatch.setattr(module, "_refine", few)
-    with pytest.warns(AstridWarning, match=r"disagree by 13\.0 px .*only 4 of \d+ clean science stars"):
+    with pytest.warns(
+        AstridWarning, match=r"disagree by 13\.0 px .*only 4 of \d+ clean science stars"
+    ):
         align(reference=reference, science=science)
 
 
@@ -358,8 +376,11 @@ def test_align_chance_shift_from_few_stars_warns(monkeypatch, sim):
         (np.zeros(10), None, "must be a 2-D array"),
         (np.full((8, 8), "x"), None, "real-valued"),
         (np.full((64, 64), np.nan), None, r"all 4096 pixels are NaN or inf"),
-        (np.where(np.arange(64)[:, None] < 26, 1.0, np.nan) * np.ones((64, 64)), np.ones((64, 64), bool),
-         r"40\.6 % of its pixels are finite, but every one of them is masked"),
+        (
+            np.where(np.arange(64)[:, None] < 26, 1.0, np.nan) * np.ones((64, 64)),
+            np.ones((64, 64), bool),
+            r"40\.6 % of its pixels are finite, but every one of them is masked",
+        ),
         (np.zeros((64, 64)), np.zeros((8, 8), bool), "mask: shape"),
     ],
 )
@@ -420,7 +441,9 @@ def test_estimate_psf_no_stars_with_fwhm_falls_back_with_a_warning():
     assert model.method == "gaussian-fallback"
 
 
-@pytest.mark.parametrize("data, match", [("image", "real-valued|2-D"), (np.full(SHAPE, np.nan), "NaN or inf")])
+@pytest.mark.parametrize(
+    "data, match", [("image", "real-valued|2-D"), (np.full(SHAPE, np.nan), "NaN or inf")]
+)
 def test_estimate_psf_bad_data(data, match):
     with pytest.raises(AstridInputError, match=match):
         estimate_psf(data)
@@ -433,7 +456,9 @@ def test_estimate_psf_bad_data(data, match):
 def aligned_sim(sim):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstridWarning)
-        return align(reference=sim.image("reference"), science=sim.image("science")).image, sim.image("reference")
+        return align(
+            reference=sim.image("reference"), science=sim.image("science")
+        ).image, sim.image("reference")
 
 
 def test_flux_ratio_aligned_is_correct(aligned_sim, sim):
@@ -447,15 +472,22 @@ def test_flux_ratio_aligned_is_correct(aligned_sim, sim):
 @pytest.mark.parametrize("shift", [4, 6])
 def test_flux_ratio_unaligned_is_refused(aligned_sim, shift):
     science, reference = aligned_sim
-    moved = science.copy(data=np.roll(science.data, shift, axis=1), mask=np.roll(science.mask, shift, axis=1),
-                         variance=None)
-    with pytest.raises(AstridInputError, match=r"do not look aligned: the centroids of \d+ bright stars"):
+    moved = science.copy(
+        data=np.roll(science.data, shift, axis=1),
+        mask=np.roll(science.mask, shift, axis=1),
+        variance=None,
+    )
+    with pytest.raises(
+        AstridInputError, match=r"do not look aligned: the centroids of \d+ bright stars"
+    ):
         flux_ratio(reference=reference, science=moved)
 
 
 def test_flux_ratio_honours_numpy_ma(aligned_sim):
     science, reference = aligned_sim
-    plain = flux_ratio(reference=reference.data, science=science.data, mask=science.mask | reference.mask)
+    plain = flux_ratio(
+        reference=reference.data, science=science.data, mask=science.mask | reference.mask
+    )
     sci_ma = np.ma.MaskedArray(science.data, mask=science.mask | ~np.isfinite(science.data))
     ref_ma = np.ma.MaskedArray(reference.data, mask=reference.mask)
     assert flux_ratio(reference=ref_ma, science=sci_ma).ratio == pytest.approx(plain.ratio)
@@ -464,7 +496,11 @@ def test_flux_ratio_honours_numpy_ma(aligned_sim):
 @pytest.mark.parametrize(
     "science, match",
     # (A string is a FITS path: see test_flux_ratio_reads_paths_through_as_image.)
-    [(None, "science: got None"), (3, "science: must be a 2-D array"), (np.zeros((5, 5)), "differs from")],
+    [
+        (None, "science: got None"),
+        (3, "science: must be a 2-D array"),
+        (np.zeros((5, 5)), "differs from"),
+    ],
 )
 def test_flux_ratio_bad_inputs(aligned_sim, science, match):
     with pytest.raises(AstridInputError, match=match):
@@ -508,16 +544,31 @@ def test_zogy_scattered_nans_cost_their_own_area(noise_pair, noise_baseline, fra
 
 def test_zogy_five_percent_nans_still_leave_most_of_the_image(noise_pair):
     N, R, P = noise_pair
-    result = subtract(reference=ZogyImage(R, P, 3.0),
-                      science=ZogyImage(_scattered_nan(N, 0.05), P, 5.0))
+    result = subtract(
+        reference=ZogyImage(R, P, 3.0), science=ZogyImage(_scattered_nan(N, 0.05), P, 5.0)
+    )
     assert result.mask.mean() < MASK_WARN_FRACTION
     assert 0.85 < result.scorr_std < 1.15
 
 
 def test_classic_scattered_nans_cost_their_own_area(noise_pair):
     N, R, _ = noise_pair
-    base = classic_subtract(reference=R, science=N, reference_fwhm=3.0, science_fwhm=3.0, reference_sigma=3.0, science_sigma=5.0)
-    result = classic_subtract(reference=R, science=_scattered_nan(N, 0.005), reference_fwhm=3.0, science_fwhm=3.0, reference_sigma=3.0, science_sigma=5.0)
+    base = classic_subtract(
+        reference=R,
+        science=N,
+        reference_fwhm=3.0,
+        science_fwhm=3.0,
+        reference_sigma=3.0,
+        science_sigma=5.0,
+    )
+    result = classic_subtract(
+        reference=R,
+        science=_scattered_nan(N, 0.005),
+        reference_fwhm=3.0,
+        science_fwhm=3.0,
+        reference_sigma=3.0,
+        science_sigma=5.0,
+    )
     assert result.mask.mean() - base.mask.mean() <= 0.05
 
 
@@ -536,7 +587,9 @@ def test_zogy_half_masked_warns(noise_pair):
     N, R, P = noise_pair
     mask = np.zeros(N.shape, bool)
     mask[:, :150] = True
-    with pytest.warns(AstridWarning, match=r"zogy.subtract: \d+\.\d % of the result is masked \(more than 50 %\)"):
+    with pytest.warns(
+        AstridWarning, match=r"zogy.subtract: \d+\.\d % of the result is masked \(more than 50 %\)"
+    ):
         subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0), mask=mask)
 
 
@@ -563,8 +616,10 @@ def test_zogy_bad_arguments(noise_pair, kwargs, match):
     N, R, P = noise_pair
     args = dict(science_psf=P, reference_psf=P, science_sigma=5.0, reference_sigma=3.0)
     args.update(kwargs)
-    images = dict(reference=ZogyImage(R, args.pop("reference_psf"), args.pop("reference_sigma")),
-                  science=ZogyImage(N, args.pop("science_psf"), args.pop("science_sigma")))
+    images = dict(
+        reference=ZogyImage(R, args.pop("reference_psf"), args.pop("reference_sigma")),
+        science=ZogyImage(N, args.pop("science_psf"), args.pop("science_sigma")),
+    )
     with pytest.raises(AstridInputError, match=match):
         subtract(**images, **args)
 
@@ -637,19 +692,30 @@ def test_difference_missing_file_names_it(tmp_path, pair):
 @pytest.mark.parametrize("role", ["science", "reference"])
 def test_difference_noiseless_image_is_named(pair, role):
     reference, science = pair
-    flat = Image(np.zeros(SHAPE, np.float32), wcs=reference.wcs, meta=ImageMeta(path=f"{role}_flat.fits"))
+    flat = Image(
+        np.zeros(SHAPE, np.float32), wcs=reference.wcs, meta=ImageMeta(path=f"{role}_flat.fits")
+    )
     args = {"reference": reference, "science": science, role: flat}
-    with pytest.raises(AstridInputError, match=f"{role} {role}_flat.fits: its background noise is 0"):
+    with pytest.raises(
+        AstridInputError, match=f"{role} {role}_flat.fits: its background noise is 0"
+    ):
         difference(args["reference"], args["science"], **given())
 
 
 def test_difference_psf_failure_names_the_image_and_gives_advice_it_accepts(pair):
     reference, science = pair
     rng = np.random.default_rng(5)
-    starless = science.copy(data=rng.normal(0, 5, SHAPE).astype(np.float32), meta=ImageMeta(path="starless.fits"),
-                            variance=None)
-    with pytest.raises(AstridPSFError, match="science starless.fits: .*pass science_psf= to difference") as caught:
-        difference(reference, starless, align=False, reference_psf=given()["reference_psf"], flux_ratio=1.0)
+    starless = science.copy(
+        data=rng.normal(0, 5, SHAPE).astype(np.float32),
+        meta=ImageMeta(path="starless.fits"),
+        variance=None,
+    )
+    with pytest.raises(
+        AstridPSFError, match="science starless.fits: .*pass science_psf= to difference"
+    ) as caught:
+        difference(
+            reference, starless, align=False, reference_psf=given()["reference_psf"], flux_ratio=1.0
+        )
     assert "fwhm=" not in str(caught.value)
 
 
@@ -693,7 +759,9 @@ def test_difference_pixel_scale_ratio_2_is_calibrated_and_mostly_unmasked(seed):
     pytest.importorskip("reproject")
     sim2 = astrid.simulate.pair(size=256, seed=seed, pixel_scale_ratio=2)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "only .* usable PSF stars", AstridWarning)  # few stars on 256² px
+        warnings.filterwarnings(
+            "ignore", "only .* usable PSF stars", AstridWarning
+        )  # few stars on 256² px
         result = difference(sim2.image("reference"), sim2.image("science"))
     assert result.metrics["noise_correlated_sci"]
     assert result.subtraction.science_noise_acf.shape[0] > 5  # widened past the correlation length
@@ -708,10 +776,19 @@ def test_difference_miscalibrated_scorr_warns_with_numbers(pair):
     reference, science = pair
     kernel = np.ones((3, 3)) / 9.0
     rng = np.random.default_rng(4)
-    smooth = [ndimage.convolve(rng.normal(0, s, SHAPE), kernel, mode="wrap").astype(np.float32) for s in (5, 3)]
-    with pytest.warns(AstridWarning, match=r"robust standard deviation of S_corr is \d\.\d\d \(expected 1"):
-        difference(reference.copy(data=smooth[1], variance=None), science.copy(data=smooth[0], variance=None),
-                   noise_correlation=False, **given())
+    smooth = [
+        ndimage.convolve(rng.normal(0, s, SHAPE), kernel, mode="wrap").astype(np.float32)
+        for s in (5, 3)
+    ]
+    with pytest.warns(
+        AstridWarning, match=r"robust standard deviation of S_corr is \d\.\d\d \(expected 1"
+    ):
+        difference(
+            reference.copy(data=smooth[1], variance=None),
+            science.copy(data=smooth[0], variance=None),
+            noise_correlation=False,
+            **given(),
+        )
 
 
 # ----------------------------------------------------------------------------- detect / make_triplets
@@ -735,7 +812,10 @@ def small_result(pair):
         (lambda r: astrid.make_triplets(r, Table({"a": [1]})), "candidates: needs columns x and y"),
         (lambda r: astrid.make_triplets(None, Table({"x": [1.0], "y": [2.0]})), "result.D"),
         (lambda r: astrid.make_triplets(r, Table({"x": [1.0], "y": [2.0]}), size=10), "size"),
-        (lambda r: astrid.make_triplets(r, Table({"x": [np.nan], "y": [2.0]})), "finite pixel positions"),
+        (
+            lambda r: astrid.make_triplets(r, Table({"x": [np.nan], "y": [2.0]})),
+            "finite pixel positions",
+        ),
     ],
 )
 def test_detect_and_triplets_bad_inputs(small_result, call, match):

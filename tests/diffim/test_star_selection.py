@@ -27,7 +27,9 @@ SIZE = 480
 
 def _field(n_stars, n_galaxies, seed=0, star_fwhm=STAR_FWHM):
     """Image, star positions (n, 2) of a field of round stars among elliptical galaxies (noise sigma 1)."""
-    return datasets.stars_among_galaxies(n_stars, n_galaxies, size=SIZE, star_fwhm=star_fwhm, seed=seed)
+    return datasets.stars_among_galaxies(
+        n_stars, n_galaxies, size=SIZE, star_fwhm=star_fwhm, seed=seed
+    )
 
 
 def test_locus_of_stars_under_more_numerous_galaxies():
@@ -111,7 +113,11 @@ def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
     wcs = _wcs()
     image = Image(data=img, wcs=wcs)
     sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
-    for catalogue in (sky, Table({"RA_ICRS": sky.ra.deg, "DE_ICRS": sky.dec.deg}), Table({"x": xy[:, 0], "y": xy[:, 1]})):
+    for catalogue in (
+        sky,
+        Table({"RA_ICRS": sky.ra.deg, "DE_ICRS": sky.dec.deg}),
+        Table({"x": xy[:, 0], "y": xy[:, 1]}),
+    ):
         assert np.allclose(star_positions(catalogue, image), xy, atol=1e-6)
     with pytest.raises(AstridInputError, match="psf_stars"):
         star_positions(Table({"mag": [1.0]}), image)
@@ -124,9 +130,9 @@ def test_psf_stars_option_takes_sky_positions_and_pixel_tables():
 @pytest.mark.parametrize(
     "cards, expected",
     [
-        ([("FWHM", 4.2, "")], 4.2),                                   # pixels (DECam)
-        ([("SEEING", 1.241, "seeing FWHM [pixels]")], 1.241),         # pixels by its comment (ZTF)
-        ([("SEEING", 1.5, "[arcsec] PSF FWHM")], 3.0),                # arcsec through the 0.5"/px WCS
+        ([("FWHM", 4.2, "")], 4.2),  # pixels (DECam)
+        ([("SEEING", 1.241, "seeing FWHM [pixels]")], 1.241),  # pixels by its comment (ZTF)
+        ([("SEEING", 1.5, "[arcsec] PSF FWHM")], 3.0),  # arcsec through the 0.5"/px WCS
         ([("PSF_FWHM", 3.3, "")], 3.3),
         ([], None),
     ],
@@ -160,7 +166,14 @@ def test_difference_with_a_gaia_shaped_catalogue_builds_the_psf_from_the_stars()
     science = Image(data=img + rng.normal(0.0, 1.0, img.shape), wcs=wcs)
     sky = wcs.pixel_to_world(xy[:, 0], xy[:, 1])
     # The columns astrid.acquire.gaia_stars returns (VizieR I/355/gaiadr3).
-    gaia = Table({"source_id": np.arange(len(xy)), "ra": sky.ra.deg, "dec": sky.dec.deg, "g_mag": np.full(len(xy), 17.0)})
+    gaia = Table(
+        {
+            "source_id": np.arange(len(xy)),
+            "ra": sky.ra.deg,
+            "dec": sky.dec.deg,
+            "g_mag": np.full(len(xy), 17.0),
+        }
+    )
     with warnings.catch_warnings():
         # Galaxies cover much of this small field: S_corr's calibration is not what is tested here.
         warnings.simplefilter("ignore", AstridWarning)

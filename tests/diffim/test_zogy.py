@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from astrid.errors import AstridInputError
 from astrid.diffim.zogy import (
     ZogyImage,
     ZogyOptions,
@@ -16,6 +15,7 @@ from astrid.diffim.zogy import (
     robust_std,
     subtract,
 )
+from astrid.errors import AstridInputError
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -34,7 +34,10 @@ def add_source(image, x, y, flux, fwhm, size=31):
     stamp = flux * gaussian(fwhm, size, x - ix, y - iy)
     h = size // 2
     y0, x0 = iy - h, ix - h
-    ys, xs = slice(max(y0, 0), min(y0 + size, image.shape[0])), slice(max(x0, 0), min(x0 + size, image.shape[1]))
+    ys, xs = (
+        slice(max(y0, 0), min(y0 + size, image.shape[0])),
+        slice(max(x0, 0), min(x0 + size, image.shape[1])),
+    )
     image[ys, xs] += stamp[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
 
 
@@ -42,7 +45,9 @@ def noise_pair(rng, shape=(256, 256), sigma_n=5.0, sigma_r=3.0):
     return rng.normal(0, sigma_n, shape), rng.normal(0, sigma_r, shape)
 
 
-def starfield(rng, shape, fwhm_n, fwhm_r, sigma_n, sigma_r, ratio=1.0, n_stars=120, flux_range=(2.5, 5.5)):
+def starfield(
+    rng, shape, fwhm_n, fwhm_r, sigma_n, sigma_r, ratio=1.0, n_stars=120, flux_range=(2.5, 5.5)
+):
     """Static stars (with Poisson noise in ADU) in both images, plus their variance maps."""
     N, R = noise_pair(rng, shape, sigma_n, sigma_r)
     Sn, Sr = np.zeros(shape), np.zeros(shape)
@@ -117,14 +122,21 @@ def test_flux_of_injected_sources_within_5_percent(ratio):
         assert snr > 20
         assert result.flux[y, x] == pytest.approx(flux, rel=0.05)
         assert result.S_corr[y, x] == pytest.approx(snr, rel=0.1)
-        assert np.unravel_index(np.argmax(result.S_corr[y - 5 : y + 6, x - 5 : x + 6]), (11, 11)) == (5, 5)
+        assert np.unravel_index(
+            np.argmax(result.S_corr[y - 5 : y + 6, x - 5 : x + 6]), (11, 11)
+        ) == (5, 5)
 
 
 def test_flux_at_interpolates_subpixel_peaks():
     rng = np.random.default_rng(4)
     N, R = noise_pair(rng, (256, 256), 2.0, 2.0)
     fwhm_n, fwhm_r = 3.0, 2.5
-    truth = [(60.5, 60.5, 3000.0), (190.3, 70.8, 3000.0), (80.0, 200.0, 3000.0), (150.7, 150.2, -3000.0)]
+    truth = [
+        (60.5, 60.5, 3000.0),
+        (190.3, 70.8, 3000.0),
+        (80.0, 200.0, 3000.0),
+        (150.7, 150.2, -3000.0),
+    ]
     for x, y, flux in truth:
         if flux > 0:
             add_source(N, x, y, flux, fwhm_n)
@@ -167,10 +179,10 @@ def test_nan_masked_regions_and_edges_give_no_false_positives():
     rng = np.random.default_rng(6)
     shape = (320, 320)
     N, R, Vn, Vr = starfield(rng, shape, 4.0, 2.6, 5.0, 3.0)
-    N[100:140, 200:260] = np.nan          # a hole in the science image
-    R[:, 50] = np.inf                     # a bad column in the reference
+    N[100:140, 200:260] = np.nan  # a hole in the science image
+    R[:, 50] = np.inf  # a bad column in the reference
     mask = np.zeros(shape, bool)
-    mask[250:258, 10:300] = True           # a flagged region (e.g. a satellite trail)
+    mask[250:258, 10:300] = True  # a flagged region (e.g. a satellite trail)
     result = subtract(
         reference=ZogyImage(R, gaussian(2.6), 3.0, variance=Vr),
         science=ZogyImage(N, gaussian(4.0), 5.0, variance=Vn),
@@ -182,9 +194,16 @@ def test_nan_masked_regions_and_edges_give_no_false_positives():
     assert result.mask[100 - r : 140 + r, 200 - r : 260 + r].all()
     assert result.mask[:, 50 - r : 50 + r + 1].all()
     assert result.mask[250 - r : 258 + r, 10 : 300 + r].all()
-    assert result.mask[:r].all() and result.mask[-r:].all() and result.mask[:, :r].all() and result.mask[:, -r:].all()
+    assert (
+        result.mask[:r].all()
+        and result.mask[-r:].all()
+        and result.mask[:, :r].all()
+        and result.mask[:, -r:].all()
+    )
     assert not result.mask[160:240, 100:180].any()
-    assert np.all(result.S_corr[result.mask] == 0) and np.all(np.isnan(result.flux_err[result.mask]))
+    assert np.all(result.S_corr[result.mask] == 0) and np.all(
+        np.isnan(result.flux_err[result.mask])
+    )
     for name in ("D", "S", "S_corr", "flux"):
         assert np.all(np.isfinite(getattr(result, name))), name
     false_positives = np.count_nonzero((np.abs(result.S_corr) > 5) & ~result.mask)
@@ -231,10 +250,11 @@ def test_astrometric_noise_term_suppresses_misregistration_residuals():
     shape = (192, 192)
     N, R = noise_pair(rng, shape)
     for x, y in [(50, 50), (140, 60), (90, 140)]:
-        add_source(N, x + 0.12, y - 0.08, 3e5, 3.5)   # the science is 0.1 px off
+        add_source(N, x + 0.12, y - 0.08, 3e5, 3.5)  # the science is 0.1 px off
         add_source(R, x, y, 3e5, 2.5)
-    common = dict(reference=ZogyImage(R, gaussian(2.5), 3.0),
-                  science=ZogyImage(N, gaussian(3.5), 5.0))
+    common = dict(
+        reference=ZogyImage(R, gaussian(2.5), 3.0), science=ZogyImage(N, gaussian(3.5), 5.0)
+    )
     plain = subtract(**common)
     corrected = subtract(**common, options=ZogyOptions(astrometric_sigma=(0.12, 0.08)))
     assert np.abs(plain.S_corr[~plain.mask]).max() > 10
@@ -247,11 +267,15 @@ def test_float32_matches_float64():
     rng = np.random.default_rng(10)
     N, R, Vn, Vr = starfield(rng, (256, 256), 3.5, 2.5, 5.0, 3.0, n_stars=60)
     add_source(N, 120, 130, 3000.0, 3.5)
-    images = dict(reference=ZogyImage(R, gaussian(2.5), 3.0, variance=Vr),
-                  science=ZogyImage(N, gaussian(3.5), 5.0, variance=Vn))
+    images = dict(
+        reference=ZogyImage(R, gaussian(2.5), 3.0, variance=Vr),
+        science=ZogyImage(N, gaussian(3.5), 5.0, variance=Vn),
+    )
     r64 = subtract(**images, options=ZogyOptions(astrometric_sigma=0.05, dtype=np.float64))
     r32 = subtract(**images, options=ZogyOptions(astrometric_sigma=0.05, dtype=np.float32))
-    assert r32.S_corr.dtype == np.float32 and r32.D.dtype == np.float32 and r32.P_D.dtype == np.float32
+    assert (
+        r32.S_corr.dtype == np.float32 and r32.D.dtype == np.float32 and r32.P_D.dtype == np.float32
+    )
     np.testing.assert_array_equal(r32.mask, r64.mask)
     np.testing.assert_allclose(r32.S_corr, r64.S_corr, atol=2e-3)
     np.testing.assert_allclose(r32.flux, r64.flux, atol=1e-4 * np.abs(r64.flux).max())
@@ -265,16 +289,22 @@ def test_fft_count_and_timings():
     V = np.full(N.shape, 30.0)
     P = gaussian(3.0, 15)
     assert subtract(reference=ZogyImage(R, P, 3), science=ZogyImage(N, P, 5)).n_fft == 6
-    assert subtract(
-        reference=ZogyImage(R, P, 3),
-        science=ZogyImage(N, P, 5),
-        options=ZogyOptions(astrometric_sigma=0.1),
-    ).n_fft == 7
+    assert (
+        subtract(
+            reference=ZogyImage(R, P, 3),
+            science=ZogyImage(N, P, 5),
+            options=ZogyOptions(astrometric_sigma=0.1),
+        ).n_fft
+        == 7
+    )
     assert subtract(reference=ZogyImage(R, P, 3), science=ZogyImage(N, P, 5, variance=V)).n_fft == 9
-    assert subtract(
-        reference=ZogyImage(R, P, 3, variance=V),
-        science=ZogyImage(N, P, 5, variance=V),
-    ).n_fft == 11
+    assert (
+        subtract(
+            reference=ZogyImage(R, P, 3, variance=V),
+            science=ZogyImage(N, P, 5, variance=V),
+        ).n_fft
+        == 11
+    )
     result = subtract(
         reference=ZogyImage(R, P, 3, variance=V),
         science=ZogyImage(N, P, 5, variance=V),
@@ -305,7 +335,7 @@ def test_correlated_noise_acf_is_estimated_and_keeps_unit_variance():
     kernel = np.array([[0.0, 0.15, 0.0], [0.15, 0.4, 0.15], [0.0, 0.15, 0.0]])
     N = ndimage.convolve(rng.normal(0, 5, shape), kernel, mode="wrap")
     R = ndimage.convolve(rng.normal(0, 3, shape), kernel, mode="wrap")
-    add_source(N, 128, 128, 400.0, 3.5)   # sources are masked by the estimator
+    add_source(N, 128, 128, 400.0, 3.5)  # sources are masked by the estimator
     acf_n = estimate_noise_acf(N)
     acf_r = estimate_noise_acf(R, mask=np.zeros(shape, bool), size=3)
     assert acf_n.shape == (5, 5) and acf_r.shape == (3, 3) and acf_n[2, 2] == 1.0
@@ -325,10 +355,10 @@ def test_correlated_noise_acf_is_estimated_and_keeps_unit_variance():
     )
     assert white.scorr_std > 1.2
     assert abs(modelled.scorr_std - 1.0) < 0.05
-    assert abs(robust_std(modelled.D, modelled.mask) - 1.0) < 0.05   # D is whitened
+    assert abs(robust_std(modelled.D, modelled.mask) - 1.0) < 0.05  # D is whitened
     assert modelled.n_fft == white.n_fft  # the spectrum is evaluated from the lags
     assert modelled.S_corr[128, 128] > 10
-    assert estimate_noise_acf(np.zeros((50, 50))) is None             # no noise to measure
+    assert estimate_noise_acf(np.zeros((50, 50))) is None  # no noise to measure
 
 
 def test_systematic_term_calibrates_itself_on_mismatched_bright_stars():
@@ -337,10 +367,10 @@ def test_systematic_term_calibrates_itself_on_mismatched_bright_stars():
     N, R = noise_pair(rng, shape)
     for _ in range(20):
         x, y = rng.uniform(15, shape[1] - 15, 2)
-        add_source(N, x, y, 5e4, 3.6)     # true science PSF ...
+        add_source(N, x, y, 5e4, 3.6)  # true science PSF ...
         add_source(R, x, y, 5e4, 2.5)
-    add_source(N, 40.0, 200.0, 3000.0, 3.6)   # a new source on empty sky
-    model_n = gaussian(3.45)                   # ... modelled 4 % too narrow
+    add_source(N, 40.0, 200.0, 3000.0, 3.6)  # a new source on empty sky
+    model_n = gaussian(3.45)  # ... modelled 4 % too narrow
     plain = subtract(reference=ZogyImage(R, gaussian(2.5), 3.0), science=ZogyImage(N, model_n, 5.0))
     auto = subtract(
         reference=ZogyImage(R, gaussian(2.5), 3.0),
@@ -355,7 +385,8 @@ def test_systematic_term_calibrates_itself_on_mismatched_bright_stars():
     assert np.count_nonzero((np.abs(plain.S_corr) > 5) & ~plain.mask) > 20
     assert auto.n_systematic_stars >= 10 and 0.005 < auto.systematic_fraction < 0.2
     assert np.count_nonzero((np.abs(auto.S_corr) > 5) & ~auto.mask) == np.count_nonzero(
-        (np.abs(auto.S_corr[190:211, 30:51]) > 5) & ~auto.mask[190:211, 30:51])
+        (np.abs(auto.S_corr[190:211, 30:51]) > 5) & ~auto.mask[190:211, 30:51]
+    )
     np.testing.assert_allclose(fixed.S_corr, auto.S_corr, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(auto.S, plain.S, rtol=1e-9, atol=1e-9 * np.abs(plain.S).max())
     # The new source is not penalised: min(S_N², S_R²) is ~0 there.
@@ -397,13 +428,25 @@ IMG = np.zeros((32, 32))
 )
 def test_bad_inputs_raise_clear_errors(kwargs, message):
     # The flat names of the errors: "<role>_<field>" for the fields of a ZogyImage.
-    args = dict(science=IMG, reference=IMG, science_psf=P_OK, reference_psf=P_OK,
-                science_sigma=1.0, reference_sigma=1.0)
+    args = dict(
+        science=IMG,
+        reference=IMG,
+        science_psf=P_OK,
+        reference_psf=P_OK,
+        science_sigma=1.0,
+        reference_sigma=1.0,
+    )
     args.update(kwargs)
-    images = {role: ZogyImage(args.pop(role), args.pop(f"{role}_psf"), args.pop(f"{role}_sigma"),
-                              variance=args.pop(f"{role}_variance", None),
-                              noise_acf=args.pop(f"{role}_noise_acf", None))
-              for role in ("reference", "science")}
+    images = {
+        role: ZogyImage(
+            args.pop(role),
+            args.pop(f"{role}_psf"),
+            args.pop(f"{role}_sigma"),
+            variance=args.pop(f"{role}_variance", None),
+            noise_acf=args.pop(f"{role}_noise_acf", None),
+        )
+        for role in ("reference", "science")
+    }
     top = {key: args.pop(key) for key in ("flux_ratio", "mask") if key in args}
     with pytest.raises(AstridInputError, match=message):
         subtract(**images, **top, options=ZogyOptions(**args))
@@ -441,12 +484,14 @@ def test_systematic_term_spares_transients_on_extended_galaxies():
     shape = (128, 128)
     N, R = noise_pair(rng, shape)
     yy, xx = np.indices(shape)
-    galaxy = 5e4 * np.exp(-((xx - 64) ** 2 + (yy - 64) ** 2) / (2 * 10.0**2)) / (2 * np.pi * 10.0**2)
+    galaxy = (
+        5e4 * np.exp(-((xx - 64) ** 2 + (yy - 64) ** 2) / (2 * 10.0**2)) / (2 * np.pi * 10.0**2)
+    )
     N += galaxy
     R += galaxy
     add_source(N, 64.0, 64.0, 600.0, 3.0)
     star_n, star_r = N.copy(), R.copy()
-    add_source(star_n, 64.0, 64.0, 5e4, 3.0)      # the same flux, compact: a static star
+    add_source(star_n, 64.0, 64.0, 5e4, 3.0)  # the same flux, compact: a static star
     add_source(star_r, 64.0, 64.0, 5e4, 3.0)
     P = gaussian(3.0)
     plain = subtract(reference=ZogyImage(R, P, 3.0), science=ZogyImage(N, P, 5.0))
@@ -460,8 +505,14 @@ def test_systematic_term_spares_transients_on_extended_galaxies():
         science=ZogyImage(star_n, P, 5.0),
         options=ZogyOptions(systematic_fraction=0.03),
     )
-    print("S_corr of the transient: no term", plain.S_corr[64, 64], "on the galaxy", on_galaxy.S_corr[64, 64],
-          "on a star", on_star.S_corr[64, 64])
+    print(
+        "S_corr of the transient: no term",
+        plain.S_corr[64, 64],
+        "on the galaxy",
+        on_galaxy.S_corr[64, 64],
+        "on a star",
+        on_star.S_corr[64, 64],
+    )
     assert plain.S_corr[64, 64] > 20
     assert on_galaxy.S_corr[64, 64] > 0.5 * plain.S_corr[64, 64]
     assert on_star.S_corr[64, 64] < 0.25 * on_galaxy.S_corr[64, 64]
@@ -481,7 +532,7 @@ def test_psfs_varying_over_the_field_are_applied_per_tile():
         x, y = rng.uniform(20, shape[1] - 20), rng.uniform(20, shape[0] - 20)
         add_source(N, x, y, 3e3, fwhm_n(x))
         add_source(R, x, y, 3e3, 2.5)
-    add_source(N, 400.0, 128.0, 400.0, fwhm_n(400.0))   # a transient
+    add_source(N, 400.0, 128.0, 400.0, fwhm_n(400.0))  # a transient
 
     def science_psf(x, y):
         return gaussian(fwhm_n(x))
@@ -496,7 +547,9 @@ def test_psfs_varying_over_the_field_are_applied_per_tile():
         options=ZogyOptions(tile_size=128),
     )
     assert len(tiled.tiles) == 8 and fixed.tiles == ()
-    assert {t[:4] for t in tiled.tiles} == {(y0, y0 + 128, x0, x0 + 128) for y0 in (0, 128) for x0 in range(0, 512, 128)}
+    assert {t[:4] for t in tiled.tiles} == {
+        (y0, y0 + 128, x0, x0 + 128) for y0 in (0, 128) for x0 in range(0, 512, 128)
+    }
     bad_fixed = np.count_nonzero((np.abs(fixed.S_corr) > 5) & ~fixed.mask)
     bad_tiled = np.count_nonzero((np.abs(tiled.S_corr[:, :380]) > 5) & ~tiled.mask[:, :380])
     print("pixels above 5 sigma: one PSF", bad_fixed, "tiles", bad_tiled)

@@ -37,7 +37,9 @@ def test_distribution_record():
     assert len(record["values"]) == 500 and record["values"] == sorted(record["values"])
     assert record["quantiles"]["0.5"] == pytest.approx(np.nanmedian(scores), abs=1e-6)
     assert record["source"] == "unit test"
-    assert json.loads(json.dumps(record)) == record  # goes into JSON cards and table metadata as it is
+    assert (
+        json.loads(json.dumps(record)) == record
+    )  # goes into JSON cards and table metadata as it is
     with pytest.raises(AstridInputError, match=r"\[0, 1\]"):
         score_distribution([0.2, 3.5])
 
@@ -73,7 +75,9 @@ def test_ks_matches_the_exact_statistic():
     scipy_stats = pytest.importorskip("scipy.stats")
     a, b = _scores(800, 0.7, 6), _scores(900, 0.5, 7)
     # Every reference score is kept (float32): the exact statistic.
-    assert compare(a, b, warn=False).ks == pytest.approx(scipy_stats.ks_2samp(a, b).statistic, abs=1e-3)
+    assert compare(a, b, warn=False).ks == pytest.approx(
+        scipy_stats.ks_2samp(a, b).statistic, abs=1e-3
+    )
     # A large reference keeps 1000 quantiles: within 1/1000 in rank.
     big = _scores(20_000, 0.5, 8)
     stored = score_distribution(big)
@@ -92,14 +96,27 @@ def test_reference_forms(tmp_path):
     np.savetxt(tmp_path / "ref.txt", values)
     Table({"score": values}).write(tmp_path / "ref.ecsv")
     (tmp_path / "dist.json").write_text(json.dumps(score_distribution(values)))
-    (tmp_path / "model.card.json").write_text(json.dumps({"format": "astrid-braai-card/1",
-                                                          "validation_scores": score_distribution(values)}))
-    for given in (values, values.tolist(), score_distribution(values), tmp_path / "ref.npy", tmp_path / "ref.txt",
-                  tmp_path / "ref.ecsv", tmp_path / "dist.json", tmp_path / "model.card.json"):
+    (tmp_path / "model.card.json").write_text(
+        json.dumps(
+            {"format": "astrid-braai-card/1", "validation_scores": score_distribution(values)}
+        )
+    )
+    for given in (
+        values,
+        values.tolist(),
+        score_distribution(values),
+        tmp_path / "ref.npy",
+        tmp_path / "ref.txt",
+        tmp_path / "ref.ecsv",
+        tmp_path / "dist.json",
+        tmp_path / "model.card.json",
+    ):
         assert load_reference(given)["values"] == expected, given
     assert load_reference(None) is None
 
-    (tmp_path / "old.card.json").write_text(json.dumps({"format": "astrid-braai-card/1", "metrics": {}}))
+    (tmp_path / "old.card.json").write_text(
+        json.dumps({"format": "astrid-braai-card/1", "metrics": {}})
+    )
     with pytest.raises(AstridInputError, match="no validation score distribution"):
         load_reference(tmp_path / "old.card.json")
     Table({"drb": values}).write(tmp_path / "other.ecsv")
@@ -164,7 +181,14 @@ def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(t
     net = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden), name="small")
     training, _ = dataset(256, 0)
     validation, _ = dataset(300, 1)
-    result = train(training, net, validation=validation, config=TrainConfig(epochs=4, learning_rate=3e-3, patience=None, seed=0), out_dir=tmp_path, name="small")
+    result = train(
+        training,
+        net,
+        validation=validation,
+        config=TrainConfig(epochs=4, learning_rate=3e-3, patience=None, seed=0),
+        out_dir=tmp_path,
+        name="small",
+    )
     recorded = result.card["validation_scores"]
     assert recorded["n"] == 300 and len(recorded["values"]) == 300
     assert json.loads(result.card_path.read_text())["validation_scores"] == recorded
@@ -176,7 +200,9 @@ def test_model_card_records_validation_scores_and_scoring_runs_compare_with_it(t
     held_out, _ = dataset(300, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        quiet = compare(score(held_out, result.model_path).values, reference_for_model(result.model_path))
+        quiet = compare(
+            score(held_out, result.model_path).values, reference_for_model(result.model_path)
+        )
     assert not quiet.drifted
     # Noisier images with few transients (another camera, bad seeing): flagged.
     shifted, _ = dataset(300, 3, real_fraction=0.1, noise=3.0)
@@ -193,8 +219,7 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
 
     from astrid.alerts import read_alerts
     from astrid.score import score
-    from astrid.triplets import detect, make_triplets
-    from astrid.triplets import SyntheticScene, synthetic_difference
+    from astrid.triplets import SyntheticScene, detect, make_triplets, synthetic_difference
 
     folder = shared_data("ztf_alerts", "fink-broker", "all_distribute_topics")
     model = shared_data("braai", "d6_m7.h5")
@@ -211,9 +236,12 @@ def test_d6_m7_validated_on_real_alerts_flags_simulated_stamps():
 
     parts = []
     for seed in range(3):
-        result = synthetic_difference((256, 256),
-            SyntheticScene(n_stars=40, n_transients=30), seed=seed)
-        candidates = detect(result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-")
+        result = synthetic_difference(
+            (256, 256), SyntheticScene(n_stars=40, n_transients=30), seed=seed
+        )
+        candidates = detect(
+            result, 5.0, reference_sources=False, galaxies=False, prefix=f"sim{seed}-"
+        )
         parts.append(make_triplets(result, candidates))
     simulated = xr.concat(parts, dim="candidate")
     assert simulated.sizes["candidate"] >= MIN_SCORES

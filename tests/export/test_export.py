@@ -52,8 +52,13 @@ def trained():
     test, test_labels = synthetic_triplets(400, seed=2)
     model = braai.vgg6()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
-    model.fit(braai.preprocess(train, norm="rowwise"), train_labels.astype("float32"),
-              batch_size=32, epochs=5, verbose=0)
+    model.fit(
+        braai.preprocess(train, norm="rowwise"),
+        train_labels.astype("float32"),
+        batch_size=32,
+        epochs=5,
+        verbose=0,
+    )
     return model, train, test, test_labels
 
 
@@ -73,8 +78,16 @@ def test_int8_export_passes_edgetpu_checks(int8_export):
     assert {op.name for op in report.ops} <= EDGETPU_OPS
     # VGG6's graph, sigmoid kept in the model: no QUANTIZE/DEQUANTIZE at the ends.
     assert [op.name for op in report.ops] == [
-        "CONV_2D", "CONV_2D", "MAX_POOL_2D", "CONV_2D", "CONV_2D", "MAX_POOL_2D",
-        "RESHAPE", "FULLY_CONNECTED", "FULLY_CONNECTED", "LOGISTIC",
+        "CONV_2D",
+        "CONV_2D",
+        "MAX_POOL_2D",
+        "CONV_2D",
+        "CONV_2D",
+        "MAX_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "FULLY_CONNECTED",
+        "LOGISTIC",
     ]
     assert set(report.tensor_types) <= {"int8", "int32"}
     assert report.inputs[0].shape_signature == [1, 63, 63, 3]
@@ -111,10 +124,10 @@ def test_int8_export_report_and_sidecar(int8_export, trained):
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=int8_export.path)
-    (scale, zero), = [d["quantization"] for d in interp.get_input_details()]
+    ((scale, zero),) = [d["quantization"] for d in interp.get_input_details()]
     assert meta["input"]["scale"] == pytest.approx(scale)
     assert meta["input"]["zero_point"] == zero
-    (scale, zero), = [d["quantization"] for d in interp.get_output_details()]
+    ((scale, zero),) = [d["quantization"] for d in interp.get_output_details()]
     assert meta["output"]["scale"] == pytest.approx(scale)
     assert meta["output"]["zero_point"] == zero
     assert "Edge TPU static check passes" in str(int8_export)
@@ -135,8 +148,13 @@ def test_int8_scores_agree_with_float(int8_export, trained):
 
 def test_dynamic_batch_export_fails_edgetpu_checks(trained, tmp_path):
     model, train, _, _ = trained
-    report = to_tflite(model, tmp_path / "dynamic_int8.tflite", representative=train,
-                       batch_size=None, num_calibration=20)
+    report = to_tflite(
+        model,
+        tmp_path / "dynamic_int8.tflite",
+        representative=train,
+        batch_size=None,
+        num_calibration=20,
+    )
     edgetpu = report.edgetpu
     assert not edgetpu.passed
     assert report.input.shape_signature[0] == -1
@@ -165,8 +183,9 @@ def test_float_export_fails_edgetpu_checks(trained, tmp_path):
 
 def test_uint8_io_and_float16(trained, tmp_path):
     model, train, test, _ = trained
-    uint8 = to_tflite(model, tmp_path / "u8.tflite", representative=train,
-                      num_calibration=100, io_dtype="uint8")
+    uint8 = to_tflite(
+        model, tmp_path / "u8.tflite", representative=train, num_calibration=100, io_dtype="uint8"
+    )
     assert uint8.input.dtype == "uint8" and uint8.output.dtype == "uint8"
     assert uint8.edgetpu.passed, str(uint8.edgetpu)
     half = to_tflite(model, tmp_path / "f16.tflite", quantize="float16", batch_size=None)
@@ -236,7 +255,9 @@ def test_ztf_d6_m7_int8_keeps_agreement_with_drb(shared, tmp_path):
     drb = ds["drb"].values
     ds = ds.isel(candidate=np.flatnonzero(np.isfinite(drb)))
     drb = ds["drb"].values
-    report = to_tflite(model, tmp_path / "d6_m7_int8.tflite", representative=ds, num_calibration=200)
+    report = to_tflite(
+        model, tmp_path / "d6_m7_int8.tflite", representative=ds, num_calibration=200
+    )
     assert report.norm == "rowwise"
     assert report.edgetpu.passed, str(report.edgetpu)
 

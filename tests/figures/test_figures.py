@@ -68,8 +68,14 @@ def _triplet_dataset(n=10, seed=0):
     stamps[0, :5, :, :] = np.nan  # an edge cut-out
     labels = np.array([1, 0] * (n // 2) + [0] * (n % 2), dtype=np.int8)
     kinds = np.where(labels == 1, "supernova", "cosmic_ray")
-    return new_triplet_dataset(stamps, {"candidate_id": [f"c{i:02d}" for i in range(n)], "label": labels,
-                                        "kind": kinds.astype(str)})
+    return new_triplet_dataset(
+        stamps,
+        {
+            "candidate_id": [f"c{i:02d}" for i in range(n)],
+            "label": labels,
+            "kind": kinds.astype(str),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- save and style
@@ -82,8 +88,13 @@ def test_save_writes_pdf_and_png(tmp_path):
     assert paths[0].read_bytes().startswith(b"%PDF")
     assert paths[1].read_bytes().startswith(b"\x89PNG")
     width_px = plt.imread(paths[1]).shape[1]
-    assert width_px > 3.5 * 200 * 0.8  # 3.5-inch figure at the style's 200 dpi (tight bbox trims a little)
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["hist.pdf", "hist.png"]  # no temporaries
+    assert (
+        width_px > 3.5 * 200 * 0.8
+    )  # 3.5-inch figure at the style's 200 dpi (tight bbox trims a little)
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "hist.pdf",
+        "hist.png",
+    ]  # no temporaries
     assert figures.save(fig, "hist", tmp_path / "figs") == paths  # saving again replaces the files
     assert len(list((tmp_path / "figs").iterdir())) == 2
 
@@ -124,10 +135,17 @@ def test_plot_scorr_histogram_has_histogram_and_gaussian():
 
 def test_plot_zogy_vs_classic(synthetic):
     classic = evaluation.DifferencePlanes(
-        method="classic", science=synthetic.science.data, reference=synthetic.reference.data,
-        D=synthetic.D * 3, S_corr=synthetic.S_corr * 3, mask=synthetic.mask, footprint=synthetic.footprint,
+        method="classic",
+        science=synthetic.science.data,
+        reference=synthetic.reference.data,
+        D=synthetic.D * 3,
+        S_corr=synthetic.S_corr * 3,
+        mask=synthetic.mask,
+        footprint=synthetic.footprint,
     )
-    positions = np.array([[40.0, 40.0], [90.0, 80.0], [2.0, 3.0]])  # the last one runs off the image
+    positions = np.array(
+        [[40.0, 40.0], [90.0, 80.0], [2.0, 3.0]]
+    )  # the last one runs off the image
     fig = figures.plot_zogy_vs_classic(synthetic, classic, positions, size=21)
     assert len(_images(fig)) == 9
     axes = [ax for ax in fig.axes if ax.get_images()]
@@ -138,12 +156,21 @@ def test_plot_zogy_vs_classic(synthetic):
     peak = [float(label.split()[-1]) for label in labels]
     assert peak[0] == pytest.approx(3 * peak[1], rel=0.05)
     edge = axes[6].get_images()[0].get_array()
-    assert np.ma.getmaskarray(edge).any() or np.isnan(np.asarray(edge)).any()  # NaN beyond the image
+    assert (
+        np.ma.getmaskarray(edge).any() or np.isnan(np.asarray(edge)).any()
+    )  # NaN beyond the image
     with pytest.raises(AstridInputError, match="no star"):
         figures.plot_zogy_vs_classic(synthetic, classic, np.zeros((0, 2)))
     with pytest.raises(AstridInputError, match="different grids"):
-        small = evaluation.DifferencePlanes("classic", np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8)),
-                                         np.zeros((8, 8)), np.zeros((8, 8), bool), np.ones((8, 8), bool))
+        small = evaluation.DifferencePlanes(
+            "classic",
+            np.zeros((8, 8)),
+            np.zeros((8, 8)),
+            np.zeros((8, 8)),
+            np.zeros((8, 8)),
+            np.zeros((8, 8), bool),
+            np.ones((8, 8), bool),
+        )
         figures.plot_zogy_vs_classic(synthetic, small, positions)
 
 
@@ -215,8 +242,12 @@ def test_plot_int8_vs_float():
 
 
 def test_plot_training_history():
-    history = {"loss": [0.7, 0.5, 0.4], "val_loss": [0.72, 0.6, 0.55], "auc": [0.6, 0.8, 0.9],
-               "val_auc": [0.55, 0.75, 0.85]}
+    history = {
+        "loss": [0.7, 0.5, 0.4],
+        "val_loss": [0.72, 0.6, 0.55],
+        "auc": [0.6, 0.8, 0.9],
+        "val_auc": [0.55, 0.75, 0.85],
+    }
     fig = figures.plot_training_history(history)
     loss_ax, auc_ax = fig.axes
     assert [len(line.get_xdata()) for line in loss_ax.get_lines()] == [3, 3]
@@ -242,7 +273,10 @@ def test_style_keeps_interactive_mode_switched_on_inside():
             assert plt.rcParams["xtick.direction"] == "in"
             matplotlib.interactive(True)
         assert matplotlib.is_interactive()
-        assert plt.rcParams["xtick.direction"] != "in" or matplotlib.rcParamsDefault["xtick.direction"] == "in"
+        assert (
+            plt.rcParams["xtick.direction"] != "in"
+            or matplotlib.rcParamsDefault["xtick.direction"] == "in"
+        )
     finally:
         matplotlib.interactive(was)
 
@@ -251,11 +285,17 @@ def test_zogy_vs_classic_measures_the_residual_at_the_star_only():
     shape = (64, 64)
     zero = np.zeros(shape)
     zogy_S, classic_S = zero.copy(), zero.copy()
-    classic_S[32, 34] = 9.0   # a ring residual 2 px from the star
+    classic_S[32, 34] = 9.0  # a ring residual 2 px from the star
     classic_S[32, 50] = 99.0  # another source 18 px away, inside the cut-out
     zogy_S[33, 32] = -2.0
-    planes = [evaluation.DifferencePlanes(m, zero, zero, S, S, np.zeros(shape, bool), np.ones(shape, bool))
-              for m, S in (("zogy", zogy_S), ("classic", classic_S))]
-    fig = figures.plot_zogy_vs_classic(planes[0], planes[1], [[32.0, 32.0]], size=41, residual_radius=6)
+    planes = [
+        evaluation.DifferencePlanes(
+            m, zero, zero, S, S, np.zeros(shape, bool), np.ones(shape, bool)
+        )
+        for m, S in (("zogy", zogy_S), ("classic", classic_S))
+    ]
+    fig = figures.plot_zogy_vs_classic(
+        planes[0], planes[1], [[32.0, 32.0]], size=41, residual_radius=6
+    )
     labels = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert labels == ["max |S| 9.0", "max |S| 2.0"]

@@ -42,8 +42,10 @@ def test_the_injected_psf_is_the_images_own(pair):
     row = injection.truth[int(np.argmax(injection.truth["snr"]))]
     ix, iy = int(round(row["x"])), int(round(row["y"]))
     half = injection.psf.psf.shape[0] // 2
-    cut = added[iy - half:iy + half + 1, ix - half:ix + half + 1]
-    assert cut.sum() == pytest.approx(row["flux"], rel=0.15)  # Poisson noise of the added light only
+    cut = added[iy - half : iy + half + 1, ix - half : ix + half + 1]
+    assert cut.sum() == pytest.approx(
+        row["flux"], rel=0.15
+    )  # Poisson noise of the added light only
 
 
 def test_truth_tables_are_complete_and_reproducible(pair):
@@ -52,7 +54,19 @@ def test_truth_tables_are_complete_and_reproducible(pair):
     other = inject_sources(pair.science, n=8, snr=10.0, seed=6)
     truth = first.truth
     assert len(truth) == 8 and list(truth["id"]) == list(range(8))
-    for name in ("x", "y", "ra", "dec", "flux", "snr", "peak", "placement", "host_id", "host_offset", "kind"):
+    for name in (
+        "x",
+        "y",
+        "ra",
+        "dec",
+        "flux",
+        "snr",
+        "peak",
+        "placement",
+        "host_id",
+        "host_offset",
+        "kind",
+    ):
         assert name in truth.colnames
     assert np.all(np.isfinite(truth["flux"])) and np.all(truth["flux"] > 0)
     assert np.allclose(truth["snr"], 10.0)
@@ -81,7 +95,9 @@ def test_bad_inputs_are_refused_with_clear_errors(pair):
     image = pair.science
     with pytest.raises(AstridInputError, match=r"positions\[1\].*off the image"):
         inject_sources(image, positions=[(500.0, 500.0), (5000.0, 10.0)])
-    masked = astrid.Image(image.data, wcs=image.wcs, mask=np.zeros(image.data.shape, bool), meta=image.meta)
+    masked = astrid.Image(
+        image.data, wcs=image.wcs, mask=np.zeros(image.data.shape, bool), meta=image.meta
+    )
     masked.mask[490:510, 490:510] = True
     with pytest.raises(AstridInputError, match=r"positions\[0\].*masked"):
         inject_sources(masked, positions=[(500.0, 500.0)])
@@ -122,7 +138,9 @@ def test_stamps_get_a_source_in_science_and_difference_only():
     assert np.all(np.nan_to_num(added[..., 1]) == 0)  # the reference is untouched
     centre = added[:, 31, 31, :]
     assert np.all(centre[:, 0] > 0) and np.all(centre[:, 2] > 0)
-    np.testing.assert_array_equal(np.isnan(out["triplets"].values), np.isnan(triplets["triplets"].values))
+    np.testing.assert_array_equal(
+        np.isnan(out["triplets"].values), np.isnan(triplets["triplets"].values)
+    )
     assert list(out["label"].values) == [1, 1, 1, 1] and set(out["kind"].values) == {"injected"}
     np.testing.assert_allclose(out["injected_snr"].values, 30.0)
     # with the source's own photon noise, a brighter source is needed for the same S/N
@@ -130,7 +148,9 @@ def test_stamps_get_a_source_in_science_and_difference_only():
     assert np.all(out["injected_flux"].values > faint_gain["injected_flux"].values)
     # background-limited: S/N 30 on a noise of 10 with a Gaussian of FWHM 3 px, F = 30 * 10 * sqrt(4 pi) sigma
     sigma = 3.0 / 2.3548
-    assert faint_gain["injected_flux"].values[2] == pytest.approx(30 * 10 * np.sqrt(4 * np.pi) * sigma, rel=0.1)
+    assert faint_gain["injected_flux"].values[2] == pytest.approx(
+        30 * 10 * np.sqrt(4 * np.pi) * sigma, rel=0.1
+    )
 
 
 def test_triplets_on_real_backgrounds_have_every_kind_and_keep_the_backgrounds_holes():
@@ -141,8 +161,13 @@ def test_triplets_on_real_backgrounds_have_every_kind_and_keep_the_backgrounds_h
     stamps = rng.normal(100.0, 2.0, (5, 63, 63, 3)).astype(np.float32)
     stamps[0, :, :4, :] = np.nan  # a CCD edge in one background
     stamps[1, 10, 10, 1] = np.float32(3.4e38)  # ZTF's no-data fill
-    backgrounds = new_triplet_dataset(stamps, coords={"candidate_id": [f"b{k}" for k in range(5)],
-                                                      "objectId": [f"ZTF{k}" for k in range(5)]})
+    backgrounds = new_triplet_dataset(
+        stamps,
+        coords={
+            "candidate_id": [f"b{k}" for k in range(5)],
+            "objectId": [f"ZTF{k}" for k in range(5)],
+        },
+    )
     out = triplets_on_real_backgrounds(backgrounds, 400, seed=2)
     again = triplets_on_real_backgrounds(backgrounds, 400, seed=2)
     np.testing.assert_array_equal(out["triplets"].values, again["triplets"].values)

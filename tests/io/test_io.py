@@ -59,7 +59,9 @@ def test_primary_keys_fill_in_for_extension(write_fits):
 
 
 def test_named_hdu_and_missing_hdu(write_fits):
-    path = write_fits([fits.PrimaryHDU(np.zeros((4, 4))), fits.ImageHDU(np.ones((5, 5)), name="SCI")])
+    path = write_fits(
+        [fits.PrimaryHDU(np.zeros((4, 4))), fits.ImageHDU(np.ones((5, 5)), name="SCI")]
+    )
     assert read_image(path, hdu="SCI").shape == (5, 5)
     with pytest.raises(AstridInputError, match="no HDU 'NOPE'"):
         read_image(path, hdu="NOPE")
@@ -102,7 +104,9 @@ def test_truncated_fits(write_fits):
 
 
 def test_no_2d_data(write_fits):
-    path = write_fits([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])])
+    path = write_fits(
+        [fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]
+    )
     with pytest.raises(AstridInputError, match="no HDU holds 2-D image data"):
         read_image(path)
 
@@ -155,7 +159,9 @@ def test_write_read_roundtrip_with_mask_variance_and_provenance(tmp_path, tan_he
     from astropy.wcs import WCS
 
     image = Image(data=data, wcs=WCS(tan_header), mask=mask, variance=variance, header=tan_header)
-    path = write_image(tmp_path / "out" / "x.fits", image, step="test", parameters={"a": 1, "b": "two"})
+    path = write_image(
+        tmp_path / "out" / "x.fits", image, step="test", parameters={"a": 1, "b": "two"}
+    )
     back = read_image(path)
     np.testing.assert_array_equal(back.data, data)
     np.testing.assert_array_equal(back.mask, mask)
@@ -177,7 +183,9 @@ def test_write_gzipped(tmp_path):
 
 def test_long_parameters_continue_over_cards(tmp_path):
     params = {f"parameter_{i}": i for i in range(20)}
-    path = write_image(tmp_path / "x.fits", Image(data=np.zeros((4, 4))), step="s", parameters=params)
+    path = write_image(
+        tmp_path / "x.fits", Image(data=np.zeros((4, 4))), step="s", parameters=params
+    )
     assert json.loads(fits.getheader(path)["ASTRPARS"]) == params
 
 
@@ -216,7 +224,9 @@ def test_image_validates_shapes():
 def test_parameter_cards_of_any_length_write_without_warnings(tmp_path, n):
     # filterwarnings=error turns astropy's "card is too long" VerifyWarning into a failure
     params = {"name": "x" * (4 * n), "quote": "it's"}
-    path = write_image(tmp_path / "x.fits", Image(data=np.zeros((4, 4))), step="s", parameters=params)
+    path = write_image(
+        tmp_path / "x.fits", Image(data=np.zeros((4, 4))), step="s", parameters=params
+    )
     assert json.loads(fits.getheader(path)["ASTRPARS"]) == params
 
 

@@ -23,8 +23,12 @@ def test_roundtrip_pairs_and_checksums(tmp_path):
     _touch(tmp_path, "SN1/science/s.fits.gz", b"sci")
     manifest.target("SN1", ra=10.0, dec=-5.0)
     manifest.add_file("SN1", "SN1/reference/r.fits", "reference", mission="SWIFT", filter="U")
-    manifest.add_file("SN1", tmp_path / "SN1/science/s.fits.gz", "science", mission="SWIFT", filter="U")
-    manifest.add_pair("SN1", "SN1/reference/r.fits", "SN1/science/s.fits.gz", mission="SWIFT", filter="U")
+    manifest.add_file(
+        "SN1", tmp_path / "SN1/science/s.fits.gz", "science", mission="SWIFT", filter="U"
+    )
+    manifest.add_pair(
+        "SN1", "SN1/reference/r.fits", "SN1/science/s.fits.gz", mission="SWIFT", filter="U"
+    )
     manifest.save()
 
     data = json.loads((tmp_path / "manifest.json").read_text())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from astrid.diffim.zogy import robust_std
 from astrid.errors import AstridInputError, AstridPSFError
 from astrid.kernel import (
     KernelInputs,
@@ -14,7 +15,6 @@ from astrid.kernel import (
     delta_basis,
     subtract,
 )
-from astrid.diffim.zogy import robust_std
 
 
 def _gaussian(sx, sy=None, theta=0.0, half=6):
@@ -50,8 +50,13 @@ def _pair(kernel, size=320, n=90, seed=1, sigma_r=1.0, sigma_n=1.5):
     rng = np.random.default_rng(seed + 100)
     truth, xy, flux = _stars(n, size, seed)
     science = ndimage.convolve(truth, kernel, mode="constant")
-    return (truth + rng.normal(0, sigma_r, truth.shape), science + rng.normal(0, sigma_n, truth.shape),
-            xy, flux, truth)
+    return (
+        truth + rng.normal(0, sigma_r, truth.shape),
+        science + rng.normal(0, sigma_n, truth.shape),
+        xy,
+        flux,
+        truth,
+    )
 
 
 def _moments(k):
@@ -61,8 +66,16 @@ def _moments(k):
     X, Y = np.meshgrid(u, u)
     total = k.sum()
     cx, cy = (k * X).sum() / total, (k * Y).sum() / total
-    return np.array([total, cx, cy, (k * (X - cx) ** 2).sum() / total, (k * (Y - cy) ** 2).sum() / total,
-                     (k * (X - cx) * (Y - cy)).sum() / total])
+    return np.array(
+        [
+            total,
+            cx,
+            cy,
+            (k * (X - cx) ** 2).sum() / total,
+            (k * (Y - cy) ** 2).sum() / total,
+            (k * (X - cx) * (Y - cy)).sum() / total,
+        ]
+    )
 
 
 def assert_kernel_close(fitted, expected, l1=0.1, moments=0.05):
@@ -75,8 +88,17 @@ def assert_kernel_close(fitted, expected, l1=0.1, moments=0.05):
     np.testing.assert_allclose(mf[1:], me[1:], atol=moments)
 
 
-_INPUTS = {"science_variance", "reference_variance", "science_sigma", "reference_sigma", "science_fwhm",
-           "reference_fwhm", "science_psf", "reference_psf", "astrometric_sigma"}
+_INPUTS = {
+    "science_variance",
+    "reference_variance",
+    "science_sigma",
+    "reference_sigma",
+    "science_fwhm",
+    "reference_fwhm",
+    "science_psf",
+    "reference_psf",
+    "astrometric_sigma",
+}
 
 
 def _fit(reference, science, xy, mask=None, **kw):
@@ -86,7 +108,9 @@ def _fit(reference, science, xy, mask=None, **kw):
     kw.setdefault("degree", 0)
     kw.setdefault("min_snr", 20)
     inputs = KernelInputs(**{k: kw.pop(k) for k in list(kw) if k in _INPUTS})
-    return subtract(reference, science, stars=xy, mask=mask, inputs=inputs, options=KernelOptions(**kw))
+    return subtract(
+        reference, science, stars=xy, mask=mask, inputs=inputs, options=KernelOptions(**kw)
+    )
 
 
 def test_bases_layout():
@@ -94,9 +118,17 @@ def test_bases_layout():
         sums = basis.images.reshape(basis.size, -1).sum(axis=1)
         assert sums[0] == pytest.approx(1.0)
         np.testing.assert_allclose(sums[1:], 0.0, atol=1e-9)
-        np.testing.assert_allclose(np.tensordot(basis.transform, np.array(
-            [np.outer(basis.fy[a], basis.fx[b]) for a, b in zip(basis.raw_y, basis.raw_x)]), axes=1), basis.images,
-            atol=1e-12)
+        np.testing.assert_allclose(
+            np.tensordot(
+                basis.transform,
+                np.array(
+                    [np.outer(basis.fy[a], basis.fx[b]) for a, b in zip(basis.raw_y, basis.raw_x)]
+                ),
+                axes=1,
+            ),
+            basis.images,
+            atol=1e-12,
+        )
     assert alard_lupton_basis(10).size == 49  # HOTPANTS's 3 Gaussians with degrees 6, 4, 2
     assert delta_basis(3).size == 49
 
@@ -124,8 +156,9 @@ def test_spatially_varying_kernel_recovered():
     rng = np.random.default_rng(5)
     truth, xy, _ = _stars(160, size, seed=4)
     t = np.linspace(0.0, 1.0, size)[None, :]  # the kernel goes linearly from `left` to `right` in x
-    science = ((1 - t) * ndimage.convolve(truth, left, mode="constant")
-               + t * ndimage.convolve(truth, right, mode="constant"))
+    science = (1 - t) * ndimage.convolve(truth, left, mode="constant") + t * ndimage.convolve(
+        truth, right, mode="constant"
+    )
     reference = truth + rng.normal(0, 1.0, truth.shape)
     science = science + rng.normal(0, 1.5, truth.shape)
     res = _fit(reference, science, xy, degree=1, scale_degree=1, half_width=5)
@@ -140,7 +173,9 @@ def test_spatially_varying_kernel_recovered():
     # stars. The numba loop with one kernel per 32 px tile agrees in the noise, but not at the
     # brightest stars, where the kernel's change across a tile (here 0.8 % in scale) shows.
     assert np.abs(res.significance[~res.mask]).max() < 6
-    direct = _fit(reference, science, xy, degree=1, scale_degree=1, half_width=5, convolution="direct")
+    direct = _fit(
+        reference, science, xy, degree=1, scale_degree=1, half_width=5, convolution="direct"
+    )
     assert direct.significance_std == pytest.approx(res.significance_std, abs=0.03)
 
 
@@ -199,9 +234,13 @@ def test_bad_stamps_rejected():
 
 def test_too_few_stars_is_a_clear_error():
     reference, science, xy, _, _ = _pair(_gaussian(1.0, half=5), n=40)
-    with pytest.raises(AstridPSFError, match=r"3 stars usable for kernel stamps, at least 5 needed"):
+    with pytest.raises(
+        AstridPSFError, match=r"3 stars usable for kernel stamps, at least 5 needed"
+    ):
         _fit(reference, science, xy[:3])
-    with pytest.raises(AstridPSFError, match=r"of 40 star positions given or found, dropped: 40 faint"):
+    with pytest.raises(
+        AstridPSFError, match=r"of 40 star positions given or found, dropped: 40 faint"
+    ):
         _fit(reference, science, xy, min_snr=1e5)
     with pytest.raises(AstridPSFError, match="spatial degree 2"):
         _fit(reference, science, xy[:20], degree=2)
@@ -218,8 +257,12 @@ def test_null_pair_significance_is_calibrated():
     var_n = 9.0 + model_n / 20.0
     reference = truth + rng.normal(size=truth.shape) * np.sqrt(var_r)
     science = model_n + rng.normal(size=truth.shape) * np.sqrt(var_n)
-    res = subtract(reference, science, stars=xy,
-                   inputs=KernelInputs(reference_variance=var_r, science_variance=var_n))
+    res = subtract(
+        reference,
+        science,
+        stars=xy,
+        inputs=KernelInputs(reference_variance=var_r, science_variance=var_n),
+    )
     assert res.significance_std == pytest.approx(1.0, abs=0.05)
     assert res.detection_std == pytest.approx(1.0, abs=0.05)
     assert res.flux_ratio == pytest.approx(0.7, rel=5e-3)
@@ -244,10 +287,16 @@ def test_sharper_science_is_convolved_and_d_in_science_units():
 
 def test_bad_options_are_named():
     reference, science, xy, _, _ = _pair(_gaussian(1.0, half=5), n=30, size=200)
-    for kw, name in (({"basis": "gauss"}, "basis"), ({"degree": 3}, "degree"), ({"convolve": "both"}, "convolve"),
-                     ({"half_width": 0}, "half_width"), ({"systematic": 2.0}, "systematic"),
-                     ({"science_psf": np.ones((4, 4))}, "science_psf"), ({"min_snr": -1}, "min_snr"),
-                     ({"astrometric_sigma": (0.1, -1.0)}, "astrometric_sigma")):
+    for kw, name in (
+        ({"basis": "gauss"}, "basis"),
+        ({"degree": 3}, "degree"),
+        ({"convolve": "both"}, "convolve"),
+        ({"half_width": 0}, "half_width"),
+        ({"systematic": 2.0}, "systematic"),
+        ({"science_psf": np.ones((4, 4))}, "science_psf"),
+        ({"min_snr": -1}, "min_snr"),
+        ({"astrometric_sigma": (0.1, -1.0)}, "astrometric_sigma"),
+    ):
         with pytest.raises(AstridInputError, match=name):
             _fit(reference, science, xy, **kw)
     with pytest.raises(AstridInputError, match="shape"):
@@ -262,11 +311,17 @@ def test_astrometric_term_covers_a_misregistration():
     rng = np.random.default_rng(21)
     truth, xy, _ = _stars(90, size, seed=21, flux=(3.5, 5.0))
     yy, xx = np.mgrid[:size, :size]
-    shifted = ndimage.map_coordinates(truth, [yy + 0.15 * (xx / size - 0.5), xx.astype(float)], order=3)
+    shifted = ndimage.map_coordinates(
+        truth, [yy + 0.15 * (xx / size - 0.5), xx.astype(float)], order=3
+    )
     reference = truth + rng.normal(0, 1.0, truth.shape)
-    science = ndimage.convolve(shifted, 0.8 * _gaussian(1.0, half=5), mode="constant") + rng.normal(0, 1.5, truth.shape)
+    science = ndimage.convolve(shifted, 0.8 * _gaussian(1.0, half=5), mode="constant") + rng.normal(
+        0, 1.5, truth.shape
+    )
     plain = _fit(reference, science, xy, half_width=5, systematic=0.0)
-    covered = _fit(reference, science, xy, half_width=5, systematic=0.0, astrometric_sigma=(0.0, 0.05))
+    covered = _fit(
+        reference, science, xy, half_width=5, systematic=0.0, astrometric_sigma=(0.0, 0.05)
+    )
     peaks = [np.count_nonzero(np.abs(r.detection[~r.mask]) > 5) for r in (plain, covered)]
     assert peaks[0] > 0 and peaks[1] < peaks[0]
     assert covered.detection_std == pytest.approx(1.0, abs=0.05)
@@ -279,8 +334,15 @@ def test_masked_regions_variance_maps_float32():
     mask = np.zeros(reference.shape, bool)
     mask[100:140, 50:60] = True
     mask[:, 300:] = True
-    res = _fit(reference, science, xy, mask=mask, reference_variance=np.ones_like(reference),
-               science_variance=np.full_like(reference, 2.25), dtype=np.float32)
+    res = _fit(
+        reference,
+        science,
+        xy,
+        mask=mask,
+        reference_variance=np.ones_like(reference),
+        science_variance=np.full_like(reference, 2.25),
+        dtype=np.float32,
+    )
     assert res.D.dtype == np.float32 and np.isfinite(res.detection).all()
     assert res.mask[mask].all()
     assert res.significance_std == pytest.approx(1.0, abs=0.05)
@@ -304,7 +366,10 @@ def test_difference_with_the_fitted_kernel_method_gives_candidates_and_triplets(
 
 @pytest.mark.parametrize(
     "kernel, match",
-    [("delta", "kernel: must be a dict"), ({"mask_radius": 3}, r"kernel: \['mask_radius'\] are set by difference")],
+    [
+        ("delta", "kernel: must be a dict"),
+        ({"mask_radius": 3}, r"kernel: \['mask_radius'\] are set by difference"),
+    ],
 )
 def test_difference_refuses_bad_kernel_options_before_any_stage(kernel, match):
     import astrid
@@ -327,7 +392,9 @@ def _galaxies(n, size, seed, margin=30):
         sx, sy, theta = rng.uniform(2.5, 4.0), rng.uniform(1.5, 4.0), rng.uniform(0, np.pi)
         c, s = np.cos(theta), np.sin(theta)
         g = np.exp(-0.5 * (((c * X + s * Y) / sx) ** 2 + ((-s * X + c * Y) / sy) ** 2))
-        image[y - half : y + half + 1, x - half : x + half + 1] += 10 ** rng.uniform(3.5, 4.5) * g / g.sum()
+        image[y - half : y + half + 1, x - half : x + half + 1] += (
+            10 ** rng.uniform(3.5, 4.5) * g / g.sum()
+        )
     return image
 
 
@@ -343,7 +410,15 @@ def test_whole_image_fit_without_stars():
     science = ndimage.convolve(truth, true, mode="constant") + rng.normal(0, 1.5, truth.shape)
     with pytest.raises(AstridPSFError, match="3 stars usable"):
         _fit(reference, science, xy)
-    res = _fit(reference, science, xy, fit_region="image", half_width=5, science_fwhm=2.8, reference_fwhm=2.4)
+    res = _fit(
+        reference,
+        science,
+        xy,
+        fit_region="image",
+        half_width=5,
+        science_fwhm=2.8,
+        reference_fwhm=2.4,
+    )
     assert res.n_stamps_used >= 10
     assert res.flux_ratio == pytest.approx(0.85, rel=5e-3)
     # Smooth galaxies constrain the kernel's sum, centroid and width, not its pixel-scale detail (the
@@ -353,7 +428,13 @@ def test_whole_image_fit_without_stars():
     assert res.detection_std == pytest.approx(1.0, abs=0.05)
     # Nothing with light: a clear error naming the stamps.
     with pytest.raises(AstridPSFError, match="stamps with signal"):
-        _fit(rng.normal(0, 1.0, truth.shape), rng.normal(0, 1.5, truth.shape), xy, fit_region="image",
-             science_fwhm=2.8, reference_fwhm=2.4)
+        _fit(
+            rng.normal(0, 1.0, truth.shape),
+            rng.normal(0, 1.5, truth.shape),
+            xy,
+            fit_region="image",
+            science_fwhm=2.8,
+            reference_fwhm=2.4,
+        )
     with pytest.raises(AstridInputError, match="fit_region"):
         _fit(reference, science, xy, fit_region="everywhere")

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from astrid import mainjob
-from astrid.mainjob import CI_SMALL_CONFIG, MAIN_JOB_CONFIG, NOTEBOOKS, REPO_ROOT, main_job_config, run_main_job
 from astrid.errors import AstridFileError, AstridInputError
+from astrid.mainjob import (
+    CI_SMALL_CONFIG,
+    MAIN_JOB_CONFIG,
+    NOTEBOOKS,
+    REPO_ROOT,
+    main_job_config,
+    run_main_job,
+)
 from astrid.runner import RunConfig
 
 
@@ -38,8 +45,11 @@ def test_every_parameter_is_one_a_notebook_declares():
     for notebook in NOTEBOOKS:
         nb = nbformat.read(REPO_ROOT / notebook, as_version=4)
         (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        declared |= {line.split("=")[0].strip() for line in cell.source.splitlines()
-                     if "=" in line and not line.lstrip().startswith("#")}
+        declared |= {
+            line.split("=")[0].strip()
+            for line in cell.source.splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        }
     for path in (MAIN_JOB_CONFIG, CI_SMALL_CONFIG):
         unknown = set(RunConfig.from_yaml(path).parameters) - declared
         assert not unknown, f"{path.name} sets parameters no notebook declares: {unknown}"
@@ -63,10 +73,15 @@ def test_defaults_write_into_the_repository():
 
 
 def test_overrides(tmp_path):
-    config = main_job_config({"notebooks": [NOTEBOOKS[0]], "parameters": {"n_fields": 1, "root": "sub"}},
-                             output_root=tmp_path / "runs", scheduler="tcp://127.0.0.1:8786")
+    config = main_job_config(
+        {"notebooks": [NOTEBOOKS[0]], "parameters": {"n_fields": 1, "root": "sub"}},
+        output_root=tmp_path / "runs",
+        scheduler="tcp://127.0.0.1:8786",
+    )
     assert config.notebooks == [str(REPO_ROOT / NOTEBOOKS[0])]
-    assert config.parameters["root"] == str(REPO_ROOT / "sub")  # relative roots are taken from the repository
+    assert config.parameters["root"] == str(
+        REPO_ROOT / "sub"
+    )  # relative roots are taken from the repository
     assert config.output_root == str(tmp_path / "runs")
     assert config.scheduler == "tcp://127.0.0.1:8786"
 

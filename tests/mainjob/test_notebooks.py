@@ -17,8 +17,17 @@ from astrid.mainjob import NOTEBOOKS, REPO_ROOT
 pytest.importorskip("papermill")
 
 FIGURES = (
-    "survey_pair", "difference_zogy", "scorr_histogram", "zogy_vs_classic", "completeness", "triplet_examples",
-    "training_history", "roc_pr", "calibration", "score_histograms", "int8_vs_float",
+    "survey_pair",
+    "difference_zogy",
+    "scorr_histogram",
+    "zogy_vs_classic",
+    "completeness",
+    "triplet_examples",
+    "training_history",
+    "roc_pr",
+    "calibration",
+    "score_histograms",
+    "int8_vs_float",
 )
 
 
@@ -35,7 +44,9 @@ def test_notebook_is_stored_clean(notebook):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "store notebooks without outputs"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                "store notebooks without outputs"
+            )
     params = _parameters_cell(nb).source
     for name in ("root", "data_dir", "figures_dir"):
         assert f"\n{name} = " in f"\n{params}", f"parameter {name} missing"
@@ -63,7 +74,11 @@ def test_shared_parameters_mean_the_same_everywhere():
         for name, value in namespace.items():
             if name != "__builtins__":
                 defaults.setdefault(name, {})[Path(notebook).stem] = value
-    clashes = {name: by_nb for name, by_nb in defaults.items() if len({repr(v) for v in by_nb.values()}) > 1}
+    clashes = {
+        name: by_nb
+        for name, by_nb in defaults.items()
+        if len({repr(v) for v in by_nb.values()}) > 1
+    }
     assert not clashes
 
 
@@ -73,16 +88,23 @@ def test_papermill_batch_of_two_parameter_sets(tmp_path):
     from astrid.runner import list_runs, load_run, params_slug, run, run_tasks
 
     runs = tmp_path / "runs"
-    result = run({
-        "notebooks": [str(REPO_ROOT / NOTEBOOKS[0])],
-        "parameters": {"root": str(tmp_path), "data_dir": "data", "figures_dir": "figures", "size": 128,
-                       "n_supernovae": 3},
-        "grid": {"n_fields": [1, 2]},
-        "run_id": "two-sets",
-        "output_root": str(runs),
-        "scheduler": "sync",  # both write one survey folder: one after the other
-        "timeout": 300,
-    })
+    result = run(
+        {
+            "notebooks": [str(REPO_ROOT / NOTEBOOKS[0])],
+            "parameters": {
+                "root": str(tmp_path),
+                "data_dir": "data",
+                "figures_dir": "figures",
+                "size": 128,
+                "n_supernovae": 3,
+            },
+            "grid": {"n_fields": [1, 2]},
+            "run_id": "two-sets",
+            "output_root": str(runs),
+            "scheduler": "sync",  # both write one survey folder: one after the other
+            "timeout": 300,
+        }
+    )
     assert result.ok, [t.error for t in result.tasks]
     assert [t.slug for t in result.tasks] == [params_slug({"n_fields": n}) for n in (1, 2)]
     for task in result.tasks:
@@ -113,13 +135,22 @@ def test_main_job_small_runs_every_notebook(tmp_path):
     assert [t.stem for t in result.tasks] == [Path(nb).stem for nb in NOTEBOOKS]
     metrics = {t.stem: t.metrics for t in result.tasks}
     assert metrics["01_acquisition"]["n_pairs"] == 4
-    assert metrics["02_differencing"]["n_failed"] == 0 and metrics["02_differencing"]["n_candidates"] > 0
+    assert (
+        metrics["02_differencing"]["n_failed"] == 0
+        and metrics["02_differencing"]["n_candidates"] > 0
+    )
     assert metrics["03_triplets"]["n_train"] > 0 and metrics["03_triplets"]["n_test"] > 0
     assert 0.0 <= metrics["04_training"]["roc_auc"] <= 1.0
     assert metrics["05_edgetpu_export"]["edgetpu_static_check"] is True
     assert metrics["06_paper_figures"]["n_figures"] == len(FIGURES)
-    assert metrics["07_anomaly"]["n_methods"] >= 5 and 0.0 <= metrics["07_anomaly"]["unet_recall"] <= 1.0
-    assert metrics["08_active_learning"]["n_queried"] == 8 and metrics["08_active_learning"]["n_human_labels"] > 0
+    assert (
+        metrics["07_anomaly"]["n_methods"] >= 5
+        and 0.0 <= metrics["07_anomaly"]["unet_recall"] <= 1.0
+    )
+    assert (
+        metrics["08_active_learning"]["n_queried"] == 8
+        and metrics["08_active_learning"]["n_human_labels"] > 0
+    )
     figures_dir = tmp_path / "figures" / "ci_small"
     for name in FIGURES:
         for suffix in (".pdf", ".png"):
@@ -127,10 +158,23 @@ def test_main_job_small_runs_every_notebook(tmp_path):
     for name in ("anomaly_methods", "anomaly_map", "anomaly_types"):  # notebook 07's
         assert (figures_dir / f"{name}.png").stat().st_size > 0, f"{name}.png missing"
     data = tmp_path / "data" / "ci_small"
-    for path in ("anomaly/anomaly_table.ecsv", "models/unet_anomaly.keras", "survey/manifest.json", "detail/zogy.fits", "detail/classic.fits", "triplets/train.zarr",
-                 "models/vgg6.keras", "models/vgg6.card.json", "evaluation/evaluation.json",
-                 "export/vgg6_int8.tflite", "export/int8_vs_float.ecsv"):
+    for path in (
+        "anomaly/anomaly_table.ecsv",
+        "models/unet_anomaly.keras",
+        "survey/manifest.json",
+        "detail/zogy.fits",
+        "detail/classic.fits",
+        "triplets/train.zarr",
+        "models/vgg6.keras",
+        "models/vgg6.card.json",
+        "evaluation/evaluation.json",
+        "export/vgg6_int8.tflite",
+        "export/int8_vs_float.ecsv",
+    ):
         assert (data / path).exists(), path
-    assert json.loads((data / "export" / "parity.json").read_text())["n"] == metrics["04_training"]["n_test"]
+    assert (
+        json.loads((data / "export" / "parity.json").read_text())["n"]
+        == metrics["04_training"]["n_test"]
+    )
     runs = list_runs(tmp_path / "papermill_runs")
     assert list(runs["run_id"]) == ["ci"] and runs["n_ok"][0] == len(NOTEBOOKS)

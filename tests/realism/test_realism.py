@@ -49,7 +49,9 @@ def test_comparison_is_zero_for_one_set_and_large_for_different_noise_ratios():
     ratio = compare_statistics(a, b)
     assert ratio[list(ratio["statistic"]).index("noise_ratio_ref_sci")]["ks"] == 1.0
     pixels = normalised_pixels(_triplets(n=3), max_pixels=1000)
-    assert set(pixels) == {"science", "reference", "difference"} and all(v.size == 1000 for v in pixels.values())
+    assert set(pixels) == {"science", "reference", "difference"} and all(
+        v.size == 1000 for v in pixels.values()
+    )
 
 
 def test_statistics_refuse_what_is_not_a_triplet_set():
@@ -71,7 +73,9 @@ def test_the_ztf_alert_preset_has_a_deep_reference_and_the_ztf_preset_is_unchang
         astrid.simulate.pair(size=128, seed=0, reference_stack=0)
 
 
-@pytest.mark.skipif(shared_data("ztf_alerts") is None, reason="shared ZTF alerts (../shared/data/ztf_alerts) absent")
+@pytest.mark.skipif(
+    shared_data("ztf_alerts") is None, reason="shared ZTF alerts (../shared/data/ztf_alerts) absent"
+)
 def test_the_report_runs_on_a_handful_of_real_stamps():
     from astrid.alerts import read_ztf
 

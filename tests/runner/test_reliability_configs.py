@@ -18,10 +18,18 @@ _RUN_CASES = [
     ("bogus_key: 1\n", AstridInputError, "unknown setting.*'bogus_key'"),
     ("notebooks: [nb.ipynb]\nworkers: 2\n", AstridInputError, "did you mean 'n_workers'"),
     ("", AstridInputError, "run configuration file is empty"),
-    ("notebooks: [nb.ipynb]\nparameters: {size: .inf}\n", AstridInputError, r"parameters\['size'\] = inf cannot be stored"),
+    (
+        "notebooks: [nb.ipynb]\nparameters: {size: .inf}\n",
+        AstridInputError,
+        r"parameters\['size'\] = inf cannot be stored",
+    ),
     ("notebooks: 5\n", AstridInputError, "'notebooks' must be a non-empty list"),
     ("notebooks: []\n", AstridInputError, "'notebooks' must be a non-empty list"),
-    ("notebooks: [nb.ipynb]\ngrid: {size: []}\n", AstridInputError, r"grid\['size'\] must be a non-empty list"),
+    (
+        "notebooks: [nb.ipynb]\ngrid: {size: []}\n",
+        AstridInputError,
+        r"grid\['size'\] must be a non-empty list",
+    ),
 ]
 
 
@@ -37,7 +45,9 @@ def test_bad_run_configurations(tmp_path, text, error, message):
 def test_run_configuration_paths_of_the_wrong_kind(tmp_path):
     with pytest.raises(AstridFileError, match="is a folder; give the run configuration"):
         RunConfig.from_yaml(tmp_path)
-    with pytest.raises(AstridFileError, match="missing.yaml: run configuration file does not exist"):
+    with pytest.raises(
+        AstridFileError, match="missing.yaml: run configuration file does not exist"
+    ):
         RunConfig.from_yaml(tmp_path / "missing.yaml")
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\x00\xff\xfe")
@@ -55,7 +65,8 @@ def test_acquisition_configuration_paths(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.org/a.fits", "s3://bucket/a.fits", "gopher://x/a.fits", "sftp://host/a.fits"]
+    "url",
+    ["ftp://example.org/a.fits", "s3://bucket/a.fits", "gopher://x/a.fits", "sftp://host/a.fits"],
 )
 def test_download_schemes_that_cannot_be_fetched_fail_at_once(tmp_path, url):
     from astrid.acquire import AstridDownloadError, fetch_file

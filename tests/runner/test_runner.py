@@ -63,11 +63,16 @@ def test_params_slug_is_readable_safe_and_deterministic():
 
 def test_parameter_sets_are_the_cartesian_product_in_grid_order():
     config = RunConfig(
-        notebooks=["a.ipynb"], parameters={"size": 256}, grid={"target": ["T1", "T2"], "filter": ["g", "r"]}
+        notebooks=["a.ipynb"],
+        parameters={"size": 256},
+        grid={"target": ["T1", "T2"], "filter": ["g", "r"]},
     )
     sets = config.parameter_sets()
     assert [s.slug for s in sets] == [
-        "target=T1_filter=g", "target=T1_filter=r", "target=T2_filter=g", "target=T2_filter=r",
+        "target=T1_filter=g",
+        "target=T1_filter=r",
+        "target=T2_filter=g",
+        "target=T2_filter=r",
     ]
     assert sets[1].parameters == {"size": 256, "target": "T1", "filter": "r"}
     assert sets[1].varying == {"target": "T1", "filter": "r"}
@@ -102,20 +107,38 @@ def test_config_from_yaml_and_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"notebooks": ["a.ipynb"], "gird": {"x": [1]}}, r"unknown setting\(s\) 'gird' \(did you mean 'grid'\?\)"),
+        (
+            {"notebooks": ["a.ipynb"], "gird": {"x": [1]}},
+            r"unknown setting\(s\) 'gird' \(did you mean 'grid'\?\)",
+        ),
         ({"grid": {"x": [1]}}, "'notebooks' .* is required"),
         ({"notebooks": []}, "non-empty list"),
         ({"notebooks": ["analysis.py"]}, "not a path to an .ipynb"),
         ({"notebooks": ["a/x.ipynb", "b/x.ipynb"]}, "several notebooks named x"),
-        ({"notebooks": ["a.ipynb"], "grid": {"target": "SIM0001"}}, r"grid\['target'\] must be a non-empty list"),
+        (
+            {"notebooks": ["a.ipynb"], "grid": {"target": "SIM0001"}},
+            r"grid\['target'\] must be a non-empty list",
+        ),
         ({"notebooks": ["a.ipynb"], "grid": {"target": [1, 1]}}, "repeats a value"),
-        ({"notebooks": ["a.ipynb"], "parameters": {"x": 1}, "grid": {"x": [1, 2]}}, "both in 'parameters' and in 'grid'"),
-        ({"notebooks": ["a.ipynb"], "parameters": {"not a name": 1}}, "not a valid Python variable name"),
-        ({"notebooks": ["a.ipynb"], "parameters": {"x": object()}}, "cannot be stored in the run record"),
+        (
+            {"notebooks": ["a.ipynb"], "parameters": {"x": 1}, "grid": {"x": [1, 2]}},
+            "both in 'parameters' and in 'grid'",
+        ),
+        (
+            {"notebooks": ["a.ipynb"], "parameters": {"not a name": 1}},
+            "not a valid Python variable name",
+        ),
+        (
+            {"notebooks": ["a.ipynb"], "parameters": {"x": object()}},
+            "cannot be stored in the run record",
+        ),
         ({"notebooks": ["a.ipynb"], "run_id": "../escape"}, "'run_id' '../escape' must be"),
         ({"notebooks": ["a.ipynb"], "timeout": -5}, "'timeout' must be a positive number"),
         ({"notebooks": ["a.ipynb"], "n_workers": 0}, "'n_workers' must be a positive integer"),
-        ({"notebooks": ["a.ipynb"], "sequential_notebooks": "yes"}, "'sequential_notebooks' must be true or false"),
+        (
+            {"notebooks": ["a.ipynb"], "sequential_notebooks": "yes"},
+            "'sequential_notebooks' must be true or false",
+        ),
         (["a.ipynb"], "must be a mapping"),
     ],
 )
@@ -132,11 +155,17 @@ def test_bad_yaml_files_are_clear_errors(tmp_path):
     with pytest.raises(AstridInputError, match="not valid YAML"):
         RunConfig.from_yaml(_write_yaml(tmp_path / "bad.yaml", "notebooks: [a.ipynb\n"))
     with pytest.raises(AstridInputError, match=r"bad2\.yaml: unknown setting"):
-        RunConfig.from_yaml(_write_yaml(tmp_path / "bad2.yaml", "notebooks: [a.ipynb]\nworkers: 3\n"))
+        RunConfig.from_yaml(
+            _write_yaml(tmp_path / "bad2.yaml", "notebooks: [a.ipynb]\nworkers: 3\n")
+        )
 
 
 def test_missing_notebook_fails_before_anything_runs(tmp_path):
-    config = RunConfig(notebooks=[str(tmp_path / "nope.ipynb")], output_root=str(tmp_path / "runs"), scheduler="sync")
+    config = RunConfig(
+        notebooks=[str(tmp_path / "nope.ipynb")],
+        output_root=str(tmp_path / "runs"),
+        scheduler="sync",
+    )
     with pytest.raises(AstridFileError, match="nope.ipynb: notebook does not exist"):
         run(config)
     assert not (tmp_path / "runs").exists()
@@ -145,9 +174,16 @@ def test_missing_notebook_fails_before_anything_runs(tmp_path):
 def test_rerun_under_same_id_with_other_grid_is_refused(notebooks, tmp_path):
     root = tmp_path / "runs"
     (root / "r1").mkdir(parents=True)
-    first = RunConfig(notebooks=[str(notebooks / "stage1.ipynb")], grid={"target": ["A"]}, run_id="r1",
-                      output_root=str(root), scheduler="sync")
-    (root / "r1" / "run.json").write_text(json.dumps({"task_definition": first.task_definition(), "tasks": []}))
+    first = RunConfig(
+        notebooks=[str(notebooks / "stage1.ipynb")],
+        grid={"target": ["A"]},
+        run_id="r1",
+        output_root=str(root),
+        scheduler="sync",
+    )
+    (root / "r1" / "run.json").write_text(
+        json.dumps({"task_definition": first.task_definition(), "tasks": []})
+    )
     changed = RunConfig(**{**first.to_dict(), "grid": {"target": ["A", "B"]}})
     with pytest.raises(AstridInputError, match="exists with other notebooks, parameters or grid"):
         run(changed)
@@ -158,9 +194,20 @@ def test_rerun_under_same_id_with_other_grid_is_refused(notebooks, tmp_path):
 
 # -- metrics ----------------------------------------------------------------
 def test_record_metrics_outside_a_kernel_returns_plain_values():
-    stored = record_metrics(n_candidates=np.int64(12), purity=np.float32(0.5), fwhm=[np.float64(2.5), 3.0],
-                            undefined=float("nan"), name="SIM0001")
-    assert stored == {"n_candidates": 12, "purity": 0.5, "fwhm": [2.5, 3.0], "undefined": None, "name": "SIM0001"}
+    stored = record_metrics(
+        n_candidates=np.int64(12),
+        purity=np.float32(0.5),
+        fwhm=[np.float64(2.5), 3.0],
+        undefined=float("nan"),
+        name="SIM0001",
+    )
+    assert stored == {
+        "n_candidates": 12,
+        "purity": 0.5,
+        "fwhm": [2.5, 3.0],
+        "undefined": None,
+        "name": "SIM0001",
+    }
     assert type(stored["n_candidates"]) is int
     assert recorded_metrics()["n_candidates"] == 12
     with pytest.raises(AstridInputError, match="metric 'image' .* is not a number"):
@@ -173,7 +220,11 @@ def test_read_metrics_merges_outputs_in_cell_order(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     book = nbformat.v4.new_notebook()
     first = nbformat.v4.new_code_cell("")
-    first.outputs = [nbformat.v4.new_output("display_data", data={METRICS_MIME_TYPE: {"a": 1, "b": 2}, "text/plain": "x"})]
+    first.outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={METRICS_MIME_TYPE: {"a": 1, "b": 2}, "text/plain": "x"}
+        )
+    ]
     second = nbformat.v4.new_code_cell("")
     second.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="hello"),
@@ -204,7 +255,9 @@ def test_list_runs_of_an_empty_root(tmp_path, capsys):
 
 
 # -- batches that execute notebooks ---------------------------------------
-def test_sync_batch_records_failures_skips_dependants_and_rerun_redoes_only_those(notebooks, tmp_path, capsys):
+def test_sync_batch_records_failures_skips_dependants_and_rerun_redoes_only_those(
+    notebooks, tmp_path, capsys
+):
     _needs_kernel()
     root = tmp_path / "runs"
     config_path = _write_yaml(
@@ -218,7 +271,10 @@ def test_sync_batch_records_failures_skips_dependants_and_rerun_redoes_only_thos
     result = run(config_path, on_task_done=seen.append)
 
     assert [(t.stem, t.slug) for t in result.tasks] == [
-        ("stage1", "target=A"), ("stage1", "target=B"), ("stage2", "target=A"), ("stage2", "target=B"),
+        ("stage1", "target=A"),
+        ("stage1", "target=B"),
+        ("stage2", "target=A"),
+        ("stage2", "target=B"),
     ]
     assert [t.status for t in result.tasks] == ["ok", "failed", "ok", "skipped"]
     assert (result.n_ok, result.n_failed, result.n_skipped) == (2, 1, 1)
@@ -309,8 +365,12 @@ def _notebook_declaring(path: Path, source: str) -> Path:
 def test_a_parameter_no_notebook_declares_is_refused_with_the_closest_name(tmp_path):
     first = _notebook_declaring(tmp_path / "a.ipynb", "size = 1\n")
     second = _notebook_declaring(tmp_path / "b.ipynb", "scale = 1.0\n")
-    config = {"notebooks": [str(first), str(second)], "parameters": {"size": 2, "scal": 3.0},
-              "output_root": str(tmp_path / "runs"), "scheduler": "sync"}
+    config = {
+        "notebooks": [str(first), str(second)],
+        "parameters": {"size": 2, "scal": 3.0},
+        "output_root": str(tmp_path / "runs"),
+        "scheduler": "sync",
+    }
     with pytest.raises(AstridInputError, match=r"'scal' is declared by none.*did you mean 'scale'"):
         run(config)
     assert not (tmp_path / "runs").exists()
@@ -321,13 +381,21 @@ def test_each_notebook_is_given_only_its_declared_parameters(tmp_path):
     nbformat = pytest.importorskip("nbformat")
     first = _notebook_declaring(tmp_path / "a.ipynb", "size = 1\n")
     second = _notebook_declaring(tmp_path / "b.ipynb", "size = 1\nscale = 1.0\n")
-    config = {"notebooks": [str(first), str(second)], "parameters": {"size": 2, "scale": 3.0},
-              "output_root": str(tmp_path / "runs"), "run_id": "r", "scheduler": "sync", "timeout": 120}
+    config = {
+        "notebooks": [str(first), str(second)],
+        "parameters": {"size": 2, "scale": 3.0},
+        "output_root": str(tmp_path / "runs"),
+        "run_id": "r",
+        "scheduler": "sync",
+        "timeout": 120,
+    }
     result = run(config)
     assert [t.status for t in result.tasks] == ["ok", "ok"]
     injected = {}
     for task in result.tasks:
         cells = nbformat.read(str(task.output), as_version=4).cells
-        injected[task.stem] = next(c.source for c in cells if "injected-parameters" in c.metadata.get("tags", []))
+        injected[task.stem] = next(
+            c.source for c in cells if "injected-parameters" in c.metadata.get("tags", [])
+        )
     assert "size = 2" in injected["a"] and "scale" not in injected["a"]
     assert "size = 2" in injected["b"] and "scale = 3.0" in injected["b"]

@@ -48,7 +48,9 @@ def test_validate_triplets_names_the_problem():
     with pytest.raises(AstridInputError, match="no data variable 'triplets'"):
         validate_triplets(good.drop_vars("triplets"))
     with pytest.raises(AstridInputError, match="dims"):
-        validate_triplets(good.assign(triplets=good["triplets"].transpose("candidate", "channel", "y", "x")))
+        validate_triplets(
+            good.assign(triplets=good["triplets"].transpose("candidate", "channel", "y", "x"))
+        )
     with pytest.raises(AstridInputError, match=r"stamps are 31x63"):
         validate_triplets(good.isel(y=slice(0, 31)))
     with pytest.raises(AstridInputError, match="channel coordinate"):

@@ -50,7 +50,9 @@ def exports(model, stamps, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     return {
         "float_dynamic": to_tflite(model, folder / "f32.tflite", quantize=None, batch_size=None),
-        "int8_batch1": to_tflite(model, folder / "i8.tflite", representative=stamps, num_calibration=45),
+        "int8_batch1": to_tflite(
+            model, folder / "i8.tflite", representative=stamps, num_calibration=45
+        ),
     }
 
 
@@ -94,8 +96,9 @@ def test_default_keras_path_is_fast_tflite_with_exact_parity(dataset, model):
 def test_score_keras_file(stamps, model, tmp_path):
     path = tmp_path / "vgg6.keras"
     model.save(path)
-    np.testing.assert_allclose(score(stamps, path), score(stamps, model, interpreter="keras"),
-                               atol=FAST_PATH_TOLERANCE)
+    np.testing.assert_allclose(
+        score(stamps, path), score(stamps, model, interpreter="keras"), atol=FAST_PATH_TOLERANCE
+    )
 
 
 def test_score_tflite_float_dynamic_batch_is_resized(exports, stamps, model):
@@ -105,7 +108,9 @@ def test_score_tflite_float_dynamic_batch_is_resized(exports, stamps, model):
     # 45 triplets in batches of 7: six resizes to 7, one to 3.
     scores = score(stamps, runner, batch_size=7)
     assert runner._batch == 3
-    np.testing.assert_allclose(scores, score(stamps, model, interpreter="keras"), atol=FAST_PATH_TOLERANCE)
+    np.testing.assert_allclose(
+        scores, score(stamps, model, interpreter="keras"), atol=FAST_PATH_TOLERANCE
+    )
     np.testing.assert_allclose(score(stamps, path, batch_size=64, num_threads=2), scores, atol=1e-6)
 
 
@@ -128,7 +133,9 @@ def test_score_int8_batch1_quantises_like_the_interpreter(exports, stamps):
         interp.invoke()
         expected.append((float(interp.get_tensor(out["index"])[0, 0]) - out_zero) * out_scale)
     np.testing.assert_allclose(scores, expected, atol=1e-6)
-    assert set(np.unique(np.round((scores / out_scale)).astype(int) + out_zero)) <= set(range(-128, 128))
+    assert set(np.unique(np.round((scores / out_scale)).astype(int) + out_zero)) <= set(
+        range(-128, 128)
+    )
 
 
 def test_score_dask_backed_dataset(dataset, model):
@@ -143,8 +150,9 @@ def test_norm_comes_from_sidecar(model, dataset, tmp_path):
     report = to_tflite(model, tmp_path / "l2.tflite", quantize=None, batch_size=None, norm="l2")
     scores = score(dataset, report.path)
     assert scores.attrs["norm"] == "l2"
-    np.testing.assert_allclose(scores.values, braai.predict(model, dataset, norm="l2"),
-                               atol=FAST_PATH_TOLERANCE)
+    np.testing.assert_allclose(
+        scores.values, braai.predict(model, dataset, norm="l2"), atol=FAST_PATH_TOLERANCE
+    )
     with pytest.warns(AstridWarning, match="differs from the normalisation 'l2'"):
         score(dataset, report.path, norm="rowwise")
 

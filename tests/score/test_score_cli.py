@@ -102,7 +102,9 @@ def test_scores_equal_the_api_and_reruns_score_only_new_inputs(tmp_path, model_f
     table = Table.read(out)
     assert len(table) == 50 and len(set(table["candidate_id"])) == 50
     expected = {**_api_scores(stores[0], model_file), **_api_scores(stores[1], model_file)}
-    np.testing.assert_allclose(table["score"], [expected[i] for i in table["candidate_id"]], atol=1e-6)
+    np.testing.assert_allclose(
+        table["score"], [expected[i] for i in table["candidate_id"]], atol=1e-6
+    )
     assert set(table["input"]) == {str(s) for s in stores}
     sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
     assert set(table["model_sha256"]) == {sha} and set(table["model"]) == {"tiny"}
@@ -142,8 +144,19 @@ def test_watch_scores_inputs_that_arrive_while_it_runs_exactly_once(tmp_path, mo
     dropper = threading.Thread(target=deliver)
     dropper.start()
     try:
-        rc, stdout, stderr = _run(capsys, folder, "--model", model_file, "-o", out, "--watch",
-                                  "--interval", "0.2", "--max-polls", "20")
+        rc, stdout, stderr = _run(
+            capsys,
+            folder,
+            "--model",
+            model_file,
+            "-o",
+            out,
+            "--watch",
+            "--interval",
+            "0.2",
+            "--max-polls",
+            "20",
+        )
     finally:
         dropper.join()
     assert rc == 0, stderr
@@ -151,14 +164,23 @@ def test_watch_scores_inputs_that_arrive_while_it_runs_exactly_once(tmp_path, mo
     table = Table.read(out)
     ids = table["candidate_id"].tolist()
     assert len(ids) == len(set(ids)) == 48  # every candidate of the four stores, once
-    assert sorted({Path(p).name for p in table["input"]}) == ["s0.zarr", "s1.zarr", "s2.zarr", "s3.zarr"]
-    assert {Path(k).name: v["n"] for k, v in _state(out)["inputs"].items()} == {f"s{i}.zarr": 12 for i in range(4)}
+    assert sorted({Path(p).name for p in table["input"]}) == [
+        "s0.zarr",
+        "s1.zarr",
+        "s2.zarr",
+        "s3.zarr",
+    ]
+    assert {Path(k).name: v["n"] for k, v in _state(out)["inputs"].items()} == {
+        f"s{i}.zarr": 12 for i in range(4)
+    }
     # Stopped and started again (no --watch): nothing left to score.
     rc, stdout, _ = _run(capsys, folder, "--model", model_file, "-o", out)
     assert rc == 0 and "from 0 new input(s)" in stdout and len(Table.read(out)) == 48
 
 
-def test_a_crash_between_the_table_and_the_state_file_scores_nothing_twice(tmp_path, model_file, capsys):
+def test_a_crash_between_the_table_and_the_state_file_scores_nothing_twice(
+    tmp_path, model_file, capsys
+):
     folder = tmp_path / "in"
     _drop_store(folder, "a.zarr", 15, 3)
     b = _drop_store(folder, "b.zarr", 15, 4)
@@ -201,10 +223,15 @@ def test_parquet_output_carries_the_drift_check(tmp_path, model_file, capsys):
     _drop_store(folder, "a.zarr", 100, 20)
     _drop_store(folder, "b.zarr", 100, 21)
     reference = tmp_path / "reference.npy"
-    np.save(reference, list(_api_scores(_drop_store(tmp_path / "ref", "r.zarr", 400, 22), model_file).values()))
+    np.save(
+        reference,
+        list(_api_scores(_drop_store(tmp_path / "ref", "r.zarr", 400, 22), model_file).values()),
+    )
 
     out = tmp_path / "scores.parquet"
-    rc, stdout, stderr = _run(capsys, folder, "--model", model_file, "-o", out, "--reference-scores", reference)
+    rc, stdout, stderr = _run(
+        capsys, folder, "--model", model_file, "-o", out, "--reference-scores", reference
+    )
     assert rc == 0 and "DriftWarning" not in stderr
     assert "drift check: PSI" in stdout and "no drift" in stdout
     drift = Table.read(out).meta["astrid_scores"]["drift"]
@@ -216,8 +243,17 @@ def test_parquet_output_carries_the_drift_check(tmp_path, model_file, capsys):
     write_triplets(_dataset(400, 23, "noisy", noise=20.0), noisy)
     np.save(shifted, list(_api_scores(noisy, model_file).values()))
     other = tmp_path / "other.parquet"
-    rc, stdout, stderr = _run(capsys, folder, "--model", model_file, "-o", other, "--reference-scores", shifted,
-                              "--fail-on-drift")
+    rc, stdout, stderr = _run(
+        capsys,
+        folder,
+        "--model",
+        model_file,
+        "-o",
+        other,
+        "--reference-scores",
+        shifted,
+        "--fail-on-drift",
+    )
     assert rc == 3
     assert stderr.count("astrid: warning: DriftWarning") == 1 and "PSI" in stderr
     assert Table.read(other).meta["astrid_scores"]["drift"]["drifted"]
@@ -232,12 +268,20 @@ def test_progress_bar_only_on_a_terminal(tmp_path, model_file, monkeypatch, caps
     _drop_store(folder, "a.zarr", 5, 30)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    assert main(["score", str(folder), "--model", str(model_file), "-o", str(tmp_path / "a.ecsv")]) == 0
+    assert (
+        main(["score", str(folder), "--model", str(model_file), "-o", str(tmp_path / "a.ecsv")])
+        == 0
+    )
     assert "scoring" in terminal.getvalue() and "1/1" in terminal.getvalue()
     assert "astrid score: 5 candidate(s)" in capsys.readouterr().out
     quiet = Terminal()
     monkeypatch.setattr(sys, "stderr", quiet)
-    assert main(["score", str(folder), "--model", str(model_file), "-o", str(tmp_path / "b.ecsv"), "-q"]) == 0
+    assert (
+        main(
+            ["score", str(folder), "--model", str(model_file), "-o", str(tmp_path / "b.ecsv"), "-q"]
+        )
+        == 0
+    )
     assert quiet.getvalue() == "" and capsys.readouterr().out == ""
     monkeypatch.undo()
     # Not a terminal (capsys): no bar.
@@ -248,11 +292,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path, model_file, monkeypatch, caps
 def test_fits_pairs_from_a_csv(tmp_path, model_file, capsys):
     from astrid.simulate import survey
 
-    manifest = survey(tmp_path / "survey", n_fields=1, size=256, seed=3, n_stars=150, n_supernovae=3)
+    manifest = survey(
+        tmp_path / "survey", n_fields=1, size=256, seed=3, n_stars=150, n_supernovae=3
+    )
     pair = next(manifest.pairs())
     csv = tmp_path / "pairs.csv"
-    csv.write_text(f"name,reference,science\nnight1,{os.path.relpath(pair.reference, tmp_path)},"
-                   f"{os.path.relpath(pair.science, tmp_path)}\n")
+    csv.write_text(
+        f"name,reference,science\nnight1,{os.path.relpath(pair.reference, tmp_path)},"
+        f"{os.path.relpath(pair.science, tmp_path)}\n"
+    )
     out = tmp_path / "pairs.ecsv"
     rc, _, stderr = _run(capsys, "--pairs", csv, "--model", model_file, "-o", out)
     assert rc == 0, stderr
@@ -290,9 +338,15 @@ def test_a_bad_input_is_reported_and_the_others_are_scored(tmp_path, model_file,
         (lambda t, m: [t / "missing", "--model", m], "missing: no such file or folder"),
         (lambda t, m: [t / "image.fits", "--model", m], "--pairs"),
         (lambda t, m: [t / "in", "--model", t / "nope.tflite"], "nope.tflite: no such model file"),
-        (lambda t, m: [t / "in", "--model", m, "-o", t / "scores.csv"], "scores.csv: expected a .ecsv or .parquet"),
+        (
+            lambda t, m: [t / "in", "--model", m, "-o", t / "scores.csv"],
+            "scores.csv: expected a .ecsv or .parquet",
+        ),
         (lambda t, m: ["--model", m], "give alert files"),
-        (lambda t, m: [t / "in", "--model", m, "--pairs", t / "bad_pairs.csv"], "columns reference and science"),
+        (
+            lambda t, m: [t / "in", "--model", m, "--pairs", t / "bad_pairs.csv"],
+            "columns reference and science",
+        ),
         (lambda t, m: [t / "in", "--model", m, "--reference-scores", t / "none.npy"], "none.npy"),
         (lambda t, m: [t / "in", "--model", m, "--watch", "--interval", "0"], "--interval"),
         (lambda t, m: [t / "in", "--model", m, "-o", t / "image.fits" / "out.ecsv"], "image.fits"),
@@ -345,7 +399,9 @@ def test_astrid_score_reproduces_drb_with_d6_m7(tmp_path, capsys):
     np.save(reference, read_alerts(others)["drb"].values)
 
     out = tmp_path / "alerts.ecsv"
-    rc, stdout, stderr = _run(capsys, *scored, "--model", model, "-o", out, "--reference-scores", reference)
+    rc, stdout, stderr = _run(
+        capsys, *scored, "--model", model, "-o", out, "--reference-scores", reference
+    )
     assert rc == 0, stderr
     table = Table.read(out)
     assert len(table) == len(scored) and set(table["survey"]) == {"ZTF"}

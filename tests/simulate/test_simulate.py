@@ -15,8 +15,14 @@ SIZE = 384
 
 # A field with nothing but sky: for the noise model.
 EMPTY = dict(
-    n_stars=0, n_galaxies=0, n_host_galaxies=0, n_supernovae=0, n_variables=0, n_asteroids=0,
-    artifacts=False, sky_gradient=0.0,
+    n_stars=0,
+    n_galaxies=0,
+    n_host_galaxies=0,
+    n_supernovae=0,
+    n_variables=0,
+    n_asteroids=0,
+    artifacts=False,
+    sky_gradient=0.0,
 )
 
 
@@ -70,7 +76,7 @@ def test_variance_image_predicts_the_noise_everywhere(default_pair, noiseless_pa
         for x, y, length in zip(cr[f"x_{suffix}"], cr[f"y_{suffix}"], cr["length_px"]):
             r = int(np.ceil(length / 2)) + 2
             ix, iy = int(round(x)), int(round(y))
-            bad[max(iy - r, 0):iy + r + 1, max(ix - r, 0):ix + r + 1] = True
+            bad[max(iy - r, 0) : iy + r + 1, max(ix - r, 0) : ix + r + 1] = True
         z = ((noisy.data - clean.data) / np.sqrt(noisy.variance))[~bad]
         assert abs(z.mean()) < 0.01
         assert z.std() == pytest.approx(1.0, abs=0.02)
@@ -91,14 +97,18 @@ def test_supernova_flux_matches_truth():
     far = np.ones(diff.shape, bool)
     for x, y in zip(sn["x_sci"], sn["y_sci"]):
         ix, iy = int(round(x)), int(round(y))
-        far[max(iy - 40, 0):iy + 41, max(ix - 40, 0):ix + 41] = False
+        far[max(iy - 40, 0) : iy + 41, max(ix - 40, 0) : ix + 41] = False
     assert np.all(diff[far] == 0)
     radius = 3.0 * fwhm
-    phot = aperture_photometry(diff, CircularAperture(np.column_stack([sn["x_sci"], sn["y_sci"]]), r=radius))
+    phot = aperture_photometry(
+        diff, CircularAperture(np.column_stack([sn["x_sci"], sn["y_sci"]]), r=radius)
+    )
     expected = sn["flux_sci"] * _moffat_enclosed(radius, fwhm, with_sn.params["psf_beta"])
     np.testing.assert_allclose(phot["aperture_sum"], expected, rtol=0.01)
     # MAGZP in the header is consistent with the fluxes
-    np.testing.assert_allclose(sn["mag"], with_sn.science.header["MAGZP"] - 2.5 * np.log10(sn["flux_sci"]), atol=1e-9)
+    np.testing.assert_allclose(
+        sn["mag"], with_sn.science.header["MAGZP"] - 2.5 * np.log10(sn["flux_sci"]), atol=1e-9
+    )
 
 
 def test_psf_fit_flux_and_snr_are_honest(default_pair):
@@ -139,8 +149,24 @@ def _shift(stamp, dx, dy):
 def test_truth_table_has_every_kind_and_sane_columns(default_pair):
     truth = default_pair.truth
     assert set(truth["kind"]) == set(simulate.TRUTH_KINDS)
-    for name in ("id", "kind", "epoch", "ra", "dec", "x_sci", "y_sci", "x_ref", "y_ref", "flux_sci", "flux_ref",
-                 "mag", "snr_sci", "host_id", "host_offset_arcsec", "is_real"):
+    for name in (
+        "id",
+        "kind",
+        "epoch",
+        "ra",
+        "dec",
+        "x_sci",
+        "y_sci",
+        "x_ref",
+        "y_ref",
+        "flux_sci",
+        "flux_ref",
+        "mag",
+        "snr_sci",
+        "host_id",
+        "host_offset_arcsec",
+        "is_real",
+    ):
         assert name in truth.colnames
     assert set(truth["epoch"]) <= {"science", "reference", "both"}
     np.testing.assert_array_equal(truth["id"], np.arange(len(truth)))
@@ -155,20 +181,29 @@ def test_truth_table_has_every_kind_and_sane_columns(default_pair):
     assert np.all(sn["flux_ref"] == 0) and np.all(sn["flux_sci"] > 0)
     # the ideal difference adds the reference's noise
     point = truth[np.isin(truth["kind"], ["supernova", "variable", "asteroid"])]
-    assert np.all(point["snr_diff"] < point["snr_sci"]) and np.all(point["snr_diff"] > 0.3 * point["snr_sci"])
+    assert np.all(point["snr_diff"] < point["snr_sci"]) and np.all(
+        point["snr_diff"] > 0.3 * point["snr_sci"]
+    )
     # several clearly detectable, some faint
     assert np.sum(sn["snr_sci"] > 8) >= 4 and np.sum(sn["snr_sci"] < 8) >= 2
     hosted = sn["host_id"] >= 0
     assert hosted.sum() >= 5
-    assert np.all(np.isfinite(sn["host_offset_arcsec"][hosted])) and np.all(np.isnan(sn["host_offset_arcsec"][~hosted]))
+    assert np.all(np.isfinite(sn["host_offset_arcsec"][hosted])) and np.all(
+        np.isnan(sn["host_offset_arcsec"][~hosted])
+    )
     # the offset is the distance to the host's nucleus
     gal = default_pair.galaxies[sn["host_id"][hosted]]
     sep = np.hypot((sn["x_sci"][hosted] - gal["x_sci"]), (sn["y_sci"][hosted] - gal["y_sci"]))
     np.testing.assert_allclose(
-        sep * default_pair.params["pixel_scale_science"], sn["host_offset_arcsec"][hosted], rtol=1e-3, atol=1e-3
+        sep * default_pair.params["pixel_scale_science"],
+        sn["host_offset_arcsec"][hosted],
+        rtol=1e-3,
+        atol=1e-3,
     )
     var = truth[truth["kind"] == "variable"]
-    np.testing.assert_allclose(var["flux_diff"], var["flux_sci"] - default_pair.params["flux_ratio"] * var["flux_ref"])
+    np.testing.assert_allclose(
+        var["flux_diff"], var["flux_sci"] - default_pair.params["flux_ratio"] * var["flux_ref"]
+    )
     assert np.all(np.abs(var["mag"] - var["mag_ref"]) >= 0.15 - 1e-9)
 
 
@@ -178,7 +213,11 @@ def test_asteroid_in_both_epochs_is_linked():
     assert sorted(rows["epoch"]) == ["reference", "science"]
     sci_row = rows[rows["epoch"] == "science"][0]
     ref_row = rows[rows["epoch"] == "reference"][0]
-    assert ref_row["parent_id"] == sci_row["id"] and ref_row["flux_sci"] == 0 and ref_row["flux_ref"] > 0
+    assert (
+        ref_row["parent_id"] == sci_row["id"]
+        and ref_row["flux_sci"] == 0
+        and ref_row["flux_ref"] > 0
+    )
     assert np.hypot(ref_row["x_sci"] - sci_row["x_sci"], ref_row["y_sci"] - sci_row["y_sci"]) > 20
 
 
@@ -213,8 +252,15 @@ def test_artifacts_off_leaves_only_natural_saturation():
 
 def test_wcs_offset_is_what_was_asked_for():
     shift, rotation, ratio = (5.3, -2.7), 0.2, 1.1
-    sim = simulate.pair(256, seed=1, shift_px=shift, rotation_deg=rotation, pixel_scale_ratio=ratio,
-                        n_stars=10, n_galaxies=5)
+    sim = simulate.pair(
+        256,
+        seed=1,
+        shift_px=shift,
+        rotation_deg=rotation,
+        pixel_scale_ratio=ratio,
+        n_stars=10,
+        n_galaxies=5,
+    )
     ref, sci = sim.reference.wcs, sim.science.wcs
     centre = (256 - 1) / 2
     # the science centre sees reference pixel centre + shift
@@ -228,7 +274,9 @@ def test_wcs_offset_is_what_was_asked_for():
     theta = np.deg2rad(rotation)
     expected = ratio * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     np.testing.assert_allclose(affine[:2].T, expected, atol=1e-6)
-    np.testing.assert_allclose(design @ np.asarray(sim.params["sci_to_ref"]).T, np.column_stack([rx, ry]), atol=2e-3)
+    np.testing.assert_allclose(
+        design @ np.asarray(sim.params["sci_to_ref"]).T, np.column_stack([rx, ry]), atol=2e-3
+    )
     scales = [w.proj_plane_pixel_scales()[0].to_value("arcsec") for w in (ref, sci)]
     assert scales[1] / scales[0] == pytest.approx(ratio, rel=1e-9)
     assert sim.params["shift_px"] == pytest.approx(shift)
@@ -241,8 +289,15 @@ def test_default_geometry_has_integer_and_subpixel_offsets_and_rotation(default_
     # rendered stars sit where the truth says, in both grids (noiseless centroids)
     from photutils.centroids import centroid_com
 
-    sim = simulate.pair(256, seed=8, noise=False, artifacts=False, rotation_deg=0.3, pixel_scale_ratio=1.1,
-                        psf_ellipticity=0.0)
+    sim = simulate.pair(
+        256,
+        seed=8,
+        noise=False,
+        artifacts=False,
+        rotation_deg=0.3,
+        pixel_scale_ratio=1.1,
+        psf_ellipticity=0.0,
+    )
     for epoch, suffix in (("reference", "ref"), ("science", "sci")):
         image = sim.image(epoch)
         stars = sim.stars
@@ -252,7 +307,7 @@ def test_default_geometry_has_integer_and_subpixel_offsets_and_rotation(default_
         errors = []
         for xx, yy in zip(x[ok], y[ok]):
             ix, iy = int(round(xx)), int(round(yy))
-            cut = image.data[iy - 5:iy + 6, ix - 5:ix + 6] - sim.params[f"sky_{epoch}"]
+            cut = image.data[iy - 5 : iy + 6, ix - 5 : ix + 6] - sim.params[f"sky_{epoch}"]
             cx, cy = centroid_com(np.clip(cut, 0, None))
             errors.append(np.hypot(cx + ix - 5 - xx, cy + iy - 5 - yy))
         assert len(errors) >= 2
@@ -261,16 +316,29 @@ def test_default_geometry_has_integer_and_subpixel_offsets_and_rotation(default_
 
 def test_static_sky_cancels_in_the_ideal_difference():
     """Same PSF, integer shift, no noise: science - flux_ratio * reference leaves only the transients."""
-    kwargs = dict(noise=False, artifacts=False, fwhm_reference=2.5, fwhm_science=2.5, psf_variation=0.0,
-                  psf_ellipticity=0.0, shift_px=(7, -4), rotation_deg=0.0, sky_gradient=0.0, n_asteroids=0,
-                  n_supernovae=0, n_variables=0)
+    kwargs = dict(
+        noise=False,
+        artifacts=False,
+        fwhm_reference=2.5,
+        fwhm_science=2.5,
+        psf_variation=0.0,
+        psf_ellipticity=0.0,
+        shift_px=(7, -4),
+        rotation_deg=0.0,
+        sky_gradient=0.0,
+        n_asteroids=0,
+        n_supernovae=0,
+        n_variables=0,
+    )
     sim = simulate.pair(256, seed=6, **kwargs)
     ratio = sim.params["flux_ratio"]
     sci = sim.science.data[10:-10, 10:-10].astype(float)
-    ref = sim.reference.data[10 - 4:-10 - 4, 10 + 7:-10 + 7].astype(float)
+    ref = sim.reference.data[10 - 4 : -10 - 4, 10 + 7 : -10 + 7].astype(float)
     diff = sci - ratio * ref - (sim.params["sky_science"] - ratio * sim.params["sky_reference"])
     sigma = np.sqrt(sim.science.variance[10:-10, 10:-10])
-    masked = sim.science.mask[10:-10, 10:-10] | sim.reference.mask[10 - 4:-10 - 4, 10 + 7:-10 + 7]
+    masked = (
+        sim.science.mask[10:-10, 10:-10] | sim.reference.mask[10 - 4 : -10 - 4, 10 + 7 : -10 + 7]
+    )
     # only the truncated far wings differ (each epoch cuts them below its own noise)
     assert np.max(np.abs(diff / sigma)[~masked]) < 0.2
 
@@ -314,10 +382,27 @@ def test_psf_is_normalised_centred_and_has_the_fwhm(default_pair):
 def test_presets_write_the_header_keys(preset, telescope, instrument, filt):
     sim = simulate.pair(256, seed=0, preset=preset)
     for image in (sim.reference, sim.science):
-        for key in ("TELESCOP", "INSTRUME", "FILTER", "DATE-OBS", "MJD-OBS", "EXPTIME", "GAIN", "RDNOISE",
-                    "SATURATE", "MAGZP", "CTYPE1", "CRVAL1", "CRPIX1"):
+        for key in (
+            "TELESCOP",
+            "INSTRUME",
+            "FILTER",
+            "DATE-OBS",
+            "MJD-OBS",
+            "EXPTIME",
+            "GAIN",
+            "RDNOISE",
+            "SATURATE",
+            "MAGZP",
+            "CTYPE1",
+            "CRVAL1",
+            "CRPIX1",
+        ):
             assert key in image.header, key
-        assert (image.meta.telescope, image.meta.instrument, image.meta.filter) == (telescope, instrument, filt)
+        assert (image.meta.telescope, image.meta.instrument, image.meta.filter) == (
+            telescope,
+            instrument,
+            filt,
+        )
         assert image.data.dtype == np.float32 and image.variance.dtype == np.float32
         assert image.wcs.wcs.ctype[0] == "RA---TAN"
     assert sim.science.header["MJD-OBS"] - sim.reference.header["MJD-OBS"] >= 365
@@ -336,9 +421,20 @@ def test_presets_write_the_header_keys(preset, telescope, instrument, filt):
 
 
 def test_filters_and_zero_points_are_consistent_with_pixels():
-    sim = simulate.pair(256, seed=9, filter="g", noise=False, artifacts=False, psf_ellipticity=0.0,
-                        psf_variation=0.0, n_stars=40, n_galaxies=0, n_host_galaxies=0, n_supernovae=0,
-                        sky_gradient=0.0)
+    sim = simulate.pair(
+        256,
+        seed=9,
+        filter="g",
+        noise=False,
+        artifacts=False,
+        psf_ellipticity=0.0,
+        psf_variation=0.0,
+        n_stars=40,
+        n_galaxies=0,
+        n_host_galaxies=0,
+        n_supernovae=0,
+        sky_gradient=0.0,
+    )
     assert sim.science.header["FILTER"] == "g"
     beta = sim.params["psf_beta"]
     stars = sim.stars
@@ -347,17 +443,30 @@ def test_filters_and_zero_points_are_consistent_with_pixels():
         image = sim.image(epoch)
         fwhm = sim.params[f"fwhm_{epoch}"]
         x, y = stars[f"x_{suffix}"], stars[f"y_{suffix}"]
-        inside = (x > 20) & (x < 235) & (y > 20) & (y < 235) & ~stars[f"saturated_{suffix}"] & (stars[mag] < 20)
+        inside = (
+            (x > 20)
+            & (x < 235)
+            & (y > 20)
+            & (y < 235)
+            & ~stars[f"saturated_{suffix}"]
+            & (stars[mag] < 20)
+        )
         for k in np.flatnonzero(inside):
             others = np.hypot(x - x[k], y - y[k])
             if np.sum(others < 20) > 1:
                 continue  # a neighbour in the aperture
-            near_gal = np.hypot(sim.galaxies[f"x_{suffix}"] - x[k], sim.galaxies[f"y_{suffix}"] - y[k])
+            near_gal = np.hypot(
+                sim.galaxies[f"x_{suffix}"] - x[k], sim.galaxies[f"y_{suffix}"] - y[k]
+            )
             if np.any(near_gal < 25):
                 continue
             radius = 4 * fwhm
-            phot = aperture_photometry(image.data - sim.params[f"sky_{epoch}"], CircularAperture((x[k], y[k]), r=radius))
-            flux = 10 ** (-0.4 * (stars[mag][k] - image.header["MAGZP"])) * _moffat_enclosed(radius, fwhm, beta)
+            phot = aperture_photometry(
+                image.data - sim.params[f"sky_{epoch}"], CircularAperture((x[k], y[k]), r=radius)
+            )
+            flux = 10 ** (-0.4 * (stars[mag][k] - image.header["MAGZP"])) * _moffat_enclosed(
+                radius, fwhm, beta
+            )
             assert phot["aperture_sum"][0] == pytest.approx(flux, rel=0.02)
             checked += 1
     assert checked >= 3
@@ -379,7 +488,10 @@ def test_same_seed_same_pixels_and_different_seed_different():
         np.testing.assert_array_equal(a.image(epoch).mask, b.image(epoch).mask)
         np.testing.assert_array_equal(a.image(epoch).variance, b.image(epoch).variance)
         assert not np.array_equal(a.image(epoch).data, c.image(epoch).data)
-    assert all(np.array_equal(a.truth[n], b.truth[n], equal_nan=a.truth[n].dtype.kind == "f") for n in a.truth.colnames)
+    assert all(
+        np.array_equal(a.truth[n], b.truth[n], equal_nan=a.truth[n].dtype.kind == "f")
+        for n in a.truth.colnames
+    )
     assert a.params["ra"] != c.params["ra"]
 
 
@@ -387,7 +499,12 @@ def test_rectangular_size():
     sim = simulate.pair((200, 300), seed=1)
     assert sim.science.data.shape == (200, 300) and sim.reference.data.shape == (200, 300)
     truth = sim.truth[np.isin(sim.truth["kind"], ["supernova", "variable"])]
-    assert np.all((truth["x_sci"] > 0) & (truth["x_sci"] < 300) & (truth["y_sci"] > 0) & (truth["y_sci"] < 200))
+    assert np.all(
+        (truth["x_sci"] > 0)
+        & (truth["x_sci"] < 300)
+        & (truth["y_sci"] > 0)
+        & (truth["y_sci"] < 200)
+    )
 
 
 @pytest.mark.parametrize(
@@ -522,9 +639,9 @@ def test_truth_masks_match_their_definition():
 
 def test_significant_peaks_are_local_maxima_of_the_absolute_value():
     image = np.zeros((40, 40))
-    image[10, 10], image[10, 12] = 7.0, 6.0   # the smaller one is not a 5x5 maximum
-    image[30, 25] = -8.0                      # negative peaks count
-    image[20, 5] = 4.0                        # below the threshold
+    image[10, 10], image[10, 12] = 7.0, 6.0  # the smaller one is not a 5x5 maximum
+    image[30, 25] = -8.0  # negative peaks count
+    image[20, 5] = 4.0  # below the threshold
     mask = np.zeros(image.shape, bool)
     x, y = simulate.significant_peaks(image, mask)
     assert sorted(zip(x.tolist(), y.tolist())) == [(10, 10), (25, 30)]

@@ -42,7 +42,9 @@ def test_uri_and_switches(tmp_path, monkeypatch):
 
 
 def test_generic_run_logs_and_closes(store):
-    with tracking.training_run("generic", params={"a": 1, "nested": {"b": "x"}}, tags={"astrid.kind": "test"}) as run:
+    with tracking.training_run(
+        "generic", params={"a": 1, "nested": {"b": "x"}}, tags={"astrid.kind": "test"}
+    ) as run:
         assert run.active
         run.log_metrics({"loss": 0.5, "skipped": float("nan"), "flag": True}, step=1)
         run.log_dict({"k": 1}, "extra/info.json")
@@ -90,7 +92,9 @@ def tiny_triplets(n=40, seed=0):
     labels = (np.arange(n) % 2).astype(np.int8)
     stamps[labels == 1, :, :, 0] += 6 * blob
     stamps[labels == 1, :, :, 2] += 6 * blob
-    fields = np.array([f"f{(i // 2) % 4}" for i in range(n)], dtype=object)  # both classes per field
+    fields = np.array(
+        [f"f{(i // 2) % 4}" for i in range(n)], dtype=object
+    )  # both classes per field
     return new_triplet_dataset(stamps, {"label": labels, "field": fields})
 
 
@@ -99,7 +103,13 @@ def tracked_training(store, tmp_path):
     from astrid.braai import TrainConfig, train
 
     ds = tiny_triplets()
-    result = train(ds, "three_block", config=TrainConfig(epochs=2, batch_size=16, seed=0, patience=None), out_dir=tmp_path / "model", name="tiny")
+    result = train(
+        ds,
+        "three_block",
+        config=TrainConfig(epochs=2, batch_size=16, seed=0, patience=None),
+        out_dir=tmp_path / "model",
+        name="tiny",
+    )
     return ds, result
 
 
@@ -114,40 +124,67 @@ def test_train_logs_params_metrics_artifacts(tracked_training):
     client = mlflow.MlflowClient(info["tracking_uri"])
     experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     assert experiment.experiment_id == info["experiment_id"]
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`astrid.kind` = 'braai-train'")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`astrid.kind` = 'braai-train'"
+    )
     assert [r.info.run_id for r in runs] == [info["run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
     params = run.data.params
-    assert params["architecture"] == "ThreeBlock" and params["epochs"] == "2" and params["batch_size"] == "16"
-    assert params["calibration"] == "temperature" and params["n_train"] == str(card["data"]["n_train"])
+    assert (
+        params["architecture"] == "ThreeBlock"
+        and params["epochs"] == "2"
+        and params["batch_size"] == "16"
+    )
+    assert params["calibration"] == "temperature" and params["n_train"] == str(
+        card["data"]["n_train"]
+    )
     tags = run.data.tags
-    assert tags["data_sha256"] == card["data"]["sha256"] == dataset_hash(ds.isel(candidate=np.flatnonzero(
-        ~np.isin(ds["field"].values, card["data"]["validation_groups"]))))
+    assert (
+        tags["data_sha256"]
+        == card["data"]["sha256"]
+        == dataset_hash(
+            ds.isel(
+                candidate=np.flatnonzero(
+                    ~np.isin(ds["field"].values, card["data"]["validation_groups"])
+                )
+            )
+        )
+    )
     assert tags["model_sha256"] == card["model_sha256"]
     assert tags["version.astrid"] == card["versions"]["astrid"]
     assert tags["version.tensorflow"] == card["versions"]["tensorflow"]
     history = client.get_metric_history(info["run_id"], "val_loss")
     assert [m.step for m in history] == [1, 2]
     np.testing.assert_allclose([m.value for m in history], card["history"]["val_loss"], rtol=1e-6)
-    assert run.data.metrics["calibration_temperature"] == pytest.approx(card["calibration"]["temperature"])
+    assert run.data.metrics["calibration_temperature"] == pytest.approx(
+        card["calibration"]["temperature"]
+    )
     assert run.data.metrics["final_roc_auc"] == pytest.approx(card["metrics"]["roc_auc"])
     top = {a.path for a in client.list_artifacts(info["run_id"])}
     assert {"model", "figures", "calibration.json"} <= top
-    assert {a.path for a in client.list_artifacts(info["run_id"], "model")} == {"model/tiny.keras",
-                                                                                   "model/tiny.card.json"}
-    assert {a.path for a in client.list_artifacts(info["run_id"], "figures")} == {"figures/roc_pr.png",
-                                                                                    "figures/reliability.png"}
+    assert {a.path for a in client.list_artifacts(info["run_id"], "model")} == {
+        "model/tiny.keras",
+        "model/tiny.card.json",
+    }
+    assert {a.path for a in client.list_artifacts(info["run_id"], "figures")} == {
+        "figures/roc_pr.png",
+        "figures/reliability.png",
+    }
     # the logged card is the saved card, byte for byte
     (result.card_path.parent.parent / "back").mkdir()
-    local = client.download_artifacts(info["run_id"], "model/tiny.card.json", str(result.card_path.parent.parent / "back"))
+    local = client.download_artifacts(
+        info["run_id"], "model/tiny.card.json", str(result.card_path.parent.parent / "back")
+    )
     assert Path(local).read_text() == result.card_path.read_text()
 
 
 def test_train_untracked_writes_nothing(store, tmp_path):
     from astrid.braai import TrainConfig, train
 
-    result = train(tiny_triplets(24, seed=1), "three_block", config=TrainConfig(epochs=1, seed=0), track=False)
+    result = train(
+        tiny_triplets(24, seed=1), "three_block", config=TrainConfig(epochs=1, seed=0), track=False
+    )
     assert result.card["mlflow"] is None and not store.exists()
 
 
@@ -159,15 +196,31 @@ def test_tracking_failure_keeps_the_model(store, tmp_path, monkeypatch):
 
     # MLflow itself fails to store an artefact (the model file): TrackedRun must warn and carry on.
     monkeypatch.setattr(mlflow.MlflowClient, "log_artifact", broken)
-    with warnings.catch_warnings(record=True) as caught:  # (pytest.warns would re-raise Keras' own warnings)
+    with warnings.catch_warnings(
+        record=True
+    ) as caught:  # (pytest.warns would re-raise Keras' own warnings)
         warnings.simplefilter("always")
-        result = train(tiny_triplets(24, seed=2), "three_block", config=TrainConfig(epochs=1, seed=0), out_dir=tmp_path / "m", name="kept")
-    assert [str(w.message) for w in caught if issubclass(w.category, AstridWarning) and "disk full" in str(w.message)]
+        result = train(
+            tiny_triplets(24, seed=2),
+            "three_block",
+            config=TrainConfig(epochs=1, seed=0),
+            out_dir=tmp_path / "m",
+            name="kept",
+        )
+    assert [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, AstridWarning) and "disk full" in str(w.message)
+    ]
     assert result.model_path.is_file() and result.card_path.is_file()
     assert result.card["mlflow"]["run_id"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        status = mlflow.MlflowClient(tracking.tracking_uri()).get_run(result.card["mlflow"]["run_id"]).info.status
+        status = (
+            mlflow.MlflowClient(tracking.tracking_uri())
+            .get_run(result.card["mlflow"]["run_id"])
+            .info.status
+        )
     # the failure closed the run as FAILED and switched its tracking off
     assert status == "FAILED"
 
@@ -183,7 +236,11 @@ def _notebook(path, body):
     params = nbformat.v4.new_code_cell('target = "A"')
     params.metadata["tags"] = ["parameters"]
     book.cells = [params, nbformat.v4.new_code_cell(body)]
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(book, path)
     return path
 
@@ -193,16 +250,26 @@ def test_runner_logs_each_task_and_links_child_runs(store, tmp_path, capsys):
     pytest.importorskip("ipykernel")
     from astrid.runner import RunConfig, cli_runs, run, run_tasks
 
-    book = _notebook(tmp_path / "child.ipynb", (
-        "from astrid import tracking\n"
-        "from astrid.runner import record_metrics\n"
-        "with tracking.training_run(f'inner-{target}', params={'target': target}) as inner:\n"
-        "    inner.log_metrics({'score': 0.25})\n"
-        "record_metrics(n=3.0)\n"
-        "if target == 'B':\n"
-        "    raise RuntimeError('failing on purpose')\n"))
-    config = RunConfig(notebooks=[str(book)], grid={"target": ["A", "B"]}, run_id="tracked",
-                       output_root=str(tmp_path / "runs"), scheduler="sync", timeout=120)
+    book = _notebook(
+        tmp_path / "child.ipynb",
+        (
+            "from astrid import tracking\n"
+            "from astrid.runner import record_metrics\n"
+            "with tracking.training_run(f'inner-{target}', params={'target': target}) as inner:\n"
+            "    inner.log_metrics({'score': 0.25})\n"
+            "record_metrics(n=3.0)\n"
+            "if target == 'B':\n"
+            "    raise RuntimeError('failing on purpose')\n"
+        ),
+    )
+    config = RunConfig(
+        notebooks=[str(book)],
+        grid={"target": ["A", "B"]},
+        run_id="tracked",
+        output_root=str(tmp_path / "runs"),
+        scheduler="sync",
+        timeout=120,
+    )
     result = run(config)
     assert [t.status for t in result.tasks] == ["ok", "failed"]
     assert all(t.mlflow_run for t in result.tasks)
@@ -211,20 +278,31 @@ def test_runner_logs_each_task_and_links_child_runs(store, tmp_path, capsys):
         parent = client.get_run(task.mlflow_run)
         assert parent.info.status == status and parent.info.run_name == f"child/{task.slug}"
         assert parent.data.params["target"] == task.parameters["target"]
-        assert parent.data.tags["astrid.run_id"] == "tracked" and parent.data.tags["astrid.status"] == task.status
+        assert (
+            parent.data.tags["astrid.run_id"] == "tracked"
+            and parent.data.tags["astrid.status"] == task.status
+        )
         assert parent.data.metrics["duration_s"] == pytest.approx(task.duration_s)
         assert parent.data.metrics["n"] == 3.0
-        assert [a.path for a in client.list_artifacts(task.mlflow_run, "notebook")][0].endswith(f"{task.slug}.ipynb")
-        children = client.search_runs([parent.info.experiment_id],
-                                      filter_string=f"tags.mlflow.parentRunId = '{task.mlflow_run}'")
+        assert [a.path for a in client.list_artifacts(task.mlflow_run, "notebook")][0].endswith(
+            f"{task.slug}.ipynb"
+        )
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{task.mlflow_run}'",
+        )
         assert [c.info.run_name for c in children] == [f"inner-{task.parameters['target']}"]
     record = json.loads(result.manifest_path.read_text())
     assert [t["mlflow_run"] for t in record["tasks"]] == [t.mlflow_run for t in result.tasks]
-    assert list(run_tasks("tracked", tmp_path / "runs")["mlflow_run"]) == [t.mlflow_run for t in result.tasks]
+    assert list(run_tasks("tracked", tmp_path / "runs")["mlflow_run"]) == [
+        t.mlflow_run for t in result.tasks
+    ]
     capsys.readouterr()
     assert cli_runs(["tracked", "--root", str(tmp_path / "runs"), "--mlflow"]) == 0
     shown = capsys.readouterr().out
-    assert result.tasks[0].mlflow_run in shown and max(len(line) for line in shown.splitlines()) <= 100
+    assert (
+        result.tasks[0].mlflow_run in shown and max(len(line) for line in shown.splitlines()) <= 100
+    )
     assert cli_runs(["tracked", "--root", str(tmp_path / "runs")]) == 0
     assert result.tasks[0].mlflow_run not in capsys.readouterr().out
 
@@ -239,13 +317,20 @@ def test_unet_training_is_tracked_with_its_model_and_card(store, tmp_path):
     y[:, 14:18, 14:18, 0] = 1.0
     y[..., 1] = 1.0
     options = UNetTrainingOptions(filters=(4, 8, 16), epochs=2, batch_size=4)
-    result = train_unet((x, y), options, validation=(x[:4], y[:4]), out_dir=tmp_path / "models", name="tiny_unet")
+    result = train_unet(
+        (x, y), options, validation=(x[:4], y[:4]), out_dir=tmp_path / "models", name="tiny_unet"
+    )
     info = result.card["mlflow"]
     assert info is not None
     client = mlflow.MlflowClient(info["tracking_uri"])
     run = client.get_run(info["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["astrid.kind"] == "unet-train"
     assert run.data.params["epochs"] == "2" and run.data.params["n_train"] == "8"
-    assert len(client.get_metric_history(info["run_id"], "val_loss")) == result.card["training"]["epochs_run"]
+    assert (
+        len(client.get_metric_history(info["run_id"], "val_loss"))
+        == result.card["training"]["epochs_run"]
+    )
     assert {a.path for a in client.list_artifacts(info["run_id"], "model")} == {
-        "model/tiny_unet.keras", "model/tiny_unet.card.json"}
+        "model/tiny_unet.keras",
+        "model/tiny_unet.card.json",
+    }

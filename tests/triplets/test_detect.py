@@ -28,8 +28,9 @@ SIGMA = FWHM / 2.3548
 
 def blank_result(shape=(128, 128), seed=0, noise=0.0) -> SyntheticDifference:
     """A synthetic result with no sources: D and S_corr to be drawn on by the test."""
-    result = synthetic_difference(shape,
-        SyntheticScene(n_transients=0, n_stars=0, n_galaxies=0, n_hot_pixels=0), seed=seed)
+    result = synthetic_difference(
+        shape, SyntheticScene(n_transients=0, n_stars=0, n_galaxies=0, n_hot_pixels=0), seed=seed
+    )
     rng = np.random.default_rng(seed)
     result.D = (rng.normal(0.0, noise, shape) if noise else np.zeros(shape)).astype(np.float32)
     result.S_corr = result.D.copy()
@@ -49,8 +50,9 @@ def draw(result, x, y, amplitude, sigma_x=SIGMA, sigma_y=None, theta=0.0):
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return synthetic_difference((384, 384),
-        SyntheticScene(n_transients=12, n_fading=3, n_hot_pixels=4), seed=3)
+    return synthetic_difference(
+        (384, 384), SyntheticScene(n_transients=12, n_fading=3, n_hot_pixels=4), seed=3
+    )
 
 
 def test_every_injected_source_found_at_its_position(synthetic):
@@ -110,9 +112,13 @@ def test_min_separation_keeps_the_stronger_peak():
     draw(result, 40.0, 40.0, 20.0, sigma_x=0.7)
     draw(result, 44.0, 40.0, 10.0, sigma_x=0.7)
     draw(result, 80.0, 80.0, 10.0, sigma_x=0.7)
-    default = detect(result, reference_sources=False, galaxies=False)  # min_separation = FWHM = 3 px
+    default = detect(
+        result, reference_sources=False, galaxies=False
+    )  # min_separation = FWHM = 3 px
     assert len(default) == 3
-    wide = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=5.0))
+    wide = detect(
+        result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=5.0)
+    )
     assert len(wide) == 2
     assert sorted(np.round(wide["x"]).tolist()) == [40.0, 80.0]
 
@@ -122,7 +128,9 @@ def test_flat_top_gives_one_peak():
     result.S_corr[50, 50:52] = 9.0
     result.S_corr[60:62, 70] = 9.0
     result.D = result.S_corr.copy()
-    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=0.0))
+    candidates = detect(
+        result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=0.0)
+    )
     assert len(candidates) == 2
 
 
@@ -137,7 +145,9 @@ def test_masked_footprint_and_edge_pixels_are_excluded():
     candidates = detect(result, reference_sources=False, galaxies=False)
     assert len(candidates) == 1
     assert (round(candidates["x"][0]), round(candidates["y"][0])) == (70, 70)
-    with_edge = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0))
+    with_edge = detect(
+        result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0)
+    )
     assert len(with_edge) == 2
     # The shoulder of a masked peak is not a peak: neighbours are compared even when masked.
     assert not np.any(np.hypot(with_edge["x"] - 30, with_edge["y"] - 30) < 8)
@@ -162,7 +172,9 @@ def test_sharpness_separates_hot_pixels_from_psf_sources():
 def test_elongation_roundness_and_orientation_of_a_streak():
     result = blank_result()
     draw(result, 60.0, 60.0, 10.0, sigma_x=1.0, sigma_y=3.0)  # along the y axis
-    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=10))
+    candidates = detect(
+        result, reference_sources=False, galaxies=False, options=DetectOptions(min_separation=10)
+    )
     assert len(candidates) == 1
     row = candidates[0]
     assert row["elongation"] == pytest.approx(3.0, rel=0.1)
@@ -186,7 +198,9 @@ def test_masked_fraction_counts_pixels_beyond_the_image():
     draw(result, 10.0, 100.0, 20.0)
     draw(result, 100.0, 100.0, 20.0)
     result.mask[0:10, 0:200] = True  # 10 masked rows, far from both stamps' centres
-    candidates = detect(result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0))
+    candidates = detect(
+        result, reference_sources=False, galaxies=False, options=DetectOptions(edge=0)
+    )
     by_x = {round(float(x)): row for x, row in zip(candidates["x"], candidates)}
     # A 63 px stamp centred on column 10 reaches 21 columns beyond the left edge.
     assert by_x[10]["masked_fraction"] == pytest.approx(21 / 63)
@@ -216,7 +230,9 @@ def test_reference_catalogue_finds_galaxies_and_variable_stars(synthetic):
     assert np.all(variables["ref_source_distance"] < 1.0)
     galaxies = np.array(synthetic.truth.meta["galaxies_xy"])
     for x, y, host in zip(candidates["x"], candidates["y"], candidates["host_distance"]):
-        assert host == pytest.approx(np.min(np.hypot(galaxies[:, 0] - x, galaxies[:, 1] - y)), abs=0.5)
+        assert host == pytest.approx(
+            np.min(np.hypot(galaxies[:, 0] - x, galaxies[:, 1] - y)), abs=0.5
+        )
 
 
 def test_no_candidates_gives_an_empty_table_with_all_columns():
@@ -295,7 +311,10 @@ def test_labels_along_tracks_and_trails():
         {
             "id": [0],
             "kind": ["satellite_trail"],
-            "x_sci": [100.0], "y_sci": [100.0], "x_ref": [100.0], "y_ref": [100.0],
+            "x_sci": [100.0],
+            "y_sci": [100.0],
+            "x_ref": [100.0],
+            "y_ref": [100.0],
             "length_px": [200.0],
             "angle_deg": [45.0],
         }
@@ -336,7 +355,9 @@ def test_circle_iou():
     points = rng.uniform(-1, 2, size=(400_000, 2))
     in_a = np.hypot(points[:, 0], points[:, 1]) < 1
     in_b = np.hypot(points[:, 0] - 1, points[:, 1]) < 1
-    assert circle_iou(1.0, 1.0) == pytest.approx((in_a & in_b).sum() / (in_a | in_b).sum(), abs=0.005)
+    assert circle_iou(1.0, 1.0) == pytest.approx(
+        (in_a & in_b).sum() / (in_a | in_b).sum(), abs=0.005
+    )
 
 
 def test_image_metrics_counts():
@@ -349,7 +370,9 @@ def test_image_metrics_counts():
             "snr_sci": [20.0, 30.0, 3.0, np.nan],
         }
     )
-    candidates = Table({"x": [10.2, 50.0, 30.0, 70.0], "y": [10.0, 50.6, 30.0, 70.0], "rb": [0.9, 0.2, 0.1, 0.7]})
+    candidates = Table(
+        {"x": [10.2, 50.0, 30.0, 70.0], "y": [10.0, 50.6, 30.0, 70.0], "rb": [0.9, 0.2, 0.1, 0.7]}
+    )
     candidates.meta.update({"fwhm": 3.0, "shape": [100, 100], "edge": 3})
     labelled = label_candidates(candidates, truth)
     row = image_metrics(labelled, truth, time_s=1.5, names=["img"])[0]
@@ -403,12 +426,19 @@ def _check_transients_found(simulated, nuclear: bool):
     for row in truth[np.isin(truth["kind"], ["supernova", "variable"])]:
         x, y = row["x_ref"], row["y_ref"]
         xi, yi = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        if row["snr_sci"] < 8 or row["masked"] or not (edge <= xi < nx - edge and edge <= yi < ny - edge) or bad[yi, xi]:
+        if (
+            row["snr_sci"] < 8
+            or row["masked"]
+            or not (edge <= xi < nx - edge and edge <= yi < ny - edge)
+            or bad[yi, xi]
+        ):
             continue
         if _on_bright_core(row) != nuclear:
             continue
         match = labelled[labelled["truth_id"] == row["id"]]
-        assert len(match) >= 1, f"{row['kind']} id {row['id']} (S/N {row['snr_sci']:.1f}) not detected"
+        assert len(match) >= 1, (
+            f"{row['kind']} id {row['id']} (S/N {row['snr_sci']:.1f}) not detected"
+        )
         assert np.all(match["label"] == 1)
         assert np.min(match["offset"]) < 1.0
         checked += 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +53,9 @@ def test_a_damaged_zarr_chunk_names_the_store_when_read(zarr_store):
     chunk.write_bytes(b"\x00garbage" * 100)
     ds = load_triplets(zarr_store)  # opening is lazy
     assert np.isfinite(ds["triplets"][:4].values).all()  # undamaged rows still read
-    with pytest.raises(AstridFileError, match=r"set\.zarr: the stored 'triplets' rows .* cannot be read.*damaged"):
+    with pytest.raises(
+        AstridFileError, match=r"set\.zarr: the stored 'triplets' rows .* cannot be read.*damaged"
+    ):
         ds["triplets"].values
 
 
@@ -72,7 +73,15 @@ def test_a_truncated_netcdf_store_is_a_file_error(tmp_path):
         (lambda p: None, "no such triplet store"),
         (lambda p: p.write_text("hello"), "not a readable"),
         (lambda p: p.mkdir(), "not a readable Zarr store|not an AstrID triplet store"),
-        (lambda p: (p.mkdir(), (p / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')), "not an AstrID triplet store"),
+        (
+            lambda p: (
+                p.mkdir(),
+                (p / "zarr.json").write_text(
+                    '{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+                ),
+            ),
+            "not an AstrID triplet store",
+        ),
     ],
     ids=["missing", "text-file", "empty-folder", "foreign-zarr"],
 )
@@ -133,7 +142,10 @@ def test_write_targets_of_the_wrong_kind(tmp_path, suffix):
     "mutate, message",
     [
         (lambda ds: ds.drop_vars("valid"), "valid"),
-        (lambda ds: ds.assign_coords(note=("candidate", np.array([None], dtype=object))), "non-string values"),
+        (
+            lambda ds: ds.assign_coords(note=("candidate", np.array([None], dtype=object))),
+            "non-string values",
+        ),
     ],
     ids=["no-valid", "object-None"],
 )
@@ -149,7 +161,9 @@ def small_disk(tmp_path):
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command to make a small file system")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()})")
     yield mount
@@ -161,7 +175,9 @@ def test_a_full_disk_is_an_error_and_the_store_reads_as_before(small_disk, suffi
     path = small_disk / f"x{suffix}"
     write_triplets(_set(["a", "b"]), path)
     big = _set([f"n{i}" for i in range(120)], seed=1)  # ~ 5 MB of stamps
-    with pytest.raises(AstridFileError, match=rf"x{suffix}: the triplet store could not be written \(No space left"):
+    with pytest.raises(
+        AstridFileError, match=rf"x{suffix}: the triplet store could not be written \(No space left"
+    ):
         write_triplets(big, path, mode="a")
     # the process is alive (was: a segfault in HDF5's close) and nothing committed is lost
     assert [str(i) for i in load_triplets(path)["candidate_id"].values] == ["a", "b"]
@@ -218,13 +234,18 @@ def test_a_bad_line_is_quarantined_never_deleted(tmp_path, bad, reason, where):
         "last-without-newline": _GOOD + "\n" + bad,
     }[where]
     path.write_text(text)
-    with pytest.warns(AstridWarning, match=rf"1 line\(s\) are not label records.*{reason}.*1 label record\(s\) loaded"):
+    with pytest.warns(
+        AstridWarning,
+        match=rf"1 line\(s\) are not label records.*{reason}.*1 label record\(s\) loaded",
+    ):
         store = LabelStore(path)
     assert store.labels == {"c1": "real"}
     assert path.read_text() == text  # nothing deleted or rewritten on open
     assert json.loads((tmp_path / "labels.jsonl.quarantine").read_text())["text"] == bad
     store.add("c3", "bogus")
-    assert path.read_text().startswith(text) and path.read_text().splitlines()[-1].startswith('{"candidate_id": "c3"')
+    assert path.read_text().startswith(text) and path.read_text().splitlines()[-1].startswith(
+        '{"candidate_id": "c3"'
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,16 @@ N_RANDOM = 4
 @pytest.fixture(scope="module")
 def results():
     return [
-        synthetic_difference((256, 256), SyntheticScene(
-                n_transients=6, n_hot_pixels=6, n_fading=1,
-            ), mjd=59000.0 + 10 * i, seed=20 + i)
+        synthetic_difference(
+            (256, 256),
+            SyntheticScene(
+                n_transients=6,
+                n_hot_pixels=6,
+                n_fading=1,
+            ),
+            mjd=59000.0 + 10 * i,
+            seed=20 + i,
+        )
         for i in range(4)
     ]
 
@@ -54,7 +61,9 @@ def test_every_example_is_labelled_from_the_truth(full_set, results):
     assert np.all(kinds[origins == "random"] == "random")
     assert (origins == "random").sum() == N_RANDOM * len(results)
     # Every injected transient of every image is a real example.
-    assert (labels == 1).sum() >= sum(int(np.isin(r.truth["kind"], ["supernova", "variable"]).sum()) for r in results)
+    assert (labels == 1).sum() >= sum(
+        int(np.isin(r.truth["kind"], ["supernova", "variable"]).sum()) for r in results
+    )
     assert np.any(kinds == "hot_pixel")
     ids = full_set["candidate_id"].values
     assert len(set(ids)) == len(ids)
@@ -123,12 +132,15 @@ def test_streaming_to_a_store_gives_the_same_set(tmp_path, inputs, full_set):
     examples = ExampleOptions(random_bogus=N_RANDOM, negative=True)
     balanced = build_training_set(inputs, examples, balance=0.5, path=tmp_path / "b.nc")
     assert balanced.attrs["real_fraction"] == 0.5
-    assert load_triplets(tmp_path / "b.nc").sizes["candidate"] == full_set.sizes["candidate"], "the store keeps all"
+    assert load_triplets(tmp_path / "b.nc").sizes["candidate"] == full_set.sizes["candidate"], (
+        "the store keeps all"
+    )
 
 
 def test_forced_real_examples_at_undetected_transients():
-    faint = synthetic_difference((256, 256),
-        SyntheticScene(n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0)), seed=8)
+    faint = synthetic_difference(
+        (256, 256), SyntheticScene(n_transients=5, n_hot_pixels=0, transient_snr=(3.0, 4.0)), seed=8
+    )
     examples = ExampleOptions(random_bogus=0, force_real_snr=2.0)
     ds = build_training_set([(faint, faint.truth, "faint")], examples, balance=None)
     forced = ds.isel(candidate=np.flatnonzero(ds["origin"].values == "truth"))
@@ -179,7 +191,9 @@ def test_bad_inputs_are_refused(inputs, results):
 def test_training_set_from_a_simulated_survey_folder(tmp_path):
     import astrid.simulate
 
-    astrid.simulate.survey(tmp_path / "survey", n_fields=2, size=512, seed=3, n_stars=400, n_supernovae=8)
+    astrid.simulate.survey(
+        tmp_path / "survey", n_fields=2, size=512, seed=3, n_stars=400, n_supernovae=8
+    )
     examples = ExampleOptions(random_bogus=3, negative=True)
     ds = build_training_set(tmp_path / "survey", examples, balance=None)
     validate_triplets(ds)
@@ -187,7 +201,10 @@ def test_training_set_from_a_simulated_survey_folder(tmp_path):
     labels = ds["label"].values
     assert set(ds["field"].values) == set(astrid.Manifest.load(tmp_path / "survey").targets)
     assert np.all(labels[np.isin(kinds, ["supernova", "variable"])] == 1)
-    assert np.all(labels[np.isin(kinds, ["cosmic_ray", "hot_pixel", "satellite_trail", "asteroid", "random"])] == 0)
+    assert np.all(
+        labels[np.isin(kinds, ["cosmic_ray", "hot_pixel", "satellite_trail", "asteroid", "random"])]
+        == 0
+    )
     assert (labels == 1).any() and (labels == 0).any()
     assert np.isfinite(ds["epoch"].values).all()
     train, test = split_by_field(ds, 0.5)

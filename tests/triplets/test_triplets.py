@@ -28,9 +28,16 @@ HALF = STAMP_SIZE // 2
 
 @pytest.fixture(scope="module")
 def result():
-    return synthetic_difference((200, 240), SyntheticScene(
-            n_transients=6, n_hot_pixels=2, masked_box=(150, 170, 20, 60), missing_columns=12,
-        ), seed=5)
+    return synthetic_difference(
+        (200, 240),
+        SyntheticScene(
+            n_transients=6,
+            n_hot_pixels=2,
+            masked_box=(150, 170, 20, 60),
+            missing_columns=12,
+        ),
+        seed=5,
+    )
 
 
 def expected_stamps(images, xc, yc):
@@ -39,7 +46,12 @@ def expected_stamps(images, xc, yc):
     for image in images:
         padded = np.pad(np.asarray(image, np.float64), HALF + 1, constant_values=np.nan)
         out.append(
-            np.stack([padded[y + 1 : y + 1 + STAMP_SIZE, x + 1 : x + 1 + STAMP_SIZE] for x, y in zip(xc, yc)])
+            np.stack(
+                [
+                    padded[y + 1 : y + 1 + STAMP_SIZE, x + 1 : x + 1 + STAMP_SIZE]
+                    for x, y in zip(xc, yc)
+                ]
+            )
         )
     return np.stack(out, axis=-1)
 
@@ -73,9 +85,14 @@ def test_valid_marks_masked_outside_and_missing_pixels(result):
     xc = np.array([40, nx - 5, 0])
     yc = np.array([160, 100, 0])
     inside = np.isfinite(expected_stamps([np.zeros((ny, nx))], xc, yc)[..., 0])
-    sci_bad = expected_stamps([(result.science.mask | ~result.footprint).astype(float)], xc, yc)[..., 0] == 1
+    sci_bad = (
+        expected_stamps([(result.science.mask | ~result.footprint).astype(float)], xc, yc)[..., 0]
+        == 1
+    )
     diff_bad = expected_stamps([result.mask.astype(float)], xc, yc)[..., 0] == 1
-    np.testing.assert_array_equal(valid[..., 0], inside & ~sci_bad & np.isfinite(ds["triplets"].values[..., 0]))
+    np.testing.assert_array_equal(
+        valid[..., 0], inside & ~sci_bad & np.isfinite(ds["triplets"].values[..., 0])
+    )
     np.testing.assert_array_equal(valid[..., 1], inside)
     np.testing.assert_array_equal(valid[..., 2], inside & ~diff_bad)
     assert not valid[1, HALF, HALF + 3, 0], "science beyond the footprint is not valid"
@@ -110,8 +127,13 @@ def test_epoch_forms(result):
     candidates = Table({"x": [50.0], "y": [50.0]})
     from astropy.time import Time
 
-    assert make_triplets(result, candidates, epoch="2020-05-31")["epoch"].values[0] == pytest.approx(59000.0)
-    assert make_triplets(result, candidates, epoch=Time(59001.0, format="mjd"))["epoch"].values[0] == 59001.0
+    assert make_triplets(result, candidates, epoch="2020-05-31")["epoch"].values[
+        0
+    ] == pytest.approx(59000.0)
+    assert (
+        make_triplets(result, candidates, epoch=Time(59001.0, format="mjd"))["epoch"].values[0]
+        == 59001.0
+    )
     with pytest.raises(AstridInputError, match="epoch"):
         make_triplets(result, candidates, epoch="not a date")
 
@@ -165,7 +187,9 @@ def assert_same(loaded: xr.Dataset, expected: xr.Dataset):
             assert a.tolist() == b.tolist(), name
         assert loaded[name].attrs == expected[name].attrs, name
     for key, value in expected.attrs.items():
-        assert loaded.attrs[key] == value or (value != value and loaded.attrs[key] != loaded.attrs[key]), key
+        assert loaded.attrs[key] == value or (
+            value != value and loaded.attrs[key] != loaded.attrs[key]
+        ), key
 
 
 @pytest.mark.parametrize("name", ["set.zarr", "set.nc", "set.h5"])
@@ -179,7 +203,10 @@ def test_round_trip_is_exact(tmp_path, two_sets, name):
     expected.attrs[COMMIT_ATTR] = first.sizes["candidate"]
     expected.attrs = {k: (int(v) if isinstance(v, bool) else v) for k, v in expected.attrs.items()}
     assert_same(loaded, expected)
-    assert loaded.sel(candidate_id=str(first["candidate_id"].values[1]))["score"] == first["score"].values[1]
+    assert (
+        loaded.sel(candidate_id=str(first["candidate_id"].values[1]))["score"]
+        == first["score"].values[1]
+    )
 
 
 @pytest.mark.parametrize("name", ["set.zarr", "set.nc"])
@@ -191,7 +218,9 @@ def test_append_along_candidate(tmp_path, two_sets, name):
     loaded = load_triplets(path, chunks={"candidate": 4})
     assert loaded.sizes["candidate"] == first.sizes["candidate"] + second.sizes["candidate"]
     assert loaded["triplets"].data.chunks[0][0] == 4
-    both = xr.concat([first.drop_indexes("candidate_id"), second.drop_indexes("candidate_id")], "candidate")
+    both = xr.concat(
+        [first.drop_indexes("candidate_id"), second.drop_indexes("candidate_id")], "candidate"
+    )
     np.testing.assert_array_equal(loaded["triplets"].values, both["triplets"].values)
     assert loaded["candidate_id"].values.tolist() == both["candidate_id"].values.tolist()
     assert loaded["field"].values.tolist() == both["field"].values.tolist()
@@ -199,7 +228,13 @@ def test_append_along_candidate(tmp_path, two_sets, name):
     with pytest.raises(AstridInputError, match="already stored"):
         write_triplets(second, path, mode="a")
     with pytest.raises(AstridInputError, match="different variables"):
-        write_triplets(first.drop_vars("score").assign_coords(candidate_id=("candidate", [f"n{i}" for i in range(5)], {})), path, mode="a")
+        write_triplets(
+            first.drop_vars("score").assign_coords(
+                candidate_id=("candidate", [f"n{i}" for i in range(5)], {})
+            ),
+            path,
+            mode="a",
+        )
 
 
 def test_write_replaces_and_leaves_no_temporary_files(tmp_path, two_sets):
@@ -245,7 +280,9 @@ def test_appending_a_lazily_loaded_set(tmp_path, two_sets):
     write_triplets(first, tmp_path / "all.zarr", chunk_size=2)
     write_triplets(load_triplets(tmp_path / "b.zarr"), tmp_path / "all.zarr", mode="a")
     loaded = load_triplets(tmp_path / "all.zarr")
-    np.testing.assert_array_equal(loaded["triplets"].values[first.sizes["candidate"]:], second["triplets"].values)
+    np.testing.assert_array_equal(
+        loaded["triplets"].values[first.sizes["candidate"] :], second["triplets"].values
+    )
 
 
 def test_writing_a_lazy_selection(tmp_path, two_sets):

@@ -34,8 +34,14 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("ASTRID_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-sync",
 ]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "triplet_inspector.png"
 NOTEBOOK_CODE = """\
@@ -84,7 +90,9 @@ widgets.VBox([retrain_button, retrain_status])"""
 
 def _unavailable(reason: str):
     if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
-        pytest.fail(f"{reason}; CI must run the browser test (scripts/install_browser.sh installs it)")
+        pytest.fail(
+            f"{reason}; CI must run the browser test (scripts/install_browser.sh installs it)"
+        )
     pytest.skip(f"{reason}; run scripts/install_browser.sh to enable the browser test")
 
 
@@ -114,16 +122,24 @@ def _write_notebook(path: Path, labels_path: Path) -> None:
     import nbformat
 
     book = nbformat.v4.new_notebook()
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    book.cells = [nbformat.v4.new_code_cell(f"LABELS_PATH = {str(labels_path)!r}\n" + NOTEBOOK_CODE),
-                  nbformat.v4.new_code_cell(RETRAIN_CODE)]
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    book.cells = [
+        nbformat.v4.new_code_cell(f"LABELS_PATH = {str(labels_path)!r}\n" + NOTEBOOK_CODE),
+        nbformat.v4.new_code_cell(RETRAIN_CODE),
+    ]
     nbformat.write(book, path)
 
 
 def _write_lab_settings(settings_dir: Path) -> None:
     """Start the notebook's kernel without a dialog, and no news prompt over the widget."""
     settings = {
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+            "autoStartDefaultKernel": True
+        },
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
     }
     for name, values in settings.items():
@@ -140,8 +156,13 @@ def jupyterlab_server(tmp_path):
     labels_path = tmp_path / "labels" / "inspect.jsonl"
     _write_notebook(root / "inspect.ipynb", labels_path)
     env = dict(os.environ)
-    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
-                 "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
+    for name in (
+        "JUPYTER_CONFIG_DIR",
+        "JUPYTER_DATA_DIR",
+        "JUPYTER_RUNTIME_DIR",
+        "JUPYTERLAB_SETTINGS_DIR",
+        "JUPYTERLAB_WORKSPACES_DIR",
+    ):
         env[name] = str(tmp_path / name.lower())
         Path(env[name]).mkdir()
     _write_lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
@@ -149,23 +170,38 @@ def jupyterlab_server(tmp_path):
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--allow-root", "--ServerApp.ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
-             f"--ServerApp.root_dir={root}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--allow-root",
+                "--ServerApp.ip=127.0.0.1",
+                f"--port={port}",
+                f"--IdentityProvider.token={token}",
+                "--ServerApp.open_browser=False",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited with status {server.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"JupyterLab exited with status {server.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
                     break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
+                    pytest.fail(
+                        f"JupyterLab did not answer within 60 s:\n{log_path.read_text()[-3000:]}"
+                    )
                 time.sleep(0.25)
         yield {"base": base, "token": token, "labels_path": labels_path, "log": log_path}
     finally:
@@ -188,7 +224,9 @@ def _read_labels(path: Path, n: int, timeout: float = 20.0) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_label_buttons_in_jupyterlab_write_the_label_file(playwright_api, jupyterlab_server, tmp_path):
+def test_label_buttons_in_jupyterlab_write_the_label_file(
+    playwright_api, jupyterlab_server, tmp_path
+):
     server = jupyterlab_server
     with playwright_api() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -196,7 +234,9 @@ def test_label_buttons_in_jupyterlab_write_the_label_file(playwright_api, jupyte
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.goto(f"{server['base']}/lab/tree/inspect.ipynb?token={server['token']}&reset")
             # The kernel is ready when the status bar says so and the cell is on screen.
-            page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=60_000)
+            page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(
+                timeout=60_000
+            )
             page.locator(".jp-Notebook .jp-Cell .cm-content").first.wait_for(timeout=30_000)
 
             page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -220,13 +260,18 @@ def test_label_buttons_in_jupyterlab_write_the_label_file(playwright_api, jupyte
             # The keyboard path without extra packages: a letter typed into the shortcut box.
             page.get_by_placeholder("keys: r b s, n p").fill("b")
             labels = _read_labels(server["labels_path"], 2)
-            assert [(r["candidate_id"], r["label"]) for r in labels] == [("c00", "real"), ("c01", "bogus")]
+            assert [(r["candidate_id"], r["label"]) for r in labels] == [
+                ("c00", "real"),
+                ("c01", "bogus"),
+            ]
             page.get_by_text("1 real, 1 bogus labelled").wait_for(timeout=10_000)
             assert {r["labeller"] for r in labels} == {"browser test"}
 
             # Retrain: the labels just clicked, merged and fine-tuned on, named in the new card.
             page.get_by_role("button", name="Retrain", exact=True).click()
-            page.get_by_text("fine-tuned on 2 labels (1 real) by browser test").wait_for(timeout=120_000)
+            page.get_by_text("fine-tuned on 2 labels (1 real) by browser test").wait_for(
+                timeout=120_000
+            )
 
             shot = tmp_path / "triplet_inspector.png"
             page.locator(".astrid-triplet-inspector").screenshot(path=str(shot))

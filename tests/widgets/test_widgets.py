@@ -76,7 +76,9 @@ def test_stamps_render_with_zscale_and_symmetric_difference():
     assert abs(int(flipped(10, 40)[0]) - 128) <= 1  # zero is mid-grey
     science = np.random.default_rng(0).normal(100, 1, (63, 63))
     grey = stamp_to_rgba(science, "science", scale=1)[..., 0]
-    assert 0 < np.median(grey) < 255 and grey.min() == 0 and grey.max() == 255  # zscale spreads the noise
+    assert (
+        0 < np.median(grey) < 255 and grey.min() == 0 and grey.max() == 255
+    )  # zscale spreads the noise
     pngs = triplet_pngs(np.dstack([science, science, stamp]))
     assert len(pngs) == 3 and all(p.startswith(b"\x89PNG") for p in pngs)
     with pytest.raises(AstridInputError, match="kind 'noise'"):
@@ -100,7 +102,13 @@ def test_inspector_shows_first_candidate_with_features(dataset, labels_path):
     assert inspector.current_id == "c00"
     assert all(bytes(image.value).startswith(b"\x89PNG") for image in inspector.stamp_images)
     table = inspector.features_html.value
-    assert "c00" in table and "mag [mag]" in table and "fwhm" in table and "0.95" in table and "f01" in table
+    assert (
+        "c00" in table
+        and "mag [mag]" in table
+        and "fwhm" in table
+        and "0.95" in table
+        and "f01" in table
+    )
     bundle = inspector._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "astrid-triplet-inspector" in inspector.widget._dom_classes
@@ -118,7 +126,9 @@ def test_each_click_is_on_disk_at_once(dataset, labels_path):
     inspector.label_buttons["bogus"].click()
     inspector.label_buttons["skip"].click()
     assert [(r["candidate_id"], r["label"]) for r in read_lines(labels_path)] == [
-        ("c00", "real"), ("c01", "bogus"), ("c02", "skip"),
+        ("c00", "real"),
+        ("c01", "bogus"),
+        ("c02", "skip"),
     ]
     inspector.previous_button.click()
     inspector.previous_button.click()
@@ -146,12 +156,16 @@ def test_no_label_line_is_ever_deleted_and_bad_lines_are_quarantined(dataset, la
     good = json.dumps({"candidate_id": "c03", "label": "real", "time": "2025-01-01T00:00:00Z"})
     torn = '{"candidate_id": "c04", "lab'
     labels_path.write_text(good + "\n" + torn)
-    with pytest.warns(AstridWarning, match=r"1 line\(s\) are not label records.*1 label record\(s\) loaded"):
+    with pytest.warns(
+        AstridWarning, match=r"1 line\(s\) are not label records.*1 label record\(s\) loaded"
+    ):
         inspector = TripletInspector(dataset, labels_path=labels_path)
     assert inspector.labels == {"c03": "real"}
     inspector.label("bogus", candidate="c04")
     lines = labels_path.read_text().splitlines()
-    assert lines[:2] == [good, torn] and json.loads(lines[2])["candidate_id"] == "c04"  # torn line kept, closed
+    assert (
+        lines[:2] == [good, torn] and json.loads(lines[2])["candidate_id"] == "c04"
+    )  # torn line kept, closed
     side = labels_path.with_name(labels_path.name + ".quarantine")
     assert json.loads(side.read_text())["text"] == torn
     with pytest.warns(AstridWarning, match="not label records"):
@@ -163,7 +177,10 @@ def test_no_label_line_is_ever_deleted_and_bad_lines_are_quarantined(dataset, la
     assert labels_path.read_text() == good
     store = LabelStore(labels_path)
     store.add("c05", "skip")
-    assert [json.loads(line)["candidate_id"] for line in labels_path.read_text().splitlines()] == ["c03", "c05"]
+    assert [json.loads(line)["candidate_id"] for line in labels_path.read_text().splitlines()] == [
+        "c03",
+        "c05",
+    ]
 
     # a valid-JSON last record with an unknown label and no newline (was: deleted on open)
     unknown = good.replace("real", "maybe").replace("c03", "c09")
@@ -175,7 +192,9 @@ def test_no_label_line_is_ever_deleted_and_bad_lines_are_quarantined(dataset, la
     labels_path.write_text("not json\n" + good + "\n")
     with pytest.warns(AstridWarning, match="line 1 is not a label record"):
         TripletInspector(dataset, labels_path=labels_path)
-    labels_path.write_text(good.replace("real", "maybe") + "\n")  # nothing but bad lines: not a label file
+    labels_path.write_text(
+        good.replace("real", "maybe") + "\n"
+    )  # nothing but bad lines: not a label file
     with pytest.raises(AstridFileError, match="none of its 1 line"):
         LabelStore(labels_path)
 
@@ -203,7 +222,9 @@ def test_sort_and_filter_by_features_and_score(dataset, labels_path):
     inspector.go_to(0)
     inspector.label_buttons["real"].click()
     assert inspector.labels["c02"] == "real" and inspector.current_id == "c03"
-    assert 2 not in inspector.filter(unlabelled_only=True)  # hidden once the filter is applied again
+    assert 2 not in inspector.filter(
+        unlabelled_only=True
+    )  # hidden once the filter is applied again
 
     with pytest.raises(AstridInputError, match="'field' is not numeric"):
         inspector.sort_by("field")
@@ -249,9 +270,14 @@ def test_scores_by_name_by_id_and_bad_scores(dataset, labels_path):
     np.testing.assert_array_equal(by_name.scores, SCORES)
     xr = pytest.importorskip("xarray")
     shuffled = np.arange(N)[::-1]
-    as_array = xr.DataArray(SCORES[shuffled], dims="candidate",
-                            coords={"candidate_id": ("candidate", [f"c{i:02d}" for i in shuffled])})
-    np.testing.assert_array_equal(TripletInspector(dataset, scores=as_array, labels_path=labels_path).scores, SCORES)
+    as_array = xr.DataArray(
+        SCORES[shuffled],
+        dims="candidate",
+        coords={"candidate_id": ("candidate", [f"c{i:02d}" for i in shuffled])},
+    )
+    np.testing.assert_array_equal(
+        TripletInspector(dataset, scores=as_array, labels_path=labels_path).scores, SCORES
+    )
     with pytest.raises(AstridInputError, match="3 value"):
         TripletInspector(dataset, scores=[0.1, 0.2, 0.3], labels_path=labels_path)
     with pytest.raises(AstridInputError, match=r"probabilities in \[0, 1\]"):
@@ -271,7 +297,9 @@ def test_export_labels_for_retraining(dataset, labels_path, tmp_path):
     assert list(table["label"]) == ["bogus", "bogus"]
     assert table["score"][1] == pytest.approx(0.95)
     assert set(table.colnames) >= {"candidate_id", "label", "time"}
-    csv = Table.read(inspector.export_labels(tmp_path / "labels.csv", include_skipped=True), format="ascii.csv")
+    csv = Table.read(
+        inspector.export_labels(tmp_path / "labels.csv", include_skipped=True), format="ascii.csv"
+    )
     assert sorted(csv["candidate_id"]) == ["c00", "c01", "c02"]
     with pytest.raises(AstridInputError, match="must be .csv or .ecsv"):
         inspector.export_labels(tmp_path / "labels.txt")
@@ -290,7 +318,9 @@ def test_keyboard_shortcuts(dataset, labels_path):
 
 
 def test_ipyevents_keys_when_installed(dataset, labels_path):
-    pytest.importorskip("ipyevents", reason="ipyevents is optional (keyboard capture on the whole widget)")
+    pytest.importorskip(
+        "ipyevents", reason="ipyevents is optional (keyboard capture on the whole widget)"
+    )
     inspector = TripletInspector(dataset, labels_path=labels_path)
     assert inspector.key_events is not None
     inspector.on_key_event({"type": "keydown", "key": "s"})
@@ -301,7 +331,10 @@ def test_grid_view_pages_and_opens_a_candidate(dataset, labels_path):
     inspector = TripletInspector(dataset, labels_path=labels_path, grid_shape=(2, 3))
     inspector.label("real", candidate="c01")
     inspector.view_toggle.value = "Grid"
-    assert inspector.grid_view.layout.display is None and inspector.single_view.layout.display == "none"
+    assert (
+        inspector.grid_view.layout.display is None
+        and inspector.single_view.layout.display == "none"
+    )
     buttons = [cell[2] for cell in inspector.grid_cells]
     assert [b.description for b in buttons] == ["c00", "c01", "c02", "c03", "c04", "c05"]
     assert inspector.grid_cells[1][0].layout.border.endswith("#2e7d32")  # labelled real: green
@@ -333,7 +366,9 @@ def test_labels_record_labeller_and_proposing_model(dataset, labels_path, tmp_pa
 
     model_file = tmp_path / "vgg6-sim.keras"
     model_file.write_bytes(b"stand-in model bytes")
-    inspector = TripletInspector(dataset, scores=SCORES, labels_path=labels_path, labeller="ann", model=model_file)
+    inspector = TripletInspector(
+        dataset, scores=SCORES, labels_path=labels_path, labeller="ann", model=model_file
+    )
     inspector.label("real", candidate="c02")
     line = read_lines(labels_path)[0]
     assert line["labeller"] == "ann"

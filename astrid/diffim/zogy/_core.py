@@ -194,7 +194,9 @@ def _as_image(name: str, array) -> np.ndarray:
 
 def _check_psf(name: str, psf) -> np.ndarray:
     if psf is None or isinstance(psf, (str, bytes)):
-        raise AstridInputError(f"{name}: a PSF must be a 2-D array, got {type(psf).__name__} {psf!r}")
+        raise AstridInputError(
+            f"{name}: a PSF must be a 2-D array, got {type(psf).__name__} {psf!r}"
+        )
     try:
         psf = np.asarray(psf, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -388,12 +390,16 @@ def _check_acf(name: str, acf) -> np.ndarray | None:
         return None
     acf = np.asarray(acf, dtype=np.float64)
     if acf.ndim != 2 or acf.shape[0] % 2 == 0 or acf.shape[1] % 2 == 0:
-        raise AstridInputError(f"{name}: must be a 2-D array of odd sizes (lag 0 at the centre), got shape {acf.shape}")
+        raise AstridInputError(
+            f"{name}: must be a 2-D array of odd sizes (lag 0 at the centre), got shape {acf.shape}"
+        )
     if not np.all(np.isfinite(acf)):
         raise AstridInputError(f"{name}: contains NaN or infinite values")
     centre = acf[acf.shape[0] // 2, acf.shape[1] // 2]
     if not centre > 0:
-        raise AstridInputError(f"{name}: the value at lag 0 (the centre) must be positive, got {centre}")
+        raise AstridInputError(
+            f"{name}: the value at lag 0 (the centre) must be positive, got {centre}"
+        )
     acf = acf / centre
     return 0.5 * (acf + acf[::-1, ::-1])  # an autocorrelation is point-symmetric
 
@@ -419,8 +425,16 @@ def _noise_psd(acf: np.ndarray, variance: float, grid, dtype) -> np.ndarray:
     phase_y = 2 * np.pi * np.outer(np.arange(grid[0]), dy) / grid[0]
     phase_x = 2 * np.pi * np.outer(np.arange(grid[1] // 2 + 1), dx) / grid[1]
     out = np.empty((grid[0], grid[1] // 2 + 1), dtype=dtype)
-    _kernels.noise_psd(np.cos(phase_y), np.sin(phase_y), np.cos(phase_x), np.sin(phase_x), rho,
-                       float(variance), _PSD_FLOOR if max(acf.shape) <= _NARROW_ACF else _PSD_FLOOR_WIDE, out)
+    _kernels.noise_psd(
+        np.cos(phase_y),
+        np.sin(phase_y),
+        np.cos(phase_x),
+        np.sin(phase_x),
+        rho,
+        float(variance),
+        _PSD_FLOOR if max(acf.shape) <= _NARROW_ACF else _PSD_FLOOR_WIDE,
+        out,
+    )
     return out
 
 
@@ -433,8 +447,8 @@ def _flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r) -> float:
 
 @dataclass
 class _SmallKernels:
-    P_D: np.ndarray      # centred, odd size, sum 1
-    k_n: np.ndarray      # origin convention, small grid
+    P_D: np.ndarray  # centred, odd size, sum 1
+    k_n: np.ndarray  # origin convention, small grid
     k_r: np.ndarray
     radius: int
 
@@ -475,9 +489,9 @@ def _small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, acf_n=None, acf_r=None) -> _S
     ok = den > 1e-300
     safe = np.where(ok, den, 1.0)
     F_D = _flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r)
-    pd_hat = np.where(ok, f_r * f_n * pr * pn / (F_D * np.sqrt(safe)), 0)              # eq. 17
-    kn_hat = np.where(ok, f_n * f_r**2 * np.conj(pn) * pr2 / safe, 0)                  # eq. 29
-    kr_hat = np.where(ok, f_r * f_n**2 * np.conj(pr) * pn2 / safe, 0)                  # eq. 28
+    pd_hat = np.where(ok, f_r * f_n * pr * pn / (F_D * np.sqrt(safe)), 0)  # eq. 17
+    kn_hat = np.where(ok, f_n * f_r**2 * np.conj(pn) * pr2 / safe, 0)  # eq. 29
+    kr_hat = np.where(ok, f_r * f_n**2 * np.conj(pr) * pn2 / safe, 0)  # eq. 28
     k_n = scipy.fft.irfft2(kn_hat, s=grid)
     k_r = scipy.fft.irfft2(kr_hat, s=grid)
     P_D = np.fft.fftshift(scipy.fft.irfft2(pd_hat, s=grid))
@@ -595,8 +609,10 @@ def check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
     fraction = float(out_mask.mean())
     if fraction < MASK_WARN_FRACTION:
         return fraction
-    why = (f"{100.0 * float(bad.mean()):.2f} % of the input pixels are masked or non-finite and cannot be "
-           f"repaired, each dilated by the kernel radius of {radius} px (plus an edge band that wide)")
+    why = (
+        f"{100.0 * float(bad.mean()):.2f} % of the input pixels are masked or non-finite and cannot be "
+        f"repaired, each dilated by the kernel radius of {radius} px (plus an edge band that wide)"
+    )
     if repaired.any():
         why += f"; {int(repaired.sum())} isolated NaN pixels were filled from their neighbours"
     if out_mask.all():
@@ -722,7 +738,9 @@ def _tile_mosaic(data, mask, max_pixels, gap, tile=128):
     return image, bad
 
 
-def estimate_noise_acf(data, mask=None, size: int = 5, max_pixels: int = 512 * 512) -> np.ndarray | None:
+def estimate_noise_acf(
+    data, mask=None, size: int = 5, max_pixels: int = 512 * 512
+) -> np.ndarray | None:
     """Normalised autocorrelation of an image's background noise, for correlated-noise ZOGY.
 
     Parameters
@@ -907,8 +925,8 @@ class _Inputs:
 
     N: np.ndarray
     R: np.ndarray
-    tiles: list                 # (y0, y1, x0, x1) of each tile; one for fixed PSFs
-    psfs: list                  # (P_n, P_r) of each tile
+    tiles: list  # (y0, y1, x0, x1) of each tile; one for fixed PSFs
+    psfs: list  # (P_n, P_r) of each tile
     acf_n: np.ndarray | None
     acf_r: np.ndarray | None
     sigma_n: float
@@ -916,12 +934,12 @@ class _Inputs:
     f_n: float
     ast_x: float
     ast_y: float
-    systematic: float           # 0 until measured when ``auto_systematic``
+    systematic: float  # 0 until measured when ``auto_systematic``
     auto_systematic: bool
     Vn: np.ndarray | None
     Vr: np.ndarray | None
-    bad: np.ndarray             # masked or non-finite and not repaired
-    repaired: np.ndarray        # isolated pixels filled from their neighbours
+    bad: np.ndarray  # masked or non-finite and not repaired
+    repaired: np.ndarray  # isolated pixels filled from their neighbours
     mask_radius: int | None
     dtype: np.dtype
     workers: int
@@ -937,7 +955,7 @@ class _Pass:
     var_r: float
     acf_n: np.ndarray | None
     acf_r: np.ndarray | None
-    split: bool                 # S_N and S_R apart (astrometric or systematic term)
+    split: bool  # S_N and S_R apart (astrometric or systematic term)
     pad: int
     grid: tuple[int, int]
     dtype: np.dtype
@@ -964,9 +982,9 @@ class _Planes:
     """Padded full-grid results of one ZOGY pass over an image or one tile of it."""
 
     D_pad: np.ndarray
-    SN_pad: np.ndarray       # S_N (or S itself when not split)
-    SR_pad: np.ndarray       # S_R (the same array as SN_pad when not split)
-    Vsrc_pad: np.ndarray     # V_N ⊗ k_n² + V_R ⊗ k_r², or a (1, 1) dummy
+    SN_pad: np.ndarray  # S_N (or S itself when not split)
+    SR_pad: np.ndarray  # S_R (the same array as SN_pad when not split)
+    Vsrc_pad: np.ndarray  # V_N ⊗ k_n² + V_R ⊗ k_r², or a (1, 1) dummy
     has_source: bool
     F_S: float
     n_fft: int
@@ -993,13 +1011,15 @@ class _FFTs:
         return self._counted(scipy.fft.rfft2, array, workers=self.workers)
 
     def forward_stamp(self, stamp):
-        return self._counted(_stamp_rfft2, stamp.astype(self.dtype), self.grid, self.dtype,
-                             self.workers)
+        return self._counted(
+            _stamp_rfft2, stamp.astype(self.dtype), self.grid, self.dtype, self.workers
+        )
 
     def inverse(self, spectrum):
         # Every spectrum is dead after its inverse: let pocketfft work in it.
-        return self._counted(scipy.fft.irfft2, spectrum, s=self.grid, workers=self.workers,
-                             overwrite_x=True)
+        return self._counted(
+            scipy.fft.irfft2, spectrum, s=self.grid, workers=self.workers, overwrite_x=True
+        )
 
 
 def _planes(tile: _Tile, run: _Pass) -> _Planes:
@@ -1017,10 +1037,12 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
 
     any_bad = bool(bad.any())
     # One zero-filled copy at a time: it is dead once its FFT is taken.
-    N_hat = ffts.forward(_pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding,
-                                      dtype))
-    R_hat = ffts.forward(_pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding,
-                                      dtype))
+    N_hat = ffts.forward(
+        _pad_reflect(_zero_filled(N, bad, dtype) if any_bad else N, padding, dtype)
+    )
+    R_hat = ffts.forward(
+        _pad_reflect(_zero_filled(R, bad, dtype) if any_bad else R, padding, dtype)
+    )
     Pn_hat = ffts.forward_stamp(tile.Pn)
     Pr_hat = ffts.forward_stamp(tile.Pr)
     psd_dummy = np.zeros((1, 1), dtype=dtype)
@@ -1032,13 +1054,17 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
         psd_r = _noise_psd(run.acf_r, run.var_r, run.grid, dtype)
     last_col_weight = 1.0 if px % 2 == 0 else 2.0
     start = time.perf_counter()
-    fs_sum = _kernels.zogy_spectra((N_hat, R_hat, Pn_hat, Pr_hat), (psd_n, psd_r),
-                                   (run.f_n, run.f_r, run.var_n, run.var_r),
-                                   (run.acf_n is not None, run.acf_r is not None), last_col_weight,
-                                   run.split)
+    fs_sum = _kernels.zogy_spectra(
+        (N_hat, R_hat, Pn_hat, Pr_hat),
+        (psd_n, psd_r),
+        (run.f_n, run.f_r, run.var_n, run.var_r),
+        (run.acf_n is not None, run.acf_r is not None),
+        last_col_weight,
+        run.split,
+    )
     spectral_seconds = time.perf_counter() - start
     del psd_n, psd_r
-    F_S = fs_sum / (py * px)                                                     # eq. 42
+    F_S = fs_sum / (py * px)  # eq. 42
     D_pad = ffts.inverse(N_hat)
     del N_hat
     if run.split:
@@ -1054,9 +1080,17 @@ def _planes(tile: _Tile, run: _Pass) -> _Planes:
         Vsrc_pad = _source_variance(tile, run, padding, ffts)
     else:
         Vsrc_pad = np.zeros((1, 1), dtype=dtype)
-    return _Planes(D_pad=D_pad, SN_pad=SN_pad, SR_pad=SR_pad, Vsrc_pad=Vsrc_pad,
-                   has_source=has_source, F_S=F_S, n_fft=ffts.count, fft_seconds=ffts.seconds,
-                   spectral_seconds=spectral_seconds)
+    return _Planes(
+        D_pad=D_pad,
+        SN_pad=SN_pad,
+        SR_pad=SR_pad,
+        Vsrc_pad=Vsrc_pad,
+        has_source=has_source,
+        F_S=F_S,
+        n_fft=ffts.count,
+        fft_seconds=ffts.seconds,
+        spectral_seconds=spectral_seconds,
+    )
 
 
 def _source_variance(tile: _Tile, run: _Pass, padding, ffts: _FFTs) -> np.ndarray:
@@ -1079,8 +1113,12 @@ def _source_variance(tile: _Tile, run: _Pass, padding, ffts: _FFTs) -> np.ndarra
     has_n, has_r = Vn_hat is not None, Vr_hat is not None
     dummy = np.zeros((1, 1), dtype=np.complex64 if dtype == np.float32 else np.complex128)
     _kernels.kernel_squares_product(
-        Vn_hat if has_n else dummy, kn2_hat if has_n else dummy,
-        Vr_hat if has_r else dummy, kr2_hat if has_r else dummy, has_n, has_r,
+        Vn_hat if has_n else dummy,
+        kn2_hat if has_n else dummy,
+        Vr_hat if has_r else dummy,
+        kr2_hat if has_r else dummy,
+        has_n,
+        has_r,
     )
     return ffts.inverse(Vn_hat if has_n else Vr_hat)
 
@@ -1091,8 +1129,11 @@ def _tile_bounds(shape, tile_size) -> list[tuple[int, int, int, int]]:
     for n in shape:
         count = max(1, int(round(n / tile_size)))
         edges.append(np.linspace(0, n, count + 1).round().astype(int))
-    return [(int(y0), int(y1), int(x0), int(x1))
-            for y0, y1 in zip(edges[0][:-1], edges[0][1:]) for x0, x1 in zip(edges[1][:-1], edges[1][1:])]
+    return [
+        (int(y0), int(y1), int(x0), int(x1))
+        for y0, y1 in zip(edges[0][:-1], edges[0][1:])
+        for x0, x1 in zip(edges[1][:-1], edges[1][1:])
+    ]
 
 
 def _psf_for_tile(name, psf, bounds):
@@ -1130,8 +1171,9 @@ def _check_systematic(value) -> tuple[float, bool]:
     return systematic, False
 
 
-def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repaired,
-               options: ZogyOptions) -> _Inputs:
+def _validated(
+    reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repaired, options: ZogyOptions
+) -> _Inputs:
     """Check every input of :func:`subtract` and repair isolated bad pixels (in that order)."""
     _check_image_roles(reference, science)
     dtype = check_dtype(options.dtype)
@@ -1142,8 +1184,13 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
         raise AstridInputError(f"tile_size: must be an integer >= 64 pixels, got {tile_size!r}")
     varying = callable(science.psf) or callable(reference.psf)
     tiles = _tile_bounds(shape, int(tile_size)) if varying else [(0, shape[0], 0, shape[1])]
-    psfs = [(_psf_for_tile("science_psf", science.psf, b),
-             _psf_for_tile("reference_psf", reference.psf, b)) for b in tiles]
+    psfs = [
+        (
+            _psf_for_tile("science_psf", science.psf, b),
+            _psf_for_tile("reference_psf", reference.psf, b),
+        )
+        for b in tiles
+    ]
     acf_n = _check_acf("science_noise_acf", science.noise_acf)
     acf_r = _check_acf("reference_noise_acf", reference.noise_acf)
     sigma_n = check_positive("science_sigma", science.sigma)
@@ -1172,10 +1219,25 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
         # Pixels the caller (difference()) already filled the same way.
         filled |= check_map("repaired", repaired, shape).astype(bool)
     return _Inputs(
-        N=N, R=R, tiles=tiles, psfs=psfs, acf_n=acf_n, acf_r=acf_r, sigma_n=sigma_n,
+        N=N,
+        R=R,
+        tiles=tiles,
+        psfs=psfs,
+        acf_n=acf_n,
+        acf_r=acf_r,
+        sigma_n=sigma_n,
         sigma_r=sigma_r,
-        f_n=f_n, ast_x=ast_x, ast_y=ast_y, systematic=systematic, auto_systematic=auto_systematic,
-        Vn=Vn, Vr=Vr, bad=bad, repaired=filled, mask_radius=mask_radius, dtype=dtype,
+        f_n=f_n,
+        ast_x=ast_x,
+        ast_y=ast_y,
+        systematic=systematic,
+        auto_systematic=auto_systematic,
+        Vn=Vn,
+        Vr=Vr,
+        bad=bad,
+        repaired=filled,
+        mask_radius=mask_radius,
+        dtype=dtype,
         workers=-1 if options.workers is None else int(options.workers),
         fill_value=float(options.fill_value),
     )
@@ -1185,19 +1247,21 @@ def _validated(reference: ZogyImage, science: ZogyImage, flux_ratio, mask, repai
 class _Layout:
     """How one subtraction is cut into FFT passes: kernels, padding, grid and regions."""
 
-    kernels: list               # _SmallKernels of each tile
-    radius: int                 # mask dilation and edge band
-    regions: list               # (y0, y1, x0, x1) of the data each tile's pass reads
+    kernels: list  # _SmallKernels of each tile
+    radius: int  # mask dilation and edge band
+    regions: list  # (y0, y1, x0, x1) of the data each tile's pass reads
     run: _Pass
-    ring: int                   # radius of the ring of the systematic term (0: none)
+    ring: int  # radius of the ring of the systematic term (0: none)
 
 
 def _layout(inputs: _Inputs) -> _Layout:
     """Kernels, padding, FFT grid and per-tile data regions of a subtraction."""
     var_n, var_r = inputs.sigma_n**2, inputs.sigma_r**2
     f_n, f_r = inputs.f_n, 1.0
-    kernels = [_small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, inputs.acf_n, inputs.acf_r)
-               for Pn, Pr in inputs.psfs]
+    kernels = [
+        _small_kernels(Pn, Pr, f_n, f_r, var_n, var_r, inputs.acf_n, inputs.acf_r)
+        for Pn, Pr in inputs.psfs
+    ]
     kernel_radius = max(k.radius for k in kernels)
     radius = kernel_radius if inputs.mask_radius is None else inputs.mask_radius
     pad = 2 * kernel_radius + 2
@@ -1206,8 +1270,10 @@ def _layout(inputs: _Inputs) -> _Layout:
     tiles = inputs.tiles
     margin = pad if len(tiles) > 1 else 0
     ny, nx = inputs.N.shape
-    regions = [(max(y0 - margin, 0), min(y1 + margin, ny),
-                max(x0 - margin, 0), min(x1 + margin, nx)) for y0, y1, x0, x1 in tiles]
+    regions = [
+        (max(y0 - margin, 0), min(y1 + margin, ny), max(x0 - margin, 0), min(x1 + margin, nx))
+        for y0, y1, x0, x1 in tiles
+    ]
     largest_psf = max(max(Pn.shape + Pr.shape) for Pn, Pr in inputs.psfs)
     # The grid also holds the PSF stamps whole, so their spectra are exact.
     height = max(max(r[1] - r[0] for r in regions) + 2 * pad, largest_psf)
@@ -1223,9 +1289,19 @@ def _layout(inputs: _Inputs) -> _Layout:
 
         width = measure_fwhm(kernels[0].P_D)
         ring = min(max(2, int(round(2.0 * width))), pad - 1) if math.isfinite(width) else 0
-    run = _Pass(f_n=f_n, var_n=var_n, var_r=var_r, acf_n=inputs.acf_n, acf_r=inputs.acf_r,
-                split=split, pad=pad, grid=(py, px), dtype=inputs.dtype, workers=inputs.workers,
-                f_r=f_r)
+    run = _Pass(
+        f_n=f_n,
+        var_n=var_n,
+        var_r=var_r,
+        acf_n=inputs.acf_n,
+        acf_r=inputs.acf_r,
+        split=split,
+        pad=pad,
+        grid=(py, px),
+        dtype=inputs.dtype,
+        workers=inputs.workers,
+        f_r=f_r,
+    )
     return _Layout(kernels=kernels, radius=radius, regions=regions, run=run, ring=ring)
 
 
@@ -1245,24 +1321,47 @@ class _Outputs:
     @classmethod
     def empty(cls, mask: np.ndarray, dtype) -> _Outputs:
         shape = mask.shape
-        return cls(mask=mask, D=np.empty(shape, dtype=dtype), S=np.empty(shape, dtype=dtype),
-                   S_corr=np.empty(shape, dtype=dtype), flux=np.empty(shape, dtype=dtype),
-                   flux_err=np.empty(shape, dtype=dtype),
-                   seconds={"fft": 0.0, "spectral": 0.0, "assemble": 0.0})
+        return cls(
+            mask=mask,
+            D=np.empty(shape, dtype=dtype),
+            S=np.empty(shape, dtype=dtype),
+            S_corr=np.empty(shape, dtype=dtype),
+            flux=np.empty(shape, dtype=dtype),
+            flux_err=np.empty(shape, dtype=dtype),
+            seconds={"fft": 0.0, "spectral": 0.0, "assemble": 0.0},
+        )
 
 
-def _assemble_tile(out: _Outputs, inputs: _Inputs, layout: _Layout, bounds, offset, planes: _Planes,
-                   systematic: float, defer: bool = False) -> None:
+def _assemble_tile(
+    out: _Outputs,
+    inputs: _Inputs,
+    layout: _Layout,
+    bounds,
+    offset,
+    planes: _Planes,
+    systematic: float,
+    defer: bool = False,
+) -> None:
     """Crop one pass's padded planes into the result images (see :func:`_kernels.assemble`)."""
     start = time.perf_counter()
     view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
     _kernels.assemble(
-        (planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad), out.mask[view], offset,
-        (planes.F_S, inputs.f_n, inputs.ast_x**2, inputs.ast_y**2, systematic**2,
-         inputs.fill_value),
-        layout.run.split, planes.has_source,
+        (planes.D_pad, planes.SN_pad, planes.SR_pad, planes.Vsrc_pad),
+        out.mask[view],
+        offset,
+        (
+            planes.F_S,
+            inputs.f_n,
+            inputs.ast_x**2,
+            inputs.ast_y**2,
+            systematic**2,
+            inputs.fill_value,
+        ),
+        layout.run.split,
+        planes.has_source,
         (out.D[view], out.S[view], out.S_corr[view], out.flux[view], out.flux_err[view]),
-        layout.ring, defer,
+        layout.ring,
+        defer,
     )
     out.seconds["assemble"] += time.perf_counter() - start
 
@@ -1279,10 +1378,16 @@ def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, l
     for bounds, region, (Pn, Pr), kern in passes:
         sy0, sy1, sx0, sx1 = region
         cut = (slice(sy0, sy1), slice(sx0, sx1))
-        tile = _Tile(N=inputs.N[cut], R=inputs.R[cut], bad=inputs.bad[cut], Pn=Pn, Pr=Pr,
-                     kernels=kern,
-                     Vn=None if inputs.Vn is None else inputs.Vn[cut],
-                     Vr=None if inputs.Vr is None else inputs.Vr[cut])
+        tile = _Tile(
+            N=inputs.N[cut],
+            R=inputs.R[cut],
+            bad=inputs.bad[cut],
+            Pn=Pn,
+            Pr=Pr,
+            kernels=kern,
+            Vn=None if inputs.Vn is None else inputs.Vn[cut],
+            Vr=None if inputs.Vr is None else inputs.Vr[cut],
+        )
         planes = _planes(tile, layout.run)
         out.n_fft += planes.n_fft
         out.seconds["fft"] += planes.fft_seconds
@@ -1293,10 +1398,16 @@ def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, l
         if inputs.auto_systematic:
             # ε comes from the bright stars of the whole image: each tile is assembled
             # without it (its planes freed at once) and finished once ε is known.
-            excess.append(_systematic_excess(
-                planes.SN_pad, planes.SR_pad, planes.Vsrc_pad if planes.has_source else None,
-                out.mask[bounds[0] : bounds[1], bounds[2] : bounds[3]], offset, planes.F_S,
-            ))
+            excess.append(
+                _systematic_excess(
+                    planes.SN_pad,
+                    planes.SR_pad,
+                    planes.Vsrc_pad if planes.has_source else None,
+                    out.mask[bounds[0] : bounds[1], bounds[2] : bounds[3]],
+                    offset,
+                    planes.F_S,
+                )
+            )
             _assemble_tile(out, inputs, layout, bounds, offset, planes, 0.0, defer=True)
         else:
             _assemble_tile(out, inputs, layout, bounds, offset, planes, inputs.systematic)
@@ -1304,15 +1415,23 @@ def _run_tiles(out: _Outputs, inputs: _Inputs, layout: _Layout) -> tuple[list, l
     return tile_fs, excess
 
 
-def _finish_systematic(out: _Outputs, inputs: _Inputs, tile_fs: list,
-                       excess: list) -> tuple[float, int]:
+def _finish_systematic(
+    out: _Outputs, inputs: _Inputs, tile_fs: list, excess: list
+) -> tuple[float, int]:
     """Measure ε from every tile's stars and add the deferred systematic term; (ε, stars used)."""
     systematic, n_stars = _systematic_from(np.concatenate(excess))
     start = time.perf_counter()
     for bounds, tile_F_S in zip(inputs.tiles, tile_fs):
         view = (slice(bounds[0], bounds[1]), slice(bounds[2], bounds[3]))
-        _kernels.apply_systematic(out.S[view], out.mask[view], tile_F_S, inputs.f_n, systematic**2,
-                                  out.S_corr[view], out.flux_err[view])
+        _kernels.apply_systematic(
+            out.S[view],
+            out.mask[view],
+            tile_F_S,
+            inputs.f_n,
+            systematic**2,
+            out.S_corr[view],
+            out.flux_err[view],
+        )
     out.seconds["assemble"] += time.perf_counter() - start
     return systematic, n_stars
 
@@ -1404,8 +1523,14 @@ def subtract(
     ... )
     """
     started = time.perf_counter()
-    inputs = _validated(reference, science, flux_ratio, mask, repaired,
-                        ZogyOptions() if options is None else options)
+    inputs = _validated(
+        reference,
+        science,
+        flux_ratio,
+        mask,
+        repaired,
+        ZogyOptions() if options is None else options,
+    )
     layout = _layout(inputs)
     out_mask = untrusted(inputs.bad, layout.radius)
     if inputs.repaired.any():
@@ -1423,11 +1548,19 @@ def subtract(
     return _result(out, inputs, layout, tile_fs, systematic, n_systematic_stars, scorr_std)
 
 
-def _result(out: _Outputs, inputs: _Inputs, layout: _Layout, tile_fs: list, systematic: float,
-            n_systematic_stars: int, scorr_std: float) -> ZogyResult:
+def _result(
+    out: _Outputs,
+    inputs: _Inputs,
+    layout: _Layout,
+    tile_fs: list,
+    systematic: float,
+    n_systematic_stars: int,
+    scorr_std: float,
+) -> ZogyResult:
     """The :class:`ZogyResult`, with ``P_D`` and ``F_S`` of the central tile."""
     tiles = inputs.tiles
     ny, nx = out.mask.shape
+
     def distance(i):  # of tile i's centre from the image centre, in half pixels
         y0, y1, x0, x1 = tiles[i]
         return abs(y0 + y1 - ny) + abs(x0 + x1 - nx)
@@ -1497,7 +1630,9 @@ def flux_at(result: ZogyResult, x: float, y: float, search_radius: int = 2) -> d
     ny, nx = S.shape
     ix, iy = int(round(x)), int(round(y))
     if not (0 <= ix < nx and 0 <= iy < ny):
-        raise AstridInputError(f"flux_at: position ({x}, {y}) is outside the image of shape {S.shape}")
+        raise AstridInputError(
+            f"flux_at: position ({x}, {y}) is outside the image of shape {S.shape}"
+        )
     y0, y1 = max(iy - search_radius, 0), min(iy + search_radius + 1, ny)
     x0, x1 = max(ix - search_radius, 0), min(ix + search_radius + 1, nx)
     box = np.where(result.mask[y0:y1, x0:x1], 0.0, np.abs(S[y0:y1, x0:x1]))
@@ -1511,7 +1646,10 @@ def flux_at(result: ZogyResult, x: float, y: float, search_radius: int = 2) -> d
         "S_corr": float(result.S_corr[py, px]),
         "masked": True,
     }
-    if not (1 <= py < ny - 1 and 1 <= px < nx - 1) or result.mask[py - 1 : py + 2, px - 1 : px + 2].any():
+    if (
+        not (1 <= py < ny - 1 and 1 <= px < nx - 1)
+        or result.mask[py - 1 : py + 2, px - 1 : px + 2].any()
+    ):
         return out
     sign = 1.0 if S[py, px] >= 0 else -1.0
     patch = sign * S[py - 1 : py + 2, px - 1 : px + 2].astype(np.float64)

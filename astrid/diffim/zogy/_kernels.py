@@ -17,7 +17,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["zogy_spectra", "assemble", "apply_systematic", "noise_psd", "dilate_rows", "dilate_columns"]
+__all__ = [
+    "zogy_spectra",
+    "assemble",
+    "apply_systematic",
+    "noise_psd",
+    "dilate_rows",
+    "dilate_columns",
+]
 
 # Frequencies where both PSF spectra vanish carry no information; below this
 # denominator the spectra are set to zero instead of dividing 0 by 0.
@@ -53,21 +60,21 @@ def _zogy_row(spectra, psds, i, noise, has_psd, last_col_weight, split):
         sr = 0j
         if den > _TINY_DENOMINATOR:
             inv_den = 1.0 / den
-            d_hat = (f_r * pr * nh - f_n * pn * rh) * math.sqrt(inv_den)          # eq. 13
-            sn = (fnfr2 * pr2 * inv_den) * pn.conjugate() * nh                    # eq. 29
-            sr = (frfn2 * pn2 * inv_den) * pr.conjugate() * rh                    # eq. 28
+            d_hat = (f_r * pr * nh - f_n * pn * rh) * math.sqrt(inv_den)  # eq. 13
+            sn = (fnfr2 * pr2 * inv_den) * pn.conjugate() * nh  # eq. 29
+            sr = (frfn2 * pn2 * inv_den) * pr.conjugate() * rh  # eq. 28
             weight = 2.0
             if j == 0:
                 weight = 1.0
             elif j == nxh - 1:
                 weight = last_col_weight
-            row_sum += weight * fnfr_sq * pn2 * pr2 * inv_den                     # eq. 42
+            row_sum += weight * fnfr_sq * pn2 * pr2 * inv_den  # eq. 42
         N_hat[i, j] = d_hat
         if split:
             Pn_hat[i, j] = sn
             Pr_hat[i, j] = sr
         else:
-            R_hat[i, j] = sn - sr                                                  # eq. 16
+            R_hat[i, j] = sn - sr  # eq. 16
     return row_sum
 
 
@@ -146,9 +153,16 @@ def _compact(S_pad, i, j, ring, diagonal):
     is left. Only positive excesses count as sources.
     """
     s = S_pad[i, j]
-    low = min(S_pad[i + ring, j], S_pad[i - ring, j], S_pad[i, j + ring], S_pad[i, j - ring],
-              S_pad[i + diagonal, j + diagonal], S_pad[i + diagonal, j - diagonal],
-              S_pad[i - diagonal, j + diagonal], S_pad[i - diagonal, j - diagonal])
+    low = min(
+        S_pad[i + ring, j],
+        S_pad[i - ring, j],
+        S_pad[i, j + ring],
+        S_pad[i, j - ring],
+        S_pad[i + diagonal, j + diagonal],
+        S_pad[i + diagonal, j - diagonal],
+        S_pad[i - diagonal, j + diagonal],
+        S_pad[i - diagonal, j - diagonal],
+    )
     if s > 0.0 and low > 0.0:
         return s - min(low, s)
     return s

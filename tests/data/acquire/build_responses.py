@@ -37,12 +37,38 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 COLUMNS_CONFIG = {
-    "obs_collection": {"text": "Mission", "separator": ";", "vot.datatype": "char", "vot.name": "obs_collection"},
-    "instrument_name": {"text": "Instrument", "separator": ";", "vot.datatype": "char", "vot.name": "instrument_name"},
+    "obs_collection": {
+        "text": "Mission",
+        "separator": ";",
+        "vot.datatype": "char",
+        "vot.name": "obs_collection",
+    },
+    "instrument_name": {
+        "text": "Instrument",
+        "separator": ";",
+        "vot.datatype": "char",
+        "vot.name": "instrument_name",
+    },
     "filters": {"text": "Filters", "separator": ";", "vot.datatype": "char", "vot.name": "filters"},
-    "dataproduct_type": {"text": "Product Type", "vot.datatype": "char", "vot.name": "dataproduct_type"},
-    "t_min": {"text": "Start Time", "isMjd": True, "vot.datatype": "double", "vot.name": "t_min", "unit": "MJD"},
-    "t_max": {"text": "End Time", "isMjd": True, "vot.datatype": "double", "vot.name": "t_max", "unit": "MJD"},
+    "dataproduct_type": {
+        "text": "Product Type",
+        "vot.datatype": "char",
+        "vot.name": "dataproduct_type",
+    },
+    "t_min": {
+        "text": "Start Time",
+        "isMjd": True,
+        "vot.datatype": "double",
+        "vot.name": "t_min",
+        "unit": "MJD",
+    },
+    "t_max": {
+        "text": "End Time",
+        "isMjd": True,
+        "vot.datatype": "double",
+        "vot.name": "t_max",
+        "unit": "MJD",
+    },
     "t_exptime": {"text": "Exposure Length", "vot.datatype": "double", "vot.name": "t_exptime"},
     "target_name": {"text": "Target Name", "vot.datatype": "char", "vot.name": "target_name"},
 }
@@ -53,10 +79,21 @@ PRODUCTS_CONFIG = {
 }
 
 OBS_FIELDS = [
-    ("dataproduct_type", "string"), ("calib_level", "int"), ("obs_collection", "string"), ("obs_id", "string"),
-    ("target_name", "string"), ("s_ra", "float"), ("s_dec", "float"), ("t_min", "float"), ("t_max", "float"),
-    ("t_exptime", "float"), ("filters", "string"), ("instrument_name", "string"), ("dataURL", "string"),
-    ("obsid", "string"), ("distance", "float"),
+    ("dataproduct_type", "string"),
+    ("calib_level", "int"),
+    ("obs_collection", "string"),
+    ("obs_id", "string"),
+    ("target_name", "string"),
+    ("s_ra", "float"),
+    ("s_dec", "float"),
+    ("t_min", "float"),
+    ("t_max", "float"),
+    ("t_exptime", "float"),
+    ("filters", "string"),
+    ("instrument_name", "string"),
+    ("dataURL", "string"),
+    ("obsid", "string"),
+    ("distance", "float"),
 ]
 
 TARGETS = {
@@ -102,22 +139,42 @@ def observation_rows(target: str) -> list[dict]:
     info = TARGETS[target]
     rows = []
     for obsid, mission, instrument, filt, t_min, exptime in OBSERVATIONS[target]:
-        rows.append({
-            "dataproduct_type": "image", "calib_level": 2, "obs_collection": mission, "obs_id": f"0003{obsid}001",
-            "target_name": info["field"], "s_ra": info["ra"] + 0.001, "s_dec": info["dec"] - 0.001,
-            "t_min": t_min, "t_max": t_min + 0.02, "t_exptime": exptime, "filters": filt,
-            "instrument_name": instrument, "dataURL": data_url(obsid, mission, filt), "obsid": obsid, "distance": 0.0,
-        })
+        rows.append(
+            {
+                "dataproduct_type": "image",
+                "calib_level": 2,
+                "obs_collection": mission,
+                "obs_id": f"0003{obsid}001",
+                "target_name": info["field"],
+                "s_ra": info["ra"] + 0.001,
+                "s_dec": info["dec"] - 0.001,
+                "t_min": t_min,
+                "t_max": t_min + 0.02,
+                "t_exptime": exptime,
+                "filters": filt,
+                "instrument_name": instrument,
+                "dataURL": data_url(obsid, mission, filt),
+                "obsid": obsid,
+                "distance": 0.0,
+            }
+        )
     return rows
 
 
 def mashup(rows: list[dict], fields) -> dict:
     return {
-        "status": "COMPLETE", "msg": "",
+        "status": "COMPLETE",
+        "msg": "",
         "fields": [{"name": n, "type": t} for n, t in fields],
         "data": rows,
-        "paging": {"page": 1, "pageSize": 50000, "pagesFiltered": 1, "rows": len(rows),
-                   "rowsFiltered": len(rows), "rowsTotal": len(rows)},
+        "paging": {
+            "page": 1,
+            "pageSize": 50000,
+            "pagesFiltered": 1,
+            "rows": len(rows),
+            "rowsFiltered": len(rows),
+            "rowsTotal": len(rows),
+        },
     }
 
 
@@ -126,26 +183,52 @@ def product_rows() -> list[dict]:
     rows = []
     for obsid, mission, instrument, filt, t_min, exptime in OBSERVATIONS["2011fe"]:
         name = _filename(obsid, mission, filt)
-        rows.append({
-            "obsID": obsid, "parent_obsid": obsid, "obs_collection": mission, "dataproduct_type": "image",
-            "productType": "SCIENCE", "productSubGroupDescription": "SK" if mission == "SWIFT" else "INT",
-            "dataURI": f"mast:{mission}/product/{name}", "productFilename": name, "calib_level": 2, "size": -1,
-            "description": "sky image",
-        })
+        rows.append(
+            {
+                "obsID": obsid,
+                "parent_obsid": obsid,
+                "obs_collection": mission,
+                "dataproduct_type": "image",
+                "productType": "SCIENCE",
+                "productSubGroupDescription": "SK" if mission == "SWIFT" else "INT",
+                "dataURI": f"mast:{mission}/product/{name}",
+                "productFilename": name,
+                "calib_level": 2,
+                "size": -1,
+                "description": "sky image",
+            }
+        )
         # an auxiliary product that must never be chosen
-        rows.append({
-            "obsID": obsid, "parent_obsid": obsid, "obs_collection": mission, "dataproduct_type": "image",
-            "productType": "AUXILIARY", "productSubGroupDescription": "EX",
-            "dataURI": f"mast:{mission}/product/{name.replace('_sk', '_ex')}", "productFilename": name.replace("_sk", "_ex"),
-            "calib_level": 1, "size": -1, "description": "exposure map",
-        })
+        rows.append(
+            {
+                "obsID": obsid,
+                "parent_obsid": obsid,
+                "obs_collection": mission,
+                "dataproduct_type": "image",
+                "productType": "AUXILIARY",
+                "productSubGroupDescription": "EX",
+                "dataURI": f"mast:{mission}/product/{name.replace('_sk', '_ex')}",
+                "productFilename": name.replace("_sk", "_ex"),
+                "calib_level": 1,
+                "size": -1,
+                "description": "exposure map",
+            }
+        )
     return rows
 
 
 PRODUCT_FIELDS = [
-    ("obsID", "string"), ("parent_obsid", "string"), ("obs_collection", "string"), ("dataproduct_type", "string"),
-    ("productType", "string"), ("productSubGroupDescription", "string"), ("dataURI", "string"),
-    ("productFilename", "string"), ("calib_level", "int"), ("size", "int"), ("description", "string"),
+    ("obsID", "string"),
+    ("parent_obsid", "string"),
+    ("obs_collection", "string"),
+    ("dataproduct_type", "string"),
+    ("productType", "string"),
+    ("productSubGroupDescription", "string"),
+    ("dataURI", "string"),
+    ("productFilename", "string"),
+    ("calib_level", "int"),
+    ("size", "int"),
+    ("description", "string"),
 ]
 
 VIZIER_BSN = """<?xml version="1.0" encoding="UTF-8"?>
@@ -226,9 +309,30 @@ SAI_SAMPLE = """ sn_name | gal_name | disc_date | sn_type | sn_ra | sn_dec | max
 """
 
 TARGETS_CSV = [
-    {"name": "SN 2011fe", "ra": "14:03:05.81", "dec": "+54:16:25.4", "discovery_date": "2011-08-24", "type": "Ia", "host": "M101"},
-    {"name": "SN 2014J", "ra": "148.925625", "dec": "69.673861", "discovery_date": "56678", "type": "Ia", "host": "M82"},
-    {"name": "SN 2012aw", "ra": "160.974", "dec": "11.671", "discovery_date": "2456002.5", "type": "IIP", "host": "M95"},
+    {
+        "name": "SN 2011fe",
+        "ra": "14:03:05.81",
+        "dec": "+54:16:25.4",
+        "discovery_date": "2011-08-24",
+        "type": "Ia",
+        "host": "M101",
+    },
+    {
+        "name": "SN 2014J",
+        "ra": "148.925625",
+        "dec": "69.673861",
+        "discovery_date": "56678",
+        "type": "Ia",
+        "host": "M82",
+    },
+    {
+        "name": "SN 2012aw",
+        "ra": "160.974",
+        "dec": "11.671",
+        "discovery_date": "2456002.5",
+        "type": "IIP",
+        "host": "M95",
+    },
 ]
 
 
@@ -237,7 +341,9 @@ def main() -> None:
     (HERE / "mast_columnsconfig_products.json").write_text(json.dumps(PRODUCTS_CONFIG, indent=1))
     rows = [row for target in TARGETS for row in observation_rows(target)]
     (HERE / "mast_observations.json").write_text(json.dumps(mashup(rows, OBS_FIELDS), indent=1))
-    (HERE / "mast_products.json").write_text(json.dumps(mashup(product_rows(), PRODUCT_FIELDS), indent=1))
+    (HERE / "mast_products.json").write_text(
+        json.dumps(mashup(product_rows(), PRODUCT_FIELDS), indent=1)
+    )
     (HERE / "vizier_bsn.xml").write_text(VIZIER_BSN)
     (HERE / "vizier_gaiadr3.xml").write_text(VIZIER_GAIA)
     (HERE / "skyview_form.html").write_text(SKYVIEW_FORM)
