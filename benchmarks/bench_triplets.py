@@ -100,20 +100,19 @@ def main(argv=None) -> int:
         reference_catalog,
         write_triplets,
     )
-    from astrid.triplets._detect import _psf_fwhm
 
     start = time.perf_counter()
     result, source = build_result(args.size, args.synthetic, args.seed)
     setup_s = time.perf_counter() - start
 
     # Compile (or load from cache) every numba kernel before timing.
-    catalog = reference_catalog(result.reference, fwhm=_psf_fwhm(result.reference_psf))
+    catalog = reference_catalog(result.reference, fwhm=getattr(result.reference_psf, "fwhm", None))
     galaxies = catalog[catalog["extended"]]
     warm = detect(result, negative=True, reference_sources=catalog, galaxies=galaxies)
     make_triplets(result, warm[:10])
 
     def run_catalog():
-        return reference_catalog(result.reference, fwhm=_psf_fwhm(result.reference_psf))
+        return reference_catalog(result.reference, fwhm=getattr(result.reference_psf, "fwhm", None))
 
     def run_detect():
         return detect(result, negative=True, reference_sources=catalog, galaxies=galaxies)

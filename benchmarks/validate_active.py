@@ -113,7 +113,7 @@ def _train(labelled, epochs, seed, batch_size=64):
 
 def run_strategy(strategy, pool, test, seed_ids, args, seed, work: Path) -> list[dict]:
     from astrid import braai
-    from astrid.braai._active import apply_labels, query, training_labels
+    from astrid.braai import apply_labels, query, training_labels
     from astrid.widgets import LabelStore
 
     test_labels = test["label"].values

@@ -306,8 +306,7 @@ def main(argv=None):
         )
     print(f"IoU: {table.meta['iou_convention']}")
     # How the U-Net's test numbers move with the validation recall the threshold is set for.
-    from astrid.anomaly import choose_threshold, match_predictions
-    from astrid.anomaly._metrics import _summarise
+    from astrid.anomaly import choose_threshold, match_predictions, summarise_matches
 
     unet_predict = methods["U-Net"]
     val_matches = [match_predictions(unet_predict(f), f) for f in val_fields]
@@ -315,7 +314,10 @@ def main(argv=None):
     print("U-Net operating points (threshold on validation -> test):")
     for target, conf in ((0.8, None), (0.9, None), (0.9, 0.95), (0.95, None), (0.98, None)):
         threshold, _ = choose_threshold(val_matches, target, conf)
-        val, test = _summarise(val_matches, threshold), _summarise(test_matches, threshold)
+        val, test = (
+            summarise_matches(val_matches, threshold),
+            summarise_matches(test_matches, threshold),
+        )
         label = f"validation recall >= {target:.2f}" + (
             f" ({100 * conf:g}% lower bound)" if conf else ""
         )

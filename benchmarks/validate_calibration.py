@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     from validate_braai import simulate_fields
 
     from astrid import braai
-    from astrid.braai._calibrate import Calibration, fit_calibration
+    from astrid.braai import Calibration, fit_calibration
     from astrid.score import score
     from astrid.triplets import split_by_field
 

@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from astrid import __version__, braai
     from astrid.alerts import read_ztf
-    from astrid.export import to_tflite
-    from astrid.export._tflite import preprocess
+    from astrid.export import preprocess, to_tflite
     from astrid.paths import shared_data
     from astrid.score import parity, score
 

@@ -54,7 +54,7 @@ def _print_table(result, extra=None) -> None:
 
 
 def simulated_case(sim, args) -> dict:
-    from astrid.braai._retrospective import retrospective
+    from astrid.braai import retrospective
 
     target = {"kind": args.kind}
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def simulated_case(sim, args) -> dict:
 
 def ztf_case(sim, args) -> dict | None:
     from astrid.alerts import read_alerts
-    from astrid.braai._retrospective import retrospective
+    from astrid.braai import retrospective
     from astrid.paths import shared_data
 
     folder = shared_data("ztf_alerts")

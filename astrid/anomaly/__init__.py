@@ -52,6 +52,7 @@ _LAZY = {
     "evaluate_methods": "._metrics",
     "MatchOptions": "._metrics",
     "match_predictions": "._metrics",
+    "summarise_matches": "._metrics",
     "choose_threshold": "._metrics",
     "choose_region_level": "._metrics",
     "recall_lower_bound": "._metrics",

@@ -429,7 +429,21 @@ def choose_threshold(
     return low, f"{wanted} not reachable: lowest validation score (most recall)"
 
 
-def _summarise(matches: list[dict], threshold: float) -> dict:
+def summarise_matches(matches: list[dict], threshold: float) -> dict:
+    """Precision, recall, false alarms and IoU of matched predictions at one threshold.
+
+    Parameters
+    ----------
+    matches : list of dict
+        One :func:`match_predictions` result per image.
+    threshold : float
+        Predictions scoring below it are dropped (``-inf`` keeps them all).
+
+    Returns
+    -------
+    dict
+        The pooled counts and rates (the row values of :func:`evaluate_methods`).
+    """
     n_sel = n_real = n_true = n_found = 0
     ious = []
     for m in matches:
@@ -532,8 +546,8 @@ def _method_row(name, method, fields, rule, match: MatchOptions) -> dict:
         threshold, rule_name = choose_threshold(val_matches, target_recall, confidence)
     test_predictions, seconds = _run(method, test)
     matches = [match_predictions(p, f, **kwargs) for p, f in zip(test_predictions, test)]
-    summary = _summarise(matches, threshold)
-    val = _summarise(val_matches, threshold) if val_matches is not None else {}
+    summary = summarise_matches(matches, threshold)
+    val = summarise_matches(val_matches, threshold) if val_matches is not None else {}
     return {
         "method": name,
         "kind": matches[0]["kind"],
@@ -848,7 +862,7 @@ def choose_region_level(
             )
     rows = []
     for v in levels:
-        summary = _summarise(matches[v], -math.inf)
+        summary = summarise_matches(matches[v], -math.inf)
         rows.append(
             (v, summary["iou_median"], summary["n_found"], summary["n_true"], summary["n_selected"])
         )
