@@ -1115,34 +1115,29 @@ def difference(
     Parameters
     ----------
     reference, science : Image or path-like
-        The template and the new image; the result is on the reference pixel grid.
+        The template and the new image; the result is on the reference grid.
     method : {"zogy", "classic", "kernel"}, optional
-        ZOGY (:func:`astrid.zogy.subtract`, default), :func:`astrid.classic_subtract`
-        or :func:`astrid.kernel.subtract` (``S_corr`` is its ``detection``; S, flux, P_D None).
+        ZOGY (default), :func:`classic_subtract` or :func:`astrid.kernel.subtract`.
     align : bool, optional
-        Resample the science image onto the reference grid (:func:`astrid.align`); with
-        False the images must share a grid.
+        Resample the science image onto the reference grid (False: they share one).
     science_psf, reference_psf : PSFModel or array_like (odd-sized), optional
         PSFs to use instead of estimating them from the stars.
     flux_ratio : float, optional
-        Science over reference flux of a source within [1e-3, 1e3] (:data:`FLUX_RATIO_RANGE`);
-        default measured by :func:`astrid.flux_ratio`.
+        Science over reference flux of a source in [1e-3, 1e3]; default measured.
     allow_mismatch : bool, optional
         Warn instead of raising when filter or telescope differ.
     dtype : {numpy.float32, numpy.float64}, optional
         Precision of the subtraction.
     options : DifferenceOptions, optional
-        Every stage's options; ``**flat_options`` (``box_size=32``, ``psf_degree=0``, ...,
-        see :class:`DifferenceOptions`) override single fields.
+        Every stage's options (default ``DifferenceOptions()``).
+    **flat_options
+        Single fields by their flat names (``box_size=32``, ``psf_degree=0``, ...).
 
     Returns
     -------
     DifferenceResult
-
-    Raises
-    ------
-    AstridMismatchError, AstridInputError
-        Mismatched images; a bad option, input or stage (options first, before any stage).
+        D, S, S_corr and flux maps on the reference grid, and every stage's result.
+        Mismatched images or a bad option raise (options are checked before any stage).
     """
     started = time.perf_counter()
     opts = _resolve_options(method, options, flat_options, dtype)
@@ -1159,6 +1154,11 @@ def difference(
     sub = _timed(
         metrics, "subtract", _subtract_stage, method, aligned, backgrounds, psfs, ratio, opts, dtype
     )
+    return _result(method, inputs, aligned, backgrounds, psfs, sub, metrics, started)
+
+
+def _result(method, inputs, aligned, backgrounds, psfs, sub, metrics, started) -> DifferenceResult:
+    """The stages' :class:`DifferenceResult`, after the calibration check and the quality verdict."""
     _check_calibration(metrics)
     quality = assess(metrics)
     metrics.update(
