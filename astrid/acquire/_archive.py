@@ -818,6 +818,12 @@ def get_archive(name: str = "simulated", **kwargs) -> Archive:
         Passed to :class:`SimulatedArchive`, :class:`MastArchive` or
         :class:`LocalArchive`.
 
+    Returns
+    -------
+    Archive
+        A new :class:`SimulatedArchive`, :class:`MastArchive` or
+        :class:`LocalArchive` built with ``**kwargs``.
+
     Raises
     ------
     AstridInputError
@@ -1002,6 +1008,8 @@ def run(
     Returns
     -------
     AcquisitionResult
+        The targets, observations, pairs and rejections found, the plan of
+        files and, unless ``dry_run``, the download report.
 
     Raises
     ------

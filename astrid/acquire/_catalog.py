@@ -105,6 +105,17 @@ def parse_ra(value: Any) -> float:
     ``"09 55 42.15"``, ``"09:55:42.15"`` and ``"9h55m42.15s"`` are hours;
     a plain number (``148.9256`` or ``"148.9256"``) is degrees.
 
+    Parameters
+    ----------
+    value : float, int or str
+        A number in degrees, or a string: a plain number (degrees) or
+        sexagesimal hours.
+
+    Returns
+    -------
+    float
+        Right ascension in degrees, in [0, 360).
+
     Raises
     ------
     ValueError
@@ -132,6 +143,17 @@ def parse_dec(value: Any) -> float:
     """Declination in degrees from a number or a sexagesimal string.
 
     Accepts the SAI catalogue's space after the sign (``"- 0 32 47.1"``).
+
+    Parameters
+    ----------
+    value : float, int or str
+        A number in degrees, or a string: a plain number or sexagesimal
+        degrees with an optional sign.
+
+    Returns
+    -------
+    float
+        Declination in degrees, in [-90, 90].
 
     Raises
     ------

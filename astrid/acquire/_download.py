@@ -393,9 +393,11 @@ class FetchOptions:
     ----------
     retries : int
         Further attempts after the first (default 4).
-    backoff_s, max_backoff_s : float
-        Wait ``backoff_s * 2**k`` seconds before retry ``k + 1``, at most
-        ``max_backoff_s`` (a server's ``Retry-After`` is honoured up to that cap).
+    backoff_s : float
+        Wait ``backoff_s * 2**k`` seconds before retry ``k + 1`` (default 2).
+    max_backoff_s : float
+        The longest wait between retries, in seconds (default 120); a server's
+        ``Retry-After`` is honoured up to that cap.
     timeout : float
         Seconds to wait for the server to connect or send data.
     max_bytes : int or None
@@ -474,6 +476,8 @@ def fetch_file(
     Returns
     -------
     FetchResult
+        Where the file landed, its size and SHA-256, the attempts used and
+        the source URL.
 
     Raises
     ------
@@ -569,6 +573,24 @@ def destination_name(
 
     ``.img``/``.fit``/``.fts`` become ``.fits``; a gzipped source keeps
     ``.gz`` unless ``decompress``.
+
+    Parameters
+    ----------
+    url : str
+        Source address; its file name is taken from the ``uri``, ``file`` or
+        ``filename`` query parameter when there is one, else from the path.
+    filename : str, optional
+        Source file name to use instead of the one in ``url``.
+    decompress : bool, optional
+        Name a gzipped source ``<stem>.fits`` rather than ``<stem>.fits.gz``
+        (default False).
+    fallback : str, optional
+        Stem used when no file name can be found (default ``"image"``).
+
+    Returns
+    -------
+    str
+        The file name (no folder), its stem made safe for a path.
     """
     name = _source_filename(url, filename) or fallback
     gz = name.lower().endswith(".gz")
@@ -752,8 +774,13 @@ def download(
         ``host``) whose details are written into the manifest's targets.
     decompress : bool, optional
         Store gzipped sources decompressed as ``.fits`` (default: keep ``.fits.gz``).
-    options, session, sleep
-        Passed to :func:`fetch_file` (``options.max_bytes`` caps each file).
+    options : FetchOptions, optional
+        Retries, back-off, timeout and size cap, passed to :func:`fetch_file`
+        (``options.max_bytes`` caps each file; default ``FetchOptions()``).
+    session : requests.Session, optional
+        HTTP session, passed to :func:`fetch_file` (one is made by default).
+    sleep : callable, optional
+        Function used to wait between attempts, passed to :func:`fetch_file`.
     source : str, optional
         Manifest ``source`` for a new manifest (``"mast"``, ``"local"``).
     raise_on_error : bool, optional
@@ -766,6 +793,8 @@ def download(
     Returns
     -------
     DownloadReport
+        The files downloaded, skipped and failed in this run, the pairs
+        recorded and the attempts made.
 
     Notes
     -----

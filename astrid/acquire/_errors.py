@@ -18,6 +18,15 @@ class AstridArchiveError(AstridInputError):
 class AstridDownloadError(AstridArchiveError):
     """A file that could not be fetched intact after all retries.
 
+    Parameters
+    ----------
+    message : str
+        What went wrong, and what to do about it.
+    url : str, optional
+        The address that failed.
+    attempts : int, optional
+        How many attempts were made (default 0).
+
     Attributes
     ----------
     url : str or None

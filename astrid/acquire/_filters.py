@@ -58,7 +58,19 @@ def _key(text: str) -> str:
 
 
 def normalise_mission(name) -> str | None:
-    """Upper-case mission name (``"swift"`` → ``"SWIFT"``, ``"Pan-STARRS"`` → ``"PS1"``); None when empty."""
+    """Upper-case mission name (``"swift"`` → ``"SWIFT"``, ``"Pan-STARRS"`` → ``"PS1"``).
+
+    Parameters
+    ----------
+    name : str or None
+        Mission as an archive or header spells it.
+
+    Returns
+    -------
+    str or None
+        The name upper-cased, Pan-STARRS spellings as ``"PS1"`` and Swift
+        UVOT as ``"SWIFT"``; None when ``name`` is None, empty or ``"--"``.
+    """
     if name is None:
         return None
     text = str(name).strip()
@@ -69,7 +81,19 @@ def normalise_mission(name) -> str | None:
 
 
 def normalise_instrument(name) -> str | None:
-    """Upper-case instrument name with surrounding space removed; None when empty."""
+    """Upper-case instrument name with surrounding space removed.
+
+    Parameters
+    ----------
+    name : str or None
+        Instrument as an archive or header spells it.
+
+    Returns
+    -------
+    str or None
+        The name upper-cased, stripped, with each run of inner white space
+        made one space; None when ``name`` is None, empty or ``"--"``.
+    """
     if name is None:
         return None
     text = str(name).strip()
