@@ -244,6 +244,17 @@ def labels_hash(votes: Iterable[dict]) -> str:
     """SHA-256 of label votes, independent of their order and source file.
 
     Hashes the sorted lines ``candidate_id<TAB>label<TAB>labeller<TAB>time``.
+
+    Parameters
+    ----------
+    votes : iterable of dict
+        Label votes, each with the string keys ``candidate_id``, ``label``,
+        ``labeller`` and ``time``.
+
+    Returns
+    -------
+    str
+        Hexadecimal SHA-256 digest (64 characters).
     """
     lines = sorted(
         "\t".join((v["candidate_id"], v["label"], v["labeller"], v["time"])) for v in votes
@@ -486,10 +497,14 @@ def mc_dropout_scores(
         Forward passes.
     seed : int, optional
         Seeds the dropout masks.
+    batch_size : int, optional
+        Triplets per forward pass (default 256).
 
     Returns
     -------
     numpy.ndarray, shape (n_samples, n)
+        Network outputs (float32), one row per forward pass and one column per
+        triplet.
     """
     from ._models import keras_module
     from ._preprocess import preprocess

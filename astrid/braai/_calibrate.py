@@ -80,15 +80,20 @@ class Calibration:
         isotonic).
     bias : float or None
         ``b`` of Platt scaling (None otherwise).
-    x, y : tuple of float
-        Isotonic breakpoints: raw scores (increasing) and their calibrated
-        values (non-decreasing); empty for temperature scaling.
+    x : tuple of float
+        Isotonic breakpoints: raw scores (increasing); empty for temperature
+        scaling.
+    y : tuple of float
+        Calibrated values (non-decreasing) at the breakpoints ``x``; empty for
+        temperature scaling.
     n : int
         Labelled candidates it was fitted on.
-    ece_before, ece_after : float or None
+    ece_before : float or None
         Expected calibration error (:func:`astrid.braai.calibration_curve`,
-        10 bins) of the fitting data before and after. These are in-sample:
-        judge a calibration on data it was not fitted on.
+        10 bins) of the fitting data before calibration. In-sample: judge a
+        calibration on data it was not fitted on.
+    ece_after : float or None
+        The same after calibration (also in-sample).
     """
 
     method: str

@@ -146,7 +146,9 @@ def binary_curves(labels, scores) -> dict[str, np.ndarray]:
     Parameters
     ----------
     labels : array-like of {0, 1}, shape (n,)
+        True classes: 1 real, 0 bogus.
     scores : array-like of float, shape (n,)
+        Model scores; higher means more likely real.
 
     Returns
     -------
@@ -193,7 +195,9 @@ def threshold_for_fnr(labels, scores, target_fnr: float = 0.02) -> float:
     Parameters
     ----------
     labels : array-like of {0, 1}, shape (n,)
+        True classes: 1 real, 0 bogus.
     scores : array-like of float, shape (n,)
+        Model scores; candidates at or above the threshold are called real.
     target_fnr : float, optional
         Largest allowed false-negative rate, in [0, 1).
 
@@ -244,8 +248,11 @@ def calibration_curve(labels, scores, n_bins: int = 10) -> dict[str, Any]:
     Parameters
     ----------
     labels : array-like of {0, 1}, shape (n,)
+        True classes: 1 real, 0 bogus.
     scores : array-like of float in [0, 1], shape (n,)
+        Model scores, read as probabilities of being real.
     n_bins : int, optional
+        Number of equal-width bins over [0, 1] (default 10).
 
     Returns
     -------
@@ -669,6 +676,7 @@ def plot_score_histograms(
     scores : array-like, shape (n,)
         Model scores in [0, 1].
     labels : array-like of {0, 1}, shape (n,)
+        True classes: 1 real, 0 bogus.
     threshold : float or None, optional
         Drawn as a vertical line.
     bins : int, optional
@@ -682,6 +690,8 @@ def plot_score_histograms(
     Returns
     -------
     matplotlib.figure.Figure
+        One panel of bogus and real score histograms, and with ``kinds`` a
+        second panel with one histogram per bogus kind.
     """
     from ..figures import pyplot, style
 
@@ -742,6 +752,14 @@ def plot_score_histograms(
 
 def plot_calibration(*results, labels: Sequence[str] | None = None):
     """Reliability curves (fraction real vs mean score per bin) of :func:`evaluate` results.
+
+    Parameters
+    ----------
+    *results : dict
+        Results of :func:`evaluate` (or one list of them), each with a
+        calibration (scores in [0, 1]).
+    labels : sequence of str, optional
+        Legend names, one per result.
 
     Returns
     -------

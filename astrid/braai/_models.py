@@ -44,7 +44,7 @@ def _check_shape(input_shape: Any) -> tuple[int, int, int]:
 
 
 def vgg6(input_shape: tuple[int, int, int] = _DEFAULT_SHAPE):
-    """braai's VGG6 network (Duev et al. 2019), layer for layer.
+    """The VGG6 network of braai (Duev et al. 2019), layer for layer.
 
     conv1, conv2 (16 filters 3×3, ReLU) → max-pool 2 → dropout 0.25 →
     conv3, conv4 (32 filters 3×3, ReLU) → max-pool 4 → dropout 0.25 →
@@ -130,6 +130,18 @@ MODELS: dict[str, Callable[..., Any]] = {"vgg6": vgg6, "three_block": three_bloc
 
 def build_model(name: str, input_shape: tuple[int, int, int] = _DEFAULT_SHAPE):
     """Build an architecture by name: ``"vgg6"`` or ``"three_block"``.
+
+    Parameters
+    ----------
+    name : {"vgg6", "three_block"}
+        Architecture, case-insensitive; ``-`` is read as ``_``.
+    input_shape : tuple of int, optional
+        ``(height, width, channels)``, default ``(63, 63, 3)``.
+
+    Returns
+    -------
+    keras.Sequential
+        Uncompiled model from :func:`vgg6` or :func:`three_block`.
 
     Raises
     ------

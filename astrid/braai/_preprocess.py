@@ -233,6 +233,7 @@ def no_data(triplets) -> tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     no_data : numpy.ndarray of bool, shape (n,)
+        Candidates with no usable data, as defined above.
     has_inf : numpy.ndarray of bool, shape (n,)
         Candidates with ±inf pixels inside their extent (preprocessed as
         missing pixels, i.e. 0).

@@ -33,9 +33,10 @@ class RetrospectiveResult:
         The target as described.
     n_excluded : int
         Triplets of the target removed from ``dataset`` before training.
-    n_train, n_validation : int
-        Triplets the model trained and was validated on (neither holds any
-        of the target).
+    n_train : int
+        Triplets the model trained on (none of them of the target).
+    n_validation : int
+        Triplets the model was validated on (none of them of the target).
     table : astropy.table.Table
         One row per target triplet scored: ``candidate_id``, ``score``,
         ``rank`` (1 = the highest score of the ranked pool), ``percentile``
@@ -196,6 +197,8 @@ def retrospective(
     Returns
     -------
     RetrospectiveResult
+        The target's triplets scored and ranked in the pool, a summary, and
+        the model trained without them with its model card.
 
     Raises
     ------

@@ -382,6 +382,7 @@ def class_weights(labels, class_weight="balanced") -> dict[int, float]:
     Returns
     -------
     dict of int to float
+        Loss weight of class 0 (bogus) and of class 1 (real).
     """
     labels = labels_of(labels, "labels")
     if class_weight is None:
@@ -452,6 +453,8 @@ def load_trained(path: str | os.PathLike):
     Returns
     -------
     keras.Model
+        The model, with ``astrid_norm`` and ``astrid_calibration`` set when
+        the model card gives them.
 
     Raises
     ------
