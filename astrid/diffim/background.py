@@ -109,8 +109,12 @@ def estimate_backgrounds(
     ----------
     images : sequence of (data, mask)
         The arrays :func:`estimate_background` takes; ``mask`` may be None.
-    box_size, filter_size, sigma
-        As for :func:`estimate_background`.
+    box_size : int, optional
+        Box size in pixels for the local statistics, default 64.
+    filter_size : int, optional
+        Size of the median filter over the grid of boxes, default 3.
+    sigma : float, optional
+        Clipping threshold in standard deviations, default 3.
 
     Returns
     -------

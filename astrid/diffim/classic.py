@@ -193,6 +193,8 @@ def classic_subtract(
     Returns
     -------
     ClassicResult
+        The difference image, its significance and mask, and the matching
+        kernel, convolved image and flux ratio used.
 
     Raises
     ------

@@ -32,6 +32,8 @@ def as_image(image, role: str = "image", *, arrays: bool = True) -> Image:
     Returns
     -------
     Image
+        ``image`` itself when it is an :class:`~astrid.Image`, else a new one
+        read from the file or built from the arrays.
 
     Raises
     ------

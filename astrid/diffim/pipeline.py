@@ -83,15 +83,21 @@ class DifferenceResult:
     S_corr : numpy.ndarray
         Detection significance per pixel: ZOGY's corrected S, or the
         classic ``D`` divided by its per-pixel noise.
-    flux, flux_err : numpy.ndarray or None
-        ZOGY's PSF-photometry flux of a point transient at each pixel and its
-        error, in science data units (None for ``"classic"``).
+    flux : numpy.ndarray or None
+        ZOGY's PSF-photometry flux of a point transient at each pixel, in
+        science data units (None for ``"classic"``).
+    flux_err : numpy.ndarray or None
+        The error of ``flux``, in science data units (None for ``"classic"``).
     P_D : numpy.ndarray or None
         PSF of ``D`` (ZOGY only).
-    science_psf, reference_psf : PSFModel
-        The PSFs used.
-    science_background, reference_background : Background
-        The backgrounds subtracted.
+    science_psf : PSFModel
+        The PSF of the science image used.
+    reference_psf : PSFModel
+        The PSF of the reference image used.
+    science_background : Background
+        The background subtracted from the science image.
+    reference_background : Background
+        The background subtracted from the reference image.
     mask : numpy.ndarray of bool
         True where the difference must not be trusted (masked, saturated or
         non-finite input pixels dilated by the kernel size, outside the

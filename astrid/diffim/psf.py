@@ -90,10 +90,11 @@ class PSFModel:
     width_coefficients : numpy.ndarray or None
         Polynomial of the fractional width change over the field, in the
         terms 1, u, v, u², uv, v² of the position scaled to [-1, 1].
-    base, width_template : numpy.ndarray or None
-        The stack of all stars and its derivative with respect to width:
-        the PSF at a position is ``base + width · width_template``,
-        normalised.
+    base : numpy.ndarray or None
+        The stack of all stars: the PSF at a position is
+        ``base + width · width_template``, normalised.
+    width_template : numpy.ndarray or None
+        The derivative of ``base`` with respect to width.
     image_shape : tuple of int or None
         Shape of the image the varying PSF was fitted on.
     n_usable : int
@@ -263,6 +264,17 @@ def measure_fwhm(psf) -> float:
 
     The PSF is interpolated with cubic splines from its centre pixel
     ``[n // 2, n // 2]``; pixel integration is part of what is measured.
+
+    Parameters
+    ----------
+    psf : array_like, shape (n, n)
+        The PSF, centred on pixel ``[n // 2, n // 2]`` (any normalisation).
+
+    Returns
+    -------
+    float
+        The FWHM in pixels; NaN when the centre pixel is not positive or no
+        ray falls below half of it.
     """
     from scipy.ndimage import map_coordinates
 

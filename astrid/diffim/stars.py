@@ -936,10 +936,12 @@ def match_stars(xy1, xy2, radius: float = 2.0):
 
     Returns
     -------
-    idx1, idx2 : numpy.ndarray of int
-        Indices into ``xy1`` and ``xy2`` of the matched pairs; each star is
-        used at most once, and only when each is the other's nearest
-        neighbour within ``radius``.
+    idx1 : numpy.ndarray of int
+        Indices into ``xy1`` of the matched pairs; each star is used at most
+        once, and only when each is the other's nearest neighbour within
+        ``radius``.
+    idx2 : numpy.ndarray of int
+        Indices into ``xy2`` of the same pairs, in the same order.
     """
     xy1 = np.asarray(xy1, dtype=float).reshape(-1, 2)
     xy2 = np.asarray(xy2, dtype=float).reshape(-1, 2)
