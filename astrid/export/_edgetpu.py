@@ -123,9 +123,11 @@ class TensorInfo:
         Shape with ``-1`` for dynamic dimensions (equal to ``shape`` when static).
     dtype : str
         numpy name of the element type (``"int8"``, ``"uint8"``, ``"float32"``, ...).
-    scale, zero_point : float, int
-        Affine quantisation, ``real = scale * (q - zero_point)``; ``0.0`` and
-        ``0`` for a float tensor.
+    scale : float
+        Quantisation scale, ``real = scale * (q - zero_point)``; ``0.0`` for a
+        float tensor.
+    zero_point : int
+        Quantisation zero point; ``0`` for a float tensor.
     """
 
     name: str
@@ -184,8 +186,10 @@ class EdgeTPUReport:
         What stops a full Edge TPU mapping, one readable line each.
     ops : list of OpInfo
         Operators in execution order with the device they would run on.
-    inputs, outputs : list of TensorInfo
-        Model inputs and outputs with their quantisation.
+    inputs : list of TensorInfo
+        Model inputs with their quantisation.
+    outputs : list of TensorInfo
+        Model outputs with their quantisation.
     tensor_types : dict
         Number of tensors of each element type, e.g. ``{"int8": 21, "int32": 5}``.
     compiler_available : bool
@@ -425,7 +429,10 @@ def read_io_details(
 
     Returns
     -------
-    inputs, outputs : list of TensorInfo
+    inputs : list of TensorInfo
+        The model's input tensors, in the model's order.
+    outputs : list of TensorInfo
+        The model's output tensors, in the model's order.
 
     Raises
     ------

@@ -607,13 +607,34 @@ class TFLiteRunner:
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """``model.tflite`` → ``model.tflite.json``."""
+    """``model.tflite`` → ``model.tflite.json``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.tflite`` file (it need not exist).
+
+    Returns
+    -------
+    pathlib.Path
+        The sidecar path: ``.json`` appended to the file name.
+    """
     path = Path(path)
     return path.with_name(path.name + ".json")
 
 
 def read_sidecar(path: str | os.PathLike) -> dict | None:
     """The sidecar JSON of a ``.tflite`` file, or None when there is none.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.tflite`` file; its sidecar is :func:`sidecar_path` of it.
+
+    Returns
+    -------
+    dict or None
+        The sidecar's content, or None when the sidecar does not exist.
 
     Raises
     ------
@@ -646,16 +667,21 @@ class ExportReport:
 
     Attributes
     ----------
-    path, sidecar : str
-        The ``.tflite`` file and its ``.tflite.json`` sidecar.
+    path : str
+        The ``.tflite`` file.
+    sidecar : str
+        Its ``.tflite.json`` sidecar.
     quantize : str or None
         ``"int8"``, ``"float16"`` or None (float32).
     batch_size : int or None
         Static batch size, or None for a dynamic batch.
     norm : str
         Preprocessing the model expects (``"rowwise"``, ``"l2"`` or ``"none"``).
-    input, output : TensorInfo
-        Shapes, dtypes and quantisation (``real = scale * (q - zero_point)``).
+    input : TensorInfo
+        Shape, dtype and quantisation (``real = scale * (q - zero_point)``) of
+        the model input.
+    output : TensorInfo
+        The same of the model output.
     size_bytes : int
         Size of the ``.tflite`` file.
     num_calibration : int
@@ -670,7 +696,15 @@ class ExportReport:
         value while Keras's vary.
     edgetpu : EdgeTPUReport or None
         Static Edge TPU check, for int8 exports.
-    astrid_version, tensorflow_version : str
+    astrid_version : str
+        AstrID version that exported the model.
+    tensorflow_version : str
+        TensorFlow version that converted it.
+    io_dtype : str
+        Element type of the model input (``"float32"``, ``"int8"`` or
+        ``"uint8"``).
+    created_utc : str
+        Time of the export, ISO 8601 in UTC, to the second.
     """
 
     path: str
