@@ -197,8 +197,7 @@ def retrospective(
     Returns
     -------
     RetrospectiveResult
-        The target's triplets scored and ranked in the pool, a summary, and
-        the model trained without them with its model card.
+        The target's scores and ranks, a summary, and the model trained without it.
 
     Raises
     ------
