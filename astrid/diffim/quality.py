@@ -164,135 +164,130 @@ def _below(check, value, warn, fail, what) -> QualityReason:
     return QualityReason(check, "pass", float(value), warn, f"{what} is {value:.3g}")
 
 
-def assess(metrics: dict) -> Quality:
-    """The verdict on a difference from its metrics.
-
-    Parameters
-    ----------
-    metrics : dict
-        :attr:`DifferenceResult.metrics` of :func:`astrid.difference`
-        (``align_method``, ``align_rms``, ``n_matched``, ``align_shift``,
-        ``psf_method_*``, ``psf_n_usable_*``, ``stellar_locus_*``,
-        ``psf_note_*``, ``fwhm_*``, ``seeing_*``, ``scorr_robust_std``,
-        ``systematic_fraction``, ``mask_fraction``). Missing or NaN values
-        are not checked.
-
-    Returns
-    -------
-    Quality
-        The verdict, the checks that did not pass and all checks made.
-    """
+def _alignment_checks(metrics: dict) -> list[QualityReason]:
+    """The alignment's checks: matched stars, a suspect shift and the residual RMS."""
     checks: list[QualityReason] = []
-    aligned = metrics.get("align_method", "none") != "none"
-    if aligned:
-        n_matched = int(metrics.get("n_matched", 0) or 0)
-        if n_matched < ALIGN_MIN_MATCHED:
+    if metrics.get("align_method", "none") == "none":
+        return checks
+    n_matched = int(metrics.get("n_matched", 0) or 0)
+    if n_matched < ALIGN_MIN_MATCHED:
+        checks.append(
+            QualityReason(
+                "align_matched",
+                "fail",
+                float(n_matched),
+                ALIGN_MIN_MATCHED,
+                f"the alignment matched {n_matched} stars (fewer than {ALIGN_MIN_MATCHED}): the WCS was used "
+                "unchecked, and a wrong WCS leaves every star as a dipole",
+            )
+        )
+    else:
+        checks.append(
+            QualityReason(
+                "align_matched",
+                "pass",
+                float(n_matched),
+                ALIGN_MIN_MATCHED,
+                f"the alignment matched {n_matched} stars",
+            )
+        )
+    shift = metrics.get("align_shift")
+    if _finite(shift) and shift > ALIGN_SUSPECT_SHIFT and n_matched < ALIGN_SUSPECT_STARS:
+        checks.append(
+            QualityReason(
+                "align_shift",
+                "warn",
+                float(shift),
+                ALIGN_SUSPECT_SHIFT,
+                f"the alignment corrected the WCS by {shift:.1f} px on only {n_matched} stars (fewer than "
+                f"{ALIGN_SUSPECT_STARS}): chance matches can fit any shift",
+            )
+        )
+    rms = metrics.get("align_rms")
+    if _finite(rms):
+        checks.append(
+            _above(
+                "align_rms",
+                float(rms),
+                ALIGN_RMS_WARN,
+                ALIGN_RMS_FAIL,
+                "the RMS of the matched stars' residuals",
+                " px",
+            )
+        )
+    return checks
+
+
+def _psf_checks(metrics: dict, side: str, name: str) -> list[QualityReason]:
+    """One epoch's PSF checks: its stellar locus, its number of stars and its FWHM vs the seeing."""
+    checks: list[QualityReason] = []
+    method = str(metrics.get(f"psf_method_{side}", "given"))
+    if method.startswith("given"):
+        return checks
+    locus = metrics.get(f"stellar_locus_{side}")
+    note = str(metrics.get(f"psf_note_{side}", "") or "")
+    if locus is False:
+        checks.append(
+            QualityReason(
+                f"stellar_locus_{side}",
+                "fail",
+                0.0,
+                None,
+                f"the {name} PSF: {note or 'no stellar locus'}; it is probably a galaxy's",
+            )
+        )
+    n_usable = metrics.get(f"psf_n_usable_{side}")
+    if _finite(n_usable):
+        n_usable = int(n_usable)
+        if n_usable < PSF_STARS_FAIL:
             checks.append(
                 QualityReason(
-                    "align_matched",
+                    f"psf_stars_{side}",
                     "fail",
-                    float(n_matched),
-                    ALIGN_MIN_MATCHED,
-                    f"the alignment matched {n_matched} stars (fewer than {ALIGN_MIN_MATCHED}): the WCS was used "
-                    "unchecked, and a wrong WCS leaves every star as a dipole",
+                    float(n_usable),
+                    PSF_STARS_FAIL,
+                    f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_FAIL}): its width is a "
+                    "guess or a few sources'",
+                )
+            )
+        elif n_usable < PSF_STARS_WARN:
+            checks.append(
+                QualityReason(
+                    f"psf_stars_{side}",
+                    "warn",
+                    float(n_usable),
+                    PSF_STARS_WARN,
+                    f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_WARN}): "
+                    f"{'a Gaussian of their width' if 'fallback' in method else 'a noisy stack'}",
                 )
             )
         else:
             checks.append(
                 QualityReason(
-                    "align_matched",
+                    f"psf_stars_{side}",
                     "pass",
-                    float(n_matched),
-                    ALIGN_MIN_MATCHED,
-                    f"the alignment matched {n_matched} stars",
+                    float(n_usable),
+                    PSF_STARS_WARN,
+                    f"the {name} PSF rests on {n_usable} stars",
                 )
             )
-        shift = metrics.get("align_shift")
-        if _finite(shift) and shift > ALIGN_SUSPECT_SHIFT and n_matched < ALIGN_SUSPECT_STARS:
-            checks.append(
-                QualityReason(
-                    "align_shift",
-                    "warn",
-                    float(shift),
-                    ALIGN_SUSPECT_SHIFT,
-                    f"the alignment corrected the WCS by {shift:.1f} px on only {n_matched} stars (fewer than "
-                    f"{ALIGN_SUSPECT_STARS}): chance matches can fit any shift",
-                )
+    fwhm, seeing = metrics.get(f"fwhm_{side}"), metrics.get(f"seeing_{side}")
+    if _finite(fwhm) and _finite(seeing) and seeing > 0:
+        checks.append(
+            _two_sided(
+                f"fwhm_vs_seeing_{side}",
+                float(fwhm) / float(seeing),
+                SEEING_RATIO_WARN,
+                SEEING_RATIO_FAIL,
+                f"the {name} PSF's FWHM ({float(fwhm):.2f} px) over the header's seeing ({float(seeing):.2f} px)",
             )
-        rms = metrics.get("align_rms")
-        if _finite(rms):
-            checks.append(
-                _above(
-                    "align_rms",
-                    float(rms),
-                    ALIGN_RMS_WARN,
-                    ALIGN_RMS_FAIL,
-                    "the RMS of the matched stars' residuals",
-                    " px",
-                )
-            )
-    for side, name in (("sci", "science"), ("ref", "reference")):
-        method = str(metrics.get(f"psf_method_{side}", "given"))
-        if method.startswith("given"):
-            continue
-        locus = metrics.get(f"stellar_locus_{side}")
-        note = str(metrics.get(f"psf_note_{side}", "") or "")
-        if locus is False:
-            checks.append(
-                QualityReason(
-                    f"stellar_locus_{side}",
-                    "fail",
-                    0.0,
-                    None,
-                    f"the {name} PSF: {note or 'no stellar locus'}; it is probably a galaxy's",
-                )
-            )
-        n_usable = metrics.get(f"psf_n_usable_{side}")
-        if _finite(n_usable):
-            n_usable = int(n_usable)
-            if n_usable < PSF_STARS_FAIL:
-                checks.append(
-                    QualityReason(
-                        f"psf_stars_{side}",
-                        "fail",
-                        float(n_usable),
-                        PSF_STARS_FAIL,
-                        f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_FAIL}): its width is a "
-                        "guess or a few sources'",
-                    )
-                )
-            elif n_usable < PSF_STARS_WARN:
-                checks.append(
-                    QualityReason(
-                        f"psf_stars_{side}",
-                        "warn",
-                        float(n_usable),
-                        PSF_STARS_WARN,
-                        f"the {name} PSF rests on {n_usable} stars (fewer than {PSF_STARS_WARN}): "
-                        f"{'a Gaussian of their width' if 'fallback' in method else 'a noisy stack'}",
-                    )
-                )
-            else:
-                checks.append(
-                    QualityReason(
-                        f"psf_stars_{side}",
-                        "pass",
-                        float(n_usable),
-                        PSF_STARS_WARN,
-                        f"the {name} PSF rests on {n_usable} stars",
-                    )
-                )
-        fwhm, seeing = metrics.get(f"fwhm_{side}"), metrics.get(f"seeing_{side}")
-        if _finite(fwhm) and _finite(seeing) and seeing > 0:
-            checks.append(
-                _two_sided(
-                    f"fwhm_vs_seeing_{side}",
-                    float(fwhm) / float(seeing),
-                    SEEING_RATIO_WARN,
-                    SEEING_RATIO_FAIL,
-                    f"the {name} PSF's FWHM ({float(fwhm):.2f} px) over the header's seeing ({float(seeing):.2f} px)",
-                )
-            )
+        )
+    return checks
+
+
+def _result_checks(metrics: dict) -> list[QualityReason]:
+    """The result's checks: the spread of S_corr, the systematic fraction and the unmasked fraction."""
+    checks: list[QualityReason] = []
     std = metrics.get("scorr_robust_std")
     if _finite(std):
         checks.append(
@@ -326,6 +321,31 @@ def assess(metrics: dict) -> Quality:
                 "the unmasked fraction of the result",
             )
         )
+    return checks
+
+
+def assess(metrics: dict) -> Quality:
+    """The verdict on a difference from its metrics.
+
+    Parameters
+    ----------
+    metrics : dict
+        :attr:`DifferenceResult.metrics` of :func:`astrid.difference`
+        (``align_method``, ``align_rms``, ``n_matched``, ``align_shift``,
+        ``psf_method_*``, ``psf_n_usable_*``, ``stellar_locus_*``,
+        ``psf_note_*``, ``fwhm_*``, ``seeing_*``, ``scorr_robust_std``,
+        ``systematic_fraction``, ``mask_fraction``). Missing or NaN values
+        are not checked.
+
+    Returns
+    -------
+    Quality
+        The verdict, the checks that did not pass and all checks made.
+    """
+    checks = _alignment_checks(metrics)
+    for side, name in (("sci", "science"), ("ref", "reference")):
+        checks += _psf_checks(metrics, side, name)
+    checks += _result_checks(metrics)
     reasons = sorted(
         (c for c in checks if c.level != "pass"), key=lambda c: -_LEVELS.index(c.level)
     )
