@@ -33,34 +33,45 @@ def _mask_at(ep: Epoch, mask: np.ndarray, x, y) -> np.ndarray:
     return out
 
 
+def _add(rows: list, eps: dict, kind, epoch, ra, dec, **cols) -> None:
+    """Append a block of truth rows (one per position) to ``rows``."""
+    n = np.size(ra)
+    if n == 0:
+        return
+    block = {
+        "kind": np.full(n, kind),
+        "epoch": np.broadcast_to(np.asarray(epoch), n).copy(),
+        **sky_positions(eps, ra, dec),
+    }
+    for key, value in cols.items():
+        block[key] = np.broadcast_to(np.asarray(value), n).copy()
+    rows.append(block)
+
+
 def truth_table(
     p: SimParams, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float
 ) -> Table:
     """One row per injected transient or artifact appearance (columns: :class:`SimulatedPair`)."""
+    rows: list[dict] = []
+    _transient_rows(rows, eps, scene, exposures, flux_ratio)
+    _artifact_rows(rows, eps, scene, exposures, flux_ratio)
+    _saturated_rows(rows, eps, scene, exposures, flux_ratio)
+    return _assemble(rows, p, eps, flux_ratio)
+
+
+def _transient_rows(
+    rows: list, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float
+) -> None:
+    """Supernovae, variable stars and asteroids (one row per appearance)."""
     stars, sne, ast = scene.stars, scene.supernovae, scene.asteroids
-    art, trails = scene.artifacts, scene.trails
-    saturated, landed = exposures.saturated, exposures.landed
     variances, masks = exposures.variances, exposures.masks
     sci, ref = eps["science"], eps["reference"]
-    rows: list[dict] = []
-
-    def add(kind, epoch, ra, dec, **cols):
-        n = np.size(ra)
-        if n == 0:
-            return
-        block = {
-            "kind": np.full(n, kind),
-            "epoch": np.broadcast_to(np.asarray(epoch), n).copy(),
-            **sky_positions(eps, ra, dec),
-        }
-        for key, value in cols.items():
-            block[key] = np.broadcast_to(np.asarray(value), n).copy()
-        rows.append(block)
-
     nan = np.nan
     # Supernovae
     pos = sky_positions(eps, sne["ra"], sne["dec"])
-    add(
+    _add(
+        rows,
+        eps,
         "supernova",
         "science",
         sne["ra"],
@@ -80,7 +91,9 @@ def truth_table(
     var = np.flatnonzero(stars["variable"])
     pos = sky_positions(eps, stars["ra"][var], stars["dec"][var])
     diff = stars["flux_sci"][var] - flux_ratio * stars["flux_ref"][var]
-    add(
+    _add(
+        rows,
+        eps,
         "variable",
         "both",
         stars["ra"][var],
@@ -98,7 +111,9 @@ def truth_table(
     # Asteroids: one row per appearance.
     first_id = sum(len(r["kind"]) for r in rows)
     pos = sky_positions(eps, ast["ra"], ast["dec"])
-    add(
+    _add(
+        rows,
+        eps,
         "asteroid",
         "science",
         ast["ra"],
@@ -114,7 +129,9 @@ def truth_table(
     )
     k_ref = np.flatnonzero(ast["in_ref"])
     pos = sky_positions(eps, ast["ra_ref"][k_ref], ast["dec_ref"][k_ref])
-    add(
+    _add(
+        rows,
+        eps,
         "asteroid",
         "reference",
         ast["ra_ref"][k_ref],
@@ -129,6 +146,14 @@ def truth_table(
         is_real=True,
         masked=_mask_at(ref, masks["reference"], pos["x_ref"], pos["y_ref"]),
     )
+
+
+def _artifact_rows(
+    rows: list, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float
+) -> None:
+    """Cosmic rays, hot pixels and bad columns of each epoch, then satellite trails."""
+    art, trails = scene.artifacts, scene.trails
+    landed = exposures.landed
     # Detector artifacts of each epoch
     for name in EPOCHS:
         ep = eps[name]
@@ -137,7 +162,9 @@ def truth_table(
         other = "flux_ref" if name == "science" else "flux_sci"
         sign = 1.0 if name == "science" else -flux_ratio
         ra, dec = ep.world(a["cr"]["x"], a["cr"]["y"])
-        add(
+        _add(
+            rows,
+            eps,
             "cosmic_ray",
             name,
             ra,
@@ -149,7 +176,9 @@ def truth_table(
             masked=False,
         )
         ra, dec = ep.world(a["hot"]["x"], a["hot"]["y"])
-        add(
+        _add(
+            rows,
+            eps,
             "hot_pixel",
             name,
             ra,
@@ -163,7 +192,9 @@ def truth_table(
             ymid = 0.5 * (c["y0"] + c["y1"] - 1)
             ra, dec = ep.world(c["x"], ymid)
             excess = np.where(c["hot"], c["level"] * (c["y1"] - c["y0"]), np.nan)
-            add(
+            _add(
+                rows,
+                eps,
                 "bad_column",
                 name,
                 ra,
@@ -184,7 +215,9 @@ def truth_table(
         fkey = "flux_sci" if name == "science" else "flux_ref"
         other = "flux_ref" if name == "science" else "flux_sci"
         sign = 1.0 if name == "science" else -flux_ratio
-        add(
+        _add(
+            rows,
+            eps,
             "satellite_trail",
             name,
             ra,
@@ -195,6 +228,13 @@ def truth_table(
             angle_deg=pixel_angle_deg(ep, eps, name, np.array([trail["angle"]])),
             masked=False,
         )
+
+
+def _saturated_rows(
+    rows: list, eps: dict, scene: Scene, exposures: Exposures, flux_ratio: float
+) -> None:
+    """Saturated stars (forced and natural)."""
+    stars, saturated = scene.stars, exposures.saturated
     # Saturated stars (forced and natural)
     sat = np.flatnonzero(saturated["reference"] | saturated["science"])
     epoch = np.where(
@@ -202,7 +242,9 @@ def truth_table(
         "both",
         np.where(saturated["science"][sat], "science", "reference"),
     )
-    add(
+    _add(
+        rows,
+        eps,
         "saturated_star",
         epoch,
         stars["ra"][sat],
@@ -216,6 +258,10 @@ def truth_table(
         masked=True,
     )
 
+
+def _assemble(rows: list, p: SimParams, eps: dict, flux_ratio: float) -> Table:
+    """The table of the row blocks: every column filled, typed and with its unit."""
+    sci, ref = eps["science"], eps["reference"]
     columns = {
         "kind": str,
         "epoch": str,
