@@ -33,6 +33,73 @@ def _write_table(path: Path, table: Table) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
+def _field_is_written(manifest: Manifest, root: Path, name: str, signature: dict) -> bool:
+    """Whether field ``name`` is complete on disk with the same parameters and intact files."""
+    entry = manifest.targets.get(name)
+    if entry is not None and entry.get("simulation") == signature and entry.get("complete"):
+        files = [f["path"] for f in entry.get("files", [])]
+        extra = [entry.get("truth")] + list(entry.get("catalogs", {}).values())
+        if (
+            files
+            and all(manifest.has_file(f) for f in files)
+            and all(e and (root / e).exists() for e in extra)
+        ):
+            return True
+    return False
+
+
+def _write_field(
+    manifest: Manifest, root: Path, name: str, sim, p, preset: str, field_seed: int, signature: dict
+) -> None:
+    """Write one field's images and tables and record them in the manifest (not yet saved)."""
+    mission = p.mission
+    filt = p.filter
+    stem = f"{name}_{mission.lower()}_{filt}"
+    rel = {
+        "reference": f"{name}/reference/{stem}_ref.fits",
+        "science": f"{name}/science/{stem}_sci.fits",
+    }
+    for epoch in EPOCHS:
+        image = sim.image(epoch)
+        image.header["OBJECT"] = name
+        write_image(
+            root / rel[epoch],
+            image,
+            step="simulate",
+            parameters={"preset": preset, "seed": field_seed},
+        )
+    _write_table(root / name / "truth.ecsv", sim.truth)
+    _write_table(root / name / "stars.ecsv", sim.stars)
+    _write_table(root / name / "galaxies.ecsv", sim.galaxies)
+    manifest.target(
+        name,
+        ra=sim.params["ra"],
+        dec=sim.params["dec"],
+        truth=f"{name}/truth.ecsv",
+        seed=field_seed,
+        catalogs={"stars": f"{name}/stars.ecsv", "galaxies": f"{name}/galaxies.ecsv"},
+        simulation=signature,
+    )
+    for epoch in EPOCHS:
+        manifest.add_file(
+            name,
+            rel[epoch],
+            epoch,
+            mission=mission,
+            instrument=p.instrument,
+            filter=filt,
+            mjd=sim.params[f"mjd_{epoch}"],
+        )
+    manifest.add_pair(
+        name,
+        rel["reference"],
+        rel["science"],
+        mission=mission,
+        instrument=p.instrument,
+        filter=filt,
+    )
+
+
 def survey(out_dir, n_fields=4, preset="ztf", seed=0, size=1024, **overrides) -> Manifest:
     """Write a simulated survey: one reference/science pair and a truth table per field.
 
@@ -94,70 +161,17 @@ def survey(out_dir, n_fields=4, preset="ztf", seed=0, size=1024, **overrides) ->
     manifest.data.setdefault("parameters", {})["simulation"] = json_safe(
         {"preset": preset, "seed": int(seed), "size": list(shape), "overrides": overrides}
     )
-    mission = p.mission
-    filt = p.filter
     for index in range(int(n_fields)):
         name = f"SIM{index:04d}"
         field_seed = _field_seed(seed, index)
         signature = json_safe(
             {"preset": preset, "seed": field_seed, "size": list(shape), "overrides": overrides}
         )
-        entry = manifest.targets.get(name)
-        if entry is not None and entry.get("simulation") == signature and entry.get("complete"):
-            files = [f["path"] for f in entry.get("files", [])]
-            extra = [entry.get("truth")] + list(entry.get("catalogs", {}).values())
-            if (
-                files
-                and all(manifest.has_file(f) for f in files)
-                and all(e and (root / e).exists() for e in extra)
-            ):
-                continue
+        if _field_is_written(manifest, root, name, signature):
+            continue
         manifest.targets[name] = {"files": [], "pairs": []}
         sim = pair(shape, field_seed, preset, **overrides)
-        stem = f"{name}_{mission.lower()}_{filt}"
-        rel = {
-            "reference": f"{name}/reference/{stem}_ref.fits",
-            "science": f"{name}/science/{stem}_sci.fits",
-        }
-        for epoch in EPOCHS:
-            image = sim.image(epoch)
-            image.header["OBJECT"] = name
-            write_image(
-                root / rel[epoch],
-                image,
-                step="simulate",
-                parameters={"preset": preset, "seed": field_seed},
-            )
-        _write_table(root / name / "truth.ecsv", sim.truth)
-        _write_table(root / name / "stars.ecsv", sim.stars)
-        _write_table(root / name / "galaxies.ecsv", sim.galaxies)
-        manifest.target(
-            name,
-            ra=sim.params["ra"],
-            dec=sim.params["dec"],
-            truth=f"{name}/truth.ecsv",
-            seed=field_seed,
-            catalogs={"stars": f"{name}/stars.ecsv", "galaxies": f"{name}/galaxies.ecsv"},
-            simulation=signature,
-        )
-        for epoch in EPOCHS:
-            manifest.add_file(
-                name,
-                rel[epoch],
-                epoch,
-                mission=mission,
-                instrument=p.instrument,
-                filter=filt,
-                mjd=sim.params[f"mjd_{epoch}"],
-            )
-        manifest.add_pair(
-            name,
-            rel["reference"],
-            rel["science"],
-            mission=mission,
-            instrument=p.instrument,
-            filter=filt,
-        )
+        _write_field(manifest, root, name, sim, p, preset, field_seed, signature)
         manifest.targets[name]["complete"] = True
         manifest.save()
     manifest.save()
