@@ -486,6 +486,17 @@ class TripletInspector:
     # -- the widget --------------------------------------------------------
     def _build(self) -> None:
         w = self._widgets
+        self._build_single_view()
+        self._build_grid_view()
+        header = self._build_header()
+        self.status_html = w.HTML()
+        self.widget = w.VBox([header, self.status_html, self.single_view, self.grid_view])
+        self.widget.add_class("astrid-triplet-inspector")
+        self._attach_keyboard()
+
+    def _build_single_view(self) -> None:
+        """The one-by-one view: the three stamps, the features and the label controls."""
+        w = self._widgets
         layout = w.Layout
         width = int(self.dataset.sizes["x"]) * self.stamp_scale
         height = int(self.dataset.sizes["y"]) * self.stamp_scale
@@ -555,6 +566,10 @@ class TripletInspector:
             [w.HBox([stamps, self.features_html], layout=layout(flex_flow="row wrap")), controls]
         )
 
+    def _build_grid_view(self) -> None:
+        """The grid view: a page of clickable thumbnails and the page buttons."""
+        w = self._widgets
+        layout = w.Layout
         self.grid_cells = []
         for _ in range(self._per_page):
             image = w.Image(format="png")
@@ -592,6 +607,10 @@ class TripletInspector:
             layout=layout(display="none"),
         )
 
+    def _build_header(self):
+        """The view toggle, the sort and the filter controls, wired to the refresh."""
+        w = self._widgets
+        layout = w.Layout
         sort_options = [ORDER_INDEX] + (
             [ORDER_UNCERTAIN, ORDER_SCORE] if self.scores is not None else []
         )
@@ -657,10 +676,7 @@ class TripletInspector:
                 ),
             ]
         )
-        self.status_html = w.HTML()
-        self.widget = w.VBox([header, self.status_html, self.single_view, self.grid_view])
-        self.widget.add_class("astrid-triplet-inspector")
-        self._attach_keyboard()
+        return header
 
     def _attach_keyboard(self) -> None:
         """Arrow keys and letters on the whole widget where ipyevents is installed."""
