@@ -771,6 +771,24 @@ def _save_trained(network, card, out_dir, name, run):
     return model_path, card_path
 
 
+def _start_training_run(name: str, options: UNetTrainingOptions, data, track):
+    """The tracking run of a training: the options, the tile counts and the tiles' hash."""
+    from .. import tracking
+
+    x, y, xv, _ = data
+    return tracking.start_run(
+        name,
+        {
+            **options.run_parameters(),
+            "n_train": int(x.shape[0]),
+            "n_validation": int(xv.shape[0]) if xv is not None else 0,
+            "tile": list(x.shape[1:3]),
+        },
+        tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)},
+        track=track,
+    )
+
+
 def train_unet(
     tiles,
     options: UNetTrainingOptions | None = None,
@@ -833,26 +851,15 @@ def train_unet(
             f"options: expected a UNetTrainingOptions, got {type(options).__name__}"
         )
     data = _tile_pairs(tiles, validation)
-    x, y, xv, _ = data
+    x = data[0]
     from .. import tracking
     from ..braai.runtime import disable_determinism, enable_determinism
 
-    tracking.tracking_enabled(
-        track
-    )  # an explicit track=True without MLflow fails here, before any work
+    # An explicit track=True without MLflow fails here, before any work.
+    tracking.tracking_enabled(track)
     tf = tf_module()
     keras_module().utils.set_random_seed(int(options.seed))
-    run = tracking.start_run(
-        name,
-        {
-            **options.run_parameters(),
-            "n_train": int(x.shape[0]),
-            "n_validation": int(xv.shape[0]) if xv is not None else 0,
-            "tile": list(x.shape[1:3]),
-        },
-        tags={"astrid.kind": "unet-train", "data_sha256": _tiles_hash(x, y)},
-        track=track,
-    )
+    run = _start_training_run(name, options, data, track)
     switched_on = enable_determinism(tf) if options.deterministic else False
     try:
         network = (
@@ -1199,6 +1206,86 @@ def map_regions(
     return (table, labels) if return_labels else table
 
 
+def _cutout_box(S: np.ndarray, regions, center, size: int) -> tuple[int, int, int, int]:
+    """``(x0, x1, y0, y1)`` of the cut-out: around ``center``, the strongest region or the middle."""
+    if center is None:
+        if regions is not None and len(regions):
+            center = (float(regions["x"][0]), float(regions["y"][0]))
+        else:
+            center = ((S.shape[1] - 1) / 2, (S.shape[0] - 1) / 2)
+    half = int(size) // 2
+    cx, cy = int(round(float(center[0]))), int(round(float(center[1])))
+    x0, x1 = max(cx - half, 0), min(cx + half, S.shape[1])
+    y0, y1 = max(cy - half, 0), min(cy + half, S.shape[0])
+    return x0, x1, y0, y1
+
+
+def _inside(x, y, box) -> np.ndarray:
+    x0, x1, y0, y1 = box
+    return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+
+
+def _mark_truth(axes, truth, box) -> None:
+    """Squares on the supernovae and variables of ``truth`` in the cut-out, crosses on the rest."""
+    if truth is not None and len(truth):
+        tx, ty = truth_xy(truth)
+        real = np.isin(truth_kinds(truth), _REAL_KINDS)
+        for sel, marker, label in (
+            (real, "s", "truth: supernova / variable"),
+            (~real, "x", "truth: other"),
+        ):
+            sel = sel & _inside(tx, ty, box)
+            if sel.any():
+                for ax in axes:
+                    if marker == "s":
+                        ax.scatter(
+                            tx[sel],
+                            ty[sel],
+                            s=160,
+                            marker="s",
+                            facecolors="none",
+                            edgecolors="c",
+                            linewidths=1.0,
+                            label=label if ax is axes[1] else None,
+                        )
+                    else:
+                        ax.scatter(
+                            tx[sel],
+                            ty[sel],
+                            s=60,
+                            marker="x",
+                            color="c",
+                            linewidths=1.0,
+                            label=label if ax is axes[1] else None,
+                        )
+
+
+def _mark_regions(axes, plt, regions, threshold, box) -> None:
+    """Circles on the regions in the cut-out: solid at or above ``threshold``, dotted below."""
+    if regions is not None and len(regions):
+        rx, ry = np.asarray(regions["x"], float), np.asarray(regions["y"], float)
+        score = np.asarray(regions["score"], float)
+        chosen = score >= threshold if threshold is not None else np.ones(rx.size, bool)
+        for sel, style_, label in (
+            (chosen, "-", "region (selected)"),
+            (~chosen, ":", "region (below threshold)"),
+        ):
+            sel = sel & _inside(rx, ry, box)
+            for k, i in enumerate(np.flatnonzero(sel)):
+                for ax in axes:
+                    ax.add_patch(
+                        plt.Circle(
+                            (rx[i], ry[i]),
+                            6.0,
+                            fill=False,
+                            color="lime",
+                            ls=style_,
+                            lw=1.2,
+                            label=label if (ax is axes[1] and k == 0) else None,
+                        )
+                    )
+
+
 def plot_anomaly_map(
     result,
     probability,
@@ -1253,15 +1340,7 @@ def plot_anomaly_map(
         raise AstridInputError(f"probability: shape {p.shape} differs from the result's {S.shape}")
     if int(size) < 8:
         raise AstridInputError(f"size={size!r}: at least 8 pixels")
-    if center is None:
-        if regions is not None and len(regions):
-            center = (float(regions["x"][0]), float(regions["y"][0]))
-        else:
-            center = ((S.shape[1] - 1) / 2, (S.shape[0] - 1) / 2)
-    half = int(size) // 2
-    cx, cy = int(round(float(center[0]))), int(round(float(center[1])))
-    x0, x1 = max(cx - half, 0), min(cx + half, S.shape[1])
-    y0, y1 = max(cy - half, 0), min(cy + half, S.shape[0])
+    x0, x1, y0, y1 = box = _cutout_box(S, regions, center, size)
     mask = getattr(result, "mask", None)
     shown_s = S[y0:y1, x0:x1].copy()
     if mask is not None:
@@ -1291,62 +1370,8 @@ def plot_anomaly_map(
                 xx, yy, p[y0:y1, x0:x1], levels=[float(level)], colors="w", linewidths=0.6
             )
 
-        def inside(x, y):
-            return (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
-
-        if truth is not None and len(truth):
-            tx, ty = truth_xy(truth)
-            real = np.isin(truth_kinds(truth), _REAL_KINDS)
-            for sel, marker, label in (
-                (real, "s", "truth: supernova / variable"),
-                (~real, "x", "truth: other"),
-            ):
-                sel = sel & inside(tx, ty)
-                if sel.any():
-                    for ax in axes:
-                        if marker == "s":
-                            ax.scatter(
-                                tx[sel],
-                                ty[sel],
-                                s=160,
-                                marker="s",
-                                facecolors="none",
-                                edgecolors="c",
-                                linewidths=1.0,
-                                label=label if ax is axes[1] else None,
-                            )
-                        else:
-                            ax.scatter(
-                                tx[sel],
-                                ty[sel],
-                                s=60,
-                                marker="x",
-                                color="c",
-                                linewidths=1.0,
-                                label=label if ax is axes[1] else None,
-                            )
-        if regions is not None and len(regions):
-            rx, ry = np.asarray(regions["x"], float), np.asarray(regions["y"], float)
-            score = np.asarray(regions["score"], float)
-            chosen = score >= threshold if threshold is not None else np.ones(rx.size, bool)
-            for sel, style_, label in (
-                (chosen, "-", "region (selected)"),
-                (~chosen, ":", "region (below threshold)"),
-            ):
-                sel = sel & inside(rx, ry)
-                for k, i in enumerate(np.flatnonzero(sel)):
-                    for ax in axes:
-                        ax.add_patch(
-                            plt.Circle(
-                                (rx[i], ry[i]),
-                                6.0,
-                                fill=False,
-                                color="lime",
-                                ls=style_,
-                                lw=1.2,
-                                label=label if (ax is axes[1] and k == 0) else None,
-                            )
-                        )
+        _mark_truth(axes, truth, box)
+        _mark_regions(axes, plt, regions, threshold, box)
         handles, labels = axes[1].get_legend_handles_labels()
         if handles:
             axes[1].legend(handles, labels, loc="lower right", fontsize=7, framealpha=0.8)
