@@ -173,6 +173,67 @@ class TypesTrainingOptions:
     seed: int = 0
 
 
+def _class_weights(y: np.ndarray, max_class_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The count of each class in ``y`` and its balanced weight, capped at ``max_class_weight``."""
+    counts = np.bincount(y, minlength=len(CLASSES))
+    present = counts > 0
+    if present.sum() < 2:
+        raise AstridInputError(
+            f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}"
+        )
+    # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
+    weights = np.where(
+        present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0
+    )
+    return counts, weights
+
+
+def _start_types_run(options: TypesTrainingOptions, x: np.ndarray, counts: np.ndarray, track):
+    """The tracking run of a type-CNN training: the options and the class counts."""
+    from .. import tracking
+
+    return tracking.start_run(
+        "transient_types",
+        {
+            "epochs": int(options.epochs),
+            "batch_size": int(options.batch_size),
+            "learning_rate": float(options.learning_rate),
+            "dropout": float(options.dropout),
+            "patience": int(options.patience),
+            "seed": int(options.seed),
+            "n_train": int(x.shape[0]),
+            "classes": list(CLASSES),
+            "class_counts": counts.tolist(),
+        },
+        tags={"astrid.kind": "types-train"},
+        track=track,
+    )
+
+
+def _types_train_data(tf, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray, batching):
+    """The shuffled, batched, dihedrally augmented training data; ``batching``: (batch size, seed)."""
+    batch_size, seed = batching
+    xs, ys = tf.constant(x), tf.constant(y)
+    ws = tf.constant(sample_weight.astype(np.float32))
+    ds = tf.data.Dataset.range(x.shape[0]).shuffle(
+        x.shape[0], seed=int(seed), reshuffle_each_iteration=True
+    )
+    ds = ds.batch(int(batch_size))
+    seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
+
+    @tf.autograph.experimental.do_not_convert
+    def gather(index, seed_pair):
+        from ..braai.runtime import augment_dihedral
+
+        return (
+            augment_dihedral(tf, tf.gather(xs, index), seed_pair),
+            tf.gather(ys, index),
+            tf.gather(ws, index),
+        )
+
+    return tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
+
+
 def train_types(
     dataset,
     options: TypesTrainingOptions | None = None,
@@ -222,36 +283,12 @@ def train_types(
     )
     x = _stamps(dataset, "dataset")
     y = _classes_of(dataset, "dataset")
-    counts = np.bincount(y, minlength=len(CLASSES))
-    present = counts > 0
-    if present.sum() < 2:
-        raise AstridInputError(
-            f"dataset: needs at least two classes, has {dict(zip(CLASSES, counts.tolist()))}"
-        )
-    # Balanced class weights, capped: a class of a dozen asteroids would otherwise weigh ~100x.
-    weights = np.where(
-        present, np.minimum(y.size / (present.sum() * np.maximum(counts, 1)), max_class_weight), 0.0
-    )
+    counts, weights = _class_weights(y, max_class_weight)
     tracking.tracking_enabled(track)
     tf = tf_module()
     keras = keras_module()
     keras.utils.set_random_seed(int(seed))
-    run = tracking.start_run(
-        "transient_types",
-        {
-            "epochs": int(epochs),
-            "batch_size": int(batch_size),
-            "learning_rate": float(learning_rate),
-            "dropout": float(dropout),
-            "patience": int(patience),
-            "seed": int(seed),
-            "n_train": int(x.shape[0]),
-            "classes": list(CLASSES),
-            "class_counts": counts.tolist(),
-        },
-        tags={"astrid.kind": "types-train"},
-        track=track,
-    )
+    run = _start_types_run(options, x, counts, track)
     switched_on = enable_determinism(tf)
     try:
         model = build_type_model(x.shape[1:], dropout=dropout)
@@ -259,25 +296,7 @@ def train_types(
             optimizer=keras.optimizers.Adam(float(learning_rate)),
             loss=keras.losses.SparseCategoricalCrossentropy(),
         )
-        xs, ys = tf.constant(x), tf.constant(y)
-        ws = tf.constant(weights[y].astype(np.float32))
-        ds = tf.data.Dataset.range(x.shape[0]).shuffle(
-            x.shape[0], seed=int(seed), reshuffle_each_iteration=True
-        )
-        ds = ds.batch(int(batch_size))
-        seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).batch(2)
-
-        @tf.autograph.experimental.do_not_convert
-        def gather(index, seed_pair):
-            from ..braai.runtime import augment_dihedral
-
-            return (
-                augment_dihedral(tf, tf.gather(xs, index), seed_pair),
-                tf.gather(ys, index),
-                tf.gather(ws, index),
-            )
-
-        train_data = tf.data.Dataset.zip((ds, seeds)).map(gather).prefetch(tf.data.AUTOTUNE)
+        train_data = _types_train_data(tf, x, y, weights[y], (batch_size, seed))
         validation_data = None
         callbacks = []
         timer = EpochTimer()
