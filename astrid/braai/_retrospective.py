@@ -155,6 +155,76 @@ def _ranks(scores: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return ranks, percentile
 
 
+def _ranking_pool(dataset, excluded, validation, candidates, target, radius, split):
+    """The triplets to rank, which of them are the target's, and the pool in words."""
+    if candidates is None:
+        pool = xr.concat(
+            [
+                dataset.isel(candidate=np.flatnonzero(excluded)).drop_indexes(
+                    "candidate_id", errors="ignore"
+                ),
+                validation.drop_indexes("candidate_id", errors="ignore"),
+            ],
+            dim="candidate",
+            data_vars="all",
+            coords="minimal",
+            compat="override",
+            join="inner",
+            combine_attrs="drop_conflicts",
+        )
+        hit = np.zeros(pool.sizes["candidate"], dtype=bool)
+        hit[: int(excluded.sum())] = True
+        description = (
+            f"the target's {int(excluded.sum())} triplet(s) and the {validation.sizes['candidate']} "
+            f"validation triplets (held-out {split}s)"
+        )
+    else:
+        pool = candidates
+        hit = target_mask(candidates, target, radius=radius)
+        if not hit.any():
+            raise AstridInputError(
+                f"target {_describe(target)!r}: matches no candidate of candidates"
+            )
+        description = f"all {candidates.sizes['candidate']} candidates given"
+    return pool, hit, description
+
+
+def _ranked_table(pool, scores: np.ndarray, hit: np.ndarray):
+    """The table of the target's triplets (score, rank, percentile, label) and its summary."""
+    index = np.flatnonzero(hit)
+    ranks, percentile = _ranks(scores, index)
+    labels = (
+        np.asarray(pool["label"].values).astype(int)
+        if "label" in pool.variables
+        else np.full(pool.sizes["candidate"], -1)
+    )
+
+    from astropy.table import Table
+
+    table = Table(
+        {
+            "candidate_id": np.array(
+                [str(v) for v in pool["candidate_id"].values[index]], dtype=str
+            ),
+            "score": scores[index],
+            "rank": ranks,
+            "percentile": percentile,
+            "label": labels[index],
+        }
+    )
+    summary = {
+        "best_rank": int(ranks.min()),
+        "median_rank": float(np.median(ranks)),
+        "median_score": float(np.median(scores[index])),
+        "fraction_above_0.5": float((scores[index] >= 0.5).mean()),
+        "median_percentile": float(np.median(percentile)),
+        "pool_real": int((labels == 1).sum()),
+        "pool_bogus": int((labels == 0).sum()),
+        "pool_fraction_above_0.5": float((scores[np.isfinite(scores)] >= 0.5).mean()),
+    }
+    return table, summary
+
+
 def retrospective(
     dataset: xr.Dataset,
     target,
@@ -230,71 +300,15 @@ def retrospective(
     )
     result = train(training, model, validation=validation, config=config, **train_kwargs)
 
-    if candidates is None:
-        pool = xr.concat(
-            [
-                dataset.isel(candidate=np.flatnonzero(excluded)).drop_indexes(
-                    "candidate_id", errors="ignore"
-                ),
-                validation.drop_indexes("candidate_id", errors="ignore"),
-            ],
-            dim="candidate",
-            data_vars="all",
-            coords="minimal",
-            compat="override",
-            join="inner",
-            combine_attrs="drop_conflicts",
-        )
-        hit = np.zeros(pool.sizes["candidate"], dtype=bool)
-        hit[: int(excluded.sum())] = True
-        description = (
-            f"the target's {int(excluded.sum())} triplet(s) and the {validation.sizes['candidate']} "
-            f"validation triplets (held-out {split}s)"
-        )
-    else:
-        pool = candidates
-        hit = target_mask(candidates, target, radius=radius)
-        if not hit.any():
-            raise AstridInputError(
-                f"target {_describe(target)!r}: matches no candidate of candidates"
-            )
-        description = f"all {candidates.sizes['candidate']} candidates given"
+    pool, hit, description = _ranking_pool(
+        dataset, excluded, validation, candidates, target, radius, split
+    )
     scores = np.asarray(predict(result.model, pool), dtype=float)
     if result.model.astrid_calibration:
         from ._calibrate import Calibration
 
         scores = Calibration.from_dict(result.model.astrid_calibration).apply(scores)
-    index = np.flatnonzero(hit)
-    ranks, percentile = _ranks(scores, index)
-    labels = (
-        np.asarray(pool["label"].values).astype(int)
-        if "label" in pool.variables
-        else np.full(pool.sizes["candidate"], -1)
-    )
-
-    from astropy.table import Table
-
-    table = Table(
-        {
-            "candidate_id": np.array(
-                [str(v) for v in pool["candidate_id"].values[index]], dtype=str
-            ),
-            "score": scores[index],
-            "rank": ranks,
-            "percentile": percentile,
-            "label": labels[index],
-        }
-    )
-    summary = {
-        "best_rank": int(ranks.min()),
-        "median_rank": float(np.median(ranks)),
-        "median_score": float(np.median(scores[index])),
-        "fraction_above_0.5": float((scores[index] >= 0.5).mean()),
-        "median_percentile": float(np.median(percentile)),
-        "pool_real": int((labels == 1).sum()),
-        "pool_bogus": int((labels == 0).sum()),
-        "pool_fraction_above_0.5": float((scores[np.isfinite(scores)] >= 0.5).mean()),
-    }
+    table, summary = _ranked_table(pool, scores, hit)
     return RetrospectiveResult(
         target=_describe(target),
         n_excluded=int(excluded.sum()),
