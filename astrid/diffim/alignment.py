@@ -644,6 +644,26 @@ def _residual_stats(res, snr, n_params):
 # --------------------------------------------------------------------------
 
 
+def _checked_inputs(reference, science, method: str, order: str):
+    """Check the parameters and images; the WCSs, the science name, its bad pixels and the shape."""
+    if method not in _METHODS:
+        raise AstridInputError(f"align: method must be one of {_METHODS}, got {method!r}")
+    if order not in _ORDERS:
+        raise AstridInputError(
+            f"align: order must be 'bicubic', 'bilinear' or 'nearest-neighbor', got {order!r}"
+        )
+    ref_wcs = _celestial(reference, "reference")
+    sci_wcs = _celestial(science, "science")
+    sci_name = science.meta.path or "science image"
+    sci_bad = np.asarray(science.mask, dtype=bool) | ~np.isfinite(science.data)
+    if sci_bad.all():
+        raise AstridInputError(f"{sci_name}: no finite, unmasked pixels to align")
+    shape = reference.shape
+    if min(shape) < 2:
+        raise AstridInputError(f"reference image: shape {shape} is too small to align onto")
+    return ref_wcs, sci_wcs, sci_name, sci_bad, shape
+
+
 def align(
     *,
     reference,
@@ -707,21 +727,7 @@ def align(
     """
     reference = as_image(reference, "reference", arrays=False)
     science = as_image(science, "science", arrays=False)
-    if method not in _METHODS:
-        raise AstridInputError(f"align: method must be one of {_METHODS}, got {method!r}")
-    if order not in _ORDERS:
-        raise AstridInputError(
-            f"align: order must be 'bicubic', 'bilinear' or 'nearest-neighbor', got {order!r}"
-        )
-    ref_wcs = _celestial(reference, "reference")
-    sci_wcs = _celestial(science, "science")
-    sci_name = science.meta.path or "science image"
-    sci_bad = np.asarray(science.mask, dtype=bool) | ~np.isfinite(science.data)
-    if sci_bad.all():
-        raise AstridInputError(f"{sci_name}: no finite, unmasked pixels to align")
-    shape = reference.shape
-    if min(shape) < 2:
-        raise AstridInputError(f"reference image: shape {shape} is too small to align onto")
+    ref_wcs, sci_wcs, sci_name, sci_bad, shape = _checked_inputs(reference, science, method, order)
 
     area_ratio = _check_overlap(reference, science, ref_wcs, sci_wcs, sci_name)
     scale_diff = abs(math.sqrt(area_ratio) - 1.0)
