@@ -310,6 +310,26 @@ def _iterate_inputs(inputs, difference_kwargs) -> Iterator[tuple[Any, Table, str
         yield result, truth, field, f"{field}-{i:04d}", None
 
 
+def _checked_examples(examples, balance, survey, test_surveys) -> ExampleOptions:
+    """Check the options of :func:`build_training_set`; the example options (default filled in)."""
+    if balance is not None and not 0.0 < balance < 1.0:
+        raise AstridInputError(f"balance: must be a fraction in (0, 1) or None, got {balance!r}")
+    examples = ExampleOptions() if examples is None else examples
+    if not isinstance(examples, ExampleOptions):
+        raise AstridInputError(
+            f"examples: expected an ExampleOptions, got {type(examples).__name__}"
+        )
+    if test_surveys is not None and survey is None:
+        raise AstridInputError(
+            "test_surveys: needs survey= (the survey of each input) to split by survey"
+        )
+    if survey is not None and not isinstance(survey, (str, Mapping)):
+        raise AstridInputError(
+            f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}"
+        )
+    return examples
+
+
 def build_training_set(
     inputs,
     examples: ExampleOptions | None = None,
@@ -376,21 +396,7 @@ def build_training_set(
         from a ``survey`` mapping; ``test_surveys`` without ``survey``, or
         naming no survey of the inputs, or all of them.
     """
-    if balance is not None and not 0.0 < balance < 1.0:
-        raise AstridInputError(f"balance: must be a fraction in (0, 1) or None, got {balance!r}")
-    examples = ExampleOptions() if examples is None else examples
-    if not isinstance(examples, ExampleOptions):
-        raise AstridInputError(
-            f"examples: expected an ExampleOptions, got {type(examples).__name__}"
-        )
-    if test_surveys is not None and survey is None:
-        raise AstridInputError(
-            "test_surveys: needs survey= (the survey of each input) to split by survey"
-        )
-    if survey is not None and not isinstance(survey, (str, Mapping)):
-        raise AstridInputError(
-            f"survey: expected a name or a {{field: survey}} mapping, got {type(survey).__name__}"
-        )
+    examples = _checked_examples(examples, balance, survey, test_surveys)
     detect_options = DetectOptions() if detect_options is None else detect_options
     difference_kwargs = dict(difference_kwargs or {})
     rng = np.random.default_rng(seed)
