@@ -1418,6 +1418,20 @@ def _kernel_sums(model: KernelModel) -> dict:
     }
 
 
+def _kernel_model(plan, fit, shape, options: KernelOptions) -> KernelModel:
+    """The fitted kernel model: the plan's basis with the fit's coefficients and background."""
+    return KernelModel(
+        basis=plan.basis,
+        coefficients=fit.coef,
+        degree=fit.degree,
+        scale_degree=min(options.scale_degree, fit.degree),
+        background_degree=options.background_degree,
+        background=fit.bg,
+        shape=shape,
+        convolved=plan.convolve,
+    )
+
+
 def subtract(
     reference,
     science,
@@ -1483,16 +1497,7 @@ def subtract(
         start = time.perf_counter()
         fit = _fit(systems, plan, shape, options)
     timings["solve"] = time.perf_counter() - start
-    model = KernelModel(
-        basis=plan.basis,
-        coefficients=fit.coef,
-        degree=fit.degree,
-        scale_degree=min(options.scale_degree, fit.degree),
-        background_degree=options.background_degree,
-        background=fit.bg,
-        shape=shape,
-        convolved=plan.convolve,
-    )
+    model = _kernel_model(plan, fit, shape, options)
 
     # --- apply: convolution, background, propagated variance
     start = time.perf_counter()
