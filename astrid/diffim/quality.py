@@ -169,7 +169,8 @@ def _alignment_checks(metrics: dict) -> list[QualityReason]:
     checks: list[QualityReason] = []
     if metrics.get("align_method", "none") == "none":
         return checks
-    n_matched = int(metrics.get("n_matched", 0) or 0)
+    # An unknown count (None, NaN) is no evidence of matched stars: judged as none.
+    n_matched = int(metrics["n_matched"]) if _finite(metrics.get("n_matched")) else 0
     if n_matched < ALIGN_MIN_MATCHED:
         checks.append(
             QualityReason(

@@ -83,6 +83,7 @@ def test_good_metrics_pass_every_check():
         (dict(align_rms=0.7), "align_rms", "warn"),
         (dict(align_rms=ALIGN_RMS_FAIL * 2), "align_rms", "fail"),
         (dict(n_matched=1, align_rms=float("nan")), "align_matched", "fail"),
+        (dict(n_matched=float("nan"), align_rms=float("nan")), "align_matched", "fail"),
         (dict(n_matched=5, align_shift=12.0), "align_shift", "warn"),
         (dict(psf_n_usable_sci=2, psf_method_sci="gaussian-fallback"), "psf_stars_sci", "fail"),
         (
