@@ -167,7 +167,13 @@ def small_disk(tmp_path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()})")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    import gc
+
+    gc.collect()  # close store handles still open in this process, so the mount is not busy
+    if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
+        # Still busy: detach it now (it goes when the last handle closes); a mount left behind
+        # would break pytest's clean-up of old temporary folders in later runs.
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
