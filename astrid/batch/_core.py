@@ -462,20 +462,48 @@ def _pairs_of(source) -> tuple[list[SurveyPair], Path | None]:
     )
 
 
-def _check_difference_options(options: dict) -> None:
+def _resolve_difference_options(given, flat: dict) -> dict:
+    """The options every pair's :func:`~astrid.difference` gets, as one flat mapping.
+
+    ``given`` (:attr:`BatchOptions.difference`) is overridden field by field by the flat names of
+    ``flat``; unknown names fail with the closest valid one, values are checked once, before any
+    pair runs. Fields left at their defaults are dropped, so an option spelled out at its default
+    fingerprints like one left out.
+    """
+    import difflib
+
     from ..diffim import DifferenceOptions
     from ..diffim.options import FLAT_NAMES
 
-    known = set(FLAT_NAMES) | set(_DIFFERENCE_KEYWORDS)
-    unknown = sorted(set(options) - known)
-    if unknown:
+    if given is not None and not isinstance(given, DifferenceOptions):
         raise AstridInputError(
-            f"process_pairs: unknown difference option(s) {unknown}; known options are {sorted(known)}"
+            f"options.difference: expected astrid.DifferenceOptions, got {type(given).__name__}"
         )
-    # The values too, once, before any pair runs.
-    DifferenceOptions.from_mapping(
-        {k: v for k, v in options.items() if k in FLAT_NAMES}, caller="process_pairs"
-    )
+    known = sorted(set(FLAT_NAMES) | set(_DIFFERENCE_KEYWORDS))
+    unknown = sorted(set(flat) - set(known))
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise AstridInputError(
+            f"process_pairs: unknown difference option(s) {', '.join(hints)}; "
+            f"known options are {known}"
+        )
+    merged = {} if given is None else given.to_mapping()
+    merged.update({k: v for k, v in flat.items() if k in FLAT_NAMES})
+    resolved = DifferenceOptions.from_mapping(merged, caller="process_pairs").to_mapping()
+    defaults = DifferenceOptions().to_mapping()
+    chosen = {k: v for k, v in resolved.items() if not _is_default(v, defaults[k])}
+    chosen.update({k: v for k, v in flat.items() if k in _DIFFERENCE_KEYWORDS})
+    return chosen
+
+
+def _is_default(value, default) -> bool:
+    plain = (bool, int, float, str, type(None))
+    if value is default:
+        return True
+    return isinstance(value, plain) and type(value) is type(default) and value == default
 
 
 def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:
@@ -572,6 +600,10 @@ class BatchOptions:
         The reference score distribution of the drift check when scoring with a ``model``
         (:func:`astrid.drift.load_reference`: a model card, scores, a file of scores). Default:
         the card beside the model, if any.
+    difference : DifferenceOptions, optional
+        The science options of every pair's :func:`~astrid.difference` (default
+        ``DifferenceOptions()``); flat keywords of :func:`process_pairs` (``box_size=32``, ...)
+        override single fields. The options that differ from the defaults are fingerprinted.
     """
 
     triplet_store: str | os.PathLike = "triplets.zarr"
@@ -579,6 +611,7 @@ class BatchOptions:
     retries: int = 1
     verify: str = "checksum"
     reference: Any = None
+    difference: Any = None
 
 
 def process_pairs(
@@ -677,7 +710,7 @@ def process_pairs(
     threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     process = hooks.process
     if process is None:
-        _check_difference_options(difference_options)
+        difference_options = _resolve_difference_options(options.difference, difference_options)
     scoring = _scoring_setup(model, options.reference)
     plan = _plan(
         manifest_or_dir, out_dir, options, threshold, difference_options, scoring, started_wall

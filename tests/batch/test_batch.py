@@ -31,6 +31,8 @@ from astrid.batch import (  # noqa: E402
     verify_pair_outputs,
 )
 from astrid.batch.testing import STORE_PAIRS_ATTR  # noqa: E402
+from astrid.diffim import DifferenceOptions  # noqa: E402
+from astrid.diffim.options import BackgroundOptions  # noqa: E402
 from astrid.errors import AstridFileError, AstridInputError, AstridWarning  # noqa: E402
 from astrid.manifest import Manifest  # noqa: E402
 from astrid.triplets import load_triplets  # noqa: E402
@@ -317,6 +319,16 @@ def test_one_bad_pair_does_not_block_a_grouped_commit(finished, survey_dir, tmp_
     assert _store_counts(out / "triplets.zarr") == {name: before[name] for name in committed}
 
 
+def test_difference_options_as_a_dataclass_or_spelled_out_defaults_fingerprint_alike(
+    finished, survey_dir, tmp_path
+):
+    out = _copy(finished, tmp_path / "run")
+    pairs = list(Manifest.load(survey_dir).pairs())[:3]
+    options = BatchOptions(difference=DifferenceOptions())
+    report = process_pairs(pairs, out, options=options, box_size=64, progress=False)
+    assert report.counts["skipped"] == 3, report.table
+
+
 def test_other_options_on_the_same_out_dir_are_refused(finished, survey_dir, tmp_path):
     out = _copy(finished, tmp_path / "run")
     with pytest.raises(AstridInputError, match="other options"):
@@ -356,6 +368,16 @@ def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path
     ("kwargs", "match"),
     [
         ({"bogus_option": 1}, "unknown difference option"),
+        ({"box_sise": 32}, "did you mean 'box_size'"),
+        ({"options": BatchOptions(difference={"box_size": 32})}, "astrid.DifferenceOptions"),
+        (
+            {
+                "options": BatchOptions(
+                    difference=DifferenceOptions(background=BackgroundOptions(box_size=2))
+                )
+            },
+            "box_size",
+        ),
         ({"options": BatchOptions(verify="maybe")}, "verify"),
         ({"options": BatchOptions(retries=-1)}, "retries"),
         ({"options": {"retries": 0}}, "expected astrid.batch.BatchOptions"),
