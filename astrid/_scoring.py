@@ -11,7 +11,6 @@ written atomically as ECSV or Parquet, chosen by the file suffix.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from astropy.table import Table, vstack
 
 from ._version import __version__
 from .errors import AstridFileError, AstridInputError
-from .io import atomic_write
+from .io import write_ecsv
 
 __all__ = [
     "model_identity",
@@ -177,10 +176,7 @@ def write_scores(path, table: Table) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".ecsv":
-        buffer = io.StringIO()
-        table.write(buffer, format="ascii.ecsv")
-        text = buffer.getvalue().encode()
-        return atomic_write(path, lambda fh: fh.write(text))
+        return write_ecsv(path, table)
     if suffix == ".parquet":
         # astropy's Parquet writer wants a file name; the rename keeps the write atomic.
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from ._utils import first_image_hdu
 from .errors import AstridFileError, AstridInputError, AstridWarning, AstridWCSError
 
-__all__ = ["Image", "ImageMeta", "read_image", "write_image", "atomic_write"]
+__all__ = ["Image", "ImageMeta", "read_image", "write_image", "atomic_write", "write_ecsv"]
 
 # Header keywords, most specific first, that carry each piece of metadata.
 _TELESCOPE_KEYS = ("TELESCOP", "MISSION", "OBSERVAT")
@@ -576,6 +576,29 @@ def atomic_write(path: str | os.PathLike, write, mode: str = "wb") -> Path:
             pass
         raise
     return path
+
+
+def write_ecsv(path: str | os.PathLike, table) -> Path:
+    """Write an :class:`astropy.table.Table` as ECSV, atomically (:func:`atomic_write`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.ecsv`` file to write; its folder is created when missing.
+    table : astropy.table.Table
+        The table, its metadata and units included.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import io
+
+    buffer = io.StringIO()
+    table.write(buffer, format="ascii.ecsv")
+    text = buffer.getvalue().encode()
+    return atomic_write(path, lambda fh: fh.write(text))
 
 
 def provenance_cards(

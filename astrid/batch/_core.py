@@ -34,7 +34,7 @@ from astropy.table import Table
 from .._optional import require
 from .._utils import json_safe
 from ..errors import AstridInputError
-from ..io import atomic_write
+from ..io import atomic_write, write_ecsv
 from ..manifest import Manifest, SurveyPair
 from . import _outputs
 from ._client import (
@@ -251,15 +251,6 @@ def _unlabelled(candidates: Table) -> Table:
     return out
 
 
-def _write_table(path: Path, table: Table) -> Path:
-    import io
-
-    buffer = io.StringIO()
-    table.write(buffer, format="ascii.ecsv")
-    text = buffer.getvalue().encode()
-    return atomic_write(path, lambda fh: fh.write(text))
-
-
 def run_pair(task: PairTask) -> dict:
     """The pipeline of one pair: difference, detect, label, triplets; outputs written atomically.
 
@@ -306,7 +297,7 @@ def run_pair(task: PairTask) -> dict:
     start = time.perf_counter()
     outputs = [_outputs.DIFFERENCE_NAME, _outputs.CANDIDATES_NAME]
     result.to_fits(pair_dir / _outputs.DIFFERENCE_NAME)
-    _write_table(pair_dir / _outputs.CANDIDATES_NAME, candidates)
+    write_ecsv(pair_dir / _outputs.CANDIDATES_NAME, candidates)
     triplets_path = pair_dir / _outputs.TRIPLETS_NAME
     if len(candidates):
         ds = make_triplets(result, candidates, field=pair.target)

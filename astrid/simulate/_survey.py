@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io as _io
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
 
 from .._utils import json_safe
 from ..errors import AstridInputError
-from ..io import atomic_write, write_image
+from ..io import write_ecsv, write_image
 from ..manifest import Manifest
 from ._core import pair
 from ._params import (
@@ -24,13 +22,6 @@ def _field_seed(seed: int, index: int) -> int:
     return int(
         np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0]
     )
-
-
-def _write_table(path: Path, table: Table) -> None:
-    buffer = _io.StringIO()
-    table.write(buffer, format="ascii.ecsv")
-    text = buffer.getvalue().encode()
-    atomic_write(path, lambda fh: fh.write(text))
 
 
 def _field_is_written(manifest: Manifest, root: Path, name: str, signature: dict) -> bool:
@@ -68,9 +59,9 @@ def _write_field(
             step="simulate",
             parameters={"preset": preset, "seed": field_seed},
         )
-    _write_table(root / name / "truth.ecsv", sim.truth)
-    _write_table(root / name / "stars.ecsv", sim.stars)
-    _write_table(root / name / "galaxies.ecsv", sim.galaxies)
+    write_ecsv(root / name / "truth.ecsv", sim.truth)
+    write_ecsv(root / name / "stars.ecsv", sim.stars)
+    write_ecsv(root / name / "galaxies.ecsv", sim.galaxies)
     manifest.target(
         name,
         ra=sim.params["ra"],
