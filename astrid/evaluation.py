@@ -179,10 +179,10 @@ def scorr_statistics(S_corr, mask=None) -> dict:
     Returns
     -------
     dict
-        ``n`` (pixels used), ``mean``, ``std``, ``robust_std`` (1.4826 ×
-        median absolute deviation), ``fraction_above_5`` (share of
-        ``|S_corr| > 5``) and ``gaussian_fraction_above_5`` (its value for
-        unit Gaussian noise, 5.7e-7).
+        ``n`` (pixels used), ``mean``, ``std``, ``robust_std`` (the median
+        absolute deviation as a σ, :func:`astropy.stats.mad_std`),
+        ``fraction_above_5`` (share of ``|S_corr| > 5``) and
+        ``gaussian_fraction_above_5`` (its value for unit Gaussian noise, 5.7e-7).
 
     Raises
     ------

@@ -66,7 +66,7 @@ class ClassicResult:
     mask_radius : int
         Dilation radius of the mask and edge band, pixels.
     significance_std : float
-        Robust standard deviation (1.4826 × MAD) of ``significance`` over
+        Robust standard deviation (:func:`astropy.stats.mad_std`) of ``significance`` over
         unmasked pixels.
     """
 

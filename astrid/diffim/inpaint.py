@@ -44,8 +44,8 @@ _OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 def pixel_noise(data: np.ndarray, bad: np.ndarray) -> float:
     """Per-pixel noise from the differences of horizontal neighbours (robust to sources and gradients).
 
-    1.4826 × MAD of ``data[:, 1:] - data[:, :-1]`` over pairs of good pixels,
-    divided by √2. Correlated noise (resampled images) gives a lower value,
+    The MAD σ (:func:`astropy.stats.mad_std`) of ``data[:, 1:] - data[:, :-1]`` over pairs
+    of good pixels, divided by √2. Correlated noise (resampled images) gives a lower value,
     which only makes :func:`repair_isolated` more cautious. NaN when no pair
     is good.
     """

@@ -104,7 +104,7 @@ class ZogyResult:
         pixels, dilated by :attr:`mask_radius`, and a band of that width along
         the image edges.
     scorr_std : float
-        Robust standard deviation (1.4826 × MAD) of ``S_corr`` over unmasked
+        Robust standard deviation (:func:`astropy.stats.mad_std`) of ``S_corr`` over unmasked
         pixels; close to 1 unless sources or artefacts dominate.
     flux_ratio : float
         F_n used.
@@ -630,7 +630,7 @@ def check_mask_fraction(out_mask, bad, repaired, radius, caller) -> float:
 
 
 def robust_std(values: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Robust σ (1.4826 × MAD) of the finite, unmasked values of an image, on a subsample.
+    """Robust σ (MAD as σ) of the finite, unmasked values of an image, on a subsample.
 
     The image-level form of :func:`astropy.stats.mad_std` that ZOGY uses for
     :attr:`ZogyResult.scorr_std` and the noise-correlation estimate: it takes
@@ -888,7 +888,7 @@ class ZogyOptions:
         penalised only by the core's or star's signal. ``"auto"`` measures ε
         on the image: at peaks that have S/N > 50 in both S_N and S_R
         (static sources), the largest |S| within 1 px divided by S_N, minus
-        the expected noise in quadrature; ε is 1.4826 × the median over them,
+        the expected noise in quadrature; ε is the median over them as a half-normal σ,
         divided by √2 (0 with fewer than 5). Default 0 (the paper's
         statistic). Any non-zero value costs one FFT (S_N and S_R apart).
     mask_radius : int or None
