@@ -916,6 +916,30 @@ class AcquisitionResult:
         return head + ("" if self.report is None else f"; {self.report}")
 
 
+# The columns of an acquisition plan (one row per file), and their types when it is empty.
+_PLAN_COLUMNS = (
+    "target",
+    "role",
+    "mission",
+    "instrument",
+    "filter",
+    "obsid",
+    "t_min",
+    "size",
+    "url",
+    "path",
+    "status",
+)
+_PLAN_DTYPES = (str, str, str, str, str, str, float, np.int64, str, str, str)
+
+
+def _plan_table(rows: list) -> Table:
+    """A plan table from rows of values in :data:`_PLAN_COLUMNS` order (typed even when empty)."""
+    if not rows:
+        return Table(names=_PLAN_COLUMNS, dtype=_PLAN_DTYPES)
+    return Table(rows=rows, names=_PLAN_COLUMNS)
+
+
 def _plan(pairs: Table, out_dir: Path, decompress: bool) -> Table:
     manifest = Manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
     rows, seen = [], set()
@@ -955,25 +979,9 @@ def _plan(pairs: Table, out_dir: Path, decompress: bool) -> Table:
                     "status": "present" if present else "to fetch",
                 }
             )
-    names = (
-        "target",
-        "role",
-        "mission",
-        "instrument",
-        "filter",
-        "obsid",
-        "t_min",
-        "size",
-        "url",
-        "path",
-        "status",
-    )
-    if not rows:
-        return Table(
-            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
-        )
-    table = Table(rows=[[r[n] for n in names] for r in rows], names=names)
-    table["size"].unit = "byte"
+    table = _plan_table([[r[n] for n in _PLAN_COLUMNS] for r in rows])
+    if rows:
+        table["size"].unit = "byte"
     return table
 
 
@@ -1095,41 +1103,11 @@ def _simulated_plan(pairs: Table) -> Table:
                     "to simulate",
                 ]
             )
-    names = (
-        "target",
-        "role",
-        "mission",
-        "instrument",
-        "filter",
-        "obsid",
-        "t_min",
-        "size",
-        "url",
-        "path",
-        "status",
-    )
-    if not rows:
-        return Table(
-            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
-        )
-    return Table(rows=rows, names=names)
+    return _plan_table(rows)
 
 
 def _manifest_plan(out_dir: Path, report: DownloadReport) -> Table:
     """The plan of a finished simulated run: every file of the survey's manifest."""
-    names = (
-        "target",
-        "role",
-        "mission",
-        "instrument",
-        "filter",
-        "obsid",
-        "t_min",
-        "size",
-        "url",
-        "path",
-        "status",
-    )
     rows = []
     if (out_dir / MANIFEST_NAME).is_file():
         manifest = Manifest.load(out_dir)
@@ -1151,11 +1129,7 @@ def _manifest_plan(out_dir: Path, report: DownloadReport) -> Table:
                         "downloaded" if record["path"] in downloaded else "present",
                     ]
                 )
-    if not rows:
-        return Table(
-            names=names, dtype=(str, str, str, str, str, str, float, np.int64, str, str, str)
-        )
-    return Table(rows=rows, names=names)
+    return _plan_table(rows)
 
 
 def _merge(total: DownloadReport, part: DownloadReport) -> None:
