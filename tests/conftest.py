@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
 
 from astrid.paths import shared_data
+from astrid.simulate.datasets import tan_wcs
 
 
 @pytest.fixture(autouse=True)
@@ -20,22 +19,10 @@ def _no_tracking_into_the_repository(monkeypatch):
     monkeypatch.setenv("ASTRID_TRACKING", "off")
 
 
-def make_wcs(shape=(64, 64), ra=150.0, dec=2.0, scale_arcsec=1.0, rotation_deg=0.0) -> WCS:
-    """A TAN WCS centred on (ra, dec)."""
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [shape[1] / 2 + 0.5, shape[0] / 2 + 0.5]
-    theta = np.deg2rad(rotation_deg)
-    scale = scale_arcsec / 3600.0
-    wcs.wcs.cd = scale * np.array([[-np.cos(theta), np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    return wcs
-
-
 @pytest.fixture
 def tan_header():
     """A header with a TAN WCS and the usual metadata keys."""
-    header = make_wcs().to_header()
+    header = tan_wcs((64, 64)).to_header()
     header["TELESCOP"] = "P48"
     header["INSTRUME"] = "ZTF/MOSAIC"
     header["FILTER"] = "ZTF_r "

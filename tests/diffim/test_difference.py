@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import make_wcs
 from scipy import ndimage
 from test_zogy import add_source, gaussian, starfield
 
@@ -16,6 +15,7 @@ from astrid.diffim import DifferenceResult, difference
 from astrid.diffim.zogy import flux_at, robust_std
 from astrid.errors import AstridInputError, AstridMismatchError, AstridWarning
 from astrid.simulate import significant_peaks as peaks
+from astrid.simulate.datasets import tan_wcs
 
 FWHM_N, FWHM_R = 3.5, 2.5
 
@@ -26,7 +26,7 @@ def synthetic_images(shape=(256, 256), seed=1, transient=(130.0, 120.0, 3000.0),
     N, R, Vn, Vr = starfield(rng, shape, FWHM_N, FWHM_R, 5.0, 3.0, n_stars=40)
     if transient is not None:
         add_source(N, *transient, FWHM_N)
-    wcs = make_wcs(shape)
+    wcs = tan_wcs(shape)
     ref_meta = ImageMeta(
         telescope=meta.get("telescope_ref", "P48"), filter=meta.get("filter_ref", "r")
     )
@@ -221,7 +221,7 @@ def test_correlated_noise_is_detected_and_modelled():
     kernel = np.array([[0.05, 0.1, 0.05], [0.1, 0.4, 0.1], [0.05, 0.1, 0.05]])
     N = ndimage.convolve(rng.normal(0, 5, shape), kernel, mode="wrap")
     R = ndimage.convolve(rng.normal(0, 3, shape), kernel, mode="wrap")
-    wcs = make_wcs(shape)
+    wcs = tan_wcs(shape)
     reference, science = Image(data=R, wcs=wcs), Image(data=N, wcs=wcs)
     auto = difference(reference, science, **given())
     with pytest.warns(AstridWarning, match="robust standard deviation of S_corr"):

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from conftest import make_wcs
 from test_difference import given, synthetic_images
 
 import astrid
@@ -39,6 +38,7 @@ from astrid.errors import (
     AstridWarning,
     AstridWCSError,
 )
+from astrid.simulate.datasets import tan_wcs
 
 SHAPE = (128, 128)
 
@@ -95,7 +95,7 @@ def files(tmp_path_factory):
     out["cube"] = root / "cube.fits"
     (root / "folder.fits").mkdir()
     out["folder"] = root / "folder.fits"
-    header = make_wcs(SHAPE).to_header()
+    header = tan_wcs(SHAPE).to_header()
     for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2"):
         header[key] = 0.0
     fits.PrimaryHDU(good, header=header).writeto(root / "singular.fits")
@@ -317,7 +317,7 @@ def test_align_without_wcs(pair):
 def test_align_no_overlap(pair):
     reference, science = pair
     with pytest.raises(AstridInputError, match="does not overlap"):
-        align(reference=reference, science=science.copy(wcs=make_wcs(SHAPE, ra=30.0)))
+        align(reference=reference, science=science.copy(wcs=tan_wcs(SHAPE, ra=30.0)))
 
 
 def test_align_all_masked(pair):

@@ -15,36 +15,6 @@ from astrid import DifferenceResult, evaluation, figures
 from astrid.errors import AstridFileError, AstridInputError
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    """A small simulated difference (ZOGY planes and truth) with four transients."""
-    from astrid.triplets import SyntheticScene, synthetic_difference
-
-    return synthetic_difference(
-        (128, 128), SyntheticScene(n_transients=4, n_stars=8, n_galaxies=1), seed=3
-    )
-
-
-@pytest.fixture
-def completeness_inputs():
-    """Labelled candidates and truth of one image, small enough to count by hand."""
-    truth = Table(
-        {
-            "id": [0, 1, 2, 3, 4, 5, 6],
-            "kind": ["supernova"] * 5 + ["cosmic_ray", "supernova"],
-            "snr_sci": [2.5, 4.0, 12.0, 12.5, 40.0, 50.0, 12.0],
-            "masked": [False, False, False, False, False, False, True],
-        }
-    )
-    candidates = Table(
-        {
-            "truth_id": [1, 2, 3, 5, -1, 4],
-            "label": [1, 1, 0, 0, 0, 1],  # id 3 matched but labelled bogus does not count
-        }
-    )
-    return candidates, truth
-
-
 def test_scorr_statistics_of_gaussian_noise():
     rng = np.random.default_rng(1)
     values = rng.normal(size=(300, 300))
