@@ -19,7 +19,7 @@ from scipy import ndimage
 from .._utils import fwhm_to_sigma
 from ..errors import AstridInputError
 from .image import as_image
-from .inpaint import repair_isolated
+from .inpaint import repair_for_subtraction
 from .zogy import (
     as_aligned_pair,
     bad_pixels,
@@ -236,12 +236,8 @@ def classic_subtract(
 
     bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # As in ZOGY: isolated NaN pixels on smooth sky are filled and cost their own area only.
-    (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
-    if filled.any():
-        bad &= ~filled
-    if repaired is not None:
-        # Pixels the caller (difference()) already filled the same way.
-        filled |= check_map("repaired", repaired, shape).astype(bool)
+    already = None if repaired is None else check_map("repaired", repaired, shape).astype(bool)
+    (N, R), filled = repair_for_subtraction((N, R), bad, (sigma_n, sigma_r), already)
 
     n_img, r_img, var_n, var_r, kernel_sigma, convolved = _match(
         (N, R), (Vn, Vr), bad, (sigma_n, sigma_r), (fwhm_n, fwhm_r), ratio

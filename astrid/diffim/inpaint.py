@@ -132,6 +132,35 @@ def repair_isolated(images, bad: np.ndarray, sigmas) -> tuple[list[np.ndarray], 
     return out, repaired
 
 
+def repair_for_subtraction(images, bad: np.ndarray, sigmas, already=None):
+    """:func:`repair_isolated` as every subtraction (ZOGY, classic, kernel) applies it.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray, shape (ny, nx)
+        The co-registered images to subtract.
+    bad : numpy.ndarray of bool, shape (ny, nx)
+        Pixels no subtraction may use; the repaired ones are cleared from it in place.
+    sigmas : sequence of float
+        Per-pixel noise of each image (data units).
+    already : numpy.ndarray of bool, shape (ny, nx), optional
+        Pixels the caller (:func:`astrid.difference`) already filled the same way.
+
+    Returns
+    -------
+    repaired_images : list of numpy.ndarray
+        The images, repaired.
+    repaired : numpy.ndarray of bool
+        Every repaired pixel, ``already`` included: flagged in the output mask without dilation.
+    """
+    images, repaired = repair_isolated(images, bad, sigmas)
+    if repaired.any():
+        bad &= ~repaired
+    if already is not None:
+        repaired |= already
+    return images, repaired
+
+
 def fill_from_neighbours(array: np.ndarray, where: np.ndarray) -> np.ndarray:
     """``array`` with its non-finite values at ``where`` replaced by the median of their finite neighbours.
 

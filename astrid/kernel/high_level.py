@@ -30,7 +30,7 @@ from scipy.special import erfinv
 
 from .. import _utils
 from .._utils import GAUSSIAN_SIGMA_TO_FWHM
-from ..diffim.inpaint import repair_isolated
+from ..diffim.inpaint import repair_for_subtraction
 from ..diffim.zogy import as_aligned_pair as _as_aligned_pair
 from ..diffim.zogy import bad_pixels as _bad_pixels
 from ..diffim.zogy import check_map as _check_map
@@ -730,11 +730,9 @@ def _prepare(reference, science, mask, inputs: KernelInputs, dtype) -> tuple[_Im
                     "pass it explicitly"
                 )
         sig[name] = _check_positive(name, value)
-    (N, R), repaired = repair_isolated((N, R), bad, (sig["science_sigma"], sig["reference_sigma"]))
-    if repaired.any():
-        bad &= ~repaired
-    if filled is not None:
-        repaired |= filled
+    (N, R), repaired = repair_for_subtraction(
+        (N, R), bad, (sig["science_sigma"], sig["reference_sigma"]), filled
+    )
     # Working copies in the output precision: at 4096² four float64 maps held through the whole call
     # were 0.5 GiB of the peak. The stamps' sums accumulate in float64 in any case.
     work = np.float32 if dtype == np.float32 else np.float64

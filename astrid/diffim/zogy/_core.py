@@ -1210,14 +1210,10 @@ def _validated(
     bad = bad_pixels(N, R, user_mask, (Vn, Vr))
     # Isolated NaN pixels on smooth sky are filled from their neighbours and
     # cost their own area, not a dilation by the kernel radius each.
-    from ..inpaint import repair_isolated  # here, not at the top: astrid.diffim imports zogy
+    from ..inpaint import repair_for_subtraction  # here: astrid.diffim imports zogy
 
-    (N, R), filled = repair_isolated((N, R), bad, (sigma_n, sigma_r))
-    if filled.any():
-        bad &= ~filled
-    if repaired is not None:
-        # Pixels the caller (difference()) already filled the same way.
-        filled |= check_map("repaired", repaired, shape).astype(bool)
+    already = None if repaired is None else check_map("repaired", repaired, shape).astype(bool)
+    (N, R), filled = repair_for_subtraction((N, R), bad, (sigma_n, sigma_r), already)
     return _Inputs(
         N=N,
         R=R,
