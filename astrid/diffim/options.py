@@ -118,27 +118,9 @@ FLAT_NAMES = {
     "kernel": ("subtract", "kernel"),
 }
 
-# Inputs and options of astrid.kernel.subtract that difference(method="kernel") fills in from
-# its stages.
-_KERNEL_FROM_DIFFERENCE = frozenset(
-    {
-        "stars",
-        "science_variance",
-        "reference_variance",
-        "science_sigma",
-        "reference_sigma",
-        "science_fwhm",
-        "reference_fwhm",
-        "science_psf",
-        "reference_psf",
-        "astrometric_sigma",
-        "dtype",
-        "filled",
-        "mask_radius",
-        "fill_value",
-        "mask",
-    }
-)
+# Besides every astrid.kernel.KernelInputs field, the arguments and KernelOptions fields of
+# astrid.kernel.subtract that difference(method="kernel") fills in from its stages and options.
+_KERNEL_SET_BY_DIFFERENCE = frozenset({"stars", "mask", "dtype", "mask_radius", "fill_value"})
 
 
 @dataclass(frozen=True)
@@ -327,14 +309,15 @@ def _check_kernel_options(kernel_options) -> None:
             f"kernel: must be a dict of astrid.kernel.subtract options, got {kernel_options!r}"
         )
     # difference() passes these itself, from its own stages and options.
-    taken = sorted(set(kernel_options) & _KERNEL_FROM_DIFFERENCE)
+    from ..kernel import KernelInputs, KernelOptions
+
+    from_difference = {f.name for f in fields(KernelInputs)} | _KERNEL_SET_BY_DIFFERENCE
+    taken = sorted(set(kernel_options) & from_difference)
     if taken:
         raise AstridInputError(
             f"kernel: {taken} are set by difference() itself (give mask_radius, fill_value, dtype or "
             "astrometric_sigma as difference() options, PSFs as science_psf=/reference_psf=)"
         )
-    from ..kernel import KernelOptions
-
     unknown = sorted(set(kernel_options) - {f.name for f in fields(KernelOptions)})
     if unknown:
         raise AstridInputError(f"kernel: {unknown} are not astrid.kernel.KernelOptions fields")
