@@ -5,11 +5,13 @@
 - :mod:`.serialise` — :func:`json_safe`, the one rule for writing values to JSON
   (non-finite floats become ``null``).
 - :mod:`.fits` — :func:`first_image_hdu`, the one rule for choosing a FITS image HDU.
+- :mod:`.memory` — :func:`reuse_freed_memory`, freed image-sized arrays kept for reuse (glibc).
 
 Modules anywhere in the package import these; nothing outside the package should.
 """
 
 from .fits import first_image_hdu, is_image_hdu
+from .memory import reuse_freed_memory
 from .serialise import json_safe
 from .stats import (
     GAUSSIAN_SIGMA_TO_FWHM,
@@ -27,6 +29,7 @@ __all__ = [
     "is_image_hdu",
     "json_safe",
     "neighbour_noise",
+    "reuse_freed_memory",
     "robust_std",
     "robust_std_about",
     "sigma_to_fwhm",

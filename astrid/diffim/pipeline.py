@@ -21,7 +21,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from .._utils import json_safe
+from .._utils import json_safe, reuse_freed_memory
 from ..errors import (
     AstridInputError,
     AstridMismatchError,
@@ -1102,6 +1102,7 @@ def _subtract_classic(
 # ----------------------------------------------------------------------------- difference
 
 
+@reuse_freed_memory()
 def difference(
     reference,
     science,

@@ -25,11 +25,10 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 from astropy.table import Table
-from scipy import ndimage
 from scipy.special import erfinv
 
 from .. import _utils
-from .._utils import GAUSSIAN_SIGMA_TO_FWHM
+from .._utils import GAUSSIAN_SIGMA_TO_FWHM, reuse_freed_memory
 from ..diffim.inpaint import repair_for_subtraction
 from ..diffim.zogy import as_aligned_pair as _as_aligned_pair
 from ..diffim.zogy import bad_pixels as _bad_pixels
@@ -46,6 +45,7 @@ from ._basis import (
     n_spatial,
     spatial_terms,
 )
+from ._fft import SameConvolution, box_max
 from ._fit import convolve_tiles, stamp_design
 from ._options import MIN_STAMPS, KernelInputs, KernelOptions
 from ._result import KernelModel, KernelResult
@@ -470,7 +470,7 @@ def _detection(num, var, model, P, systematic, stars, work, astrometric=(0.0, 0.
     # filtered profile is already faint: the term follows the brightest model value within a PSF
     # half-width, so those lobes are covered while faint sky far from stars is not penalised.
     half = P.shape[0] // 2
-    near = ndimage.maximum_filter(np.abs(model), size=2 * half + 1)
+    near = box_max(np.abs(model), half)
     if systematic == "auto":
         ys, xs = stars
         inside = (
@@ -508,73 +508,25 @@ def _detection(num, var, model, P, systematic, stars, work, astrometric=(0.0, 0.
     return np.divide(num, var, out=var), epsilon
 
 
-def _filter(kernel, shape, work):
-    """A function convolving images of ``shape`` with ``kernel`` ("same" size, zero outside); the kernel's
-    transform is computed once."""
-    import scipy.fft
-
-    ny, nx = shape
-    k = kernel.shape[-1]
-    half = k // 2
-    fshape = (
-        scipy.fft.next_fast_len(ny + k - 1, real=True),
-        scipy.fft.next_fast_len(nx + k - 1, real=True),
-    )
-    G = scipy.fft.rfft2(np.asarray(kernel, dtype=work), s=fshape, workers=-1)
-
-    def apply(image):
-        F = scipy.fft.rfft2(image, s=fshape, workers=-1)
-        F *= G
-        return scipy.fft.irfft2(F, s=fshape, workers=-1)[half : half + ny, half : half + nx]
-
-    return apply
-
-
-def _fft_same(image, kernels, work):
-    """``image`` convolved with each of ``kernels`` (n, k, k), "same" size, zero outside: one forward FFT."""
-    import scipy.fft
-
-    ny, nx = image.shape
-    k = kernels.shape[-1]
-    half = k // 2
-    shape = (
-        scipy.fft.next_fast_len(ny + k - 1, real=True),
-        scipy.fft.next_fast_len(nx + k - 1, real=True),
-    )
-    F = scipy.fft.rfft2(image, s=shape, workers=-1)
-    out = np.empty((len(kernels), ny, nx), dtype=work)
-    for i, kernel in enumerate(kernels):
-        G = scipy.fft.rfft2(kernel.astype(work), s=shape, workers=-1)
-        G *= F
-        out[i] = scipy.fft.irfft2(G, s=shape, workers=-1)[half : half + ny, half : half + nx]
-    return out
-
-
 def _convolve_terms(image, term_kernels, degree, work):
     """Σ_l p_l(x, y) (image ⊗ K_l) over the spatial terms p_l (order 1, x, y, x², xy, y², ...).
 
     One forward FFT of the image; each term's product is transformed back and added at once, so
     only one image-sized term is held at a time.
     """
-    import scipy.fft
-
     ny, nx = image.shape
     k = term_kernels.shape[-1]
-    half = k // 2
-    shape = (
-        scipy.fft.next_fast_len(ny + k - 1, real=True),
-        scipy.fft.next_fast_len(nx + k - 1, real=True),
-    )
-    F = scipy.fft.rfft2(image, s=shape, workers=-1)
+    fft = SameConvolution(image.shape, work)
+    F = fft.image_spectrum(image, k)
     u = (2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0).astype(work)
     v = (2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0).astype(work)
     out = None
     t = 0
     for total in range(degree + 1):
         for j in range(total + 1):
-            G = scipy.fft.rfft2(term_kernels[t].astype(work), s=shape, workers=-1)
+            G = fft.kernel_spectrum(term_kernels[t])
             G *= F
-            part = scipy.fft.irfft2(G, s=shape, workers=-1)[half : half + ny, half : half + nx]
+            part = fft.back(G, k)
             del G
             if t == 0:
                 out = np.array(part, dtype=work)
@@ -1192,9 +1144,7 @@ def _matched_model(T, VT, sT, model: KernelModel, acf, options: KernelOptions):
         centre_kernel = model.at(0.5 * (nx - 1), 0.5 * (ny - 1))
         sq_c = float(np.sum(centre_kernel**2))
         # FFT round-off leaves tiny negative values where the variance is 0 (masked pixels).
-        var = np.maximum(
-            _fft_same(VT.astype(work, copy=False), (centre_kernel**2)[None], work)[0], 0
-        )
+        var = np.maximum(SameConvolution(shape, work).convolve(VT, centre_kernel**2), 0)
         scale_tiles = np.sum(kernels * kernels, axis=(-2, -1)) / sq_c * factor
         var *= _tiles_to_map(scale_tiles.astype(work), tile, shape)
     else:
@@ -1315,19 +1265,24 @@ def _detection_image(diff, conv, VJ_full, out_mask, images, model, P, acfs, opti
     kp = np.tensordot(np.moveaxis(terms, 0, -1), kp_terms, axes=1)
     # The filtered difference and its variance, each input map freed once filtered (at 4096² every
     # image-sized float32 map is 64 MiB).
-    by_p = _filter(P[::-1, ::-1], shape, work)
-    by_p2 = _filter(P * P, shape, work)
-    num = by_p(np.where(keep_px, diff, 0))
-    var_d = np.maximum(
-        by_p2(np.where(keep_px, VJ_full, 0)), 0
-    )  # round-off leaves tiny negatives at zeros
+    fft = SameConvolution(shape, work)
+    k = P.shape[-1]
+    by_p, by_p2 = fft.kernel_spectrum(P[::-1, ::-1]), fft.kernel_spectrum(P * P)
+
+    def filtered(image, spectrum, keep=None):
+        F = fft.image_spectrum(image, k, keep)
+        F *= spectrum
+        return fft.back(F, k)
+
+    num = filtered(diff, by_p, keep_px)
+    # Round-off leaves tiny negatives at zeros.
+    var_d = np.maximum(filtered(VJ_full, by_p2, keep_px), 0)
     var_d *= work(_correlated_factor(P[None], acf_j)[0])
     ratio = np.sum(kp * kp, axis=(-2, -1)) / float(np.sum(P * P)) * _correlated_factor(kp, acf)
     var_d += np.maximum(
-        by_p2(np.where(keep_px, VT if VT is not None else work(sT**2), 0).astype(work, copy=False)),
-        0,
+        filtered(VT if VT is not None else work(sT**2), by_p2, keep_px), 0
     ) * _tiles_to_map(ratio.astype(work), tile, shape)
-    return num, var_d, by_p(conv)
+    return num, var_d, filtered(conv, by_p)
 
 
 def _detect(
@@ -1430,6 +1385,7 @@ def _kernel_model(plan, fit, shape, options: KernelOptions) -> KernelModel:
     )
 
 
+@reuse_freed_memory()
 def subtract(
     reference,
     science,

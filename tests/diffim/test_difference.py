@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -343,3 +344,36 @@ def test_simulated_false_positives_zogy_beats_classic(simulated_runs):
     assert zogy_fp <= 3 * len(simulated_runs)
     assert zogy_fp < classic_fp
     assert zogy_bright <= classic_bright
+
+
+def _status_mib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc peak-RSS reset"
+)
+def test_difference_gives_its_working_memory_back():
+    """Freed working arrays are reused during a call (docs/performance.md) and returned after it,
+    so that a notebook's kernel does not keep the call's peak."""
+    from astrid.simulate import pair
+
+    small, big = pair(256, seed=1), pair(1024, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        difference(small.reference, small.science, method="kernel")  # load the numba kernels
+        before = _status_mib("VmRSS:")
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")  # reset the peak resident size
+        except OSError:
+            pytest.skip("cannot reset the peak resident size here")
+        result = difference(big.reference, big.science, method="kernel")
+        del result
+    peak, after = _status_mib("VmHWM:") - before, _status_mib("VmRSS:") - before
+    assert peak > 50, f"the 1024² call should need working memory (peak growth {peak:.0f} MiB)"
+    assert after < 0.5 * peak, f"{after:.0f} MiB of a {peak:.0f} MiB peak kept after the call"
