@@ -35,6 +35,8 @@ __all__ = [
     "plot_difference",
     "plot_scorr_histogram",
     "plot_zogy_vs_classic",
+    "plot_methods_at_stars",
+    "plot_kernel_grid",
     "plot_triplets",
     "select_examples",
     "plot_completeness",
@@ -442,7 +444,8 @@ def plot_zogy_vs_classic(
     Both significance maps are in sigma, so the same colour range compares
     them directly: a classic subtraction leaves PSF-mismatch rings of many
     sigma around bright stars, ZOGY's ``S_corr`` (which includes the source
-    noise and astrometric-noise terms) stays close to the noise.
+    noise and astrometric-noise terms) stays close to the noise. The figure
+    is :func:`plot_methods_at_stars` with the two methods.
 
     Parameters
     ----------
@@ -475,29 +478,118 @@ def plot_zogy_vs_classic(
     AstridInputError
         No positions, or the two results are on different grids.
     """
+    return plot_methods_at_stars(
+        {"classic": classic_result, "ZOGY": zogy_result},
+        positions,
+        size=size,
+        limit=limit,
+        max_rows=max_rows,
+        residual_radius=residual_radius,
+        science=zogy_result.science,
+    )
+
+
+def _method_columns(results, science) -> list[tuple[str, np.ndarray, object]]:
+    """(title, plane, mask) of each column of :func:`plot_methods_at_stars`, grids checked."""
+    from collections.abc import Mapping
+
     from .errors import AstridInputError
 
+    if not isinstance(results, Mapping) or not results:
+        raise AstridInputError(
+            "results: expected a non-empty dict of method name -> DifferenceResult, "
+            f"got {type(results).__name__}" + (" (empty)" if isinstance(results, Mapping) else "")
+        )
+    for name, result in results.items():
+        if not (hasattr(result, "S_corr") and hasattr(result, "mask")):
+            raise AstridInputError(
+                f"results[{name!r}]: expected a DifferenceResult or DifferencePlanes "
+                f"(with S_corr and mask), got {type(result).__name__}"
+            )
+    first = next(iter(results))
+    shown = _array(results[first].science if science is None else science)
+    columns = [("science", shown, None)]
+    for name, result in results.items():
+        plane = _array(result.S_corr)
+        if plane.shape != shown.shape:
+            origin = "science" if science is not None else f"results[{first!r}].science"
+            raise AstridInputError(
+                f"results[{name!r}].S_corr {plane.shape} and {origin} {shown.shape} "
+                "are on different grids"
+            )
+        columns.append((f"{name} " + r"$S_\mathrm{corr}$", plane, result.mask))
+    return columns
+
+
+def plot_methods_at_stars(
+    results,
+    positions,
+    size: int = 41,
+    limit: float = 5.0,
+    max_rows: int = 4,
+    residual_radius: float = 6.0,
+    science=None,
+):
+    """Subtraction residuals around bright stars, one column per difference method.
+
+    Every significance map is in sigma, so one colour range compares them
+    directly: PSF mismatch shows up as rings of many sigma around bright
+    stars (e.g. a Gaussian-matched classic subtraction), a well matched
+    subtraction stays close to the noise.
+
+    Parameters
+    ----------
+    results : dict of str to DifferenceResult or astrid.evaluation.DifferencePlanes
+        The same pair differenced by each method (e.g. ``"classic"``,
+        ``"kernel"``, ``"ZOGY"``), all on the same reference grid; the keys
+        title the columns, in the dict's order.
+    positions : astropy.table.Table or array-like, shape (n, 2)
+        Star positions on the reference grid (``x_ref``/``y_ref`` or
+        ``x``/``y`` columns, or (x, y) rows), e.g. from
+        :func:`astrid.evaluation.bright_star_positions`.
+    size : int
+        Side of each cut-out, pixels (odd).
+    limit : float
+        Colour range ±``limit`` sigma.
+    max_rows : int
+        At most this many stars are shown.
+    residual_radius : float
+        Radius around the star, pixels, over which the residual is measured.
+    science : astrid.Image or array-like, shape (ny, nx), optional
+        The image of the first column, on the reference grid (default: the
+        aligned science image of the first result).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One row per star: science, then each method's ``S_corr``; each
+        significance panel is labelled with the largest ``|S_corr|`` over the
+        unmasked pixels within ``residual_radius`` of the star (other sources
+        in the cut-out do not count).
+
+    Raises
+    ------
+    AstridInputError
+        ``results`` not a non-empty dict of results, no positions, or the
+        results (and ``science``) on different grids.
+    """
+    from .errors import AstridInputError
+
+    columns = _method_columns(results, science)
     xy = _positions_xy(positions)[:max_rows]
     if len(xy) == 0:
         raise AstridInputError("positions: no star to show")
-    zogy_S, classic_S = _array(zogy_result.S_corr), _array(classic_result.S_corr)
-    if zogy_S.shape != classic_S.shape:
-        raise AstridInputError(
-            f"zogy_result {zogy_S.shape} and classic_result {classic_S.shape} are on different grids"
-        )
     half = int(size) // 2
     offsets = np.arange(-half, half + 1)
     within = np.hypot(offsets[:, None], offsets[None, :]) <= residual_radius
-    science = _array(zogy_result.science)
-    columns = [
-        ("science", science, None),
-        (r"classic $S_\mathrm{corr}$", classic_S, classic_result.mask),
-        (r"ZOGY $S_\mathrm{corr}$", zogy_S, zogy_result.mask),
-    ]
     plt = pyplot()
     with style():
         fig, axes = plt.subplots(
-            len(xy), 3, figsize=(5.0, 1.65 * len(xy) + 0.4), constrained_layout=True, squeeze=False
+            len(xy),
+            len(columns),
+            figsize=(1.55 * len(columns) + 0.35, 1.65 * len(xy) + 0.4),
+            constrained_layout=True,
+            squeeze=False,
         )
         image = None
         for row, (x, y) in enumerate(xy):
@@ -526,6 +618,118 @@ def plot_zogy_vs_classic(
                 ax.set_xticks([])
                 ax.set_yticks([])
         fig.colorbar(image, ax=axes[:, 1:], shrink=0.8, label=r"$\sigma$")
+    return fig
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _kernel_model(model):
+    """The :class:`astrid.kernel.KernelModel` of a model, a KernelResult or a kernel difference."""
+    from .diffim.pipeline import DifferenceResult
+    from .errors import AstridInputError
+    from .kernel import KernelModel, KernelResult
+
+    if isinstance(model, DifferenceResult):
+        if model.method != "kernel":
+            raise AstridInputError(
+                f"model: a DifferenceResult of method {model.method!r} holds no fitted kernel; "
+                'difference with method="kernel"'
+            )
+        model = model.subtraction
+    if isinstance(model, KernelResult):
+        model = model.model
+    if not isinstance(model, KernelModel):
+        raise AstridInputError(
+            "model: expected a KernelModel, a KernelResult or a DifferenceResult of method "
+            f"'kernel', got {type(model).__name__}"
+        )
+    return model
+
+
+def plot_kernel_grid(model, n: int = 3, cmap: str = _DIFF_CMAP, title: str | None = None):
+    """The fitted PSF-matching kernel at an ``n`` × ``n`` grid of positions over the field.
+
+    The kernels come from :meth:`astrid.kernel.KernelModel.grid`: positions
+    spaced evenly from corner to corner of the image, the panel of the
+    bottom-left corner (x = 0, y = 0) bottom left, as on the image. All
+    panels share one colour scale, symmetric about 0 so that negative lobes
+    show. Each panel is titled with its position and labelled with the
+    kernel's sum there, the local photometric scale (science flux over
+    reference flux when the reference is convolved).
+
+    Parameters
+    ----------
+    model : KernelModel, KernelResult or DifferenceResult
+        The fitted kernel: an :class:`astrid.kernel.KernelModel`, the
+        :class:`astrid.kernel.KernelResult` of :func:`astrid.kernel.subtract`,
+        or the result of ``astrid.difference(..., method="kernel")``.
+    n : int
+        Panels per side (at least 2).
+    cmap : str, optional
+        Matplotlib colour map (a diverging one: the scale is centred on 0).
+    title : str, optional
+        Figure title (default: which image is convolved, the kernel's size
+        and its spatial degree).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``n`` × ``n`` panels of the kernel (offsets in pixels from its
+        centre), each titled ``(x, y)`` (pixels on the image the model
+        refers to) and labelled ``sum <value>``, with one colour bar.
+
+    Raises
+    ------
+    AstridInputError
+        ``model`` is none of the above, or ``n`` is not an integer of at
+        least 2.
+    """
+    from .errors import AstridInputError
+
+    model = _kernel_model(model)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise AstridInputError(f"n: panels per side must be an integer >= 2, got {n!r}")
+    n = int(n)
+    xs, ys, kernels = model.grid(n)
+    r = model.half_width
+    lim = float(np.max(np.abs(kernels))) or 1.0
+    extent = (-r - 0.5, r + 0.5, -r - 0.5, r + 0.5)
+    plt = pyplot()
+    with style():
+        fig, axes = plt.subplots(
+            n,
+            n,
+            figsize=(1.45 * n + 0.8, 1.45 * n + 0.4),
+            constrained_layout=True,
+            sharex=True,
+            sharey=True,
+            squeeze=False,
+        )
+        image = None
+        for iy, y in enumerate(ys):
+            for ix, x in enumerate(xs):
+                ax = axes[n - 1 - iy, ix]  # the top row of panels is the top of the image
+                image = ax.imshow(kernels[iy, ix], cmap=cmap, vmin=-lim, vmax=lim, extent=extent)
+                ax.set_title(f"({x:.0f}, {y:.0f})", fontsize=7)
+                ax.text(
+                    0.04,
+                    0.04,
+                    f"sum {float(model.kernel_sum(x, y)):.4f}",
+                    transform=ax.transAxes,
+                    fontsize=7,
+                    color="k",
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1},
+                )
+        for ax in axes[-1, :]:
+            ax.set_xlabel(r"$\Delta x$ [pix]")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(r"$\Delta y$ [pix]")
+        fig.colorbar(image, ax=axes, shrink=0.8, label="kernel value")
+        fig.suptitle(
+            title
+            or f"kernel ({model.convolved} convolved), {2 * r + 1} px, spatial degree {model.degree}"
+        )
     return fig
 
 

@@ -119,9 +119,10 @@ class DifferenceResult:
         verdict, see :attr:`quality`), and
         ``time_align``, ``time_background``, ``time_psf``,
         ``time_flux_ratio``, ``time_subtract``, ``time_total`` (seconds).
-    subtraction : ZogyResult or ClassicResult
+    subtraction : ZogyResult, ClassicResult or KernelResult
         The raw result of the subtraction step (e.g. for
-        :func:`astrid.zogy.flux_at`).
+        :func:`astrid.zogy.flux_at`, or the fitted kernel's ``model`` for
+        :func:`astrid.figures.plot_kernel_grid`).
     quality : astrid.diffim.Quality or None
         The verdict on this difference (``verdict``: pass, warn or fail;
         ``reasons``: the checks that did not pass, with the measured values
