@@ -143,6 +143,131 @@ def test_plot_zogy_vs_classic(synthetic):
         figures.plot_zogy_vs_classic(synthetic, small, positions)
 
 
+def _planes(shape, S_corr, method="zogy"):
+    zero = np.zeros(shape)
+    return evaluation.DifferencePlanes(
+        method, zero, zero, S_corr, S_corr, np.zeros(shape, bool), np.ones(shape, bool)
+    )
+
+
+def test_plot_methods_at_stars_one_column_per_method(synthetic):
+    results = {
+        "Gaussian": _planes(synthetic.S_corr.shape, synthetic.S_corr * 3, "classic"),
+        "fitted kernel": _planes(synthetic.S_corr.shape, synthetic.S_corr * 2, "kernel"),
+        "ZOGY": synthetic,
+    }
+    positions = np.array([[40.0, 40.0], [90.0, 80.0]])
+    fig = figures.plot_methods_at_stars(results, positions, size=21, science=synthetic.science)
+    axes = [ax for ax in fig.axes if ax.get_images()]
+    assert len(axes) == 2 * 4
+    assert [ax.get_title() for ax in axes[:4]] == [
+        "science",
+        r"Gaussian $S_\mathrm{corr}$",
+        r"fitted kernel $S_\mathrm{corr}$",
+        r"ZOGY $S_\mathrm{corr}$",
+    ]
+    assert [ax.get_ylabel() for ax in axes[::4]] == ["(40, 40)", "(90, 80)"]
+    peaks = [[float(t.get_text().split()[-1]) for t in ax.texts] for ax in axes]
+    assert peaks[0] == [] and all(len(p) == 1 for p in peaks[1:4])
+    assert peaks[1][0] == pytest.approx(3 * peaks[3][0], rel=0.05)
+    assert peaks[2][0] == pytest.approx(2 * peaks[3][0], rel=0.05)
+    # without science=, the first result's science image is shown
+    (only,) = figures.plot_methods_at_stars({"ZOGY": synthetic}, positions[:1]).axes[:1]
+    assert only.get_title() == "science"
+
+
+def test_plot_methods_at_stars_refuses_bad_results(synthetic):
+    positions = [[40.0, 40.0]]
+    small = _planes((8, 8), np.zeros((8, 8)))
+    with pytest.raises(AstridInputError, match="results: expected a non-empty dict"):
+        figures.plot_methods_at_stars([synthetic], positions)
+    with pytest.raises(AstridInputError, match="empty"):
+        figures.plot_methods_at_stars({}, positions)
+    with pytest.raises(AstridInputError, match=r"results\['small'\].*different grids"):
+        figures.plot_methods_at_stars({"ZOGY": synthetic, "small": small}, positions)
+    with pytest.raises(AstridInputError, match="different grids"):
+        figures.plot_methods_at_stars({"small": small}, positions, science=synthetic.science)
+    with pytest.raises(AstridInputError, match=r"results\['S'\]: expected a DifferenceResult"):
+        figures.plot_methods_at_stars({"S": synthetic.S_corr}, positions)
+    with pytest.raises(AstridInputError, match="no star"):
+        figures.plot_methods_at_stars({"ZOGY": synthetic}, np.zeros((0, 2)))
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+def _kernel_panels(fig):
+    """{(x, y) from the title: (the panel's kernel, the sum written on it)}."""
+    out = {}
+    for ax in fig.axes:
+        if ax.get_images():
+            x, y = (float(v) for v in ax.get_title().strip("()").split(","))
+            (label,) = [t.get_text() for t in ax.texts]
+            assert label.startswith("sum ")
+            out[(x, y)] = (np.asarray(ax.get_images()[0].get_array()), float(label.split()[1]))
+    return out
+
+
+def _assert_sums(panels, model, n):
+    """One panel per position of model.grid(n), each labelled with the kernel's sum there."""
+    xs, ys, _ = model.grid(n)
+    assert sorted(panels) == sorted((round(x), round(y)) for x in xs for y in ys)
+    for x in xs:
+        for y in ys:
+            label = panels[(round(x), round(y))][1]
+            assert label == pytest.approx(float(model.kernel_sum(x, y)), abs=6e-5)
+
+
+def test_plot_kernel_grid_of_a_kernel_difference(kernel_difference):
+    model = kernel_difference.subtraction.model
+    for given in (kernel_difference, kernel_difference.subtraction, model):
+        fig = figures.plot_kernel_grid(given, n=3)
+        panels = _kernel_panels(fig)
+        _assert_sums(panels, model, 3)
+        assert {kernel.shape for kernel, _ in panels.values()} == {(2 * model.half_width + 1,) * 2}
+        assert fig.get_suptitle().startswith(f"kernel ({model.convolved} convolved)")
+        plt.close(fig)
+
+
+def test_plot_kernel_grid_shows_a_varying_kernel_on_one_scale():
+    from astrid.kernel import KernelModel, alard_lupton_basis
+
+    basis = alard_lupton_basis(5, sigmas=[1.0, 2.0], degrees=[2, 0])
+    coefficients = np.zeros((basis.size, 3))  # spatial degree 1: terms 1, x, y
+    coefficients[0] = [1.0, 0.1, -0.05]  # the sum: 0.95 at (0, 0), 1.15 at (nx - 1, 0)
+    coefficients[1] = [0.0, 0.3, 0.2]
+    model = KernelModel(basis, coefficients, 1, 1, 0, np.zeros(1), (200, 300), "reference")
+    fig = figures.plot_kernel_grid(model, n=4, title="varying")
+    panels = _kernel_panels(fig)
+    assert len(panels) == 16 and fig.get_suptitle() == "varying"
+    assert panels[(0.0, 0.0)][1] == pytest.approx(0.95, abs=1e-4)
+    assert panels[(299.0, 0.0)][1] == pytest.approx(1.15, abs=1e-4)
+    _assert_sums(panels, model, 4)
+    for x, y in ((0.0, 0.0), (299.0, 199.0)):  # corners: titles give the exact positions
+        np.testing.assert_allclose(panels[(x, y)][0], model.at(x, y))
+    limits = {im.get_clim() for ax in fig.axes for im in ax.get_images()}
+    assert len(limits) == 1  # one colour scale
+    (vmin, vmax) = limits.pop()
+    assert vmin == -vmax and vmax == pytest.approx(np.abs(model.grid(4)[2]).max())
+    # the bottom-left panel is the image's (0, 0), the top-right its (nx - 1, ny - 1)
+    image_axes = [ax for ax in fig.axes if ax.get_images()]
+    assert image_axes[0].get_title() == "(0, 199)" and image_axes[-1].get_title() == "(299, 0)"
+
+
+def test_plot_kernel_grid_refuses_what_holds_no_kernel(kernel_difference, synthetic):
+    import dataclasses
+
+    zogy_like = dataclasses.replace(kernel_difference, method="zogy")
+    with pytest.raises(AstridInputError, match="model: a DifferenceResult of method 'zogy'"):
+        figures.plot_kernel_grid(zogy_like)
+    with pytest.raises(AstridInputError, match="model: expected a KernelModel"):
+        figures.plot_kernel_grid(synthetic)  # planes read back from FITS hold no kernel
+    with pytest.raises(AstridInputError, match="n: panels per side"):
+        figures.plot_kernel_grid(kernel_difference, n=1)
+    with pytest.raises(AstridInputError, match="n: panels per side"):
+        figures.plot_kernel_grid(kernel_difference, n=2.5)
+
+
 # --------------------------------------------------------------------------- triplets
 
 
