@@ -22,10 +22,18 @@ scatter and worst error over the seeds: how far two independent estimates of
 the same pair's scale are from the truth shows what the pair's stars can
 measure.
 
+With ``--oracle``, for each seed: every star that is neither variable nor
+saturated nor near a masked pixel fitted (flux and a constant, weights
+1/variance, 21 px boxes) with the simulator's *true* PSF at its true position
+in each epoch's own image; the per-star ratios' pulls against the true flux
+ratio (median, robust std), the inverse-variance mean ratio against the
+truth, and the pulls of the eight stars with the largest weights.
+
 Run::
 
     .venv/bin/python benchmarks/kernel_scale_diagnostics.py --seeds 4 8 10 11 17
     .venv/bin/python benchmarks/kernel_scale_diagnostics.py --summary --seeds $(seq 101 120)
+    .venv/bin/python benchmarks/kernel_scale_diagnostics.py --oracle --seeds 3 8 10 11 17 116 118 120
 """
 
 from __future__ import annotations
@@ -48,6 +56,59 @@ RUNS = (
     ("clean, wings", CLEAN, {}, WINGS),
     ("default, wings", {}, {}, WINGS),
 )
+
+
+def _true_psf_flux(sim, epoch: str, x: float, y: float, half: int):
+    """(flux, error) of a star fitted with the true PSF and a constant, or None near an edge/mask."""
+    image = sim.reference if epoch == "reference" else sim.science
+    cx, cy = int(round(x)), int(round(y))
+    ny, nx = image.shape
+    if not (half <= cx < nx - half and half <= cy < ny - half):
+        return None
+    box = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
+    if np.asarray(image.mask)[box].any():
+        return None
+    psf = sim.psf(epoch, x, y, size=2 * half + 1)
+    design = np.stack([psf.ravel(), np.ones(psf.size)], axis=1)
+    weight = 1.0 / np.asarray(image.variance, float)[box].ravel()
+    covariance = np.linalg.inv(design.T @ (design * weight[:, None]))
+    flux = (covariance @ (design.T @ (np.asarray(image.data, float)[box].ravel() * weight)))[0]
+    return flux, float(np.sqrt(covariance[0, 0]))
+
+
+def oracle(seeds, size, half: int = 10) -> None:
+    """The true-PSF photometry of every clean star against the true flux ratio (see above)."""
+    for seed in seeds:
+        sim = pair(size, seed=seed)
+        true = sim.params["flux_ratio"]
+        stars = sim.stars
+        clean = ~np.asarray(stars["variable"], bool)
+        clean &= ~np.asarray(stars["saturated_ref"], bool) & ~np.asarray(
+            stars["saturated_sci"], bool
+        )
+        ratios, errors, snrs = [], [], []
+        for row in stars[clean]:
+            ref = _true_psf_flux(sim, "reference", row["x_ref"], row["y_ref"], half)
+            sci = _true_psf_flux(sim, "science", row["x_sci"], row["y_sci"], half)
+            if ref is None or sci is None or ref[0] <= 0 or sci[0] <= 0:
+                continue
+            ratio = sci[0] / ref[0]
+            ratios.append(ratio)
+            errors.append(ratio * np.hypot(ref[1] / ref[0], sci[1] / sci[0]))
+            snrs.append(ref[0] / ref[1])
+        ratios, errors, snrs = map(np.asarray, (ratios, errors, snrs))
+        pulls = (ratios - true) / errors
+        weights = 1.0 / errors**2
+        mean = np.sum(weights * ratios) / weights.sum()
+        spread = 1.4826 * np.median(np.abs(pulls - np.median(pulls)))
+        top = np.argsort(-weights)[:8]
+        print(
+            f"seed {seed}: {len(ratios)} stars, pulls median {np.median(pulls):+.2f}, robust std "
+            f"{spread:.2f}; inverse-variance mean / true − 1 {100 * (mean / true - 1):+.2f} % "
+            f"(± {100 / np.sqrt(weights.sum()) / true:.2f} %); the 8 heaviest stars: S/N "
+            f"{' '.join(f'{v:.0f}' for v in snrs[top])}, pulls {' '.join(f'{v:+.1f}' for v in pulls[top])}",
+            flush=True,
+        )
 
 
 def summary(seeds, size) -> None:
@@ -85,7 +146,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[4, 8, 10, 11, 17])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--oracle", action="store_true")
     args = parser.parse_args(argv)
+    if args.oracle:
+        oracle(args.seeds, args.size)
+        return
     if args.summary:
         summary(args.seeds, args.size)
         return
