@@ -154,7 +154,9 @@ def _check_parameters(box_size, filter_size, sigma) -> None:
 
 def _meshes(data, bad, box_size, filter_size, sigma):
     """``Background2D``'s background and RMS meshes (one value per box), or None when it cannot run."""
-    from photutils.background import Background2D, MedianBackground
+    from photutils.background import Background2D
+
+    from ._boxstats import BoxMedianBackground
 
     ny, nx = data.shape
     if ny < box_size or nx < box_size:
@@ -166,7 +168,7 @@ def _meshes(data, bad, box_size, filter_size, sigma):
             mask=bad,
             filter_size=filter_size,
             sigma_clip=SigmaClip(sigma=sigma, maxiters=10),
-            bkg_estimator=MedianBackground(),  # RMS: the default standard deviation
+            bkg_estimator=BoxMedianBackground(),  # RMS: the default standard deviation
             exclude_percentile=100.0 * _MAX_MASKED_FRACTION,
         )
         return np.asarray(bkg.background_mesh, float), np.asarray(bkg.background_rms_mesh, float)

@@ -104,7 +104,11 @@ def repair_isolated(images, bad: np.ndarray, sigmas) -> tuple[list[np.ndarray], 
     if ys.size == 0:
         return images, repaired
     neighbour_bad = _neighbours(bad, ys, xs, True)
-    ok = neighbour_bad.sum(axis=1) <= _MAX_BAD_NEIGHBOURS
+    # Most candidates of an aligned pair lie in the blank band outside the overlap: drop the
+    # ones with too many bad neighbours before taking medians of the rest.
+    few_bad = neighbour_bad.sum(axis=1) <= _MAX_BAD_NEIGHBOURS
+    ys, xs, neighbour_bad = ys[few_bad], xs[few_bad], neighbour_bad[few_bad]
+    ok = np.ones(ys.size, dtype=bool)
     values = []
     for image, sigma in zip(images, sigmas):
         near = _neighbours(image, ys, xs, np.nan).astype(np.float64)
