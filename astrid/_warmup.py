@@ -38,6 +38,12 @@ def _steps():
         pair = state["pair"]
         state["result"] = difference(pair.reference, pair.science)
 
+    def zogy_tiles():
+        # From 1024² on, the PSF varies over the field and ZOGY runs on tiles, views into the
+        # image, which numba compiles separately from whole arrays.
+        pair = simulate.pair(size=1024, seed=1)
+        difference(pair.reference, pair.science)
+
     def classic():
         pair = state["pair"]
         difference(pair.reference, pair.science, method="classic")
@@ -57,6 +63,7 @@ def _steps():
     return [
         ("simulated pair", simulate_pair),
         ("difference (ZOGY)", zogy),
+        ("difference (ZOGY on tiles, 1024²)", zogy_tiles),
         ("difference (classic)", classic),
         ("difference (fitted kernel)", fitted_kernel),
         ("candidates and triplets", triplets),

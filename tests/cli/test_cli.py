@@ -87,12 +87,55 @@ def test_warmup_compiles_the_chain_and_reports_each_step(capsys):
 
     assert main(["warmup"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines[:6]] == [
-        "[1/6] simulated pair",
-        "[2/6] difference (ZOGY)",
-        "[3/6] difference (classic)",
-        "[4/6] difference (fitted kernel)",
-        "[5/6] candidates and triplets",
-        "[6/6] braai preprocessing",
+    assert [line.split(":")[0] for line in lines[:7]] == [
+        "[1/7] simulated pair",
+        "[2/7] difference (ZOGY)",
+        "[3/7] difference (ZOGY on tiles, 1024²)",
+        "[4/7] difference (classic)",
+        "[5/7] difference (fitted kernel)",
+        "[6/7] candidates and triplets",
+        "[7/7] braai preprocessing",
     ]
     assert lines[-1].startswith("numba kernels compiled and cached in")
+
+
+def _compiled_signatures() -> dict[str, int]:
+    """How many specialisations each of astrid's numba kernels has compiled in this process."""
+    import sys
+
+    from numba.core.registry import CPUDispatcher
+
+    counts = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] != "astrid" or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, CPUDispatcher):
+                counts[f"{name}.{attr}"] = len(value.signatures)
+    return counts
+
+
+def test_after_warmup_the_ordinary_chain_compiles_nothing():
+    """A 1024² pair (ZOGY on tiles), its candidates and triplets, the kernel method: every
+    specialisation they need is one warmup compiled (else every new process compiles it)."""
+    import warnings
+
+    import astrid
+    from astrid.cli import main
+
+    assert main(["warmup"]) == 0
+    before = _compiled_signatures()
+    pair = astrid.simulate.pair(size=1024, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = astrid.difference(pair.reference, pair.science)
+        astrid.make_triplets(result, astrid.detect(result, threshold=5.0))
+        astrid.difference(pair.reference, pair.science, method="kernel")
+    after = _compiled_signatures()
+    assert result.metrics["n_tiles"] > 1
+    new = {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] > before.get(name, 0)
+    }
+    assert not new, f"compiled after warmup: {new}"
