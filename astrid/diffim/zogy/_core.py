@@ -424,7 +424,8 @@ def _noise_psd(acf: np.ndarray, variance: float, grid, dtype) -> np.ndarray:
     dy, dx, rho = dy[keep], dx[keep], rho[keep]
     phase_y = 2 * np.pi * np.outer(np.arange(grid[0]), dy) / grid[0]
     phase_x = 2 * np.pi * np.outer(np.arange(grid[1] // 2 + 1), dx) / grid[1]
-    out = np.empty((grid[0], grid[1] // 2 + 1), dtype=dtype)
+    # Always evaluated in float64 (one compiled kernel, not one per output type), then cast.
+    out = np.empty((grid[0], grid[1] // 2 + 1), dtype=np.float64)
     _kernels.noise_psd(
         np.cos(phase_y),
         np.sin(phase_y),
@@ -435,7 +436,7 @@ def _noise_psd(acf: np.ndarray, variance: float, grid, dtype) -> np.ndarray:
         _PSD_FLOOR if max(acf.shape) <= _NARROW_ACF else _PSD_FLOOR_WIDE,
         out,
     )
-    return out
+    return out.astype(dtype, copy=False)
 
 
 def _flux_zero_point(f_n, f_r, var_n, var_r, acf_n, acf_r) -> float:
