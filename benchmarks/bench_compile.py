@@ -30,7 +30,7 @@ import json, sys, time
 from collections import defaultdict
 from numba.core import event
 
-starts, stack, rows = {}, [], defaultdict(lambda: {"exclusive": 0.0, "signatures": set()})
+stack, rows = [], defaultdict(lambda: {"exclusive": 0.0, "signatures": set()})
 
 
 class Listener(event.Listener):

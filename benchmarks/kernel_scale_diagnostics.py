@@ -81,11 +81,46 @@ def _true_psf_flux(sim, epoch: str, x: float, y: float, half: int):
     # sim.psf is centred on its middle pixel; the star sits at a sub-pixel position, so the
     # profile is the source rendered there exactly as the simulation renders it
     psf = np.asarray(sim.render_source(epoch, x, y, 1.0)[box], float)
-    design = np.stack([psf.ravel(), np.ones(psf.size)], axis=1)
-    weight = 1.0 / np.asarray(image.variance, float)[box].ravel()
+    flux, variance = _fit_with_constant(
+        psf, np.asarray(image.data, float)[box], np.asarray(image.variance, float)[box]
+    )
+    return flux, float(np.sqrt(variance))
+
+
+def _fit_with_constant(profile, data, variance):
+    """(amplitude, its variance) of ``data ≈ amplitude × profile + constant``, weights 1/variance."""
+    design = np.stack([profile.ravel(), np.ones(profile.size)], axis=1)
+    weight = 1.0 / variance.ravel()
     covariance = np.linalg.inv(design.T @ (design * weight[:, None]))
-    flux = (covariance @ (design.T @ (np.asarray(image.data, float)[box].ravel() * weight)))[0]
-    return flux, float(np.sqrt(covariance[0, 0]))
+    amplitude = (covariance @ (design.T @ (data.ravel() * weight)))[0]
+    return amplitude, covariance[0, 0]
+
+
+def _quiet_difference(sim, method="kernel", **options):
+    """``difference()`` of a simulated pair, its warnings (expected here) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return difference(sim.reference, sim.science, method=method, **options)
+
+
+def _clean(stars):
+    """The stars of the truth table that are neither variable nor saturated in either epoch."""
+    clean = ~np.asarray(stars["variable"], bool)
+    clean &= ~np.asarray(stars["saturated_ref"], bool)
+    clean &= ~np.asarray(stars["saturated_sci"], bool)
+    return stars[clean]
+
+
+def _clipped_mean(values, errors, centre):
+    """Inverse-variance mean of ``values`` without pulls (about ``centre``) beyond 5 robust std.
+
+    Returns the mean, its error, the stars kept and the pulls' robust std.
+    """
+    pulls = (values - centre) / errors
+    spread = mad_std(pulls)
+    kept = np.abs(pulls - np.median(pulls)) < 5 * spread
+    weights = 1.0 / errors[kept] ** 2
+    return np.sum(weights * values[kept]) / weights.sum(), 1 / np.sqrt(weights.sum()), kept, spread
 
 
 def oracle(seeds, size, sim_options=None, half: int = 10) -> None:
@@ -93,13 +128,8 @@ def oracle(seeds, size, sim_options=None, half: int = 10) -> None:
     for seed in seeds:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
-        stars = sim.stars
-        clean = ~np.asarray(stars["variable"], bool)
-        clean &= ~np.asarray(stars["saturated_ref"], bool) & ~np.asarray(
-            stars["saturated_sci"], bool
-        )
         ratios, errors, snrs, epochs = [], [], [], []
-        for row in stars[clean]:
+        for row in _clean(sim.stars):
             ref = _true_psf_flux(sim, "reference", row["x_ref"], row["y_ref"], half)
             sci = _true_psf_flux(sim, "science", row["x_sci"], row["y_sci"], half)
             if ref is None or sci is None or ref[0] <= 0 or sci[0] <= 0:
@@ -120,18 +150,16 @@ def oracle(seeds, size, sim_options=None, half: int = 10) -> None:
         pulls = (ratios - true) / errors
         weights = 1.0 / errors**2
         mean = np.sum(weights * ratios) / weights.sum()
-        spread = mad_std(pulls)
         # single stars hit by a cosmic ray or blended with a galaxy or a transient sit tens of
         # sigma off; the clipped mean is what the clean stars measure
-        kept = np.abs(pulls - np.median(pulls)) < 5 * spread
-        clipped = np.sum(weights[kept] * ratios[kept]) / weights[kept].sum()
+        clipped, clipped_error, kept, spread = _clipped_mean(ratios, errors, true)
         top = np.argsort(-weights)[:8]
         print(
             f"seed {seed}: {len(ratios)} stars, pulls median {np.median(pulls):+.2f}, robust std "
             f"{spread:.2f}; inverse-variance mean / true − 1 {100 * (mean / true - 1):+.2f} % "
             f"(± {100 / np.sqrt(weights.sum()) / true:.2f} %); without the {np.sum(~kept)} stars "
             f"beyond 5 robust std {100 * (clipped / true - 1):+.2f} % "
-            f"(± {100 / np.sqrt(weights[kept].sum()) / true:.2f} %); the 8 heaviest stars: S/N "
+            f"(± {100 * clipped_error / true:.2f} %); the 8 heaviest stars: S/N "
             f"{' '.join(f'{v:.0f}' for v in snrs[top])}, pulls {' '.join(f'{v:+.1f}' for v in pulls[top])}; "
             f"fitted / true flux − 1 by epoch, clipped alike: reference "
             f"{_clipped_mean_percent(*np.asarray(epochs)[:, :2].T)}, science "
@@ -141,12 +169,9 @@ def oracle(seeds, size, sim_options=None, half: int = 10) -> None:
 
 
 def _clipped_mean_percent(values, errors) -> str:
-    """Inverse-variance mean of ``values`` − 1 (per cent) without pulls beyond 5 robust std."""
-    pulls = (values - 1) / errors
-    kept = np.abs(pulls - np.median(pulls)) < 5 * mad_std(pulls)
-    weights = 1.0 / errors[kept] ** 2
-    mean = np.sum(weights * values[kept]) / weights.sum()
-    return f"{100 * (mean - 1):+.2f} % ± {100 / np.sqrt(weights.sum()):.2f} %"
+    """:func:`_clipped_mean` of ``values`` about 1, − 1, in per cent with its error."""
+    mean, error, _, _ = _clipped_mean(values, errors, 1.0)
+    return f"{100 * (mean - 1):+.2f} % ± {100 * error:.2f} %"
 
 
 def _star_scales(res, stars, half: int = 8):
@@ -168,12 +193,9 @@ def _star_scales(res, stars, half: int = 8):
         box = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
         if bad[box].any():
             continue
-        design = np.stack([template[box].ravel(), np.ones(template[box].size)], axis=1)
-        weight = 1.0 / variance[box].ravel()
-        covariance = np.linalg.inv(design.T @ (design * weight[:, None]))
-        b = covariance @ (design.T @ (science[box].ravel() * weight))
-        if covariance[0, 0] > 0 and b[0] / np.sqrt(covariance[0, 0]) >= 20:
-            scales.append((b[0], covariance[0, 0]))
+        scale, scale_variance = _fit_with_constant(template[box], science[box], variance[box])
+        if scale_variance > 0 and scale / np.sqrt(scale_variance) >= 20:
+            scales.append((scale, scale_variance))
     return np.array(scales)
 
 
@@ -186,23 +208,12 @@ def refit(seeds, size, sim_options=None) -> None:
     for seed in seeds:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = difference(sim.reference, sim.science, method="kernel")
-            delta = difference(
-                sim.reference, sim.science, method="kernel", kernel={"basis": "delta"}
-            )
-        stars = sim.stars
-        clean = ~np.asarray(stars["variable"], bool)
-        clean &= ~np.asarray(stars["saturated_ref"], bool)
-        clean &= ~np.asarray(stars["saturated_sci"], bool)
-        scales = _star_scales(res, stars[clean])
-        ratios, variances = scales[:, 0], scales[:, 1]
-        pulls = (ratios - np.median(ratios)) / np.sqrt(variances)
-        spread = mad_std(pulls)
-        kept = np.abs(pulls - np.median(pulls)) < 5 * spread
-        weights = 1.0 / variances[kept]
-        refitted = res.subtraction.flux_ratio * np.sum(weights * ratios[kept]) / weights.sum()
+        res = _quiet_difference(sim)
+        delta = _quiet_difference(sim, kernel={"basis": "delta"})
+        scales = _star_scales(res, _clean(sim.stars))
+        ratios, errors = scales[:, 0], np.sqrt(scales[:, 1])
+        mean, _, kept, spread = _clipped_mean(ratios, errors, np.median(ratios))
+        refitted = res.subtraction.flux_ratio * mean
         cells = (res.subtraction.flux_ratio, delta.subtraction.flux_ratio, refitted)
         print(
             f"| {seed} | "
@@ -220,9 +231,7 @@ def summary(seeds, size, sim_options=None) -> None:
     for seed in seeds:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = difference(sim.reference, sim.science, method="kernel")
+        res = _quiet_difference(sim)
         k = res.subtraction
         errors.append(
             (100 * (k.flux_ratio / true - 1), 100 * (res.metrics["flux_ratio"] / true - 1))
@@ -275,23 +284,13 @@ def main(argv=None) -> None:
             if key not in sims:
                 sims[key] = pair(args.size, seed=seed, **sim_options)
             sim = sims[key]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = difference(
-                    sim.reference,
-                    sim.science,
-                    method="kernel",
-                    kernel=kernel_options,
-                    **diff_options,
-                )
+            res = _quiet_difference(sim, kernel=kernel_options, **diff_options)
             k = res.subtraction
             cells.append(
                 f"{100 * (k.flux_ratio / sim.params['flux_ratio'] - 1):+.2f} % ({k.n_stamps_used})"
             )
         sim = sims[()]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            zogy = difference(sim.reference, sim.science, method="zogy")
+        zogy = _quiet_difference(sim, method="zogy")
         cells.append(f"{100 * (zogy.metrics['flux_ratio'] / sim.params['flux_ratio'] - 1):+.2f} %")
         print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
     print("# cells: scale / true − 1 (stamps used); zogy: its flux ratio / true − 1")
