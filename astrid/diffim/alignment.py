@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.optimize
 from astropy.table import Table
 from numba import njit, prange
 
@@ -58,6 +59,8 @@ _CENTROID_FLOOR = 0.03
 # holds at least _MIN_STAT_STARS of them.
 _STAT_SNR = (100.0, 50.0, 20.0, 5.0)
 _MIN_STAT_STARS = 5
+# The registration error fits the scale of the centroid-noise model from this many stars.
+_MIN_KAPPA_STARS = 8
 # Header keywords that describe a WCS and must not survive resampling onto another grid.
 _WCS_KEY = re.compile(
     r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CTYPE\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+"
@@ -99,9 +102,11 @@ class Alignment:
         shift is its measured reference position. ``(0, 0)`` without
         refinement.
     astrometric_sigma : tuple of float
-        Per-axis RMS ``(sigma_x, sigma_y)`` (pixels) of those residuals,
-        corrected for the fitted parameters: the registration noise of
-        ZOGY's astrometric-noise term.
+        Registration error ``(sigma_x, sigma_y)`` (pixels) per axis: what the
+        residuals of all matched stars hold beyond the noise of their
+        centroids (σ_PSF √2 / (S/N) in each image), by maximum likelihood and
+        corrected for the fitted parameters; ZOGY's astrometric noise. Less
+        than the RMS where faint stars dominate the match.
     method : str
         Resampling method used (``"interp"``, ``"adaptive"``, ``"exact"``;
         with the reason when ``"interp"`` handed over), then the refinement
@@ -536,10 +541,11 @@ def _good_stars(table):
 def _refine(science, reference, sci_wcs, ref_wcs):
     """Match stars and fit the correction of the WCS mapping.
 
-    Returns ``(transform, src, dst, snr, model, ref_stars, sci_stars)``: ``src`` are the
-    WCS-predicted reference positions of the matched science stars (outliers
+    Returns ``(transform, src, dst, snr, centroid, model, ref_stars, sci_stars)``: ``src``
+    are the WCS-predicted reference positions of the matched science stars (outliers
     removed), ``dst`` their measured reference positions, ``snr`` the lower
-    of each pair's two S/N and ``model`` one of ``"affine"``, ``"shift"`` or
+    of each pair's two S/N, ``centroid`` the error of each residual per axis
+    expected from the two centroids' S/N (px), and ``model`` one of ``"affine"``, ``"shift"`` or
     ``"wcs"`` (the WCS needs no correction, or too few stars matched), and
     ``ref_stars`` and ``sci_stars`` every star found in each image (science
     positions on the science grid).
@@ -551,6 +557,7 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         identity,
         np.zeros((0, 2)),
         np.zeros((0, 2)),
+        np.zeros(0),
         np.zeros(0),
         "wcs",
         ref_stars,
@@ -586,15 +593,23 @@ def _refine(science, reference, sci_wcs, ref_wcs):
         if len(i1) < _MIN_SHIFT_STARS:
             break
         # Centroid error per axis ~ sigma_PSF * sqrt(2) / (S/N), per image, plus a floor.
-        sig = np.sqrt(
-            (math.sqrt(2) * fwhm_to_sigma(fwhm_r) / ref_snr[i2]) ** 2
-            + (math.sqrt(2) * fwhm_to_sigma(fwhm_s) / sci_snr[i1]) ** 2
-            + _CENTROID_FLOOR**2
+        centroid = np.hypot(
+            math.sqrt(2) * fwhm_to_sigma(fwhm_r) / ref_snr[i2],
+            math.sqrt(2) * fwhm_to_sigma(fwhm_s) / sci_snr[i1],
         )
         s, d = src[i1], dst[i2]
-        transform, keep, model = _fit(s, d, sig, centre)
+        transform, keep, model = _fit(s, d, np.hypot(centroid, _CENTROID_FLOOR), centre)
         snr = np.minimum(sci_snr[i1], ref_snr[i2])
-        result = (transform, s[keep], d[keep], snr[keep], model, ref_stars, sci_stars)
+        result = (
+            transform,
+            s[keep],
+            d[keep],
+            snr[keep],
+            centroid[keep],
+            model,
+            ref_stars,
+            sci_stars,
+        )
         radius = max(1.0, 0.3 * fwhm)
     return result
 
@@ -617,12 +632,15 @@ def _stars_on_reference(stars, sci_wcs, ref_wcs, transform, shape):
     return out
 
 
-def _residual_stats(res, snr, n_params):
-    """RMS residual per axis and in quadrature, from the most significant stars.
+def _residual_stats(res, snr, centroid, n_params):
+    """RMS residual in quadrature, from the most significant stars, and the registration error.
 
-    Centroid noise of faint stars would swamp the registration error, so the
-    statistics use the stars above the highest S/N tier (100, 50, 20, 5) that
-    has at least five of them (else all), corrected for the fitted parameters.
+    The RMS uses the stars above the highest S/N tier (100, 50, 20, 5) that
+    has at least five of them (else all), corrected for the fitted
+    parameters. The registration error per axis (ZOGY's astrometric noise)
+    is what the residuals hold beyond their centroids' noise: on a small or
+    sparse image the tier falls to faint stars, whose centroid noise alone
+    can be ten times the misregistration of the bright ones.
     """
     n = len(res)
     if n < _MIN_SHIFT_STARS:
@@ -635,8 +653,37 @@ def _residual_stats(res, snr, n_params):
     m = int(sel.sum())
     # Parameters per axis, spread over the stars used (their share of all).
     dof = max(m - (n_params / 2) * m / n, 1.0)
-    sig = np.sqrt((res[sel] ** 2).sum(axis=0) / dof)
-    return float(np.hypot(sig[0], sig[1])), (float(sig[0]), float(sig[1]))
+    rms = np.sqrt((res[sel] ** 2).sum(axis=0) / dof)
+    inflate = n / max(n - n_params / 2, 1.0)
+    sigma = _registration_error(res**2 * inflate, centroid**2)
+    return float(np.hypot(rms[0], rms[1])), sigma
+
+
+def _registration_error(squared, noise2) -> tuple[float, float]:
+    """(σx, σy) maximising the likelihood of residuals r_i ~ N(0, σ² + κ² c_i²) per axis.
+
+    ``squared`` holds r_i² per axis (n, 2), ``noise2`` the modelled centroid
+    variances c_i². The scale κ of the centroid model (the star finder's S/N
+    is not the optimal one, so c_i is only right to a factor) is fitted
+    jointly, within [1/3, 3], when at least :data:`_MIN_KAPPA_STARS` stars
+    constrain it; otherwise κ = 1.
+    """
+    rmax = float(np.max(squared)) + 1e-12
+    # A floor keeps the variance positive where a star's centroid noise is nil.
+    noise2 = np.maximum(noise2, 1e-8)
+
+    def nll(params):
+        sx2, sy2, k2 = params
+        vx, vy = sx2 + k2 * noise2, sy2 + k2 * noise2
+        return float(
+            np.sum(np.log(vx) + squared[:, 0] / vx) + np.sum(np.log(vy) + squared[:, 1] / vy)
+        )
+
+    fit_kappa = len(noise2) >= _MIN_KAPPA_STARS
+    start = np.array([0.1 * rmax, 0.1 * rmax, 1.0])
+    bounds = [(0.0, rmax), (0.0, rmax), (1 / 9, 9.0) if fit_kappa else (1.0, 1.0)]
+    best = scipy.optimize.minimize(nll, start, method="L-BFGS-B", bounds=bounds)
+    return float(math.sqrt(best.x[0])), float(math.sqrt(best.x[1]))
 
 
 # --------------------------------------------------------------------------
@@ -839,7 +886,7 @@ def _match(science, reference, sci_wcs, ref_wcs, refine, sci_name) -> _Match:
     """Match stars, fit the transform (or keep the WCS), measure the residuals, warn when doubtful."""
     shape = reference.shape
     identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    transform, src, dst, snr, model, ref_stars, sci_stars = _refine(
+    transform, src, dst, snr, centroid, model, ref_stars, sci_stars = _refine(
         science, reference, sci_wcs, ref_wcs
     )
     n_matched = len(src)
@@ -864,7 +911,7 @@ def _match(science, reference, sci_wcs, ref_wcs, refine, sci_name) -> _Match:
         model = "wcs"
     fx, fy = apply_transform(transform, src[:, 0], src[:, 1])
     residuals = np.column_stack([dst[:, 0] - fx, dst[:, 1] - fy])
-    rms, sigma = _residual_stats(residuals, snr, _N_PARAMS[model])
+    rms, sigma = _residual_stats(residuals, snr, centroid, _N_PARAMS[model])
     centre = np.array([(shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0])
     cx, cy = apply_transform(transform, centre[0], centre[1])
     shift = (float(cx - centre[0]), float(cy - centre[1]))

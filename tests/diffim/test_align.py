@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def _pair(
     fwhm_ref=2.5,
     fwhm_sci=3.2,
     ratio=1.0,
+    flux_range=(800.0, 60000.0),
 ):
     """A reference/science pair of one star field with a known true mapping.
 
@@ -61,7 +63,7 @@ def _pair(
         sci_shape, scale_arcsec=scale_ratio, rotation_deg=rotation_deg, crpix_offset=offset
     )
     xy = rng.uniform(4, n - 4, (nstars, 2))
-    flux = np.exp(rng.uniform(np.log(800.0), np.log(60000.0), nstars))
+    flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), nstars))
     ra, dec = ref_wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
     sx, sy = sci_true.all_world2pix(ra, dec, 0)
     reference = Image(_render(shape, xy, flux, fwhm_ref, seed=seed + 1), wcs=ref_wcs)
@@ -253,6 +255,25 @@ def test_no_refinement_reports_the_wcs_error():
     assert result.astrometric_sigma[0] == pytest.approx(0.45, abs=0.05)
     assert result.astrometric_sigma[1] == pytest.approx(0.3, abs=0.05)
     assert result.rms == pytest.approx(math.hypot(0.45, 0.3), abs=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_astrometric_sigma_is_the_registration_error_not_centroid_noise(seed):
+    # Faint stars only (S/N 6-30): their centroids scatter by 0.2-0.3 px, the registration is exact.
+    science, reference, _, _, _ = _pair(seed=seed, nstars=60, flux_range=(120.0, 600.0))
+    result = align(reference=reference, science=science)
+    assert result.rms > 0.2
+    assert max(result.astrometric_sigma) < 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_registration_error_under_centroid_noise_is_measured(seed):
+    science, reference, _, _, _ = _pair(
+        seed=seed, nstars=60, flux_range=(120.0, 600.0), wcs_error=(0.2, -0.1)
+    )
+    result = align(reference=reference, science=science, refine=False)
+    assert result.astrometric_sigma[0] == pytest.approx(0.2, abs=0.05)
+    assert result.astrometric_sigma[1] == pytest.approx(0.1, abs=0.05)
 
 
 def test_a_correct_wcs_is_left_alone():
@@ -482,3 +503,22 @@ def test_star_lists_are_handed_on_in_reference_pixels():
         np.asarray(bright["y"])[i1] - np.asarray(ref["y"])[i2],
     )
     assert np.median(offsets) < 0.2
+
+
+@pytest.mark.shared_data
+def test_decam_cutouts_registration_error_is_below_the_faint_stars_scatter():
+    from astrid.io import read_image
+    from astrid.paths import shared_data
+
+    folder = shared_data("images", "sfft_decam_decorr", "input_data")
+    if folder is None:
+        pytest.skip("shared DECam cutouts (images/sfft_decam_decorr) are not present")
+    # Pair a: 12 matched stars, 8 of them at S/N < 10 whose centroids scatter by ~0.8 px;
+    # the three brightest (S/N 77-236) agree to 0.05-0.13 px.
+    reference = read_image(folder / "DEC-OBS04a.mini.fits")
+    science = read_image(folder / "DEC-OBS18a.mini.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstridWarning)
+        result = align(reference=reference, science=science)
+    assert result.rms > 0.5
+    assert max(result.astrometric_sigma) < 0.15

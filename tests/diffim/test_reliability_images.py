@@ -354,10 +354,11 @@ def test_align_chance_shift_from_few_stars_warns(monkeypatch, sim):
     real = module._refine
 
     def few(*args):
-        transform, src, dst, snr, model, ref_stars, sci_stars = real(*args)
+        transform, src, dst, snr, centroid, model, ref_stars, sci_stars = real(*args)
         transform = transform.copy()
         transform[:, 2] += (12.0, -5.0)
-        return transform, src[:4], dst[:4] + (12.0, -5.0), snr[:4], "shift", ref_stars, sci_stars
+        moved = dst[:4] + (12.0, -5.0)
+        return transform, src[:4], moved, snr[:4], centroid[:4], "shift", ref_stars, sci_stars
 
     monkeypatch.setattr(module, "_refine", few)
     with pytest.warns(
