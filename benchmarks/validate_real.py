@@ -72,6 +72,88 @@ def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> in
     return int(np.count_nonzero(d.min(axis=1) <= radius))
 
 
+PEAK_CAUSES = ("bright star", "track", "one epoch", "both epochs", "unexplained")
+
+
+def _on_a_track(xs, ys, signs, tolerance=1.5, span=80.0) -> np.ndarray:
+    """Peaks of one sign that lie, three or more, on a straight line (satellite or cosmic-ray trails)."""
+    on = np.zeros(len(xs), bool)
+    for i in range(len(xs)):
+        for j in range(i + 1, len(xs)):
+            if signs[i] != signs[j]:
+                continue
+            dx, dy = xs[j] - xs[i], ys[j] - ys[i]
+            length = float(np.hypot(dx, dy))
+            if length == 0 or length > span:
+                continue
+            # Distance of every peak from the line through i and j, and its position along it.
+            across = np.abs(dx * (ys - ys[i]) - dy * (xs - xs[i])) / length
+            along = (dx * (xs - xs[i]) + dy * (ys - ys[i])) / length
+            members = (signs == signs[i]) & (across <= tolerance) & (np.abs(along) <= span)
+            if members.sum() >= 3:
+                on |= members
+    return on
+
+
+def account_peaks(result, valid: np.ndarray, snr: float = 200.0) -> dict:
+    """Each 5-sigma peak of S_corr with its likely cause, counted by cause.
+
+    In order: within 4 FWHM of a reference source with S/N above ``snr``
+    (``bright star``: PSF or registration residuals); three or more peaks
+    of one sign on a straight line (``track``: trails in one epoch); a
+    source detected (S/N >= 3) within 1.5 FWHM in the epoch that the sign
+    points to and none as near in the other (``one epoch``: cosmic
+    rays, moving objects, transients); a source in both epochs (``both
+    epochs``: a variable, or the residual of a source of moderate
+    brightness); ``unexplained`` otherwise.
+    """
+    from astrid.diffim import find_stars
+
+    significance = np.nan_to_num(result.S_corr)
+    xs, ys = significant_peaks(significance, ~valid, THRESHOLD, PEAK_BOX)
+    counts = dict.fromkeys(PEAK_CAUSES, 0)
+    if len(xs) == 0:
+        return counts
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    signs = np.sign(significance[ys.astype(int), xs.astype(int)])
+    fwhm = float(result.metrics["fwhm_ref"])
+
+    def nearest(image, x, y, min_snr):
+        stars = find_stars(image.data, image.mask)
+        stars = stars[np.asarray(stars["snr"]) >= min_snr]
+        if len(stars) == 0:
+            return np.full(len(x), np.inf)
+        d = np.hypot(
+            np.asarray(stars["x"])[None, :] - x[:, None],
+            np.asarray(stars["y"])[None, :] - y[:, None],
+        )
+        return d.min(axis=1)
+
+    bright = nearest(result.reference, xs, ys, snr) <= 4 * fwhm
+    track = np.zeros(len(xs), bool)
+    track[~bright] = _on_a_track(xs[~bright], ys[~bright], signs[~bright])
+    in_ref = nearest(result.reference, xs, ys, 3.0)
+    in_sci = nearest(result.science, xs, ys, 3.0)
+    here, there = np.where(signs > 0, in_sci, in_ref), np.where(signs > 0, in_ref, in_sci)
+    rest = ~bright & ~track
+    one = rest & (here <= 1.5 * fwhm) & (there > 1.5 * fwhm)
+    both = rest & ~one & (in_ref <= 1.5 * fwhm) & (in_sci <= 1.5 * fwhm)
+    counts.update(
+        {
+            "bright star": int(bright.sum()),
+            "track": int(track.sum()),
+            "one epoch": int(one.sum()),
+            "both epochs": int(both.sum()),
+        }
+    )
+    counts["unexplained"] = int(len(xs) - sum(counts.values()))
+    return counts
+
+
+def _causes(counts: dict) -> str:
+    return ", ".join(f"{n} {cause}" for cause, n in counts.items() if n) or "none"
+
+
 def _quality(result) -> str:
     quality = getattr(result, "quality", None)
     return quality.summary() if quality is not None else "-"
@@ -215,10 +297,16 @@ def decam(root) -> list[dict]:
                 "scorr_std": robust_std(result.S_corr, result.mask),
                 "peaks": count_peaks(result.S_corr, valid),
                 "peaks_bright": peaks_at_bright_sources(result, valid),
+                "peak_causes": _causes(account_peaks(result, valid)),
+                "d_std": robust_std(result.D, result.mask),
                 "valid_fraction": float(valid.mean()),
                 "flux_ratio": result.metrics["flux_ratio"],
                 "fwhm": (result.metrics["fwhm_sci"], result.metrics["fwhm_ref"]),
                 "header_fwhm": (science.header.get("FWHM"), reference.header.get("FWHM")),
+                "astrometric_sigma": (
+                    result.metrics["astrometric_sigma_x"],
+                    result.metrics["astrometric_sigma_y"],
+                ),
                 "align_rms": result.metrics["align_rms"],
                 "quality": _quality(result),
                 "seconds": time.perf_counter() - start,
@@ -274,6 +362,8 @@ def main(argv=None) -> int:
         "scorr_std",
         "peaks",
         "peaks_bright",
+        "peak_causes",
+        "d_std",
         "sfft_std",
         "sfft_peaks",
         "valid_fraction",
@@ -282,6 +372,7 @@ def main(argv=None) -> int:
         "header_fwhm",
         "psf",
         "align_rms",
+        "astrometric_sigma",
         "seconds",
         "warnings",
         "quality",
