@@ -76,6 +76,41 @@ def expected_peaks(psf_n, psf_r, sigma_n, sigma_r, flux_ratio, thresholds, area,
     return [2 * area * density * u * math.exp(-u * u / 2) for u in thresholds]
 
 
+def noise_floor(seed: int, size: int, thresholds=THRESHOLDS):
+    """Peaks of |S_corr| above each threshold on pure noise with the pair's true inputs.
+
+    Returns the counts (local maxima outside the mask), the continuous-field
+    expectation over the same area, and S_corr's robust std.
+    """
+    sim = pair(size, seed=seed, **EMPTY)
+    p = sim.params
+    # Background noise per pixel of the simulated epochs (sky Poisson plus read noise, in ADU).
+    sigma = [
+        math.sqrt(p[f"sky_{e}"] / p["gain"] + (p["read_noise"] / p["gain"]) ** 2)
+        for e in ("science", "reference")
+    ]
+    rng = np.random.default_rng(seed)
+    N = rng.normal(0.0, sigma[0], (size, size)).astype(np.float32)
+    R = rng.normal(0.0, sigma[1], (size, size)).astype(np.float32)
+    result = subtract(
+        reference=ZogyImage(R, p["psf_reference"], sigma[1]),
+        science=ZogyImage(N, p["psf_science"], sigma[0]),
+        flux_ratio=p["flux_ratio"],
+        options=ZogyOptions(dtype=np.float32),
+    )
+    counts = peaks_above(result.S_corr, result.mask, thresholds)
+    predicted = expected_peaks(
+        p["psf_science"],
+        p["psf_reference"],
+        sigma[0],
+        sigma[1],
+        p["flux_ratio"],
+        thresholds,
+        float(np.count_nonzero(~result.mask)),
+    )
+    return counts, predicted, robust_std(result.S_corr, result.mask)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 7, 8])
@@ -86,39 +121,10 @@ def main(argv=None) -> None:
     total = np.zeros(len(THRESHOLDS), int)
     expected = np.zeros(len(THRESHOLDS))
     for seed in args.seeds:
-        sim = pair(args.size, seed=seed, **EMPTY)
-        p = sim.params
-        # Background noise per pixel of the simulated epochs (sky Poisson plus read noise, in ADU).
-        sigma = [
-            math.sqrt(p[f"sky_{e}"] / p["gain"] + (p["read_noise"] / p["gain"]) ** 2)
-            for e in ("science", "reference")
-        ]
-        rng = np.random.default_rng(seed)
-        N = rng.normal(0.0, sigma[0], (args.size, args.size)).astype(np.float32)
-        R = rng.normal(0.0, sigma[1], (args.size, args.size)).astype(np.float32)
-        result = subtract(
-            reference=ZogyImage(R, p["psf_reference"], sigma[1]),
-            science=ZogyImage(N, p["psf_science"], sigma[0]),
-            flux_ratio=p["flux_ratio"],
-            options=ZogyOptions(dtype=np.float32),
-        )
-        counts = peaks_above(result.S_corr, result.mask, THRESHOLDS)
+        counts, predicted, std = noise_floor(seed, args.size)
         total += counts
-        expected += expected_peaks(
-            p["psf_science"],
-            p["psf_reference"],
-            sigma[0],
-            sigma[1],
-            p["flux_ratio"],
-            THRESHOLDS,
-            float(np.count_nonzero(~result.mask)),
-        )
-        print(
-            f"| {seed} | {robust_std(result.S_corr, result.mask):.3f} | "
-            + " | ".join(map(str, counts))
-            + " |",
-            flush=True,
-        )
+        expected += predicted
+        print(f"| {seed} | {std:.3f} | " + " | ".join(map(str, counts)) + " |", flush=True)
     scale = (2048 / args.size) ** 2 / len(args.seeds)
     print(f"| all ({len(args.seeds)} × {args.size}²) | | " + " | ".join(map(str, total)) + " |")
     print(
