@@ -182,3 +182,56 @@ def test_box_medians_are_photutils_own(dtype):
     assert ours.method == "Background2D"
     expected = upsample_mesh(np.asarray(theirs.background_mesh, float), 64, *data.shape)
     np.testing.assert_array_equal(ours.background, expected.astype(ours.background.dtype))
+
+
+def _faint_galaxies(n=512, seed=5, sigma=10.0):
+    """White noise of ``sigma`` under 200 small galaxies of 3 sigma at their peak."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, sigma, (n, n))
+    yy, xx = np.mgrid[0:n, 0:n]
+    for _ in range(200):
+        x, y = rng.uniform(0, n, 2)
+        r = rng.uniform(2.0, 4.0)
+        image += 3.0 * sigma * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r))
+    return image
+
+
+def test_noise_from_source_free_pixels_ignores_faint_galaxies():
+    from astrid.diffim.zogy import estimate_noise_sigma
+
+    image = _faint_galaxies()
+    box = estimate_background(image)
+    sigma = estimate_noise_sigma(image - box.background)
+    assert sigma == pytest.approx(10.0, rel=0.01)
+    # The box RMS counts the galaxies' light that clipping keeps.
+    assert box.median_rms > 1.025 * sigma
+    assert box.noise == box.median_rms  # estimate_background alone does not change it
+
+
+def test_noise_from_source_free_pixels_needs_enough_of_them():
+    from astrid.diffim.zogy import estimate_noise_sigma
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(0.0, 3.0, (256, 256))
+    assert estimate_noise_sigma(image) == pytest.approx(3.0, rel=0.03)
+    mask = np.ones(image.shape, bool)
+    mask[:50, :50] = False  # 2,500 pixels left
+    assert np.isnan(estimate_noise_sigma(image, mask))
+    with pytest.raises(AstridInputError, match="mask"):
+        estimate_noise_sigma(image, mask[:10])
+
+
+def test_difference_subtracts_with_the_source_free_noise():
+    from astrid import difference
+    from astrid.diffim.zogy import estimate_noise_sigma
+    from astrid.simulate import pair
+
+    sim = pair(512, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small pair: a Gaussian PSF fallback
+        result = difference(sim.reference, sim.science)
+    residual = np.asarray(sim.reference.data) - result.reference_background.background
+    mask = np.asarray(sim.reference.mask, bool)
+    expected = estimate_noise_sigma(residual, mask)
+    assert result.reference_background.noise == pytest.approx(expected, rel=1e-6)
+    assert result.metrics["sigma_ref"] == pytest.approx(expected, rel=1e-6)
