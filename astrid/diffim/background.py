@@ -41,24 +41,12 @@ class Background:
     method : str
         ``"Background2D"`` (box statistics) or ``"median"`` (constant maps
         from a sigma-clipped median and standard deviation).
-    noise : float
-        The per-pixel background noise that :func:`~astrid.difference`
-        subtracts with, data units: the robust standard deviation of the
-        source-free pixels of the background-subtracted image
-        (:func:`astrid.zogy.estimate_noise_sigma`), else ``median_rms``.
-        Box RMS values also count the faint light of sources that sigma
-        clipping keeps (3–9 % more on galaxy-rich DECam cutouts).
     """
 
     background: np.ndarray
     rms: np.ndarray
     median_rms: float
     method: str
-    noise: float = float("nan")
-
-    def __post_init__(self):
-        if not np.isfinite(self.noise):
-            self.noise = float(self.median_rms)
 
 
 def _clipped_stats(values: np.ndarray, sigma: float) -> tuple[float, float]:

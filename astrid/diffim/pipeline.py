@@ -9,7 +9,6 @@ numbers land in :attr:`DifferenceResult.metrics`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -413,7 +412,7 @@ def _repaired_on_reference(
 
 
 def _check_noise(background, image: Image, role: str) -> None:
-    rms = float(background.noise)
+    rms = float(background.median_rms)
     if not (math.isfinite(rms) and rms > 0):
         raise AstridInputError(
             f"{_name(image, role)}: its background noise is {rms:g} (measured over the unmasked pixels); "
@@ -499,7 +498,7 @@ def variance_map(
     """
     if not use_variance:
         return None, "none"
-    sigma2 = float(background.noise) ** 2
+    sigma2 = float(background.median_rms) ** 2
     if image.variance is not None:
         variance, source = np.array(image.variance, dtype=np.float32), "image"
     else:
@@ -781,16 +780,6 @@ def _align_stage(inputs: _Inputs, do_align: bool, options: DifferenceOptions) ->
     )
 
 
-def _source_free_noise(background, residual: np.ndarray, mask: np.ndarray):
-    """``background`` with the noise of the residual's source-free pixels (its box RMS if too few)."""
-    from .zogy import estimate_noise_sigma
-
-    sigma = estimate_noise_sigma(residual, mask)
-    if not (math.isfinite(sigma) and sigma > 0):
-        return background
-    return dataclasses.replace(background, noise=sigma)
-
-
 def _background_stage(
     inputs: _Inputs, aligned: _Aligned, options: DifferenceOptions, dtype
 ) -> _Backgrounds:
@@ -803,15 +792,13 @@ def _background_stage(
         box_size=options.background.box_size,
         filter_size=options.background.filter_size,
     )
-    N = (aligned.image.data - sci_bg.background).astype(dtype, copy=False)
-    R = (reference.data - ref_bg.background).astype(dtype, copy=False)
-    sci_bg = _source_free_noise(sci_bg, N, sci_mask)
-    ref_bg = _source_free_noise(ref_bg, R, ref_mask)
     _check_noise(sci_bg, inputs.science, "science")
     _check_noise(ref_bg, reference, "reference")
+    N = (aligned.image.data - sci_bg.background).astype(dtype, copy=False)
+    R = (reference.data - ref_bg.background).astype(dtype, copy=False)
     metrics = dict(
-        sigma_sci=float(sci_bg.noise),
-        sigma_ref=float(ref_bg.noise),
+        sigma_sci=float(sci_bg.median_rms),
+        sigma_ref=float(ref_bg.median_rms),
         background_method_sci=sci_bg.method,
         background_method_ref=ref_bg.method,
     )
@@ -1004,14 +991,14 @@ def _subtract_zogy(
         reference=ZogyImage(
             R,
             zogy_psf(psfs.reference, regularise),
-            backgrounds.reference.noise,
+            backgrounds.reference.median_rms,
             variance=variances[1],
             noise_acf=ref_acf,
         ),
         science=ZogyImage(
             N,
             zogy_psf(psfs.science, regularise),
-            backgrounds.science.noise,
+            backgrounds.science.median_rms,
             variance=variances[0],
             noise_acf=sci_acf,
         ),
@@ -1058,8 +1045,8 @@ def _subtract_kernel(
     measured = KernelInputs(
         science_variance=variances[0],
         reference_variance=variances[1],
-        science_sigma=backgrounds.science.noise,
-        reference_sigma=backgrounds.reference.noise,
+        science_sigma=backgrounds.science.median_rms,
+        reference_sigma=backgrounds.reference.median_rms,
         science_fwhm=psfs.science.fwhm,
         reference_fwhm=psfs.reference.fwhm,
         science_psf=psfs.science.psf,
@@ -1098,8 +1085,8 @@ def _subtract_classic(
         science=backgrounds.science_out.copy(variance=variances[0]),
         reference_fwhm=psfs.reference.fwhm,
         science_fwhm=psfs.science.fwhm,
-        reference_sigma=backgrounds.reference.noise,
-        science_sigma=backgrounds.science.noise,
+        reference_sigma=backgrounds.reference.median_rms,
+        science_sigma=backgrounds.science.median_rms,
         flux_ratio=ratio,
         options=ClassicOptions(dtype=dtype, **common),
         repaired=_filled(aligned),

@@ -739,62 +739,6 @@ def _tile_mosaic(data, mask, max_pixels, gap, tile=128):
     return image, bad
 
 
-def _source_free_mosaic(data, mask, max_pixels, gap):
-    """Tiles of ``data`` (see :func:`_tile_mosaic`) with sources masked; bad is None if too few are left.
-
-    Sources would add their own (large-scale, positive) signal: pixels above
-    5 robust sigma, or whose 5×5 mean is above 4 robust sigma of the 5×5-mean
-    image, are masked, and the mask is dilated by 4 pixels. Thresholds high
-    enough that pure noise is almost never masked: masking the large
-    excursions of correlated noise would bias the noise low.
-    """
-    image, bad = _tile_mosaic(data, mask, max_pixels, gap=gap)
-    sigma = robust_std(image, bad)
-    if not sigma > 0:
-        return image, None
-    smooth = ndimage.uniform_filter(image, 5, mode="reflect")
-    sources = (np.abs(image) > 5 * sigma) | (np.abs(smooth) > 4 * robust_std(smooth, bad))
-    bad = _dilate(bad | sources, 4)
-    if np.count_nonzero(~bad) < 10_000:
-        return image, None
-    return image, bad
-
-
-def estimate_noise_sigma(data, mask=None, max_pixels: int = 512 * 512) -> float:
-    """Per-pixel background noise of a background-subtracted image, from its source-free pixels.
-
-    Parameters
-    ----------
-    data : array_like, shape (ny, nx)
-        Background-subtracted image (data units); NaN allowed.
-    mask : array_like of bool, shape (ny, nx), optional
-        Pixels to ignore.
-    max_pixels : int, optional
-        At most this many pixels, in 128×128 tiles spread evenly over the
-        image, as :func:`estimate_noise_acf` takes them.
-
-    Returns
-    -------
-    float
-        Robust standard deviation (data units) of the pixels left after the
-        sources are masked as in :func:`estimate_noise_acf`; NaN when fewer
-        than 10 000 pixels are left.
-
-    Notes
-    -----
-    A box RMS (``Background2D``) also counts the faint light of sources
-    that sigma clipping keeps: on the galaxy-rich DECam cutouts of
-    ``docs/validation.md`` it is 3–9 % above this estimate, and ZOGY's
-    S_corr comes out under-dispersed by as much.
-    """
-    data = _as_image("data", data)
-    user_mask = None if mask is None else check_map("mask", mask, data.shape).astype(bool)
-    image, bad = _source_free_mosaic(data, user_mask, int(max_pixels), gap=4)
-    if bad is None:
-        return float("nan")
-    return robust_std(image, bad)
-
-
 def estimate_noise_acf(
     data, mask=None, size: int = 5, max_pixels: int = 512 * 512
 ) -> np.ndarray | None:
@@ -833,8 +777,16 @@ def estimate_noise_acf(
         raise AstridInputError(f"size: must be an odd positive integer, got {size!r}")
     data = _as_image("data", data)
     user_mask = None if mask is None else check_map("mask", mask, data.shape).astype(bool)
-    image, bad = _source_free_mosaic(data, user_mask, int(max_pixels), gap=size + 4)
-    if bad is None:
+    image, bad = _tile_mosaic(data, user_mask, int(max_pixels), gap=size + 4)
+    sigma = robust_std(image, bad)
+    if not sigma > 0:
+        return None
+    smooth = ndimage.uniform_filter(image, 5, mode="reflect")
+    # Thresholds high enough that pure noise is almost never masked: masking
+    # the large excursions of correlated noise would bias the estimate low.
+    sources = (np.abs(image) > 5 * sigma) | (np.abs(smooth) > 4 * robust_std(smooth, bad))
+    bad = _dilate(bad | sources, 4)
+    if np.count_nonzero(~bad) < 10_000:
         return None
     noise = np.where(bad, 0.0, image)
     weight = (~bad).astype(np.float64)
