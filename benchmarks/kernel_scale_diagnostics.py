@@ -48,12 +48,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
 import numpy as np
 from astropy.stats import mad_std
+from validate_simulated import quiet_difference, static_stars
 
-from astrid.diffim import difference
 from astrid.simulate import pair
 
 CLEAN = {"psf_variation": 0.0, "psf_ellipticity": 0.0, "artifacts": False, "n_variables": 0}
@@ -96,21 +95,6 @@ def _fit_with_constant(profile, data, variance):
     return amplitude, covariance[0, 0]
 
 
-def _quiet_difference(sim, method="kernel", **options):
-    """``difference()`` of a simulated pair, its warnings (expected here) silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return difference(sim.reference, sim.science, method=method, **options)
-
-
-def _clean(stars):
-    """The stars of the truth table that are neither variable nor saturated in either epoch."""
-    clean = ~np.asarray(stars["variable"], bool)
-    clean &= ~np.asarray(stars["saturated_ref"], bool)
-    clean &= ~np.asarray(stars["saturated_sci"], bool)
-    return stars[clean]
-
-
 def _clipped_mean(values, errors, centre):
     """Inverse-variance mean of ``values`` without pulls (about ``centre``) beyond 5 robust std.
 
@@ -129,7 +113,7 @@ def oracle(seeds, size, sim_options=None, half: int = 10) -> None:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
         ratios, errors, snrs, epochs = [], [], [], []
-        for row in _clean(sim.stars):
+        for row in static_stars(sim.stars):
             ref = _true_psf_flux(sim, "reference", row["x_ref"], row["y_ref"], half)
             sci = _true_psf_flux(sim, "science", row["x_sci"], row["y_sci"], half)
             if ref is None or sci is None or ref[0] <= 0 or sci[0] <= 0:
@@ -208,9 +192,9 @@ def refit(seeds, size, sim_options=None) -> None:
     for seed in seeds:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
-        res = _quiet_difference(sim)
-        delta = _quiet_difference(sim, kernel={"basis": "delta"})
-        scales = _star_scales(res, _clean(sim.stars))
+        res = quiet_difference(sim, "kernel")
+        delta = quiet_difference(sim, "kernel", kernel={"basis": "delta"})
+        scales = _star_scales(res, static_stars(sim.stars))
         ratios, errors = scales[:, 0], np.sqrt(scales[:, 1])
         mean, _, kept, spread = _clipped_mean(ratios, errors, np.median(ratios))
         refitted = res.subtraction.flux_ratio * mean
@@ -231,7 +215,7 @@ def summary(seeds, size, sim_options=None) -> None:
     for seed in seeds:
         sim = pair(size, seed=seed, **(sim_options or {}))
         true = sim.params["flux_ratio"]
-        res = _quiet_difference(sim)
+        res = quiet_difference(sim, "kernel")
         k = res.subtraction
         errors.append(
             (100 * (k.flux_ratio / true - 1), 100 * (res.metrics["flux_ratio"] / true - 1))
@@ -284,13 +268,13 @@ def main(argv=None) -> None:
             if key not in sims:
                 sims[key] = pair(args.size, seed=seed, **sim_options)
             sim = sims[key]
-            res = _quiet_difference(sim, kernel=kernel_options, **diff_options)
+            res = quiet_difference(sim, "kernel", kernel=kernel_options, **diff_options)
             k = res.subtraction
             cells.append(
                 f"{100 * (k.flux_ratio / sim.params['flux_ratio'] - 1):+.2f} % ({k.n_stamps_used})"
             )
         sim = sims[()]
-        zogy = _quiet_difference(sim, method="zogy")
+        zogy = quiet_difference(sim, "zogy")
         cells.append(f"{100 * (zogy.metrics['flux_ratio'] / sim.params['flux_ratio'] - 1):+.2f} %")
         print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
     print("# cells: scale / true − 1 (stamps used); zogy: its flux ratio / true − 1")

@@ -30,14 +30,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import spearmanr
-from validate_simulated import evaluate
+from validate_simulated import evaluate, quiet_difference, static_stars
 
-from astrid.diffim import difference
 from astrid.simulate import explained_mask, near_stars_mask, pair, source_free_mask
 
 MIN_SNR = 50.0  # as the term's own star selection
@@ -45,17 +43,10 @@ CHI2_1_MEDIAN = 0.4549364
 SNR_BINS = (50, 70, 100, 150, 250, 500, 1e5)
 
 
-def _quiet_difference(sim, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return difference(sim.reference, sim.science, **options)
-
-
 def star_residuals(sim, result) -> dict:
     """Residual S of the bright, isolated, static stars in a difference run without the term."""
     shape = result.S.shape
-    stars = sim.stars[~sim.stars["variable"] & ~sim.stars["saturated_ref"]]
-    stars = stars[~stars["saturated_sci"]]
+    stars = static_stars(sim.stars)
     truth = sim.truth
     out = {"x": [], "y": [], "z": [], "f": [], "snr": []}
     for row in stars:
@@ -164,12 +155,12 @@ def run_seeds(seeds, size) -> list[dict]:
             near_stars_mask(sim.stars, shape),
             source_free_mask(sim, shape),
         )
-        default = _quiet_difference(sim)
-        chosen = settings(sim, _quiet_difference(sim, systematic_fraction=0.0), default)
+        default = quiet_difference(sim)
+        chosen = settings(sim, quiet_difference(sim, systematic_fraction=0.0), default)
         stars.append(chosen["stars"])
         eps, scores = {}, {}
         for name, options in chosen["options"].items():
-            result = default if not options else _quiet_difference(sim, **options)
+            result = default if not options else quiet_difference(sim, **options)
             eps[name] = result.subtraction.systematic_fraction
             scores[name] = evaluate(sim, result, *masks)
             totals[name].append(scores[name])
@@ -200,14 +191,14 @@ def nuclear(fixed) -> None:
         & np.isfinite(truth["host_offset_arcsec"])
         & (truth["host_offset_arcsec"] < 1.0)
     ]
-    default = _quiet_difference(sim)
-    no_term = _quiet_difference(sim, systematic_fraction=0.0)
+    default = quiet_difference(sim)
+    no_term = quiet_difference(sim, systematic_fraction=0.0)
     runs = {"auto": default, "no term": no_term}
     for name, options in settings(sim, no_term, default)["options"].items():
         if options:
-            runs[name] = _quiet_difference(sim, **options)
+            runs[name] = quiet_difference(sim, **options)
     for eps in fixed:
-        runs[f"ε = {eps:g}"] = _quiet_difference(sim, systematic_fraction=eps)
+        runs[f"ε = {eps:g}"] = quiet_difference(sim, systematic_fraction=eps)
     print("\n## 3. Supernovae on a host nucleus (768² pair of tests/triplets/test_detect.py)")
     print(
         "| setting | ε | "

@@ -53,23 +53,33 @@ def count_peaks(significance: np.ndarray, valid: np.ndarray, threshold: float = 
     return len(significant_peaks(np.nan_to_num(significance), ~valid, threshold, PEAK_BOX)[0])
 
 
-def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> int:
-    """5-sigma peaks of S_corr within 4 FWHM of a reference source with S/N above ``snr`` (residuals of bright stars)."""
+def _star_distances(image, xs, ys):
+    """Distance (px) of each peak to each star found in ``image``, shape (peaks, stars), and their S/N."""
     from astrid.diffim import find_stars
 
+    stars = find_stars(image.data, image.mask)
+    distance = np.hypot(
+        np.asarray(stars["x"])[None, :] - np.asarray(xs)[:, None],
+        np.asarray(stars["y"])[None, :] - np.asarray(ys)[:, None],
+    )
+    return distance, np.asarray(stars["snr"])
+
+
+def _nearest(distance, chosen) -> np.ndarray:
+    """Each peak's distance to the nearest of the ``chosen`` stars (inf without any)."""
+    if not chosen.any():
+        return np.full(distance.shape[0], np.inf)
+    return distance[:, chosen].min(axis=1)
+
+
+def peaks_at_bright_sources(result, valid: np.ndarray, snr: float = 200.0) -> int:
+    """5-sigma peaks of S_corr within 4 FWHM of a reference source with S/N above ``snr`` (residuals of bright stars)."""
     xs, ys = significant_peaks(np.nan_to_num(result.S_corr), ~valid, THRESHOLD, PEAK_BOX)
     if len(xs) == 0:
         return 0
-    stars = find_stars(result.reference.data, result.reference.mask)
-    bright = stars[np.asarray(stars["snr"]) > snr]
-    if len(bright) == 0:
-        return 0
+    distance, star_snr = _star_distances(result.reference, xs, ys)
     radius = 4.0 * float(result.metrics["fwhm_ref"])
-    d = np.hypot(
-        np.asarray(bright["x"])[None, :] - xs[:, None],
-        np.asarray(bright["y"])[None, :] - ys[:, None],
-    )
-    return int(np.count_nonzero(d.min(axis=1) <= radius))
+    return int(np.count_nonzero(_nearest(distance, star_snr > snr) <= radius))
 
 
 PEAK_CAUSES = ("bright star", "track", "one epoch", "both epochs", "unexplained")
@@ -107,8 +117,6 @@ def account_peaks(result, valid: np.ndarray, snr: float = 200.0) -> dict:
     epochs``: a variable, or the residual of a source of moderate
     brightness); ``unexplained`` otherwise.
     """
-    from astrid.diffim import find_stars
-
     significance = np.nan_to_num(result.S_corr)
     xs, ys = significant_peaks(significance, ~valid, THRESHOLD, PEAK_BOX)
     counts = dict.fromkeys(PEAK_CAUSES, 0)
@@ -117,23 +125,14 @@ def account_peaks(result, valid: np.ndarray, snr: float = 200.0) -> dict:
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
     signs = np.sign(significance[ys.astype(int), xs.astype(int)])
     fwhm = float(result.metrics["fwhm_ref"])
+    ref_distance, ref_snr = _star_distances(result.reference, xs, ys)
+    sci_distance, sci_snr = _star_distances(result.science, xs, ys)
 
-    def nearest(image, x, y, min_snr):
-        stars = find_stars(image.data, image.mask)
-        stars = stars[np.asarray(stars["snr"]) >= min_snr]
-        if len(stars) == 0:
-            return np.full(len(x), np.inf)
-        d = np.hypot(
-            np.asarray(stars["x"])[None, :] - x[:, None],
-            np.asarray(stars["y"])[None, :] - y[:, None],
-        )
-        return d.min(axis=1)
-
-    bright = nearest(result.reference, xs, ys, snr) <= 4 * fwhm
+    bright = _nearest(ref_distance, ref_snr > snr) <= 4 * fwhm
     track = np.zeros(len(xs), bool)
     track[~bright] = _on_a_track(xs[~bright], ys[~bright], signs[~bright])
-    in_ref = nearest(result.reference, xs, ys, 3.0)
-    in_sci = nearest(result.science, xs, ys, 3.0)
+    in_ref = _nearest(ref_distance, ref_snr >= 3.0)
+    in_sci = _nearest(sci_distance, sci_snr >= 3.0)
     here, there = np.where(signs > 0, in_sci, in_ref), np.where(signs > 0, in_ref, in_sci)
     rest = ~bright & ~track
     one = rest & (here <= 1.5 * fwhm) & (there > 1.5 * fwhm)
@@ -290,14 +289,15 @@ def decam(root) -> list[dict]:
                 )
                 continue
         valid = ~result.mask
+        causes = account_peaks(result, valid)
         rows.append(
             {
                 "data": "DECam",
                 "run": label,
                 "scorr_std": robust_std(result.S_corr, result.mask),
                 "peaks": count_peaks(result.S_corr, valid),
-                "peaks_bright": peaks_at_bright_sources(result, valid),
-                "peak_causes": _causes(account_peaks(result, valid)),
+                "peaks_bright": causes["bright star"],
+                "peak_causes": _causes(causes),
                 "d_std": robust_std(result.D, result.mask),
                 "valid_fraction": float(valid.mean()),
                 "flux_ratio": result.metrics["flux_ratio"],

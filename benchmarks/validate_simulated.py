@@ -33,6 +33,21 @@ from astrid.diffim.zogy import flux_at, robust_std
 from astrid.simulate import explained_mask, near_stars_mask, significant_peaks, source_free_mask
 
 
+def quiet_difference(sim, method="zogy", **options):
+    """``difference()`` of a simulated pair, its warnings (expected here) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return difference(sim.reference, sim.science, method=method, **options)
+
+
+def static_stars(stars):
+    """The simulated stars that are neither variable nor saturated in either epoch."""
+    static = ~np.asarray(stars["variable"], bool)
+    static &= ~np.asarray(stars["saturated_ref"], bool)
+    static &= ~np.asarray(stars["saturated_sci"], bool)
+    return stars[static]
+
+
 def evaluate(sim, result, explained, bright_mask, free_mask):
     shape = result.S_corr.shape
     x, y = significant_peaks(result.S_corr, result.mask)
@@ -127,14 +142,7 @@ def main(argv=None) -> None:
         bright = near_stars_mask(sim.stars, shape)
         free = source_free_mask(sim, shape)
         for method in args.methods:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = difference(
-                    sim.reference,
-                    sim.science,
-                    method=method,
-                    **(zogy_options if method == "zogy" else {}),
-                )
+            result = quiet_difference(sim, method, **(zogy_options if method == "zogy" else {}))
             stats = evaluate(sim, result, ex, bright, free)
             totals[method].append(stats)
             flux = ""

@@ -114,9 +114,8 @@ def repair_isolated(images, bad: np.ndarray, sigmas) -> tuple[list[np.ndarray], 
         near = _neighbours(image, ys, xs, np.nan).astype(np.float64)
         near[neighbour_bad] = np.nan
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", RuntimeWarning
-            )  # all-NaN rows are rejected by ``ok`` already
+            # All-NaN rows give NaN here and are rejected by ``ok`` just below.
+            warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanmax(near, axis=1) - np.nanmin(near, axis=1)
             median = np.nanmedian(near, axis=1)
         limit = _MAX_RANGE_SIGMA * sigma if (sigma is not None and math.isfinite(sigma)) else 0.0
