@@ -24,6 +24,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
@@ -40,6 +41,8 @@ __all__ = [
     "match_injections",
     "inject_into_stamps",
     "triplets_on_real_backgrounds",
+    "reference_cutouts",
+    "shared_ztf_backgrounds",
 ]
 
 #: Where :func:`inject_sources` puts its sources.
@@ -716,6 +719,14 @@ BACKGROUND_KINDS = (
 )
 
 
+_PROFILES = ("gaussian", "moffat")
+_STAMP = 63  # braai's stamp side
+_ZTF_RADIATION_HIT = 1 << 7  # bit 7 of a ZTF science image's mask
+_CUTOUT_EDGE = 40  # cutout centres stay this far from the image's edge
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_DETECTION_TRIES = 20  # draws per triplet before keeping one below ``min_significance``
+
+
 def _gaussian(shape, x0: float, y0: float, fwhm: float) -> np.ndarray:
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -742,6 +753,9 @@ def triplets_on_real_backgrounds(
     real_fraction: float = 0.5,
     snr=(5.0, 100.0),
     noise_ratio=(0.12, 0.3),
+    seeing_ratio=(1.0, 1.8),
+    profile: str = "moffat",
+    min_significance: float | None = None,
     seed: int = 0,
 ):
     """Labelled triplets built on real reference stamps: injected transients and synthetic artefacts.
@@ -749,14 +763,16 @@ def triplets_on_real_backgrounds(
     Each triplet takes the reference stamp of a random background (turned by
     a random one of the square's eight symmetries), makes a science stamp
     from it with the noise of a single epoch (``noise_ratio``: the reference's
-    noise over the science's, as in ZTF's deep co-added references), and a
-    difference stamp. Real kinds: ``brightening`` (a point source of the
-    background's FWHM added to the science and difference) and ``fading``
+    noise over the science's, as in ZTF's deep co-added references) and a
+    seeing ``seeing_ratio`` times the reference's (a Gaussian blur), and a
+    difference stamp that subtracts the reference blurred the same way (a
+    perfect PSF match). Real kinds: ``brightening`` (a point source of the
+    science's FWHM added to the science and difference) and ``fading``
     (the source in the reference only, the difference stored as reference −
     science, ZTF's convention for ``isdiffpos = 'f'``). Bogus kinds, the
     residuals real alert streams are full of: ``dipole`` (the science shifted
     by 0.2–1 px: a registration error), ``psf_mismatch`` (the science blurred
-    or sharpened against the reference: rings at every source), ``cosmic_ray``
+    or sharpened against the matched reference: rings at every source), ``cosmic_ray``
     (a sharp track or hit), ``hot_pixel``, ``bad_column`` and ``nothing``
     (noise only). NaN pixels of the background stay NaN in every channel. No
     label of the backgrounds is read.
@@ -776,6 +792,18 @@ def triplets_on_real_backgrounds(
         (log-uniform).
     noise_ratio : (float, float), optional
         Range of reference noise / science noise.
+    seeing_ratio : (float, float), optional
+        Range of the science's FWHM over the reference's (default 1–1.8;
+        (1, 1): the science as sharp as the reference).
+    profile : {"moffat", "gaussian"}, optional
+        Shape of the injected sources: a Moffat profile with an index drawn
+        in 2–5 (power-law wings, as real PSFs have; default) or a Gaussian.
+    min_significance : float, optional
+        Draw each triplet again (up to 20 times) until its difference has a
+        peak of this many σ within 2 px of the centre, as a detection would,
+        and leave out the noise-only kind. Default None: every draw is kept.
+        (Measured in ``docs/sim_to_real.md``: it makes the classifier
+        transfer worse.)
     seed : int, optional
         Seeds every draw.
 
@@ -794,6 +822,14 @@ def triplets_on_real_backgrounds(
     if not 0.0 <= real_fraction <= 1.0:
         raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
     low, high = _snr_range(snr)
+    if profile not in _PROFILES:
+        raise AstridInputError(f"profile={profile!r} must be one of {_PROFILES}")
+    if not (len(seeing_ratio) == 2 and 1.0 <= seeing_ratio[0] <= seeing_ratio[1]):
+        raise AstridInputError(
+            f"seeing_ratio={seeing_ratio!r} must be (low, high) with 1 <= low <= high"
+        )
+    # Noise alone never makes a detection: with a detection threshold there is no "nothing".
+    bogus_kinds = BACKGROUND_KINDS[2:] if min_significance is None else BACKGROUND_KINDS[2:-1]
     rng = np.random.default_rng(seed)
     refs, noise, widths, usable = _reference_stamps(backgrounds)
     size = refs.shape[1]
@@ -810,9 +846,22 @@ def triplets_on_real_backgrounds(
         fwhm = (
             widths[b] if np.isfinite(widths[b]) and 1.0 < widths[b] < 8.0 else rng.uniform(1.7, 3.0)
         )
-        kind, planes = _background_triplet(
-            rng, clean, noise[b] / rng.uniform(*noise_ratio), fwhm, (low, high), real_fraction
-        )
+        for _ in range(_DETECTION_TRIES):
+            kind, planes = _background_triplet(
+                rng,
+                clean,
+                noise[b] / rng.uniform(*noise_ratio),
+                fwhm,
+                (low, high),
+                real_fraction,
+                seeing=rng.uniform(*seeing_ratio)
+                if seeing_ratio[1] > seeing_ratio[0]
+                else seeing_ratio[0],
+                profile=profile,
+                bogus=bogus_kinds,
+            )
+            if min_significance is None or _centre_significance(planes[2]) >= min_significance:
+                break
         for i, plane in enumerate(planes):
             stamps[k, :, :, i] = np.where(holes, np.nan, plane)
         kinds.append(kind)
@@ -827,6 +876,188 @@ def triplets_on_real_backgrounds(
     return new_triplet_dataset(
         stamps, coords=coords, attrs={"source": "astrid.inject.triplets_on_real_backgrounds"}
     )
+
+
+def reference_cutouts(
+    image,
+    n: int,
+    *,
+    fill=None,
+    use_mask: bool = True,
+    source_fraction: float = 2.0 / 3.0,
+    min_sigma: float = 10.0,
+    fwhm: float | None = None,
+    seed: int = 0,
+):
+    """Cutouts of a real image to build triplets on: its sources and its sky, as reference stamps.
+
+    The backgrounds for :func:`triplets_on_real_backgrounds` from a whole real
+    image (e.g. the shared ZTF quadrant) rather than from alert stamps: 63×63
+    cutouts centred on the image's sources (local maxima of the lightly
+    smoothed image above ``min_sigma`` times its noise, so variable stars,
+    nuclei and saturated stars are among them, as under real alerts) for
+    ``source_fraction`` of them, at random positions for the rest.
+
+    Parameters
+    ----------
+    image : Image or path-like
+        The real image (one epoch). Its NaN pixels, and with ``use_mask``
+        its masked ones (``Image.mask``: flagged, saturated), are NaN in the
+        stamps.
+    n : int
+        Number of cutouts.
+    fill : numpy.ndarray of bool, optional
+        Pixels to fill from their unflagged neighbours instead, e.g. the
+        radiation hits of a single epoch that stands in for a co-added
+        reference, which would have rejected them.
+    use_mask : bool, optional
+        NaN where the image is masked (default). False keeps those pixels'
+        values, e.g. saturated stars, which a co-added reference shows too.
+    source_fraction : float, optional
+        Share of cutouts centred on sources (default 2/3).
+    min_sigma : float, optional
+        Peak height, in the image's pixel noise above its median, that makes a
+        source (default 10).
+    fwhm : float, optional
+        PSF FWHM of the image in pixels, recorded as each cutout's ``fwhm``
+        (the width :func:`triplets_on_real_backgrounds` gives its sources);
+        default: estimated from the image's stars (:func:`astrid.estimate_psf`).
+    seed : int, optional
+        Seeds the choice of positions.
+
+    Returns
+    -------
+    xarray.Dataset
+        Triplets in the AstrID schema holding the cutout in all three
+        channels, with ``xpos``, ``ypos`` (the centre, 0-based pixels of ``image``),
+        ``fwhm`` and ``objectId`` (``"<file stem>-<k // 50>"``: neighbouring
+        draws grouped, for grouped validation splits).
+
+    Raises
+    ------
+    AstridInputError
+        An image smaller than 143 pixels on a side, ``fill`` of another
+        shape, a bad ``n`` or ``source_fraction``, or no source above
+        ``min_sigma`` when sources are asked for.
+    """
+    from scipy import ndimage
+
+    from .diffim import estimate_psf
+    from .realism import stamp_noise
+    from .schema import new_triplet_dataset
+
+    img = _as_image(image, "image")
+    name = f"image{_named(img)}"
+    label = Path(img.meta.path).stem if img.meta.path else "image"
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise AstridInputError(f"n={n!r} must be a positive integer")
+    if not 0.0 <= source_fraction <= 1.0:
+        raise AstridInputError(f"source_fraction={source_fraction!r} must be within [0, 1]")
+    data = np.array(img.data, dtype=np.float64)
+    if min(data.shape) < 2 * _CUTOUT_EDGE + _STAMP:
+        raise AstridInputError(
+            f"{name}: {data.shape[1]}x{data.shape[0]} pixels, too small for cutouts "
+            f"(at least {2 * _CUTOUT_EDGE + _STAMP} on a side)"
+        )
+    if fill is not None:
+        fill = np.asarray(fill, dtype=bool)
+        if fill.shape != data.shape:
+            raise AstridInputError(f"fill: shape {fill.shape} is not the image's {data.shape}")
+        usable = (~fill & np.isfinite(data)).astype(float)
+        local = ndimage.gaussian_filter(np.where(usable > 0, data, 0.0), 1.5)
+        weight = ndimage.gaussian_filter(usable, 1.5)
+        data[fill] = (local / np.maximum(weight, 1e-6))[fill]
+    if use_mask and img.mask is not None:
+        data[np.asarray(img.mask, dtype=bool)] = np.nan
+    if fwhm is None:
+        fwhm = float(estimate_psf(img).fwhm)
+    rng = np.random.default_rng(seed)
+    sky = float(np.nanmedian(data))
+    sigma = stamp_noise(data[:: max(1, data.shape[0] // 512)])
+    smooth = ndimage.gaussian_filter(np.where(np.isfinite(data), data, sky), 1.0)
+    peaks = (smooth == ndimage.maximum_filter(smooth, 9)) & (smooth > sky + min_sigma * sigma)
+    e = _CUTOUT_EDGE
+    ys, xs = np.nonzero(peaks[e:-e, e:-e])
+    n_sources = int(round(n * source_fraction))
+    if n_sources and ys.size == 0:
+        raise AstridInputError(f"{name}: no source {min_sigma:g} sigma above the sky to centre on")
+    pick = rng.choice(ys.size, n_sources, replace=n_sources > ys.size) if n_sources else []
+    ys = np.concatenate([ys[pick] + e, rng.integers(e, data.shape[0] - e, n - n_sources)])
+    xs = np.concatenate([xs[pick] + e, rng.integers(e, data.shape[1] - e, n - n_sources)])
+    h = _STAMP // 2
+    stamps = np.stack([data[y - h : y + h + 1, x - h : x + h + 1] for y, x in zip(ys, xs)])
+    return new_triplet_dataset(
+        np.repeat(stamps[..., None], 3, axis=-1).astype(np.float32),
+        coords={
+            "candidate_id": [f"{label}-cutout-{k}" for k in range(n)],
+            "objectId": [f"{label}-{k // 50}" for k in range(n)],
+            "xpos": xs.astype(float),
+            "ypos": ys.astype(float),
+            "fwhm": np.full(n, float(fwhm)),
+        },
+        attrs={"source": "astrid.inject.reference_cutouts"},
+    )
+
+
+def shared_ztf_backgrounds(n_cutouts: int = 3000, *, seed: int = 0):
+    """Real ZTF reference stamps from the shared data, to build triplets on.
+
+    The backgrounds of the sim-to-real recipe (``docs/sim_to_real.md``): the
+    reference stamps of the shared ZTF alerts that carry no ``drb`` (so none
+    of the alerts that models are scored against) and ``n_cutouts`` cutouts
+    of the shared ZTF quadrant (:func:`reference_cutouts`). The quadrant, one
+    30 s epoch, stands in for a co-added reference as ZTF's are: its radiation
+    hits (mask bit 7) are filled from their neighbours and every other pixel
+    is kept, saturated stars included, so no stamp has a hole.
+
+    Parameters
+    ----------
+    n_cutouts : int, optional
+        Cutouts of the quadrant (default 3000).
+    seed : int, optional
+        Seeds the cutouts' positions.
+
+    Returns
+    -------
+    xarray.Dataset
+        Triplets (the reference stamp in every channel) with ``candidate_id``,
+        ``objectId`` and ``fwhm`` (pixels).
+
+    Raises
+    ------
+    AstridFileError
+        The shared alerts (``ztf_alerts``) or quadrant (``images/ztf_quadrant``)
+        are not there (:func:`astrid.paths.shared_data`).
+    """
+    from astropy.io import fits
+
+    from .alerts import read_ztf
+    from .errors import AstridFileError
+    from .paths import shared_data
+    from .triplets import concat_triplets
+
+    alerts_folder = shared_data("ztf_alerts")
+    quadrant = shared_data("images", "ztf_quadrant")
+    if alerts_folder is None or quadrant is None:
+        raise AstridFileError(
+            "shared ZTF alerts (ztf_alerts) and quadrant (images/ztf_quadrant) not found under "
+            "the shared data folder ($ASTRID_SHARED_DATA or ../shared/data)"
+        )
+    alerts = read_ztf(alerts_folder)
+    alerts = alerts.isel(candidate=np.flatnonzero(~np.isfinite(alerts["drb"].values.astype(float))))
+    keep = ("candidate_id", "fwhm", "objectId", "channel")
+    alerts = alerts.reset_coords([c for c in alerts.coords if c not in keep], drop=True)
+    bits = fits.getdata(next(quadrant.glob("*_mskimg.fits"))).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstridWarning)
+        cutouts = reference_cutouts(
+            next(quadrant.glob("*_sciimg.fits")),
+            n_cutouts,
+            fill=(bits & _ZTF_RADIATION_HIT) != 0,
+            use_mask=False,
+            seed=seed,
+        )
+    return concat_triplets([alerts, cutouts])
 
 
 def _reference_stamps(backgrounds):
@@ -850,43 +1081,75 @@ def _reference_stamps(backgrounds):
     return refs, noise, widths, usable
 
 
-def _background_triplet(rng, clean, sigma_sci, fwhm, snr_range, real_fraction):
-    """One triplet's kind and its (science, reference, difference) planes on a clean reference."""
+def _background_triplet(
+    rng, clean, sigma_sci, fwhm, snr_range, real_fraction, seeing, profile, bogus
+):
+    """One triplet's kind and its (science, reference, difference) planes on a clean reference.
+
+    The science epoch sees the sky ``seeing`` times broader than the reference
+    (a Gaussian blur of the reference), and the difference subtracts the
+    reference blurred the same way: a perfect PSF match, unless the kind is a
+    mismatch.
+    """
     size = clean.shape[0]
     c = (size - 1) / 2.0
     low, high = snr_range
     noise_sci = rng.normal(0.0, sigma_sci, clean.shape)
     x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
-    profile = _gaussian(clean.shape, x0, y0, fwhm)
+    match = fwhm * math.sqrt(max(seeing**2 - 1.0, 0.0)) / _FWHM_PER_SIGMA
+    matched = _blur(clean, match) if match > 0 else clean
+    shape_draw = rng.uniform(2.0, 5.0) if profile == "moffat" else None
+    source = _profile(clean.shape, x0, y0, fwhm * seeing, shape_draw)
     amplitude = (
         math.exp(rng.uniform(math.log(low), math.log(high)))
         * sigma_sci
-        / math.sqrt(float(np.sum(profile**2)))
+        / math.sqrt(float(np.sum(source**2)))
     )
     if rng.uniform() < real_fraction:
         kind = "brightening" if rng.uniform() < 0.7 else "fading"
     else:
-        kind = str(rng.choice(BACKGROUND_KINDS[2:]))
-    science, reference = clean + noise_sci, clean
+        kind = str(rng.choice(bogus))
+    science, reference, subtracted = matched + noise_sci, clean, matched
     if kind == "brightening":
-        science = science + amplitude * profile
+        science = science + amplitude * source
     elif kind == "fading":
-        reference = clean + amplitude * profile
+        reference = clean + amplitude * _profile(clean.shape, x0, y0, fwhm, shape_draw)
+        subtracted = matched + amplitude * source
     elif kind == "dipole":
         step = rng.uniform(0.2, 1.0)
         angle = rng.uniform(0.0, 2.0 * np.pi)
-        science = _shift(clean, step * math.cos(angle), step * math.sin(angle)) + noise_sci
+        science = _shift(matched, step * math.cos(angle), step * math.sin(angle)) + noise_sci
     elif kind == "psf_mismatch":
-        blurred = _blur(clean, rng.uniform(0.5, 1.5))
+        blurred = _blur(matched, rng.uniform(0.5, 1.5))
         science = (
-            (blurred + noise_sci) if rng.uniform() < 0.5 else (2.0 * clean - blurred + noise_sci)
+            (blurred + noise_sci) if rng.uniform() < 0.5 else (2.0 * matched - blurred + noise_sci)
         )
     elif kind != "nothing":
         science = science + _artefact(rng, kind, clean.shape, (x0, y0), amplitude, sigma_sci)
-    difference = science - reference
+    difference = science - subtracted
     if kind == "fading":
         difference = -difference  # ZTF stores reference - science for fading candidates
     return kind, (science, reference, difference)
+
+
+def _profile(shape, x0: float, y0: float, fwhm: float, beta: float | None) -> np.ndarray:
+    """A unit-sum point source: Gaussian (``beta`` None) or Moffat of index ``beta``."""
+    if beta is None:
+        return _gaussian(shape, x0, y0, fwhm)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    m = (1.0 + ((xx - x0) ** 2 + (yy - y0) ** 2) / alpha**2) ** (-beta)
+    return m / m.sum()
+
+
+def _centre_significance(difference: np.ndarray) -> float:
+    """The difference's central 5x5 maximum above its median, in its pixel noise (as a detection)."""
+    from .realism import stamp_noise
+
+    c = difference.shape[0] // 2
+    noise = stamp_noise(difference)
+    core = difference[c - 2 : c + 3, c - 2 : c + 3]
+    return float((np.max(core) - np.median(difference)) / noise) if noise > 0 else 0.0
 
 
 def _artefact(rng, kind, shape, centre, amplitude, sigma_sci):

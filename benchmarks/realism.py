@@ -1,13 +1,15 @@
 """Realism report: label-free statistics of real ZTF alert stamps next to the simulator's.
 
     .venv/bin/python benchmarks/realism.py [--fields 4] [--size 1024] [--figure docs/img]
+    .venv/bin/python benchmarks/realism.py --backgrounds co-add     # triplets on real backgrounds
 
 Reads the shared ZTF alerts (../shared/data/ztf_alerts; skips with a message when absent), builds
 triplets from simulated ZTF-preset pairs the way the training sets are built
 (astrid.build_training_set: every 5-sigma detection and random blank positions), and prints for
 each statistic of astrid.realism.STATISTICS the medians, quartiles and the two-sample KS distance,
 then the KS distance of braai-normalised pixel values per channel. No label is read: `drb` and
-`rb` play no part. With --figure, also a gallery of random real and simulated triplets side by side.
+`rb` play no part (with --backgrounds, only *whether* an alert carries a drb is read: triplets are
+built on the reference stamps of those that do not, as benchmarks/validate_sim_to_real.py does). With --figure, also a gallery of random real and simulated triplets side by side.
 """
 
 from __future__ import annotations
@@ -61,6 +63,26 @@ def report(real, simulated, label_real="real ZTF alerts", label_sim="simulated")
     return "\n".join(lines)
 
 
+def on_real_backgrounds(alerts, style: str, n: int, seed: int):
+    """Triplets on real backgrounds as validate_sim_to_real.py's recipes build them (no label read)."""
+    from validate_sim_to_real import (
+        BACKGROUND_OPTIONS,
+        QUADRANT_CUTOUTS,
+        real_backgrounds,
+    )
+
+    from astrid.inject import triplets_on_real_backgrounds
+
+    # the backgrounds are the alerts that carry no drb score: which ones is all that is read
+    without = np.flatnonzero(~np.isfinite(alerts["drb"].values.astype(float)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backgrounds = real_backgrounds(
+            alerts.isel(candidate=without), QUADRANT_CUTOUTS[style], seed=8000, style=style
+        )
+    return triplets_on_real_backgrounds(backgrounds, n, seed=seed, **BACKGROUND_OPTIONS[style])
+
+
 def gallery(real, simulated, path, n: int = 6, seed: int = 0) -> None:
     from astrid.braai import plot_triplet_gallery
     from astrid.figures import save
@@ -81,6 +103,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=7000)
     parser.add_argument("--preset", default="ztf")
     parser.add_argument("--figure", default=None, help="folder for the gallery figures")
+    parser.add_argument(
+        "--backgrounds",
+        choices=("masked", "co-add"),
+        default=None,
+        help="compare triplets on real backgrounds (as benchmarks/validate_sim_to_real.py builds "
+        "them) instead of simulated fields",
+    )
+    parser.add_argument("--n", type=int, default=3000, help="triplets on real backgrounds")
     args = parser.parse_args(argv)
 
     from astrid.alerts import read_ztf
@@ -92,14 +122,13 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     real = read_ztf(folder)
-    simulated = simulated_triplets(args.fields, args.size, args.seed, args.preset, {})
-    print(
-        report(
-            real,
-            simulated,
-            label_sim=f"simulated ({args.preset} preset, {args.fields} fields of {args.size}²)",
-        )
-    )
+    if args.backgrounds is None:
+        simulated = simulated_triplets(args.fields, args.size, args.seed, args.preset, {})
+        label = f"simulated ({args.preset} preset, {args.fields} fields of {args.size}²)"
+    else:
+        simulated = on_real_backgrounds(real, args.backgrounds, args.n, args.seed)
+        label = f"on real backgrounds ({args.backgrounds})"
+    print(report(real, simulated, label_sim=label))
     if args.figure:
         gallery(real, simulated, args.figure)
     print(f"\n({time.perf_counter() - started:.0f} s)")

@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/validate_sim_to_real.py [--fields 12] [--recipes sim,alert] [--out build/s2r]
 
-Each recipe builds a labelled training set from simulated pairs only, trains braai's VGG6 on it
-(validation and early stopping on simulated fields; nothing real is read while training), and is
-then scored on
+Each recipe builds a labelled training set without any real label (simulated pairs, and/or
+synthetic triplets on real reference stamps), trains braai's VGG6 on it (validation and early
+stopping on the recipe's own synthetic validation set), and is then scored on
 
 - the shared ZTF alerts with stamps and a `drb` (ZTF's production braai), labels drb >= 0.5:
-  ROC AUC, AUCPR, and FNR/FPR at 0.5 and at the threshold that gives a 2 % FNR on the recipe's
-  simulated validation fields (chosen without drb);
-- held-out simulated test fields of the home domain (the `ztf` preset): AUCPR.
+  ROC AUC (also with each score averaged over the stamp's eight rotations and mirrors), AUCPR,
+  and FNR/FPR at 0.5 and at the threshold that gives a 2 % FNR on the recipe's validation set
+  (chosen without drb);
+- held-out simulated test fields of the home domain (the `ztf` preset): AUCPR;
+- injections into the shared DECam and JWST pairs (a second real domain).
 
 Recipes:
 - `sim`: the `ztf` preset as benchmarks/validate_braai.py builds it (brightening detections only);
@@ -17,6 +19,16 @@ Recipes:
   more variables; benchmarks/realism.py), fading detections too, their difference stamps flipped
   to ZTF's convention (an alert with isdiffpos = 'f' carries reference - science, so its source is
   positive: 99.7 % of the shared 'f' alerts show a positive centre).
+- `alert+realbg`: `alert` plus as many triplets on real backgrounds (astrid.inject.
+  triplets_on_real_backgrounds) as it has, built on the alerts without a drb and on 600 cutouts
+  of the real ZTF quadrant with every flagged pixel NaN ("masked" backgrounds).
+- `realbg`: only triplets on real backgrounds (10,000), "co-add" backgrounds: 3,000 cutouts of
+  the quadrant by astrid.inject.reference_cutouts, which keeps it whole as a co-added reference
+  would be (radiation hits filled, saturated stars kept) and records its PSF's FWHM; the science
+  epoch 1-1.8 times broader than the reference, sources with Moffat wings.
+- `realbg-detected`: `realbg` keeping only triplets whose difference has a 5-sigma peak at its
+  centre, as a detection would, and no noise-only bogus (`min_significance=5`).
+- `sim+realbg`: `sim` plus the 10,000 triplets of `realbg`.
 
 `drb` is used for evaluation only: no training, early stopping, model selection or threshold
 choice reads it.
@@ -56,8 +68,38 @@ RECIPES = {
         "n_variables": 40,
         "negative": True,
         "flip": True,
-        "real_backgrounds": True,
+        "real_backgrounds": "masked",
     },
+    "realbg": {
+        "preset": None,
+        "real_backgrounds": "co-add",
+        "n_background_triplets": 10000,
+    },
+    "realbg-detected": {
+        "preset": None,
+        "real_backgrounds": "co-add",
+        "n_background_triplets": 10000,
+        "background_options": {"min_significance": 5.0},
+    },
+    "sim+realbg": {
+        "preset": "ztf",
+        "n_supernovae": 120,
+        "n_variables": 15,
+        "negative": False,
+        "flip": False,
+        "real_backgrounds": "co-add",
+        "n_background_triplets": 10000,
+    },
+}
+#: How triplets are built on each kind of real backgrounds (astrid.inject.triplets_on_real_backgrounds).
+#: Quadrant cutouts among the real backgrounds, per style.
+QUADRANT_CUTOUTS = {"masked": 600, "co-add": 3000}
+BACKGROUND_OPTIONS = {
+    # as the first version of triplets_on_real_backgrounds: the science as sharp as the
+    # reference, Gaussian sources
+    "masked": {"seeing_ratio": (1.0, 1.0), "profile": "gaussian"},
+    # its defaults: the science epoch 1-1.8 times broader than the reference, Moffat sources
+    "co-add": {},
 }
 ZTF_BAD_BITS = 0xFFFF & ~0b10  # every ZTF mask bit but 2 ("source detected") marks unusable pixels
 REAL_KINDS = (
@@ -189,7 +231,10 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
                 candidates, injection.truth, radius=3.0, real_kinds=("injected",), wcs=result.wcs
             )
             ds = make_triplets(result, labelled, field=f"{survey}-{label}")
-        parts.setdefault(survey, []).append(ds)
+        ids = [f"{label}-{i}" for i in range(ds.sizes["candidate"])]  # unique over the pairs
+        parts.setdefault(survey, []).append(
+            ds.drop_indexes("candidate_id").assign_coords(candidate_id=("candidate", ids))
+        )
         print(
             f"  {survey} {label}: {ds.sizes['candidate']} detections, {int(ds['label'].sum())} recovered "
             f"injections of {n_sources}",
@@ -204,10 +249,14 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
     return out
 
 
-def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
+def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, style="masked"):
     """Real reference stamps to build triplets on: alerts without drb and cutouts of the ZTF quadrant.
 
-    None of them is an alert that the models are scored on (those all have a drb).
+    None of them is an alert that the models are scored on (those all have a drb). ``style``:
+    "masked" (every flagged pixel of the quadrant NaN, no width recorded: the sources' width is
+    drawn at random), or "co-add" (:func:`astrid.inject.reference_cutouts`: the quadrant stands
+    in for a co-added reference as ZTF's are, so only its radiation hits are filled from their
+    neighbours and nothing is NaN, saturated stars included; the width is its PSF's).
     """
     import xarray as xr
     from astropy.io import fits
@@ -226,6 +275,10 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
             drop=True,
         )
     ]
+    if style == "co-add":
+        from astrid.inject import shared_ztf_backgrounds
+
+        return shared_ztf_backgrounds(n_quadrant, seed=seed)
     folder = shared_data("images", "ztf_quadrant")
     if folder is not None:
         data = fits.getdata(next(folder.glob("*_sciimg.fits"))).astype(np.float64)
@@ -263,25 +316,38 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0):
     )
 
 
-def concat(sets):
-    import xarray as xr
+def training_sets(name: str, args, backgrounds):
+    """The recipe's training and validation triplets: simulated fields, triplets on real backgrounds, or both."""
+    from astrid.inject import triplets_on_real_backgrounds
 
-    common = set.intersection(*(set(p.coords) for p in sets))
-    sets = [
-        p.reset_coords(
-            [c for c in p.coords if c not in common and c not in p.dims], drop=True
-        ).drop_indexes("candidate_id")
-        for p in sets
-    ]
-    return xr.concat(
-        sets,
-        dim="candidate",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        join="outer",
-        combine_attrs="drop_conflicts",
-    ).set_xindex("candidate_id")
+    recipe = RECIPES[name]
+    train, validation = [], []
+    if recipe["preset"] is not None:
+        n_val = max(1, args.fields // 3)
+        train.append(build(recipe, args.fields, args.size, args.seed, f"{name}-train"))
+        validation.append(build(recipe, n_val, args.size, args.seed + 500, f"{name}-val"))
+    style = recipe.get("real_backgrounds")
+    if style is not None:
+        if "n_background_triplets" in recipe:
+            n = recipe["n_background_triplets"]
+            n_val = n // 3
+        else:  # as many as the simulated triplets
+            n, n_val = (part[0].sizes["candidate"] for part in (train, validation))
+        options = {**BACKGROUND_OPTIONS[style], **recipe.get("background_options", {})}
+        train.append(triplets_on_real_backgrounds(backgrounds, n, seed=args.seed, **options))
+        validation.append(
+            triplets_on_real_backgrounds(backgrounds, n_val, seed=args.seed + 1, **options)
+        )
+    return (
+        concat(train) if len(train) > 1 else train[0],
+        concat(validation) if len(validation) > 1 else validation[0],
+    )
+
+
+def concat(sets):
+    from astrid.triplets import concat_triplets
+
+    return concat_triplets(sets)
 
 
 def scores_against(labels, scores, threshold):
@@ -321,6 +387,12 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--recipes", default="sim,alert")
     parser.add_argument("--seed", type=int, default=8000)
+    parser.add_argument(
+        "--train-seeds",
+        default="0",
+        help="comma-separated training seeds: each recipe's network trained once per seed on the "
+        "same training set (default 0)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "sim_to_real")
     args = parser.parse_args(argv)
 
@@ -337,14 +409,18 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     alerts = read_ztf(folder)
     drb = alerts["drb"].values.astype(float)
-    backgrounds = None
-    if any(RECIPES[name].get("real_backgrounds") for name in args.recipes.split(",")):
-        backgrounds = real_backgrounds(
-            alerts.isel(candidate=np.flatnonzero(~np.isfinite(drb))), seed=args.seed
+    styles = {RECIPES[name].get("real_backgrounds") for name in args.recipes.split(",")} - {None}
+    backgrounds = {}
+    for style in sorted(styles):
+        backgrounds[style] = real_backgrounds(
+            alerts.isel(candidate=np.flatnonzero(~np.isfinite(drb))),
+            n_quadrant=QUADRANT_CUTOUTS[style],
+            seed=args.seed,
+            style=style,
         )
         print(
-            f"real backgrounds: {backgrounds.sizes['candidate']} reference stamps (alerts without drb, "
-            "ZTF quadrant cutouts)",
+            f"real backgrounds ({style}): {backgrounds[style].sizes['candidate']} reference stamps "
+            "(alerts without drb, ZTF quadrant cutouts)",
             flush=True,
         )
     alerts = alerts.isel(candidate=np.flatnonzero(np.isfinite(drb)))
@@ -357,76 +433,64 @@ def main(argv=None) -> int:
     domains = injected_real_pairs()
     print("home-domain test fields (ztf preset):", flush=True)
     home = build(RECIPES["sim"], args.test_fields, args.size, args.seed + 900, "home")
-    home_labels = home["label"].values.astype(int)
 
-    rows = {}
+    rows, summaries = {}, {}
+    seeds = [int(k) for k in args.train_seeds.split(",")]
     for name in args.recipes.split(","):
         recipe = RECIPES[name]
         started = time.perf_counter()
         print(f"recipe {name}: {recipe}", flush=True)
-        n_val = max(1, args.fields // 3)
-        train_set = build(recipe, args.fields, args.size, args.seed, f"{name}-train")
-        validation = build(recipe, n_val, args.size, args.seed + 500, f"{name}-val")
-        if recipe.get("real_backgrounds"):
-            from astrid.inject import triplets_on_real_backgrounds
-
-            train_set = concat(
-                [
-                    train_set,
-                    triplets_on_real_backgrounds(
-                        backgrounds, train_set.sizes["candidate"], seed=args.seed
-                    ),
-                ]
-            )
-            validation = concat(
-                [
-                    validation,
-                    triplets_on_real_backgrounds(
-                        backgrounds, validation.sizes["candidate"], seed=args.seed + 1
-                    ),
-                ]
-            )
-        fit = braai.train(
-            train_set,
-            "vgg6",
-            validation=validation,
-            config=braai.TrainConfig(epochs=args.epochs, patience=args.patience, seed=0),
-            out_dir=args.out,
-            name=f"vgg6_{name}",
+        train_set, validation = training_sets(
+            name, args, backgrounds.get(recipe.get("real_backgrounds"))
         )
-        val_scores = braai.predict(fit.model, validation)
-        threshold = braai.threshold_for_fnr(
-            validation["label"].values.astype(int), val_scores, 0.02
-        )
-        real = scores_against(real_labels, braai.predict(fit.model, alerts), threshold)
-        home_scores = braai.predict(fit.model, home)
-        injected = {}
-        for survey, ds in domains.items():
-            labels = ds["label"].values.astype(int)
-            if labels.min() != labels.max():
-                injected[survey] = scores_against(labels, braai.predict(fit.model, ds), threshold)
-        rows[name] = {
-            "injected": injected,
-            "recipe": recipe,
-            "n_train": int(train_set.sizes["candidate"]),
-            "n_validation": int(validation.sizes["candidate"]),
-            "ztf_drb": real,
-            "home_aucpr": scores_against(home_labels, home_scores, 0.5)["aucpr"],
-            "epochs": fit.card["training"]["epochs_run"],
-            "seconds": round(time.perf_counter() - started),
-        }
-        print(json.dumps(rows[name], indent=1), flush=True)
-        (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+        ensemble = []
+        for train_seed in seeds:
+            fit = braai.train(
+                train_set,
+                "vgg6",
+                validation=validation,
+                config=braai.TrainConfig(
+                    epochs=args.epochs, patience=args.patience, seed=train_seed
+                ),
+                out_dir=args.out,
+                name=f"vgg6_{name}" + (f"_seed{train_seed}" if len(seeds) > 1 else ""),
+            )
+            key = name if len(seeds) == 1 else f"{name}, training seed {train_seed}"
+            rows[key], scores = evaluate(fit.model, validation, alerts, real_labels, home, domains)
+            ensemble.append(scores)
+            rows[key].update(
+                recipe=recipe,
+                n_train=int(train_set.sizes["candidate"]),
+                n_validation=int(validation.sizes["candidate"]),
+                epochs=fit.card["training"]["epochs_run"],
+                seconds=round(time.perf_counter() - started),
+            )
+            print(json.dumps(rows[key], indent=1), flush=True)
+            (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+        if len(seeds) > 1:
+            aucs = [rows[f"{name}, training seed {k}"]["ztf_drb"]["roc_auc"] for k in seeds]
+            mean_scores = np.mean(ensemble, axis=0)
+            summaries[name] = {
+                "roc_auc": (float(np.mean(aucs)), float(np.min(aucs)), float(np.max(aucs))),
+                "ensemble_roc_auc": scores_against(real_labels, mean_scores, 0.5)["roc_auc"],
+            }
 
+    print_tables(rows, summaries, domains)
+    return 0
+
+
+def print_tables(rows: dict, summaries: dict, domains: dict) -> None:
+    """The results as Markdown tables: against drb, on the injections, over the training seeds."""
     print(
-        "\n| recipe | train triplets | ROC AUC vs drb | AUCPR vs drb | FNR / FPR at 0.5 | threshold (sim FNR 2 %) "
-        "| FNR / FPR there | home AUCPR |"
+        "\n| recipe | train triplets | ROC AUC vs drb | same, 8 symmetries averaged | AUCPR vs drb "
+        "| FNR / FPR at 0.5 | threshold (sim FNR 2 %) | FNR / FPR there | home AUCPR |"
     )
-    print("|---|---:|---:|---:|---|---:|---|---:|")
+    print("|---|---:|---:|---:|---:|---|---:|---|---:|")
     for name, row in rows.items():
         r = row["ztf_drb"]
         print(
-            f"| {name} | {row['n_train']} | {r['roc_auc']:.3f} | {r['aucpr']:.3f} | {r['fnr_05']:.1%} / "
+            f"| {name} | {row['n_train']} | {r['roc_auc']:.3f} | {r['roc_auc_symmetries']:.3f} | "
+            f"{r['aucpr']:.3f} | {r['fnr_05']:.1%} / "
             f"{r['fpr_05']:.1%} | {r['threshold']:.3f} | {r['fnr_t']:.1%} / {r['fpr_t']:.1%} | "
             f"{row['home_aucpr']:.4f} |"
         )
@@ -441,7 +505,39 @@ def main(argv=None) -> int:
             r = row["injected"].get(survey)
             cells += [f"{r['roc_auc']:.3f}", f"{r['aucpr']:.3f}"] if r else ["—", "—"]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    return 0
+    if summaries:
+        print("\nover the training seeds (the same training set each time):")
+        print("| recipe | ROC AUC vs drb: mean (min-max) | ensemble of the seeds' models |")
+        print("|---|---|---:|")
+        for name, summary in summaries.items():
+            mean, low, high = summary["roc_auc"]
+            print(
+                f"| {name} | {mean:.3f} ({low:.3f}-{high:.3f}) | {summary['ensemble_roc_auc']:.3f} |"
+            )
+
+
+def evaluate(model, validation, alerts, real_labels, home, domains):
+    """Scores of one model: on the real alerts against drb, the home domain, injections into real pairs.
+
+    The threshold is chosen on the recipe's own validation set (2 % FNR there), never on drb.
+    Returns the row and the model's scores of the alerts.
+    """
+    from astrid import braai
+
+    val_scores = braai.predict(model, validation)
+    threshold = braai.threshold_for_fnr(validation["label"].values.astype(int), val_scores, 0.02)
+    scores = braai.predict(model, alerts)
+    real = scores_against(real_labels, scores, threshold)
+    averaged = braai.predict(model, alerts, symmetries=True)
+    real["roc_auc_symmetries"] = scores_against(real_labels, averaged, threshold)["roc_auc"]
+    injected = {}
+    for survey, ds in domains.items():
+        labels = ds["label"].values.astype(int)
+        if labels.min() != labels.max():
+            injected[survey] = scores_against(labels, braai.predict(model, ds), threshold)
+    home_labels = home["label"].values.astype(int)
+    home_aucpr = scores_against(home_labels, braai.predict(model, home), 0.5)["aucpr"]
+    return {"ztf_drb": real, "home_aucpr": home_aucpr, "injected": injected}, scores
 
 
 if __name__ == "__main__":

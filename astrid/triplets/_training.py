@@ -510,6 +510,53 @@ def balance_classes(ds: xr.Dataset, real_fraction: float = 0.5, *, seed: int = 0
     return ds.isel(candidate=keep)
 
 
+def concat_triplets(sets) -> xr.Dataset:
+    """Triplet sets one after the other, with the per-candidate coordinates they all have.
+
+    For training sets of different origins (simulated fields, triplets on
+    real backgrounds, ...), whose coordinates differ: those that are not in
+    every set are dropped, the others kept; the dataset attributes they
+    disagree on are dropped.
+
+    Parameters
+    ----------
+    sets : sequence of xarray.Dataset
+        Triplets in the AstrID schema, ``candidate_id`` unique over all of them.
+
+    Returns
+    -------
+    xarray.Dataset
+        In memory when the inputs are; indexed by ``candidate_id``.
+
+    Raises
+    ------
+    AstridInputError
+        No set, or ``candidate_id`` values repeated across the sets.
+    """
+    sets = list(sets)
+    if not sets:
+        raise AstridInputError("concat_triplets: no triplet set given")
+    common = set.intersection(*(set(map(str, ds.coords)) for ds in sets))
+    trimmed = []
+    for ds in sets:
+        drop = [c for c in map(str, ds.coords) if c not in common and c not in ds.dims]
+        ds = ds.reset_coords(drop, drop=True)
+        trimmed.append(ds.drop_indexes("candidate_id") if "candidate_id" in ds.indexes else ds)
+    ids = np.concatenate([np.asarray(ds["candidate_id"].values).astype(str) for ds in trimmed])
+    if np.unique(ids).size != ids.size:
+        raise AstridInputError("concat_triplets: candidate_id values repeat across the sets")
+    out = xr.concat(
+        trimmed,
+        dim="candidate",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="drop_conflicts",
+    )
+    return out.set_xindex("candidate_id")
+
+
 def _field_values(ds: xr.Dataset) -> np.ndarray:
     if "field" not in ds.coords:
         raise AstridInputError(

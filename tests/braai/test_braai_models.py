@@ -353,6 +353,27 @@ def test_predict_shapes_and_batches():
         predict(model, x, batch_size=0)
 
 
+def test_predict_averaged_over_symmetries_ignores_orientation():
+    _keras()
+    model = vgg6()
+    x = _random_stamps(4, 7)
+    plain = predict(model, x, norm="l2")
+    averaged = predict(model, x, norm="l2", symmetries=True)
+    # whole-stamp normalisation commutes with turns and mirrors, so a turned or mirrored
+    # triplet has the same eight views and the same average
+    turned = np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2))[:, ::-1])
+    np.testing.assert_allclose(
+        predict(model, turned, norm="l2", symmetries=True), averaged, atol=1e-6
+    )
+    views = [
+        predict(model, np.ascontiguousarray(np.rot90(x, k, axes=(1, 2))[:, :, ::m]), norm="l2")
+        for k in range(4)
+        for m in (1, -1)
+    ]
+    np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)
+    assert not np.allclose(averaged, plain, atol=1e-6)
+
+
 # --------------------------------------------------------------------------
 # ZTF's published models against ZTF's published scores
 

@@ -187,3 +187,115 @@ def test_triplets_on_real_backgrounds_have_every_kind_and_keep_the_backgrounds_h
     assert set(out["field"].values) <= {f"ZTF{k}" for k in range(5)}
     with pytest.raises(AstridInputError, match="n="):
         triplets_on_real_backgrounds(backgrounds, 0)
+
+
+def test_reference_cutouts_centre_on_sources_and_fill_what_they_are_told(pair):
+    from astrid.inject import reference_cutouts, triplets_on_real_backgrounds
+
+    image = pair.science
+    fill = np.zeros(image.data.shape, dtype=bool)
+    fill[500:503, 600] = True  # a short "radiation hit" to fill from its neighbours
+    cutouts = reference_cutouts(image, 30, fill=fill, seed=4)
+    again = reference_cutouts(image, 30, fill=fill, seed=4)
+    np.testing.assert_array_equal(cutouts["triplets"].values, again["triplets"].values)
+    assert cutouts.sizes["candidate"] == 30
+    # the width recorded is the image's own PSF's
+    assert cutouts["fwhm"].values[0] == pytest.approx(astrid.estimate_psf(image).fwhm, rel=1e-6)
+    # two thirds sit on a source: their centre is the brightest pixel around it
+    stamps = cutouts["triplets"].values[..., 1]
+    centre = stamps[:, 29:34, 29:34].max(axis=(1, 2))
+    sky = np.nanmedian(stamps, axis=(1, 2))
+    noise = np.nanstd(image.data[:200, :200])
+    assert np.sum(centre - sky > 10 * noise) >= 20
+    x, y = cutouts["xpos"].values.astype(int), cutouts["ypos"].values.astype(int)
+    np.testing.assert_allclose(stamps[:, 31, 31], image.data[y, x], rtol=1e-6)
+    # filled pixels take their neighbours' level, not their own value
+    hit = reference_cutouts(image, 1, fill=fill, source_fraction=0.0, seed=4)
+    assert np.isfinite(hit["triplets"].values).all()
+    # masked pixels are NaN in the stamps, unless the mask is not used
+    offsets = np.arange(-31, 32)
+    from dataclasses import replace
+
+    mask = np.zeros(image.data.shape, dtype=bool)
+    mask[y[-1] - 2 : y[-1] + 3, x[-1] - 2 : x[-1] + 3] = True  # in the sky of a random cutout
+    flagged = replace(image, mask=mask)
+    with_mask = reference_cutouts(flagged, 30, fill=fill, seed=4)["triplets"].values
+    assert np.isnan(with_mask[-1, 29:34, 29:34]).all()
+    covered = mask[y[:, None, None] + offsets[:, None], x[:, None, None] + offsets[None, :]]
+    np.testing.assert_array_equal(np.isnan(with_mask[..., 1]), covered)
+    kept = reference_cutouts(flagged, 30, fill=fill, use_mask=False, seed=4)["triplets"].values
+    np.testing.assert_array_equal(kept, cutouts["triplets"].values)
+    # they are backgrounds for triplets as they are
+    out = triplets_on_real_backgrounds(
+        cutouts, 20, seed=1, seeing_ratio=(1.0, 1.5), profile="moffat"
+    )
+    assert out.sizes["candidate"] == 20 and np.isfinite(out["triplets"].values).all()
+    with pytest.raises(AstridInputError, match="fill"):
+        reference_cutouts(image, 5, fill=fill[:10])
+    with pytest.raises(AstridInputError, match="n="):
+        reference_cutouts(image, 0)
+    with pytest.raises(AstridInputError, match="no source"):
+        reference_cutouts(image, 5, min_sigma=1e9)
+
+
+def test_a_science_epoch_broader_than_its_reference_is_subtracted_cleanly():
+    from astrid.inject import triplets_on_real_backgrounds
+    from astrid.triplets import new_triplet_dataset
+
+    # a reference with one bright star: the science sees it broader, the difference must not
+    yy, xx = np.mgrid[0:63, 0:63]
+    star = 5000.0 * np.exp(-0.5 * ((xx - 31) ** 2 + (yy - 31) ** 2) / 1.0**2)
+    sky = 100.0 + np.random.default_rng(0).normal(0.0, 1.0, star.shape)
+    stamps = np.repeat((sky + star)[None, ..., None], 3, axis=-1).astype(np.float32)
+    backgrounds = new_triplet_dataset(stamps, coords={"fwhm": [2.35]})
+    out = triplets_on_real_backgrounds(
+        backgrounds, 60, seed=3, seeing_ratio=(1.5, 1.5), noise_ratio=(1.0, 1.0)
+    )
+    values = out["triplets"].values
+    kinds = out["kind"].values
+    clean = np.isin(kinds, ["hot_pixel", "nothing"])
+    assert clean.any()
+    # the science's star is broader (lower peak, same total), the difference holds no trace of it
+    sci, ref = values[clean, :, :, 0], values[clean, :, :, 1]
+    assert np.all(sci[:, 31, 31] < 0.7 * ref[:, 31, 31])
+    ring = np.hypot(xx - 31, yy - 31) > 4
+    noise = np.std(values[clean][:, ring, 2], axis=1)
+    assert np.all(noise < 3.0)  # the science's unit noise, no residual of a 5000-count star
+    with pytest.raises(AstridInputError, match="seeing_ratio"):
+        triplets_on_real_backgrounds(backgrounds, 5, seeing_ratio=(0.5, 1.0))
+    with pytest.raises(AstridInputError, match="profile"):
+        triplets_on_real_backgrounds(backgrounds, 5, profile="airy")
+
+
+def test_triplets_on_real_backgrounds_can_keep_only_what_a_detection_would_find():
+    from astrid.inject import triplets_on_real_backgrounds
+    from astrid.realism import stamp_statistics
+    from astrid.triplets import new_triplet_dataset
+
+    rng = np.random.default_rng(5)
+    stamps = rng.normal(100.0, 2.0, (5, 63, 63, 3)).astype(np.float32)
+    backgrounds = new_triplet_dataset(stamps)
+    out = triplets_on_real_backgrounds(backgrounds, 200, seed=2, min_significance=5.0)
+    assert "nothing" not in set(out["kind"].values)
+    centre = np.asarray(stamp_statistics(out)["centre_sigma_difference"])
+    assert np.mean(centre >= 5.0) > 0.95  # a few may stay below after 20 draws
+    every = triplets_on_real_backgrounds(backgrounds, 200, seed=2)
+    every_centre = np.asarray(stamp_statistics(every)["centre_sigma_difference"])
+    assert np.mean(every_centre < 5.0) > 0.1
+
+
+def test_shared_ztf_backgrounds_are_whole_and_hold_no_scored_alert():
+    from astrid.inject import shared_ztf_backgrounds
+    from astrid.paths import shared_data
+
+    if shared_data("ztf_alerts") is None or shared_data("images", "ztf_quadrant") is None:
+        pytest.skip("shared ZTF alerts and quadrant (../shared/data) are not present")
+    alerts = astrid.read_ztf(shared_data("ztf_alerts"))
+    unscored = set(alerts["candidate_id"].values[~np.isfinite(alerts["drb"].values.astype(float))])
+    backgrounds = shared_ztf_backgrounds(50, seed=1)
+    ids = list(backgrounds["candidate_id"].values)
+    cutouts = [i for i in ids if "cutout" in i]
+    assert len(cutouts) == 50 and set(ids) - set(cutouts) == unscored
+    quadrant = backgrounds.isel(candidate=[ids.index(i) for i in cutouts])
+    assert np.isfinite(quadrant["triplets"].values).all()  # kept whole, as a co-added reference
+    assert 1.0 < float(quadrant["fwhm"].values[0]) < 4.0

@@ -13,6 +13,7 @@ import nbformat
 import pytest
 
 from astrid.mainjob import NOTEBOOKS, REPO_ROOT
+from astrid.paths import shared_data
 
 pytest.importorskip("papermill")
 
@@ -141,6 +142,12 @@ def test_main_job_small_runs_every_notebook(tmp_path):
     )
     assert metrics["03_triplets"]["n_train"] > 0 and metrics["03_triplets"]["n_test"] > 0
     assert 0.0 <= metrics["04_training"]["roc_auc"] <= 1.0
+    # with the shared real data there, the model also trains on real backgrounds and is scored
+    # against ZTF's drb (evaluation only)
+    with_real = None not in (shared_data("ztf_alerts"), shared_data("images", "ztf_quadrant"))
+    assert metrics["04_training"]["real_backgrounds"] is bool(with_real)
+    if with_real:
+        assert 0.0 <= metrics["04_training"]["roc_auc_drb"] <= 1.0
     assert metrics["05_edgetpu_export"]["edgetpu_static_check"] is True
     assert metrics["06_paper_figures"]["n_figures"] == len(FIGURES)
     assert (

@@ -224,3 +224,27 @@ def test_training_set_from_simulated_pairs():
     assert set(real["kind"].values) <= {"supernova", "variable"}
     # Hosts come from the simulator's galaxy catalogue: supernovae near a host get a finite distance.
     assert np.isfinite(real["host_distance"].values).all()
+
+
+def test_concat_triplets_keeps_the_coordinates_every_set_has():
+    from astrid.triplets import concat_triplets, new_triplet_dataset
+
+    rng = np.random.default_rng(0)
+    first = new_triplet_dataset(
+        rng.normal(size=(3, 63, 63, 3)),
+        coords={"candidate_id": ["a0", "a1", "a2"], "label": [1, 0, 1], "kind": ["x"] * 3},
+    )
+    second = new_triplet_dataset(
+        rng.normal(size=(2, 63, 63, 3)),
+        coords={"candidate_id": ["b0", "b1"], "label": [0, 0], "background": [4, 5]},
+    )
+    both = concat_triplets([first, second])
+    assert both.sizes["candidate"] == 5
+    assert list(both["label"].values) == [1, 0, 1, 0, 0]
+    assert "kind" not in both.coords and "background" not in both.coords
+    np.testing.assert_array_equal(both["triplets"].values[3:], second["triplets"].values)
+    assert both.sel(candidate_id="b1")["label"].item() == 0  # indexed by candidate_id
+    with pytest.raises(AstridInputError, match="candidate_id"):
+        concat_triplets([first, first])
+    with pytest.raises(AstridInputError, match="no triplet set"):
+        concat_triplets([])
