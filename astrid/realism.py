@@ -8,7 +8,9 @@ triplet, quantities that need no label; :func:`compare_statistics` sets two
 sets side by side with a two-sample distance for each (the Kolmogorov–Smirnov
 statistic: 0 for the same distribution, 1 for disjoint ones).
 ``benchmarks/realism.py`` prints the report for the shared ZTF alerts against
-the simulator's ZTF preset.
+the simulator's ZTF preset. :func:`image_statistics` does the same for whole
+images (source density, PSF, saturated stars and their bleeds, masked
+fraction), e.g. a simulated ZTF epoch against a real ZTF quadrant.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = [
     "stamp_statistics",
     "compare_statistics",
     "normalised_pixels",
+    "IMAGE_STATISTICS",
+    "image_statistics",
 ]
 
 #: The per-triplet statistics of :func:`stamp_statistics`, with what they measure.
@@ -214,3 +218,82 @@ def compare_statistics(real: Table, simulated: Table) -> Table:
     return Table(
         rows=rows, names=("statistic", "real_median", "real_iqr", "sim_median", "sim_iqr", "ks")
     )
+
+
+#: The per-image statistics of :func:`image_statistics`, with what they measure.
+IMAGE_STATISTICS = {
+    "pixel_scale": "arcsec per pixel (from the WCS)",
+    "area_arcmin2": "area of the image (arcmin²)",
+    "sky": "median pixel value (data units)",
+    "noise": "robust pixel-to-pixel noise (data units)",
+    "sky_noise_electrons": "noise in electrons (with a gain; NaN without)",
+    "psf_fwhm_arcsec": "FWHM of the PSF estimated from the image's stars (arcsec)",
+    "psf_stars": "stars the PSF was estimated from",
+    "sources_per_arcmin2": "local maxima above 5 sigma, 5 px apart, per arcmin²",
+    "saturated_per_arcmin2": "connected groups of saturated pixels per arcmin² (saturated stars)",
+    "bleeds_per_arcmin2": "saturated groups at least 3 times taller than wide (bleed trails)",
+    "masked_fraction": "fraction of pixels masked (Image.mask: flagged, saturated, non-finite)",
+}
+
+
+def image_statistics(image) -> dict:
+    """Label-free statistics of one whole image (see :data:`IMAGE_STATISTICS`).
+
+    Parameters
+    ----------
+    image : Image or path-like
+        One epoch, with a WCS (for the pixel scale) and, for the saturated
+        statistics, a saturation level (``Image.meta.saturation``, the
+        header's ``SATURATE``).
+
+    Returns
+    -------
+    dict
+        Statistic name -> value (float; NaN where the image lacks what it
+        needs, e.g. a saturation level).
+
+    Raises
+    ------
+    AstridInputError
+        An image without a celestial WCS.
+    """
+    from astropy.wcs.utils import proj_plane_pixel_scales
+    from scipy import ndimage
+
+    from .diffim import estimate_psf
+    from .errors import AstridInputError
+    from .io import Image, read_image
+
+    img = image if isinstance(image, Image) else read_image(image)
+    if img.wcs is None or not img.wcs.has_celestial:
+        raise AstridInputError(
+            f"image {img.meta.path or ''}: needs a celestial WCS for its pixel scale"
+        )
+    scale = float(np.mean(proj_plane_pixel_scales(img.wcs.celestial)) * 3600.0)
+    data = np.asarray(img.data, dtype=np.float64)
+    mask = np.asarray(img.mask, dtype=bool) if img.mask is not None else ~np.isfinite(data)
+    area = data.size * scale**2 / 3600.0
+    sky = float(np.nanmedian(data[~mask]))
+    noise = stamp_noise(np.where(mask, np.nan, data)[:: max(1, data.shape[0] // 1024)])
+    smooth = ndimage.gaussian_filter(np.where(mask | ~np.isfinite(data), sky, data), 1.0)
+    peaks = (smooth == ndimage.maximum_filter(smooth, 5)) & (smooth > sky + 5.0 * noise)
+    saturated, bleeds = np.nan, np.nan
+    if img.meta.saturation is not None:
+        groups, n_groups = ndimage.label(np.nan_to_num(data) >= img.meta.saturation)
+        slices = ndimage.find_objects(groups)
+        tall = sum(1 for sy, sx in slices if (sy.stop - sy.start) >= 3 * (sx.stop - sx.start))
+        saturated, bleeds = n_groups / area, tall / area
+    psf = estimate_psf(img)
+    return {
+        "pixel_scale": scale,
+        "area_arcmin2": area,
+        "sky": sky,
+        "noise": float(noise),
+        "sky_noise_electrons": float(noise * img.meta.gain) if img.meta.gain else np.nan,
+        "psf_fwhm_arcsec": float(psf.fwhm) * scale,
+        "psf_stars": float(getattr(psf, "n_stars", np.nan) or np.nan),
+        "sources_per_arcmin2": float(peaks.sum()) / area,
+        "saturated_per_arcmin2": saturated,
+        "bleeds_per_arcmin2": bleeds,
+        "masked_fraction": float(mask.mean()),
+    }

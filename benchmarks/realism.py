@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/realism.py [--fields 4] [--size 1024] [--figure docs/img]
     .venv/bin/python benchmarks/realism.py --backgrounds co-add     # triplets on real backgrounds
+    .venv/bin/python benchmarks/realism.py --images                 # whole images: the ZTF quadrant
 
 Reads the shared ZTF alerts (../shared/data/ztf_alerts; skips with a message when absent), builds
 triplets from simulated ZTF-preset pairs the way the training sets are built
@@ -83,6 +84,33 @@ def on_real_backgrounds(alerts, style: str, n: int, seed: int):
     return triplets_on_real_backgrounds(backgrounds, n, seed=seed, **BACKGROUND_OPTIONS[style])
 
 
+def compare_images(size: int, seed: int) -> int:
+    """The real ZTF quadrant beside one simulated science epoch of each ZTF preset."""
+    import astrid
+    from astrid.paths import shared_data
+    from astrid.realism import IMAGE_STATISTICS, image_statistics
+
+    folder = shared_data("images", "ztf_quadrant")
+    if folder is None:
+        print(
+            "shared ZTF quadrant not found (../shared/data/images/ztf_quadrant): nothing to compare"
+        )
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        columns = {"real ZTF quadrant": image_statistics(next(folder.glob("*_sciimg.fits")))}
+        for preset in ("ztf", "ztf_alert"):
+            pair = astrid.simulate.pair(size=size, seed=seed, preset=preset)
+            columns[f"`{preset}` science, {size}²"] = image_statistics(pair.science)
+    print("| statistic | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for name in IMAGE_STATISTICS:
+        print(f"| {name} | " + " | ".join(f"{c[name]:.4g}" for c in columns.values()) + " |")
+    print("\nWhat the statistics mean:")
+    print("\n".join(f"- `{k}`: {v}" for k, v in IMAGE_STATISTICS.items()))
+    return 0
+
+
 def gallery(real, simulated, path, n: int = 6, seed: int = 0) -> None:
     from astrid.braai import plot_triplet_gallery
     from astrid.figures import save
@@ -111,7 +139,14 @@ def main(argv=None) -> int:
         "them) instead of simulated fields",
     )
     parser.add_argument("--n", type=int, default=3000, help="triplets on real backgrounds")
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="compare whole images instead: the real ZTF quadrant against simulated science epochs",
+    )
     args = parser.parse_args(argv)
+    if args.images:
+        return compare_images(args.size, args.seed)
 
     from astrid.alerts import read_ztf
     from astrid.paths import shared_data

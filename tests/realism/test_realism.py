@@ -85,3 +85,30 @@ def test_the_report_runs_on_a_handful_of_real_stamps():
     assert len(table) >= 8 and np.all((table["ks"] >= 0) & (table["ks"] <= 1))
     # real ZTF references are deep co-adds: quieter than the science stamps
     assert np.nanmedian(stamp_statistics(real)["noise_ratio_ref_sci"]) < 0.5
+
+
+def test_image_statistics_count_sources_saturated_stars_and_bleeds():
+    from dataclasses import replace
+
+    from astrid.realism import IMAGE_STATISTICS, image_statistics
+
+    pair = astrid.simulate.pair(size=1024, seed=1, preset="ztf")
+    image = pair.science
+    stats = image_statistics(image)
+    assert set(stats) == set(IMAGE_STATISTICS)
+    assert stats["pixel_scale"] == pytest.approx(1.01, rel=0.01)
+    assert stats["area_arcmin2"] == pytest.approx(1024**2 * stats["pixel_scale"] ** 2 / 3600)
+    assert stats["sources_per_arcmin2"] > 0.1 and 1.5 < stats["psf_fwhm_arcsec"] < 4.0
+    # two saturated blobs planted in a copy, one of them a bleed trail ten times taller than wide
+    data = np.array(image.data)
+    level = image.meta.saturation
+    data[100:103, 100:103] = level + 1.0
+    data[300:330, 400:402] = level + 1.0
+    planted = image_statistics(replace(image, data=data))
+    added = (planted["saturated_per_arcmin2"] - stats["saturated_per_arcmin2"]) * stats[
+        "area_arcmin2"
+    ]
+    bled = (planted["bleeds_per_arcmin2"] - stats["bleeds_per_arcmin2"]) * stats["area_arcmin2"]
+    assert round(added) == 2 and round(bled) == 1
+    with pytest.raises(AstridInputError, match="WCS"):
+        image_statistics(replace(image, wcs=None))
