@@ -802,8 +802,7 @@ def triplets_on_real_backgrounds(
         Draw each triplet again (up to 20 times) until its difference has a
         peak of this many σ within 2 px of the centre, as a detection would,
         and leave out the noise-only kind. Default None: every draw is kept.
-        (Measured in ``docs/sim_to_real.md``: it makes the classifier
-        transfer worse.)
+        It makes the classifier transfer worse (``docs/sim_to_real.md``).
     seed : int, optional
         Seeds every draw.
 
@@ -817,17 +816,8 @@ def triplets_on_real_backgrounds(
     from .schema import new_triplet_dataset, validate_triplets
 
     validate_triplets(backgrounds, "backgrounds")
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise AstridInputError(f"n={n!r} must be a positive integer")
-    if not 0.0 <= real_fraction <= 1.0:
-        raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
+    _check_background_options(n, real_fraction, seeing_ratio, profile)
     low, high = _snr_range(snr)
-    if profile not in _PROFILES:
-        raise AstridInputError(f"profile={profile!r} must be one of {_PROFILES}")
-    if not (len(seeing_ratio) == 2 and 1.0 <= seeing_ratio[0] <= seeing_ratio[1]):
-        raise AstridInputError(
-            f"seeing_ratio={seeing_ratio!r} must be (low, high) with 1 <= low <= high"
-        )
     # Noise alone never makes a detection: with a detection threshold there is no "nothing".
     bogus_kinds = BACKGROUND_KINDS[2:] if min_significance is None else BACKGROUND_KINDS[2:-1]
     rng = np.random.default_rng(seed)
@@ -1058,6 +1048,19 @@ def shared_ztf_backgrounds(n_cutouts: int = 3000, *, seed: int = 0):
             seed=seed,
         )
     return concat_triplets([alerts, cutouts])
+
+
+def _check_background_options(n, real_fraction, seeing_ratio, profile) -> None:
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise AstridInputError(f"n={n!r} must be a positive integer")
+    if not 0.0 <= real_fraction <= 1.0:
+        raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
+    if profile not in _PROFILES:
+        raise AstridInputError(f"profile={profile!r} must be one of {_PROFILES}")
+    if not (len(seeing_ratio) == 2 and 1.0 <= seeing_ratio[0] <= seeing_ratio[1]):
+        raise AstridInputError(
+            f"seeing_ratio={seeing_ratio!r} must be (low, high) with 1 <= low <= high"
+        )
 
 
 def _reference_stamps(backgrounds):
