@@ -58,11 +58,16 @@ REAL_KINDS = ("supernova", "variable", "asteroid")
 
 def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefix: str):
     """Triplets of simulated fields, cached as netCDF per field (keyed by the parameters)."""
-    import xarray as xr
 
     from astrid import simulate
     from astrid.diffim import difference
-    from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
+    from astrid.triplets import (
+        ExampleOptions,
+        build_training_set,
+        concat_triplets,
+        load_triplets,
+        write_triplets,
+    )
 
     cache.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -84,16 +89,8 @@ def simulate_fields(seeds, *, size, supernovae, random_bogus, cache: Path, prefi
             f"in {time.perf_counter() - t0:.1f} s",
             flush=True,
         )
-    ds = xr.concat(
-        parts,
-        dim="candidate",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        join="outer",
-        combine_attrs="drop_conflicts",
-    )
-    return ds.set_xindex("candidate_id")
+    ds = concat_triplets(parts)
+    return ds
 
 
 def _train(labelled, epochs, seed, batch_size=64):

@@ -83,11 +83,16 @@ def _attach_snr(ds, truth):
 
 
 def simulate_fields(args, cache: Path):
-    import xarray as xr
 
     from astrid import simulate
     from astrid.diffim import difference
-    from astrid.triplets import ExampleOptions, build_training_set, load_triplets, write_triplets
+    from astrid.triplets import (
+        ExampleOptions,
+        build_training_set,
+        concat_triplets,
+        load_triplets,
+        write_triplets,
+    )
 
     real_kinds = tuple(args.real_kinds.split(","))
     # The cached triplets belong to this version of the engine: any change to
@@ -147,16 +152,8 @@ def simulate_fields(args, cache: Path):
             f"in {t3 - t0:.1f} s",
             flush=True,
         )
-    ds = xr.concat(
-        parts,
-        dim="candidate",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        join="outer",
-        combine_attrs="drop_conflicts",
-    )
-    return ds.set_xindex("candidate_id"), timing
+    ds = concat_triplets(parts)
+    return ds, timing
 
 
 def _class_kind_counts(ds) -> dict:

@@ -258,7 +258,6 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
     in for a co-added reference as ZTF's are, so only its radiation hits are filled from their
     neighbours and nothing is NaN, saturated stars included; the width is its PSF's).
     """
-    import xarray as xr
     from astropy.io import fits
     from scipy import ndimage
 
@@ -305,15 +304,7 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
             },
         )
         parts.append(quadrant)
-    return xr.concat(
-        [p.drop_indexes("candidate_id") for p in parts],
-        dim="candidate",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        join="outer",
-        combine_attrs="drop_conflicts",
-    )
+    return concat(parts)
 
 
 def training_sets(name: str, args, backgrounds):
