@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from ._utils import robust_std
+from ._utils import GAUSSIAN_SIGMA_TO_FWHM, robust_std
 from .errors import AstridInputError, AstridWarning
 from .io import Image, read_image
 
@@ -723,7 +723,6 @@ _PROFILES = ("gaussian", "moffat")
 _STAMP = 63  # braai's stamp side
 _ZTF_RADIATION_HIT = 1 << 7  # bit 7 of a ZTF science image's mask
 _CUTOUT_EDGE = 40  # cutout centres stay this far from the image's edge
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _DETECTION_TRIES = 20  # draws per triplet before keeping one below ``min_significance``
 
 
@@ -1099,7 +1098,7 @@ def _background_triplet(
     low, high = snr_range
     noise_sci = rng.normal(0.0, sigma_sci, clean.shape)
     x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
-    match = fwhm * math.sqrt(max(seeing**2 - 1.0, 0.0)) / _FWHM_PER_SIGMA
+    match = fwhm * math.sqrt(max(seeing**2 - 1.0, 0.0)) / GAUSSIAN_SIGMA_TO_FWHM
     matched = _blur(clean, match) if match > 0 else clean
     shape_draw = rng.uniform(2.0, 5.0) if profile == "moffat" else None
     source = _profile(clean.shape, x0, y0, fwhm * seeing, shape_draw)

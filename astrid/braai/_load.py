@@ -325,8 +325,7 @@ def predict(
         Average each triplet's score over its eight rotations and mirrors
         (the dihedral group that :func:`~astrid.braai.train` augments with,
         applied to the preprocessed stamps as there): a transient's
-        orientation on the sky carries no information, and the average is
-        steadier on data unlike the training set's. Eight forward passes
+        orientation on the sky carries no information. Eight forward passes
         instead of one; default off (braai's single pass).
 
     Returns
