@@ -91,9 +91,9 @@ RECIPES = {
         "n_background_triplets": 10000,
     },
 }
-#: How triplets are built on each kind of real backgrounds (astrid.inject.triplets_on_real_backgrounds).
 #: Quadrant cutouts among the real backgrounds, per style.
 QUADRANT_CUTOUTS = {"masked": 600, "co-add": 3000}
+#: How triplets are built on each kind of real backgrounds (astrid.inject.triplets_on_real_backgrounds).
 BACKGROUND_OPTIONS = {
     # as the first version of triplets_on_real_backgrounds: the science as sharp as the
     # reference, Gaussian sources
@@ -122,7 +122,7 @@ def flip_fading(ds):
 
 def build(recipe: dict, fields: int, size: int, seed: int, label: str):
     import astrid
-    from astrid.triplets import ExampleOptions, build_training_set
+    from astrid.triplets import ExampleOptions, build_training_set, concat_triplets
 
     parts = []
     for i in range(fields):
@@ -155,7 +155,7 @@ def build(recipe: dict, fields: int, size: int, seed: int, label: str):
             f"{time.perf_counter() - t0:.0f} s",
             flush=True,
         )
-    return concat(parts)
+    return concat_triplets(parts)
 
 
 def injected_real_pairs(n_sources: int = 20, seed: int = 0):
@@ -170,7 +170,7 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
     import astrid
     from astrid.inject import inject_sources
     from astrid.paths import shared_data
-    from astrid.triplets import label_candidates, make_triplets
+    from astrid.triplets import concat_triplets, label_candidates, make_triplets
 
     cases = []
     decam = shared_data("images", "sfft_decam_decorr")
@@ -242,7 +242,7 @@ def injected_real_pairs(n_sources: int = 20, seed: int = 0):
         )
     out = {}
     for survey, sets in parts.items():
-        ds = concat(sets).drop_indexes("candidate_id")
+        ds = concat_triplets(sets).drop_indexes("candidate_id")
         out[survey] = ds.assign_coords(
             candidate_id=("candidate", [f"{survey}-{i}" for i in range(ds.sizes["candidate"])])
         )
@@ -263,6 +263,7 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
 
     from astrid.paths import shared_data
     from astrid.schema import new_triplet_dataset
+    from astrid.triplets import concat_triplets
 
     parts = [
         alerts_without_drb.reset_coords(
@@ -304,12 +305,13 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
             },
         )
         parts.append(quadrant)
-    return concat(parts)
+    return concat_triplets(parts)
 
 
 def training_sets(name: str, args, backgrounds):
     """The recipe's training and validation triplets: simulated fields, triplets on real backgrounds, or both."""
     from astrid.inject import triplets_on_real_backgrounds
+    from astrid.triplets import concat_triplets
 
     recipe = RECIPES[name]
     train, validation = [], []
@@ -330,15 +332,9 @@ def training_sets(name: str, args, backgrounds):
             triplets_on_real_backgrounds(backgrounds, n_val, seed=args.seed + 1, **options)
         )
     return (
-        concat(train) if len(train) > 1 else train[0],
-        concat(validation) if len(validation) > 1 else validation[0],
+        concat_triplets(train) if len(train) > 1 else train[0],
+        concat_triplets(validation) if len(validation) > 1 else validation[0],
     )
-
-
-def concat(sets):
-    from astrid.triplets import concat_triplets
-
-    return concat_triplets(sets)
 
 
 def scores_against(labels, scores, threshold):
