@@ -35,7 +35,9 @@ BRAAI_PER_S = 10_000 / 40.0
 
 # TrainConfig fields that differ from the default, per configuration.
 CONFIGS = {
-    "default": {},
+    "default": {},  # precision "auto": mixed bfloat16 on CPUs with AMX, float32 elsewhere
+    "float32": {"precision": "float32"},
+    "mixed_bfloat16": {"precision": "mixed_bfloat16"},
     "no-augment": {"augment": False},
     "not-deterministic": {"deterministic": False},
     "batch-128": {"batch_size": 128},
@@ -94,6 +96,7 @@ def child(config: str, n: int, epochs: int) -> None:
                 "per_s": n / epoch,
                 "preprocess_s": prep,
                 "peak_mib": peak,
+                "precision": result.card["parameters"]["precision"],
             }
         )
     )
@@ -126,7 +129,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--configs",
-        default="default,no-augment,not-deterministic",
+        default="default,float32,mixed_bfloat16,no-augment,not-deterministic",
         help=f"comma-separated, from {list(CONFIGS)}",
     )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
                 )
     header = (
         f"{'configuration':<18} {'epoch s':>8} {'range s':>11} {'triplets/s':>11} {'vs braai':>8} "
-        f"{'10k epoch s':>11} {'1st epoch s':>11} {'preprocess s':>12} {'peak MiB':>9}"
+        f"{'10k epoch s':>11} {'1st epoch s':>11} {'preprocess s':>12} {'peak MiB':>9} precision"
     )
     print(header)
     print("-" * len(header))
@@ -184,7 +187,7 @@ def main(argv=None) -> int:
         print(
             f"{config:<18} {epoch:>8.1f} {low:>5.1f}–{high:<5.1f} {per_s:>11.0f} {per_s / BRAAI_PER_S:>7.1f}x "
             f"{10_000 / per_s:>11.1f} {np.median([r['first_epoch_s'] for r in runs]):>11.1f} "
-            f"{np.median([r['preprocess_s'] for r in runs]):>12.2f} {max(r['peak_mib'] for r in runs):>9.0f}"
+            f"{np.median([r['preprocess_s'] for r in runs]):>12.2f} {max(r['peak_mib'] for r in runs):>9.0f} {runs[0]['precision']}"
         )
     loads = [r["load"] for runs in rows.values() for r in runs]
     print(

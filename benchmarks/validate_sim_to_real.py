@@ -380,6 +380,11 @@ def main(argv=None) -> int:
         help="comma-separated training seeds: each recipe's network trained once per seed on the "
         "same training set (default 0)",
     )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="training arithmetic (astrid.braai.TrainConfig.precision): auto, float32, mixed_bfloat16",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "sim_to_real")
     args = parser.parse_args(argv)
 
@@ -437,7 +442,10 @@ def main(argv=None) -> int:
                 "vgg6",
                 validation=validation,
                 config=braai.TrainConfig(
-                    epochs=args.epochs, patience=args.patience, seed=train_seed
+                    epochs=args.epochs,
+                    patience=args.patience,
+                    seed=train_seed,
+                    precision=args.precision,
                 ),
                 out_dir=args.out,
                 name=f"vgg6_{name}" + (f"_seed{train_seed}" if len(seeds) > 1 else ""),
@@ -450,6 +458,7 @@ def main(argv=None) -> int:
                 n_train=int(train_set.sizes["candidate"]),
                 n_validation=int(validation.sizes["candidate"]),
                 epochs=fit.card["training"]["epochs_run"],
+                precision=fit.card["parameters"]["precision"],
                 seconds=round(time.perf_counter() - started),
             )
             print(json.dumps(rows[key], indent=1), flush=True)

@@ -53,12 +53,15 @@ from ._evaluate import check_both_classes, evaluate, labels_of
 from ._models import build_model, keras_module
 from ._preprocess import NORMS, preprocess
 from .runtime import (
+    PRECISIONS,
     EpochTimer,
     disable_determinism,
     enable_determinism,
+    resolve_precision,
     save_model,
     tensorflow,
     training_dataset,
+    training_twin,
     training_versions,
 )
 
@@ -195,6 +198,13 @@ class TrainConfig:
         ``validation_scores`` are then of the calibrated scores (what
         ``score()`` returns), and ``calibration["ece_before"]`` is the raw
         scores' expected calibration error.
+    precision : {"auto", "float32", "mixed_bfloat16"}
+        The arithmetic of the training steps. ``"mixed_bfloat16"``: Keras'
+        mixed precision (bfloat16 computation, float32 weights, the output
+        layer in float32), about twice as fast on CPUs with bfloat16 matrix
+        units (Intel AMX), not measured without them; ``"auto"`` (default)
+        chooses it only on such CPUs (:func:`~astrid.braai.runtime.resolve_precision`).
+        The returned model computes in float32 either way.
     """
 
     split: str | None = "field"
@@ -210,6 +220,7 @@ class TrainConfig:
     deterministic: bool = True
     jit_compile: bool = False
     calibration: str | None = "temperature"
+    precision: str = "auto"
 
     def __post_init__(self):
         for key, value, low in (
@@ -231,6 +242,8 @@ class TrainConfig:
         rate = self.learning_rate
         if rate is not None and not (math.isfinite(float(rate)) and rate > 0):
             raise AstridInputError(f"learning_rate={rate!r} must be a positive number")
+        if self.precision not in PRECISIONS:
+            raise AstridInputError(f"precision={self.precision!r} is not one of {PRECISIONS}")
         if self.calibration is not None and self.calibration not in CALIBRATION_METHODS:
             raise AstridInputError(
                 f"calibration={self.calibration!r} is not one of {CALIBRATION_METHODS} or None"
@@ -593,6 +606,7 @@ def _tracked_parameters(
         "augment": bool(config.augment),
         "deterministic": bool(config.deterministic),
         "jit_compile": bool(config.jit_compile),
+        "precision": resolve_precision(config.precision),
         "split": data.split_info.get("by"),
         "validation_fraction": config.split_fraction(data.split_info),
         "calibration": config.calibration,
@@ -781,12 +795,15 @@ def _fit(
             seed=int(config.seed),
         )
 
-    network.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-        jit_compile=bool(config.jit_compile),
-    )
+    # The user's network stays float32; a mixed-precision twin, when asked for, does the training.
+    twin = training_twin(network, resolve_precision(config.precision))
+    for net in {id(network): network, id(twin): twin}.values():
+        net.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+            jit_compile=bool(config.jit_compile),
+        )
     timer = EpochTimer()
     callbacks = [timer]
     run_name = name or network.name.lower()
@@ -816,7 +833,7 @@ def _fit(
             )
         )
     try:
-        fit = network.fit(
+        fit = twin.fit(
             train_data,
             validation_data=validation_data,
             epochs=int(config.epochs),
@@ -827,6 +844,8 @@ def _fit(
     except BaseException as exc:
         run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    if twin is not network:
+        network.set_weights(twin.get_weights())
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     history["epoch_seconds"] = [float(s) for s in timer.seconds]
     return _Fitted(network, norm, float(learning_rate), fine_tuned_from, history, run, x_validation)
@@ -915,6 +934,7 @@ def _card_parameters(config: TrainConfig, fitted: _Fitted, weights: dict[int, fl
         "seed": int(config.seed),
         "deterministic": bool(config.deterministic),
         "jit_compile": bool(config.jit_compile),
+        "precision": resolve_precision(config.precision),
     }
 
 

@@ -10,7 +10,10 @@ Internal: not part of :mod:`astrid.braai`'s ``__all__``.
   library versions a model card records;
 - :func:`enable_determinism` / :func:`disable_determinism`: TensorFlow's
   deterministic ops on for one training, and off again only when that
-  training turned them on.
+  training turned them on;
+- :func:`resolve_precision`, :func:`training_twin`, :data:`PRECISIONS`: the
+  arithmetic a training runs in, and a mixed-bfloat16 copy of a float32 network
+  to train in it.
 """
 
 from __future__ import annotations
@@ -37,7 +40,15 @@ __all__ = [
     "training_dataset",
     "training_versions",
     "save_model",
+    "PRECISIONS",
+    "resolve_precision",
+    "training_twin",
 ]
+
+#: What ``precision`` of a training may be: "auto" resolves to one of the other two.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+#: CPU flags (``/proc/cpuinfo``) of the bfloat16 matrix units that make mixed bfloat16 pay.
+_BFLOAT16_UNITS = ("amx_bf16",)
 
 
 class EpochTimer:
@@ -96,6 +107,78 @@ def disable_determinism() -> None:
     from tensorflow.python.framework import config as tf_config
 
     tf_config.disable_op_determinism()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(precision: str) -> str:
+    """The arithmetic a training runs in: ``"float32"`` or ``"mixed_bfloat16"``.
+
+    ``"auto"`` is mixed bfloat16 on CPUs with bfloat16 matrix units (Intel AMX,
+    CPU flag ``amx_bf16``), where ``benchmarks/bench_train.py`` measured VGG6
+    training about twice as fast, and float32 elsewhere (without those units
+    oneDNN has no fast bfloat16 path).
+
+    Parameters
+    ----------
+    precision : {"auto", "float32", "mixed_bfloat16"}
+        The wish.
+
+    Returns
+    -------
+    str
+        ``"float32"`` or ``"mixed_bfloat16"``.
+    """
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if _cpu_flags() & set(_BFLOAT16_UNITS) else "float32"
+
+
+def training_twin(network, precision: str):
+    """A copy of a float32 network that computes in ``precision``, sharing nothing with it.
+
+    With ``"mixed_bfloat16"`` every layer but the last computes in bfloat16 and
+    keeps float32 weights (Keras' mixed precision); the last layer stays
+    float32 so the sigmoid and the loss are not rounded. Train the twin, then
+    copy its weights back with ``network.set_weights(twin.get_weights())``:
+    the network the user gets stays all float32, so prediction and TFLite
+    export are unchanged.
+
+    Parameters
+    ----------
+    network : keras.Model
+        A float32 network (built, with weights).
+    precision : {"float32", "mixed_bfloat16"}
+        Resolved precision (:func:`resolve_precision`).
+
+    Returns
+    -------
+    keras.Model
+        ``network`` itself for ``"float32"``, else the mixed-precision twin
+        holding a copy of its weights.
+    """
+    if precision == "float32":
+        return network
+    keras = keras_module()
+    last = network.layers[-1].name
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if layer.name == last else precision
+        return layer.__class__.from_config(config)
+
+    twin = keras.models.clone_model(network, clone_function=clone)
+    twin.set_weights(network.get_weights())
+    return twin
 
 
 def augment_dihedral(tf, x, seed_pair):

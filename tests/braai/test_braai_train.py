@@ -89,7 +89,10 @@ def quick(tmp_path_factory):
     result = train(
         ds,
         validation=noise,
-        config=TrainConfig(epochs=3, learning_rate=3e-3, patience=None, seed=0),
+        # float32: the check of the restored weights compares the training's own validation loss
+        config=TrainConfig(
+            epochs=3, learning_rate=3e-3, patience=None, seed=0, precision="float32"
+        ),
         out_dir=out,
         name="toy",
     )
@@ -183,10 +186,12 @@ def test_dataset_hash_changes_with_labels_and_pixels(data):
 # --------------------------------------------------------------------------- #
 
 
-def test_same_seed_same_weights_and_history():
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_same_seed_same_weights_and_history(precision):
     ds = synthetic_triplets(128, seed=5)
-    first = train(ds, config=TrainConfig(epochs=1, seed=3, batch_size=32))
-    second = train(ds, config=TrainConfig(epochs=1, seed=3, batch_size=32))
+    config = TrainConfig(epochs=1, seed=3, batch_size=32, precision=precision)
+    first = train(ds, config=config)
+    second = train(ds, config=config)
     timing = "epoch_seconds"
     assert {k: v for k, v in first.history.items() if k != timing} == {
         k: v for k, v in second.history.items() if k != timing
@@ -195,6 +200,36 @@ def test_same_seed_same_weights_and_history():
         np.testing.assert_array_equal(a, b)
     assert first.card["data"]["validation_groups"] == second.card["data"]["validation_groups"]
     assert first.card["parameters"]["learning_rate"] == 3e-4  # braai's, the default from scratch
+
+
+def test_mixed_bfloat16_trains_and_returns_a_float32_model(data):
+    result = train(
+        data, config=TrainConfig(epochs=8, learning_rate=1e-3, seed=0, precision="mixed_bfloat16")
+    )
+    assert result.card["parameters"]["precision"] == "mixed_bfloat16"
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    # What the user gets computes in float32: prediction and TFLite export as for any model.
+    assert {layer.dtype_policy.name for layer in result.model.layers} == {"float32"}
+    assert all(w.dtype == np.float32 for w in result.model.get_weights())
+    groups = result.card["data"]["validation_groups"]
+    validation = data.isel(candidate=np.flatnonzero(np.isin(data["field"].values, groups)))
+    assert evaluate(result.model, validation)["roc_auc"] > 0.95
+    # The card's metrics are of the float32 model.
+    assert result.card["metrics"]["roc_auc"] == pytest.approx(
+        evaluate(result.model, validation)["roc_auc"], abs=1e-6
+    )
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    from astrid.braai import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    assert runtime.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert runtime.resolve_precision("auto") == "float32"
+    assert runtime.resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    with pytest.raises(AstridInputError, match="precision='float16'"):
+        TrainConfig(precision="float16")
 
 
 # --------------------------------------------------------------------------- #
