@@ -201,7 +201,7 @@ class TrainConfig:
     precision : {"auto", "float32", "mixed_bfloat16"}
         The arithmetic of the training steps. ``"mixed_bfloat16"``: Keras'
         mixed precision (bfloat16 computation, float32 weights, the output
-        layer in float32), about twice as fast on CPUs with bfloat16 matrix
+        layer in float32), about 1.5 times as fast on CPUs with bfloat16 matrix
         units (Intel AMX), not measured without them; ``"auto"`` (default)
         chooses it only on such CPUs (:func:`~astrid.braai.runtime.resolve_precision`).
         The returned model computes in float32 either way.

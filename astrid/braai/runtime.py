@@ -125,7 +125,7 @@ def resolve_precision(precision: str) -> str:
 
     ``"auto"`` is mixed bfloat16 on CPUs with bfloat16 matrix units (Intel AMX,
     CPU flag ``amx_bf16``), where ``benchmarks/bench_train.py`` measured VGG6
-    training about twice as fast, and float32 elsewhere (without those units
+    training about 1.5 times as fast, and float32 elsewhere (without those units
     oneDNN has no fast bfloat16 path).
 
     Parameters
