@@ -55,6 +55,21 @@ def test_every_parameter_is_one_a_notebook_declares():
         assert not unknown, f"{path.name} sets parameters no notebook declares: {unknown}"
 
 
+def test_training_seeds_config_trains_like_the_main_job():
+    """configs/demo_training_seeds.yaml reruns notebook 04 with the main job's training parameters."""
+    seeds = RunConfig.from_yaml(REPO_ROOT / "configs" / "demo_training_seeds.yaml")
+    main = RunConfig.from_yaml(MAIN_JOB_CONFIG).parameters
+    assert seeds.notebooks == ["notebooks/04_training.ipynb"]
+    assert seeds.grid == {"seed": [0, 1, 2]}
+    own = {"figures_dir", "model_name"}  # so the main job's model and figures are not replaced
+    for name, value in seeds.parameters.items():
+        if name not in own:
+            assert main[name] == value, name
+    assert all(seeds.parameters[name] != main[name] for name in own)
+    training = ("epochs", "patience", "batch_size", "validation_fraction", "n_background_triplets")
+    assert set(training) <= set(seeds.parameters)
+
+
 def test_config_paths_are_absolute(tmp_path):
     config = main_job_config(small=True, root=tmp_path, run_id="ci-test")
     assert config.run_id == "ci-test"
