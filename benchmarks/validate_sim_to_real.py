@@ -30,6 +30,11 @@ Recipes:
   centre, as a detection would, and no noise-only bogus (`min_significance=5`).
 - `sim+realbg`: `sim` plus the 10,000 triplets of `realbg`.
 
+`--models PATH ...` scores saved models (`.keras` files written by `astrid.braai.train`, such as
+the main job's `data/main_job/models/vgg6.keras`) on the same alerts, home fields and injections
+instead of training recipes; their threshold is the one their card records (2 % FNR on their own
+validation set).
+
 `drb` is used for evaluation only: no training, early stopping, model selection or threshold
 choice reads it.
 """
@@ -386,6 +391,13 @@ def main(argv=None) -> int:
         help="training arithmetic (astrid.braai.TrainConfig.precision): auto, float32, mixed_bfloat16",
     )
     parser.add_argument("--out", type=Path, default=REPO / "build" / "sim_to_real")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="score these saved .keras models (astrid.braai.train's) instead of training recipes",
+    )
     args = parser.parse_args(argv)
 
     from astrid import braai
@@ -401,7 +413,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     alerts = read_ztf(folder)
     drb = alerts["drb"].values.astype(float)
-    styles = {RECIPES[name].get("real_backgrounds") for name in args.recipes.split(",")} - {None}
+    recipes = [] if args.models else args.recipes.split(",")
+    styles = {RECIPES[name].get("real_backgrounds") for name in recipes} - {None}
     backgrounds = {}
     for style in sorted(styles):
         backgrounds[style] = real_backgrounds(
@@ -427,8 +440,11 @@ def main(argv=None) -> int:
     home = build(RECIPES["sim"], args.test_fields, args.size, args.seed + 900, "home")
 
     rows, summaries = {}, {}
+    for path in args.models or []:
+        rows[str(path)] = score_saved_model(path, alerts, real_labels, home, domains)
+        print(json.dumps(rows[str(path)], indent=1), flush=True)
     seeds = [int(k) for k in args.train_seeds.split(",")]
-    for name in args.recipes.split(","):
+    for name in recipes:
         recipe = RECIPES[name]
         started = time.perf_counter()
         print(f"recipe {name}: {recipe}", flush=True)
@@ -512,16 +528,35 @@ def print_tables(rows: dict, summaries: dict, domains: dict) -> None:
             )
 
 
-def evaluate(model, validation, alerts, real_labels, home, domains):
+def score_saved_model(path: Path, alerts, real_labels, home, domains) -> dict:
+    """The row of a saved model: as `evaluate`, at the threshold its card records (never drb's)."""
+    from astrid import braai
+
+    model = braai.load_trained(path)
+    card = json.loads(path.with_suffix(".card.json").read_text())
+    threshold = card.get("metrics", {}).get("threshold_at_target_fnr") or 0.5
+    if card.get("calibration"):  # the card's threshold is of calibrated scores; predict's are raw
+        calibration = braai.Calibration.from_dict(card["calibration"])
+        raw = np.linspace(0.0, 1.0, 100_001)
+        calibrated = np.maximum.accumulate(np.asarray(calibration.apply(raw), dtype=float))
+        threshold = float(raw[min(np.searchsorted(calibrated, threshold), raw.size - 1)])
+    row, _ = evaluate(model, None, alerts, real_labels, home, domains, threshold=threshold)
+    row.update(n_train=card["data"]["n_train"], epochs=card["training"]["epochs_run"])
+    return row
+
+
+def evaluate(model, validation, alerts, real_labels, home, domains, threshold=None):
     """Scores of one model: on the real alerts against drb, the home domain, injections into real pairs.
 
-    The threshold is chosen on the recipe's own validation set (2 % FNR there), never on drb.
-    Returns the row and the model's scores of the alerts.
+    The threshold is chosen on the recipe's own validation set (2 % FNR there), never on drb, unless
+    given. Returns the row and the model's scores of the alerts.
     """
     from astrid import braai
 
-    val_scores = braai.predict(model, validation)
-    threshold = braai.threshold_for_fnr(validation["label"].values.astype(int), val_scores, 0.02)
+    if threshold is None:
+        val_scores = braai.predict(model, validation)
+        labels = validation["label"].values.astype(int)
+        threshold = braai.threshold_for_fnr(labels, val_scores, 0.02)
     scores = braai.predict(model, alerts)
     real = scores_against(real_labels, scores, threshold)
     averaged = braai.predict(model, alerts, symmetries=True)
