@@ -195,6 +195,7 @@ def run_simulated(args, out: Path, img: Path | None) -> dict:
             epochs=args.epochs,
             patience=args.patience,
             seed=args.seed,
+            precision=args.precision,
         ),
         out_dir=out / "models",
         name="vgg6_sim",
@@ -349,6 +350,7 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
             epochs=args.fine_tune_epochs,
             patience=5,
             seed=args.seed,
+            precision=args.precision,
         ),
         fine_tune_from=sim_model,
         out_dir=out / "models",
@@ -362,6 +364,7 @@ def run_ztf(args, sim_model, out: Path, img: Path | None) -> dict | None:
             epochs=args.fine_tune_epochs,
             patience=5,
             seed=args.seed,
+            precision=args.precision,
         ),
         out_dir=out / "models",
         name="vgg6_ztf_only",
@@ -528,7 +531,8 @@ def report(args, sim: dict, ztf: dict | None, elapsed: float) -> str:
         f"Training: VGG6 (312,081 parameters), Adam {sim['card']['parameters']['learning_rate']:g}, batch "
         f"{sim['card']['parameters']['batch_size']}, class weights "
         f"{ {k: round(v, 3) for k, v in sim['card']['parameters']['class_weight'].items()} }, dihedral augmentation, "
-        f"early stopping (patience {sim['card']['parameters']['patience']}): {training['epochs_run']} epochs, best "
+        f"early stopping (patience {sim['card']['parameters']['patience']}), "
+        f"{sim['card']['parameters'].get('precision', 'float32')} arithmetic: {training['epochs_run']} epochs, best "
         f"epoch {training['best_epoch']}, {training['seconds']:.0f} s, median {training['triplets_per_second']:.0f} "
         "training triplets/s on this machine.",
         "",
@@ -717,6 +721,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine-tune-lr", type=float, default=1e-4)
     parser.add_argument("--fine-tune-epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="training arithmetic (astrid.braai.TrainConfig.precision): auto, float32, mixed_bfloat16",
+    )
     parser.add_argument(
         "--out",
         type=Path,
