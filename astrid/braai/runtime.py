@@ -125,8 +125,8 @@ def resolve_precision(precision: str) -> str:
 
     ``"auto"`` is mixed bfloat16 on CPUs with bfloat16 matrix units (Intel AMX,
     CPU flag ``amx_bf16``), where ``benchmarks/bench_train.py`` measured VGG6
-    training about 1.5 times as fast, and float32 elsewhere (without those units
-    oneDNN has no fast bfloat16 path).
+    training about 1.5 times as fast, and float32 elsewhere (where bfloat16 was
+    not measured to pay).
 
     Parameters
     ----------
@@ -144,7 +144,7 @@ def resolve_precision(precision: str) -> str:
 
 
 def training_twin(network, precision: str):
-    """A copy of a float32 network that computes in ``precision``, sharing nothing with it.
+    """A copy of a float32 network that computes in ``precision`` (the network itself for float32).
 
     With ``"mixed_bfloat16"`` every layer but the last computes in bfloat16 and
     keeps float32 weights (Keras' mixed precision); the last layer stays
