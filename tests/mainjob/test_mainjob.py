@@ -66,6 +66,7 @@ def test_training_seeds_config_trains_like_the_main_job():
         if name not in own:
             assert main[name] == value, name
     assert all(seeds.parameters[name] != main[name] for name in own)
+    assert "{seed}" in seeds.parameters["model_name"]  # notebook 04 keeps one model per seed
     training = ("epochs", "patience", "batch_size", "validation_fraction", "n_background_triplets")
     assert set(training) <= set(seeds.parameters)
 
