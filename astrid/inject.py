@@ -447,8 +447,8 @@ def _check_injection(img, n, snr, placement, positions, gain):
     """The S/N range and the gain of an injection, after checking the arguments (warns on no gain)."""
     if placement not in PLACEMENTS:
         raise AstridInputError(f"placement={placement!r} is not one of {PLACEMENTS}")
-    if positions is None and (not isinstance(n, (int, np.integer)) or n < 1):
-        raise AstridInputError(f"n={n!r} must be a positive integer")
+    if positions is None:
+        _check_count(n)
     low, high = _snr_range(snr)
     gain = gain if gain is not None else img.meta.gain
     if gain is not None and not (math.isfinite(gain) and gain > 0):
@@ -938,8 +938,7 @@ def reference_cutouts(
     img = _as_image(image, "image")
     name = f"image{_named(img)}"
     label = Path(img.meta.path).stem if img.meta.path else "image"
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise AstridInputError(f"n={n!r} must be a positive integer")
+    _check_count(n)
     if not 0.0 <= source_fraction <= 1.0:
         raise AstridInputError(f"source_fraction={source_fraction!r} must be within [0, 1]")
     data = np.array(img.data, dtype=np.float64)
@@ -1049,9 +1048,13 @@ def shared_ztf_backgrounds(n_cutouts: int = 3000, *, seed: int = 0):
     return concat_triplets([alerts, cutouts])
 
 
-def _check_background_options(n, real_fraction, seeing_ratio, profile) -> None:
+def _check_count(n) -> None:
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise AstridInputError(f"n={n!r} must be a positive integer")
+
+
+def _check_background_options(n, real_fraction, seeing_ratio, profile) -> None:
+    _check_count(n)
     if not 0.0 <= real_fraction <= 1.0:
         raise AstridInputError(f"real_fraction={real_fraction!r} must be within [0, 1]")
     if profile not in _PROFILES:

@@ -270,6 +270,10 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
     from astrid.schema import new_triplet_dataset
     from astrid.triplets import concat_triplets
 
+    if style == "co-add":
+        from astrid.inject import shared_ztf_backgrounds
+
+        return shared_ztf_backgrounds(n_quadrant, seed=seed)
     parts = [
         alerts_without_drb.reset_coords(
             [
@@ -280,10 +284,6 @@ def real_backgrounds(alerts_without_drb, n_quadrant: int = 600, seed: int = 0, s
             drop=True,
         )
     ]
-    if style == "co-add":
-        from astrid.inject import shared_ztf_backgrounds
-
-        return shared_ztf_backgrounds(n_quadrant, seed=seed)
     folder = shared_data("images", "ztf_quadrant")
     if folder is not None:
         data = fits.getdata(next(folder.glob("*_sciimg.fits"))).astype(np.float64)

@@ -797,7 +797,8 @@ def _fit(
 
     # The user's network stays float32; a mixed-precision twin, when asked for, does the training.
     twin = training_twin(network, resolve_precision(config.precision))
-    for net in {id(network): network, id(twin): twin}.values():
+    nets = [network] if twin is network else [network, twin]
+    for net in nets:  # the returned network compiled as the trained one, as before
         net.compile(
             optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
             loss=keras.losses.BinaryCrossentropy(),
