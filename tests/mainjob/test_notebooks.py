@@ -155,7 +155,7 @@ def test_main_job_small_runs_every_notebook(tmp_path):
         and 0.0 <= metrics["07_anomaly"]["unet_recall"] <= 1.0
     )
     assert (
-        metrics["08_active_learning"]["n_queried"] == 8
+        metrics["08_active_learning"]["n_queried"] == 12
         and metrics["08_active_learning"]["n_human_labels"] > 0
     )
     figures_dir = tmp_path / "figures" / "ci_small"
