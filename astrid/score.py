@@ -310,6 +310,7 @@ def score(
     num_threads: int | None = None,
     interpreter: str | None = None,
     calibrated: bool = True,
+    symmetries: bool = False,
 ):
     """Real/bogus scores of triplets.
 
@@ -356,6 +357,13 @@ def score(
         scores are probabilities of being real (on data like the validation
         set). False: the network's raw sigmoid output. A model without a
         calibration gives its raw scores either way.
+    symmetries : bool, optional
+        Average each triplet's raw score over its eight rotations and
+        mirrors, as :func:`astrid.braai.predict` does (a transient's
+        orientation carries no information; docs/sim_to_real.md measures
+        the agreement with ZTF's ``drb`` both ways). Eight passes instead
+        of one; the calibration, fitted on single-pass scores, is applied
+        to the average. Default off.
 
     Returns
     -------
@@ -367,7 +375,8 @@ def score(
         DataArray's attributes ``n_no_data`` and ``n_with_inf`` count those
         and the candidates with ±inf pixels; ``calibrated`` (1 or 0) and
         ``calibration`` (e.g. ``"temperature T=1.42"``, or ``"none"``) say
-        whether the model's calibration was applied.
+        whether the model's calibration was applied; ``symmetries`` (1 or 0)
+        whether the scores are averages over the eight symmetries.
 
     Raises
     ------
@@ -401,7 +410,9 @@ def score(
     predictor, model_norm, description = _resolve_model(model, num_threads, interpreter)
     norm = resolve_norm(norm, model_norm, description)
 
-    scores, empty, with_inf = _score_blocks(triplets, n, batch_size, predictor, norm)
+    scores, empty, with_inf = _score_blocks(
+        triplets, n, batch_size, predictor, norm, bool(symmetries)
+    )
     calibration = _calibration_of(predictor, description) if calibrated else None
     if calibration is not None:
         scores = calibration.apply(scores).astype(np.float32, copy=False)
@@ -418,6 +429,7 @@ def score(
         "n_with_inf": n_inf,
         "calibrated": int(calibration is not None),
         "calibration": _describe(calibration),
+        "symmetries": int(bool(symmetries)),
     }
     return _result_array(triplets, scores, attrs)
 
@@ -431,7 +443,7 @@ def _check_counts(batch_size, num_threads) -> int:
     return int(batch_size)
 
 
-def _score_blocks(triplets, n: int, batch_size: int, predictor, norm: str):
+def _score_blocks(triplets, n: int, batch_size: int, predictor, norm: str, symmetries: bool):
     """Raw scores (NaN without usable data), and which candidates had none or had ±inf pixels."""
     scores = np.empty(n, dtype=np.float32)
     empty = np.zeros(n, dtype=bool)
@@ -445,9 +457,19 @@ def _score_blocks(triplets, n: int, batch_size: int, predictor, norm: str):
         x = preprocess(block, norm)
         if isinstance(predictor, _FastKeras) and not _check_fast(predictor, x):
             predictor = _KerasPredictor(predictor.model)
-        scores[start:stop] = predictor(x)
+        scores[start:stop] = _symmetric(predictor, x) if symmetries else predictor(x)
     scores[empty] = np.nan
     return scores, empty, with_inf
+
+
+def _symmetric(predictor, x: np.ndarray) -> np.ndarray:
+    """Mean raw score over the eight rotations and mirrors of preprocessed stamps (n, y, x, c)."""
+    total = np.zeros(x.shape[0], dtype=np.float64)
+    for turns in range(4):
+        turned = np.rot90(x, turns, axes=(1, 2))
+        for view in (turned, turned[:, :, ::-1]):
+            total += predictor(np.ascontiguousarray(view))
+    return (total / 8.0).astype(np.float32)
 
 
 def _warn_unusable(n: int, n_empty: int, n_inf: int) -> None:

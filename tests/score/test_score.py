@@ -85,6 +85,30 @@ def test_score_ndarray_returns_ndarray(stamps, model):
     np.testing.assert_allclose(scores, braai.predict(model, stamps), atol=FAST_PATH_TOLERANCE)
 
 
+def test_symmetry_averaged_scores_equal_braai_predict(dataset, stamps, model, exports):
+    single = score(dataset, model, interpreter="keras")
+    averaged = score(dataset, model, interpreter="keras", symmetries=True)
+    assert averaged.attrs["symmetries"] == 1 and single.attrs["symmetries"] == 0
+    np.testing.assert_allclose(
+        averaged.values, braai.predict(model, dataset, symmetries=True), atol=1e-5
+    )
+    assert float(np.max(np.abs(averaged.values - single.values))) > 1e-3  # not one pass
+    # Preprocessed stamps seen rotated and mirrored get the same averaged score.
+    x = braai.preprocess(stamps, norm="rowwise")
+    turned = np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2))[:, :, ::-1])
+    np.testing.assert_allclose(
+        score(turned, model, norm="none", symmetries=True),
+        score(x, model, norm="none", symmetries=True),
+        atol=FAST_PATH_TOLERANCE,
+    )
+    # The same on a TFLite model, within the float export's parity.
+    np.testing.assert_allclose(
+        score(stamps, exports["float_dynamic"].path, symmetries=True, batch_size=16),
+        averaged.values,
+        atol=FAST_PATH_TOLERANCE,
+    )
+
+
 def test_default_keras_path_is_fast_tflite_with_exact_parity(dataset, model):
     fast = score(dataset, model)
     slow = score(dataset, model, interpreter="keras")
