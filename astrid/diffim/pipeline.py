@@ -107,7 +107,10 @@ class DifferenceResult:
     wcs : astropy.wcs.WCS or None
         WCS of the reference grid.
     metrics : dict
-        ``overlap``, ``align_rms`` (px), ``n_matched``, ``fwhm_sci``,
+        ``overlap``, ``align_rms`` (px), ``align_error`` (px: the
+        registration error beyond the matched stars' centroid noise,
+        :attr:`astrid.diffim.Alignment.astrometric_sigma` added in
+        quadrature), ``n_matched``, ``fwhm_sci``,
         ``fwhm_ref`` (px), ``flux_ratio`` (and ``flux_ratio_error``,
         ``flux_ratio_method``), ``sigma_sci``, ``sigma_ref`` (data units),
         ``scorr_robust_std``, ``astrometric_sigma_x``/``_y`` (px),
@@ -276,6 +279,7 @@ class DifferenceResult:
 _FITS_METRICS = (
     ("OVERLAP", "overlap", "fraction of reference covered by science"),
     ("ALIGNRMS", "align_rms", "[px] RMS of matched-star residuals"),
+    ("ALIGNERR", "align_error", "[px] registration error beyond centroid noise"),
     ("NMATCHED", "n_matched", "stars matched for alignment"),
     ("FWHMSCI", "fwhm_sci", "[px] science PSF FWHM"),
     ("FWHMREF", "fwhm_ref", "[px] reference PSF FWHM"),
@@ -754,14 +758,16 @@ def _align_stage(inputs: _Inputs, do_align: bool, options: DifferenceOptions) ->
         method=options.align.method,
         refine=options.align.refine,
     )
+    sigma = tuple(float(s) for s in alignment.astrometric_sigma)
     metrics = dict(
         overlap=alignment.overlap,
         align_rms=alignment.rms,
+        # the registration error beyond the centroids' noise, as the alignment measured it
+        align_error=float(math.hypot(*sigma)),
         n_matched=alignment.n_matched,
         align_method=alignment.method,
         align_shift=float(math.hypot(*alignment.shift)),
     )
-    sigma = tuple(float(s) for s in alignment.astrometric_sigma)
     if not all(math.isfinite(s) for s in sigma):
         sigma = (0.0, 0.0)
     if options.subtract.astrometric_sigma is not None:

@@ -205,7 +205,21 @@ def _alignment_checks(metrics: dict) -> list[QualityReason]:
             )
         )
     rms = metrics.get("align_rms")
-    if _finite(rms):
+    error = metrics.get("align_error")
+    if _finite(rms) and _finite(error) and error < min(rms, ALIGN_RMS_WARN):
+        # Faint stars' centroids scatter by more than the registration is off: the RMS is
+        # judged beyond that noise, as the alignment measured it.
+        check = _above(
+            "align_rms",
+            float(error),
+            ALIGN_RMS_WARN,
+            ALIGN_RMS_FAIL,
+            f"the RMS of the matched stars' residuals is {rms:.3g} px; beyond their "
+            "centroids' noise, the registration error",
+            " px",
+        )
+        checks.append(check)
+    elif _finite(rms):
         checks.append(
             _above(
                 "align_rms",

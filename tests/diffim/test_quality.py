@@ -59,6 +59,15 @@ def _reasons(quality: Quality) -> dict:
     return {r.check: r.level for r in quality.reasons}
 
 
+def test_faint_stars_centroid_noise_is_not_a_misregistration():
+    """An RMS inflated by faint stars' centroids passes when the registration error is small."""
+    quality = assess(_metrics(align_rms=0.73, align_error=0.07))
+    (check,) = [c for c in quality.checks if c.check == "align_rms"]
+    assert check.level == "pass" and quality.verdict == "pass"
+    assert check.value == pytest.approx(0.07)
+    assert "0.73 px" in check.message and "registration error is 0.07 px" in check.message
+
+
 def test_good_metrics_pass_every_check():
     quality = assess(_metrics())
     assert quality.verdict == "pass"
@@ -81,7 +90,9 @@ def test_good_metrics_pass_every_check():
     "changes, check, level",
     [
         (dict(align_rms=0.7), "align_rms", "warn"),
+        (dict(align_rms=0.7, align_error=0.6), "align_rms", "warn"),
         (dict(align_rms=ALIGN_RMS_FAIL * 2), "align_rms", "fail"),
+        (dict(align_rms=ALIGN_RMS_FAIL * 2, align_error=ALIGN_RMS_FAIL * 1.5), "align_rms", "fail"),
         (dict(n_matched=1, align_rms=float("nan")), "align_matched", "fail"),
         (dict(n_matched=float("nan"), align_rms=float("nan")), "align_matched", "fail"),
         (dict(n_matched=5, align_shift=12.0), "align_shift", "warn"),
