@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .braai import card_path, no_data
+from .braai import card_path, mean_over_symmetries, no_data
 from .errors import AstridInputError, AstridWarning
 from .export import (
     CONSTANT_OUTPUT_SPREAD,
@@ -358,12 +358,9 @@ def score(
         set). False: the network's raw sigmoid output. A model without a
         calibration gives its raw scores either way.
     symmetries : bool, optional
-        Average each triplet's raw score over its eight rotations and
-        mirrors, as :func:`astrid.braai.predict` does (a transient's
-        orientation carries no information; docs/sim_to_real.md measures
-        the agreement with ZTF's ``drb`` both ways). Eight passes instead
-        of one; the calibration, fitted on single-pass scores, is applied
-        to the average. Default off.
+        Average each raw score over the stamps' eight rotations and mirrors
+        (:func:`astrid.braai.mean_over_symmetries`, eight passes), then
+        calibrate the average. Default off.
 
     Returns
     -------
@@ -375,8 +372,7 @@ def score(
         DataArray's attributes ``n_no_data`` and ``n_with_inf`` count those
         and the candidates with ±inf pixels; ``calibrated`` (1 or 0) and
         ``calibration`` (e.g. ``"temperature T=1.42"``, or ``"none"``) say
-        whether the model's calibration was applied; ``symmetries`` (1 or 0)
-        whether the scores are averages over the eight symmetries.
+        whether the model's calibration was applied; ``symmetries`` (1 or 0) likewise.
 
     Raises
     ------
@@ -410,28 +406,32 @@ def score(
     predictor, model_norm, description = _resolve_model(model, num_threads, interpreter)
     norm = resolve_norm(norm, model_norm, description)
 
-    scores, empty, with_inf = _score_blocks(
-        triplets, n, batch_size, predictor, norm, bool(symmetries)
-    )
+    scores, empty, with_inf = _score_blocks(triplets, n, batch_size, predictor, norm, symmetries)
     calibration = _calibration_of(predictor, description) if calibrated else None
     if calibration is not None:
         scores = calibration.apply(scores).astype(np.float32, copy=False)
     n_empty, n_inf = int(empty.sum()), int((with_inf & ~empty).sum())
     _warn_unusable(n, n_empty, n_inf)
-    backend = getattr(predictor, "backend", "keras")
     attrs = {
-        "long_name": "real/bogus score",
         "model": description,
         "norm": norm,
-        "backend": str(backend),
-        "astrid_version": __version__,
+        "backend": str(getattr(predictor, "backend", "keras")),
         "n_no_data": n_empty,
         "n_with_inf": n_inf,
-        "calibrated": int(calibration is not None),
-        "calibration": _describe(calibration),
         "symmetries": int(bool(symmetries)),
     }
-    return _result_array(triplets, scores, attrs)
+    return _result_array(triplets, scores, _attributes(attrs, calibration))
+
+
+def _attributes(attrs: dict, calibration) -> dict:
+    """The score array's attributes: ``attrs`` with the name, version and calibration."""
+    return {
+        "long_name": "real/bogus score",
+        **attrs,
+        "astrid_version": __version__,
+        "calibrated": int(calibration is not None),
+        "calibration": _describe(calibration),
+    }
 
 
 def _check_counts(batch_size, num_threads) -> int:
@@ -457,19 +457,9 @@ def _score_blocks(triplets, n: int, batch_size: int, predictor, norm: str, symme
         x = preprocess(block, norm)
         if isinstance(predictor, _FastKeras) and not _check_fast(predictor, x):
             predictor = _KerasPredictor(predictor.model)
-        scores[start:stop] = _symmetric(predictor, x) if symmetries else predictor(x)
+        scores[start:stop] = mean_over_symmetries(predictor, x) if symmetries else predictor(x)
     scores[empty] = np.nan
     return scores, empty, with_inf
-
-
-def _symmetric(predictor, x: np.ndarray) -> np.ndarray:
-    """Mean raw score over the eight rotations and mirrors of preprocessed stamps (n, y, x, c)."""
-    total = np.zeros(x.shape[0], dtype=np.float64)
-    for turns in range(4):
-        turned = np.rot90(x, turns, axes=(1, 2))
-        for view in (turned, turned[:, :, ::-1]):
-            total += predictor(np.ascontiguousarray(view))
-    return (total / 8.0).astype(np.float32)
 
 
 def _warn_unusable(n: int, n_empty: int, n_inf: int) -> None:

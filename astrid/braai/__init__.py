@@ -38,7 +38,7 @@ from ._evaluate import (
 )
 from ._load import DEFAULT_NORM, load_braai, norm_for_model, predict
 from ._models import MODELS, build_model, three_block, vgg6
-from ._preprocess import NORMS, PAD_VALUE, no_data, preprocess
+from ._preprocess import NORMS, PAD_VALUE, mean_over_symmetries, no_data, preprocess
 from ._retrospective import RetrospectiveResult, retrospective, target_mask
 from ._train import (
     SPLITS,
@@ -58,6 +58,7 @@ __all__ = [
     "build_model",
     "MODELS",
     "preprocess",
+    "mean_over_symmetries",
     "no_data",
     "NORMS",
     "PAD_VALUE",

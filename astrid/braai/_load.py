@@ -23,7 +23,7 @@ import numpy as np
 from .._optional import require
 from ..errors import AstridFileError, AstridInputError
 from ._models import keras_module, vgg6
-from ._preprocess import NORMS, preprocess
+from ._preprocess import NORMS, mean_over_symmetries, preprocess
 
 __all__ = ["load_braai", "predict", "DEFAULT_NORM", "norm_for_model"]
 
@@ -352,12 +352,7 @@ def predict(
         return np.empty(0, dtype=np.float32)
     if not symmetries:
         return _forward(model, x, int(batch_size))
-    total = np.zeros(x.shape[0], dtype=np.float64)
-    for turns in range(4):
-        turned = np.rot90(x, turns, axes=(1, 2))
-        for view in (turned, turned[:, :, ::-1]):
-            total += _forward(model, np.ascontiguousarray(view), int(batch_size))
-    return (total / 8.0).astype(np.float32)
+    return mean_over_symmetries(lambda view: _forward(model, view, int(batch_size)), x)
 
 
 def _forward(model, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -26,7 +26,7 @@ import xarray as xr
 from ..errors import AstridInputError
 from ..schema import CHANNELS, STAMP_SIZE, validate_triplets
 
-__all__ = ["preprocess", "no_data", "NORMS", "PAD_VALUE"]
+__all__ = ["preprocess", "no_data", "mean_over_symmetries", "NORMS", "PAD_VALUE"]
 
 #: Normalisations :func:`preprocess` knows (see its docstring).
 NORMS = ("rowwise", "l2")
@@ -282,3 +282,30 @@ def _data_flags(src, valid, use_valid, stamp_ny, stamp_nx, empty, has_inf):
                 lost = True
         empty[i] = lost or not any_finite
         has_inf[i] = inf
+
+
+def mean_over_symmetries(predict, x: np.ndarray) -> np.ndarray:
+    """Mean of ``predict`` over the eight rotations and mirrors of preprocessed stamps.
+
+    The dihedral group that :func:`astrid.braai.train` augments with; used by
+    :func:`astrid.braai.predict` and :func:`astrid.score.score` with
+    ``symmetries=True``.
+
+    Parameters
+    ----------
+    predict : callable
+        Maps stamps of shape (n, ny, nx, channels) to n scores.
+    x : numpy.ndarray, shape (n, ny, nx, channels)
+        Preprocessed stamps.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,), float32
+        The mean of the eight passes.
+    """
+    total = np.zeros(x.shape[0], dtype=np.float64)
+    for turns in range(4):
+        turned = np.rot90(x, turns, axes=(1, 2))
+        for view in (turned, turned[:, :, ::-1]):
+            total += np.asarray(predict(np.ascontiguousarray(view)), dtype=np.float64).reshape(-1)
+    return (total / 8.0).astype(np.float32)
