@@ -205,31 +205,15 @@ def _alignment_checks(metrics: dict) -> list[QualityReason]:
             )
         )
     rms = metrics.get("align_rms")
-    error = metrics.get("align_error")
-    if _finite(rms) and _finite(error) and error < min(rms, ALIGN_RMS_WARN):
-        # Faint stars' centroids scatter by more than the registration is off: the RMS is
-        # judged beyond that noise, as the alignment measured it.
-        check = _above(
-            "align_rms",
-            float(error),
-            ALIGN_RMS_WARN,
-            ALIGN_RMS_FAIL,
-            f"the RMS of the matched stars' residuals is {rms:.3g} px; beyond their "
-            "centroids' noise, the registration error",
-            " px",
-        )
-        checks.append(check)
-    elif _finite(rms):
-        checks.append(
-            _above(
-                "align_rms",
-                float(rms),
-                ALIGN_RMS_WARN,
-                ALIGN_RMS_FAIL,
-                "the RMS of the matched stars' residuals",
-                " px",
-            )
-        )
+    if _finite(rms):
+        value, what = float(rms), "the RMS of the matched stars' residuals"
+        error = metrics.get("align_error")
+        if _finite(error) and error < min(rms, ALIGN_RMS_WARN):
+            # Faint stars' centroids scatter by more than the registration is off: the RMS is
+            # judged beyond that noise, as the alignment measured it.
+            value = float(error)
+            what = f"{what} is {rms:.3g} px; beyond their centroids' noise, the registration error"
+        checks.append(_above("align_rms", value, ALIGN_RMS_WARN, ALIGN_RMS_FAIL, what, " px"))
     return checks
 
 
