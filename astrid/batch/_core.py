@@ -36,6 +36,7 @@ from .._utils import json_safe
 from ..errors import AstridInputError
 from ..io import atomic_write, write_ecsv
 from ..manifest import Manifest, SurveyPair
+from ..triplets import REAL_KINDS
 from . import _outputs
 from ._client import (
     cluster_threads,
@@ -192,6 +193,8 @@ class PairTask:
         Hash of the options that decide the outputs (written to ``done.json``).
     label_radius : float
         Truth-matching radius, pixels.
+    real_kinds : tuple of str
+        Truth kinds labelled real.
     model : str or None
         Model file to score with; None: no scoring.
     model_identity : dict or None
@@ -207,6 +210,7 @@ class PairTask:
     threads: int
     fingerprint: str
     label_radius: float = 2.0
+    real_kinds: tuple = REAL_KINDS
     model: str | None = None
     model_identity: dict | None = None
     score_only: bool = False
@@ -287,7 +291,9 @@ def run_pair(task: PairTask) -> dict:
     candidates = detect(result, task.threshold, prefix=pair.name)
     if pair.truth is not None and Path(pair.truth).exists():
         truth = _Table.read(pair.truth, format="ascii.ecsv")
-        candidates = label_candidates(candidates, truth, radius=task.label_radius, wcs=result.wcs)
+        candidates = label_candidates(
+            candidates, truth, radius=task.label_radius, real_kinds=task.real_kinds, wcs=result.wcs
+        )
     else:
         candidates = _unlabelled(candidates)
     candidates["pair"] = np.full(len(candidates), pair.name, dtype=f"U{max(len(pair.name), 1)}")
@@ -497,15 +503,29 @@ def _is_default(value, default) -> bool:
     return isinstance(value, plain) and type(value) is type(default) and value == default
 
 
-def _fingerprint(threshold: float, options: dict, label_radius: float) -> tuple[str, dict]:
+def _real_kinds(value) -> tuple[str, ...]:
+    """``BatchOptions.real_kinds`` as a tuple of kind names; refused when empty or not strings."""
+    kinds = (value,) if isinstance(value, str) else tuple(value)
+    if not kinds or not all(isinstance(k, str) and k for k in kinds):
+        raise AstridInputError(
+            f"BatchOptions.real_kinds: give one or more truth kinds, e.g. ('supernova', 'variable'); "
+            f"got {value!r}"
+        )
+    return kinds
+
+
+def _fingerprint(
+    threshold: float, options: dict, label_radius: float, real_kinds=REAL_KINDS
+) -> tuple[str, dict]:
     """A stable hash of the options that decide a pair's outputs (not the thread count)."""
-    described = json_safe(
-        {
-            "threshold": float(threshold),
-            "label_radius": float(label_radius),
-            "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
-        }
-    )
+    described = {
+        "threshold": float(threshold),
+        "label_radius": float(label_radius),
+        "difference": {k: v for k, v in sorted(options.items()) if k != "workers"},
+    }
+    if tuple(real_kinds) != REAL_KINDS:  # so that stores made before the option stay valid
+        described["real_kinds"] = sorted(real_kinds)
+    described = json_safe(described)
     text = json.dumps(described, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], described
 
@@ -581,6 +601,11 @@ class BatchOptions:
     label_radius : float
         Match radius (pixels) of :func:`~astrid.triplets.label_candidates` against the survey's
         truth table (pairs without one get label -1). Part of the options fingerprint.
+    real_kinds : tuple of str
+        Truth kinds labelled real (1); default :data:`astrid.triplets.REAL_KINDS` (supernova,
+        variable). braai's convention, every astrophysical source real, adds ``"asteroid"``: in a
+        single triplet a moving asteroid looks like a new point source. Part of the options
+        fingerprint when it is not the default.
     retries : int
         Dask retries of a pair whose task raised an unexpected error. Input errors (bad FITS,
         mismatched filters, no PSF) fail at once; a task whose worker dies is rerun regardless.
@@ -599,6 +624,7 @@ class BatchOptions:
 
     triplet_store: str | os.PathLike = "triplets.zarr"
     label_radius: float = 2.0
+    real_kinds: tuple = REAL_KINDS
     retries: int = 1
     verify: str = "checksum"
     reference: Any = None
@@ -697,6 +723,7 @@ def process_pairs(
             f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}"
         )
     _check_run_arguments(options.verify, options.retries, threshold)
+    _real_kinds(options.real_kinds)  # refused before anything is written
     n_workers = positive_int(n_workers, "n_workers")
     threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     process = hooks.process
@@ -811,6 +838,7 @@ class _BatchPlan:
     fingerprint: str
     threshold: float
     label_radius: float
+    real_kinds: tuple
     difference_options: dict
     scoring: _Scoring
     ledger: _Ledger
@@ -830,6 +858,7 @@ class _BatchPlan:
             threads=int(threads),
             fingerprint=self.fingerprint,
             label_radius=float(self.label_radius),
+            real_kinds=self.real_kinds,
             model=self.scoring.model,
             model_identity=self.scoring.identity,
             score_only=pair.name in self.score_only,
@@ -889,8 +918,8 @@ def _plan(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    label_radius = options.label_radius
-    fingerprint, described = _fingerprint(threshold, difference_options, label_radius)
+    label_radius, real_kinds = options.label_radius, _real_kinds(options.real_kinds)
+    fingerprint, described = _fingerprint(threshold, difference_options, label_radius, real_kinds)
     store, committed = _open_store(out_dir, options.triplet_store, fingerprint, described)
     manifest = _BatchManifest(
         out_dir / BATCH_MANIFEST_NAME,
@@ -911,6 +940,7 @@ def _plan(
         fingerprint=fingerprint,
         threshold=threshold,
         label_radius=label_radius,
+        real_kinds=real_kinds,
         difference_options=difference_options,
         scoring=scoring,
         ledger=_Ledger(out_dir, manifest),

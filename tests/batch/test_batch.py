@@ -329,6 +329,32 @@ def test_difference_options_as_a_dataclass_or_spelled_out_defaults_fingerprint_a
     assert report.counts["skipped"] == 3, report.table
 
 
+def test_real_kinds_decide_the_labels_and_the_fingerprint(finished, survey_dir, client, tmp_path):
+    pairs = list(Manifest.load(survey_dir).pairs())[:3]
+    out = _copy(finished, tmp_path / "run")
+    # The default spelled out is the same batch: nothing to redo.
+    default = BatchOptions(real_kinds=["supernova", "variable"])
+    assert process_pairs(pairs, out, client, options=default, progress=False).counts["skipped"] == 3
+    wider = BatchOptions(real_kinds=("supernova", "variable", "asteroid", "cosmic_ray"))
+    with pytest.raises(AstridInputError, match="other options"):
+        process_pairs(pairs, out, client, options=wider, progress=False)
+    report = process_pairs(pairs[:1], tmp_path / "wider", client, options=wider, progress=False)
+    assert report.counts["done"] == 1, report.table
+    before, after = load_triplets(out / "triplets.zarr"), load_triplets(report.triplet_store)
+    before = before.isel(
+        candidate=np.flatnonzero(before["pair"].values.astype(str) == pairs[0].name)
+    )
+    assert list(after["candidate_id"].values) == list(before["candidate_id"].values)
+    kinds = after["kind"].values.astype(str)
+    now_real = np.isin(kinds, ["asteroid", "cosmic_ray"])
+    assert (kinds == "cosmic_ray").any()
+    assert (after["label"].values[now_real] == 1).all()
+    assert (before["label"].values[now_real] == 0).all()
+    np.testing.assert_array_equal(
+        after["label"].values[~now_real], before["label"].values[~now_real]
+    )
+
+
 def test_other_options_on_the_same_out_dir_are_refused(finished, survey_dir, tmp_path):
     out = _copy(finished, tmp_path / "run")
     with pytest.raises(AstridInputError, match="other options"):
@@ -380,6 +406,8 @@ def test_changed_input_files_are_not_taken_for_done(survey_dir, client, tmp_path
         ),
         ({"options": BatchOptions(verify="maybe")}, "verify"),
         ({"options": BatchOptions(retries=-1)}, "retries"),
+        ({"options": BatchOptions(real_kinds=())}, "real_kinds"),
+        ({"options": BatchOptions(real_kinds=("supernova", 3))}, "real_kinds"),
         ({"options": {"retries": 0}}, "expected astrid.batch.BatchOptions"),
         ({"threshold": 0.0}, "threshold"),
         ({"n_workers": 0}, "n_workers"),
