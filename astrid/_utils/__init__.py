@@ -6,11 +6,13 @@
   (non-finite floats become ``null``).
 - :mod:`.fits` — :func:`first_image_hdu`, the one rule for choosing a FITS image HDU.
 - :mod:`.memory` — :func:`reuse_freed_memory`, freed image-sized arrays kept for reuse (glibc).
+- :mod:`.kinds` — :func:`kinds_tuple`, the one rule for a ``real_kinds`` argument.
 
 Modules anywhere in the package import these; nothing outside the package should.
 """
 
 from .fits import first_image_hdu, is_image_hdu
+from .kinds import kinds_tuple
 from .memory import reuse_freed_memory
 from .serialise import json_safe
 from .stats import (
@@ -28,6 +30,7 @@ __all__ = [
     "fwhm_to_sigma",
     "is_image_hdu",
     "json_safe",
+    "kinds_tuple",
     "neighbour_noise",
     "reuse_freed_memory",
     "robust_std",

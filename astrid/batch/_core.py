@@ -32,7 +32,7 @@ import numpy as np
 from astropy.table import Table
 
 from .._optional import require
-from .._utils import json_safe
+from .._utils import json_safe, kinds_tuple
 from ..errors import AstridInputError
 from ..io import atomic_write, write_ecsv
 from ..manifest import Manifest, SurveyPair
@@ -503,17 +503,6 @@ def _is_default(value, default) -> bool:
     return isinstance(value, plain) and type(value) is type(default) and value == default
 
 
-def _real_kinds(value) -> tuple[str, ...]:
-    """``BatchOptions.real_kinds`` as a tuple of kind names; refused when empty or not strings."""
-    kinds = (value,) if isinstance(value, str) else tuple(value)
-    if not kinds or not all(isinstance(k, str) and k for k in kinds):
-        raise AstridInputError(
-            f"BatchOptions.real_kinds: give one or more truth kinds, e.g. ('supernova', 'variable'); "
-            f"got {value!r}"
-        )
-    return kinds
-
-
 def _fingerprint(
     threshold: float, options: dict, label_radius: float, real_kinds=REAL_KINDS
 ) -> tuple[str, dict]:
@@ -723,7 +712,7 @@ def process_pairs(
             f"options: expected astrid.batch.BatchOptions, got {type(options).__name__}"
         )
     _check_run_arguments(options.verify, options.retries, threshold)
-    _real_kinds(options.real_kinds)  # refused before anything is written
+    kinds_tuple(options.real_kinds, "BatchOptions.real_kinds")  # refused before anything is written
     n_workers = positive_int(n_workers, "n_workers")
     threads_per_worker = positive_int(threads_per_worker, "threads_per_worker")
     process = hooks.process
@@ -918,7 +907,8 @@ def _plan(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    label_radius, real_kinds = options.label_radius, _real_kinds(options.real_kinds)
+    label_radius = options.label_radius
+    real_kinds = kinds_tuple(options.real_kinds, "BatchOptions.real_kinds")
     fingerprint, described = _fingerprint(threshold, difference_options, label_radius, real_kinds)
     store, committed = _open_store(out_dir, options.triplet_store, fingerprint, described)
     manifest = _BatchManifest(

@@ -20,7 +20,7 @@ ZTF alert cutouts read by :mod:`astrid.alerts`.
 
 from ..schema import CHANNELS, STAMP_SIZE, new_triplet_dataset, validate_triplets
 from ._detect import CANDIDATE_COLUMNS, DetectOptions, detect, measure_positions
-from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates
+from ._label import ARTIFACT_KINDS, REAL_KINDS, label_candidates, relabel
 from ._metrics import MetricsOptions, circle_iou, image_metrics
 from ._sources import reference_catalog
 from ._stamps import coords_to_table, make_triplets
@@ -48,6 +48,7 @@ __all__ = [
     "measure_positions",
     "reference_catalog",
     "label_candidates",
+    "relabel",
     "make_triplets",
     "coords_to_table",
     "write_triplets",

@@ -6,9 +6,10 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
+from .._utils import kinds_tuple
 from ..errors import AstridInputError
 
-__all__ = ["label_candidates", "REAL_KINDS", "ARTIFACT_KINDS", "truth_positions"]
+__all__ = ["label_candidates", "relabel", "REAL_KINDS", "ARTIFACT_KINDS", "truth_positions"]
 
 #: Truth kinds labelled real (1). Supernovae and variable stars are genuine
 #: astrophysical changes - what a real/bogus classifier such as braai calls
@@ -187,6 +188,7 @@ def label_candidates(
         )
     elif kind_column not in truth.colnames:
         raise AstridInputError(f"truth: no column {kind_column!r}")
+    real_kinds = kinds_tuple(real_kinds)
     if kind_column is None:
         kinds = np.full(len(truth), KNOWN_TRANSIENT, dtype=object)
         real_kinds = tuple(real_kinds) + (KNOWN_TRANSIENT,)
@@ -220,4 +222,52 @@ def label_candidates(
     out["offset"].description = "distance to the matched truth position (or track)"
     out.meta["label_radius"] = float(radius)
     out.meta["real_kinds"] = ",".join(real_kinds)
+    return out
+
+
+def relabel(triplets, real_kinds=REAL_KINDS):
+    """The triplets labelled again from their ``kind``, with other real kinds.
+
+    What :func:`label_candidates` (or a batch) decided with one ``real_kinds``, said again with
+    another, without matching the truth again: e.g. braai's convention, which counts every
+    astrophysical source real, asteroids included, on triplets a batch labelled with the
+    default :data:`REAL_KINDS`.
+
+    Parameters
+    ----------
+    triplets : xarray.Dataset
+        Labelled triplets (:func:`make_triplets` of labelled candidates, a batch's store): a
+        ``label`` (1, 0, or -1 for unlabelled) and a ``kind`` per candidate.
+    real_kinds : str or sequence of str, optional
+        Kinds labelled 1; every other labelled candidate is 0. Rows of a positions table without
+        kinds (``kind = "known_transient"``) stay real, as :func:`label_candidates` has them.
+
+    Returns
+    -------
+    xarray.Dataset
+        A copy with the new ``label`` and attribute ``detect_real_kinds``; unlabelled
+        candidates (-1) keep their label.
+
+    Raises
+    ------
+    AstridInputError
+        No ``label`` or ``kind``, or ``real_kinds`` empty or not strings.
+    """
+    real_kinds = kinds_tuple(real_kinds)
+    missing = [name for name in ("label", "kind") if name not in triplets.variables]
+    if missing:
+        raise AstridInputError(
+            f"triplets: no {' or '.join(missing)} to relabel (label them with label_candidates "
+            "before make_triplets, or read a batch's store)"
+        )
+    labels = np.asarray(triplets["label"].values)
+    kinds = np.asarray(triplets["kind"].values).astype(str)
+    real = np.isin(kinds, list(real_kinds) + [KNOWN_TRANSIENT])
+    new = np.where(labels < 0, labels, real).astype(labels.dtype)
+    if "label" in triplets.coords:
+        out = triplets.assign_coords(label=(triplets["label"].dims, new))
+    else:
+        out = triplets.assign(label=(triplets["label"].dims, new))
+    out["label"].attrs.update(triplets["label"].attrs)
+    out.attrs = {**triplets.attrs, "detect_real_kinds": ",".join(real_kinds)}
     return out

@@ -248,3 +248,36 @@ def test_concat_triplets_keeps_the_coordinates_every_set_has():
         concat_triplets([first, first])
     with pytest.raises(AstridInputError, match="no triplet set"):
         concat_triplets([])
+
+
+def test_relabel_says_the_labels_again_with_other_real_kinds(full_set):
+    from astrid.triplets import new_triplet_dataset, relabel
+
+    kinds = full_set["kind"].values.astype(str)
+    wider = relabel(full_set, ("supernova", "variable", "hot_pixel"))
+    assert (kinds == "hot_pixel").any()
+    expected = np.isin(kinds, ["supernova", "variable", "hot_pixel"]).astype(int)
+    np.testing.assert_array_equal(wider["label"].values, expected)
+    assert wider.attrs["detect_real_kinds"] == "supernova,variable,hot_pixel"
+    np.testing.assert_array_equal(
+        full_set["label"].values, np.isin(kinds, ["supernova", "variable"])
+    )
+    # Back to the default: the labels label_candidates gave; one kind may be a bare string.
+    np.testing.assert_array_equal(relabel(wider)["label"].values, full_set["label"].values)
+    assert relabel(full_set, "hot_pixel")["label"].values.sum() == (kinds == "hot_pixel").sum()
+
+    rng = np.random.default_rng(1)
+    ds = new_triplet_dataset(
+        rng.normal(size=(4, 63, 63, 3)),
+        coords={
+            "candidate_id": ["a", "b", "c", "d"],
+            "label": [1, -1, 0, 1],
+            "kind": ["supernova", "unknown", "asteroid", "known_transient"],
+        },
+    )
+    # Unlabelled candidates stay unlabelled; positions without a kind stay real.
+    assert list(relabel(ds, ["asteroid"])["label"].values) == [0, -1, 1, 1]
+    with pytest.raises(AstridInputError, match="real_kinds"):
+        relabel(ds, [])
+    with pytest.raises(AstridInputError, match="no kind"):
+        relabel(ds.drop_vars("kind"))
